@@ -1,0 +1,3 @@
+from visctl.cli import main
+
+main()

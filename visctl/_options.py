@@ -1,0 +1,40 @@
+"""Options every model command shares, declared once as Annotated aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Run")]
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="CPU threads for torch [default: usable cores, at most 16; OpenMP waits passively].",
+    rich_help_panel="Run")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "--batch_size", min=1, help="Images per forward.",
+                                        rich_help_panel="Run")]
+CfgOptions = Annotated[Optional[list[str]], typer.Option(
+    "--cfg-options", "--cfg_options", help="Override config keys: key=value (repeatable), mmengine syntax.",
+    rich_help_panel="Run")]
+OutDir = Annotated[Optional[Path], typer.Option(
+    "--out-dir", "-o", "--output-dir", help="Output directory [default: visctl-out/<command>].",
+    rich_help_panel="Output")]
+Show = Annotated[bool, typer.Option("--show", help="Open a window per output (saves instead when headless).",
+                                    rich_help_panel="Output")]
+Json = Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.",
+                                    rich_help_panel="Output")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or info on stderr.",
+                                     rich_help_panel="Output")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for every random generator.",
+                                             rich_help_panel="Run")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and every checkpoint key.",
+                                     rich_help_panel="Run")]
+SaveRaw = Annotated[bool, typer.Option("--save-raw", "--save_raw", help="Also save the maps as float32 .npy.",
+                                       rich_help_panel="Output")]
+PreviewModel = Annotated[bool, typer.Option(
+    "--preview-model", "--preview_model", help="Print every layer with its output shape, then exit.",
+    rich_help_panel="Model")]
+TargetLayers = Annotated[Optional[list[str]], typer.Option(
+    "--target-layers", "--target_layers",
+    help="Layer path(s): backbone.layer4, layer4[-1], blocks.-1.norm1 (repeatable or comma-separated).",
+    rich_help_panel="Model")]

@@ -1,0 +1,46 @@
+"""The root `visctl` app: one command per module under visctl/commands, registered in help order."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from visctl import __version__
+from visctl.commands import cam
+
+# Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+app = typer.Typer(
+    name="visctl",
+    help="Look inside PyTorch vision models and their data: CAMs, feature maps, detector maps, t-SNE, ...",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+MODELS = "Models"
+
+app.command("cam", rich_help_panel=MODELS, epilog=cam.EPILOG)(cam.cam)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"visctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[Optional[bool], typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """Look inside PyTorch vision models and their data."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="visctl")

@@ -1,0 +1,161 @@
+"""Config files (mmengine ``Config``), ``--cfg-options``, and the keys visctl reads from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from visctl.errors import ConfigError
+
+CONFIG_SUFFIXES = (".py", ".yaml", ".yml", ".json")
+MODEL_PREFIXES = ("torchvision.", "timm.")
+
+# ImageNet statistics in 0-255, as mmpretrain writes them
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def looks_like_config(arg: str) -> bool:
+    """Whether a command-line argument names a config (a config file, or a bare model name)."""
+    return arg.lower().endswith(CONFIG_SUFFIXES) or arg.startswith(MODEL_PREFIXES) or (
+        ":" in arg and not Path(arg).exists() and "://" not in arg
+    )
+
+
+def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
+    """Parse ``key=value`` strings with mmengine's ``DictAction`` semantics."""
+    if not options:
+        return {}
+    from mmengine.config import DictAction
+
+    out: dict[str, Any] = {}
+    for item in options:
+        if "=" not in item:
+            raise ConfigError(
+                f"--cfg-options expects key=value, got {item!r}",
+                hint="for example --cfg-options model.num_classes=10 'test_pipeline.0.scale=[224,224]'",
+            )
+        key, value = item.split("=", maxsplit=1)
+        out[key] = DictAction._parse_iterable(value)
+    return out
+
+
+def load_config(spec: str, options: list[str] | None = None) -> Any:
+    """Load an mmengine Config from a file, or wrap a bare model name into one.
+
+    Args:
+        spec: a config path (.py/.yaml/.yml/.json, with ``_base_`` inheritance) or a model name such as
+            ``torchvision.resnet18``, ``timm.resnet18`` or ``package.module:attr``.
+        options: ``--cfg-options`` strings merged on top.
+
+    Returns:
+        The mmengine ``Config``.
+    """
+    from mmengine.config import Config
+
+    path = Path(spec)
+    if path.suffix.lower() in CONFIG_SUFFIXES:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {spec}", hint="check the path, or pass a model name "
+                              "such as torchvision.resnet18 instead of a config")
+        try:
+            cfg = Config.fromfile(str(path))
+        except Exception as exc:  # mmengine raises many types for a broken file
+            raise ConfigError(f"cannot read config {spec}: {exc}",
+                              hint="run `python -c \"from mmengine import Config; Config.fromfile('"
+                              f"{spec}')\"` to see the full error") from exc
+    elif looks_like_config(spec):
+        cfg = Config(dict(model=dict(type=spec)))
+    else:
+        raise ConfigError(f"not a config file or model name: {spec}",
+                          hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
+                          "torchvision.resnet18, timm.resnet18 or package.module:attr")
+    extra = parse_cfg_options(options)
+    if extra:
+        cfg.merge_from_dict(extra)
+    return cfg
+
+
+def cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
+    """``cfg['a.b.c']`` that returns ``default`` when any part is missing."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, IndexError, AttributeError):
+            return default
+    return node
+
+
+def class_names(cfg: Any) -> list[str] | None:
+    """Class names from ``classes``, ``dataset_meta.classes`` or the test dataset's ``classes``."""
+    for key in ("classes", "dataset_meta.classes", "test_dataloader.dataset.classes",
+                "val_dataloader.dataset.classes", "train_dataloader.dataset.classes",
+                "test_dataloader.dataset.metainfo.classes"):
+        names = cfg_get(cfg, key)
+        if names:
+            return [str(n) for n in names]
+    return None
+
+
+def tool_option(cfg: Any, key: str, default: Any = None) -> Any:
+    """A per-model tool default from the config's ``visctl = dict(...)`` block."""
+    return cfg_get(cfg, f"visctl.{key}", default)
+
+
+def test_pipeline(cfg: Any) -> list[dict] | None:
+    """The test pipeline: ``test_pipeline``, else the test/val dataloader's dataset pipeline."""
+    for key in ("test_pipeline", "test_dataloader.dataset.pipeline", "val_pipeline",
+                "val_dataloader.dataset.pipeline"):
+        pipe = cfg_get(cfg, key)
+        if pipe:
+            return [dict(step) for step in pipe]
+    return None
+
+
+def normalization(cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
+    """Mean, std (0-255) and whether the model takes RGB, from ``data_preprocessor``.
+
+    Without a ``data_preprocessor`` the torchvision convention applies: RGB input, ImageNet statistics.
+    With one, a missing ``to_rgb`` means BGR, as in mmpretrain's ``ClsDataPreprocessor``.
+    """
+    dp = cfg_get(cfg, "data_preprocessor") or cfg_get(cfg, "model.data_preprocessor")
+    if not dp:
+        return IMAGENET_MEAN, IMAGENET_STD, True
+    mean = tuple(float(v) for v in dp.get("mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in dp.get("std", IMAGENET_STD))
+    to_rgb = bool(dp.get("to_rgb", dp.get("bgr_to_rgb", False)))
+    return mean, std, to_rgb
+
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pth.tar", ".tar")
+
+
+def looks_like_checkpoint(arg: str) -> bool:
+    """Whether a command-line argument names a checkpoint (a weights file or a URL)."""
+    return arg.lower().endswith(CHECKPOINT_SUFFIXES) or "://" in arg
+
+
+def split_inputs(args: list[str]) -> tuple[list[str], str, str | None]:
+    """Split ``IMG... CONFIG [CHECKPOINT]`` into images, config and checkpoint.
+
+    The checkpoint is recognised by its suffix (.pth, .pt, ...) or a URL scheme; the config is the argument
+    before it (or the last one).
+    """
+    from visctl.errors import InputError
+
+    args = list(args)
+    checkpoint = args.pop() if len(args) >= 3 and looks_like_checkpoint(args[-1]) else None
+    if len(args) < 2:
+        raise InputError("expected IMG... CONFIG [CHECKPOINT]",
+                         hint="for example: visctl cam cat.jpg configs/resnet50.py resnet50.pth")
+    config = args.pop()
+    if not looks_like_config(config):
+        raise InputError(f"{config!r} is not a config file or a model name",
+                         hint=f"the config comes after the images and ends in {', '.join(CONFIG_SUFFIXES)}, "
+                         "or is a model name like torchvision.resnet18 or timm.resnet18")
+    for a in args:
+        if a.lower().endswith(CONFIG_SUFFIXES):
+            raise InputError(f"{a!r} looks like a config but stands among the images",
+                             hint="put the images first, then CONFIG, then the optional CHECKPOINT")
+    return args, config, checkpoint

@@ -1,0 +1,75 @@
+"""The error family every command raises, and the one place they are printed (stdlib only)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+
+#: exit status for a user mistake (bad path, layer, method, checkpoint, ...)
+EXIT_USAGE = 2
+#: exit status for a batch run where some inputs failed and the rest finished
+EXIT_PARTIAL = 1
+#: exit status after Ctrl-C (128 + SIGINT)
+EXIT_INTERRUPTED = 130
+
+
+class VisctlError(Exception):
+    """A user-facing problem: one clear message and a hint on how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class InputError(VisctlError):
+    """An input file is missing, unreadable or of an unknown kind."""
+
+
+class ConfigError(VisctlError):
+    """A config file cannot be read or lacks what the command needs."""
+
+
+class ModelError(VisctlError):
+    """A model cannot be built, or a checkpoint does not fit it."""
+
+
+class LayerError(VisctlError):
+    """A layer path does not name a module of the model."""
+
+
+class DeviceError(VisctlError):
+    """The requested device does not exist on this machine."""
+
+
+def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """Return the choices most similar to ``name``, best first."""
+    choices = list(choices)
+    found = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+    if len(found) < n:
+        # substring matches catch 'layer4' -> 'backbone.layer4' which difflib rates low
+        tail = name.split(".")[-1]
+        for c in choices:
+            if c not in found and tail and tail in c:
+                found.append(c)
+            if len(found) >= n:
+                break
+    return found
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks are wanted (``--debug`` sets ``VISCTL_DEBUG=1``)."""
+    return os.environ.get("VISCTL_DEBUG", "") not in ("", "0")
+
+
+def report(err: VisctlError) -> int:
+    """Print ``err`` once to stderr as ``error: ...`` / ``hint: ...`` and return the exit status."""
+    if debug_enabled():
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    print(f"error: {err.message}", file=sys.stderr)
+    if err.hint:
+        print(f"hint: {err.hint}", file=sys.stderr)
+    return EXIT_USAGE

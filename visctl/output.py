@@ -1,0 +1,230 @@
+"""Outputs: stable file names, atomic writes, manifest.json and the index.html gallery."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+INDEX = "index.html"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
+
+
+def input_stems(paths: Iterable[Path]) -> dict[Path, str]:
+    """A stable, collision-free stem per input: its path relative to the inputs' common folder.
+
+    ``a/cat.jpg`` and ``b/cat.jpg`` become ``a__cat`` and ``b__cat``; a single input keeps its stem.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return {}
+    absolute = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
+    stems: dict[Path, str] = {}
+    used: dict[str, int] = {}
+    for p, a in zip(paths, absolute):
+        rel = a.relative_to(common).with_suffix("")
+        stem = "__".join(_slug(part) for part in rel.parts)
+        if a.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            stem += f"_{a.suffix.lower().lstrip('.')}"
+        n = used.get(stem, 0)
+        used[stem] = n + 1
+        stems[p] = stem if n == 0 else f"{stem}_{n}"
+    return stems
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape the results, for the manifest."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("visctl", "torch", "torchvision", "grad-cam", "mmengine-lite", "mmengine", "timm",
+                "opencv-python-headless", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class OutputWriter:
+    """Writes a run's files under one directory and keeps the manifest true at every moment it is saved."""
+
+    def __init__(self, out_dir: Path, command: str, params: dict[str, Any]) -> None:
+        self.out_dir = Path(out_dir)
+        self.command = command
+        self.started = time.time()
+        self.manifest: dict[str, Any] = {
+            "command": command,
+            "params": params,
+            "inputs": [],
+            "outputs": [],
+            "failures": [],
+            "notes": [],
+            "status": "running",
+            "versions": versions(),
+            "timings": {},
+        }
+
+    def path(self, name: str) -> Path:
+        """The absolute path of a run file."""
+        return self.out_dir / name
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        """Atomically write a file of the run (not recorded as an output)."""
+        target = self.path(name)
+        atomic_write(target, data)
+        return target
+
+    def add_output(self, path: Path, kind: str, caption: str = "", **info: Any) -> None:
+        """Record a written file in the manifest (paths relative to the run directory when inside it)."""
+        try:
+            rel = str(Path(path).resolve().relative_to(self.out_dir.resolve()))
+        except ValueError:
+            rel = str(Path(path).resolve())
+        self.manifest["outputs"].append(dict(path=rel, kind=kind, caption=caption, **info))
+
+    def save_image(self, name: str, rgb: Any, caption: str = "", target: Path | None = None, **info: Any) -> Path:
+        """Encode and atomically write an RGB image; record it."""
+        import cv2
+
+        target = Path(target) if target is not None else self.path(name)
+        ok, buf = cv2.imencode(target.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise ValueError(f"cannot encode {target.suffix}")
+        atomic_write(target, buf.tobytes())
+        self.add_output(target, "image", caption, **info)
+        return target
+
+    def save_array(self, name: str, array: Any, caption: str = "", **info: Any) -> Path:
+        """Atomically write a .npy array; record it."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, array)
+        target = self.write_bytes(name, buf.getvalue())
+        self.add_output(target, "array", caption, **info)
+        return target
+
+    def add_input(self, path: Path | str, **info: Any) -> None:
+        """Record an input that was processed."""
+        self.manifest["inputs"].append(dict(path=str(path), **info))
+
+    def fail(self, path: Path | str, message: str) -> None:
+        """Record an input that was skipped, and why."""
+        self.manifest["failures"].append(dict(path=str(path), error=message))
+
+    def note(self, message: str) -> None:
+        """Record a remark about the run (the chosen default layer, a checkpoint summary, ...)."""
+        self.manifest["notes"].append(message)
+
+    def finish(self, status: str) -> Path:
+        """Write manifest.json and index.html with the final status."""
+        self.manifest["status"] = status
+        self.manifest["timings"]["total_s"] = round(time.time() - self.started, 3)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(self.manifest, indent=2, default=str).encode()
+        atomic_write(self.path(MANIFEST), data)
+        atomic_write(self.path(INDEX), render_index(self.manifest).encode())
+        return self.path(MANIFEST)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}}
+h1{{font-size:1.3rem}} .meta{{color:#555;font-size:.9rem}}
+.grid{{display:flex;flex-wrap:wrap;gap:1rem}}
+figure{{margin:0;background:#fff;border:1px solid #ddd;padding:.5rem;max-width:520px}}
+figure img{{max-width:500px;height:auto;display:block}} figcaption{{font-size:.85rem;margin-top:.3rem}}
+.fail{{color:#a00}} code{{font-size:.85rem}} input{{margin:.5rem 0;padding:.3rem;width:20rem}}
+</style></head><body>
+<h1>visctl {command}</h1>
+<p class="meta">status: <b>{status}</b> &middot; {n_out} images &middot; {n_fail} failures &middot; {total}s</p>
+<p class="meta"><code>{params}</code></p>
+{notes}
+<input id="q" placeholder="filter by caption" oninput="f()">
+<div class="grid">
+{figures}
+</div>
+{failures}
+<script>
+function f(){{var q=document.getElementById('q').value.toLowerCase();
+document.querySelectorAll('figure').forEach(function(e){{
+e.style.display=e.dataset.caption.indexOf(q)>=0?'':'none';}});}}
+</script>
+</body></html>
+"""
+
+
+def render_index(manifest: dict[str, Any]) -> str:
+    """A self-contained gallery page for one run (relative links, no server, no external assets)."""
+    esc = html.escape
+    figures = []
+    for out in manifest["outputs"]:
+        if out["kind"] != "image":
+            continue
+        cap = out.get("caption") or out["path"]
+        figures.append(f'<figure data-caption="{esc(cap.lower())}"><a href="{esc(out["path"])}">'
+                       f'<img src="{esc(out["path"])}" alt="{esc(cap)}" loading="lazy"></a>'
+                       f"<figcaption>{esc(cap)}</figcaption></figure>")
+    fails = "".join(f'<li class="fail">{esc(f["path"])}: {esc(f["error"])}</li>' for f in manifest["failures"])
+    notes = "".join(f"<li>{esc(n)}</li>" for n in manifest["notes"])
+    params = ", ".join(f"{k}={v}" for k, v in manifest["params"].items() if v not in (None, False, [], ""))
+    return _PAGE.format(
+        title=esc(f"visctl {manifest['command']}"), command=esc(manifest["command"]),
+        status=esc(manifest["status"]), n_out=len(figures), n_fail=len(manifest["failures"]),
+        total=manifest["timings"].get("total_s", "?"), params=esc(params),
+        notes=f"<ul class='meta'>{notes}</ul>" if notes else "",
+        figures="\n".join(figures), failures=f"<h2>Failures</h2><ul>{fails}</ul>" if fails else "")
+
+
+def show_images(paths: list[Path], warn: Any) -> None:
+    """Open each image in a window (matplotlib, SPACE/RIGHT for the next), or say why not and keep the files."""
+    import sys
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        warn("--show: no display here (DISPLAY is unset); the images are saved instead")
+        return
+    import matplotlib
+
+    try:
+        matplotlib.use("TkAgg" if sys.platform.startswith("linux") else matplotlib.get_backend(), force=True)
+        import matplotlib.pyplot as plt
+    except Exception as exc:  # no GUI toolkit installed
+        warn(f"--show: cannot open a window ({exc}); the images are saved instead")
+        return
+    import cv2
+
+    for path in paths:
+        fig = plt.figure(str(path))
+        fig.add_subplot().imshow(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+        fig.axes[0].set_axis_off()
+        fig.canvas.mpl_connect("key_press_event", lambda e: plt.close(e.canvas.figure))
+        plt.show()

@@ -1,0 +1,124 @@
+"""Drawing: heatmap overlays, captioned panels and grids (RGB uint8 arrays in, RGB uint8 arrays out)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "bone")
+
+
+def colorize(fmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """A (H, W) map in [0, 1] as an RGB uint8 image through an OpenCV colormap."""
+    import cv2
+    import numpy as np
+
+    code = getattr(cv2, f"COLORMAP_{colormap.upper()}", None)
+    if code is None:
+        raise ValueError(f"unknown colormap {colormap!r}; known: {', '.join(COLORMAPS)}")
+    u8 = (np.clip(fmap, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, code), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """Blend a [0, 1] map over an RGB image: ``(1 - alpha) * image + alpha * heat`` (no re-brightening)."""
+    import cv2
+
+    if fmap.shape[:2] != image.shape[:2]:
+        fmap = cv2.resize(fmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    heat = colorize(fmap, colormap)
+    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+
+
+def caption(image: np.ndarray, text: str, min_width: int = 0) -> np.ndarray:
+    """Put ``text`` in a white band above the image, the font sized to stay legible at any image size."""
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    width = max(w, min_width)
+    scale = max(0.4, min(1.0, width / 500))
+    thick = 1 if scale < 0.8 else 2
+    lines = _wrap(text, width, scale, thick)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    line_h = th + base + 6
+    band = np.full((line_h * len(lines) + 6, width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (4, 4 + th + i * line_h), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), thick,
+                    cv2.LINE_AA)
+    body = image if w == width else cv2.copyMakeBorder(image, 0, 0, 0, width - w, cv2.BORDER_CONSTANT,
+                                                       value=(255, 255, 255))
+    return np.vstack([band, body])
+
+
+def _wrap(text: str, width: int, scale: float, thick: int) -> list[str]:
+    import cv2
+
+    lines: list[str] = []
+    for para in text.split("\n"):
+        cur = ""
+        for word in para.split(" "):
+            trial = f"{cur} {word}".strip()
+            if cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] > width - 8 and cur:
+                lines.append(cur)
+                cur = word
+            else:
+                cur = trial
+        lines.append(cur)
+    return lines
+
+
+def grid(panels: list[np.ndarray], cols: int | None = None, gap: int = 6) -> np.ndarray:
+    """Lay panels out in rows (left to right, top to bottom) on white; never drops a panel."""
+    import math
+
+    import numpy as np
+
+    if not panels:
+        raise ValueError("no panels")
+    cols = cols or min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    cell_h = max(p.shape[0] for p in panels)
+    cell_w = max(p.shape[1] for p in panels)
+    out = np.full((rows * cell_h + (rows - 1) * gap, cols * cell_w + (cols - 1) * gap, 3), 255, np.uint8)
+    for i, p in enumerate(panels):
+        r, c = divmod(i, cols)
+        y, x = r * (cell_h + gap), c * (cell_w + gap)
+        out[y:y + p.shape[0], x:x + p.shape[1]] = p
+    return out
+
+
+def fit(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Scale an image so its longer side is at most ``max_side`` (upscales tiny images to it too)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    f = max_side / max(h, w)
+    if abs(f - 1.0) < 1e-6:
+        return image
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_NEAREST if f >= 2 else cv2.INTER_LINEAR
+    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
+
+
+def map_figure(original: np.ndarray, rows: list[tuple[str, list[tuple[str, np.ndarray]]]], alpha: float = 0.5,
+               colormap: str = "jet", panel_side: int = 384) -> np.ndarray:
+    """One figure for one image: per row, the original then one overlay per map, all captioned.
+
+    Args:
+        original: the original RGB image.
+        rows: ``(row label, [(panel caption, map at the original's size in [0, 1]), ...])``.
+        alpha: heatmap opacity.
+        colormap: an OpenCV colormap name.
+        panel_side: longer side of each panel in the figure.
+    """
+    panels = []
+    cols = min(1 + max(len(maps) for _, maps in rows), 6)
+    base = fit(original, panel_side)
+    blank = caption(base * 0 + 255, "")
+    for label, maps in rows:
+        row = [caption(base, label)] + [caption(overlay(base, fmap, alpha, colormap), text) for text, fmap in maps]
+        row.extend([blank] * (-len(row) % cols))  # each category starts a new line of the grid
+        panels.extend(row)
+    return grid(panels, cols=cols)
