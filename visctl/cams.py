@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -278,8 +278,10 @@ def default_target_layers(model: nn.Module, pr: Probe, in_hw: tuple[int, int], v
 
 def is_vit_like(pr: Probe, in_hw: tuple[int, int]) -> bool:
     """Whether the model computes on tokens or channels-last maps (ViT, DeiT, Swin, ...)."""
+    # only the main stream counts (stages, at most two levels deep): ConvNeXt permutes to channels-last
+    # inside its blocks, yet it is a CNN
     for name, shape in pr.order:
-        if not name or not isinstance(shape, tuple):
+        if not name or not isinstance(shape, tuple) or name.count(".") > 1:
             continue
         if len(shape) == 3 and shape[1] > 1 and token_grid(shape[1], in_hw, None) is not None:
             return True
@@ -363,7 +365,6 @@ class CamEngine:
                  batch_size: int = 32, ratio_channels_to_ablate: float = 1.0) -> None:
         from visctl.models import find_layer
 
-        os.environ.setdefault("TQDM_DISABLE", "1")  # grad-cam's progress bars must not leak into ours
         self.cls_name, self.grad_mode = METHODS[method]
         self.method = method
         self.model = model
@@ -380,10 +381,12 @@ class CamEngine:
                  eigen_smooth: bool = False) -> tuple[np.ndarray, torch.Tensor]:
         """Maps (B, H, W) in [0, 1] at the input's size, and the logits (B, classes)."""
         import pytorch_grad_cam as gc
+        import torch
 
         if len(targets) != batch.shape[0]:
             raise ValueError("one target per image")  # a bug, not a user error: grad-cam would zip silently
         self.model.eval()
+        trainable = [p.requires_grad for p in self.model.parameters()]
         wrapped = build_cam_model(self.model, self.grad_mode)
         handles = []
         if self.grad_mode == "layer":
@@ -397,16 +400,34 @@ class CamEngine:
         if self.method is Method.scorecam:
             cam.batch_size = self.batch_size
         try:
-            maps = cam(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+            with torch.enable_grad(), _quiet_tqdm():  # the targets' scores are computed outside the forward
+                maps = cam(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
             logits = cam.outputs.detach()
         finally:
             cam.activations_and_grads.release()
             for h in handles:
                 h.remove()
+            for p, flag in zip(self.model.parameters(), trainable):  # leave the caller's model as it was
+                p.requires_grad_(flag)
         for i, t in enumerate(targets):
             if isinstance(t, RankTarget) and t.category is None:  # activation-only methods never call targets
                 t.category = int(logits[i].topk(t.rank + 1).indices[t.rank])
         return maps, logits
+
+
+@contextmanager
+def _quiet_tqdm() -> Iterator[None]:
+    """ScoreCAM/AblationCAM draw tqdm bars on stderr; ours is the only progress display."""
+    from functools import partialmethod
+
+    import tqdm
+
+    original = tqdm.tqdm.__init__
+    tqdm.tqdm.__init__ = partialmethod(original, disable=True)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        tqdm.tqdm.__init__ = original  # type: ignore[method-assign]
 
 
 def _start_graph(_module: Any, _inputs: Any, output: Any) -> Any:

@@ -228,3 +228,23 @@ def show_images(paths: list[Path], warn: Any) -> None:
         fig.axes[0].set_axis_off()
         fig.canvas.mpl_connect("key_press_event", lambda e: plt.close(e.canvas.figure))
         plt.show()
+
+
+def write_root_index(root: Path) -> Path:
+    """An index.html over every run directory under ``root`` (each holding a manifest.json)."""
+    root = Path(root)
+    rows = []
+    for manifest_path in sorted(root.glob("*/manifest.json")):
+        doc = json.loads(manifest_path.read_text())
+        run = manifest_path.parent.name
+        images = [o for o in doc["outputs"] if o["kind"] == "image"][:4]
+        thumbs = "".join(f'<img src="{html.escape(run)}/{html.escape(o["path"])}" height="160" loading="lazy">'
+                         for o in images)
+        rows.append(f'<section data-command="{html.escape(doc["command"])}"><h2><a href="{html.escape(run)}/index.html">'
+                    f'{html.escape(doc["command"])}</a> <small>{html.escape(doc["status"])}, '
+                    f'{len(doc["outputs"])} outputs</small></h2>{thumbs}</section>')
+    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>visctl runs</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:1.5rem} img{margin:2px;border:1px solid #ccc}"
+            "</style></head><body><h1>visctl runs</h1>" + "\n".join(rows) + "</body></html>")
+    atomic_write(root / INDEX, page.encode())
+    return root / INDEX

@@ -219,9 +219,14 @@ def to_original(fmap: np.ndarray, state: ImageState, orig_hw: tuple[int, int]) -
     kx, ky = fw / out_w, fh / out_h
     m = np.array([[sx * kx, 0, (0.5 * sx + tx) * kx - 0.5],
                   [0, sy * ky, (0.5 * sy + ty) * ky - 0.5]], dtype=np.float64)
-    return cv2.warpAffine(fmap.astype(np.float32), m, (orig_hw[1], orig_hw[0]),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
+    size = (orig_hw[1], orig_hw[0])
+    # replicate at the map's edges so the last row/column is not blended with zeros ...
+    out = cv2.warpAffine(fmap.astype(np.float32), m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    # ... and zero what the pipeline cropped away (or padded in)
+    inside = cv2.warpAffine(np.ones((fh, fw), np.uint8), m, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out * inside
 
 
 def to_tensor(states: list[ImageState], mean: tuple[float, ...], std: tuple[float, ...], rgb: bool) -> Any:

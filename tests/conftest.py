@@ -1,0 +1,63 @@
+"""Shared fixtures: a plain terminal, the CLI runner, the demo model and generated images with known boxes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_COLOR", "1")
+os.environ.setdefault("COLUMNS", "120")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CFG = ROOT / "examples" / "demo_classifier" / "config.py"
+HELD_OUT = range(100_000, 100_100)  # the training script uses seeds below 100000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner):
+    """Run the real CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from visctl.cli import app
+
+    def run(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def held_out(tmp_path_factory) -> dict[Path, object]:
+    """100 held-out demo images on disk, path -> Scene (label and box)."""
+    from visctl.shapes import write_scenes
+
+    folder = tmp_path_factory.mktemp("held_out")
+    return dict(write_scenes(folder, HELD_OUT))
+
+
+@pytest.fixture
+def image_file(tmp_path) -> Path:
+    """One held-out demo image."""
+    from visctl.shapes import write_scenes
+
+    return write_scenes(tmp_path / "img", range(100_000, 100_001))[0][0]
+
+
+def manifest(out_dir: Path) -> dict:
+    return json.loads((Path(out_dir) / "manifest.json").read_text())

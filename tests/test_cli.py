@@ -1,0 +1,117 @@
+"""The CLI shell: startup cost, version, help, completion, error reporting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+HEAVY = ("torch", "torchvision", "cv2", "mmengine", "pytorch_grad_cam", "timm", "matplotlib", "sklearn", "numpy")
+
+
+def _loaded_after(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    code = (
+        "import sys\n"
+        f"sys.argv = {argv!r}\n"
+        "from visctl.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                         check=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LOADED")][-1]
+    return eval(line.removeprefix("LOADED "))
+
+
+def test_help_and_completion_import_no_heavy_module():
+    assert _loaded_after(["visctl", "--help"]) == []
+    assert _loaded_after(["visctl", "cam", "--help"]) == []
+    env = {"_VISCTL_COMPLETE": "complete_bash", "COMP_WORDS": "visctl cam --method la", "COMP_CWORD": "3"}
+    assert _loaded_after(["visctl"], env) == []
+
+
+def test_version_and_module_entry():
+    out = subprocess.run([sys.executable, "-m", "visctl", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("visctl ")
+
+
+def test_cam_help_lists_seed_flags(invoke):
+    result = invoke("cam", "--help")
+    assert result.exit_code == 0
+    for flag in ("--target-layers", "--preview-model", "--method", "--target-category", "--save-path",
+                 "--vit-like", "--num-extra-tokens", "--aug-smooth", "--eigen-smooth", "--device", "--cfg-options",
+                 "--threads", "--batch-size", "--json", "--save-raw"):
+        assert flag in result.stdout, flag
+
+
+def test_bash_completion_of_method_names():
+    env = {**os.environ, "_VISCTL_COMPLETE": "complete_bash", "COMP_WORDS": "visctl cam --method la",
+           "COMP_CWORD": "3"}
+    out = subprocess.run(["visctl"], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["layercam"]
+
+
+def test_completion_scripts_are_fresh():
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    for shell in ("bash", "zsh", "fish"):
+        fresh = subprocess.run(["visctl", "--show-completion", shell], capture_output=True, text=True, env=env,
+                               check=True).stdout
+        stored = (ROOT / "completions" / f"visctl.{shell}").read_text()
+        assert fresh == stored, f"completions/visctl.{shell} is stale: run completions/generate.sh"
+
+
+def test_readme_help_block_is_fresh():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- help:start -->")[1].split("<!-- help:end -->")[0]
+    fresh = subprocess.run(["visctl", "--help"], capture_output=True, text=True, check=True,
+                           env={**os.environ, "COLUMNS": "100"}).stdout
+    expected = f"\n```text\n$ visctl --help\n{fresh.rstrip()}\n```\n"
+    assert block == expected, "README's help block is stale: paste `COLUMNS=100 visctl --help` into it"
+
+
+def test_user_errors_exit_2_without_traceback(invoke, image_file, tmp_path):
+    cfg = ROOT / "examples" / "demo_classifier" / "config.py"
+    cases = [
+        (["cam", tmp_path / "nope.jpg", cfg], "image not found"),
+        (["cam", image_file, tmp_path / "nope.py"], "config file not found"),
+        (["cam", image_file, cfg, "--method", "gradkam"], "unknown CAM method"),
+        (["cam", image_file, cfg, "--target-layers", "backbone.layer9"], "no layer"),
+        (["cam", image_file, cfg, "--target-category", "7"], "out of range"),
+        (["cam", image_file, cfg, "--target-category", "hexagon"], "not a class"),
+        (["cam", image_file, cfg, "--device", "cuda:3"], "--device"),
+        (["cam", image_file, cfg, tmp_path / "missing.pth"], "checkpoint not found"),
+    ]
+    for args, needle in cases:
+        result = invoke(*args, "-o", tmp_path / "out")
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.stderr, (args, result.stderr)
+        assert "hint:" in result.stderr
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_mismatched_checkpoint_is_an_error(invoke, image_file, tmp_path):
+    import torch
+    import torchvision
+
+    ckpt = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), ckpt)
+    cfg = ROOT / "examples" / "demo_classifier" / "config.py"
+    result = invoke("cam", image_file, cfg, ckpt, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "fits only 0 of the model's" in result.stderr and "checkpoint_revise_keys" in result.stderr
+
+
+def test_debug_shows_traceback(invoke, tmp_path):
+    result = invoke("cam", tmp_path / "nope.jpg", "torchvision.resnet18", "--debug")
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr
+    os.environ.pop("VISCTL_DEBUG", None)
+
+
+def test_unknown_device_name_is_rejected(invoke, image_file):
+    result = invoke("cam", image_file, "torchvision.resnet18", "--device", "tpu")
+    assert result.exit_code == 2 and "unknown device" in result.stderr

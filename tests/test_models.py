@@ -1,0 +1,143 @@
+"""Model resolution, checkpoints and layer paths."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from visctl import config, models
+from visctl.errors import LayerError, ModelError
+
+
+def test_torchvision_names_bare_and_prefixed():
+    assert isinstance(models.build_model(dict(type="resnet18", num_classes=3)), nn.Module)
+    m = models.build_model(dict(type="torchvision.mobilenet_v3_small", num_classes=5))
+    assert m.classifier[-1].out_features == 5
+
+
+def test_torchvision_detector_builds_without_downloading(monkeypatch):
+    def no_download(*a, **k):
+        raise AssertionError("download attempted")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    m = models.build_model(dict(type="fasterrcnn_mobilenet_v3_large_fpn", num_classes=3))
+    assert isinstance(m, nn.Module)
+
+
+def test_timm_and_import_path():
+    m = models.build_model(dict(type="timm.resnet10t", num_classes=7))
+    assert m.get_classifier().out_features == 7
+    m = models.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
+    assert m.head.fc.out_features == 4
+    m = models.build_model(dict(type="torch.nn:Conv2d", in_channels=3, out_channels=4, kernel_size=3))
+    assert isinstance(m, nn.Conv2d)
+
+
+def test_unknown_models_say_what_to_do():
+    with pytest.raises(ModelError, match="unknown model type") as e:
+        models.build_model(dict(type="resnet19"))
+    assert "resnet18" in e.value.hint
+    with pytest.raises(ModelError, match="timm has no model"):
+        models.build_model(dict(type="timm.resnet_nope"))
+    with pytest.raises(ModelError, match="cannot import"):
+        models.build_model(dict(type="no_such_pkg.mod:Net"))
+    with pytest.raises(ModelError, match="not installed"):
+        models.build_model(dict(type="ImageClassifier"), default_scope="mmpretrain_missing")
+
+
+def test_registry_model_when_default_scope_is_installed(monkeypatch):
+    from mmengine.registry import MODELS
+
+    pkg = types.ModuleType("visctl_fake_scope")
+    monkeypatch.setitem(sys.modules, "visctl_fake_scope", pkg)
+
+    @MODELS.register_module(name="VisctlTinyNet", force=True)
+    class TinyNet(nn.Module):
+        def __init__(self, width: int = 2) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, width, 1)
+
+    m = models.build_model(dict(type="VisctlTinyNet", width=3), default_scope="visctl_fake_scope")
+    assert m.conv.out_channels == 3
+
+
+def test_checkpoint_wrappers_and_revise_keys(tmp_path):
+    src = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    raw = tmp_path / "raw.pth"
+    torch.save(src.state_dict(), raw)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}, "meta": {}}, wrapped)
+    prefixed = tmp_path / "prefixed.pth"
+    torch.save({"model": {f"encoder.{k}": v for k, v in src.state_dict().items()}}, prefixed)
+    for path, revise in ((raw, None), (wrapped, None), (prefixed, [(r"^encoder\.", "")])):
+        dst = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+        summary = models.load_checkpoint(dst, str(path), revise)
+        assert summary["loaded"] == summary["total"]
+        assert torch.equal(dst.head.fc.weight, src.head.fc.weight)
+    dst = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    with pytest.raises(ModelError, match="fits only 0"):
+        models.load_checkpoint(dst, str(prefixed))
+
+
+def test_checkpoint_summary_names_missing_keys(tmp_path):
+    src = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    state = src.state_dict()
+    state.pop("head.fc.bias")
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    summary = models.load_checkpoint(models.build_model(dict(type="visctl.demo_models:shapes_classifier")), str(path))
+    line = models.checkpoint_note(summary)
+    assert "1 missing (head.fc.bias)" in line and "1 unexpected (extra.weight)" in line
+
+
+@pytest.mark.parametrize("path, canonical", [
+    ("layer4", "layer4"), ("layer4.1", "layer4.1"), ("layer4[-1]", "layer4.1"), ("layer4.-1.conv2", "layer4.1.conv2"),
+    ("layer4[1].bn2", "layer4.1.bn2"), ("layer1[0]", "layer1.0"),
+])
+def test_layer_paths(path, canonical):
+    m = models.build_model(dict(type="resnet18"))
+    name, module = models.find_layer(m, path)
+    assert name == canonical
+    assert module is dict(m.named_modules())[canonical]
+
+
+def test_wrong_layer_names_the_closest():
+    m = models.build_model(dict(type="resnet18"))
+    with pytest.raises(LayerError) as e:
+        models.find_layer(m, "layer4.1.bn3")
+    assert "layer4.1.bn2" in e.value.hint or "layer4.1.bn1" in e.value.hint
+    with pytest.raises(LayerError, match="out of range"):
+        models.find_layer(m, "layer4[5]")
+
+
+def test_preview_lists_shapes():
+    m = models.build_model(dict(type="resnet18"))
+    lines = models.preview_lines(m, torch.zeros(1, 3, 64, 64))
+    assert any(ln.strip().startswith("layer4  Sequential  -> 1x512x2x2") for ln in lines)
+
+
+def test_cfg_options_and_bare_model_names(tmp_path):
+    cfg_file = tmp_path / "c.py"
+    cfg_file.write_text("model = dict(type='resnet18', num_classes=3)\n")
+    cfg = config.load_config(str(cfg_file), ["model.num_classes=5", "classes=[a,b]"])
+    assert cfg.model.num_classes == 5 and list(cfg.classes) == ["a", "b"]
+    assert config.load_config("timm.resnet18").model.type == "timm.resnet18"
+
+
+def test_base_inheritance_and_normalization(tmp_path):
+    (tmp_path / "base.py").write_text(
+        "data_preprocessor = dict(mean=[1., 2., 3.], std=[4., 5., 6.])\nmodel = dict(type='resnet18')\n")
+    (tmp_path / "child.py").write_text("_base_ = ['./base.py']\ndata_preprocessor = dict(to_rgb=True)\n")
+    cfg = config.load_config(str(tmp_path / "child.py"))
+    assert config.normalization(cfg) == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0), True)
+    (tmp_path / "bgr.py").write_text("data_preprocessor = dict(mean=[1., 2., 3.], std=[4., 5., 6.])\n")
+    assert config.normalization(config.load_config(str(tmp_path / "bgr.py")))[2] is False
+
+
+def test_split_inputs():
+    assert config.split_inputs(["a.jpg", "b/", "cfg.py", "w.pth"]) == (["a.jpg", "b/"], "cfg.py", "w.pth")
+    assert config.split_inputs(["a.jpg", "torchvision.resnet18"]) == (["a.jpg"], "torchvision.resnet18", None)
