@@ -10,21 +10,11 @@ visctl / plain grad-cam (target >= 2.5x) and visctl / bare forward (target >= 0.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from _common import interleaved
 
 
 def main() -> None:
@@ -67,9 +57,8 @@ def main() -> None:
         return [engine(b, [cams.RankTarget(0) for _ in range(len(b))])[0] for b in batches]
 
     bare(), visctl()  # warm-up
-    t_bare = best_of(bare, args.repeats)
-    t_plain = best_of(plain, args.repeats)
-    t_visctl = best_of(visctl, args.repeats)
+    t = interleaved({"bare": bare, "plain": plain, "visctl": visctl}, args.repeats)
+    t_bare, t_plain, t_visctl = t["bare"], t["plain"], t["visctl"]
     same = max(float(np.abs(a - b).max()) for a, b in zip(plain(), visctl()))
 
     n = args.images

@@ -190,8 +190,12 @@ class Probe:
         return None
 
 
-def probe(model: nn.Module, example: torch.Tensor) -> Probe:
-    """Run ``example`` once under no_grad and record every module's output shape in execution order."""
+def probe(model: nn.Module, example: torch.Tensor, logits: bool = True) -> Probe:
+    """Run ``example`` once under no_grad and record every module's output shape in execution order.
+
+    With ``logits`` the model must return class scores (N, classes); otherwise any output is accepted
+    and ``num_classes`` is 0.
+    """
     import torch
 
     from visctl.models import output_tensor
@@ -208,10 +212,13 @@ def probe(model: nn.Module, example: torch.Tensor) -> Probe:
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            out = output_tensor(model(example))
+            out = model(example)
     finally:
         for h in handles:
             h.remove()
+    if not logits:
+        return Probe(order=order, num_classes=0)
+    out = output_tensor(out)
     if out.ndim != 2:
         raise ModelError(f"the model's output has shape {tuple(out.shape)}; a classifier CAM needs (N, classes)",
                          hint="for detectors use `visctl boxam`")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import __version__
-from visctl.commands import cam, demo
+from visctl.commands import cam, demo, featmap
 
 # Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -25,6 +25,7 @@ app = typer.Typer(
 MODELS = "Models"
 
 app.command("cam", rich_help_panel=MODELS, epilog=cam.EPILOG)(cam.cam)
+app.command("featmap", rich_help_panel=MODELS, epilog=featmap.EPILOG)(featmap.featmap)
 app.command("demo", rich_help_panel="Tour", epilog=demo.EPILOG)(demo.demo)
 
 

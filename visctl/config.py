@@ -136,6 +136,18 @@ def looks_like_checkpoint(arg: str) -> bool:
     return arg.lower().endswith(CHECKPOINT_SUFFIXES) or "://" in arg
 
 
+def pop_cfg_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` words from positional arguments.
+
+    ``--cfg-options a=1 b=2`` (mmengine's habit) hands ``b=2`` to the positional arguments; a word with
+    ``=`` that is not an existing path is taken as a config option.
+    """
+    rest, options = [], []
+    for a in args:
+        (options if "=" in a and not Path(a).exists() and "://" not in a else rest).append(a)
+    return rest, options
+
+
 def split_inputs(args: list[str]) -> tuple[list[str], str, str | None]:
     """Split ``IMG... CONFIG [CHECKPOINT]`` into images, config and checkpoint.
 

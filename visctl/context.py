@@ -128,6 +128,12 @@ class RunContext:
         self.writer = OutputWriter(out_dir or self.out_dir, self.command, params)
         return self.writer
 
+    def skip(self, path: Any, message: str) -> None:
+        """A bad input in a batch run: warn, list it in the manifest, carry on (the run exits 1)."""
+        self.warn(f"skipping {path}: {message}")
+        assert self.writer is not None
+        self.writer.fail(path, message)
+
     # -- messages --
     def log(self, message: str) -> None:
         """A progress or info line on stderr (silent with --quiet / --json)."""

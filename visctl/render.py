@@ -11,15 +11,37 @@ COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "bo
 
 
 def colorize(fmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """A (H, W) map in [0, 1] as an RGB uint8 image through an OpenCV colormap."""
+    """A (H, W) map in [0, 1] as an RGB uint8 image, through an OpenCV colormap or else a matplotlib one."""
     import cv2
     import numpy as np
 
     code = getattr(cv2, f"COLORMAP_{colormap.upper()}", None)
-    if code is None:
-        raise ValueError(f"unknown colormap {colormap!r}; known: {', '.join(COLORMAPS)}")
-    u8 = (np.clip(fmap, 0.0, 1.0) * 255).round().astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(u8, code), cv2.COLOR_BGR2RGB)
+    if code is not None:
+        u8 = (np.clip(fmap, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return cv2.cvtColor(cv2.applyColorMap(u8, code), cv2.COLOR_BGR2RGB)
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[colormap]
+    except KeyError:
+        raise ValueError(f"unknown colormap {colormap!r}") from None
+    return (cmap(np.clip(fmap, 0.0, 1.0))[..., :3] * 255).round().astype(np.uint8)
+
+
+def check_colormap(name: str) -> str:
+    """Validate a colormap name (OpenCV's, or any of matplotlib's such as coolwarm); returns it."""
+    import cv2
+
+    if getattr(cv2, f"COLORMAP_{name.upper()}", None) is not None:
+        return name
+    import matplotlib
+
+    if name in matplotlib.colormaps:
+        return name
+    from visctl.errors import VisctlError
+
+    raise VisctlError(f"unknown colormap {name!r}",
+                      hint=f"use an OpenCV map ({', '.join(COLORMAPS)}) or a matplotlib one such as coolwarm")
 
 
 def overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:

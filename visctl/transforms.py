@@ -8,6 +8,7 @@ at integers), which :func:`to_original` inverts to carry a CAM or feature map ba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import ConfigError
@@ -246,3 +247,27 @@ def default_pipeline(input_size: Any) -> list[dict]:
     """The pipeline used when a config has none: stretch to the model's input size (maps are carried back)."""
     w, h = _wh(input_size, "wh")
     return [dict(type="Resize", scale=(w, h), keep_ratio=False)]
+
+
+def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int) -> Iterator[tuple[list, list]]:
+    """Read and transform images ``batch_size`` at a time.
+
+    Yields:
+        ``(groups, failures)``: groups of ``(path, original RGB, ImageState)`` whose pipeline outputs share
+        one size (so each group stacks into one batch), and ``(path, message)`` for unreadable inputs.
+    """
+    from visctl.errors import VisctlError
+    from visctl.images import read_image
+
+    for start in range(0, len(paths), batch_size):
+        groups: dict[tuple, list] = {}
+        failures = []
+        for p in paths[start:start + batch_size]:
+            try:
+                img = read_image(p)
+                state = run_pipeline(img, steps)
+            except VisctlError as err:
+                failures.append((p, err.message))
+                continue
+            groups.setdefault(state.img.shape, []).append((p, img, state))
+        yield list(groups.values()), failures

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
+from visctl.commands._shared import open_model, preview
 from visctl.context import RunContext
 
 EPILOG = """Examples:
@@ -106,41 +107,16 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
          save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int, show: bool) -> None:
     import time
 
-    from visctl import cams, config, images, models, output, render, transforms
-    from visctl.errors import InputError, VisctlError
+    from visctl import cams, config, models, output, render, transforms
 
     methods = cams.parse_method(method)
-    if colormap.lower() not in render.COLORMAPS:
-        raise VisctlError(f"unknown colormap {colormap!r}", hint=f"use one of {', '.join(render.COLORMAPS)}")
-    img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-    paths = images.gather_images(img_specs)
-    cfg = ctx.load_config(cfg_spec)
-    ctx.setup_torch()
-    model, summary = models.load_model(cfg, checkpoint, ctx.device)
-    if summary:
-        ctx.log(models.checkpoint_note(summary, verbose=ctx.debug))
-    elif not (checkpoint or cfg.get("load_from")):
-        ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
-    steps = config.test_pipeline(cfg) or transforms.default_pipeline(config.tool_option(cfg, "input_size", 224))
-    mean, std, rgb = config.normalization(cfg)
-
-    # one example through the pipeline, for the probe and --preview-model
-    first = None
-    for p in paths:
-        try:
-            first = images.read_image(p)
-            break
-        except InputError:
-            continue
-    if first is None:
-        import numpy as np
-
-        first = np.zeros((256, 256, 3), np.uint8)
-    example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
+    colormap = render.check_colormap(colormap)
+    mi = open_model(ctx, args)
     if preview_model:
-        for line in models.preview_lines(model, example):
-            print(line)
+        preview(mi)
         raise typer.Exit(0)
+    model, paths, cfg, steps, mean, std, rgb = mi.model, mi.paths, mi.cfg, mi.steps, mi.mean, mi.std, mi.rgb
+    cfg_spec, checkpoint, summary, example = mi.cfg_spec, mi.checkpoint, mi.summary, mi.example
 
     setup = cams.plan(model, example, target_layers, vit_like, num_extra_tokens,
                       config.tool_option(cfg, "target_layers"))
@@ -157,7 +133,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
 
     single_file = save_path is not None and len(paths) == 1 and save_path.suffix != ""
     writer = ctx.open_writer(dict(
-        inputs=[str(p) for p in paths], config=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
+        inputs=[str(p) for p in paths], config=cfg_spec, checkpoint=checkpoint,
         methods=[m.value for m in methods], target_layers=setup.layers, target_category=categories or None,
         topk=None if categories else topk, vit_like=setup.vit_like, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
         device=ctx.device, threads=ctx.threads, batch_size=batch_size),
@@ -173,21 +149,11 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
     started = time.time()
     try:
         with ctx.progress(len(paths), "cam") as advance:
-            for start in range(0, len(paths), batch_size):
-                loaded = []
-                for p in paths[start:start + batch_size]:
-                    try:
-                        img = images.read_image(p)
-                        loaded.append((p, img, transforms.run_pipeline(img, steps)))
-                    except VisctlError as err:
-                        ctx.warn(f"skipping {p}: {err.message}")
-                        writer.fail(p, err.message)
-                        advance()
-                # images of one output size go through the model together
-                groups: dict[tuple, list] = {}
-                for item in loaded:
-                    groups.setdefault(item[2].img.shape, []).append(item)
-                for group in groups.values():
+            for groups, failures in transforms.prepared_batches(paths, steps, batch_size):
+                for p, message in failures:
+                    ctx.skip(p, message)
+                    advance()
+                for group in groups:
                     batch = transforms.to_tensor([s for _, _, s in group], mean, std, rgb).to(ctx.device)
                     rows: list[list[tuple[str, list]]] = [[] for _ in group]
                     raws: list[list[tuple[str, object]]] = [[] for _ in group]
@@ -207,7 +173,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                                     (f"{engine.method.value} | {label} p={float(probs[i, cat]):.2f}", fmap))
                                 raws[i].append((f"{engine.method.value}_c{cat}", fmap))
                     for i, (p, img, state) in enumerate(group):
-                        figure = render.map_figure(img, rows[i], alpha=alpha, colormap=colormap.lower())
+                        figure = render.map_figure(img, rows[i], alpha=alpha, colormap=colormap)
                         tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
                         name = f"{stems[p]}_cam_{tag}_{layer_tag}.png".replace("++", "pp")
                         cats = [r[0] for r in rows[i]]

@@ -1,0 +1,71 @@
+"""Wiring shared by the model commands: inputs, config, model, pipeline and one example batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visctl.context import RunContext
+
+
+@dataclass
+class ModelInputs:
+    """What a model command has before its first batch."""
+
+    paths: list[Path]
+    cfg: Any
+    cfg_spec: str
+    checkpoint: str | None
+    model: Any
+    summary: dict | None
+    steps: list[dict]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rgb: bool
+    example: Any  # (1, 3, H, W) on the device
+
+
+def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spec: str | None = None,
+               checkpoint: str | None = None, paths: list[Path] | None = None) -> ModelInputs:
+    """Split ``IMG... CONFIG [CHECKPOINT]``, load the config and the model, and prepare one example."""
+    import numpy as np
+
+    from visctl import config, images as imgs, models, transforms
+    from visctl.errors import InputError
+
+    args, extra_options = config.pop_cfg_options(args)
+    ctx.cfg_options.extend(extra_options)
+    if images:
+        img_specs, cfg_spec, checkpoint = config.split_inputs(args)
+        paths = imgs.gather_images(img_specs)
+    assert cfg_spec is not None
+    cfg = ctx.load_config(cfg_spec)
+    ctx.setup_torch()
+    model, summary = models.load_model(cfg, checkpoint, ctx.device)
+    if summary:
+        ctx.log(models.checkpoint_note(summary, verbose=ctx.debug))
+    elif not (checkpoint or cfg.get("load_from")):
+        ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
+    steps = config.test_pipeline(cfg) or transforms.default_pipeline(config.tool_option(cfg, "input_size", 224))
+    mean, std, rgb = config.normalization(cfg)
+    first = None
+    for p in paths or []:
+        try:
+            first = imgs.read_image(p)
+            break
+        except InputError:
+            continue
+    if first is None:
+        first = np.zeros((256, 256, 3), np.uint8)
+    example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
+    return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
+                       model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example)
+
+
+def preview(mi: ModelInputs) -> None:
+    """Print the module tree with output shapes (``--preview-model``)."""
+    from visctl import models
+
+    for line in models.preview_lines(mi.model, mi.example):
+        print(line)

@@ -1,0 +1,235 @@
+"""`visctl featmap`: feature maps of any layers, aligned on the original images; or two models' difference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from visctl import _options as opt
+from visctl.commands._shared import open_model, preview
+from visctl.context import RunContext
+from visctl.featmaps import Normalize, Reduction
+
+EPILOG = """Examples:
+
+  visctl featmap img.jpg cfg.py ckpt.pth --target-layers backbone.layer3,backbone.layer4
+
+  visctl featmap imgs/ cfg.py --channel-reduction none --topk 8 --arrangement 2 4 --normalize per-layer
+
+  visctl featmap img.jpg student.py s.pth --compare teacher.py,t.pth --signed
+"""
+
+
+def featmap(
+    args: Annotated[list[str], typer.Argument(
+        metavar="IMG... CONFIG [CHECKPOINT]",
+        help="Images (files, directories, globs), then a config file or model name, then a checkpoint.",
+        show_default=False)],
+    target_layers: opt.TargetLayers = None,
+    channel_reduction: Annotated[Reduction, typer.Option(
+        "--channel-reduction", "--channel_reduction", help="How channels become one map (none: the top-k channels).",
+        case_sensitive=False)] = Reduction.squeeze_mean,
+    topk: Annotated[int, typer.Option("--topk", help="With --channel-reduction none: the K channels with the "
+                                      "largest activation sum; -1 draws a 1- or 3-channel feature as it is.")] = 4,
+    arrangement: Annotated[Optional[tuple[int, int]], typer.Option(
+        "--arrangement", help="ROWS COLS of the top-k grid [default: near square, never dropping a panel].",
+        show_default=False)] = None,
+    overlaid: Annotated[bool, typer.Option("--overlaid/--no-overlaid", help="Draw on the image, or the map alone.")
+                        ] = True,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heatmap opacity.")] = 0.5,
+    use_norm: Annotated[bool, typer.Option("--use-norm", "--use_norm",
+                                           help="z-score each channel before the reduction.")] = False,
+    normalize: Annotated[Normalize, typer.Option(
+        "--normalize", help="Colour scale shared per map, per layer (across images) or globally; "
+        "the scale is in each caption.", case_sensitive=False)] = Normalize.per_map,
+    resize_shape: Annotated[Optional[tuple[int, int]], typer.Option(
+        "--resize-shape", "--resize_shape", help="H W of every panel.", show_default=False)] = None,
+    colormap: Annotated[str, typer.Option("--colormap", help="OpenCV (jet, turbo, viridis, ...) or matplotlib "
+                                          "(coolwarm, ...) colormap [default: jet; coolwarm for --signed].",
+                                          show_default=False)] = "",
+    compare: Annotated[Optional[list[str]], typer.Option(
+        "--compare", help="CONFIG2[,CHECKPOINT2]: the same layers of a second model; shows A, B and |A-B|.",
+        show_default=False)] = None,
+    signed: Annotated[bool, typer.Option("--signed", help="With --compare: A-B on a diverging colormap.")] = False,
+    out_file: Annotated[Optional[Path], typer.Option(
+        "--out-file", "--out_file", help="The output file, for one image and one layer.")] = None,
+    save_raw: opt.SaveRaw = False,
+    preview_model: opt.PreviewModel = False,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 16,
+    cfg_options: opt.CfgOptions = None,
+    out_dir: opt.OutDir = None,
+    show: opt.Show = False,
+    json_out: opt.Json = False,
+    quiet: opt.Quiet = False,
+    seed: opt.Seed = None,
+    debug: opt.Debug = False,
+) -> None:
+    """Draw the feature maps of one or more layers on the original images."""
+    with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
+                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+        _run(ctx, args, target_layers=_split(target_layers), reduction=channel_reduction, topk=topk,
+             arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
+             resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
+             compare=_split(compare), signed=signed, out_file=out_file, save_raw=save_raw,
+             preview_model=preview_model, batch_size=batch_size, show=show)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, reduction: Reduction, topk: int,
+         arrangement: tuple[int, int] | None, overlaid: bool, alpha: float, use_norm: bool, normalize: Normalize,
+         resize_shape: tuple[int, int] | None, colormap: str, compare: list[str] | None, signed: bool,
+         out_file: Path | None, save_raw: bool, preview_model: bool, batch_size: int, show: bool) -> None:
+    import time
+
+    import cv2
+
+    from visctl import cams, config, featmaps, images, models, output, render, transforms
+    from visctl.errors import VisctlError
+
+    colormap = render.check_colormap(colormap)
+    if signed and not compare:
+        raise VisctlError("--signed needs --compare", hint="--compare CONFIG2[,CHECKPOINT2] --signed")
+    if compare and reduction is Reduction.none:
+        raise VisctlError("--compare needs a channel reduction", hint="use squeeze_mean, select_max or pixel_wise_max")
+    if arrangement and reduction is not Reduction.none:
+        ctx.warn("--arrangement applies to --channel-reduction none only")
+    if reduction is Reduction.none:
+        featmaps.arrangement(topk if topk > 0 else 1, *(arrangement or (None, None)))  # fail before the work
+    mi = open_model(ctx, args)
+    if preview_model:
+        preview(mi)
+        raise typer.Exit(0)
+    in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
+    if target_layers:
+        names = [models.find_layer(mi.model, n)[0] for n in target_layers]
+    else:
+        default = config.tool_option(mi.cfg, "featmap_layers") or config.tool_option(mi.cfg, "target_layers")
+        if default:
+            names = [models.find_layer(mi.model, n)[0] for n in default]
+        else:
+            names = cams.default_target_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw, False)
+        ctx.log(f"default layers: {', '.join(names)} (set --target-layers to change them)")
+    layers = {n: models.find_layer(mi.model, n)[1] for n in names}
+    other = None
+    if compare:
+        if len(compare) > 2:
+            raise VisctlError("--compare takes CONFIG2[,CHECKPOINT2]", hint=f"got {compare}")
+        cfg_b = config.load_config(compare[0])  # --cfg-options are for model A's config
+        model_b, summary_b = models.load_model(cfg_b, compare[1] if len(compare) > 1 else None, ctx.device)
+        if summary_b:
+            ctx.log("compare: " + models.checkpoint_note(summary_b))
+        other = (model_b, {n: models.find_layer(model_b, n)[1] for n in names})
+
+    writer = ctx.open_writer(dict(
+        inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, target_layers=names,
+        channel_reduction=reduction.value, topk=topk if reduction is Reduction.none else None,
+        normalize=normalize.value, use_norm=use_norm, compare=compare, signed=signed, device=ctx.device,
+        threads=ctx.threads, batch_size=batch_size),
+        out_dir=out_file.parent if out_file else None)
+    started = time.time()
+    # pass 1: reduced maps at feature resolution (small), so scales can be shared before anything is drawn
+    records: list[dict] = []
+    with ctx.progress(len(mi.paths), "features") as advance:
+        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
+            for p, message in failures:
+                ctx.skip(p, message)
+                advance()
+            for group in groups:
+                batch = transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb).to(ctx.device)
+                feats_a = featmaps.capture(mi.model, layers, batch)
+                feats_b = featmaps.capture(other[0], other[1], batch) if other else None
+                for label, ta in feats_a.items():
+                    fa = featmaps.to_nchw(ta, in_hw, label)
+                    fb = None
+                    if feats_b is not None:
+                        fb = featmaps.to_nchw(feats_b[label], in_hw, label) if label in feats_b else None
+                        if fb is None or fb.shape != fa.shape:
+                            raise VisctlError(f"{label}: model A gives {tuple(fa.shape[1:])}, model B gives "
+                                              f"{'nothing' if fb is None else tuple(fb.shape[1:])}",
+                                              hint="compare layers whose outputs have the same shape")
+                    for i, (p, _img, state) in enumerate(group):
+                        kinds = [("A", fa[i], False)]
+                        if fb is not None:
+                            kinds = [("A", fa[i], False), ("B", fb[i], False),
+                                     ("A-B" if signed else "|A-B|", fa[i] - fb[i] if signed else (fa[i] - fb[i]).abs(),
+                                      signed)]
+                        for kind, f, is_signed in kinds:
+                            if use_norm:
+                                f = featmaps.channel_norm(f)
+                            records.append(dict(path=p, state=state, label=label, kind=kind, signed=is_signed,
+                                                maps=featmaps.reduce(f, reduction, topk)))
+                for p, *_ in group:
+                    advance()
+    flat = [(f"{r['label']}|{r['kind']}", m, r["signed"]) for r in records for _, m in r["maps"]]
+    scale_list = iter(featmaps.scales(flat, normalize))
+    for r in records:
+        r["scales"] = [next(scale_list) for _ in r["maps"]]
+
+    # pass 2: draw one figure per (image, layer)
+    stems = output.input_stems(mi.paths)
+    by_key: dict[tuple, list[dict]] = {}
+    for r in records:
+        by_key.setdefault((r["path"], r["label"]), []).append(r)
+    single = out_file is not None
+    if single and len(by_key) != 1:
+        raise VisctlError(f"--out-file names one output, this run makes {len(by_key)} (images x layers)",
+                          hint="use --out-dir for several images or layers")
+    originals: dict[Path, object] = {}
+    for (p, label), recs in by_key.items():
+        if p not in originals:
+            originals.clear()
+            originals[p] = images.read_image(p)
+        img = originals[p]
+        base = img if not resize_shape else cv2.resize(img, (resize_shape[1], resize_shape[0]),
+                                                       interpolation=cv2.INTER_AREA)
+        panels = []
+        rows_cols = None
+        for r in recs:
+            for (chan, m), sc in zip(r["maps"], r["scales"]):
+                if m.ndim == 3:  # a 3-channel feature drawn as an image (topk -1)
+                    full = transforms.to_original(m.astype("float32"), r["state"], img.shape[:2])
+                    u8 = (sc.apply(full) * 255).astype("uint8")
+                    shown = u8 if not resize_shape else cv2.resize(u8, base.shape[1::-1])
+                else:
+                    full = transforms.to_original(m, r["state"], img.shape[:2])
+                    norm = sc.apply(full)
+                    if resize_shape:
+                        norm = cv2.resize(norm, base.shape[1::-1])
+                    shown = render.overlay(base, norm, alpha, colormap) if overlaid else render.colorize(norm, colormap)
+                shown = render.fit(shown, 384)
+                head = f"{r['kind']}: " if compare else ""
+                panels.append(render.caption(shown, f"{head}{chan} | {sc.describe()}"))
+                if save_raw:
+                    tag = f"{r['kind']}_{chan}".replace(" ", "").replace("|", "abs").replace("-", "minus")
+                    writer.save_array(f"{stems[p]}_featmap_{_tag(label)}_{tag}.npy", full.astype("float32"),
+                                      caption=f"{label} {chan}", input=str(p))
+        if reduction is Reduction.none and not compare:
+            rows_cols = featmaps.arrangement(len(panels), *(arrangement or (None, None)))
+        figure = render.grid(panels, cols=rows_cols[1] if rows_cols else len(panels))
+        figure = render.caption(figure, f"{p.name} | {label} | {reduction.value}"
+                                + (" after channel z-score" if use_norm else "") + f" | {normalize.value} scale")
+        name = f"{stems[p]}_featmap_{_tag(label)}_{reduction.value}.png"
+        writer.save_image(name, figure, caption=f"{p.name}: {label} ({reduction.value}, {normalize.value})",
+                          target=out_file, input=str(p), layer=label,
+                          scales=[sc.describe() for r in recs for sc in r["scales"]])
+    for p in mi.paths:
+        if not any(f["path"] == str(p) for f in writer.manifest["failures"]):
+            writer.add_input(p)
+    writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
+    if show:
+        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
+                           ctx.warn)
+    ctx.finish()
+
+
+def _tag(label: str) -> str:
+    return label.replace(".", "_").replace("[", "-").replace("]", "")
