@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,7 @@ class RunContext:
         self.seed = seed
         self.cfg_options = cfg_options or []
         self.writer: OutputWriter | None = None
+        self.started = time.time()
         self._device: str | None = None
         if debug:
             os.environ["VISCTL_DEBUG"] = "1"
@@ -125,7 +127,7 @@ class RunContext:
 
     def open_writer(self, params: dict[str, Any], out_dir: Path | None = None) -> OutputWriter:
         """Start the run's output directory and manifest."""
-        self.writer = OutputWriter(out_dir or self.out_dir, self.command, params)
+        self.writer = OutputWriter(out_dir or self.out_dir, self.command, params, started=self.started)
         return self.writer
 
     def skip(self, path: Any, message: str) -> None:

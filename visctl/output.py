@@ -74,10 +74,10 @@ def versions() -> dict[str, str]:
 class OutputWriter:
     """Writes a run's files under one directory and keeps the manifest true at every moment it is saved."""
 
-    def __init__(self, out_dir: Path, command: str, params: dict[str, Any]) -> None:
+    def __init__(self, out_dir: Path, command: str, params: dict[str, Any], started: float | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.command = command
-        self.started = time.time()
+        self.started = started or time.time()
         self.manifest: dict[str, Any] = {
             "command": command,
             "params": params,

@@ -1,0 +1,131 @@
+"""`visctl lr`: learning-rate, momentum and weight-decay schedules exactly as training steps them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from visctl import _options as opt
+from visctl.context import RunContext
+
+EPILOG = """Examples:
+
+  visctl lr configs/resnet50_8xb32_in1k.py --dataset-size 1281167 --ngpus 8
+
+  visctl lr cfg.py -d 50000 --batch-size 128 --drop-last --log-scale --csv lr.csv
+"""
+
+
+def lr(
+    config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="An mmengine config with optim_wrapper, "
+                                               "param_scheduler and train_cfg.", show_default=False)],
+    dataset_size: Annotated[Optional[int], typer.Option(
+        "--dataset-size", "--dataset_size", "-d", min=1,
+        help="Training images (no dataset is built) [default: counted from the config's dataset].")] = None,
+    ngpus: Annotated[int, typer.Option("--ngpus", "-n", min=1, help="GPUs (total batch = batch x GPUs).")] = 1,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", "--batch_size", min=1, help="Per-GPU batch [default: train_dataloader.batch_size].")] = None,
+    drop_last: Annotated[bool, typer.Option("--drop-last", help="floor(size / batch) iterations per epoch "
+                                            "instead of ceil.")] = False,
+    title: Annotated[Optional[str], typer.Option("--title", help="Plot title [default: the config's name].")] = None,
+    style: Annotated[Optional[str], typer.Option("--style", help="A matplotlib style, e.g. ggplot or "
+                                                 "seaborn-v0_8-whitegrid.")] = None,
+    window_size: Annotated[str, typer.Option("--window-size", "--window_size", help="Figure size W*H in inches.")
+                           ] = "12*7",
+    log_scale: Annotated[bool, typer.Option("--log-scale", help="Logarithmic learning-rate axis.")] = False,
+    save_path: Annotated[Optional[Path], typer.Option("--save-path", "--save_path", "-s",
+                                                      help="The plot's file [default: OUT_DIR/lr.png].")] = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write every iteration's values as CSV.")] = None,
+    cfg_options: opt.CfgOptions = None,
+    out_dir: opt.OutDir = None,
+    show: opt.Show = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest and every iteration's values "
+                                           "as JSON on stdout.")] = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
+) -> None:
+    """Plot the LR (every param group), momentum and weight decay per iteration."""
+    with RunContext("lr", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug,
+                    cfg_options=cfg_options) as ctx:
+        _run(ctx, config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size, drop_last=drop_last,
+             title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv,
+             show=show)
+
+
+def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: int, batch_size: int | None,
+         drop_last: bool, title: str | None, style: str | None, window_size: str, log_scale: bool,
+         save_path: Path | None, csv: Path | None, show: bool) -> None:
+    import io
+    import time
+
+    from visctl import config, output, schedules
+    from visctl.errors import ConfigError, VisctlError
+
+    try:
+        w, h = (float(v) for v in window_size.lower().replace("x", "*").split("*"))
+    except ValueError:
+        raise VisctlError(f"--window-size {window_size!r}", hint="write W*H in inches, e.g. 12*7") from None
+    if style:
+        import matplotlib.style
+
+        if style not in matplotlib.style.available and style != "default":
+            raise VisctlError(f"unknown matplotlib style {style!r}",
+                              hint=f"available: {', '.join(sorted(matplotlib.style.available))}")
+    started = time.time()
+    cfg = ctx.load_config(config_file)
+    optim_cfg = cfg.get("optim_wrapper")
+    if not optim_cfg or "optimizer" not in optim_cfg:
+        raise ConfigError("the config has no optim_wrapper.optimizer",
+                          hint="add optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9))")
+    by_epoch, max_epochs, max_iters = schedules.training_length(cfg.get("train_cfg") or {})
+    batch = batch_size or config.cfg_get(cfg, "train_dataloader.batch_size")
+    if not batch:
+        raise ConfigError("no batch size: train_dataloader.batch_size is not set", hint="pass --batch-size")
+    source = "--dataset-size"
+    if dataset_size is None:
+        found = schedules.dataset_size_from_config(config.cfg_get(cfg, "train_dataloader.dataset"))
+        if found is None and by_epoch:
+            raise ConfigError("cannot tell the training set's size from the config",
+                              hint="pass --dataset-size N (e.g. 1281167 for ImageNet-1k)")
+        dataset_size, source = found if found else (batch * ngpus, "one batch (iteration-based training)")
+    ipe, rule = schedules.iterations_per_epoch(dataset_size, int(batch), ngpus, drop_last)
+    model = None
+    if cfg.get("optim_wrapper", {}).get("paramwise_cfg") and cfg.get("model"):
+        from visctl.errors import ModelError
+        from visctl.models import build_model
+
+        try:  # the real parameter names make paramwise_cfg's groups exact
+            model = build_model(dict(cfg.model), cfg.get("default_scope"))
+        except ModelError as err:
+            ctx.log(f"paramwise_cfg applied to stand-in parameters ({err.message})")
+    sched = schedules.simulate(dict(optim_cfg), cfg.get("param_scheduler"), by_epoch=by_epoch, max_epochs=max_epochs,
+                               max_iters=max_iters, iters_per_epoch=ipe, rule=rule, model=model)
+    for note in sched.notes:
+        ctx.log(note)
+    ctx.log(f"dataset size {dataset_size} ({source}); {rule}; {sched.total_iters} iterations; "
+            f"{len(sched.groups)} distinct param group(s)")
+    simulated = time.time() - started
+    fig = schedules.plot(sched, title or Path(config_file).stem, (w, h), style, log_scale)
+    writer = ctx.open_writer(dict(config=config_file, dataset_size=dataset_size, dataset_size_from=source,
+                                  batch_size=batch, ngpus=ngpus, drop_last=drop_last, rule=rule,
+                                  total_iters=sched.total_iters, by_epoch=by_epoch, groups=sched.groups),
+                             out_dir=save_path.parent if save_path else None)
+    for note in sched.notes:
+        writer.note(note)
+    target = save_path or writer.path("lr.png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=(target.suffix.lstrip(".") or "png"), dpi=100)
+    output.atomic_write(target, buf.getvalue())
+    writer.add_output(target, "image", caption=f"{title or Path(config_file).stem}: {rule}")
+    values = sched.columns()
+    if csv:
+        output.atomic_write(csv, schedules.csv_text(values).encode())
+        writer.add_output(csv, "table", caption="per-iteration values")
+    if ctx.json_out:
+        writer.manifest["values"] = {k: v.tolist() for k, v in values.items()}
+    writer.manifest["timings"]["simulate_s"] = round(simulated, 3)
+    if show:
+        output.show_images([target], ctx.warn)
+    ctx.finish()
