@@ -81,15 +81,30 @@ def _wrap(text: str, width: int, scale: float, thick: int) -> list[str]:
     lines: list[str] = []
     for para in text.split("\n"):
         cur = ""
-        for word in para.split(" "):
+        for word in para.replace(",", ", ").split(" "):
+            if not word:
+                continue
             trial = f"{cur} {word}".strip()
-            if cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] > width - 8 and cur:
-                lines.append(cur)
-                cur = word
-            else:
+            if _text_w(trial, scale, thick) <= width - 8:
                 cur = trial
+                continue
+            if cur:
+                lines.append(cur)
+            while _text_w(word, scale, thick) > width - 8 and len(word) > 1:  # a word longer than the panel
+                cut = len(word) - 1
+                while cut > 1 and _text_w(word[:cut], scale, thick) > width - 8:
+                    cut -= 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            cur = word
         lines.append(cur)
     return lines
+
+
+def _text_w(text: str, scale: float, thick: int) -> int:
+    import cv2
+
+    return int(cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0])
 
 
 def grid(panels: list[np.ndarray], cols: int | None = None, gap: int = 6) -> np.ndarray:
@@ -144,3 +159,77 @@ def map_figure(original: np.ndarray, rows: list[tuple[str, list[tuple[str, np.nd
         row.extend([blank] * (-len(row) % cols))  # each category starts a new line of the grid
         panels.extend(row)
     return grid(panels, cols=cols)
+
+
+def adaptive_size(h: int, w: int, min_edge: int = 200, max_edge: int = 1000) -> tuple[int, int]:
+    """(h, w) scaled, keeping the aspect ratio, so the short edge is at least ``min_edge`` and the long edge
+    at most ``max_edge``; the long-edge limit wins when both cannot hold (a very elongated image)."""
+    f = 1.0
+    if min(h, w) < min_edge:
+        f = min_edge / min(h, w)
+    if max(h, w) * f > max_edge:
+        f = max_edge / max(h, w)
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def label_image(image: np.ndarray, text: str) -> np.ndarray:
+    """Caption an image; tiny images are first enlarged so the caption is legible."""
+    if max(image.shape[:2]) < 160:
+        image = fit(image, 160)
+    return caption(image, text)
+
+
+def draw_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """Darken the masked patches of an image (mask on the patch grid, nearest-upsampled)."""
+    import cv2
+    import numpy as np
+
+    full = cv2.resize(mask.astype(np.uint8), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    out = image.astype(np.float32)
+    out[full.astype(bool)] *= 1.0 - alpha
+    return out.astype(np.uint8)
+
+
+def pipeline_figure(item: dict, mode: str, label: str, adaptive: bool = False, min_edge: int = 200,
+                    max_edge: int = 1000, bgr2rgb: bool = False) -> np.ndarray:
+    """A sample through its pipeline: the original, the final view(s), both, or every step of every view.
+
+    Args:
+        item: a processed sample (``original``, ``views``, ``masks``, ``snapshots``).
+        mode: original | transformed | concat | pipeline.
+        label: the text under the original's caption.
+        adaptive: scale each panel into [min_edge, max_edge] (see :func:`adaptive_size`).
+        min_edge: shortest allowed short edge with ``adaptive``.
+        max_edge: longest allowed long edge with ``adaptive``.
+        bgr2rgb: swap the channels of every panel.
+    """
+    import cv2
+
+    def panel(img: np.ndarray, text: str, mask: np.ndarray | None = None) -> np.ndarray:
+        if bgr2rgb:
+            img = img[..., ::-1]
+        if mask is not None:
+            img = draw_mask(img, mask)
+        h, w = img.shape[:2]
+        if adaptive:
+            nh, nw = adaptive_size(h, w, min_edge, max_edge)
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR)
+        return label_image(img, f"{text}\n{h}x{w}")
+
+    original = panel(item["original"], f"original | {label}")
+    many = len(item["views"]) > 1
+    views = [panel(v, f"transformed{f' view {i + 1}' if many else ''}", m)
+             for i, (v, m) in enumerate(zip(item["views"], item["masks"]))]
+    if mode == "original":
+        return original
+    if mode == "transformed":
+        return grid(views, cols=len(views))
+    if mode == "concat":
+        return grid([original] + views, cols=1 + len(views))
+    rows = []
+    for v, snaps in enumerate(item["snapshots"]):
+        last = len(snaps) - 1
+        rows.append([panel(img, step, item["masks"][v] if i == last else None) for i, (step, img) in enumerate(snaps)])
+    cols = max(len(r) for r in rows)
+    blank = caption(item["original"][:1, :1] * 0 + 255, "")
+    return grid([c for r in rows for c in r + [blank] * (cols - len(r))], cols=cols)

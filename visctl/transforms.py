@@ -8,6 +8,7 @@ at integers), which :func:`to_original` inverts to carry a CAM or feature map ba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,18 @@ class ImageState:
     geometry_known: bool = True
     steps: list[str] = field(default_factory=list)
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # 0-255 mean/std from a Normalize
+    mask: Any = None  # (h, w) bool patch mask from a masking step (SimMIM, BEiT), True = masked
+    snapshots: list[tuple[str, Any]] | None = None  # (step label, image) after each step, when recording
+
+    def copy(self) -> ImageState:
+        """An independent copy (for multi-view pipelines)."""
+        import copy
+
+        new = copy.copy(self)
+        new.img = self.img.copy()
+        new.steps = list(self.steps)
+        new.snapshots = list(self.snapshots) if self.snapshots is not None else None
+        return new
 
     def then(self, sx: float, sy: float, tx: float, ty: float) -> None:
         """Compose another affine step ``u'' = s * u' + t`` after the current one."""
@@ -77,6 +90,110 @@ def _keep_ratio_size(w0: int, h0: int, w: int, h: int) -> tuple[int, int]:
     long_edge, short_edge = max(w, h), min(w, h)
     factor = min(long_edge / max(w0, h0), short_edge / min(w0, h0))
     return int(w0 * factor + 0.5), int(h0 * factor + 0.5)
+
+
+def _pad_step(state: ImageState, padding: Any, fill: Any) -> None:
+    import cv2
+
+    p = [padding] * 4 if isinstance(padding, int) else list(padding)
+    left, top, right, bottom = (p * 2 if len(p) == 2 else p)  # torchvision order: left, top, right, bottom
+    fill = fill.get("img", 0) if isinstance(fill, dict) else fill
+    state.img = cv2.copyMakeBorder(state.img, top, bottom, left, right, cv2.BORDER_CONSTANT,
+                                   value=(fill,) * 3 if isinstance(fill, (int, float)) else tuple(fill))
+    state.then(1, 1, left, top)
+
+
+def _sample_crop(rng: Any, w: int, h: int, area_range: Any, ratio_range: Any) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop sampling: ten tries at a random area and log-uniform aspect ratio,
+    then the largest central crop within the ratio range."""
+    area = w * h
+    log_r = (math.log(ratio_range[0]), math.log(ratio_range[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*area_range)
+        ratio = math.exp(rng.uniform(*log_r))
+        cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
+    in_ratio = w / h
+    if in_ratio < min(ratio_range):
+        cw, ch = w, int(round(w / min(ratio_range)))
+    elif in_ratio > max(ratio_range):
+        cw, ch = int(round(h * max(ratio_range))), h
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+def _mask(name: str, step: dict, rng: Any) -> Any:
+    """A masked-image-modelling patch mask, True = masked, on the model's patch grid."""
+    import numpy as np
+
+    if name == "SimMIMMaskGenerator":
+        size, mpatch = int(step.get("input_size", 192)), int(step.get("mask_patch_size", 32))
+        model_patch, ratio = int(step.get("model_patch_size", 4)), float(step.get("mask_ratio", 0.6))
+        side = size // mpatch
+        count = side * side
+        idx = rng.permutation(count)[: int(np.ceil(count * ratio))]
+        coarse = np.zeros(count, bool)
+        coarse[idx] = True
+        scale = mpatch // model_patch
+        return coarse.reshape(side, side).repeat(scale, 0).repeat(scale, 1)
+    # BEiT block-wise masking: random rectangles until the requested number of patches is masked
+    gh, gw = _wh(step.get("input_size", 14), "hw")
+    want = int(step.get("num_masking_patches", 75))
+    lo, hi = int(step.get("min_num_patches", 4)), step.get("max_num_patches") or want
+    mask = np.zeros((gh, gw), bool)
+    for _ in range(100):
+        if mask.sum() >= want:
+            break
+        target = rng.uniform(lo, max(lo, min(hi, want - mask.sum())))
+        aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+        bh, bw = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < bh < gh and 0 < bw < gw:
+            y, x = int(rng.integers(0, gh - bh + 1)), int(rng.integers(0, gw - bw + 1))
+            mask[y:y + bh, x:x + bw] = True
+    return mask
+
+
+def step_label(step: dict) -> str:
+    """``Name(arg=value, ...)`` for a transform dict, as shown in pipeline mode."""
+    args = ", ".join(f"{k}={v}" for k, v in step.items() if k != "type" and k != "transforms")
+    return f"{str(step['type']).split('.')[-1]}({args})"
+
+
+def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool = False,
+              state: ImageState | None = None) -> list[ImageState]:
+    """Run ``img`` through ``steps``, following multi-view steps (MultiView) into one state per view.
+
+    With ``record`` every state keeps a snapshot (label, image) after each step that changes the image.
+    """
+    states = [state or ImageState(img=img, snapshots=[("original", img)] if record else None)]
+    for step in steps:
+        if "type" not in step:
+            raise ConfigError(f"pipeline step without a type: {step}")
+        name = str(step["type"]).split(".")[-1]
+        if name == "MultiView":
+            counts = step.get("num_views", 2)
+            branches = step.get("transforms") or [[]]
+            counts = [counts] * len(branches) if isinstance(counts, int) else list(counts)
+            if len(counts) != len(branches):
+                raise ConfigError(f"MultiView: num_views {counts} and {len(branches)} transform lists differ")
+            new_states = []
+            for st in states:
+                for n, branch in zip(counts, branches):
+                    for _ in range(int(n)):
+                        view = st.copy()
+                        new_states.extend(run_views(view.img, list(branch), rng, record, state=view))
+            states = new_states
+            for i, st in enumerate(states):
+                if st.snapshots is not None:
+                    st.snapshots.append((f"MultiView: view {i + 1}/{len(states)}", st.img))
+            continue
+        for st in states:
+            apply_step(st, step, rng)
+            if st.snapshots is not None and name not in FORMAT_STEPS:
+                st.snapshots.append((step_label(step), st.img))
+    return states
 
 
 def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
@@ -125,24 +242,15 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
         x0, y0 = int(round((w0 - w) / 2.0)), int(round((h0 - h) / 2.0))
         _crop(state, x0, y0, w, h)
     elif name == "Pad":
-        import cv2
-
         if "padding" in step:
-            p = step["padding"]
-            p = [p] * 4 if isinstance(p, int) else list(p)
-            left, top, right, bottom = (p * 2 if len(p) == 2 else p)
+            _pad_step(state, step["padding"], step.get("pad_val", step.get("fill", 0)))
         else:
             if "size" in step:
                 tw, th = _wh(step["size"], "wh")
             else:
                 d = int(step.get("size_divisor", 1))
                 tw, th = -(-w0 // d) * d, -(-h0 // d) * d
-            left, top, right, bottom = 0, 0, max(0, tw - w0), max(0, th - h0)
-        fill = step.get("pad_val", step.get("fill", 0))
-        fill = fill.get("img", 0) if isinstance(fill, dict) else fill
-        state.img = cv2.copyMakeBorder(state.img, top, bottom, left, right, cv2.BORDER_CONSTANT,
-                                       value=(fill,) * 3 if isinstance(fill, (int, float)) else tuple(fill))
-        state.then(1, 1, left, top)
+            _pad_step(state, [0, 0, max(0, tw - w0), max(0, th - h0)], step.get("pad_val", step.get("fill", 0)))
     elif name in ("RandomFlip", "RandomHorizontalFlip"):
         import numpy as np
 
@@ -157,6 +265,36 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
             else:
                 state.img = state.img[:, ::-1].copy()
                 state.then(-1, 1, w0, 0)
+    elif name == "RandomResizedCrop":
+        import numpy as np
+
+        rng = rng or np.random.default_rng(0)
+        if "size" in step:  # torchvision: size, scale = area range, ratio
+            w, h = _wh(step["size"], "hw")
+            area_range, ratio_range = step.get("scale", (0.08, 1.0)), step.get("ratio", (3 / 4, 4 / 3))
+        else:  # OpenMMLab: scale = output size, crop_ratio_range, aspect_ratio_range
+            w, h = _wh(step["scale"], "wh")
+            area_range = step.get("crop_ratio_range", (0.08, 1.0))
+            ratio_range = step.get("aspect_ratio_range", (3 / 4, 4 / 3))
+        x0, y0, cw, ch = _sample_crop(rng, w0, h0, area_range, ratio_range)
+        _crop(state, x0, y0, cw, ch)
+        _resize(state, w, h)
+    elif name == "RandomCrop":
+        import numpy as np
+
+        rng = rng or np.random.default_rng(0)
+        w, h = _wh(step["crop_size"], "wh") if "crop_size" in step else _wh(step["size"], "hw")
+        pad = step.get("padding")
+        if pad:
+            _pad_step(state, pad, step.get("pad_val", step.get("fill", 0)))
+            h0, w0 = state.img.shape[:2]
+        x0 = int(rng.integers(0, max(0, w0 - w) + 1))
+        y0 = int(rng.integers(0, max(0, h0 - h) + 1))
+        _crop(state, x0, y0, w, h)
+    elif name in ("SimMIMMaskGenerator", "BEiTMaskGenerator"):
+        import numpy as np
+
+        state.mask = _mask(name, step, rng or np.random.default_rng(0))
     elif name == "Normalize":
         mean, std = step.get("mean"), step.get("std")
         if mean is not None and std is not None:
@@ -164,10 +302,10 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
             scale = 255.0 if max(mean) <= 1.0 else 1.0
             state.normalize = (tuple(m * scale for m in mean), tuple(s * scale for s in std))
     else:
-        _torchvision_step(state, name, step)
+        _torchvision_step(state, name, step, rng)
 
 
-def _torchvision_step(state: ImageState, name: str, kwargs: dict) -> None:
+def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = None) -> None:
     import numpy as np
     import torch
     from torchvision.transforms import v2
@@ -182,6 +320,8 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict) -> None:
     except TypeError as exc:
         raise ConfigError(f"cannot build transform {name}({kwargs}): {exc}") from exc
     h0, w0 = state.img.shape[:2]
+    if rng is not None:  # torchvision draws from torch's generator: seed it from ours so --seed repeats
+        torch.manual_seed(int(rng.integers(0, 2**31)))
     out = transform(torch.from_numpy(np.ascontiguousarray(state.img)).permute(2, 0, 1))
     arr = out.permute(1, 2, 0).numpy()
     if arr.dtype != np.uint8:

@@ -1,0 +1,144 @@
+"""`visctl pipeline` and `visctl browse`, and the datasets behind them."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, manifest
+from visctl import datasets, render, transforms
+from visctl.errors import ConfigError, InputError
+from visctl.shapes import write_scenes
+
+
+@pytest.fixture
+def folder_cfg(tmp_path):
+    """A class-folder dataset with an mmpretrain-style config (CustomDataset, OpenMMLab transform names)."""
+    write_scenes(tmp_path / "data" / "train", range(0, 12))
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(
+        "classes = ['circle', 'square', 'triangle', 'cross']\n"
+        "train_pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomResizedCrop', scale=48),\n"
+        "    dict(type='RandomFlip', prob=0.5), dict(type='RandomFlip', prob=0.5, direction='vertical'),\n"
+        "    dict(type='ColorJitter', brightness=0.3), dict(type='PackInputs')]\n"
+        f"train_dataloader = dict(batch_size=4, dataset=dict(type='CustomDataset', data_root='{tmp_path / 'data'}',\n"
+        "    data_prefix='train', pipeline=train_pipeline))\n")
+    return cfg
+
+
+def test_pipeline_mode_shows_every_step_even_duplicates(invoke, folder_cfg, tmp_path):
+    result = invoke("pipeline", folder_cfg, "--number", "3", "--mode", "pipeline", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path / "out")
+    assert len(m["outputs"]) == 3
+    steps = [s["type"] for s in m["params"]["steps"]]
+    assert steps == ["LoadImageFromFile", "RandomResizedCrop", "RandomFlip", "RandomFlip", "ColorJitter"]
+    ds_cfg, pipe = datasets.dataset_config(__import__("mmengine").Config.fromfile(str(folder_cfg)), "train")
+    samples = datasets.PipelineSamples(datasets.build_dataset(ds_cfg), pipe, record=True, skip_types=("PackInputs",))
+    labels = [label for label, _ in samples[0]["snapshots"][0]]
+    assert labels[0] == "original" and len(labels) == 5  # four image steps after the original, both flips kept
+    assert labels[2] == "RandomFlip(prob=0.5)" and labels[3] == "RandomFlip(prob=0.5, direction=vertical)"
+
+
+def test_seed_repeats_random_transforms(folder_cfg):
+    ds_cfg, pipe = datasets.dataset_config(__import__("mmengine").Config.fromfile(str(folder_cfg)), "train")
+    ds = datasets.build_dataset(ds_cfg)
+    a = datasets.PipelineSamples(ds, pipe, seed=3)[5]["views"][0]
+    b = datasets.PipelineSamples(ds, pipe, seed=3)[5]["views"][0]
+    c = datasets.PipelineSamples(ds, pipe, seed=4)[5]["views"][0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("hw, expected", [
+    ((300, 100), (600, 200)),     # portrait, short edge raised to 200
+    ((100, 300), (200, 600)),     # landscape, the width is the short edge (the peer used the height twice)
+    ((10, 20), (200, 400)),       # tiny
+    ((4000, 3000), (1000, 750)),  # huge
+    ((50, 2000), (25, 1000)),     # elongated: the long-edge limit wins
+    ((500, 400), (500, 400)),     # already inside the limits
+])
+def test_adaptive_sizes(hw, expected):
+    assert render.adaptive_size(*hw, 200, 1000) == expected
+
+
+def test_corrupt_file_is_skipped_and_reported(invoke, folder_cfg, tmp_path):
+    (tmp_path / "data" / "train" / "cross" / "broken.png").write_bytes(b"garbage")
+    result = invoke("browse", folder_cfg, "--number", "-1", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    m = manifest(tmp_path / "out")
+    assert len(m["inputs"]) == 12 and m["failures"][0]["path"].endswith("broken.png")
+
+
+def test_browse_grid_pages_with_workers(invoke, folder_cfg, tmp_path):
+    result = invoke("browse", folder_cfg, "--number", "10", "--rows", "2", "--cols", "2", "--num-workers", "2",
+                    "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path / "out")
+    assert len(m["outputs"]) == 3 and len(m["inputs"]) == 10  # 4 + 4 + 2 samples
+    assert all(i["shape"] == [48, 48] for i in m["inputs"])
+
+
+def test_multiview_and_masks(tmp_path):
+    img = np.full((64, 96, 3), 200, np.uint8)
+    steps = [dict(type="MultiView", num_views=[2, 1], transforms=[
+        [dict(type="RandomResizedCrop", scale=32)], [dict(type="Resize", scale=(40, 40))]])]
+    states = transforms.run_views(img, steps, np.random.default_rng(0))
+    assert [s.img.shape[:2] for s in states] == [(32, 32), (32, 32), (40, 40)]
+    masked = transforms.run_views(img, [dict(type="Resize", scale=(192, 192)), dict(
+        type="SimMIMMaskGenerator", input_size=192, mask_patch_size=32, model_patch_size=4, mask_ratio=0.6)],
+        np.random.default_rng(0))[0]
+    assert masked.mask.shape == (48, 48) and masked.mask.mean() == pytest.approx(22 / 36)
+    drawn = render.draw_mask(masked.img, masked.mask)
+    assert drawn.mean() < masked.img.mean()
+
+
+def _write_cifar(root, n=20):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+
+
+def test_local_cifar_dataset_and_no_download(invoke, tmp_path):
+    _write_cifar(tmp_path / "cifar")
+    ds = datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar")), "train")
+    assert len(ds) == 100 and ds.classes[3] == "cat" and ds.load(0).image.shape == (32, 32, 3)
+    assert len(datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar"), test_mode=True))) == 20
+    cfg = tmp_path / "c.py"
+    cfg.write_text(f"train_dataloader = dict(dataset=dict(type='CIFAR10', data_root='{tmp_path / 'cifar'}', "
+                   "pipeline=[dict(type='RandomCrop', crop_size=32, padding=4), dict(type='RandomFlip', prob=0.5)]))\n")
+    result = invoke("browse", cfg, "--number", "8", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ConfigError, match="CIFAR100 files are not under") as e:
+        datasets.build_dataset(dict(type="CIFAR100", data_root=str(tmp_path / "nothing")))
+    assert "never downloads" in e.value.hint
+    with pytest.raises(ConfigError, match="would need a download"):
+        datasets.build_dataset(dict(type="MNIST", data_root="x"))
+
+
+def test_fakedata_annotation_lists_and_missing_folders(tmp_path):
+    assert len(datasets.build_dataset(dict(type="FakeData", size=7, image_size=(3, 16, 16)))) == 7
+    write_scenes(tmp_path / "imgs", range(3))
+    files = sorted(p.relative_to(tmp_path / "imgs") for p in (tmp_path / "imgs").rglob("*.png"))
+    (tmp_path / "ann.txt").write_text("".join(f"{f} {i}\n" for i, f in enumerate(files)))
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(tmp_path), data_prefix="imgs",
+                                     ann_file="ann.txt"))
+    assert [ds.load(i).label for i in range(3)] == [0, 1, 2]
+    with pytest.raises(InputError, match="dataset folder not found"):
+        datasets.build_dataset(dict(type="ImageFolder", root=str(tmp_path / "none")))
+
+
+def test_mmpretrain_style_config_runs_without_mmpretrain(invoke, tmp_path):
+    cfg = ROOT / "tests" / "configs" / "mmpretrain" / "resnet50_8xb32-coslr-warmup_in1k.py"
+    write_scenes(tmp_path / "imagenet" / "val", range(4))
+    result = invoke("pipeline", cfg, "--phase", "val", "--number", "2", "--cfg-options",
+                    f"val_dataloader.dataset.data_root={tmp_path / 'imagenet'}", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert [s["type"] for s in manifest(tmp_path / "out")["params"]["steps"]] == [
+        "LoadImageFromFile", "ResizeEdge", "CenterCrop"]

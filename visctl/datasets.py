@@ -1,0 +1,282 @@
+"""Datasets from configs: class folders, annotation lists, plain folders, local CIFAR, FakeData.
+
+A dataset here yields raw samples — an RGB uint8 image, a label (or None) and a path (or None) — and the
+pipeline runs outside it, so browsing never deep-copies a dataset or its caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visctl.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# OpenMMLab dataset wrappers that hold the real dataset under `dataset`
+_WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "KFoldDataset", "ConcatDataset")
+# torchvision / OpenMMLab datasets that fetch their files from the internet when missing
+_DOWNLOADING = ("MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST", "SVHN", "STL10", "Caltech101", "Caltech256",
+                "Flowers102", "OxfordIIITPet", "Food101", "StanfordCars", "CUB", "VOC", "COCO", "Places365",
+                "INaturalist", "CelebA", "DTD", "FGVCAircraft")
+
+
+@dataclass
+class Sample:
+    """One raw sample."""
+
+    image: Any  # (H, W, 3) RGB uint8
+    label: int | None
+    path: str | None
+
+
+class Dataset:
+    """A list of samples with class names; ``load(i)`` reads one."""
+
+    classes: list[str] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        """A stable name for sample ``index`` (its path, else its index)."""
+        return f"{index:06d}"
+
+
+class FileDataset(Dataset):
+    """Image files with optional labels."""
+
+    def __init__(self, files: list[tuple[Path, int | None]], classes: list[str] | None) -> None:
+        self.files = files
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> Sample:
+        from visctl.images import read_image
+
+        path, label = self.files[index]
+        return Sample(read_image(path), label, str(path))
+
+    def name(self, index: int) -> str:
+        return str(self.files[index][0])
+
+
+class TorchvisionDataset(Dataset):
+    """A torchvision dataset that returns PIL images (FakeData)."""
+
+    def __init__(self, ds: Any, classes: list[str] | None) -> None:
+        self.ds = ds
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def load(self, index: int) -> Sample:
+        import numpy as np
+
+        img, label = self.ds[index]
+        return Sample(np.asarray(img.convert("RGB")), int(label), None)
+
+
+class CifarDataset(Dataset):
+    """CIFAR-10/100 from the python-version batches on disk (the format torchvision and mmpretrain read).
+
+    Read directly, without torchvision's md5 check, so a subset or a re-packed copy works too.
+    """
+
+    def __init__(self, root: Path, kind: str, train: bool, classes: list[str] | None) -> None:
+        import pickle
+
+        import numpy as np
+
+        folder = root / ("cifar-10-batches-py" if kind == "CIFAR10" else "cifar-100-python")
+        if not folder.is_dir() and (root / ("data_batch_1" if kind == "CIFAR10" else "train")).exists():
+            folder = root
+        if kind == "CIFAR10":
+            names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+            meta, key, label_key = "batches.meta", "label_names", b"labels"
+        else:
+            names = ["train"] if train else ["test"]
+            meta, key, label_key = "meta", "fine_label_names", b"fine_labels"
+        present = [folder / n for n in names if (folder / n).is_file()]
+        if not present:
+            raise ConfigError(f"{kind} files are not under {root}",
+                              hint=f"visctl never downloads: put {folder.name}/ ({', '.join(names)}) there, or point "
+                              "data_root at it")
+        data, labels = [], []
+        for path in present:
+            with open(path, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            data.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.extend(int(v) for v in batch[label_key])
+        self.images = np.concatenate(data)
+        self.labels = labels
+        if classes is None and (folder / meta).is_file():
+            with open(folder / meta, "rb") as fh:
+                classes = [n.decode() if isinstance(n, bytes) else n
+                           for n in pickle.load(fh, encoding="bytes")[key.encode()]]
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, index: int) -> Sample:
+        return Sample(self.images[index], self.labels[index], None)
+
+
+def _unwrap(cfg: dict) -> dict:
+    cfg = dict(cfg)
+    while str(cfg.get("type", "")).split(".")[-1] in _WRAPPERS and isinstance(cfg.get("dataset"), dict):
+        cfg = dict(cfg["dataset"])
+    return cfg
+
+
+def _class_folders(folder: Path, classes: list[str] | None = None
+                   ) -> tuple[list[tuple[Path, int | None]], list[str] | None]:
+    from visctl.images import is_image_path
+
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if subdirs and classes:  # the config's class order decides the labels, as in mmpretrain
+        subdirs = [folder / c for c in classes if (folder / c).is_dir()]
+    if subdirs:
+        classes = [d.name for d in subdirs]
+        files = [(p, i) for i, d in enumerate(subdirs) for p in sorted(d.rglob("*")) if p.is_file() and is_image_path(p)]
+        if files:
+            return files, classes
+    files = [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)]
+    return files, None
+
+
+def build_dataset(cfg: dict, phase: str = "train") -> Dataset:
+    """Build the dataset of a ``<phase>_dataloader.dataset`` dict without downloading anything.
+
+    Understood: ImageFolder (root), mmpretrain's CustomDataset / ImageNet (data_root, data_prefix, ann_file
+    with ``path label`` lines, or class folders), a plain folder or list (ImageList: root, files), CIFAR10 /
+    CIFAR100 from local files, and FakeData.
+    """
+    cfg = _unwrap(cfg)
+    kind = str(cfg.get("type", "")).split(".")[-1]
+    classes = list(cfg["classes"]) if cfg.get("classes") else None
+    if kind in ("CIFAR10", "CIFAR100"):
+        root = Path(str(cfg.get("root") or cfg.get("data_root") or cfg.get("data_prefix") or "."))
+        train = cfg.get("train", cfg.get("split", phase) == "train" and not cfg.get("test_mode", False))
+        return CifarDataset(root, kind, bool(train), classes)
+    if kind == "FakeData":
+        import torchvision
+
+        size = cfg.get("size", 100)
+        shape = tuple(cfg.get("image_size", (3, 64, 64)))
+        n_cls = int(cfg.get("num_classes", 10))
+        ds = torchvision.datasets.FakeData(size=size, image_size=shape, num_classes=n_cls,
+                                           random_offset=int(cfg.get("random_offset", 0)))
+        return TorchvisionDataset(ds, classes or [str(i) for i in range(n_cls)])
+    if kind in _DOWNLOADING:
+        raise ConfigError(f"dataset type {kind} would need a download, and visctl never downloads",
+                          hint="convert it to class folders (ImageFolder) or an annotation list (CustomDataset)")
+    if kind in ("ImageFolder", "CustomDataset", "ImageNet", "ImageList", "ImageFolderDataset", ""):
+        root = Path(str(cfg.get("data_root") or cfg.get("root") or "."))
+        if cfg.get("files"):
+            return FileDataset([(root / f, None) for f in cfg["files"]], classes)
+        prefix = cfg.get("data_prefix", "")
+        prefix = prefix.get("img_path", prefix.get("img", "")) if isinstance(prefix, dict) else (prefix or "")
+        if kind == "ImageNet" and not prefix and not cfg.get("ann_file"):
+            prefix = cfg.get("split", phase)
+        folder = root / str(prefix)
+        ann = cfg.get("ann_file")
+        if ann:
+            ann_path = Path(ann) if Path(ann).is_absolute() else root / ann
+            if not ann_path.is_file():
+                raise InputError(f"annotation file not found: {ann_path}", hint="check data_root and ann_file")
+            files = []
+            for line in ann_path.read_text().splitlines():
+                parts = line.strip().rsplit(" ", 1)
+                if not parts or not parts[0]:
+                    continue
+                label = int(parts[1]) if len(parts) == 2 and parts[1].lstrip("-").isdigit() else None
+                name = parts[0] if label is not None else line.strip()
+                files.append((folder / name, label))
+            return FileDataset(files, classes)
+        if not folder.is_dir():
+            raise InputError(f"dataset folder not found: {folder}",
+                             hint="set data_root (and data_prefix) in the config, or --cfg-options "
+                             f"{phase}_dataloader.dataset.data_root=PATH")
+        files, found = _class_folders(folder, classes)
+        if not files:
+            raise InputError(f"no images under {folder}", hint="expected class folders or image files")
+        return FileDataset(files, classes or found)
+    raise ConfigError(f"dataset type {kind!r} is not understood",
+                      hint="use ImageFolder, CustomDataset, ImageNet (local folders), ImageList, CIFAR10/100 "
+                      "(local files) or FakeData")
+
+
+def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
+    """The ``<phase>_dataloader.dataset`` dict and its pipeline (the test pipeline for val/test if absent)."""
+    from visctl.config import cfg_get
+
+    ds = cfg_get(cfg, f"{phase}_dataloader.dataset")
+    if not ds:
+        raise ConfigError(f"the config has no {phase}_dataloader.dataset",
+                          hint=f"add {phase}_dataloader = dict(dataset=dict(type=..., data_root=...)), or pick "
+                          "another --phase")
+    ds = _unwrap(dict(ds))
+    pipeline = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline") or []
+    return ds, [dict(s) for s in pipeline]
+
+
+class PipelineSamples:
+    """Map-style samples after a pipeline, for a torch DataLoader (workers pickle this, not the images).
+
+    Each item: ``dict(index, name, label, views, masks, snapshots, error)``; a sample that cannot be read
+    carries its ``error`` instead of failing the whole loader.
+    """
+
+    def __init__(self, dataset: Dataset, steps: list[dict], seed: int = 0, record: bool = False,
+                 skip_types: tuple[str, ...] = ()) -> None:
+        self.dataset = dataset
+        self.steps = [s for s in steps if str(s.get("type", "")).split(".")[-1] not in skip_types]
+        self.seed = seed
+        self.record = record
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        import numpy as np
+
+        from visctl.errors import VisctlError
+        from visctl.transforms import run_views
+
+        item: dict[str, Any] = dict(index=index, name=self.dataset.name(index), label=None, original=None,
+                                    views=[], masks=[], snapshots=[], error=None)
+        try:
+            sample = self.dataset.load(index)
+            # one generator per sample, from (seed, index): the same views whatever the order or workers
+            states = run_views(sample.image, self.steps, np.random.default_rng([self.seed, index]), self.record)
+        except VisctlError as err:
+            item["error"] = err.message
+            return item
+        item.update(label=sample.label, original=sample.image, views=[s.img for s in states],
+                    masks=[s.mask for s in states], snapshots=[s.snapshots or [] for s in states])
+        return item
+
+
+def keep_list(batch: list) -> list:
+    """DataLoader collate function that keeps samples as they are (views differ in size)."""
+    return batch
+
+
+def iterate(samples: PipelineSamples, indices: list[int], num_workers: int = 0, batch_size: int = 8) -> Any:
+    """Yield processed samples in order, through a DataLoader with ``num_workers`` workers."""
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(Subset(samples, indices), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=keep_list, shuffle=False)
+    for batch in loader:
+        yield from batch
