@@ -226,6 +226,9 @@ def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
                           hint=f"add {phase}_dataloader = dict(dataset=dict(type=..., data_root=...)), or pick "
                           "another --phase")
     ds = _unwrap(dict(ds))
+    top = cfg_get(cfg, "classes") or cfg_get(cfg, "dataset_meta.classes")
+    if top and not ds.get("classes"):  # the model's class order names the dataset's labels
+        ds["classes"] = list(top)
     pipeline = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline") or []
     return ds, [dict(s) for s in pipeline]
 

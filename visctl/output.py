@@ -194,6 +194,10 @@ def render_index(manifest: dict[str, Any]) -> str:
         figures.append(f'<figure data-caption="{esc(cap.lower())}"><a href="{esc(out["path"])}">'
                        f'<img src="{esc(out["path"])}" alt="{esc(cap)}" loading="lazy"></a>'
                        f"<figcaption>{esc(cap)}</figcaption></figure>")
+    links = "".join(f'<li><a href="{esc(o["path"])}">{esc(o["path"])}</a> {esc(o.get("caption") or "")}</li>'
+                    for o in manifest["outputs"] if o["kind"] == "page")
+    if links:
+        figures.insert(0, f"<ul>{links}</ul>")
     fails = "".join(f'<li class="fail">{esc(f["path"])}: {esc(f["error"])}</li>' for f in manifest["failures"])
     notes = "".join(f"<li>{esc(n)}</li>" for n in manifest["notes"])
     params = ", ".join(f"{k}={v}" for k, v in manifest["params"].items() if v not in (None, False, [], ""))
@@ -248,3 +252,42 @@ def write_root_index(root: Path) -> Path:
             "</style></head><body><h1>visctl runs</h1>" + "\n".join(rows) + "</body></html>")
     atomic_write(root / INDEX, page.encode())
     return root / INDEX
+
+
+def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[str], thumbs: list[str] | None,
+                 title: str, colors: list[tuple[float, float, float]]) -> str:
+    """A self-contained interactive scatter (SVG + a few lines of JS): hover a point to see its image,
+    class and file; no server, no external scripts."""
+    import numpy as np
+
+    xy = np.asarray(coords, dtype=np.float64)
+    lo, hi = xy.min(0), xy.max(0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    norm = (xy - lo) / span * 760 + 20
+    hexes = ["#%02x%02x%02x" % tuple(int(c * 255) for c in col) for col in colors]
+    points = []
+    for i, ((x, y), lab) in enumerate(zip(norm, labels)):
+        lab = int(lab)
+        cls = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
+        points.append(f'<circle cx="{x:.1f}" cy="{800 - y:.1f}" r="4" fill="{hexes[lab % len(hexes)]}" '
+                      f'data-i="{i}" data-c="{html.escape(cls)}" data-n="{html.escape(names[i])}"></circle>')
+    legend = "".join(f'<span><i style="background:{hexes[c % len(hexes)]}"></i>{html.escape(n)}</span>'
+                     for c, n in enumerate(class_names) if c in set(int(v) for v in labels))
+    thumbs_js = json.dumps(thumbs or [])
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1rem}} svg{{border:1px solid #ccc;background:#fff}}
+circle{{opacity:.85}} circle:hover{{stroke:#000;stroke-width:2}}
+#tip{{position:fixed;display:none;background:#fff;border:1px solid #888;padding:4px;font-size:12px;pointer-events:none}}
+#tip img{{display:block;width:96px;image-rendering:pixelated}} .lg span{{margin-right:1em}}
+.lg i{{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:5px}}</style></head><body>
+<h1 style="font-size:1.1rem">{html.escape(title)}</h1><div class="lg">{legend}</div>
+<svg width="800" height="800" viewBox="0 0 800 800">{''.join(points)}</svg><div id="tip"></div>
+<script>
+var T={thumbs_js};var tip=document.getElementById('tip');
+document.querySelectorAll('circle').forEach(function(c){{
+c.addEventListener('mousemove',function(e){{var i=+c.dataset.i;
+tip.innerHTML=(T[i]?'<img src="'+T[i]+'">':'')+'<b>'+c.dataset.c+'</b><br>'+c.dataset.n;
+tip.style.left=(e.clientX+12)+'px';tip.style.top=(e.clientY+12)+'px';tip.style.display='block';}});
+c.addEventListener('mouseleave',function(){{tip.style.display='none';}});}});
+</script></body></html>
+"""

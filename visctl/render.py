@@ -233,3 +233,56 @@ def pipeline_figure(item: dict, mode: str, label: str, adaptive: bool = False, m
     cols = max(len(r) for r in rows)
     blank = caption(item["original"][:1, :1] * 0 + 255, "")
     return grid([c for r in rows for c in r + [blank] * (cols - len(r))], cols=cols)
+
+
+def class_colors(n: int) -> list[tuple[float, float, float]]:
+    """``n`` distinct colours: tab10/tab20 up to 20 classes, evenly spaced hues beyond."""
+    import colorsys
+
+    import matplotlib
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i)[:3] for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i)[:3] for i in range(n)]
+    return [colorsys.hsv_to_rgb(i / n, 0.75, 0.9 - 0.25 * (i % 2)) for i in range(n)]
+
+
+def scatter_figure(coords: np.ndarray, labels: np.ndarray, names: list[str], title: str, legend: bool = True,
+                   marker_size: float = 12.0, thumbnails: list[np.ndarray] | None = None) -> Any:
+    """A matplotlib Figure of 2-D points coloured by class, one legend entry per class present."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    present = sorted(set(int(v) for v in labels))
+    colors = class_colors(max(present) + 1 if present else 1)
+    fig = Figure(figsize=(9, 9), layout="constrained")
+    ax = fig.add_subplot()
+    for c in present:
+        pts = coords[labels == c]
+        ax.scatter(pts[:, 0], pts[:, 1], s=marker_size, color=colors[c], alpha=0.85, linewidths=0)
+    if thumbnails:
+        zoom = 24 / max(max(t.shape[:2]) for t in thumbnails)
+        for (x, y), img, c in zip(coords, thumbnails, labels):
+            box = AnnotationBbox(OffsetImage(img, zoom=zoom), (x, y), frameon=True, pad=0.1,
+                                 bboxprops=dict(edgecolor=colors[int(c)], linewidth=1.5))
+            ax.add_artist(box)
+    if legend and present:
+        handles = [Line2D([], [], marker="o", linestyle="", color=colors[c],
+                          label=names[c] if 0 <= c < len(names) else str(c)) for c in present]
+        ax.legend(handles=handles, loc="best", fontsize="small", markerscale=1.2,
+                  ncol=1 if len(present) <= 20 else 2)
+    ax.set_title(title, fontsize="medium")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """Render a matplotlib Figure to PNG bytes."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -10,3 +10,5 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 visctl = dict(target_layers=['backbone.layer4'])
+# generated held-out shapes (visctl demo writes them here); tsne/browse read this dataset
+test_dataloader = dict(batch_size=32, dataset=dict(type='CustomDataset', data_root='{{ fileDirname }}/../../visctl-out/demo/data', pipeline=test_pipeline))

@@ -1,0 +1,113 @@
+"""`visctl tsne`: separation, determinism, tokens, sampling, fallbacks and multi-process extraction."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DEMO_CFG, ROOT, manifest
+from visctl import embedding
+from visctl.embedding import EmbedMethod, Pooling
+
+
+def _root(held_out):
+    return next(iter(held_out)).parents[1]
+
+
+def test_demo_features_separate_the_classes(invoke, held_out, tmp_path):
+    result = invoke("tsne", DEMO_CFG, "--cfg-options", f"test_dataloader.dataset.data_root={_root(held_out)}",
+                    "--max-num-samples-per-class", "20", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path)
+    q = m["quality"]["backbone.layer4"]
+    assert q["knn5_2d"] >= 0.9 and q["knn5_features"] >= 0.9
+    assert m["params"]["samples"] <= 80
+    kinds = sorted(o["kind"] for o in m["outputs"])
+    assert kinds == ["array", "image", "page", "table"]
+    page = (tmp_path / "tsne_backbone_layer4.html").read_text()
+    assert page.count("<circle") == m["params"]["samples"] and "data:image/png;base64," in page
+
+
+def test_seeded_runs_are_identical_and_batch_of_one(invoke, held_out, tmp_path):
+    args = ("tsne", DEMO_CFG, "--cfg-options", f"test_dataloader.dataset.data_root={_root(held_out)}",
+            "--max-num-samples-per-class", "6", "--seed", "3", "--n-iter", "300")
+    a = invoke(*args, "-o", tmp_path / "a")
+    b = invoke(*args, "--batch-size", "1", "-o", tmp_path / "b")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    fa, fb = (np.load(tmp_path / d / "features_backbone_layer4.npy") for d in "ab")
+    assert np.allclose(fa, fb, atol=1e-5)  # batch of one: the same features
+    ca = (tmp_path / "a" / "tsne_backbone_layer4.csv").read_text()
+    c = invoke(*args, "-o", tmp_path / "c")
+    assert c.exit_code == 0 and ca == (tmp_path / "c" / "tsne_backbone_layer4.csv").read_text()
+
+
+def test_vit_tokens_cls_and_avg(invoke, held_out, tmp_path):
+    cfg = tmp_path / "vit.py"
+    cfg.write_text("model = dict(type='timm.vit_tiny_patch16_224', img_size=64, num_classes=4, depth=2)\n"
+                   "classes = ['circle', 'square', 'triangle', 'cross']\n"
+                   f"test_dataloader = dict(dataset=dict(type='ImageFolder', root='{_root(held_out)}', "
+                   "pipeline=[dict(type='Resize', scale=(64, 64))]))\n")
+    for pooling in ("cls", "avg"):
+        out = tmp_path / pooling
+        result = invoke("tsne", cfg, "--pooling", pooling, "--max-num-samples-per-class", "5", "--method", "pca",
+                        "--target-layers", "blocks.1", "-o", out)
+        assert result.exit_code == 0, result.output
+        assert np.load(out / "features_blocks_1.npy").shape == (20, 192)
+
+
+def test_pooling_of_every_layout():
+    maps = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    assert torch.equal(embedding.pool(maps, Pooling.avg), maps.mean((2, 3)))
+    assert embedding.pool(maps, Pooling.flatten).shape == (2, 12)
+    tokens = torch.randn(2, 5, 4)  # a class token and 4 patch tokens
+    assert torch.equal(embedding.pool(tokens, Pooling.cls), tokens[:, 0])
+    assert torch.allclose(embedding.pool(tokens, Pooling.avg, extra_tokens=1), tokens[:, 1:].mean(1))
+    with pytest.raises(Exception, match="class token"):
+        embedding.pool(tokens, Pooling.cls, extra_tokens=0)
+
+
+def test_sampling_is_random_capped_and_seeded():
+    labels = [0] * 50 + [1] * 50 + [2] * 5
+    a = embedding.sample_indices(labels, None, 2, 10, seed=0)
+    assert len(a) == 20 and all(labels[i] in (0, 1) for i in a)
+    assert a != list(range(10)) + list(range(50, 60))  # not the first ones met
+    assert a == embedding.sample_indices(labels, None, 2, 10, seed=0)
+    assert embedding.sample_indices(labels, [2], 20, 10, seed=0) == list(range(100, 105))
+
+
+def test_scikit_learn_fallback(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_opentsne(name, *args, **kwargs):
+        if name == "openTSNE":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_opentsne)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 60)), rng.normal(8, 1, (40, 60))])
+    coords, how = embedding.embed(x, EmbedMethod.tsne, n_iter=300, seed=0)
+    assert "scikit-learn" in how and coords.shape == (80, 2)
+    assert embedding.knn_accuracy(coords, np.array([0] * 40 + [1] * 40)) == 1.0
+
+
+def test_two_processes_give_the_same_features(held_out, tmp_path):
+    args = ["tsne", str(DEMO_CFG), "--cfg-options", f"test_dataloader.dataset.data_root={_root(held_out)}",
+            "--max-num-samples-per-class", "7", "--method", "pca", "--quiet", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "visctl", *args, "-o", str(tmp_path / "one")], check=True, env=env,
+                   capture_output=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+                    "-m", "visctl", *args, "-o", str(tmp_path / "two")], check=True, env=env, capture_output=True,
+                   cwd=ROOT)
+    one = np.load(tmp_path / "one" / "features_backbone_layer4.npy")
+    two = np.load(tmp_path / "two" / "features_backbone_layer4.npy")
+    assert one.shape == two.shape == (28, 64)
+    assert np.allclose(one, two, atol=1e-5)
+    assert manifest(tmp_path / "two")["params"]["world_size"] == 2

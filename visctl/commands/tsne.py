@@ -1,0 +1,280 @@
+"""`visctl tsne`: 2-D embeddings of a model's features, per layer, on one machine or many (torchrun)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from visctl import _options as opt
+from visctl.commands.pipeline import Phase
+from visctl.context import RunContext
+from visctl.embedding import EmbedMethod, Pooling
+
+EPILOG = """Examples:
+
+  visctl tsne cfg.py ckpt.pth --phase test --max-num-samples-per-class 200
+
+  visctl tsne cfg.py ckpt.pth --all-stages --method pca
+
+  torchrun --nproc-per-node 4 -m visctl tsne cfg.py ckpt.pth     # each rank extracts a shard
+"""
+
+
+def tsne(
+    config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="A config with a model and a dataset.",
+                                               show_default=False)],
+    checkpoint: Annotated[Optional[str], typer.Argument(metavar="[CHECKPOINT]", help="Weights [default: load_from].",
+                                                        show_default=False)] = None,
+    phase: Annotated[Optional[Phase], typer.Option("--phase", "-p", help="Dataset of this dataloader "
+                                                   "[default: test, else val].", show_default=False)] = None,
+    target_layers: opt.TargetLayers = None,
+    all_stages: Annotated[bool, typer.Option("--all-stages", help="Every stage beside the default layer.")] = False,
+    pooling: Annotated[Pooling, typer.Option("--pooling", help="avg, max, cls (the class token) or flatten.",
+                                             case_sensitive=False)] = Pooling.avg,
+    num_extra_tokens: Annotated[Optional[int], typer.Option(
+        "--num-extra-tokens", min=0, help="Extra tokens before the patch tokens [default: from the model, else 1 "
+        "when tokens fit a grid after one].")] = None,
+    max_num_class: Annotated[int, typer.Option("--max-num-class", "--max_num_class", min=1)] = 20,
+    max_num_samples_per_class: Annotated[int, typer.Option("--max-num-samples-per-class", "--max-num-samples",
+                                                           min=1, help="Drawn at random with --seed.")] = 100,
+    class_idx: Annotated[Optional[list[int]], typer.Option("--class-idx", help="Only these classes (repeatable).")
+                         ] = None,
+    method: Annotated[EmbedMethod, typer.Option("--method", help="tsne (openTSNE FFT when installed, else "
+                                                "scikit-learn), umap (umap-learn), pca.", case_sensitive=False)
+                      ] = EmbedMethod.tsne,
+    perplexity: Annotated[float, typer.Option("--perplexity", min=1.0)] = 30.0,
+    n_iter: Annotated[int, typer.Option("--n-iter", "--n_iter", "--max-iter", min=1)] = 1000,
+    learning_rate: Annotated[str, typer.Option("--learning-rate", help="A number or auto.")] = "auto",
+    early_exaggeration: Annotated[float, typer.Option("--early-exaggeration")] = 12.0,
+    metric: Annotated[str, typer.Option("--metric")] = "euclidean",
+    legend: Annotated[bool, typer.Option("--legend/--no-legend", help="Class names in a legend.")] = True,
+    marker_size: Annotated[float, typer.Option("--marker-size", min=0.1)] = 12.0,
+    thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small images at their points.")] = False,
+    title: Annotated[Optional[str], typer.Option("--title")] = None,
+    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, help="DataLoader workers.")] = 0,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 32,
+    cfg_options: opt.CfgOptions = None,
+    out_dir: opt.OutDir = None,
+    show: opt.Show = False,
+    json_out: opt.Json = False,
+    quiet: opt.Quiet = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling and the embedding.")] = 0,
+    debug: opt.Debug = False,
+) -> None:
+    """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
+    with RunContext("tsne", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
+                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+        _run(ctx, config_file, checkpoint, phase=phase, target_layers=target_layers, all_stages=all_stages,
+             pooling=pooling, num_extra_tokens=num_extra_tokens, max_num_class=max_num_class,
+             per_class=max_num_samples_per_class, class_idx=class_idx, method=method, perplexity=perplexity,
+             n_iter=n_iter, learning_rate=learning_rate, early_exaggeration=early_exaggeration, metric=metric,
+             legend=legend, marker_size=marker_size, thumbnails=thumbnails, title=title, num_workers=num_workers,
+             batch_size=batch_size, seed=seed, show=show)
+
+
+def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Phase | None,
+         target_layers: list[str] | None, all_stages: bool, pooling: Pooling, num_extra_tokens: int | None,
+         max_num_class: int, per_class: int, class_idx: list[int] | None, method: EmbedMethod, perplexity: float,
+         n_iter: int, learning_rate: str, early_exaggeration: float, metric: str, legend: bool, marker_size: float,
+         thumbnails: bool, title: str | None, num_workers: int, batch_size: int, seed: int, show: bool) -> None:
+    import csv
+    import io
+    import json
+    import time
+
+    import numpy as np
+
+    from visctl import cams, config, datasets, embedding, models, output, render, transforms
+    from visctl.commands._shared import open_model
+    from visctl.errors import ConfigError, VisctlError
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if ctx.device_spec.startswith("cuda") else "gloo")
+        if rank:
+            ctx.quiet = True
+            ctx.console.quiet = True
+        if ctx.device_spec == "auto" or ctx.device_spec.startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                ctx.device_spec = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    try:
+        lr_value: float | str = float(learning_rate)
+    except ValueError:
+        if learning_rate != "auto":
+            raise VisctlError(f"--learning-rate {learning_rate!r}", hint="a number, or auto") from None
+        lr_value = "auto"
+    started = time.time()
+    mi = open_model(ctx, [], images=False, cfg_spec=config_file, checkpoint=checkpoint)
+    cfg = mi.cfg
+    phases = [phase.value] if phase else ["test", "val"]
+    ds_cfg = steps = None
+    for ph in phases:
+        if config.cfg_get(cfg, f"{ph}_dataloader.dataset"):
+            ds_cfg, steps = datasets.dataset_config(cfg, ph)
+            used_phase = ph
+            break
+    if ds_cfg is None:
+        raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
+                          hint="add one, or pick another --phase")
+    dataset = datasets.build_dataset(ds_cfg, used_phase)
+    steps = steps or mi.steps
+    labels_all = _labels(dataset)
+    indices = embedding.sample_indices(labels_all, class_idx, max_num_class, per_class, seed)
+    if not indices:
+        raise VisctlError("no samples of the chosen classes", hint="check --class-idx against the dataset's labels")
+    # the layers: a probe on one real sample gives the default and the stage list
+    samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=("PackInputs", "Normalize", "ToTensor"))
+    first = samples[indices[0]]
+    if first["error"]:
+        raise VisctlError(f"cannot read {first['name']}: {first['error']}")
+    example = transforms.to_tensor([transforms.ImageState(img=first["views"][0])], mi.mean, mi.std, mi.rgb).to(ctx.device)
+    in_hw = tuple(example.shape[2:])
+    pr = cams.probe(mi.model, example, logits=False)
+    if target_layers:
+        names = [models.find_layer(mi.model, n)[0] for n in _split(target_layers)]
+    else:
+        default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
+        names = ([models.find_layer(mi.model, n)[0] for n in default] if default
+                 else cams.default_target_layers(mi.model, pr, in_hw, cams.is_vit_like(pr, in_hw)))
+        if all_stages:
+            names = _stages(mi.model, names[0])
+        ctx.log(f"layers: {', '.join(names)}")
+    extra = num_extra_tokens
+    if extra is None:
+        holder = getattr(mi.model, "backbone", mi.model)
+        extra = next((getattr(holder, a) for a in ("num_extra_tokens", "num_prefix_tokens")
+                      if isinstance(getattr(holder, a, None), int)), None)
+        if extra is None:
+            shapes = [pr.shape_of(n) for n in names]
+            tok = next((s for s in shapes if isinstance(s, tuple) and len(s) == 3), None)
+            found = cams.token_grid(tok[1], in_hw, None) if tok else None
+            extra = found[1] if found else 0
+    layers = {n: models.find_layer(mi.model, n)[1] for n in names}
+
+    work = ctx.out_dir
+    shard = indices[rank::world]
+    with ctx.progress(len(shard), "features") as advance:
+        result = embedding.extract(mi.model, layers, samples, shard, mean=mi.mean, std=mi.std, rgb=mi.rgb,
+                                   device=ctx.device, batch_size=batch_size, num_workers=num_workers, pooling=pooling,
+                                   extra_tokens=extra, out_dir=work / (".shards" if world > 1 else ""),
+                                   prefix=f"features.rank{rank}" if world > 1 else "features", progress=advance)
+    extracted = time.time() - started
+    if world > 1:
+        import torch.distributed as dist
+
+        meta = {k: result[k] for k in ("rows", "labels", "names", "failures")}
+        meta["features"] = {k: str(v) for k, v in result["features"].items()}
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, meta)
+        if rank:
+            dist.barrier()
+            dist.destroy_process_group()
+            return
+        result = embedding.merge_shards(gathered, ctx.out_dir)
+        dist.barrier()
+        dist.destroy_process_group()
+    writer = ctx.open_writer(dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
+                                  pooling=pooling.value, method=method.value, perplexity=perplexity, n_iter=n_iter,
+                                  seed=seed, samples=len(result["rows"]), world_size=world,
+                                  max_num_class=max_num_class, max_num_samples_per_class=per_class))
+    for name, message in result["failures"]:
+        ctx.skip(name, message)
+    labels = np.asarray(result["labels"])
+    class_names = dataset.classes or [str(i) for i in range(max(labels) + 1 if len(labels) else 1)]
+    quality = {}
+    # small images for the interactive page's hover (and --thumbnails), at most 500 of them
+    thumb_imgs = [_thumb(samples, i) for i in result["rows"][:500]]
+    thumbs_b64 = [_b64(t) for t in thumb_imgs]
+    for label, path in result["features"].items():
+        feats = np.load(path, mmap_mode="r")
+        t0 = time.time()
+        coords, how = embedding.embed(np.asarray(feats), method, perplexity=perplexity, n_iter=n_iter,
+                                      learning_rate=lr_value, early_exaggeration=early_exaggeration, metric=metric,
+                                      seed=seed, threads=ctx.threads, warn=ctx.warn)
+        k2d = embedding.knn_accuracy(coords, labels)
+        kfeat = embedding.knn_accuracy(np.asarray(feats), labels)
+        quality[label] = dict(knn5_2d=round(k2d, 4), knn5_features=round(kfeat, 4), method=how,
+                              embed_s=round(time.time() - t0, 3), dims=int(feats.shape[1]))
+        ctx.log(f"{label}: {how}, {feats.shape[1]}-d, 5-NN accuracy {k2d:.3f} in 2-D, {kfeat:.3f} in feature space")
+        tag = path.stem.removeprefix("features_")
+        head = title or f"{Path(config_file).stem} | {label}"
+        fig = render.scatter_figure(coords, labels, class_names, f"{head}\n{how}, {len(labels)} samples, "
+                                    f"5-NN accuracy {k2d:.3f} (2-D) / {kfeat:.3f} (features)", legend, marker_size,
+                                    thumb_imgs if thumbnails else None)
+        png = writer.write_bytes(f"tsne_{tag}.png", render.figure_png(fig))
+        writer.add_output(png, "image", caption=f"{label}: {how}", layer=label, knn5_2d=quality[label]["knn5_2d"])
+        page = output.scatter_html(coords, labels, class_names, result["names"], thumbs_b64, f"{head} ({how})",
+                                   render.class_colors(len(class_names)))
+        target = writer.write_bytes(f"tsne_{tag}.html", page.encode())
+        writer.add_output(target, "page", caption=f"interactive scatter of {label}")
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["index", "path", "label", "class", "x", "y"])
+        for row, (idx, name, lab, (x, y)) in enumerate(zip(result["rows"], result["names"], labels, coords)):
+            w.writerow([idx, name, int(lab), class_names[lab] if 0 <= lab < len(class_names) else "", f"{x:.6f}",
+                        f"{y:.6f}"])
+        writer.add_output(writer.write_bytes(f"tsne_{tag}.csv", buf.getvalue().encode()), "table",
+                          caption=f"{label}: coordinates, labels, paths")
+        writer.add_output(path, "array", caption=f"{label}: features ({len(labels)} x {feats.shape[1]})")
+    writer.write_bytes("labels.json", json.dumps(dict(rows=result["rows"], labels=result["labels"],
+                                                      names=result["names"], classes=class_names)).encode())
+    writer.manifest["quality"] = quality
+    writer.manifest["timings"]["extract_s"] = round(extracted, 3)
+    for p in result["names"]:
+        writer.add_input(p)
+    if show:
+        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
+                           ctx.warn)
+    ctx.finish()
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _labels(dataset: object) -> list[int]:
+    files = getattr(dataset, "files", None)
+    if files is not None:
+        return [-1 if lab is None else lab for _, lab in files]
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return list(labels)
+    return [dataset.load(i).label for i in range(len(dataset))]  # type: ignore[attr-defined, arg-type]
+
+
+def _stages(model: object, default: str) -> list[str]:
+    """The default layer and its siblings of the same kind, in order (layer1..layer4, blocks.0..N)."""
+    parent, _, _ = default.rpartition(".")
+    modules = dict(model.named_modules())  # type: ignore[attr-defined]
+    kind = type(modules[default])
+    container = modules[parent] if parent else model
+    out = [f"{parent}.{n}" if parent else n for n, m in container.named_children() if type(m) is kind]  # type: ignore[attr-defined]
+    return out or [default]
+
+
+def _thumb(samples: object, index: int) -> object:
+    from visctl import render
+
+    item = samples[index]  # type: ignore[index]
+    return render.fit(item["views"][0], 48) if not item["error"] else None
+
+
+def _b64(img: object) -> str:
+    import base64
+
+    import cv2
+
+    if img is None:
+        return ""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))  # type: ignore[arg-type]
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()

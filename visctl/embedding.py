@@ -1,0 +1,261 @@
+"""Feature embeddings: pooling layer outputs to vectors, sampling classes, t-SNE / UMAP / PCA, k-NN quality."""
+
+from __future__ import annotations
+
+import inspect
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from visctl.errors import VisctlError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+class Pooling(str, Enum):
+    """How a layer output becomes one vector per image."""
+
+    avg = "avg"
+    max = "max"
+    cls = "cls"
+    flatten = "flatten"
+
+
+class EmbedMethod(str, Enum):
+    """The 2-D projection."""
+
+    tsne = "tsne"
+    umap = "umap"
+    pca = "pca"
+
+
+def pool(t: torch.Tensor, mode: Pooling, extra_tokens: int = 1) -> torch.Tensor:
+    """(N, C, H, W), channels-last, tokens (N, L, C) or vectors (N, C) -> (N, D).
+
+    For tokens, ``cls`` takes the first token and ``avg``/``max`` pool the patch tokens only (the
+    ``extra_tokens`` leading tokens are left out).
+    """
+    if t.ndim == 2:
+        return t.float()
+    if t.ndim == 3:  # tokens
+        if mode is Pooling.cls:
+            if extra_tokens < 1:
+                raise VisctlError("--pooling cls needs a class token, and this model has none",
+                                  hint="use --pooling avg (the mean of the patch tokens)")
+            return t[:, 0].float()
+        patches = t[:, extra_tokens:]
+        if mode is Pooling.flatten:
+            return patches.flatten(1).float()
+        return (patches.mean(1) if mode is Pooling.avg else patches.amax(1)).float()
+    if t.ndim == 4:
+        if mode is Pooling.cls:
+            raise VisctlError("--pooling cls applies to token outputs (ViT-like layers)",
+                              hint="use --pooling avg or max for convolutional feature maps")
+        if mode is Pooling.flatten:
+            return t.flatten(1).float()
+        return (t.mean((2, 3)) if mode is Pooling.avg else t.amax((2, 3))).float()
+    raise VisctlError(f"cannot pool a {t.ndim}-D output {tuple(t.shape)} into vectors")
+
+
+def sample_indices(labels: list[int], classes: list[int] | None, max_classes: int, per_class: int,
+                   seed: int) -> list[int]:
+    """Up to ``per_class`` random samples of each chosen class (the first ``max_classes`` present by default).
+
+    Returns:
+        Dataset indices, sorted.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_class.setdefault(lab, []).append(i)
+    chosen = classes if classes is not None else sorted(by_class)[:max_classes]
+    out: list[int] = []
+    for c in chosen:
+        members = by_class.get(c, [])
+        if len(members) > per_class:
+            members = list(rng.choice(members, size=per_class, replace=False))
+        out.extend(int(m) for m in members)
+    return sorted(out)
+
+
+def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out k-NN accuracy: each point's majority label among its ``k`` nearest other points."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(labels)
+    if n <= k:
+        return float("nan")
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(x)
+    idx = nn.kneighbors(x, return_distance=False)[:, 1:]  # drop the point itself
+    votes = labels[idx]
+    pred = np.array([np.bincount(v).argmax() for v in votes])
+    return float((pred == labels).mean())
+
+
+def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0, n_iter: int = 1000,
+          learning_rate: float | str = "auto", early_exaggeration: float = 12.0, metric: str = "euclidean",
+          seed: int = 0, threads: int = 1, warn: Any = None) -> tuple[np.ndarray, str]:
+    """Project features to 2-D; returns the coordinates and a description of what ran.
+
+    t-SNE uses openTSNE with FFT gradients when installed (its "auto" would pick the slower Barnes-Hut
+    below 10,000 points), else scikit-learn after PCA to 50 dimensions. Every method is seeded.
+    """
+    import numpy as np
+
+    x = np.asarray(features, dtype=np.float32)
+    n = len(x)
+    if n < 2:
+        raise VisctlError(f"{n} sample(s): an embedding needs at least 2", hint="raise --max-num-samples-per-class")
+    if method is EmbedMethod.pca or n < 4:
+        from sklearn.decomposition import PCA
+
+        k = min(2, x.shape[1], n)
+        out = PCA(n_components=k, random_state=seed).fit_transform(x)
+        if out.shape[1] < 2:
+            out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+        return out, "PCA"
+    if method is EmbedMethod.umap:
+        try:
+            import umap
+        except ImportError as exc:
+            raise VisctlError("--method umap needs umap-learn", hint="pip install umap-learn") from exc
+        if warn:
+            warn("umap: the first call in a process spends ~30 s compiling (numba)")
+        reducer = umap.UMAP(n_components=2, metric=metric, random_state=seed, n_neighbors=min(15, n - 1))
+        return reducer.fit_transform(x), "UMAP (umap-learn)"
+    if perplexity * 3 >= n:
+        perplexity = max(1.0, (n - 1) / 3.0)
+        if warn:
+            warn(f"perplexity lowered to {perplexity:.1f} for {n} samples")
+    try:
+        import openTSNE
+    except ImportError:
+        openTSNE = None
+    if openTSNE is not None:
+        early = min(250, max(1, n_iter // 4))
+        tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, learning_rate=learning_rate,
+                             early_exaggeration=early_exaggeration, early_exaggeration_iter=early,
+                             n_iter=max(1, n_iter - early), metric=metric, negative_gradient_method="fft",
+                             random_state=seed, n_jobs=threads)
+        return np.asarray(tsne.fit(x)), f"t-SNE (openTSNE {openTSNE.__version__}, FFT)"
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    if x.shape[1] > 50 and n > 50:
+        x = PCA(n_components=50, random_state=seed).fit_transform(x)
+    kwargs: dict[str, Any] = dict(n_components=2, perplexity=perplexity, early_exaggeration=early_exaggeration,
+                                  learning_rate=learning_rate, metric=metric, init="pca", random_state=seed,
+                                  n_jobs=threads)
+    # scikit-learn renamed n_iter to max_iter in 1.5 and removed the old name in 1.7
+    iter_key = "max_iter" if "max_iter" in inspect.signature(TSNE.__init__).parameters else "n_iter"
+    kwargs[iter_key] = max(250, n_iter)
+    return TSNE(**kwargs).fit_transform(x), "t-SNE (scikit-learn, PCA-50)"
+
+
+def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int], *, mean: Any, std: Any, rgb: bool,
+            device: str, batch_size: int, num_workers: int, pooling: Pooling, extra_tokens: int,
+            out_dir: Any, prefix: str = "features", progress: Any = None) -> dict[str, Any]:
+    """Pool the chosen layers' outputs for ``indices`` of ``samples`` into memory-mapped .npy files.
+
+    Features stream to disk batch by batch, so 100,000 images x 2048 dims need no more memory than one
+    batch. Returns ``dict(features={label: path}, rows=[dataset index per row], labels, names, failures)``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from visctl import datasets, featmaps, transforms
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Any] = {}
+    paths: dict[str, Path] = {}
+    rows: list[int] = []
+    labels: list[int] = []
+    names: list[str] = []
+    failures: list[tuple[str, str]] = []
+    pending: list[dict] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        states = [transforms.ImageState(img=item["views"][0]) for item in pending]
+        batch = transforms.to_tensor(states, mean, std, rgb).to(device)
+        feats = featmaps.capture(model, layers, batch)
+        for label, t in feats.items():
+            vec = pool(t, pooling, extra_tokens).cpu().numpy().astype(np.float32)
+            if label not in files:
+                paths[label] = out_dir / f"{prefix}_{label.replace('.', '_').replace('[', '-').replace(']', '')}.npy"
+                files[label] = np.lib.format.open_memmap(paths[label], mode="w+", dtype=np.float32,
+                                                         shape=(len(indices), vec.shape[1]))
+            if vec.shape[1] != files[label].shape[1]:
+                raise VisctlError(f"{label}: images give features of different sizes ({vec.shape[1]} vs "
+                                  f"{files[label].shape[1]})", hint="use a pipeline that makes every image one size, "
+                                  "or --pooling avg")
+            files[label][len(rows):len(rows) + len(vec)] = vec
+        for item in pending:
+            rows.append(item["index"])
+            labels.append(-1 if item["label"] is None else int(item["label"]))
+            names.append(item["name"])
+        pending.clear()
+
+    for item in datasets.iterate(samples, indices, num_workers=num_workers, batch_size=batch_size):
+        if progress:
+            progress()
+        if item["error"]:
+            failures.append((item["name"], item["error"]))
+            continue
+        if pending and item["views"][0].shape != pending[0]["views"][0].shape:
+            flush()
+        pending.append(item)
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    for label, mm in files.items():
+        mm.flush()
+        if len(rows) < mm.shape[0]:  # some inputs failed: keep only the written rows
+            kept = np.array(mm[:len(rows)])
+            del mm
+            np.save(paths[label], kept)
+    return dict(features=paths, rows=rows, labels=labels, names=names, failures=failures)
+
+
+def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
+    """Rank 0 of a distributed run: join every rank's shard into one memory-mapped file per layer, in the
+    order a single process would have written (ascending dataset index), and remove the shards."""
+    from pathlib import Path
+
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    entries = [(row, r, k) for r, sh in enumerate(shards) for k, row in enumerate(sh["rows"])]
+    entries.sort()
+    result: dict[str, Any] = dict(rows=[e[0] for e in entries], features={},
+                                  labels=[shards[r]["labels"][k] for _, r, k in entries],
+                                  names=[shards[r]["names"][k] for _, r, k in entries],
+                                  failures=[f for sh in shards for f in sh["failures"]])
+    labels = sorted({lab for sh in shards for lab in sh["features"]})
+    for label in labels:
+        parts = [np.load(sh["features"][label], mmap_mode="r") for sh in shards]
+        name = Path(shards[0]["features"][label]).name.replace("features.rank0_", "features_")
+        target = out_dir / name
+        merged = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32,
+                                           shape=(len(entries), parts[0].shape[1]))
+        for i, (_, r, k) in enumerate(entries):
+            merged[i] = parts[r][k]
+        merged.flush()
+        del merged
+        result["features"][label] = target
+        for sh in shards:
+            Path(sh["features"][label]).unlink(missing_ok=True)
+    for sh in shards:
+        for f in sh["features"].values():
+            try:
+                Path(f).parent.rmdir()  # the shard folder, once empty
+            except OSError:
+                pass
+    return result
