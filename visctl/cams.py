@@ -328,7 +328,7 @@ class RankTarget:
 
 # ---- the engine ----------------------------------------------------------------------------------------
 
-def build_cam_model(model: nn.Module, grad_mode: str) -> nn.Module:
+def build_cam_model(model: nn.Module, grad_mode: str, raw: bool = False) -> nn.Module:
     """Wrap ``model`` so a forward returns logits and builds only the graph the method needs.
 
     'layer': parameters frozen, forward under no_grad until the first target layer fires, whose hook
@@ -346,11 +346,13 @@ def build_cam_model(model: nn.Module, grad_mode: str) -> nn.Module:
             self.inner = inner
             self.no_grad = no_grad
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def forward(self, x: torch.Tensor) -> Any:
+            # raw: a detector's list of dicts, for box targets; else the logits tensor
+            pick = (lambda out: out) if raw else output_tensor
             if self.no_grad:
                 with torch.no_grad():
-                    return output_tensor(self.inner(x))
-            return output_tensor(self.inner(x))
+                    return pick(self.inner(x))
+            return pick(self.inner(x))
 
     if grad_mode == "layer":
         for p in model.parameters():
@@ -369,7 +371,7 @@ class CamEngine:
     """
 
     def __init__(self, model: nn.Module, method: Method, layer_names: list[str], layouts: list[Layout],
-                 batch_size: int = 32, ratio_channels_to_ablate: float = 1.0) -> None:
+                 batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False) -> None:
         from visctl.models import find_layer
 
         self.cls_name, self.grad_mode = METHODS[method]
@@ -383,6 +385,7 @@ class CamEngine:
         self.layout = layouts[0]
         self.batch_size = batch_size
         self.ratio = ratio_channels_to_ablate
+        self.detection = detection
 
     def __call__(self, batch: torch.Tensor, targets: list[Any], aug_smooth: bool = False,
                  eigen_smooth: bool = False) -> tuple[np.ndarray, torch.Tensor]:
@@ -394,7 +397,7 @@ class CamEngine:
             raise ValueError("one target per image")  # a bug, not a user error: grad-cam would zip silently
         self.model.eval()
         trainable = [p.requires_grad for p in self.model.parameters()]
-        wrapped = build_cam_model(self.model, self.grad_mode)
+        wrapped = build_cam_model(self.model, self.grad_mode, raw=self.detection)
         handles = []
         if self.grad_mode == "layer":
             handles = [layer.register_forward_hook(_start_graph, prepend=True) for layer in self.layers]
@@ -409,14 +412,14 @@ class CamEngine:
         try:
             with torch.enable_grad(), _quiet_tqdm():  # the targets' scores are computed outside the forward
                 maps = cam(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
-            logits = cam.outputs.detach()
+            logits = cam.outputs if self.detection else cam.outputs.detach()
         finally:
             cam.activations_and_grads.release()
             for h in handles:
                 h.remove()
             for p, flag in zip(self.model.parameters(), trainable):  # leave the caller's model as it was
                 p.requires_grad_(flag)
-        for i, t in enumerate(targets):
+        for i, t in enumerate(targets if not self.detection else []):
             if isinstance(t, RankTarget) and t.category is None:  # activation-only methods never call targets
                 t.category = int(logits[i].topk(t.rank + 1).indices[t.rank])
         return maps, logits

@@ -16,10 +16,16 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def looks_like_config(arg: str) -> bool:
-    """Whether a command-line argument names a config (a config file, or a bare model name)."""
-    return arg.lower().endswith(CONFIG_SUFFIXES) or arg.startswith(MODEL_PREFIXES) or (
-        ":" in arg and not Path(arg).exists() and "://" not in arg
-    )
+    """Whether a command-line argument names a config (a config file, or a model name)."""
+    if arg.lower().endswith(CONFIG_SUFFIXES) or arg.startswith(MODEL_PREFIXES):
+        return True
+    if Path(arg).exists() or "://" in arg or any(ch in arg for ch in "*?[/\\"):
+        return False
+    if ":" in arg:
+        return True
+    import torchvision.models as tvm  # a bare torchvision name such as resnet50
+
+    return arg.lower() in tvm.list_models()
 
 
 def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:

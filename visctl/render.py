@@ -286,3 +286,46 @@ def figure_png(fig: Any, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def draw_boxes(image: np.ndarray, boxes: Any, labels: Any, scores: Any = None, class_names: list[str] | None = None,
+               thickness: int | None = None, colors: list[tuple[float, float, float]] | None = None) -> np.ndarray:
+    """Boxes with class names and scores, one deterministic colour per class."""
+    import cv2
+    import numpy as np
+
+    out = np.ascontiguousarray(image.copy())
+    n_classes = max(len(class_names or []), int(max(labels, default=0)) + 1)
+    palette = colors or class_colors(max(n_classes, 1))
+    t = thickness or max(1, round(max(image.shape[:2]) / 400))
+    scale = max(0.35, min(0.9, max(image.shape[:2]) / 2000))
+    for i, (b, lab) in enumerate(zip(boxes, labels)):
+        color = tuple(int(c * 255) for c in palette[int(lab) % len(palette)])
+        x0, y0, x1, y1 = (int(round(float(v))) for v in b)
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, t, cv2.LINE_AA)
+        name = class_names[int(lab)] if class_names and 0 <= int(lab) < len(class_names) else str(int(lab))
+        text = name if scores is None else f"{name} {float(scores[i]):.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = max(y0, th + base + 2)
+        cv2.rectangle(out, (x0, ty - th - base - 2), (x0 + tw + 2, ty), color, -1)
+        cv2.putText(out, text, (x0 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def normalize_in_boxes(fmap: np.ndarray, boxes: Any) -> np.ndarray:
+    """A map re-normalised to [0, 1] inside each box and zero outside (grad-cam's
+    renormalize_cam_in_bounding_boxes, on the original image's pixels)."""
+    import numpy as np
+
+    out = np.zeros_like(fmap, dtype=np.float32)
+    h, w = fmap.shape
+    for b in boxes:
+        x0, y0 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
+        x1, y1 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        patch = fmap[y0:y1, x0:x1]
+        lo, hi = float(patch.min()), float(patch.max())
+        norm = (patch - lo) / (hi - lo) if hi > lo else np.zeros_like(patch)
+        out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], norm)
+    return out

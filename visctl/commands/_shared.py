@@ -24,6 +24,7 @@ class ModelInputs:
     std: tuple[float, ...]
     rgb: bool
     example: Any  # (1, 3, H, W) on the device
+    detector: bool = False
 
 
 def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spec: str | None = None,
@@ -47,8 +48,15 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
         ctx.log(models.checkpoint_note(summary, verbose=ctx.debug))
     elif not (checkpoint or cfg.get("load_from")):
         ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
-    steps = config.test_pipeline(cfg) or transforms.default_pipeline(config.tool_option(cfg, "input_size", 224))
+    from visctl.detection import is_torchvision_detector
+
+    detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
+    steps = config.test_pipeline(cfg) or (
+        [] if detector else transforms.default_pipeline(config.tool_option(cfg, "input_size", 224)))
     mean, std, rgb = config.normalization(cfg)
+    if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
+            cfg, "model.data_preprocessor")):
+        mean, std, rgb = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), True  # they normalise 0-1 images themselves
     first = None
     for p in paths or []:
         try:
@@ -60,7 +68,8 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
         first = np.zeros((256, 256, 3), np.uint8)
     example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
     return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
-                       model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example)
+                       model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,
+                       detector=detector)
 
 
 def preview(mi: ModelInputs) -> None:

@@ -1,0 +1,197 @@
+"""Detection: the demo detector, `visctl boxam` and `visctl slice`, merging and tiling."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, manifest
+from visctl import detection
+from visctl.detection import Detections, Merge
+from visctl.shapes import make_scene
+
+DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"
+HELD = range(200_000, 200_100)
+
+
+def _scene(seed):
+    return make_scene(seed, 128, n_objects=1 + seed % 5, min_side=10, max_side=36)
+
+
+@pytest.fixture(scope="module")
+def det_model():
+    from mmengine.config import Config
+
+    from visctl.models import load_model
+
+    model, _ = load_model(Config.fromfile(str(DET_CFG)), None)
+    return model
+
+
+def _detect(model, images):
+    from visctl import config, transforms
+    from mmengine.config import Config
+
+    mean, std, rgb = config.normalization(Config.fromfile(str(DET_CFG)))
+    batch = transforms.to_tensor([transforms.ImageState(img=i) for i in images], mean, std, rgb)
+    return [detection.to_original(o, transforms.ImageState(img=i)) for o, i in zip(detection.detect(model, batch),
+                                                                                    images)]
+
+
+def test_demo_detector_map50(det_model):
+    scenes = [_scene(s) for s in HELD]
+    preds = _detect(det_model, [s.image for s in scenes])
+    gts = [(np.array(s.boxes, np.float32), np.array(s.labels)) for s in scenes]
+    m_ap, aps = detection.average_precision(preds, gts, 4)
+    assert m_ap >= 0.8, (m_ap, aps)
+
+
+def test_merge_methods_are_class_aware():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    dets = Detections(boxes, np.array([0.9, 0.8, 0.7, 0.6], np.float32), np.array([0, 0, 1, 0]))
+    for m in Merge:
+        out = detection.merge(dets, m, 0.5)
+        assert len(out) == 3, m  # the two overlapping class-0 boxes become one; class 1 stays apart
+    nmm = detection.merge(dets, Merge.nmm, 0.5)
+    assert nmm.boxes[0].tolist() == [0, 0, 11, 11]
+    wbf = detection.merge(dets, Merge.wbf, 0.5)
+    assert wbf.boxes[0][0] == pytest.approx(0.8 / 1.7)
+
+
+def test_tiles_cover_the_image_and_stay_inside():
+    grid = detection.tiles(300, 500, 128, 0.25)
+    assert all(x1 - x0 == 128 and y1 - y0 == 128 for x0, y0, x1, y1 in grid)
+    assert max(x1 for _, _, x1, _ in grid) == 500 and max(y1 for _, _, _, y1 in grid) == 300
+    assert detection.tiles(50, 60, 128, 0.25) == [(0, 0, 60, 50)]
+
+
+def test_boxam_map_of_each_box_peaks_inside_it(invoke, tmp_path):
+    import cv2
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    scenes = {}
+    for s in range(200_000, 200_020):
+        scene = _scene(s)
+        cv2.imwrite(str(folder / f"{s}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+        scenes[str(folder / f"{s}.png")] = scene
+    result = invoke("boxam", folder, DET_CFG, "--per-box", "--save-raw", "-o", tmp_path / "o")  # layercam
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path / "o")
+    hits = total = 0
+    for out in m["outputs"]:
+        if out["kind"] != "array":
+            continue
+        fmap = np.load(tmp_path / "o" / out["path"])
+        x0, y0, x1, y1 = out["box"]
+        y, x = np.unravel_index(fmap.argmax(), fmap.shape)
+        total += 1
+        hits += x0 - 1 <= x <= x1 + 1 and y0 - 1 <= y <= y1 + 1
+    assert total >= 40 and hits / total >= 0.85, (hits, total)
+
+
+def test_boxam_norm_in_bbox_is_zero_outside(invoke, tmp_path):
+    import cv2
+
+    scene = _scene(200_003)
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    result = invoke("boxam", path, DET_CFG, "--norm-in-bbox", "--save-raw", "--method", "eigencam", "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path / "o")
+    fmap = np.load(tmp_path / "o" / next(o["path"] for o in m["outputs"] if o["kind"] == "array"))
+    inside = np.zeros(fmap.shape, bool)
+    for b in m["inputs"][0]["boxes"]:
+        x0, y0, x1, y1 = b["box"]
+        inside[max(0, int(np.floor(y0))):int(np.ceil(y1)), max(0, int(np.floor(x0))):int(np.ceil(x1))] = True
+    assert inside.any() and fmap[~inside].max() == 0 and fmap[inside].max() == pytest.approx(1.0)
+
+
+def test_boxam_errors(invoke, tmp_path):
+    import cv2
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), _scene(200_001).image)
+    for args, needle in ((["--method", "scorecam"], "scorecam"), (["--target-layers", "head.nope"], "no layer"),
+                         (["--score-thr", "1.5"], "not a score")):
+        result = invoke("boxam", path, DET_CFG, *args, "-o", tmp_path / "o")
+        assert result.exit_code == 2 and needle in result.output, (args, result.output)
+
+
+def test_boxam_on_torchvision_detector_dict_layer_is_explained(invoke, tmp_path):
+    import cv2
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), _scene(200_001).image)
+    result = invoke("boxam", path, "fasterrcnn_mobilenet_v3_large_fpn", "--cfg-options", "model.num_classes=5",
+                    "model.min_size=128", "model.max_size=128", "--target-layers", "backbone", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "tensor-valued" in result.stderr
+    result = invoke("boxam", path, "fasterrcnn_mobilenet_v3_large_fpn", "--cfg-options", "model.num_classes=5",
+                    "model.min_size=128", "model.max_size=128", "--score-thr", "0", "--method", "eigencam",
+                    "-o", tmp_path / "o2")
+    assert result.exit_code == 0, result.output
+    assert "default target layer: backbone.fpn" in result.stderr
+
+
+def test_slice_beats_the_whole_image_and_merges_border_objects(invoke, tmp_path):
+    import cv2
+
+    from visctl.shapes import draw_shape
+
+    scene = make_scene(7, 1024, n_objects=40, min_side=12, max_side=24)
+    img = scene.image
+    # an object across the border of the first two tiles (tiles of 128 with overlap 0.25 start at 0 and 96)
+    draw_shape(img, 1, (86, 300, 108, 322), (250, 250, 250))
+    boxes = scene.boxes + [(86, 300, 108, 322)]
+    labels = scene.labels + [1]
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "o"
+    result = invoke("slice", path, DET_CFG, "--patch-size", "128", "--debug", "-o", out)
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    preds = [Detections(np.array([[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2],
+                                   r["bbox"][1] + r["bbox"][3]] for r in res], np.float32),
+                        np.array([r["score"] for r in res], np.float32), np.array([r["category_id"] for r in res]))]
+    gts = [(np.array(boxes, np.float32), np.array(labels))]
+    sliced = detection.recall(preds, gts)
+    assert sliced >= 0.9, sliced
+    border = [r for r in res if detection.box_iou(np.array([[86, 300, 108, 322]], np.float32), np.array(
+        [[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]], np.float32))[0, 0] > 0.3]
+    assert len(border) == 1
+    assert len([o for o in manifest(out)["outputs"] if o["kind"] == "image"]) == 2  # annotated + debug
+    # the whole image scaled down to one tile loses the small shapes
+    whole = invoke("slice", path, DET_CFG, "--patch-size", "1024", "--full-image", "-o", tmp_path / "w",
+                   "--cfg-options", "visctl.patch_size=1024")
+    assert whole.exit_code == 0
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.resize(cv2.imread(str(path)), (128, 128), interpolation=cv2.INTER_AREA))
+    r2 = invoke("slice", small, DET_CFG, "--patch-size", "128", "-o", tmp_path / "s")
+    res2 = json.loads((tmp_path / "s" / "results.json").read_text())
+    preds2 = [Detections(np.array([[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2],
+                                    r["bbox"][1] + r["bbox"][3]] for r in res2], np.float32).reshape(-1, 4) * 8,
+                         np.array([r["score"] for r in res2], np.float32), np.array([r["category_id"] for r in res2]))]
+    assert r2.exit_code == 0 and detection.recall(preds2, gts) < sliced
+
+
+def test_adapter_example_wraps_another_family(invoke, tmp_path, monkeypatch):
+    import cv2
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    ckpt = torch.load(ROOT / "examples" / "demo_detector" / "detector.pth", weights_only=False)
+    torch.save({f"detector.net.{k}": v for k, v in ckpt["state_dict"].items()}, tmp_path / "adapted.pth")
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text("model = dict(type='detector_adapter:build', num_classes=4)\n"
+                   f"_base_ = ['{DET_CFG}']\nload_from = None\nvisctl = dict(task='detection', target_layers=None)\n")
+    path = tmp_path / "a.png"
+    scene = _scene(200_002)
+    cv2.imwrite(str(path), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    result = invoke("slice", path, cfg, tmp_path / "adapted.pth", "--patch-size", "128", "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert len(res) >= len(scene.boxes) - 1
+    sys.modules.pop("detector_adapter", None)

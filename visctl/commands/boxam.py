@@ -1,0 +1,210 @@
+"""`visctl boxam`: box-level activation maps of a detector, drawn on the original images."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from visctl import _options as opt
+from visctl.context import RunContext
+
+EPILOG = """Examples:
+
+  visctl boxam img.jpg examples/demo_detector/config.py --method gradcam --per-box
+
+  visctl boxam imgs/ fasterrcnn_resnet50_fpn ckpt.pth --target-layers backbone.body.layer4 --norm-in-bbox
+"""
+
+
+class BoxMethod(str, Enum):
+    """grad-cam methods with a detection target."""
+
+    gradcam = "gradcam"
+    gradcamplusplus = "gradcam++"
+    xgradcam = "xgradcam"
+    eigencam = "eigencam"
+    layercam = "layercam"
+    ablationcam = "ablationcam"
+
+
+def boxam(
+    args: Annotated[list[str], typer.Argument(
+        metavar="IMG... CONFIG [CHECKPOINT]",
+        help="Images (files, directories, globs), then a detector config or model name, then a checkpoint.",
+        show_default=False)],
+    method: Annotated[BoxMethod, typer.Option(
+        "--method", "-m", case_sensitive=False,
+        help="The CAM method; the gradient ones score each kept box [default: layercam, whose per-pixel "
+        "gradients keep a box's map on the box; gradcam averages them over the whole map].",
+        show_default=False)] = BoxMethod.layercam,
+    target_layers: opt.TargetLayers = None,
+    topk: Annotated[int, typer.Option("--topk", min=1, help="At most K boxes per image, best first.")] = 10,
+    score_thr: Annotated[float, typer.Option("--score-thr", "--score_thr", help="Keep boxes scoring at least this.")
+                         ] = 0.3,
+    norm_in_bbox: Annotated[bool, typer.Option("--norm-in-bbox", "--norm_in_bbox",
+                                               help="Normalise the map inside each box, zero outside.")] = False,
+    per_box: Annotated[bool, typer.Option("--per-box", help="One map per box instead of one for all boxes.")
+                       ] = False,
+    no_boxes: Annotated[bool, typer.Option("--no-boxes", help="Do not draw the boxes.")] = False,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heatmap opacity.")] = 0.5,
+    colormap: Annotated[str, typer.Option("--colormap", help="OpenCV or matplotlib colormap.")] = "jet",
+    ratio_channels_to_ablate: Annotated[float, typer.Option("--ratio-channels-to-ablate", min=0.0, max=1.0)] = 1.0,
+    save_raw: opt.SaveRaw = False,
+    preview_model: opt.PreviewModel = False,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 4,
+    cfg_options: opt.CfgOptions = None,
+    out_dir: opt.OutDir = None,
+    show: opt.Show = False,
+    json_out: opt.Json = False,
+    quiet: opt.Quiet = False,
+    seed: opt.Seed = None,
+    debug: opt.Debug = False,
+) -> None:
+    """Draw box-level activation maps (which pixels made each detection) on the original images."""
+    with RunContext("boxam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
+                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+        _run(ctx, args, method=method, target_layers=target_layers, topk=topk, score_thr=score_thr,
+             norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha, colormap=colormap,
+             ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,
+             show=show)
+
+
+def default_detector_layer(model: object, pr: object) -> tuple[str, str]:
+    """The last tensor-valued spatial layer of the neck/FPN, else of the backbone, in execution order."""
+    order = [(n, s) for n, s in pr.order if isinstance(s, tuple) and len(s) == 4 and s[2] > 1 and s[3] > 1]  # type: ignore[attr-defined]
+    for prefix in ("neck", "backbone.fpn", "backbone"):
+        hits = [n for n, _ in order if n == prefix or n.startswith(prefix + ".")]
+        if hits:
+            return hits[-1], prefix
+    if order:
+        return order[-1][0], "model"
+    from visctl.errors import LayerError
+
+    raise LayerError("no layer of this detector gives a spatial tensor", hint="name one with --target-layers")
+
+
+def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: list[str] | None, topk: int,
+         score_thr: float, norm_in_bbox: bool, per_box: bool, no_boxes: bool, alpha: float, colormap: str,
+         ratio: float, save_raw: bool, preview_model: bool, batch_size: int, show: bool) -> None:
+    import numpy as np
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    from visctl import cams, config, detection, models, output, render, transforms
+    from visctl.commands._shared import open_model, preview
+    from visctl.errors import LayerError, VisctlError
+
+    if not 0.0 <= score_thr <= 1.0:
+        raise VisctlError(f"--score-thr {score_thr} is not a score", hint="use a value from 0 to 1, e.g. 0.3")
+    colormap = render.check_colormap(colormap)
+    mi = open_model(ctx, args)
+    if preview_model:
+        preview(mi)
+        raise typer.Exit(0)
+    model = mi.model
+    in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
+    pr = cams.probe(model, mi.example, logits=False)
+    if target_layers:
+        names = [models.find_layer(model, n)[0] for n in _split(target_layers)]
+    elif config.tool_option(mi.cfg, "target_layers"):
+        names = [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers")]
+    else:
+        name, where = default_detector_layer(model, pr)
+        names = [name]
+        ctx.log(f"default target layer: {name} (the last tensor-valued layer of the {where}; "
+                "set --target-layers to change it)")
+    layouts = []
+    for n in names:
+        shape = pr.shape_of(n)
+        if isinstance(shape, str):
+            raise LayerError(f"layer {n!r} returns a {shape}, and grad-cam's methods need one tensor",
+                             hint="pick a tensor-valued layer inside it, e.g. an FPN level such as "
+                             "backbone.fpn.layer_blocks.0 or the backbone stage backbone.body.layer4")
+        cams.validate_layer_output(n, shape)
+        layouts.append(cams.detect_layout(shape, in_hw, False, None, n))
+    cam_method = cams.parse_method(method.value)[0]
+    engine = cams.CamEngine(model, cam_method, names, layouts, batch_size=16, ratio_channels_to_ablate=ratio,
+                            detection=True)
+    classes = config.class_names(mi.cfg)
+    writer = ctx.open_writer(dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
+                                  method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
+                                  norm_in_bbox=norm_in_bbox, per_box=per_box, device=ctx.device))
+    stems = output.input_stems(mi.paths)
+    layer_tag = "+".join(names).replace(".", "_")
+    with ctx.progress(len(mi.paths), "boxam") as advance:
+        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
+            for p, message in failures:
+                ctx.skip(p, message)
+                advance()
+            for group in groups:
+                batch = transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb).to(ctx.device)
+                found = detection.detect(model, batch)
+                kept = []
+                for out in found:
+                    order = out["scores"].argsort(descending=True)
+                    order = order[out["scores"][order] >= score_thr][:topk]
+                    kept.append({k: v[order] for k, v in out.items()})
+                # one CAM call per box slot with --per-box (the k-th box of every image), else one for all boxes
+                slots = max((len(k["scores"]) for k in kept), default=0) if per_box else 1
+                maps_per_image: list[list] = [[] for _ in group]
+                for slot in range(slots):
+                    targets = []
+                    for k in kept:
+                        sel = slice(slot, slot + 1) if per_box else slice(None)
+                        targets.append(FasterRCNNBoxScoreTarget(labels=k["labels"][sel].to(ctx.device),
+                                                                bounding_boxes=k["boxes"][sel].to(ctx.device)))
+                    if cam_method is cams.Method.eigencam or any(len(t.labels) for t in targets):
+                        maps, _ = engine(batch, targets)
+                    else:
+                        maps = np.zeros((len(group), *batch.shape[2:]), np.float32)
+                    for i in range(len(group)):
+                        if not per_box or slot < len(kept[i]["scores"]):
+                            maps_per_image[i].append(maps[i])
+                for i, (p, img, state) in enumerate(group):
+                    dets = detection.to_original(kept[i], state)
+                    panels = []
+                    raw_maps = []
+                    for slot, m in enumerate(maps_per_image[i]):
+                        full = transforms.to_original(m, state, img.shape[:2])
+                        boxes_here = dets.boxes[slot:slot + 1] if per_box else dets.boxes
+                        if norm_in_bbox:
+                            full = render.normalize_in_boxes(full, boxes_here)
+                        raw_maps.append(full)
+                        shown = render.overlay(img, full, alpha, colormap)
+                        if not no_boxes:
+                            sel = slice(slot, slot + 1) if per_box else slice(None)
+                            shown = render.draw_boxes(shown, dets.boxes[sel], dets.labels[sel], dets.scores[sel],
+                                                      classes)
+                        text = (f"box {slot}: {_name(dets.labels[slot], classes)} {dets.scores[slot]:.2f}" if per_box
+                                else f"{len(dets)} box(es) | {method.value} | {', '.join(names)}")
+                        panels.append(render.caption(render.fit(shown, 512), text))
+                    if not panels:
+                        panels = [render.caption(render.fit(img, 512), f"no box scores >= {score_thr}")]
+                    figure = render.grid(panels, cols=min(len(panels), 4))
+                    writer.save_image(f"{stems[p]}_boxam_{method.value.replace('++', 'pp')}_{layer_tag}.png", figure,
+                                      caption=f"{p.name}: {len(dets)} boxes", input=str(p))
+                    if save_raw:
+                        for slot, full in enumerate(raw_maps):
+                            tag = f"box{slot}" if per_box else "all"
+                            writer.save_array(f"{stems[p]}_boxam_{tag}.npy", full.astype(np.float32), caption=tag,
+                                              input=str(p), box=dets.boxes[slot].tolist() if per_box else None)
+                    writer.add_input(p, boxes=[dict(box=[round(float(v), 1) for v in b], label=int(lab),
+                                                    score=round(float(s), 4))
+                                               for b, lab, s in zip(dets.boxes, dets.labels, dets.scores)])
+                    advance()
+    if show:
+        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
+                           ctx.warn)
+    ctx.finish()
+
+
+def _name(label: int, classes: list[str] | None) -> str:
+    return classes[int(label)] if classes and 0 <= int(label) < len(classes) else str(int(label))
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]

@@ -1,0 +1,147 @@
+"""`visctl slice`: sliced inference on huge images — tiles in batches, merged detections, COCO results."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from visctl import _options as opt
+from visctl.context import RunContext
+from visctl.detection import Merge
+
+EPILOG = """Examples:
+
+  visctl slice big.png examples/demo_detector/config.py --patch-size 128 --patch-overlap-ratio 0.25
+
+  visctl slice aerial/ det.py det.pth --merge wbf --full-image --debug
+"""
+
+
+def slice_(
+    args: Annotated[list[str], typer.Argument(
+        metavar="IMG... CONFIG [CHECKPOINT]",
+        help="Images (files, directories, globs), then a detector config or model name, then a checkpoint.",
+        show_default=False)],
+    patch_size: Annotated[Optional[int], typer.Option("--patch-size", "--patch_size", min=8,
+                                                      help="Tile side in pixels [default: visctl.patch_size, "
+                                                      "else 640].", show_default=False)] = None,
+    patch_overlap_ratio: Annotated[float, typer.Option("--patch-overlap-ratio", "--patch_overlap_ratio", min=0.0,
+                                                       max=0.95, help="Overlap of neighbouring tiles.")] = 0.25,
+    merge: Annotated[Merge, typer.Option("--merge", case_sensitive=False, help="nms, nmm or wbf (class-aware).")
+                     ] = Merge.nms,
+    merge_iou_thr: Annotated[float, typer.Option("--merge-iou-thr", "--merge_iou_thr", min=0.0, max=1.0,
+                                                 help="Overlap at which boxes merge.")] = 0.5,
+    merge_metric: Annotated[str, typer.Option("--merge-metric", help="iou, or ios (intersection over the smaller "
+                                              "box: a box cut by a tile border merges with the whole one).")
+                            ] = "ios",
+    score_thr: Annotated[float, typer.Option("--score-thr", "--score_thr", min=0.0, max=1.0,
+                                             help="Drop boxes below this before merging.")] = 0.3,
+    full_image: Annotated[bool, typer.Option("--full-image", help="Also detect on the whole image scaled to one "
+                                             "tile, and merge.")] = False,
+    max_side: Annotated[int, typer.Option("--max-side", min=256, help="Longest side of the saved pictures.")
+                        ] = 4096,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 8,
+    cfg_options: opt.CfgOptions = None,
+    out_dir: opt.OutDir = None,
+    show: opt.Show = False,
+    json_out: opt.Json = False,
+    quiet: opt.Quiet = False,
+    seed: opt.Seed = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Also draw the tile grid and every unmerged box; show "
+                                        "tracebacks.")] = False,
+) -> None:
+    """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
+    with RunContext("slice", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
+                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+        if merge_metric not in ("iou", "ios"):
+            from visctl.errors import VisctlError
+
+            raise VisctlError(f"--merge-metric {merge_metric!r}", hint="use iou or ios")
+        _run(ctx, args, patch_size=patch_size, overlap=patch_overlap_ratio, merge=merge, iou=merge_iou_thr,
+             metric=merge_metric,
+             score_thr=score_thr, full_image=full_image, max_side=max_side, batch_size=batch_size, debug=debug,
+             show=show)
+
+
+def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: float, merge: Merge, iou: float,
+         metric: str,
+         score_thr: float, full_image: bool, max_side: int, batch_size: int, debug: bool, show: bool) -> None:
+    import json
+    import time
+
+    import cv2
+
+    from visctl import config, detection, images, output, render, transforms
+    from visctl.commands._shared import open_model
+    from visctl.errors import VisctlError
+
+    mi = open_model(ctx, args)
+    patch = patch_size or int(config.tool_option(mi.cfg, "patch_size", 640))
+    classes = config.class_names(mi.cfg)
+    writer = ctx.open_writer(dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
+                                  patch_size=patch, patch_overlap_ratio=overlap, merge=merge.value,
+                                  merge_iou_thr=iou, merge_metric=metric, score_thr=score_thr, full_image=full_image,
+                                  batch_size=batch_size, device=ctx.device))
+    stems = output.input_stems(mi.paths)
+    results: list[dict] = []
+    n_tiles = 0
+    started = time.time()
+    for image_id, p in enumerate(mi.paths):
+        try:
+            img = images.read_image(p)
+        except VisctlError as err:
+            ctx.skip(p, err.message)
+            continue
+        h, w = img.shape[:2]
+        grid = detection.tiles(h, w, patch, overlap)
+        n_tiles += len(grid)
+        parts = []
+        with ctx.progress(len(grid), f"{p.name}: {len(grid)} tiles") as advance:
+            for chunk in detection.tile_batches(img, grid, batch_size):
+                states = [(box, transforms.run_pipeline(tile, mi.steps)) for box, tile in chunk]
+                by_shape: dict[tuple, list] = {}
+                for box, st in states:
+                    by_shape.setdefault(st.img.shape, []).append((box, st))
+                for members in by_shape.values():
+                    batch = transforms.to_tensor([st for _, st in members], mi.mean, mi.std, mi.rgb).to(ctx.device)
+                    for (box, st), out in zip(members, detection.detect(mi.model, batch)):
+                        parts.append(detection.to_original(out, st, offset=(box[0], box[1])))
+                advance(len(chunk))
+        if full_image:
+            f = patch / max(h, w)
+            small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+            st = transforms.run_pipeline(small, mi.steps)
+            out = detection.detect(mi.model, transforms.to_tensor([st], mi.mean, mi.std, mi.rgb).to(ctx.device))[0]
+            whole = detection.to_original(out, st)
+            whole.boxes = whole.boxes / f  # the small image's pixels -> the original's
+            parts.append(whole)
+        raw = detection.Detections.concat(parts)
+        raw = raw.keep(raw.scores >= score_thr)
+        merged = detection.merge(raw, merge, iou, metric)
+        results.extend(detection.coco_results(merged, image_id, str(p), classes))
+        scale = min(1.0, max_side / max(h, w))
+        view = img if scale == 1.0 else cv2.resize(img, (round(w * scale), round(h * scale)),
+                                                   interpolation=cv2.INTER_AREA)
+        annotated = render.draw_boxes(view, merged.boxes * scale, merged.labels, merged.scores, classes)
+        writer.save_image(f"{stems[p]}_slice.png", annotated, caption=f"{p.name}: {len(merged)} boxes "
+                          f"({len(raw)} before {merge.value}, {len(grid)} tiles)", input=str(p))
+        if debug:
+            dbg = render.draw_boxes(view, raw.boxes * scale, raw.labels, None, classes, thickness=1)
+            for x0, y0, x1, y1 in grid:
+                cv2.rectangle(dbg, (round(x0 * scale), round(y0 * scale)), (round(x1 * scale) - 1,
+                              round(y1 * scale) - 1), (255, 255, 255), 1)
+            writer.save_image(f"{stems[p]}_slice_debug.png", dbg, caption=f"{p.name}: tile grid and "
+                              f"{len(raw)} unmerged boxes", input=str(p))
+        writer.add_input(p, size=[h, w], tiles=len(grid), boxes_before_merge=len(raw), boxes=len(merged))
+    elapsed = time.time() - started
+    target = writer.write_bytes("results.json", json.dumps(results, indent=1).encode())
+    writer.add_output(target, "table", caption=f"COCO-style results, {len(results)} boxes")
+    writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
+    writer.manifest["timings"]["tiles_per_s"] = round(n_tiles / elapsed, 2) if elapsed else None
+    if show:
+        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
+                           ctx.warn)
+    ctx.finish()

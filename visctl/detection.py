@@ -1,0 +1,269 @@
+"""Detectors behind one protocol, box geometry, merging, tiling, drawing-independent evaluation.
+
+The detector protocol: ``model(batch)`` on a (N, 3, H, W) float batch (as visctl's pipeline and
+``data_preprocessor`` make it) returns, in eval mode, one ``dict(boxes, scores, labels)`` per image with boxes
+``(K, 4)`` xyxy in the batch's pixels. torchvision's detection models follow it as they are (visctl feeds them
+0-1 images; they normalise and resize internally and answer in input pixels). Any other detector needs a
+wrapper of a few lines (see examples/detector_adapter.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from visctl.errors import VisctlError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from visctl.transforms import ImageState
+
+TORCHVISION_DETECTORS = ("GeneralizedRCNN", "RetinaNet", "FCOS", "SSD")
+
+
+class Merge(str, Enum):
+    """How overlapping detections (from tiles, or tiles and the full image) become one."""
+
+    nms = "nms"
+    nmm = "nmm"
+    wbf = "wbf"
+
+
+@dataclass
+class Detections:
+    """Detections of one image in original-image pixels (numpy arrays)."""
+
+    boxes: Any  # (K, 4) float32 xyxy
+    scores: Any  # (K,)
+    labels: Any  # (K,) int64
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def keep(self, mask: Any) -> Detections:
+        return Detections(self.boxes[mask], self.scores[mask], self.labels[mask])
+
+    @staticmethod
+    def concat(parts: list[Detections]) -> Detections:
+        import numpy as np
+
+        if not parts:
+            return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        return Detections(np.concatenate([p.boxes for p in parts]).astype(np.float32),
+                          np.concatenate([p.scores for p in parts]).astype(np.float32),
+                          np.concatenate([p.labels for p in parts]).astype(np.int64))
+
+
+def is_torchvision_detector(model: nn.Module) -> bool:
+    """Whether ``model`` is one of torchvision's detection models (they take 0-1 images)."""
+    return any(cls.__name__ in TORCHVISION_DETECTORS for cls in type(model).__mro__)
+
+
+def check_outputs(outputs: Any) -> None:
+    """Raise a clear error when a model does not follow the detector protocol."""
+    ok = isinstance(outputs, (list, tuple)) and all(
+        isinstance(o, dict) and {"boxes", "scores", "labels"} <= set(o) for o in outputs)
+    if not ok:
+        raise VisctlError(f"the model returned {type(outputs).__name__}, not one dict(boxes, scores, labels) per "
+                          "image", hint="wrap the detector as in examples/detector_adapter.py, or use a torchvision "
+                          "detection model")
+
+
+def detect(model: nn.Module, batch: torch.Tensor) -> list[dict]:
+    """Run a detector under no_grad; one dict of CPU tensors per image."""
+    import torch
+
+    with torch.no_grad():
+        outputs = model(batch)
+    check_outputs(outputs)
+    return [{k: v.detach().cpu() for k, v in o.items() if k in ("boxes", "scores", "labels")} for o in outputs]
+
+
+def to_original(out: dict, state: ImageState, offset: tuple[float, float] = (0.0, 0.0),
+                label_offset: int = 0) -> Detections:
+    """Boxes in pipeline-output pixels -> original-image pixels (through the inverse of the pipeline's
+    affine), then shifted by ``offset`` (a tile's position in the whole image)."""
+    import numpy as np
+
+    boxes = out["boxes"].numpy().astype(np.float64).reshape(-1, 4)
+    sx, sy = state.scale
+    tx, ty = state.shift
+    x = (boxes[:, [0, 2]] - tx) / sx + offset[0]
+    y = (boxes[:, [1, 3]] - ty) / sy + offset[1]
+    fixed = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], axis=1)  # a flip swaps the corners
+    return Detections(fixed.astype(np.float32), out["scores"].numpy().astype(np.float32),
+                      out["labels"].numpy().astype(np.int64) - label_offset)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` with every box of ``b`` (torchvision.ops)."""
+    import torch
+    from torchvision.ops import box_iou as tv_iou
+
+    return tv_iou(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)).numpy()
+
+
+def box_ios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller box's area, for every pair: a box cut by a tile border lies inside the
+    whole object's box, so IoS sees them as one where IoU may not."""
+    import numpy as np
+
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-9)
+
+
+def merge(dets: Detections, method: Merge, thr: float, metric: str = "iou") -> Detections:
+    """Class-aware merging of overlapping detections, best score first.
+
+    NMS keeps the best box of each overlapping group (torchvision.ops.batched_nms for IoU); NMM (greedy
+    non-maximum merging) replaces the group by its union with the best score; WBF by the score-weighted
+    average box with the mean score. ``metric`` is ``iou`` or ``ios`` (intersection over the smaller box).
+    """
+    import numpy as np
+    import torch
+    from torchvision.ops import batched_nms
+
+    if len(dets) == 0:
+        return dets
+    if method is Merge.nms and metric == "iou":
+        keep = batched_nms(torch.as_tensor(dets.boxes), torch.as_tensor(dets.scores), torch.as_tensor(dets.labels),
+                           thr).numpy()
+        return dets.keep(keep)
+    order = np.argsort(-dets.scores, kind="stable")
+    boxes, scores, labels = dets.boxes[order], dets.scores[order], dets.labels[order]
+    overlap = box_ios(boxes, boxes) if metric == "ios" else box_iou(boxes, boxes)
+    used = np.zeros(len(order), bool)
+    out_b, out_s, out_l = [], [], []
+    for i in range(len(order)):
+        if used[i]:
+            continue
+        g = np.array([j for j in range(i, len(order))
+                      if not used[j] and labels[j] == labels[i] and overlap[i, j] >= thr])
+        used[g] = True
+        if method is Merge.nms:
+            b, s = boxes[i], scores[i]
+        elif method is Merge.nmm:
+            b = np.concatenate([boxes[g, :2].min(0), boxes[g, 2:].max(0)])
+            s = scores[g].max()
+        else:  # wbf
+            w = scores[g][:, None]
+            b = (boxes[g] * w).sum(0) / w.sum()
+            s = scores[g].mean()
+        out_b.append(b)
+        out_s.append(s)
+        out_l.append(labels[i])
+    return Detections(np.array(out_b, np.float32), np.array(out_s, np.float32), np.array(out_l, np.int64))
+
+
+def tiles(h: int, w: int, patch: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Tile boxes (x0, y0, x1, y1) covering an h x w image; edge tiles are moved inside the image, so every
+    tile is ``patch`` x ``patch`` (or the image, when it is smaller)."""
+    if not 0 <= overlap < 1:
+        raise VisctlError(f"--patch-overlap-ratio {overlap} must be in [0, 1)")
+    step = max(1, int(round(patch * (1 - overlap))))
+
+    def starts(n: int) -> list[int]:
+        if n <= patch:
+            return [0]
+        out = list(range(0, n - patch + 1, step))
+        if out[-1] != n - patch:
+            out.append(n - patch)  # snap the last tile inside the image
+        return out
+
+    return [(x, y, min(x + patch, w), min(y + patch, h)) for y in starts(h) for x in starts(w)]
+
+
+def tile_batches(image: np.ndarray, boxes: list[tuple[int, int, int, int]], batch_size: int
+                 ) -> Iterator[list[tuple[tuple[int, int, int, int], np.ndarray]]]:
+    """Tiles cut lazily, ``batch_size`` at a time (a 10000 x 10000 image never has all its tiles in memory)."""
+    for i in range(0, len(boxes), batch_size):
+        yield [(b, image[b[1]:b[3], b[0]:b[2]]) for b in boxes[i:i + batch_size]]
+
+
+def average_precision(preds: list[Detections], gts: list[tuple[np.ndarray, np.ndarray]], num_classes: int,
+                      iou_thr: float = 0.5) -> tuple[float, list[float]]:
+    """VOC-style all-point AP per class at ``iou_thr``, and their mean over classes with ground truth.
+
+    Args:
+        preds: detections per image.
+        gts: ``(boxes (M, 4), labels (M,))`` per image.
+        num_classes: number of classes.
+        iou_thr: IoU for a true positive.
+    """
+    import numpy as np
+
+    aps: list[float] = []
+    for c in range(num_classes):
+        records = []
+        n_gt = 0
+        for img, (pred, (gb, gl)) in enumerate(zip(preds, gts)):
+            gt_c = np.asarray(gb)[np.asarray(gl) == c]
+            n_gt += len(gt_c)
+            mask = pred.labels == c
+            for b, s in zip(pred.boxes[mask], pred.scores[mask]):
+                records.append((float(s), img, b))
+        if n_gt == 0:
+            continue
+        records.sort(key=lambda r: -r[0])
+        taken: dict[int, np.ndarray] = {}
+        tp = np.zeros(len(records))
+        for k, (_, img, b) in enumerate(records):
+            gb, gl = gts[img]
+            gt_c = np.asarray(gb, np.float32)[np.asarray(gl) == c]
+            if not len(gt_c):
+                continue
+            ious = box_iou(b[None], gt_c)[0]
+            j = int(ious.argmax())
+            flags = taken.setdefault(img, np.zeros(len(gt_c), bool))
+            if ious[j] >= iou_thr and not flags[j]:
+                flags[j] = True
+                tp[k] = 1
+        cum_tp = np.cumsum(tp)
+        recall = cum_tp / n_gt
+        precision = cum_tp / np.arange(1, len(records) + 1)
+        mrec = np.concatenate([[0.0], recall, [1.0]])
+        mpre = np.concatenate([[0.0], precision, [0.0]])
+        for i in range(len(mpre) - 2, -1, -1):
+            mpre[i] = max(mpre[i], mpre[i + 1])
+        idx = np.where(mrec[1:] != mrec[:-1])[0]
+        aps.append(float(((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]).sum()))
+    return (float(np.mean(aps)) if aps else 0.0), aps
+
+
+def recall(preds: list[Detections], gts: list[tuple[np.ndarray, np.ndarray]], iou_thr: float = 0.5) -> float:
+    """The share of ground-truth boxes matched by a same-class detection with IoU >= ``iou_thr``."""
+    import numpy as np
+
+    hit = total = 0
+    for pred, (gb, gl) in zip(preds, gts):
+        gb, gl = np.asarray(gb, np.float32), np.asarray(gl)
+        total += len(gb)
+        if not len(gb) or not len(pred):
+            continue
+        ious = box_iou(gb, pred.boxes)
+        same = gl[:, None] == pred.labels[None, :]
+        hit += int(((ious >= iou_thr) & same).any(1).sum())
+    return hit / total if total else 0.0
+
+
+def coco_results(dets: Detections, image_id: int, file_name: str, class_names: list[str] | None) -> list[dict]:
+    """COCO-style results: one dict per box with ``bbox`` as [x, y, w, h]."""
+    out = []
+    for b, s, lab in zip(dets.boxes, dets.scores, dets.labels):
+        x0, y0, x1, y1 = (float(v) for v in b)
+        out.append(dict(image_id=image_id, file_name=file_name, bbox=[round(x0, 2), round(y0, 2),
+                                                                      round(x1 - x0, 2), round(y1 - y0, 2)],
+                        score=round(float(s), 5), category_id=int(lab),
+                        category=class_names[int(lab)] if class_names and 0 <= lab < len(class_names) else str(lab)))
+    return out
