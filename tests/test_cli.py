@@ -115,3 +115,30 @@ def test_debug_shows_traceback(invoke, tmp_path):
 def test_unknown_device_name_is_rejected(invoke, image_file):
     result = invoke("cam", image_file, "torchvision.resnet18", "--device", "tpu")
     assert result.exit_code == 2 and "unknown device" in result.stderr
+
+
+def test_tensorboard_backend_gets_the_images(invoke, image_file, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+    from conftest import DEMO_CFG
+
+    result = invoke("cam", image_file, DEMO_CFG, "--backend", "tensorboard", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    events = list((tmp_path / "vis_data").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent), size_guidance={IMAGES: 0})
+    acc.Reload()
+    tags = acc.Tags()["images"]
+    assert len(tags) == 1 and "cam" in tags[0]
+    img = acc.Images(tags[0])[0]
+    assert img.width > 100 and img.height > 100
+
+
+def test_local_backend_and_unknown_backend(invoke, image_file, tmp_path):
+    from conftest import DEMO_CFG
+
+    result = invoke("cam", image_file, DEMO_CFG, "--backend", "local", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "vis_data").rglob("*.png"))
+    bad = invoke("cam", image_file, DEMO_CFG, "--backend", "visdom", "-o", tmp_path / "x")
+    assert bad.exit_code == 2 and "unknown --backend" in bad.stderr and "Traceback" not in bad.output

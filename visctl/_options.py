@@ -38,3 +38,7 @@ TargetLayers = Annotated[Optional[list[str]], typer.Option(
     "--target-layers", "--target_layers",
     help="Layer path(s): backbone.layer4, layer4[-1], blocks.-1.norm1 (repeatable or comma-separated).",
     rich_help_panel="Model")]
+Backend = Annotated[Optional[str], typer.Option(
+    "--backend", help="Also log the images to an mmengine vis backend: local, tensorboard or wandb (offline "
+    "unless wandb is configured).", rich_help_panel="Output",
+    autocompletion=lambda incomplete: [b for b in ("local", "tensorboard", "wandb") if b.startswith(incomplete)])]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import __version__
-from visctl.commands import boxam, browse, cam, demo, featmap, lr, pipeline, slice, tsne
+from visctl.commands import boxam, browse, cam, demo, featmap, lr, pipeline, recon, slice, tsne
 
 # Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -27,6 +27,7 @@ MODELS = "Models"
 app.command("cam", rich_help_panel=MODELS, epilog=cam.EPILOG)(cam.cam)
 app.command("featmap", rich_help_panel=MODELS, epilog=featmap.EPILOG)(featmap.featmap)
 app.command("pipeline", rich_help_panel="Data", epilog=pipeline.EPILOG)(pipeline.pipeline)
+app.command("recon", rich_help_panel=MODELS, epilog=recon.EPILOG)(recon.recon)
 app.command("boxam", rich_help_panel="Detection", epilog=boxam.EPILOG)(boxam.boxam)
 app.command("slice", rich_help_panel="Detection", epilog=slice.EPILOG)(slice.slice_)
 app.command("tsne", rich_help_panel=MODELS, epilog=tsne.EPILOG)(tsne.tsne)

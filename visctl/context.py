@@ -64,7 +64,7 @@ class RunContext:
 
     def __init__(self, command: str, *, out_dir: Path | None = None, device: str = "auto",
                  threads: int | None = None, quiet: bool = False, json_out: bool = False, debug: bool = False,
-                 seed: int | None = None, cfg_options: list[str] | None = None) -> None:
+                 seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None) -> None:
         self.command = command
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
         self.device_spec = device
@@ -74,6 +74,7 @@ class RunContext:
         self.debug = debug
         self.seed = seed
         self.cfg_options = cfg_options or []
+        self.backend = backend
         self.writer: OutputWriter | None = None
         self.started = time.time()
         self._device: str | None = None
@@ -85,6 +86,13 @@ class RunContext:
 
     # -- lifecycle --
     def __enter__(self) -> RunContext:
+        if self.backend:
+            from visctl.output import check_backend
+
+            try:
+                check_backend(self.backend)
+            except VisctlError as err:
+                raise typer.Exit(report(err)) from None
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -174,6 +182,13 @@ class RunContext:
         assert self.writer is not None
         failures = self.writer.manifest["failures"]
         status = "partial" if failures else "ok"
+        if self.backend:
+            from visctl.output import push_to_backend
+
+            images = [(Path(o["path"]).stem, self.writer.out_dir / o["path"]) for o in self.writer.manifest["outputs"]
+                      if o["kind"] == "image"]
+            where = push_to_backend(self.backend, self.writer.out_dir, images, self.command)
+            self.writer.manifest["backend"] = dict(name=self.backend, save_dir=str(where))
         manifest_path = self.writer.finish(status)
         if self.json_out:
             print(json.dumps(self.writer.manifest, indent=2, default=str))

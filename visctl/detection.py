@@ -140,30 +140,44 @@ def merge(dets: Detections, method: Merge, thr: float, metric: str = "iou") -> D
         keep = batched_nms(torch.as_tensor(dets.boxes), torch.as_tensor(dets.scores), torch.as_tensor(dets.labels),
                            thr).numpy()
         return dets.keep(keep)
-    order = np.argsort(-dets.scores, kind="stable")
-    boxes, scores, labels = dets.boxes[order], dets.scores[order], dets.labels[order]
-    overlap = box_ios(boxes, boxes) if metric == "ios" else box_iou(boxes, boxes)
-    used = np.zeros(len(order), bool)
     out_b, out_s, out_l = [], [], []
-    for i in range(len(order)):
-        if used[i]:
-            continue
-        g = np.array([j for j in range(i, len(order))
-                      if not used[j] and labels[j] == labels[i] and overlap[i, j] >= thr])
-        used[g] = True
-        if method is Merge.nms:
-            b, s = boxes[i], scores[i]
-        elif method is Merge.nmm:
-            b = np.concatenate([boxes[g, :2].min(0), boxes[g, 2:].max(0)])
-            s = scores[g].max()
-        else:  # wbf
-            w = scores[g][:, None]
-            b = (boxes[g] * w).sum(0) / w.sum()
-            s = scores[g].mean()
-        out_b.append(b)
-        out_s.append(s)
-        out_l.append(labels[i])
-    return Detections(np.array(out_b, np.float32), np.array(out_s, np.float32), np.array(out_l, np.int64))
+    for c in np.unique(dets.labels):  # class-aware: groups never mix classes
+        sel = dets.labels == c
+        order = np.argsort(-dets.scores[sel], kind="stable")
+        boxes, scores = dets.boxes[sel][order], dets.scores[sel][order]
+        used = np.zeros(len(order), bool)
+        for i in range(len(order)):
+            if used[i]:
+                continue
+            # one row of overlaps at a time: O(N) memory even for the 10,000s of boxes of a huge image
+            row = (box_ios if metric == "ios" else _iou_rows)(boxes[i:i + 1], boxes)[0]
+            g = np.flatnonzero(~used & (row >= thr))
+            g = g[g >= i]
+            used[g] = True
+            if method is Merge.nms:
+                b, sc = boxes[i], scores[i]
+            elif method is Merge.nmm:
+                b = np.concatenate([boxes[g, :2].min(0), boxes[g, 2:].max(0)])
+                sc = scores[g].max()
+            else:  # wbf
+                w = scores[g][:, None]
+                b = (boxes[g] * w).sum(0) / w.sum()
+                sc = scores[g].mean()
+            out_b.append(b)
+            out_s.append(sc)
+            out_l.append(c)
+    order = np.argsort(-np.array(out_s), kind="stable")
+    return Detections(np.array(out_b, np.float32).reshape(-1, 4)[order], np.array(out_s, np.float32)[order],
+                      np.array(out_l, np.int64)[order])
+
+
+def _iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    inter = box_ios(a, b) * np.minimum(((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None],
+                                       ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :])
+    union = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None] + ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :]
+    return inter / np.maximum(union - inter, 1e-9)
 
 
 def tiles(h: int, w: int, patch: int, overlap: float) -> list[tuple[int, int, int, int]]:

@@ -76,7 +76,7 @@ def read_image(path: Path | str) -> np.ndarray:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: a huge image is not held twice
 
 
 def write_image(path: Path, rgb: np.ndarray) -> None:

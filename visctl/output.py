@@ -209,49 +209,164 @@ def render_index(manifest: dict[str, Any]) -> str:
         figures="\n".join(figures), failures=f"<h2>Failures</h2><ul>{fails}</ul>" if fails else "")
 
 
-def show_images(paths: list[Path], warn: Any) -> None:
-    """Open each image in a window (matplotlib, SPACE/RIGHT for the next), or say why not and keep the files."""
+class Navigator:
+    """Which output is on screen: right/space/n go forward, left/p/backspace go back, q/escape quit."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.index = 0
+        self.done = count == 0
+
+    def key(self, key: str) -> int:
+        """Apply a key press; returns the index to show (``done`` set when the user quits or runs past)."""
+        if key in ("right", " ", "n", "enter", "down", "pagedown"):
+            if self.index + 1 >= self.count:
+                self.done = True
+            else:
+                self.index += 1
+        elif key in ("left", "p", "backspace", "up", "pageup"):
+            self.index = max(0, self.index - 1)
+        elif key in ("q", "escape"):
+            self.done = True
+        return self.index
+
+
+def has_display() -> bool:
+    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
     import sys
 
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_images(paths: list[Path], warn: Any, interval: float | None = None) -> None:
+    """Show the outputs in a window, one at a time, with keyboard navigation (right/space: next, left:
+    previous, q: quit; with ``interval``, advance by itself). Without a display, say so: the files are saved."""
+    if not paths:
+        return
+    if not has_display():
         warn("--show: no display here (DISPLAY is unset); the images are saved instead")
         return
     import matplotlib
 
     try:
-        matplotlib.use("TkAgg" if sys.platform.startswith("linux") else matplotlib.get_backend(), force=True)
         import matplotlib.pyplot as plt
+
+        if matplotlib.get_backend().lower() in ("agg", "pdf", "svg", "ps"):
+            plt.switch_backend("TkAgg")
     except Exception as exc:  # no GUI toolkit installed
         warn(f"--show: cannot open a window ({exc}); the images are saved instead")
         return
     import cv2
 
-    for path in paths:
-        fig = plt.figure(str(path))
-        fig.add_subplot().imshow(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
-        fig.axes[0].set_axis_off()
-        fig.canvas.mpl_connect("key_press_event", lambda e: plt.close(e.canvas.figure))
+    nav = Navigator(len(paths))
+    fig = plt.figure("visctl")
+    ax = fig.add_subplot()
+
+    def draw() -> None:
+        ax.clear()
+        ax.imshow(cv2.cvtColor(cv2.imread(str(paths[nav.index])), cv2.COLOR_BGR2RGB))
+        ax.set_axis_off()
+        ax.set_title(f"{nav.index + 1}/{len(paths)}  {Path(paths[nav.index]).name}   (right: next, left: back, q: quit)",
+                     fontsize="small")
+        fig.canvas.draw_idle()
+
+    def on_key(event: Any) -> None:
+        nav.key(event.key or "")
+        if nav.done:
+            plt.close(fig)
+        else:
+            draw()
+
+    fig.canvas.mpl_connect("key_press_event", on_key)
+    draw()
+    if interval:
+        while not nav.done and plt.fignum_exists(fig.number):
+            plt.pause(interval)
+            on_key(type("E", (), {"key": "right"})())
+    else:
         plt.show()
 
 
 def write_root_index(root: Path) -> Path:
-    """An index.html over every run directory under ``root`` (each holding a manifest.json)."""
+    """An index.html over every run directory under ``root`` (each holding a manifest.json): each run's
+    images with their parameters, interactive pages linked, filterable by command."""
     root = Path(root)
-    rows = []
+    sections = []
+    commands = []
     for manifest_path in sorted(root.glob("*/manifest.json")):
         doc = json.loads(manifest_path.read_text())
         run = manifest_path.parent.name
-        images = [o for o in doc["outputs"] if o["kind"] == "image"][:4]
-        thumbs = "".join(f'<img src="{html.escape(run)}/{html.escape(o["path"])}" height="160" loading="lazy">'
-                         for o in images)
-        rows.append(f'<section data-command="{html.escape(doc["command"])}"><h2><a href="{html.escape(run)}/index.html">'
-                    f'{html.escape(doc["command"])}</a> <small>{html.escape(doc["status"])}, '
-                    f'{len(doc["outputs"])} outputs</small></h2>{thumbs}</section>')
-    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>visctl runs</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:1.5rem} img{margin:2px;border:1px solid #ccc}"
-            "</style></head><body><h1>visctl runs</h1>" + "\n".join(rows) + "</body></html>")
+        commands.append(doc["command"])
+        esc = html.escape
+        figs = "".join(
+            f'<figure><a href="{esc(run)}/{esc(o["path"])}"><img src="{esc(run)}/{esc(o["path"])}" '
+            f'alt="{esc(o.get("caption") or o["path"])}" loading="lazy"></a>'
+            f'<figcaption>{esc(o.get("caption") or "")}</figcaption></figure>'
+            for o in doc["outputs"] if o["kind"] == "image")
+        pages = "".join(f'<li><a href="{esc(run)}/{esc(o["path"])}">{esc(o.get("caption") or o["path"])}</a></li>'
+                        for o in doc["outputs"] if o["kind"] == "page")
+        params = ", ".join(f"{k}={v}" for k, v in doc["params"].items()
+                           if v not in (None, False, [], "") and k not in ("inputs", "steps"))
+        sections.append(
+            f'<section data-command="{esc(doc["command"])}"><h2><a href="{esc(run)}/index.html">'
+            f'{esc(doc["command"])}</a> <small>{esc(doc["status"])}, {len(doc["outputs"])} outputs, '
+            f'{len(doc["failures"])} failures</small></h2><p class="meta"><code>{esc(params)}</code></p>'
+            f'<ul>{pages}</ul><div class="grid">{figs}</div></section>')
+    options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in sorted(set(commands)))
+    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>visctl runs</title><style>"
+            "body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa}"
+            ".grid{display:flex;flex-wrap:wrap;gap:.6rem} figure{margin:0;background:#fff;border:1px solid #ddd;"
+            "padding:.3rem;max-width:340px} figure img{max-width:330px;max-height:240px;display:block}"
+            "figcaption{font-size:.8rem} .meta{color:#555;font-size:.85rem}</style></head><body>"
+            "<h1>visctl runs</h1><label>command <select id='cmd' onchange='f()'><option value=''>all</option>"
+            f"{options}</select></label>" + "\n".join(sections) +
+            "<script>function f(){var v=document.getElementById('cmd').value;"
+            "document.querySelectorAll('section').forEach(function(s){"
+            "s.style.display=(!v||s.dataset.command===v)?'':'none';});}</script></body></html>")
     atomic_write(root / INDEX, page.encode())
     return root / INDEX
+
+
+BACKENDS = ("local", "tensorboard", "wandb")
+
+
+def check_backend(name: str) -> None:
+    """Fail before any work when a vis backend's package is missing."""
+    from visctl.errors import VisctlError
+
+    if name not in BACKENDS:
+        raise VisctlError(f"unknown --backend {name!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    needs = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
+    if needs:
+        import importlib.util
+
+        if importlib.util.find_spec(needs) is None:
+            raise VisctlError(f"--backend {name} needs the {needs} package",
+                              hint=f'pip install "visctl[{name}]" (or pip install {needs})')
+
+
+def push_to_backend(name: str, out_dir: Path, images: list[tuple[str, Path]], command: str) -> Path:
+    """Log the run's images through an mmengine vis backend (LocalVisBackend, TensorboardVisBackend or
+    WandbVisBackend, offline unless wandb is configured); returns the backend's save directory."""
+    import uuid
+
+    import cv2
+    from mmengine.visualization import Visualizer
+
+    kind = {"local": "LocalVisBackend", "tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend"}[name]
+    backend: dict[str, Any] = dict(type=kind)
+    if name == "wandb":
+        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
+            os.environ["WANDB_MODE"] = "offline"  # never upload unless the user set wandb up
+        backend["init_kwargs"] = dict(project="visctl", name=command, dir=str(out_dir))
+    save_dir = Path(out_dir) / "vis_data"
+    vis = Visualizer.get_instance(f"visctl-{uuid.uuid4().hex}", vis_backends=[backend], save_dir=str(save_dir))
+    for step, (tag, path) in enumerate(images):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is not None:
+            vis.add_image(tag, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), step=step)
+    vis.close()
+    return save_dir
 
 
 def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[str], thumbs: list[str] | None,

@@ -10,5 +10,19 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 visctl = dict(target_layers=['backbone.layer4'])
-# generated held-out shapes (visctl demo writes them here); tsne/browse read this dataset
-test_dataloader = dict(batch_size=32, dataset=dict(type='CustomDataset', data_root='{{ fileDirname }}/../../visctl-out/demo/data', pipeline=test_pipeline))
+# what examples/train_classifier.py does: 6000 generated images resized to 64 px, random horizontal flips,
+# AdamW with a one-cycle schedule over 6 epochs of batch 64 (visctl lr ... --dataset-size 6000)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(64, 64)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=3e-3, weight_decay=1e-4))
+param_scheduler = dict(type='OneCycleLR', eta_max=3e-3, total_steps=6 * 94, by_epoch=False)
+train_cfg = dict(by_epoch=True, max_epochs=6)
+# generated held-out shapes (visctl demo writes them to visctl-out/demo/data; point data_root elsewhere with
+# --cfg-options test_dataloader.dataset.data_root=PATH)
+_data = '{{ fileDirname }}/../../visctl-out/demo/data'
+train_dataloader = dict(batch_size=64, dataset=dict(type='CustomDataset', data_root=_data, pipeline=train_pipeline))
+test_dataloader = dict(batch_size=32, dataset=dict(type='CustomDataset', data_root=_data, pipeline=test_pipeline))

@@ -59,6 +59,7 @@ def boxam(
     batch_size: opt.BatchSize = 4,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -67,7 +68,7 @@ def boxam(
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
     with RunContext("boxam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
         _run(ctx, args, method=method, target_layers=target_layers, topk=topk, score_thr=score_thr,
              norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha, colormap=colormap,
              ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,

@@ -35,6 +35,7 @@ def browse(
                                            "with --show.", hidden=True)] = False,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -43,7 +44,7 @@ def browse(
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
     with RunContext("browse", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options) as ctx:
+                    cfg_options=cfg_options, backend=backend) as ctx:
         from visctl import datasets, output, render
 
         cfg = ctx.load_config(config_file)

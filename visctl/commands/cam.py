@@ -68,6 +68,7 @@ def cam(
     batch_size: opt.BatchSize = 16,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -76,7 +77,7 @@ def cam(
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
     with RunContext("cam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
         _run(ctx, args, method=method, target_category=target_category or [], topk=topk,
                    target_layers=_split_commas(target_layers), vit_like=vit_like,
                    num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,

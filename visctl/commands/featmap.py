@@ -62,6 +62,7 @@ def featmap(
     batch_size: opt.BatchSize = 16,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -70,7 +71,7 @@ def featmap(
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
     with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
         _run(ctx, args, target_layers=_split(target_layers), reduction=channel_reduction, topk=topk,
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),

@@ -40,6 +40,7 @@ def lr(
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write every iteration's values as CSV.")] = None,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest and every iteration's values "
                                            "as JSON on stdout.")] = False,
@@ -48,7 +49,7 @@ def lr(
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
     with RunContext("lr", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug,
-                    cfg_options=cfg_options) as ctx:
+                    cfg_options=cfg_options, backend=backend) as ctx:
         _run(ctx, config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size, drop_last=drop_last,
              title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv,
              show=show)

@@ -57,6 +57,7 @@ def pipeline(
                            ] = "12*7",
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -66,7 +67,7 @@ def pipeline(
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
     with RunContext("pipeline", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options) as ctx:
+                    cfg_options=cfg_options, backend=backend) as ctx:
         from visctl import datasets, output, render
 
         cfg = ctx.load_config(config_file)

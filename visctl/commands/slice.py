@@ -46,6 +46,7 @@ def slice_(
     batch_size: opt.BatchSize = 8,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -55,7 +56,7 @@ def slice_(
 ) -> None:
     """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
     with RunContext("slice", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
         if merge_metric not in ("iou", "ios"):
             from visctl.errors import VisctlError
 

@@ -60,6 +60,7 @@ def tsne(
     batch_size: opt.BatchSize = 32,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -68,7 +69,7 @@ def tsne(
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
     with RunContext("tsne", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
         _run(ctx, config_file, checkpoint, phase=phase, target_layers=target_layers, all_stages=all_stages,
              pooling=pooling, num_extra_tokens=num_extra_tokens, max_num_class=max_num_class,
              per_class=max_num_samples_per_class, class_idx=class_idx, method=method, perplexity=perplexity,

@@ -1,0 +1,162 @@
+"""`visctl recon`: what a masked-image model (MAE, SimMIM, MaskFeat) reconstructs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from visctl import _options as opt
+from visctl.context import RunContext
+
+EPILOG = """Examples:
+
+  visctl recon img.jpg examples/demo_mae/config.py --mask-ratio 0.75 --seed 0
+
+  visctl recon imgs/ mae.py mae.pth --norm-pix
+
+  visctl recon img.jpg simmim.py simmim.pth --use-vis-pipeline
+"""
+
+
+def recon(
+    args: Annotated[list[str], typer.Argument(
+        metavar="IMG... CONFIG [CHECKPOINT]",
+        help="Images (files, directories, globs), then a MAE/SimMIM/MaskFeat config, then a checkpoint.",
+        show_default=False)],
+    mask_ratio: Annotated[Optional[float], typer.Option(
+        "--mask-ratio", "--mask_ratio", min=0.0, max=0.99,
+        help="Share of patches masked, exactly [default: the model's].", show_default=False)] = None,
+    mask_file: Annotated[Optional[Path], typer.Option(
+        "--mask-file", help="A mask (.npy or image, patch grid or pixel size, nonzero = masked).")] = None,
+    use_vis_pipeline: Annotated[bool, typer.Option(
+        "--use-vis-pipeline", help="Take the mask from the config pipeline's mask generator (SimMIM, BEiT).")] = False,
+    norm_pix: Annotated[bool, typer.Option(
+        "--norm-pix", "--norm_pix", help="The model predicts per-patch normalised pixels: un-normalise with the "
+        "visible patches' statistics [default: the model's norm_pix_loss].")] = False,
+    save_raw: opt.SaveRaw = False,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 16,
+    cfg_options: opt.CfgOptions = None,
+    out_dir: opt.OutDir = None,
+    backend: opt.Backend = None,
+    show: opt.Show = False,
+    json_out: opt.Json = False,
+    quiet: opt.Quiet = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="The same masks every run.")] = 0,
+    debug: opt.Debug = False,
+) -> None:
+    """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
+    with RunContext("recon", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
+        _run(ctx, args, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
+             norm_pix=norm_pix, save_raw=save_raw, batch_size=batch_size, seed=seed, show=show)
+
+
+def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_file: Path | None,
+         use_vis_pipeline: bool, norm_pix: bool, save_raw: bool, batch_size: int, seed: int | None,
+         show: bool) -> None:
+    import numpy as np
+
+    from visctl import masked, output, render, transforms
+    from visctl.commands._shared import open_model
+    from visctl.errors import VisctlError
+
+    mi = open_model(ctx, args)
+    model = mi.model
+    kind = getattr(model, "kind", None)
+    if kind not in ("mae", "simmim", "maskfeat"):
+        raise VisctlError(f"{type(model).__name__} is not a masked-image model visctl knows",
+                          hint="use visctl.mim_models:mae_vit, simmim_vit or maskfeat_vit (or a model with "
+                          "kind, patch_size and forward(images, mask))")
+    ratio = mask_ratio if mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
+    norm_pix = norm_pix or bool(getattr(model, "norm_pix_loss", False))
+    p = model.patch_size
+    writer = ctx.open_writer(dict(inputs=[str(x) for x in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
+                                  model=kind, mask_ratio=ratio, mask_file=str(mask_file) if mask_file else None,
+                                  use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, seed=seed,
+                                  device=ctx.device))
+    stems = output.input_stems(mi.paths)
+    done = 0
+    with ctx.progress(len(mi.paths), "recon") as advance:
+        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
+            for path, message in failures:
+                ctx.skip(path, message)
+                advance()
+            for group in groups:
+                batch = transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb).to(ctx.device)
+                h, w = batch.shape[2:]
+                if h % p or w % p:
+                    raise VisctlError(f"the pipeline gives {h}x{w} images, not a multiple of the patch size {p}",
+                                      hint="resize to a multiple of the patch size in test_pipeline")
+                grid = (h // p, w // p)
+                if mask_file is not None:
+                    mask = masked.mask_from_file(mask_file, grid).expand(len(group), -1)
+                elif use_vis_pipeline:
+                    mask = _pipeline_masks(group, grid)
+                else:
+                    mask = masked.masks_for(len(group), grid, ratio, seed, done)
+                mask = mask.to(ctx.device)
+                if kind == "maskfeat":
+                    res = masked.hog_prediction(model, batch, mask)
+                    base = masked.reconstruct_inputs(batch, mask, mi.mean, mi.std, mi.rgb, p)
+                else:
+                    res = masked.reconstruct(model, batch, mask, mi.mean, mi.std, mi.rgb, norm_pix)
+                for i, (path, _img, _state) in enumerate(group):
+                    mse = float(res["mse"][i])
+                    share = float(mask[i].float().mean())
+                    if kind == "maskfeat":
+                        cell = p // model.hog.cell
+                        panels = [("original", _u8(base["original"][i])), (f"masked {share:.0%}", _u8(base["masked"][i])),
+                                  ("HOG of the original", masked.hog_picture(res["hog_original"][i], p // cell)),
+                                  ("predicted HOG (masked patches)", masked.hog_picture(res["hog_predicted"][i], p // cell))]
+                        title = f"{path.name} | MaskFeat | masked-patch HOG MSE {mse:.4f}"
+                    else:
+                        panels = [("original", _u8(res["original"][i])), (f"masked {share:.0%}", _u8(res["masked"][i])),
+                                  ("reconstruction", _u8(res["reconstruction"][i])),
+                                  ("reconstruction + visible", _u8(res["pasted"][i]))]
+                        title = (f"{path.name} | {kind.upper()} | masked-patch MSE {mse:.4f} "
+                                 f"(mean fill {float(res['mean_fill_mse'][i]):.4f})")
+                    side = max(256, max(panels[0][1].shape[:2]))
+                    figure = render.grid([render.caption(render.fit(img, side), text) for text, img in panels], cols=4)
+                    writer.save_image(f"{stems[path]}_recon_{kind}.png", render.caption(figure, title),
+                                      caption=title, input=str(path), masked_patch_mse=round(mse, 6))
+                    if save_raw:
+                        key = "hog_predicted" if kind == "maskfeat" else "reconstruction"
+                        writer.save_array(f"{stems[path]}_recon_{kind}.npy", np.asarray(res[key][i], np.float32),
+                                          caption=key, input=str(path))
+                    writer.add_input(path, masked_patch_mse=round(mse, 6), masked_share=round(share, 4),
+                                     mean_fill_mse=None if kind == "maskfeat" else round(float(res["mean_fill_mse"][i]), 6))
+                    advance()
+                done += len(group)
+    if show:
+        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
+                           ctx.warn)
+    ctx.finish()
+
+
+def _u8(img: object) -> object:
+    import numpy as np
+
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)  # type: ignore[call-overload]
+
+
+def _pipeline_masks(group: list, grid: tuple[int, int]) -> object:
+    import cv2
+    import numpy as np
+    import torch
+
+    from visctl.errors import VisctlError
+
+    rows = []
+    for path, _img, state in group:
+        if state.mask is None:
+            raise VisctlError("--use-vis-pipeline: the config's test pipeline makes no mask",
+                              hint="add a SimMIMMaskGenerator or BEiTMaskGenerator step, or drop the flag")
+        m = state.mask.astype(np.uint8)
+        if m.shape != grid:  # e.g. SimMIM's mask on the model-patch grid of a different patch size
+            m = cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST)
+        rows.append(torch.from_numpy(m.astype(bool).reshape(-1)))
+    return torch.stack(rows)
