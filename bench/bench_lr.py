@@ -4,8 +4,9 @@
 
 1,281,167 images, batch 32 on 8 GPUs, 300 epochs (5005 iters/epoch, 1,501,500 iterations), linear warmup
 (5 epochs, converted to iterations) then cosine. visctl's arm is the whole command to the saved plot in a
-fresh process (imports included) and, like the baseline, in-process after imports; the baseline builds the same schedulers and calls step() as mmengine's
-ParamSchedulerHook does, recording nothing. Targets: ratio >= 0.8x and under 10 s.
+fresh process (imports included), and, like the baseline, the work in this process after the imports. The
+baseline builds the same schedulers and calls step() as mmengine's ParamSchedulerHook does, recording
+nothing. Targets: ratio >= 0.8x and under 10 s.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def targets(scenes: list, num_classes: int, size: int, stride: int = 4) -> tuple
     return tuple(torch.from_numpy(a) for a in (heat, wh, off, mask))
 
 
-def loss_fn(out: tuple, tgt: tuple) -> "torch.Tensor":  # noqa: F821
+def loss_fn(out: tuple, tgt: tuple) -> torch.Tensor:  # noqa: F821
     import torch
 
     heat_logit, wh, off = out
@@ -54,10 +54,10 @@ def loss_fn(out: tuple, tgt: tuple) -> "torch.Tensor":  # noqa: F821
 
 def main() -> None:
     import torch
+    from mmengine.config import Config
 
     from visctl import config, shapes, transforms
     from visctl.demo_models import shapes_detector
-    from mmengine.config import Config
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=4000)

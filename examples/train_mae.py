@@ -24,7 +24,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=6000)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", type=Path, default=HERE / "demo_mae" / "mae.pth")
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEMO_CFG, manifest
+
 from visctl import cams, models
 
 # ---- correctness on the demo classifier --------------------------------------------------------------------

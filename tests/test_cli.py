@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import ROOT
 
@@ -118,9 +117,8 @@ def test_unknown_device_name_is_rejected(invoke, image_file):
 
 
 def test_tensorboard_backend_gets_the_images(invoke, image_file, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
-
     from conftest import DEMO_CFG
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
     result = invoke("cam", image_file, DEMO_CFG, "--backend", "tensorboard", "-o", tmp_path)
     assert result.exit_code == 0, result.output

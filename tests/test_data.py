@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, manifest
+
 from visctl import datasets, render, transforms
 from visctl.errors import ConfigError, InputError
 from visctl.shapes import write_scenes

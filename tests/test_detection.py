@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, manifest
+
 from visctl import detection
 from visctl.detection import Detections, Merge
 from visctl.shapes import make_scene
@@ -32,8 +32,9 @@ def det_model():
 
 
 def _detect(model, images):
-    from visctl import config, transforms
     from mmengine.config import Config
+
+    from visctl import config, transforms
 
     mean, std, rgb = config.normalization(Config.fromfile(str(DET_CFG)))
     batch = transforms.to_tensor([transforms.ImageState(img=i) for i in images], mean, std, rgb)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEMO_CFG, manifest
+
 from visctl import featmaps
 from visctl.errors import VisctlError
 from visctl.featmaps import Normalize, Reduction

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, manifest
+
 from visctl import schedules
 from visctl.errors import ConfigError
 

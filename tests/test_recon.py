@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
-
 from conftest import ROOT, manifest
+
 from visctl import masked, models
 from visctl.shapes import make_scene
 
@@ -108,6 +107,7 @@ def test_demo_mae_beats_the_mean_fill(invoke, tmp_path):
     assert mse * 2 <= fill, (mse, fill)
     assert all(i["masked_share"] == 0.75 for i in m["inputs"])
     again = invoke("recon", folder, MAE_CFG, "--seed", "0", "-o", tmp_path / "p")
+    assert again.exit_code == 0
     assert [i["masked_patch_mse"] for i in manifest(tmp_path / "p")["inputs"]] == [i["masked_patch_mse"] for i in m["inputs"]]
     raw = np.load(tmp_path / "o" / next(o["path"] for o in m["outputs"] if o["kind"] == "array"))
     assert raw.shape == (64, 64, 3) and raw.dtype == np.float32

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEMO_CFG, ROOT, manifest
+
 from visctl import embedding
 from visctl.embedding import EmbedMethod, Pooling
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from visctl.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 # OpenMMLab dataset wrappers that hold the real dataset under `dataset`
 _WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "KFoldDataset", "ConcatDataset")

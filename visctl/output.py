@@ -379,7 +379,7 @@ def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[s
     lo, hi = xy.min(0), xy.max(0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     norm = (xy - lo) / span * 760 + 20
-    hexes = ["#%02x%02x%02x" % tuple(int(c * 255) for c in col) for col in colors]
+    hexes = ["#{:02x}{:02x}{:02x}".format(*(int(c * 255) for c in col)) for col in colors]
     points = []
     for i, ((x, y), lab) in enumerate(zip(norm, labels)):
         lab = int(lab)

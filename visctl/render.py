@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,7 +76,6 @@ def caption(image: np.ndarray, text: str, min_width: int = 0) -> np.ndarray:
 
 
 def _wrap(text: str, width: int, scale: float, thick: int) -> list[str]:
-    import cv2
 
     lines: list[str] = []
     for para in text.split("\n"):

@@ -144,9 +144,8 @@ def build_optimizer(optim_cfg: dict, model: nn.Module | None = None) -> tuple[An
 
 
 def _known_schedulers() -> list[str]:
-    from mmengine.registry import PARAM_SCHEDULERS
-
     import mmengine.optim  # noqa: F401  (registers the schedulers)
+    from mmengine.registry import PARAM_SCHEDULERS
 
     return sorted(PARAM_SCHEDULERS.module_dict)
 
@@ -266,9 +265,8 @@ def plot(schedule: Schedule, title: str, window: tuple[float, float] = (12.0, 7.
          log_scale: bool = False, max_points: int = 20_000) -> Any:
     """A matplotlib Figure: LR of every group, and momentum / weight decay panels when they change."""
     import matplotlib.style
-    from matplotlib.figure import Figure
-
     import numpy as np
+    from matplotlib.figure import Figure
 
     rows = [("learning rate", schedule.lr)]
     if schedule.momentum is not None and np.ptp(schedule.momentum, axis=0).max() > 0:

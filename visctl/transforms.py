@@ -7,9 +7,9 @@ at integers), which :func:`to_original` inverts to carry a CAM or feature map ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import ConfigError

@@ -32,7 +32,8 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     """Split ``IMG... CONFIG [CHECKPOINT]``, load the config and the model, and prepare one example."""
     import numpy as np
 
-    from visctl import config, images as imgs, models, transforms
+    from visctl import config, models, transforms
+    from visctl import images as imgs
     from visctl.errors import InputError
 
     args, extra_options = config.pop_cfg_options(args)

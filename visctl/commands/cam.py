@@ -164,7 +164,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                         for engine in engines:
                             maps, logits = engine(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
                             probs = logits.float().softmax(-1).cpu()
-                            for i, (p, img, state) in enumerate(group):
+                            for i, (_p, img, state) in enumerate(group):
                                 cat = targets[i].category
                                 label = names[cat] if names and cat < len(names) else str(cat)
                                 fmap = transforms.to_original(maps[i], state, img.shape[:2])
@@ -173,7 +173,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                                 rows[i][slot][1].append(
                                     (f"{engine.method.value} | {label} p={float(probs[i, cat]):.2f}", fmap))
                                 raws[i].append((f"{engine.method.value}_c{cat}", fmap))
-                    for i, (p, img, state) in enumerate(group):
+                    for i, (p, img, _state) in enumerate(group):
                         figure = render.map_figure(img, rows[i], alpha=alpha, colormap=colormap)
                         tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
                         name = f"{stems[p]}_cam_{tag}_{layer_tag}.png".replace("++", "pp")

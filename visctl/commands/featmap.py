@@ -168,7 +168,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
                                 f = featmaps.channel_norm(f)
                             records.append(dict(path=p, state=state, label=label, kind=kind, signed=is_signed,
                                                 maps=featmaps.reduce(f, reduction, topk)))
-                for p, *_ in group:
+                for _ in group:
                     advance()
     flat = [(f"{r['label']}|{r['kind']}", m, r["signed"]) for r in records for _, m in r["maps"]]
     scale_list = iter(featmaps.scales(flat, normalize))

@@ -151,7 +151,7 @@ def _pipeline_masks(group: list, grid: tuple[int, int]) -> object:
     from visctl.errors import VisctlError
 
     rows = []
-    for path, _img, state in group:
+    for _path, _img, state in group:
         if state.mask is None:
             raise VisctlError("--use-vis-pipeline: the config's test pipeline makes no mask",
                               hint="add a SimMIMMaskGenerator or BEiTMaskGenerator step, or drop the flag")

@@ -221,7 +221,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["index", "path", "label", "class", "x", "y"])
-        for row, (idx, name, lab, (x, y)) in enumerate(zip(result["rows"], result["names"], labels, coords)):
+        for idx, name, lab, (x, y) in zip(result["rows"], result["names"], labels, coords):
             w.writerow([idx, name, int(lab), class_names[lab] if 0 <= lab < len(class_names) else "", f"{x:.6f}",
                         f"{y:.6f}"])
         writer.add_output(writer.write_bytes(f"tsne_{tag}.csv", buf.getvalue().encode()), "table",

@@ -1,0 +1,150 @@
+"""The gallery in a real browser, `visctl demo`, --show, completion installation and the CI example."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+
+def _chromium() -> tuple[str, str]:
+    """Paths of chromium and chromedriver, installing the Debian packages where they are missing."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver) and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=False,
+                       capture_output=True)
+        browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("chromium and chromium-driver are not installed and cannot be installed here")
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "visctl", "demo", "-o", str(root), "--images", "8"],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    return root, out
+
+
+def test_demo_runs_every_command_and_prints_one_gallery(demo_root):
+    import json
+
+    root, out = demo_root
+    assert out.stdout.strip() == str(root / "index.html")
+    for command in ("cam", "featmap", "tsne", "pipeline", "browse", "lr", "boxam", "slice", "recon"):
+        manifest = json.loads((root / command / "manifest.json").read_text())
+        assert manifest["status"] == "ok" and manifest["outputs"], command
+        assert f'href="{command}/index.html"' in (root / "index.html").read_text()
+
+
+def test_gallery_pages_load_in_headless_chromium(demo_root):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = _chromium()
+    root, _ = demo_root
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        pages = [root / "index.html"] + sorted(root.glob("*/index.html")) + sorted(root.glob("tsne/tsne_*.html"))
+        for page in pages:
+            driver.get(page.as_uri())
+            driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+            broken = driver.execute_script(
+                "return Array.from(document.images).filter(function(i){"
+                "i.loading='eager'; return !(i.complete && i.naturalWidth > 0);}).map(function(i){return i.src;})")
+            if broken:  # lazy images may still be loading: give them a moment
+                import time
+
+                time.sleep(1.0)
+                broken = driver.execute_script(
+                    "return Array.from(document.images).filter(function(i){return !(i.complete && "
+                    "i.naturalWidth > 0);}).map(function(i){return i.src;})")
+            assert not broken, (page, broken)
+            errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+            assert not errors, (page, errors)
+        # the root page filters by command, and the t-SNE page shows an image on hover
+        driver.get((root / "index.html").as_uri())
+        driver.execute_script("var s=document.getElementById('cmd'); s.value='cam'; s.onchange();")
+        shown = driver.execute_script("return Array.from(document.querySelectorAll('section'))"
+                                      ".filter(function(s){return s.style.display!=='none';}).length")
+        assert shown == 1
+        driver.get(next(root.glob("tsne/tsne_*.html")).as_uri())
+        driver.execute_script("var c=document.querySelector('circle'); var r=c.getBoundingClientRect();"
+                              "c.dispatchEvent(new MouseEvent('mousemove',{clientX:r.x,clientY:r.y,bubbles:true}));")
+        tip = driver.execute_script("return document.getElementById('tip').innerHTML")
+        assert "<img" in tip and "<b>" in tip
+    finally:
+        driver.quit()
+
+
+def test_show_without_display_warns_and_saves(invoke, image_file, tmp_path, monkeypatch):
+    from conftest import DEMO_CFG
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = invoke("cam", image_file, DEMO_CFG, "--show", "-o", tmp_path)
+    assert result.exit_code == 0
+    assert "no display" in result.stderr and list(tmp_path.glob("*.png"))
+
+
+def test_show_keyboard_navigation():
+    from visctl.output import Navigator
+
+    nav = Navigator(3)
+    assert [nav.key(k) for k in ("right", "right", "left", " ")] == [1, 2, 1, 2]
+    nav.key("right")
+    assert nav.done
+    nav = Navigator(3)
+    nav.key("q")
+    assert nav.done
+
+
+def test_install_completion_for_bash(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash", "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    out = subprocess.run(["visctl", "--install-completion", "bash"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "completion" in (tmp_path / ".bashrc").read_text()
+
+
+def test_completion_of_enums_and_backends():
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_VISCTL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        return subprocess.run(["visctl"], capture_output=True, text=True, env=env).stdout.split()
+
+    assert complete("visctl featmap --channel-reduction p", 3) == ["pixel_wise_max"]
+    assert complete("visctl cam --backend te", 3) == ["tensorboard"]
+    assert "boxam" in complete("visctl b", 1) and "browse" in complete("visctl b", 1)
+    assert "--patch-overlap-ratio" in complete("visctl slice --patch", 2)
+
+
+def test_ci_example_script_documents_exit_codes_and_runs(tmp_path):
+    script = ROOT / "examples" / "ci" / "visctl-ci.sh"
+    text = script.read_text()
+    for code in ("0", "1", "2"):
+        assert f"exit status {code}" in text or f"{code}:" in text
+    workflow = (ROOT / "examples" / "ci" / "github-actions.yml").read_text()
+    assert "upload-artifact" in workflow and "visctl-ci.sh" in workflow
+    from visctl.shapes import write_scenes
+
+    write_scenes(tmp_path / "imgs", range(100_000, 100_003))
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"nope")
+    env = {**os.environ, "OUT": str(tmp_path / "artifacts")}
+    run = subprocess.run(["bash", str(script), str(tmp_path / "imgs"), str(ROOT / "examples/demo_classifier/config.py")],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 1, run.stderr  # one input failed, the rest finished
+    assert (tmp_path / "artifacts" / "cam" / "manifest.json").is_file()
+    assert Path(tmp_path / "artifacts" / "featmap" / "index.html").is_file()
