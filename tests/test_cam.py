@@ -231,3 +231,23 @@ def test_tuple_output_layer_is_a_clear_error():
 
     with pytest.raises(LayerError, match="returns a tuple"):
         cams.plan(Net().eval(), torch.randn(1, 3, 16, 16), ["split"], None, None)
+
+
+def test_ctrl_c_keeps_finished_outputs_and_a_true_manifest(invoke, held_out, tmp_path, monkeypatch):
+    from visctl import render
+
+    real = render.map_figure
+    calls = {"n": 0}
+
+    def interrupt_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(render, "map_figure", interrupt_on_second)
+    paths = list(held_out)[:3]
+    result = invoke("cam", *paths, DEMO_CFG, "--batch-size", "1", "-o", tmp_path)
+    assert result.exit_code == 130
+    m = manifest(tmp_path)
+    assert m["status"] == "interrupted" and len(m["outputs"]) == 1
+    assert (tmp_path / m["outputs"][0]["path"]).is_file() and not list(tmp_path.glob("*.part"))

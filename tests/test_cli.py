@@ -25,9 +25,13 @@ def _loaded_after(argv: list[str], env: dict[str, str] | None = None) -> list[st
     return eval(line.removeprefix("LOADED "))
 
 
+COMMANDS = ("cam", "featmap", "boxam", "slice", "tsne", "recon", "pipeline", "browse", "lr", "demo")
+
+
 def test_help_and_completion_import_no_heavy_module():
     assert _loaded_after(["visctl", "--help"]) == []
-    assert _loaded_after(["visctl", "cam", "--help"]) == []
+    for command in COMMANDS:
+        assert _loaded_after(["visctl", command, "--help"]) == [], command
     env = {"_VISCTL_COMPLETE": "complete_bash", "COMP_WORDS": "visctl cam --method la", "COMP_CWORD": "3"}
     assert _loaded_after(["visctl"], env) == []
 
@@ -140,3 +144,13 @@ def test_local_backend_and_unknown_backend(invoke, image_file, tmp_path):
     assert list((tmp_path / "vis_data").rglob("*.png"))
     bad = invoke("cam", image_file, DEMO_CFG, "--backend", "visdom", "-o", tmp_path / "x")
     assert bad.exit_code == 2 and "unknown --backend" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_every_command_is_registered_and_documented(invoke):
+    readme = (ROOT / "README.md").read_text()
+    listed = invoke("--help").stdout
+    for command in COMMANDS:
+        assert f"  {command} " in listed, command
+        assert f"visctl {command}" in readme, f"README has no example of visctl {command}"
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "Examples:" in result.stdout, command

@@ -97,8 +97,8 @@ def test_demo_mae_beats_the_mean_fill(invoke, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for s in range(300_000, 300_012):
-        cv2.imwrite(str(folder / f"{s}.png"), cv2.cvtColor(make_scene(s, 64, 1 + s % 2, 10, 26).image,
-                                                          cv2.COLOR_RGB2BGR))
+        scene = make_scene(s, 64, 1 + s % 2, 10, 26, clutter=False)  # as examples/train_mae.py draws them
+        cv2.imwrite(str(folder / f"{s}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
     result = invoke("recon", folder, MAE_CFG, "--seed", "0", "--save-raw", "-o", tmp_path / "o")
     assert result.exit_code == 0, result.output
     m = manifest(tmp_path / "o")
@@ -117,7 +117,7 @@ def test_any_patch_multiple_size_and_mask_file(invoke, tmp_path):
     import cv2
 
     path = tmp_path / "wide.png"
-    cv2.imwrite(str(path), make_scene(300_100, (64, 96), 2, 10, 24).image)
+    cv2.imwrite(str(path), make_scene(300_100, (64, 96), 2, 10, 24, clutter=False).image)
     mask = np.zeros((8, 12), bool)
     mask[:, :6] = True
     np.save(tmp_path / "mask.npy", mask)

@@ -64,7 +64,8 @@ class RunContext:
 
     def __init__(self, command: str, *, out_dir: Path | None = None, device: str = "auto",
                  threads: int | None = None, quiet: bool = False, json_out: bool = False, debug: bool = False,
-                 seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None) -> None:
+                 seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None,
+                 show: bool = False) -> None:
         self.command = command
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
         self.device_spec = device
@@ -75,6 +76,8 @@ class RunContext:
         self.seed = seed
         self.cfg_options = cfg_options or []
         self.backend = backend
+        self.show = show
+        self.show_interval: float | None = None  # seconds per output, or keys only
         self.writer: OutputWriter | None = None
         self.started = time.time()
         self._device: str | None = None
@@ -197,6 +200,11 @@ class RunContext:
                 print(self.writer.out_dir / out["path"] if not Path(out["path"]).is_absolute() else out["path"])
             self.log(f"manifest: {manifest_path}")
             self.log(f"gallery:  {self.writer.path('index.html')}")
+        if self.show:
+            from visctl.output import show_images
+
+            show_images([self.writer.out_dir / o["path"] for o in self.writer.manifest["outputs"]
+                         if o["kind"] == "image"], self.warn, self.show_interval)
         for f in failures:
             self.warn(f"failed: {f['path']}: {f['error']}")
         if failures:

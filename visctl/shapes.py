@@ -20,14 +20,14 @@ class Scene:
     boxes: list[tuple[int, int, int, int]]
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _background(rng: np.random.Generator, h: int, w: int, clutter: bool = True) -> np.ndarray:
     import cv2
     import numpy as np
 
     base = rng.uniform(20, 90, size=3)
     ramp = np.linspace(0, 1, w, dtype=np.float32)[None, :, None] * rng.uniform(-30, 30, size=3)
     img = np.clip(base + ramp + rng.normal(0, 8, size=(h, w, 3)), 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(2, 5))):  # clutter: thin lines the classifier must ignore
+    for _ in range(int(rng.integers(2, 5)) if clutter else 0):  # clutter: thin lines the classifier must ignore
         p0 = tuple(int(v) for v in rng.integers(0, [w, h]))
         p1 = tuple(int(v) for v in rng.integers(0, [w, h]))
         colour = tuple(int(v) for v in rng.integers(40, 140, size=3))
@@ -57,13 +57,14 @@ def draw_shape(img: np.ndarray, label: int, box: tuple[int, int, int, int], colo
 
 
 def make_scene(seed: int, size: int | tuple[int, int] = 80, n_objects: int = 1, min_side: int = 14,
-               max_side: int = 30) -> Scene:
-    """A deterministic scene: ``seed`` fixes everything; objects do not overlap."""
+               max_side: int = 30, clutter: bool = True) -> Scene:
+    """A deterministic scene: ``seed`` fixes everything; objects do not overlap; ``clutter`` adds thin
+    random lines."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     h, w = (size, size) if isinstance(size, int) else size
-    img = _background(rng, h, w)
+    img = _background(rng, h, w, clutter)
     labels: list[int] = []
     boxes: list[tuple[int, int, int, int]] = []
     tries = 0

@@ -67,6 +67,10 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
             continue
     if first is None:
         first = np.zeros((256, 256, 3), np.uint8)
+    if max(first.shape[:2]) > 2048:  # the example only probes shapes: a huge image would cost GBs as floats
+        from visctl.render import fit
+
+        first = fit(first, 1024)
     example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
     return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
                        model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,

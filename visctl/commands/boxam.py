@@ -67,11 +67,10 @@ def boxam(
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
     with RunContext("boxam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, args, method=method, target_layers=target_layers, topk=topk, score_thr=score_thr,
              norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha, colormap=colormap,
-             ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,
-             show=show)
+             ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size)
 
 
 def default_detector_layer(model: object, pr: object) -> tuple[str, str]:
@@ -90,7 +89,7 @@ def default_detector_layer(model: object, pr: object) -> tuple[str, str]:
 
 def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: list[str] | None, topk: int,
          score_thr: float, norm_in_bbox: bool, per_box: bool, no_boxes: bool, alpha: float, colormap: str,
-         ratio: float, save_raw: bool, preview_model: bool, batch_size: int, show: bool) -> None:
+         ratio: float, save_raw: bool, preview_model: bool, batch_size: int) -> None:
     import numpy as np
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
@@ -196,9 +195,6 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
                                                     score=round(float(s), 4))
                                                for b, lab, s in zip(dets.boxes, dets.labels, dets.scores)])
                     advance()
-    if show:
-        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
-                           ctx.warn)
     ctx.finish()
 
 

@@ -44,8 +44,9 @@ def browse(
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
     with RunContext("browse", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options, backend=backend) as ctx:
-        from visctl import datasets, output, render
+                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
+        ctx.show_interval = show_interval
+        from visctl import datasets, render
 
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
@@ -87,6 +88,4 @@ def browse(
                 if len(cells) == per_page:
                     flush()
         flush()
-        if show:
-            output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"]], ctx.warn)
         ctx.finish()

@@ -77,13 +77,12 @@ def cam(
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
     with RunContext("cam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, args, method=method, target_category=target_category or [], topk=topk,
                    target_layers=_split_commas(target_layers), vit_like=vit_like,
                    num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                    ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,
-                   save_path=save_path, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,
-                   show=show)
+                   save_path=save_path, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size)
 
 
 
@@ -105,7 +104,7 @@ def _complete_method(incomplete: str) -> list[str]:
 def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list[str], topk: int,
          target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None, aug_smooth: bool,
          eigen_smooth: bool, ratio_channels_to_ablate: float, alpha: float, colormap: str,
-         save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int, show: bool) -> None:
+         save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int) -> None:
     import time
 
     from visctl import cams, config, models, output, render, transforms
@@ -188,7 +187,4 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                         advance()
     finally:
         writer.manifest["timings"]["cam_s"] = round(time.time() - started, 3)
-    if show:
-        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
-                           ctx.warn)
     ctx.finish()

@@ -98,7 +98,7 @@ def _write_data(root: Path, n: int) -> dict[str, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         base = 200_000 if key == "scenes" else 300_000
         for s in range(base, base + count):
-            scene = make_scene(s, size, objects, 10, 26 if key == "mae" else 36)
+            scene = make_scene(s, size, objects, 10, 26 if key == "mae" else 36, clutter=key != "mae")
             cv2.imwrite(str(folder / f"{s}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
     big = make_scene(7, (512, 768), n_objects=24, min_side=12, max_side=28)
     cv2.imwrite(str(out["big"]), cv2.cvtColor(big.image, cv2.COLOR_RGB2BGR))

@@ -71,12 +71,12 @@ def featmap(
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
     with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, args, target_layers=_split(target_layers), reduction=channel_reduction, topk=topk,
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
              compare=_split(compare), signed=signed, out_file=out_file, save_raw=save_raw,
-             preview_model=preview_model, batch_size=batch_size, show=show)
+             preview_model=preview_model, batch_size=batch_size)
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -88,7 +88,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, reduction: Reduction, topk: int,
          arrangement: tuple[int, int] | None, overlaid: bool, alpha: float, use_norm: bool, normalize: Normalize,
          resize_shape: tuple[int, int] | None, colormap: str, compare: list[str] | None, signed: bool,
-         out_file: Path | None, save_raw: bool, preview_model: bool, batch_size: int, show: bool) -> None:
+         out_file: Path | None, save_raw: bool, preview_model: bool, batch_size: int) -> None:
     import time
 
     import cv2
@@ -226,9 +226,6 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         if not any(f["path"] == str(p) for f in writer.manifest["failures"]):
             writer.add_input(p)
     writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
-    if show:
-        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
-                           ctx.warn)
     ctx.finish()
 
 

@@ -49,15 +49,14 @@ def lr(
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
     with RunContext("lr", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug,
-                    cfg_options=cfg_options, backend=backend) as ctx:
+                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size, drop_last=drop_last,
-             title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv,
-             show=show)
+             title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv)
 
 
 def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: int, batch_size: int | None,
          drop_last: bool, title: str | None, style: str | None, window_size: str, log_scale: bool,
-         save_path: Path | None, csv: Path | None, show: bool) -> None:
+         save_path: Path | None, csv: Path | None) -> None:
     import io
     import time
 
@@ -127,6 +126,4 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     if ctx.json_out:
         writer.manifest["values"] = {k: v.tolist() for k, v in values.items()}
     writer.manifest["timings"]["simulate_s"] = round(simulated, 3)
-    if show:
-        output.show_images([target], ctx.warn)
     ctx.finish()

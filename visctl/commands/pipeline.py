@@ -67,7 +67,7 @@ def pipeline(
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
     with RunContext("pipeline", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options, backend=backend) as ctx:
+                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
         from visctl import datasets, output, render
 
         cfg = ctx.load_config(config_file)
@@ -94,8 +94,6 @@ def pipeline(
                 writer.save_image(f"{stems[Path(name)]}_{mode.value}.png", figure,
                                   caption=f"{Path(name).name}: {label}", input=name)
                 writer.add_input(name, label=item["label"], views=len(item["views"]))
-        if show:
-            output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"]], ctx.warn)
         ctx.finish()
 
 

@@ -50,14 +50,13 @@ def recon(
 ) -> None:
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
     with RunContext("recon", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, args, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
-             norm_pix=norm_pix, save_raw=save_raw, batch_size=batch_size, seed=seed, show=show)
+             norm_pix=norm_pix, save_raw=save_raw, batch_size=batch_size, seed=seed)
 
 
 def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_file: Path | None,
-         use_vis_pipeline: bool, norm_pix: bool, save_raw: bool, batch_size: int, seed: int | None,
-         show: bool) -> None:
+         use_vis_pipeline: bool, norm_pix: bool, save_raw: bool, batch_size: int, seed: int | None) -> None:
     import numpy as np
 
     from visctl import masked, output, render, transforms
@@ -131,9 +130,6 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
                                      mean_fill_mse=None if kind == "maskfeat" else round(float(res["mean_fill_mse"][i]), 6))
                     advance()
                 done += len(group)
-    if show:
-        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
-                           ctx.warn)
     ctx.finish()
 
 

@@ -56,20 +56,19 @@ def slice_(
 ) -> None:
     """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
     with RunContext("slice", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
         if merge_metric not in ("iou", "ios"):
             from visctl.errors import VisctlError
 
             raise VisctlError(f"--merge-metric {merge_metric!r}", hint="use iou or ios")
         _run(ctx, args, patch_size=patch_size, overlap=patch_overlap_ratio, merge=merge, iou=merge_iou_thr,
              metric=merge_metric,
-             score_thr=score_thr, full_image=full_image, max_side=max_side, batch_size=batch_size, debug=debug,
-             show=show)
+             score_thr=score_thr, full_image=full_image, max_side=max_side, batch_size=batch_size, debug=debug)
 
 
 def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: float, merge: Merge, iou: float,
          metric: str,
-         score_thr: float, full_image: bool, max_side: int, batch_size: int, debug: bool, show: bool) -> None:
+         score_thr: float, full_image: bool, max_side: int, batch_size: int, debug: bool) -> None:
     import json
     import time
 
@@ -142,7 +141,4 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
     writer.add_output(target, "table", caption=f"COCO-style results, {len(results)} boxes")
     writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
     writer.manifest["timings"]["tiles_per_s"] = round(n_tiles / elapsed, 2) if elapsed else None
-    if show:
-        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
-                           ctx.warn)
     ctx.finish()

@@ -69,20 +69,20 @@ def tsne(
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
     with RunContext("tsne", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, config_file, checkpoint, phase=phase, target_layers=target_layers, all_stages=all_stages,
              pooling=pooling, num_extra_tokens=num_extra_tokens, max_num_class=max_num_class,
              per_class=max_num_samples_per_class, class_idx=class_idx, method=method, perplexity=perplexity,
              n_iter=n_iter, learning_rate=learning_rate, early_exaggeration=early_exaggeration, metric=metric,
              legend=legend, marker_size=marker_size, thumbnails=thumbnails, title=title, num_workers=num_workers,
-             batch_size=batch_size, seed=seed, show=show)
+             batch_size=batch_size, seed=seed)
 
 
 def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Phase | None,
          target_layers: list[str] | None, all_stages: bool, pooling: Pooling, num_extra_tokens: int | None,
          max_num_class: int, per_class: int, class_idx: list[int] | None, method: EmbedMethod, perplexity: float,
          n_iter: int, learning_rate: str, early_exaggeration: float, metric: str, legend: bool, marker_size: float,
-         thumbnails: bool, title: str | None, num_workers: int, batch_size: int, seed: int, show: bool) -> None:
+         thumbnails: bool, title: str | None, num_workers: int, batch_size: int, seed: int) -> None:
     import csv
     import io
     import json
@@ -233,9 +233,6 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     writer.manifest["timings"]["extract_s"] = round(extracted, 3)
     for p in result["names"]:
         writer.add_input(p)
-    if show:
-        output.show_images([writer.out_dir / o["path"] for o in writer.manifest["outputs"] if o["kind"] == "image"],
-                           ctx.warn)
     ctx.finish()
 
 
