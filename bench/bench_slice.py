@@ -4,7 +4,9 @@
     python bench/bench_slice.py [--threads 2] [--skip-huge]
 
 The demo detector on 128 px tiles of a generated 1024 x 1024 scene. Target: batched >= 1.5x one at a time.
-sahi is not compared: it needs opencv-python, which clashes with grad-cam's opencv-python-headless (README).
+With sahi importable, also the ratio to sahi's get_sliced_prediction with the same model (sahi runs a custom
+model one slice at a time). sahi requires opencv-python, which would overwrite grad-cam's headless cv2, so
+install it without its dependencies: pip install --no-deps sahi && pip install shapely fire requests
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ def main() -> None:
     print(f"  one tile at a time : {n / t['one']:7.1f} tiles/s")
     print(f"  batches of 16      : {n / t['batched']:7.1f} tiles/s")
     print(f"  batched / single   : {t['one'] / t['batched']:.2f}x   (target >= 1.5x)")
+    try:
+        import sahi  # noqa: F401
+    except ImportError:
+        print("  sahi: not installed (see this script's docstring)")
+    else:
+        _sahi(model, img, mean, std, rgb, grid, args.repeats if hasattr(args, "repeats") else 3)
     if args.skip_huge:
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,6 +83,46 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"10000 x 10000 image, 512 px tiles: {elapsed:.1f} s, peak RSS {peak:.0f} MiB "
               f"(the decoded image alone is {10_000 * 10_000 * 3 / 2**20:.0f} MiB)")
+
+
+def _sahi(model, img, mean, std, rgb, grid, repeats: int) -> None:  # noqa: ANN001
+    import torch
+    from sahi.models.torchvision import TorchVisionDetectionModel
+    from sahi.predict import get_sliced_prediction
+
+    from visctl import detection, transforms
+
+    class DemoModel(TorchVisionDetectionModel):
+        """sahi's torchvision adapter, fed the demo detector's normalisation."""
+
+        def perform_inference(self, image, image_size=None):  # noqa: ANN001, ANN201
+            batch = transforms.to_tensor([transforms.ImageState(img=image)], mean, std, rgb)
+            with torch.no_grad():
+                self._original_predictions = self.model(batch)
+
+    names = {str(i): n for i, n in enumerate(["circle", "square", "triangle", "cross"])}
+    sahi_model = DemoModel(model=model, confidence_threshold=0.3, category_mapping=names, device="cpu")
+
+    def run_sahi() -> None:
+        get_sliced_prediction(img, sahi_model, slice_height=128, slice_width=128, overlap_height_ratio=0.25,
+                              overlap_width_ratio=0.25, perform_standard_pred=False, postprocess_type="GREEDYNMM",
+                              postprocess_match_metric="IOS", postprocess_match_threshold=0.5, verbose=0)
+
+    def run_visctl() -> None:
+        parts = []
+        for chunk in detection.tile_batches(img, grid, 16):
+            states = [transforms.ImageState(img=t) for _, t in chunk]
+            outs = detection.detect(model, transforms.to_tensor(states, mean, std, rgb))
+            parts += [detection.to_original(o, s, offset=(b[0], b[1])) for (b, _), s, o in zip(chunk, states, outs)]
+        dets = detection.Detections.concat(parts)
+        detection.merge(dets.keep(dets.scores >= 0.3), detection.Merge.nmm, 0.5, "ios")
+
+    run_sahi()
+    t = interleaved({"sahi": run_sahi, "visctl": run_visctl}, repeats)
+    n = len(grid)
+    print(f"  sahi get_sliced_prediction (GREEDYNMM/IOS): {n / t['sahi']:7.1f} tiles/s")
+    print(f"  visctl slice, same merge                  : {n / t['visctl']:7.1f} tiles/s")
+    print(f"  visctl / sahi                             : {t['sahi'] / t['visctl']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -148,3 +148,13 @@ def test_ci_example_script_documents_exit_codes_and_runs(tmp_path):
     assert run.returncode == 1, run.stderr  # one input failed, the rest finished
     assert (tmp_path / "artifacts" / "cam" / "manifest.json").is_file()
     assert Path(tmp_path / "artifacts" / "featmap" / "index.html").is_file()
+
+
+def test_default_output_root_gets_an_index_linking_the_runs(invoke, image_file, tmp_path, monkeypatch):
+    from conftest import DEMO_CFG
+
+    monkeypatch.chdir(tmp_path)
+    assert invoke("cam", image_file, DEMO_CFG).exit_code == 0
+    assert invoke("featmap", image_file, DEMO_CFG).exit_code == 0
+    root = (tmp_path / "visctl-out" / "index.html").read_text()
+    assert 'href="cam/index.html"' in root and 'href="featmap/index.html"' in root

@@ -67,6 +67,7 @@ class RunContext:
                  seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None,
                  show: bool = False) -> None:
         self.command = command
+        self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
         self.device_spec = device
         self.threads = threads or default_threads()
@@ -193,6 +194,10 @@ class RunContext:
             where = push_to_backend(self.backend, self.writer.out_dir, images, self.command)
             self.writer.manifest["backend"] = dict(name=self.backend, save_dir=str(where))
         manifest_path = self.writer.finish(status)
+        if self.default_out and self.writer.out_dir == self.out_dir:
+            from visctl.output import write_root_index
+
+            write_root_index(self.out_dir.parent)  # visctl-out/index.html links every command's latest run
         if self.json_out:
             print(json.dumps(self.writer.manifest, indent=2, default=str))
         else:
