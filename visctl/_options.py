@@ -7,6 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
+
+def split_list(values: list[str] | None) -> list[str] | None:
+    """Values of a repeatable option, each of which may also be comma-separated (``-t a,b -t c``)."""
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Run")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", min=1, help="CPU threads for torch [default: usable cores, at most 16; OpenMP waits passively].",

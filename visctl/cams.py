@@ -198,24 +198,10 @@ def probe(model: nn.Module, example: torch.Tensor, logits: bool = True) -> Probe
     """
     import torch
 
-    from visctl.models import output_tensor
+    from visctl.models import output_tensor, trace
 
-    order: list[tuple[str, Any]] = []
-    seen: set[str] = set()
-    handles = []
-    for name, module in model.named_modules():
-        def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
-            if name in seen:
-                return
-            seen.add(name)
-            order.append((name, tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__))
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            out = model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    fired, out = trace(model, example)
+    order = [(name, tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__) for name, o in fired]
     if not logits:
         return Probe(order=order, num_classes=0)
     out = output_tensor(out)

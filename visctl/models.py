@@ -233,38 +233,48 @@ def find_layer(model: nn.Module, path: str) -> tuple[str, nn.Module]:
     return ".".join(canonical), node
 
 
-def module_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
-    """Each module's output shape for one forward of ``example`` (hooks, no gradients)."""
+def trace(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, Any]], Any]:
+    """One no-grad forward of ``example`` with a hook on every module.
+
+    Returns:
+        ``(name, output)`` of each module's first call, in the order the calls finished, and the model's output.
+    """
     import torch
 
-    shapes: dict[str, str] = {}
-
-    def describe(out: Any) -> str:
-        if isinstance(out, torch.Tensor):
-            return "x".join(str(s) for s in out.shape)
-        if isinstance(out, (list, tuple)):
-            return "(" + ", ".join(describe(o) for o in out) + ")"
-        if isinstance(out, dict):
-            return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in out.items()) + "}"
-        return type(out).__name__
-
+    fired: list[tuple[str, Any]] = []
+    seen: set[str] = set()
     handles = []
     for name, module in model.named_modules():
         def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
-            shapes.setdefault(name, describe(out))
+            if name not in seen:  # a module called twice (a shared ReLU) keeps its first output
+                seen.add(name)
+                fired.append((name, out))
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(example)
+            result = model(example)
     finally:
         for h in handles:
             h.remove()
-    return shapes
+    return fired, result
+
+
+def describe_output(out: Any) -> str:
+    """A module output's shape as text: ``1x64x16x16``, ``(1x8x8, 1x4x4)``, ``{p3: 1x8x8}``."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return "x".join(str(s) for s in out.shape)
+    if isinstance(out, (list, tuple)):
+        return "(" + ", ".join(describe_output(o) for o in out) + ")"
+    if isinstance(out, dict):
+        return "{" + ", ".join(f"{k}: {describe_output(v)}" for k, v in out.items()) + "}"
+    return type(out).__name__
 
 
 def preview_lines(model: nn.Module, example: torch.Tensor) -> list[str]:
     """The module tree, one line per module: indented name, class and output shape."""
-    shapes = module_shapes(model, example)
+    shapes = {name: describe_output(out) for name, out in trace(model, example)[0]}
     lines = []
     for name, module in model.named_modules():
         depth = name.count(".") + 1 if name else 0

@@ -108,7 +108,7 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
     pr = cams.probe(model, mi.example, logits=False)
     if target_layers:
-        names = [models.find_layer(model, n)[0] for n in _split(target_layers)]
+        names = [models.find_layer(model, n)[0] for n in opt.split_list(target_layers)]
     elif config.tool_option(mi.cfg, "target_layers"):
         names = [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers")]
     else:
@@ -201,6 +201,3 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
 def _name(label: int, classes: list[str] | None) -> str:
     return classes[int(label)] if classes and 0 <= int(label) < len(classes) else str(int(label))
 
-
-def _split(values: list[str]) -> list[str]:
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]

@@ -79,7 +79,7 @@ def cam(
     with RunContext("cam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, args, method=method, target_category=target_category or [], topk=topk,
-                   target_layers=_split_commas(target_layers), vit_like=vit_like,
+                   target_layers=opt.split_list(target_layers), vit_like=vit_like,
                    num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                    ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,
                    save_path=save_path, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size)
@@ -87,11 +87,6 @@ def cam(
 
 
 
-
-def _split_commas(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 def _complete_method(incomplete: str) -> list[str]:

@@ -72,17 +72,12 @@ def featmap(
     """Draw the feature maps of one or more layers on the original images."""
     with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
-        _run(ctx, args, target_layers=_split(target_layers), reduction=channel_reduction, topk=topk,
+        _run(ctx, args, target_layers=opt.split_list(target_layers), reduction=channel_reduction, topk=topk,
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
-             compare=_split(compare), signed=signed, out_file=out_file, save_raw=save_raw,
+             compare=opt.split_list(compare), signed=signed, out_file=out_file, save_raw=save_raw,
              preview_model=preview_model, batch_size=batch_size)
 
-
-def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, reduction: Reduction, topk: int,

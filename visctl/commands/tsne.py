@@ -142,7 +142,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     in_hw = tuple(example.shape[2:])
     pr = cams.probe(mi.model, example, logits=False)
     if target_layers:
-        names = [models.find_layer(mi.model, n)[0] for n in _split(target_layers)]
+        names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers)]
     else:
         default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
         names = ([models.find_layer(mi.model, n)[0] for n in default] if default
@@ -235,9 +235,6 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         writer.add_input(p)
     ctx.finish()
 
-
-def _split(values: list[str]) -> list[str]:
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 def _labels(dataset: object) -> list[int]:
