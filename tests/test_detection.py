@@ -196,3 +196,22 @@ def test_adapter_example_wraps_another_family(invoke, tmp_path, monkeypatch):
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert len(res) >= len(scene.boxes) - 1
     sys.modules.pop("detector_adapter", None)
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+                                  "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn",
+                                  "ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "maskrcnn_resnet50_fpn"])
+def test_torchvision_detectors_follow_the_protocol(name, monkeypatch):
+    import torch
+
+    from visctl import models
+
+    def no_download(*a, **k):
+        raise AssertionError("download attempted")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    kwargs = {} if name.startswith("ssd") else dict(min_size=96, max_size=96)
+    model = models.build_model(dict(type=name, num_classes=5, **kwargs)).eval()
+    assert detection.is_torchvision_detector(model)
+    torch.manual_seed(0)
+    out = detection.detect(model, torch.rand(2, 3, 96, 96))
+    assert len(out) == 2 and all(set(o) == {"boxes", "scores", "labels"} for o in out)

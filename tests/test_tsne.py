@@ -21,7 +21,7 @@ def _root(held_out):
 
 def test_demo_features_separate_the_classes(invoke, held_out, tmp_path):
     result = invoke("tsne", DEMO_CFG, "--cfg-options", f"test_dataloader.dataset.data_root={_root(held_out)}",
-                    "--max-num-samples-per-class", "20", "-o", tmp_path)
+                    "--max-num-samples-per-class", "20", "--thumbnails", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     m = manifest(tmp_path)
     q = m["quality"]["backbone.layer4"]
