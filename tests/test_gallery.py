@@ -158,3 +158,39 @@ def test_default_output_root_gets_an_index_linking_the_runs(invoke, image_file, 
     assert invoke("featmap", image_file, DEMO_CFG).exit_code == 0
     root = (tmp_path / "visctl-out" / "index.html").read_text()
     assert 'href="cam/index.html"' in root and 'href="featmap/index.html"' in root
+
+
+def test_show_opens_windows_on_a_display(tmp_path):
+    """Under Xvfb (installed by the test where missing) --show opens the window and steps through every
+    output by itself with --show-interval."""
+    import time
+
+    if not shutil.which("Xvfb") and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "xvfb"], check=False, capture_output=True)
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed and cannot be installed here")
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        pytest.skip("this Python has no tkinter for matplotlib's window")
+    from visctl.shapes import write_scenes
+
+    write_scenes(tmp_path / "data", range(8))
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"train_dataloader = dict(dataset=dict(type='ImageFolder', root='{tmp_path / 'data'}', "
+                   "pipeline=[dict(type='Resize', scale=(48, 48))]))\n")
+    display = f":{90 + os.getpid() % 9}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        env = {**os.environ, "DISPLAY": display, "MPLBACKEND": "Agg"}
+        out = subprocess.run(["visctl", "browse", str(cfg), "--number", "8", "--rows", "2", "--cols", "2", "--show",
+                              "--show-interval", "0.2", "-o", str(tmp_path / "out")], capture_output=True, text=True,
+                             env=env, timeout=120)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "no display" not in out.stderr and "cannot open a window" not in out.stderr
+    assert len(list((tmp_path / "out").glob("browse_*.png"))) == 2
