@@ -109,7 +109,7 @@ class Layout:
     extra_tokens: int = 0
 
     def describe(self) -> str:
-        if self.kind == "tokens":
+        if self.kind == "tokens" and self.grid is not None:
             return f"tokens -> {self.grid[0]}x{self.grid[1]} grid, {self.extra_tokens} extra token(s) dropped"
         return "channels-last" if self.kind == "nhwc" else "NCHW"
 

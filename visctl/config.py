@@ -148,7 +148,8 @@ def pop_cfg_options(args: list[str]) -> tuple[list[str], list[str]]:
     ``--cfg-options a=1 b=2`` (mmengine's habit) hands ``b=2`` to the positional arguments; a word with
     ``=`` that is not an existing path is taken as a config option.
     """
-    rest, options = [], []
+    rest: list[str] = []
+    options: list[str] = []
     for a in args:
         (options if "=" in a and not Path(a).exists() and "://" not in a else rest).append(a)
     return rest, options

@@ -99,7 +99,7 @@ class RunContext:
                 raise typer.Exit(report(err)) from None
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if isinstance(exc, VisctlError):
             raise typer.Exit(report(exc))
         if isinstance(exc, KeyboardInterrupt):
@@ -107,7 +107,6 @@ class RunContext:
                 self.writer.finish("interrupted")
             print("interrupted: finished outputs are kept, manifest.json lists them", file=sys.stderr)
             raise typer.Exit(EXIT_INTERRUPTED)
-        return False
 
     # -- shared resources --
     def load_config(self, spec: str) -> Any:

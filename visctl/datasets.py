@@ -110,7 +110,8 @@ class CifarDataset(Dataset):
             raise ConfigError(f"{kind} files are not under {root}",
                               hint=f"visctl never downloads: put {folder.name}/ ({', '.join(names)}) there, or point "
                               "data_root at it")
-        data, labels = [], []
+        data: list[np.ndarray] = []
+        labels: list[int] = []
         for path in present:
             with open(path, "rb") as fh:
                 batch = pickle.load(fh, encoding="bytes")
@@ -147,11 +148,12 @@ def _class_folders(folder: Path, classes: list[str] | None = None
         subdirs = [folder / c for c in classes if (folder / c).is_dir()]
     if subdirs:
         classes = [d.name for d in subdirs]
-        files = [(p, i) for i, d in enumerate(subdirs) for p in sorted(d.rglob("*")) if p.is_file() and is_image_path(p)]
+        files: list[tuple[Path, int | None]] = [
+            (p, i) for i, d in enumerate(subdirs) for p in sorted(d.rglob("*")) if p.is_file() and is_image_path(p)]
         if files:
             return files, classes
-    files = [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)]
-    return files, None
+    plain: list[tuple[Path, int | None]] = [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)]
+    return plain, None
 
 
 def build_dataset(cfg: dict, phase: str = "train") -> Dataset:
@@ -279,7 +281,7 @@ def iterate(samples: PipelineSamples, indices: list[int], num_workers: int = 0, 
     """Yield processed samples in order, through a DataLoader with ``num_workers`` workers."""
     from torch.utils.data import DataLoader, Subset
 
-    loader = DataLoader(Subset(samples, indices), batch_size=batch_size, num_workers=num_workers,
+    loader: DataLoader = DataLoader(Subset(samples, indices),  # type: ignore[arg-type]  # any map-style object batch_size=batch_size, num_workers=num_workers,
                         collate_fn=keep_list, shuffle=False)
     for batch in loader:
         yield from batch

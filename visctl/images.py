@@ -75,7 +75,8 @@ def read_image(path: Path | str) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        lo, hi = float(img.min()), float(img.max())  # float images: stretch to 0-255
+        img = ((img - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: a huge image is not held twice
 
 

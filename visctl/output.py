@@ -264,7 +264,9 @@ def show_images(paths: list[Path], warn: Any, interval: float | None = None) -> 
 
     def draw() -> None:
         ax.clear()
-        ax.imshow(cv2.cvtColor(cv2.imread(str(paths[nav.index])), cv2.COLOR_BGR2RGB))
+        img = cv2.imread(str(paths[nav.index]))
+        if img is not None:
+            ax.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         ax.set_axis_off()
         ax.set_title(f"{nav.index + 1}/{len(paths)}  {Path(paths[nav.index]).name}   (right: next, left: back, q: quit)",
                      fontsize="small")

@@ -379,8 +379,8 @@ def to_tensor(states: list[ImageState], mean: tuple[float, ...], std: tuple[floa
     if not rgb:
         arr = arr[..., ::-1]
     norm = states[0].normalize or (mean, std)
-    arr = (arr - np.asarray(norm[0], np.float32)) / np.asarray(norm[1], np.float32)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+    scaled = (arr - np.asarray(norm[0], np.float32)) / np.asarray(norm[1], np.float32)
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
 
 
 def default_pipeline(input_size: Any) -> list[dict]:
