@@ -109,3 +109,17 @@ def test_vit_tokens_and_errors(invoke, image_file, tmp_path):
     bad = invoke("featmap", image_file, DEMO_CFG, "--channel-reduction", "none", "--topk", "6", "--arrangement",
                  "2", "2", "-o", tmp_path / "y")
     assert bad.exit_code == 2 and "holds 4 panels" in bad.stderr
+
+
+def test_per_map_overlay_is_mmengines_draw_featmap():
+    import torch
+    from mmengine.visualization import Visualizer
+
+    from visctl import render
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+    fmap = rng.random((30, 40)).astype(np.float32)
+    expected = Visualizer.draw_featmap(torch.from_numpy(fmap)[None], overlaid_image=img, alpha=0.4)
+    assert np.array_equal(render.mmengine_overlay(img, fmap, 0.4), expected)
+    assert np.abs(render.overlay(img, (fmap - fmap.min()) / np.ptp(fmap), 0.4).astype(int) - expected).max() <= 3

@@ -10,6 +10,16 @@ if TYPE_CHECKING:
 COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "bone")
 
 
+def mmengine_overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """mmengine's ``Visualizer.draw_featmap`` rendering of one map over an image of the same size (min-max,
+    JET, ``addWeighted``): used where its per-map normalisation is the one asked for."""
+    import torch
+    from mmengine.visualization import Visualizer
+
+    return Visualizer.draw_featmap(torch.from_numpy(fmap.astype("float32"))[None], overlaid_image=image,
+                                   channel_reduction="squeeze_mean", alpha=alpha)
+
+
 def colorize(fmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """A (H, W) map in [0, 1] as an RGB uint8 image, through an OpenCV colormap or else a matplotlib one."""
     import cv2

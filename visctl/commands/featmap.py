@@ -200,7 +200,12 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
                     norm = sc.apply(full)
                     if resize_shape:
                         norm = cv2.resize(norm, base.shape[1::-1])
-                    shown = render.overlay(base, norm, alpha, colormap) if overlaid else render.colorize(norm, colormap)
+                    if not overlaid:
+                        shown = render.colorize(norm, colormap)
+                    elif normalize is Normalize.per_map and colormap == "jet" and not r["signed"]:
+                        shown = render.mmengine_overlay(base, norm, alpha)  # exactly mmengine's rendering
+                    else:
+                        shown = render.overlay(base, norm, alpha, colormap)
                 shown = render.fit(shown, 384)
                 head = f"{r['kind']}: " if compare else ""
                 panels.append(render.caption(shown, f"{head}{chan} | {sc.describe()}"))
