@@ -269,6 +269,16 @@ def default_target_layers(model: nn.Module, pr: Probe, in_hw: tuple[int, int], v
                      hint="name one with --target-layers; --preview-model lists them")
 
 
+def stage_layers(model: nn.Module, default: str) -> list[str]:
+    """The default layer and its siblings of the same kind, in order (layer1..layer4, blocks.0..N)."""
+    parent, _, _ = default.rpartition(".")
+    modules = dict(model.named_modules())
+    kind = type(modules[default])
+    container = modules[parent] if parent else model
+    out = [f"{parent}.{n}" if parent else n for n, m in container.named_children() if type(m) is kind]
+    return out or [default]
+
+
 def is_vit_like(pr: Probe, in_hw: tuple[int, int]) -> bool:
     """Whether the model computes on tokens or channels-last maps (ViT, DeiT, Swin, ...)."""
     # only the main stream counts (stages, at most two levels deep): ConvNeXt permutes to channels-last

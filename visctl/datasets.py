@@ -47,6 +47,10 @@ class Dataset:
         """A stable name for sample ``index`` (its path, else its index)."""
         return f"{index:06d}"
 
+    def labels(self) -> list[int]:
+        """Every sample's label (-1 for none), without reading the images where the dataset knows them."""
+        return [-1 if (lab := self.load(i).label) is None else lab for i in range(len(self))]
+
 
 class FileDataset(Dataset):
     """Image files with optional labels."""
@@ -66,6 +70,9 @@ class FileDataset(Dataset):
 
     def name(self, index: int) -> str:
         return str(self.files[index][0])
+
+    def labels(self) -> list[int]:
+        return [-1 if lab is None else lab for _, lab in self.files]
 
 
 class TorchvisionDataset(Dataset):
@@ -118,7 +125,7 @@ class CifarDataset(Dataset):
             data.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labels.extend(int(v) for v in batch[label_key])
         self.images = np.concatenate(data)
-        self.labels = labels
+        self._labels = labels
         if classes is None and (folder / meta).is_file():
             with open(folder / meta, "rb") as fh:
                 classes = [n.decode() if isinstance(n, bytes) else n
@@ -126,10 +133,13 @@ class CifarDataset(Dataset):
         self.classes = classes
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self._labels)
 
     def load(self, index: int) -> Sample:
-        return Sample(self.images[index], self.labels[index], None)
+        return Sample(self.images[index], self._labels[index], None)
+
+    def labels(self) -> list[int]:
+        return list(self._labels)
 
 
 def _unwrap(cfg: dict) -> dict:

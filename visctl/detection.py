@@ -74,6 +74,21 @@ def check_outputs(outputs: Any) -> None:
                           "detection model")
 
 
+def default_layer(pr: Any) -> tuple[str, str]:
+    """The last tensor-valued spatial layer of the neck/FPN, else of the backbone, in execution order (from
+    :func:`visctl.cams.probe`); returns the layer and where it was found."""
+    from visctl.errors import LayerError
+
+    order = [(n, s) for n, s in pr.order if isinstance(s, tuple) and len(s) == 4 and s[2] > 1 and s[3] > 1]
+    for prefix in ("neck", "backbone.fpn", "backbone"):
+        hits = [n for n, _ in order if n == prefix or n.startswith(prefix + ".")]
+        if hits:
+            return hits[-1], prefix
+    if order:
+        return order[-1][0], "model"
+    raise LayerError("no layer of this detector gives a spatial tensor", hint="name one with --target-layers")
+
+
 def detect(model: nn.Module, batch: torch.Tensor) -> list[dict]:
     """Run a detector under no_grad; one dict of CPU tensors per image."""
     import torch

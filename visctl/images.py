@@ -78,13 +78,3 @@ def read_image(path: Path | str) -> np.ndarray:
         lo, hi = float(img.min()), float(img.max())  # float images: stretch to 0-255
         img = ((img - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: a huge image is not held twice
-
-
-def write_image(path: Path, rgb: np.ndarray) -> None:
-    """Encode an RGB uint8 image to ``path`` (format from the suffix); the caller makes it atomic."""
-    import cv2
-
-    ok, buf = cv2.imencode(path.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InputError(f"cannot encode an image as {path.suffix}", hint="use .png or .jpg")
-    path.write_bytes(buf.tobytes())

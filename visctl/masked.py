@@ -175,3 +175,28 @@ def reconstruct_inputs(batch: torch.Tensor, mask: torch.Tensor, mean: tuple[floa
     m = mask.unsqueeze(-1).to(pix.dtype)
     return dict(original=unpatchify(pix, p, gh, gw).permute(0, 2, 3, 1).cpu().numpy(),
                 masked=unpatchify(pix * (1 - m) + 0.5 * m, p, gh, gw).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """A 0-1 float image as uint8."""
+    import numpy as np
+
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def masks_from_pipeline(states: list[Any], grid: tuple[int, int]) -> torch.Tensor:
+    """(N, gh * gw) bool masks from the pipeline's mask generator (SimMIM, BEiT), resized to the model's grid."""
+    import cv2
+    import numpy as np
+    import torch
+
+    rows = []
+    for state in states:
+        if state.mask is None:
+            raise VisctlError("--use-vis-pipeline: the config's test pipeline makes no mask",
+                              hint="add a SimMIMMaskGenerator or BEiTMaskGenerator step, or drop the flag")
+        m = state.mask.astype(np.uint8)
+        if m.shape != grid:  # e.g. SimMIM's mask on the model-patch grid of a different patch size
+            m = cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST)
+        rows.append(torch.from_numpy(m.astype(bool).reshape(-1)))
+    return torch.stack(rows)

@@ -335,12 +335,11 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
 
 def run_pipeline(img: np.ndarray, steps: list[dict], rng: Any = None) -> ImageState:
     """Run ``img`` (RGB uint8) through ``steps``; return the final state."""
-    state = ImageState(img=img)
-    for step in steps:
-        if "type" not in step:
-            raise ConfigError(f"pipeline step without a type: {step}")
-        apply_step(state, step, rng)
-    return state
+    states = run_views(img, steps, rng)
+    if len(states) != 1:
+        raise ConfigError(f"this pipeline makes {len(states)} views of an image; a model command needs one",
+                          hint="use the test pipeline (no MultiView) for model commands")
+    return states[0]
 
 
 def to_original(fmap: np.ndarray, state: ImageState, orig_hw: tuple[int, int]) -> np.ndarray:

@@ -73,20 +73,6 @@ def boxam(
              ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size)
 
 
-def default_detector_layer(model: object, pr: object) -> tuple[str, str]:
-    """The last tensor-valued spatial layer of the neck/FPN, else of the backbone, in execution order."""
-    order = [(n, s) for n, s in pr.order if isinstance(s, tuple) and len(s) == 4 and s[2] > 1 and s[3] > 1]  # type: ignore[attr-defined]
-    for prefix in ("neck", "backbone.fpn", "backbone"):
-        hits = [n for n, _ in order if n == prefix or n.startswith(prefix + ".")]
-        if hits:
-            return hits[-1], prefix
-    if order:
-        return order[-1][0], "model"
-    from visctl.errors import LayerError
-
-    raise LayerError("no layer of this detector gives a spatial tensor", hint="name one with --target-layers")
-
-
 def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: list[str] | None, topk: int,
          score_thr: float, norm_in_bbox: bool, per_box: bool, no_boxes: bool, alpha: float, colormap: str,
          ratio: float, save_raw: bool, preview_model: bool, batch_size: int) -> None:
@@ -112,7 +98,7 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     elif config.tool_option(mi.cfg, "target_layers"):
         names = [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers")]
     else:
-        name, where = default_detector_layer(model, pr)
+        name, where = detection.default_layer(pr)
         names = [name]
         ctx.log(f"default target layer: {name} (the last tensor-valued layer of the {where}; "
                 "set --target-layers to change it)")

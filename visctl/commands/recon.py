@@ -94,7 +94,7 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
                 if mask_file is not None:
                     mask = masked.mask_from_file(mask_file, grid).expand(len(group), -1)
                 elif use_vis_pipeline:
-                    mask = _pipeline_masks(group, grid)
+                    mask = masked.masks_from_pipeline([s for _, _, s in group], grid)
                 else:
                     mask = masked.masks_for(len(group), grid, ratio, seed, done)
                 mask = mask.to(ctx.device)
@@ -106,16 +106,17 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
                 for i, (path, _img, _state) in enumerate(group):
                     mse = float(res["mse"][i])
                     share = float(mask[i].float().mean())
+                    u8 = masked.to_uint8
                     if kind == "maskfeat":
-                        cell = p // model.hog.cell
-                        panels = [("original", _u8(base["original"][i])), (f"masked {share:.0%}", _u8(base["masked"][i])),
-                                  ("HOG of the original", masked.hog_picture(res["hog_original"][i], p // cell)),
-                                  ("predicted HOG (masked patches)", masked.hog_picture(res["hog_predicted"][i], p // cell))]
+                        cell = model.hog.cell  # pixels per HOG cell
+                        panels = [("original", u8(base["original"][i])), (f"masked {share:.0%}", u8(base["masked"][i])),
+                                  ("HOG of the original", masked.hog_picture(res["hog_original"][i], cell)),
+                                  ("predicted HOG (masked patches)", masked.hog_picture(res["hog_predicted"][i], cell))]
                         title = f"{path.name} | MaskFeat | masked-patch HOG MSE {mse:.4f}"
                     else:
-                        panels = [("original", _u8(res["original"][i])), (f"masked {share:.0%}", _u8(res["masked"][i])),
-                                  ("reconstruction", _u8(res["reconstruction"][i])),
-                                  ("reconstruction + visible", _u8(res["pasted"][i]))]
+                        panels = [("original", u8(res["original"][i])), (f"masked {share:.0%}", u8(res["masked"][i])),
+                                  ("reconstruction", u8(res["reconstruction"][i])),
+                                  ("reconstruction + visible", u8(res["pasted"][i]))]
                         title = (f"{path.name} | {kind.upper()} | masked-patch MSE {mse:.4f} "
                                  f"(mean fill {float(res['mean_fill_mse'][i]):.4f})")
                     side = max(256, max(panels[0][1].shape[:2]))
@@ -131,28 +132,3 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
                     advance()
                 done += len(group)
     ctx.finish()
-
-
-def _u8(img: object) -> object:
-    import numpy as np
-
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)  # type: ignore[call-overload]
-
-
-def _pipeline_masks(group: list, grid: tuple[int, int]) -> object:
-    import cv2
-    import numpy as np
-    import torch
-
-    from visctl.errors import VisctlError
-
-    rows = []
-    for _path, _img, state in group:
-        if state.mask is None:
-            raise VisctlError("--use-vis-pipeline: the config's test pipeline makes no mask",
-                              hint="add a SimMIMMaskGenerator or BEiTMaskGenerator step, or drop the flag")
-        m = state.mask.astype(np.uint8)
-        if m.shape != grid:  # e.g. SimMIM's mask on the model-patch grid of a different patch size
-            m = cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST)
-        rows.append(torch.from_numpy(m.astype(bool).reshape(-1)))
-    return torch.stack(rows)

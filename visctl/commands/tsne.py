@@ -129,7 +129,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
                           hint="add one, or pick another --phase")
     dataset = datasets.build_dataset(ds_cfg, used_phase)
     steps = steps or mi.steps
-    labels_all = _labels(dataset)
+    labels_all = dataset.labels()
     indices = embedding.sample_indices(labels_all, class_idx, max_num_class, per_class, seed)
     if not indices:
         raise VisctlError("no samples of the chosen classes", hint="check --class-idx against the dataset's labels")
@@ -148,7 +148,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         names = ([models.find_layer(mi.model, n)[0] for n in default] if default
                  else cams.default_target_layers(mi.model, pr, in_hw, cams.is_vit_like(pr, in_hw)))
         if all_stages:
-            names = _stages(mi.model, names[0])
+            names = cams.stage_layers(mi.model, names[0])
         ctx.log(f"layers: {', '.join(names)}")
     extra = num_extra_tokens
     if extra is None:
@@ -235,26 +235,6 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         writer.add_input(p)
     ctx.finish()
 
-
-
-def _labels(dataset: object) -> list[int]:
-    files = getattr(dataset, "files", None)
-    if files is not None:
-        return [-1 if lab is None else lab for _, lab in files]
-    labels = getattr(dataset, "labels", None)
-    if labels is not None:
-        return list(labels)
-    return [dataset.load(i).label for i in range(len(dataset))]  # type: ignore[attr-defined, arg-type]
-
-
-def _stages(model: object, default: str) -> list[str]:
-    """The default layer and its siblings of the same kind, in order (layer1..layer4, blocks.0..N)."""
-    parent, _, _ = default.rpartition(".")
-    modules = dict(model.named_modules())  # type: ignore[attr-defined]
-    kind = type(modules[default])
-    container = modules[parent] if parent else model
-    out = [f"{parent}.{n}" if parent else n for n, m in container.named_children() if type(m) is kind]  # type: ignore[attr-defined]
-    return out or [default]
 
 
 def _thumb(samples: object, index: int) -> object:
