@@ -35,10 +35,10 @@ def runner():
 @pytest.fixture
 def invoke(runner):
     """Run the real CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from visctl.cli import app
+    from visctl.cli import app, seed_argv
 
     def run(*args: str):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return runner.invoke(app, seed_argv([str(a) for a in args]), catch_exceptions=False)
     return run
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated, Optional
 
 import typer
 
-from visctl import __version__
+from visctl import __version__, _argv
 from visctl.commands import boxam, browse, cam, demo, featmap, lr, pipeline, recon, slice, tsne
 
 # Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
@@ -50,6 +51,18 @@ def root(
     """Look inside PyTorch vision models and their data."""
 
 
-def main() -> None:
+def multi_value_options() -> dict[str, list[str]]:
+    """Every repeatable option of every command, by command: the ones the seeds give several values."""
+    group = typer.main.get_command(app)
+    return {name: [o for p in cmd.params if getattr(p, "multiple", False) for o in p.opts]
+            for name, cmd in group.commands.items()}  # type: ignore[attr-defined]
+
+
+def seed_argv(argv: list[str]) -> list[str]:
+    """The command line with the seeds' ``--opt a b`` lists written as ``--opt a --opt b``."""
+    return _argv.normalize(argv, multi_value_options())
+
+
+def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
-    app(prog_name="visctl")
+    app(args=seed_argv(sys.argv[1:] if argv is None else argv), prog_name="visctl")
