@@ -178,3 +178,93 @@ def split_inputs(args: list[str]) -> tuple[list[str], str, str | None]:
             raise InputError(f"{a!r} looks like a config but stands among the images",
                              hint="put the images first, then CONFIG, then the optional CHECKPOINT")
     return args, config, checkpoint
+
+
+RECORDER_KEYS = (("recorders", "mappings"), ("recorders1", "mappings1"), ("recorders2", "mappings2"),
+                 ("teacher_recorders", "teacher_mappings"), ("student_recorders", "student_mappings"))
+
+
+def is_recorder_config(path: str) -> bool:
+    """Whether ``path`` is an mmrazor visualisation config (``recorders`` + ``mappings``, no model).
+
+    mmrazor's ``feature_visualization.py IMG CONFIG VIS_CONFIG CHECKPOINT`` and
+    ``feature_diff_visualization.py IMG CONFIG1 CONFIG2 VIS_CONFIG CKPT1 CKPT2`` take one after the configs.
+    """
+    p = Path(path)
+    if p.suffix.lower() not in CONFIG_SUFFIXES or not p.is_file():
+        return False
+    text = p.read_text(errors="replace")
+    return "recorders" in text and "mappings" in text and "model" not in _top_level_names(text)
+
+
+def _top_level_names(text: str) -> set[str]:
+    import ast
+
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return set()
+    return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+            if isinstance(t, ast.Name)}
+
+
+def recorder_layers(path: str) -> list[list[str]]:
+    """The layers an mmrazor visualisation config records, as visctl labels, one list per model.
+
+    A ``ModuleOutputs`` recorder with ``source='neck'`` and mappings ``p3=dict(recorder='neck', data_idx=0)``
+    gives ``neck[0]``; without ``data_idx`` the whole output (``neck``). Only module outputs can be recorded
+    by visctl (mmrazor's ``RecorderManager``, tools/visualizations/feature_visualization.py, reads the same
+    keys; its method/function recorders patch code and are refused here).
+    """
+    from visctl.errors import ConfigError
+
+    cfg = load_config(path)
+    found: list[list[str]] = []
+    for rec_key, map_key in RECORDER_KEYS:
+        recorders = cfg.get(rec_key)
+        if not recorders:
+            continue
+        labels: list[str] = []
+        for name, mapping in (cfg.get(map_key) or {}).items():
+            rec = recorders.get(mapping.get("recorder"))
+            if rec is None:
+                raise ConfigError(f"{path}: mapping {name!r} names recorder {mapping.get('recorder')!r}, "
+                                  f"which {rec_key} does not define", hint=f"recorders: {', '.join(recorders)}")
+            if rec.get("type") not in ("ModuleOutputs", "mmrazor.ModuleOutputs"):
+                raise ConfigError(f"{path}: recorder {mapping.get('recorder')!r} is a {rec.get('type')}; visctl "
+                                  "records module outputs only", hint="use type='ModuleOutputs', source=<layer>")
+            idx = mapping.get("data_idx")
+            label = rec["source"] if idx is None else f"{rec['source']}[{idx}]"
+            if label not in labels:
+                labels.append(label)
+        found.append(labels)
+    if not found:
+        raise ConfigError(f"{path} defines no recorders", hint="an mmrazor vis config has recorders and mappings")
+    return found
+
+
+def split_recorder_args(args: list[str]) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """mmrazor's positional layouts with a visualisation config, as visctl's ``IMG... CONFIG [CHECKPOINT]``.
+
+    ``IMG CONFIG VIS_CONFIG [CKPT]`` -> (``IMG CONFIG [CKPT]``, recorded layers, None);
+    ``IMG CONFIG1 CONFIG2 VIS_CONFIG CKPT1 CKPT2`` -> (``IMG CONFIG1 CKPT1``, layers, ``[CONFIG2, CKPT2]``).
+    Without a visualisation config the arguments come back unchanged.
+    """
+    from visctl.errors import InputError
+
+    at = next((i for i, a in enumerate(args) if i > 0 and is_recorder_config(a)), None)
+    if at is None:
+        return args, None, None
+    layers = recorder_layers(args[at])
+    before, ckpts = args[:at], args[at + 1:]
+    if len(layers) == 1:
+        if len(ckpts) > 1:
+            raise InputError("expected IMG... CONFIG VIS_CONFIG [CHECKPOINT]", hint=f"got {' '.join(args)}")
+        return before + ckpts, layers[0], None
+    if len(before) < 3 or len(ckpts) > 2:
+        raise InputError("expected IMG... CONFIG1 CONFIG2 VIS_CONFIG [CKPT1 CKPT2] (mmrazor's feature difference)",
+                         hint=f"got {' '.join(args)}")
+    if layers[0] != layers[1]:
+        raise InputError(f"{args[at]} records {layers[0]} in model 1 and {layers[1]} in model 2",
+                         hint="visctl compares the same layers of both models")
+    return before[:-1] + ckpts[:1], layers[0], [before[-1]] + ckpts[1:2]

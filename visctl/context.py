@@ -90,6 +90,10 @@ class RunContext:
 
     # -- lifecycle --
     def __enter__(self) -> RunContext:
+        # only results reach stdout: what libraries print (grad-cam's warnings, mmengine's INFO lines) goes to
+        # stderr, so --json and the list of outputs stay parseable
+        self._stdout = sys.stdout
+        sys.stdout = sys.stderr
         if self.backend:
             from visctl.output import check_backend
 
@@ -100,6 +104,7 @@ class RunContext:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        sys.stdout = self._stdout
         if isinstance(exc, VisctlError):
             raise typer.Exit(report(exc))
         if isinstance(exc, KeyboardInterrupt):
@@ -111,8 +116,12 @@ class RunContext:
     # -- shared resources --
     def load_config(self, spec: str) -> Any:
         """The mmengine Config of ``spec`` with ``--cfg-options`` merged."""
+        from mmengine.logging import MMLogger
+
         from visctl.config import load_config
 
+        # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless --debug
+        MMLogger.get_instance(f"visctl-{id(self)}", log_level="INFO" if self.debug else "WARNING")
         return load_config(spec, self.cfg_options)
 
     @property
@@ -148,6 +157,10 @@ class RunContext:
         self.writer.fail(path, message)
 
     # -- messages --
+    def result(self, line: str) -> None:
+        """One line of results on stdout (everything else printed during the run goes to stderr)."""
+        print(line, file=getattr(self, "_stdout", sys.stdout), flush=True)
+
     def log(self, message: str) -> None:
         """A progress or info line on stderr (silent with --quiet / --json)."""
         self.console.print(message, markup=False)
@@ -198,10 +211,11 @@ class RunContext:
 
             write_root_index(self.out_dir.parent)  # visctl-out/index.html links every command's latest run
         if self.json_out:
-            print(json.dumps(self.writer.manifest, indent=2, default=str))
+            self.result(json.dumps(self.writer.manifest, indent=2, default=str))
         else:
             for out in self.writer.manifest["outputs"]:
-                print(self.writer.out_dir / out["path"] if not Path(out["path"]).is_absolute() else out["path"])
+                self.result(str(self.writer.out_dir / out["path"]) if not Path(out["path"]).is_absolute()
+                            else out["path"])
             self.log(f"manifest: {manifest_path}")
             self.log(f"gallery:  {self.writer.path('index.html')}")
         if self.show:

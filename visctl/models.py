@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import LayerError, ModelError, closest
@@ -29,14 +30,36 @@ def _torchvision_builder(name: str) -> Callable[..., Any] | None:
     return builder
 
 
-def _import_path(spec: str) -> Callable[..., Any]:
-    module_name, _, attr_path = spec.partition(":")
+def _import_module(module_name: str, search: list[Path]) -> Any:
+    """Import ``module_name``, also from ``search`` (the config's folder, the working directory)."""
+    import sys
+
     try:
-        obj: Any = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        if exc.name != top or not any((d / top).is_dir() or (d / f"{top}.py").is_file() for d in search):
+            raise
+    added = [str(d) for d in search if str(d) not in sys.path]
+    sys.path[:0] = added
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        for d in added:
+            sys.path.remove(d)
+
+
+def _import_path(spec: str, search: list[Path] | None = None) -> Callable[..., Any]:
+    module_name, _, attr_path = spec.partition(":")
+    search = search or [Path.cwd()]
+    try:
+        obj: Any = _import_module(module_name, search)
     except ImportError as exc:
+        where = ", ".join(dict.fromkeys(str(d) for d in search))
         raise ModelError(f"cannot import {module_name!r} for model {spec!r}: {exc}",
-                         hint="install the package that provides it, or check the spelling "
-                         "(import paths look like package.module:Class or package.module:factory)") from exc
+                         hint=f"looked in the installed packages and in {where}; install the package that provides "
+                         "it, or check the spelling (import paths look like package.module:Class or "
+                         "package.module:factory)") from exc
     for part in attr_path.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(obj) if not n.startswith("_")]
@@ -49,11 +72,13 @@ def _import_path(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def build_model(model_cfg: dict, default_scope: str | None = None) -> nn.Module:
+def build_model(model_cfg: dict, default_scope: str | None = None, search: list[Path] | None = None) -> nn.Module:
     """Build a model from ``model = dict(type=..., **kwargs)``, never downloading weights.
 
     Resolution order: a torchvision model name (bare or ``torchvision.``-prefixed), ``timm.<name>``, an
     import path ``package.module:attr[.attr]``, a name in an mmengine registry when ``default_scope`` is set.
+    An import path's module is looked up in the installed packages, then in ``search`` (default: the working
+    directory).
     """
     if not model_cfg or "type" not in model_cfg:
         raise ModelError("the config has no model = dict(type=...)",
@@ -81,7 +106,7 @@ def build_model(model_cfg: dict, default_scope: str | None = None) -> nn.Module:
         kwargs.pop("pretrained", None)
         return _call(lambda **kw: timm.create_model(name, pretrained=False, **kw), kwargs, spec)
     if ":" in spec:
-        return _call(_import_path(spec), kwargs, spec)
+        return _call(_import_path(spec, search), kwargs, spec)
     if default_scope:
         return _build_from_registry(model_cfg, default_scope)
     import torchvision.models as tvm
@@ -301,9 +326,15 @@ def output_tensor(out: Any) -> torch.Tensor:
                      hint="wrap the model so that forward returns the class scores")
 
 
+def config_dirs(cfg: Any) -> list[Path]:
+    """Where a config's import-path models are looked for: the config file's folder, the working directory."""
+    filename = getattr(cfg, "filename", None)
+    return ([Path(filename).resolve().parent] if filename else []) + [Path.cwd()]
+
+
 def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu") -> tuple[nn.Module, dict[str, Any] | None]:
     """Build the config's model in eval mode on ``device`` and load ``checkpoint`` (else ``load_from``)."""
-    model = build_model(dict(cfg.get("model") or {}), cfg.get("default_scope"))
+    model = build_model(dict(cfg.get("model") or {}), cfg.get("default_scope"), config_dirs(cfg))
     checkpoint = checkpoint or cfg.get("load_from")
     summary = None
     if checkpoint:

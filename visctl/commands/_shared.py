@@ -77,9 +77,9 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
                        detector=detector)
 
 
-def preview(mi: ModelInputs) -> None:
-    """Print the module tree with output shapes (``--preview-model``)."""
+def preview(ctx: RunContext, mi: ModelInputs) -> None:
+    """Print the module tree with output shapes (``--preview-model``) on stdout."""
     from visctl import models
 
     for line in models.preview_lines(mi.model, mi.example):
-        print(line)
+        ctx.result(line)

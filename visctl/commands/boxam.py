@@ -88,7 +88,7 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     colormap = render.check_colormap(colormap)
     mi = open_model(ctx, args)
     if preview_model:
-        preview(mi)
+        preview(ctx, mi)
         raise typer.Exit(0)
     model = mi.model
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))

@@ -108,7 +108,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
     colormap = render.check_colormap(colormap)
     mi = open_model(ctx, args)
     if preview_model:
-        preview(mi)
+        preview(ctx, mi)
         raise typer.Exit(0)
     model, paths, cfg, steps, mean, std, rgb = mi.model, mi.paths, mi.cfg, mi.steps, mi.mean, mi.std, mi.rgb
     cfg_spec, checkpoint, summary, example = mi.cfg_spec, mi.checkpoint, mi.summary, mi.example

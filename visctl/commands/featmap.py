@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -54,7 +54,15 @@ def featmap(
         show_default=False)] = None,
     signed: Annotated[bool, typer.Option("--signed", help="With --compare: A-B on a diverging colormap.")] = False,
     out_file: Annotated[Optional[Path], typer.Option(
-        "--out-file", "--out_file", help="The output file, for one image and one layer.")] = None,
+        "--out-file", "--out_file", help="The output file, for one image (several layers are stacked in it).")
+    ] = None,
+    score_thr: Annotated[Optional[float], typer.Option(
+        "--score-thr", "--score_thr", min=0.0, max=1.0,
+        help="Detectors: draw the boxes scoring at least this under the maps (mmyolo's habit) [default: no boxes].",
+        show_default=False)] = None,
+    repo: Annotated[Optional[str], typer.Option(
+        "--repo", help="mmrazor's habit: the OpenMMLab package of the model (mmdet, mmpretrain, ...); sets the "
+        "config's default_scope to it, as mmrazor's register_all_modules does.", show_default=False)] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
     device: opt.Device = "auto",
@@ -76,19 +84,20 @@ def featmap(
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
              compare=opt.split_list(compare), signed=signed, out_file=out_file, save_raw=save_raw,
-             preview_model=preview_model, batch_size=batch_size)
+             preview_model=preview_model, batch_size=batch_size, score_thr=score_thr, repo=repo)
 
 
 
 def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, reduction: Reduction, topk: int,
          arrangement: tuple[int, int] | None, overlaid: bool, alpha: float, use_norm: bool, normalize: Normalize,
          resize_shape: tuple[int, int] | None, colormap: str, compare: list[str] | None, signed: bool,
-         out_file: Path | None, save_raw: bool, preview_model: bool, batch_size: int) -> None:
+         out_file: Path | None, save_raw: bool, preview_model: bool, batch_size: int, score_thr: float | None,
+         repo: str | None) -> None:
     import time
 
     import cv2
 
-    from visctl import cams, config, featmaps, images, models, output, render, transforms
+    from visctl import cams, config, detection, featmaps, images, models, output, render, transforms
     from visctl.errors import VisctlError
 
     colormap = render.check_colormap(colormap)
@@ -100,11 +109,27 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         ctx.warn("--arrangement applies to --channel-reduction none only")
     if reduction is Reduction.none:
         featmaps.arrangement(topk if topk > 0 else 1, *(arrangement or (None, None)))  # fail before the work
+    args, recorded, compare_layout = config.split_recorder_args(args)
+    if compare_layout:
+        if compare:
+            raise VisctlError("two second models: CONFIG2 in the positional arguments and --compare",
+                              hint="give one of them")
+        compare = compare_layout
+        if reduction is Reduction.none:
+            raise VisctlError("--compare needs a channel reduction",
+                              hint="use squeeze_mean, select_max or pixel_wise_max")
+    if repo:
+        ctx.cfg_options.append(f"default_scope={repo}")
     mi = open_model(ctx, args)
     if preview_model:
-        preview(mi)
+        preview(ctx, mi)
         raise typer.Exit(0)
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
+    if recorded and not target_layers:
+        target_layers = list(dict.fromkeys(label.split("[")[0] for label in recorded))
+    if score_thr is not None and not mi.detector:
+        ctx.warn("--score-thr draws a detector's boxes; this model is not a detector")
+        score_thr = None
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in target_layers]
     else:
@@ -134,6 +159,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     started = time.time()
     # pass 1: reduced maps at feature resolution (small), so scales can be shared before anything is drawn
     records: list[dict] = []
+    boxes_of: dict[Path, Any] = {}
     with ctx.progress(len(mi.paths), "features") as advance:
         for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
             for p, message in failures:
@@ -143,7 +169,13 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
                 batch = transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb).to(ctx.device)
                 feats_a = featmaps.capture(mi.model, layers, batch)
                 feats_b = featmaps.capture(other[0], other[1], batch) if other else None
+                if score_thr is not None:
+                    for (p, _img, state), found in zip(group, detection.detect(mi.model, batch)):
+                        dets = detection.to_original(found, state)
+                        boxes_of[p] = dets.keep(dets.scores >= score_thr)
                 for label, ta in feats_a.items():
+                    if recorded and label not in recorded and label.split("[")[0] not in recorded:
+                        continue
                     fa = featmaps.to_nchw(ta, in_hw, label)
                     fb = None
                     if feats_b is not None:
@@ -176,15 +208,19 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     for r in records:
         by_key.setdefault((r["path"], r["label"]), []).append(r)
     single = out_file is not None
-    if single and len(by_key) != 1:
-        raise VisctlError(f"--out-file names one output, this run makes {len(by_key)} (images x layers)",
-                          hint="use --out-dir for several images or layers")
+    if single and len({p for p, _ in by_key}) > 1:
+        raise VisctlError(f"--out-file names one output, this run draws {len({p for p, _ in by_key})} images",
+                          hint="use --out-dir for several images")
+    stacked: list[Any] = []
     originals: dict[Path, object] = {}
     for (p, label), recs in by_key.items():
         if p not in originals:
             originals.clear()
             originals[p] = images.read_image(p)
         img = originals[p]
+        if p in boxes_of:
+            dets = boxes_of[p]
+            img = render.draw_boxes(img, dets.boxes, dets.labels, dets.scores, config.class_names(mi.cfg))
         base = img if not resize_shape else cv2.resize(img, (resize_shape[1], resize_shape[0]),
                                                        interpolation=cv2.INTER_AREA)
         panels = []
@@ -218,10 +254,18 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         figure = render.grid(panels, cols=rows_cols[1] if rows_cols else len(panels))
         figure = render.caption(figure, f"{p.name} | {label} | {reduction.value}"
                                 + (" after channel z-score" if use_norm else "") + f" | {normalize.value} scale")
+        if single and len(by_key) > 1:  # mmyolo draws every layer of the image into the one file
+            stacked.append(figure)
+            continue
         name = f"{stems[p]}_featmap_{_tag(label)}_{reduction.value}.png"
         writer.save_image(name, figure, caption=f"{p.name}: {label} ({reduction.value}, {normalize.value})",
                           target=out_file, input=str(p), layer=label,
                           scales=[sc.describe() for r in recs for sc in r["scales"]])
+    if stacked:
+        p = next(iter(by_key))[0]
+        labels = [label for _, label in by_key]
+        writer.save_image(out_file.name, render.grid(stacked, cols=1), target=out_file, input=str(p), layer=labels,
+                          caption=f"{p.name}: {', '.join(labels)} ({reduction.value}, {normalize.value})")
     for p in mi.paths:
         if not any(f["path"] == str(p) for f in writer.manifest["failures"]):
             writer.add_input(p)

@@ -94,10 +94,10 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     model = None
     if cfg.get("optim_wrapper", {}).get("paramwise_cfg") and cfg.get("model"):
         from visctl.errors import ModelError
-        from visctl.models import build_model
+        from visctl.models import build_model, config_dirs
 
         try:  # the real parameter names make paramwise_cfg's groups exact
-            model = build_model(dict(cfg.model), cfg.get("default_scope"))
+            model = build_model(dict(cfg.model), cfg.get("default_scope"), config_dirs(cfg))
         except ModelError as err:
             ctx.log(f"paramwise_cfg applied to stand-in parameters ({err.message})")
     sched = schedules.simulate(dict(optim_cfg), cfg.get("param_scheduler"), by_epoch=by_epoch, max_epochs=max_epochs,
