@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from visctl.datasets import Dataset, Sample
+
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("COLUMNS", "120")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -57,6 +59,39 @@ def image_file(tmp_path) -> Path:
     from visctl.shapes import write_scenes
 
     return write_scenes(tmp_path / "img", range(100_000, 100_001))[0][0]
+
+
+class LoadRecorder(Dataset):
+    """A dataset that logs, for every sample it loads, the process and the DataLoader worker that loaded it."""
+
+    def __init__(self, inner: Dataset, log) -> None:
+        self.inner, self.log, self.classes = inner, log, inner.classes
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def name(self, index: int) -> str:
+        return self.inner.name(index)
+
+    def labels(self) -> list[int]:
+        return self.inner.labels()
+
+    def load(self, index: int) -> Sample:
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        with open(self.log, "a") as fh:
+            fh.write(f"{index} {os.getpid()} {-1 if info is None else info.id}\n")
+        return self.inner.load(index)
+
+
+def record_loads(monkeypatch, log):
+    """Make every command's dataset a LoadRecorder writing to ``log``; returns a reader of the log."""
+    from visctl import datasets
+
+    real = datasets.build_dataset
+    monkeypatch.setattr(datasets, "build_dataset", lambda *a, **k: LoadRecorder(real(*a, **k), log))
+    return lambda: [tuple(int(v) for v in line.split()) for line in log.read_text().splitlines()]
 
 
 def manifest(out_dir: Path) -> dict:

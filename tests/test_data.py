@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
 import pytest
-from conftest import ROOT, manifest
+from conftest import ROOT, manifest, record_loads
+from mmengine import Config
 
 from visctl import datasets, render, transforms
 from visctl.errors import ConfigError, InputError
@@ -71,13 +73,26 @@ def test_corrupt_file_is_skipped_and_reported(invoke, folder_cfg, tmp_path):
     assert len(m["inputs"]) == 12 and m["failures"][0]["path"].endswith("broken.png")
 
 
-def test_browse_grid_pages_with_workers(invoke, folder_cfg, tmp_path):
+def test_browse_num_workers_load_samples_in_worker_processes(invoke, folder_cfg, tmp_path, monkeypatch):
+    loads = record_loads(monkeypatch, tmp_path / "loads.txt")
     result = invoke("browse", folder_cfg, "--number", "10", "--rows", "2", "--cols", "2", "--num-workers", "2",
                     "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     m = manifest(tmp_path / "out")
     assert len(m["outputs"]) == 3 and len(m["inputs"]) == 10  # 4 + 4 + 2 samples
     assert all(i["shape"] == [48, 48] for i in m["inputs"])
+    rows = loads()
+    assert sorted(i for i, _, _ in rows) == list(range(10))  # each sample loaded once...
+    assert all(pid != os.getpid() for _, pid, _ in rows)  # ...in a process other than this one
+    assert {w for _, _, w in rows} == {0, 1} and len({pid for _, pid, _ in rows}) == 2  # by both workers
+    ds = datasets.build_dataset(datasets.dataset_config(Config.fromfile(str(folder_cfg)), "train")[0])
+    assert [i["path"] for i in m["inputs"]] == [ds.name(i) for i in range(10)]  # in dataset order all the same
+
+
+def test_browse_without_workers_loads_in_this_process(invoke, folder_cfg, tmp_path, monkeypatch):
+    loads = record_loads(monkeypatch, tmp_path / "loads.txt")
+    assert invoke("browse", folder_cfg, "--number", "3", "-o", tmp_path / "out").exit_code == 0
+    assert loads() == [(i, os.getpid(), -1) for i in range(3)]
 
 
 def test_multiview_and_masks(tmp_path):

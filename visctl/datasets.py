@@ -291,7 +291,8 @@ def iterate(samples: PipelineSamples, indices: list[int], num_workers: int = 0, 
     """Yield processed samples in order, through a DataLoader with ``num_workers`` workers."""
     from torch.utils.data import DataLoader, Subset
 
-    loader: DataLoader = DataLoader(Subset(samples, indices),  # type: ignore[arg-type]  # any map-style object batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=keep_list, shuffle=False)
+    loader: DataLoader = DataLoader(Subset(samples, indices),  # type: ignore[arg-type]  # any map-style object
+                                    batch_size=batch_size, num_workers=num_workers, collate_fn=keep_list,
+                                    shuffle=False)
     for batch in loader:
         yield from batch
