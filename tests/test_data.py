@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +159,66 @@ def test_mmpretrain_style_config_runs_without_mmpretrain(invoke, tmp_path):
     assert result.exit_code == 0, result.output
     assert [s["type"] for s in manifest(tmp_path / "out")["params"]["steps"]] == [
         "LoadImageFromFile", "ResizeEdge", "CenterCrop"]
+
+
+# --- CIFAR batches are unpickled with only what they hold ------------------------------------------------------
+
+class _RunsCode:
+    """Pickles to a call of os.system: what a crafted data_batch_1 would do under pickle.load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def test_crafted_cifar_batch_is_refused_and_runs_nothing(invoke, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]})
+    pickle.loads(payload)  # the payload is live: plain pickle runs it...
+    assert marker.exists()
+    marker.unlink()
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    (folder / "data_batch_1").write_bytes(payload)
+    with pytest.raises(InputError, match=r"refusing to read .*data_batch_1: .*posix\.system") as e:
+        datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar")))
+    assert "crafted" in e.value.hint
+    cfg = tmp_path / "c.py"
+    cfg.write_text(f"train_dataloader = dict(dataset=dict(type='CIFAR10', data_root='{tmp_path / 'cifar'}'))\n")
+    for command in ("browse", "pipeline"):
+        result = invoke(command, cfg, "-o", tmp_path / command)
+        assert result.exit_code == 2 and "refusing to read" in result.stderr, result.output
+    assert not marker.exists()  # ...the restricted unpickler never did
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [_RunsCode(marker)]}))
+    with pytest.raises(InputError, match=r"refusing to read .*batches\.meta"):
+        datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar")))
+    assert not marker.exists()
+    (folder / "batches.meta").write_bytes(b"not a pickle")
+    with pytest.raises(InputError, match=r"batches\.meta is not a CIFAR python batch"):
+        datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar")))
+
+
+@pytest.mark.parametrize("protocol, numpy1", [(0, False), (2, False), (2, True), (4, False), (5, False)])
+def test_real_format_cifar_batches_load(tmp_path, protocol, numpy1):
+    """Batches as CIFAR ships them (bytes keys, a uint8 array, lists of ints and bytes), at each pickle protocol;
+    ``numpy1`` renames numpy's modules as numpy 1.x (and the real files, pickled by Python 2) name them."""
+    rng = np.random.default_rng(protocol)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    data = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
+    fine = [int(v) for v in rng.integers(0, 100, 6)]
+    batch = {b"batch_label": b"training batch 1 of 1", b"fine_labels": fine, b"coarse_labels": [0] * 6,
+             b"data": data, b"filenames": [b"a.png"] * 6}
+    raw = pickle.dumps(batch, protocol=protocol)
+    if numpy1:  # protocol 2 names globals as text lines, so the module can be renamed in place
+        assert b"numpy._core.multiarray\n_reconstruct" in raw
+        raw = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    (folder / "train").write_bytes(raw)
+    names = [f"class{i}".encode() for i in range(100)]
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names}, protocol=protocol))
+    ds = datasets.build_dataset(dict(type="CIFAR100", data_root=str(tmp_path)), "train")
+    assert ds.labels() == fine and ds.classes[5] == "class5"
+    assert np.array_equal(ds.load(4).image, data[4].reshape(3, 32, 32).transpose(1, 2, 0))

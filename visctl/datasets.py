@@ -92,15 +92,76 @@ class TorchvisionDataset(Dataset):
         return Sample(np.asarray(img.convert("RGB")), int(label), None)
 
 
+# What a CIFAR python batch may ask the unpickler for: numpy's array, dtype and scalar reconstruction (the
+# batches are a dict of bytes keys, a uint8 array and lists of ints and bytes, pickled by Python 2's cPickle),
+# plain builtin containers, and the two helpers a Python 3 re-pack uses (protocol 5 arrays: _frombuffer;
+# protocol 2 bytes: _codecs.encode, allowed with latin-1 only, below). Anything else — os.system,
+# subprocess, builtins.eval, ... — is what a crafted file needs to run code, and is refused.
+_CIFAR_GLOBALS = frozenset(
+    [(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")]
+    + [(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")]
+    + [("numpy", "ndarray"), ("numpy", "dtype")]
+    + [("builtins", n) for n in ("bytes", "bytearray", "dict", "list", "tuple", "set", "frozenset", "int",
+                                  "float", "str", "bool")])
+
+
+class _Refused(Exception):
+    """A global that a CIFAR batch never holds, asked for by the file being unpickled."""
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle of ``bytes`` calls it, and nothing else."""
+    if encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode(..., {encoding!r})")
+    return text.encode("latin-1")
+
+
+def load_cifar_pickle(path: Path) -> Any:
+    """Unpickle a CIFAR python batch (or meta file), allowing only what such files hold.
+
+    ``pickle.load`` would call whatever a crafted file names (``os.system``, ...); this unpickler resolves only
+    ``_CIFAR_GLOBALS`` and raises InputError, naming the file, for anything else.
+    """
+    import pickle
+
+    class CifarUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("_codecs", "encode"):
+                return _latin1_encode
+            if (module, name) not in _CIFAR_GLOBALS:
+                raise _Refused(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    hint = "use the python version of CIFAR (cifar-10-batches-py / cifar-100-python)"
+    try:
+        with open(path, "rb") as fh:
+            return CifarUnpickler(fh, encoding="bytes").load()
+    except _Refused as exc:
+        raise InputError(f"refusing to read {path}: it asks the unpickler for {exc}, which a CIFAR batch never "
+                         "holds", hint="CIFAR batches hold only numpy arrays, lists and bytes; this file may be "
+                         "crafted to run code: replace it with the original batch") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise InputError(f"{path} is not a CIFAR python batch ({type(exc).__name__}: {exc})", hint=hint) from None
+
+
+def _entry(batch: Any, key: str, path: Path) -> Any:
+    """``batch[key]`` under a bytes key (Python 2 pickles, read with encoding="bytes") or a str key (re-packs)."""
+    if isinstance(batch, dict):
+        for k in (key.encode(), key):
+            if k in batch:
+                return batch[k]
+    raise InputError(f"{path} is not a CIFAR python batch: it has no {key!r} entry",
+                     hint="use the python version of CIFAR (cifar-10-batches-py / cifar-100-python)")
+
+
 class CifarDataset(Dataset):
     """CIFAR-10/100 from the python-version batches on disk (the format torchvision and mmpretrain read).
 
-    Read directly, without torchvision's md5 check, so a subset or a re-packed copy works too.
+    Read directly, without torchvision's md5 check, so a subset or a re-packed copy works too; read with a
+    restricted unpickler (``load_cifar_pickle``), so a crafted batch cannot run code.
     """
 
     def __init__(self, root: Path, kind: str, train: bool, classes: list[str] | None) -> None:
-        import pickle
-
         import numpy as np
 
         folder = root / ("cifar-10-batches-py" if kind == "CIFAR10" else "cifar-100-python")
@@ -108,10 +169,10 @@ class CifarDataset(Dataset):
             folder = root
         if kind == "CIFAR10":
             names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-            meta, key, label_key = "batches.meta", "label_names", b"labels"
+            meta, key, label_key = "batches.meta", "label_names", "labels"
         else:
             names = ["train"] if train else ["test"]
-            meta, key, label_key = "meta", "fine_label_names", b"fine_labels"
+            meta, key, label_key = "meta", "fine_label_names", "fine_labels"
         present = [folder / n for n in names if (folder / n).is_file()]
         if not present:
             raise ConfigError(f"{kind} files are not under {root}",
@@ -120,16 +181,14 @@ class CifarDataset(Dataset):
         data: list[np.ndarray] = []
         labels: list[int] = []
         for path in present:
-            with open(path, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            data.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.extend(int(v) for v in batch[label_key])
+            batch = load_cifar_pickle(path)
+            data.append(np.asarray(_entry(batch, "data", path), np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.extend(int(v) for v in _entry(batch, label_key, path))
         self.images = np.concatenate(data)
         self._labels = labels
         if classes is None and (folder / meta).is_file():
-            with open(folder / meta, "rb") as fh:
-                classes = [n.decode() if isinstance(n, bytes) else n
-                           for n in pickle.load(fh, encoding="bytes")[key.encode()]]
+            classes = [n.decode() if isinstance(n, bytes) else str(n)
+                       for n in _entry(load_cifar_pickle(folder / meta), key, folder / meta)]
         self.classes = classes
 
     def __len__(self) -> int:
