@@ -96,3 +96,30 @@ def record_loads(monkeypatch, log):
 
 def manifest(out_dir: Path) -> dict:
     return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+
+@pytest.fixture
+def partial_classes(tmp_path) -> tuple[Path, dict[Path, str], list[Path]]:
+    """Class folders that are a subset of the config's classes plus one folder that is not a class.
+
+    The config lists ['circle', 'square', 'triangle', 'cross'] (visctl.shapes.CLASSES, not sorted); the
+    folders are cross/, square/, triangle/ (no circle/: a split without that class) and unsorted/ (not a
+    class, holding circle images). Returns the root, each class image -> its true class name (the shape drawn
+    in it), and the images of unsorted/.
+    """
+    import shutil
+
+    from visctl.shapes import CLASSES, write_scenes
+
+    root = tmp_path / "partial"
+    scenes = write_scenes(root, range(100_000, 100_024))
+    truth = {path: CLASSES[scene.labels[0]] for path, scene in scenes}
+    (root / "unsorted").mkdir()
+    extra = []
+    for path in sorted(p for p, name in truth.items() if name == "circle")[:2]:
+        extra.append(root / "unsorted" / path.name)
+        shutil.copy(path, extra[-1])
+    shutil.rmtree(root / "circle")
+    truth = {p: name for p, name in truth.items() if name != "circle"}
+    assert {p.parent.name for p in truth} == {"cross", "square", "triangle"} and extra
+    return root, truth, extra

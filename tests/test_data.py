@@ -161,6 +161,102 @@ def test_mmpretrain_style_config_runs_without_mmpretrain(invoke, tmp_path):
         "LoadImageFromFile", "ResizeEdge", "CenterCrop"]
 
 
+# --- labels of class folders: the config's `classes` name them -------------------------------------------------
+# mmpretrain (mmpretrain/datasets/custom.py, commit 0979e78) numbers class folders in sorted order
+# (`find_folders`: `folders.sort(); folder_to_idx = {folders[i]: i ...}`) and, when `classes` is given, only
+# asserts `len(self.CLASSES) == len(classes)` in `CustomDataset._find_samples`. visctl keeps the sorted rule
+# without `classes`, and with `classes` gives each folder the index of its name there (see
+# datasets._class_folders for why), so the checks below hold per file.
+
+CLASSES = ["circle", "square", "triangle", "cross"]  # visctl.shapes.CLASSES: the demo model's output order
+
+
+def _partial_cfg(tmp_path, root, extra: str = "") -> Path:
+    cfg = tmp_path / "partial_cfg.py"
+    cfg.write_text(f"classes = {CLASSES!r}\n"
+                   "val_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(48, 48))]\n"
+                   f"val_dataloader = dict(dataset=dict(type='CustomDataset', data_root='{root}', "
+                   f"pipeline=val_pipeline{extra}))\n")
+    return cfg
+
+
+def test_class_folders_take_their_index_in_the_config_classes(partial_classes):
+    root, truth, extra = partial_classes
+    said: list[str] = []
+    for kind, key in (("CustomDataset", "data_root"), ("ImageFolder", "root")):
+        ds = datasets.build_dataset({"type": kind, key: str(root), "classes": CLASSES}, warn=said.append)
+        got = {Path(ds.name(i)): ds.labels()[i] for i in range(len(ds))}
+        assert got == {p: CLASSES.index(name) for p, name in truth.items()}  # unsorted/ images skipped
+        assert all(ds.load(i).label == ds.labels()[i] for i in range(len(ds)))
+        assert {ds.class_name(lab) for lab in got.values()} == {"square", "triangle", "cross"}
+        assert ds.classes == CLASSES
+        # files in mmpretrain's get_samples order: sorted folders, then sorted files
+        assert [Path(ds.name(i)) for i in range(len(ds))] == sorted(truth, key=lambda p: (p.parent.name, p.name))
+    assert len(said) == 2 and all("unsorted" in w and "skipped" in w and "circle" not in w for w in said)
+    # metainfo.classes wins over classes (mmpretrain's _compat_classes), and classes may be a file
+    names = root.parent / "names.txt"
+    names.write_text("\n".join(CLASSES) + "\n")
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(root), classes=str(names),
+                                     metainfo=dict(classes=["cross", "triangle", "square"])), warn=said.append)
+    assert {Path(ds.name(i)): ds.labels()[i] for i in range(len(ds))} == {
+        p: ["cross", "triangle", "square"].index(name) for p, name in truth.items()}
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(root), classes=str(names)), warn=said.append)
+    assert ds.classes == CLASSES and ds.class_name(ds.labels()[0]) == truth[Path(ds.name(0))]
+
+
+def test_class_folders_without_classes_or_named_otherwise_follow_mmpretrain(partial_classes, tmp_path):
+    root, truth, extra = partial_classes
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(root)))
+    folders = ["cross", "square", "triangle", "unsorted"]  # find_folders: sorted names, numbered in that order
+    assert ds.classes == folders
+    assert {Path(ds.name(i)): ds.labels()[i] for i in range(len(ds))} == {
+        **{p: folders.index(name) for p, name in truth.items()}, **{p: 3 for p in extra}}
+    # folders named otherwise than the classes (ImageNet's wnids): one per class, taken in sorted order
+    wnids = tmp_path / "wnids"
+    for i, name in enumerate(["n003", "n001", "n002", "n000"]):
+        write_scenes(wnids / "train" / name / "x", range(i, i + 1))
+    ds = datasets.build_dataset(dict(type="ImageNet", data_root=str(wnids), classes=CLASSES))
+    assert [Path(ds.name(i)).parts[-4] for i in range(4)] == ["n000", "n001", "n002", "n003"]
+    assert ds.labels() == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="not named after the config's 5 classes") as e:
+        datasets.build_dataset(dict(type="ImageNet", data_root=str(wnids), classes=CLASSES + ["x"]))
+    assert "one folder per" in e.value.hint
+
+
+def test_annotation_labels_index_the_classes(tmp_path):
+    write_scenes(tmp_path / "imgs", range(2))
+    files = sorted(p.relative_to(tmp_path / "imgs") for p in (tmp_path / "imgs").rglob("*.png"))
+    (tmp_path / "ann.txt").write_text(f"{files[0]} 3\n{files[1]} 7\n")
+    said: list[str] = []
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(tmp_path), data_prefix="imgs",
+                                     ann_file="ann.txt", classes=CLASSES), warn=said.append)
+    assert ds.labels() == [3, 7] and ds.class_name(3) == "cross" and ds.class_name(7) is None
+    assert said and "7" in said[0] and "no name" in said[0]
+
+
+def test_browse_and_pipeline_name_each_file_by_its_class(invoke, partial_classes, tmp_path):
+    root, truth, extra = partial_classes
+    cfg = _partial_cfg(tmp_path, root)
+    result = invoke("browse", cfg, "--phase", "val", "--number", "-1", "-o", tmp_path / "browse")
+    assert result.exit_code == 0, result.output
+    assert "unsorted" in result.stderr and "skipped" in result.stderr
+    inputs = manifest(tmp_path / "browse")["inputs"]
+    assert {Path(i["path"]) for i in inputs} == set(truth)
+    for i in inputs:
+        name = truth[Path(i["path"])]
+        assert i["label"] == CLASSES.index(name) and i["class_name"] == name
+        assert i["caption"].endswith(f" {CLASSES.index(name)}: {name}")
+    result = invoke("pipeline", cfg, "--phase", "val", "--number", "-1", "--mode", "original",
+                    "-o", tmp_path / "pipeline")
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path / "pipeline")
+    assert {Path(i["path"]) for i in m["inputs"]} == set(truth)
+    assert all(i["class_name"] == truth[Path(i["path"])] for i in m["inputs"])
+    for o in m["outputs"]:
+        name = truth[Path(o["input"])]
+        assert o["caption"] == f"{Path(o['input']).name}: label {CLASSES.index(name)}: {name}"
+
+
 # --- CIFAR batches are unpickled with only what they hold ------------------------------------------------------
 
 class _RunsCode:

@@ -6,14 +6,12 @@ pipeline runs outside it, so browsing never deep-copies a dataset or its caches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from visctl.errors import ConfigError, InputError
-
-if TYPE_CHECKING:
-    pass
 
 # OpenMMLab dataset wrappers that hold the real dataset under `dataset`
 _WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "KFoldDataset", "ConcatDataset")
@@ -46,6 +44,12 @@ class Dataset:
     def name(self, index: int) -> str:
         """A stable name for sample ``index`` (its path, else its index)."""
         return f"{index:06d}"
+
+    def class_name(self, label: int | None) -> str | None:
+        """The name of class ``label`` (an index into ``classes``), or None when it has none."""
+        if label is None or not self.classes or not 0 <= label < len(self.classes):
+            return None
+        return self.classes[label]
 
     def labels(self) -> list[int]:
         """Every sample's label (-1 for none), without reading the images where the dataset knows them."""
@@ -208,33 +212,111 @@ def _unwrap(cfg: dict) -> dict:
     return cfg
 
 
-def _class_folders(folder: Path, classes: list[str] | None = None
+def _config_classes(cfg: dict) -> list[str] | None:
+    """The class names of a dataset dict: ``metainfo.classes`` over ``classes``; a str is a file, one a line.
+
+    As mmpretrain's ``BaseDataset._compat_classes`` (mmpretrain/datasets/base_dataset.py, commit 0979e78):
+    ``classes`` as a str is read with ``mmengine.list_from_file``, and
+    ``metainfo = {'classes': tuple(class_names), **metainfo}`` lets ``metainfo['classes']`` win.
+    """
+    meta = cfg.get("metainfo")
+    value = meta.get("classes") if isinstance(meta, dict) and meta.get("classes") else cfg.get("classes")
+    if not value:
+        return None
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise InputError(f"classes file not found: {path}",
+                             hint="classes is a list of names, or a text file with one name a line")
+        return [line.rstrip("\r\n") for line in path.read_text().splitlines()]
+    return [str(c) for c in value]
+
+
+def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str], None]
                    ) -> tuple[list[tuple[Path, int | None]], list[str] | None]:
+    """The labelled images of class folders under ``folder`` and the class names their labels index.
+
+    Without ``classes``, mmpretrain's rule (mmpretrain/datasets/custom.py, commit 0979e78): ``find_folders``
+    sorts the sub-folder names and numbers them in that order (``folders.sort(); folder_to_idx =
+    {folders[i]: i ...}``), and ``get_samples`` walks ``sorted(folder_to_idx)`` then each folder's files
+    sorted, labelling each ``folder_to_idx[folder_name]``.
+
+    With ``classes``, a folder's label is the index of its name in ``classes``, so that name and image always
+    agree. mmpretrain keeps the sorted-folder numbering here and only asserts, in
+    ``CustomDataset._find_samples``, ``len(self.CLASSES) == len(classes)`` ("The number of subfolders ...
+    doesn't match the number of specified classes"): a val split without one class is refused there, and a
+    class list in another order than the sorted folders silently gives images another class's name.
+    Numbering by name accepts a missing class folder and never misnames; a folder not in ``classes`` is
+    listed in a warning and its images are skipped. Only when no folder is named after a class (ImageNet's
+    wnid folders under human-readable class names) is mmpretrain's positional rule used, with its check that
+    there is one folder per class, as a clear error.
+    """
     from visctl.images import is_image_path
 
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
-    if subdirs and classes:  # the config's class order decides the labels, as in mmpretrain
-        subdirs = [folder / c for c in classes if (folder / c).is_dir()]
-    if subdirs:
-        classes = [d.name for d in subdirs]
-        files: list[tuple[Path, int | None]] = [
-            (p, i) for i, d in enumerate(subdirs) for p in sorted(d.rglob("*")) if p.is_file() and is_image_path(p)]
-        if files:
-            return files, classes
-    plain: list[tuple[Path, int | None]] = [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)]
-    return plain, None
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not subdirs:
+        return [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)], None
+    if classes is None:
+        folder_to_idx = {d: i for i, d in enumerate(subdirs)}
+        classes = subdirs
+    else:
+        index: dict[str, int] = {}
+        for i, c in enumerate(classes):
+            index.setdefault(c, i)
+        named = [d for d in subdirs if d in index]
+        if named:
+            folder_to_idx = {d: index[d] for d in named}
+            extra = [d for d in subdirs if d not in index]
+            if extra:
+                warn(f"{folder}: {len(extra)} folder(s) not among the config's {len(classes)} classes, their "
+                     f"images skipped: {', '.join(extra)}")
+        elif len(subdirs) == len(classes):  # folders named otherwise (wnids): mmpretrain's positional rule
+            folder_to_idx = {d: i for i, d in enumerate(subdirs)}
+        else:
+            raise InputError(f"the {len(subdirs)} folders under {folder} ({', '.join(subdirs[:5])}"
+                             f"{', ...' if len(subdirs) > 5 else ''}) are not named after the config's "
+                             f"{len(classes)} classes, and their number differs",
+                             hint="name each class folder after its class in `classes`, or give one folder per "
+                             "class (sorted folder names take the classes in order, as in mmpretrain)")
+    files: list[tuple[Path, int | None]] = []
+    empty = []
+    for d in sorted(folder_to_idx):
+        # sorted relative paths as strings, as get_samples sorts list_dir_or_file's names
+        found = sorted((p.relative_to(folder / d).as_posix(), p) for p in (folder / d).rglob("*")
+                       if p.is_file() and is_image_path(p))
+        files.extend((p, folder_to_idx[d]) for _, p in found)
+        if not found:
+            empty.append(d)
+    if empty and files:  # as get_samples' empty_folders and the warning _find_samples logs
+        warn(f"{folder}: no image in the class folder(s) {', '.join(empty)}")
+    if not files:  # class folders without images: the images beside them, unlabelled
+        return [(p, None) for p in sorted(folder.iterdir()) if p.is_file() and is_image_path(p)], None
+    return files, classes
 
 
-def build_dataset(cfg: dict, phase: str = "train") -> Dataset:
+def _python_warning(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
+
+
+def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] | None = None) -> Dataset:
     """Build the dataset of a ``<phase>_dataloader.dataset`` dict without downloading anything.
 
     Understood: ImageFolder (root), mmpretrain's CustomDataset / ImageNet (data_root, data_prefix, ann_file
     with ``path label`` lines, or class folders), a plain folder or list (ImageList: root, files), CIFAR10 /
-    CIFAR100 from local files, and FakeData.
+    CIFAR100 from local files, and FakeData. Labels index the config's ``classes`` (``metainfo.classes``,
+    ``classes``): see ``_class_folders`` for class folders.
+
+    Args:
+        cfg: the dataset dict.
+        phase: train, val or test (ImageNet's default folder, CIFAR's split).
+        warn: called with each warning (skipped folders, empty class folders); ``warnings.warn`` by default.
     """
+    warn = warn or _python_warning
     cfg = _unwrap(cfg)
     kind = str(cfg.get("type", "")).split(".")[-1]
-    classes = list(cfg["classes"]) if cfg.get("classes") else None
+    classes = _config_classes(cfg)
     if kind in ("CIFAR10", "CIFAR100"):
         root = Path(str(cfg.get("root") or cfg.get("data_root") or cfg.get("data_prefix") or "."))
         train = cfg.get("train", cfg.get("split", phase) == "train" and not cfg.get("test_mode", False))
@@ -273,15 +355,21 @@ def build_dataset(cfg: dict, phase: str = "train") -> Dataset:
                 label = int(parts[1]) if len(parts) == 2 and parts[1].lstrip("-").isdigit() else None
                 name = parts[0] if label is not None else line.strip()
                 files.append((folder / name, label))
+            # mmpretrain's load_data_list: `'gt_label': int(gt_label)`, an index into the classes as written
+            named = len(classes) if classes else 0
+            unnamed = sorted({lab for _, lab in files if lab is not None and not 0 <= lab < named})
+            if classes and unnamed:
+                warn(f"{ann_path}: label(s) {', '.join(map(str, unnamed[:10]))} have no name among the "
+                     f"{len(classes)} classes")
             return FileDataset(files, classes)
         if not folder.is_dir():
             raise InputError(f"dataset folder not found: {folder}",
                              hint="set data_root (and data_prefix) in the config, or --cfg-options "
                              f"{phase}_dataloader.dataset.data_root=PATH")
-        files, found = _class_folders(folder, classes)
+        files, found = _class_folders(folder, classes, warn)
         if not files:
             raise InputError(f"no images under {folder}", hint="expected class folders or image files")
-        return FileDataset(files, classes or found)
+        return FileDataset(files, found if found is not None else classes)
     raise ConfigError(f"dataset type {kind!r} is not understood",
                       hint="use ImageFolder, CustomDataset, ImageNet (local folders), ImageList, CIFAR10/100 "
                       "(local files) or FakeData")
@@ -299,7 +387,7 @@ def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
     ds = _unwrap(dict(ds))
     top = cfg_get(cfg, "classes") or cfg_get(cfg, "dataset_meta.classes")
     if top and not ds.get("classes"):  # the model's class order names the dataset's labels
-        ds["classes"] = list(top)
+        ds["classes"] = top if isinstance(top, str) else list(top)
     pipeline = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline") or []
     return ds, [dict(s) for s in pipeline]
 
