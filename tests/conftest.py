@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from visctl.datasets import Dataset, Sample
+
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("COLUMNS", "120")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -59,5 +61,65 @@ def image_file(tmp_path) -> Path:
     return write_scenes(tmp_path / "img", range(100_000, 100_001))[0][0]
 
 
+class LoadRecorder(Dataset):
+    """A dataset that logs, for every sample it loads, the process and the DataLoader worker that loaded it."""
+
+    def __init__(self, inner: Dataset, log) -> None:
+        self.inner, self.log, self.classes = inner, log, inner.classes
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def name(self, index: int) -> str:
+        return self.inner.name(index)
+
+    def labels(self) -> list[int]:
+        return self.inner.labels()
+
+    def load(self, index: int) -> Sample:
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        with open(self.log, "a") as fh:
+            fh.write(f"{index} {os.getpid()} {-1 if info is None else info.id}\n")
+        return self.inner.load(index)
+
+
+def record_loads(monkeypatch, log):
+    """Make every command's dataset a LoadRecorder writing to ``log``; returns a reader of the log."""
+    from visctl import datasets
+
+    real = datasets.build_dataset
+    monkeypatch.setattr(datasets, "build_dataset", lambda *a, **k: LoadRecorder(real(*a, **k), log))
+    return lambda: [tuple(int(v) for v in line.split()) for line in log.read_text().splitlines()]
+
+
 def manifest(out_dir: Path) -> dict:
     return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+
+@pytest.fixture
+def partial_classes(tmp_path) -> tuple[Path, dict[Path, str], list[Path]]:
+    """Class folders that are a subset of the config's classes plus one folder that is not a class.
+
+    The config lists ['circle', 'square', 'triangle', 'cross'] (visctl.shapes.CLASSES, not sorted); the
+    folders are cross/, square/, triangle/ (no circle/: a split without that class) and unsorted/ (not a
+    class, holding circle images). Returns the root, each class image -> its true class name (the shape drawn
+    in it), and the images of unsorted/.
+    """
+    import shutil
+
+    from visctl.shapes import CLASSES, write_scenes
+
+    root = tmp_path / "partial"
+    scenes = write_scenes(root, range(100_000, 100_024))
+    truth = {path: CLASSES[scene.labels[0]] for path, scene in scenes}
+    (root / "unsorted").mkdir()
+    extra = []
+    for path in sorted(p for p, name in truth.items() if name == "circle")[:2]:
+        extra.append(root / "unsorted" / path.name)
+        shutil.copy(path, extra[-1])
+    shutil.rmtree(root / "circle")
+    truth = {p: name for p, name in truth.items() if name != "circle"}
+    assert {p.parent.name for p in truth} == {"cross", "square", "triangle"} and extra
+    return root, truth, extra

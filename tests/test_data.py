@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, manifest
+from conftest import ROOT, manifest, record_loads
+from mmengine import Config
 
 from visctl import datasets, render, transforms
 from visctl.errors import ConfigError, InputError
@@ -71,13 +75,26 @@ def test_corrupt_file_is_skipped_and_reported(invoke, folder_cfg, tmp_path):
     assert len(m["inputs"]) == 12 and m["failures"][0]["path"].endswith("broken.png")
 
 
-def test_browse_grid_pages_with_workers(invoke, folder_cfg, tmp_path):
+def test_browse_num_workers_load_samples_in_worker_processes(invoke, folder_cfg, tmp_path, monkeypatch):
+    loads = record_loads(monkeypatch, tmp_path / "loads.txt")
     result = invoke("browse", folder_cfg, "--number", "10", "--rows", "2", "--cols", "2", "--num-workers", "2",
                     "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     m = manifest(tmp_path / "out")
     assert len(m["outputs"]) == 3 and len(m["inputs"]) == 10  # 4 + 4 + 2 samples
     assert all(i["shape"] == [48, 48] for i in m["inputs"])
+    rows = loads()
+    assert sorted(i for i, _, _ in rows) == list(range(10))  # each sample loaded once...
+    assert all(pid != os.getpid() for _, pid, _ in rows)  # ...in a process other than this one
+    assert {w for _, _, w in rows} == {0, 1} and len({pid for _, pid, _ in rows}) == 2  # by both workers
+    ds = datasets.build_dataset(datasets.dataset_config(Config.fromfile(str(folder_cfg)), "train")[0])
+    assert [i["path"] for i in m["inputs"]] == [ds.name(i) for i in range(10)]  # in dataset order all the same
+
+
+def test_browse_without_workers_loads_in_this_process(invoke, folder_cfg, tmp_path, monkeypatch):
+    loads = record_loads(monkeypatch, tmp_path / "loads.txt")
+    assert invoke("browse", folder_cfg, "--number", "3", "-o", tmp_path / "out").exit_code == 0
+    assert loads() == [(i, os.getpid(), -1) for i in range(3)]
 
 
 def test_multiview_and_masks(tmp_path):
@@ -142,3 +159,162 @@ def test_mmpretrain_style_config_runs_without_mmpretrain(invoke, tmp_path):
     assert result.exit_code == 0, result.output
     assert [s["type"] for s in manifest(tmp_path / "out")["params"]["steps"]] == [
         "LoadImageFromFile", "ResizeEdge", "CenterCrop"]
+
+
+# --- labels of class folders: the config's `classes` name them -------------------------------------------------
+# mmpretrain (mmpretrain/datasets/custom.py, commit 0979e78) numbers class folders in sorted order
+# (`find_folders`: `folders.sort(); folder_to_idx = {folders[i]: i ...}`) and, when `classes` is given, only
+# asserts `len(self.CLASSES) == len(classes)` in `CustomDataset._find_samples`. visctl keeps the sorted rule
+# without `classes`, and with `classes` gives each folder the index of its name there (see
+# datasets._class_folders for why), so the checks below hold per file.
+
+CLASSES = ["circle", "square", "triangle", "cross"]  # visctl.shapes.CLASSES: the demo model's output order
+
+
+def _partial_cfg(tmp_path, root, extra: str = "") -> Path:
+    cfg = tmp_path / "partial_cfg.py"
+    cfg.write_text(f"classes = {CLASSES!r}\n"
+                   "val_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(48, 48))]\n"
+                   f"val_dataloader = dict(dataset=dict(type='CustomDataset', data_root='{root}', "
+                   f"pipeline=val_pipeline{extra}))\n")
+    return cfg
+
+
+def test_class_folders_take_their_index_in_the_config_classes(partial_classes):
+    root, truth, extra = partial_classes
+    said: list[str] = []
+    for kind, key in (("CustomDataset", "data_root"), ("ImageFolder", "root")):
+        ds = datasets.build_dataset({"type": kind, key: str(root), "classes": CLASSES}, warn=said.append)
+        got = {Path(ds.name(i)): ds.labels()[i] for i in range(len(ds))}
+        assert got == {p: CLASSES.index(name) for p, name in truth.items()}  # unsorted/ images skipped
+        assert all(ds.load(i).label == ds.labels()[i] for i in range(len(ds)))
+        assert {ds.class_name(lab) for lab in got.values()} == {"square", "triangle", "cross"}
+        assert ds.classes == CLASSES
+        # files in mmpretrain's get_samples order: sorted folders, then sorted files
+        assert [Path(ds.name(i)) for i in range(len(ds))] == sorted(truth, key=lambda p: (p.parent.name, p.name))
+    assert len(said) == 2 and all("unsorted" in w and "skipped" in w and "circle" not in w for w in said)
+    # metainfo.classes wins over classes (mmpretrain's _compat_classes), and classes may be a file
+    names = root.parent / "names.txt"
+    names.write_text("\n".join(CLASSES) + "\n")
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(root), classes=str(names),
+                                     metainfo=dict(classes=["cross", "triangle", "square"])), warn=said.append)
+    assert {Path(ds.name(i)): ds.labels()[i] for i in range(len(ds))} == {
+        p: ["cross", "triangle", "square"].index(name) for p, name in truth.items()}
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(root), classes=str(names)), warn=said.append)
+    assert ds.classes == CLASSES and ds.class_name(ds.labels()[0]) == truth[Path(ds.name(0))]
+
+
+def test_class_folders_without_classes_or_named_otherwise_follow_mmpretrain(partial_classes, tmp_path):
+    root, truth, extra = partial_classes
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(root)))
+    folders = ["cross", "square", "triangle", "unsorted"]  # find_folders: sorted names, numbered in that order
+    assert ds.classes == folders
+    assert {Path(ds.name(i)): ds.labels()[i] for i in range(len(ds))} == {
+        **{p: folders.index(name) for p, name in truth.items()}, **{p: 3 for p in extra}}
+    # folders named otherwise than the classes (ImageNet's wnids): one per class, taken in sorted order
+    wnids = tmp_path / "wnids"
+    for i, name in enumerate(["n003", "n001", "n002", "n000"]):
+        write_scenes(wnids / "train" / name / "x", range(i, i + 1))
+    ds = datasets.build_dataset(dict(type="ImageNet", data_root=str(wnids), classes=CLASSES))
+    assert [Path(ds.name(i)).parts[-4] for i in range(4)] == ["n000", "n001", "n002", "n003"]
+    assert ds.labels() == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="not named after the config's 5 classes") as e:
+        datasets.build_dataset(dict(type="ImageNet", data_root=str(wnids), classes=CLASSES + ["x"]))
+    assert "one folder per" in e.value.hint
+
+
+def test_annotation_labels_index_the_classes(tmp_path):
+    write_scenes(tmp_path / "imgs", range(2))
+    files = sorted(p.relative_to(tmp_path / "imgs") for p in (tmp_path / "imgs").rglob("*.png"))
+    (tmp_path / "ann.txt").write_text(f"{files[0]} 3\n{files[1]} 7\n")
+    said: list[str] = []
+    ds = datasets.build_dataset(dict(type="CustomDataset", data_root=str(tmp_path), data_prefix="imgs",
+                                     ann_file="ann.txt", classes=CLASSES), warn=said.append)
+    assert ds.labels() == [3, 7] and ds.class_name(3) == "cross" and ds.class_name(7) is None
+    assert said and "7" in said[0] and "no name" in said[0]
+
+
+def test_browse_and_pipeline_name_each_file_by_its_class(invoke, partial_classes, tmp_path):
+    root, truth, extra = partial_classes
+    cfg = _partial_cfg(tmp_path, root)
+    result = invoke("browse", cfg, "--phase", "val", "--number", "-1", "-o", tmp_path / "browse")
+    assert result.exit_code == 0, result.output
+    assert "unsorted" in result.stderr and "skipped" in result.stderr
+    inputs = manifest(tmp_path / "browse")["inputs"]
+    assert {Path(i["path"]) for i in inputs} == set(truth)
+    for i in inputs:
+        name = truth[Path(i["path"])]
+        assert i["label"] == CLASSES.index(name) and i["class_name"] == name
+        assert i["caption"].endswith(f" {CLASSES.index(name)}: {name}")
+    result = invoke("pipeline", cfg, "--phase", "val", "--number", "-1", "--mode", "original",
+                    "-o", tmp_path / "pipeline")
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path / "pipeline")
+    assert {Path(i["path"]) for i in m["inputs"]} == set(truth)
+    assert all(i["class_name"] == truth[Path(i["path"])] for i in m["inputs"])
+    for o in m["outputs"]:
+        name = truth[Path(o["input"])]
+        assert o["caption"] == f"{Path(o['input']).name}: label {CLASSES.index(name)}: {name}"
+
+
+# --- CIFAR batches are unpickled with only what they hold ------------------------------------------------------
+
+class _RunsCode:
+    """Pickles to a call of os.system: what a crafted data_batch_1 would do under pickle.load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def test_crafted_cifar_batch_is_refused_and_runs_nothing(invoke, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]})
+    pickle.loads(payload)  # the payload is live: plain pickle runs it...
+    assert marker.exists()
+    marker.unlink()
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    (folder / "data_batch_1").write_bytes(payload)
+    with pytest.raises(InputError, match=r"refusing to read .*data_batch_1: .*posix\.system") as e:
+        datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar")))
+    assert "crafted" in e.value.hint
+    cfg = tmp_path / "c.py"
+    cfg.write_text(f"train_dataloader = dict(dataset=dict(type='CIFAR10', data_root='{tmp_path / 'cifar'}'))\n")
+    for command in ("browse", "pipeline"):
+        result = invoke(command, cfg, "-o", tmp_path / command)
+        assert result.exit_code == 2 and "refusing to read" in result.stderr, result.output
+    assert not marker.exists()  # ...the restricted unpickler never did
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [_RunsCode(marker)]}))
+    with pytest.raises(InputError, match=r"refusing to read .*batches\.meta"):
+        datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar")))
+    assert not marker.exists()
+    (folder / "batches.meta").write_bytes(b"not a pickle")
+    with pytest.raises(InputError, match=r"batches\.meta is not a CIFAR python batch"):
+        datasets.build_dataset(dict(type="CIFAR10", data_root=str(tmp_path / "cifar")))
+
+
+@pytest.mark.parametrize("protocol, numpy1", [(0, False), (2, False), (2, True), (4, False), (5, False)])
+def test_real_format_cifar_batches_load(tmp_path, protocol, numpy1):
+    """Batches as CIFAR ships them (bytes keys, a uint8 array, lists of ints and bytes), at each pickle protocol;
+    ``numpy1`` renames numpy's modules as numpy 1.x (and the real files, pickled by Python 2) name them."""
+    rng = np.random.default_rng(protocol)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    data = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
+    fine = [int(v) for v in rng.integers(0, 100, 6)]
+    batch = {b"batch_label": b"training batch 1 of 1", b"fine_labels": fine, b"coarse_labels": [0] * 6,
+             b"data": data, b"filenames": [b"a.png"] * 6}
+    raw = pickle.dumps(batch, protocol=protocol)
+    if numpy1:  # protocol 2 names globals as text lines, so the module can be renamed in place
+        assert b"numpy._core.multiarray\n_reconstruct" in raw
+        raw = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    (folder / "train").write_bytes(raw)
+    names = [f"class{i}".encode() for i in range(100)]
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names}, protocol=protocol))
+    ds = datasets.build_dataset(dict(type="CIFAR100", data_root=str(tmp_path)), "train")
+    assert ds.labels() == fine and ds.classes[5] == "class5"
+    assert np.array_equal(ds.load(4).image, data[4].reshape(3, 32, 32).transpose(1, 2, 0))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import html
+import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_CFG, ROOT, manifest
+from conftest import DEMO_CFG, ROOT, manifest, record_loads
 
 from visctl import embedding
 from visctl.embedding import EmbedMethod, Pooling
@@ -111,3 +117,54 @@ def test_two_processes_give_the_same_features(held_out, tmp_path):
     assert one.shape == two.shape == (28, 64)
     assert np.allclose(one, two, atol=1e-5)
     assert manifest(tmp_path / "two")["params"]["world_size"] == 2
+
+
+def test_partial_class_folders_named_right_in_every_output_with_workers(invoke, partial_classes, tmp_path,
+                                                                        monkeypatch):
+    """Class folders a subset of the config's classes (no circle/) plus a folder that is not a class: every
+    output names each file after its own class, and -j 2 extracts in worker processes. The rule (a folder's
+    label is its name's index in `classes`) and how it relates to mmpretrain's custom.py are in
+    test_data.py and datasets._class_folders."""
+    from visctl import render
+
+    root, truth, extra = partial_classes
+    classes = ["circle", "square", "triangle", "cross"]  # the demo config's classes
+    figures = []
+    real_scatter = render.scatter_figure
+    monkeypatch.setattr(render, "scatter_figure", lambda *a, **k: figures.append(real_scatter(*a, **k)) or figures[-1])
+    loads = record_loads(monkeypatch, tmp_path / "loads.txt")
+    result = invoke("tsne", DEMO_CFG, "--cfg-options", f"test_dataloader.dataset.data_root={root}", "--method", "pca",
+                    "-j", "2", "--batch-size", "4", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "unsorted" in result.stderr and "skipped" in result.stderr
+    out = tmp_path / "out"
+    # the CSV: one row per class image, its label the index in `classes`, its class the file's own
+    rows = list(csv.DictReader((out / "tsne_backbone_layer4.csv").read_text().splitlines()))
+    assert {Path(r["path"]) for r in rows} == set(truth)
+    for r in rows:
+        assert r["class"] == truth[Path(r["path"])] and int(r["label"]) == classes.index(r["class"])
+    # labels.json
+    saved = json.loads((out / "labels.json").read_text())
+    assert saved["classes"] == classes
+    assert all(saved["classes"][lab] == truth[Path(n)] for n, lab in zip(saved["names"], saved["labels"]))
+    # the HTML hover data: each point's class and file, and the legend
+    page = (out / "tsne_backbone_layer4.html").read_text()
+    points = re.findall(r'data-c="([^"]*)" data-n="([^"]*)"', page)
+    assert len(points) == len(truth) and all(c == truth[Path(html.unescape(n))] for c, n in points)
+    assert re.findall(r"</i>([^<]*)</span>", page) == ["square", "triangle", "cross"]
+    # the scatter: legend entries, and the class of the points each colour draws
+    (fig,) = figures
+    ax = fig.axes[0]
+    entries = {t.get_text(): h.get_color() for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+    assert list(entries) == ["square", "triangle", "cross"]
+    xy = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    for coll in ax.collections:
+        name = coll.get_label()
+        assert np.allclose(coll.get_facecolor()[0][:3], matplotlib.colors.to_rgb(entries[name]))
+        for x, y in coll.get_offsets():
+            (hit,) = np.flatnonzero(np.abs(xy - [x, y]).max(1) < 1e-5)
+            assert truth[Path(rows[hit]["path"])] == name
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(rows)
+    # -j 2: every embedded sample was loaded by a DataLoader worker, not by this process
+    by_worker = {i for i, pid, w in loads() if pid != os.getpid() and w >= 0}
+    assert set(saved["rows"]) <= by_worker

@@ -6,14 +6,12 @@ pipeline runs outside it, so browsing never deep-copies a dataset or its caches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from visctl.errors import ConfigError, InputError
-
-if TYPE_CHECKING:
-    pass
 
 # OpenMMLab dataset wrappers that hold the real dataset under `dataset`
 _WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "KFoldDataset", "ConcatDataset")
@@ -46,6 +44,12 @@ class Dataset:
     def name(self, index: int) -> str:
         """A stable name for sample ``index`` (its path, else its index)."""
         return f"{index:06d}"
+
+    def class_name(self, label: int | None) -> str | None:
+        """The name of class ``label`` (an index into ``classes``), or None when it has none."""
+        if label is None or not self.classes or not 0 <= label < len(self.classes):
+            return None
+        return self.classes[label]
 
     def labels(self) -> list[int]:
         """Every sample's label (-1 for none), without reading the images where the dataset knows them."""
@@ -92,15 +96,76 @@ class TorchvisionDataset(Dataset):
         return Sample(np.asarray(img.convert("RGB")), int(label), None)
 
 
+# What a CIFAR python batch may ask the unpickler for: numpy's array, dtype and scalar reconstruction (the
+# batches are a dict of bytes keys, a uint8 array and lists of ints and bytes, pickled by Python 2's cPickle),
+# plain builtin containers, and the two helpers a Python 3 re-pack uses (protocol 5 arrays: _frombuffer;
+# protocol 2 bytes: _codecs.encode, allowed with latin-1 only, below). Anything else — os.system,
+# subprocess, builtins.eval, ... — is what a crafted file needs to run code, and is refused.
+_CIFAR_GLOBALS = frozenset(
+    [(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")]
+    + [(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")]
+    + [("numpy", "ndarray"), ("numpy", "dtype")]
+    + [("builtins", n) for n in ("bytes", "bytearray", "dict", "list", "tuple", "set", "frozenset", "int",
+                                  "float", "str", "bool")])
+
+
+class _Refused(Exception):
+    """A global that a CIFAR batch never holds, asked for by the file being unpickled."""
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle of ``bytes`` calls it, and nothing else."""
+    if encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode(..., {encoding!r})")
+    return text.encode("latin-1")
+
+
+def load_cifar_pickle(path: Path) -> Any:
+    """Unpickle a CIFAR python batch (or meta file), allowing only what such files hold.
+
+    ``pickle.load`` would call whatever a crafted file names (``os.system``, ...); this unpickler resolves only
+    ``_CIFAR_GLOBALS`` and raises InputError, naming the file, for anything else.
+    """
+    import pickle
+
+    class CifarUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("_codecs", "encode"):
+                return _latin1_encode
+            if (module, name) not in _CIFAR_GLOBALS:
+                raise _Refused(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    hint = "use the python version of CIFAR (cifar-10-batches-py / cifar-100-python)"
+    try:
+        with open(path, "rb") as fh:
+            return CifarUnpickler(fh, encoding="bytes").load()
+    except _Refused as exc:
+        raise InputError(f"refusing to read {path}: it asks the unpickler for {exc}, which a CIFAR batch never "
+                         "holds", hint="CIFAR batches hold only numpy arrays, lists and bytes; this file may be "
+                         "crafted to run code: replace it with the original batch") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise InputError(f"{path} is not a CIFAR python batch ({type(exc).__name__}: {exc})", hint=hint) from None
+
+
+def _entry(batch: Any, key: str, path: Path) -> Any:
+    """``batch[key]`` under a bytes key (Python 2 pickles, read with encoding="bytes") or a str key (re-packs)."""
+    if isinstance(batch, dict):
+        for k in (key.encode(), key):
+            if k in batch:
+                return batch[k]
+    raise InputError(f"{path} is not a CIFAR python batch: it has no {key!r} entry",
+                     hint="use the python version of CIFAR (cifar-10-batches-py / cifar-100-python)")
+
+
 class CifarDataset(Dataset):
     """CIFAR-10/100 from the python-version batches on disk (the format torchvision and mmpretrain read).
 
-    Read directly, without torchvision's md5 check, so a subset or a re-packed copy works too.
+    Read directly, without torchvision's md5 check, so a subset or a re-packed copy works too; read with a
+    restricted unpickler (``load_cifar_pickle``), so a crafted batch cannot run code.
     """
 
     def __init__(self, root: Path, kind: str, train: bool, classes: list[str] | None) -> None:
-        import pickle
-
         import numpy as np
 
         folder = root / ("cifar-10-batches-py" if kind == "CIFAR10" else "cifar-100-python")
@@ -108,10 +173,10 @@ class CifarDataset(Dataset):
             folder = root
         if kind == "CIFAR10":
             names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-            meta, key, label_key = "batches.meta", "label_names", b"labels"
+            meta, key, label_key = "batches.meta", "label_names", "labels"
         else:
             names = ["train"] if train else ["test"]
-            meta, key, label_key = "meta", "fine_label_names", b"fine_labels"
+            meta, key, label_key = "meta", "fine_label_names", "fine_labels"
         present = [folder / n for n in names if (folder / n).is_file()]
         if not present:
             raise ConfigError(f"{kind} files are not under {root}",
@@ -120,16 +185,14 @@ class CifarDataset(Dataset):
         data: list[np.ndarray] = []
         labels: list[int] = []
         for path in present:
-            with open(path, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            data.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.extend(int(v) for v in batch[label_key])
+            batch = load_cifar_pickle(path)
+            data.append(np.asarray(_entry(batch, "data", path), np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.extend(int(v) for v in _entry(batch, label_key, path))
         self.images = np.concatenate(data)
         self._labels = labels
         if classes is None and (folder / meta).is_file():
-            with open(folder / meta, "rb") as fh:
-                classes = [n.decode() if isinstance(n, bytes) else n
-                           for n in pickle.load(fh, encoding="bytes")[key.encode()]]
+            classes = [n.decode() if isinstance(n, bytes) else str(n)
+                       for n in _entry(load_cifar_pickle(folder / meta), key, folder / meta)]
         self.classes = classes
 
     def __len__(self) -> int:
@@ -149,33 +212,111 @@ def _unwrap(cfg: dict) -> dict:
     return cfg
 
 
-def _class_folders(folder: Path, classes: list[str] | None = None
+def _config_classes(cfg: dict) -> list[str] | None:
+    """The class names of a dataset dict: ``metainfo.classes`` over ``classes``; a str is a file, one a line.
+
+    As mmpretrain's ``BaseDataset._compat_classes`` (mmpretrain/datasets/base_dataset.py, commit 0979e78):
+    ``classes`` as a str is read with ``mmengine.list_from_file``, and
+    ``metainfo = {'classes': tuple(class_names), **metainfo}`` lets ``metainfo['classes']`` win.
+    """
+    meta = cfg.get("metainfo")
+    value = meta.get("classes") if isinstance(meta, dict) and meta.get("classes") else cfg.get("classes")
+    if not value:
+        return None
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise InputError(f"classes file not found: {path}",
+                             hint="classes is a list of names, or a text file with one name a line")
+        return [line.rstrip("\r\n") for line in path.read_text().splitlines()]
+    return [str(c) for c in value]
+
+
+def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str], None]
                    ) -> tuple[list[tuple[Path, int | None]], list[str] | None]:
+    """The labelled images of class folders under ``folder`` and the class names their labels index.
+
+    Without ``classes``, mmpretrain's rule (mmpretrain/datasets/custom.py, commit 0979e78): ``find_folders``
+    sorts the sub-folder names and numbers them in that order (``folders.sort(); folder_to_idx =
+    {folders[i]: i ...}``), and ``get_samples`` walks ``sorted(folder_to_idx)`` then each folder's files
+    sorted, labelling each ``folder_to_idx[folder_name]``.
+
+    With ``classes``, a folder's label is the index of its name in ``classes``, so that name and image always
+    agree. mmpretrain keeps the sorted-folder numbering here and only asserts, in
+    ``CustomDataset._find_samples``, ``len(self.CLASSES) == len(classes)`` ("The number of subfolders ...
+    doesn't match the number of specified classes"): a val split without one class is refused there, and a
+    class list in another order than the sorted folders silently gives images another class's name.
+    Numbering by name accepts a missing class folder and never misnames; a folder not in ``classes`` is
+    listed in a warning and its images are skipped. Only when no folder is named after a class (ImageNet's
+    wnid folders under human-readable class names) is mmpretrain's positional rule used, with its check that
+    there is one folder per class, as a clear error.
+    """
     from visctl.images import is_image_path
 
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
-    if subdirs and classes:  # the config's class order decides the labels, as in mmpretrain
-        subdirs = [folder / c for c in classes if (folder / c).is_dir()]
-    if subdirs:
-        classes = [d.name for d in subdirs]
-        files: list[tuple[Path, int | None]] = [
-            (p, i) for i, d in enumerate(subdirs) for p in sorted(d.rglob("*")) if p.is_file() and is_image_path(p)]
-        if files:
-            return files, classes
-    plain: list[tuple[Path, int | None]] = [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)]
-    return plain, None
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not subdirs:
+        return [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)], None
+    if classes is None:
+        folder_to_idx = {d: i for i, d in enumerate(subdirs)}
+        classes = subdirs
+    else:
+        index: dict[str, int] = {}
+        for i, c in enumerate(classes):
+            index.setdefault(c, i)
+        named = [d for d in subdirs if d in index]
+        if named:
+            folder_to_idx = {d: index[d] for d in named}
+            extra = [d for d in subdirs if d not in index]
+            if extra:
+                warn(f"{folder}: {len(extra)} folder(s) not among the config's {len(classes)} classes, their "
+                     f"images skipped: {', '.join(extra)}")
+        elif len(subdirs) == len(classes):  # folders named otherwise (wnids): mmpretrain's positional rule
+            folder_to_idx = {d: i for i, d in enumerate(subdirs)}
+        else:
+            raise InputError(f"the {len(subdirs)} folders under {folder} ({', '.join(subdirs[:5])}"
+                             f"{', ...' if len(subdirs) > 5 else ''}) are not named after the config's "
+                             f"{len(classes)} classes, and their number differs",
+                             hint="name each class folder after its class in `classes`, or give one folder per "
+                             "class (sorted folder names take the classes in order, as in mmpretrain)")
+    files: list[tuple[Path, int | None]] = []
+    empty = []
+    for d in sorted(folder_to_idx):
+        # sorted relative paths as strings, as get_samples sorts list_dir_or_file's names
+        found = sorted((p.relative_to(folder / d).as_posix(), p) for p in (folder / d).rglob("*")
+                       if p.is_file() and is_image_path(p))
+        files.extend((p, folder_to_idx[d]) for _, p in found)
+        if not found:
+            empty.append(d)
+    if empty and files:  # as get_samples' empty_folders and the warning _find_samples logs
+        warn(f"{folder}: no image in the class folder(s) {', '.join(empty)}")
+    if not files:  # class folders without images: the images beside them, unlabelled
+        return [(p, None) for p in sorted(folder.iterdir()) if p.is_file() and is_image_path(p)], None
+    return files, classes
 
 
-def build_dataset(cfg: dict, phase: str = "train") -> Dataset:
+def _python_warning(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
+
+
+def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] | None = None) -> Dataset:
     """Build the dataset of a ``<phase>_dataloader.dataset`` dict without downloading anything.
 
     Understood: ImageFolder (root), mmpretrain's CustomDataset / ImageNet (data_root, data_prefix, ann_file
     with ``path label`` lines, or class folders), a plain folder or list (ImageList: root, files), CIFAR10 /
-    CIFAR100 from local files, and FakeData.
+    CIFAR100 from local files, and FakeData. Labels index the config's ``classes`` (``metainfo.classes``,
+    ``classes``): see ``_class_folders`` for class folders.
+
+    Args:
+        cfg: the dataset dict.
+        phase: train, val or test (ImageNet's default folder, CIFAR's split).
+        warn: called with each warning (skipped folders, empty class folders); ``warnings.warn`` by default.
     """
+    warn = warn or _python_warning
     cfg = _unwrap(cfg)
     kind = str(cfg.get("type", "")).split(".")[-1]
-    classes = list(cfg["classes"]) if cfg.get("classes") else None
+    classes = _config_classes(cfg)
     if kind in ("CIFAR10", "CIFAR100"):
         root = Path(str(cfg.get("root") or cfg.get("data_root") or cfg.get("data_prefix") or "."))
         train = cfg.get("train", cfg.get("split", phase) == "train" and not cfg.get("test_mode", False))
@@ -214,15 +355,21 @@ def build_dataset(cfg: dict, phase: str = "train") -> Dataset:
                 label = int(parts[1]) if len(parts) == 2 and parts[1].lstrip("-").isdigit() else None
                 name = parts[0] if label is not None else line.strip()
                 files.append((folder / name, label))
+            # mmpretrain's load_data_list: `'gt_label': int(gt_label)`, an index into the classes as written
+            named = len(classes) if classes else 0
+            unnamed = sorted({lab for _, lab in files if lab is not None and not 0 <= lab < named})
+            if classes and unnamed:
+                warn(f"{ann_path}: label(s) {', '.join(map(str, unnamed[:10]))} have no name among the "
+                     f"{len(classes)} classes")
             return FileDataset(files, classes)
         if not folder.is_dir():
             raise InputError(f"dataset folder not found: {folder}",
                              hint="set data_root (and data_prefix) in the config, or --cfg-options "
                              f"{phase}_dataloader.dataset.data_root=PATH")
-        files, found = _class_folders(folder, classes)
+        files, found = _class_folders(folder, classes, warn)
         if not files:
             raise InputError(f"no images under {folder}", hint="expected class folders or image files")
-        return FileDataset(files, classes or found)
+        return FileDataset(files, found if found is not None else classes)
     raise ConfigError(f"dataset type {kind!r} is not understood",
                       hint="use ImageFolder, CustomDataset, ImageNet (local folders), ImageList, CIFAR10/100 "
                       "(local files) or FakeData")
@@ -240,7 +387,7 @@ def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
     ds = _unwrap(dict(ds))
     top = cfg_get(cfg, "classes") or cfg_get(cfg, "dataset_meta.classes")
     if top and not ds.get("classes"):  # the model's class order names the dataset's labels
-        ds["classes"] = list(top)
+        ds["classes"] = top if isinstance(top, str) else list(top)
     pipeline = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline") or []
     return ds, [dict(s) for s in pipeline]
 
@@ -291,7 +438,8 @@ def iterate(samples: PipelineSamples, indices: list[int], num_workers: int = 0, 
     """Yield processed samples in order, through a DataLoader with ``num_workers`` workers."""
     from torch.utils.data import DataLoader, Subset
 
-    loader: DataLoader = DataLoader(Subset(samples, indices),  # type: ignore[arg-type]  # any map-style object batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=keep_list, shuffle=False)
+    loader: DataLoader = DataLoader(Subset(samples, indices),  # type: ignore[arg-type]  # any map-style object
+                                    batch_size=batch_size, num_workers=num_workers, collate_fn=keep_list,
+                                    shuffle=False)
     for batch in loader:
         yield from batch

@@ -270,7 +270,8 @@ def scatter_figure(coords: np.ndarray, labels: np.ndarray, names: list[str], tit
     ax = fig.add_subplot()
     for c in present:
         pts = coords[labels == c]
-        ax.scatter(pts[:, 0], pts[:, 1], s=marker_size, color=colors[c], alpha=0.85, linewidths=0)
+        ax.scatter(pts[:, 0], pts[:, 1], s=marker_size, color=colors[c], alpha=0.85, linewidths=0,
+                   label=names[c] if 0 <= c < len(names) else str(c))
     if thumbnails:
         zoom = 24 / max(max(t.shape[:2]) for t in thumbnails)
         for (x, y), img, c in zip(coords, thumbnails, labels):

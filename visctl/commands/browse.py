@@ -50,7 +50,7 @@ def browse(
 
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
-        dataset = datasets.build_dataset(ds_cfg, phase.value)
+        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn)
         samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=tuple(SKIP))
         count = len(dataset) if number < 0 else min(number, len(dataset))
         writer = ctx.open_writer(dict(config=config_file, phase=phase.value, number=count, rows=rows, cols=cols,
@@ -76,15 +76,14 @@ def browse(
                     ctx.skip(item["name"], item["error"])
                     continue
                 label = item["label"]
-                text = "no label" if label is None else (
-                    f"{label}: {dataset.classes[label]}" if dataset.classes and label < len(dataset.classes)
-                    else str(label))
+                name = dataset.class_name(label)
+                text = "no label" if label is None else f"{label}: {name}" if name is not None else str(label)
                 views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(item["views"], item["masks"])]
                 strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
-                cells.append(render.caption(strip, f"#{item['index']} {text}" +
-                                            (f" ({len(views)} views)" if len(views) > 1 else "")))
-                writer.add_input(item["name"], label=label, views=len(views),
-                                 shape=list(item["views"][0].shape[:2]))
+                text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
+                cells.append(render.caption(strip, text))
+                writer.add_input(item["name"], label=label, class_name=name, caption=text, page=pages,
+                                 views=len(views), shape=list(item["views"][0].shape[:2]))
                 if len(cells) == per_page:
                     flush()
         flush()

@@ -72,7 +72,7 @@ def pipeline(
 
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
-        dataset = datasets.build_dataset(ds_cfg, phase.value)
+        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn)
         skip = tuple(skip_type if skip_type is not None else SKIP)
         samples = datasets.PipelineSamples(dataset, steps, seed=seed, record=mode is Mode.pipeline, skip_types=skip)
         count = len(dataset) if number < 0 else min(number, len(dataset))
@@ -88,16 +88,12 @@ def pipeline(
                 if item["error"]:
                     ctx.skip(name, item["error"])
                     continue
-                label = _label(item["label"], dataset.classes)
+                class_name = dataset.class_name(item["label"])
+                label = ("no label" if item["label"] is None else f"label {item['label']}" +
+                         (f": {class_name}" if class_name is not None else ""))
                 figure = render.pipeline_figure(item, mode.value, label, adaptive, min_edge_length,
                                                 max_edge_length, bgr2rgb)
                 writer.save_image(f"{stems[Path(name)]}_{mode.value}.png", figure,
                                   caption=f"{Path(name).name}: {label}", input=name)
-                writer.add_input(name, label=item["label"], views=len(item["views"]))
+                writer.add_input(name, label=item["label"], class_name=class_name, views=len(item["views"]))
         ctx.finish()
-
-
-def _label(label: int | None, classes: list[str] | None) -> str:
-    if label is None:
-        return "no label"
-    return f"label {label}: {classes[label]}" if classes and 0 <= label < len(classes) else f"label {label}"

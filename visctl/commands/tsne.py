@@ -127,7 +127,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     if ds_cfg is None:
         raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
                           hint="add one, or pick another --phase")
-    dataset = datasets.build_dataset(ds_cfg, used_phase)
+    dataset = datasets.build_dataset(ds_cfg, used_phase, warn=ctx.warn)
     steps = steps or mi.steps
     labels_all = dataset.labels()
     indices = embedding.sample_indices(labels_all, class_idx, max_num_class, per_class, seed)
