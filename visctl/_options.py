@@ -50,3 +50,7 @@ Backend = Annotated[Optional[str], typer.Option(
     "--backend", help="Also log the images to an mmengine vis backend: local, tensorboard or wandb (offline "
     "unless wandb is configured).", rich_help_panel="Output",
     autocompletion=lambda incomplete: [b for b in ("local", "tensorboard", "wandb") if b.startswith(incomplete)])]
+UnsafeLoadCheckpoint = Annotated[bool, typer.Option(
+    "--unsafe-load-checkpoint",
+    help="Load a checkpoint that safe (weights-only) loading refuses with a full pickle load, which runs any "
+    "code the file contains: only for files you trust.", rich_help_panel="Model")]

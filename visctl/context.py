@@ -65,7 +65,7 @@ class RunContext:
     def __init__(self, command: str, *, out_dir: Path | None = None, device: str = "auto",
                  threads: int | None = None, quiet: bool = False, json_out: bool = False, debug: bool = False,
                  seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None,
-                 show: bool = False) -> None:
+                 show: bool = False, unsafe_load_checkpoint: bool = False) -> None:
         self.command = command
         self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
@@ -78,6 +78,8 @@ class RunContext:
         self.cfg_options = cfg_options or []
         self.backend = backend
         self.show = show
+        self.unsafe_load_checkpoint = unsafe_load_checkpoint
+        self.notes: list[str] = []  # remarks for the manifest, also those made before the writer opens
         self.show_interval: float | None = None  # seconds per output, or keys only
         self.writer: OutputWriter | None = None
         self.started = time.time()
@@ -148,6 +150,8 @@ class RunContext:
     def open_writer(self, params: dict[str, Any], out_dir: Path | None = None) -> OutputWriter:
         """Start the run's output directory and manifest."""
         self.writer = OutputWriter(out_dir or self.out_dir, self.command, params, started=self.started)
+        for note in self.notes:
+            self.writer.note(note)
         return self.writer
 
     def skip(self, path: Any, message: str) -> None:
@@ -163,7 +167,14 @@ class RunContext:
 
     def log(self, message: str) -> None:
         """A progress or info line on stderr (silent with --quiet / --json)."""
-        self.console.print(message, markup=False)
+        self.console.print(message, markup=False, soft_wrap=True)  # one line, whatever the width
+
+    def note(self, message: str) -> None:
+        """A remark about the run (a checkpoint summary, a chosen default): on stderr and in the manifest's notes."""
+        self.log(message)
+        self.notes.append(message)
+        if self.writer is not None:
+            self.writer.note(message)
 
     def warn(self, message: str) -> None:
         """A warning on stderr (shown even with --quiet)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,31 +146,232 @@ def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
         return MODELS.build(dict(model_cfg))
 
 
-def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None,
-                    min_match: float = 0.5) -> dict[str, Any]:
-    """Load a checkpoint through mmengine's loader; return a summary of how well it matched.
+class _TrainingLog:
+    """What mmengine's ``HistoryBuffer`` (the training log in ``message_hub``) becomes in a safe load: inert data.
 
-    Accepts raw state dicts and ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers, applies
-    ``revise_keys`` (``[(regex, replacement), ...]``), and raises :class:`ModelError` when fewer than
-    ``min_match`` of the model's tensors are found in the checkpoint (a silently random model is worse
-    than an error).
+    The real class's ``__setstate__`` writes the file's ``statistics_methods`` into a registry shared by the
+    whole process; visctl keeps only the weights, so the log is kept as a plain dict.
+    """
+
+    state: dict
+
+    def __setstate__(self, state: dict) -> None:
+        self.state = state
+
+
+# HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, 'min'); see __getstate__ in
+# mmengine/logging/history_buffer.py
+_TRAINING_LOG_METHODS = frozenset({"min", "max", "mean", "current"})
+
+
+def _checkpoint_getattr(obj: Any, name: str) -> Any:
+    """``builtins.getattr`` as a safe load sees it: only HistoryBuffer's statistics methods.
+
+    A general getattr in a pickle reaches any attribute of any allowed object (``__init__.__globals__``,
+    ``__builtins__``, ``eval``), which is as good as running code.
+    """
+    import pickle
+
+    if obj is _TrainingLog and name in _TRAINING_LOG_METHODS:
+        return f"HistoryBuffer.{name}"
+    owner = getattr(obj, "__qualname__", type(obj).__name__)
+    raise pickle.UnpicklingError(f"getattr({owner}, {name!r}) is not allowed")
+
+
+def _safe_globals() -> list[tuple[Any, str]]:
+    """The data classes mmengine and numpy put in checkpoints, as ``(object, 'module.name')`` for torch's allow-list.
+
+    Each one builds data from data (bytes, numbers, dicts) and calls nothing the file names; torch itself
+    already allows ``collections.OrderedDict``/``Counter``, ``_codecs.encode``, tensors and storages.
+    """
+    import numpy as np
+    from mmengine.config import ConfigDict
+
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    allowed: list[tuple[Any, str]] = [(np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype")]
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2 and numpy 1 pickles
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
+    scalars = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64, np.longdouble, np.complex64, np.complex128, np.str_, np.bytes_)
+    for t in scalars:  # the scalar types themselves (meta['dtype'] = np.float32)
+        allowed.append((t, f"numpy.{t.__name__}"))
+    allowed.append((np.bool_, "numpy.bool_"))  # numpy 1 spells it bool_, numpy 2 bool
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype, e.g. numpy.dtypes.Float64DType
+    for name in dir(dtypes) if dtypes is not None else ():
+        cls = getattr(dtypes, name)
+        if isinstance(cls, type) and issubclass(cls, np.dtype):
+            allowed.append((cls, f"numpy.dtypes.{name}"))
+    allowed += [
+        # a dataset's metainfo from a config (meta['dataset_meta']): built from a plain dict
+        (ConfigDict, "mmengine.config.config.ConfigDict"),
+        (_TrainingLog, "mmengine.logging.history_buffer.HistoryBuffer"),
+        (_checkpoint_getattr, "builtins.getattr"),
+    ]
+    return allowed
+
+
+@contextmanager
+def _torch_load_mode(weights_only: bool) -> Iterator[None]:
+    """Every ``torch.load`` inside gets ``weights_only`` (and the allow-list when true), then all is put back.
+
+    mmengine's loaders call ``torch.load`` without ``weights_only`` (so the result would depend on the torch
+    version and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD), and for http(s):// and torchvision:// they go through
+    ``torch.hub.load_state_dict_from_url``, whose default is ``weights_only=False``. Like torch's own
+    ``safe_globals``, the change is process-wide while it lasts.
+    """
+    import torch
+
+    original = torch.load
+
+    @functools.wraps(original)
+    def load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = weights_only
+        return original(*args, **kwargs)
+
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5; older ones refuse numpy & co.
+    scope = allow(_safe_globals()) if weights_only and allow is not None else contextlib.nullcontext()
+    torch.load = load  # type: ignore[assignment]
+    try:
+        with scope:
+            yield
+    finally:
+        torch.load = original  # type: ignore[assignment]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REFUSED = (re.compile(r"GLOBAL (\S+) was not an allowed global"),  # torch >= 2.4
+            re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked"),
+            re.compile(r"Unsupported class (\S+)"),  # torch < 2.4
+            re.compile(r"(getattr\(.*?\)) is not allowed"))
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one plain line: no ANSI codes, torch's advice cut, the exception type when it says nothing."""
+    text = _ANSI.sub("", str(exc))
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = line if len(line) <= 300 else line[:297] + "..."
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _check_local_file(path: str) -> None:
+    """Name what is wrong with a local file before torch does it in many lines (empty, cut off, not torch's)."""
+    import zipfile
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelError(f"checkpoint not found: {path}", hint="check the path, or leave it out to use "
+                         "the config's load_from (or random weights)")
+    size = file.stat().st_size
+    if size == 0:
+        raise ModelError(f"checkpoint {path} is empty (0 bytes)",
+                         hint="its save or download did not finish: save or download it again")
+    with file.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK"):  # torch.save's zip format (torch >= 1.6)
+        if not zipfile.is_zipfile(file):
+            raise ModelError(f"checkpoint {path} is cut off: its zip archive has no end ({size} bytes)",
+                             hint="its save or download did not finish: save or download it again")
+        return
+    if head.startswith(b"\x80"):  # a plain pickle: the legacy torch format (torch < 1.6)
+        return
+    if len(head) >= 9 and head[8:9] == b"{":
+        raise ModelError(f"checkpoint {path} is a safetensors file, which visctl does not read",
+                         hint="convert it: torch.save(safetensors.torch.load_file(path), 'weights.pth')")
+    import tarfile
+
+    if tarfile.is_tarfile(file):  # the oldest torch format
+        return
+    raise ModelError(f"checkpoint {path} is not a PyTorch checkpoint (it starts with {head[:8]!r})",
+                     hint="pass a file written by torch.save (.pth/.pt)")
+
+
+def read_checkpoint(path: str, unsafe: bool = False) -> tuple[Any, bool]:
+    """Read a checkpoint through mmengine's loader (local path, ``http(s)://``, ``torchvision://``), safely.
+
+    The file is unpickled with ``weights_only=True`` plus an allow-list of the data classes mmengine and
+    numpy put in checkpoints (numpy scalars, arrays and dtypes, ``ConfigDict``, the ``HistoryBuffer`` log),
+    so the ``epoch_N.pth`` files mmengine's ``CheckpointHook`` writes load as they are. Anything else is a
+    :class:`ModelError` naming the refused global, unless ``unsafe`` allows a full pickle load, which runs
+    whatever code the file contains.
 
     Returns:
-        ``{'path', 'loaded', 'total', 'missing', 'unexpected', 'mismatched'}``.
+        The checkpoint object, and whether the full (unsafe) pickle load was needed.
     """
+    import pickle
+    import sys
+
     from mmengine.runner.checkpoint import _load_checkpoint
 
     if "://" not in path:
-        from pathlib import Path
+        _check_local_file(path)
 
-        if not Path(path).is_file():
-            raise ModelError(f"checkpoint not found: {path}", hint="check the path, or leave it out to use "
-                             "the config's load_from (or random weights)")
+    def load(weights_only: bool) -> Any:
+        # torch.hub prints "Downloading: ..." on stdout, which carries only results (--json)
+        with _torch_load_mode(weights_only), contextlib.redirect_stdout(sys.stderr):
+            return _load_checkpoint(path, map_location="cpu", logger="silent")
+
     try:
-        ckpt = _load_checkpoint(path, map_location="cpu", logger="silent")
+        return load(True), False
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise _unreadable(path, exc) from exc
+        refused = next((m.group(1) for r in _REFUSED if (m := r.search(_ANSI.sub("", str(exc))))), None)
+        if refused and "." not in refused and "(" not in refused:
+            refused = f"builtins.{refused}"  # torch drops the module of builtins: 'GLOBAL exec'
+        if not unsafe:
+            import torch
+
+            what = f"{refused}, which" if refused else "an object that"
+            old = "" if hasattr(torch.serialization, "safe_globals") else "; torch >= 2.5 reads numpy and mmengine data safely"
+            raise ModelError(
+                f"checkpoint {path} needs {what} safe loading refuses: unpickling it could run code",
+                hint="only if you trust the file: add --unsafe-load-checkpoint (a full pickle load runs any code "
+                f"in the file){old}") from exc
+    except ModelError:
+        raise
     except Exception as exc:  # torch.load raises many kinds
-        raise ModelError(f"cannot read checkpoint {path}: {exc}",
-                         hint="is it a PyTorch checkpoint (.pth/.pt)?") from exc
+        raise _unreadable(path, exc) from exc
+    try:
+        return load(False), True
+    except ModuleNotFoundError as exc:
+        raise ModelError(f"cannot read checkpoint {path}: it pickles objects of {exc.name!r}, which is not installed",
+                         hint=f"install the package that provides {exc.name}") from exc
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: str, exc: BaseException) -> ModelError:
+    if isinstance(exc, EOFError):
+        return ModelError(f"checkpoint {path} ends early ({_one_line(exc)})",
+                          hint="its save or download did not finish: save or download it again")
+    if "PytorchStreamReader" in str(exc) or "corrupted" in str(exc):
+        return ModelError(f"checkpoint {path} is damaged ({_one_line(exc)})",
+                          hint="its save or download did not finish, or the file was changed: get it again")
+    if isinstance(exc, (IndexError, KeyError, ValueError)) or "Weights only load failed" in str(exc):
+        return ModelError(f"checkpoint {path} cannot be unpickled ({_one_line(exc)})",
+                          hint="it is damaged, or it was not written by torch.save")
+    return ModelError(f"cannot read checkpoint {path}: {_one_line(exc)}", hint="--debug shows the traceback")
+
+
+def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None,
+                    min_match: float = 0.5, unsafe: bool = False) -> dict[str, Any]:
+    """Load a checkpoint into ``model`` (see :func:`read_checkpoint`); return a summary of how well it matched.
+
+    Takes the weights from ``state_dict`` (mmengine training checkpoints), ``model``, ``model_state_dict``
+    or ``module`` wrappers, or a raw state dict; applies ``revise_keys`` (``[(regex, replacement), ...]``),
+    and raises :class:`ModelError` when fewer than ``min_match`` of the model's tensors are found in the
+    checkpoint (a silently random model is worse than an error).
+
+    Returns:
+        ``{'path', 'loaded', 'total', 'missing', 'unexpected', 'mismatched', 'unsafe'}``.
+    """
+    ckpt, used_unsafe = read_checkpoint(path, unsafe)
     state = ckpt
     if isinstance(ckpt, dict):
         for key in ("state_dict", "model", "model_state_dict", "module"):
@@ -175,7 +379,8 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
                 state = ckpt[key]
                 break
     if not isinstance(state, dict):
-        raise ModelError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+        raise ModelError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict",
+                         hint="save model.state_dict() rather than the model object")
     rules = list(revise_keys or []) + [(r"^module\.", "")]
     revised = {}
     for key, value in state.items():
@@ -188,7 +393,7 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
     missing = [k for k in own if k not in fitting]
     unexpected = [k for k in revised if k not in own]
     summary = dict(path=path, loaded=len(fitting), total=len(own), missing=missing, unexpected=unexpected,
-                   mismatched=mismatched)
+                   mismatched=mismatched, unsafe=used_unsafe)
     if len(own) and len(fitting) / len(own) < min_match:
         example = f" (e.g. checkpoint key {unexpected[0]!r}, model key {missing[0]!r})" if unexpected and missing else ""
         raise ModelError(
@@ -200,7 +405,7 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
 
 
 def checkpoint_note(summary: dict[str, Any], verbose: bool = False) -> str:
-    """One line on a checkpoint load (every key with ``verbose``)."""
+    """The one-line summary of a checkpoint load: matched, missing and unexpected keys (every key with ``verbose``)."""
     line = f"checkpoint {summary['path']}: loaded {summary['loaded']}/{summary['total']} tensors"
     parts = []
     for key in ("missing", "unexpected", "mismatched"):
@@ -209,7 +414,11 @@ def checkpoint_note(summary: dict[str, Any], verbose: bool = False) -> str:
             shown = keys if verbose else keys[:3]
             more = "" if verbose or len(keys) <= 3 else f", +{len(keys) - 3} more"
             parts.append(f"{len(keys)} {key} ({', '.join(shown)}{more})")
-    return line + ("; " + "; ".join(parts) if parts else "")
+        elif key != "mismatched":
+            parts.append(f"0 {key}")
+    if summary.get("unsafe"):
+        parts.append("read by a full pickle load (--unsafe-load-checkpoint)")
+    return line + "; " + "; ".join(parts)
 
 
 _INDEX = re.compile(r"\[(-?\d+)\]")
@@ -332,11 +541,15 @@ def config_dirs(cfg: Any) -> list[Path]:
     return ([Path(filename).resolve().parent] if filename else []) + [Path.cwd()]
 
 
-def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu") -> tuple[nn.Module, dict[str, Any] | None]:
-    """Build the config's model in eval mode on ``device`` and load ``checkpoint`` (else ``load_from``)."""
+def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu",
+               unsafe: bool = False) -> tuple[nn.Module, dict[str, Any] | None]:
+    """Build the config's model in eval mode on ``device`` and load ``checkpoint`` (else ``load_from``).
+
+    ``unsafe`` allows a full pickle load of a checkpoint that safe loading refuses (see :func:`read_checkpoint`).
+    """
     model = build_model(dict(cfg.get("model") or {}), cfg.get("default_scope"), config_dirs(cfg))
     checkpoint = checkpoint or cfg.get("load_from")
     summary = None
     if checkpoint:
-        summary = load_checkpoint(model, str(checkpoint), cfg.get("checkpoint_revise_keys"))
+        summary = load_checkpoint(model, str(checkpoint), cfg.get("checkpoint_revise_keys"), unsafe=unsafe)
     return model.to(device).eval(), summary

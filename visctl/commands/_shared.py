@@ -32,7 +32,7 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     """Split ``IMG... CONFIG [CHECKPOINT]``, load the config and the model, and prepare one example."""
     import numpy as np
 
-    from visctl import config, models, transforms
+    from visctl import config, transforms
     from visctl import images as imgs
     from visctl.errors import InputError
 
@@ -44,10 +44,8 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     assert cfg_spec is not None
     cfg = ctx.load_config(cfg_spec)
     ctx.setup_torch()
-    model, summary = models.load_model(cfg, checkpoint, ctx.device)
-    if summary:
-        ctx.log(models.checkpoint_note(summary, verbose=ctx.debug))
-    elif not (checkpoint or cfg.get("load_from")):
+    model, summary = load_model(ctx, cfg, checkpoint)
+    if not summary:
         ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
     from visctl.detection import is_torchvision_detector
 
@@ -75,6 +73,25 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
                        model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,
                        detector=detector)
+
+
+def load_model(ctx: RunContext, cfg: Any, checkpoint: str | None, label: str = "") -> tuple[Any, dict | None]:
+    """Build the config's model and load its checkpoint; the one place a load is summarised.
+
+    The summary line goes to stderr and the manifest's notes alike (``label`` before it, e.g. ``compare: ``);
+    ``--debug`` adds every key on stderr.
+    """
+    from visctl import models
+
+    model, summary = models.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
+    if summary:
+        if summary["unsafe"]:
+            ctx.warn(f"{summary['path']} was read by a full pickle load (--unsafe-load-checkpoint): "
+                     "any code it contains has run")
+        ctx.note(label + models.checkpoint_note(summary))
+        if ctx.debug and any(len(summary[k]) > 3 for k in ("missing", "unexpected", "mismatched")):
+            ctx.log(label + models.checkpoint_note(summary, verbose=True))
+    return model, summary
 
 
 def preview(ctx: RunContext, mi: ModelInputs) -> None:

@@ -53,6 +53,7 @@ def boxam(
     ratio_channels_to_ablate: Annotated[float, typer.Option("--ratio-channels-to-ablate", min=0.0, max=1.0)] = 1.0,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
+    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 4,
@@ -67,7 +68,8 @@ def boxam(
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
     with RunContext("boxam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
+                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
         _run(ctx, args, method=method, target_layers=target_layers, topk=topk, score_thr=score_thr,
              norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha, colormap=colormap,
              ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size)

@@ -63,6 +63,7 @@ def cam(
         rich_help_panel="Output")] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
+    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 16,
@@ -77,7 +78,8 @@ def cam(
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
     with RunContext("cam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
+                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
         _run(ctx, args, method=method, target_category=target_category or [], topk=topk,
                    target_layers=opt.split_list(target_layers), vit_like=vit_like,
                    num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
@@ -102,7 +104,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
          save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int) -> None:
     import time
 
-    from visctl import cams, config, models, output, render, transforms
+    from visctl import cams, config, output, render, transforms
 
     methods = cams.parse_method(method)
     colormap = render.check_colormap(colormap)
@@ -111,14 +113,14 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         preview(ctx, mi)
         raise typer.Exit(0)
     model, paths, cfg, steps, mean, std, rgb = mi.model, mi.paths, mi.cfg, mi.steps, mi.mean, mi.std, mi.rgb
-    cfg_spec, checkpoint, summary, example = mi.cfg_spec, mi.checkpoint, mi.summary, mi.example
+    cfg_spec, checkpoint, example = mi.cfg_spec, mi.checkpoint, mi.example
 
     setup = cams.plan(model, example, target_layers, vit_like, num_extra_tokens,
                       config.tool_option(cfg, "target_layers"))
     names = config.class_names(cfg)
     categories = cams.resolve_categories(target_category, names, setup.num_classes)
     for note in setup.notes:
-        ctx.log(note)
+        ctx.note(note)
     per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
     slots = len(categories) or topk
     passes = per_image * slots * (6 if aug_smooth else 1)
@@ -133,10 +135,6 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         topk=None if categories else topk, vit_like=setup.vit_like, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
         device=ctx.device, threads=ctx.threads, batch_size=batch_size),
         out_dir=(save_path.parent if single_file else save_path) or None)
-    for note in setup.notes:
-        writer.note(note)
-    if summary:
-        writer.note(models.checkpoint_note(summary))
     engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=batch_size,
                               ratio_channels_to_ablate=ratio_channels_to_ablate) for m in methods]
     stems = output.input_stems(paths)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.commands._shared import open_model, preview
+from visctl.commands._shared import load_model, open_model, preview
 from visctl.context import RunContext
 from visctl.featmaps import Normalize, Reduction
 
@@ -65,6 +65,7 @@ def featmap(
         "config's default_scope to it, as mmrazor's register_all_modules does.", show_default=False)] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
+    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 16,
@@ -79,7 +80,8 @@ def featmap(
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
     with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
+                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
         _run(ctx, args, target_layers=opt.split_list(target_layers), reduction=channel_reduction, topk=topk,
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
@@ -145,9 +147,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         if len(compare) > 2:
             raise VisctlError("--compare takes CONFIG2[,CHECKPOINT2]", hint=f"got {compare}")
         cfg_b = config.load_config(compare[0])  # --cfg-options are for model A's config
-        model_b, summary_b = models.load_model(cfg_b, compare[1] if len(compare) > 1 else None, ctx.device)
-        if summary_b:
-            ctx.log("compare: " + models.checkpoint_note(summary_b))
+        model_b, _ = load_model(ctx, cfg_b, compare[1] if len(compare) > 1 else None, label="compare: ")
         other = (model_b, {n: models.find_layer(model_b, n)[1] for n in names})
 
     writer = ctx.open_writer(dict(

@@ -36,6 +36,7 @@ def recon(
         "--norm-pix", "--norm_pix", help="The model predicts per-patch normalised pixels: un-normalise with the "
         "visible patches' statistics [default: the model's norm_pix_loss].")] = False,
     save_raw: opt.SaveRaw = False,
+    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 16,
@@ -50,7 +51,8 @@ def recon(
 ) -> None:
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
     with RunContext("recon", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
+                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
         _run(ctx, args, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
              norm_pix=norm_pix, save_raw=save_raw, batch_size=batch_size, seed=seed)
 

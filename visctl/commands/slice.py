@@ -41,6 +41,7 @@ def slice_(
                                              "tile, and merge.")] = False,
     max_side: Annotated[int, typer.Option("--max-side", min=256, help="Longest side of the saved pictures.")
                         ] = 4096,
+    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 8,
@@ -56,7 +57,8 @@ def slice_(
 ) -> None:
     """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
     with RunContext("slice", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
+                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
         if merge_metric not in ("iou", "ios"):
             from visctl.errors import VisctlError
 

@@ -55,6 +55,7 @@ def tsne(
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small images at their points.")] = False,
     title: Annotated[Optional[str], typer.Option("--title")] = None,
     num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, help="DataLoader workers.")] = 0,
+    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 32,
@@ -69,7 +70,8 @@ def tsne(
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
     with RunContext("tsne", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
+                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
         _run(ctx, config_file, checkpoint, phase=phase, target_layers=target_layers, all_stages=all_stages,
              pooling=pooling, num_extra_tokens=num_extra_tokens, max_num_class=max_num_class,
              per_class=max_num_samples_per_class, class_idx=class_idx, method=method, perplexity=perplexity,
