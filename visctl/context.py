@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -15,6 +16,9 @@ import typer
 
 from visctl.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, DeviceError, VisctlError, report
 from visctl.output import OutputWriter
+
+
+_LOGGER_IDS = itertools.count()  # one fresh MMLogger per run (mmengine keeps every instance by name)
 
 
 def default_threads() -> int:
@@ -84,8 +88,6 @@ class RunContext:
         self.writer: OutputWriter | None = None
         self.started = time.time()
         self._device: str | None = None
-        if debug:
-            os.environ["VISCTL_DEBUG"] = "1"
         from rich.console import Console
 
         self.console = Console(stderr=True, quiet=self.quiet, highlight=False)
@@ -102,13 +104,13 @@ class RunContext:
             try:
                 check_backend(self.backend)
             except VisctlError as err:
-                raise typer.Exit(report(err)) from None
+                raise typer.Exit(report(err, self.debug)) from None
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         sys.stdout = self._stdout
         if isinstance(exc, VisctlError):
-            raise typer.Exit(report(exc))
+            raise typer.Exit(report(exc, self.debug))
         if isinstance(exc, KeyboardInterrupt):
             if self.writer is not None:
                 self.writer.finish("interrupted")
@@ -123,7 +125,7 @@ class RunContext:
         from visctl.config import load_config
 
         # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless --debug
-        MMLogger.get_instance(f"visctl-{id(self)}", log_level="INFO" if self.debug else "WARNING")
+        MMLogger.get_instance(f"visctl-{next(_LOGGER_IDS)}", log_level="INFO" if self.debug else "WARNING")
         return load_config(spec, self.cfg_options)
 
     @property

@@ -61,13 +61,13 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
 
 
 def debug_enabled() -> bool:
-    """Whether tracebacks are wanted (``--debug`` sets ``VISCTL_DEBUG=1``)."""
+    """Whether tracebacks are wanted by the environment (``VISCTL_DEBUG=1``); ``--debug`` is passed to report."""
     return os.environ.get("VISCTL_DEBUG", "") not in ("", "0")
 
 
-def report(err: VisctlError) -> int:
+def report(err: VisctlError, debug: bool = False) -> int:
     """Print ``err`` once to stderr as ``error: ...`` / ``hint: ...`` and return the exit status."""
-    if debug_enabled():
+    if debug or debug_enabled():
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
     print(f"error: {err.message}", file=sys.stderr)
     if err.hint:
