@@ -159,19 +159,40 @@ def detect_layout(shape: tuple[int, ...], in_hw: tuple[int, int], vit_like: bool
                      hint="pick an earlier layer; --preview-model shows every layer's output shape")
 
 
-def make_reshape(layout: Layout) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The reshape_transform grad-cam applies to activations and gradients."""
-    if layout.kind == "nchw":
-        return None
-    if layout.kind == "nhwc":
-        return lambda t: t.permute(0, 3, 1, 2)
-    gh, gw = layout.grid  # type: ignore[misc]
-    e = layout.extra_tokens
+def make_reshape(layout: Layout, max_shape: tuple[int, int] | None = None
+                 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The reshape_transform grad-cam applies to activations and gradients.
 
-    def tokens(t: torch.Tensor) -> torch.Tensor:
-        # (N, L, C) -> drop extra tokens -> (N, gh, gw, C) -> (N, C, gh, gw)
-        return t[:, e:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
-    return tokens
+    ``max_shape`` (h, w) caps the map's size: a larger map is resized bilinearly to ``(min(H, h), min(W, w))``
+    before the CAM is computed, as mmyolo's boxam ``reshape_transform`` does (which also takes ``|x|``;
+    visctl keeps the sign, so gradients keep their meaning).
+    """
+    base: Callable[[torch.Tensor], torch.Tensor] | None = None
+    if layout.kind == "nhwc":
+        def nhwc(t: torch.Tensor) -> torch.Tensor:
+            return t.permute(0, 3, 1, 2)
+        base = nhwc
+    elif layout.kind == "tokens":
+        gh, gw = layout.grid  # type: ignore[misc]
+        e = layout.extra_tokens
+
+        def tokens(t: torch.Tensor) -> torch.Tensor:
+            # (N, L, C) -> drop extra tokens -> (N, gh, gw, C) -> (N, C, gh, gw)
+            return t[:, e:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
+        base = tokens
+    if max_shape is None:
+        return base
+    cap_h, cap_w = max_shape
+
+    def capped(t: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        t = base(t) if base is not None else t
+        size = (min(t.shape[2], cap_h), min(t.shape[3], cap_w))
+        if size == tuple(t.shape[2:]):
+            return t
+        return F.interpolate(t, size, mode="bilinear")  # mmyolo: interpolate(|feat|, max_shape, mode='bilinear')
+    return capped
 
 
 # ---- model probing and default layers ------------------------------------------------------------------
@@ -367,7 +388,8 @@ class CamEngine:
     """
 
     def __init__(self, model: nn.Module, method: Method, layer_names: list[str], layouts: list[Layout],
-                 batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False) -> None:
+                 batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False,
+                 max_shape: tuple[int, int] | None = None) -> None:
         from visctl.models import find_layer
 
         self.cls_name, self.grad_mode = METHODS[method]
@@ -382,6 +404,10 @@ class CamEngine:
         self.batch_size = batch_size
         self.ratio = ratio_channels_to_ablate
         self.detection = detection
+        if max_shape is not None and method is Method.ablationcam:
+            raise VisctlError(f"--max-shape cannot shrink the maps {method.value} perturbs: the model's next layer "
+                              "needs them at full size", hint="use it with a gradient method or eigencam")
+        self.max_shape = max_shape
 
     def __call__(self, batch: torch.Tensor, targets: list[Any], aug_smooth: bool = False,
                  eigen_smooth: bool = False) -> tuple[np.ndarray, torch.Tensor]:
@@ -402,7 +428,8 @@ class CamEngine:
             kwargs = dict(batch_size=self.batch_size, ratio_channels_to_ablate=self.ratio)
             if self.layout.kind == "tokens":
                 kwargs["ablation_layer"] = gc.AblationLayerVit()
-        cam = getattr(gc, self.cls_name)(wrapped, self.layers, reshape_transform=make_reshape(self.layout), **kwargs)
+        cam = getattr(gc, self.cls_name)(wrapped, self.layers, reshape_transform=make_reshape(self.layout, self.max_shape),
+                                           **kwargs)
         if self.method is Method.scorecam:
             cam.batch_size = self.batch_size
         try:

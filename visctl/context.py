@@ -17,7 +17,6 @@ import typer
 from visctl.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, DeviceError, VisctlError, report
 from visctl.output import OutputWriter
 
-
 _LOGGER_IDS = itertools.count()  # one fresh MMLogger per run (mmengine keeps every instance by name)
 
 

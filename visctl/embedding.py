@@ -30,6 +30,45 @@ class EmbedMethod(str, Enum):
     pca = "pca"
 
 
+class VisStage(str, Enum):
+    """mmpretrain's ``extract_feat`` stages (``--vis-stage``)."""
+
+    backbone = "backbone"
+    neck = "neck"
+    pre_logits = "pre_logits"
+
+
+def vis_stage_layer(model: Any, stage: VisStage, shape_of: Any, default: str) -> tuple[str, str, bool, str]:
+    """The layer of an mmpretrain stage: ``(label, module path, take its input, what was chosen and why)``.
+
+    ``backbone`` is the backbone's output (its last stage; ``default``, the last spatial stage, when the
+    model has no ``backbone`` or it returns several maps); ``neck`` the neck's output, or the backbone's
+    when there is none (as mmpretrain's ``extract_feat``); ``pre_logits`` the input of the head's last
+    linear layer, captured by a forward pre-hook.
+    """
+    from torch import nn
+
+    children = dict(model.named_children())
+    if stage is VisStage.pre_logits:
+        holder = children.get("head", model)
+        prefix = "head." if "head" in children else ""
+        linears = [n for n, m in holder.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise VisctlError("--vis-stage pre_logits: the model has no linear layer to take the input of",
+                              hint="use --vis-stage neck or backbone, or --target-layers")
+        name = prefix + linears[-1]
+        return "pre_logits", name, True, f"pre_logits: the input of {name} (the head's last linear layer)"
+    if stage is VisStage.neck:
+        if "neck" in children and shape_of("neck") is not None:
+            return "neck", "neck", False, "neck: the neck's output"
+        why = "the model has no neck: its backbone's output, as mmpretrain's extract_feat"
+    else:
+        why = "the backbone's output"
+    if "backbone" in children and isinstance(shape_of("backbone"), tuple):
+        return "backbone", "backbone", False, f"{stage.value}: {why}"
+    return default, default, False, f"{stage.value}: {why} (the last stage, {default})"
+
+
 def pool(t: torch.Tensor, mode: Pooling, extra_tokens: int = 1) -> torch.Tensor:
     """(N, C, H, W), channels-last, tokens (N, L, C) or vectors (N, C) -> (N, D).
 
@@ -98,11 +137,15 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
 
 def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0, n_iter: int = 1000,
           learning_rate: float | str = "auto", early_exaggeration: float = 12.0, metric: str = "euclidean",
-          seed: int = 0, threads: int = 1, warn: Any = None) -> tuple[np.ndarray, str]:
-    """Project features to 2-D; returns the coordinates and a description of what ran.
+          seed: int = 0, threads: int = 1, warn: Any = None, n_components: int = 2, init: str = "pca",
+          n_iter_without_progress: int | None = None) -> tuple[np.ndarray, str]:
+    """Project features to ``n_components`` dimensions; returns the coordinates and a description of what ran.
 
     t-SNE uses openTSNE with FFT gradients when installed (its "auto" would pick the slower Barnes-Hut
-    below 10,000 points), else scikit-learn after PCA to 50 dimensions. Every method is seeded.
+    below 10,000 points; FFT exists for 1 and 2 dimensions only, so more take Barnes-Hut), else
+    scikit-learn after PCA to 50 dimensions (Barnes-Hut below 4 dimensions, the exact method above).
+    ``init`` (pca or random) is the starting layout; ``n_iter_without_progress`` is scikit-learn's
+    early stop and has no openTSNE counterpart. Every method is seeded.
     """
     import numpy as np
 
@@ -110,13 +153,17 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
     n = len(x)
     if n < 2:
         raise VisctlError(f"{n} sample(s): an embedding needs at least 2", hint="raise --max-num-samples-per-class")
+    if n_components < 2:
+        raise VisctlError(f"--n-components {n_components}: the plot needs 2 dimensions", hint="use 2 or more")
+    if init not in ("pca", "random"):
+        raise VisctlError(f"--init {init!r}", hint="use pca or random")
     if method is EmbedMethod.pca or n < 4:
         from sklearn.decomposition import PCA
 
-        k = min(2, x.shape[1], n)
+        k = min(n_components, x.shape[1], n)
         out = PCA(n_components=k, random_state=seed).fit_transform(x)
-        if out.shape[1] < 2:
-            out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+        if out.shape[1] < n_components:  # fewer samples or feature dimensions than asked: zero columns
+            out = np.pad(out, ((0, 0), (0, n_components - out.shape[1])))
         return out, "PCA"
     if method is EmbedMethod.umap:
         try:
@@ -125,7 +172,8 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
             raise VisctlError("--method umap needs umap-learn", hint="pip install umap-learn") from exc
         if warn:
             warn("umap: the first call in a process spends ~30 s compiling (numba)")
-        reducer = umap.UMAP(n_components=2, metric=metric, random_state=seed, n_neighbors=min(15, n - 1))
+        reducer = umap.UMAP(n_components=n_components, metric=metric, random_state=seed, n_neighbors=min(15, n - 1),
+                            init="pca" if init == "pca" else "random")
         return reducer.fit_transform(x), "UMAP (umap-learn)"
     if perplexity * 3 >= n:
         perplexity = max(1.0, (n - 1) / 3.0)
@@ -136,20 +184,27 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
     except ImportError:
         openTSNE = None
     if openTSNE is not None:
+        if n_iter_without_progress is not None and warn:
+            warn("--n-iter-without-progress does not apply to openTSNE (it runs every iteration); it is "
+                 "scikit-learn's early stop, used when openTSNE is not installed")
         early = min(250, max(1, n_iter // 4))
-        tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, learning_rate=learning_rate,
+        gradient = "fft" if n_components <= 2 else "bh"  # openTSNE's FFT gradients exist for 1-2 dimensions only
+        tsne = openTSNE.TSNE(n_components=n_components, perplexity=perplexity, learning_rate=learning_rate,
                              early_exaggeration=early_exaggeration, early_exaggeration_iter=early,
-                             n_iter=max(1, n_iter - early), metric=metric, negative_gradient_method="fft",
-                             random_state=seed, n_jobs=threads)
-        return np.asarray(tsne.fit(x)), f"t-SNE (openTSNE {openTSNE.__version__}, FFT)"
+                             n_iter=max(1, n_iter - early), metric=metric, negative_gradient_method=gradient,
+                             initialization=init, random_state=seed, n_jobs=threads)
+        return np.asarray(tsne.fit(x)), f"t-SNE (openTSNE {openTSNE.__version__}, {gradient.upper()})"
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
     if x.shape[1] > 50 and n > 50:
         x = PCA(n_components=50, random_state=seed).fit_transform(x)
-    kwargs: dict[str, Any] = dict(n_components=2, perplexity=perplexity, early_exaggeration=early_exaggeration,
-                                  learning_rate=learning_rate, metric=metric, init="pca", random_state=seed,
-                                  n_jobs=threads)
+    kwargs: dict[str, Any] = dict(n_components=n_components, perplexity=perplexity,
+                                  early_exaggeration=early_exaggeration, learning_rate=learning_rate, metric=metric,
+                                  init=init, random_state=seed, n_jobs=threads,
+                                  method="barnes_hut" if n_components < 4 else "exact")  # Barnes-Hut: < 4 dims
+    if n_iter_without_progress is not None:
+        kwargs["n_iter_without_progress"] = n_iter_without_progress
     # scikit-learn renamed n_iter to max_iter in 1.5 and removed the old name in 1.7
     iter_key = "max_iter" if "max_iter" in inspect.signature(TSNE.__init__).parameters else "n_iter"
     kwargs[iter_key] = max(250, n_iter)
@@ -158,8 +213,12 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
 
 def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int], *, mean: Any, std: Any, rgb: bool,
             device: str, batch_size: int, num_workers: int, pooling: Pooling, extra_tokens: int,
-            out_dir: Any, prefix: str = "features", progress: Any = None) -> dict[str, Any]:
+            out_dir: Any, prefix: str = "features", progress: Any = None,
+            inputs_of: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Pool the chosen layers' outputs for ``indices`` of ``samples`` into memory-mapped .npy files.
+
+    For the labels in ``inputs_of`` the layer's input is taken instead of its output (``pre_logits``: the
+    input of the head's last linear layer).
 
     Features stream to disk batch by batch, so 100,000 images x 2048 dims need no more memory than one
     batch. Returns ``dict(features={label: path}, rows=[dataset index per row], labels, names, failures)``.
@@ -185,7 +244,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             return
         states = [transforms.ImageState(img=item["views"][0]) for item in pending]
         batch = transforms.to_tensor(states, mean, std, rgb).to(device)
-        feats = featmaps.capture(model, layers, batch)
+        feats = featmaps.capture(model, layers, batch, inputs_of=inputs_of)
         for label, t in feats.items():
             vec = pool(t, pooling, extra_tokens).cpu().numpy().astype(np.float32)
             if label not in files:

@@ -45,8 +45,12 @@ def flatten_output(name: str, out: Any) -> list[tuple[str, torch.Tensor]]:
                      hint="pick a layer that returns a tensor, a tuple/list of tensors or a dict of tensors")
 
 
-def capture(model: nn.Module, layers: dict[str, nn.Module], batch: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Run ``batch`` under no_grad and return every target layer's output(s), labelled, in layer order."""
+def capture(model: nn.Module, layers: dict[str, nn.Module], batch: torch.Tensor,
+            inputs_of: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """Run ``batch`` under no_grad and return every target layer's output(s), labelled, in layer order.
+
+    For the names in ``inputs_of`` a forward pre-hook takes the layer's (first) input instead.
+    """
     import torch
 
     outputs: dict[str, Any] = {}
@@ -54,7 +58,11 @@ def capture(model: nn.Module, layers: dict[str, nn.Module], batch: torch.Tensor)
     for name, module in layers.items():
         def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
             outputs.setdefault(name, out)  # the first call, when a module runs twice
-        handles.append(module.register_forward_hook(hook))
+
+        def pre_hook(_m: Any, inputs: Any, name: str = name) -> None:
+            outputs.setdefault(name, inputs[0])
+        handles.append(module.register_forward_pre_hook(pre_hook) if name in inputs_of
+                       else module.register_forward_hook(hook))
     try:
         with torch.no_grad():
             model(batch)

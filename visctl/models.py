@@ -553,3 +553,15 @@ def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu",
     if checkpoint:
         summary = load_checkpoint(model, str(checkpoint), cfg.get("checkpoint_revise_keys"), unsafe=unsafe)
     return model.to(device).eval(), summary
+
+
+def switch_to_deploy(model: nn.Module) -> list[str]:
+    """Call ``switch_to_deploy()`` on every module that has one (RepVGG-style blocks fuse their branches into
+    one convolution, as mmyolo's ``--deploy``); returns the names of the switched modules."""
+    switched = []
+    for name, module in list(model.named_modules()):
+        fn = getattr(module, "switch_to_deploy", None)
+        if callable(fn):
+            fn()
+            switched.append(name or type(module).__name__)
+    return switched

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -15,6 +15,8 @@ EPILOG = """Examples:
   visctl boxam img.jpg examples/demo_detector/config.py --method gradcam --per-box
 
   visctl boxam imgs/ fasterrcnn_resnet50_fpn ckpt.pth --target-layers backbone.body.layer4 --norm-in-bbox
+
+  visctl boxam img.jpg examples/demo_detector/config.py --method eigencam --max-shape 8 8
 """
 
 
@@ -51,6 +53,10 @@ def boxam(
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heatmap opacity.")] = 0.5,
     colormap: Annotated[str, typer.Option("--colormap", help="OpenCV or matplotlib colormap.")] = "jet",
     ratio_channels_to_ablate: Annotated[float, typer.Option("--ratio-channels-to-ablate", min=0.0, max=1.0)] = 1.0,
+    max_shape: Annotated[Optional[list[int]], typer.Option(
+        "--max-shape", "--max_shape", help="Cap on the map size: H W, or one number for both; a larger layer "
+        "output is resized bilinearly to at most this before the CAM, as mmyolo's boxam (-1: no cap).",
+        show_default=False)] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
@@ -72,12 +78,14 @@ def boxam(
                     unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
         _run(ctx, args, method=method, target_layers=target_layers, topk=topk, score_thr=score_thr,
              norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha, colormap=colormap,
-             ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size)
+             ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,
+             max_shape=max_shape)
 
 
 def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: list[str] | None, topk: int,
          score_thr: float, norm_in_bbox: bool, per_box: bool, no_boxes: bool, alpha: float, colormap: str,
-         ratio: float, save_raw: bool, preview_model: bool, batch_size: int) -> None:
+         ratio: float, save_raw: bool, preview_model: bool, batch_size: int, max_shape: list[int] | None = None
+         ) -> None:
     import numpy as np
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
@@ -88,6 +96,7 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     if not 0.0 <= score_thr <= 1.0:
         raise VisctlError(f"--score-thr {score_thr} is not a score", hint="use a value from 0 to 1, e.g. 0.3")
     colormap = render.check_colormap(colormap)
+    cap = _max_shape(max_shape)
     mi = open_model(ctx, args)
     if preview_model:
         preview(ctx, mi)
@@ -115,11 +124,12 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
         layouts.append(cams.detect_layout(shape, in_hw, False, None, n))
     cam_method = cams.parse_method(method.value)[0]
     engine = cams.CamEngine(model, cam_method, names, layouts, batch_size=16, ratio_channels_to_ablate=ratio,
-                            detection=True)
+                            detection=True, max_shape=cap)
     classes = config.class_names(mi.cfg)
     writer = ctx.open_writer(dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                                   method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
-                                  norm_in_bbox=norm_in_bbox, per_box=per_box, device=ctx.device))
+                                  norm_in_bbox=norm_in_bbox, per_box=per_box, device=ctx.device,
+                                  max_shape=list(cap) if cap else None))
     stems = output.input_stems(mi.paths)
     layer_tag = "+".join(names).replace(".", "_")
     with ctx.progress(len(mi.paths), "boxam") as advance:
@@ -184,6 +194,20 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
                                                for b, lab, s in zip(dets.boxes, dets.labels, dets.scores)])
                     advance()
     ctx.finish()
+
+
+def _max_shape(values: list[int] | None) -> tuple[int, int] | None:
+    """mmyolo's ``--max-shape``: one or two ints, one value for both sides, -1 anywhere for no cap."""
+    from visctl.errors import VisctlError
+
+    if not values:
+        return None
+    if len(values) > 2 or any(v < 1 and v != -1 for v in values):
+        raise VisctlError(f"--max-shape {' '.join(map(str, values))}",
+                          hint="give H W or one size for both, positive (or -1 for no cap), e.g. --max-shape 20")
+    if -1 in values:
+        return None
+    return (values[0], values[-1])
 
 
 def _name(label: int, classes: list[str] | None) -> str:

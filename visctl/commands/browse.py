@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -15,6 +15,8 @@ EPILOG = """Examples:
   visctl browse cfg.py --phase train --number 64 --rows 4 --cols 4
 
   visctl browse simclr.py --num-workers 2       # every view of a multi-view pipeline
+
+  visctl browse simsiam.py --skip-type RandomResizedCrop ColorJitter
 """
 
 
@@ -25,6 +27,9 @@ def browse(
                      ] = Phase.train,
     number: Annotated[int, typer.Option("--number", "--show-number", "-n", help="Samples, from the first (-1: all).")
                       ] = 32,
+    skip_type: Annotated[Optional[list[str]], typer.Option(
+        "--skip-type", "--skip_type", help="Transform types left out (repeatable) "
+        f"[default: {' '.join(SKIP)}].", show_default=False)] = None,
     rows: Annotated[int, typer.Option("--rows", "-r", min=1, help="Grid rows per page.")] = 4,
     cols: Annotated[int, typer.Option("--cols", "-c", min=1, help="Grid columns per page.")] = 4,
     num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0,
@@ -51,10 +56,11 @@ def browse(
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
         dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn)
-        samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=tuple(SKIP))
+        skip = tuple(skip_type if skip_type is not None else SKIP)
+        samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
         count = len(dataset) if number < 0 else min(number, len(dataset))
         writer = ctx.open_writer(dict(config=config_file, phase=phase.value, number=count, rows=rows, cols=cols,
-                                      num_workers=num_workers, seed=seed))
+                                      num_workers=num_workers, seed=seed, skip_type=list(skip)))
         per_page = rows * cols
         cells: list = []
         pages = 0

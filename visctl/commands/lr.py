@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -15,7 +16,27 @@ EPILOG = """Examples:
   visctl lr configs/resnet50_8xb32_in1k.py --dataset-size 1281167 --ngpus 8
 
   visctl lr cfg.py -d 50000 --batch-size 128 --drop-last --log-scale --csv lr.csv
+
+  visctl lr cfg.py -d 50000 -p momentum      # only the momentum panel (the CSV keeps every column)
 """
+
+
+class Parameter(str, Enum):
+    """mmpretrain vis_scheduler's ``--parameter``: the one value to plot."""
+
+    lr = "lr"
+    momentum = "momentum"
+    wd = "wd"
+
+
+class LogLevel(str, Enum):
+    """mmpretrain vis_scheduler's ``--log-level`` choices."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
 
 
 def lr(
@@ -38,6 +59,14 @@ def lr(
     save_path: Annotated[Optional[Path], typer.Option("--save-path", "--save_path", "-s",
                                                       help="The plot's file [default: OUT_DIR/lr.png].")] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write every iteration's values as CSV.")] = None,
+    parameter: Annotated[Optional[Parameter], typer.Option(
+        "--parameter", "-p", case_sensitive=False, help="Plot only this: lr, momentum or wd (weight decay) "
+        "[default: all that change].", show_default=False)] = None,
+    not_show: Annotated[bool, typer.Option("--not-show", "--not_show", help="Accepted for the peer's habit; "
+                                           "visctl shows only with --show.", hidden=True)] = False,
+    log_level: Annotated[LogLevel, typer.Option(
+        "--log-level", "--log_level", case_sensitive=False, help="DEBUG = --debug (tracebacks, every detail); "
+        "INFO and above: the default messages.")] = LogLevel.WARNING,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
     backend: opt.Backend = None,
@@ -48,15 +77,32 @@ def lr(
     debug: opt.Debug = False,
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
+    debug = debug or log_level is LogLevel.DEBUG  # the seed's logger levels onto visctl's verbosity
     with RunContext("lr", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug,
                     cfg_options=cfg_options, backend=backend, show=show) as ctx:
         _run(ctx, config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size, drop_last=drop_last,
-             title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv)
+             title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv,
+             parameter=parameter)
+
+
+def _only(sched: Any, parameter: Parameter) -> tuple[Any, str]:
+    """The schedule with ``parameter``'s values in the plotted lr slot and nothing else that changes."""
+    import dataclasses
+
+    from visctl.errors import ConfigError
+
+    if parameter is Parameter.momentum and sched.momentum is None:
+        raise ConfigError("the optimizer has no momentum (nor Adam betas) to plot",
+                          hint="use --parameter lr or wd")
+    values = {Parameter.lr: sched.lr, Parameter.momentum: sched.momentum, Parameter.wd: sched.weight_decay}[parameter]
+    # weight_decay constant (zero) and no momentum: schedules.plot then draws one panel
+    one = dataclasses.replace(sched, lr=values, momentum=None, weight_decay=values * 0.0)
+    return one, {Parameter.lr: "learning rate", Parameter.momentum: "momentum", Parameter.wd: "weight decay"}[parameter]
 
 
 def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: int, batch_size: int | None,
          drop_last: bool, title: str | None, style: str | None, window_size: str, log_scale: bool,
-         save_path: Path | None, csv: Path | None) -> None:
+         save_path: Path | None, csv: Path | None, parameter: Parameter | None = None) -> None:
     import io
     import time
 
@@ -107,10 +153,16 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     ctx.log(f"dataset size {dataset_size} ({source}); {rule}; {sched.total_iters} iterations; "
             f"{len(sched.groups)} distinct param group(s)")
     simulated = time.time() - started
-    fig = schedules.plot(sched, title or Path(config_file).stem, (w, h), style, log_scale)
+    if parameter is None:
+        fig = schedules.plot(sched, title or Path(config_file).stem, (w, h), style, log_scale)
+    else:
+        one, ylabel = _only(sched, parameter)
+        fig = schedules.plot(one, title or f"{Path(config_file).stem} {ylabel}", (w, h), style, log_scale)
+        fig.axes[0].set_ylabel(ylabel)
     writer = ctx.open_writer(dict(config=config_file, dataset_size=dataset_size, dataset_size_from=source,
                                   batch_size=batch, ngpus=ngpus, drop_last=drop_last, rule=rule,
-                                  total_iters=sched.total_iters, by_epoch=by_epoch, groups=sched.groups),
+                                  total_iters=sched.total_iters, by_epoch=by_epoch, groups=sched.groups,
+                                  parameter=parameter.value if parameter else None),
                              out_dir=save_path.parent if save_path else None)
     for note in sched.notes:
         writer.note(note)

@@ -11,7 +11,7 @@ import typer
 from visctl import _options as opt
 from visctl.commands.pipeline import Phase
 from visctl.context import RunContext
-from visctl.embedding import EmbedMethod, Pooling
+from visctl.embedding import EmbedMethod, Pooling, VisStage
 
 EPILOG = """Examples:
 
@@ -20,6 +20,8 @@ EPILOG = """Examples:
   visctl tsne cfg.py ckpt.pth --all-stages --method pca
 
   torchrun --nproc-per-node 4 -m visctl tsne cfg.py ckpt.pth     # each rank extracts a shard
+
+  visctl tsne mocov2.py --checkpoint ckpt.pth --work-dir out/ --test-cfg tsne_data.py --vis-stage neck
 """
 
 
@@ -30,7 +32,17 @@ def tsne(
                                                         show_default=False)] = None,
     phase: Annotated[Optional[Phase], typer.Option("--phase", "-p", help="Dataset of this dataloader "
                                                    "[default: test, else val].", show_default=False)] = None,
+    checkpoint_opt: Annotated[Optional[str], typer.Option(
+        "--checkpoint", help="Weights, as the seeds write them (instead of the positional CHECKPOINT).",
+        show_default=False)] = None,
+    test_cfg: Annotated[Optional[str], typer.Option(
+        "--test-cfg", "--test_cfg", help="Take test_dataloader from this config (e.g. for a self-supervised "
+        "model's config, which has none).", show_default=False)] = None,
     target_layers: opt.TargetLayers = None,
+    vis_stage: Annotated[Optional[VisStage], typer.Option(
+        "--vis-stage", "--vis_stage", case_sensitive=False, help="mmpretrain's stage instead of --target-layers: "
+        "backbone (its last stage's output), neck (its output) or pre_logits (the input of the head's last "
+        "linear layer).", show_default=False)] = None,
     all_stages: Annotated[bool, typer.Option("--all-stages", help="Every stage beside the default layer.")] = False,
     pooling: Annotated[Pooling, typer.Option("--pooling", help="avg, max, cls (the class token) or flatten.",
                                              case_sensitive=False)] = Pooling.avg,
@@ -45,6 +57,16 @@ def tsne(
     method: Annotated[EmbedMethod, typer.Option("--method", help="tsne (openTSNE FFT when installed, else "
                                                 "scikit-learn), umap (umap-learn), pca.", case_sensitive=False)
                       ] = EmbedMethod.tsne,
+    n_components: Annotated[int, typer.Option(
+        "--n-components", "--n_components", min=2, help="Embed in N dimensions; the plot shows the first two, "
+        "the CSV has all.")] = 2,
+    init: Annotated[str, typer.Option("--init", help="The t-SNE/UMAP starting layout: pca or random.")] = "pca",
+    n_iter_without_progress: Annotated[Optional[int], typer.Option(
+        "--n-iter-without-progress", "--n_iter_without_progress", min=1,
+        help="scikit-learn's early stop (not used by openTSNE) [default: 300].", show_default=False)] = None,
+    deterministic: Annotated[bool, typer.Option(
+        "--deterministic", help="Accepted for mmselfsup's habit: visctl always seeds sampling and embedding "
+        "(--seed).", hidden=True)] = False,
     perplexity: Annotated[float, typer.Option("--perplexity", min=1.0)] = 30.0,
     n_iter: Annotated[int, typer.Option("--n-iter", "--n_iter", "--max-iter", min=1)] = 1000,
     learning_rate: Annotated[str, typer.Option("--learning-rate", help="A number or auto.")] = "auto",
@@ -61,6 +83,9 @@ def tsne(
     batch_size: opt.BatchSize = 32,
     cfg_options: opt.CfgOptions = None,
     out_dir: opt.OutDir = None,
+    work_dir: Annotated[Optional[Path], typer.Option(
+        "--work-dir", "--work_dir", help="The seeds' name for --out-dir.", rich_help_panel="Output",
+        show_default=False)] = None,
     backend: opt.Backend = None,
     show: opt.Show = False,
     json_out: opt.Json = False,
@@ -69,10 +94,27 @@ def tsne(
     debug: opt.Debug = False,
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
-    with RunContext("tsne", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
-        _run(ctx, config_file, checkpoint, phase=phase, target_layers=target_layers, all_stages=all_stages,
+    with RunContext("tsne", out_dir=out_dir or work_dir, device=device, threads=threads, quiet=quiet,
+                    json_out=json_out, debug=debug, seed=seed, cfg_options=cfg_options, backend=backend,
+                    show=show, unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+        from visctl.errors import VisctlError
+
+        if out_dir and work_dir and Path(out_dir).resolve() != Path(work_dir).resolve():
+            raise VisctlError(f"--out-dir {out_dir} and --work-dir {work_dir} name two directories",
+                              hint="--work-dir is the seeds' name for --out-dir: give one of them")
+        if checkpoint and checkpoint_opt:
+            raise VisctlError(f"two checkpoints: {checkpoint} (positional) and --checkpoint {checkpoint_opt}",
+                              hint="give the checkpoint once, either after CONFIG or with --checkpoint")
+        if vis_stage and target_layers:
+            raise VisctlError("--vis-stage and --target-layers both choose the layer",
+                              hint="give one of them")
+        notes = []
+        if deterministic:
+            notes.append("--deterministic: visctl always seeds the sampling and the embedding (--seed), so "
+                         "the flag changes nothing")
+        _run(ctx, config_file, checkpoint or checkpoint_opt, phase=phase, target_layers=target_layers,
+             test_cfg=test_cfg, vis_stage=vis_stage, n_components=n_components, init=init,
+             n_iter_without_progress=n_iter_without_progress, notes=notes, all_stages=all_stages,
              pooling=pooling, num_extra_tokens=num_extra_tokens, max_num_class=max_num_class,
              per_class=max_num_samples_per_class, class_idx=class_idx, method=method, perplexity=perplexity,
              n_iter=n_iter, learning_rate=learning_rate, early_exaggeration=early_exaggeration, metric=metric,
@@ -81,7 +123,9 @@ def tsne(
 
 
 def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Phase | None,
-         target_layers: list[str] | None, all_stages: bool, pooling: Pooling, num_extra_tokens: int | None,
+         target_layers: list[str] | None, test_cfg: str | None, vis_stage: VisStage | None, n_components: int,
+         init: str, n_iter_without_progress: int | None, notes: list[str], all_stages: bool, pooling: Pooling,
+         num_extra_tokens: int | None,
          max_num_class: int, per_class: int, class_idx: list[int] | None, method: EmbedMethod, perplexity: float,
          n_iter: int, learning_rate: str, early_exaggeration: float, metric: str, legend: bool, marker_size: float,
          thumbnails: bool, title: str | None, num_workers: int, batch_size: int, seed: int) -> None:
@@ -116,9 +160,21 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         if learning_rate != "auto":
             raise VisctlError(f"--learning-rate {learning_rate!r}", hint="a number, or auto") from None
         lr_value = "auto"
+    if init not in ("pca", "random"):
+        raise VisctlError(f"--init {init!r}", hint="use pca or random")
+    for note in notes:
+        ctx.warn(note)
     started = time.time()
     mi = open_model(ctx, [], images=False, cfg_spec=config_file, checkpoint=checkpoint)
     cfg = mi.cfg
+    if test_cfg:  # mmpretrain's vis_tsne: `cfg.test_dataloader = Config.fromfile(args.test_cfg).test_dataloader`
+        other = config.load_config(test_cfg, [])
+        if not config.cfg_get(other, "test_dataloader.dataset"):
+            raise ConfigError(f"{test_cfg} has no test_dataloader.dataset", hint="--test-cfg takes a config with one")
+        cfg.test_dataloader = other.test_dataloader
+        if phase and phase.value != "test":
+            raise VisctlError(f"--test-cfg gives the test dataloader, and --phase is {phase.value}",
+                              hint="leave --phase out (or use --phase test) with --test-cfg")
     phases = [phase.value] if phase else ["test", "val"]
     ds_cfg = steps = None
     for ph in phases:
@@ -143,8 +199,17 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     example = transforms.to_tensor([transforms.ImageState(img=first["views"][0])], mi.mean, mi.std, mi.rgb).to(ctx.device)
     in_hw = tuple(example.shape[2:])
     pr = cams.probe(mi.model, example, logits=False)
+    inputs_of: frozenset[str] = frozenset()
+    module_of: dict[str, str] = {}
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers)]
+    elif vis_stage:
+        default = cams.default_target_layers(mi.model, pr, in_hw, cams.is_vit_like(pr, in_hw))[0]
+        label, path, take_input, why = embedding.vis_stage_layer(mi.model, vis_stage, pr.shape_of, default)
+        names, module_of = [label], {label: path}
+        inputs_of = frozenset([label]) if take_input else frozenset()
+        notes.append(f"--vis-stage {why}")
+        ctx.log(f"layer: {why}")
     else:
         default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
         names = ([models.find_layer(mi.model, n)[0] for n in default] if default
@@ -158,11 +223,11 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         extra = next((getattr(holder, a) for a in ("num_extra_tokens", "num_prefix_tokens")
                       if isinstance(getattr(holder, a, None), int)), None)
         if extra is None:
-            shapes = [pr.shape_of(n) for n in names]
+            shapes = [pr.shape_of(module_of.get(n, n)) for n in names]
             tok = next((s for s in shapes if isinstance(s, tuple) and len(s) == 3), None)
             found = cams.token_grid(tok[1], in_hw, None) if tok else None
             extra = found[1] if found else 0
-    layers = {n: models.find_layer(mi.model, n)[1] for n in names}
+    layers = {n: models.find_layer(mi.model, module_of.get(n, n))[1] for n in names}
 
     work = ctx.out_dir
     shard = indices[rank::world]
@@ -170,7 +235,8 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         result = embedding.extract(mi.model, layers, samples, shard, mean=mi.mean, std=mi.std, rgb=mi.rgb,
                                    device=ctx.device, batch_size=batch_size, num_workers=num_workers, pooling=pooling,
                                    extra_tokens=extra, out_dir=work / (".shards" if world > 1 else ""),
-                                   prefix=f"features.rank{rank}" if world > 1 else "features", progress=advance)
+                                   prefix=f"features.rank{rank}" if world > 1 else "features", progress=advance,
+                                   inputs_of=inputs_of)
     extracted = time.time() - started
     if world > 1:
         import torch.distributed as dist
@@ -189,7 +255,16 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     writer = ctx.open_writer(dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
                                   pooling=pooling.value, method=method.value, perplexity=perplexity, n_iter=n_iter,
                                   seed=seed, samples=len(result["rows"]), world_size=world,
-                                  max_num_class=max_num_class, max_num_samples_per_class=per_class))
+                                  max_num_class=max_num_class, max_num_samples_per_class=per_class,
+                                  n_components=n_components, init=init,
+                                  n_iter_without_progress=n_iter_without_progress, test_cfg=test_cfg,
+                                  vis_stage=vis_stage.value if vis_stage else None))
+    embed_notes: list[str] = []
+
+    def warn_once(message: str) -> None:
+        if message not in embed_notes:
+            embed_notes.append(message)
+            ctx.warn(message)
     for name, message in result["failures"]:
         ctx.skip(name, message)
     labels = np.asarray(result["labels"])
@@ -203,34 +278,38 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         t0 = time.time()
         coords, how = embedding.embed(np.asarray(feats), method, perplexity=perplexity, n_iter=n_iter,
                                       learning_rate=lr_value, early_exaggeration=early_exaggeration, metric=metric,
-                                      seed=seed, threads=ctx.threads, warn=ctx.warn)
-        k2d = embedding.knn_accuracy(coords, labels)
+                                      seed=seed, threads=ctx.threads, warn=warn_once, n_components=n_components,
+                                      init=init, n_iter_without_progress=n_iter_without_progress)
+        k2d = embedding.knn_accuracy(coords[:, :2], labels)  # the two plotted dimensions
         kfeat = embedding.knn_accuracy(np.asarray(feats), labels)
         quality[label] = dict(knn5_2d=round(k2d, 4), knn5_features=round(kfeat, 4), method=how,
                               embed_s=round(time.time() - t0, 3), dims=int(feats.shape[1]))
         ctx.log(f"{label}: {how}, {feats.shape[1]}-d, 5-NN accuracy {k2d:.3f} in 2-D, {kfeat:.3f} in feature space")
         tag = path.stem.removeprefix("features_")
         head = title or f"{Path(config_file).stem} | {label}"
-        fig = render.scatter_figure(coords, labels, class_names, f"{head}\n{how}, {len(labels)} samples, "
+        fig = render.scatter_figure(coords[:, :2], labels, class_names, f"{head}\n{how}, {len(labels)} samples, "
                                     f"5-NN accuracy {k2d:.3f} (2-D) / {kfeat:.3f} (features)", legend, marker_size,
                                     thumb_imgs if thumbnails else None)
         png = writer.write_bytes(f"tsne_{tag}.png", render.figure_png(fig))
         writer.add_output(png, "image", caption=f"{label}: {how}", layer=label, knn5_2d=quality[label]["knn5_2d"])
-        page = output.scatter_html(coords, labels, class_names, result["names"], thumbs_b64, f"{head} ({how})",
+        page = output.scatter_html(coords[:, :2], labels, class_names, result["names"], thumbs_b64, f"{head} ({how})",
                                    render.class_colors(len(class_names)))
         target = writer.write_bytes(f"tsne_{tag}.html", page.encode())
         writer.add_output(target, "page", caption=f"interactive scatter of {label}")
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["index", "path", "label", "class", "x", "y"])
-        for idx, name, lab, (x, y) in zip(result["rows"], result["names"], labels, coords):
-            w.writerow([idx, name, int(lab), class_names[lab] if 0 <= lab < len(class_names) else "", f"{x:.6f}",
-                        f"{y:.6f}"])
+        dims = ["x", "y"] + [f"dim{d}" for d in range(2, coords.shape[1])]  # --n-components > 2: every dimension
+        w.writerow(["index", "path", "label", "class", *dims])
+        for idx, name, lab, point in zip(result["rows"], result["names"], labels, coords):
+            w.writerow([idx, name, int(lab), class_names[lab] if 0 <= lab < len(class_names) else "",
+                        *(f"{v:.6f}" for v in point)])
         writer.add_output(writer.write_bytes(f"tsne_{tag}.csv", buf.getvalue().encode()), "table",
                           caption=f"{label}: coordinates, labels, paths")
         writer.add_output(path, "array", caption=f"{label}: features ({len(labels)} x {feats.shape[1]})")
     writer.write_bytes("labels.json", json.dumps(dict(rows=result["rows"], labels=result["labels"],
                                                       names=result["names"], classes=class_names)).encode())
+    for note in notes + embed_notes:
+        writer.note(note)
     writer.manifest["quality"] = quality
     writer.manifest["timings"]["extract_s"] = round(extracted, 3)
     for p in result["names"]:
