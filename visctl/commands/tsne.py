@@ -175,7 +175,8 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         if phase and phase.value != "test":
             raise VisctlError(f"--test-cfg gives the test dataloader, and --phase is {phase.value}",
                               hint="leave --phase out (or use --phase test) with --test-cfg")
-    phases = [phase.value] if phase else ["test", "val"]
+    # mmselfsup's configs/tsne/*.py name theirs extract_dataloader
+    phases = [phase.value] if phase else ["test", "val", "extract"]
     ds_cfg = steps = None
     for ph in phases:
         if config.cfg_get(cfg, f"{ph}_dataloader.dataset"):
