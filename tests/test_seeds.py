@@ -184,3 +184,47 @@ def test_seed_lines_are_current():
     fresh = subprocess.run([sys.executable, str(SEEDS / "extract_lines.py"), str(seeds)], capture_output=True,
                            text=True, check=True).stdout.splitlines()
     assert [line for line in (SEEDS / "seed_lines.txt").read_text().splitlines() if not line.startswith("#")] == fresh
+
+
+def _flag_tables() -> dict[str, list[tuple[list[str], list[str]]]]:
+    """README's "flag by flag" tables: command -> rows of (seed flags, visctl flags)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    part = readme.split("## Coming from the OpenMMLab scripts")[1].split("\n## ")[0]
+    tables: dict[str, list[tuple[list[str], list[str]]]] = {}
+    for section in part.split("\n#### ")[1:]:
+        header, *lines = section.splitlines()
+        tools = re.findall(r"`(\w+\.py)`", header)
+        command = re.search(r"-> `visctl (\w+)`", header).group(1)
+        rows = []
+        for line in lines:
+            if line.startswith("| `"):
+                cells = line.split(" | ")
+                rows.append((re.findall(r"--[\w-]+|-\w\b", cells[0]), re.findall(r"--[\w-]+|-\w\b", cells[1])))
+        for tool in tools:
+            tables[tool] = rows
+        tables[command] = tables.get(command, []) + rows
+    return tables
+
+
+def test_flag_tables_name_real_flags_and_every_seed_flag():
+    import typer.main
+
+    from visctl.cli import app
+
+    tables = _flag_tables()
+    commands = typer.main.get_command(app).commands
+    for tool, command in TOOLS.items():
+        assert tool in tables, f"README has no flag table for {tool}"
+        opts = {o for p in commands[command].params for o in p.opts}
+        for _seed, ours in tables[tool]:
+            for flag in ours:
+                assert flag in opts, f"{tool}: README maps to {flag}, which visctl {command} does not have"
+        documented = {f for seed, _ in tables[tool] for f in seed}
+        for _where, cmd in seed_lines():
+            words = shlex.split(cmd)
+            if Path(words[1]).name == tool:
+                for w in words[2:]:
+                    if w.startswith("--"):
+                        assert w in documented, f"{tool}: the seeds use {w}; README's table lacks it"

@@ -63,6 +63,9 @@ def featmap(
     repo: Annotated[Optional[str], typer.Option(
         "--repo", help="mmrazor's habit: the OpenMMLab package of the model (mmdet, mmpretrain, ...); sets the "
         "config's default_scope to it, as mmrazor's register_all_modules does.", show_default=False)] = None,
+    local_rank: Annotated[Optional[int], typer.Option(
+        "--local_rank", "--local-rank", hidden=True,
+        help="Accepted for torch.distributed.launch (mmrazor's habit); visctl reads LOCAL_RANK.")] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
