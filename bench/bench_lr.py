@@ -63,7 +63,7 @@ def in_process(ipe: int, epochs: int, out: Path) -> float:
         dict(optimizer=dict(type="SGD", lr=0.1, momentum=0.9, weight_decay=1e-4)),
         [dict(type="LinearLR", start_factor=0.25, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
          dict(type="CosineAnnealingLR", T_max=295, by_epoch=True, begin=5, end=300)],
-        by_epoch=True, max_epochs=epochs, max_iters=None, iters_per_epoch=ipe, rule="bench")
+        schedules.TrainLoop.build(True, epochs, ipe), rule="bench")
     buf = io.BytesIO()
     schedules.plot(sched, "bench").savefig(buf, format="png", dpi=100)
     out.write_bytes(buf.getvalue())

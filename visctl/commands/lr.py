@@ -48,8 +48,9 @@ def lr(
     ngpus: Annotated[int, typer.Option("--ngpus", "-n", min=1, help="GPUs (total batch = batch x GPUs).")] = 1,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", "--batch_size", min=1, help="Per-GPU batch [default: train_dataloader.batch_size].")] = None,
-    drop_last: Annotated[bool, typer.Option("--drop-last", help="floor(size / batch) iterations per epoch "
-                                            "instead of ceil.")] = False,
+    drop_last: Annotated[Optional[bool], typer.Option(
+        "--drop-last/--no-drop-last", help="Whether the last incomplete batch is dropped (floor instead of ceil) "
+        "[default: train_dataloader.drop_last].", show_default=False)] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Plot title [default: the config's name].")] = None,
     style: Annotated[Optional[str], typer.Option("--style", help="A matplotlib style, e.g. ggplot or "
                                                  "seaborn-v0_8-whitegrid.")] = None,
@@ -101,13 +102,13 @@ def _only(sched: Any, parameter: Parameter) -> tuple[Any, str]:
 
 
 def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: int, batch_size: int | None,
-         drop_last: bool, title: str | None, style: str | None, window_size: str, log_scale: bool,
+         drop_last: bool | None, title: str | None, style: str | None, window_size: str, log_scale: bool,
          save_path: Path | None, csv: Path | None, parameter: Parameter | None = None) -> None:
     import io
     import time
 
     from visctl import config, output, schedules
-    from visctl.errors import ConfigError, VisctlError
+    from visctl.errors import VisctlError
 
     try:
         w, h = (float(v) for v in window_size.lower().replace("x", "*").split("*"))
@@ -121,24 +122,13 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
                               hint=f"available: {', '.join(sorted(matplotlib.style.available))}")
     started = time.time()
     cfg = ctx.load_config(config_file)
-    optim_cfg = cfg.get("optim_wrapper")
-    if not optim_cfg or "optimizer" not in optim_cfg:
-        raise ConfigError("the config has no optim_wrapper.optimizer",
-                          hint="add optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9))")
-    by_epoch, max_epochs, max_iters = schedules.training_length(cfg.get("train_cfg") or {})
-    batch = batch_size or config.cfg_get(cfg, "train_dataloader.batch_size")
-    if not batch:
-        raise ConfigError("no batch size: train_dataloader.batch_size is not set", hint="pass --batch-size")
+    optim_cfg = cfg.get("optim_wrapper") or {}
     source = "--dataset-size"
     if dataset_size is None:
         found = schedules.dataset_size_from_config(config.cfg_get(cfg, "train_dataloader.dataset"))
-        if found is None and by_epoch:
-            raise ConfigError("cannot tell the training set's size from the config",
-                              hint="pass --dataset-size N (e.g. 1281167 for ImageNet-1k)")
-        dataset_size, source = found if found else (batch * ngpus, "one batch (iteration-based training)")
-    ipe, rule = schedules.iterations_per_epoch(dataset_size, int(batch), ngpus, drop_last)
+        dataset_size, source = found if found else (None, "unknown")
     model = None
-    if cfg.get("optim_wrapper", {}).get("paramwise_cfg") and cfg.get("model"):
+    if schedules.needs_model(optim_cfg) and cfg.get("model"):
         from visctl.errors import ModelError
         from visctl.models import build_model, config_dirs
 
@@ -146,12 +136,12 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
             model = build_model(dict(cfg.model), cfg.get("default_scope"), config_dirs(cfg))
         except ModelError as err:
             ctx.log(f"paramwise_cfg applied to stand-in parameters ({err.message})")
-    sched = schedules.simulate(dict(optim_cfg), cfg.get("param_scheduler"), by_epoch=by_epoch, max_epochs=max_epochs,
-                               max_iters=max_iters, iters_per_epoch=ipe, rule=rule, model=model)
+    sched = schedules.schedule_from_config(cfg, dataset_size=dataset_size, batch_size=batch_size, ngpus=ngpus,
+                                           drop_last=drop_last, model=model)
     for note in sched.notes:
         ctx.log(note)
-    ctx.log(f"dataset size {dataset_size} ({source}); {rule}; {sched.total_iters} iterations; "
-            f"{len(sched.groups)} distinct param group(s)")
+    size = f"dataset size {dataset_size} ({source}); " if dataset_size else ""
+    ctx.log(f"{size}{sched.rule}; {sched.total_iters} iterations; {len(sched.groups)} distinct param group(s)")
     simulated = time.time() - started
     if parameter is None:
         fig = schedules.plot(sched, title or Path(config_file).stem, (w, h), style, log_scale)
@@ -159,9 +149,7 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
         one, ylabel = _only(sched, parameter)
         fig = schedules.plot(one, title or f"{Path(config_file).stem} {ylabel}", (w, h), style, log_scale)
         fig.axes[0].set_ylabel(ylabel)
-    writer = ctx.open_writer(dict(config=config_file, dataset_size=dataset_size, dataset_size_from=source,
-                                  batch_size=batch, ngpus=ngpus, drop_last=drop_last, rule=rule,
-                                  total_iters=sched.total_iters, by_epoch=by_epoch, groups=sched.groups,
+    writer = ctx.open_writer(dict(config=config_file, dataset_size_from=source, **sched.params,
                                   parameter=parameter.value if parameter else None),
                              out_dir=save_path.parent if save_path else None)
     for note in sched.notes:
@@ -170,7 +158,7 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     buf = io.BytesIO()
     fig.savefig(buf, format=(target.suffix.lstrip(".") or "png"), dpi=100)
     output.atomic_write(target, buf.getvalue())
-    writer.add_output(target, "image", caption=f"{title or Path(config_file).stem}: {rule}")
+    writer.add_output(target, "image", caption=f"{title or Path(config_file).stem}: {sched.rule}")
     values = sched.columns()
     if csv:
         output.atomic_write(csv, schedules.csv_text(values).encode())
