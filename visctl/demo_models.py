@@ -93,3 +93,35 @@ def shapes_detector(num_classes: int = 4, width: int = 48, score_thr: float = 0.
             return out
 
     return ShapesDetector()
+
+
+def shapes_segmenter(num_classes: int = 5, width: int = 32) -> Any:
+    """A small fully convolutional segmenter for generated shapes: (N, 3, H, W) -> (N, C, H, W) logits.
+
+    Class 0 is the background, 1.. the shapes. ``backbone.layer1..layer4`` (stride 4, dilated), ``head.cls``
+    (a 1x1 conv), then a bilinear upsampling to the input size, as torchvision's FCN heads do.
+    """
+    import torch
+    from torch import nn
+
+    def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class ShapesSegmenter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = width
+            self.backbone = nn.Sequential()
+            self.backbone.add_module("layer1", block(3, w // 2, 2))
+            self.backbone.add_module("layer2", block(w // 2, w, 2))
+            self.backbone.add_module("layer3", nn.Sequential(block(w, w, 1, 2), block(w, w, 1, 4)))
+            self.backbone.add_module("layer4", nn.Sequential(block(w, w, 1, 8), block(w, w, 1, 1)))
+            self.head = nn.Module()
+            self.head.cls = nn.Conv2d(w, num_classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.head.cls(self.backbone(x))
+            return nn.functional.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+    return ShapesSegmenter()

@@ -19,6 +19,18 @@ class Scene:
     labels: list[int]
     boxes: list[tuple[int, int, int, int]]
 
+    def mask(self) -> Any:
+        """(H, W) int64 class map: 0 background, ``label + 1`` on each object's pixels."""
+        import numpy as np
+
+        h, w = self.image.shape[:2]
+        out = np.zeros((h, w), np.int64)
+        for label, box in zip(self.labels, self.boxes):
+            shape = np.zeros((h, w), np.uint8)
+            draw_shape(shape, label, box, (255,))
+            out[shape > 127] = label + 1
+        return out
+
 
 def _background(rng: np.random.Generator, h: int, w: int, clutter: bool = True) -> np.ndarray:
     import cv2

@@ -1,0 +1,78 @@
+"""Faithfulness scores (visctl.faithfulness): sanity checks a reviewer asks for, on the demo classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DEMO_CFG
+
+
+@pytest.fixture(scope="module")
+def demo():
+    import torch
+
+    from visctl import cams, config, models, shapes, transforms
+
+    cfg = config.load_config(str(DEMO_CFG))
+    model, _ = models.load_model(cfg, None)
+    steps = config.test_pipeline(cfg)
+    mean, std, rgb = config.normalization(cfg)
+    scenes = [shapes.make_scene(s) for s in range(100_000, 100_008)]
+    states = [transforms.run_pipeline(s.image, steps) for s in scenes]
+    batch = transforms.to_tensor(states, mean, std, rgb)
+    logits_model = cams.build_cam_model(model, "none")
+    with torch.no_grad():
+        cats = logits_model(batch).argmax(-1).tolist()
+    # a map on the object: its box (in the 64 px input) filled with 1, softened
+    h, w = batch.shape[2:]
+    on = np.zeros((len(scenes), h, w), np.float32)
+    for i, (scene, state) in enumerate(zip(scenes, states)):
+        sx, sy = state.scale
+        x0, y0, x1, y1 = scene.boxes[0]
+        on[i, int(y0 * sy):int(np.ceil(y1 * sy)), int(x0 * sx):int(np.ceil(x1 * sx))] = 1.0
+    return logits_model, batch, cats, on
+
+
+def test_object_map_beats_its_inverse_and_a_random_map(demo):
+    from visctl import faithfulness
+
+    model, batch, cats, on = demo
+    rng = np.random.default_rng(0)
+    scores = {name: faithfulness.score(model, batch, maps, cats, steps=6, percentiles=(30, 70), seed=0)
+              for name, maps in (("object", on), ("inverse", 1 - on),
+                                 ("random", rng.random(on.shape).astype(np.float32)))}
+    mean = {name: {k: np.mean([getattr(s, k) for s in v]) for k in faithfulness.SCORES} for name, v in scores.items()}
+    for other in ("inverse", "random"):
+        assert mean["object"]["road_combined"] > mean[other]["road_combined"], mean
+        assert mean["object"]["deletion_auc"] < mean[other]["deletion_auc"], mean
+        assert mean["object"]["insertion_auc"] > mean[other]["insertion_auc"], mean
+    ranked = faithfulness.ranking(scores)
+    assert ranked[0]["method"] == "object" and ranked[-1]["method"] == "inverse"
+
+
+def test_scores_are_deterministic_with_a_seed(demo):
+    from visctl import faithfulness
+
+    model, batch, cats, on = demo
+    a = faithfulness.score(model, batch[:2], on[:2], cats[:2], steps=4, percentiles=(50,), seed=3)
+    b = faithfulness.score(model, batch[:2], on[:2], cats[:2], steps=4, percentiles=(50,), seed=3)
+    assert a == b
+
+
+def test_road_equals_grad_cams_road_combined(demo):
+    """The ROAD score is grad-cam's ROADCombined on the same input, maps, targets and generator state."""
+    import torch
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from visctl import faithfulness
+
+    model, batch, cats, on = demo
+    ours = faithfulness.score(model, batch[:2], on[:2], cats[:2], steps=2, percentiles=(40, 80), seed=5)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        # ROADCombined runs LeRF first, then MoRF; visctl runs MoRF first: compare each order with its own seed
+        ref = ROADCombined([40, 80])
+        torch.manual_seed(5)
+        morf = ref.morf_averager(batch[:2], on[:2], [ClassifierOutputSoftmaxTarget(c) for c in cats[:2]], model)
+    np.testing.assert_allclose([s.road_morf for s in ours], np.ravel(morf), rtol=1e-5, atol=1e-6)
