@@ -2,7 +2,7 @@
 
     python examples/train_segmenter.py            # a few minutes on 2 CPU cores
 
-Training scenes use seeds 0..N-1 (one to three shapes of 96 px scenes); tests and demos use seeds from
+Training scenes use seeds 0..N-1 (one to three shapes in 64 px scenes); tests and demos use seeds from
 100000 on (held out). Prints the held-out pixel accuracy and the mean IoU of the shape classes.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def scenes(seeds: range, size: int = 96) -> list:
+def scenes(seeds: range, size: int = 64) -> list:
     from visctl import shapes
 
     return [shapes.make_scene(s, size=size, n_objects=1 + s % 3) for s in seeds]
@@ -29,8 +29,8 @@ def main() -> None:
     from visctl.demo_models import shapes_segmenter
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", type=Path, default=HERE / "demo_segmenter" / "segmenter.pth")
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -251,3 +252,287 @@ def test_ctrl_c_keeps_finished_outputs_and_a_true_manifest(invoke, held_out, tmp
     m = manifest(tmp_path)
     assert m["status"] == "interrupted" and len(m["outputs"]) == 1
     assert (tmp_path / m["outputs"][0]["path"]).is_file() and not list(tmp_path.glob("*.part"))
+
+
+# ---- every method against plain grad-cam -------------------------------------------------------------------
+
+def _grad_cam_classes() -> dict:
+    import pytorch_grad_cam as gc
+
+    return {cams.Method.gradcam: gc.GradCAM, cams.Method.gradcamplusplus: gc.GradCAMPlusPlus,
+            cams.Method.xgradcam: gc.XGradCAM, cams.Method.eigencam: gc.EigenCAM,
+            cams.Method.eigengradcam: gc.EigenGradCAM, cams.Method.layercam: gc.LayerCAM,
+            cams.Method.hirescam: gc.HiResCAM, cams.Method.gradcamelementwise: gc.GradCAMElementWise,
+            cams.Method.scorecam: gc.ScoreCAM, cams.Method.ablationcam: gc.AblationCAM,
+            cams.Method.fullgrad: gc.FullGrad, cams.Method.shapleycam: gc.ShapleyCAM,
+            cams.Method.kpcacam: gc.KPCA_CAM, cams.Method.fem: gc.FEM, cams.Method.randomcam: gc.RandomCAM}
+
+
+# the first principal component's sign is arbitrary; grad-cam leaves it so, visctl orients it (cams.orient)
+EIGEN = {cams.Method.eigencam, cams.Method.eigengradcam, cams.Method.kpcacam}
+
+
+def _vit_reshape(t):
+    # grad-cam's tutorial reshape_transform for ViTs (drop the class token, tokens -> 4x4 grid, channels first)
+    result = t[:, 1:, :].reshape(t.size(0), 4, 4, t.size(2))
+    return result.transpose(2, 3).transpose(1, 2)
+
+
+def _nhwc_reshape(t):
+    # grad-cam's Swin reshape_transform, for a layer that already is (N, H, W, C)
+    return t.transpose(2, 3).transpose(1, 2)
+
+
+def _tiny_model(kind: str):
+    from tiny_models import ChannelsLastNet, TinyCNN
+
+    torch.manual_seed(0)
+    if kind == "cnn":
+        model, layer, reshape = TinyCNN(), "features.5", None
+        with torch.no_grad():  # non-trivial running statistics, so FullGrad's BatchNorm biases matter
+            model.train()(torch.randn(8, 3, 32, 32))
+    elif kind == "vit":
+        model = models.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=4, img_size=32, patch_size=8,
+                                        embed_dim=24, depth=2, num_heads=2))
+        layer, reshape = "blocks.1.norm1", _vit_reshape
+    else:
+        model, layer, reshape = ChannelsLastNet(), "blocks.1.norm1", _nhwc_reshape
+    return model.eval(), layer, reshape
+
+
+@contextmanager
+def _negated_projections(monkeypatch):
+    """Plain grad-cam with the other sign of the principal component, wherever its modules bound the function."""
+    import sys
+
+    from pytorch_grad_cam.utils import svd_on_activations as svd
+
+    with monkeypatch.context() as mp:
+        for name in ("get_2d_projection", "get_2d_projection_kernel"):
+            fn = getattr(svd, name)
+            for mod_name, mod in list(sys.modules.items()):
+                if mod_name.startswith("pytorch_grad_cam") and getattr(mod, name, None) is fn:
+                    mp.setattr(mod, name, lambda *a, _fn=fn, **k: -_fn(*a, **k))
+        yield
+
+
+def _plain_grad_cam(cls, model, layer, reshape, x, cats, ablation_vit=False, eigen_smooth=False):
+    from pytorch_grad_cam import AblationLayerVit
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    ref_model = copy.deepcopy(model)
+    kwargs = {"ablation_layer": AblationLayerVit()} if ablation_vit else {}
+    ref = cls(ref_model, [models.find_layer(ref_model, layer)[1]], reshape_transform=reshape, **kwargs)
+    try:
+        np.random.seed(0)  # RandomCAM draws its weights from numpy's global generator
+        return ref(x, [ClassifierOutputTarget(c) for c in cats], eigen_smooth=eigen_smooth)
+    finally:
+        cams._release(ref)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit", "swin"])
+@pytest.mark.parametrize("method", list(cams.Method), ids=[m.value for m in cams.Method])
+def test_every_method_equals_plain_grad_cam(method, kind, monkeypatch):
+    model, layer, reshape = _tiny_model(kind)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    cats = (1, 3)
+    cls = _grad_cam_classes()[method]
+    layout = cams.plan(model, x[:1], [layer], None, None).layouts
+    assert layout[0].kind == {"cnn": "nchw", "vit": "tokens", "swin": "nhwc"}[kind]
+    if cams.unsupported(method, layout):
+        # FullGrad and ShapleyCAM: grad-cam itself cannot run them on token / channels-last layers, so there is
+        # nothing to compare; visctl skips them (test_unrunnable_methods_are_skipped...). Prove the reference fails.
+        with pytest.raises((RuntimeError, ValueError)):
+            _plain_grad_cam(cls, model, layer, reshape, x, cats)
+        return
+    expected = _plain_grad_cam(cls, model, layer, reshape, x, cats, ablation_vit=kind != "cnn"
+                               and method is cams.Method.ablationcam)
+    np.random.seed(0)  # the same RandomCAM weights as the reference's
+    got, logits = cams.CamEngine(model, method, [layer], layout)(x, [cams.ClassTarget(c) for c in cats])
+    assert got.shape == expected.shape == (2, 32, 32) and logits.shape == (2, 4)
+    if method in EIGEN:
+        with _negated_projections(monkeypatch):
+            flipped = _plain_grad_cam(cls, model, layer, reshape, x, cats)
+        for i in range(2):
+            assert min(np.abs(got[i] - expected[i]).max(), np.abs(got[i] - flipped[i]).max()) < 1e-4, i
+    else:
+        assert np.abs(got - expected).max() < 1e-4
+    assert got.max() > 0
+
+
+@pytest.mark.parametrize("method", [m for m in cams.Method if cams.METHODS[m][1] != "none" and m not in EIGEN
+                                    and m is not cams.Method.randomcam], ids=lambda m: m.value)
+def test_eigen_smooth_equals_plain_grad_cam_up_to_sign(method, monkeypatch):
+    model, layer, reshape = _tiny_model("cnn")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    cls = _grad_cam_classes()[method]
+    expected = _plain_grad_cam(cls, model, layer, reshape, x, (0, 2), eigen_smooth=True)
+    with _negated_projections(monkeypatch):
+        flipped = _plain_grad_cam(cls, model, layer, reshape, x, (0, 2), eigen_smooth=True)
+    got, _ = cams.CamEngine(model, method, [layer], [cams.Layout("nchw")])(
+        x, [cams.ClassTarget(0), cams.ClassTarget(2)], eigen_smooth=True)
+    for i in range(2):
+        assert min(np.abs(got[i] - expected[i]).max(), np.abs(got[i] - flipped[i]).max()) < 1e-4, i
+
+
+def test_orient_follows_the_channel_mean():
+    rng = np.random.default_rng(0)
+    acts = rng.normal(size=(3, 5, 4, 4)).astype(np.float32)
+    acts[:, :, 1:3, 1:3] += 4.0  # a bright object in the middle of every channel
+    for sign in (1.0, -1.0):
+        proj = sign * acts.mean(1)
+        out = cams.orient(proj, acts)
+        assert (out[:, 1:3, 1:3].mean((1, 2)) > out.mean((1, 2))).all()  # the object is the high end
+        assert np.array_equal(np.abs(out), np.abs(proj))
+
+
+def test_eigen_maps_light_the_object_not_the_background(held_out, monkeypatch):
+    """EigenCAM, EigenGradCAM, KPCA-CAM and --eigen-smooth peak on the object, like GradCAM.
+
+    grad-cam returns the first principal component with an arbitrary sign (svd_on_activations.py:
+    ``projection = reshaped_activations @ VT[0, :]``), so plain grad-cam's EigenCAM lights the background on
+    this model for 41 of these 100 images (59/100 peaks on the object). visctl orients the component to
+    correlate positively with the channel mean of what was decomposed; the maps equal grad-cam's up to sign.
+    """
+    import pytorch_grad_cam as gc
+
+    from visctl import config, transforms
+
+    cfg = config.load_config(str(DEMO_CFG))
+    model, _ = models.load_model(cfg, None, "cpu")
+    mean, std, rgb = config.normalization(cfg)
+    scenes = list(held_out.values())
+    states = [transforms.run_pipeline(s.image, config.test_pipeline(cfg)) for s in scenes]
+    x = transforms.to_tensor(states, mean, std, rgb)
+    top = cams.predict(model, x).argmax(1).tolist()
+    layer = "backbone.layer4"
+    for method, smooth, cls in ((cams.Method.eigencam, False, gc.EigenCAM),
+                                (cams.Method.eigengradcam, False, gc.EigenGradCAM),
+                                (cams.Method.kpcacam, False, gc.KPCA_CAM),
+                                (cams.Method.gradcam, True, gc.GradCAM)):
+        got, _ = cams.CamEngine(model, method, [layer], [cams.Layout("nchw")])(
+            x, [cams.ClassTarget(c) for c in top], eigen_smooth=smooth)
+        hits = 0
+        for fmap, state, scene in zip(got, states, scenes):
+            full = transforms.to_original(fmap, state, scene.image.shape[:2])
+            y, xx = np.unravel_index(full.argmax(), full.shape)
+            x0, y0, x1, y1 = scene.boxes[0]
+            hits += x0 <= xx < x1 and y0 <= y < y1
+        assert hits >= 85, f"{method.value} eigen_smooth={smooth}: peak on the object for {hits}/100"
+        if method is cams.Method.eigencam:  # the same maps as grad-cam's, up to the sign
+            some = slice(0, 10)
+            expected = _plain_grad_cam(cls, model, layer, None, x[some], top[some])
+            with _negated_projections(monkeypatch):
+                flipped = _plain_grad_cam(cls, model, layer, None, x[some], top[some])
+            for g, e, f in zip(got[some], expected, flipped):
+                assert min(np.abs(g - e).max(), np.abs(g - f).max()) < 1e-4
+
+
+# ---- targets, streams and methods that cannot run ------------------------------------------------------------
+
+def _one_image_per_class(held_out, tmp_path):
+    folder = tmp_path / "one_each"
+    folder.mkdir()
+    seen = set()
+    for path, scene in held_out.items():
+        if scene.labels[0] not in seen:
+            seen.add(scene.labels[0])
+            (folder / path.name).write_bytes(path.read_bytes())
+    paths = sorted(folder.iterdir())
+    assert len(paths) == 4
+    classes = ["circle", "square", "triangle", "cross"]
+    labels = {p.name: classes[scene.labels[0]] for q, scene in held_out.items() for p in paths if q.name == p.name}
+    return folder, labels
+
+
+@pytest.mark.parametrize("category", [None, "triangle"])
+def test_every_method_explains_the_clean_top_class_and_json_stays_clean(invoke, held_out, tmp_path, monkeypatch,
+                                                                         category):
+    """Each panel's caption names the asked class, or the clean image's top class (the demo model is right on
+    these), whatever the method perturbs; ScoreCAM once explained the top class of a perturbed copy. And no
+    library print reaches stdout (FullGrad prints a warning there), so --json stays one JSON document."""
+    from visctl import render
+
+    folder, labels = _one_image_per_class(held_out, tmp_path)
+    captions: dict[int, list[str]] = {}
+    real = render.map_figure
+
+    def keep_captions(img, rows, **kwargs):
+        captions[len(captions)] = [cap for _, panels in rows for cap, _ in panels]
+        return real(img, rows, **kwargs)
+    monkeypatch.setattr(render, "map_figure", keep_captions)
+    extra = ["--target-category", category] if category else []
+    result = invoke("cam", folder, DEMO_CFG, "--method", "all", "--json", "-o", tmp_path / "out", "--batch-size", "64",
+                    "--ratio-channels-to-ablate", "0.25", *extra)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "ok" and doc["params"]["methods"] == [m.value for m in cams.Method]
+    assert "target_layers is ignored in FullGrad" in result.stderr  # grad-cam's print, moved to stderr
+    assert len(captions) == 4
+    for inp, caps in zip(doc["inputs"], captions.values()):
+        want = category or labels[inp["path"].rsplit("/", 1)[-1]]
+        assert inp["targets"] == [f"class {['circle', 'square', 'triangle', 'cross'].index(want)} {want}"]
+        assert [c.split(" | ")[0] for c in caps] == [m.value for m in cams.Method]
+        for cap in caps:
+            assert cap.split(" | ")[1].split(" p=")[0] == want, cap
+            if not category:
+                assert float(cap.split("p=")[1]) > 0.5, cap  # the probability of the clean image's top class
+
+
+def test_rank_targets_resolve_on_the_clean_image():
+    from tiny_models import TinyCNN
+
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.randn(3, 3, 32, 32)
+    second = cams.predict(model, x).topk(2).indices[:, 1].tolist()
+    for method in (cams.Method.scorecam, cams.Method.ablationcam, cams.Method.eigencam):
+        targets = [cams.RankTarget(1) for _ in range(3)]
+        got, _ = cams.CamEngine(model, method, ["features.5"], [cams.Layout("nchw")])(x, targets)
+        assert [t.category for t in targets] == second, method
+        want, _ = cams.CamEngine(model, method, ["features.5"], [cams.Layout("nchw")])(
+            x, [cams.ClassTarget(c) for c in second])
+        assert np.abs(got - want).max() < 1e-5, method
+
+
+VIT_CFG = """model = dict(type='timm.vit_tiny_patch16_224', num_classes=4, img_size=32, patch_size=8, embed_dim=24,
+             depth=2, num_heads=2)
+visctl = dict(input_size=32)
+"""
+
+
+@pytest.mark.parametrize("checked_up_front", [True, False])
+def test_unrunnable_methods_are_skipped_with_one_warning_and_the_rest_written(invoke, image_file, tmp_path,
+                                                                            monkeypatch, checked_up_front):
+    """FullGrad and ShapleyCAM cannot run on a ViT: one warning each, the other methods' outputs, a manifest
+    listing them, a gallery, exit 1. Without the up-front check the real grad-cam crashes are caught the same way."""
+    if not checked_up_front:
+        monkeypatch.setattr(cams, "unsupported", lambda method, layouts: None)
+    cfg = tmp_path / "vit.py"
+    cfg.write_text(VIT_CFG)
+    out = tmp_path / "out"
+    result = invoke("cam", image_file, cfg, "--method", "gradcam,fullgrad,shapleycam,eigencam", "--json",
+                    "--save-raw", "-o", out)
+    assert result.exit_code == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for name in ("fullgrad", "shapleycam"):
+        lines = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:") and name in ln]
+        assert len(lines) == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc == manifest(out)
+    assert doc["status"] == "partial"
+    assert [s["method"] for s in doc["skipped_methods"]] == ["fullgrad", "shapleycam"]
+    assert all(s["reason"] for s in doc["skipped_methods"])
+    arrays = sorted(o["caption"].split("_c")[0] for o in doc["outputs"] if o["kind"] == "array")
+    assert arrays == ["eigencam", "gradcam"]
+    assert [o["kind"] for o in doc["outputs"]].count("image") == 1
+    page = (out / "index.html").read_text()
+    assert "fullgrad" in page and "shapleycam" in page and page.count("<img") == 1
+
+
+def test_topk_above_the_number_of_classes_is_a_user_error(invoke, image_file):
+    result = invoke("cam", image_file, DEMO_CFG, "--topk", "5")
+    assert result.exit_code == 2
+    assert "error: --topk 5 asks for more classes than the model has (4)" in result.stderr
+    assert "hint: use --topk 1 .. 4" in result.stderr and "Traceback" not in result.stderr
+    assert invoke("cam", image_file, DEMO_CFG, "--topk", "4", "-o", image_file.parent / "o").exit_code == 0

@@ -38,3 +38,43 @@ class TupleNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         levels = self.neck(self.backbone(x))
         return self.fc(levels["p4"].mean((2, 3)))
+
+
+class TinyCNN(nn.Module):
+    """A small CNN with biased convs and batch norms (FullGrad uses their biases)."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.head = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+class ChannelsLastBlock(nn.Module):
+    """A Swin-like block on (N, H, W, C): norm, then an MLP over channels with a residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm1(x))
+
+
+class ChannelsLastNet(nn.Module):
+    """A tiny stand-in for torchvision's swin_t layout: patch conv, then blocks on (N, H, W, C)."""
+
+    def __init__(self, num_classes: int = 4, dim: int = 12) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.blocks = nn.Sequential(ChannelsLastBlock(dim), ChannelsLastBlock(dim))
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.patch(x).permute(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
+        return self.head(x.mean((1, 2)))

@@ -6,7 +6,10 @@
 * gradient methods start the autograd graph at the earliest target layer with frozen parameters, so the
   backward runs from the score down to the target layer only — the same maps as plain grad-cam, a
   fraction of its time; this also makes frozen models and no-grad code paths work;
-* token (N, L, C) and channels-last (N, H, W, C) outputs are reshaped to the model's patch grid.
+* token (N, L, C) and channels-last (N, H, W, C) outputs are reshaped to the model's patch grid;
+* a rank target ("top-1") is fixed on the clean image before any method scores perturbed copies;
+* first-principal-component maps (EigenCAM, EigenGradCAM, KPCA-CAM, eigen_smooth) get a sign that lights
+  what the layer responds to, not an arbitrary one; library prints go to stderr (:func:`library_calls`).
 """
 
 from __future__ import annotations
@@ -327,30 +330,29 @@ class ClassTarget:
 
 
 class RankTarget:
-    """The logit of the image's ``rank``-th highest class (0 = top-1); remembers which class it chose."""
+    """The image's ``rank``-th highest class (0 = top-1) on the clean input; :class:`CamEngine` resolves it
+    to a class index (``category``) on the clean batch before any target is evaluated."""
 
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.category: int | None = None
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        if output.ndim == 1:
-            idx = int(output.detach().topk(self.rank + 1).indices[self.rank])
-            if self.category is None:
-                self.category = idx
-            return output[self.category]
-        # ScoreCAM/AblationCAM score a batch of perturbed copies with the class chosen on the clean image
+        if self.category is None:
+            raise RuntimeError("RankTarget evaluated before it was resolved on the clean batch")  # a bug
         return output[..., self.category]
 
 
 # ---- the engine ----------------------------------------------------------------------------------------
 
-def build_cam_model(model: nn.Module, grad_mode: str, raw: bool = False) -> nn.Module:
+def build_cam_model(model: nn.Module, grad_mode: str, raw: bool = False,
+                    first_output: Callable[[Any], None] | None = None) -> nn.Module:
     """Wrap ``model`` so a forward returns logits and builds only the graph the method needs.
 
     'layer': parameters frozen, forward under no_grad until the first target layer fires, whose hook
     (installed by :class:`CamEngine`) switches grad on and makes its output a graph leaf. 'none': the
-    whole forward under no_grad. 'full': the model as it is.
+    whole forward under no_grad. 'full': the model as it is. ``first_output`` sees the output of the
+    first forward only: grad-cam's BaseCAM.forward always starts with the unperturbed batch.
     """
     import torch
     from torch import nn
@@ -362,14 +364,20 @@ def build_cam_model(model: nn.Module, grad_mode: str, raw: bool = False) -> nn.M
             super().__init__()
             self.inner = inner
             self.no_grad = no_grad
+            self.first_output = first_output
 
         def forward(self, x: torch.Tensor) -> Any:
             # raw: a detector's list of dicts, for box targets; else the logits tensor
             pick = (lambda out: out) if raw else output_tensor
             if self.no_grad:
                 with torch.no_grad():
-                    return pick(self.inner(x))
-            return pick(self.inner(x))
+                    out = pick(self.inner(x))
+            else:
+                out = pick(self.inner(x))
+            if self.first_output is not None:
+                see, self.first_output = self.first_output, None
+                see(out)
+            return out
 
     if grad_mode == "layer":
         for p in model.parameters():
@@ -411,56 +419,177 @@ class CamEngine:
 
     def __call__(self, batch: torch.Tensor, targets: list[Any], aug_smooth: bool = False,
                  eigen_smooth: bool = False) -> tuple[np.ndarray, torch.Tensor]:
-        """Maps (B, H, W) in [0, 1] at the input's size, and the logits (B, classes)."""
+        """Maps (B, H, W) in [0, 1] at the input's size, and the logits (B, classes) of the clean batch.
+
+        A :class:`RankTarget` is resolved to a class index on the clean batch before any target is
+        evaluated: by the method's own first forward, which is the clean batch in every grad-cam method,
+        or, with ``aug_smooth`` (whose first forward is augmented), by one extra clean forward. ScoreCAM and
+        AblationCAM evaluate their targets only on perturbed copies, where "the top class" is another.
+        """
         import pytorch_grad_cam as gc
         import torch
 
         if len(targets) != batch.shape[0]:
             raise ValueError("one target per image")  # a bug, not a user error: grad-cam would zip silently
         self.model.eval()
+        clean = predict(self.model, batch) if aug_smooth and not self.detection else None
+        if clean is not None:
+            resolve_ranks(targets, clean)
         trainable = [p.requires_grad for p in self.model.parameters()]
-        wrapped = build_cam_model(self.model, self.grad_mode, raw=self.detection)
         handles = []
-        if self.grad_mode == "layer":
-            handles = [layer.register_forward_hook(_start_graph, prepend=True) for layer in self.layers]
-        kwargs: dict[str, Any] = {}
-        if self.method is Method.ablationcam:
-            kwargs = dict(batch_size=self.batch_size, ratio_channels_to_ablate=self.ratio)
-            if self.layout.kind == "tokens":
-                kwargs["ablation_layer"] = gc.AblationLayerVit()
-        cam = getattr(gc, self.cls_name)(wrapped, self.layers, reshape_transform=make_reshape(self.layout, self.max_shape),
-                                           **kwargs)
-        if self.method is Method.scorecam:
-            cam.batch_size = self.batch_size
+        cam = None
         try:
-            with torch.enable_grad(), _quiet_tqdm():  # the targets' scores are computed outside the forward
+            wrapped = build_cam_model(self.model, self.grad_mode, raw=self.detection,
+                                      first_output=None if self.detection else lambda out: resolve_ranks(targets, out))
+            if self.grad_mode == "layer":
+                handles = [layer.register_forward_hook(_start_graph, prepend=True) for layer in self.layers]
+            kwargs: dict[str, Any] = {}
+            if self.method is Method.ablationcam:
+                kwargs = dict(batch_size=self.batch_size, ratio_channels_to_ablate=self.ratio)
+                if self.layout.kind != "nchw":
+                    # the ablation layer replaces the target layer, so it sees the raw (N, L, C) / (N, H, W, C)
+                    # output: AblationLayerVit moves channels to dim 1 (grad-cam's ViT and Swin examples use it)
+                    kwargs["ablation_layer"] = gc.AblationLayerVit()
+            # the targets' scores are computed outside the forward, hence enable_grad
+            with torch.enable_grad(), library_calls():
+                reshape = make_reshape(self.layout, self.max_shape)
+                cam = getattr(gc, self.cls_name)(wrapped, self.layers, reshape_transform=reshape, **kwargs)
+                if self.method is Method.scorecam:
+                    cam.batch_size = self.batch_size
                 maps = cam(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
-            logits = cam.outputs if self.detection else cam.outputs.detach()
+            logits = cam.outputs if self.detection else cam.outputs.detach() if clean is None else clean
         finally:
-            cam.activations_and_grads.release()
+            if cam is not None:
+                _release(cam)
             for h in handles:
                 h.remove()
             for p, flag in zip(self.model.parameters(), trainable):  # leave the caller's model as it was
                 p.requires_grad_(flag)
-        for i, t in enumerate(targets if not self.detection else []):
-            if isinstance(t, RankTarget) and t.category is None:  # activation-only methods never call targets
-                t.category = int(logits[i].topk(t.rank + 1).indices[t.rank])
         return maps, logits
 
 
+def _release(cam: Any) -> None:
+    """Remove grad-cam's hooks and drop its tensors, also after a failed call."""
+    held = cam.activations_and_grads
+    try:
+        held.release()
+    except RuntimeError:  # ShapleyCAM keeps gradient views, which cannot be detached in place
+        held.activations.clear()
+        held.gradients.clear()
+        for handle in held.handles:
+            handle.remove()
+        held.handles.clear()
+
+
+def unsupported(method: Method, layouts: list[Layout]) -> str | None:
+    """Why grad-cam's ``method`` cannot run with target layers of these layouts, or None when it can."""
+    if all(lay.kind == "nchw" for lay in layouts):
+        return None
+    if method is Method.fullgrad:
+        # fullgrad_cam.py: target_layers are replaced by every Conv2d/BatchNorm2d with a bias, and the
+        # reshape_transform meant for the target layers is applied to those (N, C, H, W) outputs
+        return ("FullGrad ignores the target layers and hooks every Conv2d/BatchNorm2d bias, whose outputs "
+                "cannot take the token/channels-last reshape of a ViT-like model")
+    if method is Method.shapleycam:
+        # shapley_cam.py: with detach=False the activations reach BaseCAM.get_cam_image un-reshaped; on
+        # ViTs the Hessian-vector product also needs a double backward through fused attention
+        return ("ShapleyCAM weights the raw activations without the token/channels-last reshape (and needs a "
+                "second-order gradient through attention); it runs only on (N, C, H, W) target layers")
+    return None
+
+
+def predict(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The logits (B, classes) of a clean forward, without gradients."""
+    import torch
+
+    from visctl.models import output_tensor
+
+    model.eval()
+    with torch.no_grad():
+        return output_tensor(model(batch)).detach()
+
+
+def resolve_ranks(targets: list[Any], logits: torch.Tensor) -> None:
+    """Fix every unresolved :class:`RankTarget` to its image's ``rank``-th class of ``logits`` (B, classes)."""
+    for t, row in zip(targets, logits.detach()):
+        if isinstance(t, RankTarget) and t.category is None:
+            t.category = int(row.topk(t.rank + 1).indices[t.rank])
+
+
+def orient(projection: np.ndarray, decomposed: Any) -> np.ndarray:
+    """Give each first-principal-component map the sign that correlates positively with its reference.
+
+    The sign of an SVD / kernel-PCA component is arbitrary (A = U S V^T = (-U) S (-V^T)), so grad-cam's
+    EigenCAM lights the object or the background by chance. The reference is the channel mean of the very
+    matrix that was decomposed: the activations (EigenCAM, KPCA-CAM), the gradient-weighted activations
+    (EigenGradCAM), a method's weighted activations (``eigen_smooth``), i.e. the map the method draws
+    without the projection.
+
+    Args:
+        projection: (B, H, W) projections onto the first component.
+        decomposed: (B, C, H, W) the matrix they came from.
+    """
+    import numpy as np
+
+    if not isinstance(decomposed, np.ndarray):  # ShapleyCAM keeps tensors
+        decomposed = decomposed.detach().cpu().numpy()
+    reference = np.nan_to_num(decomposed.reshape(*decomposed.shape[:2], -1)).mean(axis=1)  # (B, H*W)
+    flat = projection.reshape(projection.shape[0], -1)
+    corr = ((flat - flat.mean(1, keepdims=True)) * (reference - reference.mean(1, keepdims=True))).sum(1)
+    sign = np.where(corr < 0, -1.0, 1.0).astype(projection.dtype)
+    return projection * sign.reshape(-1, *([1] * (projection.ndim - 1)))
+
+
+def _oriented(projector: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def project(activation_batch: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        return orient(projector(activation_batch, *args, **kwargs), activation_batch)
+    project.__wrapped__ = projector  # type: ignore[attr-defined]
+    return project
+
+
 @contextmanager
-def _quiet_tqdm() -> Iterator[None]:
-    """ScoreCAM/AblationCAM draw tqdm bars on stderr; ours is the only progress display."""
+def library_calls() -> Iterator[None]:
+    """Everything visctl changes around a grad-cam call, in one place.
+
+    * its prints (FullGrad's "Warning: target_layers is ignored ...") go to stderr: stdout carries results
+      only (the ``--json`` manifest);
+    * ScoreCAM/AblationCAM's tqdm bars are off: ours is the only progress display;
+    * numpy's BLAS runs on one thread: grad-cam does one small SVD per image ((H*W) x C), where a
+      multi-threaded OpenBLAS is 10-20x slower than one thread (measured on 2 busy cores); torch's own
+      thread pool is not touched;
+    * every first-principal-component projection (EigenCAM, EigenGradCAM, KPCA-CAM, ``eigen_smooth`` on any
+      method) is oriented by :func:`orient`; grad-cam's modules import the projection functions by name,
+      so each module's binding is swapped for the call and restored after it.
+    """
+    import contextlib
+    import sys
     from functools import partialmethod
 
+    import pytorch_grad_cam  # noqa: F401  (loads the method modules whose bindings are swapped below)
     import tqdm
+    from pytorch_grad_cam.utils import svd_on_activations as svd
 
-    original = tqdm.tqdm.__init__
-    tqdm.tqdm.__init__ = partialmethod(original, disable=True)  # type: ignore[method-assign]
+    originals: dict[str, Callable[..., np.ndarray]] = {
+        name: getattr(svd, name) for name in ("get_2d_projection", "get_2d_projection_kernel")}
+    swapped = []
+    for mod_name, module in list(sys.modules.items()):
+        if not mod_name.startswith("pytorch_grad_cam") or module is None:
+            continue
+        for name in originals:
+            if getattr(module, name, None) is originals[name]:
+                setattr(module, name, _oriented(originals[name]))
+                swapped.append((module, name, originals[name]))
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn, which grad-cam needs
+
+    tqdm_init = tqdm.tqdm.__init__
+    tqdm.tqdm.__init__ = partialmethod(tqdm_init, disable=True)  # type: ignore[method-assign]
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr), threadpool_limits(1, user_api="blas"):
+            yield
     finally:
-        tqdm.tqdm.__init__ = original  # type: ignore[method-assign]
+        tqdm.tqdm.__init__ = tqdm_init  # type: ignore[method-assign]
+        for module, name, fn in swapped:
+            setattr(module, name, fn)
 
 
 def _start_graph(_module: Any, _inputs: Any, output: Any) -> Any:
@@ -513,6 +642,15 @@ def resolve_categories(specs: list[str], names: list[str] | None, num_classes: i
                               hint=f"did you mean {', '.join(near)}?" if near else
                               f"classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
     return out
+
+
+def check_topk(topk: int, num_classes: int) -> None:
+    """``--topk`` must not ask for more classes than the model has."""
+    from visctl.errors import InputError
+
+    if topk > num_classes:
+        raise InputError(f"--topk {topk} asks for more classes than the model has ({num_classes})",
+                         hint=f"use --topk 1 .. {num_classes}, or name classes with --target-category")
 
 
 @dataclass

@@ -102,9 +102,12 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
          target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None, aug_smooth: bool,
          eigen_smooth: bool, ratio_channels_to_ablate: float, alpha: float, colormap: str,
          save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int) -> None:
+    import sys
     import time
+    import traceback
 
     from visctl import cams, config, output, render, transforms
+    from visctl.errors import VisctlError
 
     methods = cams.parse_method(method)
     colormap = render.check_colormap(colormap)
@@ -119,6 +122,8 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                       config.tool_option(cfg, "target_layers"))
     names = config.class_names(cfg)
     categories = cams.resolve_categories(target_category, names, setup.num_classes)
+    if not categories:
+        cams.check_topk(topk, setup.num_classes)
     for note in setup.notes:
         ctx.note(note)
     per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
@@ -137,6 +142,24 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         out_dir=(save_path.parent if single_file else save_path) or None)
     engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=batch_size,
                               ratio_channels_to_ablate=ratio_channels_to_ablate) for m in methods]
+    skipped: dict[str, str] = {}
+
+    def skip_method(engine: cams.CamEngine, reason: str) -> None:
+        # one failure entry per method (the run exits 1 and finish() warns once); its other panels stay
+        skipped[engine.method.value] = reason
+        writer.manifest["skipped_methods"] = [dict(method=k, reason=v) for k, v in skipped.items()]
+        writer.fail(f"--method {engine.method.value}", f"skipped: {reason}")
+        ctx.log(f"{engine.method.value} cannot run on this model; skipped ({reason})")
+        engines.remove(engine)
+
+    for engine in list(engines):
+        reason = cams.unsupported(engine.method, setup.layouts)
+        if reason:
+            skip_method(engine, reason)
+
+    def label_of(cat: int) -> str:
+        return names[cat] if names and cat < len(names) else str(cat)
+
     stems = output.input_stems(paths)
     layer_tag = "+".join(setup.layers).replace(".", "_")
     started = time.time()
@@ -151,27 +174,42 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                     rows: list[list[tuple[str, list]]] = [[] for _ in group]
                     raws: list[list[tuple[str, object]]] = [[] for _ in group]
                     for slot in range(slots):
+                        # a rank is resolved on the clean image by the first method, then shared by all
                         targets = ([cams.ClassTarget(categories[slot]) for _ in group] if categories
                                    else [cams.RankTarget(slot) for _ in group])
-                        for engine in engines:
-                            maps, logits = engine(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
-                            probs = logits.float().softmax(-1).cpu()
+                        panels: list[list] = [[] for _ in group]
+                        for engine in list(engines):
+                            try:
+                                maps, logits = engine(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+                            except VisctlError:
+                                raise
+                            except Exception as err:  # a method that cannot run on this model: the others go on
+                                if ctx.debug:
+                                    traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+                                first_line = (str(err).splitlines() or [""])[0]
+                                skip_method(engine, f"{type(err).__name__}: {first_line}")
+                                continue
+                            probs = logits.float().softmax(-1).cpu()  # of the clean batch
                             for i, (_p, img, state) in enumerate(group):
                                 cat = targets[i].category
-                                label = names[cat] if names and cat < len(names) else str(cat)
                                 fmap = transforms.to_original(maps[i], state, img.shape[:2])
-                                if len(rows[i]) <= slot:
-                                    rows[i].append((f"class {cat} {label}" if names else f"class {cat}", []))
-                                rows[i][slot][1].append(
-                                    (f"{engine.method.value} | {label} p={float(probs[i, cat]):.2f}", fmap))
+                                caption = f"{engine.method.value} | {label_of(cat)} p={float(probs[i, cat]):.2f}"
+                                panels[i].append((caption, fmap))
                                 raws[i].append((f"{engine.method.value}_c{cat}", fmap))
+                        if any(t.category is None for t in targets):  # every method was skipped
+                            cams.resolve_ranks(targets, cams.predict(model, batch))
+                        for i, t in enumerate(targets):
+                            rows[i].append((f"class {t.category} {label_of(t.category)}" if names
+                                            else f"class {t.category}", panels[i]))
                     for i, (p, img, _state) in enumerate(group):
-                        figure = render.map_figure(img, rows[i], alpha=alpha, colormap=colormap)
-                        tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
-                        name = f"{stems[p]}_cam_{tag}_{layer_tag}.png".replace("++", "pp")
                         cats = [r[0] for r in rows[i]]
-                        writer.save_image(name, figure, caption=f"{p.name}: {', '.join(cats)}",
-                                          target=save_path if single_file else None, input=str(p))
+                        if any(row_panels for _, row_panels in rows[i]):
+                            figure = render.map_figure(img, [r for r in rows[i] if r[1]], alpha=alpha,
+                                                       colormap=colormap)
+                            tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
+                            name = f"{stems[p]}_cam_{tag}_{layer_tag}.png".replace("++", "pp")
+                            writer.save_image(name, figure, caption=f"{p.name}: {', '.join(cats)}",
+                                              target=save_path if single_file else None, input=str(p))
                         if save_raw:
                             for key, fmap in raws[i]:
                                 writer.save_array(f"{stems[p]}_cam_{key}_{layer_tag}.npy".replace("++", "pp"),
