@@ -139,7 +139,9 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         if default:
             names = [models.find_layer(mi.model, n)[0] for n in default]
         else:
-            names = cams.default_target_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw, False)
+            chosen = cams.default_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw)
+            names = [chosen.features]
+            ctx.note(f"default layer {chosen.why}")
         ctx.log(f"default layers: {', '.join(names)} (set --target-layers to change them)")
     layers = {n: models.find_layer(mi.model, n)[1] for n in names}
     other = None
