@@ -104,7 +104,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
          save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int) -> None:
     import time
 
-    from visctl import cams, config, output, render, transforms
+    from visctl import cams, config, featmaps, output, render, transforms
 
     methods = cams.parse_method(method)
     colormap = render.check_colormap(colormap)
@@ -138,6 +138,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
     engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=batch_size,
                               ratio_channels_to_ablate=ratio_channels_to_ablate) for m in methods]
     stems = output.input_stems(paths)
+    blank: list[str] = []
     layer_tag = "+".join(setup.layers).replace(".", "_")
     started = time.time()
     try:
@@ -162,8 +163,11 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                                 fmap = transforms.to_original(maps[i], state, img.shape[:2])
                                 if len(rows[i]) <= slot:
                                     rows[i].append((f"class {cat} {label}" if names else f"class {cat}", []))
-                                rows[i][slot][1].append(
-                                    (f"{engine.method.value} | {label} p={float(probs[i, cat]):.2f}", fmap))
+                                text = f"{engine.method.value} | {label} p={float(probs[i, cat]):.2f}"
+                                if featmaps.flat(maps[i], 1.0):  # grad-cam scales to [0, 1]: constant = blank
+                                    text += " | BLANK: constant map (try another --target-layers or method)"
+                                    blank.append(f"{_p.name}: {engine.method.value} class {cat}")
+                                rows[i][slot][1].append((text, fmap))
                                 raws[i].append((f"{engine.method.value}_c{cat}", fmap))
                     for i, (p, img, _state) in enumerate(group):
                         figure = render.map_figure(img, rows[i], alpha=alpha, colormap=colormap)
@@ -180,4 +184,9 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                         advance()
     finally:
         writer.manifest["timings"]["cam_s"] = round(time.time() - started, 3)
+        if blank:
+            writer.manifest["flat_maps"] = blank
+            ctx.warn(f"{len(blank)} map(s) are constant (blank), e.g. {blank[0]}: the layer gives no signal for "
+                     "this method (a zero head, or a layer before its activation); try another --target-layers "
+                     "or method")
     ctx.finish()
