@@ -78,3 +78,48 @@ class ChannelsLastNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.patch(x).permute(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
         return self.head(x.mean((1, 2)))
+
+
+class _MBConv(nn.Module):
+    """EfficientNet-PyTorch's MBConvBlock, cut down: expand, depthwise, project (a linear output)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self._expand_conv = nn.Conv2d(cin, cin * 4, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(cin * 4)
+        self._depthwise_conv = nn.Conv2d(cin * 4, cin * 4, 3, stride, 1, groups=cin * 4, bias=False)
+        self._bn1 = nn.BatchNorm2d(cin * 4)
+        self._project_conv = nn.Conv2d(cin * 4, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout)
+        self._swish = nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._swish(self._bn0(self._expand_conv(x)))
+        y = self._swish(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if y.shape == x.shape else y
+
+
+class LiteEffNet(nn.Module):
+    """The module layout of EfficientNet-Lite in EfficientNet-PyTorch (lukemelas, and its -Lite forks):
+    ``x = self._swish(self._bn1(self._conv_head(x)))`` with one ``_swish`` module shared by the stem and the
+    head, so ``_bn1`` is the last module with its own output, and it is before the activation."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 8, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(8)
+        self._blocks = nn.ModuleList([_MBConv(8, 8, 1), _MBConv(8, 16, 2), _MBConv(16, 16, 1), _MBConv(16, 24, 2)])
+        self._conv_head = nn.Conv2d(24, 64, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(64)
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = nn.Dropout(0.2)
+        self._fc = nn.Linear(64, num_classes)
+        self._swish = nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._swish(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = self._swish(self._bn1(self._conv_head(x)))
+        return self._fc(self._dropout(self._avg_pooling(x).flatten(1)))

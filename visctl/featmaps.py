@@ -136,6 +136,17 @@ def arrangement(k: int, rows: int | None = None, cols: int | None = None) -> tup
     return math.ceil(k / cols), cols
 
 
+def flat(m: np.ndarray, reference: float) -> bool:
+    """Whether a map is numerically constant: its range is below 1e-6 of the feature's largest magnitude
+    (``reference``), e.g. the channel mean of a LayerNorm output (about 2e-8 across the image), or zero."""
+    import numpy as np
+
+    values = m[np.isfinite(m)]
+    if values.size == 0:
+        return True
+    return float(values.max() - values.min()) <= max(1e-6 * reference, 1e-12)
+
+
 @dataclass
 class Scale:
     """A min-max range shared by a set of maps; ``signed`` maps are scaled symmetrically around zero."""

@@ -565,3 +565,36 @@ def switch_to_deploy(model: nn.Module) -> list[str]:
             fn()
             switched.append(name or type(module).__name__)
     return switched
+
+
+def native_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The (h, w) input a model was built for, when it says: a timm patch embedding that accepts only its
+    ``img_size`` (ViT, DeiT, DINOv2 at 518 px, ...), else timm's ``pretrained_cfg`` / ``default_cfg``
+    ``input_size``; None when the model does not say."""
+    embed = getattr(model, "patch_embed", None)
+    size = getattr(embed, "img_size", None)
+    if size is not None and getattr(embed, "strict_img_size", True) and not getattr(embed, "dynamic_img_pad", False):
+        h, w = (size, size) if isinstance(size, int) else size
+        return int(h), int(w)
+    for attr in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, attr, None)
+        if isinstance(cfg, dict) and isinstance(cfg.get("input_size"), (tuple, list)) and len(cfg["input_size"]) == 3:
+            return int(cfg["input_size"][1]), int(cfg["input_size"][2])
+    return None
+
+
+def check_input_size(model: nn.Module, hw: tuple[int, int], from_pipeline: bool) -> None:
+    """Refuse an input size a model cannot take (a strict timm patch embedding) with the option that fixes it."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is None or not getattr(embed, "strict_img_size", False) or getattr(embed, "dynamic_img_pad", False):
+        return
+    size = getattr(embed, "img_size", None)
+    if size is None:
+        return
+    need = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(hw) != tuple(need):
+        where = "the config's pipeline gives" if from_pipeline else "visctl.input_size gives"
+        raise ModelError(f"the model takes {need[0]}x{need[1]} inputs only (its patch embedding is strict); "
+                         f"{where} {hw[0]}x{hw[1]}",
+                         hint=f"--cfg-options visctl.input_size={need[0]} (without a test_pipeline), a pipeline that "
+                         f"resizes to {need[0]}x{need[1]}, or build the model for your size (model.img_size=...)")

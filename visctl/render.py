@@ -54,14 +54,34 @@ def check_colormap(name: str) -> str:
                       hint=f"use an OpenCV map ({', '.join(COLORMAPS)}) or a matplotlib one such as coolwarm")
 
 
+NO_DATA = "grey: outside the model's view"
+
+
+def no_data(image: np.ndarray) -> np.ndarray:
+    """An RGB image drawn as "no data": grey, faded, its shapes still visible."""
+    import numpy as np
+
+    grey = image.astype(np.float32).mean(-1, keepdims=True)
+    return np.repeat(0.35 * grey + 0.65 * 160, 3, axis=-1).round().astype(np.uint8)
+
+
 def overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
-    """Blend a [0, 1] map over an RGB image: ``(1 - alpha) * image + alpha * heat`` (no re-brightening)."""
+    """Blend a [0, 1] map over an RGB image: ``(1 - alpha) * image + alpha * heat`` (no re-brightening).
+
+    NaN in the map is "no data" (outside the model's view): those pixels show the image in grey, no heat.
+    """
     import cv2
+    import numpy as np
 
     if fmap.shape[:2] != image.shape[:2]:
-        fmap = cv2.resize(fmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-    heat = colorize(fmap, colormap)
-    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+        fmap = cv2.resize(fmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST
+                          if np.isnan(fmap).any() else cv2.INTER_LINEAR)
+    missing = np.isnan(fmap)
+    heat = colorize(np.nan_to_num(fmap, nan=0.0), colormap)
+    out = cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+    if missing.any():
+        out[missing] = no_data(image)[missing]
+    return out
 
 
 def caption(image: np.ndarray, text: str, min_width: int = 0) -> np.ndarray:
@@ -159,12 +179,16 @@ def map_figure(original: np.ndarray, rows: list[tuple[str, list[tuple[str, np.nd
         colormap: an OpenCV colormap name.
         panel_side: longer side of each panel in the figure.
     """
+    import numpy as np
+
     panels = []
     cols = min(1 + max(len(maps) for _, maps in rows), 6)
     base = fit(original, panel_side)
     blank = caption(base * 0 + 255, "")
+    unseen = any(np.isnan(fmap).any() for _, maps in rows for _, fmap in maps)
     for label, maps in rows:
-        row = [caption(base, label)] + [caption(overlay(base, fmap, alpha, colormap), text) for text, fmap in maps]
+        row = [caption(base, f"{label} ({NO_DATA})" if unseen else label)]
+        row += [caption(overlay(base, fmap, alpha, colormap), text) for text, fmap in maps]
         row.extend([blank] * (-len(row) % cols))  # each category starts a new line of the grid
         panels.extend(row)
     return grid(panels, cols=cols)
@@ -335,7 +359,10 @@ def normalize_in_boxes(fmap: np.ndarray, boxes: Any) -> np.ndarray:
         if x1 <= x0 or y1 <= y0:
             continue
         patch = fmap[y0:y1, x0:x1]
-        lo, hi = float(patch.min()), float(patch.max())
-        norm = (patch - lo) / (hi - lo) if hi > lo else np.zeros_like(patch)
+        if np.isnan(patch).all():
+            continue
+        lo, hi = float(np.nanmin(patch)), float(np.nanmax(patch))
+        norm = np.nan_to_num((patch - lo) / (hi - lo)) if hi > lo else np.zeros_like(patch)
         out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], norm)
+    out[np.isnan(fmap)] = np.nan  # outside the model's view stays "no data"
     return out

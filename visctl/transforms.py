@@ -346,7 +346,8 @@ def to_original(fmap: np.ndarray, state: ImageState, orig_hw: tuple[int, int]) -
     """Carry a map at the pipeline output's resolution back onto the original image.
 
     ``fmap`` may have any (h, w): it is taken to cover the pipeline output exactly. Pixels of the original
-    that the pipeline cropped away get 0.
+    that the pipeline cropped away are NaN: the model never saw them (0 would read as a value, and as the
+    hottest one when every value is negative).
     """
     import cv2
     import numpy as np
@@ -363,10 +364,11 @@ def to_original(fmap: np.ndarray, state: ImageState, orig_hw: tuple[int, int]) -
     # replicate at the map's edges so the last row/column is not blended with zeros ...
     out = cv2.warpAffine(fmap.astype(np.float32), m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_REPLICATE)
-    # ... and zero what the pipeline cropped away (or padded in)
+    # ... and mark "no data" where the pipeline cropped away (or padded in)
     inside = cv2.warpAffine(np.ones((fh, fw), np.uint8), m, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out * inside
+    out[inside == 0] = np.nan
+    return out
 
 
 def to_tensor(states: list[ImageState], mean: tuple[float, ...], std: tuple[float, ...], rgb: bool) -> Any:

@@ -50,8 +50,16 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     from visctl.detection import is_torchvision_detector
 
     detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
-    steps = config.test_pipeline(cfg) or (
-        [] if detector else transforms.default_pipeline(config.tool_option(cfg, "input_size", 224)))
+    from visctl.models import check_input_size, native_input_size
+
+    pipeline = config.test_pipeline(cfg)
+    size = config.tool_option(cfg, "input_size")
+    if not pipeline and not detector and size is None:
+        native = native_input_size(model)  # timm's DINOv2 ViTs take 518 px and nothing else
+        size = (native[1], native[0]) if native and native != (224, 224) else 224  # (w, h), as mmcv writes it
+        if native and native != (224, 224):
+            ctx.note(f"input size {native[0]}x{native[1]}: the model's own (set visctl.input_size to change it)")
+    steps = pipeline or ([] if detector else transforms.default_pipeline(size))
     mean, std, rgb = config.normalization(cfg)
     if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
             cfg, "model.data_preprocessor")):
@@ -70,6 +78,8 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
 
         first = fit(first, 1024)
     example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
+    if steps:
+        check_input_size(model, (int(example.shape[2]), int(example.shape[3])), from_pipeline=bool(pipeline))
     return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
                        model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,
                        detector=detector)

@@ -106,7 +106,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
     import time
     import traceback
 
-    from visctl import cams, config, output, render, transforms
+    from visctl import cams, config, featmaps, output, render, transforms
     from visctl.errors import VisctlError
 
     methods = cams.parse_method(method)
@@ -161,6 +161,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         return names[cat] if names and cat < len(names) else str(cat)
 
     stems = output.input_stems(paths)
+    blank: list[str] = []
     layer_tag = "+".join(setup.layers).replace(".", "_")
     started = time.time()
     try:
@@ -194,6 +195,9 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                                 cat = targets[i].category
                                 fmap = transforms.to_original(maps[i], state, img.shape[:2])
                                 caption = f"{engine.method.value} | {label_of(cat)} p={float(probs[i, cat]):.2f}"
+                                if featmaps.flat(maps[i], 1.0):  # grad-cam scales to [0, 1]: constant = blank
+                                    caption += " | BLANK: constant map (try another --target-layers or method)"
+                                    blank.append(f"{_p.name}: {engine.method.value} class {cat}")
                                 panels[i].append((caption, fmap))
                                 raws[i].append((f"{engine.method.value}_c{cat}", fmap))
                         if any(t.category is None for t in targets):  # every method was skipped
@@ -218,4 +222,9 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                         advance()
     finally:
         writer.manifest["timings"]["cam_s"] = round(time.time() - started, 3)
+        if blank:
+            writer.manifest["flat_maps"] = blank
+            ctx.warn(f"{len(blank)} map(s) are constant (blank), e.g. {blank[0]}: the layer gives no signal for "
+                     "this method (a zero head, or a layer before its activation); try another --target-layers "
+                     "or method")
     ctx.finish()

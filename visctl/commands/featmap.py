@@ -101,6 +101,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     import time
 
     import cv2
+    import numpy as np
 
     from visctl import cams, config, detection, featmaps, images, models, output, render, transforms
     from visctl.errors import VisctlError
@@ -142,7 +143,9 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         if default:
             names = [models.find_layer(mi.model, n)[0] for n in default]
         else:
-            names = cams.default_target_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw, False)
+            chosen = cams.default_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw)
+            names = [chosen.features]
+            ctx.note(f"default layer {chosen.why}")
         ctx.log(f"default layers: {', '.join(names)} (set --target-layers to change them)")
     layers = {n: models.find_layer(mi.model, n)[1] for n in names}
     other = None
@@ -196,8 +199,10 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
                         for kind, f, is_signed in kinds:
                             if use_norm:
                                 f = featmaps.channel_norm(f)
+                            maps = featmaps.reduce(f, reduction, topk)
+                            ref = float(f.abs().max())
                             records.append(dict(path=p, state=state, label=label, kind=kind, signed=is_signed,
-                                                maps=featmaps.reduce(f, reduction, topk)))
+                                                maps=maps, flat=[featmaps.flat(m, ref) for _, m in maps]))
                 for _ in group:
                     advance()
     flat = [(f"{r['label']}|{r['kind']}", m, r["signed"]) for r in records for _, m in r["maps"]]
@@ -215,6 +220,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         raise VisctlError(f"--out-file names one output, this run draws {len({p for p, _ in by_key})} images",
                           hint="use --out-dir for several images")
     stacked: list[Any] = []
+    flat_maps: list[str] = []
     originals: dict[Path, object] = {}
     for (p, label), recs in by_key.items():
         if p not in originals:
@@ -229,25 +235,35 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         panels = []
         rows_cols = None
         for r in recs:
-            for (chan, m), sc in zip(r["maps"], r["scales"]):
+            for (chan, m), sc, is_flat in zip(r["maps"], r["scales"], r["flat"]):
                 if m.ndim == 3:  # a 3-channel feature drawn as an image (topk -1)
                     full = transforms.to_original(m.astype("float32"), r["state"], img.shape[:2])
-                    u8 = (sc.apply(full) * 255).astype("uint8")
+                    u8 = (np.nan_to_num(sc.apply(full), nan=0.5) * 255).astype("uint8")
                     shown = u8 if not resize_shape else cv2.resize(u8, base.shape[1::-1])
                 else:
                     full = transforms.to_original(m, r["state"], img.shape[:2])
                     norm = sc.apply(full)
                     if resize_shape:
                         norm = cv2.resize(norm, base.shape[1::-1])
-                    if not overlaid:
-                        shown = render.colorize(norm, colormap)
-                    elif normalize is Normalize.per_map and colormap == "jet" and not r["signed"]:
+                    unseen = bool(np.isnan(full).any())
+                    if is_flat:  # no heat: a constant map drawn full-range would look like a confident answer
+                        shown = render.no_data(base)
+                    elif not overlaid:
+                        shown = render.colorize(np.nan_to_num(norm, nan=0.5), colormap)
+                    elif normalize is Normalize.per_map and colormap == "jet" and not r["signed"] and not unseen:
                         shown = render.mmengine_overlay(base, norm, alpha)  # exactly mmengine's rendering
                     else:
                         shown = render.overlay(base, norm, alpha, colormap)
                 shown = render.fit(shown, 384)
                 head = f"{r['kind']}: " if compare else ""
-                panels.append(render.caption(shown, f"{head}{chan} | {sc.describe()}"))
+                text = f"{head}{chan} | {sc.describe()}"
+                if is_flat:
+                    text += (" | FLAT: numerically constant, nothing to show (try --channel-reduction select_max or "
+                             "pixel_wise_max, --use-norm, or another layer)")
+                    flat_maps.append(f"{p.name}: {label} {head}{chan}")
+                elif m.ndim != 3 and unseen:
+                    text += f" | {render.NO_DATA}"
+                panels.append(render.caption(shown, text))
                 if save_raw:
                     tag = f"{r['kind']}_{chan}".replace(" ", "").replace("|", "abs").replace("-", "minus")
                     writer.save_array(f"{stems[p]}_featmap_{_tag(label)}_{tag}.npy", full.astype("float32"),
@@ -269,6 +285,11 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         labels = [label for _, label in by_key]
         writer.save_image(out_file.name, render.grid(stacked, cols=1), target=out_file, input=str(p), layer=labels,
                           caption=f"{p.name}: {', '.join(labels)} ({reduction.value}, {normalize.value})")
+    if flat_maps:
+        writer.manifest["flat_maps"] = flat_maps
+        ctx.warn(f"{len(flat_maps)} map(s) are numerically constant and drawn without colour (e.g. {flat_maps[0]}): "
+                 "a channel mean of a norm layer's output is ~0 everywhere; try --channel-reduction select_max or "
+                 "pixel_wise_max, --use-norm, or another layer")
     for p in mi.paths:
         if not any(f["path"] == str(p) for f in writer.manifest["failures"]):
             writer.add_input(p)

@@ -205,7 +205,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers)]
     elif vis_stage:
-        default = cams.default_target_layers(mi.model, pr, in_hw, cams.is_vit_like(pr, in_hw))[0]
+        default = cams.default_layers(mi.model, pr, in_hw).features
         label, path, take_input, why = embedding.vis_stage_layer(mi.model, vis_stage, pr.shape_of, default)
         names, module_of = [label], {label: path}
         inputs_of = frozenset([label]) if take_input else frozenset()
@@ -213,10 +213,13 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         ctx.log(f"layer: {why}")
     else:
         default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
-        names = ([models.find_layer(mi.model, n)[0] for n in default] if default
-                 else cams.default_target_layers(mi.model, pr, in_hw, cams.is_vit_like(pr, in_hw)))
+        chosen = None if default and not all_stages else cams.default_layers(mi.model, pr, in_hw)
         if all_stages:
-            names = cams.stage_layers(mi.model, names[0])
+            names = chosen.stages  # type: ignore[union-attr]
+        elif default:
+            names = [models.find_layer(mi.model, n)[0] for n in default]
+        else:
+            names = [chosen.features]  # type: ignore[union-attr]
         ctx.log(f"layers: {', '.join(names)}")
     extra = num_extra_tokens
     if extra is None:
