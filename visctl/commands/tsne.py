@@ -202,19 +202,21 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     pr = cams.probe(mi.model, example, logits=False)
     inputs_of: frozenset[str] = frozenset()
     module_of: dict[str, str] = {}
+    cfg_default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
+    if not (target_layers or vis_stage or cfg_default or all_stages):
+        vis_stage = VisStage.neck  # mmpretrain vis_tsne's default: extract_feat's stage, the neck's output
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers)]
     elif vis_stage:
-        default = cams.default_target_layers(mi.model, pr, in_hw, cams.is_vit_like(pr, in_hw))[0]
+        default = embedding.last_stage(mi.model, example)
         label, path, take_input, why = embedding.vis_stage_layer(mi.model, vis_stage, pr.shape_of, default)
         names, module_of = [label], {label: path}
         inputs_of = frozenset([label]) if take_input else frozenset()
         notes.append(f"--vis-stage {why}")
         ctx.log(f"layer: {why}")
     else:
-        default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
-        names = ([models.find_layer(mi.model, n)[0] for n in default] if default
-                 else cams.default_target_layers(mi.model, pr, in_hw, cams.is_vit_like(pr, in_hw)))
+        names = ([models.find_layer(mi.model, n)[0] for n in cfg_default] if cfg_default
+                 else [embedding.last_stage(mi.model, example)])
         if all_stages:
             names = cams.stage_layers(mi.model, names[0])
         ctx.log(f"layers: {', '.join(names)}")
