@@ -74,3 +74,22 @@ def test_tsne_default_layer_is_the_neck_else_the_last_stage(invoke, tmp_path, mo
     result = invoke("tsne", cfg, "--method", "pca", "--max-num-samples-per-class", "4", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert manifest(tmp_path / "out")["params"]["layers"] == [layer]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fchmod"), reason="POSIX file modes")
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_output_files_get_the_users_umask(invoke, image_file, tmp_path, mask):
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        result = invoke("cam", image_file, "torchvision.resnet18", "--cfg-options", "model.num_classes=3",
+                        "-o", tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"manifest.json", "index.html"} and len(files) >= 3
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, (p, oct(p.stat().st_mode))
