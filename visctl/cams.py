@@ -76,8 +76,10 @@ def parse_method(name: str) -> list[Method]:
     if "," in name:
         return [m for part in name.split(",") if part.strip() for m in parse_method(part)]
     key = name.strip().lower()
-    if key == "all":
-        return list(Method)
+    if key == "all":  # every method the installed grad-cam has
+        from visctl import _gradcam
+
+        return [m for m in Method if _gradcam.available(METHODS[m][0])]
     key = _ALIASES.get(key, key)
     for m in Method:
         if m.value == key:
@@ -415,6 +417,8 @@ class CamEngine:
         import pytorch_grad_cam as gc
         import torch
 
+        from visctl import _gradcam
+
         if len(targets) != batch.shape[0]:
             raise ValueError("one target per image")  # a bug, not a user error: grad-cam would zip silently
         self.model.eval()
@@ -428,16 +432,17 @@ class CamEngine:
             kwargs = dict(batch_size=self.batch_size, ratio_channels_to_ablate=self.ratio)
             if self.layout.kind == "tokens":
                 kwargs["ablation_layer"] = gc.AblationLayerVit()
-        cam = getattr(gc, self.cls_name)(wrapped, self.layers, reshape_transform=make_reshape(self.layout, self.max_shape),
-                                           **kwargs)
+        cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
+                             reshape_transform=make_reshape(self.layout, self.max_shape), **kwargs)
         if self.method is Method.scorecam:
             cam.batch_size = self.batch_size
         try:
             with torch.enable_grad(), _quiet_tqdm():  # the targets' scores are computed outside the forward
                 maps = cam(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
-            logits = cam.outputs if self.detection else cam.outputs.detach()
+            out = _gradcam.outputs(cam)
+            logits = out if self.detection else out.detach()
         finally:
-            cam.activations_and_grads.release()
+            _gradcam.release(cam)
             for h in handles:
                 h.remove()
             for p, flag in zip(self.model.parameters(), trainable):  # leave the caller's model as it was
