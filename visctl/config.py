@@ -57,6 +57,9 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     Returns:
         The mmengine ``Config``.
     """
+    from visctl.environment import require_mmengine
+
+    require_mmengine()  # a missing or unsupported mmengine is one error line, not an ImportError
     from mmengine.config import Config
 
     path = Path(spec)
