@@ -123,3 +123,19 @@ class LiteEffNet(nn.Module):
             x = block(x)
         x = self._swish(self._bn1(self._conv_head(x)))
         return self._fc(self._dropout(self._avg_pooling(x).flatten(1)))
+
+
+class NeckNet(nn.Module):
+    """mmpretrain's ImageClassifier layout: backbone stages, a global-average-pooling neck, a linear head."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential()
+        for i, (cin, cout) in enumerate([(3, 8), (8, 8), (8, 16), (16, 16)]):
+            self.backbone.add_module(f"layer{i + 1}", nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.ReLU()))
+        self.neck = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential()
+        self.head.add_module("fc", nn.Linear(16, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.neck(self.backbone(x)).flatten(1))

@@ -79,8 +79,10 @@ def parse_method(name: str) -> list[Method]:
     if "," in name:
         return [m for part in name.split(",") if part.strip() for m in parse_method(part)]
     key = name.strip().lower()
-    if key == "all":
-        return list(Method)
+    if key == "all":  # every method the installed grad-cam has
+        from visctl import _gradcam
+
+        return [m for m in Method if _gradcam.available(METHODS[m][0])]
     key = _ALIASES.get(key, key)
     for m in Method:
         if m.value == key:
@@ -621,6 +623,8 @@ class CamEngine:
         import pytorch_grad_cam as gc
         import torch
 
+        from visctl import _gradcam
+
         if len(targets) != batch.shape[0]:
             raise ValueError("one target per image")  # a bug, not a user error: grad-cam would zip silently
         self.model.eval()
@@ -645,11 +649,13 @@ class CamEngine:
             # the targets' scores are computed outside the forward, hence enable_grad
             with torch.enable_grad(), library_calls():
                 reshape = make_reshape(self.layout, self.max_shape)
-                cam = getattr(gc, self.cls_name)(wrapped, self.layers, reshape_transform=reshape, **kwargs)
+                cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
+                                     reshape_transform=reshape, **kwargs)
                 if self.method is Method.scorecam:
                     cam.batch_size = self.batch_size
                 maps = cam(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
-            logits = cam.outputs if self.detection else cam.outputs.detach() if clean is None else clean
+            out = _gradcam.outputs(cam)
+            logits = out if self.detection else out.detach() if clean is None else clean
         finally:
             if cam is not None:
                 _release(cam)

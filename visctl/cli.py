@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import __version__, _argv
-from visctl.commands import boxam, browse, cam, demo, featmap, lr, pipeline, recon, slice, tsne
+from visctl.commands import boxam, browse, cam, demo, doctor, featmap, lr, pipeline, recon, slice, tsne
 
 # Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -35,6 +35,7 @@ app.command("tsne", rich_help_panel=MODELS, epilog=tsne.EPILOG)(tsne.tsne)
 app.command("browse", rich_help_panel="Data", epilog=browse.EPILOG)(browse.browse)
 app.command("lr", rich_help_panel="Training", epilog=lr.EPILOG)(lr.lr)
 app.command("demo", rich_help_panel="Tour", epilog=demo.EPILOG)(demo.demo)
+app.command("doctor", rich_help_panel="Tour", epilog=doctor.EPILOG)(doctor.doctor)
 
 
 def _version(value: bool) -> None:

@@ -57,6 +57,9 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     Returns:
         The mmengine ``Config``.
     """
+    from visctl.environment import require_mmengine
+
+    require_mmengine()  # a missing or unsupported mmengine is one error line, not an ImportError
     from mmengine.config import Config
 
     path = Path(spec)
@@ -110,9 +113,15 @@ def tool_option(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def test_pipeline(cfg: Any) -> list[dict] | None:
-    """The test pipeline: ``test_pipeline``, else the test/val dataloader's dataset pipeline."""
-    for key in ("test_pipeline", "test_dataloader.dataset.pipeline", "val_pipeline",
-                "val_dataloader.dataset.pipeline"):
+    """The test pipeline: the test dataloader's dataset pipeline, else ``test_pipeline``, else the val ones.
+
+    The dataloader's comes first because that is the one mmpretrain's tools run
+    (``Compose(cfg.test_dataloader.dataset.pipeline)`` in tools/visualization/vis_cam.py) and the one a
+    ``--cfg-options test_dataloader.dataset.pipeline.1.scale=...`` changes; ``test_pipeline`` is usually the
+    same list before the override.
+    """
+    for key in ("test_dataloader.dataset.pipeline", "test_pipeline", "val_dataloader.dataset.pipeline",
+                "val_pipeline"):
         pipe = cfg_get(cfg, key)
         if pipe:
             return [dict(step) for step in pipe]

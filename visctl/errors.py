@@ -45,6 +45,10 @@ class DeviceError(VisctlError):
     """The requested device does not exist on this machine."""
 
 
+class DependencyError(VisctlError):
+    """A dependency is missing or has a version visctl does not support (the message names both)."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """Return the choices most similar to ``name``, best first."""
     choices = list(choices)

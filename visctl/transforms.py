@@ -60,15 +60,69 @@ def _wh(value: Any, order: str) -> tuple[int, int]:
     return (a, b) if order == "wh" else (b, a)
 
 
-def _resize(state: ImageState, w: int, h: int) -> None:
-    import cv2
+# mmcv.image.geometric: cv2_interp_codes and pillow_interp_codes (mmcv 2.2.0)
+_CV2_INTERP = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
+               "area": "INTER_AREA", "lanczos": "INTER_LANCZOS4"}
+_PIL_INTERP = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "box": "BOX",
+               "lanczos": "LANCZOS", "hamming": "HAMMING"}
+
+
+def _resize(state: ImageState, w: int, h: int, interpolation: str = "bilinear", backend: str = "cv2") -> None:
+    """``mmcv.imresize(img, (w, h), interpolation=..., backend=...)``, and the affine it makes."""
+    import numpy as np
 
     h0, w0 = state.img.shape[:2]
-    if (w, h) == (w0, h0):
-        return
-    interp = cv2.INTER_AREA if w < w0 and h < h0 else cv2.INTER_LINEAR
-    state.img = cv2.resize(state.img, (w, h), interpolation=interp)
+    backend = backend or "cv2"  # mmcv: None means the global imread backend, 'cv2' unless changed
+    if backend == "pillow":
+        from PIL import Image
+
+        if interpolation not in _PIL_INTERP:
+            raise ConfigError(f"interpolation={interpolation!r} with backend='pillow'",
+                              hint=f"use one of {', '.join(_PIL_INTERP)}")
+        resample = getattr(Image.Resampling, _PIL_INTERP[interpolation])
+        state.img = np.array(Image.fromarray(np.ascontiguousarray(state.img)).resize((w, h), resample))
+    elif backend == "cv2":
+        import cv2
+
+        if interpolation not in _CV2_INTERP:
+            raise ConfigError(f"interpolation={interpolation!r} with backend='cv2'",
+                              hint=f"use one of {', '.join(_CV2_INTERP)}")
+        # mmcv calls cv2.resize even at the same size (a copy for every interpolation)
+        state.img = cv2.resize(state.img, (w, h), interpolation=getattr(cv2, _CV2_INTERP[interpolation]))
+    else:
+        raise ConfigError(f"backend={backend!r} is not supported for resize", hint="use backend='cv2' or 'pillow'")
     state.then(w / w0, h / h0, 0.0, 0.0)
+
+
+def _resize_args(step: dict, interpolation: str = "bilinear") -> tuple[str, str]:
+    return str(step.get("interpolation", interpolation)), str(step.get("backend") or "cv2")
+
+
+def _scale_size(w: int, h: int, sx: float, sy: float) -> tuple[int, int]:
+    # mmcv.image.geometric._scale_size: int(w * scale + 0.5)
+    return int(w * float(sx) + 0.5), int(h * float(sy) + 0.5)
+
+
+def _rescale_size(w0: int, h0: int, scale: Any) -> tuple[int, int]:
+    """``mmcv.rescale_size``: a number scales by that factor, a pair is the largest size that fits it."""
+    if isinstance(scale, (int, float)):
+        if scale <= 0:
+            raise ConfigError(f"invalid scale {scale}, must be positive")
+        factor = float(scale)
+    else:
+        factor = min(max(scale) / max(h0, w0), min(scale) / min(h0, w0))
+    return _scale_size(w0, h0, factor, factor)
+
+
+def _imcrop(state: ImageState, x1: Any, y1: Any, x2: Any, y2: Any) -> None:
+    """``mmcv.imcrop(img, np.array([x1, y1, x2, y2]))`` without padding: int32 truncation, clipped to the
+    image, both ends inclusive."""
+    H, W = state.img.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in (x1, y1, x2, y2))  # .astype(np.int32) truncates toward zero
+    x1, x2 = (max(0, min(v, W - 1)) for v in (x1, x2))
+    y1, y2 = (max(0, min(v, H - 1)) for v in (y1, y2))
+    state.img = state.img[y1:y2 + 1, x1:x2 + 1]
+    state.then(1, 1, -x1, -y1)
 
 
 def _crop(state: ImageState, x0: int, y0: int, w: int, h: int) -> None:
@@ -85,36 +139,72 @@ def _crop(state: ImageState, x0: int, y0: int, w: int, h: int) -> None:
     state.then(1, 1, -x0, -y0)
 
 
-def _keep_ratio_size(w0: int, h0: int, w: int, h: int) -> tuple[int, int]:
-    # mmcv rescale: the largest size that fits the long and short edges of the target scale
-    long_edge, short_edge = max(w, h), min(w, h)
-    factor = min(long_edge / max(w0, h0), short_edge / min(w0, h0))
-    return int(w0 * factor + 0.5), int(h0 * factor + 0.5)
+# mmcv.impad's padding modes (cv2 border types)
+_PAD_MODES = {"constant": "BORDER_CONSTANT", "edge": "BORDER_REPLICATE", "reflect": "BORDER_REFLECT_101",
+              "symmetric": "BORDER_REFLECT"}
 
 
-def _pad_step(state: ImageState, padding: Any, fill: Any) -> None:
+def _bgr(pad_val: Any) -> Any:
+    """An mmcv ``pad_val`` (a number, per-channel values or ``dict(img=...)``) for visctl's RGB image:
+    OpenMMLab images are BGR, so per-channel values are given in B, G, R order."""
+    pad_val = pad_val.get("img", 0) if isinstance(pad_val, dict) else pad_val
+    return pad_val if isinstance(pad_val, (int, float)) else tuple(pad_val)[::-1]
+
+
+def _impad(state: ImageState, left: int, top: int, right: int, bottom: int, fill: Any = 0,
+           mode: str = "constant") -> None:
+    """``mmcv.impad(img, padding=(left, top, right, bottom), pad_val=..., padding_mode=...)``; ``fill`` in
+    the image's (RGB) channel order."""
     import cv2
 
-    p = [padding] * 4 if isinstance(padding, int) else list(padding)
-    left, top, right, bottom = (p * 2 if len(p) == 2 else p)  # torchvision order: left, top, right, bottom
-    fill = fill.get("img", 0) if isinstance(fill, dict) else fill
-    state.img = cv2.copyMakeBorder(state.img, top, bottom, left, right, cv2.BORDER_CONSTANT,
-                                   value=(fill,) * 3 if isinstance(fill, (int, float)) else tuple(fill))
+    if mode not in _PAD_MODES:
+        raise ConfigError(f"padding_mode={mode!r}", hint=f"use one of {', '.join(_PAD_MODES)}")
+    value = (fill,) * 3 if isinstance(fill, (int, float)) else tuple(fill)
+    state.img = cv2.copyMakeBorder(state.img, int(top), int(bottom), int(left), int(right),
+                                   getattr(cv2, _PAD_MODES[mode]), value=value)
     state.then(1, 1, left, top)
 
 
-def _sample_crop(rng: Any, w: int, h: int, area_range: Any, ratio_range: Any) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop sampling: ten tries at a random area and log-uniform aspect ratio,
-    then the largest central crop within the ratio range."""
-    area = w * h
-    log_r = (math.log(ratio_range[0]), math.log(ratio_range[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*area_range)
-        ratio = math.exp(rng.uniform(*log_r))
-        cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+def _padding4(padding: Any) -> tuple[int, int, int, int]:
+    """mmcv/torchvision padding: an int for all sides, (left/right, top/bottom) or (left, top, right, bottom)."""
+    p = [padding] * 4 if isinstance(padding, (int, float)) else list(padding)
+    if len(p) == 2:
+        p = p * 2
+    if len(p) != 4:
+        raise ConfigError(f"padding {padding!r}", hint="an int, (left/right, top/bottom) or (left, top, right, bottom)")
+    left, top, right, bottom = (int(v) for v in p)
+    return left, top, right, bottom
+
+
+def _uniform(rng: Any, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+def _randint(rng: Any, lo: int, hi: int) -> int:
+    """An int in [lo, hi): ``Generator.integers`` or, for a legacy ``RandomState``, ``randint`` (mmpretrain
+    draws from ``np.random``, so a ``RandomState`` seeded like it gives its very crops)."""
+    return int(rng.integers(lo, hi) if hasattr(rng, "integers") else rng.randint(lo, hi))
+
+
+def _sample_crop(rng: Any, w: int, h: int, area_range: Any, ratio_range: Any,
+                 max_attempts: int = 10) -> tuple[int, int, int, int]:
+    """mmpretrain ``RandomResizedCrop.rand_crop_params`` (the same draws in the same order).
+
+    ``max_attempts`` tries at a random area and log-uniform aspect ratio, then the largest central crop
+    within the ratio range. Returns ``(x0, y0, w, h)``.
+    """
+    area = h * w
+    for _ in range(int(max_attempts)):
+        target_area = _uniform(rng, *area_range) * area
+        log_ratio = (math.log(ratio_range[0]), math.log(ratio_range[1]))
+        aspect_ratio = math.exp(_uniform(rng, *log_ratio))
+        cw = int(round(math.sqrt(target_area * aspect_ratio)))
+        ch = int(round(math.sqrt(target_area / aspect_ratio)))
         if 0 < cw <= w and 0 < ch <= h:
-            return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
-    in_ratio = w / h
+            y0 = _randint(rng, 0, h - ch + 1)
+            x0 = _randint(rng, 0, w - cw + 1)
+            return x0, y0, cw, ch
+    in_ratio = float(w) / float(h)
     if in_ratio < min(ratio_range):
         cw, ch = w, int(round(w / min(ratio_range)))
     elif in_ratio > max(ratio_range):
@@ -197,104 +287,151 @@ def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool 
 
 
 def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
-    """Apply one transform dict to ``state`` in place."""
+    """Apply one transform dict to ``state`` in place.
+
+    OpenMMLab names follow mmcv 2.x / mmpretrain 1.x exactly (sizes, rounding, ``interpolation``,
+    ``backend``, random draws); their keyword arguments tell them from torchvision's names of the same
+    transform (``Resize(size=...)``, ``CenterCrop(size=...)``, ``Pad(padding=...)``), which run torchvision.
+    ``rng``: a ``numpy.random.Generator``, or a ``RandomState`` to draw exactly as mmpretrain's global
+    ``np.random`` does.
+    """
     step = dict(step)
     name = str(step.pop("type")).split(".")[-1]
     state.steps.append(name)
     h0, w0 = state.img.shape[:2]
     if name in FORMAT_STEPS:
         return
-    if name == "Resize":
-        if "size" in step:  # torchvision: int = shorter edge, [h, w] = exact
-            size = step["size"]
-            if isinstance(size, (list, tuple)) and len(size) == 2:
-                _resize(state, int(size[1]), int(size[0]))
-            else:
-                s = int(size[0] if isinstance(size, (list, tuple)) else size)
-                f = s / min(w0, h0)
-                w, h = round(w0 * f), round(h0 * f)
-                max_size = step.get("max_size")
-                if max_size and max(w, h) > max_size:
-                    f = max_size / max(w0, h0)
-                    w, h = round(w0 * f), round(h0 * f)
-                _resize(state, w, h)
-        elif "scale" in step:
-            w, h = _wh(step["scale"], "wh")
-            if step.get("keep_ratio", False):
-                w, h = _keep_ratio_size(w0, h0, w, h)
-            _resize(state, w, h)
-        elif "scale_factor" in step:
-            fx, fy = _wh(step["scale_factor"], "wh") if not isinstance(step["scale_factor"], float) else (
-                step["scale_factor"], step["scale_factor"])
-            _resize(state, round(w0 * fx), round(h0 * fy))
+    if name in ("Resize", "CenterCrop", "RandomCrop", "RandomResizedCrop") and "size" in step:
+        _torchvision_step(state, name, step, rng, geometry=True)  # torchvision's own names and arguments
+    elif name == "Resize":
+        # mmcv.transforms.Resize: scale (w, h) or int, else scale_factor; keep_ratio -> mmcv.imrescale
+        scale = step.get("scale")
+        if scale is not None:
+            scale = (int(scale), int(scale)) if isinstance(scale, (int, float)) else tuple(int(v) for v in scale)
+        elif step.get("scale_factor") is not None:
+            f = step["scale_factor"]
+            fx, fy = (f, f) if isinstance(f, (int, float)) else tuple(f)
+            scale = _scale_size(w0, h0, fx, fy)
         else:
-            raise ConfigError("Resize needs scale= (OpenMMLab) or size= (torchvision)", hint=str(step))
+            raise ConfigError("Resize needs scale= or scale_factor= (OpenMMLab) or size= (torchvision)",
+                              hint=str(step))
+        w, h = _rescale_size(w0, h0, scale) if step.get("keep_ratio", False) else scale
+        _resize(state, w, h, *_resize_args(step))
     elif name == "ResizeEdge":
-        edge = step.get("edge", "short")
-        target = int(step["scale"])
-        ref = {"short": min(w0, h0), "long": max(w0, h0), "width": w0, "height": h0}.get(edge)
-        if ref is None:
+        # mmpretrain ResizeEdge.transform: the other edge is int(scale * other / edge), truncated
+        edge, target = step.get("edge", "short"), int(step["scale"])
+        if edge not in ("short", "long", "width", "height"):
             raise ConfigError(f"ResizeEdge edge={edge!r}", hint="edge is short, long, width or height")
-        f = target / ref
-        _resize(state, int(w0 * f + 0.5), int(h0 * f + 0.5))
-    elif name == "CenterCrop":
-        w, h = _wh(step["crop_size"], "wh") if "crop_size" in step else _wh(step["size"], "hw")
-        x0, y0 = int(round((w0 - w) / 2.0)), int(round((h0 - h) / 2.0))
-        _crop(state, x0, y0, w, h)
-    elif name == "Pad":
-        if "padding" in step:
-            _pad_step(state, step["padding"], step.get("pad_val", step.get("fill", 0)))
+        if (edge == "short" and w0 < h0) or (edge == "long" and w0 > h0) or edge == "width":
+            w, h = target, int(target * h0 / w0)
         else:
-            if "size" in step:
-                tw, th = _wh(step["size"], "wh")
+            w, h = int(target * w0 / h0), target
+        _resize(state, w, h, *_resize_args(step))
+    elif name == "CenterCrop":
+        # mmcv.transforms.CenterCrop: crop_size (w, h); larger than the image -> clipped, or padded
+        # bottom/right first with auto_pad=True (pad_cfg's Pad)
+        cw, ch = _wh(step["crop_size"], "wh")
+        if ch > h0 or cw > w0:
+            if step.get("auto_pad", False):
+                pad_cfg = dict(step.get("pad_cfg") or {"type": "Pad"})
+                h0, w0 = max(h0, ch), max(w0, cw)
+                apply_step(state, {**pad_cfg, "type": "Pad", "size": (w0, h0)}, rng)
+                state.steps.pop()
             else:
-                d = int(step.get("size_divisor", 1))
-                tw, th = -(-w0 // d) * d, -(-h0 // d) * d
-            _pad_step(state, [0, 0, max(0, tw - w0), max(0, th - h0)], step.get("pad_val", step.get("fill", 0)))
-    elif name in ("RandomFlip", "RandomHorizontalFlip"):
+                ch, cw = min(ch, h0), min(cw, w0)
+        y1 = max(0, int(round((h0 - ch) / 2.0)))
+        x1 = max(0, int(round((w0 - cw) / 2.0)))
+        _imcrop(state, x1, y1, min(w0, x1 + cw) - 1, min(h0, y1 + ch) - 1)
+    elif name == "EfficientNetCenterCrop":
+        # mmpretrain EfficientNetCenterCrop: crop crop_size/(crop_size+crop_padding) of the short edge
+        size, padding = int(step["crop_size"]), int(step.get("crop_padding", 32))
+        crop = size / (size + padding) * min(h0, w0)
+        y1 = max(0, int(round((h0 - crop) / 2.0)))
+        x1 = max(0, int(round((w0 - crop) / 2.0)))
+        _imcrop(state, x1, y1, x1 + crop - 1, y1 + crop - 1)
+        _resize(state, size, size, *_resize_args(step, "bicubic"))
+    elif name == "Pad" and "padding" in step:  # torchvision Pad(padding, fill, padding_mode)
+        _impad(state, *_padding4(step["padding"]), step.get("fill", 0), step.get("padding_mode", "constant"))
+    elif name == "Pad":
+        # mmcv.transforms.Pad: size (w, h) | size_divisor | pad_to_square; pads bottom and right
+        if step.get("pad_to_square", False):
+            th = tw = max(h0, w0)
+        else:
+            th, tw = h0, w0
+        if step.get("size_divisor") is not None:
+            d = int(step["size_divisor"])
+            th, tw = int(math.ceil(th / d)) * d, int(math.ceil(tw / d)) * d
+        elif step.get("size") is not None:
+            tw, th = _wh(step["size"], "wh")
+        _impad(state, 0, 0, max(tw - w0, 0), max(th - h0, 0), _bgr(step.get("pad_val", 0)),
+               step.get("padding_mode", "constant"))
+    elif name in ("RandomFlip", "RandomHorizontalFlip", "RandomVerticalFlip"):
         import numpy as np
 
-        prob = step.get("prob", step.get("p", 0.5))
-        prob = prob if isinstance(prob, (int, float)) else 0.5
-        direction = step.get("direction", "horizontal")
-        rng = rng or np.random.default_rng(0)
-        if prob and rng.random() < prob:
-            if direction == "vertical":
-                state.img = state.img[::-1].copy()
-                state.then(1, -1, 0, h0)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        if name == "RandomFlip":
+            # mmcv RandomFlip._choose_direction: one draw over the directions and "no flip"
+            prob = step.get("prob", 0.5)
+            direction = step.get("direction", "horizontal")
+            directions = [direction] if isinstance(direction, str) else list(direction)
+            if isinstance(prob, (list, tuple)):
+                probs = [float(p) for p in prob] + [1.0 - sum(float(p) for p in prob)]
             else:
-                state.img = state.img[:, ::-1].copy()
-                state.then(-1, 1, w0, 0)
+                probs = [float(prob) / len(directions)] * len(directions) + [1.0 - float(prob)]
+            if len(probs) != len(directions) + 1:
+                raise ConfigError(f"RandomFlip: {len(probs) - 1} probabilities for {len(directions)} directions")
+            pick = int(rng.choice(len(probs), p=probs))
+            chosen = directions[pick] if pick < len(directions) else None
+        else:  # torchvision: p
+            hit = _uniform(rng, 0.0, 1.0) < float(step.get("p", 0.5))
+            chosen = ("horizontal" if name == "RandomHorizontalFlip" else "vertical") if hit else None
+        if chosen in ("horizontal", "diagonal"):
+            state.img = state.img[:, ::-1].copy()
+            state.then(-1, 1, w0, 0)
+        if chosen in ("vertical", "diagonal"):
+            state.img = state.img[::-1].copy()
+            state.then(1, -1, 0, h0)
+        if chosen not in (None, "horizontal", "vertical", "diagonal"):
+            raise ConfigError(f"RandomFlip direction={chosen!r}", hint="horizontal, vertical or diagonal")
     elif name == "RandomResizedCrop":
+        # mmpretrain RandomResizedCrop: scale is the output (h, w) or an int
         import numpy as np
 
-        rng = rng or np.random.default_rng(0)
-        if "size" in step:  # torchvision: size, scale = area range, ratio
-            w, h = _wh(step["size"], "hw")
-            area_range, ratio_range = step.get("scale", (0.08, 1.0)), step.get("ratio", (3 / 4, 4 / 3))
-        else:  # OpenMMLab: scale = output size, crop_ratio_range, aspect_ratio_range
-            w, h = _wh(step["scale"], "wh")
-            area_range = step.get("crop_ratio_range", (0.08, 1.0))
-            ratio_range = step.get("aspect_ratio_range", (3 / 4, 4 / 3))
-        x0, y0, cw, ch = _sample_crop(rng, w0, h0, area_range, ratio_range)
-        _crop(state, x0, y0, cw, ch)
-        _resize(state, w, h)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        h, w = (int(step["scale"]),) * 2 if isinstance(step["scale"], (int, float)) else tuple(step["scale"])
+        area_range = step.get("crop_ratio_range", (0.08, 1.0))
+        ratio_range = step.get("aspect_ratio_range", (3 / 4, 4 / 3))
+        if area_range[0] > area_range[1] or ratio_range[0] > ratio_range[1]:
+            raise ConfigError(f"RandomResizedCrop: ranges must be (min, max), got crop_ratio_range={area_range} "
+                              f"and aspect_ratio_range={ratio_range}")
+        x0, y0, cw, ch = _sample_crop(rng, w0, h0, area_range, ratio_range, int(step.get("max_attempts", 10)))
+        _imcrop(state, x0, y0, x0 + cw - 1, y0 + ch - 1)
+        _resize(state, int(w), int(h), *_resize_args(step))
     elif name == "RandomCrop":
+        # mmpretrain RandomCrop: crop_size (h, w) or int; padding (constant pad_val), pad_if_needed
         import numpy as np
 
-        rng = rng or np.random.default_rng(0)
-        w, h = _wh(step["crop_size"], "wh") if "crop_size" in step else _wh(step["size"], "hw")
-        pad = step.get("padding")
-        if pad:
-            _pad_step(state, pad, step.get("pad_val", step.get("fill", 0)))
-            h0, w0 = state.img.shape[:2]
-        x0 = int(rng.integers(0, max(0, w0 - w) + 1))
-        y0 = int(rng.integers(0, max(0, h0 - h) + 1))
-        _crop(state, x0, y0, w, h)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        size = step["crop_size"]
+        th, tw = (int(size),) * 2 if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+        fill = _bgr(step.get("pad_val", 0))
+        if step.get("padding") is not None:
+            _impad(state, *_padding4(step["padding"]), fill, "constant")
+        if step.get("pad_if_needed", False):
+            H, W = state.img.shape[:2]
+            hp, wp = math.ceil(max(0, th - H) / 2), math.ceil(max(0, tw - W) / 2)
+            _impad(state, wp, hp, wp, hp, fill, step.get("padding_mode", "constant"))
+        H, W = state.img.shape[:2]
+        if (W, H) == (tw, th):
+            return
+        th, tw = min(th, H), min(tw, W)
+        y0 = _randint(rng, 0, H - th + 1)
+        x0 = _randint(rng, 0, W - tw + 1)
+        _imcrop(state, x0, y0, x0 + tw - 1, y0 + th - 1)
     elif name in ("SimMIMMaskGenerator", "BEiTMaskGenerator"):
         import numpy as np
 
-        state.mask = _mask(name, step, rng or np.random.default_rng(0))
+        state.mask = _mask(name, step, rng if rng is not None else np.random.default_rng(0))
     elif name == "Normalize":
         mean, std = step.get("mean"), step.get("std")
         if mean is not None and std is not None:
@@ -305,7 +442,12 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
         _torchvision_step(state, name, step, rng)
 
 
-def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = None) -> None:
+def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = None, geometry: bool = False) -> None:
+    """Run torchvision.transforms.v2's ``name`` on the image.
+
+    ``geometry``: the step is a resize or a centred/offset crop whose affine is read off torchvision's
+    own parameters (Resize, CenterCrop); other size-changing steps become an approximate stretch.
+    """
     import numpy as np
     import torch
     from torchvision.transforms import v2
@@ -314,22 +456,42 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     if cls is None:
         raise ConfigError(f"unknown transform {name!r}",
                           hint="use a torchvision.transforms.v2 name or one of the OpenMMLab names "
-                          "LoadImageFromFile, Resize, ResizeEdge, CenterCrop, Pad, RandomFlip, PackInputs")
+                          "LoadImageFromFile, Resize, ResizeEdge, CenterCrop, RandomResizedCrop, RandomCrop, "
+                          "EfficientNetCenterCrop, Pad, RandomFlip, PackInputs")
     try:
         transform = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"cannot build transform {name}({kwargs}): {exc}") from exc
     h0, w0 = state.img.shape[:2]
     if rng is not None:  # torchvision draws from torch's generator: seed it from ours so --seed repeats
-        torch.manual_seed(int(rng.integers(0, 2**31)))
-    out = transform(torch.from_numpy(np.ascontiguousarray(state.img)).permute(2, 0, 1))
+        torch.manual_seed(_randint(rng, 0, 2**31))
+    x = torch.from_numpy(np.ascontiguousarray(state.img)).permute(2, 0, 1)
+    if name in ("RandomCrop", "RandomResizedCrop") and geometry:
+        # draw torchvision's own parameters, then apply them here so the offset is known
+        if name == "RandomResizedCrop":
+            params = transform.make_params([x])
+            top, left, ch, cw = params["top"], params["left"], params["height"], params["width"]
+            out = v2.functional.resized_crop(x, top, left, ch, cw, transform.size,
+                                             interpolation=transform.interpolation, antialias=transform.antialias)
+            state.then(1, 1, -left, -top)
+            state.then(out.shape[2] / cw, out.shape[1] / ch, 0, 0)
+            state.img = np.ascontiguousarray(out.permute(1, 2, 0).numpy())
+            return
+        geometry = False  # RandomCrop: padding + offset are not exposed; approximate
+    out = transform(x)
     arr = out.permute(1, 2, 0).numpy()
     if arr.dtype != np.uint8:
         arr = (arr.clip(0, 1) * 255).round().astype(np.uint8) if arr.dtype.kind == "f" else arr.astype(np.uint8)
-    if arr.shape[:2] != (h0, w0):
-        # an unknown geometric step: treat it as a stretch so maps still cover the image
-        state.geometry_known = False
-        state.then(arr.shape[1] / w0, arr.shape[0] / h0, 0, 0)
+    h1, w1 = arr.shape[:2]
+    if name == "CenterCrop" and geometry:
+        # torchvision center_crop: pad (crop - size) // 2 before, the rest after; crop at round((size - crop) / 2)
+        pl, pt = max(0, (w1 - w0) // 2), max(0, (h1 - h0) // 2)
+        pw, ph = max(w0, w1), max(h0, h1)
+        state.then(1, 1, pl - int(round((pw - w1) / 2.0)), pt - int(round((ph - h1) / 2.0)))
+    elif (h1, w1) != (h0, w0):
+        # a resize is an exact stretch; an unknown geometric step is taken as one so maps still cover the image
+        state.geometry_known = state.geometry_known and geometry and name == "Resize"
+        state.then(w1 / w0, h1 / h0, 0, 0)
     state.img = np.ascontiguousarray(arr)
 
 

@@ -202,24 +202,25 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     pr = cams.probe(mi.model, example, logits=False)
     inputs_of: frozenset[str] = frozenset()
     module_of: dict[str, str] = {}
+    cfg_default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
+    if not (target_layers or vis_stage or cfg_default or all_stages):
+        vis_stage = VisStage.neck  # mmpretrain vis_tsne's default: extract_feat's stage, the neck's output
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers)]
     elif vis_stage:
-        default = cams.default_layers(mi.model, pr, in_hw).features
+        default = embedding.last_stage(mi.model, example)
         label, path, take_input, why = embedding.vis_stage_layer(mi.model, vis_stage, pr.shape_of, default)
         names, module_of = [label], {label: path}
         inputs_of = frozenset([label]) if take_input else frozenset()
         notes.append(f"--vis-stage {why}")
         ctx.log(f"layer: {why}")
     else:
-        default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
-        chosen = None if default and not all_stages else cams.default_layers(mi.model, pr, in_hw)
         if all_stages:
-            names = chosen.stages  # type: ignore[union-attr]
-        elif default:
-            names = [models.find_layer(mi.model, n)[0] for n in default]
+            names = cams.default_layers(mi.model, pr, in_hw).stages
+        elif cfg_default:
+            names = [models.find_layer(mi.model, n)[0] for n in cfg_default]
         else:
-            names = [chosen.features]  # type: ignore[union-attr]
+            names = [embedding.last_stage(mi.model, example)]
         ctx.log(f"layers: {', '.join(names)}")
     extra = num_extra_tokens
     if extra is None:
