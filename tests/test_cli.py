@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -141,7 +142,12 @@ def test_local_backend_and_unknown_backend(invoke, image_file, tmp_path):
 
     result = invoke("cam", image_file, DEMO_CFG, "--backend", "local", "-o", tmp_path)
     assert result.exit_code == 0, result.output
-    assert list((tmp_path / "vis_data").rglob("*.png"))
+    # mmengine's Visualizer adds vis_data to save_dir itself: one vis_data folder, not vis_data/vis_data
+    pngs = list(tmp_path.rglob("vis_image/*.png"))
+    assert len(pngs) == 1 and pngs[0].parent.parent == tmp_path / "vis_data", pngs
+    assert not list(tmp_path.rglob("vis_data/**/vis_data"))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["backend"]["save_dir"] == str(tmp_path / "vis_data")
     bad = invoke("cam", image_file, DEMO_CFG, "--backend", "visdom", "-o", tmp_path / "x")
     assert bad.exit_code == 2 and "unknown --backend" in bad.stderr and "Traceback" not in bad.output
 

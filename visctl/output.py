@@ -376,14 +376,14 @@ def push_to_backend(name: str, out_dir: Path, images: list[tuple[str, Path]], co
         if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
             os.environ["WANDB_MODE"] = "offline"  # never upload unless the user set wandb up
         backend["init_kwargs"] = dict(project="visctl", name=command, dir=str(out_dir))
-    save_dir = Path(out_dir) / "vis_data"
-    vis = Visualizer.get_instance(f"visctl-{uuid.uuid4().hex}", vis_backends=[backend], save_dir=str(save_dir))
+    # mmengine's Visualizer writes to <save_dir>/vis_data itself (peers doc §10): give it the run directory
+    vis = Visualizer.get_instance(f"visctl-{uuid.uuid4().hex}", vis_backends=[backend], save_dir=str(out_dir))
     for step, (tag, path) in enumerate(images):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is not None:
             vis.add_image(tag, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), step=step)
     vis.close()
-    return save_dir
+    return Path(out_dir) / "vis_data"
 
 
 def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[str], thumbs: list[str] | None,
