@@ -160,3 +160,39 @@ def test_every_command_is_registered_and_documented(invoke):
         assert f"visctl {command}" in readme, f"README has no example of visctl {command}"
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.stdout, command
+
+
+def test_a_crash_exits_3_with_its_traceback(invoke, image_file, tmp_path, monkeypatch):
+    """A bug (any exception that is not a VisctlError) must not read as "some inputs failed" (exit 1)."""
+    from conftest import DEMO_CFG
+
+    from visctl import render
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom in map_figure")
+
+    monkeypatch.setattr(render, "map_figure", broken)
+    result = invoke("cam", image_file, DEMO_CFG, "-o", tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" in result.stderr and "boom in map_figure" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("internal error: RuntimeError: boom in map_figure") and "please report" in last
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "crashed" and "boom" in manifest["error"]
+
+
+def test_a_crash_outside_a_run_exits_3(monkeypatch, capsys):
+    import pytest
+
+    from visctl import environment
+    from visctl.cli import main
+
+    def broken():
+        raise ValueError("boom in diagnose")
+
+    monkeypatch.setattr(environment, "diagnose", broken)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["doctor"])
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error: ValueError: boom in diagnose" in err

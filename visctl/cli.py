@@ -66,4 +66,9 @@ def seed_argv(argv: list[str]) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
-    app(args=seed_argv(sys.argv[1:] if argv is None else argv), prog_name="visctl")
+    try:
+        app(args=seed_argv(sys.argv[1:] if argv is None else argv), prog_name="visctl")
+    except Exception as exc:  # a crash outside a RunContext (which reports its own): a bug, exit 3
+        from visctl.errors import report_bug
+
+        sys.exit(report_bug(exc))

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from visctl.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, DeviceError, VisctlError, report
+from visctl.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, DeviceError, VisctlError, report, report_bug
 from visctl.output import OutputWriter
 
 _LOGGER_IDS = itertools.count()  # one fresh MMLogger per run (mmengine keeps every instance by name)
@@ -62,7 +62,8 @@ def resolve_device(spec: str) -> str:
 class RunContext:
     """Built once per invocation; commands open it with ``with RunContext(...) as ctx:``.
 
-    On leaving, a :class:`VisctlError` is reported once (exit 2), Ctrl-C writes a true manifest (exit 130).
+    On leaving, a :class:`VisctlError` is reported once (exit 2), Ctrl-C writes a true manifest (exit 130), and
+    any other exception is a bug: its traceback and an ``internal error`` line, exit 3.
     """
 
     def __init__(self, command: str, *, out_dir: Path | None = None, device: str = "auto",
@@ -115,6 +116,16 @@ class RunContext:
                 self.writer.finish("interrupted")
             print("interrupted: finished outputs are kept, manifest.json lists them", file=sys.stderr)
             raise typer.Exit(EXIT_INTERRUPTED)
+        if isinstance(exc, Exception) and not isinstance(exc, (typer.Exit, typer.Abort, typer.TyperException)):
+            # a bug: exit 3 with its traceback (never 1, which means "some inputs failed"); the manifest keeps
+            # what was finished, with status "crashed"
+            if self.writer is not None:
+                try:
+                    self.writer.manifest["error"] = f"{type(exc).__name__}: {exc}"
+                    self.writer.finish("crashed")
+                except Exception:  # the crash must still be reported as itself
+                    pass
+            raise typer.Exit(report_bug(exc))
 
     # -- shared resources --
     def load_config(self, spec: str) -> Any:

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 EXIT_USAGE = 2
 #: exit status for a batch run where some inputs failed and the rest finished
 EXIT_PARTIAL = 1
+#: exit status of a crash: an exception that is not a VisctlError, i.e. a bug in visctl (or a library)
+EXIT_INTERNAL = 3
 #: exit status after Ctrl-C (128 + SIGINT)
 EXIT_INTERRUPTED = 130
 
@@ -77,3 +79,14 @@ def report(err: VisctlError, debug: bool = False) -> int:
     if err.hint:
         print(f"hint: {err.hint}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def report_bug(exc: BaseException) -> int:
+    """Print a crash (any exception that is not a :class:`VisctlError`) to stderr: its traceback, then one
+    ``internal error`` line asking for a report; returns :data:`EXIT_INTERNAL`, so a bug never reads as a
+    partial success (1) or a usage error (2)."""
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    first = (str(exc).splitlines() or [""])[0]
+    print(f"internal error: {type(exc).__name__}: {first} -- this is a bug in visctl (or a library it calls); "
+          "please report it with the traceback above and the command line", file=sys.stderr)
+    return EXIT_INTERNAL
