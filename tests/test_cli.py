@@ -196,3 +196,16 @@ def test_a_crash_outside_a_run_exits_3(monkeypatch, capsys):
     assert exit_info.value.code == 3
     err = capsys.readouterr().err
     assert "Traceback" in err and "internal error: ValueError: boom in diagnose" in err
+
+
+def test_every_option_of_every_command_has_help():
+    import typer
+
+    from visctl.cli import app
+
+    group = typer.main.get_command(app)
+    missing = [f"{name} {'/'.join(param.opts)}" for name, cmd in group.commands.items()  # type: ignore[attr-defined]
+               for param in cmd.params if not getattr(param, "hidden", False)
+               and not (getattr(param, "help", None) or "").strip()]
+    assert len(group.commands) >= len(COMMANDS)  # type: ignore[attr-defined]
+    assert missing == []

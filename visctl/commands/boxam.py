@@ -52,7 +52,9 @@ def boxam(
     no_boxes: Annotated[bool, typer.Option("--no-boxes", help="Do not draw the boxes.")] = False,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heatmap opacity.")] = 0.5,
     colormap: Annotated[str, typer.Option("--colormap", help="OpenCV or matplotlib colormap.")] = "jet",
-    ratio_channels_to_ablate: Annotated[float, typer.Option("--ratio-channels-to-ablate", min=0.0, max=1.0)] = 1.0,
+    ratio_channels_to_ablate: Annotated[float, typer.Option(
+        "--ratio-channels-to-ablate", min=0.0, max=1.0,
+        help="AblationCAM: ablate only this fraction of channels (top and bottom), fewer forwards.")] = 1.0,
     max_shape: Annotated[Optional[list[int]], typer.Option(
         "--max-shape", "--max_shape", help="Cap on the map size: H W, or one number for both; a larger layer "
         "output is resized bilinearly to at most this before the CAM, as mmyolo's boxam (-1: no cap).",

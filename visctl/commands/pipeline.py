@@ -50,8 +50,12 @@ def pipeline(
     mode: Annotated[Mode, typer.Option("--mode", "-m", help="original, transformed, concat (both), or pipeline "
                                        "(every step).")] = Mode.concat,
     adaptive: Annotated[bool, typer.Option("--adaptive", help="Scale each panel into the edge limits.")] = False,
-    min_edge_length: Annotated[int, typer.Option("--min-edge-length", "--min_edge_length", min=1)] = 200,
-    max_edge_length: Annotated[int, typer.Option("--max-edge-length", "--max_edge_length", min=1)] = 1000,
+    min_edge_length: Annotated[int, typer.Option("--min-edge-length", "--min_edge_length", min=1,
+                                                 help="With --adaptive: the shortest a panel's short edge may be "
+                                                 "(pixels).")] = 200,
+    max_edge_length: Annotated[int, typer.Option("--max-edge-length", "--max_edge_length", min=1,
+                                                 help="With --adaptive: the longest a panel's long edge may be "
+                                                 "(pixels); wins over --min-edge-length.")] = 1000,
     bgr2rgb: Annotated[bool, typer.Option("--bgr2rgb", help="Swap the channels of the loaded images.")] = False,
     window_size: Annotated[str, typer.Option("--window-size", "--window_size", help="W*H inches of --show.")
                            ] = "12*7",

@@ -49,7 +49,9 @@ def tsne(
     num_extra_tokens: Annotated[Optional[int], typer.Option(
         "--num-extra-tokens", min=0, help="Extra tokens before the patch tokens [default: from the model, else 1 "
         "when tokens fit a grid after one].")] = None,
-    max_num_class: Annotated[int, typer.Option("--max-num-class", "--max_num_class", min=1)] = 20,
+    max_num_class: Annotated[int, typer.Option(
+        "--max-num-class", "--max_num_class", min=1,
+        help="Without --class-idx: the first N classes present in the dataset.")] = 20,
     max_num_samples_per_class: Annotated[int, typer.Option("--max-num-samples-per-class", "--max-num-samples",
                                                            min=1, help="Drawn at random with --seed.")] = 100,
     class_idx: Annotated[Optional[list[int]], typer.Option("--class-idx", help="Only these classes (repeatable).")
@@ -67,15 +69,22 @@ def tsne(
     deterministic: Annotated[bool, typer.Option(
         "--deterministic", help="Accepted for mmselfsup's habit: visctl always seeds sampling and embedding "
         "(--seed).", hidden=True)] = False,
-    perplexity: Annotated[float, typer.Option("--perplexity", min=1.0)] = 30.0,
-    n_iter: Annotated[int, typer.Option("--n-iter", "--n_iter", "--max-iter", min=1)] = 1000,
+    perplexity: Annotated[float, typer.Option(
+        "--perplexity", min=1.0, help="t-SNE: the effective number of neighbours (lowered to (N-1)/3 for N "
+        "samples when larger).")] = 30.0,
+    n_iter: Annotated[int, typer.Option("--n-iter", "--n_iter", "--max-iter", min=1,
+                                        help="t-SNE iterations, early exaggeration included (scikit-learn runs "
+                                        "at least 250).")] = 1000,
     learning_rate: Annotated[str, typer.Option("--learning-rate", help="A number or auto.")] = "auto",
-    early_exaggeration: Annotated[float, typer.Option("--early-exaggeration")] = 12.0,
-    metric: Annotated[str, typer.Option("--metric")] = "euclidean",
+    early_exaggeration: Annotated[float, typer.Option(
+        "--early-exaggeration", help="t-SNE: how much clusters are pulled apart in the first iterations.")] = 12.0,
+    metric: Annotated[str, typer.Option("--metric", help="Distance between features for t-SNE and UMAP "
+                                        "(euclidean, cosine, ...).")] = "euclidean",
     legend: Annotated[bool, typer.Option("--legend/--no-legend", help="Class names in a legend.")] = True,
-    marker_size: Annotated[float, typer.Option("--marker-size", min=0.1)] = 12.0,
+    marker_size: Annotated[float, typer.Option("--marker-size", min=0.1, help="Point size in the plot.")] = 12.0,
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small images at their points.")] = False,
-    title: Annotated[Optional[str], typer.Option("--title")] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Plot title [default: CONFIG stem | layer].",
+                                                 show_default=False)] = None,
     num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, help="DataLoader workers.")] = 0,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
