@@ -34,7 +34,8 @@ def test_demo_features_separate_the_classes(invoke, held_out, tmp_path):
     assert q["knn5_2d"] >= 0.9 and q["knn5_features"] >= 0.9
     assert m["params"]["samples"] <= 80
     kinds = sorted(o["kind"] for o in m["outputs"])
-    assert kinds == ["array", "image", "page", "table"]
+    assert kinds == ["array", "data", "image", "page", "table"]
+    _every_file_is_listed(tmp_path, m)
     page = (tmp_path / "tsne_backbone_layer4.html").read_text()
     assert page.count("<circle") == m["params"]["samples"] and "data:image/png;base64," in page
 
@@ -117,6 +118,14 @@ def test_two_processes_give_the_same_features(held_out, tmp_path):
     assert one.shape == two.shape == (28, 64)
     assert np.allclose(one, two, atol=1e-5)
     assert manifest(tmp_path / "two")["params"]["world_size"] == 2
+    _every_file_is_listed(tmp_path / "two", manifest(tmp_path / "two"))
+
+
+def _every_file_is_listed(out, m):
+    """Every file a tsne run leaves, beside manifest.json and index.html, is one of the manifest's outputs."""
+    written = {str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()} - {"manifest.json", "index.html"}
+    assert written == {o["path"] for o in m["outputs"]}
+    assert "labels.json" in written
 
 
 def test_partial_class_folders_named_right_in_every_output_with_workers(invoke, partial_classes, tmp_path,

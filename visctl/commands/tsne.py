@@ -320,8 +320,9 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         writer.add_output(writer.write_bytes(f"tsne_{tag}.csv", buf.getvalue().encode()), "table",
                           caption=f"{label}: coordinates, labels, paths")
         writer.add_output(path, "array", caption=f"{label}: features ({len(labels)} x {feats.shape[1]})")
-    writer.write_bytes("labels.json", json.dumps(dict(rows=result["rows"], labels=result["labels"],
-                                                      names=result["names"], classes=class_names)).encode())
+    labels_json = writer.write_bytes("labels.json", json.dumps(dict(
+        rows=result["rows"], labels=result["labels"], names=result["names"], classes=class_names)).encode())
+    writer.add_output(labels_json, "data", caption="each row's dataset index, label, file and the class names")
     for note in notes + embed_notes:
         writer.note(note)
     writer.manifest["quality"] = quality
