@@ -126,6 +126,31 @@ def test_save_path_file_json_and_atomic_outputs(invoke, image_file, tmp_path):
     assert (target.parent / "index.html").read_text().count("<img") == 1
 
 
+def test_save_path_file_name_with_several_images_is_refused_before_any_work(invoke, held_out, tmp_path):
+    folder = next(iter(held_out)).parents[1]
+    target = tmp_path / "out" / "x.png"
+    # a missing checkpoint is found when the model loads: the --save-path error comes first, before any work
+    result = invoke("cam", folder, DEMO_CFG, tmp_path / "missing.pth", "--save-path", target)
+    assert result.exit_code == 2, result.output
+    assert "--save-path" in result.stderr and "names one image file, and there are 100 input images" in result.stderr
+    assert "hint: give a directory" in result.stderr and "Traceback" not in result.output
+    assert "checkpoint not found" not in result.stderr
+    assert not (tmp_path / "out").exists()  # no directory named x.png, nothing written
+    # featmap's --out-file likewise, before the features are computed
+    result = invoke("featmap", folder, DEMO_CFG, tmp_path / "missing.pth", "--out-file", target)
+    assert result.exit_code == 2 and "--out-file names one file, and there are 100 images" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_save_path_directory_with_several_images(invoke, held_out, tmp_path):
+    images = sorted(held_out)[:2]
+    target = tmp_path / "run.v2"  # a suffix that is not an image's: a directory
+    result = invoke("cam", *images, DEMO_CFG, "--save-path", target)
+    assert result.exit_code == 0, result.output
+    assert target.is_dir() and len(list(target.glob("*_cam_*.png"))) == 2
+    assert manifest(target)["status"] == "ok"
+
+
 def test_batch_skips_unreadable_inputs_and_exits_1(invoke, held_out, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -72,6 +72,25 @@ def input_stems(paths: Iterable[Path]) -> dict[Path, str]:
     return stems
 
 
+def single_output(path: Path | None, count: int, option: str = "--save-path") -> bool:
+    """Whether ``path`` names one output image rather than a directory; refuses a file name for several images.
+
+    A path with an image suffix (``out/x.png``) that is not an existing directory names a file; anything else
+    is a directory. Called before any work, so ``--save-path out/x.png`` with a folder of images never
+    becomes a directory named ``x.png``.
+    """
+    from visctl.errors import InputError
+    from visctl.images import IMAGE_SUFFIXES
+
+    if path is None or Path(path).is_dir() or Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    if count > 1:
+        raise InputError(f"{option} {path} names one image file, and there are {count} input images",
+                         hint=f"give a directory ({option} {Path(path).parent / Path(path).stem}/ or --out-dir), "
+                         "or one input image")
+    return True
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages that shape the results, for the manifest."""
     from importlib import metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,13 @@ class ModelInputs:
 
 
 def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spec: str | None = None,
-               checkpoint: str | None = None, paths: list[Path] | None = None) -> ModelInputs:
-    """Split ``IMG... CONFIG [CHECKPOINT]``, load the config and the model, and prepare one example."""
+               checkpoint: str | None = None, paths: list[Path] | None = None,
+               check_paths: Callable[[list[Path]], object] | None = None) -> ModelInputs:
+    """Split ``IMG... CONFIG [CHECKPOINT]``, load the config and the model, and prepare one example.
+
+    ``check_paths`` sees the gathered images before anything is loaded (to refuse an option that does not
+    fit their number).
+    """
     import numpy as np
 
     from visctl import config, transforms
@@ -41,6 +47,8 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     if images:
         img_specs, cfg_spec, checkpoint = config.split_inputs(args)
         paths = imgs.gather_images(img_specs)
+    if check_paths is not None:
+        check_paths(list(paths or []))
     assert cfg_spec is not None
     cfg = ctx.load_config(cfg_spec)
     ctx.setup_torch()

@@ -59,7 +59,7 @@ def cam(
     colormap: Annotated[str, typer.Option("--colormap", help="jet, turbo, viridis, inferno, magma, ...",
                                           rich_help_panel="Output")] = "jet",
     save_path: Annotated[Optional[Path], typer.Option(
-        "--save-path", "--save_path", help="A file for one image, a directory for many.",
+        "--save-path", "--save_path", help="An image file (.png, .jpg, ...) for one input image, else a directory.",
         rich_help_panel="Output")] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
@@ -111,7 +111,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
 
     methods = cams.parse_method(method)
     colormap = render.check_colormap(colormap)
-    mi = open_model(ctx, args)
+    mi = open_model(ctx, args, check_paths=lambda found: output.single_output(save_path, len(found)))
     if preview_model:
         preview(ctx, mi)
         raise typer.Exit(0)
@@ -133,7 +133,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         ctx.log(f"{len(paths)} image(s) x {passes} forward passes each = {len(paths) * passes} forwards "
                 "(ScoreCAM/AblationCAM perturb every channel; --ratio-channels-to-ablate lowers it)")
 
-    single_file = save_path is not None and len(paths) == 1 and save_path.suffix != ""
+    single_file = output.single_output(save_path, len(paths))  # out/x.png with many images was refused above
     writer = ctx.open_writer(dict(
         inputs=[str(p) for p in paths], config=cfg_spec, checkpoint=checkpoint,
         methods=[m.value for m in methods], target_layers=setup.layers, target_category=categories or None,

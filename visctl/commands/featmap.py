@@ -104,7 +104,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     import numpy as np
 
     from visctl import cams, config, detection, featmaps, images, models, output, render, transforms
-    from visctl.errors import VisctlError
+    from visctl.errors import InputError, VisctlError
 
     colormap = render.check_colormap(colormap)
     if signed and not compare:
@@ -126,7 +126,12 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
                               hint="use squeeze_mean, select_max or pixel_wise_max")
     if repo:
         ctx.cfg_options.append(f"default_scope={repo}")
-    mi = open_model(ctx, args)
+    def one_image(found: list[Path]) -> None:  # before any work, not after every map is computed
+        if out_file is not None and len(found) > 1:
+            raise InputError(f"--out-file names one file, and there are {len(found)} images",
+                             hint="use --out-dir for several images")
+
+    mi = open_model(ctx, args, check_paths=one_image)
     if preview_model:
         preview(ctx, mi)
         raise typer.Exit(0)

@@ -98,10 +98,12 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
                                                                 ".tiff"):
         raise InputError(f"--out-file {out_file}: an image file name is needed",
                          hint="end it in .png or .jpg")
-    mi = open_model(ctx, args)
-    if out_file is not None and len(mi.paths) != 1:
-        raise InputError(f"--out-file names one file, and there are {len(mi.paths)} images",
-                         hint="give one image, or leave --out-file out (the figures go to --out-dir)")
+    def one_image(found: list[Path]) -> None:  # before the model is loaded
+        if out_file is not None and len(found) != 1:
+            raise InputError(f"--out-file names one file, and there are {len(found)} images",
+                             hint="give one image, or leave --out-file out (the figures go to --out-dir)")
+
+    mi = open_model(ctx, args, check_paths=one_image)
     model = mi.model
     kind = getattr(model, "kind", None)
     if kind not in ("mae", "simmim", "maskfeat"):
