@@ -69,6 +69,32 @@ def test_tiles_cover_the_image_and_stay_inside():
     assert detection.tiles(50, 60, 128, 0.25) == [(0, 0, 60, 50)]
 
 
+def _text_box(drawn):
+    """The bounding box (x0, y0, x1, y1) of a label's text: white on the red label fill."""
+    ys, xs = np.nonzero((drawn > 200).all(-1))
+    return xs.min(), ys.min(), xs.max(), ys.max()
+
+
+@pytest.mark.parametrize("box", [(370, 60, 399, 120), (380, 0, 399, 30), (395, 290, 399, 299)])
+def test_box_labels_stay_inside_the_image(box):
+    """A box at the right (and top, and bottom-right) edge: its label moves left/down, fully drawn inside."""
+    from visctl import render
+
+    kw = dict(class_names=["a rather long class name"], colors=[(1.0, 0.0, 0.0)], thickness=1)
+    # the same label (same font: it scales with the long side, 0.35 up to 700 px) away from every edge
+    wide = render.draw_boxes(np.zeros((300, 700, 3), np.uint8), [(300, 150, 360, 200)], [0], [0.91], **kw)
+    at_edge = render.draw_boxes(np.zeros((300, 400, 3), np.uint8), [box], [0], [0.91], **kw)
+    wx0, wy0, wx1, wy1 = _text_box(wide)
+    assert wx1 - wx0 > 400 - box[0]  # the label is wider than the room right of the box: it would be cut
+    # every text pixel is drawn at the edge too (none cut off), in a text box of the same size
+    assert ((at_edge > 200).all(-1)).sum() == ((wide > 200).all(-1)).sum()
+    x0, y0, x1, y1 = _text_box(at_edge)
+    assert (x1 - x0, y1 - y0) == (wx1 - wx0, wy1 - wy0)
+    # the label's fill surrounds the text on every side, inside the image
+    assert x0 >= 1 and y0 >= 1 and x1 <= 398 and y1 <= 298
+    assert (at_edge[y0 - 1:y1 + 2, x0 - 1:x1 + 2, 0] > 200).all()
+
+
 def test_boxam_map_of_each_box_peaks_inside_it(invoke, tmp_path):
     import cv2
 

@@ -324,7 +324,7 @@ def figure_png(fig: Any, dpi: int = 100) -> bytes:
 
 def draw_boxes(image: np.ndarray, boxes: Any, labels: Any, scores: Any = None, class_names: list[str] | None = None,
                thickness: int | None = None, colors: list[tuple[float, float, float]] | None = None) -> np.ndarray:
-    """Boxes with class names and scores, one deterministic colour per class."""
+    """Boxes with class names and scores, one deterministic colour per class; each label stays inside the image."""
     import cv2
     import numpy as np
 
@@ -333,16 +333,24 @@ def draw_boxes(image: np.ndarray, boxes: Any, labels: Any, scores: Any = None, c
     palette = colors or class_colors(max(n_classes, 1))
     t = thickness or max(1, round(max(image.shape[:2]) / 400))
     scale = max(0.35, min(0.9, max(image.shape[:2]) / 2000))
+    h_img, w_img = image.shape[:2]
     for i, (b, lab) in enumerate(zip(boxes, labels)):
         color = tuple(int(c * 255) for c in palette[int(lab) % len(palette)])
         x0, y0, x1, y1 = (int(round(float(v))) for v in b)
         cv2.rectangle(out, (x0, y0), (x1, y1), color, t, cv2.LINE_AA)
         name = class_names[int(lab)] if class_names and 0 <= int(lab) < len(class_names) else str(int(lab))
         text = name if scores is None else f"{name} {float(scores[i]):.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        ty = max(y0, th + base + 2)
-        cv2.rectangle(out, (x0, ty - th - base - 2), (x0 + tw + 2, ty), color, -1)
-        cv2.putText(out, text, (x0 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        s = scale
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)
+        while tw + 3 > w_img and s > 0.2:  # a label wider than the image: a smaller font
+            s *= 0.85
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)
+        # the label box sits on the box's top-left corner, moved left off the right edge and down off the
+        # top one (inside the box), so it is never cut: its pixels span [lx, lx + tw + 2] x [ty - th - base - 2, ty]
+        lx = max(0, min(x0, w_img - tw - 3))
+        ty = min(max(y0, th + base + 2), h_img - 1)
+        cv2.rectangle(out, (lx, ty - th - base - 2), (lx + tw + 2, ty), color, -1)
+        cv2.putText(out, text, (lx + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, s, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
