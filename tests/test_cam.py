@@ -561,3 +561,33 @@ def test_topk_above_the_number_of_classes_is_a_user_error(invoke, image_file):
     assert "error: --topk 5 asks for more classes than the model has (4)" in result.stderr
     assert "hint: use --topk 1 .. 4" in result.stderr and "Traceback" not in result.stderr
     assert invoke("cam", image_file, DEMO_CFG, "--topk", "4", "-o", image_file.parent / "o").exit_code == 0
+
+
+def test_panel_size_default_cap_and_option(invoke, held_out, tmp_path):
+    """Panels are the original's long side up to 384 by default (160 at least), --panel-size N exactly;
+    the manifest says which."""
+    import cv2
+
+    scene = next(iter(held_out))  # 128 px
+    small = tmp_path / "small.png"  # 200 x 300 (h x w): kept at 300
+    big = tmp_path / "big.png"  # 480 x 640: capped at 384
+    for path, (h, w) in ((small, (200, 300)), (big, (480, 640))):
+        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(scene)), (w, h)))
+
+    def run(image, *extra):
+        out = tmp_path / f"{image.stem}{'_'.join(extra)}"
+        result = invoke("cam", image, DEMO_CFG, "-o", out, *extra)
+        assert result.exit_code == 0, result.output
+        m = manifest(out)
+        figure = cv2.imread(str(out / m["outputs"][0]["path"]))
+        return figure.shape[1], m["params"]["panel_size"], m["outputs"][0]["panel_size"]
+
+    # one method: the original and one overlay side by side, 6 px apart; wide images, so the width is the side
+    assert run(small) == (2 * 300 + 6, 300, 300)
+    assert run(big) == (2 * 384 + 6, 384, 384)
+    assert run(scene) == (2 * 160 + 6, 160, 160)  # a tiny image is enlarged so its caption stays legible
+    assert run(small, "--panel-size", "500") == (2 * 500 + 6, 500, 500)
+    assert run(big, "--panel-size", "640") == (2 * 640 + 6, 640, 640)
+    # several sizes in one run: every size used
+    result = invoke("cam", small, big, DEMO_CFG, "-o", tmp_path / "both")
+    assert result.exit_code == 0 and manifest(tmp_path / "both")["params"]["panel_size"] == [300, 384]

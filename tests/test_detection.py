@@ -242,3 +242,17 @@ def test_torchvision_detectors_follow_the_protocol(name, monkeypatch):
     torch.manual_seed(0)
     out = detection.detect(model, torch.rand(2, 3, 96, 96))
     assert len(out) == 2 and all(set(o) == {"boxes", "scores", "labels"} for o in out)
+
+
+def test_boxam_panel_size(invoke, tmp_path):
+    import cv2
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), cv2.cvtColor(_scene(200_003).image, cv2.COLOR_RGB2BGR))  # 128 px
+    for extra, side in (((), 160), (("--panel-size", "300"), 300)):
+        out = tmp_path / str(side)
+        result = invoke("boxam", path, DET_CFG, "--method", "eigencam", "-o", out, *extra)
+        assert result.exit_code == 0, result.output
+        m = manifest(out)
+        assert m["params"]["panel_size"] == side and m["outputs"][0]["panel_size"] == side
+        assert cv2.imread(str(out / m["outputs"][0]["path"])).shape[1] == side  # one panel for all boxes

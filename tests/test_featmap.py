@@ -123,3 +123,21 @@ def test_per_map_overlay_is_mmengines_draw_featmap():
     expected = Visualizer.draw_featmap(torch.from_numpy(fmap)[None], overlaid_image=img, alpha=0.4)
     assert np.array_equal(render.mmengine_overlay(img, fmap, 0.4), expected)
     assert np.abs(render.overlay(img, (fmap - fmap.min()) / np.ptp(fmap), 0.4).astype(int) - expected).max() <= 3
+
+
+def test_panel_size_and_resize_shape(invoke, tmp_path):
+    import cv2
+
+    image = tmp_path / "wide.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (240, 600, 3), dtype=np.uint8))
+
+    def width(*extra):
+        out = tmp_path / "_".join(extra or ("default",))
+        result = invoke("featmap", image, DEMO_CFG, "-o", out, "--target-layers", "backbone.layer4", *extra)
+        assert result.exit_code == 0, result.output
+        m = manifest(out)
+        return cv2.imread(str(out / m["outputs"][0]["path"])).shape[1], m["params"]["panel_size"]
+
+    assert width() == (384, 384)  # one panel: the figure is as wide as the panel, capped at 384
+    assert width("--panel-size", "512") == (512, 512)
+    assert width("--resize-shape", "100", "250") == (250, 250)  # H W of the panel, not shrunk further

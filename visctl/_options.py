@@ -54,3 +54,10 @@ UnsafeLoadCheckpoint = Annotated[bool, typer.Option(
     "--unsafe-load-checkpoint",
     help="Load a checkpoint that safe (weights-only) loading refuses with a full pickle load, which runs any "
     "code the file contains: only for files you trust.", rich_help_panel="Model")]
+
+_PANEL_HELP = ("Long side of each panel in pixels [default: the original image's, at most {cap}, at least 160]; "
+               "the size used is in the manifest's params.")
+PanelSize = Annotated[Optional[int], typer.Option(
+    "--panel-size", min=32, max=8192, show_default=False, rich_help_panel="Output", help=_PANEL_HELP.format(cap=384))]
+BoxamPanelSize = Annotated[Optional[int], typer.Option(
+    "--panel-size", min=32, max=8192, show_default=False, rich_help_panel="Output", help=_PANEL_HELP.format(cap=512))]

@@ -168,8 +168,28 @@ def fit(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
 
 
+#: the longest a panel's long side is by default (cam, featmap); boxam's is 512
+PANEL_CAP = 384
+#: tiny images are enlarged to this, so that a panel's caption stays legible
+PANEL_FLOOR = 160
+
+
+def panel_size(h: int, w: int, requested: int | None = None, cap: int = PANEL_CAP) -> int:
+    """The long side of a panel for an (h, w) image: ``requested`` (``--panel-size``) when given, else the
+    original's long side, at most ``cap`` and at least :data:`PANEL_FLOOR` (a 32 px image with a caption is
+    unreadable)."""
+    if requested:
+        return int(requested)
+    return min(cap, max(h, w, PANEL_FLOOR))
+
+
+def sizes_param(sizes: set[int]) -> int | list[int]:
+    """The panel size of a run for its manifest: one number, or every size used when the images differ."""
+    return next(iter(sizes)) if len(sizes) == 1 else sorted(sizes)
+
+
 def map_figure(original: np.ndarray, rows: list[tuple[str, list[tuple[str, np.ndarray]]]], alpha: float = 0.5,
-               colormap: str = "jet", panel_side: int = 384) -> np.ndarray:
+               colormap: str = "jet", panel_side: int = PANEL_CAP) -> np.ndarray:
     """One figure for one image: per row, the original then one overlay per map, all captioned.
 
     Args:
@@ -177,7 +197,7 @@ def map_figure(original: np.ndarray, rows: list[tuple[str, list[tuple[str, np.nd
         rows: ``(row label, [(panel caption, map at the original's size in [0, 1]), ...])``.
         alpha: heatmap opacity.
         colormap: an OpenCV colormap name.
-        panel_side: longer side of each panel in the figure.
+        panel_side: longer side of each panel in the figure (see :func:`panel_size`).
     """
     import numpy as np
 

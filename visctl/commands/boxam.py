@@ -59,6 +59,7 @@ def boxam(
         "--max-shape", "--max_shape", help="Cap on the map size: H W, or one number for both; a larger layer "
         "output is resized bilinearly to at most this before the CAM, as mmyolo's boxam (-1: no cap).",
         show_default=False)] = None,
+    panel_size: opt.BoxamPanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
@@ -81,13 +82,13 @@ def boxam(
         _run(ctx, args, method=method, target_layers=target_layers, topk=topk, score_thr=score_thr,
              norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha, colormap=colormap,
              ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,
-             max_shape=max_shape)
+             max_shape=max_shape, panel_size=panel_size)
 
 
 def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: list[str] | None, topk: int,
          score_thr: float, norm_in_bbox: bool, per_box: bool, no_boxes: bool, alpha: float, colormap: str,
-         ratio: float, save_raw: bool, preview_model: bool, batch_size: int, max_shape: list[int] | None = None
-         ) -> None:
+         ratio: float, save_raw: bool, preview_model: bool, batch_size: int, max_shape: list[int] | None = None,
+         panel_size: int | None = None) -> None:
     import numpy as np
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
@@ -131,7 +132,9 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     writer = ctx.open_writer(dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                                   method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
                                   norm_in_bbox=norm_in_bbox, per_box=per_box, device=ctx.device,
-                                  max_shape=list(cap) if cap else None))
+                                  max_shape=list(cap) if cap else None,
+                                  panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..512"))
+    sides_used: set[int] = set()
     stems = output.input_stems(mi.paths)
     layer_tag = "+".join(names).replace(".", "_")
     with ctx.progress(len(mi.paths), "boxam") as advance:
@@ -165,6 +168,9 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
                             maps_per_image[i].append(maps[i])
                 for i, (p, img, state) in enumerate(group):
                     dets = detection.to_original(kept[i], state)
+                    side = render.panel_size(*img.shape[:2], panel_size, cap=512)
+                    sides_used.add(side)
+                    writer.manifest["params"]["panel_size"] = render.sizes_param(sides_used)
                     panels = []
                     raw_maps = []
                     for slot, m in enumerate(maps_per_image[i]):
@@ -180,12 +186,12 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
                                                       classes)
                         text = (f"box {slot}: {_name(dets.labels[slot], classes)} {dets.scores[slot]:.2f}" if per_box
                                 else f"{len(dets)} box(es) | {method.value} | {', '.join(names)}")
-                        panels.append(render.caption(render.fit(shown, 512), text))
+                        panels.append(render.caption(render.fit(shown, side), text))
                     if not panels:
-                        panels = [render.caption(render.fit(img, 512), f"no box scores >= {score_thr}")]
+                        panels = [render.caption(render.fit(img, side), f"no box scores >= {score_thr}")]
                     figure = render.grid(panels, cols=min(len(panels), 4))
                     writer.save_image(f"{stems[p]}_boxam_{method.value.replace('++', 'pp')}_{layer_tag}.png", figure,
-                                      caption=f"{p.name}: {len(dets)} boxes", input=str(p))
+                                      caption=f"{p.name}: {len(dets)} boxes", input=str(p), panel_size=side)
                     if save_raw:
                         for slot, full in enumerate(raw_maps):
                             tag = f"box{slot}" if per_box else "all"

@@ -61,6 +61,7 @@ def cam(
     save_path: Annotated[Optional[Path], typer.Option(
         "--save-path", "--save_path", help="An image file (.png, .jpg, ...) for one input image, else a directory.",
         rich_help_panel="Output")] = None,
+    panel_size: opt.PanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
@@ -84,7 +85,8 @@ def cam(
                    target_layers=opt.split_list(target_layers), vit_like=vit_like,
                    num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                    ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,
-                   save_path=save_path, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size)
+                   save_path=save_path, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,
+                   panel_size=panel_size)
 
 
 
@@ -101,7 +103,8 @@ def _complete_method(incomplete: str) -> list[str]:
 def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list[str], topk: int,
          target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None, aug_smooth: bool,
          eigen_smooth: bool, ratio_channels_to_ablate: float, alpha: float, colormap: str,
-         save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int) -> None:
+         save_path: Path | None, save_raw: bool, preview_model: bool, batch_size: int,
+         panel_size: int | None = None) -> None:
     import sys
     import time
     import traceback
@@ -138,7 +141,8 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         inputs=[str(p) for p in paths], config=cfg_spec, checkpoint=checkpoint,
         methods=[m.value for m in methods], target_layers=setup.layers, target_category=categories or None,
         topk=None if categories else topk, vit_like=setup.vit_like, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
-        device=ctx.device, threads=ctx.threads, batch_size=batch_size),
+        device=ctx.device, threads=ctx.threads, batch_size=batch_size,
+        panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}"),
         out_dir=(save_path.parent if single_file else save_path) or None)
     engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=batch_size,
                               ratio_channels_to_ablate=ratio_channels_to_ablate) for m in methods]
@@ -161,6 +165,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         return names[cat] if names and cat < len(names) else str(cat)
 
     stems = output.input_stems(paths)
+    sides_used: set[int] = set()
     blank: list[str] = []
     layer_tag = "+".join(setup.layers).replace(".", "_")
     started = time.time()
@@ -208,12 +213,16 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                     for i, (p, img, _state) in enumerate(group):
                         cats = [r[0] for r in rows[i]]
                         if any(row_panels for _, row_panels in rows[i]):
+                            side = render.panel_size(*img.shape[:2], panel_size)
+                            sides_used.add(side)
+                            writer.manifest["params"]["panel_size"] = render.sizes_param(sides_used)
                             figure = render.map_figure(img, [r for r in rows[i] if r[1]], alpha=alpha,
-                                                       colormap=colormap)
+                                                       colormap=colormap, panel_side=side)
                             tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
                             name = f"{stems[p]}_cam_{tag}_{layer_tag}.png".replace("++", "pp")
                             writer.save_image(name, figure, caption=f"{p.name}: {', '.join(cats)}",
-                                              target=save_path if single_file else None, input=str(p))
+                                              target=save_path if single_file else None, input=str(p),
+                                              panel_size=side)
                         if save_raw:
                             for key, fmap in raws[i]:
                                 writer.save_array(f"{stems[p]}_cam_{key}_{layer_tag}.npy".replace("++", "pp"),
@@ -228,3 +237,4 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                      "this method (a zero head, or a layer before its activation); try another --target-layers "
                      "or method")
     ctx.finish()
+

@@ -66,6 +66,7 @@ def featmap(
     local_rank: Annotated[Optional[int], typer.Option(
         "--local_rank", "--local-rank", hidden=True,
         help="Accepted for torch.distributed.launch (mmrazor's habit); visctl reads LOCAL_RANK.")] = None,
+    panel_size: opt.PanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
@@ -89,7 +90,8 @@ def featmap(
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
              compare=opt.split_list(compare), signed=signed, out_file=out_file, save_raw=save_raw,
-             preview_model=preview_model, batch_size=batch_size, score_thr=score_thr, repo=repo)
+             preview_model=preview_model, batch_size=batch_size, score_thr=score_thr, repo=repo,
+             panel_size=panel_size)
 
 
 
@@ -97,7 +99,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
          arrangement: tuple[int, int] | None, overlaid: bool, alpha: float, use_norm: bool, normalize: Normalize,
          resize_shape: tuple[int, int] | None, colormap: str, compare: list[str] | None, signed: bool,
          out_file: Path | None, save_raw: bool, preview_model: bool, batch_size: int, score_thr: float | None,
-         repo: str | None) -> None:
+         repo: str | None, panel_size: int | None = None) -> None:
     import time
 
     import cv2
@@ -165,7 +167,9 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, target_layers=names,
         channel_reduction=reduction.value, topk=topk if reduction is Reduction.none else None,
         normalize=normalize.value, use_norm=use_norm, compare=compare, signed=signed, device=ctx.device,
-        threads=ctx.threads, batch_size=batch_size),
+        threads=ctx.threads, batch_size=batch_size,
+        panel_size=panel_size or ("--resize-shape" if resize_shape else
+                                  f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}")),
         out_dir=out_file.parent if out_file else None)
     started = time.time()
     # pass 1: reduced maps at feature resolution (small), so scales can be shared before anything is drawn
@@ -225,6 +229,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         raise VisctlError(f"--out-file names one output, this run draws {len({p for p, _ in by_key})} images",
                           hint="use --out-dir for several images")
     stacked: list[Any] = []
+    sides_used: set[int] = set()
     flat_maps: list[str] = []
     originals: dict[Path, object] = {}
     for (p, label), recs in by_key.items():
@@ -239,6 +244,10 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
                                                        interpolation=cv2.INTER_AREA)
         panels = []
         rows_cols = None
+        # --resize-shape sets every panel's H W; else panels are the original's size, at most 384 (--panel-size)
+        side = render.panel_size(*base.shape[:2], panel_size) if panel_size or not resize_shape else None
+        sides_used.add(side or max(resize_shape or (0,)))
+        writer.manifest["params"]["panel_size"] = render.sizes_param(sides_used)
         for r in recs:
             for (chan, m), sc, is_flat in zip(r["maps"], r["scales"], r["flat"]):
                 if m.ndim == 3:  # a 3-channel feature drawn as an image (topk -1)
@@ -259,7 +268,8 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
                         shown = render.mmengine_overlay(base, norm, alpha)  # exactly mmengine's rendering
                     else:
                         shown = render.overlay(base, norm, alpha, colormap)
-                shown = render.fit(shown, 384)
+                if side:
+                    shown = render.fit(shown, side)
                 head = f"{r['kind']}: " if compare else ""
                 text = f"{head}{chan} | {sc.describe()}"
                 if is_flat:
@@ -283,7 +293,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
             continue
         name = f"{stems[p]}_featmap_{_tag(label)}_{reduction.value}.png"
         writer.save_image(name, figure, caption=f"{p.name}: {label} ({reduction.value}, {normalize.value})",
-                          target=out_file, input=str(p), layer=label,
+                          target=out_file, input=str(p), layer=label, panel_size=side or max(base.shape[:2]),
                           scales=[sc.describe() for r in recs for sc in r["scales"]])
     if stacked:
         p = next(iter(by_key))[0]
