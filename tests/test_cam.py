@@ -85,7 +85,9 @@ def test_every_method_runs_and_all_renders_side_by_side(invoke, image_file, tmp_
     import cv2
 
     img = cv2.imread(str(tmp_path / m["outputs"][0]["path"]))
-    assert img.shape[1] > 5 * img.shape[0] / 3  # a wide grid of panels
+    side = m["params"]["panel_size"]
+    assert img.shape[1] == 6 * side + 5 * 6  # side by side: rows of 6 panels, 6 px apart
+    assert img.shape[0] < 3 * 2 * side  # the 16 panels (the original and 15 maps) in 3 rows
 
 
 def test_method_spellings():

@@ -288,11 +288,13 @@ def recall(preds: list[Detections], gts: list[tuple[np.ndarray, np.ndarray]], io
 
 def coco_results(dets: Detections, image_id: int, file_name: str, class_names: list[str] | None) -> list[dict]:
     """COCO-style results: one dict per box with ``bbox`` as [x, y, w, h]."""
+    from visctl.classes import label
+
     out = []
     for b, s, lab in zip(dets.boxes, dets.scores, dets.labels):
         x0, y0, x1, y1 = (float(v) for v in b)
         out.append(dict(image_id=image_id, file_name=file_name, bbox=[round(x0, 2), round(y0, 2),
                                                                       round(x1 - x0, 2), round(y1 - y0, 2)],
                         score=round(float(s), 5), category_id=int(lab),
-                        category=class_names[int(lab)] if class_names and 0 <= lab < len(class_names) else str(lab)))
+                        category=label(class_names, lab)))
     return out

@@ -411,6 +411,8 @@ def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[s
     class and file; no server, no external scripts."""
     import numpy as np
 
+    from visctl.classes import label
+
     xy = np.asarray(coords, dtype=np.float64)
     lo, hi = xy.min(0), xy.max(0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -419,7 +421,7 @@ def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[s
     points = []
     for i, ((x, y), lab) in enumerate(zip(norm, labels)):
         lab = int(lab)
-        cls = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
+        cls = label(class_names, lab)
         points.append(f'<circle cx="{x:.1f}" cy="{800 - y:.1f}" r="4" fill="{hexes[lab % len(hexes)]}" '
                       f'data-i="{i}" data-c="{html.escape(cls)}" data-n="{html.escape(names[i])}"></circle>')
     legend = "".join(f'<span><i style="background:{hexes[c % len(hexes)]}"></i>{html.escape(n)}</span>'

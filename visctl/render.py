@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from visctl.classes import label as class_label
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -315,7 +317,7 @@ def scatter_figure(coords: np.ndarray, labels: np.ndarray, names: list[str], tit
     for c in present:
         pts = coords[labels == c]
         ax.scatter(pts[:, 0], pts[:, 1], s=marker_size, color=colors[c], alpha=0.85, linewidths=0,
-                   label=names[c] if 0 <= c < len(names) else str(c))
+                   label=class_label(names, c))
     if thumbnails:
         zoom = 24 / max(max(t.shape[:2]) for t in thumbnails)
         for (x, y), img, c in zip(coords, thumbnails, labels):
@@ -324,7 +326,7 @@ def scatter_figure(coords: np.ndarray, labels: np.ndarray, names: list[str], tit
             ax.add_artist(box)
     if legend and present:
         handles = [Line2D([], [], marker="o", linestyle="", color=colors[c],
-                          label=names[c] if 0 <= c < len(names) else str(c)) for c in present]
+                          label=class_label(names, c)) for c in present]
         ax.legend(handles=handles, loc="best", fontsize="small", markerscale=1.2,
                   ncol=1 if len(present) <= 20 else 2)
     ax.set_title(title, fontsize="medium")
@@ -358,7 +360,7 @@ def draw_boxes(image: np.ndarray, boxes: Any, labels: Any, scores: Any = None, c
         color = tuple(int(c * 255) for c in palette[int(lab) % len(palette)])
         x0, y0, x1, y1 = (int(round(float(v))) for v in b)
         cv2.rectangle(out, (x0, y0), (x1, y1), color, t, cv2.LINE_AA)
-        name = class_names[int(lab)] if class_names and 0 <= int(lab) < len(class_names) else str(int(lab))
+        name = class_label(class_names, lab)
         text = name if scores is None else f"{name} {float(scores[i]):.2f}"
         s = scale
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)

@@ -118,3 +118,14 @@ def preview(ctx: RunContext, mi: ModelInputs) -> None:
 
     for line in models.preview_lines(mi.model, mi.example):
         ctx.result(line)
+
+
+def class_names(ctx: RunContext, mi: ModelInputs, num_classes: int | None = None) -> list[str] | None:
+    """The model's class names (the config's, else the model's own, else its weights family's class list:
+    see :func:`visctl.classes.class_names`); where they came from is noted when not from the config."""
+    from visctl.classes import class_names as find
+
+    found = find(mi.cfg, mi.model, num_classes)
+    if found.names and found.source != "the config's classes":
+        ctx.note(f"class names: {found.source} ({len(found.names)})")
+    return found.names

@@ -93,7 +93,8 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
     from visctl import cams, config, detection, models, output, render, transforms
-    from visctl.commands._shared import open_model, preview
+    from visctl.classes import label
+    from visctl.commands._shared import class_names, open_model, preview
     from visctl.errors import LayerError, VisctlError
 
     if not 0.0 <= score_thr <= 1.0:
@@ -128,7 +129,7 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     cam_method = cams.parse_method(method.value)[0]
     engine = cams.CamEngine(model, cam_method, names, layouts, batch_size=16, ratio_channels_to_ablate=ratio,
                             detection=True, max_shape=cap)
-    classes = config.class_names(mi.cfg)
+    classes = class_names(ctx, mi)
     writer = ctx.open_writer(dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                                   method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
                                   norm_in_bbox=norm_in_bbox, per_box=per_box, device=ctx.device,
@@ -184,7 +185,7 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
                             sel = slice(slot, slot + 1) if per_box else slice(None)
                             shown = render.draw_boxes(shown, dets.boxes[sel], dets.labels[sel], dets.scores[sel],
                                                       classes)
-                        text = (f"box {slot}: {_name(dets.labels[slot], classes)} {dets.scores[slot]:.2f}" if per_box
+                        text = (f"box {slot}: {label(classes, dets.labels[slot])} {dets.scores[slot]:.2f}" if per_box
                                 else f"{len(dets)} box(es) | {method.value} | {', '.join(names)}")
                         panels.append(render.caption(render.fit(shown, side), text))
                     if not panels:
@@ -216,8 +217,4 @@ def _max_shape(values: list[int] | None) -> tuple[int, int] | None:
     if -1 in values:
         return None
     return (values[0], values[-1])
-
-
-def _name(label: int, classes: list[str] | None) -> str:
-    return classes[int(label)] if classes and 0 <= int(label) < len(classes) else str(int(label))
 

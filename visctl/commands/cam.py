@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.commands._shared import open_model, preview
+from visctl.commands._shared import class_names, open_model, preview
 from visctl.context import RunContext
 
 EPILOG = """Examples:
@@ -109,7 +109,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
     import time
     import traceback
 
-    from visctl import cams, config, featmaps, output, render, transforms
+    from visctl import cams, classes, config, featmaps, output, render, transforms
     from visctl.errors import VisctlError
 
     methods = cams.parse_method(method)
@@ -123,7 +123,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
 
     setup = cams.plan(model, example, target_layers, vit_like, num_extra_tokens,
                       config.tool_option(cfg, "target_layers"))
-    names = config.class_names(cfg)
+    names = class_names(ctx, mi, setup.num_classes)
     categories = cams.resolve_categories(target_category, names, setup.num_classes)
     if not categories:
         cams.check_topk(topk, setup.num_classes)
@@ -162,7 +162,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
             skip_method(engine, reason)
 
     def label_of(cat: int) -> str:
-        return names[cat] if names and cat < len(names) else str(cat)
+        return classes.label(names, cat)
 
     stems = output.input_stems(paths)
     sides_used: set[int] = set()
@@ -208,8 +208,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                         if any(t.category is None for t in targets):  # every method was skipped
                             cams.resolve_ranks(targets, cams.predict(model, batch))
                         for i, t in enumerate(targets):
-                            rows[i].append((f"class {t.category} {label_of(t.category)}" if names
-                                            else f"class {t.category}", panels[i]))
+                            rows[i].append((classes.caption(names, t.category), panels[i]))
                     for i, (p, img, _state) in enumerate(group):
                         cats = [r[0] for r in rows[i]]
                         if any(row_panels for _, row_panels in rows[i]):

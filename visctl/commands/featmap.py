@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.commands._shared import load_model, open_model, preview
+from visctl.commands._shared import class_names, load_model, open_model, preview
 from visctl.context import RunContext
 from visctl.featmaps import Normalize, Reduction
 
@@ -221,6 +221,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
 
     # pass 2: draw one figure per (image, layer)
     stems = output.input_stems(mi.paths)
+    box_classes = class_names(ctx, mi) if boxes_of else None
     by_key: dict[tuple, list[dict]] = {}
     for r in records:
         by_key.setdefault((r["path"], r["label"]), []).append(r)
@@ -239,7 +240,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         img = originals[p]
         if p in boxes_of:
             dets = boxes_of[p]
-            img = render.draw_boxes(img, dets.boxes, dets.labels, dets.scores, config.class_names(mi.cfg))
+            img = render.draw_boxes(img, dets.boxes, dets.labels, dets.scores, box_classes)
         base = img if not resize_shape else cv2.resize(img, (resize_shape[1], resize_shape[0]),
                                                        interpolation=cv2.INTER_AREA)
         panels = []

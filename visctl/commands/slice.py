@@ -102,7 +102,7 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
     import cv2
 
     from visctl import config, detection, images, models, output, render, transforms
-    from visctl.commands._shared import open_model
+    from visctl.commands._shared import class_names, open_model
     from visctl.errors import VisctlError
 
     mi = open_model(ctx, args)
@@ -121,7 +121,7 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
         notes.append("--save-patch does not apply without --debug (as mmyolo's large_image_demo): add --debug")
         ctx.warn(notes[-1])
     patch = patch_size or int(config.tool_option(mi.cfg, "patch_size", 640))
-    classes = config.class_names(mi.cfg)
+    classes = class_names(ctx, mi)
     writer = ctx.open_writer(dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                                   patch_size=patch, patch_overlap_ratio=overlap, merge=merge.value,
                                   merge_iou_thr=iou, merge_metric=metric, score_thr=score_thr, full_image=full_image,
