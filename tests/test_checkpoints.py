@@ -4,6 +4,7 @@ damaged files say why, and every command records the same load summary in the ma
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import pickle
 import threading
@@ -97,6 +98,7 @@ def test_mmengine_training_checkpoint_loads_safely_and_exactly(trained):
     summary = models.load_checkpoint(model, str(trained["path"]))
     assert summary["loaded"] == summary["total"] == len(trained["state"])
     assert not summary["missing"] and not summary["unexpected"] and not summary["unsafe"]
+    assert summary["classes"] == ["circle", "square", "triangle", "cross"]  # meta['dataset_meta']['classes']
     own = model.state_dict()
     for key, value in trained["state"].items():
         assert torch.equal(own[key], value), key
@@ -116,6 +118,18 @@ def test_mmengine_checkpoint_through_the_cli(invoke, image_file, trained, tmp_pa
     n = len(trained["state"])
     line = f"checkpoint {trained['path']}: loaded {n}/{n} tensors; 0 missing; 0 unexpected"
     assert line in result.stderr.splitlines() and line in manifest(tmp_path / "o")["notes"]
+
+
+def test_class_names_from_the_checkpoints_meta(invoke, image_file, trained, tmp_path):
+    """A Runner's checkpoint carries the dataset's classes in meta['dataset_meta'] (mmpretrain's init_model
+    copies them to model.dataset_meta): a config without classes still captions with names."""
+    cfg = tmp_path / "bare.py"
+    cfg.write_text("model = dict(type='visctl.demo_models:shapes_classifier', num_classes=4)\n")
+    result = invoke("cam", image_file, cfg, trained["path"], "-c", "2", "-c", "cross", "--json", "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["inputs"][0]["targets"] == ["class 2 triangle", "class 3 cross"]
+    assert "class names: the checkpoint's meta (4)" in doc["notes"]
 
 
 class _Payload:

@@ -131,24 +131,29 @@ def from_timm(model: Any, num_classes: int) -> tuple[list[str], str] | None:
     return names, f"timm's {subset} class names"
 
 
-def class_names(cfg: Any, model: nn.Module | None = None, num_classes: int | None = None) -> ClassNames:
+def class_names(cfg: Any, model: nn.Module | None = None, num_classes: int | None = None,
+                checkpoint_classes: list[str] | None = None) -> ClassNames:
     """The class names of a model's outputs, first found of:
 
     1. the config's ``classes`` / ``dataset_meta.classes`` / the test dataset's classes (they always win);
-    2. the model's own ``classes``, ``CLASSES``, ``dataset_meta['classes']`` or ``config.id2label``;
-    3. for a torchvision model, the categories of its weights enum with as many classes (ImageNet-1k, COCO, ...);
-    4. for a timm model with 1000 (or 11k, 12k, 21k, 22k) classes, timm's ImageNet class names.
+    2. the checkpoint's ``meta`` (``dataset_meta['classes']``, mmcls 0.x's ``CLASSES``);
+    3. the model's own ``classes``, ``CLASSES``, ``dataset_meta['classes']`` or ``config.id2label``;
+    4. for a torchvision model, the categories of its weights enum with as many classes (ImageNet-1k, COCO, ...);
+    5. for a timm model with 1000 (or 11k, 12k, 21k, 22k) classes, timm's ImageNet class names.
 
     Args:
         cfg: the run's config.
         model: the built model.
         num_classes: the number of outputs, when known (a probe's logits); else read from the model.
+        checkpoint_classes: the class names in the loaded checkpoint's meta (``summary['classes']``).
     """
     from visctl import config
 
     names = config.class_names(cfg)
     if names:
         return ClassNames(names, "the config's classes")
+    if checkpoint_classes:
+        return ClassNames(list(checkpoint_classes), "the checkpoint's meta")
     if model is None:
         return ClassNames(None)
     found = from_model(model)

@@ -369,7 +369,8 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
     checkpoint (a silently random model is worse than an error).
 
     Returns:
-        ``{'path', 'loaded', 'total', 'missing', 'unexpected', 'mismatched', 'unsafe'}``.
+        ``{'path', 'loaded', 'total', 'missing', 'unexpected', 'mismatched', 'unsafe', 'classes'}`` (the class
+        names in the checkpoint's ``meta``, or None).
     """
     ckpt, used_unsafe = read_checkpoint(path, unsafe)
     state = ckpt
@@ -393,7 +394,7 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
     missing = [k for k in own if k not in fitting]
     unexpected = [k for k in revised if k not in own]
     summary = dict(path=path, loaded=len(fitting), total=len(own), missing=missing, unexpected=unexpected,
-                   mismatched=mismatched, unsafe=used_unsafe)
+                   mismatched=mismatched, unsafe=used_unsafe, classes=_checkpoint_classes(ckpt))
     if len(own) and len(fitting) / len(own) < min_match:
         example = f" (e.g. checkpoint key {unexpected[0]!r}, model key {missing[0]!r})" if unexpected and missing else ""
         raise ModelError(
@@ -402,6 +403,20 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
             "checkpoint_revise_keys = [(r'^backbone\\.', '')] in the config, or check num_classes")
     model.load_state_dict(fitting, strict=False)
     return summary
+
+
+def _checkpoint_classes(ckpt: Any) -> list[str] | None:
+    """Class names an mmengine checkpoint carries: ``meta['dataset_meta']['classes']`` (what mmpretrain's
+    ``init_model`` copies to ``model.dataset_meta``), or mmcls 0.x's ``meta['CLASSES']``."""
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    dataset_meta = meta.get("dataset_meta")
+    names = dataset_meta.get("classes") if isinstance(dataset_meta, dict) else None
+    names = names or meta.get("CLASSES")
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
 
 
 def checkpoint_note(summary: dict[str, Any], verbose: bool = False) -> str:

@@ -125,7 +125,7 @@ def class_names(ctx: RunContext, mi: ModelInputs, num_classes: int | None = None
     see :func:`visctl.classes.class_names`); where they came from is noted when not from the config."""
     from visctl.classes import class_names as find
 
-    found = find(mi.cfg, mi.model, num_classes)
+    found = find(mi.cfg, mi.model, num_classes, (mi.summary or {}).get("classes"))
     if found.names and found.source != "the config's classes":
         ctx.note(f"class names: {found.source} ({len(found.names)})")
     return found.names
