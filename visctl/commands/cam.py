@@ -202,7 +202,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                                 caption = f"{engine.method.value} | {label_of(cat)} p={float(probs[i, cat]):.2f}"
                                 if featmaps.flat(maps[i], 1.0):  # grad-cam scales to [0, 1]: constant = blank
                                     caption += " | BLANK: constant map (try another --target-layers or method)"
-                                    blank.append(f"{_p.name}: {engine.method.value} class {cat}")
+                                    blank.append(f"{_p.name}: {engine.method.value} {classes.caption(names, cat)}")
                                 panels[i].append((caption, fmap))
                                 raws[i].append((f"{engine.method.value}_c{cat}", fmap))
                         if any(t.category is None for t in targets):  # every method was skipped
