@@ -126,6 +126,14 @@ def build_optimizer(optim_cfg: dict, model: nn.Module | None = None) -> tuple[An
         keep = {k: opt_cfg[k] for k in ("lr", "momentum", "weight_decay") if k in opt_cfg}
         opt_cfg = dict(type="SGD", **keep)
     cfg["optimizer"] = opt_cfg
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+    constructor = cfg.get("constructor")
+    # a name the registry does not hold would be imported as a dotted path and called (mmengine's
+    # Registry.get falls back to get_object_from_string): only registered constructors are built
+    if constructor is not None and constructor not in OPTIM_WRAPPER_CONSTRUCTORS.module_dict:
+        raise ConfigError(f"unknown optim_wrapper constructor {constructor!r}",
+                          hint=f"known: {', '.join(sorted(OPTIM_WRAPPER_CONSTRUCTORS.module_dict))}")
     wrapper = build_optim_wrapper(model, dict(type="OptimWrapper", **cfg))
     optimizer = wrapper.optimizer
     names = {id(p): n for n, p in model.named_parameters()}
