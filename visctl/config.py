@@ -66,14 +66,12 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
         if not path.is_file():
             raise ConfigError(f"config file not found: {spec}", hint="check the path, or pass a model name "
                               "such as torchvision.resnet18 instead of a config")
+        refused: tuple[str, str] | None = None
         try:
             with _yaml_as_data():
                 cfg = Config.fromfile(str(path), import_custom_modules=False)
         except _RefusedYaml as exc:
-            where = spec if exc.tag in path.read_text(errors="replace") else f"a _base_ file of {spec}"
-            raise ConfigError(f"config {where}: {exc.reason}",
-                              hint="YAML and JSON configs are read as plain data; write a Python config for "
-                              "anything else") from None
+            refused = (exc.reason, exc.tag)
         except RecursionError:
             raise ConfigError(f"cannot read config {spec}: it is nested too deeply, or its _base_ files "
                               "inherit from each other in a cycle", hint="check the _base_ chain") from None
@@ -81,6 +79,13 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
             raise ConfigError(f"cannot read config {spec}: {_one_line(exc)}",
                               hint="run `python -c \"from mmengine import Config; Config.fromfile('"
                               f"{spec}')\"` to see the full error") from exc
+        if refused is not None:
+            _close_abandoned_files()
+            reason, tag = refused
+            where = spec if tag in path.read_text(errors="replace") else f"a _base_ file of {spec}"
+            raise ConfigError(f"config {where}: {reason}",
+                              hint="YAML and JSON configs are read as plain data; write a Python config for "
+                              "anything else")
         _import_custom_modules(cfg, spec)
     elif looks_like_config(spec):
         cfg = Config(dict(model=dict(type=spec)))
@@ -92,6 +97,20 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     if extra:
         cfg.merge_from_dict(extra)
     return cfg
+
+
+def _close_abandoned_files() -> None:
+    """Close, quietly, the temp copy that mmengine's ``_file2dict`` leaves open when reading fails.
+
+    It is only reachable from the failed call's frames; once the exception is gone, a collection closes it
+    (without this, its ResourceWarning surfaces at some later, unrelated moment).
+    """
+    import gc
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def _one_line(exc: BaseException) -> str:
