@@ -7,6 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from visctl.images import DEFAULT_MAX_PIXELS, SLICE_MAX_PIXELS
+
+__all__ = ["DEFAULT_MAX_PIXELS", "SLICE_MAX_PIXELS"]
+
 
 def split_list(values: list[str] | None) -> list[str] | None:
     """Values of a repeatable option, each of which may also be comma-separated (``-t a,b -t c``)."""
@@ -50,6 +54,10 @@ Backend = Annotated[Optional[str], typer.Option(
     "--backend", help="Also log the images to an mmengine vis backend: local, tensorboard or wandb (offline "
     "unless wandb is configured).", rich_help_panel="Output",
     autocompletion=lambda incomplete: [b for b in ("local", "tensorboard", "wandb") if b.startswith(incomplete)])]
+MaxPixels = Annotated[int, typer.Option(
+    "--max-pixels", "--max_pixels", min=1,
+    help="Pixel budget (width x height) of one input image, read from its header before decoding: a larger "
+    "image (a decompression bomb) is skipped and listed as failed.", rich_help_panel="Run")]
 UnsafeLoadCheckpoint = Annotated[bool, typer.Option(
     "--unsafe-load-checkpoint",
     help="Load a checkpoint that safe (weights-only) loading refuses with a full pickle load, which runs any "

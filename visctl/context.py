@@ -68,7 +68,8 @@ class RunContext:
     def __init__(self, command: str, *, out_dir: Path | None = None, device: str = "auto",
                  threads: int | None = None, quiet: bool = False, json_out: bool = False, debug: bool = False,
                  seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None,
-                 show: bool = False, unsafe_load_checkpoint: bool = False) -> None:
+                 show: bool = False, unsafe_load_checkpoint: bool = False,
+                 max_pixels: int | None = None) -> None:
         self.command = command
         self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
@@ -82,6 +83,7 @@ class RunContext:
         self.backend = backend
         self.show = show
         self.unsafe_load_checkpoint = unsafe_load_checkpoint
+        self.max_pixels = max_pixels  # --max-pixels of the commands that read images (None: no budget)
         self.notes: list[str] = []  # remarks for the manifest, also those made before the writer opens
         self.show_interval: float | None = None  # seconds per output, or keys only
         self.writer: OutputWriter | None = None
@@ -150,6 +152,8 @@ class RunContext:
 
     def open_writer(self, params: dict[str, Any], out_dir: Path | None = None) -> OutputWriter:
         """Start the run's output directory and manifest."""
+        if self.max_pixels is not None:
+            params = dict(params, max_pixels=self.max_pixels)
         self.writer = OutputWriter(out_dir or self.out_dir, self.command, params, started=self.started)
         for note in self.notes:
             self.writer.note(note)

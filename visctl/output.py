@@ -45,6 +45,24 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _text(value: Any) -> str:
+    """Any value from a manifest or from data as HTML-escaped text (quotes included, for attributes too)."""
+    return html.escape(value if isinstance(value, str) else str(value), quote=True)
+
+
+def _href(path: Any) -> str:
+    """A file path as an escaped relative URL: percent-encoded, so a name with ``#``, ``?``, ``%`` or ``:``
+    links to the file and can never become a ``javascript:`` or other URL scheme."""
+    from urllib.parse import quote
+
+    return html.escape(quote(str(path).replace(os.sep, "/")), quote=True)
+
+
+def _script_json(value: Any) -> str:
+    """JSON to embed in a ``<script>``: ``<``, ``>`` and ``&`` escaped so no string can close the script."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
 
@@ -200,16 +218,16 @@ e.style.display=e.dataset.caption.indexOf(q)>=0?'':'none';}});}}
 
 def render_index(manifest: dict[str, Any]) -> str:
     """A self-contained gallery page for one run (relative links, no server, no external assets)."""
-    esc = html.escape
+    esc = _text
     figures = []
     for out in manifest["outputs"]:
         if out["kind"] != "image":
             continue
-        cap = out.get("caption") or out["path"]
-        figures.append(f'<figure data-caption="{esc(cap.lower())}"><a href="{esc(out["path"])}">'
-                       f'<img src="{esc(out["path"])}" alt="{esc(cap)}" loading="lazy"></a>'
+        cap = str(out.get("caption") or out["path"])
+        figures.append(f'<figure data-caption="{esc(cap.lower())}"><a href="{_href(out["path"])}">'
+                       f'<img src="{_href(out["path"])}" alt="{esc(cap)}" loading="lazy"></a>'
                        f"<figcaption>{esc(cap)}</figcaption></figure>")
-    links = "".join(f'<li><a href="{esc(o["path"])}">{esc(o["path"])}</a> {esc(o.get("caption") or "")}</li>'
+    links = "".join(f'<li><a href="{_href(o["path"])}">{esc(o["path"])}</a> {esc(o.get("caption") or "")}</li>'
                     for o in manifest["outputs"] if o["kind"] == "page")
     if links:
         figures.insert(0, f"<ul>{links}</ul>")
@@ -304,32 +322,55 @@ def show_images(paths: list[Path], warn: Any, interval: float | None = None) -> 
         plt.show()
 
 
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """A run's manifest.json as the root index needs it, or None when it is not one visctl could have written.
+
+    Unreadable or invalid JSON, a document that is not an object, a missing or mistyped ``command``,
+    ``outputs`` or ``params``: None. Output entries without a string ``path`` are dropped.
+    """
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):  # ValueError covers JSONDecodeError and bad UTF-8
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("command"), str):
+        return None
+    outputs, params = doc.get("outputs", []), doc.get("params", {})
+    if not isinstance(outputs, list) or not isinstance(params, dict):
+        return None
+    failures = doc.get("failures", [])
+    return dict(doc, command=doc["command"], params=params, status=str(doc.get("status", "?")),
+                outputs=[o for o in outputs if isinstance(o, dict) and isinstance(o.get("path"), str)],
+                failures=failures if isinstance(failures, list) else [])
+
+
 def write_root_index(root: Path) -> Path:
     """An index.html over every run directory under ``root`` (each holding a manifest.json): each run's
     images with their parameters, interactive pages linked, filterable by command."""
     root = Path(root)
     sections = []
     commands = []
+    esc = _text
     for manifest_path in sorted(root.glob("*/manifest.json")):
-        doc = json.loads(manifest_path.read_text())
+        doc = read_manifest(manifest_path)
+        if doc is None:  # another tool's file, a run being written, a damaged file: not ours to list
+            continue
         run = manifest_path.parent.name
         commands.append(doc["command"])
-        esc = html.escape
         figs = "".join(
-            f'<figure><a href="{esc(run)}/{esc(o["path"])}"><img src="{esc(run)}/{esc(o["path"])}" '
+            f'<figure><a href="{_href(run)}/{_href(o["path"])}"><img src="{_href(run)}/{_href(o["path"])}" '
             f'alt="{esc(o.get("caption") or o["path"])}" loading="lazy"></a>'
             f'<figcaption>{esc(o.get("caption") or "")}</figcaption></figure>'
-            for o in doc["outputs"] if o["kind"] == "image")
-        pages = "".join(f'<li><a href="{esc(run)}/{esc(o["path"])}">{esc(o.get("caption") or o["path"])}</a></li>'
-                        for o in doc["outputs"] if o["kind"] == "page")
+            for o in doc["outputs"] if o.get("kind") == "image")
+        pages = "".join(f'<li><a href="{_href(run)}/{_href(o["path"])}">{esc(o.get("caption") or o["path"])}</a></li>'
+                        for o in doc["outputs"] if o.get("kind") == "page")
         params = ", ".join(f"{k}={v}" for k, v in doc["params"].items()
                            if v not in (None, False, [], "") and k not in ("inputs", "steps"))
         sections.append(
-            f'<section data-command="{esc(doc["command"])}"><h2><a href="{esc(run)}/index.html">'
+            f'<section data-command="{esc(doc["command"])}"><h2><a href="{_href(run)}/index.html">'
             f'{esc(doc["command"])}</a> <small>{esc(doc["status"])}, {len(doc["outputs"])} outputs, '
             f'{len(doc["failures"])} failures</small></h2><p class="meta"><code>{esc(params)}</code></p>'
             f'<ul>{pages}</ul><div class="grid">{figs}</div></section>')
-    options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in sorted(set(commands)))
+    options = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in sorted(set(commands)))
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>visctl runs</title><style>"
             "body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa}"
             ".grid{display:flex;flex-wrap:wrap;gap:.6rem} figure{margin:0;background:#fff;border:1px solid #ddd;"
@@ -402,23 +443,29 @@ def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[s
         lab = int(lab)
         cls = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
         points.append(f'<circle cx="{x:.1f}" cy="{800 - y:.1f}" r="4" fill="{hexes[lab % len(hexes)]}" '
-                      f'data-i="{i}" data-c="{html.escape(cls)}" data-n="{html.escape(names[i])}"></circle>')
-    legend = "".join(f'<span><i style="background:{hexes[c % len(hexes)]}"></i>{html.escape(n)}</span>'
+                      f'data-i="{i}" data-c="{_text(cls)}" data-n="{_text(names[i])}"></circle>')
+    legend = "".join(f'<span><i style="background:{hexes[c % len(hexes)]}"></i>{_text(n)}</span>'
                      for c, n in enumerate(class_names) if c in set(int(v) for v in labels))
-    thumbs_js = json.dumps(thumbs or [])
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+    # only data: URIs of our own PNG thumbnails; anything else would not be an image
+    thumbs_js = _script_json([t if isinstance(t, str) and t.startswith("data:image/png;base64,") else ""
+                              for t in thumbs or []])
+    # the tip is built with DOM calls: names and classes are set as text, never parsed as HTML
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1rem}} svg{{border:1px solid #ccc;background:#fff}}
 circle{{opacity:.85}} circle:hover{{stroke:#000;stroke-width:2}}
 #tip{{position:fixed;display:none;background:#fff;border:1px solid #888;padding:4px;font-size:12px;pointer-events:none}}
 #tip img{{display:block;width:96px;image-rendering:pixelated}} .lg span{{margin-right:1em}}
 .lg i{{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:5px}}</style></head><body>
-<h1 style="font-size:1.1rem">{html.escape(title)}</h1><div class="lg">{legend}</div>
+<h1 style="font-size:1.1rem">{_text(title)}</h1><div class="lg">{legend}</div>
 <svg width="800" height="800" viewBox="0 0 800 800">{''.join(points)}</svg><div id="tip"></div>
 <script>
 var T={thumbs_js};var tip=document.getElementById('tip');
+function add(tag,text){{var e=document.createElement(tag);
+if(text!==undefined){{e.textContent=text;}}tip.appendChild(e);return e;}}
 document.querySelectorAll('circle').forEach(function(c){{
 c.addEventListener('mousemove',function(e){{var i=+c.dataset.i;
-tip.innerHTML=(T[i]?'<img src="'+T[i]+'">':'')+'<b>'+c.dataset.c+'</b><br>'+c.dataset.n;
+tip.replaceChildren();if(T[i]){{add('img').src=T[i];}}add('b',c.dataset.c);add('br');
+tip.appendChild(document.createTextNode(c.dataset.n));
 tip.style.left=(e.clientX+12)+'px';tip.style.top=(e.clientY+12)+'px';tip.style.display='block';}});
 c.addEventListener('mouseleave',function(){{tip.style.display='none';}});}});
 </script></body></html>

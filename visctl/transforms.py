@@ -453,7 +453,7 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     from torchvision.transforms import v2
 
     cls = getattr(v2, name, None)
-    if cls is None:
+    if not (isinstance(cls, type) and issubclass(cls, v2.Transform)):  # a class of v2, nothing else it holds
         raise ConfigError(f"unknown transform {name!r}",
                           hint="use a torchvision.transforms.v2 name or one of the OpenMMLab names "
                           "LoadImageFromFile, Resize, ResizeEdge, CenterCrop, RandomResizedCrop, RandomCrop, "
@@ -552,8 +552,9 @@ def default_pipeline(input_size: Any) -> list[dict]:
     return [dict(type="Resize", scale=(w, h), keep_ratio=False)]
 
 
-def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int) -> Iterator[tuple[list, list]]:
-    """Read and transform images ``batch_size`` at a time.
+def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
+                     max_pixels: int | None = None) -> Iterator[tuple[list, list]]:
+    """Read and transform images ``batch_size`` at a time; an image over ``max_pixels`` is a failure.
 
     Yields:
         ``(groups, failures)``: groups of ``(path, original RGB, ImageState)`` whose pipeline outputs share
@@ -567,7 +568,7 @@ def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int) -> It
         failures = []
         for p in paths[start:start + batch_size]:
             try:
-                img = read_image(p)
+                img = read_image(p, max_pixels)
                 state = run_pipeline(img, steps)
             except VisctlError as err:
                 failures.append((p, err.message))

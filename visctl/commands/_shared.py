@@ -67,7 +67,7 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     first = None
     for p in paths or []:
         try:
-            first = imgs.read_image(p)
+            first = imgs.read_image(p, ctx.max_pixels)
             break
         except InputError:
             continue

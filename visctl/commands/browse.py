@@ -46,16 +46,17 @@ def browse(
     quiet: opt.Quiet = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random transforms.")] = 0,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
     with RunContext("browse", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    cfg_options=cfg_options, backend=backend, show=show, max_pixels=max_pixels) as ctx:
         ctx.show_interval = show_interval
         from visctl import datasets, render
 
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
-        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn)
+        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn, max_pixels=ctx.max_pixels)
         skip = tuple(skip_type if skip_type is not None else SKIP)
         samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
         count = len(dataset) if number < 0 else min(number, len(dataset))

@@ -98,11 +98,12 @@ def cam(
     quiet: opt.Quiet = False,
     seed: opt.Seed = None,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
     with RunContext("cam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
         _run(ctx, args, method=method, target_category=target_category or [], topk=topk,
                    target_layers=opt.split_list(target_layers), vit_like=vit_like,
                    num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
@@ -229,7 +230,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
     started = time.time()
     try:
         with ctx.progress(len(paths), "cam") as advance:
-            for groups, failures in transforms.prepared_batches(paths, steps, batch_size):
+            for groups, failures in transforms.prepared_batches(paths, steps, batch_size, ctx.max_pixels):
                 for p, message in failures:
                     ctx.skip(p, message)
                     advance()

@@ -80,11 +80,12 @@ def featmap(
     quiet: opt.Quiet = False,
     seed: opt.Seed = None,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
     with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
         _run(ctx, args, target_layers=opt.split_list(target_layers), reduction=channel_reduction, topk=topk,
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
@@ -167,7 +168,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     records: list[dict] = []
     boxes_of: dict[Path, Any] = {}
     with ctx.progress(len(mi.paths), "features") as advance:
-        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
+        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size, ctx.max_pixels):
             for p, message in failures:
                 ctx.skip(p, message)
                 advance()
@@ -225,7 +226,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     for (p, label), recs in by_key.items():
         if p not in originals:
             originals.clear()
-            originals[p] = images.read_image(p)
+            originals[p] = images.read_image(p, ctx.max_pixels)
         img = originals[p]
         if p in boxes_of:
             dets = boxes_of[p]

@@ -65,11 +65,12 @@ def slice_(
     seed: opt.Seed = None,
     debug: Annotated[bool, typer.Option("--debug", help="Also draw the tile grid and every unmerged box; show "
                                         "tracebacks.")] = False,
+    max_pixels: opt.MaxPixels = opt.SLICE_MAX_PIXELS,
 ) -> None:
     """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
     with RunContext("slice", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
         from visctl.errors import VisctlError
 
         if merge_metric not in ("iou", "ios"):
@@ -135,7 +136,7 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
     started = time.time()
     for image_id, p in enumerate(mi.paths):
         try:
-            img = images.read_image(p)
+            img = images.read_image(p, ctx.max_pixels)
         except VisctlError as err:
             ctx.skip(p, err.message)
             continue

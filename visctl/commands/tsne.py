@@ -92,11 +92,12 @@ def tsne(
     quiet: opt.Quiet = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling and the embedding.")] = 0,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
     with RunContext("tsne", out_dir=out_dir or work_dir, device=device, threads=threads, quiet=quiet,
                     json_out=json_out, debug=debug, seed=seed, cfg_options=cfg_options, backend=backend,
-                    show=show, unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    show=show, unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
         from visctl.errors import VisctlError
 
         if out_dir and work_dir and Path(out_dir).resolve() != Path(work_dir).resolve():
@@ -186,7 +187,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     if ds_cfg is None:
         raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
                           hint="add one, or pick another --phase")
-    dataset = datasets.build_dataset(ds_cfg, used_phase, warn=ctx.warn)
+    dataset = datasets.build_dataset(ds_cfg, used_phase, warn=ctx.warn, max_pixels=ctx.max_pixels)
     steps = steps or mi.steps
     labels_all = dataset.labels()
     indices = embedding.sample_indices(labels_all, class_idx, max_num_class, per_class, seed)
