@@ -66,8 +66,9 @@ def clear_interrupt() -> None:
     _DEFER.depth = 0
 
 
-def _write_file(fh: Any, data: bytes) -> None:
-    """The one low-level write of every file visctl makes (tests replace it to simulate a full disk)."""
+def _write_file(fh: Any, data: bytes, target: Path) -> None:
+    """The one low-level write of every file visctl makes, to ``target`` through ``fh`` (tests replace it to
+    simulate a full disk)."""
     fh.write(data)
 
 
@@ -80,7 +81,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            _write_file(fh, data)
+            _write_file(fh, data, path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
