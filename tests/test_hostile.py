@@ -421,12 +421,12 @@ def test_foreign_manifests_never_break_a_default_output_run(invoke, image_file, 
 
 
 @pytest.mark.parametrize("name", sorted(FOREIGN))
-def test_read_manifest_skips_what_it_cannot_read(tmp_path, name):
-    from visctl.output import read_manifest
+def test_index_manifest_skips_what_it_cannot_read(tmp_path, name):
+    from visctl.output import index_manifest
 
     path = tmp_path / "manifest.json"
     path.write_bytes(FOREIGN[name])
-    doc = read_manifest(path)
+    doc = index_manifest(path)
     if name == "bad-entries":
         assert doc is not None and doc["outputs"] == [{"path": "a.png", "kind": "image"}]
     else:

@@ -254,10 +254,15 @@ def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str]
     there is one folder per class, as a clear error.
     """
     from visctl.images import is_image_path
+    from visctl.output import drop_visctl_outputs, is_visctl_folder
 
-    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    def images_under(d: Path) -> list[Path]:  # what a visctl run wrote there (-o inside the data) is no sample
+        return [p for p in drop_visctl_outputs(sorted(p for p in d.rglob("*") if p.is_file()))[0]
+                if is_image_path(p)]
+
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_visctl_folder(p))
     if not subdirs:
-        return [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)], None
+        return [(p, None) for p in images_under(folder)], None
     if classes is None:
         folder_to_idx = {d: i for i, d in enumerate(subdirs)}
         classes = subdirs
@@ -284,15 +289,15 @@ def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str]
     empty = []
     for d in sorted(folder_to_idx):
         # sorted relative paths as strings, as get_samples sorts list_dir_or_file's names
-        found = sorted((p.relative_to(folder / d).as_posix(), p) for p in (folder / d).rglob("*")
-                       if p.is_file() and is_image_path(p))
+        found = sorted((p.relative_to(folder / d).as_posix(), p) for p in images_under(folder / d))
         files.extend((p, folder_to_idx[d]) for _, p in found)
         if not found:
             empty.append(d)
     if empty and files:  # as get_samples' empty_folders and the warning _find_samples logs
         warn(f"{folder}: no image in the class folder(s) {', '.join(empty)}")
     if not files:  # class folders without images: the images beside them, unlabelled
-        return [(p, None) for p in sorted(folder.iterdir()) if p.is_file() and is_image_path(p)], None
+        return [(p, None) for p in drop_visctl_outputs(sorted(folder.iterdir()))[0]
+                if p.is_file() and is_image_path(p)], None
     return files, classes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +238,40 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
     return TSNE(**kwargs).fit_transform(x), "t-SNE (scikit-learn, PCA-50)"
 
 
+def feature_file(path: Any, rows: int, dims: int) -> Any:
+    """A (rows, dims) float32 .npy to fill in place through a memory map, its disk space taken first.
+
+    Writing through a map onto a full disk is a SIGBUS that kills the process with nothing said. So the free
+    space is checked against the file's size, and the file's blocks are reserved (``posix_fallocate``) before
+    it is mapped: a full disk is an ``OSError(ENOSPC)`` here, which the run reports as one clear error.
+    """
+    import errno
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    need = rows * dims * 4 + 4096  # float32 rows and the .npy header
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"the features need {need / 2**20:.1f} MiB and the disk has "
+                      f"{free / 2**20:.1f} MiB free", str(path))
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dims))
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+                del mm
+                path.unlink(missing_ok=True)
+                raise
+        finally:
+            os.close(fd)
+    return mm
+
+
 def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int], *, mean: Any, std: Any, rgb: bool,
             device: str, batch_size: int, num_workers: int, pooling: Pooling, extra_tokens: int,
             out_dir: Any, prefix: str = "features", progress: Any = None,
@@ -248,6 +283,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
 
     Features stream to disk batch by batch, so 100,000 images x 2048 dims need no more memory than one
     batch. Returns ``dict(features={label: path}, rows=[dataset index per row], labels, names, failures)``.
+    When extraction stops (an interrupt, a full disk, an error), the half-filled files are removed.
     """
     from pathlib import Path
 
@@ -275,8 +311,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             vec = pool(t, pooling, extra_tokens).cpu().numpy().astype(np.float32)
             if label not in files:
                 paths[label] = out_dir / f"{prefix}_{label.replace('.', '_').replace('[', '-').replace(']', '')}.npy"
-                files[label] = np.lib.format.open_memmap(paths[label], mode="w+", dtype=np.float32,
-                                                         shape=(len(indices), vec.shape[1]))
+                files[label] = feature_file(paths[label], len(indices), vec.shape[1])
             if vec.shape[1] != files[label].shape[1]:
                 raise VisctlError(f"{label}: images give features of different sizes ({vec.shape[1]} vs "
                                   f"{files[label].shape[1]})", hint="use a pipeline that makes every image one size, "
@@ -288,24 +323,34 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             names.append(item["name"])
         pending.clear()
 
-    for item in datasets.iterate(samples, indices, num_workers=num_workers, batch_size=batch_size):
-        if progress:
-            progress()
-        if item["error"]:
-            failures.append((item["name"], item["error"]))
-            continue
-        if pending and item["views"][0].shape != pending[0]["views"][0].shape:
-            flush()
-        pending.append(item)
-        if len(pending) == batch_size:
-            flush()
-    flush()
-    for label, mm in files.items():
-        mm.flush()
-        if len(rows) < mm.shape[0]:  # some inputs failed: keep only the written rows
-            kept = np.array(mm[:len(rows)])
-            del mm
-            np.save(paths[label], kept)
+    try:
+        for item in datasets.iterate(samples, indices, num_workers=num_workers, batch_size=batch_size):
+            if progress:
+                progress()
+            if item["error"]:
+                failures.append((item["name"], item["error"]))
+                continue
+            if pending and item["views"][0].shape != pending[0]["views"][0].shape:
+                flush()
+            pending.append(item)
+            if len(pending) == batch_size:
+                flush()
+        flush()
+        for label in list(files):
+            files[label].flush()
+            if len(rows) < files[label].shape[0]:  # some inputs failed: keep only the written rows
+                kept = np.array(files[label][:len(rows)])
+                files[label] = None
+                tmp = paths[label].with_name(f".{paths[label].name}.part")
+                with open(tmp, "wb") as fh:
+                    np.save(fh, kept)
+                os.replace(tmp, paths[label])
+    except BaseException:
+        files.clear()  # unmap before removing
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+            path.with_name(f".{path.name}.part").unlink(missing_ok=True)
+        raise
     return dict(features=paths, rows=rows, labels=labels, names=names, failures=failures)
 
 
@@ -328,8 +373,7 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
         parts = [np.load(sh["features"][label], mmap_mode="r") for sh in shards]
         name = Path(shards[0]["features"][label]).name.replace("features.rank0_", "features_")
         target = out_dir / name
-        merged = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32,
-                                           shape=(len(entries), parts[0].shape[1]))
+        merged = feature_file(target, len(entries), parts[0].shape[1])
         for i, (_, r, k) in enumerate(entries):
             merged[i] = parts[r][k]
         merged.flush()

@@ -14,6 +14,8 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 1
 #: exit status after Ctrl-C (128 + SIGINT)
 EXIT_INTERRUPTED = 130
+#: exit status after SIGTERM, what CI runners and job schedulers send (128 + SIGTERM)
+EXIT_TERMINATED = 143
 
 
 class VisctlError(Exception):
@@ -47,6 +49,14 @@ class DeviceError(VisctlError):
 
 class DependencyError(VisctlError):
     """A dependency is missing or has a version visctl does not support (the message names both)."""
+
+
+class OutputError(VisctlError):
+    """The output folder or file cannot be written: not a folder, read-only, full, or an input of the run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run ends as after Ctrl-C (a true manifest), exit 143."""
 
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:

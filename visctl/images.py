@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,20 +76,28 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def gather_images(specs: list[str]) -> list[Path]:
+def gather_images(specs: list[str], note: Callable[[str], None] | None = None) -> list[Path]:
     """Expand image arguments into a sorted, de-duplicated list of files.
 
     Each spec may be a file, a directory (searched recursively for image suffixes) or a glob pattern.
     A spec that matches nothing raises :class:`InputError`; a named file is kept even if it later fails
-    to decode, so the batch can report it.
+    to decode, so the batch can report it. In a directory, the files a visctl run wrote there (listed in a
+    manifest.json under it: an ``-o`` inside the input folder) are not inputs; ``note`` hears how many.
     """
+    from visctl.output import drop_visctl_outputs
+
     found: list[Path] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            hits = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            hits = [p for p in drop_visctl_outputs(files)[0] if is_image_path(p)]
+            dropped = sum(1 for p in files if is_image_path(p)) - len(hits)
+            if dropped and note is not None:
+                note(f"{spec}: {dropped} file(s) written by visctl (listed in a manifest.json there) are not inputs")
             if not hits:
-                raise InputError(f"no images under directory {spec}",
+                raise InputError(f"no images under directory {spec}" +
+                                 (f" ({dropped} file(s) there are visctl outputs)" if dropped else ""),
                                  hint=f"visctl reads {' '.join(IMAGE_SUFFIXES)} files")
             found.extend(hits)
         elif path.is_file():

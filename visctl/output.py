@@ -2,19 +2,74 @@
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import os
 import platform
 import re
+import secrets
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from visctl.errors import OutputError
+
 MANIFEST = "manifest.json"
 INDEX = "index.html"
+LOCK = ".manifest.lock"  # flock'ed while a run merges its record into the folder's manifest.json
+#: errors of the disk rather than of the path: reported as one clear error, never a traceback
+DISK_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO,
+                                    errno.EFBIG) if e is not None)
+
+
+class _Deferral:
+    """SIGINT/SIGTERM held back while a file and its manifest entry are written (see :func:`uninterrupted`)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: BaseException | None = None
+
+
+_DEFER = _Deferral()
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Write a file and record it as one step: an interrupt that arrives meanwhile (delivered through
+    :func:`interrupt` by RunContext's signal handlers) is raised when the step is done, so a file on disk is
+    always in the manifest and a manifest entry always has its file."""
+    _DEFER.depth += 1
+    try:
+        yield
+    finally:
+        _DEFER.depth -= 1
+    if _DEFER.depth == 0 and _DEFER.pending is not None:
+        exc, _DEFER.pending = _DEFER.pending, None
+        raise exc
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` (a KeyboardInterrupt) now, or at the end of the current :func:`uninterrupted` step."""
+    if _DEFER.depth:
+        _DEFER.pending = _DEFER.pending or exc
+        return
+    raise exc
+
+
+def clear_interrupt() -> None:
+    """Forget an interrupt held back by a step that ended in another exception."""
+    _DEFER.pending = None
+    _DEFER.depth = 0
+
+
+def _write_file(fh: Any, data: bytes, target: Path) -> None:
+    """The one low-level write of every file visctl makes, to ``target`` through ``fh`` (tests replace it to
+    simulate a full disk)."""
+    fh.write(data)
 
 
 def _umask() -> int:
@@ -31,14 +86,17 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename.
+
+    On any failure (a full disk included) the temp file is removed and ``path`` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the mode open() would give it
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            _write_file(fh, data, path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,30 +121,200 @@ def _script_json(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _path_hint(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return "the disk (or your quota) is full: free some space, or choose another folder with -o/--out-dir"
+    if exc.errno == errno.EROFS:
+        return "that file system is read-only: choose a folder you can write in with -o/--out-dir"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "you may not write there: choose a folder you own with -o/--out-dir, e.g. -o ./visctl-out"
+    return "choose a folder you can write in with -o/--out-dir"
+
+
+def prepare_dir(path: Path, what: str = "--out-dir") -> list[Path]:
+    """Make sure ``path`` is a folder visctl can write in, creating it and its missing parents.
+
+    Checked before any model or data is loaded, so a bad folder costs nothing. Returns the folders it
+    created, deepest last, so that a run which writes nothing can remove them again.
+
+    Raises:
+        OutputError: ``path`` or one of its parents is a file, or it cannot be created or written in.
+    """
+    path = Path(path)
+    absolute = Path(os.path.abspath(path))
+    missing: list[Path] = []
+    cur = absolute
+    while not cur.exists():
+        if cur.is_symlink():
+            raise OutputError(f"{what} {path}: {cur} is a link to a place that does not exist",
+                              hint="fix or remove the link, or choose another folder")
+        missing.append(cur)
+        cur = cur.parent
+    if not cur.is_dir():
+        if cur == absolute:
+            raise OutputError(f"{what} {path} is a file, not a folder",
+                              hint="give a folder (new or existing), e.g. -o visctl-out/run1")
+        raise OutputError(f"{what} {path}: {cur} is a file, so no folder can be made under it",
+                          hint="choose a path whose parents are folders")
+    created: list[Path] = []
+    try:
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if not d.is_dir():
+                    raise OutputError(f"{what} {path}: {d} is a file", hint="choose another folder") from None
+                continue
+            created.append(d)
+        fd, probe = tempfile.mkstemp(prefix=".visctl-probe.", dir=absolute)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        remove_empty(created)
+        raise OutputError(f"cannot write in {what} {path}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
+    except BaseException:
+        remove_empty(created)
+        raise
+    return created
+
+
+def check_file_target(path: Path, what: str) -> list[Path]:
+    """A file the run will write (``--save-path x.png``): not a folder, in a folder visctl can write in."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder, and a file name is needed here",
+                          hint=f"give a file name, e.g. {what} {path / 'out.png'}")
+    return prepare_dir(path.parent, what)
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove the folders a run created and left empty, deepest first."""
+    for d in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def file_id(path: Path | str) -> tuple[int, int] | None:
+    """The (device, inode) of an existing file, following links; None when there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def is_visctl_manifest(doc: Any) -> bool:
+    """Whether a parsed manifest.json looks like one visctl wrote."""
+    return isinstance(doc, dict) and (isinstance(doc.get("runs"), list) or
+                                      ("command" in doc and isinstance(doc.get("outputs"), list)))
+
+
+def _runs_of(doc: Any) -> list[dict]:
+    """The run records of a manifest: its ``runs``, or the whole document for a one-run (older) manifest."""
+    if not is_visctl_manifest(doc):
+        return []
+    runs = doc["runs"] if isinstance(doc.get("runs"), list) else [dict(doc, id=doc.get("id", "earlier"))]
+    return [r for r in runs if isinstance(r, dict)]
+
+
+def read_manifest(path: Path) -> dict | None:
+    """A visctl manifest.json, or None when it is missing, unreadable or someone else's."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if is_visctl_manifest(doc) else None
+
+
+def listed_outputs(manifest_path: Path) -> set[Path]:
+    """The files that every run recorded in ``manifest_path`` wrote, as absolute resolved paths."""
+    doc = read_manifest(manifest_path)
+    folder = Path(manifest_path).parent.resolve()
+    found = {folder / MANIFEST, folder / INDEX}
+    for run in _runs_of(doc):
+        for out in run.get("outputs") or []:
+            rel = out.get("path") if isinstance(out, dict) else None
+            if isinstance(rel, str):
+                found.add((folder / rel).resolve())
+    return found if doc is not None else set()
+
+
+def drop_visctl_outputs(files: list[Path]) -> tuple[list[Path], int]:
+    """``files`` (found by walking a folder) less those a visctl manifest.json among them lists as outputs.
+
+    A run whose ``-o`` lies inside its input folder must not read its own results as inputs next time.
+    Returns the kept files, in order, and how many were dropped.
+    """
+    manifests = [p for p in files if p.name == MANIFEST]
+    if not manifests:
+        return files, 0
+    written: set[Path] = set()
+    for m in manifests:
+        written |= listed_outputs(m)
+    if not written:
+        return files, 0
+    kept = [p for p in files if p.resolve() not in written]
+    return kept, len(files) - len(kept)
+
+
+def is_visctl_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a visctl run (a manifest.json that visctl wrote)."""
+    return (Path(folder) / MANIFEST).is_file() and read_manifest(Path(folder) / MANIFEST) is not None
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder``'s manifest, held across processes (flock; none where fcntl is absent)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent runs into one folder are not serialised there
+        yield
+        return
+    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
+    # no leading dot: an output of `.hidden.png` must not be a hidden file
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-").lstrip(".") or "x"
 
 
 def input_stems(paths: Iterable[Path]) -> dict[Path, str]:
     """A stable, collision-free stem per input: its path relative to the inputs' common folder.
 
-    ``a/cat.jpg`` and ``b/cat.jpg`` become ``a__cat`` and ``b__cat``; a single input keeps its stem.
+    ``a/cat.jpg`` and ``b/cat.jpg`` become ``a__cat`` and ``b__cat``; a single input keeps its stem. Names
+    that slug alike (``p q.png``, ``p-q.png``) get ``_1``, ``_2``, ... until the stem is unused, compared
+    without case (a case-insensitive disk would merge ``A`` and ``a``), so no two inputs share a stem.
     """
     paths = [Path(p) for p in paths]
     if not paths:
         return {}
-    absolute = [p.resolve() for p in paths]
+    absolute = [Path(os.path.abspath(p)) for p in paths]
     common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
-    stems: dict[Path, str] = {}
-    used: dict[str, int] = {}
+    wanted: dict[Path, str] = {}
     for p, a in zip(paths, absolute):
         rel = a.relative_to(common).with_suffix("")
         stem = "__".join(_slug(part) for part in rel.parts)
         if a.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            stem += f"_{a.suffix.lower().lstrip('.')}"
-        n = used.get(stem, 0)
-        used[stem] = n + 1
-        stems[p] = stem if n == 0 else f"{stem}_{n}"
+            stem += f"_{_slug(a.suffix.lower().lstrip('.'))}"
+        wanted[p] = stem
+    # a name an input has by itself wins over one made up for another (p-q_1.png keeps p-q_1)
+    taken = {s.casefold() for s in wanted.values()}
+    stems: dict[Path, str] = {}
+    given: set[str] = set()
+    for p, stem in wanted.items():
+        name, n = stem, 0
+        while name.casefold() in given or (n and name.casefold() in taken):
+            n += 1
+            name = f"{stem}_{n}"
+        given.add(name.casefold())
+        stems[p] = name
     return stems
 
 
@@ -105,13 +333,27 @@ def versions() -> dict[str, str]:
 
 
 class OutputWriter:
-    """Writes a run's files under one directory and keeps the manifest true at every moment it is saved."""
+    """Writes a run's files under one directory and keeps the manifest true at every moment it is saved.
 
-    def __init__(self, out_dir: Path, command: str, params: dict[str, Any], started: float | None = None) -> None:
+    The folder's manifest.json is shared: every run that writes into the folder merges its own record into
+    ``runs`` under a file lock (concurrent runs and re-runs keep each other's records), and the top-level keys
+    describe the run that saved it last. A file a later run writes again under the same name moves to that
+    run's record (the earlier one lists it under ``replaced``). The writer refuses to write over an input of
+    the run (:meth:`protect`) and never gives two outputs of one run the same name.
+    """
+
+    def __init__(self, out_dir: Path, command: str, params: dict[str, Any], started: float | None = None,
+                 protected: dict[tuple[int, int], str] | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.command = command
         self.started = started or time.time()
+        self.id = time.strftime("%Y%m%dT%H%M%S", time.localtime(self.started)) + f"-{os.getpid()}-{secrets.token_hex(3)}"
+        self.protected: dict[tuple[int, int], str] = dict(protected or {})
+        self._claimed: set[str] = set()
         self.manifest: dict[str, Any] = {
+            "id": self.id,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "pid": os.getpid(),
             "command": command,
             "params": params,
             "inputs": [],
@@ -127,10 +369,51 @@ class OutputWriter:
         """The absolute path of a run file."""
         return self.out_dir / name
 
+    # -- names and inputs --
+    def protect(self, paths: Iterable[Path | str | None]) -> None:
+        """Inputs of the run (images, config, checkpoint, ...): the writer refuses to write over them."""
+        for p in paths:
+            if p is None:
+                continue
+            fid = file_id(p)
+            if fid is not None:
+                self.protected.setdefault(fid, str(p))
+
+    def _claim(self, target: Path) -> Path:
+        """``target``, or ``<stem>_2<suffix>``, ... if an earlier output of this run has that name (compared
+        without case); refuses an input of the run."""
+        target = Path(target)
+        base, n = target, 1
+        while os.path.normcase(os.path.abspath(target)).casefold() in self._claimed:
+            n += 1
+            target = base.with_name(f"{base.stem}_{n}{base.suffix}")
+        fid = file_id(target)
+        if fid is not None and fid in self.protected:
+            raise OutputError(f"{target} is an input of this run ({self.protected[fid]}); visctl never writes over "
+                              "its inputs", hint="choose another output file or folder (-o/--out-dir)")
+        self._claimed.add(os.path.normcase(os.path.abspath(target)).casefold())
+        return target
+
+    def _write(self, target: Path, data: bytes) -> None:
+        try:
+            atomic_write(target, data)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
+
+    # -- files --
     def write_bytes(self, name: str, data: bytes) -> Path:
-        """Atomically write a file of the run (not recorded as an output)."""
-        target = self.path(name)
-        atomic_write(target, data)
+        """Atomically write a file of the run (not recorded as an output: :meth:`add_output` does that)."""
+        target = self._claim(self.path(name))
+        self._write(target, data)
+        return target
+
+    def write_output(self, name: str, data: bytes, kind: str, caption: str = "", target: Path | None = None,
+                     **info: Any) -> Path:
+        """Atomically write a file and record it, as one step that an interrupt does not split."""
+        with uninterrupted():
+            target = self._claim(Path(target) if target is not None else self.path(name))
+            self._write(target, data)
+            self.add_output(target, kind, caption, **info)
         return target
 
     def add_output(self, path: Path, kind: str, caption: str = "", **info: Any) -> None:
@@ -145,13 +428,11 @@ class OutputWriter:
         """Encode and atomically write an RGB image; record it."""
         import cv2
 
-        target = Path(target) if target is not None else self.path(name)
-        ok, buf = cv2.imencode(target.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        suffix = Path(target).suffix if target is not None else Path(name).suffix
+        ok, buf = cv2.imencode(suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         if not ok:
-            raise ValueError(f"cannot encode {target.suffix}")
-        atomic_write(target, buf.tobytes())
-        self.add_output(target, "image", caption, **info)
-        return target
+            raise ValueError(f"cannot encode {suffix}")
+        return self.write_output(name, buf.tobytes(), "image", caption, target=target, **info)
 
     def save_array(self, name: str, array: Any, caption: str = "", **info: Any) -> Path:
         """Atomically write a .npy array; record it."""
@@ -161,9 +442,7 @@ class OutputWriter:
 
         buf = io.BytesIO()
         np.save(buf, array)
-        target = self.write_bytes(name, buf.getvalue())
-        self.add_output(target, "array", caption, **info)
-        return target
+        return self.write_output(name, buf.getvalue(), "array", caption, **info)
 
     def add_input(self, path: Path | str, **info: Any) -> None:
         """Record an input that was processed."""
@@ -177,14 +456,59 @@ class OutputWriter:
         """Record a remark about the run (the chosen default layer, a checkpoint summary, ...)."""
         self.manifest["notes"].append(message)
 
-    def finish(self, status: str) -> Path:
+    # -- the manifest --
+    def reconcile(self) -> None:
+        """After an interrupt or an error: drop outputs whose file is gone, and list as ``partial`` an input
+        that has outputs but was not finished (inputs listed = inputs drawn)."""
+        m = self.manifest
+        m["outputs"] = [o for o in m["outputs"] if (self.out_dir / o["path"]).exists()]
+        listed = {i["path"] for i in m["inputs"]} | {f["path"] for f in m["failures"]}
+        for o in m["outputs"]:
+            src = o.get("input")
+            if isinstance(src, str) and src not in listed:
+                m["inputs"].append(dict(path=src, partial=True))
+                listed.add(src)
+
+    def start(self) -> Path:
+        """Record the run as ``running`` in the folder's manifest before any output is written."""
+        return self.save(with_index=False)
+
+    def finish(self, status: str, error: str | None = None) -> Path:
         """Write manifest.json and index.html with the final status."""
         self.manifest["status"] = status
+        if error:
+            self.manifest["error"] = error
+        if status != "ok" and status != "partial":
+            self.reconcile()
         self.manifest["timings"]["total_s"] = round(time.time() - self.started, 3)
+        return self.save()
+
+    def save(self, with_index: bool = True) -> Path:
+        """Merge this run's record into the folder's manifest.json under the folder's lock."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(self.manifest, indent=2, default=str).encode()
-        atomic_write(self.path(MANIFEST), data)
-        atomic_write(self.path(INDEX), render_index(self.manifest).encode())
+        record = self.manifest
+        mine = {o["path"] for o in record["outputs"]}
+        with uninterrupted(), _locked(self.out_dir):
+            runs = []
+            for run in _runs_of(read_manifest(self.path(MANIFEST))):
+                if run.get("id") == self.id:
+                    continue
+                run = {k: v for k, v in run.items() if k != "runs"}
+                outs = [o for o in run.get("outputs") or [] if isinstance(o, dict)]
+                gone = [o["path"] for o in outs if o.get("path") in mine]
+                if gone:
+                    run["outputs"] = [o for o in outs if o.get("path") not in mine]
+                    run["replaced"] = [*(run.get("replaced") or []), *(dict(path=g, by=self.id) for g in gone)]
+                runs.append(run)
+            runs.append(record)
+            runs.sort(key=lambda r: str(r.get("started", "")))
+            self._write(self.path(MANIFEST), json.dumps(dict(record, runs=runs), indent=2, default=str).encode())
+            if with_index:
+                # the folder's gallery: this run's page, with the outputs earlier runs left here after its own
+                earlier = [o for r in runs if r is not record for o in r.get("outputs") or []
+                           if isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("kind"), str)]
+                shown = dict(record, outputs=[*record["outputs"], *earlier])
+                self._write(self.path(INDEX), render_index(shown).encode())
         return self.path(MANIFEST)
 
 
@@ -322,7 +646,7 @@ def show_images(paths: list[Path], warn: Any, interval: float | None = None) -> 
         plt.show()
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
+def index_manifest(path: Path) -> dict[str, Any] | None:
     """A run's manifest.json as the root index needs it, or None when it is not one visctl could have written.
 
     Unreadable or invalid JSON, a document that is not an object, a missing or mistyped ``command``,
@@ -351,7 +675,7 @@ def write_root_index(root: Path) -> Path:
     commands = []
     esc = _text
     for manifest_path in sorted(root.glob("*/manifest.json")):
-        doc = read_manifest(manifest_path)
+        doc = index_manifest(manifest_path)
         if doc is None:  # another tool's file, a run being written, a damaged file: not ours to list
             continue
         run = manifest_path.parent.name

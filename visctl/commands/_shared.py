@@ -40,7 +40,8 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     ctx.cfg_options.extend(extra_options)
     if images:
         img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-        paths = imgs.gather_images(img_specs)
+        paths = imgs.gather_images(img_specs, note=ctx.note)
+    ctx.protect(*(paths or []), checkpoint)  # before any work: --save-path naming an input is refused now
     assert cfg_spec is not None
     cfg = ctx.load_config(cfg_spec)
     ctx.setup_torch()
@@ -93,6 +94,7 @@ def load_model(ctx: RunContext, cfg: Any, checkpoint: str | None, label: str = "
     """
     from visctl import models
 
+    ctx.protect(checkpoint or cfg.get("load_from"))
     model, summary = models.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
     if summary:
         if summary["unsafe"]:

@@ -52,7 +52,7 @@ def browse(
     with RunContext("browse", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
                     cfg_options=cfg_options, backend=backend, show=show, max_pixels=max_pixels) as ctx:
         ctx.show_interval = show_interval
-        from visctl import datasets, render
+        from visctl import datasets, output, render
 
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
@@ -60,10 +60,12 @@ def browse(
         skip = tuple(skip_type if skip_type is not None else SKIP)
         samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
         count = len(dataset) if number < 0 else min(number, len(dataset))
+        ctx.protect(*(dataset.name(i) for i in range(count)))
         writer = ctx.open_writer(dict(config=config_file, phase=phase.value, number=count, rows=rows, cols=cols,
                                       num_workers=num_workers, seed=seed, skip_type=list(skip)))
         per_page = rows * cols
         cells: list = []
+        drawn: list[tuple[str, dict]] = []  # the samples on the page being filled: inputs once it is written
         pages = 0
 
         def flush() -> None:
@@ -71,10 +73,14 @@ def browse(
             if cells:
                 page = render.grid(cells, cols=cols)
                 first = pages * per_page
-                writer.save_image(f"browse_{phase.value}_{pages:03d}.png", page,
-                                  caption=f"{phase.value} samples {first}-{first + len(cells) - 1}")
+                with output.uninterrupted():  # a page and its samples are listed together
+                    writer.save_image(f"browse_{phase.value}_{pages:03d}.png", page,
+                                      caption=f"{phase.value} samples {first}-{first + len(cells) - 1}")
+                    for name, info in drawn:
+                        writer.add_input(name, **info)
                 pages += 1
                 cells = []
+                drawn.clear()
 
         with ctx.progress(count, "browse") as advance:
             for item in datasets.iterate(samples, list(range(count)), num_workers=num_workers):
@@ -89,8 +95,8 @@ def browse(
                 strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
                 text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
                 cells.append(render.caption(strip, text))
-                writer.add_input(item["name"], label=label, class_name=name, caption=text, page=pages,
-                                 views=len(views), shape=list(item["views"][0].shape[:2]))
+                drawn.append((item["name"], dict(label=label, class_name=name, caption=text, page=pages,
+                                                 views=len(views), shape=list(item["views"][0].shape[:2]))))
                 if len(cells) == per_page:
                     flush()
         flush()

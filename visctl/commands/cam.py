@@ -101,9 +101,11 @@ def cam(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
-    with RunContext("cam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
+    to_file = save_path is not None and save_path.suffix != "" and not save_path.is_dir()
+    with RunContext("cam", out_dir=save_path.parent if to_file else (save_path or out_dir), device=device,
+                    threads=threads, quiet=quiet, json_out=json_out, debug=debug, seed=seed, cfg_options=cfg_options,
+                    backend=backend, show=show, unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels,
+                    out_files=[("--save-path", save_path)] if to_file else None) as ctx:
         _run(ctx, args, method=method, target_category=target_category or [], topk=topk,
                    target_layers=opt.split_list(target_layers), vit_like=vit_like,
                    num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,

@@ -82,7 +82,7 @@ def demo(
             ctx.log(f"{name:9s} {time.time() - started:5.1f} s  -> {root / name}")
         from visctl.output import write_root_index
 
-        print(write_root_index(root))
+        ctx.result(str(write_root_index(root)))  # on the real stdout: RunContext sends print() to stderr
 
 
 def _write_data(root: Path, n: int) -> dict[str, Path]:

@@ -83,9 +83,10 @@ def featmap(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
-    with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
+    with RunContext("featmap", out_dir=out_file.parent if out_file else out_dir, device=device, threads=threads,
+                    quiet=quiet, json_out=json_out, debug=debug, seed=seed, cfg_options=cfg_options, backend=backend,
+                    show=show, unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels,
+                    out_files=[("--out-file", out_file)]) as ctx:
         _run(ctx, args, target_layers=opt.split_list(target_layers), reduction=channel_reduction, topk=topk,
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
@@ -153,6 +154,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     if compare:
         if len(compare) > 2:
             raise VisctlError("--compare takes CONFIG2[,CHECKPOINT2]", hint=f"got {compare}")
+        ctx.protect(compare[0])
         cfg_b = config.load_config(compare[0])  # --cfg-options are for model A's config
         model_b, _ = load_model(ctx, cfg_b, compare[1] if len(compare) > 1 else None, label="compare: ")
         other = (model_b, {n: models.find_layer(model_b, n)[1] for n in names})
@@ -223,7 +225,12 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     stacked: list[Any] = []
     flat_maps: list[str] = []
     originals: dict[Path, object] = {}
-    for (p, label), recs in by_key.items():
+    # image by image, so that an image is listed as an input as soon as all its figures are written
+    position = {p: i for i, p in enumerate(mi.paths)}
+    keys = sorted(by_key, key=lambda k: position[k[0]])
+    last_key = {k[0]: k for k in keys}
+    for p, label in keys:
+        recs = by_key[(p, label)]
         if p not in originals:
             originals.clear()
             originals[p] = images.read_image(p, ctx.max_pixels)
@@ -281,19 +288,19 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         writer.save_image(name, figure, caption=f"{p.name}: {label} ({reduction.value}, {normalize.value})",
                           target=out_file, input=str(p), layer=label,
                           scales=[sc.describe() for r in recs for sc in r["scales"]])
+        if last_key[p] == (p, label):
+            writer.add_input(p)
     if stacked:
-        p = next(iter(by_key))[0]
-        labels = [label for _, label in by_key]
+        p = keys[0][0]
+        labels = [label for _, label in keys]
         writer.save_image(out_file.name, render.grid(stacked, cols=1), target=out_file, input=str(p), layer=labels,
                           caption=f"{p.name}: {', '.join(labels)} ({reduction.value}, {normalize.value})")
+        writer.add_input(p)
     if flat_maps:
         writer.manifest["flat_maps"] = flat_maps
         ctx.warn(f"{len(flat_maps)} map(s) are numerically constant and drawn without colour (e.g. {flat_maps[0]}): "
                  "a channel mean of a norm layer's output is ~0 everywhere; try --channel-reduction select_max or "
                  "pixel_wise_max, --use-norm, or another layer")
-    for p in mi.paths:
-        if not any(f["path"] == str(p) for f in writer.manifest["failures"]):
-            writer.add_input(p)
     writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
     ctx.finish()
 

@@ -79,8 +79,9 @@ def lr(
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
     debug = debug or log_level is LogLevel.DEBUG  # the seed's logger levels onto visctl's verbosity
-    with RunContext("lr", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug,
-                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
+    with RunContext("lr", out_dir=save_path.parent if save_path else out_dir, quiet=quiet, json_out=json_out,
+                    debug=debug, cfg_options=cfg_options, backend=backend, show=show,
+                    out_files=[("--save-path", save_path), ("--csv", csv)]) as ctx:
         _run(ctx, config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size, drop_last=drop_last,
              title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv,
              parameter=parameter)
@@ -107,7 +108,7 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     import io
     import time
 
-    from visctl import config, output, schedules
+    from visctl import config, schedules
     from visctl.errors import VisctlError
 
     try:
@@ -157,12 +158,12 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     target = save_path or writer.path("lr.png")
     buf = io.BytesIO()
     fig.savefig(buf, format=(target.suffix.lstrip(".") or "png"), dpi=100)
-    output.atomic_write(target, buf.getvalue())
-    writer.add_output(target, "image", caption=f"{title or Path(config_file).stem}: {sched.rule}")
+    writer.write_output("lr.png", buf.getvalue(), "image", caption=f"{title or Path(config_file).stem}: {sched.rule}",
+                        target=target)
     values = sched.columns()
     if csv:
-        output.atomic_write(csv, schedules.csv_text(values).encode())
-        writer.add_output(csv, "table", caption="per-iteration values")
+        writer.write_output("lr.csv", schedules.csv_text(values).encode(), "table", caption="per-iteration values",
+                            target=csv)
     if ctx.json_out:
         writer.manifest["values"] = {k: v.tolist() for k, v in values.items()}
     writer.manifest["timings"]["simulate_s"] = round(simulated, 3)

@@ -81,6 +81,7 @@ def pipeline(
                                       skip_type=list(skip), adaptive=adaptive, seed=seed,
                                       steps=[s for s in samples.steps]))
         names = [dataset.name(i) for i in range(count)]
+        ctx.protect(*names)
         stems = output.input_stems([Path(n) for n in names])
         with ctx.progress(count, "pipeline") as advance:
             for item in datasets.iterate(samples, list(range(count))):

@@ -67,7 +67,8 @@ def recon(
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
     with RunContext("recon", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
+                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels,
+                    out_files=[("--out-file", out_file)]) as ctx:
         _run(ctx, _seed_args(args, img_path, checkpoint_opt), mask_ratio=mask_ratio, mask_file=mask_file,
              use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, save_raw=save_raw, batch_size=batch_size,
              seed=seed, out_file=out_file, target_generator=target_generator)
@@ -99,6 +100,7 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
                                                                 ".tiff"):
         raise InputError(f"--out-file {out_file}: an image file name is needed",
                          hint="end it in .png or .jpg")
+    ctx.protect(mask_file)
     mi = open_model(ctx, args)
     if out_file is not None and len(mi.paths) != 1:
         raise InputError(f"--out-file names one file, and there are {len(mi.paths)} images",

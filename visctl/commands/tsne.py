@@ -169,6 +169,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     mi = open_model(ctx, [], images=False, cfg_spec=config_file, checkpoint=checkpoint)
     cfg = mi.cfg
     if test_cfg:  # mmpretrain's vis_tsne: `cfg.test_dataloader = Config.fromfile(args.test_cfg).test_dataloader`
+        ctx.protect(test_cfg)
         other = config.load_config(test_cfg, [])
         if not config.cfg_get(other, "test_dataloader.dataset"):
             raise ConfigError(f"{test_cfg} has no test_dataloader.dataset", hint="--test-cfg takes a config with one")
@@ -193,6 +194,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     indices = embedding.sample_indices(labels_all, class_idx, max_num_class, per_class, seed)
     if not indices:
         raise VisctlError("no samples of the chosen classes", hint="check --class-idx against the dataset's labels")
+    ctx.protect(*(dataset.name(i) for i in indices))
     # the layers: a probe on one real sample gives the default and the stage list
     samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=("PackInputs", "Normalize", "ToTensor"))
     first = samples[indices[0]]
@@ -235,6 +237,15 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
             extra = found[1] if found else 0
     layers = {n: models.find_layer(mi.model, module_of.get(n, n))[1] for n in names}
 
+    params = dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
+                  pooling=pooling.value, method=method.value, perplexity=perplexity, n_iter=n_iter,
+                  seed=seed, samples=None, world_size=world,
+                  max_num_class=max_num_class, max_num_samples_per_class=per_class,
+                  n_components=n_components, init=init,
+                  n_iter_without_progress=n_iter_without_progress, test_cfg=test_cfg,
+                  vis_stage=vis_stage.value if vis_stage else None)
+    # rank 0 opens the run's record now, so that an interrupt during extraction leaves a true manifest
+    writer = ctx.open_writer(params) if rank == 0 else None
     work = ctx.out_dir
     shard = indices[rank::world]
     with ctx.progress(len(shard), "features") as advance:
@@ -258,13 +269,14 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         result = embedding.merge_shards(gathered, ctx.out_dir)
         dist.barrier()
         dist.destroy_process_group()
-    writer = ctx.open_writer(dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
-                                  pooling=pooling.value, method=method.value, perplexity=perplexity, n_iter=n_iter,
-                                  seed=seed, samples=len(result["rows"]), world_size=world,
-                                  max_num_class=max_num_class, max_num_samples_per_class=per_class,
-                                  n_components=n_components, init=init,
-                                  n_iter_without_progress=n_iter_without_progress, test_cfg=test_cfg,
-                                  vis_stage=vis_stage.value if vis_stage else None))
+    assert writer is not None
+    params["samples"] = len(result["rows"])
+    for label, path in result["features"].items():  # finished: listed now, whatever happens to the embedding
+        with output.uninterrupted():
+            shape = np.load(path, mmap_mode="r").shape
+            writer.add_output(path, "array", caption=f"{label}: features ({shape[0]} x {shape[1]})")
+    for p in result["names"]:
+        writer.add_input(p)
     embed_notes: list[str] = []
 
     def warn_once(message: str) -> None:
@@ -311,15 +323,12 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
                         *(f"{v:.6f}" for v in point)])
         writer.add_output(writer.write_bytes(f"tsne_{tag}.csv", buf.getvalue().encode()), "table",
                           caption=f"{label}: coordinates, labels, paths")
-        writer.add_output(path, "array", caption=f"{label}: features ({len(labels)} x {feats.shape[1]})")
     writer.write_bytes("labels.json", json.dumps(dict(rows=result["rows"], labels=result["labels"],
                                                       names=result["names"], classes=class_names)).encode())
     for note in notes + embed_notes:
         writer.note(note)
     writer.manifest["quality"] = quality
     writer.manifest["timings"]["extract_s"] = round(extracted, 3)
-    for p in result["names"]:
-        writer.add_input(p)
     ctx.finish()
 
 
