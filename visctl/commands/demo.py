@@ -40,8 +40,9 @@ def demo(
     root = (out_dir or Path("visctl-out") / "demo").resolve()
     with RunContext("demo", out_dir=root, threads=threads, quiet=quiet) as ctx:
         ex = examples_dir()
-        cls_cfg, det_cfg, mae_cfg = (ex / d / "config.py" for d in ("demo_classifier", "demo_detector", "demo_mae"))
-        for cfg in (cls_cfg, det_cfg, mae_cfg):
+        cls_cfg, det_cfg, mae_cfg, seg_cfg = (ex / d / "config.py" for d in (
+            "demo_classifier", "demo_detector", "demo_mae", "demo_segmenter"))
+        for cfg in (cls_cfg, det_cfg, mae_cfg, seg_cfg):
             if not cfg.is_file():
                 raise InputError(f"demo config not found: {cfg}",
                                  hint="run visctl demo from a clone of the repository (pip install -e .)")
@@ -54,6 +55,9 @@ def demo(
         steps: list[tuple[str, Callable[..., Any], dict]] = [
             ("cam", cam.cam, dict(args=[str(data["classes"]), str(cls_cfg)], method="gradcam,layercam,eigencam",
                                   topk=2, seed=0)),
+            ("cam-score", cam.cam, dict(args=[*map(str, sorted(data["classes"].rglob("*.png"))[:4]), str(cls_cfg)],
+                                        method="gradcam,layercam,eigencam", score=True, seed=0)),
+            ("cam-segmentation", cam.cam, dict(args=[str(data["scenes"]), str(seg_cfg)], method="gradcam,layercam")),
             ("featmap", featmap.featmap, dict(args=[str(data["classes"]), str(cls_cfg)],
                                               target_layers=["backbone.layer2,backbone.layer4"])),
             ("tsne", tsne.tsne, dict(config_file=str(cls_cfg), cfg_options=[data_root], n_iter=500)),
@@ -79,7 +83,7 @@ def demo(
                 except typer.Exit as exc:
                     if exc.exit_code:
                         ctx.warn(f"{name} exited with {exc.exit_code}")
-            ctx.log(f"{name:9s} {time.time() - started:5.1f} s  -> {root / name}")
+            ctx.log(f"{name:16s} {time.time() - started:5.1f} s  -> {root / name}")
         from visctl.output import write_root_index
 
         ctx.result(str(write_root_index(root)))  # on the real stdout: RunContext sends print() to stderr
