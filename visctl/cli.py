@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import __version__, _argv
+from visctl.errors import EXIT_USAGE, VisctlError, report
 from visctl.commands import boxam, browse, cam, demo, featmap, lr, pipeline, recon, slice, tsne
 
 # Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
@@ -63,6 +64,44 @@ def seed_argv(argv: list[str]) -> list[str]:
     return _argv.normalize(argv, multi_value_options())
 
 
+def _click_error(err: Exception) -> int:
+    """Print one of click's errors (bad value, missing argument, no such option) as visctl prints its own."""
+    ctx = getattr(err, "ctx", None)
+    message = err.format_message()  # type: ignore[attr-defined]
+    if ctx is not None and message == ctx.get_help():  # `visctl` alone: the help, as click shows it
+        err.show()  # type: ignore[attr-defined]
+        return EXIT_USAGE
+    message = " ".join(message.split()).replace(": Value error, ", ": ")  # one line, whatever click wrapped
+    if ctx is None or ctx.parent is None:
+        hint = "run 'visctl --help' for the commands"
+    else:
+        hint = f"run '{ctx.command_path} --help' for the arguments, the options and their allowed values"
+    report(VisctlError(message[:1].lower() + message[1:], hint=hint))
+    return int(getattr(err, "exit_code", EXIT_USAGE)) or EXIT_USAGE
+
+
+def run(argv: list[str], prog_name: str = "visctl") -> int:
+    """Run the CLI on ``argv`` and return the exit status; every error is printed as ``error:`` / ``hint:``.
+
+    The one path from a command line to an exit status: the console script and the tests' ``invoke`` fixture
+    both come through here, so click's own errors (a value out of range, a missing argument, an unknown option)
+    read like visctl's. Exit status: 0 done, 1 some inputs failed, 2 a user mistake, 130 interrupted.
+    """
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(args=seed_argv(argv), prog_name=prog_name, standalone_mode=False)
+    except VisctlError as err:  # raised outside a RunContext
+        return report(err, debug="--debug" in argv)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # click's ClickException family
+            return _click_error(err)
+        raise
+    return status if isinstance(status, int) else 0
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
-    app(args=seed_argv(sys.argv[1:] if argv is None else argv), prog_name="visctl")
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

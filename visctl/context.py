@@ -95,8 +95,6 @@ class RunContext:
     def __enter__(self) -> RunContext:
         # only results reach stdout: what libraries print (grad-cam's warnings, mmengine's INFO lines) goes to
         # stderr, so --json and the list of outputs stay parseable
-        self._stdout = sys.stdout
-        sys.stdout = sys.stderr
         if self.backend:
             from visctl.output import check_backend
 
@@ -104,6 +102,8 @@ class RunContext:
                 check_backend(self.backend)
             except VisctlError as err:
                 raise typer.Exit(report(err, self.debug)) from None
+        self._stdout = sys.stdout  # swapped only once nothing in __enter__ can fail (__exit__ puts it back)
+        sys.stdout = sys.stderr
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
