@@ -486,6 +486,15 @@ def validate_layer_output(name: str, shape: Any) -> None:
                          hint="pick one of its sub-layers (see --preview-model), e.g. the last block inside it")
 
 
+def check_topk(topk: int, num_classes: int | None) -> None:
+    """``--topk`` must not ask for more classes than the model scores."""
+    from visctl.errors import VisctlError
+
+    if num_classes and topk > num_classes:
+        raise VisctlError(f"--topk {topk}: the model scores {num_classes} classes",
+                          hint=f"use --topk 1 .. {num_classes}, or name classes with --target-category")
+
+
 def resolve_categories(specs: list[str], names: list[str] | None, num_classes: int) -> list[int]:
     """Class indices from ``--target-category`` values: indices or class names (case-insensitive)."""
     out: list[int] = []

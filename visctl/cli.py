@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import __version__, _argv
-from visctl.errors import EXIT_USAGE, VisctlError, report
 from visctl.commands import boxam, browse, cam, demo, featmap, lr, pipeline, recon, slice, tsne
+from visctl.errors import EXIT_USAGE, VisctlError, report
 
 # Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

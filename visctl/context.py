@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
+import re
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import typer
 
-from visctl.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, DeviceError, VisctlError, report
+from visctl.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, DeviceError, InputWarning, VisctlError, report
 from visctl.output import OutputWriter
 
 _LOGGER_IDS = itertools.count()  # one fresh MMLogger per run (mmengine keeps every instance by name)
@@ -34,6 +35,8 @@ def resolve_device(spec: str) -> str:
     import torch
 
     spec = spec.strip().lower()
+    if spec.startswith("cuda") and not re.fullmatch(r"cuda(:\d+)?", spec):  # before asking torch anything
+        raise DeviceError(f"--device {spec!r}: not a device name", hint="use auto, cpu, cuda, cuda:N (N a number) or mps")
     if spec == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -104,10 +107,23 @@ class RunContext:
                 raise typer.Exit(report(err, self.debug)) from None
         self._stdout = sys.stdout  # swapped only once nothing in __enter__ can fail (__exit__ puts it back)
         sys.stdout = sys.stderr
+        # what the library warns about an input (InputWarning) is a `warning:` line of the run, every time
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("always", InputWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, InputWarning):
+                self.warn(str(message))
+            else:
+                shown(message, category, *args, **kwargs)
+        warnings.showwarning = show
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         sys.stdout = self._stdout
+        self._warnings.__exit__(None, None, None)
         if isinstance(exc, VisctlError):
             raise typer.Exit(report(exc, self.debug))
         if isinstance(exc, KeyboardInterrupt):
@@ -223,7 +239,9 @@ class RunContext:
 
             write_root_index(self.out_dir.parent)  # visctl-out/index.html links every command's latest run
         if self.json_out:
-            self.result(json.dumps(self.writer.manifest, indent=2, default=str))
+            from visctl.output import to_json
+
+            self.result(to_json(self.writer.manifest))
         else:
             for out in self.writer.manifest["outputs"]:
                 self.result(str(self.writer.out_dir / out["path"]) if not Path(out["path"]).is_absolute()

@@ -25,6 +25,10 @@ class VisctlError(Exception):
         self.hint = hint
 
 
+class InputWarning(UserWarning):
+    """An input was read, with a caveat (NaN pixels left out, ...): printed as ``warning: ...`` during a run."""
+
+
 class InputError(VisctlError):
     """An input file is missing, unreadable or of an unknown kind."""
 

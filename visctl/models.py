@@ -75,7 +75,7 @@ def _import_path(spec: str, search: list[Path] | None = None) -> Callable[..., A
     return obj
 
 
-def build_model(model_cfg: dict, default_scope: str | None = None, search: list[Path] | None = None) -> nn.Module:
+def build_model(model_cfg: Any, default_scope: str | None = None, search: list[Path] | None = None) -> nn.Module:
     """Build a model from ``model = dict(type=..., **kwargs)``, never downloading weights.
 
     Resolution order: a torchvision model name (bare or ``torchvision.``-prefixed), ``timm.<name>``, an
@@ -83,9 +83,19 @@ def build_model(model_cfg: dict, default_scope: str | None = None, search: list[
     An import path's module is looked up in the installed packages, then in ``search`` (default: the working
     directory).
     """
+    from collections.abc import Mapping
+
+    if not isinstance(model_cfg, Mapping):  # model = 'resnet18' in a config, or --cfg-options model=...
+        raise ModelError(f"the config's model is a {type(model_cfg).__name__} ({model_cfg!r}), not a dict",
+                         hint=f"write model = dict(type={str(model_cfg)!r}) with the constructor's keyword "
+                         "arguments beside type")
     if not model_cfg or "type" not in model_cfg:
         raise ModelError("the config has no model = dict(type=...)",
                          hint="add one, e.g. model = dict(type='resnet18', num_classes=10)")
+    model_cfg = dict(model_cfg)
+    if not isinstance(model_cfg["type"], str) or not model_cfg["type"].strip():
+        raise ModelError(f"the config's model type is {model_cfg['type']!r}, not a name",
+                         hint="use a torchvision name, timm.<name>, or an import path package.module:attr")
     spec = str(model_cfg["type"])
     kwargs = {k: v for k, v in dict(model_cfg).items() if k not in _NON_MODEL_KEYS}
     builder = None
@@ -128,6 +138,9 @@ def _call(builder: Callable[..., Any], kwargs: dict, spec: str) -> nn.Module:
     except TypeError as exc:
         raise ModelError(f"cannot build {spec!r} with {kwargs}: {exc}",
                          hint="check the keyword arguments in the config's model dict") from exc
+    except Exception as exc:  # the constructor is the config's code: what it raises is a problem of the config
+        raise ModelError(f"building {spec!r} with {kwargs} failed: {_one_line(exc)}",
+                         hint="check the config's model dict; --debug shows where the constructor failed") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model type {spec!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -143,7 +156,11 @@ def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
 
     init_default_scope(scope)
     with DefaultScope.overwrite_default_scope(scope):
-        return MODELS.build(dict(model_cfg))
+        try:
+            return MODELS.build(dict(model_cfg))
+        except Exception as exc:  # mmengine wraps the constructor's error; what it raises is a config problem
+            raise ModelError(f"building {model_cfg['type']!r} from the {scope} registry failed: "
+                             f"{_one_line(exc)}", hint="check the config's model dict; --debug shows where it failed") from exc
 
 
 class _TrainingLog:
@@ -547,7 +564,7 @@ def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu",
 
     ``unsafe`` allows a full pickle load of a checkpoint that safe loading refuses (see :func:`read_checkpoint`).
     """
-    model = build_model(dict(cfg.get("model") or {}), cfg.get("default_scope"), config_dirs(cfg))
+    model = build_model(cfg.get("model") or {}, cfg.get("default_scope"), config_dirs(cfg))
     checkpoint = checkpoint or cfg.get("load_from")
     summary = None
     if checkpoint:

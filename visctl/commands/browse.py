@@ -44,7 +44,7 @@ def browse(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random transforms.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=opt.SEED_MAX, help="Seed of the random transforms.")] = 0,
     debug: opt.Debug = False,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""

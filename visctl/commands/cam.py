@@ -108,6 +108,9 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
 
     methods = cams.parse_method(method)
     colormap = render.check_colormap(colormap)
+    to_dir = save_path is not None and (save_path.is_dir() or save_path.suffix == "")
+    if save_path is not None and not to_dir:
+        output.check_output_file(save_path, "--save-path")
     mi = open_model(ctx, args)
     if preview_model:
         preview(ctx, mi)
@@ -119,6 +122,8 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                       config.tool_option(cfg, "target_layers"))
     names = config.class_names(cfg)
     categories = cams.resolve_categories(target_category, names, setup.num_classes)
+    if not categories:
+        cams.check_topk(topk, setup.num_classes)
     for note in setup.notes:
         ctx.note(note)
     per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
@@ -128,7 +133,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         ctx.log(f"{len(paths)} image(s) x {passes} forward passes each = {len(paths) * passes} forwards "
                 "(ScoreCAM/AblationCAM perturb every channel; --ratio-channels-to-ablate lowers it)")
 
-    single_file = save_path is not None and len(paths) == 1 and save_path.suffix != ""
+    single_file = save_path is not None and len(paths) == 1 and not to_dir
     writer = ctx.open_writer(dict(
         inputs=[str(p) for p in paths], config=cfg_spec, checkpoint=checkpoint,
         methods=[m.value for m in methods], target_layers=setup.layers, target_category=categories or None,
