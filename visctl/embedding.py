@@ -178,6 +178,11 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     return float((pred == labels).mean())
 
 
+def effective_perplexity(perplexity: float, n: int) -> float:
+    """The perplexity t-SNE can use on ``n`` points: below n / 3 (each point needs 3 x perplexity neighbours)."""
+    return perplexity if perplexity * 3 < n else max(1.0, (n - 1) / 3.0)
+
+
 def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0, n_iter: int = 1000,
           learning_rate: float | str = "auto", early_exaggeration: float = 12.0, metric: str = "euclidean",
           seed: int = 0, threads: int = 1, warn: Any = None, n_components: int = 2, init: str = "pca",
@@ -218,8 +223,9 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
         reducer = umap.UMAP(n_components=n_components, metric=metric, random_state=seed, n_neighbors=min(15, n - 1),
                             init="pca" if init == "pca" else "random")
         return reducer.fit_transform(x), "UMAP (umap-learn)"
-    if perplexity * 3 >= n:
-        perplexity = max(1.0, (n - 1) / 3.0)
+    used = effective_perplexity(perplexity, n)
+    if used != perplexity:
+        perplexity = used
         if warn:
             warn(f"perplexity lowered to {perplexity:.1f} for {n} samples")
     try:

@@ -569,7 +569,28 @@ def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu",
     summary = None
     if checkpoint:
         summary = load_checkpoint(model, str(checkpoint), cfg.get("checkpoint_revise_keys"), unsafe=unsafe)
+    check_finite_weights(model, str(checkpoint) if checkpoint else None)
     return model.to(device).eval(), summary
+
+
+def check_finite_weights(model: nn.Module, checkpoint: str | None = None) -> None:
+    """Refuse a model with NaN or infinite weights: every output would be NaN, and every map and box with it.
+
+    Raises:
+        ModelError: naming the first tensors that hold such values.
+    """
+    import itertools
+
+    import torch
+
+    bad = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        where = f"after loading {checkpoint}" if checkpoint else "as built (no checkpoint)"
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ModelError(f"{len(bad)} weight tensor(s) hold NaN or infinite values {where}: {shown}",
+                         hint="the checkpoint is from a training run that diverged, or is damaged: use an earlier "
+                         "one" if checkpoint else "check the model's initialisation")
 
 
 def switch_to_deploy(model: nn.Module) -> list[str]:

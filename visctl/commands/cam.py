@@ -155,12 +155,14 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                     batch = transforms.to_tensor([s for _, _, s in group], mean, std, rgb).to(ctx.device)
                     rows: list[list[tuple[str, list]]] = [[] for _ in group]
                     raws: list[list[tuple[str, object]]] = [[] for _ in group]
+                    nonfinite: set[int] = set()  # images whose scores or maps are NaN/inf: skipped, not drawn
                     for slot in range(slots):
                         targets = ([cams.ClassTarget(categories[slot]) for _ in group] if categories
                                    else [cams.RankTarget(slot) for _ in group])
                         for engine in engines:
                             maps, logits = engine(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
                             probs = logits.float().softmax(-1).cpu()
+                            nonfinite |= cams.nonfinite_rows(logits, maps)
                             for i, (_p, img, state) in enumerate(group):
                                 cat = targets[i].category
                                 label = names[cat] if names and cat < len(names) else str(cat)
@@ -171,6 +173,10 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                                     (f"{engine.method.value} | {label} p={float(probs[i, cat]):.2f}", fmap))
                                 raws[i].append((f"{engine.method.value}_c{cat}", fmap))
                     for i, (p, img, _state) in enumerate(group):
+                        if i in nonfinite:
+                            ctx.skip(p, "the model's scores or maps for this image are NaN or infinite")
+                            advance()
+                            continue
                         figure = render.map_figure(img, rows[i], alpha=alpha, colormap=colormap)
                         tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
                         name = f"{stems[p]}_cam_{tag}_{layer_tag}.png".replace("++", "pp")

@@ -263,8 +263,12 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         result = embedding.merge_shards(gathered, ctx.out_dir)
         dist.barrier()
         dist.destroy_process_group()
+    asked_perplexity = perplexity
+    if method is embedding.EmbedMethod.tsne and len(result["rows"]) >= 4:  # fewer: PCA (embedding.embed)
+        perplexity = embedding.effective_perplexity(perplexity, len(result["rows"]))
     writer = ctx.open_writer(dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
-                                  pooling=pooling.value, method=method.value, perplexity=perplexity, n_iter=n_iter,
+                                  pooling=pooling.value, method=method.value, perplexity=perplexity,
+                                  perplexity_requested=asked_perplexity, n_iter=n_iter,
                                   seed=seed, samples=len(result["rows"]), world_size=world,
                                   max_num_class=max_num_class, max_num_samples_per_class=per_class,
                                   n_components=n_components, init=init,
