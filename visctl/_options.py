@@ -19,6 +19,8 @@ def split_list(values: list[str] | None) -> list[str] | None:
 SEED_MAX = 2**32 - 1
 #: far more threads than any machine has cores; torch crashes (SIGSEGV) when asked for ~100000
 THREADS_MAX = 1024
+#: DataLoader worker processes: each is a process; more than this would only exhaust the machine
+WORKERS_MAX = 64
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Run")]
 Threads = Annotated[Optional[int], typer.Option(

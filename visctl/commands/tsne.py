@@ -76,7 +76,7 @@ def tsne(
     marker_size: Annotated[float, typer.Option("--marker-size", min=0.1)] = 12.0,
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small images at their points.")] = False,
     title: Annotated[Optional[str], typer.Option("--title")] = None,
-    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, help="DataLoader workers.")] = 0,
+    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, max=opt.WORKERS_MAX, help="DataLoader workers.")] = 0,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
@@ -266,6 +266,10 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     asked_perplexity = perplexity
     if method is embedding.EmbedMethod.tsne and len(result["rows"]) >= 4:  # fewer: PCA (embedding.embed)
         perplexity = embedding.effective_perplexity(perplexity, len(result["rows"]))
+        if perplexity != asked_perplexity:  # recorded as used, said once
+            notes.append(f"--perplexity {asked_perplexity:g} lowered to {perplexity:.2f} for "
+                         f"{len(result['rows'])} samples (t-SNE needs 3 x perplexity neighbours of each)")
+            ctx.warn(notes[-1])
     writer = ctx.open_writer(dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
                                   pooling=pooling.value, method=method.value, perplexity=perplexity,
                                   perplexity_requested=asked_perplexity, n_iter=n_iter,
