@@ -44,8 +44,23 @@ def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
                 hint="for example --cfg-options model.num_classes=10 'test_pipeline.0.scale=[224,224]'",
             )
         key, value = item.split("=", maxsplit=1)
-        out[key] = DictAction._parse_iterable(value)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--cfg-options {item!r}: {'no key' if not key else 'an empty part in ' + repr(key)} "
+                              "before '='", hint="name the key with dots between its parts, e.g. "
+                              "--cfg-options model.num_classes=10")
+        try:
+            out[key] = DictAction._parse_iterable(value)
+        except Exception as exc:  # mmengine asserts on unbalanced brackets
+            raise ConfigError(f"--cfg-options {item!r}: cannot read the value {value!r} ({_reason(exc)})",
+                              hint="lists and tuples need balanced brackets: key=[1,2] or key=\"(1,2)\"; "
+                              "quote the whole option for the shell") from exc
     return out
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_config(spec: str, options: list[str] | None = None) -> Any:
@@ -70,6 +85,7 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
             raise ConfigError(f"config file not found: {spec}", hint="check the path, or pass a model name "
                               "such as torchvision.resnet18 instead of a config")
         refused: tuple[str, str] | None = None
+        check_base_chain(path)
         try:
             with _yaml_as_data():
                 cfg = Config.fromfile(str(path), import_custom_modules=False)
@@ -97,8 +113,13 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
                           hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
                           "torchvision.resnet18, timm.resnet18 or package.module:attr")
     extra = parse_cfg_options(options)
-    if extra:
-        cfg.merge_from_dict(extra)
+    for key, value in extra.items():  # one at a time, so an error names its option
+        try:
+            cfg.merge_from_dict({key: value})
+        except Exception as exc:  # KeyError for an index past a list, TypeError for a key under a number, ...
+            raise ConfigError(f"--cfg-options {key}=...: cannot set {key!r} in the config ({_reason(exc)})",
+                              hint="a number in the key indexes an existing list (0 .. len-1); the parts "
+                              "before it must exist") from exc
     return cfg
 
 
@@ -258,6 +279,50 @@ def is_stdlib_module(name: str) -> bool:
     return name.split(".")[0] in sys.stdlib_module_names
 
 
+def _bases_of(path: Path) -> list[str]:
+    """The ``_base_`` entries a config file names, read without running it (best effort: [] when unreadable)."""
+    import ast
+    import json
+
+    try:
+        text = path.read_text(errors="replace")
+        if path.suffix.lower() == ".py":
+            for node in ast.parse(text).body:
+                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_"
+                                                        for t in node.targets):
+                    value = ast.literal_eval(node.value)
+                    break
+            else:
+                return []
+        elif path.suffix.lower() == ".json":
+            value = json.loads(text).get("_base_", [])
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+            value = data.get("_base_", []) if isinstance(data, dict) else []
+    except Exception:  # a broken file: mmengine reports it with its own words
+        return []
+    values = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+    return [v for v in values if isinstance(v, str) and "::" not in v]  # 'mmdet::...' lives in a package
+
+
+def check_base_chain(path: Path) -> None:
+    """Refuse a config whose ``_base_`` files include each other (mmengine recurses until Python gives up)."""
+    def visit(p: Path, chain: list[Path]) -> None:
+        if p in chain:
+            loop = " -> ".join(str(c) for c in chain[chain.index(p):] + [p])
+            raise ConfigError(f"the config's _base_ files form a cycle: {loop}",
+                              hint="a base config must not inherit, directly or through others, from a config "
+                              "that inherits from it")
+        if len(chain) > 50 or not p.is_file():
+            return
+        for base in _bases_of(p):
+            visit((p.parent / base).resolve(), chain + [p])
+
+    visit(Path(path).resolve(), [])
+
+
 def cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
     """``cfg['a.b.c']`` that returns ``default`` when any part is missing."""
     node: Any = cfg
@@ -310,10 +375,32 @@ def normalization(cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...], bool]
     dp = cfg_get(cfg, "data_preprocessor") or cfg_get(cfg, "model.data_preprocessor")
     if not dp:
         return IMAGENET_MEAN, IMAGENET_STD, True
-    mean = tuple(float(v) for v in dp.get("mean", IMAGENET_MEAN))
-    std = tuple(float(v) for v in dp.get("std", IMAGENET_STD))
+    mean, std = check_mean_std(dp.get("mean", IMAGENET_MEAN), dp.get("std", IMAGENET_STD), "data_preprocessor")
     to_rgb = bool(dp.get("to_rgb", dp.get("bgr_to_rgb", False)))
     return mean, std, to_rgb
+
+
+def check_mean_std(mean: Any, std: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` as three floats each (one value stands for all channels), std nonzero."""
+    import math
+
+    out = []
+    for key, value in (("mean", mean), ("std", std)):
+        try:
+            values = tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+        except (TypeError, ValueError):
+            values = ()
+        if len(values) == 1:
+            values = values * 3
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            example = list(IMAGENET_MEAN if key == "mean" else IMAGENET_STD)
+            raise ConfigError(f"{where}: {key}={value!r} is not 3 numbers (one per colour channel)",
+                              hint=f"write {key}=[r, g, b] in 0-255, e.g. {key}={example}")
+        out.append(values)
+    if any(v == 0 for v in out[1]):
+        raise ConfigError(f"{where}: std={std!r} has a zero (every pixel would divide by it)",
+                          hint=f"use the dataset's standard deviation per channel, e.g. std={list(IMAGENET_STD)}")
+    return out[0], out[1]
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pth.tar", ".tar")

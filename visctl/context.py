@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from visctl.errors import (
     EXIT_PARTIAL,
     EXIT_TERMINATED,
     DeviceError,
+    InputWarning,
     OutputError,
     Terminated,
     VisctlError,
@@ -46,6 +48,8 @@ def resolve_device(spec: str) -> str:
     import torch
 
     spec = spec.strip().lower()
+    if spec.startswith("cuda") and not re.fullmatch(r"cuda(:\d+)?", spec):  # before asking torch anything
+        raise DeviceError(f"--device {spec!r}: not a device name", hint="use auto, cpu, cuda, cuda:N (N a number) or mps")
     if spec == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -135,6 +139,18 @@ class RunContext:
             output.remove_empty(self._created)
             raise typer.Exit(report(err, self.debug)) from None
         self._install_signals()
+        # what the library warns about an input (InputWarning) is a `warning:` line of the run, every time
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("always", InputWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, InputWarning):
+                self.warn(str(message))
+            else:
+                shown(message, category, *args, **kwargs)
+        warnings.showwarning = show
         return self
 
     def _install_signals(self) -> None:
@@ -161,6 +177,7 @@ class RunContext:
         try:
             self._leave(exc)
         finally:
+            self._warnings.__exit__(None, None, None)
             self._restore_signals()
             output.clear_interrupt()
             output.remove_empty(self._created)  # --preview-model, an error before any output: no empty folder
@@ -337,7 +354,9 @@ class RunContext:
 
             write_root_index(self.out_dir.parent)  # visctl-out/index.html links every command's latest run
         if self.json_out:
-            self.result(json.dumps(self.writer.manifest, indent=2, default=str))
+            from visctl.output import to_json
+
+            self.result(to_json(self.writer.manifest))
         else:
             for out in self.writer.manifest["outputs"]:
                 self.result(str(self.writer.out_dir / out["path"]) if not Path(out["path"]).is_absolute()

@@ -7,7 +7,7 @@ import os
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from visctl.errors import VisctlError
+from visctl.errors import VisctlError, closest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,9 +124,51 @@ def pool(t: torch.Tensor, mode: Pooling, extra_tokens: int = 1) -> torch.Tensor:
     raise VisctlError(f"cannot pool a {t.ndim}-D output {tuple(t.shape)} into vectors")
 
 
+def metrics(method: EmbedMethod) -> list[str] | None:
+    """The ``--metric`` names ``method`` accepts whatever the number of samples (None: it takes no metric).
+
+    openTSNE finds neighbours exactly (scikit-learn) below 1000 samples and approximately (Annoy, or
+    pynndescent when installed) above, so only the metrics both accept are safe; scikit-learn's t-SNE takes its
+    neighbour metrics; UMAP its named distances.
+    """
+    if method is EmbedMethod.pca:
+        return None
+    if method is EmbedMethod.umap:
+        try:
+            from umap.distances import named_distances
+        except ImportError:
+            return None  # embed() says umap-learn is missing
+        return sorted(named_distances)
+    try:
+        from openTSNE import nearest_neighbors as nn
+    except ImportError:
+        from sklearn.neighbors import VALID_METRICS
+
+        return sorted(m for m in VALID_METRICS["brute"] if m != "precomputed")
+    approx = set(nn.Annoy.VALID_METRICS)
+    try:
+        import pynndescent  # noqa: F401
+
+        approx |= set(nn.NNDescent.VALID_METRICS)
+    except ImportError:
+        pass
+    return sorted(set(nn.Sklearn.VALID_METRICS) & approx)
+
+
+def check_metric(method: EmbedMethod, metric: str) -> None:
+    """Refuse a ``--metric`` the embedding cannot use, before any feature is extracted."""
+    names = metrics(method)
+    if names is not None and metric not in names:
+        near = closest(metric, names)
+        raise VisctlError(f"--metric {metric!r}: {method.value} does not know this distance",
+                          hint=(f"did you mean {', '.join(near)}? " if near else "") + f"choose one of {', '.join(names)}")
+
+
 def sample_indices(labels: list[int], classes: list[int] | None, max_classes: int, per_class: int,
                    seed: int) -> list[int]:
     """Up to ``per_class`` random samples of each chosen class (the first ``max_classes`` present by default).
+
+    Unlabelled samples (label -1) are never chosen.
 
     Returns:
         Dataset indices, sorted.
@@ -136,7 +178,8 @@ def sample_indices(labels: list[int], classes: list[int] | None, max_classes: in
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
     for i, lab in enumerate(labels):
-        by_class.setdefault(lab, []).append(i)
+        if lab >= 0:  # -1: a file outside the class folders, with no class to colour it by
+            by_class.setdefault(lab, []).append(i)
     chosen = classes if classes is not None else sorted(by_class)[:max_classes]
     out: list[int] = []
     for c in chosen:
@@ -160,6 +203,11 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     votes = labels[idx]
     pred = np.array([np.bincount(v).argmax() for v in votes])
     return float((pred == labels).mean())
+
+
+def effective_perplexity(perplexity: float, n: int) -> float:
+    """The perplexity t-SNE can use on ``n`` points: below n / 3 (each point needs 3 x perplexity neighbours)."""
+    return perplexity if perplexity * 3 < n else max(1.0, (n - 1) / 3.0)
 
 
 def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0, n_iter: int = 1000,
@@ -202,8 +250,9 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
         reducer = umap.UMAP(n_components=n_components, metric=metric, random_state=seed, n_neighbors=min(15, n - 1),
                             init="pca" if init == "pca" else "random")
         return reducer.fit_transform(x), "UMAP (umap-learn)"
-    if perplexity * 3 >= n:
-        perplexity = max(1.0, (n - 1) / 3.0)
+    used = effective_perplexity(perplexity, n)
+    if used != perplexity:
+        perplexity = used
         if warn:
             warn(f"perplexity lowered to {perplexity:.1f} for {n} samples")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterable
@@ -25,6 +26,10 @@ class VisctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+class InputWarning(UserWarning):
+    """An input was read, with a caveat (NaN pixels left out, ...): printed as ``warning: ...`` during a run."""
 
 
 class InputError(VisctlError):
@@ -83,7 +88,17 @@ def report(err: VisctlError, debug: bool = False) -> int:
     """Print ``err`` once to stderr as ``error: ...`` / ``hint: ...`` and return the exit status."""
     if debug or debug_enabled():
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
-    print(f"error: {err.message}", file=sys.stderr)
+    print(f"error: {plain(err.message)}", file=sys.stderr)
     if err.hint:
-        print(f"hint: {err.hint}", file=sys.stderr)
+        print(f"hint: {plain(err.hint)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal escape sequences (colours from a library's message) or other control
+    characters but newlines and tabs: a message prints the same on a terminal, in a log and in CI."""
+    text = _ANSI.sub("", str(text))
+    return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())

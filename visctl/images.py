@@ -102,6 +102,9 @@ def gather_images(specs: list[str], note: Callable[[str], None] | None = None) -
             found.extend(hits)
         elif path.is_file():
             found.append(path)
+        elif path.exists():  # a FIFO, socket or device: reading it could block or never end
+            raise InputError(f"{spec} is not a regular file (it is a {_kind(path)})",
+                             hint="give image files, directories of them, or globs")
         elif any(ch in spec for ch in "*?["):
             hits = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
             if not hits:
@@ -146,18 +149,17 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
                          hint="is the file complete, and an image of a sane size?") from None
     if img is None:
         raise InputError(f"cannot decode {path} as an image", hint="is the file complete and an image format?")
-    return _to_rgb8(img, bgr=True)
+    return _to_rgb8(img, bgr=True, path=path)
 
 
-def _to_rgb8(img: np.ndarray, bgr: bool) -> np.ndarray:
+def _to_rgb8(img: np.ndarray, bgr: bool, path: Path) -> np.ndarray:
     import cv2
     import numpy as np
 
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
-        lo, hi = float(img.min()), float(img.max())  # float images: stretch to 0-255
-        img = ((img - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
+        img = _float_to_u8(img, path)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if bgr:
@@ -177,10 +179,49 @@ def _read_with_pil(path: Path) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(im)
-                return _to_rgb8(arr.astype(np.uint16) if im.mode.startswith("I;16") else arr, bgr=False)
+                return _to_rgb8(arr.astype(np.uint16) if im.mode.startswith("I;16") else arr, bgr=False, path=path)
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"cannot decode {path} as an image ({exc})",
                          hint="is the file complete and an image format?") from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+
+
+def _kind(path: Path) -> str:
+    import stat
+
+    mode = path.stat().st_mode
+    return ("FIFO (named pipe)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+
+
+def _float_to_u8(img: np.ndarray, path: Path) -> np.ndarray:
+    """A float (or 32-bit) image stretched to 0-255 over its finite values.
+
+    NaN and infinite pixels take no part in the range and become 0, with an :class:`InputWarning`; a constant
+    image keeps its value (0-1 images times 255, 0-255 ones as they are) instead of turning black.
+    """
+    import warnings
+
+    import numpy as np
+
+    from visctl.errors import InputWarning
+
+    img = img.astype(np.float32, copy=False)
+    finite = np.isfinite(img)
+    if not finite.any():
+        raise InputError(f"{path} has no finite pixel (every value is NaN or infinite)",
+                         hint="check how the image was written")
+    bad = int(img.size - np.count_nonzero(finite))
+    if bad:
+        warnings.warn(f"{path}: {bad} NaN or infinite value(s) left out of the intensity range and drawn as 0",
+                      InputWarning, stacklevel=3)
+    lo, hi = float(img[finite].min()), float(img[finite].max())
+    if hi > lo:
+        out = (img - lo) / (hi - lo) * 255.0
+    else:  # constant: keep the value where it reads as an intensity
+        level = lo * 255.0 if 0.0 <= lo <= 1.0 else lo if 0.0 <= lo <= 255.0 else 128.0
+        out = np.full(img.shape, level, np.float32)
+    out[~finite] = 0.0
+    return np.clip(out, 0, 255).round().astype(np.uint8)

@@ -162,7 +162,7 @@ def check_model_builder(obj: Any, spec: str) -> None:
                      "(its module does not import torch.nn)", hint=_MODEL_HINT)
 
 
-def build_model(model_cfg: dict, default_scope: str | None = None, search: list[Path] | None = None) -> nn.Module:
+def build_model(model_cfg: Any, default_scope: str | None = None, search: list[Path] | None = None) -> nn.Module:
     """Build a model from ``model = dict(type=..., **kwargs)``, never downloading weights.
 
     Resolution order: a torchvision model name (bare or ``torchvision.``-prefixed), ``timm.<name>``, an
@@ -170,9 +170,19 @@ def build_model(model_cfg: dict, default_scope: str | None = None, search: list[
     An import path's module is looked up in the installed packages, then in ``search`` (default: the working
     directory).
     """
+    from collections.abc import Mapping
+
+    if not isinstance(model_cfg, Mapping):  # model = 'resnet18' in a config, or --cfg-options model=...
+        raise ModelError(f"the config's model is a {type(model_cfg).__name__} ({model_cfg!r}), not a dict",
+                         hint=f"write model = dict(type={str(model_cfg)!r}) with the constructor's keyword "
+                         "arguments beside type")
     if not model_cfg or "type" not in model_cfg:
         raise ModelError("the config has no model = dict(type=...)",
                          hint="add one, e.g. model = dict(type='resnet18', num_classes=10)")
+    model_cfg = dict(model_cfg)
+    if not isinstance(model_cfg["type"], str) or not model_cfg["type"].strip():
+        raise ModelError(f"the config's model type is {model_cfg['type']!r}, not a name",
+                         hint="use a torchvision name, timm.<name>, or an import path package.module:attr")
     spec = str(model_cfg["type"])
     kwargs = {k: v for k, v in dict(model_cfg).items() if k not in _NON_MODEL_KEYS}
     builder = None
@@ -215,6 +225,9 @@ def _call(builder: Callable[..., Any], kwargs: dict, spec: str) -> nn.Module:
     except TypeError as exc:
         raise ModelError(f"cannot build {spec!r} with {kwargs}: {exc}",
                          hint="check the keyword arguments in the config's model dict") from exc
+    except Exception as exc:  # the constructor is the config's code: what it raises is a problem of the config
+        raise ModelError(f"building {spec!r} with {kwargs} failed: {_one_line(exc)}",
+                         hint="check the config's model dict; --debug shows where the constructor failed") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model type {spec!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -254,7 +267,9 @@ def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
             if "Failed to get" in str(exc):
                 raise ModelError(f"{scope} has no model {spec!r} in its registry",
                                  hint="check the name, or use an import path package.module:Class") from None
-            raise
+            # mmengine wraps the constructor's error; what it raises is a config problem
+            raise ModelError(f"building {model_cfg['type']!r} from the {scope} registry failed: {_one_line(exc)}",
+                             hint="check the config's model dict; --debug shows where it failed") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model type {spec!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -699,12 +714,33 @@ def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu",
 
     ``unsafe`` allows a full pickle load of a checkpoint that safe loading refuses (see :func:`read_checkpoint`).
     """
-    model = build_model(dict(cfg.get("model") or {}), cfg.get("default_scope"), config_dirs(cfg))
+    model = build_model(cfg.get("model") or {}, cfg.get("default_scope"), config_dirs(cfg))
     checkpoint = checkpoint or cfg.get("load_from")
     summary = None
     if checkpoint:
         summary = load_checkpoint(model, str(checkpoint), cfg.get("checkpoint_revise_keys"), unsafe=unsafe)
+    check_finite_weights(model, str(checkpoint) if checkpoint else None)
     return model.to(device).eval(), summary
+
+
+def check_finite_weights(model: nn.Module, checkpoint: str | None = None) -> None:
+    """Refuse a model with NaN or infinite weights: every output would be NaN, and every map and box with it.
+
+    Raises:
+        ModelError: naming the first tensors that hold such values.
+    """
+    import itertools
+
+    import torch
+
+    bad = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        where = f"after loading {checkpoint}" if checkpoint else "as built (no checkpoint)"
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ModelError(f"{len(bad)} weight tensor(s) hold NaN or infinite values {where}: {shown}",
+                         hint="the checkpoint is from a training run that diverged, or is damaged: use an earlier "
+                         "one" if checkpoint else "check the model's initialisation")
 
 
 def switch_to_deploy(model: nn.Module) -> list[str]:

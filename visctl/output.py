@@ -85,6 +85,54 @@ def _umask() -> int:
     return mask
 
 
+#: what visctl writes images as (OpenCV's encoders for these are always built)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def check_output_file(path: Path | None, option: str, suffixes: Iterable[str] | None = IMAGE_SUFFIXES) -> None:
+    """Refuse an output file option that cannot be written, before any work: a directory, a name whose suffix
+    names no format visctl writes there (``suffixes``; None: any), a parent that is a file.
+    """
+    from visctl.errors import InputError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory, not a file name",
+                         hint=f"give a file name, e.g. {path / ('NAME' + next(iter(suffixes or ()), ''))}; "
+                         "-o/--out-dir names the folder of a run")
+    suffixes = tuple(suffixes) if suffixes is not None else None
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {path}: visctl cannot write "
+                         f"{'a ' + path.suffix + ' file' if path.suffix else 'a file without a suffix'} here",
+                         hint=f"end the name in one of {', '.join(suffixes)}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option} {path}: {parent} is a file, not a folder",
+                                 hint="choose a path under an existing folder, or one that can be created")
+            break
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities, which ``json.dumps`` writes as bare ``NaN``/``Infinity``
+    that other parsers refuse, become null; anything else unknown is written as its ``str``."""
+    return json.dumps(_finite(obj), indent=indent, default=str, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalars and arrays
+        return _finite(obj.tolist())
+    return obj
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename.
 
@@ -502,7 +550,7 @@ class OutputWriter:
                 runs.append(run)
             runs.append(record)
             runs.sort(key=lambda r: str(r.get("started", "")))
-            self._write(self.path(MANIFEST), json.dumps(dict(record, runs=runs), indent=2, default=str).encode())
+            self._write(self.path(MANIFEST), to_json(dict(record, runs=runs)).encode())
             if with_index:
                 # the folder's gallery: this run's page, with the outputs earlier runs left here after its own
                 earlier = [o for r in runs if r is not record for o in r.get("outputs") or []

@@ -65,10 +65,16 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
             cfg, "model.data_preprocessor")):
         mean, std, rgb = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), True  # they normalise 0-1 images themselves
+    import warnings
+
+    from visctl.errors import InputWarning
+
     first = None
     for p in paths or []:
         try:
-            first = imgs.read_image(p, ctx.max_pixels)
+            with warnings.catch_warnings():  # the batch reads this image again and says what it has to say
+                warnings.simplefilter("ignore", InputWarning)
+                first = imgs.read_image(p, ctx.max_pixels)
             break
         except InputError:
             continue

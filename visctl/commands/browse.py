@@ -32,7 +32,7 @@ def browse(
         f"[default: {' '.join(SKIP)}].", show_default=False)] = None,
     rows: Annotated[int, typer.Option("--rows", "-r", min=1, help="Grid rows per page.")] = 4,
     cols: Annotated[int, typer.Option("--cols", "-c", min=1, help="Grid columns per page.")] = 4,
-    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0,
+    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0, max=opt.WORKERS_MAX,
                                              help="DataLoader worker processes.")] = 0,
     show_interval: Annotated[float, typer.Option("--show-interval", "-i", min=0.0,
                                                  help="Seconds per page with --show.")] = 2.0,
@@ -44,7 +44,7 @@ def browse(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random transforms.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=opt.SEED_MAX, help="Seed of the random transforms.")] = 0,
     debug: opt.Debug = False,
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:

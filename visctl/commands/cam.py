@@ -156,6 +156,9 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
 
     methods = cams.parse_method(method)
     colormap = render.check_colormap(colormap)
+    to_dir = save_path is not None and (save_path.is_dir() or save_path.suffix == "")
+    if save_path is not None and not to_dir:
+        output.check_output_file(save_path, "--save-path")
     mi = open_model(ctx, args)
     if preview_model:
         preview(ctx, mi)
@@ -199,7 +202,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
         ctx.log(f"{len(paths)} image(s) x {passes} forward passes each = {len(paths) * passes} forwards "
                 "(ScoreCAM/AblationCAM perturb every channel; --ratio-channels-to-ablate lowers it)")
 
-    single_file = save_path is not None and len(paths) == 1 and save_path.suffix != ""
+    single_file = save_path is not None and len(paths) == 1 and not to_dir
     writer = ctx.open_writer(dict(
         inputs=[str(p) for p in paths], config=cfg_spec, checkpoint=checkpoint,
         methods=[m.value for m in methods], target_layers=setup.layers, target_category=categories or None,
@@ -241,6 +244,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                     rows: list[list[tuple[str, list]]] = [[] for _ in group]
                     raws: list[list[tuple[str, object]]] = [[] for _ in group]
                     scores_of: list[dict] = [{} for _ in group]
+                    nonfinite: set[int] = set()  # images whose scores or maps are NaN/inf: skipped, not drawn
                     for slot in range(slots):
                         # a rank is resolved on the clean image by the first method, then shared by all
                         targets = ([cams.ClassTarget(categories[slot]) for _ in group] if categories
@@ -258,6 +262,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                                 skip_method(engine, f"{type(err).__name__}: {first_line}")
                                 continue
                             probs = logits.float().softmax(-1).cpu()  # of the clean batch
+                            nonfinite |= cams.nonfinite_rows(logits, maps)
                             if score:
                                 found = faithfulness.score(score_model, batch, maps, [t.category for t in targets],
                                                            batch_size=batch_size, seed=ctx.seed or 0)
@@ -280,6 +285,10 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
                             rows[i].append((f"class {t.category} {label_of(t.category)}" if names
                                             else f"class {t.category}", panels[i]))
                     for i, (p, img, _state) in enumerate(group):
+                        if i in nonfinite:
+                            ctx.skip(p, "the model's scores or maps for this image are NaN or infinite")
+                            advance()
+                            continue
                         cats = [r[0] for r in rows[i]]
                         if any(row_panels for _, row_panels in rows[i]):
                             figure = render.map_figure(img, [r for r in rows[i] if r[1]], alpha=alpha,

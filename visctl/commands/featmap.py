@@ -45,7 +45,7 @@ def featmap(
         "--normalize", help="Colour scale shared per map, per layer (across images) or globally; "
         "the scale is in each caption.", case_sensitive=False)] = Normalize.per_map,
     resize_shape: Annotated[Optional[tuple[int, int]], typer.Option(
-        "--resize-shape", "--resize_shape", help="H W of every panel.", show_default=False)] = None,
+        "--resize-shape", "--resize_shape", min=1, max=8192, help="H W of every panel.", show_default=False)] = None,
     colormap: Annotated[str, typer.Option("--colormap", help="OpenCV (jet, turbo, viridis, ...) or matplotlib "
                                           "(coolwarm, ...) colormap [default: jet; coolwarm for --signed].",
                                           show_default=False)] = "",
@@ -109,6 +109,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     from visctl.errors import VisctlError
 
     colormap = render.check_colormap(colormap)
+    output.check_output_file(out_file, "--out-file")
     if signed and not compare:
         raise VisctlError("--signed needs --compare", hint="--compare CONFIG2[,CHECKPOINT2] --signed")
     if compare and reduction is Reduction.none:

@@ -39,6 +39,10 @@ class LogLevel(str, Enum):
     CRITICAL = "CRITICAL"
 
 
+#: --window-size bounds in inches: at 100 dpi, 50 inches is 5000 pixels (100 MB of RGBA)
+WINDOW_MIN, WINDOW_MAX = 1.0, 50.0
+
+
 def lr(
     config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="An mmengine config with optim_wrapper, "
                                                "param_scheduler and train_cfg.", show_default=False)],
@@ -108,13 +112,24 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     import io
     import time
 
-    from visctl import config, schedules
+    from visctl import config, output, schedules
     from visctl.errors import VisctlError
 
     try:
         w, h = (float(v) for v in window_size.lower().replace("x", "*").split("*"))
     except ValueError:
         raise VisctlError(f"--window-size {window_size!r}", hint="write W*H in inches, e.g. 12*7") from None
+    if not (WINDOW_MIN <= w <= WINDOW_MAX and WINDOW_MIN <= h <= WINDOW_MAX):  # NaN fails too
+        raise VisctlError(f"--window-size {window_size!r}: each side must be {WINDOW_MIN:g} to {WINDOW_MAX:g} inches "
+                          "(the plot is drawn at 100 dpi)", hint="write W*H in inches, e.g. 12*7")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = tuple(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
+    if save_path is not None and save_path.suffix:
+        output.check_output_file(save_path, "--save-path", formats)
+    else:
+        output.check_output_file(save_path, "--save-path", None)  # no suffix: a PNG
+    output.check_output_file(csv, "--csv", None)
     if style:
         import matplotlib.style
 
@@ -134,7 +149,7 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
         from visctl.models import build_model, config_dirs
 
         try:  # the real parameter names make paramwise_cfg's groups exact
-            model = build_model(dict(cfg.model), cfg.get("default_scope"), config_dirs(cfg))
+            model = build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg))
         except ModelError as err:
             ctx.log(f"paramwise_cfg applied to stand-in parameters ({err.message})")
     sched = schedules.schedule_from_config(cfg, dataset_size=dataset_size, batch_size=batch_size, ngpus=ngpus,

@@ -61,7 +61,8 @@ def pipeline(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random transforms (the same views each run).")
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, max=opt.SEED_MAX, help="Seed of the random transforms (the same views each run).")
                     ] = 0,
     debug: opt.Debug = False,
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,

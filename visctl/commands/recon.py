@@ -60,7 +60,7 @@ def recon(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="The same masks every run.")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=opt.SEED_MAX, help="The same masks every run.")] = 0,
     debug: opt.Debug = False,
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
@@ -96,10 +96,7 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
     from visctl.commands._shared import open_model
     from visctl.errors import InputError, VisctlError
 
-    if out_file is not None and out_file.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif",
-                                                                ".tiff"):
-        raise InputError(f"--out-file {out_file}: an image file name is needed",
-                         hint="end it in .png or .jpg")
+    output.check_output_file(out_file, "--out-file")
     ctx.protect(mask_file)
     mi = open_model(ctx, args)
     if out_file is not None and len(mi.paths) != 1:

@@ -97,7 +97,6 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
          metric: str,
          score_thr: float, full_image: bool, max_side: int, batch_size: int, debug: bool, deploy: bool = False,
          save_patch: bool = False) -> None:
-    import json
     import time
 
     import cv2
@@ -193,7 +192,7 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
                                       input=str(p), tile=[x0, y0, x1, y1])
         writer.add_input(p, size=[h, w], tiles=len(grid), boxes_before_merge=len(raw), boxes=len(merged))
     elapsed = time.time() - started
-    target = writer.write_bytes("results.json", json.dumps(results, indent=1).encode())
+    target = writer.write_bytes("results.json", output.to_json(results, indent=1).encode())
     writer.add_output(target, "table", caption=f"COCO-style results, {len(results)} boxes")
     writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
     writer.manifest["timings"]["tiles_per_s"] = round(n_tiles / elapsed, 2) if elapsed else None

@@ -70,13 +70,13 @@ def tsne(
     perplexity: Annotated[float, typer.Option("--perplexity", min=1.0)] = 30.0,
     n_iter: Annotated[int, typer.Option("--n-iter", "--n_iter", "--max-iter", min=1)] = 1000,
     learning_rate: Annotated[str, typer.Option("--learning-rate", help="A number or auto.")] = "auto",
-    early_exaggeration: Annotated[float, typer.Option("--early-exaggeration")] = 12.0,
+    early_exaggeration: Annotated[float, typer.Option("--early-exaggeration", min=1.0)] = 12.0,
     metric: Annotated[str, typer.Option("--metric")] = "euclidean",
     legend: Annotated[bool, typer.Option("--legend/--no-legend", help="Class names in a legend.")] = True,
     marker_size: Annotated[float, typer.Option("--marker-size", min=0.1)] = 12.0,
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small images at their points.")] = False,
     title: Annotated[Optional[str], typer.Option("--title")] = None,
-    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, help="DataLoader workers.")] = 0,
+    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, max=opt.WORKERS_MAX, help="DataLoader workers.")] = 0,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
@@ -90,7 +90,7 @@ def tsne(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling and the embedding.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=opt.SEED_MAX, help="Seed of the sampling and the embedding.")] = 0,
     debug: opt.Debug = False,
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
@@ -133,6 +133,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     import csv
     import io
     import json
+    import math
     import time
 
     import numpy as np
@@ -163,6 +164,10 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         lr_value = "auto"
     if init not in ("pca", "random"):
         raise VisctlError(f"--init {init!r}", hint="use pca or random")
+    if isinstance(lr_value, float) and not (lr_value > 0 and math.isfinite(lr_value)):
+        raise VisctlError(f"--learning-rate {learning_rate!r}: the step must be a positive number",
+                          hint="a number such as 200, or auto (the sample count / 12)")
+    embedding.check_metric(method, metric)
     for note in notes:
         ctx.warn(note)
     started = time.time()
@@ -191,6 +196,11 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     dataset = datasets.build_dataset(ds_cfg, used_phase, warn=ctx.warn, max_pixels=ctx.max_pixels)
     steps = steps or mi.steps
     labels_all = dataset.labels()
+    if labels_all and all(lab < 0 for lab in labels_all):
+        raise VisctlError(f"the {used_phase} dataset's {len(labels_all)} images have no class labels, and t-SNE "
+                          "colours its points and scores its k-NN accuracy by class",
+                          hint="put the images in one folder per class (ROOT/cat/1.jpg, ROOT/dog/2.jpg) or give "
+                          "the dataset an ann_file with labels")
     indices = embedding.sample_indices(labels_all, class_idx, max_num_class, per_class, seed)
     if not indices:
         raise VisctlError("no samples of the chosen classes", hint="check --class-idx against the dataset's labels")
@@ -269,6 +279,14 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         result = embedding.merge_shards(gathered, ctx.out_dir)
         dist.barrier()
         dist.destroy_process_group()
+    asked_perplexity = perplexity
+    if method is embedding.EmbedMethod.tsne and len(result["rows"]) >= 4:  # fewer: PCA (embedding.embed)
+        perplexity = embedding.effective_perplexity(perplexity, len(result["rows"]))
+        if perplexity != asked_perplexity:  # recorded as used, said once
+            notes.append(f"--perplexity {asked_perplexity:g} lowered to {perplexity:.2f} for "
+                         f"{len(result['rows'])} samples (t-SNE needs 3 x perplexity neighbours of each)")
+            ctx.warn(notes[-1])
+    params["perplexity"], params["perplexity_requested"] = perplexity, asked_perplexity
     assert writer is not None
     params["samples"] = len(result["rows"])
     for label, path in result["features"].items():  # finished: listed now, whatever happens to the embedding
