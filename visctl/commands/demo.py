@@ -57,7 +57,7 @@ def demo(
                                   topk=2, seed=0)),
             ("cam-score", cam.cam, dict(args=[*map(str, sorted(data["classes"].rglob("*.png"))[:4]), str(cls_cfg)],
                                         method="gradcam,layercam,eigencam", score=True, seed=0)),
-            ("cam-segmentation", cam.cam, dict(args=[str(data["scenes"]), str(seg_cfg)], method="gradcam,layercam")),
+            ("cam-segmentation", cam.cam, dict(args=[str(data["seg"]), str(seg_cfg)], method="gradcam,layercam")),
             ("featmap", featmap.featmap, dict(args=[str(data["classes"]), str(cls_cfg)],
                                               target_layers=["backbone.layer2,backbone.layer4"])),
             ("tsne", tsne.tsne, dict(config_file=str(cls_cfg), cfg_options=[data_root], n_iter=500)),
@@ -95,7 +95,7 @@ def _write_data(root: Path, n: int) -> dict[str, Path]:
     from visctl.shapes import make_scene, write_scenes
 
     out = {"classes": root / "data", "scenes": root / "scenes", "mae": root / "mae", "big": root / "big.png",
-           "embedding": root / "data-tsne"}
+           "embedding": root / "data-tsne", "seg": root / "seg"}
     write_scenes(out["classes"], range(100_000, 100_000 + n))
     write_scenes(out["embedding"], range(110_000, 110_160))  # 40 per class for the t-SNE
     for key, folder, size, count, objects in (("scenes", out["scenes"], 128, 4, 3), ("mae", out["mae"], 64, 4, 1)):
@@ -104,6 +104,10 @@ def _write_data(root: Path, n: int) -> dict[str, Path]:
         for s in range(base, base + count):
             scene = make_scene(s, size, objects, 10, 26 if key == "mae" else 36, clutter=key != "mae")
             cv2.imwrite(str(folder / f"{s}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    out["seg"].mkdir(parents=True, exist_ok=True)
+    for s in range(100_002, 100_006):  # as the segmenter was trained: 96 px, one to three shapes
+        scene = make_scene(s, 96, 1 + s % 3)
+        cv2.imwrite(str(out["seg"] / f"{s}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
     big = make_scene(7, (512, 768), n_objects=24, min_side=12, max_side=28)
     cv2.imwrite(str(out["big"]), cv2.cvtColor(big.image, cv2.COLOR_RGB2BGR))
     return out
