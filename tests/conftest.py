@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,11 +37,23 @@ def runner():
 
 @pytest.fixture
 def invoke(runner):
-    """Run the real CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from visctl.cli import app, seed_argv
+    """Run the real CLI in-process, through the console script's own path (``visctl.cli.run``: seed lists, error
+    formatting, exit status); returns typer's Result (exit_code, stdout, stderr, output)."""
+    from typer.testing import Result
+
+    from visctl.cli import run as run_cli
 
     def run(*args: str):
-        return runner.invoke(app, seed_argv([str(a) for a in args]), catch_exceptions=False)
+        with runner.isolation() as (stdout, stderr, output):
+            try:
+                code = run_cli([str(a) for a in args])
+            except SystemExit as exc:  # shell completion exits by itself
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            return Result(runner=runner, stdout_bytes=stdout.getvalue(), stderr_bytes=stderr.getvalue(),
+                          output_bytes=output.getvalue(), return_value=None, exit_code=code, exception=None)
     return run
 
 

@@ -76,3 +76,25 @@ def test_road_equals_grad_cams_road_combined(demo):
         torch.manual_seed(5)
         morf = ref.morf_averager(batch[:2], on[:2], [ClassifierOutputSoftmaxTarget(c) for c in cats[:2]], model)
     np.testing.assert_allclose([s.road_morf for s in ours], np.ravel(morf), rtol=1e-5, atol=1e-6)
+
+
+def test_cam_score_ranks_methods_in_manifest_captions_and_gallery(invoke, held_out, tmp_path):
+    paths = list(held_out)[:3]
+    result = invoke("cam", *paths, DEMO_CFG, "--method", "gradcam,eigencam", "--score", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    import json
+
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    ranking = man["faithfulness_ranking"]
+    assert sorted(r["method"] for r in ranking) == ["eigencam", "gradcam"]
+    assert [r["rank"] for r in ranking] == [1, 2]
+    assert ranking[0]["road_combined"]["mean"] >= ranking[1]["road_combined"]["mean"]
+    assert man["outputs"][0]["path"] == "cam_ranking.png"  # the gallery opens with the ranking
+    for item in man["inputs"]:
+        assert set(item["scores"]) == {f"{m}_c{c}" for m in ("gradcam", "eigencam")
+                                       for c in [int(item["targets"][0].split()[1])]}
+    # the mean in the ranking is the mean of the per-image scores
+    grad = [item["scores"][k]["road_combined"] for item in man["inputs"] for k in item["scores"] if "gradcam" in k]
+    row = next(r for r in ranking if r["method"] == "gradcam")
+    assert abs(row["road_combined"]["mean"] - np.mean(grad)) < 1e-9
+    assert "forward passes" in result.stderr  # the cost is said before the work

@@ -7,6 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from visctl.images import DEFAULT_MAX_PIXELS, SLICE_MAX_PIXELS
+
+__all__ = ["DEFAULT_MAX_PIXELS", "SLICE_MAX_PIXELS"]
+
 
 def split_list(values: list[str] | None) -> list[str] | None:
     """Values of a repeatable option, each of which may also be comma-separated (``-t a,b -t c``)."""
@@ -15,10 +19,17 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+#: numpy's legacy seeding takes 0 .. 2**32 - 1, and every generator is seeded from one --seed
+SEED_MAX = 2**32 - 1
+#: far more threads than any machine has cores; torch crashes (SIGSEGV) when asked for ~100000
+THREADS_MAX = 1024
+#: DataLoader worker processes: each is a process; more than this would only exhaust the machine
+WORKERS_MAX = 64
+
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Run")]
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, help="CPU threads for torch [default: usable cores, at most 16; OpenMP waits passively].",
-    rich_help_panel="Run")]
+    "--threads", min=1, max=THREADS_MAX,
+    help="CPU threads for torch [default: usable cores, at most 16; OpenMP waits passively].", rich_help_panel="Run")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "--batch_size", min=1, help="Images per forward.",
                                         rich_help_panel="Run")]
 CfgOptions = Annotated[Optional[list[str]], typer.Option(
@@ -33,8 +44,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print the manifest as JSON o
                                     rich_help_panel="Output")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or info on stderr.",
                                      rich_help_panel="Output")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for every random generator.",
-                                             rich_help_panel="Run")]
+Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=SEED_MAX,
+                                             help="Seed for every random generator.", rich_help_panel="Run")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and every checkpoint key.",
                                      rich_help_panel="Run")]
 SaveRaw = Annotated[bool, typer.Option("--save-raw", "--save_raw", help="Also save the maps as float32 .npy.",
@@ -50,6 +61,10 @@ Backend = Annotated[Optional[str], typer.Option(
     "--backend", help="Also log the images to an mmengine vis backend: local, tensorboard or wandb (offline "
     "unless wandb is configured).", rich_help_panel="Output",
     autocompletion=lambda incomplete: [b for b in ("local", "tensorboard", "wandb") if b.startswith(incomplete)])]
+MaxPixels = Annotated[int, typer.Option(
+    "--max-pixels", "--max_pixels", min=1,
+    help="Pixel budget (width x height) of one input image, read from its header before decoding: a larger "
+    "image (a decompression bomb) is skipped and listed as failed.", rich_help_panel="Run")]
 UnsafeLoadCheckpoint = Annotated[bool, typer.Option(
     "--unsafe-load-checkpoint",
     help="Load a checkpoint that safe (weights-only) loading refuses with a full pickle load, which runs any "

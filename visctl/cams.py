@@ -813,6 +813,17 @@ def validate_layer_output(name: str, shape: Any) -> None:
                          hint="pick one of its sub-layers (see --preview-model), e.g. the last block inside it")
 
 
+def nonfinite_rows(logits: Any, maps: Any) -> set[int]:
+    """Batch rows whose logits (B, K) or maps (B, H, W) hold NaN or infinite values."""
+    import numpy as np
+    import torch
+
+    bad = ~torch.isfinite(logits.detach().float()).reshape(len(logits), -1).all(1)
+    arr = np.asarray(maps)
+    bad_maps = ~np.isfinite(arr.reshape(len(arr), -1)).all(1) if arr.size else np.zeros(len(logits), bool)
+    return {i for i in range(len(logits)) if bool(bad[i]) or (i < len(bad_maps) and bool(bad_maps[i]))}
+
+
 def resolve_categories(specs: list[str], names: list[str] | None, num_classes: int) -> list[int]:
     """Class indices from ``--target-category`` values: indices or class names (case-insensitive)."""
     out: list[int] = []

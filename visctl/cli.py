@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from visctl import __version__, _argv
 from visctl.commands import boxam, browse, cam, demo, doctor, featmap, lr, pipeline, recon, slice, tsne
+from visctl.errors import EXIT_USAGE, VisctlError, report
 
 # Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -52,9 +54,15 @@ def root(
     """Look inside PyTorch vision models and their data."""
 
 
+@functools.lru_cache(maxsize=1)
+def command() -> Any:
+    """The click command behind ``app``, built once per process (building it costs ~0.15 s)."""
+    return typer.main.get_command(app)
+
+
 def multi_value_options() -> dict[str, list[str]]:
     """Every repeatable option of every command, by command: the ones the seeds give several values."""
-    group = typer.main.get_command(app)
+    group = command()
     return {name: [o for p in cmd.params if getattr(p, "multiple", False) for o in p.opts]
             for name, cmd in group.commands.items()}  # type: ignore[attr-defined]
 
@@ -64,11 +72,45 @@ def seed_argv(argv: list[str]) -> list[str]:
     return _argv.normalize(argv, multi_value_options())
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point."""
+def _click_error(err: Exception) -> int:
+    """Print one of click's errors (bad value, missing argument, no such option) as visctl prints its own."""
+    ctx = getattr(err, "ctx", None)
+    message = err.format_message()  # type: ignore[attr-defined]
+    if ctx is not None and message == ctx.get_help():  # `visctl` alone: the help, as click shows it
+        err.show()  # type: ignore[attr-defined]
+        return EXIT_USAGE
+    message = " ".join(message.split()).replace(": Value error, ", ": ")  # one line, whatever click wrapped
+    if ctx is None or ctx.parent is None:
+        hint = "run 'visctl --help' for the commands"
+    else:
+        hint = f"run '{ctx.command_path} --help' for the arguments, the options and their allowed values"
+    report(VisctlError(message[:1].lower() + message[1:], hint=hint))
+    return int(getattr(err, "exit_code", EXIT_USAGE)) or EXIT_USAGE
+
+
+def run(argv: list[str], prog_name: str = "visctl") -> int:
+    """Run the CLI on ``argv`` and return the exit status; every error is printed as ``error:`` / ``hint:``.
+
+    The one path from a command line to an exit status: the console script and the tests' ``invoke`` fixture
+    both come through here, so click's own errors (a value out of range, a missing argument, an unknown option)
+    read like visctl's. Exit status: 0 done, 1 some inputs failed, 2 a user mistake, 3 a bug, 130 interrupted.
+    """
     try:
-        app(args=seed_argv(sys.argv[1:] if argv is None else argv), prog_name="visctl")
-    except Exception as exc:  # a crash outside a RunContext (which reports its own): a bug, exit 3
+        status = command().main(args=seed_argv(argv), prog_name=prog_name, standalone_mode=False)
+    except VisctlError as err:  # raised outside a RunContext
+        return report(err, debug="--debug" in argv)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # click's ClickException family
+            return _click_error(err)
         from visctl.errors import report_bug
 
-        sys.exit(report_bug(exc))
+        return report_bug(err)  # a crash outside a RunContext (which reports its own): a bug, exit 3
+    return status if isinstance(status, int) else 0
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,23 @@ def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
                 hint="for example --cfg-options model.num_classes=10 'test_pipeline.0.scale=[224,224]'",
             )
         key, value = item.split("=", maxsplit=1)
-        out[key] = DictAction._parse_iterable(value)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--cfg-options {item!r}: {'no key' if not key else 'an empty part in ' + repr(key)} "
+                              "before '='", hint="name the key with dots between its parts, e.g. "
+                              "--cfg-options model.num_classes=10")
+        try:
+            out[key] = DictAction._parse_iterable(value)
+        except Exception as exc:  # mmengine asserts on unbalanced brackets
+            raise ConfigError(f"--cfg-options {item!r}: cannot read the value {value!r} ({_reason(exc)})",
+                              hint="lists and tuples need balanced brackets: key=[1,2] or key=\"(1,2)\"; "
+                              "quote the whole option for the shell") from exc
     return out
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_config(spec: str, options: list[str] | None = None) -> Any:
@@ -67,12 +84,28 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
         if not path.is_file():
             raise ConfigError(f"config file not found: {spec}", hint="check the path, or pass a model name "
                               "such as torchvision.resnet18 instead of a config")
+        refused: tuple[str, str] | None = None
+        check_base_chain(path)
         try:
-            cfg = Config.fromfile(str(path))
+            with _yaml_as_data():
+                cfg = Config.fromfile(str(path), import_custom_modules=False)
+        except _RefusedYaml as exc:
+            refused = (exc.reason, exc.tag)
+        except RecursionError:
+            raise ConfigError(f"cannot read config {spec}: it is nested too deeply, or its _base_ files "
+                              "inherit from each other in a cycle", hint="check the _base_ chain") from None
         except Exception as exc:  # mmengine raises many types for a broken file
-            raise ConfigError(f"cannot read config {spec}: {exc}",
+            raise ConfigError(f"cannot read config {spec}: {_one_line(exc)}",
                               hint="run `python -c \"from mmengine import Config; Config.fromfile('"
                               f"{spec}')\"` to see the full error") from exc
+        if refused is not None:
+            _close_abandoned_files()
+            reason, tag = refused
+            where = spec if tag in path.read_text(errors="replace") else f"a _base_ file of {spec}"
+            raise ConfigError(f"config {where}: {reason}",
+                              hint="YAML and JSON configs are read as plain data; write a Python config for "
+                              "anything else")
+        _import_custom_modules(cfg, spec)
     elif looks_like_config(spec):
         cfg = Config(dict(model=dict(type=spec)))
     else:
@@ -80,9 +113,214 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
                           hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
                           "torchvision.resnet18, timm.resnet18 or package.module:attr")
     extra = parse_cfg_options(options)
-    if extra:
-        cfg.merge_from_dict(extra)
+    for key, value in extra.items():  # one at a time, so an error names its option
+        try:
+            cfg.merge_from_dict({key: value})
+        except Exception as exc:  # KeyError for an index past a list, TypeError for a key under a number, ...
+            raise ConfigError(f"--cfg-options {key}=...: cannot set {key!r} in the config ({_reason(exc)})",
+                              hint="a number in the key indexes an existing list (0 .. len-1); the parts "
+                              "before it must exist") from exc
     return cfg
+
+
+def _close_abandoned_files() -> None:
+    """Close, quietly, the temp copy that mmengine's ``_file2dict`` leaves open when reading fails.
+
+    It is only reachable from the failed call's frames; once the exception is gone, a collection closes it
+    (without this, its ResourceWarning surfaces at some later, unrelated moment).
+    """
+    import gc
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (YAML and mmengine errors span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _RefusedYaml(Exception):
+    """A YAML document that safe loading refuses (a tag that would build Python objects), or a bomb."""
+
+    def __init__(self, reason: str, tag: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tag = tag
+
+
+# the most nodes a YAML/JSON config may hold once its aliases (&a ... *a) are expanded; real configs hold a
+# few thousand, while nine nested levels of ten aliases make 10**9 (the "billion laughs")
+MAX_CONFIG_NODES = 1_000_000
+
+
+def _expanded_nodes(obj: Any, memo: dict[int, int], busy: set[int]) -> int:
+    """How many nodes ``obj`` holds with every shared (aliased) part counted each time it is used."""
+    if not isinstance(obj, (dict, list, tuple)):
+        return 1
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    if key in busy:
+        raise _RefusedYaml("a YAML alias contains itself (a recursive structure)", "&")
+    busy.add(key)
+    items = [v for kv in obj.items() for v in kv] if isinstance(obj, dict) else obj
+    n = 1
+    for item in items:
+        n += _expanded_nodes(item, memo, busy)
+        if n > MAX_CONFIG_NODES:
+            raise _RefusedYaml(f"its YAML aliases expand to more than {MAX_CONFIG_NODES:,} values "
+                               "(an alias bomb)", "*")
+    busy.discard(key)
+    memo[key] = n
+    return n
+
+
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader, plus ``!!python/tuple`` (mmengine's ``Config.dump`` writes tuples that way)."""
+    import yaml
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        pass
+
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple",
+                           lambda loader, node: tuple(loader.construct_sequence(node)))
+    return Loader
+
+
+def load_yaml(stream: Any) -> Any:
+    """Read YAML as data: plain values, lists and dicts (and tuples); never a Python object.
+
+    PyYAML's full loader, which mmengine uses, builds any object a tag names
+    (``!!python/object/apply:os.system [...]`` runs a command while the file is read).
+
+    Raises:
+        _RefusedYaml: a tag safe loading does not know, a recursive alias, or an alias bomb.
+    """
+    import yaml
+
+    try:
+        data = yaml.load(stream, Loader=_yaml_loader())  # noqa: S506 - the loader is a SafeLoader
+    except yaml.constructor.ConstructorError as exc:
+        import re
+
+        found = re.search(r"tag '([^']*)'", str(exc.problem))
+        tag = found.group(1) if found else "?"
+        line = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark is not None else ""
+        short = tag.replace("tag:yaml.org,2002:", "!!")
+        raise _RefusedYaml(f"the YAML tag {short}{line} is refused: a config is read as data, and this tag would "
+                           "build a Python object (python/object tags run code)", short) from None
+    _expanded_nodes(data, {}, set())
+    return data
+
+
+@contextmanager
+def _yaml_as_data() -> Iterator[None]:
+    """While a config is read, mmengine's YAML handler (full loader) is replaced by :func:`load_yaml`.
+
+    mmengine reads every YAML file of a config chain (the file itself, its ``_base_`` files, a Python
+    config's YAML bases) through the handlers registered in ``mmengine.fileio``; the swap is process-wide
+    while it lasts, like torch's ``safe_globals``.
+    """
+    from mmengine.fileio.handlers import file_handlers
+    from mmengine.fileio.handlers.yaml_handler import YamlHandler
+
+    class SafeYamlHandler(YamlHandler):
+        def load_from_fileobj(self, file: Any, **kwargs: Any) -> Any:
+            return load_yaml(file)
+
+    saved = {key: file_handlers.get(key) for key in ("yaml", "yml")}
+    handler = SafeYamlHandler()
+    for key in saved:
+        file_handlers[key] = handler
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                file_handlers.pop(key, None)
+            else:
+                file_handlers[key] = old
+
+
+def _import_custom_modules(cfg: Any, spec: str) -> None:
+    """mmengine's ``custom_imports`` (modules that register models), never a standard-library module.
+
+    A standard-library module registers nothing, and importing some has effects (``antigravity`` opens a
+    browser); from a YAML or JSON config, naming them is refused.
+    """
+    custom = cfg.get("custom_imports")
+    if not custom:
+        return
+    imports = custom.get("imports") if isinstance(custom, dict) else None
+    names = [imports] if isinstance(imports, str) else imports
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{spec}: custom_imports.imports must be a list of module names, got {imports!r}",
+                          hint="custom_imports = dict(imports=['mypkg.models'], allow_failed_imports=False)")
+    for name in names:
+        if is_stdlib_module(name):
+            raise ConfigError(f"{spec}: custom_imports names {name!r}, a module of the Python standard library",
+                              hint="custom_imports is for the modules that register your models")
+    from mmengine.utils import import_modules_from_strings
+
+    try:
+        import_modules_from_strings(list(names), allow_failed_imports=bool(custom.get("allow_failed_imports")))
+    except ImportError as exc:
+        raise ConfigError(f"{spec}: cannot import custom_imports {', '.join(names)}: {_one_line(exc)}",
+                          hint="install the package, or set PYTHONPATH to the folder that holds it") from None
+
+
+def is_stdlib_module(name: str) -> bool:
+    """Whether a dotted module name belongs to Python's standard library (``os.path``, ``subprocess``, ...)."""
+    import sys
+
+    return name.split(".")[0] in sys.stdlib_module_names
+
+
+def _bases_of(path: Path) -> list[str]:
+    """The ``_base_`` entries a config file names, read without running it (best effort: [] when unreadable)."""
+    import ast
+    import json
+
+    try:
+        text = path.read_text(errors="replace")
+        if path.suffix.lower() == ".py":
+            for node in ast.parse(text).body:
+                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_"
+                                                        for t in node.targets):
+                    value = ast.literal_eval(node.value)
+                    break
+            else:
+                return []
+        elif path.suffix.lower() == ".json":
+            value = json.loads(text).get("_base_", [])
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+            value = data.get("_base_", []) if isinstance(data, dict) else []
+    except Exception:  # a broken file: mmengine reports it with its own words
+        return []
+    values = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+    return [v for v in values if isinstance(v, str) and "::" not in v]  # 'mmdet::...' lives in a package
+
+
+def check_base_chain(path: Path) -> None:
+    """Refuse a config whose ``_base_`` files include each other (mmengine recurses until Python gives up)."""
+    def visit(p: Path, chain: list[Path]) -> None:
+        if p in chain:
+            loop = " -> ".join(str(c) for c in chain[chain.index(p):] + [p])
+            raise ConfigError(f"the config's _base_ files form a cycle: {loop}",
+                              hint="a base config must not inherit, directly or through others, from a config "
+                              "that inherits from it")
+        if len(chain) > 50 or not p.is_file():
+            return
+        for base in _bases_of(p):
+            visit((p.parent / base).resolve(), chain + [p])
+
+    visit(Path(path).resolve(), [])
 
 
 def cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
@@ -137,10 +375,32 @@ def normalization(cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...], bool]
     dp = cfg_get(cfg, "data_preprocessor") or cfg_get(cfg, "model.data_preprocessor")
     if not dp:
         return IMAGENET_MEAN, IMAGENET_STD, True
-    mean = tuple(float(v) for v in dp.get("mean", IMAGENET_MEAN))
-    std = tuple(float(v) for v in dp.get("std", IMAGENET_STD))
+    mean, std = check_mean_std(dp.get("mean", IMAGENET_MEAN), dp.get("std", IMAGENET_STD), "data_preprocessor")
     to_rgb = bool(dp.get("to_rgb", dp.get("bgr_to_rgb", False)))
     return mean, std, to_rgb
+
+
+def check_mean_std(mean: Any, std: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` as three floats each (one value stands for all channels), std nonzero."""
+    import math
+
+    out = []
+    for key, value in (("mean", mean), ("std", std)):
+        try:
+            values = tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+        except (TypeError, ValueError):
+            values = ()
+        if len(values) == 1:
+            values = values * 3
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            example = list(IMAGENET_MEAN if key == "mean" else IMAGENET_STD)
+            raise ConfigError(f"{where}: {key}={value!r} is not 3 numbers (one per colour channel)",
+                              hint=f"write {key}=[r, g, b] in 0-255, e.g. {key}={example}")
+        out.append(values)
+    if any(v == 0 for v in out[1]):
+        raise ConfigError(f"{where}: std={std!r} has a zero (every pixel would divide by it)",
+                          hint=f"use the dataset's standard deviation per channel, e.g. std={list(IMAGENET_STD)}")
+    return out[0], out[1]
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pth.tar", ".tar")

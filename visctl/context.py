@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
+import re
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +17,19 @@ from typing import Any
 
 import typer
 
-from visctl.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, DeviceError, VisctlError, report, report_bug
+from visctl import output
+from visctl.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_PARTIAL,
+    EXIT_TERMINATED,
+    DeviceError,
+    InputWarning,
+    OutputError,
+    Terminated,
+    VisctlError,
+    report,
+    report_bug,
+)
 from visctl.output import OutputWriter
 
 _LOGGER_IDS = itertools.count()  # one fresh MMLogger per run (mmengine keeps every instance by name)
@@ -34,6 +49,8 @@ def resolve_device(spec: str) -> str:
     import torch
 
     spec = spec.strip().lower()
+    if spec.startswith("cuda") and not re.fullmatch(r"cuda(:\d+)?", spec):  # before asking torch anything
+        raise DeviceError(f"--device {spec!r}: not a device name", hint="use auto, cpu, cuda, cuda:N (N a number) or mps")
     if spec == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -62,15 +79,26 @@ def resolve_device(spec: str) -> str:
 class RunContext:
     """Built once per invocation; commands open it with ``with RunContext(...) as ctx:``.
 
-    On leaving, a :class:`VisctlError` is reported once (exit 2), Ctrl-C writes a true manifest (exit 130), and
-    any other exception is a bug: its traceback and an ``internal error`` line, exit 3.
+    On entering, the output folder (and ``out_files``, files the command was told to write) is checked
+    before any work: a folder that is a file, read-only or cannot be made is one clear error. SIGTERM is
+    handled like Ctrl-C while the context is open. On leaving, a :class:`VisctlError` (a full disk included)
+    is reported once (exit 2) with the manifest saying what was finished; Ctrl-C writes a true manifest
+    (exit 130), SIGTERM too (exit 143). Any other exception is a bug: its traceback and an
+    ``internal error`` line, exit 3 (the manifest keeps what was finished, status ``crashed``).
     """
 
     def __init__(self, command: str, *, out_dir: Path | None = None, device: str = "auto",
                  threads: int | None = None, quiet: bool = False, json_out: bool = False, debug: bool = False,
                  seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None,
-                 show: bool = False, unsafe_load_checkpoint: bool = False) -> None:
+                 show: bool = False, unsafe_load_checkpoint: bool = False,
+                 max_pixels: int | None = None, out_files: list[tuple[str, Path | None]] | None = None) -> None:
         self.command = command
+        # (option name, path) of the files the command was told to write, e.g. ("--save-path", lr.png)
+        self.out_files = [(what, Path(f)) for what, f in out_files or [] if f is not None]
+        self.protected: dict[tuple[int, int], str] = {}  # the run's inputs (device, inode) -> path
+        self._created: list[Path] = []  # folders this run made, removed again if it writes nothing
+        self._finished = False
+        self._handlers: dict[int, Any] = {}
         self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
         self.device_spec = device
@@ -83,6 +111,7 @@ class RunContext:
         self.backend = backend
         self.show = show
         self.unsafe_load_checkpoint = unsafe_load_checkpoint
+        self.max_pixels = max_pixels  # --max-pixels of the commands that read images (None: no budget)
         self.notes: list[str] = []  # remarks for the manifest, also those made before the writer opens
         self.show_interval: float | None = None  # seconds per output, or keys only
         self.writer: OutputWriter | None = None
@@ -98,32 +127,100 @@ class RunContext:
         # stderr, so --json and the list of outputs stay parseable
         self._stdout = sys.stdout
         sys.stdout = sys.stderr
-        if self.backend:
-            from visctl.output import check_backend
+        try:
+            if self.backend:
+                from visctl.output import check_backend
 
-            try:
                 check_backend(self.backend)
-            except VisctlError as err:
-                raise typer.Exit(report(err, self.debug)) from None
+            # before any config, model or data: a bad folder must cost nothing
+            self._created += output.prepare_dir(self.out_dir, "--out-dir")
+            for what, f in self.out_files:
+                self._created += output.check_file_target(f, what)
+        except VisctlError as err:
+            sys.stdout = self._stdout
+            output.remove_empty(self._created)
+            raise typer.Exit(report(err, self.debug)) from None
+        self._install_signals()
+        # what the library warns about an input (InputWarning) is a `warning:` line of the run, every time
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("always", InputWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, InputWarning):
+                self.warn(str(message))
+            else:
+                shown(message, category, *args, **kwargs)
+        warnings.showwarning = show
         return self
+
+    def _install_signals(self) -> None:
+        """SIGTERM (and SIGINT) raise in the main thread, held back while a file and its record are written."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            old = signal.getsignal(signum)
+            if old is signal.SIG_IGN:  # nohup, background jobs: the user asked not to be stopped by it
+                continue
+            self._handlers[signum] = old
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        output.interrupt(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
+
+    def _restore_signals(self) -> None:
+        for signum, old in self._handlers.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        self._handlers = {}
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         sys.stdout = self._stdout
-        if isinstance(exc, VisctlError):
-            raise typer.Exit(report(exc, self.debug))
+        try:
+            self._leave(exc)
+        finally:
+            self._warnings.__exit__(None, None, None)
+            self._restore_signals()
+            output.clear_interrupt()
+            output.remove_empty(self._created)  # --preview-model, an error before any output: no empty folder
+
+    def _leave(self, exc: BaseException | None) -> None:
         if isinstance(exc, KeyboardInterrupt):
-            if self.writer is not None:
-                self.writer.finish("interrupted")
-            print("interrupted: finished outputs are kept, manifest.json lists them", file=sys.stderr)
-            raise typer.Exit(EXIT_INTERRUPTED)
+            for signum in self._handlers:  # a second Ctrl-C must not cut the manifest in half
+                signal.signal(signum, signal.SIG_IGN)
+            terminated = isinstance(exc, Terminated)
+            what = "terminated (SIGTERM)" if terminated else "interrupted"
+            if self.writer is None:
+                print(f"{what}: before any output was written", file=sys.stderr)
+            elif self._finished:
+                print(f"{what}: every output was written; {self.writer.path('manifest.json')} lists them",
+                      file=sys.stderr)
+            else:
+                try:
+                    manifest = self.writer.finish("terminated" if terminated else "interrupted")
+                    m = self.writer.manifest
+                    print(f"{what}: {len(m['outputs'])} finished output(s) of {len(m['inputs'])} input(s) are "
+                          f"kept; {manifest} lists them", file=sys.stderr)
+                except VisctlError as err:
+                    print(f"{what}; and the manifest could not be written: {err.message}", file=sys.stderr)
+            raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        if isinstance(exc, OSError) and exc.errno in output.DISK_ERRNOS:  # a full disk outside the writer
+            where = f" {exc.filename}" if exc.filename else ""
+            exc = OutputError(f"cannot write{where}: {exc.strerror or exc}", hint=output._path_hint(exc))
+        if isinstance(exc, VisctlError):
+            if self.writer is not None and not self._finished:
+                try:
+                    self.writer.finish("error", error=exc.message)
+                except VisctlError as err:
+                    print(f"warning: the manifest could not be updated: {err.message}", file=sys.stderr)
+            raise typer.Exit(report(exc, self.debug))
         if isinstance(exc, Exception) and not isinstance(exc, (typer.Exit, typer.Abort, typer.TyperException)):
             # a bug: exit 3 with its traceback (never 1, which means "some inputs failed"); the manifest keeps
             # what was finished, with status "crashed"
-            if self.writer is not None:
+            if self.writer is not None and not self._finished:
                 try:
-                    self.writer.manifest["error"] = f"{type(exc).__name__}: {exc}"
-                    self.writer.finish("crashed")
-                except Exception:  # the crash must still be reported as itself
+                    self.writer.finish("crashed", error=f"{type(exc).__name__}: {exc}")
+                except Exception:  # noqa: BLE001 - the original exception matters more
                     pass
             raise typer.Exit(report_bug(exc))
 
@@ -134,9 +231,29 @@ class RunContext:
 
         from visctl.config import load_config
 
+        self.protect(spec)
         # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless --debug
         MMLogger.get_instance(f"visctl-{next(_LOGGER_IDS)}", log_level="INFO" if self.debug else "WARNING")
         return load_config(spec, self.cfg_options)
+
+    def protect(self, *paths: Any) -> None:
+        """Inputs of the run (images, config, checkpoint, ...): nothing the run writes may replace them.
+
+        A file the command was told to write (``--save-path``, ``--csv``) that is one of them is refused
+        here, before the work; an output that would land on one later is refused by the writer.
+        """
+        for p in paths:
+            if isinstance(p, (str, Path)):
+                fid = output.file_id(p)
+                if fid is not None:
+                    self.protected.setdefault(fid, str(p))
+        if self.writer is not None:
+            self.writer.protected.update(self.protected)
+        for what, f in self.out_files:
+            fid = output.file_id(f)
+            if fid is not None and fid in self.protected:
+                raise OutputError(f"{what} {f} is an input of this run ({self.protected[fid]}); visctl never "
+                                  "writes over its inputs", hint=f"give {what} another file name")
 
     @property
     def device(self) -> str:
@@ -160,11 +277,18 @@ class RunContext:
             torch.manual_seed(self.seed)
 
     def open_writer(self, params: dict[str, Any], out_dir: Path | None = None) -> OutputWriter:
-        """Start the run's output directory and manifest."""
-        self.writer = OutputWriter(out_dir or self.out_dir, self.command, params, started=self.started)
+        """Start the run's output directory and its record in the folder's manifest (status ``running``)."""
+        folder = Path(out_dir or self.out_dir)
+        if os.path.abspath(folder) != os.path.abspath(self.out_dir):
+            self._created += output.prepare_dir(folder, "--out-dir")
+        if self.max_pixels is not None:
+            params = dict(params, max_pixels=self.max_pixels)
+        writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.protected)
         for note in self.notes:
-            self.writer.note(note)
-        return self.writer
+            writer.note(note)
+        writer.start()
+        self.writer = writer
+        return writer
 
     def skip(self, path: Any, message: str) -> None:
         """A bad input in a batch run: warn, list it in the manifest, carry on (the run exits 1)."""
@@ -229,12 +353,15 @@ class RunContext:
             where = push_to_backend(self.backend, self.writer.out_dir, images, self.command)
             self.writer.manifest["backend"] = dict(name=self.backend, save_dir=str(where))
         manifest_path = self.writer.finish(status)
+        self._finished = True
         if self.default_out and self.writer.out_dir == self.out_dir:
             from visctl.output import write_root_index
 
             write_root_index(self.out_dir.parent)  # visctl-out/index.html links every command's latest run
         if self.json_out:
-            self.result(json.dumps(self.writer.manifest, indent=2, default=str))
+            from visctl.output import to_json
+
+            self.result(to_json(self.writer.manifest))
         else:
             for out in self.writer.manifest["outputs"]:
                 self.result(str(self.writer.out_dir / out["path"]) if not Path(out["path"]).is_absolute()

@@ -57,11 +57,13 @@ class Dataset:
 
 
 class FileDataset(Dataset):
-    """Image files with optional labels."""
+    """Image files with optional labels; an image over ``max_pixels`` fails to load like a broken file."""
 
-    def __init__(self, files: list[tuple[Path, int | None]], classes: list[str] | None) -> None:
+    def __init__(self, files: list[tuple[Path, int | None]], classes: list[str] | None,
+                 max_pixels: int | None = None) -> None:
         self.files = files
         self.classes = classes
+        self.max_pixels = max_pixels  # kept here: the DataLoader workers load with it
 
     def __len__(self) -> int:
         return len(self.files)
@@ -70,7 +72,7 @@ class FileDataset(Dataset):
         from visctl.images import read_image
 
         path, label = self.files[index]
-        return Sample(read_image(path), label, str(path))
+        return Sample(read_image(path, self.max_pixels), label, str(path))
 
     def name(self, index: int) -> str:
         return str(self.files[index][0])
@@ -252,10 +254,15 @@ def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str]
     there is one folder per class, as a clear error.
     """
     from visctl.images import is_image_path
+    from visctl.output import drop_visctl_outputs, is_visctl_folder
 
-    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    def images_under(d: Path) -> list[Path]:  # what a visctl run wrote there (-o inside the data) is no sample
+        return [p for p in drop_visctl_outputs(sorted(p for p in d.rglob("*") if p.is_file()))[0]
+                if is_image_path(p)]
+
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_visctl_folder(p))
     if not subdirs:
-        return [(p, None) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_path(p)], None
+        return [(p, None) for p in images_under(folder)], None
     if classes is None:
         folder_to_idx = {d: i for i, d in enumerate(subdirs)}
         classes = subdirs
@@ -282,15 +289,15 @@ def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str]
     empty = []
     for d in sorted(folder_to_idx):
         # sorted relative paths as strings, as get_samples sorts list_dir_or_file's names
-        found = sorted((p.relative_to(folder / d).as_posix(), p) for p in (folder / d).rglob("*")
-                       if p.is_file() and is_image_path(p))
+        found = sorted((p.relative_to(folder / d).as_posix(), p) for p in images_under(folder / d))
         files.extend((p, folder_to_idx[d]) for _, p in found)
         if not found:
             empty.append(d)
     if empty and files:  # as get_samples' empty_folders and the warning _find_samples logs
         warn(f"{folder}: no image in the class folder(s) {', '.join(empty)}")
     if not files:  # class folders without images: the images beside them, unlabelled
-        return [(p, None) for p in sorted(folder.iterdir()) if p.is_file() and is_image_path(p)], None
+        return [(p, None) for p in drop_visctl_outputs(sorted(folder.iterdir()))[0]
+                if p.is_file() and is_image_path(p)], None
     return files, classes
 
 
@@ -300,7 +307,8 @@ def _python_warning(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] | None = None) -> Dataset:
+def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] | None = None,
+                  max_pixels: int | None = None) -> Dataset:
     """Build the dataset of a ``<phase>_dataloader.dataset`` dict without downloading anything.
 
     Understood: ImageFolder (root), mmpretrain's CustomDataset / ImageNet (data_root, data_prefix, ann_file
@@ -312,6 +320,7 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
         cfg: the dataset dict.
         phase: train, val or test (ImageNet's default folder, CIFAR's split).
         warn: called with each warning (skipped folders, empty class folders); ``warnings.warn`` by default.
+        max_pixels: the pixel budget of one image (``--max-pixels``); None for none.
     """
     warn = warn or _python_warning
     cfg = _unwrap(cfg)
@@ -326,6 +335,9 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
 
         size = cfg.get("size", 100)
         shape = tuple(cfg.get("image_size", (3, 64, 64)))
+        if max_pixels is not None and len(shape) == 3 and int(shape[1]) * int(shape[2]) > max_pixels:
+            raise ConfigError(f"FakeData image_size {shape} is over the budget of {max_pixels:,} pixels "
+                              "(--max-pixels)", hint="use a smaller image_size, or raise --max-pixels")
         n_cls = int(cfg.get("num_classes", 10))
         ds = torchvision.datasets.FakeData(size=size, image_size=shape, num_classes=n_cls,
                                            random_offset=int(cfg.get("random_offset", 0)))
@@ -336,7 +348,7 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
     if kind in ("ImageFolder", "CustomDataset", "ImageNet", "ImageList", "ImageFolderDataset", ""):
         root = Path(str(cfg.get("data_root") or cfg.get("root") or "."))
         if cfg.get("files"):
-            return FileDataset([(root / f, None) for f in cfg["files"]], classes)
+            return FileDataset([(root / f, None) for f in cfg["files"]], classes, max_pixels)
         prefix = cfg.get("data_prefix", "")
         prefix = prefix.get("img_path", prefix.get("img", "")) if isinstance(prefix, dict) else (prefix or "")
         if kind == "ImageNet" and not prefix and not cfg.get("ann_file"):
@@ -361,7 +373,7 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
             if classes and unnamed:
                 warn(f"{ann_path}: label(s) {', '.join(map(str, unnamed[:10]))} have no name among the "
                      f"{len(classes)} classes")
-            return FileDataset(files, classes)
+            return FileDataset(files, classes, max_pixels)
         if not folder.is_dir():
             raise InputError(f"dataset folder not found: {folder}",
                              hint="set data_root (and data_prefix) in the config, or --cfg-options "
@@ -369,7 +381,7 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
         files, found = _class_folders(folder, classes, warn)
         if not files:
             raise InputError(f"no images under {folder}", hint="expected class folders or image files")
-        return FileDataset(files, found if found is not None else classes)
+        return FileDataset(files, found if found is not None else classes, max_pixels)
     raise ConfigError(f"dataset type {kind!r} is not understood",
                       hint="use ImageFolder, CustomDataset, ImageNet (local folders), ImageList, CIFAR10/100 "
                       "(local files) or FakeData")

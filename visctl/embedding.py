@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import os
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from visctl.errors import VisctlError
+from visctl.errors import VisctlError, closest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,9 +124,51 @@ def pool(t: torch.Tensor, mode: Pooling, extra_tokens: int = 1) -> torch.Tensor:
     raise VisctlError(f"cannot pool a {t.ndim}-D output {tuple(t.shape)} into vectors")
 
 
+def metrics(method: EmbedMethod) -> list[str] | None:
+    """The ``--metric`` names ``method`` accepts whatever the number of samples (None: it takes no metric).
+
+    openTSNE finds neighbours exactly (scikit-learn) below 1000 samples and approximately (Annoy, or
+    pynndescent when installed) above, so only the metrics both accept are safe; scikit-learn's t-SNE takes its
+    neighbour metrics; UMAP its named distances.
+    """
+    if method is EmbedMethod.pca:
+        return None
+    if method is EmbedMethod.umap:
+        try:
+            from umap.distances import named_distances
+        except ImportError:
+            return None  # embed() says umap-learn is missing
+        return sorted(named_distances)
+    try:
+        from openTSNE import nearest_neighbors as nn
+    except ImportError:
+        from sklearn.neighbors import VALID_METRICS
+
+        return sorted(m for m in VALID_METRICS["brute"] if m != "precomputed")
+    approx = set(nn.Annoy.VALID_METRICS)
+    try:
+        import pynndescent  # noqa: F401
+
+        approx |= set(nn.NNDescent.VALID_METRICS)
+    except ImportError:
+        pass
+    return sorted(set(nn.Sklearn.VALID_METRICS) & approx)
+
+
+def check_metric(method: EmbedMethod, metric: str) -> None:
+    """Refuse a ``--metric`` the embedding cannot use, before any feature is extracted."""
+    names = metrics(method)
+    if names is not None and metric not in names:
+        near = closest(metric, names)
+        raise VisctlError(f"--metric {metric!r}: {method.value} does not know this distance",
+                          hint=(f"did you mean {', '.join(near)}? " if near else "") + f"choose one of {', '.join(names)}")
+
+
 def sample_indices(labels: list[int], classes: list[int] | None, max_classes: int, per_class: int,
                    seed: int) -> list[int]:
     """Up to ``per_class`` random samples of each chosen class (the first ``max_classes`` present by default).
+
+    Unlabelled samples (label -1) are never chosen.
 
     Returns:
         Dataset indices, sorted.
@@ -135,7 +178,8 @@ def sample_indices(labels: list[int], classes: list[int] | None, max_classes: in
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
     for i, lab in enumerate(labels):
-        by_class.setdefault(lab, []).append(i)
+        if lab >= 0:  # -1: a file outside the class folders, with no class to colour it by
+            by_class.setdefault(lab, []).append(i)
     chosen = classes if classes is not None else sorted(by_class)[:max_classes]
     out: list[int] = []
     for c in chosen:
@@ -159,6 +203,11 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     votes = labels[idx]
     pred = np.array([np.bincount(v).argmax() for v in votes])
     return float((pred == labels).mean())
+
+
+def effective_perplexity(perplexity: float, n: int) -> float:
+    """The perplexity t-SNE can use on ``n`` points: below n / 3 (each point needs 3 x perplexity neighbours)."""
+    return perplexity if perplexity * 3 < n else max(1.0, (n - 1) / 3.0)
 
 
 def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0, n_iter: int = 1000,
@@ -201,8 +250,9 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
         reducer = umap.UMAP(n_components=n_components, metric=metric, random_state=seed, n_neighbors=min(15, n - 1),
                             init="pca" if init == "pca" else "random")
         return reducer.fit_transform(x), "UMAP (umap-learn)"
-    if perplexity * 3 >= n:
-        perplexity = max(1.0, (n - 1) / 3.0)
+    used = effective_perplexity(perplexity, n)
+    if used != perplexity:
+        perplexity = used
         if warn:
             warn(f"perplexity lowered to {perplexity:.1f} for {n} samples")
     try:
@@ -237,6 +287,40 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
     return TSNE(**kwargs).fit_transform(x), "t-SNE (scikit-learn, PCA-50)"
 
 
+def feature_file(path: Any, rows: int, dims: int) -> Any:
+    """A (rows, dims) float32 .npy to fill in place through a memory map, its disk space taken first.
+
+    Writing through a map onto a full disk is a SIGBUS that kills the process with nothing said. So the free
+    space is checked against the file's size, and the file's blocks are reserved (``posix_fallocate``) before
+    it is mapped: a full disk is an ``OSError(ENOSPC)`` here, which the run reports as one clear error.
+    """
+    import errno
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    need = rows * dims * 4 + 4096  # float32 rows and the .npy header
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"the features need {need / 2**20:.1f} MiB and the disk has "
+                      f"{free / 2**20:.1f} MiB free", str(path))
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dims))
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+                del mm
+                path.unlink(missing_ok=True)
+                raise
+        finally:
+            os.close(fd)
+    return mm
+
+
 def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int], *, mean: Any, std: Any, rgb: bool,
             device: str, batch_size: int, num_workers: int, pooling: Pooling, extra_tokens: int,
             out_dir: Any, prefix: str = "features", progress: Any = None,
@@ -248,6 +332,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
 
     Features stream to disk batch by batch, so 100,000 images x 2048 dims need no more memory than one
     batch. Returns ``dict(features={label: path}, rows=[dataset index per row], labels, names, failures)``.
+    When extraction stops (an interrupt, a full disk, an error), the half-filled files are removed.
     """
     from pathlib import Path
 
@@ -275,8 +360,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             vec = pool(t, pooling, extra_tokens).cpu().numpy().astype(np.float32)
             if label not in files:
                 paths[label] = out_dir / f"{prefix}_{label.replace('.', '_').replace('[', '-').replace(']', '')}.npy"
-                files[label] = np.lib.format.open_memmap(paths[label], mode="w+", dtype=np.float32,
-                                                         shape=(len(indices), vec.shape[1]))
+                files[label] = feature_file(paths[label], len(indices), vec.shape[1])
             if vec.shape[1] != files[label].shape[1]:
                 raise VisctlError(f"{label}: images give features of different sizes ({vec.shape[1]} vs "
                                   f"{files[label].shape[1]})", hint="use a pipeline that makes every image one size, "
@@ -288,24 +372,34 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             names.append(item["name"])
         pending.clear()
 
-    for item in datasets.iterate(samples, indices, num_workers=num_workers, batch_size=batch_size):
-        if progress:
-            progress()
-        if item["error"]:
-            failures.append((item["name"], item["error"]))
-            continue
-        if pending and item["views"][0].shape != pending[0]["views"][0].shape:
-            flush()
-        pending.append(item)
-        if len(pending) == batch_size:
-            flush()
-    flush()
-    for label, mm in files.items():
-        mm.flush()
-        if len(rows) < mm.shape[0]:  # some inputs failed: keep only the written rows
-            kept = np.array(mm[:len(rows)])
-            del mm
-            np.save(paths[label], kept)
+    try:
+        for item in datasets.iterate(samples, indices, num_workers=num_workers, batch_size=batch_size):
+            if progress:
+                progress()
+            if item["error"]:
+                failures.append((item["name"], item["error"]))
+                continue
+            if pending and item["views"][0].shape != pending[0]["views"][0].shape:
+                flush()
+            pending.append(item)
+            if len(pending) == batch_size:
+                flush()
+        flush()
+        for label in list(files):
+            files[label].flush()
+            if len(rows) < files[label].shape[0]:  # some inputs failed: keep only the written rows
+                kept = np.array(files[label][:len(rows)])
+                files[label] = None
+                tmp = paths[label].with_name(f".{paths[label].name}.part")
+                with open(tmp, "wb") as fh:
+                    np.save(fh, kept)
+                os.replace(tmp, paths[label])
+    except BaseException:
+        files.clear()  # unmap before removing
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+            path.with_name(f".{path.name}.part").unlink(missing_ok=True)
+        raise
     return dict(features=paths, rows=rows, labels=labels, names=names, failures=failures)
 
 
@@ -328,8 +422,7 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
         parts = [np.load(sh["features"][label], mmap_mode="r") for sh in shards]
         name = Path(shards[0]["features"][label]).name.replace("features.rank0_", "features_")
         target = out_dir / name
-        merged = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32,
-                                           shape=(len(entries), parts[0].shape[1]))
+        merged = feature_file(target, len(entries), parts[0].shape[1])
         for i, (_, r, k) in enumerate(entries):
             merged[i] = parts[r][k]
         merged.flush()

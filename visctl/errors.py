@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ EXIT_PARTIAL = 1
 EXIT_INTERNAL = 3
 #: exit status after Ctrl-C (128 + SIGINT)
 EXIT_INTERRUPTED = 130
+#: exit status after SIGTERM, what CI runners and job schedulers send (128 + SIGTERM)
+EXIT_TERMINATED = 143
 
 
 class VisctlError(Exception):
@@ -25,6 +28,10 @@ class VisctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+class InputWarning(UserWarning):
+    """An input was read, with a caveat (NaN pixels left out, ...): printed as ``warning: ...`` during a run."""
 
 
 class InputError(VisctlError):
@@ -51,6 +58,14 @@ class DependencyError(VisctlError):
     """A dependency is missing or has a version visctl does not support (the message names both)."""
 
 
+class OutputError(VisctlError):
+    """The output folder or file cannot be written: not a folder, read-only, full, or an input of the run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run ends as after Ctrl-C (a true manifest), exit 143."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """Return the choices most similar to ``name``, best first."""
     choices = list(choices)
@@ -75,9 +90,9 @@ def report(err: VisctlError, debug: bool = False) -> int:
     """Print ``err`` once to stderr as ``error: ...`` / ``hint: ...`` and return the exit status."""
     if debug or debug_enabled():
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
-    print(f"error: {err.message}", file=sys.stderr)
+    print(f"error: {plain(err.message)}", file=sys.stderr)
     if err.hint:
-        print(f"hint: {err.hint}", file=sys.stderr)
+        print(f"hint: {plain(err.hint)}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -90,3 +105,13 @@ def report_bug(exc: BaseException) -> int:
     print(f"internal error: {type(exc).__name__}: {first} -- this is a bug in visctl (or a library it calls); "
           "please report it with the traceback above and the command line", file=sys.stderr)
     return EXIT_INTERNAL
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal escape sequences (colours from a library's message) or other control
+    characters but newlines and tabs: a message prints the same on a terminal, in a log and in CI."""
+    text = _ANSI.sub("", str(text))
+    return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())

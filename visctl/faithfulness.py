@@ -170,3 +170,31 @@ def ranking(per_method: dict[str, list[Faithfulness]]) -> list[dict]:
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows
+
+
+def ranking_figure(rows: list[dict]) -> Any:
+    """A matplotlib Figure: mean ROAD combined per method (error bars: spread over the images), best first."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 0.5 + 0.45 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    names = [f"{r['rank']}. {r['method']}" for r in rows]
+    means = [r["road_combined"]["mean"] for r in rows]
+    spread = [r["road_combined"]["std"] for r in rows]
+    ax.barh(names[::-1], means[::-1], xerr=spread[::-1], color="#4c72b0")
+    for y, (m, r) in enumerate(zip(means[::-1], rows[::-1])):
+        ax.annotate(f"ROAD {m:+.3f}  del {r['deletion_auc']['mean']:.2f}  ins {r['insertion_auc']['mean']:.2f}",
+                    (0, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"ROAD combined (higher = more faithful), mean over {rows[0]['n'] if rows else 0} map(s)")
+    return fig
+
+
+def table(rows: list[dict]) -> str:
+    """The ranking as text, one method per line."""
+    lines = [f"{'rank':>4}  {'method':<20}{'ROAD':>9}{'±':>7}{'deletion':>10}{'insertion':>11}{'keep-top':>10}"]
+    for r in rows:
+        lines.append(f"{r['rank']:>4}  {r['method']:<20}{r['road_combined']['mean']:>+9.3f}"
+                     f"{r['road_combined']['std']:>7.3f}{r['deletion_auc']['mean']:>10.3f}"
+                     f"{r['insertion_auc']['mean']:>11.3f}{r['keep_top_change']['mean']:>+10.3f}")
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,30 +14,97 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
+#: the most pixels (width x height) an input image may have: PIL's own limit (``Image.MAX_IMAGE_PIXELS``),
+#: 89.5 MP, 256 MiB as 8-bit RGB. A 74-byte PNG can claim 100000 x 100000: its header is read first.
+DEFAULT_MAX_PIXELS = 89_478_485
+#: ``slice``'s default, made for huge images: OpenCV's decoding limit (``CV_IO_MAX_IMAGE_PIXELS``), 2**30
+#: (a 32768 x 32768 image, 3 GiB as RGB); larger budgets decode through PIL
+SLICE_MAX_PIXELS = 1 << 30
+
+
+class ImageTooLarge(InputError):
+    """An image whose header claims more pixels than the budget (``--max-pixels``)."""
+
+
+def image_size(path: Path | str) -> tuple[int, int] | None:
+    """An image's (width, height) from its header, without decoding it; None when PIL cannot read the header.
+
+    PIL reads PNG, JPEG, BMP, TIFF, WebP, PNM, GIF, ... headers lazily; its own bomb check is off here
+    because the budget is visctl's (:func:`check_pixels`).
+    """
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # not an image PIL knows, or a broken header: the decoder will say so
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def check_pixels(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """Refuse an image whose header claims more than ``max_pixels`` pixels; returns its (width, height).
+
+    Raises:
+        ImageTooLarge: over the budget (a decompression bomb, or a genuinely huge image).
+    """
+    size = image_size(path)
+    if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
+        w, h = size
+        raise ImageTooLarge(f"{path} is {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over the budget of "
+                            f"{max_pixels / 1e6:,.1f} MP (--max-pixels)",
+                            hint=f"raise --max-pixels if the image is genuine (decoding takes {3 * w * h / 2**30:,.1f} "
+                            "GiB), or downscale it first")
+    return size
+
+
+def _opencv_pixel_limit() -> int:
+    """The most pixels OpenCV decodes (``CV_IO_MAX_IMAGE_PIXELS``, default 2**30)."""
+    import os
+
+    try:
+        return int(os.environ.get("CV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+    except ValueError:
+        return 1 << 30
+
 
 def is_image_path(path: Path) -> bool:
     """Whether the path has an image suffix (case-insensitive)."""
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def gather_images(specs: list[str]) -> list[Path]:
+def gather_images(specs: list[str], note: Callable[[str], None] | None = None) -> list[Path]:
     """Expand image arguments into a sorted, de-duplicated list of files.
 
     Each spec may be a file, a directory (searched recursively for image suffixes) or a glob pattern.
     A spec that matches nothing raises :class:`InputError`; a named file is kept even if it later fails
-    to decode, so the batch can report it.
+    to decode, so the batch can report it. In a directory, the files a visctl run wrote there (listed in a
+    manifest.json under it: an ``-o`` inside the input folder) are not inputs; ``note`` hears how many.
     """
+    from visctl.output import drop_visctl_outputs
+
     found: list[Path] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            hits = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            hits = [p for p in drop_visctl_outputs(files)[0] if is_image_path(p)]
+            dropped = sum(1 for p in files if is_image_path(p)) - len(hits)
+            if dropped and note is not None:
+                note(f"{spec}: {dropped} file(s) written by visctl (listed in a manifest.json there) are not inputs")
             if not hits:
-                raise InputError(f"no images under directory {spec}",
+                raise InputError(f"no images under directory {spec}" +
+                                 (f" ({dropped} file(s) there are visctl outputs)" if dropped else ""),
                                  hint=f"visctl reads {' '.join(IMAGE_SUFFIXES)} files")
             found.extend(hits)
         elif path.is_file():
             found.append(path)
+        elif path.exists():  # a FIFO, socket or device: reading it could block or never end
+            raise InputError(f"{spec} is not a regular file (it is a {_kind(path)})",
+                             hint="give image files, directories of them, or globs")
         elif any(ch in spec for ch in "*?["):
             hits = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
             if not hits:
@@ -51,30 +119,109 @@ def gather_images(specs: list[str]) -> list[Path]:
     return list(unique)
 
 
-def read_image(path: Path | str) -> np.ndarray:
+def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as RGB uint8 (H, W, 3).
 
     EXIF orientation is applied; grayscale is expanded to three channels; an alpha channel is dropped;
-    16-bit images are scaled to 8 bits over their full range.
+    16-bit images are scaled to 8 bits over their full range. The header's size is checked against
+    ``max_pixels`` before anything is decoded (None: no budget).
 
     Raises:
+        ImageTooLarge: the image has more than ``max_pixels`` pixels.
         InputError: the file is missing or cannot be decoded.
     """
     import cv2
     import numpy as np
 
     path = Path(path)
+    size = check_pixels(path, max_pixels)
+    if size is not None and size[0] * size[1] > _opencv_pixel_limit():
+        return _read_with_pil(path)  # within the budget, beyond what OpenCV decodes
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}", hint="check the path and its permissions") from exc
     # IMREAD_COLOR applies the EXIF orientation; ANYDEPTH keeps 16-bit samples for an exact rescale
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    except cv2.error as exc:  # a header PIL could not read, beyond OpenCV's limits
+        raise InputError(f"cannot decode {path}: OpenCV refuses it ({' '.join(str(exc).split())[-120:]})",
+                         hint="is the file complete, and an image of a sane size?") from None
     if img is None:
         raise InputError(f"cannot decode {path} as an image", hint="is the file complete and an image format?")
+    return _to_rgb8(img, bgr=True, path=path)
+
+
+def _to_rgb8(img: np.ndarray, bgr: bool, path: Path) -> np.ndarray:
+    import cv2
+    import numpy as np
+
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
-        lo, hi = float(img.min()), float(img.max())  # float images: stretch to 0-255
-        img = ((img - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: a huge image is not held twice
+        img = _float_to_u8(img, path)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if bgr:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: a huge image is not held twice
+    return img
+
+
+def _read_with_pil(path: Path) -> np.ndarray:
+    """Decode through PIL an image larger than OpenCV's limit (the budget was raised for it)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the budget was checked by the caller
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im)
+                return _to_rgb8(arr.astype(np.uint16) if im.mode.startswith("I;16") else arr, bgr=False, path=path)
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"cannot decode {path} as an image ({exc})",
+                         hint="is the file complete and an image format?") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _kind(path: Path) -> str:
+    import stat
+
+    mode = path.stat().st_mode
+    return ("FIFO (named pipe)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+
+
+def _float_to_u8(img: np.ndarray, path: Path) -> np.ndarray:
+    """A float (or 32-bit) image stretched to 0-255 over its finite values.
+
+    NaN and infinite pixels take no part in the range and become 0, with an :class:`InputWarning`; a constant
+    image keeps its value (0-1 images times 255, 0-255 ones as they are) instead of turning black.
+    """
+    import warnings
+
+    import numpy as np
+
+    from visctl.errors import InputWarning
+
+    img = img.astype(np.float32, copy=False)
+    finite = np.isfinite(img)
+    if not finite.any():
+        raise InputError(f"{path} has no finite pixel (every value is NaN or infinite)",
+                         hint="check how the image was written")
+    bad = int(img.size - np.count_nonzero(finite))
+    if bad:
+        warnings.warn(f"{path}: {bad} NaN or infinite value(s) left out of the intensity range and drawn as 0",
+                      InputWarning, stacklevel=3)
+    lo, hi = float(img[finite].min()), float(img[finite].max())
+    if hi > lo:
+        out = (img - lo) / (hi - lo) * 255.0
+    else:  # constant: keep the value where it reads as an intensity
+        level = lo * 255.0 if 0.0 <= lo <= 1.0 else lo if 0.0 <= lo <= 255.0 else 128.0
+        out = np.full(img.shape, level, np.float32)
+    out[~finite] = 0.0
+    return np.clip(out, 0, 255).round().astype(np.uint8)

@@ -40,6 +40,10 @@ def mask_from_file(path: Any, grid: tuple[int, int]) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise VisctlError(f"mask file not found: {path}", hint="give a .npy or an image, nonzero = masked")
+    if path.suffix != ".npy":
+        from visctl.images import check_pixels
+
+        check_pixels(path)  # a mask is small: the default budget; a bomb would stop OpenCV with cv2.error
     arr = np.load(path) if path.suffix == ".npy" else cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if arr is None or arr.ndim != 2:
         raise VisctlError(f"cannot read a 2-D mask from {path}", hint="a .npy array or a grayscale image")

@@ -53,8 +53,13 @@ def _import_module(module_name: str, search: list[Path]) -> Any:
 
 
 def _import_path(spec: str, search: list[Path] | None = None) -> Callable[..., Any]:
+    from visctl.config import is_stdlib_module
+
     module_name, _, attr_path = spec.partition(":")
     search = search or [Path.cwd()]
+    if is_stdlib_module(module_name):  # refused before the import: some stdlib imports act (antigravity)
+        raise ModelError(f"model type {spec!r} names {module_name!r}, a module of the Python standard library, "
+                         "which builds no model", hint=_MODEL_HINT)
     try:
         obj: Any = _import_module(module_name, search)
     except ImportError as exc:
@@ -70,12 +75,94 @@ def _import_path(spec: str, search: list[Path] | None = None) -> Callable[..., A
             raise ModelError(f"{module_name} has no attribute {part!r} (from model type {spec!r})",
                              hint=f"did you mean: {', '.join(near)}" if near else None)
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise ModelError(f"model type {spec!r} is not callable", hint="point at a class or a factory function")
+    check_model_builder(obj, spec)
     return obj
 
 
-def build_model(model_cfg: dict, default_scope: str | None = None, search: list[Path] | None = None) -> nn.Module:
+_MODEL_HINT = ("a model type is a torchvision or timm name, an nn.Module subclass (package.module:Class) or a "
+               "function of model code that returns one (package.module:factory); see README, Security")
+
+# packages whose functions build no model but may load pickles, run hub code, compile or import code
+# (torch.hub.load, torch.load, torch.utils.cpp_extension.load_inline, mmengine.hub.get_model, pip, ...);
+# their nn.Module classes remain usable
+_NOT_MODEL_CODE = ("torch", "mmengine", "mmcv", "pip", "setuptools", "pkg_resources", "distutils", "_pytest", "pytest",
+                   "IPython", "typer", "click", "rich", "yaml", "numpy", "cv2", "PIL", "matplotlib", "sklearn",
+                   "scipy", "requests", "urllib3", "huggingface_hub", "fsspec")
+
+
+def _unwrap_function(obj: Any) -> Any:
+    """The Python function behind ``obj`` (a function, a classmethod or a bound method), else None."""
+    import inspect
+
+    if inspect.ismethod(obj):
+        obj = obj.__func__
+    return obj if inspect.isfunction(obj) else None
+
+
+def _refers_to_torch_nn(fn: Any) -> bool:
+    """Whether ``fn`` is model code: its module imports ``torch.nn`` (or an nn.Module class from anywhere), or
+    the function itself uses ``torch.nn`` (a lazy ``from torch import nn`` inside it)."""
+    import sys
+    import types
+
+    from torch import nn
+
+    module = sys.modules.get(fn.__module__)
+    for value in vars(module).values() if module is not None else ():
+        if isinstance(value, types.ModuleType) and (value.__name__ == "torch.nn" or value.__name__.startswith("torch.nn.")):
+            return True
+        if isinstance(value, type) and issubclass(value, nn.Module):
+            return True
+    codes = [fn.__code__]
+    while codes:  # the function's own code and the functions nested in it
+        code = codes.pop()
+        names = set(code.co_names)
+        if {"torch", "nn"} <= names or any(n == "torch.nn" or n.startswith("torch.nn.") for n in names):
+            return True
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return False
+
+
+def check_model_builder(obj: Any, spec: str) -> None:
+    """Refuse a model type that cannot build an ``nn.Module``, before anything calls it.
+
+    Accepted: a class that subclasses ``torch.nn.Module``; a Python function (or classmethod) of model code
+    -- defined in a module that imports ``torch.nn`` or an nn.Module class, or using ``torch.nn`` itself --
+    outside the standard library and the tool packages (torch, mmengine, numpy, ...: their functions load
+    files, hub code and pickles, not models). Its result is checked to be an nn.Module after the call.
+    Refused: built-in functions (``os.system``), other classes (``subprocess.Popen``), objects with
+    ``__call__``, ``functools.partial``.
+
+    Raises:
+        ModelError: naming what ``spec`` resolved to and why it is refused.
+    """
+    import inspect
+
+    from torch import nn
+
+    from visctl.config import is_stdlib_module
+
+    if inspect.isclass(obj):
+        if issubclass(obj, nn.Module):
+            return
+        raise ModelError(f"model type {spec!r} is the class {obj.__module__}.{obj.__qualname__}, which is not a "
+                         "torch.nn.Module", hint=_MODEL_HINT)
+    fn = _unwrap_function(obj)
+    if fn is None:
+        what = "a built-in function" if inspect.isbuiltin(obj) else f"a {type(obj).__name__}"
+        raise ModelError(f"model type {spec!r} is {what}, not an nn.Module class or a model factory function",
+                         hint=_MODEL_HINT)
+    module = str(getattr(fn, "__module__", "") or "")
+    if is_stdlib_module(module) or module.split(".")[0] in _NOT_MODEL_CODE:
+        raise ModelError(f"model type {spec!r} is the function {module}.{fn.__qualname__}, which builds no model "
+                         f"({module.split('.')[0]} is not model code)", hint=_MODEL_HINT)
+    if _refers_to_torch_nn(fn):
+        return
+    raise ModelError(f"model type {spec!r} is the function {module}.{fn.__qualname__}, which is not model code "
+                     "(its module does not import torch.nn)", hint=_MODEL_HINT)
+
+
+def build_model(model_cfg: Any, default_scope: str | None = None, search: list[Path] | None = None) -> nn.Module:
     """Build a model from ``model = dict(type=..., **kwargs)``, never downloading weights.
 
     Resolution order: a torchvision model name (bare or ``torchvision.``-prefixed), ``timm.<name>``, an
@@ -83,9 +170,19 @@ def build_model(model_cfg: dict, default_scope: str | None = None, search: list[
     An import path's module is looked up in the installed packages, then in ``search`` (default: the working
     directory).
     """
+    from collections.abc import Mapping
+
+    if not isinstance(model_cfg, Mapping):  # model = 'resnet18' in a config, or --cfg-options model=...
+        raise ModelError(f"the config's model is a {type(model_cfg).__name__} ({model_cfg!r}), not a dict",
+                         hint=f"write model = dict(type={str(model_cfg)!r}) with the constructor's keyword "
+                         "arguments beside type")
     if not model_cfg or "type" not in model_cfg:
         raise ModelError("the config has no model = dict(type=...)",
                          hint="add one, e.g. model = dict(type='resnet18', num_classes=10)")
+    model_cfg = dict(model_cfg)
+    if not isinstance(model_cfg["type"], str) or not model_cfg["type"].strip():
+        raise ModelError(f"the config's model type is {model_cfg['type']!r}, not a name",
+                         hint="use a torchvision name, timm.<name>, or an import path package.module:attr")
     spec = str(model_cfg["type"])
     kwargs = {k: v for k, v in dict(model_cfg).items() if k not in _NON_MODEL_KEYS}
     builder = None
@@ -128,22 +225,92 @@ def _call(builder: Callable[..., Any], kwargs: dict, spec: str) -> nn.Module:
     except TypeError as exc:
         raise ModelError(f"cannot build {spec!r} with {kwargs}: {exc}",
                          hint="check the keyword arguments in the config's model dict") from exc
+    except Exception as exc:  # the constructor is the config's code: what it raises is a problem of the config
+        raise ModelError(f"building {spec!r} with {kwargs} failed: {_one_line(exc)}",
+                         hint="check the config's model dict; --debug shows where the constructor failed") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model type {spec!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
 
 
 def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
+    from torch import nn
+
+    from visctl.config import is_stdlib_module
+
+    spec = str(model_cfg["type"])
+    if is_stdlib_module(scope):
+        raise ModelError(f"default_scope {scope!r} names a module of the Python standard library",
+                         hint="default_scope names an OpenMMLab package such as mmpretrain or mmdet")
     try:
         importlib.import_module(scope)
     except ImportError as exc:
-        raise ModelError(f"model {model_cfg['type']!r} is an OpenMMLab {scope} model, and {scope} is not installed",
+        raise ModelError(f"model {spec!r} is an OpenMMLab {scope} model, and {scope} is not installed",
                          hint=f"pip install {scope}, or use a torchvision/timm model or an import path") from exc
     from mmengine.registry import MODELS, DefaultScope, init_default_scope
 
     init_default_scope(scope)
-    with DefaultScope.overwrite_default_scope(scope):
-        return MODELS.build(dict(model_cfg))
+    refused: list[str] = []
+    with DefaultScope.overwrite_default_scope(scope), _registry_locates_models_only(refused):
+        try:
+            obj = MODELS.get(spec)
+            if obj is None:
+                raise ModelError(f"{scope} has no model {spec!r} in its registry",
+                                 hint="check the name, or use an import path package.module:Class")
+            check_model_builder(obj, spec)
+            model = MODELS.build(dict(model_cfg))
+        except ModelError:
+            raise
+        except Exception as exc:
+            if refused:  # mmengine turns the refusal into "Failed to get ..."
+                raise ModelError(refused[0], hint=_MODEL_HINT) from None
+            if "Failed to get" in str(exc):
+                raise ModelError(f"{scope} has no model {spec!r} in its registry",
+                                 hint="check the name, or use an import path package.module:Class") from None
+            # mmengine wraps the constructor's error; what it raises is a config problem
+            raise ModelError(f"building {model_cfg['type']!r} from the {scope} registry failed: {_one_line(exc)}",
+                             hint="check the config's model dict; --debug shows where it failed") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model type {spec!r} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+@contextmanager
+def _registry_locates_models_only(refused: list[str]) -> Iterator[None]:
+    """While an OpenMMLab model is built, a ``type`` that its registry resolves as an import path
+    (``'os.system'``: mmengine's ``Registry.get`` falls back to ``get_object_from_string`` for any dotted name)
+    must be model code: no standard-library module is imported, and what is found passes
+    :func:`check_model_builder` (nested parts may also be other classes of non-tool packages, such as box
+    assigners). Refusals are appended to ``refused``."""
+    import inspect
+
+    from mmengine.registry import registry as registry_module
+
+    from visctl.config import is_stdlib_module
+
+    original = registry_module.get_object_from_string
+
+    def locate(name: str) -> Any:
+        if is_stdlib_module(name):
+            refused.append(f"model type {name!r} names a module of the Python standard library, which builds no model")
+            raise ModelError(refused[-1])
+        obj = original(name)
+        if obj is None or inspect.ismodule(obj):
+            return obj
+        if inspect.isclass(obj) and str(obj.__module__).split(".")[0] not in _NOT_MODEL_CODE:
+            return obj
+        try:
+            check_model_builder(obj, name)
+        except ModelError as err:
+            refused.append(err.message)
+            raise
+        return obj
+
+    registry_module.get_object_from_string = locate
+    try:
+        yield
+    finally:
+        registry_module.get_object_from_string = original
 
 
 class _TrainingLog:
@@ -562,12 +729,33 @@ def load_model(cfg: Any, checkpoint: str | None, device: str = "cpu",
 
     ``unsafe`` allows a full pickle load of a checkpoint that safe loading refuses (see :func:`read_checkpoint`).
     """
-    model = build_model(dict(cfg.get("model") or {}), cfg.get("default_scope"), config_dirs(cfg))
+    model = build_model(cfg.get("model") or {}, cfg.get("default_scope"), config_dirs(cfg))
     checkpoint = checkpoint or cfg.get("load_from")
     summary = None
     if checkpoint:
         summary = load_checkpoint(model, str(checkpoint), cfg.get("checkpoint_revise_keys"), unsafe=unsafe)
+    check_finite_weights(model, str(checkpoint) if checkpoint else None)
     return model.to(device).eval(), summary
+
+
+def check_finite_weights(model: nn.Module, checkpoint: str | None = None) -> None:
+    """Refuse a model with NaN or infinite weights: every output would be NaN, and every map and box with it.
+
+    Raises:
+        ModelError: naming the first tensors that hold such values.
+    """
+    import itertools
+
+    import torch
+
+    bad = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        where = f"after loading {checkpoint}" if checkpoint else "as built (no checkpoint)"
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ModelError(f"{len(bad)} weight tensor(s) hold NaN or infinite values {where}: {shown}",
+                         hint="the checkpoint is from a training run that diverged, or is damaged: use an earlier "
+                         "one" if checkpoint else "check the model's initialisation")
 
 
 def switch_to_deploy(model: nn.Module) -> list[str]:

@@ -2,19 +2,74 @@
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import os
 import platform
 import re
+import secrets
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from visctl.errors import OutputError
+
 MANIFEST = "manifest.json"
 INDEX = "index.html"
+LOCK = ".manifest.lock"  # flock'ed while a run merges its record into the folder's manifest.json
+#: errors of the disk rather than of the path: reported as one clear error, never a traceback
+DISK_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO,
+                                    errno.EFBIG) if e is not None)
+
+
+class _Deferral:
+    """SIGINT/SIGTERM held back while a file and its manifest entry are written (see :func:`uninterrupted`)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: BaseException | None = None
+
+
+_DEFER = _Deferral()
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Write a file and record it as one step: an interrupt that arrives meanwhile (delivered through
+    :func:`interrupt` by RunContext's signal handlers) is raised when the step is done, so a file on disk is
+    always in the manifest and a manifest entry always has its file."""
+    _DEFER.depth += 1
+    try:
+        yield
+    finally:
+        _DEFER.depth -= 1
+    if _DEFER.depth == 0 and _DEFER.pending is not None:
+        exc, _DEFER.pending = _DEFER.pending, None
+        raise exc
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` (a KeyboardInterrupt) now, or at the end of the current :func:`uninterrupted` step."""
+    if _DEFER.depth:
+        _DEFER.pending = _DEFER.pending or exc
+        return
+    raise exc
+
+
+def clear_interrupt() -> None:
+    """Forget an interrupt held back by a step that ended in another exception."""
+    _DEFER.pending = None
+    _DEFER.depth = 0
+
+
+def _write_file(fh: Any, data: bytes, target: Path) -> None:
+    """The one low-level write of every file visctl makes, to ``target`` through ``fh`` (tests replace it to
+    simulate a full disk)."""
+    fh.write(data)
 
 
 def _umask() -> int:
@@ -30,45 +85,284 @@ def _umask() -> int:
     return mask
 
 
+#: what visctl writes images as (OpenCV's encoders for these are always built)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def check_output_file(path: Path | None, option: str, suffixes: Iterable[str] | None = IMAGE_SUFFIXES) -> None:
+    """Refuse an output file option that cannot be written, before any work: a directory, a name whose suffix
+    names no format visctl writes there (``suffixes``; None: any), a parent that is a file.
+    """
+    from visctl.errors import InputError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory, not a file name",
+                         hint=f"give a file name, e.g. {path / ('NAME' + next(iter(suffixes or ()), ''))}; "
+                         "-o/--out-dir names the folder of a run")
+    suffixes = tuple(suffixes) if suffixes is not None else None
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {path}: visctl cannot write "
+                         f"{'a ' + path.suffix + ' file' if path.suffix else 'a file without a suffix'} here",
+                         hint=f"end the name in one of {', '.join(suffixes)}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option} {path}: {parent} is a file, not a folder",
+                                 hint="choose a path under an existing folder, or one that can be created")
+            break
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities, which ``json.dumps`` writes as bare ``NaN``/``Infinity``
+    that other parsers refuse, become null; anything else unknown is written as its ``str``."""
+    return json.dumps(_finite(obj), indent=indent, default=str, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalars and arrays
+        return _finite(obj.tolist())
+    return obj
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename.
+
+    On any failure (a full disk included) the temp file is removed and ``path`` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the mode open() would give it
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            _write_file(fh, data, path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _text(value: Any) -> str:
+    """Any value from a manifest or from data as HTML-escaped text (quotes included, for attributes too)."""
+    return html.escape(value if isinstance(value, str) else str(value), quote=True)
+
+
+def _href(path: Any) -> str:
+    """A file path as an escaped relative URL: percent-encoded, so a name with ``#``, ``?``, ``%`` or ``:``
+    links to the file and can never become a ``javascript:`` or other URL scheme."""
+    from urllib.parse import quote
+
+    return html.escape(quote(str(path).replace(os.sep, "/")), quote=True)
+
+
+def _script_json(value: Any) -> str:
+    """JSON to embed in a ``<script>``: ``<``, ``>`` and ``&`` escaped so no string can close the script."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _path_hint(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return "the disk (or your quota) is full: free some space, or choose another folder with -o/--out-dir"
+    if exc.errno == errno.EROFS:
+        return "that file system is read-only: choose a folder you can write in with -o/--out-dir"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "you may not write there: choose a folder you own with -o/--out-dir, e.g. -o ./visctl-out"
+    return "choose a folder you can write in with -o/--out-dir"
+
+
+def prepare_dir(path: Path, what: str = "--out-dir") -> list[Path]:
+    """Make sure ``path`` is a folder visctl can write in, creating it and its missing parents.
+
+    Checked before any model or data is loaded, so a bad folder costs nothing. Returns the folders it
+    created, deepest last, so that a run which writes nothing can remove them again.
+
+    Raises:
+        OutputError: ``path`` or one of its parents is a file, or it cannot be created or written in.
+    """
+    path = Path(path)
+    absolute = Path(os.path.abspath(path))
+    missing: list[Path] = []
+    cur = absolute
+    while not cur.exists():
+        if cur.is_symlink():
+            raise OutputError(f"{what} {path}: {cur} is a link to a place that does not exist",
+                              hint="fix or remove the link, or choose another folder")
+        missing.append(cur)
+        cur = cur.parent
+    if not cur.is_dir():
+        if cur == absolute:
+            raise OutputError(f"{what} {path} is a file, not a folder",
+                              hint="give a folder (new or existing), e.g. -o visctl-out/run1")
+        raise OutputError(f"{what} {path}: {cur} is a file, so no folder can be made under it",
+                          hint="choose a path whose parents are folders")
+    created: list[Path] = []
+    try:
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if not d.is_dir():
+                    raise OutputError(f"{what} {path}: {d} is a file", hint="choose another folder") from None
+                continue
+            created.append(d)
+        fd, probe = tempfile.mkstemp(prefix=".visctl-probe.", dir=absolute)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        remove_empty(created)
+        raise OutputError(f"cannot write in {what} {path}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
+    except BaseException:
+        remove_empty(created)
+        raise
+    return created
+
+
+def check_file_target(path: Path, what: str) -> list[Path]:
+    """A file the run will write (``--save-path x.png``): not a folder, in a folder visctl can write in."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder, and a file name is needed here",
+                          hint=f"give a file name, e.g. {what} {path / 'out.png'}")
+    return prepare_dir(path.parent, what)
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove the folders a run created and left empty, deepest first."""
+    for d in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def file_id(path: Path | str) -> tuple[int, int] | None:
+    """The (device, inode) of an existing file, following links; None when there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def is_visctl_manifest(doc: Any) -> bool:
+    """Whether a parsed manifest.json looks like one visctl wrote."""
+    return isinstance(doc, dict) and (isinstance(doc.get("runs"), list) or
+                                      ("command" in doc and isinstance(doc.get("outputs"), list)))
+
+
+def _runs_of(doc: Any) -> list[dict]:
+    """The run records of a manifest: its ``runs``, or the whole document for a one-run (older) manifest."""
+    if not is_visctl_manifest(doc):
+        return []
+    runs = doc["runs"] if isinstance(doc.get("runs"), list) else [dict(doc, id=doc.get("id", "earlier"))]
+    return [r for r in runs if isinstance(r, dict)]
+
+
+def read_manifest(path: Path) -> dict | None:
+    """A visctl manifest.json, or None when it is missing, unreadable or someone else's."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if is_visctl_manifest(doc) else None
+
+
+def listed_outputs(manifest_path: Path) -> set[Path]:
+    """The files that every run recorded in ``manifest_path`` wrote, as absolute resolved paths."""
+    doc = read_manifest(manifest_path)
+    folder = Path(manifest_path).parent.resolve()
+    found = {folder / MANIFEST, folder / INDEX}
+    for run in _runs_of(doc):
+        for out in run.get("outputs") or []:
+            rel = out.get("path") if isinstance(out, dict) else None
+            if isinstance(rel, str):
+                found.add((folder / rel).resolve())
+    return found if doc is not None else set()
+
+
+def drop_visctl_outputs(files: list[Path]) -> tuple[list[Path], int]:
+    """``files`` (found by walking a folder) less those a visctl manifest.json among them lists as outputs.
+
+    A run whose ``-o`` lies inside its input folder must not read its own results as inputs next time.
+    Returns the kept files, in order, and how many were dropped.
+    """
+    manifests = [p for p in files if p.name == MANIFEST]
+    if not manifests:
+        return files, 0
+    written: set[Path] = set()
+    for m in manifests:
+        written |= listed_outputs(m)
+    if not written:
+        return files, 0
+    kept = [p for p in files if p.resolve() not in written]
+    return kept, len(files) - len(kept)
+
+
+def is_visctl_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a visctl run (a manifest.json that visctl wrote)."""
+    return (Path(folder) / MANIFEST).is_file() and read_manifest(Path(folder) / MANIFEST) is not None
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder``'s manifest, held across processes (flock; none where fcntl is absent)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent runs into one folder are not serialised there
+        yield
+        return
+    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
+    # no leading dot: an output of `.hidden.png` must not be a hidden file
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-").lstrip(".") or "x"
 
 
 def input_stems(paths: Iterable[Path]) -> dict[Path, str]:
     """A stable, collision-free stem per input: its path relative to the inputs' common folder.
 
-    ``a/cat.jpg`` and ``b/cat.jpg`` become ``a__cat`` and ``b__cat``; a single input keeps its stem.
+    ``a/cat.jpg`` and ``b/cat.jpg`` become ``a__cat`` and ``b__cat``; a single input keeps its stem. Names
+    that slug alike (``p q.png``, ``p-q.png``) get ``_1``, ``_2``, ... until the stem is unused, compared
+    without case (a case-insensitive disk would merge ``A`` and ``a``), so no two inputs share a stem.
     """
     paths = [Path(p) for p in paths]
     if not paths:
         return {}
-    absolute = [p.resolve() for p in paths]
+    absolute = [Path(os.path.abspath(p)) for p in paths]
     common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
-    stems: dict[Path, str] = {}
-    used: dict[str, int] = {}
+    wanted: dict[Path, str] = {}
     for p, a in zip(paths, absolute):
         rel = a.relative_to(common).with_suffix("")
         stem = "__".join(_slug(part) for part in rel.parts)
         if a.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            stem += f"_{a.suffix.lower().lstrip('.')}"
-        n = used.get(stem, 0)
-        used[stem] = n + 1
-        stems[p] = stem if n == 0 else f"{stem}_{n}"
+            stem += f"_{_slug(a.suffix.lower().lstrip('.'))}"
+        wanted[p] = stem
+    # a name an input has by itself wins over one made up for another (p-q_1.png keeps p-q_1)
+    taken = {s.casefold() for s in wanted.values()}
+    stems: dict[Path, str] = {}
+    given: set[str] = set()
+    for p, stem in wanted.items():
+        name, n = stem, 0
+        while name.casefold() in given or (n and name.casefold() in taken):
+            n += 1
+            name = f"{stem}_{n}"
+        given.add(name.casefold())
+        stems[p] = name
     return stems
 
 
@@ -106,13 +400,27 @@ def versions() -> dict[str, str]:
 
 
 class OutputWriter:
-    """Writes a run's files under one directory and keeps the manifest true at every moment it is saved."""
+    """Writes a run's files under one directory and keeps the manifest true at every moment it is saved.
 
-    def __init__(self, out_dir: Path, command: str, params: dict[str, Any], started: float | None = None) -> None:
+    The folder's manifest.json is shared: every run that writes into the folder merges its own record into
+    ``runs`` under a file lock (concurrent runs and re-runs keep each other's records), and the top-level keys
+    describe the run that saved it last. A file a later run writes again under the same name moves to that
+    run's record (the earlier one lists it under ``replaced``). The writer refuses to write over an input of
+    the run (:meth:`protect`) and never gives two outputs of one run the same name.
+    """
+
+    def __init__(self, out_dir: Path, command: str, params: dict[str, Any], started: float | None = None,
+                 protected: dict[tuple[int, int], str] | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.command = command
         self.started = started or time.time()
+        self.id = time.strftime("%Y%m%dT%H%M%S", time.localtime(self.started)) + f"-{os.getpid()}-{secrets.token_hex(3)}"
+        self.protected: dict[tuple[int, int], str] = dict(protected or {})
+        self._claimed: set[str] = set()
         self.manifest: dict[str, Any] = {
+            "id": self.id,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "pid": os.getpid(),
             "command": command,
             "params": params,
             "inputs": [],
@@ -128,10 +436,51 @@ class OutputWriter:
         """The absolute path of a run file."""
         return self.out_dir / name
 
+    # -- names and inputs --
+    def protect(self, paths: Iterable[Path | str | None]) -> None:
+        """Inputs of the run (images, config, checkpoint, ...): the writer refuses to write over them."""
+        for p in paths:
+            if p is None:
+                continue
+            fid = file_id(p)
+            if fid is not None:
+                self.protected.setdefault(fid, str(p))
+
+    def _claim(self, target: Path) -> Path:
+        """``target``, or ``<stem>_2<suffix>``, ... if an earlier output of this run has that name (compared
+        without case); refuses an input of the run."""
+        target = Path(target)
+        base, n = target, 1
+        while os.path.normcase(os.path.abspath(target)).casefold() in self._claimed:
+            n += 1
+            target = base.with_name(f"{base.stem}_{n}{base.suffix}")
+        fid = file_id(target)
+        if fid is not None and fid in self.protected:
+            raise OutputError(f"{target} is an input of this run ({self.protected[fid]}); visctl never writes over "
+                              "its inputs", hint="choose another output file or folder (-o/--out-dir)")
+        self._claimed.add(os.path.normcase(os.path.abspath(target)).casefold())
+        return target
+
+    def _write(self, target: Path, data: bytes) -> None:
+        try:
+            atomic_write(target, data)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
+
+    # -- files --
     def write_bytes(self, name: str, data: bytes) -> Path:
-        """Atomically write a file of the run (not recorded as an output)."""
-        target = self.path(name)
-        atomic_write(target, data)
+        """Atomically write a file of the run (not recorded as an output: :meth:`add_output` does that)."""
+        target = self._claim(self.path(name))
+        self._write(target, data)
+        return target
+
+    def write_output(self, name: str, data: bytes, kind: str, caption: str = "", target: Path | None = None,
+                     **info: Any) -> Path:
+        """Atomically write a file and record it, as one step that an interrupt does not split."""
+        with uninterrupted():
+            target = self._claim(Path(target) if target is not None else self.path(name))
+            self._write(target, data)
+            self.add_output(target, kind, caption, **info)
         return target
 
     def add_output(self, path: Path, kind: str, caption: str = "", **info: Any) -> None:
@@ -146,13 +495,11 @@ class OutputWriter:
         """Encode and atomically write an RGB image; record it."""
         import cv2
 
-        target = Path(target) if target is not None else self.path(name)
-        ok, buf = cv2.imencode(target.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        suffix = Path(target).suffix if target is not None else Path(name).suffix
+        ok, buf = cv2.imencode(suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         if not ok:
-            raise ValueError(f"cannot encode {target.suffix}")
-        atomic_write(target, buf.tobytes())
-        self.add_output(target, "image", caption, **info)
-        return target
+            raise ValueError(f"cannot encode {suffix}")
+        return self.write_output(name, buf.tobytes(), "image", caption, target=target, **info)
 
     def save_array(self, name: str, array: Any, caption: str = "", **info: Any) -> Path:
         """Atomically write a .npy array; record it."""
@@ -162,9 +509,7 @@ class OutputWriter:
 
         buf = io.BytesIO()
         np.save(buf, array)
-        target = self.write_bytes(name, buf.getvalue())
-        self.add_output(target, "array", caption, **info)
-        return target
+        return self.write_output(name, buf.getvalue(), "array", caption, **info)
 
     def add_input(self, path: Path | str, **info: Any) -> None:
         """Record an input that was processed."""
@@ -178,14 +523,59 @@ class OutputWriter:
         """Record a remark about the run (the chosen default layer, a checkpoint summary, ...)."""
         self.manifest["notes"].append(message)
 
-    def finish(self, status: str) -> Path:
+    # -- the manifest --
+    def reconcile(self) -> None:
+        """After an interrupt or an error: drop outputs whose file is gone, and list as ``partial`` an input
+        that has outputs but was not finished (inputs listed = inputs drawn)."""
+        m = self.manifest
+        m["outputs"] = [o for o in m["outputs"] if (self.out_dir / o["path"]).exists()]
+        listed = {i["path"] for i in m["inputs"]} | {f["path"] for f in m["failures"]}
+        for o in m["outputs"]:
+            src = o.get("input")
+            if isinstance(src, str) and src not in listed:
+                m["inputs"].append(dict(path=src, partial=True))
+                listed.add(src)
+
+    def start(self) -> Path:
+        """Record the run as ``running`` in the folder's manifest before any output is written."""
+        return self.save(with_index=False)
+
+    def finish(self, status: str, error: str | None = None) -> Path:
         """Write manifest.json and index.html with the final status."""
         self.manifest["status"] = status
+        if error:
+            self.manifest["error"] = error
+        if status != "ok" and status != "partial":
+            self.reconcile()
         self.manifest["timings"]["total_s"] = round(time.time() - self.started, 3)
+        return self.save()
+
+    def save(self, with_index: bool = True) -> Path:
+        """Merge this run's record into the folder's manifest.json under the folder's lock."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(self.manifest, indent=2, default=str).encode()
-        atomic_write(self.path(MANIFEST), data)
-        atomic_write(self.path(INDEX), render_index(self.manifest).encode())
+        record = self.manifest
+        mine = {o["path"] for o in record["outputs"]}
+        with uninterrupted(), _locked(self.out_dir):
+            runs = []
+            for run in _runs_of(read_manifest(self.path(MANIFEST))):
+                if run.get("id") == self.id:
+                    continue
+                run = {k: v for k, v in run.items() if k != "runs"}
+                outs = [o for o in run.get("outputs") or [] if isinstance(o, dict)]
+                gone = [o["path"] for o in outs if o.get("path") in mine]
+                if gone:
+                    run["outputs"] = [o for o in outs if o.get("path") not in mine]
+                    run["replaced"] = [*(run.get("replaced") or []), *(dict(path=g, by=self.id) for g in gone)]
+                runs.append(run)
+            runs.append(record)
+            runs.sort(key=lambda r: str(r.get("started", "")))
+            self._write(self.path(MANIFEST), to_json(dict(record, runs=runs)).encode())
+            if with_index:
+                # the folder's gallery: this run's page, with the outputs earlier runs left here after its own
+                earlier = [o for r in runs if r is not record for o in r.get("outputs") or []
+                           if isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("kind"), str)]
+                shown = dict(record, outputs=[*record["outputs"], *earlier])
+                self._write(self.path(INDEX), render_index(shown).encode())
         return self.path(MANIFEST)
 
 
@@ -219,16 +609,16 @@ e.style.display=e.dataset.caption.indexOf(q)>=0?'':'none';}});}}
 
 def render_index(manifest: dict[str, Any]) -> str:
     """A self-contained gallery page for one run (relative links, no server, no external assets)."""
-    esc = html.escape
+    esc = _text
     figures = []
     for out in manifest["outputs"]:
         if out["kind"] != "image":
             continue
-        cap = out.get("caption") or out["path"]
-        figures.append(f'<figure data-caption="{esc(cap.lower())}"><a href="{esc(out["path"])}">'
-                       f'<img src="{esc(out["path"])}" alt="{esc(cap)}" loading="lazy"></a>'
+        cap = str(out.get("caption") or out["path"])
+        figures.append(f'<figure data-caption="{esc(cap.lower())}"><a href="{_href(out["path"])}">'
+                       f'<img src="{_href(out["path"])}" alt="{esc(cap)}" loading="lazy"></a>'
                        f"<figcaption>{esc(cap)}</figcaption></figure>")
-    links = "".join(f'<li><a href="{esc(o["path"])}">{esc(o["path"])}</a> {esc(o.get("caption") or "")}</li>'
+    links = "".join(f'<li><a href="{_href(o["path"])}">{esc(o["path"])}</a> {esc(o.get("caption") or "")}</li>'
                     for o in manifest["outputs"] if o["kind"] == "page")
     if links:
         figures.insert(0, f"<ul>{links}</ul>")
@@ -323,32 +713,55 @@ def show_images(paths: list[Path], warn: Any, interval: float | None = None) -> 
         plt.show()
 
 
+def index_manifest(path: Path) -> dict[str, Any] | None:
+    """A run's manifest.json as the root index needs it, or None when it is not one visctl could have written.
+
+    Unreadable or invalid JSON, a document that is not an object, a missing or mistyped ``command``,
+    ``outputs`` or ``params``: None. Output entries without a string ``path`` are dropped.
+    """
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):  # ValueError covers JSONDecodeError and bad UTF-8
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("command"), str):
+        return None
+    outputs, params = doc.get("outputs", []), doc.get("params", {})
+    if not isinstance(outputs, list) or not isinstance(params, dict):
+        return None
+    failures = doc.get("failures", [])
+    return dict(doc, command=doc["command"], params=params, status=str(doc.get("status", "?")),
+                outputs=[o for o in outputs if isinstance(o, dict) and isinstance(o.get("path"), str)],
+                failures=failures if isinstance(failures, list) else [])
+
+
 def write_root_index(root: Path) -> Path:
     """An index.html over every run directory under ``root`` (each holding a manifest.json): each run's
     images with their parameters, interactive pages linked, filterable by command."""
     root = Path(root)
     sections = []
     commands = []
+    esc = _text
     for manifest_path in sorted(root.glob("*/manifest.json")):
-        doc = json.loads(manifest_path.read_text())
+        doc = index_manifest(manifest_path)
+        if doc is None:  # another tool's file, a run being written, a damaged file: not ours to list
+            continue
         run = manifest_path.parent.name
         commands.append(doc["command"])
-        esc = html.escape
         figs = "".join(
-            f'<figure><a href="{esc(run)}/{esc(o["path"])}"><img src="{esc(run)}/{esc(o["path"])}" '
+            f'<figure><a href="{_href(run)}/{_href(o["path"])}"><img src="{_href(run)}/{_href(o["path"])}" '
             f'alt="{esc(o.get("caption") or o["path"])}" loading="lazy"></a>'
             f'<figcaption>{esc(o.get("caption") or "")}</figcaption></figure>'
-            for o in doc["outputs"] if o["kind"] == "image")
-        pages = "".join(f'<li><a href="{esc(run)}/{esc(o["path"])}">{esc(o.get("caption") or o["path"])}</a></li>'
-                        for o in doc["outputs"] if o["kind"] == "page")
+            for o in doc["outputs"] if o.get("kind") == "image")
+        pages = "".join(f'<li><a href="{_href(run)}/{_href(o["path"])}">{esc(o.get("caption") or o["path"])}</a></li>'
+                        for o in doc["outputs"] if o.get("kind") == "page")
         params = ", ".join(f"{k}={v}" for k, v in doc["params"].items()
                            if v not in (None, False, [], "") and k not in ("inputs", "steps"))
         sections.append(
-            f'<section data-command="{esc(doc["command"])}"><h2><a href="{esc(run)}/index.html">'
+            f'<section data-command="{esc(doc["command"])}"><h2><a href="{_href(run)}/index.html">'
             f'{esc(doc["command"])}</a> <small>{esc(doc["status"])}, {len(doc["outputs"])} outputs, '
             f'{len(doc["failures"])} failures</small></h2><p class="meta"><code>{esc(params)}</code></p>'
             f'<ul>{pages}</ul><div class="grid">{figs}</div></section>')
-    options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in sorted(set(commands)))
+    options = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in sorted(set(commands)))
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>visctl runs</title><style>"
             "body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa}"
             ".grid{display:flex;flex-wrap:wrap;gap:.6rem} figure{margin:0;background:#fff;border:1px solid #ddd;"
@@ -423,23 +836,29 @@ def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[s
         lab = int(lab)
         cls = label(class_names, lab)
         points.append(f'<circle cx="{x:.1f}" cy="{800 - y:.1f}" r="4" fill="{hexes[lab % len(hexes)]}" '
-                      f'data-i="{i}" data-c="{html.escape(cls)}" data-n="{html.escape(names[i])}"></circle>')
-    legend = "".join(f'<span><i style="background:{hexes[c % len(hexes)]}"></i>{html.escape(n)}</span>'
+                      f'data-i="{i}" data-c="{_text(cls)}" data-n="{_text(names[i])}"></circle>')
+    legend = "".join(f'<span><i style="background:{hexes[c % len(hexes)]}"></i>{_text(n)}</span>'
                      for c, n in enumerate(class_names) if c in set(int(v) for v in labels))
-    thumbs_js = json.dumps(thumbs or [])
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+    # only data: URIs of our own PNG thumbnails; anything else would not be an image
+    thumbs_js = _script_json([t if isinstance(t, str) and t.startswith("data:image/png;base64,") else ""
+                              for t in thumbs or []])
+    # the tip is built with DOM calls: names and classes are set as text, never parsed as HTML
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1rem}} svg{{border:1px solid #ccc;background:#fff}}
 circle{{opacity:.85}} circle:hover{{stroke:#000;stroke-width:2}}
 #tip{{position:fixed;display:none;background:#fff;border:1px solid #888;padding:4px;font-size:12px;pointer-events:none}}
 #tip img{{display:block;width:96px;image-rendering:pixelated}} .lg span{{margin-right:1em}}
 .lg i{{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:5px}}</style></head><body>
-<h1 style="font-size:1.1rem">{html.escape(title)}</h1><div class="lg">{legend}</div>
+<h1 style="font-size:1.1rem">{_text(title)}</h1><div class="lg">{legend}</div>
 <svg width="800" height="800" viewBox="0 0 800 800">{''.join(points)}</svg><div id="tip"></div>
 <script>
 var T={thumbs_js};var tip=document.getElementById('tip');
+function add(tag,text){{var e=document.createElement(tag);
+if(text!==undefined){{e.textContent=text;}}tip.appendChild(e);return e;}}
 document.querySelectorAll('circle').forEach(function(c){{
 c.addEventListener('mousemove',function(e){{var i=+c.dataset.i;
-tip.innerHTML=(T[i]?'<img src="'+T[i]+'">':'')+'<b>'+c.dataset.c+'</b><br>'+c.dataset.n;
+tip.replaceChildren();if(T[i]){{add('img').src=T[i];}}add('b',c.dataset.c);add('br');
+tip.appendChild(document.createTextNode(c.dataset.n));
 tip.style.left=(e.clientX+12)+'px';tip.style.top=(e.clientY+12)+'px';tip.style.display='block';}});
 c.addEventListener('mouseleave',function(){{tip.style.display='none';}});}});
 </script></body></html>

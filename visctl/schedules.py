@@ -230,7 +230,15 @@ def _build_one(optim_cfg: Mapping, module: nn.Module, merge: bool) -> tuple[Any,
         opt_cfg = dict(type=stand_in, **{k: opt_cfg[k] for k in keep if k in opt_cfg})
     cfg["optimizer"] = opt_cfg
     constructor = cfg.get("constructor")
-    if isinstance(constructor, str) and OPTIM_WRAPPER_CONSTRUCTORS.get(constructor) is None:
+    # a name the registry does not hold would be imported as a dotted path and called (mmengine's
+    # Registry.get falls back to get_object_from_string): only registered constructors are built; another
+    # plain name (mmpretrain's layer-decay constructor without mmpretrain installed, say) gives mmengine's
+    # default groups
+    if constructor is not None and (not isinstance(constructor, str) or (
+            "." in constructor and constructor not in OPTIM_WRAPPER_CONSTRUCTORS.module_dict)):
+        raise ConfigError(f"unknown optim_wrapper constructor {constructor!r}",
+                          hint=f"known: {', '.join(sorted(OPTIM_WRAPPER_CONSTRUCTORS.module_dict))}")
+    if isinstance(constructor, str) and constructor not in OPTIM_WRAPPER_CONSTRUCTORS.module_dict:
         notes.append(f"optim_wrapper constructor {constructor} is not installed; param groups built by "
                      "mmengine's DefaultOptimWrapperConstructor")
         cfg.pop("constructor")

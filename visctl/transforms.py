@@ -72,6 +72,9 @@ def _resize(state: ImageState, w: int, h: int, interpolation: str = "bilinear", 
     import numpy as np
 
     h0, w0 = state.img.shape[:2]
+    if w < 1 or h < 1:
+        raise ConfigError(f"resizing a {w0}x{h0} image to {w}x{h} (W x H): sizes must be at least 1",
+                          hint="check the sizes (scale=, size=, scale_factor=) of the pipeline's resize steps")
     backend = backend or "cv2"  # mmcv: None means the global imread backend, 'cv2' unless changed
     if backend == "pillow":
         from PIL import Image
@@ -128,6 +131,9 @@ def _imcrop(state: ImageState, x1: Any, y1: Any, x2: Any, y2: Any) -> None:
 def _crop(state: ImageState, x0: int, y0: int, w: int, h: int) -> None:
     import cv2
 
+    if w < 1 or h < 1:
+        raise ConfigError(f"cropping {w}x{h} (W x H) pixels: sizes must be at least 1",
+                          hint="check the sizes (crop_size=, size=) of the pipeline's crop steps")
     H, W = state.img.shape[:2]
     if x0 < 0 or y0 < 0 or x0 + w > W or y0 + h > H:  # crop larger than the image: pad with zeros
         left, top = max(0, -x0), max(0, -y0)
@@ -280,7 +286,15 @@ def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool 
                     st.snapshots.append((f"MultiView: view {i + 1}/{len(states)}", st.img))
             continue
         for st in states:
-            apply_step(st, step, rng)
+            try:
+                apply_step(st, step, rng)
+            except ConfigError as err:
+                raise ConfigError(f"pipeline step {step_label(step)}: {err.message}", hint=err.hint) from err
+            except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as exc:
+                # the step's parameters come from the config: a missing key or a value of the wrong kind
+                raise ConfigError(f"pipeline step {step_label(step)}: {_reason(exc)}",
+                                  hint="check this step's parameters against the transform's documentation"
+                                  ) from exc
             if st.snapshots is not None and name not in FORMAT_STEPS:
                 st.snapshots.append((step_label(step), st.img))
     return states
@@ -435,6 +449,9 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
     elif name == "Normalize":
         mean, std = step.get("mean"), step.get("std")
         if mean is not None and std is not None:
+            from visctl.config import check_mean_std
+
+            mean, std = check_mean_std(mean, std, "Normalize")
             # torchvision's Normalize works on 0-1 tensors; mmcv's on 0-255
             scale = 255.0 if max(mean) <= 1.0 else 1.0
             state.normalize = (tuple(m * scale for m in mean), tuple(s * scale for s in std))
@@ -453,7 +470,7 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     from torchvision.transforms import v2
 
     cls = getattr(v2, name, None)
-    if cls is None:
+    if not (isinstance(cls, type) and issubclass(cls, v2.Transform)):  # a class of v2, nothing else it holds
         raise ConfigError(f"unknown transform {name!r}",
                           hint="use a torchvision.transforms.v2 name or one of the OpenMMLab names "
                           "LoadImageFromFile, Resize, ResizeEdge, CenterCrop, RandomResizedCrop, RandomCrop, "
@@ -493,6 +510,13 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
         state.geometry_known = state.geometry_known and geometry and name == "Resize"
         state.then(w1 / w0, h1 / h0, 0, 0)
     state.img = np.ascontiguousarray(arr)
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, KeyError):
+        return f"missing parameter {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_pipeline(img: np.ndarray, steps: list[dict], rng: Any = None) -> ImageState:
@@ -552,8 +576,9 @@ def default_pipeline(input_size: Any) -> list[dict]:
     return [dict(type="Resize", scale=(w, h), keep_ratio=False)]
 
 
-def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int) -> Iterator[tuple[list, list]]:
-    """Read and transform images ``batch_size`` at a time.
+def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
+                     max_pixels: int | None = None) -> Iterator[tuple[list, list]]:
+    """Read and transform images ``batch_size`` at a time; an image over ``max_pixels`` is a failure.
 
     Yields:
         ``(groups, failures)``: groups of ``(path, original RGB, ImageState)`` whose pipeline outputs share
@@ -567,7 +592,7 @@ def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int) -> It
         failures = []
         for p in paths[start:start + batch_size]:
             try:
-                img = read_image(p)
+                img = read_image(p, max_pixels)
                 state = run_pipeline(img, steps)
             except VisctlError as err:
                 failures.append((p, err.message))

@@ -46,9 +46,10 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     ctx.cfg_options.extend(extra_options)
     if images:
         img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-        paths = imgs.gather_images(img_specs)
+        paths = imgs.gather_images(img_specs, note=ctx.note)
     if check_paths is not None:
         check_paths(list(paths or []))
+    ctx.protect(*(paths or []), checkpoint)  # before any work: --save-path naming an input is refused now
     assert cfg_spec is not None
     cfg = ctx.load_config(cfg_spec)
     ctx.setup_torch()
@@ -72,10 +73,16 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
             cfg, "model.data_preprocessor")):
         mean, std, rgb = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), True  # they normalise 0-1 images themselves
+    import warnings
+
+    from visctl.errors import InputWarning
+
     first = None
     for p in paths or []:
         try:
-            first = imgs.read_image(p)
+            with warnings.catch_warnings():  # the batch reads this image again and says what it has to say
+                warnings.simplefilter("ignore", InputWarning)
+                first = imgs.read_image(p, ctx.max_pixels)
             break
         except InputError:
             continue
@@ -101,6 +108,7 @@ def load_model(ctx: RunContext, cfg: Any, checkpoint: str | None, label: str = "
     """
     from visctl import models
 
+    ctx.protect(checkpoint or cfg.get("load_from"))
     model, summary = models.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
     if summary:
         if summary["unsafe"]:

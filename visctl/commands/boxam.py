@@ -74,11 +74,12 @@ def boxam(
     quiet: opt.Quiet = False,
     seed: opt.Seed = None,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
     with RunContext("boxam", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
         _run(ctx, args, method=method, target_layers=target_layers, topk=topk, score_thr=score_thr,
              norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha, colormap=colormap,
              ratio=ratio_channels_to_ablate, save_raw=save_raw, preview_model=preview_model, batch_size=batch_size,
@@ -139,7 +140,7 @@ def _run(ctx: RunContext, args: list[str], *, method: BoxMethod, target_layers: 
     stems = output.input_stems(mi.paths)
     layer_tag = "+".join(names).replace(".", "_")
     with ctx.progress(len(mi.paths), "boxam") as advance:
-        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
+        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size, ctx.max_pixels):
             for p, message in failures:
                 ctx.skip(p, message)
                 advance()

@@ -32,7 +32,7 @@ def browse(
         f"[default: {' '.join(SKIP)}].", show_default=False)] = None,
     rows: Annotated[int, typer.Option("--rows", "-r", min=1, help="Grid rows per page.")] = 4,
     cols: Annotated[int, typer.Option("--cols", "-c", min=1, help="Grid columns per page.")] = 4,
-    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0,
+    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0, max=opt.WORKERS_MAX,
                                              help="DataLoader worker processes.")] = 0,
     show_interval: Annotated[float, typer.Option("--show-interval", "-i", min=0.0,
                                                  help="Seconds per page with --show.")] = 2.0,
@@ -44,25 +44,28 @@ def browse(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random transforms.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=opt.SEED_MAX, help="Seed of the random transforms.")] = 0,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
     with RunContext("browse", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    cfg_options=cfg_options, backend=backend, show=show, max_pixels=max_pixels) as ctx:
         ctx.show_interval = show_interval
-        from visctl import datasets, render
+        from visctl import datasets, output, render
 
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
-        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn)
+        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn, max_pixels=ctx.max_pixels)
         skip = tuple(skip_type if skip_type is not None else SKIP)
         samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
         count = len(dataset) if number < 0 else min(number, len(dataset))
+        ctx.protect(*(dataset.name(i) for i in range(count)))
         writer = ctx.open_writer(dict(config=config_file, phase=phase.value, number=count, rows=rows, cols=cols,
                                       num_workers=num_workers, seed=seed, skip_type=list(skip)))
         per_page = rows * cols
         cells: list = []
+        drawn: list[tuple[str, dict]] = []  # the samples on the page being filled: inputs once it is written
         pages = 0
 
         def flush() -> None:
@@ -70,10 +73,14 @@ def browse(
             if cells:
                 page = render.grid(cells, cols=cols)
                 first = pages * per_page
-                writer.save_image(f"browse_{phase.value}_{pages:03d}.png", page,
-                                  caption=f"{phase.value} samples {first}-{first + len(cells) - 1}")
+                with output.uninterrupted():  # a page and its samples are listed together
+                    writer.save_image(f"browse_{phase.value}_{pages:03d}.png", page,
+                                      caption=f"{phase.value} samples {first}-{first + len(cells) - 1}")
+                    for name, info in drawn:
+                        writer.add_input(name, **info)
                 pages += 1
                 cells = []
+                drawn.clear()
 
         with ctx.progress(count, "browse") as advance:
             for item in datasets.iterate(samples, list(range(count)), num_workers=num_workers):
@@ -88,8 +95,8 @@ def browse(
                 strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
                 text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
                 cells.append(render.caption(strip, text))
-                writer.add_input(item["name"], label=label, class_name=name, caption=text, page=pages,
-                                 views=len(views), shape=list(item["views"][0].shape[:2]))
+                drawn.append((item["name"], dict(label=label, class_name=name, caption=text, page=pages,
+                                                 views=len(views), shape=list(item["views"][0].shape[:2]))))
                 if len(cells) == per_page:
                     flush()
         flush()

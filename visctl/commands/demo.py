@@ -40,8 +40,9 @@ def demo(
     root = (out_dir or Path("visctl-out") / "demo").resolve()
     with RunContext("demo", out_dir=root, threads=threads, quiet=quiet) as ctx:
         ex = examples_dir()
-        cls_cfg, det_cfg, mae_cfg = (ex / d / "config.py" for d in ("demo_classifier", "demo_detector", "demo_mae"))
-        for cfg in (cls_cfg, det_cfg, mae_cfg):
+        cls_cfg, det_cfg, mae_cfg, seg_cfg = (ex / d / "config.py" for d in (
+            "demo_classifier", "demo_detector", "demo_mae", "demo_segmenter"))
+        for cfg in (cls_cfg, det_cfg, mae_cfg, seg_cfg):
             if not cfg.is_file():
                 raise InputError(f"demo config not found: {cfg}",
                                  hint="run visctl demo from a clone of the repository (pip install -e .)")
@@ -54,6 +55,9 @@ def demo(
         steps: list[tuple[str, Callable[..., Any], dict]] = [
             ("cam", cam.cam, dict(args=[str(data["classes"]), str(cls_cfg)], method="gradcam,layercam,eigencam",
                                   topk=2, seed=0)),
+            ("cam-score", cam.cam, dict(args=[*map(str, sorted(data["classes"].rglob("*.png"))[:4]), str(cls_cfg)],
+                                        method="gradcam,layercam,eigencam", score=True, seed=0)),
+            ("cam-segmentation", cam.cam, dict(args=[str(data["seg"]), str(seg_cfg)], method="gradcam,layercam")),
             ("featmap", featmap.featmap, dict(args=[str(data["classes"]), str(cls_cfg)],
                                               target_layers=["backbone.layer2,backbone.layer4"])),
             ("tsne", tsne.tsne, dict(config_file=str(cls_cfg), cfg_options=[data_root], n_iter=500)),
@@ -79,10 +83,10 @@ def demo(
                 except typer.Exit as exc:
                     if exc.exit_code:
                         ctx.warn(f"{name} exited with {exc.exit_code}")
-            ctx.log(f"{name:9s} {time.time() - started:5.1f} s  -> {root / name}")
+            ctx.log(f"{name:16s} {time.time() - started:5.1f} s  -> {root / name}")
         from visctl.output import write_root_index
 
-        print(write_root_index(root))
+        ctx.result(str(write_root_index(root)))  # on the real stdout: RunContext sends print() to stderr
 
 
 def _write_data(root: Path, n: int) -> dict[str, Path]:
@@ -91,7 +95,7 @@ def _write_data(root: Path, n: int) -> dict[str, Path]:
     from visctl.shapes import make_scene, write_scenes
 
     out = {"classes": root / "data", "scenes": root / "scenes", "mae": root / "mae", "big": root / "big.png",
-           "embedding": root / "data-tsne"}
+           "embedding": root / "data-tsne", "seg": root / "seg"}
     write_scenes(out["classes"], range(100_000, 100_000 + n))
     write_scenes(out["embedding"], range(110_000, 110_160))  # 40 per class for the t-SNE
     for key, folder, size, count, objects in (("scenes", out["scenes"], 128, 4, 3), ("mae", out["mae"], 64, 4, 1)):
@@ -100,6 +104,10 @@ def _write_data(root: Path, n: int) -> dict[str, Path]:
         for s in range(base, base + count):
             scene = make_scene(s, size, objects, 10, 26 if key == "mae" else 36, clutter=key != "mae")
             cv2.imwrite(str(folder / f"{s}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    out["seg"].mkdir(parents=True, exist_ok=True)
+    for s in range(100_002, 100_006):  # as the segmenter was trained: 96 px, one to three shapes
+        scene = make_scene(s, 96, 1 + s % 3)
+        cv2.imwrite(str(out["seg"] / f"{s}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
     big = make_scene(7, (512, 768), n_objects=24, min_side=12, max_side=28)
     cv2.imwrite(str(out["big"]), cv2.cvtColor(big.image, cv2.COLOR_RGB2BGR))
     return out

@@ -45,7 +45,7 @@ def featmap(
         "--normalize", help="Colour scale shared per map, per layer (across images) or globally; "
         "the scale is in each caption.", case_sensitive=False)] = Normalize.per_map,
     resize_shape: Annotated[Optional[tuple[int, int]], typer.Option(
-        "--resize-shape", "--resize_shape", help="H W of every panel.", show_default=False)] = None,
+        "--resize-shape", "--resize_shape", min=1, max=8192, help="H W of every panel.", show_default=False)] = None,
     colormap: Annotated[str, typer.Option("--colormap", help="OpenCV (jet, turbo, viridis, ...) or matplotlib "
                                           "(coolwarm, ...) colormap [default: jet; coolwarm for --signed].",
                                           show_default=False)] = "",
@@ -81,11 +81,13 @@ def featmap(
     quiet: opt.Quiet = False,
     seed: opt.Seed = None,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
-    with RunContext("featmap", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+    with RunContext("featmap", out_dir=out_file.parent if out_file else out_dir, device=device, threads=threads,
+                    quiet=quiet, json_out=json_out, debug=debug, seed=seed, cfg_options=cfg_options, backend=backend,
+                    show=show, unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels,
+                    out_files=[("--out-file", out_file)]) as ctx:
         _run(ctx, args, target_layers=opt.split_list(target_layers), reduction=channel_reduction, topk=topk,
              arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm, normalize=normalize,
              resize_shape=resize_shape, colormap=colormap or ("coolwarm" if signed else "jet"),
@@ -109,6 +111,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     from visctl.errors import InputError, VisctlError
 
     colormap = render.check_colormap(colormap)
+    output.check_output_file(out_file, "--out-file")
     if signed and not compare:
         raise VisctlError("--signed needs --compare", hint="--compare CONFIG2[,CHECKPOINT2] --signed")
     if compare and reduction is Reduction.none:
@@ -159,6 +162,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     if compare:
         if len(compare) > 2:
             raise VisctlError("--compare takes CONFIG2[,CHECKPOINT2]", hint=f"got {compare}")
+        ctx.protect(compare[0])
         cfg_b = config.load_config(compare[0])  # --cfg-options are for model A's config
         model_b, _ = load_model(ctx, cfg_b, compare[1] if len(compare) > 1 else None, label="compare: ")
         other = (model_b, {n: models.find_layer(model_b, n)[1] for n in names})
@@ -176,7 +180,7 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     records: list[dict] = []
     boxes_of: dict[Path, Any] = {}
     with ctx.progress(len(mi.paths), "features") as advance:
-        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
+        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size, ctx.max_pixels):
             for p, message in failures:
                 ctx.skip(p, message)
                 advance()
@@ -233,10 +237,15 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
     sides_used: set[int] = set()
     flat_maps: list[str] = []
     originals: dict[Path, object] = {}
-    for (p, label), recs in by_key.items():
+    # image by image, so that an image is listed as an input as soon as all its figures are written
+    position = {p: i for i, p in enumerate(mi.paths)}
+    keys = sorted(by_key, key=lambda k: position[k[0]])
+    last_key = {k[0]: k for k in keys}
+    for p, label in keys:
+        recs = by_key[(p, label)]
         if p not in originals:
             originals.clear()
-            originals[p] = images.read_image(p)
+            originals[p] = images.read_image(p, ctx.max_pixels)
         img = originals[p]
         if p in boxes_of:
             dets = boxes_of[p]
@@ -296,19 +305,19 @@ def _run(ctx: RunContext, args: list[str], *, target_layers: list[str] | None, r
         writer.save_image(name, figure, caption=f"{p.name}: {label} ({reduction.value}, {normalize.value})",
                           target=out_file, input=str(p), layer=label, panel_size=side or max(base.shape[:2]),
                           scales=[sc.describe() for r in recs for sc in r["scales"]])
+        if last_key[p] == (p, label):
+            writer.add_input(p)
     if stacked:
-        p = next(iter(by_key))[0]
-        labels = [label for _, label in by_key]
+        p = keys[0][0]
+        labels = [label for _, label in keys]
         writer.save_image(out_file.name, render.grid(stacked, cols=1), target=out_file, input=str(p), layer=labels,
                           caption=f"{p.name}: {', '.join(labels)} ({reduction.value}, {normalize.value})")
+        writer.add_input(p)
     if flat_maps:
         writer.manifest["flat_maps"] = flat_maps
         ctx.warn(f"{len(flat_maps)} map(s) are numerically constant and drawn without colour (e.g. {flat_maps[0]}): "
                  "a channel mean of a norm layer's output is ~0 everywhere; try --channel-reduction select_max or "
                  "pixel_wise_max, --use-norm, or another layer")
-    for p in mi.paths:
-        if not any(f["path"] == str(p) for f in writer.manifest["failures"]):
-            writer.add_input(p)
     writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
     ctx.finish()
 

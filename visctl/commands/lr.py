@@ -39,6 +39,10 @@ class LogLevel(str, Enum):
     CRITICAL = "CRITICAL"
 
 
+#: --window-size bounds in inches: at 100 dpi, 50 inches is 5000 pixels (100 MB of RGBA)
+WINDOW_MIN, WINDOW_MAX = 1.0, 50.0
+
+
 def lr(
     config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="An mmengine config with optim_wrapper, "
                                                "param_scheduler and train_cfg.", show_default=False)],
@@ -79,8 +83,9 @@ def lr(
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
     debug = debug or log_level is LogLevel.DEBUG  # the seed's logger levels onto visctl's verbosity
-    with RunContext("lr", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug,
-                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
+    with RunContext("lr", out_dir=save_path.parent if save_path else out_dir, quiet=quiet, json_out=json_out,
+                    debug=debug, cfg_options=cfg_options, backend=backend, show=show,
+                    out_files=[("--save-path", save_path), ("--csv", csv)]) as ctx:
         _run(ctx, config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size, drop_last=drop_last,
              title=title, style=style, window_size=window_size, log_scale=log_scale, save_path=save_path, csv=csv,
              parameter=parameter)
@@ -114,6 +119,17 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
         w, h = (float(v) for v in window_size.lower().replace("x", "*").split("*"))
     except ValueError:
         raise VisctlError(f"--window-size {window_size!r}", hint="write W*H in inches, e.g. 12*7") from None
+    if not (WINDOW_MIN <= w <= WINDOW_MAX and WINDOW_MIN <= h <= WINDOW_MAX):  # NaN fails too
+        raise VisctlError(f"--window-size {window_size!r}: each side must be {WINDOW_MIN:g} to {WINDOW_MAX:g} inches "
+                          "(the plot is drawn at 100 dpi)", hint="write W*H in inches, e.g. 12*7")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = tuple(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
+    if save_path is not None and save_path.suffix:
+        output.check_output_file(save_path, "--save-path", formats)
+    else:
+        output.check_output_file(save_path, "--save-path", None)  # no suffix: a PNG
+    output.check_output_file(csv, "--csv", None)
     if style:
         import matplotlib.style
 
@@ -133,7 +149,7 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
         from visctl.models import build_model, config_dirs
 
         try:  # the real parameter names make paramwise_cfg's groups exact
-            model = build_model(dict(cfg.model), cfg.get("default_scope"), config_dirs(cfg))
+            model = build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg))
         except ModelError as err:
             ctx.log(f"paramwise_cfg applied to stand-in parameters ({err.message})")
     sched = schedules.schedule_from_config(cfg, dataset_size=dataset_size, batch_size=batch_size, ngpus=ngpus,
@@ -157,12 +173,12 @@ def _run(ctx: RunContext, config_file: str, *, dataset_size: int | None, ngpus: 
     target = save_path or writer.path("lr.png")
     buf = io.BytesIO()
     fig.savefig(buf, format=(target.suffix.lstrip(".") or "png"), dpi=100)
-    output.atomic_write(target, buf.getvalue())
-    writer.add_output(target, "image", caption=f"{title or Path(config_file).stem}: {sched.rule}")
+    writer.write_output("lr.png", buf.getvalue(), "image", caption=f"{title or Path(config_file).stem}: {sched.rule}",
+                        target=target)
     values = sched.columns()
     if csv:
-        output.atomic_write(csv, schedules.csv_text(values).encode())
-        writer.add_output(csv, "table", caption="per-iteration values")
+        writer.write_output("lr.csv", schedules.csv_text(values).encode(), "table", caption="per-iteration values",
+                            target=csv)
     if ctx.json_out:
         writer.manifest["values"] = {k: v.tolist() for k, v in values.items()}
     writer.manifest["timings"]["simulate_s"] = round(simulated, 3)

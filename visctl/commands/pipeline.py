@@ -65,18 +65,20 @@ def pipeline(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random transforms (the same views each run).")
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, max=opt.SEED_MAX, help="Seed of the random transforms (the same views each run).")
                     ] = 0,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
     with RunContext("pipeline", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options, backend=backend, show=show) as ctx:
+                    cfg_options=cfg_options, backend=backend, show=show, max_pixels=max_pixels) as ctx:
         from visctl import datasets, output, render
 
         cfg = ctx.load_config(config_file)
         ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
-        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn)
+        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn, max_pixels=ctx.max_pixels)
         skip = tuple(skip_type if skip_type is not None else SKIP)
         samples = datasets.PipelineSamples(dataset, steps, seed=seed, record=mode is Mode.pipeline, skip_types=skip)
         count = len(dataset) if number < 0 else min(number, len(dataset))
@@ -84,6 +86,7 @@ def pipeline(
                                       skip_type=list(skip), adaptive=adaptive, seed=seed,
                                       steps=[s for s in samples.steps]))
         names = [dataset.name(i) for i in range(count)]
+        ctx.protect(*names)
         stems = output.input_stems([Path(n) for n in names])
         with ctx.progress(count, "pipeline") as advance:
             for item in datasets.iterate(samples, list(range(count))):

@@ -60,13 +60,15 @@ def recon(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="The same masks every run.")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=opt.SEED_MAX, help="The same masks every run.")] = 0,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
     with RunContext("recon", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels,
+                    out_files=[("--out-file", out_file)]) as ctx:
         _run(ctx, _seed_args(args, img_path, checkpoint_opt), mask_ratio=mask_ratio, mask_file=mask_file,
              use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, save_raw=save_raw, batch_size=batch_size,
              seed=seed, out_file=out_file, target_generator=target_generator)
@@ -94,10 +96,9 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
     from visctl.commands._shared import open_model
     from visctl.errors import InputError, VisctlError
 
-    if out_file is not None and out_file.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif",
-                                                                ".tiff"):
-        raise InputError(f"--out-file {out_file}: an image file name is needed",
-                         hint="end it in .png or .jpg")
+    output.check_output_file(out_file, "--out-file")
+    ctx.protect(mask_file)
+
     def one_image(found: list[Path]) -> None:  # before the model is loaded
         if out_file is not None and len(found) != 1:
             raise InputError(f"--out-file names one file, and there are {len(found)} images",
@@ -127,7 +128,7 @@ def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_fil
     stems = output.input_stems(mi.paths)
     done = 0
     with ctx.progress(len(mi.paths), "recon") as advance:
-        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size):
+        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size, ctx.max_pixels):
             for path, message in failures:
                 ctx.skip(path, message)
                 advance()

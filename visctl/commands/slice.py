@@ -65,11 +65,12 @@ def slice_(
     seed: opt.Seed = None,
     debug: Annotated[bool, typer.Option("--debug", help="Also draw the tile grid and every unmerged box; show "
                                         "tracebacks.")] = False,
+    max_pixels: opt.MaxPixels = opt.SLICE_MAX_PIXELS,
 ) -> None:
     """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
     with RunContext("slice", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
                     debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
         from visctl.errors import VisctlError
 
         if merge_metric not in ("iou", "ios"):
@@ -96,7 +97,6 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
          metric: str,
          score_thr: float, full_image: bool, max_side: int, batch_size: int, debug: bool, deploy: bool = False,
          save_patch: bool = False) -> None:
-    import json
     import time
 
     import cv2
@@ -135,7 +135,7 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
     started = time.time()
     for image_id, p in enumerate(mi.paths):
         try:
-            img = images.read_image(p)
+            img = images.read_image(p, ctx.max_pixels)
         except VisctlError as err:
             ctx.skip(p, err.message)
             continue
@@ -192,7 +192,7 @@ def _run(ctx: RunContext, args: list[str], *, patch_size: int | None, overlap: f
                                       input=str(p), tile=[x0, y0, x1, y1])
         writer.add_input(p, size=[h, w], tiles=len(grid), boxes_before_merge=len(raw), boxes=len(merged))
     elapsed = time.time() - started
-    target = writer.write_bytes("results.json", json.dumps(results, indent=1).encode())
+    target = writer.write_bytes("results.json", output.to_json(results, indent=1).encode())
     writer.add_output(target, "table", caption=f"COCO-style results, {len(results)} boxes")
     writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
     writer.manifest["timings"]["tiles_per_s"] = round(n_tiles / elapsed, 2) if elapsed else None

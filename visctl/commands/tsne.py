@@ -77,7 +77,7 @@ def tsne(
                                         "at least 250).")] = 1000,
     learning_rate: Annotated[str, typer.Option("--learning-rate", help="A number or auto.")] = "auto",
     early_exaggeration: Annotated[float, typer.Option(
-        "--early-exaggeration", help="t-SNE: how much clusters are pulled apart in the first iterations.")] = 12.0,
+        "--early-exaggeration", min=1.0, help="t-SNE: how much clusters are pulled apart in the first iterations.")] = 12.0,
     metric: Annotated[str, typer.Option("--metric", help="Distance between features for t-SNE and UMAP "
                                         "(euclidean, cosine, ...).")] = "euclidean",
     legend: Annotated[bool, typer.Option("--legend/--no-legend", help="Class names in a legend.")] = True,
@@ -85,7 +85,8 @@ def tsne(
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small images at their points.")] = False,
     title: Annotated[Optional[str], typer.Option("--title", help="Plot title [default: CONFIG stem | layer].",
                                                  show_default=False)] = None,
-    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, help="DataLoader workers.")] = 0,
+    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, max=opt.WORKERS_MAX,
+                                                 help="DataLoader workers.")] = 0,
     unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
@@ -99,13 +100,14 @@ def tsne(
     show: opt.Show = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling and the embedding.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=opt.SEED_MAX, help="Seed of the sampling and the embedding.")] = 0,
     debug: opt.Debug = False,
+    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
     with RunContext("tsne", out_dir=out_dir or work_dir, device=device, threads=threads, quiet=quiet,
                     json_out=json_out, debug=debug, seed=seed, cfg_options=cfg_options, backend=backend,
-                    show=show, unsafe_load_checkpoint=unsafe_load_checkpoint) as ctx:
+                    show=show, unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels) as ctx:
         from visctl.errors import VisctlError
 
         if out_dir and work_dir and Path(out_dir).resolve() != Path(work_dir).resolve():
@@ -141,6 +143,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     import csv
     import io
     import json
+    import math
     import time
 
     import numpy as np
@@ -171,12 +174,17 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         lr_value = "auto"
     if init not in ("pca", "random"):
         raise VisctlError(f"--init {init!r}", hint="use pca or random")
+    if isinstance(lr_value, float) and not (lr_value > 0 and math.isfinite(lr_value)):
+        raise VisctlError(f"--learning-rate {learning_rate!r}: the step must be a positive number",
+                          hint="a number such as 200, or auto (the sample count / 12)")
+    embedding.check_metric(method, metric)
     for note in notes:
         ctx.warn(note)
     started = time.time()
     mi = open_model(ctx, [], images=False, cfg_spec=config_file, checkpoint=checkpoint)
     cfg = mi.cfg
     if test_cfg:  # mmpretrain's vis_tsne: `cfg.test_dataloader = Config.fromfile(args.test_cfg).test_dataloader`
+        ctx.protect(test_cfg)
         other = config.load_config(test_cfg, [])
         if not config.cfg_get(other, "test_dataloader.dataset"):
             raise ConfigError(f"{test_cfg} has no test_dataloader.dataset", hint="--test-cfg takes a config with one")
@@ -195,12 +203,18 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
     if ds_cfg is None:
         raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
                           hint="add one, or pick another --phase")
-    dataset = datasets.build_dataset(ds_cfg, used_phase, warn=ctx.warn)
+    dataset = datasets.build_dataset(ds_cfg, used_phase, warn=ctx.warn, max_pixels=ctx.max_pixels)
     steps = steps or mi.steps
     labels_all = dataset.labels()
+    if labels_all and all(lab < 0 for lab in labels_all):
+        raise VisctlError(f"the {used_phase} dataset's {len(labels_all)} images have no class labels, and t-SNE "
+                          "colours its points and scores its k-NN accuracy by class",
+                          hint="put the images in one folder per class (ROOT/cat/1.jpg, ROOT/dog/2.jpg) or give "
+                          "the dataset an ann_file with labels")
     indices = embedding.sample_indices(labels_all, class_idx, max_num_class, per_class, seed)
     if not indices:
         raise VisctlError("no samples of the chosen classes", hint="check --class-idx against the dataset's labels")
+    ctx.protect(*(dataset.name(i) for i in indices))
     # the layers: a probe on one real sample gives the default and the stage list
     samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=("PackInputs", "Normalize", "ToTensor"))
     first = samples[indices[0]]
@@ -243,6 +257,15 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
             extra = found[1] if found else 0
     layers = {n: models.find_layer(mi.model, module_of.get(n, n))[1] for n in names}
 
+    params = dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
+                  pooling=pooling.value, method=method.value, perplexity=perplexity, n_iter=n_iter,
+                  seed=seed, samples=None, world_size=world,
+                  max_num_class=max_num_class, max_num_samples_per_class=per_class,
+                  n_components=n_components, init=init,
+                  n_iter_without_progress=n_iter_without_progress, test_cfg=test_cfg,
+                  vis_stage=vis_stage.value if vis_stage else None)
+    # rank 0 opens the run's record now, so that an interrupt during extraction leaves a true manifest
+    writer = ctx.open_writer(params) if rank == 0 else None
     work = ctx.out_dir
     shard = indices[rank::world]
     with ctx.progress(len(shard), "features") as advance:
@@ -266,13 +289,22 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         result = embedding.merge_shards(gathered, ctx.out_dir)
         dist.barrier()
         dist.destroy_process_group()
-    writer = ctx.open_writer(dict(config=config_file, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
-                                  pooling=pooling.value, method=method.value, perplexity=perplexity, n_iter=n_iter,
-                                  seed=seed, samples=len(result["rows"]), world_size=world,
-                                  max_num_class=max_num_class, max_num_samples_per_class=per_class,
-                                  n_components=n_components, init=init,
-                                  n_iter_without_progress=n_iter_without_progress, test_cfg=test_cfg,
-                                  vis_stage=vis_stage.value if vis_stage else None))
+    asked_perplexity = perplexity
+    if method is embedding.EmbedMethod.tsne and len(result["rows"]) >= 4:  # fewer: PCA (embedding.embed)
+        perplexity = embedding.effective_perplexity(perplexity, len(result["rows"]))
+        if perplexity != asked_perplexity:  # recorded as used, said once
+            notes.append(f"--perplexity {asked_perplexity:g} lowered to {perplexity:.2f} for "
+                         f"{len(result['rows'])} samples (t-SNE needs 3 x perplexity neighbours of each)")
+            ctx.warn(notes[-1])
+    params["perplexity"], params["perplexity_requested"] = perplexity, asked_perplexity
+    assert writer is not None
+    params["samples"] = len(result["rows"])
+    for label, path in result["features"].items():  # finished: listed now, whatever happens to the embedding
+        with output.uninterrupted():
+            shape = np.load(path, mmap_mode="r").shape
+            writer.add_output(path, "array", caption=f"{label}: features ({shape[0]} x {shape[1]})")
+    for p in result["names"]:
+        writer.add_input(p)
     embed_notes: list[str] = []
 
     def warn_once(message: str) -> None:
@@ -327,8 +359,6 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
         writer.note(note)
     writer.manifest["quality"] = quality
     writer.manifest["timings"]["extract_s"] = round(extracted, 3)
-    for p in result["names"]:
-        writer.add_input(p)
     ctx.finish()
 
 
