@@ -176,7 +176,7 @@ def test_unwritable_output_file_is_one_error(invoke, image_file, tmp_path, comma
     bad = {"under-a-file": (blocker / "x.png", "is a file, not a folder")}
     if not dir_ok:
         bad["a-directory"] = (tmp_path, "is a directory")
-    if option != "--csv":
+    if option != "--csv" and not dir_ok:  # where a directory is allowed, a name that is no image's is one
         bad["unknown-suffix"] = (tmp_path / "out.xyz", "cannot write a .xyz file")
     args = [DEMO_CFG] if command == "lr" else [image_file, DEMO_CFG]
     for kind, (value, needle) in bad.items():
@@ -195,7 +195,8 @@ def _write(path: Path, text: str) -> Path:
 @pytest.fixture
 def hostile_configs(tmp_path) -> dict[str, Path]:
     base = f"_base_ = {str(DEMO_CFG)!r}\n"
-    (tmp_path / "boom_mod.py").write_text("def boom(**kw):\n    raise RuntimeError('constructor failed')\n")
+    (tmp_path / "boom_mod.py").write_text("import torch.nn\n\n\nclass Boom(torch.nn.Module):\n    def __init__(self, **kw):\n"
+                                          "        raise RuntimeError('constructor failed')\n")
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
     from visctl.shapes import write_scenes
@@ -204,9 +205,11 @@ def hostile_configs(tmp_path) -> dict[str, Path]:
         p.rename(unlabelled / p.name)
     return {
         "str-model": _write(tmp_path / "str_model.py", "model = 'resnet18'\n"),
-        "raising-model": _write(tmp_path / "raising.py", base + "model = dict(_delete_=True, type='boom_mod:boom')\n"),
-        "scale-0": _write(tmp_path / "scale0.py", base + "test_pipeline = [dict(type='LoadImageFromFile'), "
-                          "dict(type='Resize', scale=(0, 0)), dict(type='PackInputs')]\n"),
+        "raising-model": _write(tmp_path / "raising.py", base + "model = dict(_delete_=True, type='boom_mod:Boom')\n"),
+        # the dataloader's pipeline is what inference uses (mmpretrain's ImageClassificationInferencer)
+        "scale-0": _write(tmp_path / "scale0.py", base + "test_dataloader = dict(dataset=dict(pipeline=["
+                          "dict(type='LoadImageFromFile'), dict(type='Resize', scale=(0, 0)), "
+                          "dict(type='PackInputs')]))\n"),
         "mean-2": _write(tmp_path / "mean2.py", base + "data_preprocessor = dict(mean=[1.0, 2.0], std=[1.0, 1.0], "
                          "to_rgb=True)\n"),
         "cycle": _write(tmp_path / "cyc_a.py", "_base_ = './cyc_b.py'\n"),

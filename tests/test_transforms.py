@@ -59,3 +59,20 @@ def test_to_tensor_normalises_and_orders_channels():
     rgb = transforms.to_tensor([state], (0, 0, 0), (255, 255, 255), rgb=True)
     bgr = transforms.to_tensor([state], (0, 0, 0), (255, 255, 255), rgb=False)
     assert rgb[0, 0].mean() == 1 and bgr[0, 2].mean() == 1 and bgr[0, 0].mean() == 0
+
+
+def test_mmselfsup_random_resized_crop_is_mmpretrains_with_torchvision_names():
+    """mmselfsup 1.x's RandomResizedCrop(size, scale=area range, ratio, backend) (its simsiam/mocov2 configs)
+    crops exactly as mmpretrain's RandomResizedCrop(scale=size, crop_ratio_range, aspect_ratio_range) with the
+    same draws; the torchvision form (no backend) stays torchvision's."""
+    img = np.random.default_rng(1).integers(0, 255, (90, 70, 3), dtype=np.uint8)
+    a, b = transforms.ImageState(img.copy()), transforms.ImageState(img.copy())
+    transforms.apply_step(a, dict(type="RandomResizedCrop", size=32, scale=(0.2, 1.0), ratio=(0.5, 2.0),
+                                  backend="pillow"), np.random.default_rng(7))
+    transforms.apply_step(b, dict(type="RandomResizedCrop", scale=32, crop_ratio_range=(0.2, 1.0),
+                                  aspect_ratio_range=(0.5, 2.0), backend="pillow"), np.random.default_rng(7))
+    assert a.img.shape == (32, 32, 3)
+    np.testing.assert_array_equal(a.img, b.img)
+    c = transforms.ImageState(img.copy())
+    transforms.apply_step(c, dict(type="RandomResizedCrop", size=32, scale=(0.2, 1.0)), np.random.default_rng(7))
+    assert c.img.shape == (32, 32, 3)

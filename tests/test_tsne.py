@@ -122,8 +122,8 @@ def test_two_processes_give_the_same_features(held_out, tmp_path):
 
 
 def _every_file_is_listed(out, m):
-    """Every file a tsne run leaves, beside manifest.json and index.html, is one of the manifest's outputs."""
-    written = {str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()} - {"manifest.json", "index.html"}
+    """Every file a tsne run leaves, beside manifest.json, index.html and the folder's lock, is one of the manifest's outputs."""
+    written = {str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()} - {"manifest.json", "index.html", ".manifest.lock"}
     assert written == {o["path"] for o in m["outputs"]}
     assert "labels.json" in written
 

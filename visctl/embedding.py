@@ -82,14 +82,15 @@ def last_stage(model: Any, example: Any) -> str:
 
     from visctl import cams
 
-    in_hw = tuple(int(v) for v in example.shape[2:])
+    in_hw = (int(example.shape[2]), int(example.shape[3]))
     if min(in_hw) < 224:
         f = 224 / min(in_hw)
         big = torch.zeros(1, example.shape[1], round(in_hw[0] * f), round(in_hw[1] * f), dtype=example.dtype,
                           device=example.device)
         try:
             pr = cams.probe(model, big, logits=False)
-            return cams.default_target_layers(model, pr, tuple(big.shape[2:]), cams.is_vit_like(pr, tuple(big.shape[2:])))[0]
+            big_hw = (int(big.shape[2]), int(big.shape[3]))
+            return cams.default_target_layers(model, pr, big_hw, cams.is_vit_like(pr, big_hw))[0]
         except (RuntimeError, ValueError, AssertionError, VisctlError):  # a fixed-size model (ViT img_size)
             pass
     pr = cams.probe(model, example, logits=False)

@@ -175,8 +175,8 @@ def _read_with_pil(path: Path) -> np.ndarray:
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the budget was checked by the caller
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened)
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(im)
                 return _to_rgb8(arr.astype(np.uint16) if im.mode.startswith("I;16") else arr, bgr=False, path=path)

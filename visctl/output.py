@@ -230,8 +230,8 @@ def check_file_target(path: Path, what: str) -> list[Path]:
     """A file the run will write (``--save-path x.png``): not a folder, in a folder visctl can write in."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{what} {path} is a folder, and a file name is needed here",
-                          hint=f"give a file name, e.g. {what} {path / 'out.png'}")
+        raise OutputError(f"{what} {path} is a directory, not a file name",
+                          hint=f"give a file name, e.g. {what} {path / 'out.png'}; -o/--out-dir names the folder of a run")
     return prepare_dir(path.parent, what)
 
 
@@ -320,7 +320,7 @@ def _locked(folder: Path) -> Iterator[None]:
     except ImportError:  # Windows: concurrent runs into one folder are not serialised there
         yield
         return
-    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides, as for outputs
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -315,6 +315,14 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
     h0, w0 = state.img.shape[:2]
     if name in FORMAT_STEPS:
         return
+    if name == "RandomResizedCrop" and "size" in step and ("backend" in step or "max_attempts" in step):
+        # mmselfsup 1.x's own RandomResizedCrop(size, scale, ratio, max_attempts, interpolation, backend): the
+        # torchvision names with mmcv's backends; its draws are mmpretrain's, so it runs as that one
+        size, area = step.pop("size"), step.pop("scale", (0.08, 1.0))
+        step["scale"] = (size, size) if isinstance(size, (int, float)) else tuple(size)
+        step["crop_ratio_range"] = tuple(area)
+        if "ratio" in step:
+            step["aspect_ratio_range"] = tuple(step.pop("ratio"))
     if name in ("Resize", "CenterCrop", "RandomCrop", "RandomResizedCrop") and "size" in step:
         _torchvision_step(state, name, step, rng, geometry=True)  # torchvision's own names and arguments
     elif name == "Resize":

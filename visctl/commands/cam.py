@@ -158,8 +158,7 @@ def _run(ctx: RunContext, args: list[str], *, method: str, target_category: list
 
     methods = cams.parse_method(method)
     colormap = render.check_colormap(colormap)
-    to_dir = save_path is not None and (save_path.is_dir() or save_path.suffix == "")
-    if save_path is not None and not to_dir:
+    if output.single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
         output.check_output_file(save_path, "--save-path")
     mi = open_model(ctx, args, check_paths=lambda found: output.single_output(save_path, len(found)))
     if preview_model:

@@ -296,8 +296,9 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
             notes.append(f"--perplexity {asked_perplexity:g} lowered to {perplexity:.2f} for "
                          f"{len(result['rows'])} samples (t-SNE needs 3 x perplexity neighbours of each)")
             ctx.warn(notes[-1])
-    params["perplexity"], params["perplexity_requested"] = perplexity, asked_perplexity
     assert writer is not None
+    params = writer.manifest["params"]  # the record's own dict (open_writer copies what it is given)
+    params["perplexity"], params["perplexity_requested"] = perplexity, asked_perplexity
     params["samples"] = len(result["rows"])
     for label, path in result["features"].items():  # finished: listed now, whatever happens to the embedding
         with output.uninterrupted():
@@ -351,7 +352,6 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
                         *(f"{v:.6f}" for v in point)])
         writer.add_output(writer.write_bytes(f"tsne_{tag}.csv", buf.getvalue().encode()), "table",
                           caption=f"{label}: coordinates, labels, paths")
-        writer.add_output(path, "array", caption=f"{label}: features ({len(labels)} x {feats.shape[1]})")
     labels_json = writer.write_bytes("labels.json", json.dumps(dict(
         rows=result["rows"], labels=result["labels"], names=result["names"], classes=class_names)).encode())
     writer.add_output(labels_json, "data", caption="each row's dataset index, label, file and the class names")
