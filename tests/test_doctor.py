@@ -159,7 +159,7 @@ def test_install_into_an_openmmlab_environment_changes_nothing(tmp_path):
     def pip(*args):
         subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True)
 
-    pip("torch", "torchvision", "--index-url", "https://download.pytorch.org/whl/cpu")
+    pip("torch", "torchvision")  # what this machine's pip serves (CI: the same constraint file)
     pip("mmengine==0.10.7", "mmcv-lite==2.2.0", "mmpretrain==1.2.0", "opencv-python", "grad-cam==1.4.8")
     before = subprocess.run([py, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
                             check=True).stdout

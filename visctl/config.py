@@ -112,6 +112,11 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
         raise ConfigError(f"not a config file or model name: {spec}",
                           hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
                           "torchvision.resnet18, timm.resnet18 or package.module:attr")
+    return merge_options(cfg, options)
+
+
+def merge_options(cfg: Any, options: list[str] | None) -> Any:
+    """``--cfg-options`` strings (``key=value``) merged into ``cfg`` in place, one at a time; returns ``cfg``."""
     extra = parse_cfg_options(options)
     for key, value in extra.items():  # one at a time, so an error names its option
         try:

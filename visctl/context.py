@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 import signal
 import sys
 import threading
@@ -22,7 +20,6 @@ from visctl.errors import (
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
     EXIT_TERMINATED,
-    DeviceError,
     InputWarning,
     OutputError,
     Terminated,
@@ -31,52 +28,12 @@ from visctl.errors import (
     report_bug,
 )
 from visctl.output import OutputWriter
+from visctl.session import RunOptions, Session, default_threads, resolve_device
 
-_LOGGER_IDS = itertools.count()  # one fresh MMLogger per run (mmengine keeps every instance by name)
-
-
-def default_threads() -> int:
-    """CPU threads for torch: the cores this process may use, at most 16 (more rarely helps inference)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 16))
+__all__ = ["RunContext", "RunOptions", "default_threads", "resolve_device"]
 
 
-def resolve_device(spec: str) -> str:
-    """``auto`` -> cuda, then mps, then cpu; an explicit device must exist."""
-    import torch
-
-    spec = spec.strip().lower()
-    if spec.startswith("cuda") and not re.fullmatch(r"cuda(:\d+)?", spec):  # before asking torch anything
-        raise DeviceError(f"--device {spec!r}: not a device name", hint="use auto, cpu, cuda, cuda:N (N a number) or mps")
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if spec == "cpu":
-        return "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {spec}: CUDA is not available on this machine",
-                              hint="use --device cpu (or auto), or install a CUDA build of torch")
-        if ":" in spec:
-            idx = int(spec.split(":", 1)[1])
-            if idx >= torch.cuda.device_count():
-                raise DeviceError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)",
-                                  hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-        return spec
-    if spec == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise DeviceError("--device mps: Apple MPS is not available here", hint="use --device cpu or auto")
-        return spec
-    raise DeviceError(f"unknown device {spec!r}", hint="use auto, cpu, cuda, cuda:N or mps")
-
-
-class RunContext:
+class RunContext(Session):
     """Built once per invocation; commands open it with ``with RunContext(...) as ctx:``.
 
     On entering, the output folder (and ``out_files``, files the command was told to write) is checked
@@ -87,36 +44,32 @@ class RunContext:
     ``internal error`` line, exit 3 (the manifest keeps what was finished, status ``crashed``).
     """
 
-    def __init__(self, command: str, *, out_dir: Path | None = None, device: str = "auto",
-                 threads: int | None = None, quiet: bool = False, json_out: bool = False, debug: bool = False,
-                 seed: int | None = None, cfg_options: list[str] | None = None, backend: str | None = None,
-                 show: bool = False, unsafe_load_checkpoint: bool = False,
-                 max_pixels: int | None = None, out_files: list[tuple[str, Path | None]] | None = None) -> None:
+    def __init__(self, command: str, options: RunOptions | None = None, *, out_dir: Path | None = None,
+                 out_files: list[tuple[str, Path | None]] | None = None, **legacy: Any) -> None:
+        # ``legacy``: the shared options as keyword arguments (device=..., threads=...), for callers not yet
+        # building a RunOptions
+        if legacy:
+            legacy = {k: v for k, v in legacy.items() if k in RunOptions.__dataclass_fields__}
+            options = (options or RunOptions()).replace(**legacy)
+        options = options or RunOptions()
+        if options.threads is None:  # the CLI pins torch's threads (a library call leaves them alone)
+            options = options.replace(threads=default_threads())
+        super().__init__(options)
         self.command = command
         # (option name, path) of the files the command was told to write, e.g. ("--save-path", lr.png)
         self.out_files = [(what, Path(f)) for what, f in out_files or [] if f is not None]
-        self.protected: dict[tuple[int, int], str] = {}  # the run's inputs (device, inode) -> path
         self._created: list[Path] = []  # folders this run made, removed again if it writes nothing
         self._finished = False
         self._handlers: dict[int, Any] = {}
         self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
-        self.device_spec = device
-        self.threads = threads or default_threads()
-        self.quiet = quiet or json_out
-        self.json_out = json_out
-        self.debug = debug
-        self.seed = seed
-        self.cfg_options = cfg_options or []
-        self.backend = backend
-        self.show = show
-        self.unsafe_load_checkpoint = unsafe_load_checkpoint
-        self.max_pixels = max_pixels  # --max-pixels of the commands that read images (None: no budget)
-        self.notes: list[str] = []  # remarks for the manifest, also those made before the writer opens
+        self.quiet = options.quiet or options.json_out
+        self.json_out = options.json_out
+        self.backend = options.backend
+        self.show = options.show
         self.show_interval: float | None = None  # seconds per output, or keys only
         self.writer: OutputWriter | None = None
         self.started = time.time()
-        self._device: str | None = None
         from rich.console import Console
 
         self.console = Console(stderr=True, quiet=self.quiet, highlight=False)
@@ -225,28 +178,13 @@ class RunContext:
             raise typer.Exit(report_bug(exc))
 
     # -- shared resources --
-    def load_config(self, spec: str) -> Any:
-        """The mmengine Config of ``spec`` with ``--cfg-options`` merged."""
-        from mmengine.logging import MMLogger
-
-        from visctl.config import load_config
-
-        self.protect(spec)
-        # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless --debug
-        MMLogger.get_instance(f"visctl-{next(_LOGGER_IDS)}", log_level="INFO" if self.debug else "WARNING")
-        return load_config(spec, self.cfg_options)
-
     def protect(self, *paths: Any) -> None:
         """Inputs of the run (images, config, checkpoint, ...): nothing the run writes may replace them.
 
         A file the command was told to write (``--save-path``, ``--csv``) that is one of them is refused
         here, before the work; an output that would land on one later is refused by the writer.
         """
-        for p in paths:
-            if isinstance(p, (str, Path)):
-                fid = output.file_id(p)
-                if fid is not None:
-                    self.protected.setdefault(fid, str(p))
+        super().protect(*paths)
         if self.writer is not None:
             self.writer.protected.update(self.protected)
         for what, f in self.out_files:
@@ -254,27 +192,6 @@ class RunContext:
             if fid is not None and fid in self.protected:
                 raise OutputError(f"{what} {f} is an input of this run ({self.protected[fid]}); visctl never "
                                   "writes over its inputs", hint=f"give {what} another file name")
-
-    @property
-    def device(self) -> str:
-        """The resolved torch device string."""
-        if self._device is None:
-            self._device = resolve_device(self.device_spec)
-        return self._device
-
-    def setup_torch(self) -> None:
-        """Pin torch's CPU threads and seed every generator."""
-        import torch
-
-        torch.set_num_threads(self.threads)
-        if self.seed is not None:
-            import random
-
-            import numpy as np
-
-            random.seed(self.seed)
-            np.random.seed(self.seed)
-            torch.manual_seed(self.seed)
 
     def open_writer(self, params: dict[str, Any], out_dir: Path | None = None) -> OutputWriter:
         """Start the run's output directory and its record in the folder's manifest (status ``running``)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from visctl.errors import InputError
 
@@ -119,6 +119,60 @@ def gather_images(specs: list[str], note: Callable[[str], None] | None = None) -
     return list(unique)
 
 
+class ArrayImage(PurePosixPath):
+    """An image a library caller holds in memory (a numpy array or a PIL image), standing where a path stands.
+
+    It is a path (``image0.png``: its name, stem and suffix name its outputs as a file's would) that carries
+    its RGB ``uint8`` pixels in :attr:`array`; :func:`read_image` returns them instead of reading a file.
+    """
+
+    array: np.ndarray
+
+    @classmethod
+    def of(cls, pixels: Any, name: str) -> ArrayImage:
+        """``pixels`` (H x W gray, H x W x 3 RGB, H x W x 4 RGBA; uint8, uint16 or float; or a PIL image)."""
+        import numpy as np
+
+        if hasattr(pixels, "convert") and hasattr(pixels, "mode"):  # a PIL image
+            pixels = np.asarray(pixels.convert("RGB"))
+        arr = np.asarray(pixels)
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            arr = arr[..., :3]
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 1:
+            raise InputError(f"{name}: an image array must be H x W, H x W x 3 (RGB) or H x W x 4, got shape "
+                             f"{arr.shape}", hint="pass an RGB image (numpy arrays from cv2 are BGR: arr[..., ::-1])")
+        img = cls(name)
+        img.array = np.ascontiguousarray(_to_rgb8(arr, bgr=False, path=Path(name)))
+        img.array.setflags(write=False)
+        return img
+
+
+def as_images(images: Any, note: Callable[[str], None] | None = None) -> list[Any]:
+    """What a library caller passes as images -- a path (file, folder or glob), a numpy image, a PIL image,
+    or a list of them -- as the list of paths (:class:`ArrayImage` for pixels) the batch loops read."""
+    import numpy as np
+
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    found: list[Any] = []  # Path and ArrayImage
+    arrays = 0
+    for item in items:
+        if isinstance(item, (str, Path)) and not isinstance(item, ArrayImage):
+            found += gather_images([str(item)], note=note)
+        elif isinstance(item, ArrayImage):
+            found.append(item)
+        elif isinstance(item, np.ndarray) or (hasattr(item, "convert") and hasattr(item, "mode")):
+            found.append(ArrayImage.of(item, f"image{arrays}.png"))
+            arrays += 1
+        else:
+            raise InputError(f"cannot use a {type(item).__name__} as an image",
+                             hint="pass a path, a folder, a numpy array (H x W x 3 RGB), a PIL image or a list")
+    if not found:
+        raise InputError("no images given", hint="pass a path, a folder, a numpy array or a PIL image")
+    return found
+
+
 def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as RGB uint8 (H, W, 3).
 
@@ -133,6 +187,12 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     import cv2
     import numpy as np
 
+    if isinstance(path, ArrayImage):
+        h, w = path.array.shape[:2]
+        if max_pixels is not None and h * w > max_pixels:
+            raise ImageTooLarge(f"{path} is {w} x {h} pixels ({h * w / 1e6:.0f} MP), over the budget of "
+                                f"{max_pixels / 1e6:.1f} MP", hint="raise max_pixels")
+        return path.array.copy()
     path = Path(path)
     size = check_pixels(path, max_pixels)
     if size is not None and size[0] * size[1] > _opencv_pixel_limit():

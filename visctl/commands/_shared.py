@@ -1,31 +1,14 @@
-"""Wiring shared by the model commands: inputs, config, model, pipeline and one example batch."""
+"""The model commands' wiring from a command line to the library: ``IMG... CONFIG [CHECKPOINT]``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from visctl.context import RunContext
+from visctl.library._common import ModelInputs, class_names, load_model, preview
 
-
-@dataclass
-class ModelInputs:
-    """What a model command has before its first batch."""
-
-    paths: list[Path]
-    cfg: Any
-    cfg_spec: str
-    checkpoint: str | None
-    model: Any
-    summary: dict | None
-    steps: list[dict]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    rgb: bool
-    example: Any  # (1, 3, H, W) on the device
-    detector: bool = False
+__all__ = ["ModelInputs", "class_names", "load_model", "open_model", "preview"]
 
 
 def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spec: str | None = None,
@@ -36,11 +19,9 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
     ``check_paths`` sees the gathered images before anything is loaded (to refuse an option that does not
     fit their number).
     """
-    import numpy as np
-
-    from visctl import config, transforms
+    from visctl import config
     from visctl import images as imgs
-    from visctl.errors import InputError
+    from visctl.library import _common
 
     args, extra_options = config.pop_cfg_options(args)
     ctx.cfg_options.extend(extra_options)
@@ -49,91 +30,6 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
         paths = imgs.gather_images(img_specs, note=ctx.note)
     if check_paths is not None:
         check_paths(list(paths or []))
-    ctx.protect(*(paths or []), checkpoint)  # before any work: --save-path naming an input is refused now
     assert cfg_spec is not None
-    cfg = ctx.load_config(cfg_spec)
-    ctx.setup_torch()
-    model, summary = load_model(ctx, cfg, checkpoint)
-    if not summary:
-        ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
-    from visctl.detection import is_torchvision_detector
-
-    detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
-    from visctl.models import check_input_size, native_input_size
-
-    pipeline = config.test_pipeline(cfg)
-    size = config.tool_option(cfg, "input_size")
-    if not pipeline and not detector and size is None:
-        native = native_input_size(model)  # timm's DINOv2 ViTs take 518 px and nothing else
-        size = (native[1], native[0]) if native and native != (224, 224) else 224  # (w, h), as mmcv writes it
-        if native and native != (224, 224):
-            ctx.note(f"input size {native[0]}x{native[1]}: the model's own (set visctl.input_size to change it)")
-    steps = pipeline or ([] if detector else transforms.default_pipeline(size))
-    mean, std, rgb = config.normalization(cfg)
-    if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
-            cfg, "model.data_preprocessor")):
-        mean, std, rgb = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), True  # they normalise 0-1 images themselves
-    import warnings
-
-    from visctl.errors import InputWarning
-
-    first = None
-    for p in paths or []:
-        try:
-            with warnings.catch_warnings():  # the batch reads this image again and says what it has to say
-                warnings.simplefilter("ignore", InputWarning)
-                first = imgs.read_image(p, ctx.max_pixels)
-            break
-        except InputError:
-            continue
-    if first is None:
-        first = np.zeros((256, 256, 3), np.uint8)
-    if max(first.shape[:2]) > 2048:  # the example only probes shapes: a huge image would cost GBs as floats
-        from visctl.render import fit
-
-        first = fit(first, 1024)
-    example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
-    if steps:
-        check_input_size(model, (int(example.shape[2]), int(example.shape[3])), from_pipeline=bool(pipeline))
-    return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
-                       model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,
-                       detector=detector)
-
-
-def load_model(ctx: RunContext, cfg: Any, checkpoint: str | None, label: str = "") -> tuple[Any, dict | None]:
-    """Build the config's model and load its checkpoint; the one place a load is summarised.
-
-    The summary line goes to stderr and the manifest's notes alike (``label`` before it, e.g. ``compare: ``);
-    ``--debug`` adds every key on stderr.
-    """
-    from visctl import models
-
-    ctx.protect(checkpoint or cfg.get("load_from"))
-    model, summary = models.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
-    if summary:
-        if summary["unsafe"]:
-            ctx.warn(f"{summary['path']} was read by a full pickle load (--unsafe-load-checkpoint): "
-                     "any code it contains has run")
-        ctx.note(label + models.checkpoint_note(summary))
-        if ctx.debug and any(len(summary[k]) > 3 for k in ("missing", "unexpected", "mismatched")):
-            ctx.log(label + models.checkpoint_note(summary, verbose=True))
-    return model, summary
-
-
-def preview(ctx: RunContext, mi: ModelInputs) -> None:
-    """Print the module tree with output shapes (``--preview-model``) on stdout."""
-    from visctl import models
-
-    for line in models.preview_lines(mi.model, mi.example):
-        ctx.result(line)
-
-
-def class_names(ctx: RunContext, mi: ModelInputs, num_classes: int | None = None) -> list[str] | None:
-    """The model's class names (the config's, else the model's own, else its weights family's class list:
-    see :func:`visctl.classes.class_names`); where they came from is noted when not from the config."""
-    from visctl.classes import class_names as find
-
-    found = find(mi.cfg, mi.model, num_classes, (mi.summary or {}).get("classes"))
-    if found.names and found.source != "the config's classes":
-        ctx.note(f"class names: {found.source} ({len(found.names)})")
-    return found.names
+    mi = _common.open_model(ctx, cfg_spec, checkpoint, paths)
+    return mi

@@ -165,7 +165,7 @@ def _run(ctx: RunContext, config_file: str, checkpoint: str | None, *, phase: Ph
             import torch
 
             if torch.cuda.is_available():
-                ctx.device_spec = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+                ctx.options = ctx.options.replace(device=f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     try:
         lr_value: float | str = float(learning_rate)
     except ValueError:

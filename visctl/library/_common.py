@@ -1,0 +1,150 @@
+"""What the library functions share: the model (a config, a name or an nn.Module), its pipeline, one example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visctl.session import Session
+
+
+@dataclass
+class ModelInputs:
+    """What a model command has before its first batch."""
+
+    paths: list[Path]
+    cfg: Any
+    cfg_spec: str
+    checkpoint: str | None
+    model: Any
+    summary: dict | None
+    steps: list[dict]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rgb: bool
+    example: Any  # (1, 3, H, W) on the device
+    detector: bool = False
+
+
+def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: list[Path] | None = None,
+               ) -> ModelInputs:
+    """Load the model and its pipeline, and prepare one example batch from the first readable image.
+
+    ``model``: a config file, a model name (``torchvision.resnet18``, ``timm.vit_small_patch16_224``,
+    ``package.module:attr``), a config dict / mmengine ``Config``, or an ``nn.Module`` (used as it is, in
+    eval mode, with ImageNet normalisation and a 224 px resize unless ``ctx``'s config options say more).
+    """
+    import numpy as np
+
+    from visctl import config, transforms
+    from visctl import images as imgs
+    from visctl.errors import InputError
+
+    ctx.protect(*(paths or []), checkpoint)  # before any work: --save-path naming an input is refused now
+    module = _as_module(model)
+    cfg_spec = "<nn.Module>" if module is not None else str(model) if isinstance(model, (str, Path)) else "<config>"
+    cfg = ctx.load_config({} if module is not None else model)
+    ctx.setup_torch()
+    if module is not None:
+        from visctl import models
+
+        model, summary = module.eval().to(ctx.device), None
+        if checkpoint:
+            summary = models.load_checkpoint(model, str(checkpoint), unsafe=ctx.unsafe_load_checkpoint)
+            ctx.note(models.checkpoint_note(summary))
+        models.check_finite_weights(model, str(checkpoint) if checkpoint else None)
+    else:
+        model, summary = load_model(ctx, cfg, checkpoint)
+        if not summary:
+            ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
+    from visctl.detection import is_torchvision_detector
+
+    detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
+    from visctl.models import check_input_size, native_input_size
+
+    pipeline = config.test_pipeline(cfg)
+    size = config.tool_option(cfg, "input_size")
+    if not pipeline and not detector and size is None:
+        native = native_input_size(model)  # timm's DINOv2 ViTs take 518 px and nothing else
+        size = (native[1], native[0]) if native and native != (224, 224) else 224  # (w, h), as mmcv writes it
+        if native and native != (224, 224):
+            ctx.note(f"input size {native[0]}x{native[1]}: the model's own (set visctl.input_size to change it)")
+    steps = pipeline or ([] if detector else transforms.default_pipeline(size))
+    mean, std, rgb = config.normalization(cfg)
+    if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
+            cfg, "model.data_preprocessor")):
+        mean, std, rgb = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), True  # they normalise 0-1 images themselves
+    import warnings
+
+    from visctl.errors import InputWarning
+
+    first = None
+    for p in paths or []:
+        try:
+            with warnings.catch_warnings():  # the batch reads this image again and says what it has to say
+                warnings.simplefilter("ignore", InputWarning)
+                first = imgs.read_image(p, ctx.max_pixels)
+            break
+        except InputError:
+            continue
+    if first is None:
+        first = np.zeros((256, 256, 3), np.uint8)
+    if max(first.shape[:2]) > 2048:  # the example only probes shapes: a huge image would cost GBs as floats
+        from visctl.render import fit
+
+        first = fit(first, 1024)
+    example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
+    if steps:
+        check_input_size(model, (int(example.shape[2]), int(example.shape[3])), from_pipeline=bool(pipeline))
+    return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
+                       model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,
+                       detector=detector)
+
+
+def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") -> tuple[Any, dict | None]:
+    """Build the config's model and load its checkpoint; the one place a load is summarised.
+
+    The summary line goes to stderr and the manifest's notes alike (``label`` before it, e.g. ``compare: ``);
+    ``--debug`` adds every key on stderr.
+    """
+    from visctl import models
+
+    ctx.protect(checkpoint or cfg.get("load_from"))
+    model, summary = models.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
+    if summary:
+        if summary["unsafe"]:
+            ctx.warn(f"{summary['path']} was read by a full pickle load (--unsafe-load-checkpoint): "
+                     "any code it contains has run")
+        ctx.note(label + models.checkpoint_note(summary))
+        if ctx.debug and any(len(summary[k]) > 3 for k in ("missing", "unexpected", "mismatched")):
+            ctx.log(label + models.checkpoint_note(summary, verbose=True))
+    return model, summary
+
+
+def preview(ctx: Any, mi: ModelInputs) -> None:
+    """Print the module tree with output shapes (``--preview-model``) on stdout."""
+    from visctl import models
+
+    for line in models.preview_lines(mi.model, mi.example):
+        ctx.result(line)
+
+
+def class_names(ctx: Session, mi: ModelInputs, num_classes: int | None = None) -> list[str] | None:
+    """The model's class names (the config's, else the model's own, else its weights family's class list:
+    see :func:`visctl.classes.class_names`); where they came from is noted when not from the config."""
+    from visctl.classes import class_names as find
+
+    found = find(mi.cfg, mi.model, num_classes, (mi.summary or {}).get("classes"))
+    if found.names and found.source != "the config's classes":
+        ctx.note(f"class names: {found.source} ({len(found.names)})")
+    return found.names
+
+
+def _as_module(model: Any) -> Any:
+    """``model`` when it is an ``nn.Module`` (checked without importing torch for a path or a dict)."""
+    if isinstance(model, (str, Path, dict)) or type(model).__module__.startswith("mmengine"):
+        return None
+    import torch
+
+    return model if isinstance(model, torch.nn.Module) else None

@@ -1,0 +1,121 @@
+"""What the library returns: frozen results that show themselves in Jupyter and save what the CLI writes.
+
+Every public function (``visctl.cam``, ``visctl.featmap``, ...) returns a :class:`Result`: a frozen
+dataclass of arrays and numbers, whose :meth:`Result.figures` are the pictures the CLI draws for it (RGB
+``uint8`` arrays with the file name and caption the CLI gives them). ``result.save(folder)`` writes exactly
+what the command writes -- the images, the extra files, ``manifest.json`` and the ``index.html`` gallery --
+through the same :class:`visctl.output.OutputWriter`, so a notebook and a terminal give the same folder.
+In a notebook, the result displays as its figures (``_repr_png_`` / ``_repr_html_``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.output import OutputWriter
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One picture of a result: an RGB ``uint8`` array, the file name the CLI writes it under, its caption."""
+
+    name: str
+    image: np.ndarray
+    caption: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # extra fields of its manifest entry
+
+    def png(self) -> bytes:
+        """The picture encoded as PNG."""
+        import cv2
+
+        ok, buf = cv2.imencode(".png", self.image[..., ::-1] if self.image.ndim == 3 else self.image)
+        if not ok:  # pragma: no cover - OpenCV encodes any uint8 array
+            raise ValueError(f"cannot encode {self.name} as PNG")
+        return buf.tobytes()
+
+    def _repr_png_(self) -> bytes:
+        return self.png()
+
+
+@dataclass(frozen=True)
+class Result:
+    """The base of every library result: its run's parameters, inputs, skipped inputs and remarks.
+
+    Subclasses add their data (maps, boxes, coordinates, ...) and say how they are drawn (:meth:`figures`)
+    and written (:meth:`write`).
+    """
+
+    command: ClassVar[str] = "library"
+
+    params: dict[str, Any] = field(default_factory=dict, repr=False)
+    inputs: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # the manifest's ``inputs`` entries
+    failures: tuple[tuple[str, str], ...] = ()  # (input, why) of every skipped input
+    notes: tuple[str, ...] = field(default=(), repr=False)
+
+    def figures(self) -> list[Figure]:
+        """The pictures of this result, in the order the CLI writes them."""
+        return []
+
+    def write(self, writer: OutputWriter) -> None:
+        """Write this result's outputs into ``writer`` (the figures; subclasses add their other files)."""
+        for fig in self.figures():
+            writer.save_image(fig.name, fig.image, caption=fig.caption, **fig.info)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every input gave a result."""
+        return not self.failures
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write what the CLI writes for this result into ``out_dir``; returns the manifest's path.
+
+        The folder gets the figures and files, ``manifest.json`` (status ``partial`` when inputs were
+        skipped, listed under ``failures``) and the ``index.html`` gallery; earlier runs' outputs in a shared
+        folder stay listed, as with the CLI.
+        """
+        from visctl import output
+
+        folder = Path(out_dir)
+        output.prepare_dir(folder, "out_dir")
+        writer = output.OutputWriter(folder, self.command, dict(self.params))
+        writer.start()
+        for entry in self.inputs:
+            entry = dict(entry)
+            writer.add_input(entry.pop("path"), **entry)
+        for note in self.notes:
+            writer.note(note)
+        try:
+            self.write(writer)
+        except BaseException:
+            writer.finish("error")
+            raise
+        for path, error in self.failures:
+            writer.fail(path, error)
+        return writer.finish("partial" if self.failures else "ok")
+
+    # -- Jupyter --
+    def _repr_png_(self) -> bytes | None:
+        figs = self.figures()
+        return figs[0].png() if figs else None
+
+    def _repr_html_(self) -> str:
+        figs = self.figures()
+        parts = [f"<div><b>visctl {html.escape(self.command)}</b>: {len(figs)} figure(s)"
+                 + (f", {len(self.failures)} input(s) skipped" if self.failures else "") + "</div>"]
+        for fig in figs[:24]:
+            data = base64.b64encode(fig.png()).decode("ascii")
+            parts.append(f'<figure style="display:inline-block;margin:4px"><img src="data:image/png;base64,{data}"'
+                         f' alt="{html.escape(fig.caption, quote=True)}" style="max-width:520px">'
+                         f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+        if len(figs) > 24:
+            parts.append(f"<div>... and {len(figs) - 24} more: result.save(folder) writes them all</div>")
+        for path, error in self.failures:
+            parts.append(f"<div style='color:#a00'>skipped {html.escape(path)}: {html.escape(error)}</div>")
+        return "\n".join(parts)

@@ -1,0 +1,228 @@
+"""What a library call needs from its surroundings, without a terminal: options, device, config, messages.
+
+:class:`RunOptions` holds the options every command shares (``--device``, ``--threads``, ``--seed``,
+``--cfg-options``, ...) as one frozen object; :class:`Session` gives a library call the device, the config
+loader, the seeded torch and a place for remarks and skipped inputs. The CLI's
+:class:`visctl.context.RunContext` is a Session that also prints, shows progress and writes the run's folder;
+a notebook call gets a plain Session, which prints nothing and writes nothing.
+
+Nothing here changes the process beyond what the caller asked for: torch's thread count and seeds are set only
+when the options name them (a library call leaves the caller's torch settings alone unless told).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visctl.errors import DeviceError, InputWarning
+
+_LOGGER_IDS = itertools.count()  # one fresh MMLogger per run (mmengine keeps every instance by name)
+
+
+def default_threads() -> int:
+    """CPU threads for torch: the cores this process may use, at most 16 (more rarely helps inference)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
+
+
+def resolve_device(spec: str) -> str:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device must exist."""
+    import torch
+
+    spec = spec.strip().lower()
+    if spec.startswith("cuda") and not re.fullmatch(r"cuda(:\d+)?", spec):  # before asking torch anything
+        raise DeviceError(f"--device {spec!r}: not a device name", hint="use auto, cpu, cuda, cuda:N (N a number) or mps")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {spec}: CUDA is not available on this machine",
+                              hint="use --device cpu (or auto), or install a CUDA build of torch")
+        if ":" in spec:
+            idx = int(spec.split(":", 1)[1])
+            if idx >= torch.cuda.device_count():
+                raise DeviceError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                                  hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        return spec
+    if spec == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise DeviceError("--device mps: Apple MPS is not available here", hint="use --device cpu or auto")
+        return spec
+    raise DeviceError(f"unknown device {spec!r}", hint="use auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every command shares, declared once (the CLI's ``--device``, ``--threads``, ...).
+
+    ``threads=None``: the CLI pins :func:`default_threads`; a library call leaves torch's setting alone.
+    ``max_pixels=None``: no pixel budget (the CLI's ``--max-pixels`` default is a budget).
+    """
+
+    device: str = "auto"
+    threads: int | None = None
+    seed: int | None = None
+    cfg_options: tuple[str, ...] = ()
+    unsafe_load_checkpoint: bool = False
+    max_pixels: int | None = None
+    quiet: bool = False
+    json_out: bool = False
+    debug: bool = False
+    backend: str | None = None
+    show: bool = False
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with ``changes`` (``cfg_options`` given as any sequence)."""
+        if "cfg_options" in changes:
+            changes["cfg_options"] = tuple(changes["cfg_options"] or ())
+        return dataclasses.replace(self, **changes)
+
+    def manifest(self) -> dict[str, Any]:
+        """What a run records of these options in its manifest's ``params``."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k in ("seed", "max_pixels") and v is not None}
+
+
+@dataclass
+class Failure:
+    """An input a run skipped, and why."""
+
+    path: str
+    error: str
+
+
+class Session:
+    """The surroundings of one library call: options, the resolved device, config loading, remarks.
+
+    A plain Session prints nothing: a remark (:meth:`note`) is kept in :attr:`notes`, a skipped input
+    (:meth:`skip`) in :attr:`failures`, and a warning is a Python warning of category
+    :class:`visctl.errors.InputWarning` (so a notebook shows it once, and ``warnings`` filters it).
+    """
+
+    command = "library"
+
+    def __init__(self, options: RunOptions | None = None) -> None:
+        self.options = options or RunOptions()
+        self.cfg_options: list[str] = list(self.options.cfg_options)
+        self.notes: list[str] = []
+        self.failures: list[Failure] = []
+        self.protected: dict[tuple[int, int], str] = {}  # the run's inputs (device, inode) -> path
+        self._device: str | None = None
+
+    # the options as attributes, as the commands read them
+    @property
+    def device_spec(self) -> str:
+        return self.options.device
+
+    @property
+    def threads(self) -> int | None:
+        return self.options.threads
+
+    @property
+    def seed(self) -> int | None:
+        return self.options.seed
+
+    @property
+    def unsafe_load_checkpoint(self) -> bool:
+        return self.options.unsafe_load_checkpoint
+
+    @property
+    def max_pixels(self) -> int | None:
+        return self.options.max_pixels
+
+    @property
+    def debug(self) -> bool:
+        return self.options.debug
+
+    @property
+    def device(self) -> str:
+        """The resolved torch device string."""
+        if self._device is None:
+            self._device = resolve_device(self.device_spec)
+        return self._device
+
+    def load_config(self, spec: Any) -> Any:
+        """The mmengine Config of ``spec`` (a path, a model name, a dict or a Config) with the cfg options."""
+        from mmengine.logging import MMLogger
+
+        from visctl.config import load_config
+
+        if isinstance(spec, (str, Path)):
+            self.protect(spec)
+        # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless debug
+        MMLogger.get_instance(f"visctl-{next(_LOGGER_IDS)}", log_level="INFO" if self.debug else "WARNING")
+        if isinstance(spec, (str, Path)):
+            return load_config(str(spec), self.cfg_options)
+        from mmengine.config import Config
+
+        cfg = spec if isinstance(spec, Config) else Config(dict(spec))
+        if self.cfg_options:
+            from visctl.config import merge_options
+
+            merge_options(cfg, self.cfg_options)
+        return cfg
+
+    def protect(self, *paths: Any) -> None:
+        """Inputs of the run: nothing the run writes may replace them."""
+        from visctl import output
+
+        for p in paths:
+            if isinstance(p, (str, Path)):
+                fid = output.file_id(p)
+                if fid is not None:
+                    self.protected.setdefault(fid, str(p))
+
+    def setup_torch(self) -> None:
+        """Pin torch's CPU threads and seed every generator, where the options say so."""
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if self.seed is not None:
+            import random
+
+            import numpy as np
+
+            random.seed(self.seed)
+            np.random.seed(self.seed)
+            torch.manual_seed(self.seed)
+
+    # -- messages --
+    def log(self, message: str) -> None:
+        """A progress or info line (a plain Session keeps quiet)."""
+
+    def note(self, message: str) -> None:
+        """A remark about the run (a checkpoint summary, a chosen default), kept for the manifest."""
+        self.log(message)
+        self.notes.append(message)
+
+    def warn(self, message: str) -> None:
+        """A warning: an :class:`InputWarning` (the CLI prints it as a ``warning:`` line)."""
+        warnings.warn(message, InputWarning, stacklevel=2)
+
+    def skip(self, path: Any, message: str) -> None:
+        """A bad input in a batch: kept in :attr:`failures`, the rest carries on."""
+        self.failures.append(Failure(str(path), message))
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Any]:
+        """Yields ``advance(n=1)``; a plain Session shows nothing."""
+        yield lambda n=1: None
