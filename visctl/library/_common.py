@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,34 @@ def _as_module(model: Any) -> Any:
     import torch
 
     return model if isinstance(model, torch.nn.Module) else None
+
+
+@dataclass
+class Batch:
+    """One stack of images that went through the pipeline to the same size, ready for the model."""
+
+    items: list[tuple[Any, Any, Any]]  # (path or ArrayImage, original RGB uint8, transforms.ImageState)
+    tensor: Any  # (N, 3, H, W) on the device, normalised
+    advance: Any  # advance(n=1) of the run's progress: call it once per finished image
+
+    @property
+    def paths(self) -> list[Any]:
+        return [p for p, _, _ in self.items]
+
+
+def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: list[Any] | None = None,
+            ) -> Iterator[Batch]:
+    """The one batch loop of the per-image commands: read, transform and stack ``batch_size`` images at a
+    time; an unreadable image (or one over the pixel budget) is skipped through ``ctx.skip`` and counted in
+    the progress; every yielded batch's images are the consumer's to count (``batch.advance``)."""
+    from visctl import transforms
+
+    paths = mi.paths if paths is None else paths
+    with ctx.progress(len(paths), label) as advance:
+        for groups, failures in transforms.prepared_batches(paths, mi.steps, batch_size, ctx.max_pixels):
+            for p, message in failures:
+                ctx.skip(p, message)
+                advance()
+            for group in groups:
+                tensor = transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb).to(ctx.device)
+                yield Batch(group, tensor, advance)
