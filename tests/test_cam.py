@@ -594,3 +594,26 @@ def test_panel_size_default_cap_and_option(invoke, held_out, tmp_path):
     # several sizes in one run: every size used
     result = invoke("cam", small, big, DEMO_CFG, "-o", tmp_path / "both")
     assert result.exit_code == 0 and manifest(tmp_path / "both")["params"]["panel_size"] == [300, 384]
+
+
+def test_maps_run_under_grad_cam_1_4_8_without_the_kernel_projection(monkeypatch):
+    """grad-cam 1.4.8 (what OpenMMLab environments pin) has no ``get_2d_projection_kernel`` (KPCA-CAM came in
+    1.5): the projection orientation must swap only what exists, and GradCAM/EigenCAM still draw their maps.
+    (The slow test in test_doctor.py installs the real 1.4.8; this one removes the function from 1.5.)"""
+    import numpy as np
+    import torch
+    from pytorch_grad_cam.utils import svd_on_activations as svd
+
+    from visctl import cams
+
+    monkeypatch.delattr(svd, "get_2d_projection_kernel")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with cams.library_calls():
+        from pytorch_grad_cam import EigenCAM, GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        for cls in (GradCAM, EigenCAM):
+            maps = cls(model, [model[0]])(x, [ClassifierOutputTarget(0)] * 2)
+            assert maps.shape == (2, 16, 16) and np.isfinite(maps).all()

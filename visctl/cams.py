@@ -767,8 +767,9 @@ def library_calls() -> Iterator[None]:
     import tqdm
     from pytorch_grad_cam.utils import svd_on_activations as svd
 
+    # get_2d_projection_kernel (KPCA-CAM) is new in grad-cam 1.5: 1.4.8 has only get_2d_projection
     originals: dict[str, Callable[..., np.ndarray]] = {
-        name: getattr(svd, name) for name in ("get_2d_projection", "get_2d_projection_kernel")}
+        name: getattr(svd, name) for name in ("get_2d_projection", "get_2d_projection_kernel") if hasattr(svd, name)}
     swapped = []
     for mod_name, module in list(sys.modules.items()):
         if not mod_name.startswith("pytorch_grad_cam") or module is None:
