@@ -167,7 +167,7 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
                                                                                                         mi.example))
     else:
         segment = task == "segmentation"
-    kw = dict(methods=methods, target_category=list(target_category or []), target_layers=target_layers,
+    kw: dict[str, Any] = dict(methods=methods, target_category=list(target_category or []), target_layers=target_layers,
               alpha=alpha, colormap=colormap, save_raw=save_raw, batch_size=batch_size, score=score)
     if segment:
         return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box, **kw)
