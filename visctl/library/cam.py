@@ -1,0 +1,560 @@
+"""``visctl.cam``: class activation maps of a classifier (or a segmentation model) on the original images.
+
+:func:`cam` returns a :class:`CamResult`: per image, the maps as float32 arrays at the original image size keyed by
+``(method, class)``, the class probabilities, the captions and (``score=True``) faithfulness scores, and the
+figure the CLI draws (``<stem>_cam_<methods>_<layer>.png``). ``result.save(folder)`` writes what ``visctl cam``
+writes. The command runs the same per-image generator (:meth:`CamRun.items`) and writes each image as it finishes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.library._common import ModelInputs, batches, open_model
+from visctl.results import Figure, Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.output import OutputWriter
+
+TASKS = ("auto", "classification", "segmentation")
+
+
+@dataclass(frozen=True)
+class CamItem:
+    """One image's maps: ``maps[(method, class)]`` is a float32 (H, W) array at the original image size."""
+
+    path: str
+    size: tuple[int, int]  # (height, width) of the original
+    maps: dict[tuple[str, int], np.ndarray] = field(repr=False)
+    captions: dict[tuple[str, int], str] = field(repr=False)  # each map's panel caption
+    targets: tuple[str, ...]  # one per row: the class asked or predicted ("3 circle"), as the CLI lists them
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # softmax over the classes (classification)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # "<method>_c<class>" -> faithfulness
+    figure: Figure | None = field(default=None, repr=False)
+    raw_names: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)  # the --save-raw .npy names
+    input_info: dict[str, Any] = field(default_factory=dict, repr=False)  # the manifest's inputs entry
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def write(self, writer: OutputWriter, target: Path | None = None, record_input: bool = True) -> None:
+        """The figure, the raw maps (when asked) and the input's manifest entry, as the CLI writes them."""
+        if self.figure is not None:
+            writer.save_image(self.figure.name, self.figure.image, caption=self.figure.caption, target=target,
+                              **self.figure.info)
+        for key, name in self.raw_names.items():
+            writer.save_array(name, self.maps[key], caption=f"{key[0]}_c{key[1]}", input=self.path)
+        if record_input:
+            writer.add_input(self.path, **self.input_info)
+
+
+@dataclass(frozen=True)
+class SkippedMethod:
+    """A method that cannot run on this model (its other panels stay)."""
+
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CamResult(Result):
+    """What :func:`cam` found: one :class:`CamItem` per image, and the run's remarks."""
+
+    command: ClassVar[str] = "cam"
+
+    items: tuple[CamItem, ...] = ()
+    methods: tuple[str, ...] = ()
+    target_layers: tuple[str, ...] = ()
+    task: str = "classification"
+    skipped_methods: tuple[SkippedMethod, ...] = field(default=(), repr=False)
+    flat_maps: tuple[str, ...] = field(default=(), repr=False)
+    ranking: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # faithfulness ranking (score=True)
+
+    def __getitem__(self, index: int) -> CamItem:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def figures(self) -> list[Figure]:
+        figs = [f for f in (_ranking_figure(list(self.ranking)),) if f is not None]
+        return figs + [item.figure for item in self.items if item.figure is not None]
+
+    def write(self, writer: OutputWriter) -> None:
+        if self.skipped_methods:
+            writer.manifest["skipped_methods"] = [dict(method=s.method, reason=s.reason) for s in self.skipped_methods]
+        sides: set[int] = set()
+        for item in self.items:
+            _record_side(writer, sides, item)
+            item.write(writer, record_input=False)
+        _write_ranking(writer, list(self.ranking))
+        if self.flat_maps:
+            writer.manifest["flat_maps"] = list(self.flat_maps)
+
+
+def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method: str = "gradcam",
+        target_layers: str | Sequence[str] | None = None, target_category: int | str | Sequence[int | str] | None = None,
+        topk: int = 1, vit_like: bool | None = None, num_extra_tokens: int | None = None, aug_smooth: bool = False,
+        eigen_smooth: bool = False, ratio_channels_to_ablate: float = 1.0, alpha: float = 0.5, colormap: str = "jet",
+        panel_size: int | None = None, save_raw: bool = False, batch_size: int = 16, score: bool = False,
+        task: str = "auto", target_mask: str | Path | None = None, target_box: str | Sequence[float] | None = None,
+        options: RunOptions | None = None, session: Session | None = None) -> CamResult:
+    """Class activation maps (Grad-CAM and friends) of ``model`` on ``images``.
+
+    ``images``: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them. ``model``: a
+    config file, a model name (``torchvision.resnet18``), a config dict, or an ``nn.Module``. The other
+    arguments are ``visctl cam``'s options (``method="all"`` or ``"gradcam,layercam"`` for several).
+    Nothing is written: ``result.save(folder)`` writes what the CLI writes.
+    """
+    from visctl import images as imgs
+
+    session = session or Session(options)
+    methods, colormap = check_options(method, colormap, task)
+    paths = imgs.as_images(images, note=session.note)
+    mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
+    run = start(session, mi, methods=methods, target_category=_as_list(target_category), topk=topk,
+                target_layers=_as_list(target_layers), vit_like=vit_like, num_extra_tokens=num_extra_tokens,
+                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, ratio_channels_to_ablate=ratio_channels_to_ablate,
+                alpha=alpha, colormap=colormap, panel_size=panel_size, save_raw=save_raw, batch_size=batch_size,
+                score=score, task=task, target_mask=Path(target_mask) if target_mask else None,
+                target_box=target_box if target_box is None or isinstance(target_box, str)
+                else ",".join(str(v) for v in target_box))
+    return run.collect()
+
+
+def check_options(method: str, colormap: str, task: str = "auto") -> tuple[list[Any], str]:
+    """The methods and colormap, refused before anything is loaded when they are not known."""
+    from visctl import cams, render
+    from visctl.errors import InputError
+
+    if str(task) not in TASKS:
+        raise InputError(f"unknown task {task!r}", hint="use " + ", ".join(TASKS))
+    return cams.parse_method(method), render.check_colormap(colormap)
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, int)):
+        return [str(value)]
+    return [str(v) for v in value] or None
+
+
+def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str] | None = None,
+          topk: int = 1, target_layers: list[str] | None = None, vit_like: bool | None = None,
+          num_extra_tokens: int | None = None, aug_smooth: bool = False, eigen_smooth: bool = False,
+          ratio_channels_to_ablate: float = 1.0, alpha: float = 0.5, colormap: str = "jet",
+          panel_size: int | None = None, save_raw: bool = False, batch_size: int = 16, score: bool = False,
+          task: str = "auto", target_mask: Path | None = None, target_box: str | None = None) -> CamRun:
+    """Plan a run on an opened model: the task, the layers, the classes; :meth:`CamRun.items` does the work."""
+    from visctl import config
+    from visctl.errors import VisctlError
+
+    task = getattr(task, "value", task)
+    if task == "auto":
+        from visctl import segmentation
+
+        configured = config.tool_option(mi.cfg, "task")
+        segment = configured == "segmentation" or (configured is None and segmentation.predicts_masks(mi.model,
+                                                                                                        mi.example))
+    else:
+        segment = task == "segmentation"
+    kw: dict[str, Any] = dict(methods=methods, target_category=list(target_category or []), target_layers=target_layers,
+              alpha=alpha, colormap=colormap, save_raw=save_raw, batch_size=batch_size, score=score)
+    if segment:
+        return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box, **kw)
+    if target_mask or target_box:
+        raise VisctlError("--target-mask and --target-box are regions of a segmentation model's class",
+                          hint="use them with a segmentation model (--task segmentation)")
+    return CamRun(session, mi, topk=topk, vit_like=vit_like, num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth,
+                  eigen_smooth=eigen_smooth, ratio_channels_to_ablate=ratio_channels_to_ablate, panel_size=panel_size,
+                  **kw)
+
+
+class CamRun:
+    """One classification run: its parameters (the manifest's), then one :class:`CamItem` per image
+    (:meth:`items`, a generator that the CLI writes as it goes), then :meth:`close`."""
+
+    task = "classification"
+
+    def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
+                 topk: int, target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None,
+                 aug_smooth: bool, eigen_smooth: bool, ratio_channels_to_ablate: float, alpha: float, colormap: str,
+                 panel_size: int | None, save_raw: bool, batch_size: int, score: bool) -> None:
+        from visctl import cams, config, render
+        from visctl.library._common import class_names
+
+        self.session, self.mi, self.methods = session, mi, methods
+        self.topk, self.aug_smooth, self.eigen_smooth = topk, aug_smooth, eigen_smooth
+        self.alpha, self.colormap, self.panel_size = alpha, colormap, panel_size
+        self.save_raw, self.batch_size, self.score = save_raw, batch_size, score
+        self.started = time.time()
+        self.failures_before = len(session.failures)
+        model, paths = mi.model, mi.paths
+        setup = cams.plan(model, mi.example, target_layers, vit_like, num_extra_tokens,
+                          config.tool_option(mi.cfg, "target_layers"))
+        self.setup = setup
+        self.names = class_names(session, mi, setup.num_classes)
+        self.categories = cams.resolve_categories(target_category, self.names, setup.num_classes)
+        if not self.categories:
+            cams.check_topk(topk, setup.num_classes)
+        for note in setup.notes:
+            session.note(note)
+        per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
+        self.slots = len(self.categories) or topk
+        passes = per_image * self.slots * (6 if aug_smooth else 1)
+        self.scored: dict[str, list] = {}
+        if score:
+            from visctl import faithfulness
+
+            passes += faithfulness.forwards_per_map() * len(methods) * self.slots
+            self.score_model = cams.build_cam_model(model, "none")
+        if passes > 10:
+            session.log(f"{len(paths)} image(s) x {passes} forward passes each = {len(paths) * passes} forwards "
+                        "(ScoreCAM/AblationCAM perturb every channel; --ratio-channels-to-ablate lowers it)")
+        self.params: dict[str, Any] = dict(
+            inputs=[str(p) for p in paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
+            methods=[m.value for m in methods], target_layers=setup.layers, target_category=self.categories or None,
+            topk=None if self.categories else topk, vit_like=setup.vit_like, aug_smooth=aug_smooth,
+            eigen_smooth=eigen_smooth, device=session.device, threads=session.threads, batch_size=batch_size,
+            panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}")
+        self.engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=batch_size,
+                                       ratio_channels_to_ablate=ratio_channels_to_ablate) for m in methods]
+        self.skipped: list[SkippedMethod] = []
+        self.blank: list[str] = []
+        self.sides: set[int] = set()
+        self.ranking: list[dict] = []
+        self.layer_tag = "+".join(setup.layers).replace(".", "_")
+        self.tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
+
+    # -- the work --
+    def _skip_method(self, engine: Any, reason: str) -> SkippedMethod:
+        self.session.log(f"{engine.method.value} cannot run on this model; skipped ({reason})")
+        self.engines.remove(engine)
+        skipped = SkippedMethod(engine.method.value, reason)
+        self.skipped.append(skipped)
+        return skipped
+
+    def items(self) -> Iterator[CamItem | SkippedMethod]:
+        """One :class:`CamItem` per image as it finishes (and a :class:`SkippedMethod` when a method fails)."""
+        import sys
+        import traceback
+
+        from visctl import cams, classes, featmaps, output, render, transforms
+        from visctl.errors import VisctlError
+
+        session, mi, names = self.session, self.mi, self.names
+        for engine in list(self.engines):
+            reason = cams.unsupported(engine.method, self.setup.layouts)
+            if reason:
+                yield self._skip_method(engine, reason)
+        stems = output.input_stems(mi.paths)
+        for b in batches(session, mi, self.batch_size, "cam"):
+            group, batch = b.items, b.tensor
+            rows: list[list[tuple[str, list]]] = [[] for _ in group]
+            maps_of: list[dict] = [{} for _ in group]
+            captions_of: list[dict] = [{} for _ in group]
+            scores_of: list[dict] = [{} for _ in group]
+            probs_of: list[Any] = [None for _ in group]
+            nonfinite: set[int] = set()  # images whose scores or maps are NaN/inf: skipped, not drawn
+            for slot in range(self.slots):
+                # a rank is resolved on the clean image by the first method, then shared by all
+                targets = ([cams.ClassTarget(self.categories[slot]) for _ in group] if self.categories
+                           else [cams.RankTarget(slot) for _ in group])
+                panels: list[list] = [[] for _ in group]
+                for engine in list(self.engines):
+                    try:
+                        maps, logits = engine(batch, targets, aug_smooth=self.aug_smooth,
+                                              eigen_smooth=self.eigen_smooth)
+                    except VisctlError:
+                        raise
+                    except Exception as err:  # a method that cannot run on this model: the others go on
+                        if session.debug:
+                            traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+                        first_line = (str(err).splitlines() or [""])[0]
+                        yield self._skip_method(engine, f"{type(err).__name__}: {first_line}")
+                        continue
+                    probs = logits.float().softmax(-1).cpu()  # of the clean batch
+                    nonfinite |= cams.nonfinite_rows(logits, maps)
+                    if self.score:
+                        from visctl import faithfulness
+
+                        found = faithfulness.score(self.score_model, batch, maps, [t.category for t in targets],
+                                                   batch_size=self.batch_size, seed=session.seed or 0)
+                    for i, (p, img, state) in enumerate(group):
+                        cat = targets[i].category
+                        if probs_of[i] is None:
+                            probs_of[i] = probs[i].numpy().astype("float32")
+                        fmap = transforms.to_original(maps[i], state, img.shape[:2]).astype("float32")
+                        caption = f"{engine.method.value} | {classes.label(names, cat)} p={float(probs[i, cat]):.2f}"
+                        if featmaps.flat(maps[i], 1.0):  # grad-cam scales to [0, 1]: constant = blank
+                            caption += " | BLANK: constant map (try another --target-layers or method)"
+                            self.blank.append(f"{p.name}: {engine.method.value} {classes.caption(names, cat)}")
+                        if self.score:
+                            caption += " | " + found[i].caption()
+                            self.scored.setdefault(engine.method.value, []).append(found[i])
+                            scores_of[i][f"{engine.method.value}_c{cat}"] = found[i].__dict__
+                        panels[i].append((caption, fmap))
+                        maps_of[i][(engine.method.value, cat)] = fmap
+                        captions_of[i][(engine.method.value, cat)] = caption
+                if any(t.category is None for t in targets):  # every method was skipped
+                    cams.resolve_ranks(targets, cams.predict(mi.model, batch))
+                for i, t in enumerate(targets):
+                    rows[i].append((classes.caption(names, t.category), panels[i]))
+            for i, (p, img, _state) in enumerate(group):
+                if i in nonfinite:
+                    session.skip(p, "the model's scores or maps for this image are NaN or infinite")
+                    b.advance()
+                    continue
+                cats = [r[0] for r in rows[i]]
+                figure = None
+                if any(row_panels for _, row_panels in rows[i]):
+                    side = render.panel_size(*img.shape[:2], self.panel_size)
+                    image = render.map_figure(img, [r for r in rows[i] if r[1]], alpha=self.alpha,
+                                              colormap=self.colormap, panel_side=side)
+                    name = f"{stems[p]}_cam_{self.tag}_{self.layer_tag}.png".replace("++", "pp")
+                    figure = Figure(name, image, f"{p.name}: {', '.join(cats)}", dict(input=str(p), panel_size=side))
+                raw_names = ({key: f"{stems[p]}_cam_{key[0]}_c{key[1]}_{self.layer_tag}.npy".replace("++", "pp")
+                              for key in maps_of[i]} if self.save_raw else {})
+                info: dict[str, Any] = dict(size=list(img.shape[:2]), targets=cats,
+                                            **({"scores": scores_of[i]} if self.score else {}))
+                yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps_of[i],
+                              captions=captions_of[i], targets=tuple(cats), probabilities=probs_of[i],
+                              scores=scores_of[i], figure=figure, raw_names=raw_names, input_info=info)
+                b.advance()
+
+    # -- the CLI's writing, item by item --
+    def record(self, writer: OutputWriter, item: CamItem | SkippedMethod, target: Path | None = None) -> None:
+        """Write one thing :meth:`items` yielded, keeping the manifest true at once."""
+        if isinstance(item, SkippedMethod):
+            # one failure entry per method (the run exits 1 and finish() warns once); its other panels stay
+            writer.manifest["skipped_methods"] = [dict(method=s.method, reason=s.reason) for s in self.skipped]
+            writer.fail(f"--method {item.method}", f"skipped: {item.reason}")
+            return
+        _record_side(writer, self.sides, item)
+        item.write(writer, target=target)
+
+    def close(self, writer: OutputWriter | None = None) -> None:
+        """After the last image (or an interrupt): the timing, the faithfulness ranking, the blank-map warning."""
+        from visctl import faithfulness
+
+        if writer is not None:
+            writer.manifest["timings"]["cam_s"] = round(time.time() - self.started, 3)
+        if self.score and self.scored:
+            self.ranking = faithfulness.ranking(self.scored)
+            self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
+                             "better):\n" + faithfulness.table(self.ranking))
+            if writer is not None:
+                _write_ranking(writer, self.ranking)
+        if self.blank:
+            if writer is not None:
+                writer.manifest["flat_maps"] = self.blank
+            self.session.warn(f"{len(self.blank)} map(s) are constant (blank), e.g. {self.blank[0]}: the layer gives "
+                              "no signal for this method (a zero head, or a layer before its activation); try "
+                              "another --target-layers or method")
+
+    def collect(self) -> CamResult:
+        """Run every image and gather the frozen result (the library call)."""
+        found = [x for x in self.items() if isinstance(x, CamItem)]
+        self.close()
+        failures = [(f"--method {s.method}", f"skipped: {s.reason}") for s in self.skipped]
+        failures += [(f.path, f.error) for f in self.session.failures[self.failures_before:]]
+        params = dict(self.params)
+        sides = {int(item.figure.info["panel_size"]) for item in found
+                 if item.figure is not None and "panel_size" in item.figure.info}
+        if sides:
+            from visctl import render
+
+            params["panel_size"] = render.sizes_param(sides)
+        if self.session.max_pixels is not None:
+            params["max_pixels"] = self.session.max_pixels
+        return CamResult(params=params, inputs=tuple(dict(path=x.path, **x.input_info) for x in found),
+                         failures=tuple(failures), notes=tuple(self.session.notes), items=tuple(found),
+                         methods=tuple(m.value for m in self.methods), target_layers=tuple(self._layers()),
+                         task=self.task, skipped_methods=tuple(self.skipped), flat_maps=tuple(self.blank),
+                         ranking=tuple(self.ranking))
+
+    def _layers(self) -> list[str]:
+        return list(self.setup.layers)
+
+
+def _record_side(writer: OutputWriter, sides: set[int], item: CamItem) -> None:
+    if item.figure is not None and "panel_size" in item.figure.info:
+        from visctl import render
+
+        sides.add(int(item.figure.info["panel_size"]))
+        writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
+
+
+def _ranking_png(rows: list[dict]) -> bytes | None:
+    """The ranking image (several methods scored), as the CLI writes it."""
+    if len(rows) <= 1:
+        return None
+    from visctl import faithfulness
+    from visctl.render import figure_png
+
+    return figure_png(faithfulness.ranking_figure(rows))
+
+
+def _ranking_figure(rows: list[dict]) -> Figure | None:
+    data = _ranking_png(rows)
+    if data is None:
+        return None
+    import cv2
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
+    return Figure("cam_ranking.png", image, "methods ranked by faithfulness (ROAD combined)")
+
+
+def _write_ranking(writer: OutputWriter, rows: list[dict]) -> None:
+    """The methods ranked by faithfulness: in the manifest, and as the gallery's first image."""
+    if not rows:
+        return
+    writer.manifest["faithfulness_ranking"] = rows
+    data = _ranking_png(rows)
+    if data is not None:
+        target = writer.write_bytes("cam_ranking.png", data)
+        writer.add_output(target, "image", caption="methods ranked by faithfulness (ROAD combined)")
+        outputs = writer.manifest["outputs"]
+        outputs.insert(0, outputs.pop())  # the gallery opens with the ranking
+
+
+class _SegmentationRun(CamRun):
+    """Segmentation: one panel per class present (or asked), its map over its region, the predicted outlines."""
+
+    task = "segmentation"
+
+    def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
+                 target_layers: list[str] | None, target_mask: Path | None, target_box: str | None, alpha: float,
+                 colormap: str, save_raw: bool, batch_size: int, score: bool) -> None:
+        from visctl import cams, config, models, segmentation
+        from visctl.errors import InputError
+
+        self.session, self.mi, self.methods = session, mi, methods
+        self.alpha, self.colormap, self.save_raw, self.batch_size, self.score = alpha, colormap, save_raw, batch_size, score
+        self.target_mask = target_mask
+        self.started = time.time()
+        self.failures_before = len(session.failures)
+        self.skipped, self.blank, self.sides, self.ranking = [], [], set(), []
+        self.scored = {}
+        model = mi.model
+        example_logits = segmentation.logits(model, mi.example)
+        self.num_classes = int(example_logits.shape[1])
+        self.names = config.class_names(mi.cfg)
+        self.asked = cams.resolve_categories(target_category, self.names, self.num_classes)
+        self.background = segmentation.background_index(self.names, model)
+        pr = cams.probe(model, mi.example, logits=False)
+        in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
+        layers = ([models.find_layer(model, n)[0] for n in target_layers] if target_layers
+                  else [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers") or []]
+                  or [segmentation.default_layer(pr, self.num_classes)])
+        self.layers = layers
+        layouts = [cams.detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
+        session.note(f"segmentation: target layers {', '.join(layers)}; regions: "
+                     + ("--target-mask" if target_mask else "--target-box" if target_box else "the predicted masks"))
+        box = None
+        if target_box:
+            try:
+                box = [float(v) for v in target_box.split(",")]
+                assert len(box) == 4
+            except (ValueError, AssertionError):
+                raise InputError(f"--target-box {target_box!r}",
+                                 hint="four numbers x0,y0,x1,y1 in original pixels") from None
+        self.box = box
+        if (target_mask or box) and not self.asked:
+            raise InputError("a region needs its class", hint="add --target-category NAME_OR_INDEX")
+        self.engines = [cams.CamEngine(model, m, layers, layouts, batch_size=batch_size) for m in methods]
+        self.score_model = segmentation.region_score(model) if score else None
+        self.params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
+                           task="segmentation", methods=[m.value for m in methods], target_layers=layers,
+                           target_category=self.asked or None,
+                           target_mask=str(target_mask) if target_mask else None, target_box=box,
+                           background=self.background, device=session.device)
+        self.tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
+
+    def _layers(self) -> list[str]:
+        return list(self.layers)
+
+    def items(self) -> Iterator[CamItem | SkippedMethod]:
+        import numpy as np
+        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+        from visctl import faithfulness, output, render, segmentation, transforms
+
+        session, mi, names, box = self.session, self.mi, self.names, self.box
+        colors = render.class_colors(max(self.num_classes, 1))
+        stems = output.input_stems(mi.paths)
+        for b in batches(session, mi, self.batch_size, "cam"):
+            batch = b.tensor
+            preds = segmentation.logits(mi.model, batch).argmax(1).cpu().numpy()
+            for i, (p, img, state) in enumerate(b.items):
+                pred = preds[i]
+                present = [int(c) for c in np.unique(pred) if int(c) != self.background]
+                wanted = self.asked or present
+                rows: list[tuple[str, list]] = []
+                maps: dict[tuple[str, int], Any] = {}
+                captions: dict[tuple[str, int], str] = {}
+                found_scores: dict[str, dict] = {}
+                for c in wanted:
+                    if box is not None:
+                        region = segmentation.region_from_box(box, state, pred.shape)
+                    elif self.target_mask is not None:
+                        region = segmentation.region_from_file(self.target_mask, state, img.shape[:2], pred.shape)
+                    else:
+                        region = (pred == c).astype(np.float32)
+                    label = names[c] if names and c < len(names) else str(c)
+                    if not region.any():
+                        rows.append((f"class {c} {label}: no pixels of it predicted", []))
+                        continue
+                    panels = []
+                    for engine in self.engines:
+                        cmaps, _ = engine(batch[i:i + 1], [SemanticSegmentationTarget(c, region)])
+                        fmap = transforms.to_original(cmaps[0], state, img.shape[:2]).astype("float32")
+                        text = f"{engine.method.value} | {label} ({int(region.sum())} px)"
+                        if self.score_model is not None:
+                            self.score_model.region = region
+                            f = faithfulness.score(self.score_model, batch[i:i + 1], cmaps, [c],
+                                                   batch_size=self.batch_size, seed=session.seed or 0)[0]
+                            text += " | " + f.caption()
+                            self.scored.setdefault(engine.method.value, []).append(f)
+                            found_scores[f"{engine.method.value}_c{c}"] = f.__dict__
+                        panels.append((text, fmap))
+                        maps[(engine.method.value, c)] = fmap
+                        captions[(engine.method.value, c)] = text
+                    rows.append((f"class {c} {label}", panels))
+                on_original = segmentation.predicted_on_original(pred, state, img.shape[:2])
+                base = segmentation.outlines(img, on_original, present, colors)
+                drawn = [r for r in rows if r[1]]
+                figure = None
+                if drawn:
+                    image = render.map_figure(base, drawn, alpha=self.alpha, colormap=self.colormap)
+                    figure = Figure(f"{stems[p]}_segcam_{self.tag}.png".replace("++", "pp"), image,
+                                    f"{p.name}: {', '.join(r[0] for r in rows)}", dict(input=str(p)))
+                raw_names = ({key: f"{stems[p]}_segcam_{key[0]}_c{key[1]}.npy".replace("++", "pp") for key in maps}
+                             if self.save_raw else {})
+                info = dict(size=list(img.shape[:2]), targets=[r[0] for r in rows],
+                            predicted=[names[c] if names and c < len(names) else c for c in present],
+                            **({"scores": found_scores} if self.score else {}))
+                yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps, captions=captions,
+                              targets=tuple(r[0] for r in rows), scores=found_scores, figure=figure,
+                              raw_names=raw_names, input_info=info)
+                b.advance()
+
+    def close(self, writer: OutputWriter | None = None) -> None:
+        from visctl import faithfulness
+
+        if self.score and self.scored:
+            self.ranking = faithfulness.ranking(self.scored)
+            self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
+                             "better):\n" + faithfulness.table(self.ranking))
+            if writer is not None:
+                _write_ranking(writer, self.ranking)
