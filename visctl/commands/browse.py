@@ -8,7 +8,7 @@ import typer
 
 from visctl import _options as opt
 from visctl.commands.pipeline import SKIP, Phase
-from visctl.context import RunContext
+from visctl.context import RunContext, RunOptions
 
 EPILOG = """Examples:
 
@@ -49,55 +49,15 @@ def browse(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
-    with RunContext("browse", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options, backend=backend, show=show, max_pixels=max_pixels) as ctx:
+    opts = RunOptions(cfg_options=tuple(cfg_options or ()), quiet=quiet, json_out=json_out, debug=debug, seed=seed,
+                      backend=backend, show=show, max_pixels=max_pixels)
+    with RunContext("browse", opts, out_dir=out_dir) as ctx:
         ctx.show_interval = show_interval
-        from visctl import datasets, output, render
+        from visctl.library import browse as lib
 
-        cfg = ctx.load_config(config_file)
-        ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
-        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn, max_pixels=ctx.max_pixels)
-        skip = tuple(skip_type if skip_type is not None else SKIP)
-        samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
-        count = len(dataset) if number < 0 else min(number, len(dataset))
-        ctx.protect(*(dataset.name(i) for i in range(count)))
-        writer = ctx.open_writer(dict(config=config_file, phase=phase.value, number=count, rows=rows, cols=cols,
-                                      num_workers=num_workers, seed=seed, skip_type=list(skip)))
-        per_page = rows * cols
-        cells: list = []
-        drawn: list[tuple[str, dict]] = []  # the samples on the page being filled: inputs once it is written
-        pages = 0
-
-        def flush() -> None:
-            nonlocal pages, cells
-            if cells:
-                page = render.grid(cells, cols=cols)
-                first = pages * per_page
-                with output.uninterrupted():  # a page and its samples are listed together
-                    writer.save_image(f"browse_{phase.value}_{pages:03d}.png", page,
-                                      caption=f"{phase.value} samples {first}-{first + len(cells) - 1}")
-                    for name, info in drawn:
-                        writer.add_input(name, **info)
-                pages += 1
-                cells = []
-                drawn.clear()
-
-        with ctx.progress(count, "browse") as advance:
-            for item in datasets.iterate(samples, list(range(count)), num_workers=num_workers):
-                advance()
-                if item["error"]:
-                    ctx.skip(item["name"], item["error"])
-                    continue
-                label = item["label"]
-                name = dataset.class_name(label)
-                text = "no label" if label is None else f"{label}: {name}" if name is not None else str(label)
-                views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(item["views"], item["masks"])]
-                strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
-                text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
-                cells.append(render.caption(strip, text))
-                drawn.append((item["name"], dict(label=label, class_name=name, caption=text, page=pages,
-                                                 views=len(views), shape=list(item["views"][0].shape[:2]))))
-                if len(cells) == per_page:
-                    flush()
-        flush()
+        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
+                       num_workers=num_workers, seed=seed, session=ctx, config_name=config_file)
+        writer = ctx.open_writer(run.params)
+        for page in lib.iter_pages(run, ctx):
+            page.write(writer)
         ctx.finish()

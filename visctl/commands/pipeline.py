@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
-from visctl.context import RunContext
+from visctl.context import RunContext, RunOptions
 
 EPILOG = """Examples:
 
@@ -18,7 +17,7 @@ EPILOG = """Examples:
   visctl pipeline cfg.py --mode concat --adaptive --min-edge-length 200 --max-edge-length 1000
 """
 
-SKIP = ["ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs"]
+SKIP = ["ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs"]  # = visctl.library.pipeline.SKIP
 
 
 class Phase(str, Enum):
@@ -72,35 +71,15 @@ def pipeline(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
-    with RunContext("pipeline", out_dir=out_dir, quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                    cfg_options=cfg_options, backend=backend, show=show, max_pixels=max_pixels) as ctx:
-        from visctl import datasets, output, render
+    opts = RunOptions(cfg_options=tuple(cfg_options or ()), quiet=quiet, json_out=json_out, debug=debug, seed=seed,
+                      backend=backend, show=show, max_pixels=max_pixels)
+    with RunContext("pipeline", opts, out_dir=out_dir) as ctx:
+        from visctl.library import pipeline as lib
 
-        cfg = ctx.load_config(config_file)
-        ds_cfg, steps = datasets.dataset_config(cfg, phase.value)
-        dataset = datasets.build_dataset(ds_cfg, phase.value, warn=ctx.warn, max_pixels=ctx.max_pixels)
-        skip = tuple(skip_type if skip_type is not None else SKIP)
-        samples = datasets.PipelineSamples(dataset, steps, seed=seed, record=mode is Mode.pipeline, skip_types=skip)
-        count = len(dataset) if number < 0 else min(number, len(dataset))
-        writer = ctx.open_writer(dict(config=config_file, phase=phase.value, number=count, mode=mode.value,
-                                      skip_type=list(skip), adaptive=adaptive, seed=seed,
-                                      steps=[s for s in samples.steps]))
-        names = [dataset.name(i) for i in range(count)]
-        ctx.protect(*names)
-        stems = output.input_stems([Path(n) for n in names])
-        with ctx.progress(count, "pipeline") as advance:
-            for item in datasets.iterate(samples, list(range(count))):
-                advance()
-                name = names[item["index"]]
-                if item["error"]:
-                    ctx.skip(name, item["error"])
-                    continue
-                class_name = dataset.class_name(item["label"])
-                label = ("no label" if item["label"] is None else f"label {item['label']}" +
-                         (f": {class_name}" if class_name is not None else ""))
-                figure = render.pipeline_figure(item, mode.value, label, adaptive, min_edge_length,
-                                                max_edge_length, bgr2rgb)
-                writer.save_image(f"{stems[Path(name)]}_{mode.value}.png", figure,
-                                  caption=f"{Path(name).name}: {label}", input=name)
-                writer.add_input(name, label=item["label"], class_name=class_name, views=len(item["views"]))
+        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
+                       min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb, seed=seed,
+                       record=mode is Mode.pipeline, session=ctx, config_name=config_file)
+        writer = ctx.open_writer(run.params)
+        for view in lib.iter_pipeline_views(run, ctx):
+            view.write(writer)
         ctx.finish()

@@ -1,0 +1,185 @@
+"""``visctl.browse``: a config's dataset as the model receives it, after its whole pipeline, in labelled grids.
+
+Each sample gives its view(s) after the pipeline (RGB ``uint8``), its label and class name; the pages are the
+grids ``visctl browse`` draws (``browse_<phase>_<NNN>.png``), and ``result.save(folder)`` writes the CLI's folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.library.pipeline import PHASES, SKIP, _choice, _readonly
+from visctl.results import Figure, Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.output import OutputWriter
+
+
+@dataclass(frozen=True)
+class BrowseSample:
+    """One sample after the pipeline: its views (several for a multi-view pipeline) and masks, its class."""
+
+    name: str
+    index: int
+    label: int | None
+    class_name: str | None
+    caption: str
+    page: int
+    views: tuple[np.ndarray, ...] = field(repr=False)
+    masks: tuple[np.ndarray | None, ...] = field(repr=False)
+
+    def info(self) -> dict[str, Any]:
+        """The sample's entry among the manifest's inputs (without its path)."""
+        return dict(label=self.label, class_name=self.class_name, caption=self.caption, page=self.page,
+                    views=len(self.views), shape=list(self.views[0].shape[:2]))
+
+
+@dataclass(frozen=True)
+class BrowsePage(Result):
+    """One grid page and the samples on it."""
+
+    command: ClassVar[str] = "browse"
+
+    figure: Figure | None = field(default=None, repr=False)
+    samples: tuple[BrowseSample, ...] = ()
+
+    def figures(self) -> list[Figure]:
+        return [self.figure] if self.figure is not None else []
+
+    def write(self, writer: OutputWriter) -> None:
+        """The page, then its samples as inputs of the run, as one step an interrupt does not split."""
+        from visctl import output
+
+        with output.uninterrupted():  # a page and its samples are listed together
+            super().write(writer)
+            for s in self.samples:
+                writer.add_input(s.name, **s.info())
+
+
+@dataclass(frozen=True)
+class BrowseResult(Result):
+    """Every page (:class:`BrowsePage`) in order; :attr:`samples` lists their samples."""
+
+    command: ClassVar[str] = "browse"
+
+    pages: tuple[BrowsePage, ...] = ()
+
+    @property
+    def samples(self) -> tuple[BrowseSample, ...]:
+        return tuple(s for p in self.pages for s in p.samples)
+
+    def figures(self) -> list[Figure]:
+        return [f for p in self.pages for f in p.figures()]
+
+    def write(self, writer: OutputWriter) -> None:
+        for page in self.pages:
+            page.write(writer)
+
+
+@dataclass
+class BrowsePlan:
+    """What a run knows before its first sample."""
+
+    dataset: Any
+    samples: Any  # datasets.PipelineSamples
+    count: int
+    params: dict[str, Any]
+    phase: str
+    rows: int
+    cols: int
+    num_workers: int
+
+
+def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any = None, rows: int = 4,
+         cols: int = 4, num_workers: int = 0, seed: int = 0, session: Session,
+         config_name: str | None = None) -> BrowsePlan:
+    """Load the config and its dataset, and say what the run will do."""
+    from pathlib import Path
+
+    from visctl import datasets
+    from visctl.errors import InputError
+
+    phase = _choice(phase, PHASES, "phase")
+    if rows < 1 or cols < 1 or num_workers < 0:
+        raise InputError(f"rows={rows}, cols={cols}, num_workers={num_workers}",
+                         hint="rows and cols are at least 1, num_workers at least 0")
+    cfg = session.load_config(config)
+    ds_cfg, steps = datasets.dataset_config(cfg, phase)
+    dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
+    skip = tuple(skip_type if skip_type is not None else SKIP)
+    samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
+    count = len(dataset) if number < 0 else min(number, len(dataset))
+    session.protect(*(dataset.name(i) for i in range(count)))
+    if config_name is None:
+        config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
+    params = dict(config=config_name, phase=phase, number=count, rows=rows, cols=cols, num_workers=num_workers,
+                  seed=seed, skip_type=list(skip))
+    return BrowsePlan(dataset, samples, count, params, phase, rows, cols, num_workers)
+
+
+def iter_pages(p: BrowsePlan, session: Session) -> Iterator[BrowsePage]:
+    """Each grid page as soon as it is full (the last one when the samples end); bad samples go to
+    ``session.skip``."""
+    from visctl import datasets, render
+
+    per_page = p.rows * p.cols
+    cells: list[Any] = []
+    drawn: list[BrowseSample] = []
+    pages = 0
+
+    def page() -> BrowsePage:
+        first = pages * per_page
+        figure = Figure(f"browse_{p.phase}_{pages:03d}.png", _readonly(render.grid(cells, cols=p.cols)),
+                        f"{p.phase} samples {first}-{first + len(cells) - 1}")
+        return BrowsePage(figure=figure, samples=tuple(drawn))
+
+    with session.progress(p.count, "browse") as advance:
+        for item in datasets.iterate(p.samples, list(range(p.count)), num_workers=p.num_workers):
+            advance()
+            if item["error"]:
+                session.skip(item["name"], item["error"])
+                continue
+            label = item["label"]
+            name = p.dataset.class_name(label)
+            text = "no label" if label is None else f"{label}: {name}" if name is not None else str(label)
+            views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(item["views"], item["masks"])]
+            strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
+            text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
+            cells.append(render.caption(strip, text))
+            drawn.append(BrowseSample(item["name"], item["index"], label, name, text, pages,
+                                      tuple(_readonly(v) for v in item["views"]),
+                                      tuple(_readonly(m) for m in item["masks"])))
+            if len(cells) == per_page:
+                yield page()
+                pages += 1
+                cells, drawn = [], []
+    if cells:
+        yield page()
+
+
+def browse(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any = None, rows: int = 4,
+           cols: int = 4, num_workers: int = 0, seed: int = 0, options: RunOptions | None = None,
+           session: Session | None = None) -> BrowseResult:
+    """Samples of ``config``'s ``<phase>`` dataset after its whole pipeline, with their class names, in grids.
+
+    Args:
+        config: an mmengine config (a path, a dict or a ``Config``) with ``<phase>_dataloader.dataset``.
+        phase: train, val or test; number: samples from the first (-1: all).
+        skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
+        rows, cols: the grid of a page; num_workers: DataLoader worker processes.
+        seed: the random transforms' seed (the same views each run).
+        options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
+    """
+    ctx = session or Session(options)
+    skipped, noted = len(ctx.failures), len(ctx.notes)
+    p = plan(config, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
+             num_workers=num_workers, seed=seed, session=ctx)
+    pages = tuple(iter_pages(p, ctx))
+    params = dict(p.params, max_pixels=ctx.max_pixels) if ctx.max_pixels is not None else p.params
+    return BrowseResult(params=params, failures=tuple((f.path, f.error) for f in ctx.failures[skipped:]),
+                        notes=tuple(ctx.notes[noted:]), pages=pages)

@@ -1,0 +1,239 @@
+"""``visctl.pipeline_views``: a config's data pipeline applied to its dataset or to given images, step by step.
+
+Each sample gives its original, the image after every step that changes it (the step names beside them) and
+its final view(s), as RGB ``uint8`` arrays; its figure is the one ``visctl pipeline`` draws, under the name the
+CLI writes (``<input stem>_<mode>.png``), and ``result.save(folder)`` writes the CLI's folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.results import Figure, Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.output import OutputWriter
+
+#: transform types left out unless the caller says otherwise (tensor conversion and packing)
+SKIP = ("ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs")
+MODES = ("original", "transformed", "concat", "pipeline")
+PHASES = ("train", "val", "test")
+
+
+def _readonly(a: Any) -> Any:
+    import numpy as np
+
+    if a is None:
+        return None
+    a = np.asarray(a)
+    if a.flags.writeable:
+        a = a.copy()
+        a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class PipelineView(Result):
+    """One sample through the pipeline.
+
+    ``steps[v]`` names the snapshots ``images[v]`` of view ``v`` (``original``, then every step that changed
+    the image; filled when the pipeline was recorded, which :func:`pipeline_views` always does); ``views``
+    are the final images, ``masks`` their masks (None where a view has none).
+    """
+
+    command: ClassVar[str] = "pipeline"
+
+    name: str = ""
+    index: int = 0
+    label: int | None = None
+    class_name: str | None = None
+    original: np.ndarray | None = field(default=None, repr=False)
+    views: tuple[np.ndarray, ...] = field(default=(), repr=False)
+    masks: tuple[np.ndarray | None, ...] = field(default=(), repr=False)
+    steps: tuple[tuple[str, ...], ...] = ()
+    images: tuple[tuple[np.ndarray, ...], ...] = field(default=(), repr=False)
+    figure: Figure | None = field(default=None, repr=False)
+
+    def figures(self) -> list[Figure]:
+        return [self.figure] if self.figure is not None else []
+
+    def write(self, writer: OutputWriter) -> None:
+        """The figure, then the sample as an input of the run (as the CLI records it)."""
+        super().write(writer)
+        writer.add_input(self.name, label=self.label, class_name=self.class_name, views=len(self.views))
+
+
+@dataclass(frozen=True)
+class PipelineResult(Result):
+    """Every sample's :class:`PipelineView`, in order (``samples``), and the run's skipped inputs."""
+
+    command: ClassVar[str] = "pipeline"
+
+    samples: tuple[PipelineView, ...] = ()
+    mode: str = "concat"
+
+    def figures(self) -> list[Figure]:
+        return [f for s in self.samples for f in s.figures()]
+
+    def write(self, writer: OutputWriter) -> None:
+        for sample in self.samples:
+            sample.write(writer)
+
+
+@dataclass
+class PipelinePlan:
+    """What a run knows before its first sample: the dataset, the steps, the manifest's parameters."""
+
+    dataset: Any
+    samples: Any  # datasets.PipelineSamples
+    count: int
+    params: dict[str, Any]
+    names: list[str]
+    stems: dict[Any, str]
+    mode: str
+    drawing: dict[str, Any]
+
+
+def _choice(value: Any, choices: tuple[str, ...], what: str) -> str:
+    from visctl.errors import InputError
+
+    value = getattr(value, "value", value)  # the CLI's enums
+    if value not in choices:
+        raise InputError(f"{what} {value!r}", hint=f"use one of {', '.join(choices)}")
+    return str(value)
+
+
+def image_dataset(cfg: Any, images: Any, phase: str, session: Session) -> tuple[Any, list[dict]]:
+    """Given images (paths, arrays, PIL images) as an unlabelled dataset, and the config's pipeline for them:
+    ``<phase>_dataloader.dataset.pipeline``, else ``<phase>_pipeline``."""
+    from visctl import datasets
+    from visctl.config import cfg_get
+    from visctl.errors import ConfigError
+    from visctl.images import as_images
+
+    paths = as_images(images, note=session.note)
+    session.protect(*paths)
+    ds = cfg_get(cfg, f"{phase}_dataloader.dataset") or {}
+    ds = datasets._unwrap(dict(ds)) if ds else {}
+    steps = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline")
+    if not steps:
+        raise ConfigError(f"the config has no {phase} pipeline",
+                          hint=f"add {phase}_pipeline = [dict(type=...), ...] or {phase}_dataloader.dataset.pipeline")
+    classes = cfg_get(cfg, "classes") or cfg_get(cfg, "dataset_meta.classes")
+    return datasets.FileDataset([(p, None) for p in paths], list(classes) if classes else None,
+                                session.max_pixels), [dict(s) for s in steps]
+
+
+def stems_of(paths: list[Any]) -> list[str]:
+    """Output stems of the inputs: the files' by :func:`visctl.output.input_stems`, an in-memory image's its
+    own name's (``image0``), made unique against the files' stems."""
+    from visctl import output
+    from visctl.images import ArrayImage
+
+    files = output.input_stems([Path(p) for p in paths if not isinstance(p, ArrayImage)])
+    taken = {s.casefold() for s in files.values()}
+    stems = []
+    for p in paths:
+        if not isinstance(p, ArrayImage):
+            stems.append(files[Path(p)])
+            continue
+        stem, n = p.stem, 0
+        while stem.casefold() in taken:
+            n += 1
+            stem = f"{p.stem}_{n}"
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return stems
+
+
+def plan(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
+         skip_type: Any = None, mode: str = "concat", adaptive: bool = False, min_edge_length: int = 200,
+         max_edge_length: int = 1000, bgr2rgb: bool = False, seed: int = 0, record: bool = True,
+         session: Session, config_name: str | None = None) -> PipelinePlan:
+    """Load the config and the dataset (or ``images``), and say what the run will do."""
+    from visctl import datasets
+
+    phase = _choice(phase, PHASES, "phase")
+    mode = _choice(mode, MODES, "mode")
+    cfg = session.load_config(config)
+    if images is None:
+        ds_cfg, steps = datasets.dataset_config(cfg, phase)
+        dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
+    else:
+        dataset, steps = image_dataset(cfg, images, phase, session)
+    skip = tuple(skip_type if skip_type is not None else SKIP)
+    samples = datasets.PipelineSamples(dataset, steps, seed=seed, record=record, skip_types=skip)
+    count = len(dataset) if number < 0 else min(number, len(dataset))
+    if config_name is None:
+        config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
+    params = dict(config=config_name, phase=phase, number=count, mode=mode, skip_type=list(skip), adaptive=adaptive,
+                  seed=seed, steps=list(samples.steps))
+    names = [dataset.name(i) for i in range(count)]
+    if images is None:
+        session.protect(*names)
+    files = getattr(dataset, "files", None)  # image_dataset's FileDataset keeps the in-memory images
+    paths = [files[i][0] for i in range(count)] if images is not None and files else [Path(n) for n in names]
+    return PipelinePlan(dataset, samples, count, params, names, dict(zip(names, stems_of(paths))), mode,
+                        dict(adaptive=adaptive, min_edge=min_edge_length, max_edge=max_edge_length, bgr2rgb=bgr2rgb))
+
+
+def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineView]:
+    """Each sample's :class:`PipelineView` as it is processed; an unreadable one goes to ``session.skip``."""
+    from visctl import datasets, render
+
+    with session.progress(p.count, "pipeline") as advance:
+        for item in datasets.iterate(p.samples, list(range(p.count))):
+            advance()
+            name = p.names[item["index"]]
+            if item["error"]:
+                session.skip(name, item["error"])
+                continue
+            class_name = p.dataset.class_name(item["label"])
+            label = ("no label" if item["label"] is None else f"label {item['label']}" +
+                     (f": {class_name}" if class_name is not None else ""))
+            d = p.drawing
+            image = render.pipeline_figure(item, p.mode, label, d["adaptive"], d["min_edge"], d["max_edge"],
+                                           d["bgr2rgb"])
+            figure = Figure(f"{p.stems[name]}_{p.mode}.png", _readonly(image), f"{Path(name).name}: {label}",
+                            dict(input=name))
+            yield PipelineView(
+                name=name, index=item["index"], label=item["label"], class_name=class_name,
+                original=_readonly(item["original"]), views=tuple(_readonly(v) for v in item["views"]),
+                masks=tuple(_readonly(m) for m in item["masks"]),
+                steps=tuple(tuple(step for step, _ in snaps) for snaps in item["snapshots"]),
+                images=tuple(tuple(_readonly(img) for _, img in snaps) for snaps in item["snapshots"]),
+                figure=figure)
+
+
+def pipeline_views(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
+                   skip_type: Any = None, mode: str = "concat", adaptive: bool = False, min_edge_length: int = 200,
+                   max_edge_length: int = 1000, bgr2rgb: bool = False, seed: int = 0,
+                   options: RunOptions | None = None, session: Session | None = None) -> PipelineResult:
+    """Samples of ``config``'s ``<phase>`` dataset (or ``images``) through its pipeline, step by step.
+
+    Args:
+        config: an mmengine config (a path, a dict or a ``Config``) with ``<phase>_dataloader.dataset``
+            (or, for ``images``, a ``<phase>_pipeline``).
+        images: a path, folder, glob, numpy RGB image, PIL image or a list of them [default: the dataset].
+        phase: train, val or test; number: samples from the first (-1: all).
+        skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
+        mode: what each figure shows: original, transformed, concat (both) or pipeline (every step).
+        adaptive, min_edge_length, max_edge_length: scale each panel into the edge limits (pixels).
+        bgr2rgb: swap the channels of every panel; seed: the random transforms' seed (the same views each run).
+        options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
+    """
+    ctx = session or Session(options)
+    skipped, noted = len(ctx.failures), len(ctx.notes)
+    p = plan(config, images, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
+             min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb, seed=seed,
+             session=ctx)
+    samples = tuple(iter_pipeline_views(p, ctx))
+    params = dict(p.params, max_pixels=ctx.max_pixels) if ctx.max_pixels is not None else p.params
+    return PipelineResult(params=params, failures=tuple((f.path, f.error) for f in ctx.failures[skipped:]),
+                          notes=tuple(ctx.notes[noted:]), samples=samples, mode=p.mode)

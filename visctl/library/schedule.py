@@ -1,0 +1,256 @@
+"""``visctl.schedule``: the learning rate, momentum and weight decay of every param group, as training steps them.
+
+The values are what mmengine's ``Runner.train()`` gives its optimizer at each iteration (see
+:mod:`visctl.schedules`); the figure is the one ``visctl lr`` draws, and ``result.save(folder)`` writes what
+``visctl lr --csv`` writes there: ``lr.png``, ``lr.csv``, ``manifest.json`` and ``index.html``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.results import Figure, Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.output import OutputWriter
+    from visctl.schedules import Schedule, TrainLoop
+
+#: the one value ``parameter`` may pick -> its axis label (mmpretrain vis_scheduler's ``--parameter``)
+PARAMETERS = {"lr": "learning rate", "momentum": "momentum", "wd": "weight decay"}
+#: window size bounds in inches: at 100 dpi, 50 inches is 5000 pixels (100 MB of RGBA)
+WINDOW_MIN, WINDOW_MAX = 1.0, 50.0
+DPI = 100
+
+
+def parse_window(window_size: str) -> tuple[float, float]:
+    """``"W*H"`` (or ``WxH``) in inches, each side within [WINDOW_MIN, WINDOW_MAX]."""
+    from visctl.errors import VisctlError
+
+    try:
+        w, h = (float(v) for v in window_size.lower().replace("x", "*").split("*"))
+    except ValueError:
+        raise VisctlError(f"--window-size {window_size!r}", hint="write W*H in inches, e.g. 12*7") from None
+    if not (WINDOW_MIN <= w <= WINDOW_MAX and WINDOW_MIN <= h <= WINDOW_MAX):  # NaN fails too
+        raise VisctlError(f"--window-size {window_size!r}: each side must be {WINDOW_MIN:g} to {WINDOW_MAX:g} inches "
+                          "(the plot is drawn at 100 dpi)", hint="write W*H in inches, e.g. 12*7")
+    return w, h
+
+
+def check_style(style: str | None) -> None:
+    """A matplotlib style name that exists (or None)."""
+    if not style:
+        return
+    import matplotlib.style
+
+    from visctl.errors import VisctlError
+
+    if style not in matplotlib.style.available and style != "default":
+        raise VisctlError(f"unknown matplotlib style {style!r}",
+                          hint=f"available: {', '.join(sorted(matplotlib.style.available))}")
+
+
+def _frozen(a: Any) -> Any:
+    import numpy as np
+
+    if a is None:
+        return None
+    a = np.array(a)  # a copy: the result owns it
+    a.setflags(write=False)
+    return a
+
+
+def _no_values() -> np.ndarray:
+    import numpy as np
+
+    return np.zeros((0, 0))
+
+
+@dataclass(frozen=True)
+class ScheduleResult(Result):
+    """Every iteration's values of every distinct param group, and the figure ``visctl lr`` draws of them.
+
+    ``lr``, ``momentum`` (momentum or Adam's beta1; None when the optimizer has neither) and ``weight_decay``
+    are ``(iterations, groups)`` float arrays; ``groups`` labels their columns, ``members`` lists the
+    parameters of each. :attr:`values` holds the CSV's columns (``iteration``, ``epoch``, ``lr[group]``, ...).
+    """
+
+    command: ClassVar[str] = "lr"
+
+    groups: tuple[str, ...] = ()
+    lr: np.ndarray = field(default_factory=lambda: _no_values(), repr=False)
+    momentum: np.ndarray | None = field(default=None, repr=False)
+    weight_decay: np.ndarray = field(default_factory=lambda: _no_values(), repr=False)
+    by_epoch: bool = False
+    iters_per_epoch: int | None = None
+    total_iters: int = 0
+    rule: str = ""
+    members: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+    title: str = ""  # the plot's
+    caption: str = ""  # lr.png's in the manifest and gallery
+    parameter: str | None = None
+    plot_options: dict[str, Any] = field(default_factory=dict, repr=False)  # window, style, log_scale
+    png: bytes = field(default=b"", repr=False)  # the figure as the CLI writes lr.png
+    simulate_s: float = field(default=0.0, repr=False, compare=False)
+
+    @property
+    def values(self) -> dict[str, np.ndarray]:
+        """The columns of ``lr.csv``: iteration, epoch (epoch-based loops), lr / momentum / weight_decay."""
+        return self._schedule().columns()
+
+    def epoch_values(self) -> dict[str, np.ndarray]:
+        """:attr:`values` at the first iteration of each epoch (epoch-based loops only)."""
+        from visctl.errors import ConfigError
+
+        if not (self.by_epoch and self.iters_per_epoch):
+            raise ConfigError("the schedule is iteration-based: it has no epochs", hint="use result.values")
+        return {k: v[::self.iters_per_epoch] for k, v in self.values.items()}
+
+    def _loop(self) -> TrainLoop:
+        from visctl.schedules import TrainLoop
+
+        if self.by_epoch:
+            assert self.iters_per_epoch
+            return TrainLoop.build(True, self.total_iters // self.iters_per_epoch, self.iters_per_epoch)
+        return TrainLoop.build(False, self.total_iters, self.iters_per_epoch)
+
+    def _schedule(self) -> Schedule:
+        from visctl.schedules import Schedule
+
+        return Schedule(groups=list(self.groups), members=[list(m) for m in self.members], lr=self.lr,
+                        momentum=self.momentum, weight_decay=self.weight_decay, loop=self._loop(), rule=self.rule)
+
+    def plot(self) -> Any:
+        """A fresh matplotlib Figure of the schedule, as ``visctl lr`` draws it."""
+        from visctl import schedules
+
+        opts = self.plot_options
+        sched = self._schedule()
+        if self.parameter is None:
+            return schedules.plot(sched, self.title, opts.get("window", (12.0, 7.0)), opts.get("style"),
+                                  opts.get("log_scale", False))
+        values = {"lr": sched.lr, "momentum": sched.momentum, "wd": sched.weight_decay}[self.parameter]
+        assert values is not None  # schedule() refuses momentum without one
+        # weight_decay constant (zero) and no momentum: schedules.plot then draws one panel
+        one = dataclasses.replace(sched, lr=values, momentum=None, weight_decay=values * 0.0)
+        fig = schedules.plot(one, self.title, opts.get("window", (12.0, 7.0)), opts.get("style"),
+                             opts.get("log_scale", False))
+        fig.axes[0].set_ylabel(PARAMETERS[self.parameter])
+        return fig
+
+    def encode(self, fmt: str = "png") -> bytes:
+        """The figure in ``fmt`` (any format matplotlib's Agg canvas writes), at 100 dpi."""
+        if fmt == "png" and self.png:
+            return self.png
+        import io
+
+        buf = io.BytesIO()
+        self.plot().savefig(buf, format=fmt, dpi=DPI)
+        return buf.getvalue()
+
+    def figures(self) -> list[Figure]:
+        import cv2
+        import numpy as np
+
+        bgr = cv2.imdecode(np.frombuffer(self.encode("png"), np.uint8), cv2.IMREAD_COLOR)
+        assert bgr is not None  # matplotlib's own PNG
+        return [Figure("lr.png", np.ascontiguousarray(bgr[..., ::-1]), self.caption)]
+
+    def write(self, writer: OutputWriter, plot_target: Path | None = None, csv_target: Path | None = None,
+              csv: bool = True) -> None:
+        """``lr.png`` (or ``plot_target``, in its suffix's format) and ``lr.csv`` (or ``csv_target``)."""
+        from visctl import schedules
+
+        fmt = plot_target.suffix.lstrip(".") if plot_target is not None and plot_target.suffix else "png"
+        writer.write_output("lr.png", self.encode(fmt), "image", caption=self.caption,
+                            target=plot_target or writer.path("lr.png"))
+        if csv or csv_target is not None:
+            writer.write_output("lr.csv", schedules.csv_text(self.values).encode(), "table",
+                                caption="per-iteration values", target=csv_target)
+        writer.manifest["timings"]["simulate_s"] = round(self.simulate_s, 3)
+
+
+def _config_name(config: Any, cfg: Any) -> tuple[str, str]:
+    """(the manifest's ``config``, the default title) of a path, a dict or a Config."""
+    if isinstance(config, (str, Path)):
+        return str(config), Path(config).stem
+    filename = getattr(cfg, "filename", None)
+    if filename:
+        return str(filename), Path(filename).stem
+    return "<config>", "config"
+
+
+def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, batch_size: int | None = None,
+             drop_last: bool | None = None, model: Any = None, title: str | None = None, style: str | None = None,
+             window_size: str = "12*7", log_scale: bool = False, parameter: str | None = None,
+             options: RunOptions | None = None, session: Session | None = None) -> ScheduleResult:
+    """The lr, momentum and weight decay of every param group at every iteration of ``config``'s training.
+
+    Args:
+        config: an mmengine config (a path, a dict or a ``Config``) with ``optim_wrapper``,
+            ``param_scheduler`` and ``train_cfg``.
+        dataset_size: training samples [default: counted from ``train_dataloader.dataset``].
+        ngpus: GPUs (the total batch is batch_size x ngpus).
+        batch_size: per-GPU batch [default: ``train_dataloader.batch_size``].
+        drop_last: whether the last incomplete batch is dropped [default: ``train_dataloader.drop_last``].
+        model: the ``nn.Module`` whose parameter names ``paramwise_cfg`` reads [default: the config's model
+            when ``paramwise_cfg`` needs one, else a stand-in].
+        title: the plot's title [default: the config's name].
+        style: a matplotlib style; window_size: ``"W*H"`` inches; log_scale: a logarithmic lr axis.
+        parameter: plot only ``"lr"``, ``"momentum"`` or ``"wd"`` (the values keep every column).
+        options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
+    """
+    import time
+
+    from visctl import config as config_mod
+    from visctl import schedules
+    from visctl.errors import ConfigError, InputError
+
+    ctx = session or Session(options)
+    parameter = getattr(parameter, "value", parameter)  # the CLI's enum
+    if parameter is not None and parameter not in PARAMETERS:
+        raise InputError(f"parameter {parameter!r}", hint=f"use one of {', '.join(PARAMETERS)}")
+    window = parse_window(window_size)
+    check_style(style)
+    started = time.time()
+    cfg = ctx.load_config(config)
+    name, stem = _config_name(config, cfg)
+    optim_cfg = cfg.get("optim_wrapper") or {}
+    source = "--dataset-size"
+    if dataset_size is None:
+        found = schedules.dataset_size_from_config(config_mod.cfg_get(cfg, "train_dataloader.dataset"))
+        dataset_size, source = found if found else (None, "unknown")
+    if model is None and schedules.needs_model(optim_cfg) and cfg.get("model"):
+        from visctl.errors import ModelError
+        from visctl.models import build_model, config_dirs
+
+        try:  # the real parameter names make paramwise_cfg's groups exact
+            model = build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg))
+        except ModelError as err:
+            ctx.log(f"paramwise_cfg applied to stand-in parameters ({err.message})")
+    sched = schedules.schedule_from_config(cfg, dataset_size=dataset_size, batch_size=batch_size, ngpus=ngpus,
+                                           drop_last=drop_last, model=model)
+    for note in sched.notes:
+        ctx.log(note)
+    size = f"dataset size {dataset_size} ({source}); " if dataset_size else ""
+    ctx.log(f"{size}{sched.rule}; {sched.total_iters} iterations; {len(sched.groups)} distinct param group(s)")
+    simulated = time.time() - started
+    if parameter == "momentum" and sched.momentum is None:
+        raise ConfigError("the optimizer has no momentum (nor Adam betas) to plot", hint="use --parameter lr or wd")
+    caption = f"{title or stem}: {sched.rule}"
+    if title is None:
+        title = stem if parameter is None else f"{stem} {PARAMETERS[parameter]}"
+    result = ScheduleResult(
+        params=dict(config=name, dataset_size_from=source, **sched.params, parameter=parameter),
+        notes=tuple(sched.notes), groups=tuple(sched.groups), lr=_frozen(sched.lr), momentum=_frozen(sched.momentum),
+        weight_decay=_frozen(sched.weight_decay), by_epoch=sched.by_epoch, iters_per_epoch=sched.iters_per_epoch,
+        total_iters=sched.total_iters, rule=sched.rule, members=tuple(tuple(m) for m in sched.members), title=title,
+        caption=caption, parameter=parameter, plot_options=dict(window=window, style=style, log_scale=log_scale),
+        simulate_s=simulated)
+    # drawn once: the figure arrays, _repr_png_ and lr.png are these bytes
+    return dataclasses.replace(result, png=result.encode("png"))
