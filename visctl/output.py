@@ -340,7 +340,22 @@ def input_stems(paths: Iterable[Path]) -> dict[Path, str]:
     that slug alike (``p q.png``, ``p-q.png``) get ``_1``, ``_2``, ... until the stem is unused, compared
     without case (a case-insensitive disk would merge ``A`` and ``a``), so no two inputs share a stem.
     """
-    paths = [Path(p) for p in paths]
+    from visctl.images import ArrayImage
+
+    given_paths = list(paths)
+    arrays: list[ArrayImage] = [p for p in given_paths if isinstance(p, ArrayImage)]
+    if arrays:  # an in-memory image keeps its own name (image0), made unique against the files' stems
+        mixed: dict[Path, str] = input_stems([p for p in given_paths if not isinstance(p, ArrayImage)])
+        used = {s.casefold() for s in mixed.values()}
+        for arr in arrays:
+            own, k = arr.stem, 0
+            while own.casefold() in used:
+                k += 1
+                own = f"{arr.stem}_{k}"
+            used.add(own.casefold())
+            mixed[arr] = own  # type: ignore[index]  # an ArrayImage is a PurePosixPath standing for a Path
+        return mixed
+    paths = [Path(p) for p in given_paths]
     if not paths:
         return {}
     absolute = [Path(os.path.abspath(p)) for p in paths]

@@ -131,25 +131,11 @@ def image_dataset(cfg: Any, images: Any, phase: str, session: Session) -> tuple[
 
 
 def stems_of(paths: list[Any]) -> list[str]:
-    """Output stems of the inputs: the files' by :func:`visctl.output.input_stems`, an in-memory image's its
-    own name's (``image0``), made unique against the files' stems."""
+    """Output stems of the inputs (:func:`visctl.output.input_stems`), in order."""
     from visctl import output
-    from visctl.images import ArrayImage
 
-    files = output.input_stems([Path(p) for p in paths if not isinstance(p, ArrayImage)])
-    taken = {s.casefold() for s in files.values()}
-    stems = []
-    for p in paths:
-        if not isinstance(p, ArrayImage):
-            stems.append(files[Path(p)])
-            continue
-        stem, n = p.stem, 0
-        while stem.casefold() in taken:
-            n += 1
-            stem = f"{p.stem}_{n}"
-        taken.add(stem.casefold())
-        stems.append(stem)
-    return stems
+    stems = output.input_stems(paths)
+    return [stems[p] for p in paths]
 
 
 def plan(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
