@@ -359,7 +359,8 @@ def library_calls() -> Iterator[None]:
 
     * its prints (FullGrad's "Warning: target_layers is ignored ...") go to stderr: stdout carries results
       only (the ``--json`` manifest);
-    * ScoreCAM/AblationCAM's tqdm bars are off: ours is the only progress display;
+    * ScoreCAM/AblationCAM's tqdm bars are off (grad-cam's own ``tqdm`` bindings are swapped, not the tqdm
+      class): ours is the only progress display;
     * numpy's BLAS runs on one thread: grad-cam does one small SVD per image ((H*W) x C), where a
       multi-threaded OpenBLAS is 10-20x slower than one thread (measured on 2 busy cores); torch's own
       thread pool is not touched;
@@ -369,15 +370,18 @@ def library_calls() -> Iterator[None]:
     """
     import contextlib
     import sys
-    from functools import partialmethod
+    import types
+    from functools import partial
 
     import pytorch_grad_cam  # noqa: F401  (loads the method modules whose bindings are swapped below)
     import tqdm
     from pytorch_grad_cam.utils import svd_on_activations as svd
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn, which grad-cam needs
 
     originals: dict[str, Callable[..., np.ndarray]] = {
         name: getattr(svd, name) for name in ("get_2d_projection", "get_2d_projection_kernel")}
-    swapped = []
+    quiet_tqdm = types.SimpleNamespace(tqdm=partial(tqdm.tqdm, disable=True))
+    swapped: list[tuple[Any, str, Any]] = []
     for mod_name, module in list(sys.modules.items()):
         if not mod_name.startswith("pytorch_grad_cam") or module is None:
             continue
@@ -385,15 +389,15 @@ def library_calls() -> Iterator[None]:
             if getattr(module, name, None) is originals[name]:
                 setattr(module, name, _oriented(originals[name]))
                 swapped.append((module, name, originals[name]))
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn, which grad-cam needs
-
-    tqdm_init = tqdm.tqdm.__init__
-    tqdm.tqdm.__init__ = partialmethod(tqdm_init, disable=True)  # type: ignore[method-assign]
+        # grad-cam calls `tqdm.tqdm(...)` through its own `tqdm` binding: give its modules one whose bars are
+        # disabled, leaving the tqdm class (every other user's bars in the process) as it is
+        if getattr(module, "tqdm", None) is tqdm:
+            module.tqdm = quiet_tqdm  # type: ignore[attr-defined]
+            swapped.append((module, "tqdm", tqdm))
     try:
         with contextlib.redirect_stdout(sys.stderr), threadpool_limits(1, user_api="blas"):
             yield
     finally:
-        tqdm.tqdm.__init__ = tqdm_init  # type: ignore[method-assign]
         for module, name, fn in swapped:
             setattr(module, name, fn)
 

@@ -602,14 +602,21 @@ def push_to_backend(name: str, out_dir: Path, images: list[tuple[str, Path]], co
     kind = {"local": "LocalVisBackend", "tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend"}[name]
     backend: dict[str, Any] = dict(type=kind)
     if name == "wandb":
-        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
-            os.environ["WANDB_MODE"] = "offline"  # never upload unless the user set wandb up
         backend["init_kwargs"] = dict(project="visctl", name=command, dir=str(out_dir))
+        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
+            # never upload unless the user set wandb up; passed to wandb.init, not set in os.environ, so the
+            # caller's process (a notebook's later wandb runs) is left as it was
+            backend["init_kwargs"]["mode"] = "offline"
     # mmengine's Visualizer writes to <save_dir>/vis_data itself (peers doc §10): give it the run directory
-    vis = Visualizer.get_instance(f"visctl-{uuid.uuid4().hex}", vis_backends=[backend], save_dir=str(out_dir))
-    for step, (tag, path) in enumerate(images):
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is not None:
-            vis.add_image(tag, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), step=step)
-    vis.close()
+    instance = f"visctl-{uuid.uuid4().hex}"
+    vis = Visualizer.get_instance(instance, vis_backends=[backend], save_dir=str(out_dir))
+    try:
+        for step, (tag, path) in enumerate(images):
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is not None:
+                vis.add_image(tag, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), step=step)
+    finally:
+        vis.close()
+        # mmengine keeps every named instance in a class-level registry: drop ours, the run is over
+        getattr(Visualizer, "_instance_dict", {}).pop(instance, None)
     return Path(out_dir) / "vis_data"

@@ -546,7 +546,6 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     ``geometry``: the step is a resize or a centred/offset crop whose affine is read off torchvision's
     own parameters (Resize, CenterCrop); other size-changing steps become an approximate stretch.
     """
-    import numpy as np
     import torch
     from torchvision.transforms import v2
 
@@ -561,9 +560,22 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
         transform = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"cannot build transform {name}({kwargs}): {exc}") from exc
-    h0, w0 = state.img.shape[:2]
-    if rng is not None:  # torchvision draws from torch's generator: seed it from ours so --seed repeats
+    if rng is None:
+        _torchvision_apply(state, name, transform, geometry)
+        return
+    # torchvision draws from torch's global generator: seed it from ours so --seed repeats, inside a fork so
+    # the caller's torch random state is the same after the step as before it
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_randint(rng, 0, 2**31))
+        _torchvision_apply(state, name, transform, geometry)
+
+
+def _torchvision_apply(state: ImageState, name: str, transform: Any, geometry: bool) -> None:
+    import numpy as np
+    import torch
+    from torchvision.transforms import v2
+
+    h0, w0 = state.img.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(state.img)).permute(2, 0, 1)
     if name in ("RandomCrop", "RandomResizedCrop") and geometry:
         # draw torchvision's own parameters, then apply them here so the offset is known
