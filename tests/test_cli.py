@@ -37,6 +37,15 @@ def test_help_and_completion_import_no_heavy_module():
     assert _loaded_after(["visctl"], env) == []
 
 
+def test_import_visctl_and_its_version_import_no_heavy_module_and_no_cli():
+    code = ("import sys\nimport visctl\nprint(visctl.__version__)\n"
+            f"print('LOADED', sorted(m for m in {(*HEAVY, 'typer', 'rich', 'click')!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    version, loaded = out.stdout.splitlines()[-2:]
+    assert version == "0.1.0"
+    assert eval(loaded.removeprefix("LOADED ")) == []
+
+
 def test_version_and_module_entry():
     out = subprocess.run([sys.executable, "-m", "visctl", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("visctl ")

@@ -120,3 +120,11 @@ def test_featmap_on_a_vit_defaults_to_the_last_block(invoke, image_file, tmp_pat
                     "model.img_size=64", "model.num_classes=3", "visctl.input_size=64")
     assert result.exit_code == 0, result.output
     assert "default layers: blocks.11 " in result.stderr
+
+
+def test_layer_names_moved_to_layers_stay_importable_from_cams():
+    from visctl import layers
+
+    for name in ("probe", "Probe", "Layout", "detect_layout", "make_reshape", "token_grid", "default_layers",
+                 "default_target_layers", "stage_layers", "is_vit_like", "DefaultLayers", "validate_layer_output"):
+        assert getattr(cams, name) is getattr(layers, name), name

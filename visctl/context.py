@@ -272,7 +272,7 @@ class RunContext(Session):
         manifest_path = self.writer.finish(status)
         self._finished = True
         if self.default_out and self.writer.out_dir == self.out_dir:
-            from visctl.output import write_root_index
+            from visctl.gallery import write_root_index
 
             write_root_index(self.out_dir.parent)  # visctl-out/index.html links every command's latest run
         if self.json_out:
@@ -286,7 +286,7 @@ class RunContext(Session):
             self.log(f"manifest: {manifest_path}")
             self.log(f"gallery:  {self.writer.path('index.html')}")
         if self.show:
-            from visctl.output import show_images
+            from visctl.show import show_images
 
             show_images([self.writer.out_dir / o["path"] for o in self.writer.manifest["outputs"]
                          if o["kind"] == "image"], self.warn, self.show_interval)

@@ -76,7 +76,7 @@ def check_outputs(outputs: Any) -> None:
 
 def default_layer(pr: Any) -> tuple[str, str]:
     """The last tensor-valued spatial layer of the neck/FPN, else of the backbone, in execution order (from
-    :func:`visctl.cams.probe`); returns the layer and where it was found."""
+    :func:`visctl.layers.probe`); returns the layer and where it was found."""
     from visctl.errors import LayerError
 
     order = [(n, s) for n, s in pr.order if isinstance(s, tuple) and len(s) == 4 and s[2] > 1 and s[3] > 1]

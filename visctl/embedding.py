@@ -71,16 +71,16 @@ def vis_stage_layer(model: Any, stage: VisStage, shape_of: Any, default: str) ->
 
 
 def last_stage(model: Any, example: Any) -> str:
-    """The model's last stage (cams' default layer), chosen the same whatever the input size.
+    """The model's last stage (visctl.layers' default layer), chosen the same whatever the input size.
 
-    cams' rule takes the last output with a spatial map larger than 1x1, so a small input (a 32 px CIFAR
+    The default-layer rule takes the last output with a spatial map larger than 1x1, so a small input (a 32 px CIFAR
     image into a ResNet) would move it to an earlier stage; here it is chosen on an input whose short
     side is at least 224 px, the layout a model is built for. A model that takes one input size only
     keeps the choice made on ``example``.
     """
     import torch
 
-    from visctl import cams
+    from visctl import layers
 
     in_hw = (int(example.shape[2]), int(example.shape[3]))
     if min(in_hw) < 224:
@@ -88,13 +88,13 @@ def last_stage(model: Any, example: Any) -> str:
         big = torch.zeros(1, example.shape[1], round(in_hw[0] * f), round(in_hw[1] * f), dtype=example.dtype,
                           device=example.device)
         try:
-            pr = cams.probe(model, big, logits=False)
+            pr = layers.probe(model, big, logits=False)
             big_hw = (int(big.shape[2]), int(big.shape[3]))
-            return cams.default_target_layers(model, pr, big_hw, cams.is_vit_like(pr, big_hw))[0]
+            return layers.default_target_layers(model, pr, big_hw, layers.is_vit_like(pr, big_hw))[0]
         except (RuntimeError, ValueError, AssertionError, VisctlError):  # a fixed-size model (ViT img_size)
             pass
-    pr = cams.probe(model, example, logits=False)
-    return cams.default_target_layers(model, pr, in_hw, cams.is_vit_like(pr, in_hw))[0]
+    pr = layers.probe(model, example, logits=False)
+    return layers.default_target_layers(model, pr, in_hw, layers.is_vit_like(pr, in_hw))[0]
 
 
 def pool(t: torch.Tensor, mode: Pooling, extra_tokens: int = 1) -> torch.Tensor:

@@ -81,7 +81,7 @@ def capture(model: nn.Module, layers: dict[str, nn.Module], batch: torch.Tensor,
 
 def to_nchw(t: torch.Tensor, in_hw: tuple[int, int], label: str, extra_tokens: int | None = None) -> torch.Tensor:
     """Bring a captured tensor to (N, C, H, W): tokens are put on their patch grid, channels-last permuted."""
-    from visctl.cams import detect_layout, make_reshape
+    from visctl.layers import detect_layout, make_reshape
 
     if t.ndim == 2:  # (N, C): a vector per image, nothing spatial to draw
         raise LayerError(f"{label} is a vector per image {tuple(t.shape)}, not a map",

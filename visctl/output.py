@@ -1,9 +1,8 @@
-"""Outputs: stable file names, atomic writes, manifest.json and the index.html gallery."""
+"""Outputs: stable file names, atomic writes and manifest.json (the pages are in visctl.gallery)."""
 
 from __future__ import annotations
 
 import errno
-import html
 import json
 import os
 import platform
@@ -17,6 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from visctl.errors import OutputError
+
+# the pages moved to visctl.gallery and --show to visctl.show; their names stay importable from here
+from visctl.gallery import (  # noqa: F401
+    _href,
+    _script_json,
+    _text,
+    index_manifest,
+    render_index,
+    render_root_index,
+    scatter_html,
+    write_root_index,
+)
+from visctl.show import Navigator, has_display, show_images  # noqa: F401
 
 MANIFEST = "manifest.json"
 INDEX = "index.html"
@@ -149,24 +161,6 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _text(value: Any) -> str:
-    """Any value from a manifest or from data as HTML-escaped text (quotes included, for attributes too)."""
-    return html.escape(value if isinstance(value, str) else str(value), quote=True)
-
-
-def _href(path: Any) -> str:
-    """A file path as an escaped relative URL: percent-encoded, so a name with ``#``, ``?``, ``%`` or ``:``
-    links to the file and can never become a ``javascript:`` or other URL scheme."""
-    from urllib.parse import quote
-
-    return html.escape(quote(str(path).replace(os.sep, "/")), quote=True)
-
-
-def _script_json(value: Any) -> str:
-    """JSON to embed in a ``<script>``: ``<``, ``>`` and ``&`` escaped so no string can close the script."""
-    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _path_hint(exc: OSError) -> str:
@@ -594,203 +588,6 @@ class OutputWriter:
         return self.path(MANIFEST)
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}}
-h1{{font-size:1.3rem}} .meta{{color:#555;font-size:.9rem}}
-.grid{{display:flex;flex-wrap:wrap;gap:1rem}}
-figure{{margin:0;background:#fff;border:1px solid #ddd;padding:.5rem;max-width:520px}}
-figure img{{max-width:500px;height:auto;display:block}} figcaption{{font-size:.85rem;margin-top:.3rem}}
-.fail{{color:#a00}} code{{font-size:.85rem}} input{{margin:.5rem 0;padding:.3rem;width:20rem}}
-</style></head><body>
-<h1>visctl {command}</h1>
-<p class="meta">status: <b>{status}</b> &middot; {n_out} images &middot; {n_fail} failures &middot; {total}s</p>
-<p class="meta"><code>{params}</code></p>
-{notes}
-<input id="q" placeholder="filter by caption" oninput="f()">
-<div class="grid">
-{figures}
-</div>
-{failures}
-<script>
-function f(){{var q=document.getElementById('q').value.toLowerCase();
-document.querySelectorAll('figure').forEach(function(e){{
-e.style.display=e.dataset.caption.indexOf(q)>=0?'':'none';}});}}
-</script>
-</body></html>
-"""
-
-
-def render_index(manifest: dict[str, Any]) -> str:
-    """A self-contained gallery page for one run (relative links, no server, no external assets)."""
-    esc = _text
-    figures = []
-    for out in manifest["outputs"]:
-        if out["kind"] != "image":
-            continue
-        cap = str(out.get("caption") or out["path"])
-        figures.append(f'<figure data-caption="{esc(cap.lower())}"><a href="{_href(out["path"])}">'
-                       f'<img src="{_href(out["path"])}" alt="{esc(cap)}" loading="lazy"></a>'
-                       f"<figcaption>{esc(cap)}</figcaption></figure>")
-    links = "".join(f'<li><a href="{_href(o["path"])}">{esc(o["path"])}</a> {esc(o.get("caption") or "")}</li>'
-                    for o in manifest["outputs"] if o["kind"] == "page")
-    if links:
-        figures.insert(0, f"<ul>{links}</ul>")
-    fails = "".join(f'<li class="fail">{esc(f["path"])}: {esc(f["error"])}</li>' for f in manifest["failures"])
-    notes = "".join(f"<li>{esc(n)}</li>" for n in manifest["notes"])
-    params = ", ".join(f"{k}={v}" for k, v in manifest["params"].items() if v not in (None, False, [], ""))
-    return _PAGE.format(
-        title=esc(f"visctl {manifest['command']}"), command=esc(manifest["command"]),
-        status=esc(manifest["status"]), n_out=len(figures), n_fail=len(manifest["failures"]),
-        total=manifest["timings"].get("total_s", "?"), params=esc(params),
-        notes=f"<ul class='meta'>{notes}</ul>" if notes else "",
-        figures="\n".join(figures), failures=f"<h2>Failures</h2><ul>{fails}</ul>" if fails else "")
-
-
-class Navigator:
-    """Which output is on screen: right/space/n go forward, left/p/backspace go back, q/escape quit."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.index = 0
-        self.done = count == 0
-
-    def key(self, key: str) -> int:
-        """Apply a key press; returns the index to show (``done`` set when the user quits or runs past)."""
-        if key in ("right", " ", "n", "enter", "down", "pagedown"):
-            if self.index + 1 >= self.count:
-                self.done = True
-            else:
-                self.index += 1
-        elif key in ("left", "p", "backspace", "up", "pageup"):
-            self.index = max(0, self.index - 1)
-        elif key in ("q", "escape"):
-            self.done = True
-        return self.index
-
-
-def has_display() -> bool:
-    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
-    import sys
-
-    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def show_images(paths: list[Path], warn: Any, interval: float | None = None) -> None:
-    """Show the outputs in a window, one at a time, with keyboard navigation (right/space: next, left:
-    previous, q: quit; with ``interval``, advance by itself). Without a display, say so: the files are saved."""
-    if not paths:
-        return
-    if not has_display():
-        warn("--show: no display here (DISPLAY is unset); the images are saved instead")
-        return
-    import matplotlib
-
-    try:
-        import matplotlib.pyplot as plt
-
-        if matplotlib.get_backend().lower() in ("agg", "pdf", "svg", "ps"):
-            plt.switch_backend("TkAgg")
-    except Exception as exc:  # no GUI toolkit installed
-        warn(f"--show: cannot open a window ({exc}); the images are saved instead")
-        return
-    import cv2
-
-    nav = Navigator(len(paths))
-    fig = plt.figure("visctl")
-    ax = fig.add_subplot()
-
-    def draw() -> None:
-        ax.clear()
-        img = cv2.imread(str(paths[nav.index]))
-        if img is not None:
-            ax.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-        ax.set_axis_off()
-        ax.set_title(f"{nav.index + 1}/{len(paths)}  {Path(paths[nav.index]).name}   (right: next, left: back, q: quit)",
-                     fontsize="small")
-        fig.canvas.draw_idle()
-
-    def on_key(event: Any) -> None:
-        nav.key(event.key or "")
-        if nav.done:
-            plt.close(fig)
-        else:
-            draw()
-
-    fig.canvas.mpl_connect("key_press_event", on_key)
-    draw()
-    if interval:
-        while not nav.done and plt.fignum_exists(fig.number):
-            plt.pause(interval)
-            on_key(type("E", (), {"key": "right"})())
-    else:
-        plt.show()
-
-
-def index_manifest(path: Path) -> dict[str, Any] | None:
-    """A run's manifest.json as the root index needs it, or None when it is not one visctl could have written.
-
-    Unreadable or invalid JSON, a document that is not an object, a missing or mistyped ``command``,
-    ``outputs`` or ``params``: None. Output entries without a string ``path`` are dropped.
-    """
-    try:
-        doc = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):  # ValueError covers JSONDecodeError and bad UTF-8
-        return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("command"), str):
-        return None
-    outputs, params = doc.get("outputs", []), doc.get("params", {})
-    if not isinstance(outputs, list) or not isinstance(params, dict):
-        return None
-    failures = doc.get("failures", [])
-    return dict(doc, command=doc["command"], params=params, status=str(doc.get("status", "?")),
-                outputs=[o for o in outputs if isinstance(o, dict) and isinstance(o.get("path"), str)],
-                failures=failures if isinstance(failures, list) else [])
-
-
-def write_root_index(root: Path) -> Path:
-    """An index.html over every run directory under ``root`` (each holding a manifest.json): each run's
-    images with their parameters, interactive pages linked, filterable by command."""
-    root = Path(root)
-    sections = []
-    commands = []
-    esc = _text
-    for manifest_path in sorted(root.glob("*/manifest.json")):
-        doc = index_manifest(manifest_path)
-        if doc is None:  # another tool's file, a run being written, a damaged file: not ours to list
-            continue
-        run = manifest_path.parent.name
-        commands.append(doc["command"])
-        figs = "".join(
-            f'<figure><a href="{_href(run)}/{_href(o["path"])}"><img src="{_href(run)}/{_href(o["path"])}" '
-            f'alt="{esc(o.get("caption") or o["path"])}" loading="lazy"></a>'
-            f'<figcaption>{esc(o.get("caption") or "")}</figcaption></figure>'
-            for o in doc["outputs"] if o.get("kind") == "image")
-        pages = "".join(f'<li><a href="{_href(run)}/{_href(o["path"])}">{esc(o.get("caption") or o["path"])}</a></li>'
-                        for o in doc["outputs"] if o.get("kind") == "page")
-        params = ", ".join(f"{k}={v}" for k, v in doc["params"].items()
-                           if v not in (None, False, [], "") and k not in ("inputs", "steps"))
-        sections.append(
-            f'<section data-command="{esc(doc["command"])}"><h2><a href="{_href(run)}/index.html">'
-            f'{esc(doc["command"])}</a> <small>{esc(doc["status"])}, {len(doc["outputs"])} outputs, '
-            f'{len(doc["failures"])} failures</small></h2><p class="meta"><code>{esc(params)}</code></p>'
-            f'<ul>{pages}</ul><div class="grid">{figs}</div></section>')
-    options = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in sorted(set(commands)))
-    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>visctl runs</title><style>"
-            "body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa}"
-            ".grid{display:flex;flex-wrap:wrap;gap:.6rem} figure{margin:0;background:#fff;border:1px solid #ddd;"
-            "padding:.3rem;max-width:340px} figure img{max-width:330px;max-height:240px;display:block}"
-            "figcaption{font-size:.8rem} .meta{color:#555;font-size:.85rem}</style></head><body>"
-            "<h1>visctl runs</h1><label>command <select id='cmd' onchange='f()'><option value=''>all</option>"
-            f"{options}</select></label>" + "\n".join(sections) +
-            "<script>function f(){var v=document.getElementById('cmd').value;"
-            "document.querySelectorAll('section').forEach(function(s){"
-            "s.style.display=(!v||s.dataset.command===v)?'':'none';});}</script></body></html>")
-    atomic_write(root / INDEX, page.encode())
-    return root / INDEX
-
-
 BACKENDS = ("local", "tensorboard", "wandb")
 
 
@@ -820,61 +617,21 @@ def push_to_backend(name: str, out_dir: Path, images: list[tuple[str, Path]], co
     kind = {"local": "LocalVisBackend", "tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend"}[name]
     backend: dict[str, Any] = dict(type=kind)
     if name == "wandb":
-        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
-            os.environ["WANDB_MODE"] = "offline"  # never upload unless the user set wandb up
         backend["init_kwargs"] = dict(project="visctl", name=command, dir=str(out_dir))
+        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
+            # never upload unless the user set wandb up; passed to wandb.init, not set in os.environ, so the
+            # caller's process (a notebook's later wandb runs) is left as it was
+            backend["init_kwargs"]["mode"] = "offline"
     # mmengine's Visualizer writes to <save_dir>/vis_data itself (peers doc §10): give it the run directory
-    vis = Visualizer.get_instance(f"visctl-{uuid.uuid4().hex}", vis_backends=[backend], save_dir=str(out_dir))
-    for step, (tag, path) in enumerate(images):
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is not None:
-            vis.add_image(tag, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), step=step)
-    vis.close()
+    instance = f"visctl-{uuid.uuid4().hex}"
+    vis = Visualizer.get_instance(instance, vis_backends=[backend], save_dir=str(out_dir))
+    try:
+        for step, (tag, path) in enumerate(images):
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is not None:
+                vis.add_image(tag, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), step=step)
+    finally:
+        vis.close()
+        # mmengine keeps every named instance in a class-level registry: drop ours, the run is over
+        getattr(Visualizer, "_instance_dict", {}).pop(instance, None)
     return Path(out_dir) / "vis_data"
-
-
-def scatter_html(coords: Any, labels: Any, class_names: list[str], names: list[str], thumbs: list[str] | None,
-                 title: str, colors: list[tuple[float, float, float]]) -> str:
-    """A self-contained interactive scatter (SVG + a few lines of JS): hover a point to see its image,
-    class and file; no server, no external scripts."""
-    import numpy as np
-
-    from visctl.classes import label
-
-    xy = np.asarray(coords, dtype=np.float64)
-    lo, hi = xy.min(0), xy.max(0)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    norm = (xy - lo) / span * 760 + 20
-    hexes = ["#{:02x}{:02x}{:02x}".format(*(int(c * 255) for c in col)) for col in colors]
-    points = []
-    for i, ((x, y), lab) in enumerate(zip(norm, labels)):
-        lab = int(lab)
-        cls = label(class_names, lab)
-        points.append(f'<circle cx="{x:.1f}" cy="{800 - y:.1f}" r="4" fill="{hexes[lab % len(hexes)]}" '
-                      f'data-i="{i}" data-c="{_text(cls)}" data-n="{_text(names[i])}"></circle>')
-    legend = "".join(f'<span><i style="background:{hexes[c % len(hexes)]}"></i>{_text(n)}</span>'
-                     for c, n in enumerate(class_names) if c in set(int(v) for v in labels))
-    # only data: URIs of our own PNG thumbnails; anything else would not be an image
-    thumbs_js = _script_json([t if isinstance(t, str) and t.startswith("data:image/png;base64,") else ""
-                              for t in thumbs or []])
-    # the tip is built with DOM calls: names and classes are set as text, never parsed as HTML
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1rem}} svg{{border:1px solid #ccc;background:#fff}}
-circle{{opacity:.85}} circle:hover{{stroke:#000;stroke-width:2}}
-#tip{{position:fixed;display:none;background:#fff;border:1px solid #888;padding:4px;font-size:12px;pointer-events:none}}
-#tip img{{display:block;width:96px;image-rendering:pixelated}} .lg span{{margin-right:1em}}
-.lg i{{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:5px}}</style></head><body>
-<h1 style="font-size:1.1rem">{_text(title)}</h1><div class="lg">{legend}</div>
-<svg width="800" height="800" viewBox="0 0 800 800">{''.join(points)}</svg><div id="tip"></div>
-<script>
-var T={thumbs_js};var tip=document.getElementById('tip');
-function add(tag,text){{var e=document.createElement(tag);
-if(text!==undefined){{e.textContent=text;}}tip.appendChild(e);return e;}}
-document.querySelectorAll('circle').forEach(function(c){{
-c.addEventListener('mousemove',function(e){{var i=+c.dataset.i;
-tip.replaceChildren();if(T[i]){{add('img').src=T[i];}}add('b',c.dataset.c);add('br');
-tip.appendChild(document.createTextNode(c.dataset.n));
-tip.style.left=(e.clientX+12)+'px';tip.style.top=(e.clientY+12)+'px';tip.style.display='block';}});
-c.addEventListener('mouseleave',function(){{tip.style.display='none';}});}});
-</script></body></html>
-"""

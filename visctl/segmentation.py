@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from visctl.cams import Probe
+    from visctl.layers import Probe
     from visctl.transforms import ImageState
 
 BACKGROUND_NAMES = ("background", "_background_", "bg", "__background__")

@@ -8,7 +8,7 @@ at integers), which :func:`to_original` inverts to carry a CAM or feature map ba
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,9 @@ from visctl.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
+
+# one transform: (state, the step's parameters without "type", rng) -> None, changing ``state`` in place
+Transform = Callable[["ImageState", dict, Any], None]
 
 # steps that only change the container (tensor packing, key selection): nothing to do on an RGB array
 FORMAT_STEPS = {"LoadImageFromFile", "LoadImage", "PackInputs", "PackClsInputs", "PackSelfSupInputs",
@@ -300,22 +303,130 @@ def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool 
     return states
 
 
-def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
-    """Apply one transform dict to ``state`` in place.
+def _rng(rng: Any) -> Any:
+    """``rng``, or a fixed generator so an unseeded random step still repeats."""
+    import numpy as np
 
-    OpenMMLab names follow mmcv 2.x / mmpretrain 1.x exactly (sizes, rounding, ``interpolation``,
-    ``backend``, random draws); their keyword arguments tell them from torchvision's names of the same
-    transform (``Resize(size=...)``, ``CenterCrop(size=...)``, ``Pad(padding=...)``), which run torchvision.
-    ``rng``: a ``numpy.random.Generator``, or a ``RandomState`` to draw exactly as mmpretrain's global
-    ``np.random`` does.
-    """
-    step = dict(step)
-    name = str(step.pop("type")).split(".")[-1]
-    state.steps.append(name)
+    return rng if rng is not None else np.random.default_rng(0)
+
+
+def _format_step(state: ImageState, step: dict, rng: Any) -> None:
+    """A container step (loading, packing, tensor conversion): nothing to do on an RGB array."""
+
+
+def _resize_step(state: ImageState, step: dict, rng: Any) -> None:
+    # mmcv.transforms.Resize: scale (w, h) or int, else scale_factor; keep_ratio -> mmcv.imrescale
     h0, w0 = state.img.shape[:2]
-    if name in FORMAT_STEPS:
+    scale = step.get("scale")
+    if scale is not None:
+        scale = (int(scale), int(scale)) if isinstance(scale, (int, float)) else tuple(int(v) for v in scale)
+    elif step.get("scale_factor") is not None:
+        f = step["scale_factor"]
+        fx, fy = (f, f) if isinstance(f, (int, float)) else tuple(f)
+        scale = _scale_size(w0, h0, fx, fy)
+    else:
+        raise ConfigError("Resize needs scale= or scale_factor= (OpenMMLab) or size= (torchvision)",
+                          hint=str(step))
+    w, h = _rescale_size(w0, h0, scale) if step.get("keep_ratio", False) else scale
+    _resize(state, w, h, *_resize_args(step))
+
+
+def _resize_edge_step(state: ImageState, step: dict, rng: Any) -> None:
+    # mmpretrain ResizeEdge.transform: the other edge is int(scale * other / edge), truncated
+    h0, w0 = state.img.shape[:2]
+    edge, target = step.get("edge", "short"), int(step["scale"])
+    if edge not in ("short", "long", "width", "height"):
+        raise ConfigError(f"ResizeEdge edge={edge!r}", hint="edge is short, long, width or height")
+    if (edge == "short" and w0 < h0) or (edge == "long" and w0 > h0) or edge == "width":
+        w, h = target, int(target * h0 / w0)
+    else:
+        w, h = int(target * w0 / h0), target
+    _resize(state, w, h, *_resize_args(step))
+
+
+def _center_crop_step(state: ImageState, step: dict, rng: Any) -> None:
+    # mmcv.transforms.CenterCrop: crop_size (w, h); larger than the image -> clipped, or padded
+    # bottom/right first with auto_pad=True (pad_cfg's Pad)
+    h0, w0 = state.img.shape[:2]
+    cw, ch = _wh(step["crop_size"], "wh")
+    if ch > h0 or cw > w0:
+        if step.get("auto_pad", False):
+            pad_cfg = dict(step.get("pad_cfg") or {"type": "Pad"})
+            h0, w0 = max(h0, ch), max(w0, cw)
+            apply_step(state, {**pad_cfg, "type": "Pad", "size": (w0, h0)}, rng)
+            state.steps.pop()
+        else:
+            ch, cw = min(ch, h0), min(cw, w0)
+    y1 = max(0, int(round((h0 - ch) / 2.0)))
+    x1 = max(0, int(round((w0 - cw) / 2.0)))
+    _imcrop(state, x1, y1, min(w0, x1 + cw) - 1, min(h0, y1 + ch) - 1)
+
+
+def _efficientnet_center_crop_step(state: ImageState, step: dict, rng: Any) -> None:
+    # mmpretrain EfficientNetCenterCrop: crop crop_size/(crop_size+crop_padding) of the short edge
+    h0, w0 = state.img.shape[:2]
+    size, padding = int(step["crop_size"]), int(step.get("crop_padding", 32))
+    crop = size / (size + padding) * min(h0, w0)
+    y1 = max(0, int(round((h0 - crop) / 2.0)))
+    x1 = max(0, int(round((w0 - crop) / 2.0)))
+    _imcrop(state, x1, y1, x1 + crop - 1, y1 + crop - 1)
+    _resize(state, size, size, *_resize_args(step, "bicubic"))
+
+
+def _pad_step(state: ImageState, step: dict, rng: Any) -> None:
+    if "padding" in step:  # torchvision Pad(padding, fill, padding_mode)
+        _impad(state, *_padding4(step["padding"]), step.get("fill", 0), step.get("padding_mode", "constant"))
         return
-    if name == "RandomResizedCrop" and "size" in step and ("backend" in step or "max_attempts" in step):
+    # mmcv.transforms.Pad: size (w, h) | size_divisor | pad_to_square; pads bottom and right
+    h0, w0 = state.img.shape[:2]
+    th, tw = (max(h0, w0),) * 2 if step.get("pad_to_square", False) else (h0, w0)
+    if step.get("size_divisor") is not None:
+        d = int(step["size_divisor"])
+        th, tw = int(math.ceil(th / d)) * d, int(math.ceil(tw / d)) * d
+    elif step.get("size") is not None:
+        tw, th = _wh(step["size"], "wh")
+    _impad(state, 0, 0, max(tw - w0, 0), max(th - h0, 0), _bgr(step.get("pad_val", 0)),
+           step.get("padding_mode", "constant"))
+
+
+def _flip(state: ImageState, chosen: str | None) -> None:
+    h0, w0 = state.img.shape[:2]
+    if chosen not in (None, "horizontal", "vertical", "diagonal"):
+        raise ConfigError(f"RandomFlip direction={chosen!r}", hint="horizontal, vertical or diagonal")
+    if chosen in ("horizontal", "diagonal"):
+        state.img = state.img[:, ::-1].copy()
+        state.then(-1, 1, w0, 0)
+    if chosen in ("vertical", "diagonal"):
+        state.img = state.img[::-1].copy()
+        state.then(1, -1, 0, h0)
+
+
+def _random_flip_step(state: ImageState, step: dict, rng: Any) -> None:
+    # mmcv RandomFlip._choose_direction: one draw over the directions and "no flip"
+    prob = step.get("prob", 0.5)
+    direction = step.get("direction", "horizontal")
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    if isinstance(prob, (list, tuple)):
+        probs = [float(p) for p in prob] + [1.0 - sum(float(p) for p in prob)]
+    else:
+        probs = [float(prob) / len(directions)] * len(directions) + [1.0 - float(prob)]
+    if len(probs) != len(directions) + 1:
+        raise ConfigError(f"RandomFlip: {len(probs) - 1} probabilities for {len(directions)} directions")
+    pick = int(_rng(rng).choice(len(probs), p=probs))
+    _flip(state, directions[pick] if pick < len(directions) else None)
+
+
+def _torchvision_flip(direction: str) -> Transform:
+    def flip(state: ImageState, step: dict, rng: Any) -> None:
+        # torchvision RandomHorizontalFlip / RandomVerticalFlip: flip when a uniform draw is below p
+        hit = _uniform(_rng(rng), 0.0, 1.0) < float(step.get("p", 0.5))
+        _flip(state, direction if hit else None)
+
+    return flip
+
+
+def _random_resized_crop_step(state: ImageState, step: dict, rng: Any) -> None:
+    if "size" in step and ("backend" in step or "max_attempts" in step):
         # mmselfsup 1.x's own RandomResizedCrop(size, scale, ratio, max_attempts, interpolation, backend): the
         # torchvision names with mmcv's backends; its draws are mmpretrain's, so it runs as that one
         size, area = step.pop("size"), step.pop("scale", (0.08, 1.0))
@@ -323,148 +434,110 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
         step["crop_ratio_range"] = tuple(area)
         if "ratio" in step:
             step["aspect_ratio_range"] = tuple(step.pop("ratio"))
-    if name in ("Resize", "CenterCrop", "RandomCrop", "RandomResizedCrop") and "size" in step:
-        _torchvision_step(state, name, step, rng, geometry=True)  # torchvision's own names and arguments
-    elif name == "Resize":
-        # mmcv.transforms.Resize: scale (w, h) or int, else scale_factor; keep_ratio -> mmcv.imrescale
-        scale = step.get("scale")
-        if scale is not None:
-            scale = (int(scale), int(scale)) if isinstance(scale, (int, float)) else tuple(int(v) for v in scale)
-        elif step.get("scale_factor") is not None:
-            f = step["scale_factor"]
-            fx, fy = (f, f) if isinstance(f, (int, float)) else tuple(f)
-            scale = _scale_size(w0, h0, fx, fy)
-        else:
-            raise ConfigError("Resize needs scale= or scale_factor= (OpenMMLab) or size= (torchvision)",
-                              hint=str(step))
-        w, h = _rescale_size(w0, h0, scale) if step.get("keep_ratio", False) else scale
-        _resize(state, w, h, *_resize_args(step))
-    elif name == "ResizeEdge":
-        # mmpretrain ResizeEdge.transform: the other edge is int(scale * other / edge), truncated
-        edge, target = step.get("edge", "short"), int(step["scale"])
-        if edge not in ("short", "long", "width", "height"):
-            raise ConfigError(f"ResizeEdge edge={edge!r}", hint="edge is short, long, width or height")
-        if (edge == "short" and w0 < h0) or (edge == "long" and w0 > h0) or edge == "width":
-            w, h = target, int(target * h0 / w0)
-        else:
-            w, h = int(target * w0 / h0), target
-        _resize(state, w, h, *_resize_args(step))
-    elif name == "CenterCrop":
-        # mmcv.transforms.CenterCrop: crop_size (w, h); larger than the image -> clipped, or padded
-        # bottom/right first with auto_pad=True (pad_cfg's Pad)
-        cw, ch = _wh(step["crop_size"], "wh")
-        if ch > h0 or cw > w0:
-            if step.get("auto_pad", False):
-                pad_cfg = dict(step.get("pad_cfg") or {"type": "Pad"})
-                h0, w0 = max(h0, ch), max(w0, cw)
-                apply_step(state, {**pad_cfg, "type": "Pad", "size": (w0, h0)}, rng)
-                state.steps.pop()
-            else:
-                ch, cw = min(ch, h0), min(cw, w0)
-        y1 = max(0, int(round((h0 - ch) / 2.0)))
-        x1 = max(0, int(round((w0 - cw) / 2.0)))
-        _imcrop(state, x1, y1, min(w0, x1 + cw) - 1, min(h0, y1 + ch) - 1)
-    elif name == "EfficientNetCenterCrop":
-        # mmpretrain EfficientNetCenterCrop: crop crop_size/(crop_size+crop_padding) of the short edge
-        size, padding = int(step["crop_size"]), int(step.get("crop_padding", 32))
-        crop = size / (size + padding) * min(h0, w0)
-        y1 = max(0, int(round((h0 - crop) / 2.0)))
-        x1 = max(0, int(round((w0 - crop) / 2.0)))
-        _imcrop(state, x1, y1, x1 + crop - 1, y1 + crop - 1)
-        _resize(state, size, size, *_resize_args(step, "bicubic"))
-    elif name == "Pad" and "padding" in step:  # torchvision Pad(padding, fill, padding_mode)
-        _impad(state, *_padding4(step["padding"]), step.get("fill", 0), step.get("padding_mode", "constant"))
-    elif name == "Pad":
-        # mmcv.transforms.Pad: size (w, h) | size_divisor | pad_to_square; pads bottom and right
-        if step.get("pad_to_square", False):
-            th = tw = max(h0, w0)
-        else:
-            th, tw = h0, w0
-        if step.get("size_divisor") is not None:
-            d = int(step["size_divisor"])
-            th, tw = int(math.ceil(th / d)) * d, int(math.ceil(tw / d)) * d
-        elif step.get("size") is not None:
-            tw, th = _wh(step["size"], "wh")
-        _impad(state, 0, 0, max(tw - w0, 0), max(th - h0, 0), _bgr(step.get("pad_val", 0)),
-               step.get("padding_mode", "constant"))
-    elif name in ("RandomFlip", "RandomHorizontalFlip", "RandomVerticalFlip"):
-        import numpy as np
+    if "size" in step:
+        _torchvision_step(state, "RandomResizedCrop", step, rng, geometry=True)
+        return
+    # mmpretrain RandomResizedCrop: scale is the output (h, w) or an int
+    h0, w0 = state.img.shape[:2]
+    h, w = (int(step["scale"]),) * 2 if isinstance(step["scale"], (int, float)) else tuple(step["scale"])
+    area_range = step.get("crop_ratio_range", (0.08, 1.0))
+    ratio_range = step.get("aspect_ratio_range", (3 / 4, 4 / 3))
+    if area_range[0] > area_range[1] or ratio_range[0] > ratio_range[1]:
+        raise ConfigError(f"RandomResizedCrop: ranges must be (min, max), got crop_ratio_range={area_range} "
+                          f"and aspect_ratio_range={ratio_range}")
+    x0, y0, cw, ch = _sample_crop(_rng(rng), w0, h0, area_range, ratio_range, int(step.get("max_attempts", 10)))
+    _imcrop(state, x0, y0, x0 + cw - 1, y0 + ch - 1)
+    _resize(state, int(w), int(h), *_resize_args(step))
 
-        rng = rng if rng is not None else np.random.default_rng(0)
-        if name == "RandomFlip":
-            # mmcv RandomFlip._choose_direction: one draw over the directions and "no flip"
-            prob = step.get("prob", 0.5)
-            direction = step.get("direction", "horizontal")
-            directions = [direction] if isinstance(direction, str) else list(direction)
-            if isinstance(prob, (list, tuple)):
-                probs = [float(p) for p in prob] + [1.0 - sum(float(p) for p in prob)]
-            else:
-                probs = [float(prob) / len(directions)] * len(directions) + [1.0 - float(prob)]
-            if len(probs) != len(directions) + 1:
-                raise ConfigError(f"RandomFlip: {len(probs) - 1} probabilities for {len(directions)} directions")
-            pick = int(rng.choice(len(probs), p=probs))
-            chosen = directions[pick] if pick < len(directions) else None
-        else:  # torchvision: p
-            hit = _uniform(rng, 0.0, 1.0) < float(step.get("p", 0.5))
-            chosen = ("horizontal" if name == "RandomHorizontalFlip" else "vertical") if hit else None
-        if chosen in ("horizontal", "diagonal"):
-            state.img = state.img[:, ::-1].copy()
-            state.then(-1, 1, w0, 0)
-        if chosen in ("vertical", "diagonal"):
-            state.img = state.img[::-1].copy()
-            state.then(1, -1, 0, h0)
-        if chosen not in (None, "horizontal", "vertical", "diagonal"):
-            raise ConfigError(f"RandomFlip direction={chosen!r}", hint="horizontal, vertical or diagonal")
-    elif name == "RandomResizedCrop":
-        # mmpretrain RandomResizedCrop: scale is the output (h, w) or an int
-        import numpy as np
 
-        rng = rng if rng is not None else np.random.default_rng(0)
-        h, w = (int(step["scale"]),) * 2 if isinstance(step["scale"], (int, float)) else tuple(step["scale"])
-        area_range = step.get("crop_ratio_range", (0.08, 1.0))
-        ratio_range = step.get("aspect_ratio_range", (3 / 4, 4 / 3))
-        if area_range[0] > area_range[1] or ratio_range[0] > ratio_range[1]:
-            raise ConfigError(f"RandomResizedCrop: ranges must be (min, max), got crop_ratio_range={area_range} "
-                              f"and aspect_ratio_range={ratio_range}")
-        x0, y0, cw, ch = _sample_crop(rng, w0, h0, area_range, ratio_range, int(step.get("max_attempts", 10)))
-        _imcrop(state, x0, y0, x0 + cw - 1, y0 + ch - 1)
-        _resize(state, int(w), int(h), *_resize_args(step))
-    elif name == "RandomCrop":
-        # mmpretrain RandomCrop: crop_size (h, w) or int; padding (constant pad_val), pad_if_needed
-        import numpy as np
-
-        rng = rng if rng is not None else np.random.default_rng(0)
-        size = step["crop_size"]
-        th, tw = (int(size),) * 2 if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
-        fill = _bgr(step.get("pad_val", 0))
-        if step.get("padding") is not None:
-            _impad(state, *_padding4(step["padding"]), fill, "constant")
-        if step.get("pad_if_needed", False):
-            H, W = state.img.shape[:2]
-            hp, wp = math.ceil(max(0, th - H) / 2), math.ceil(max(0, tw - W) / 2)
-            _impad(state, wp, hp, wp, hp, fill, step.get("padding_mode", "constant"))
+def _random_crop_step(state: ImageState, step: dict, rng: Any) -> None:
+    # mmpretrain RandomCrop: crop_size (h, w) or int; padding (constant pad_val), pad_if_needed
+    rng = _rng(rng)
+    size = step["crop_size"]
+    th, tw = (int(size),) * 2 if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+    fill = _bgr(step.get("pad_val", 0))
+    if step.get("padding") is not None:
+        _impad(state, *_padding4(step["padding"]), fill, "constant")
+    if step.get("pad_if_needed", False):
         H, W = state.img.shape[:2]
-        if (W, H) == (tw, th):
-            return
-        th, tw = min(th, H), min(tw, W)
-        y0 = _randint(rng, 0, H - th + 1)
-        x0 = _randint(rng, 0, W - tw + 1)
-        _imcrop(state, x0, y0, x0 + tw - 1, y0 + th - 1)
-    elif name in ("SimMIMMaskGenerator", "BEiTMaskGenerator"):
-        import numpy as np
+        hp, wp = math.ceil(max(0, th - H) / 2), math.ceil(max(0, tw - W) / 2)
+        _impad(state, wp, hp, wp, hp, fill, step.get("padding_mode", "constant"))
+    H, W = state.img.shape[:2]
+    if (W, H) == (tw, th):
+        return
+    th, tw = min(th, H), min(tw, W)
+    y0 = _randint(rng, 0, H - th + 1)
+    x0 = _randint(rng, 0, W - tw + 1)
+    _imcrop(state, x0, y0, x0 + tw - 1, y0 + th - 1)
 
-        state.mask = _mask(name, step, rng if rng is not None else np.random.default_rng(0))
-    elif name == "Normalize":
-        mean, std = step.get("mean"), step.get("std")
-        if mean is not None and std is not None:
-            from visctl.config import check_mean_std
 
-            mean, std = check_mean_std(mean, std, "Normalize")
-            # torchvision's Normalize works on 0-1 tensors; mmcv's on 0-255
-            scale = 255.0 if max(mean) <= 1.0 else 1.0
-            state.normalize = (tuple(m * scale for m in mean), tuple(s * scale for s in std))
-    else:
+def _mask_step(name: str) -> Transform:
+    def mask(state: ImageState, step: dict, rng: Any) -> None:
+        state.mask = _mask(name, step, _rng(rng))
+
+    return mask
+
+
+def _normalize_step(state: ImageState, step: dict, rng: Any) -> None:
+    mean, std = step.get("mean"), step.get("std")
+    if mean is not None and std is not None:
+        from visctl.config import check_mean_std
+
+        mean, std = check_mean_std(mean, std, "Normalize")
+        # torchvision's Normalize works on 0-1 tensors; mmcv's on 0-255
+        scale = 255.0 if max(mean) <= 1.0 else 1.0
+        state.normalize = (tuple(m * scale for m in mean), tuple(s * scale for s in std))
+
+
+def _or_torchvision(name: str, openmmlab: Transform) -> Transform:
+    """``openmmlab``, unless the step uses torchvision's ``size=`` (then torchvision's transform of that name)."""
+    def step_fn(state: ImageState, step: dict, rng: Any) -> None:
+        if "size" in step:  # torchvision's own names and arguments: Resize(size), CenterCrop(size), ...
+            _torchvision_step(state, name, step, rng, geometry=True)
+        else:
+            openmmlab(state, step, rng)
+
+    step_fn.__name__ = openmmlab.__name__
+    return step_fn
+
+
+# name -> transform; OpenMMLab names follow mmcv 2.x / mmpretrain 1.x exactly (sizes, rounding,
+# ``interpolation``, ``backend``, random draws); their keyword arguments tell them from torchvision's names of
+# the same transform (``Resize(size=...)``, ``CenterCrop(size=...)``, ``Pad(padding=...)``). Any other name
+# runs torchvision.transforms.v2's class of that name.
+TRANSFORMS: dict[str, Transform] = {
+    **dict.fromkeys(sorted(FORMAT_STEPS), _format_step),
+    "Resize": _or_torchvision("Resize", _resize_step),
+    "ResizeEdge": _resize_edge_step,
+    "CenterCrop": _or_torchvision("CenterCrop", _center_crop_step),
+    "EfficientNetCenterCrop": _efficientnet_center_crop_step,
+    "Pad": _pad_step,
+    "RandomFlip": _random_flip_step,
+    "RandomHorizontalFlip": _torchvision_flip("horizontal"),
+    "RandomVerticalFlip": _torchvision_flip("vertical"),
+    "RandomResizedCrop": _random_resized_crop_step,
+    "RandomCrop": _or_torchvision("RandomCrop", _random_crop_step),
+    "SimMIMMaskGenerator": _mask_step("SimMIMMaskGenerator"),
+    "BEiTMaskGenerator": _mask_step("BEiTMaskGenerator"),
+    "Normalize": _normalize_step,
+}
+
+
+def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
+    """Apply one transform dict to ``state`` in place: :data:`TRANSFORMS`' function for its name.
+
+    A name not in the table runs torchvision.transforms.v2's class of that name; an unknown name is a
+    ``ConfigError``. ``rng``: a ``numpy.random.Generator``, or a ``RandomState`` to draw exactly as
+    mmpretrain's global ``np.random`` does.
+    """
+    step = dict(step)
+    name = str(step.pop("type")).split(".")[-1]
+    state.steps.append(name)
+    fn = TRANSFORMS.get(name)
+    if fn is None:
         _torchvision_step(state, name, step, rng)
+    else:
+        fn(state, step, rng)
 
 
 def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = None, geometry: bool = False) -> None:
@@ -473,12 +546,12 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     ``geometry``: the step is a resize or a centred/offset crop whose affine is read off torchvision's
     own parameters (Resize, CenterCrop); other size-changing steps become an approximate stretch.
     """
-    import numpy as np
     import torch
     from torchvision.transforms import v2
 
     cls = getattr(v2, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, v2.Transform)):  # a class of v2, nothing else it holds
+    # a transform class of v2, nothing else it holds (not its abstract base Transform, which only raises)
+    if not (isinstance(cls, type) and issubclass(cls, v2.Transform) and cls is not v2.Transform):
         raise ConfigError(f"unknown transform {name!r}",
                           hint="use a torchvision.transforms.v2 name or one of the OpenMMLab names "
                           "LoadImageFromFile, Resize, ResizeEdge, CenterCrop, RandomResizedCrop, RandomCrop, "
@@ -487,9 +560,22 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
         transform = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"cannot build transform {name}({kwargs}): {exc}") from exc
-    h0, w0 = state.img.shape[:2]
-    if rng is not None:  # torchvision draws from torch's generator: seed it from ours so --seed repeats
+    if rng is None:
+        _torchvision_apply(state, name, transform, geometry)
+        return
+    # torchvision draws from torch's global generator: seed it from ours so --seed repeats, inside a fork so
+    # the caller's torch random state is the same after the step as before it
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_randint(rng, 0, 2**31))
+        _torchvision_apply(state, name, transform, geometry)
+
+
+def _torchvision_apply(state: ImageState, name: str, transform: Any, geometry: bool) -> None:
+    import numpy as np
+    import torch
+    from torchvision.transforms import v2
+
+    h0, w0 = state.img.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(state.img)).permute(2, 0, 1)
     if name in ("RandomCrop", "RandomResizedCrop") and geometry:
         # draw torchvision's own parameters, then apply them here so the offset is known

@@ -1,0 +1,67 @@
+"""Domain modules never import the CLI's toolkit (typer, rich, click): they take plain values and callbacks."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+PACKAGE = ROOT / "visctl"
+# the CLI layer: the Typer app, its shared options and argv handling, the run context, the commands and the
+# `python -m visctl` entry (which only calls the app)
+CLI_LAYER = {"cli.py", "context.py", "_options.py", "_argv.py", "__main__.py"}
+BANNED = ("typer", "rich", "click")
+
+
+def domain_modules() -> list:
+    return sorted(p for p in PACKAGE.rglob("*.py")
+                  if p.relative_to(PACKAGE).parts[0] != "commands" and str(p.relative_to(PACKAGE)) not in CLI_LAYER)
+
+
+def banned_imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) of every import of a banned package, at module level or inside a function or class."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n.split(".")[0] in BANNED]
+    return found
+
+
+def test_the_scan_finds_imports_at_any_depth():
+    src = ("import typer\nfrom rich.console import Console\nimport os, click.core\n"
+           "def f():\n    import rich\n    class A:\n        def g(self):\n            from typer.testing import X\n"
+           "import richer\nfrom visctl import rich_text\n")
+    assert banned_imports(src) == [(1, "typer"), (2, "rich.console"), (3, "click.core"), (5, "rich"),
+                                   (8, "typer.testing")]
+
+
+def test_domain_modules_list_covers_the_library():
+    names = {str(p.relative_to(PACKAGE)) for p in domain_modules()}
+    assert {"cams.py", "output.py", "gallery.py", "show.py", "layers.py", "session.py", "results.py",
+            "library/__init__.py"} <= names
+    assert not names & CLI_LAYER and not any(n.startswith("commands/") for n in names)
+
+
+@pytest.mark.parametrize("path", domain_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_domain_module_never_imports_typer_rich_or_click(path):
+    assert banned_imports(path.read_text()) == []
+
+
+def test_importing_every_domain_module_loads_no_cli_toolkit():
+    modules = ["visctl." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+               for p in domain_modules() if p.name != "mim_models.py"]  # torch model definitions: slow, no CLI
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}:\n    importlib.import_module(m)\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {BANNED!r}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "[]"
