@@ -438,3 +438,19 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
             except OSError:
                 pass
     return result
+
+
+def guess_extra_tokens(model: Any, shapes: list[Any], in_hw: tuple[int, int]) -> int:
+    """How many tokens (class, register, distillation) precede the patch tokens: the model's (or its
+    backbone's) ``num_extra_tokens`` / ``num_prefix_tokens``; else, from the first (N, L, C) layer output, the
+    count that leaves a token grid of the input's shape (:func:`visctl.cams.token_grid`); else 0."""
+    from visctl import cams
+
+    holder = getattr(model, "backbone", model)
+    extra = next((getattr(holder, a) for a in ("num_extra_tokens", "num_prefix_tokens")
+                  if isinstance(getattr(holder, a, None), int)), None)
+    if extra is not None:
+        return int(extra)
+    tok = next((s for s in shapes if isinstance(s, tuple) and len(s) == 3), None)
+    found = cams.token_grid(tok[1], in_hw, None) if tok else None
+    return int(found[1]) if found else 0

@@ -65,13 +65,36 @@ def recon(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
-    with RunContext("recon", out_dir=out_dir, device=device, threads=threads, quiet=quiet, json_out=json_out,
-                    debug=debug, seed=seed, cfg_options=cfg_options, backend=backend, show=show,
-                    unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels,
-                    out_files=[("--out-file", out_file)]) as ctx:
-        _run(ctx, _seed_args(args, img_path, checkpoint_opt), mask_ratio=mask_ratio, mask_file=mask_file,
-             use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, save_raw=save_raw, batch_size=batch_size,
-             seed=seed, out_file=out_file, target_generator=target_generator)
+    from visctl.session import RunOptions
+
+    opts = RunOptions(device=device, threads=threads, seed=seed, cfg_options=tuple(cfg_options or ()),
+                      unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels, quiet=quiet,
+                      json_out=json_out, debug=debug, backend=backend, show=show)
+    with RunContext("recon", opts, out_dir=out_dir, out_files=[("--out-file", out_file)]) as ctx:
+        from visctl import output
+        from visctl.commands._shared import open_model
+        from visctl.errors import InputError
+        from visctl.library import reconstruct as lib
+
+        output.check_output_file(out_file, "--out-file")
+        ctx.protect(mask_file)
+
+        def one_image(found: list[Path]) -> None:  # before the model is loaded
+            if out_file is not None and len(found) != 1:
+                raise InputError(f"--out-file names one file, and there are {len(found)} images",
+                                 hint="give one image, or leave --out-file out (the figures go to --out-dir)")
+
+        mi = open_model(ctx, _seed_args(args, img_path, checkpoint_opt), check_paths=one_image)
+        plan = lib.plan(ctx, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
+                        norm_pix=norm_pix, target_generator=target_generator, seed=seed)
+        writer = ctx.open_writer(plan.params)
+        for note in plan.notes:
+            writer.note(note)
+        for item in lib.iter_reconstruct(ctx, plan, batch_size):
+            item.write(writer, save_raw, target=out_file)
+            entry = item.input_entry()
+            writer.add_input(entry.pop("path"), **entry)
+        ctx.finish()
 
 
 def _seed_args(args: list[str], img_path: list[str] | None, checkpoint: str | None) -> list[str]:
@@ -85,106 +108,3 @@ def _seed_args(args: list[str], img_path: list[str] | None, checkpoint: str | No
                              hint="give the checkpoint once, either after CONFIG or with --checkpoint")
         args = [*args, checkpoint]
     return [*(img_path or []), *args]
-
-
-def _run(ctx: RunContext, args: list[str], *, mask_ratio: float | None, mask_file: Path | None,
-         use_vis_pipeline: bool, norm_pix: bool, save_raw: bool, batch_size: int, seed: int | None,
-         out_file: Path | None, target_generator: bool) -> None:
-    import numpy as np
-
-    from visctl import masked, output, render, transforms
-    from visctl.commands._shared import open_model
-    from visctl.errors import InputError, VisctlError
-
-    output.check_output_file(out_file, "--out-file")
-    ctx.protect(mask_file)
-
-    def one_image(found: list[Path]) -> None:  # before the model is loaded
-        if out_file is not None and len(found) != 1:
-            raise InputError(f"--out-file names one file, and there are {len(found)} images",
-                             hint="give one image, or leave --out-file out (the figures go to --out-dir)")
-
-    mi = open_model(ctx, args, check_paths=one_image)
-    model = mi.model
-    kind = getattr(model, "kind", None)
-    if kind not in ("mae", "simmim", "maskfeat"):
-        raise VisctlError(f"{type(model).__name__} is not a masked-image model visctl knows",
-                          hint="use visctl.mim_models:mae_vit, simmim_vit or maskfeat_vit (or a model with "
-                          "kind, patch_size and forward(images, mask))")
-    notes = []
-    if target_generator and kind != "maskfeat":
-        notes.append(f"--target-generator does not apply to {kind.upper()}: its target is the image's pixels, "
-                     "already the first panel (MaskFeat's is the HOG)")
-        ctx.warn(notes[-1])
-    ratio = mask_ratio if mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
-    norm_pix = norm_pix or bool(getattr(model, "norm_pix_loss", False))
-    p = model.patch_size
-    writer = ctx.open_writer(dict(inputs=[str(x) for x in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
-                                  model=kind, mask_ratio=ratio, mask_file=str(mask_file) if mask_file else None,
-                                  use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, seed=seed,
-                                  target_generator=target_generator, device=ctx.device))
-    for note in notes:
-        writer.note(note)
-    stems = output.input_stems(mi.paths)
-    done = 0
-    with ctx.progress(len(mi.paths), "recon") as advance:
-        for groups, failures in transforms.prepared_batches(mi.paths, mi.steps, batch_size, ctx.max_pixels):
-            for path, message in failures:
-                ctx.skip(path, message)
-                advance()
-            for group in groups:
-                batch = transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb).to(ctx.device)
-                h, w = batch.shape[2:]
-                if h % p or w % p:
-                    raise VisctlError(f"the pipeline gives {h}x{w} images, not a multiple of the patch size {p}",
-                                      hint="resize to a multiple of the patch size in test_pipeline")
-                grid = (h // p, w // p)
-                if mask_file is not None:
-                    mask = masked.mask_from_file(mask_file, grid).expand(len(group), -1)
-                elif use_vis_pipeline:
-                    mask = masked.masks_from_pipeline([s for _, _, s in group], grid)
-                else:
-                    mask = masked.masks_for(len(group), grid, ratio, seed, done)
-                mask = mask.to(ctx.device)
-                if kind == "maskfeat":
-                    res = masked.hog_prediction(model, batch, mask)
-                    base = masked.reconstruct_inputs(batch, mask, mi.mean, mi.std, mi.rgb, p)
-                else:
-                    res = masked.reconstruct(model, batch, mask, mi.mean, mi.std, mi.rgb, norm_pix)
-                for i, (path, _img, _state) in enumerate(group):
-                    mse = float(res["mse"][i])
-                    share = float(mask[i].float().mean())
-                    u8 = masked.to_uint8
-                    if kind == "maskfeat":
-                        cell = model.hog.cell  # pixels per HOG cell
-                        target_hog = masked.hog_picture(res["hog_original"][i], cell)
-                        predicted = ("predicted HOG (masked patches)",
-                                     masked.hog_picture(res["hog_predicted"][i], cell))
-                        if target_generator:  # mmselfsup: the target generator's output is the "original"
-                            panels = [("target: HOG of the original", target_hog),
-                                      (f"masked {share:.0%}", u8(base["masked"][i])), predicted]
-                        else:
-                            panels = [("original", u8(base["original"][i])),
-                                      (f"masked {share:.0%}", u8(base["masked"][i])),
-                                      ("HOG of the original", target_hog), predicted]
-                        title = f"{path.name} | MaskFeat | masked-patch HOG MSE {mse:.4f}"
-                    else:
-                        panels = [("original", u8(res["original"][i])), (f"masked {share:.0%}", u8(res["masked"][i])),
-                                  ("reconstruction", u8(res["reconstruction"][i])),
-                                  ("reconstruction + visible", u8(res["pasted"][i]))]
-                        title = (f"{path.name} | {kind.upper()} | masked-patch MSE {mse:.4f} "
-                                 f"(mean fill {float(res['mean_fill_mse'][i]):.4f})")
-                    side = max(256, max(panels[0][1].shape[:2]))
-                    figure = render.grid([render.caption(render.fit(img, side), text) for text, img in panels],
-                                         cols=len(panels))
-                    writer.save_image(f"{stems[path]}_recon_{kind}.png", render.caption(figure, title),
-                                      target=out_file, caption=title, input=str(path), masked_patch_mse=round(mse, 6))
-                    if save_raw:
-                        key = "hog_predicted" if kind == "maskfeat" else "reconstruction"
-                        writer.save_array(f"{stems[path]}_recon_{kind}.npy", np.asarray(res[key][i], np.float32),
-                                          caption=key, input=str(path))
-                    writer.add_input(path, masked_patch_mse=round(mse, 6), masked_share=round(share, 4),
-                                     mean_fill_mse=None if kind == "maskfeat" else round(float(res["mean_fill_mse"][i]), 6))
-                    advance()
-                done += len(group)
-    ctx.finish()

@@ -1,0 +1,468 @@
+"""``visctl.embed``: a model's features of a config's dataset, embedded in 2-D (t-SNE, UMAP or PCA).
+
+The work of ``visctl tsne``: sample the dataset per class, pool the chosen layers' outputs, embed them and score
+the embedding (5-NN accuracy in 2-D and in feature space); per layer the scatter plot, the interactive page and
+the CSV the CLI writes, under the same names. Under ``torchrun`` each rank extracts a shard
+(:func:`init_distributed`, :func:`extract`) and rank 0 embeds and writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.library._common import ModelInputs
+from visctl.results import Figure, Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.output import OutputWriter
+
+
+@dataclass(frozen=True)
+class LayerEmbedding:
+    """One layer's features (N, D) float32, their coordinates (N, n_components) and the embedding's quality."""
+
+    label: str  # the layer as named in the outputs (``backbone.layer4``, ``pre_logits``)
+    tag: str  # its part of the file names: ``tsne_<tag>.png``, ``features_<tag>.npy``
+    method: str  # what embedded it, in words (``t-SNE (openTSNE FFT)``, ``PCA``)
+    knn5_2d: float  # 5-NN accuracy of the labels on the two plotted dimensions
+    knn5_features: float  # ... and in feature space
+    embed_s: float
+    features: np.ndarray = field(repr=False)
+    coords: np.ndarray = field(repr=False)
+    figure: Figure = field(repr=False)  # the scatter plot
+    png: bytes = field(repr=False)  # the scatter plot as the CLI writes it
+    page: str = field(repr=False)  # the interactive scatter (HTML)
+    table: str = field(repr=False)  # the CSV: index, path, label, class, coordinates
+
+    @property
+    def quality(self) -> dict[str, Any]:
+        """The manifest's ``quality`` entry of this layer."""
+        return dict(knn5_2d=round(self.knn5_2d, 4), knn5_features=round(self.knn5_features, 4), method=self.method,
+                    embed_s=round(self.embed_s, 3), dims=int(self.features.shape[1]))
+
+    def write(self, writer: OutputWriter) -> None:
+        """The plot, the page and the CSV (the features are written by :meth:`Embedding.write` or streamed)."""
+        writer.write_output(f"tsne_{self.tag}.png", self.png, "image", caption=self.figure.caption, layer=self.label,
+                            knn5_2d=round(self.knn5_2d, 4))
+        writer.write_output(f"tsne_{self.tag}.html", self.page.encode(), "page",
+                            caption=f"interactive scatter of {self.label}")
+        writer.write_output(f"tsne_{self.tag}.csv", self.table.encode(), "table",
+                            caption=f"{self.label}: coordinates, labels, paths")
+
+
+@dataclass(frozen=True)
+class Embedding(Result):
+    """What :func:`embed` returns: per layer a :class:`LayerEmbedding`, and each row's sample."""
+
+    command: ClassVar[str] = "tsne"
+
+    layers: tuple[LayerEmbedding, ...] = ()
+    rows: tuple[int, ...] = field(default=(), repr=False)  # each row's dataset index
+    labels: np.ndarray | None = field(default=None, repr=False)  # each row's class index (-1: none)
+    names: tuple[str, ...] = field(default=(), repr=False)  # each row's file
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def quality(self) -> dict[str, dict[str, Any]]:
+        """layer -> its quality figures (the manifest's ``quality``)."""
+        return {lay.label: lay.quality for lay in self.layers}
+
+    def layer(self, label: str) -> LayerEmbedding:
+        """The embedding of one layer, by its label."""
+        for lay in self.layers:
+            if lay.label == label:
+                return lay
+        raise KeyError(f"{label!r}: the layers are {', '.join(lay.label for lay in self.layers)}")
+
+    def figures(self) -> list[Figure]:
+        return [lay.figure for lay in self.layers]
+
+    def write(self, writer: OutputWriter) -> None:
+        for lay in self.layers:
+            n, d = lay.features.shape
+            writer.save_array(f"features_{lay.tag}.npy", lay.features, caption=f"{lay.label}: features ({n} x {d})")
+        for lay in self.layers:
+            lay.write(writer)
+        write_labels(writer, list(self.rows), [int(v) for v in self.labels] if self.labels is not None else [],
+                     list(self.names), list(self.class_names))
+        writer.manifest["quality"] = self.quality
+
+    def __repr__(self) -> str:
+        quality = ", ".join(f"{lay.label}: 5-NN {lay.knn5_2d:.3f} (2-D) / {lay.knn5_features:.3f} (features)"
+                            for lay in self.layers)
+        return (f"Embedding(samples={len(self.rows)}, classes={len(self.class_names)}, layers=[{quality}], "
+                f"failures={len(self.failures)})")
+
+
+def write_labels(writer: OutputWriter, rows: list[int], labels: list[int], names: list[str],
+                 class_names: list[str]) -> None:
+    """``labels.json``: each row's dataset index, label, file, and the class names."""
+    import json
+
+    writer.write_output("labels.json", json.dumps(dict(rows=rows, labels=labels, names=names,
+                                                       classes=class_names)).encode(), "data",
+                        caption="each row's dataset index, label, file and the class names")
+
+
+def init_distributed(session: Session) -> tuple[int, int]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group and take this rank's GPU when the device
+    is ``auto`` or ``cuda``; returns (rank, world size), (0, 1) when alone."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if session.device_spec.startswith("cuda") else "gloo")
+        if (session.device_spec == "auto" or session.device_spec.startswith("cuda")) and torch.cuda.is_available():
+            session.options = session.options.replace(device=f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return rank, world
+
+
+@dataclass
+class EmbedPlan:
+    """The model, the sampled dataset and the chosen layers, before extraction."""
+
+    mi: ModelInputs
+    dataset: Any
+    samples: Any  # datasets.PipelineSamples
+    indices: list[int]
+    layers: dict[str, Any]  # label -> module
+    names: list[str]
+    inputs_of: frozenset[str]
+    extra_tokens: int
+    params: dict[str, Any]
+    notes: list[str]
+    title_stem: str
+    opts: dict[str, Any]  # the embedding's settings
+
+
+def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: str | None = None,
+         test_cfg: Any = None, target_layers: list[str] | None = None, vis_stage: str | None = None,
+         all_stages: bool = False, pooling: str = "avg", num_extra_tokens: int | None = None,
+         max_num_class: int = 20, max_num_samples_per_class: int = 100, class_idx: list[int] | None = None,
+         method: str = "tsne", n_components: int = 2, init: str = "pca", n_iter_without_progress: int | None = None,
+         perplexity: float = 30.0, n_iter: int = 1000, learning_rate: str | float = "auto",
+         early_exaggeration: float = 12.0, metric: str = "euclidean", legend: bool = True, marker_size: float = 12.0,
+         thumbnails: bool = False, title: str | None = None, seed: int = 0, world_size: int = 1,
+         notes: list[str] | None = None) -> EmbedPlan:
+    """Check the settings, load the model and the dataset, sample it and choose the layers."""
+    import math
+
+    from mmengine.config import Config
+
+    from visctl import _options as opt
+    from visctl import cams, config, datasets, embedding, models, transforms
+    from visctl.embedding import EmbedMethod, Pooling, VisStage
+    from visctl.errors import ConfigError, VisctlError
+    from visctl.library import _common
+
+    pool_mode, how, stage = Pooling(pooling), EmbedMethod(method), VisStage(vis_stage) if vis_stage else None
+    if stage and target_layers:
+        raise VisctlError("--vis-stage and --target-layers both choose the layer", hint="give one of them")
+    try:
+        lr_value: float | str = float(learning_rate)
+    except ValueError:
+        if learning_rate != "auto":
+            raise VisctlError(f"--learning-rate {learning_rate!r}", hint="a number, or auto") from None
+        lr_value = "auto"
+    if init not in ("pca", "random"):
+        raise VisctlError(f"--init {init!r}", hint="use pca or random")
+    if isinstance(lr_value, float) and not (lr_value > 0 and math.isfinite(lr_value)):
+        raise VisctlError(f"--learning-rate {learning_rate!r}: the step must be a positive number",
+                          hint="a number such as 200, or auto (the sample count / 12)")
+    embedding.check_metric(how, metric)
+    notes = list(notes or [])
+    for note in notes:
+        session.warn(note)
+    mi = _common.open_model(session, model, checkpoint)
+    cfg = mi.cfg
+    if test_cfg is not None:  # mmpretrain's vis_tsne: `cfg.test_dataloader = Config.fromfile(args.test_cfg).test_dataloader`
+        if isinstance(test_cfg, (str, Path)):
+            session.protect(test_cfg)
+            other = config.load_config(str(test_cfg), [])
+        else:
+            other = test_cfg if isinstance(test_cfg, Config) else Config(dict(test_cfg))
+        if not config.cfg_get(other, "test_dataloader.dataset"):
+            raise ConfigError(f"{test_cfg} has no test_dataloader.dataset", hint="--test-cfg takes a config with one")
+        cfg.test_dataloader = other.test_dataloader
+        if phase and phase != "test":
+            raise VisctlError(f"--test-cfg gives the test dataloader, and --phase is {phase}",
+                              hint="leave --phase out (or use --phase test) with --test-cfg")
+    # mmselfsup's configs/tsne/*.py name theirs extract_dataloader
+    phases = [phase] if phase else ["test", "val", "extract"]
+    ds_cfg = steps = None
+    used_phase = phases[0]
+    for ph in phases:
+        if config.cfg_get(cfg, f"{ph}_dataloader.dataset"):
+            ds_cfg, steps = datasets.dataset_config(cfg, ph)
+            used_phase = ph
+            break
+    if ds_cfg is None:
+        raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
+                          hint="add one, or pick another --phase")
+    dataset = datasets.build_dataset(ds_cfg, used_phase, warn=session.warn, max_pixels=session.max_pixels)
+    steps = steps or mi.steps
+    labels_all = dataset.labels()
+    if labels_all and all(lab < 0 for lab in labels_all):
+        raise VisctlError(f"the {used_phase} dataset's {len(labels_all)} images have no class labels, and t-SNE "
+                          "colours its points and scores its k-NN accuracy by class",
+                          hint="put the images in one folder per class (ROOT/cat/1.jpg, ROOT/dog/2.jpg) or give "
+                          "the dataset an ann_file with labels")
+    indices = embedding.sample_indices(labels_all, class_idx, max_num_class, max_num_samples_per_class, seed)
+    if not indices:
+        raise VisctlError("no samples of the chosen classes", hint="check --class-idx against the dataset's labels")
+    session.protect(*(dataset.name(i) for i in indices))
+    # the layers: a probe on one real sample gives the default and the stage list
+    samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=("PackInputs", "Normalize", "ToTensor"))
+    first = samples[indices[0]]
+    if first["error"]:
+        raise VisctlError(f"cannot read {first['name']}: {first['error']}")
+    example = transforms.to_tensor([transforms.ImageState(img=first["views"][0])], mi.mean, mi.std, mi.rgb)
+    example = example.to(session.device)
+    in_hw = (int(example.shape[2]), int(example.shape[3]))
+    pr = cams.probe(mi.model, example, logits=False)
+    inputs_of: frozenset[str] = frozenset()
+    module_of: dict[str, str] = {}
+    cfg_default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
+    if not (target_layers or stage or cfg_default or all_stages):
+        stage = VisStage.neck  # mmpretrain vis_tsne's default: extract_feat's stage, the neck's output
+    if target_layers:
+        names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers) or []]
+    elif stage:
+        default = embedding.last_stage(mi.model, example)
+        label, path, take_input, why = embedding.vis_stage_layer(mi.model, stage, pr.shape_of, default)
+        names, module_of = [label], {label: path}
+        inputs_of = frozenset([label]) if take_input else frozenset()
+        notes.append(f"--vis-stage {why}")
+        session.log(f"layer: {why}")
+    else:
+        if all_stages:
+            names = cams.default_layers(mi.model, pr, in_hw).stages
+        elif cfg_default:
+            names = [models.find_layer(mi.model, n)[0] for n in cfg_default]
+        else:
+            names = [embedding.last_stage(mi.model, example)]
+        session.log(f"layers: {', '.join(names)}")
+    extra = num_extra_tokens
+    if extra is None:
+        extra = embedding.guess_extra_tokens(mi.model, [pr.shape_of(module_of.get(n, n)) for n in names], in_hw)
+    layers = {n: models.find_layer(mi.model, module_of.get(n, n))[1] for n in names}
+    params = dict(config=mi.cfg_spec, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
+                  pooling=pool_mode.value, method=how.value, perplexity=perplexity, n_iter=n_iter,
+                  seed=seed, samples=None, world_size=world_size,
+                  max_num_class=max_num_class, max_num_samples_per_class=max_num_samples_per_class,
+                  n_components=n_components, init=init,
+                  n_iter_without_progress=n_iter_without_progress,
+                  test_cfg=test_cfg if test_cfg is None or isinstance(test_cfg, str) else str(test_cfg),
+                  vis_stage=stage.value if stage else None)
+    title_stem = Path(mi.cfg_spec).stem if isinstance(model, (str, Path)) else "model"
+    return EmbedPlan(mi, dataset, samples, indices, layers, names, inputs_of, extra, params, notes, title_stem,
+                     dict(method=how, perplexity=perplexity, n_iter=n_iter, learning_rate=lr_value,
+                          early_exaggeration=early_exaggeration, metric=metric, seed=seed, n_components=n_components,
+                          init=init, n_iter_without_progress=n_iter_without_progress, legend=legend,
+                          marker_size=marker_size, thumbnails=thumbnails, title=title, pooling=pool_mode))
+
+
+def extract(session: Session, p: EmbedPlan, out_dir: Path, *, batch_size: int = 32, num_workers: int = 0,
+            rank: int = 0, world: int = 1) -> dict[str, Any] | None:
+    """Pool the layers' features of this rank's shard into ``features_<tag>.npy`` files under ``out_dir``
+    (memory-mapped, streamed batch by batch). With several ranks, rank 0 gathers and merges the shards and
+    returns the whole; the other ranks return None. Returns ``dict(features={label: path}, rows, labels,
+    names, failures)``."""
+    from visctl import embedding
+
+    shard = p.indices[rank::world]
+    with session.progress(len(shard), "features") as advance:
+        result = embedding.extract(p.mi.model, p.layers, p.samples, shard, mean=p.mi.mean, std=p.mi.std,
+                                   rgb=p.mi.rgb, device=session.device, batch_size=batch_size,
+                                   num_workers=num_workers, pooling=p.opts["pooling"], extra_tokens=p.extra_tokens,
+                                   out_dir=out_dir / (".shards" if world > 1 else ""),
+                                   prefix=f"features.rank{rank}" if world > 1 else "features", progress=advance,
+                                   inputs_of=p.inputs_of)
+    if world > 1:
+        import torch.distributed as dist
+
+        meta = {k: result[k] for k in ("rows", "labels", "names", "failures")}
+        meta["features"] = {k: str(v) for k, v in result["features"].items()}
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, meta)
+        if rank:
+            dist.barrier()
+            dist.destroy_process_group()
+            return None
+        result = embedding.merge_shards(gathered, out_dir)
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def settle_perplexity(session: Session, p: EmbedPlan, samples: int) -> None:
+    """t-SNE needs 3 x perplexity neighbours of each point: lower the perplexity for few samples (said once,
+    recorded in the plan's params and notes)."""
+    from visctl import embedding
+
+    asked = p.opts["perplexity"]
+    used = asked
+    if p.opts["method"] is embedding.EmbedMethod.tsne and samples >= 4:  # fewer: PCA (embedding.embed)
+        used = embedding.effective_perplexity(asked, samples)
+        if used != asked:
+            p.notes.append(f"--perplexity {asked:g} lowered to {used:.2f} for {samples} samples (t-SNE needs "
+                           "3 x perplexity neighbours of each)")
+            session.warn(p.notes[-1])
+    p.opts["used_perplexity"] = used
+    p.params.update(perplexity=used, perplexity_requested=asked, samples=samples)
+
+
+def class_names_of(p: EmbedPlan, labels: list[int]) -> list[str]:
+    """The dataset's class names, else the label numbers."""
+    return list(p.dataset.classes or [str(i) for i in range(max(labels) + 1 if len(labels) else 1)])
+
+
+def iter_layers(session: Session, p: EmbedPlan, ext: dict[str, Any], features: dict[str, Any] | None = None,
+                ) -> Iterator[LayerEmbedding]:
+    """Embed each layer's features (``features``: label -> array; default: the extracted files, mapped) and
+    draw its plot, page and CSV, yielding each layer when it is done."""
+    import csv
+    import io
+    import time
+
+    import numpy as np
+
+    from visctl import embedding, output, render
+    from visctl.session import default_threads
+
+    o = p.opts
+    threads = session.threads or default_threads()  # openTSNE / scikit-learn jobs; torch is left alone
+    labels = np.asarray(ext["labels"])
+    class_names = class_names_of(p, ext["labels"])
+    # small images for the interactive page's hover (and thumbnails), at most 500 of them
+    thumb_imgs = [_thumb(p.samples, i) for i in ext["rows"][:500]]
+    thumbs_b64 = [_b64(t) for t in thumb_imgs]
+    said: list[str] = []
+
+    def warn_once(message: str) -> None:
+        if message not in said:
+            said.append(message)
+            p.notes.append(message)
+            session.warn(message)
+    for label, path in ext["features"].items():
+        feats = features[label] if features is not None else np.load(path, mmap_mode="r")
+        t0 = time.time()
+        coords, how = embedding.embed(np.asarray(feats), o["method"], perplexity=o["used_perplexity"],
+                                      n_iter=o["n_iter"], learning_rate=o["learning_rate"],
+                                      early_exaggeration=o["early_exaggeration"], metric=o["metric"], seed=o["seed"],
+                                      threads=threads, warn=warn_once, n_components=o["n_components"],
+                                      init=o["init"], n_iter_without_progress=o["n_iter_without_progress"])
+        k2d = embedding.knn_accuracy(coords[:, :2], labels)  # the two plotted dimensions
+        kfeat = embedding.knn_accuracy(np.asarray(feats), labels)
+        embed_s = time.time() - t0
+        session.log(f"{label}: {how}, {feats.shape[1]}-d, 5-NN accuracy {k2d:.3f} in 2-D, {kfeat:.3f} in feature "
+                    "space")
+        tag = Path(path).stem.removeprefix("features_")
+        head = o["title"] or f"{p.title_stem} | {label}"
+        fig = render.scatter_figure(coords[:, :2], labels, class_names, f"{head}\n{how}, {len(labels)} samples, "
+                                    f"5-NN accuracy {k2d:.3f} (2-D) / {kfeat:.3f} (features)", o["legend"],
+                                    o["marker_size"], thumb_imgs if o["thumbnails"] else None)
+        png = render.figure_png(fig)
+        page = output.scatter_html(coords[:, :2], labels, class_names, ext["names"], thumbs_b64, f"{head} ({how})",
+                                   render.class_colors(len(class_names)))
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        dims = ["x", "y"] + [f"dim{d}" for d in range(2, coords.shape[1])]  # n_components > 2: every dimension
+        w.writerow(["index", "path", "label", "class", *dims])
+        for idx, name, lab, point in zip(ext["rows"], ext["names"], labels, coords):
+            w.writerow([idx, name, int(lab), class_names[lab] if 0 <= lab < len(class_names) else "",
+                        *(f"{v:.6f}" for v in point)])
+        figure = Figure(f"tsne_{tag}.png", _decode(png), f"{label}: {how}", dict(layer=label, knn5_2d=round(k2d, 4)))
+        yield LayerEmbedding(label=label, tag=tag, method=how, knn5_2d=k2d, knn5_features=kfeat, embed_s=embed_s,
+                             features=feats, coords=coords, figure=figure, png=png, page=page, table=buf.getvalue())
+
+
+def embed(model: Any, checkpoint: str | None = None, *, phase: str | None = None, test_cfg: Any = None,
+          target_layers: list[str] | None = None, vis_stage: str | None = None, all_stages: bool = False,
+          pooling: str = "avg", num_extra_tokens: int | None = None, max_num_class: int = 20,
+          max_num_samples_per_class: int = 100, class_idx: list[int] | None = None, method: str = "tsne",
+          n_components: int = 2, init: str = "pca", n_iter_without_progress: int | None = None,
+          perplexity: float = 30.0, n_iter: int = 1000, learning_rate: str | float = "auto",
+          early_exaggeration: float = 12.0, metric: str = "euclidean", legend: bool = True, marker_size: float = 12.0,
+          thumbnails: bool = False, title: str | None = None, num_workers: int = 0, batch_size: int = 32,
+          seed: int = 0, options: RunOptions | None = None, session: Session | None = None) -> Embedding:
+    """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures (``visctl tsne``).
+
+    Args:
+        model: a config (path, dict or mmengine Config) with a model and a dataset (``test_dataloader``,
+            ``val_dataloader`` or ``extract_dataloader``), or an nn.Module with ``test_cfg`` giving the dataset.
+        checkpoint: weights [default: the config's ``load_from``].
+        phase: the dataloader whose dataset is used (``test``, ``val``, ...) [default: test, else val].
+        test_cfg: a config (path or dict) whose ``test_dataloader`` replaces the model config's.
+        target_layers / vis_stage / all_stages: the layers (names; ``backbone``, ``neck`` or ``pre_logits``;
+            every stage) [default: the neck's output, as mmpretrain].
+        pooling: ``avg``, ``max``, ``cls`` or ``flatten``; method: ``tsne``, ``umap`` or ``pca``.
+        The other arguments are the CLI's options of the same names.
+
+    Returns:
+        :class:`Embedding`: per layer the features, coordinates, 5-NN accuracies and figures; each row's dataset
+        index, label and file; the class names. Nothing is written (the features pass through a temporary folder
+        that is removed) until ``save()``.
+    """
+    import tempfile
+
+    import numpy as np
+
+    session = session or Session(options)
+    p = plan(session, model, checkpoint, phase=phase, test_cfg=test_cfg, target_layers=target_layers,
+             vis_stage=vis_stage, all_stages=all_stages, pooling=pooling, num_extra_tokens=num_extra_tokens,
+             max_num_class=max_num_class, max_num_samples_per_class=max_num_samples_per_class, class_idx=class_idx,
+             method=method, n_components=n_components, init=init, n_iter_without_progress=n_iter_without_progress,
+             perplexity=perplexity, n_iter=n_iter, learning_rate=learning_rate, early_exaggeration=early_exaggeration,
+             metric=metric, legend=legend, marker_size=marker_size, thumbnails=thumbnails, title=title, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="visctl-embed-") as tmp:
+        ext = extract(session, p, Path(tmp), batch_size=batch_size, num_workers=num_workers)
+        assert ext is not None
+        features = {label: np.array(np.load(path)) for label, path in ext["features"].items()}
+    for name, message in ext["failures"]:
+        session.skip(name, message)
+    settle_perplexity(session, p, len(ext["rows"]))
+    layers = tuple(iter_layers(session, p, ext, features))
+    params = dict(p.params, max_pixels=session.max_pixels) if session.max_pixels is not None else p.params
+    return Embedding(params=params, inputs=tuple(dict(path=n) for n in ext["names"]),
+                     failures=tuple((f.path, f.error) for f in session.failures),
+                     notes=tuple(session.notes) + tuple(p.notes), layers=layers, rows=tuple(ext["rows"]),
+                     labels=np.asarray(ext["labels"]), names=tuple(ext["names"]),
+                     class_names=tuple(class_names_of(p, ext["labels"])))
+
+
+def _thumb(samples: Any, index: int) -> Any:
+    from visctl import render
+
+    item = samples[index]
+    return render.fit(item["views"][0], 48) if not item["error"] else None
+
+
+def _b64(img: Any) -> str:
+    import base64
+
+    import cv2
+
+    if img is None:
+        return ""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def _decode(png: bytes) -> Any:
+    """A PNG's pixels as RGB uint8."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None, "matplotlib wrote a PNG OpenCV cannot read"
+    return img[..., ::-1].copy()

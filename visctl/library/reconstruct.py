@@ -1,0 +1,255 @@
+"""``visctl.reconstruct``: what a masked-image model (MAE, SimMIM, MaskFeat) rebuilds of each image.
+
+Per image: the patch mask, the original and masked input, the reconstruction (pixels; MaskFeat: HOG cells),
+the MSE over the masked patches, and the figure the CLI's ``recon`` writes, under the same file name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.library._common import ModelInputs
+from visctl.results import Figure, Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.output import OutputWriter
+
+KINDS = ("mae", "simmim", "maskfeat")
+
+
+@dataclass(frozen=True)
+class ReconImage:
+    """One image's reconstruction. Pixel images are float32 (H, W, 3) RGB in 0-1 at the model's input size.
+
+    ``reconstruction`` is the predicted image (MAE/SimMIM) or the predicted HOG cells (MaskFeat, (3, O, h, w)),
+    ``target`` MaskFeat's HOG of the original (None otherwise); ``mask`` is the (rows, cols) patch grid,
+    True = masked.
+    """
+
+    path: Any  # the input: a Path, or an ArrayImage for pixels passed in
+    stem: str  # the stem of its output files
+    kind: str
+    mask: np.ndarray = field(repr=False)
+    original: np.ndarray = field(repr=False)
+    masked: np.ndarray = field(repr=False)
+    reconstruction: np.ndarray = field(repr=False)
+    pasted: np.ndarray | None = field(repr=False)  # reconstruction with the visible patches pasted back
+    target: np.ndarray | None = field(repr=False)  # MaskFeat: the HOG cells of the original
+    mse: float  # over the masked patches (MaskFeat: of the HOG)
+    mean_fill_mse: float | None  # the baseline: masked pixels filled with the image's mean colour
+    masked_share: float
+    figure: Figure = field(repr=False)
+
+    @property
+    def raw_name(self) -> str:
+        """The ``--save-raw`` file: the reconstruction (MaskFeat: the predicted HOG) as float32 .npy."""
+        return f"{self.stem}_recon_{self.kind}.npy"
+
+    def input_entry(self) -> dict[str, Any]:
+        """This image's entry in the manifest's ``inputs``."""
+        return dict(path=str(self.path), masked_patch_mse=round(self.mse, 6), masked_share=round(self.masked_share, 4),
+                    mean_fill_mse=None if self.mean_fill_mse is None else round(self.mean_fill_mse, 6))
+
+    def write(self, writer: OutputWriter, save_raw: bool = False, target: Path | None = None) -> None:
+        """The figure (to ``target`` when given: ``--out-file``) and, with ``save_raw``, the raw array."""
+        import numpy as np
+
+        fig = self.figure
+        writer.save_image(fig.name, fig.image, target=target, caption=fig.caption, **fig.info)
+        if save_raw:
+            key = "hog_predicted" if self.kind == "maskfeat" else "reconstruction"
+            writer.save_array(self.raw_name, np.asarray(self.reconstruction, np.float32), caption=key,
+                              input=str(self.path))
+
+
+@dataclass(frozen=True)
+class Reconstructions(Result):
+    """What :func:`reconstruct` returns: one :class:`ReconImage` per readable input, in input order."""
+
+    command: ClassVar[str] = "recon"
+
+    images: tuple[ReconImage, ...] = ()
+    kind: str = ""
+    save_raw: bool = False
+
+    @property
+    def mse(self) -> list[float]:
+        """Each image's masked-patch MSE."""
+        return [im.mse for im in self.images]
+
+    def figures(self) -> list[Figure]:
+        return [im.figure for im in self.images]
+
+    def write(self, writer: OutputWriter) -> None:
+        for im in self.images:
+            im.write(writer, self.save_raw)
+
+    def __repr__(self) -> str:
+        mse = ", ".join(f"{m:.4f}" for m in self.mse[:8]) + (", ..." if len(self.images) > 8 else "")
+        return (f"Reconstructions(kind={self.kind!r}, images={len(self.images)}, masked_patch_mse=[{mse}], "
+                f"failures={len(self.failures)})")
+
+
+@dataclass(frozen=True)
+class ReconPlan:
+    """A loaded model and the run's settings, before the first batch (the CLI opens its record from it)."""
+
+    mi: ModelInputs
+    kind: str
+    mask_ratio: float
+    mask_file: Path | None
+    use_vis_pipeline: bool
+    norm_pix: bool
+    target_generator: bool
+    seed: int | None
+    params: dict[str, Any]
+    notes: tuple[str, ...]
+
+
+def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, mask_file: str | Path | None = None,
+         use_vis_pipeline: bool = False, norm_pix: bool = False, target_generator: bool = False,
+         seed: int | None = 0) -> ReconPlan:
+    """Check the model is a masked-image model and settle the mask ratio, norm-pix and the run's parameters."""
+    from visctl.errors import VisctlError
+
+    model = mi.model
+    kind = getattr(model, "kind", None)
+    if kind not in KINDS:
+        raise VisctlError(f"{type(model).__name__} is not a masked-image model visctl knows",
+                          hint="use visctl.mim_models:mae_vit, simmim_vit or maskfeat_vit (or a model with "
+                          "kind, patch_size and forward(images, mask))")
+    notes = []
+    if target_generator and kind != "maskfeat":
+        notes.append(f"--target-generator does not apply to {kind.upper()}: its target is the image's pixels, "
+                     "already the first panel (MaskFeat's is the HOG)")
+        session.warn(notes[-1])
+    ratio = mask_ratio if mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
+    norm_pix = norm_pix or bool(getattr(model, "norm_pix_loss", False))
+    mask_path = Path(mask_file) if mask_file is not None else None
+    params = dict(inputs=[str(x) for x in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, model=kind,
+                  mask_ratio=ratio, mask_file=str(mask_path) if mask_path else None,
+                  use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, seed=seed,
+                  target_generator=target_generator, device=session.device)
+    return ReconPlan(mi, kind, ratio, mask_path, use_vis_pipeline, norm_pix, target_generator, seed, params,
+                     tuple(notes))
+
+
+def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> Iterator[ReconImage]:
+    """Reconstruct the plan's images batch by batch, yielding each image as it is done (skips go through
+    ``session.skip``)."""
+    from visctl import masked, output
+    from visctl.errors import VisctlError
+    from visctl.library._common import batches
+
+    mi, kind, model = p.mi, p.kind, p.mi.model
+    patch = model.patch_size
+    stems = dict(zip(mi.paths, output.input_stems(mi.paths).values()))
+    done = 0
+    for b in batches(session, mi, batch_size, "recon"):
+        batch = b.tensor
+        h, w = batch.shape[2:]
+        if h % patch or w % patch:
+            raise VisctlError(f"the pipeline gives {h}x{w} images, not a multiple of the patch size {patch}",
+                              hint="resize to a multiple of the patch size in test_pipeline")
+        grid = (h // patch, w // patch)
+        group = b.items
+        if p.mask_file is not None:
+            mask = masked.mask_from_file(p.mask_file, grid).expand(len(group), -1)
+        elif p.use_vis_pipeline:
+            mask = masked.masks_from_pipeline([s for _, _, s in group], grid)
+        else:
+            mask = masked.masks_for(len(group), grid, p.mask_ratio, p.seed, done)
+        mask = mask.to(session.device)
+        if kind == "maskfeat":
+            res = masked.hog_prediction(model, batch, mask)
+            res.update(masked.reconstruct_inputs(batch, mask, mi.mean, mi.std, mi.rgb, patch))
+        else:
+            res = masked.reconstruct(model, batch, mask, mi.mean, mi.std, mi.rgb, p.norm_pix)
+        mask_np = mask.cpu().numpy().reshape(len(group), *grid)
+        for i, (path, _img, _state) in enumerate(group):
+            yield _image(p, res, i, path, stems[path], mask_np[i])
+            b.advance()
+        done += len(group)
+
+
+def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask: np.ndarray) -> ReconImage:
+    """One image's record and figure (the one place the figure is drawn and named)."""
+    import numpy as np
+
+    from visctl import masked, render
+
+    kind, u8 = p.kind, masked.to_uint8
+    mse = float(res["mse"][i])
+    share = float(mask.mean())
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    if kind == "maskfeat":
+        cell = p.mi.model.hog.cell  # pixels per HOG cell
+        target_hog = masked.hog_picture(res["hog_original"][i], cell)
+        predicted = ("predicted HOG (masked patches)", masked.hog_picture(res["hog_predicted"][i], cell))
+        if p.target_generator:  # mmselfsup: the target generator's output is the "original"
+            panels = [("target: HOG of the original", target_hog), (f"masked {share:.0%}", u8(res["masked"][i])),
+                      predicted]
+        else:
+            panels = [("original", u8(res["original"][i])), (f"masked {share:.0%}", u8(res["masked"][i])),
+                      ("HOG of the original", target_hog), predicted]
+        title = f"{path.name} | MaskFeat | masked-patch HOG MSE {mse:.4f}"
+        fill = None
+    else:
+        panels = [("original", u8(res["original"][i])), (f"masked {share:.0%}", u8(res["masked"][i])),
+                  ("reconstruction", u8(res["reconstruction"][i])),
+                  ("reconstruction + visible", u8(res["pasted"][i]))]
+        fill = float(res["mean_fill_mse"][i])
+        title = f"{path.name} | {kind.upper()} | masked-patch MSE {mse:.4f} (mean fill {fill:.4f})"
+    side = max(256, max(panels[0][1].shape[:2]))
+    grid = render.grid([render.caption(render.fit(img, side), text) for text, img in panels], cols=len(panels))
+    figure = Figure(f"{stem}_recon_{kind}.png", render.caption(grid, title), title,
+                    dict(input=str(path), masked_patch_mse=round(mse, 6)))
+    return ReconImage(path=path, stem=stem, kind=kind, mask=mask.astype(bool), original=f32(res["original"][i]),
+                      masked=f32(res["masked"][i]),
+                      reconstruction=f32(res["hog_predicted" if kind == "maskfeat" else "reconstruction"][i]),
+                      pasted=f32(res["pasted"][i]) if "pasted" in res else None,
+                      target=f32(res["hog_original"][i]) if kind == "maskfeat" else None,
+                      mse=mse, mean_fill_mse=fill, masked_share=share, figure=figure)
+
+
+def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_ratio: float | None = None,
+                mask_file: str | Path | None = None, use_vis_pipeline: bool = False, norm_pix: bool = False,
+                target_generator: bool = False, save_raw: bool = False, batch_size: int = 16, seed: int | None = 0,
+                options: RunOptions | None = None, session: Session | None = None) -> Reconstructions:
+    """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``).
+
+    Args:
+        images: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them.
+        model: a config (path, dict, mmengine Config) of a masked-image model, or the nn.Module itself (with
+            ``kind`` ``mae``/``simmim``/``maskfeat``, ``patch_size`` and ``forward(images, mask)``).
+        checkpoint: weights [default: the config's ``load_from``].
+        mask_ratio: share of patches masked [default: the model's]; ``seed`` makes the masks repeatable.
+        mask_file: a mask (.npy or image, patch grid or pixel size, nonzero = masked) for every image.
+        use_vis_pipeline: take the masks from the config pipeline's mask generator.
+        norm_pix: the model predicts per-patch normalised pixels [default: the model's ``norm_pix_loss``].
+        target_generator: MaskFeat: the HOG target as the first panel.
+        save_raw: ``save()`` also writes each reconstruction as .npy (the CLI's ``--save-raw``).
+
+    Returns:
+        :class:`Reconstructions`: per image the mask, the images, the masked-patch MSE and the figure.
+    """
+    from visctl import images as imgs
+    from visctl.library import _common
+
+    session = session or Session(options)
+    paths = imgs.as_images(images, note=session.note)
+    session.protect(mask_file)
+    mi = _common.open_model(session, model, checkpoint, paths)
+    p = plan(session, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
+             norm_pix=norm_pix, target_generator=target_generator, seed=seed)
+    done = list(iter_reconstruct(session, p, batch_size))
+    params = dict(p.params, max_pixels=session.max_pixels) if session.max_pixels is not None else p.params
+    return Reconstructions(params=params, inputs=tuple(d.input_entry() for d in done),
+                           failures=tuple((f.path, f.error) for f in session.failures),
+                           notes=tuple(session.notes) + p.notes, images=tuple(done), kind=p.kind, save_raw=save_raw)
