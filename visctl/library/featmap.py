@@ -79,7 +79,7 @@ class FeatmapResult(Result):
         return [layer.figure for img in self.images for layer in img.layers]
 
     def write(self, writer: OutputWriter) -> None:
-        out = FeatmapWriter(writer, save_raw=self.save_raw)
+        out = FeatmapWriter(writer, save_raw=self.save_raw, add_inputs=False)  # save() lists self.inputs
         for img in self.images:
             out.add(img)
         out.close(self.flat_maps)
@@ -92,8 +92,10 @@ class FeatmapWriter:
     """Writes featmap images as ``visctl featmap`` does: the npy maps (``save_raw``), one figure per layer
     (or every layer stacked in ``out_file``), the input once its figures are written."""
 
-    def __init__(self, writer: OutputWriter, *, save_raw: bool = False, out_file: Path | None = None) -> None:
+    def __init__(self, writer: OutputWriter, *, save_raw: bool = False, out_file: Path | None = None,
+                 add_inputs: bool = True) -> None:
         self.writer = writer
+        self.add_inputs = add_inputs
         self.save_raw = save_raw
         self.out_file = out_file
         self.sides: set[int] = set()
@@ -121,7 +123,8 @@ class FeatmapWriter:
                          target=self.out_file, input=item.input, layer=labels,
                          caption=f"{Path(item.input).name}: {', '.join(labels)} "
                          f"({params['channel_reduction']}, {params['normalize']})")
-        w.add_input(item.path if item.path is not None else item.input)
+        if self.add_inputs:
+            w.add_input(item.path if item.path is not None else item.input)
 
     def close(self, flat_maps: Sequence[str]) -> None:
         if flat_maps:
