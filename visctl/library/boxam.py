@@ -227,7 +227,7 @@ def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
                     maps_per_image[i].append(maps[i])
         for i, (p, img, state) in enumerate(group):
             dets = detection.to_original(kept[i], state)
-            side = render.panel_size(*img.shape[:2], o["panel_size"], cap=512)
+            side = render.panel_size(img.shape[0], img.shape[1], o["panel_size"], cap=512)
             panels = []
             raw_maps = []
             for slot, m in enumerate(maps_per_image[i]):

@@ -350,7 +350,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
         panels = []
         found_maps: list[FeatMap] = []
         # --resize-shape sets every panel's H W; else panels are the original's size, at most 384 (--panel-size)
-        side = render.panel_size(*base.shape[:2], o["panel_size"]) if o["panel_size"] or not resize_shape else None
+        side = render.panel_size(base.shape[0], base.shape[1], o["panel_size"]) if o["panel_size"] or not resize_shape else None
         for r in recs:
             for (chan, m), sc, is_flat in zip(r["maps"], r["scales"], r["flat"]):
                 unseen = False

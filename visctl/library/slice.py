@@ -253,9 +253,9 @@ def iter_slice(plan: Plan) -> Iterator[SliceImage]:
         merged = detection.merge(raw, o["merge"], o["iou"], o["metric"])
         records = detection.coco_results(merged, image_id, str(p), plan.classes)
         figs = draw(plan, p, stems[p], img, grid, raw, merged, per_tile)
+        cells = tuple((int(x0), int(y0), int(x1), int(y1)) for x0, y0, x1, y1 in grid)
         yield SliceImage(str(p), _frozen(merged.boxes, np.float32), _frozen(merged.scores, np.float32),
-                         _frozen(merged.labels, np.int64), tuple(tuple(int(v) for v in t) for t in grid), len(raw),
-                         (h, w), tuple(records), tuple(figs), p)
+                         _frozen(merged.labels, np.int64), cells, len(raw), (h, w), tuple(records), tuple(figs), p)
 
 
 def _frozen(values: Any, dtype: Any) -> np.ndarray:
