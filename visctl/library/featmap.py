@@ -84,9 +84,6 @@ class FeatmapResult(Result):
             out.add(img)
         out.close(self.flat_maps)
 
-    def _repr_html_(self) -> str:
-        return super()._repr_html_()
-
 
 class FeatmapWriter:
     """Writes featmap images as ``visctl featmap`` does: the npy maps (``save_raw``), one figure per layer
