@@ -1,0 +1,294 @@
+"""``visctl.boxam``: box-level activation maps of a detector -- its boxes, scores and labels in original
+pixels, and float32 maps at the original size (one for all boxes, or one per box).
+
+The one code path of ``visctl boxam``: :func:`prepare` loads the detector and its CAM engine,
+:func:`iter_boxam` yields one :class:`BoxamImage` per image, :meth:`BoxamImage.write` writes it as the CLI
+does; :func:`boxam` collects them into a frozen :class:`BoxamResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.results import Figure, Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visctl.library._common import ModelInputs
+    from visctl.output import OutputWriter
+
+
+class BoxMethod(str, Enum):
+    """grad-cam methods with a detection target."""
+
+    gradcam = "gradcam"
+    gradcamplusplus = "gradcam++"
+    xgradcam = "xgradcam"
+    eigencam = "eigencam"
+    layercam = "layercam"
+    ablationcam = "ablationcam"
+
+
+@dataclass(frozen=True)
+class BoxamImage:
+    """One image: the kept boxes (x0 y0 x1 y1 in original pixels, best first), their scores and labels, the
+    maps (float32, the image's size: one per box with ``per_box``, else one for all boxes) and the figure."""
+
+    input: str
+    boxes: np.ndarray = field(repr=False)
+    scores: np.ndarray
+    labels: np.ndarray
+    maps: tuple[np.ndarray, ...] = field(repr=False)
+    figure: Figure = field(repr=False)
+    raw_names: tuple[str, ...] = field(default=(), repr=False)
+    per_box: bool = field(default=False, repr=False)
+    side: int = field(default=0, repr=False)
+    path: Any = field(default=None, repr=False, compare=False)
+
+    def write(self, writer: OutputWriter, save_raw: bool = False, add_input: bool = True) -> None:
+        """The figure, the maps as ``.npy`` (``save_raw``), the input with its boxes, as ``visctl boxam``."""
+        import numpy as np
+
+        writer.save_image(self.figure.name, self.figure.image, caption=self.figure.caption, **self.figure.info)
+        if save_raw:
+            for slot, (name, full) in enumerate(zip(self.raw_names, self.maps)):
+                writer.save_array(name, full.astype(np.float32), caption=f"box{slot}" if self.per_box else "all",
+                                  input=self.input, box=self.boxes[slot].tolist() if self.per_box else None)
+        if add_input:
+            writer.add_input(self.path if self.path is not None else self.input, boxes=self.box_list())
+
+    def box_list(self) -> list[dict[str, Any]]:
+        """The boxes as the manifest lists them."""
+        return [dict(box=[round(float(v), 1) for v in b], label=int(lab), score=round(float(s), 4))
+                for b, lab, s in zip(self.boxes, self.labels, self.scores)]
+
+
+@dataclass(frozen=True)
+class BoxamResult(Result):
+    """What :func:`visctl.boxam` returns: one :class:`BoxamImage` per image."""
+
+    command: ClassVar[str] = "boxam"
+
+    images: tuple[BoxamImage, ...] = ()
+    save_raw: bool = field(default=False, repr=False)
+
+    def figures(self) -> list[Figure]:
+        return [img.figure for img in self.images]
+
+    def write(self, writer: OutputWriter) -> None:
+        from visctl import render
+
+        sides: set[int] = set()
+        for img in self.images:
+            sides.add(img.side)
+            writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
+            img.write(writer, self.save_raw, add_input=False)  # save() lists self.inputs
+
+
+@dataclass
+class Plan:
+    """A prepared boxam run: the detector, the CAM engine, the options, the manifest's params."""
+
+    session: Session
+    mi: ModelInputs
+    names: list[str]
+    engine: Any
+    method: BoxMethod
+    classes: list[str] | None
+    params: dict[str, Any]
+    opts: dict[str, Any]
+
+
+def parse_max_shape(values: Sequence[int] | None) -> tuple[int, int] | None:
+    """mmyolo's ``--max-shape``: one or two ints, one value for both sides, -1 anywhere for no cap."""
+    from visctl.errors import VisctlError
+
+    if not values:
+        return None
+    if len(values) > 2 or any(v < 1 and v != -1 for v in values):
+        raise VisctlError(f"--max-shape {' '.join(map(str, values))}",
+                          hint="give H W or one size for both, positive (or -1 for no cap), e.g. --max-shape 20")
+    if -1 in values:
+        return None
+    return (values[0], values[-1])
+
+
+def check_options(*, score_thr: float, colormap: str, max_shape: Sequence[int] | None,
+                  ) -> tuple[str, tuple[int, int] | None]:
+    """Refuse a score that is not one, an unknown colormap, a bad ``max_shape``; returns (colormap, cap)."""
+    from visctl import render
+    from visctl.errors import VisctlError
+
+    if not 0.0 <= score_thr <= 1.0:
+        raise VisctlError(f"--score-thr {score_thr} is not a score", hint="use a value from 0 to 1, e.g. 0.3")
+    return render.check_colormap(colormap), parse_max_shape(max_shape)
+
+
+def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list[dict[str, Any]]:
+    """Each image's detections scoring at least ``score_thr``, best first, at most ``topk``."""
+    kept = []
+    for out in found:
+        order = out["scores"].argsort(descending=True)
+        order = order[out["scores"][order] >= score_thr][:topk]
+        kept.append({k: v[order] for k, v in out.items()})
+    return kept
+
+
+def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str = BoxMethod.layercam,
+            target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
+            norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
+            colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
+            panel_size: int | None = None, batch_size: int = 4, options: RunOptions | None = None,
+            session: Session | None = None, on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
+    """Check the options, load the detector, resolve the target layers and build the CAM engine."""
+    from visctl import cams, config, detection, models, render
+    from visctl.errors import LayerError
+    from visctl.library import _common
+    from visctl.library.featmap import _paths
+
+    session = session or Session(options)
+    method = BoxMethod(method)
+    colormap, cap = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape)
+    mi = _common.open_model(session, model, checkpoint, _paths(images, session))
+    if on_model is not None:
+        on_model(mi)
+    in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
+    pr = cams.probe(mi.model, mi.example, logits=False)
+    if target_layers:
+        names = [models.find_layer(mi.model, n)[0] for n in target_layers]
+    elif config.tool_option(mi.cfg, "target_layers"):
+        names = [models.find_layer(mi.model, n)[0] for n in config.tool_option(mi.cfg, "target_layers")]
+    else:
+        name, where = detection.default_layer(pr)
+        names = [name]
+        session.log(f"default target layer: {name} (the last tensor-valued layer of the {where}; "
+                    "set --target-layers to change it)")
+    layouts = []
+    for n in names:
+        shape = pr.shape_of(n)
+        if isinstance(shape, str):
+            raise LayerError(f"layer {n!r} returns a {shape}, and grad-cam's methods need one tensor",
+                             hint="pick a tensor-valued layer inside it, e.g. an FPN level such as "
+                             "backbone.fpn.layer_blocks.0 or the backbone stage backbone.body.layer4")
+        cams.validate_layer_output(n, shape)
+        layouts.append(cams.detect_layout(shape, in_hw, False, None, n))
+    cam_method = cams.parse_method(method.value)[0]
+    engine = cams.CamEngine(mi.model, cam_method, names, layouts, batch_size=16,
+                            ratio_channels_to_ablate=ratio_channels_to_ablate, detection=True, max_shape=cap)
+    classes = _common.class_names(session, mi)
+    params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
+                  method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
+                  norm_in_bbox=norm_in_bbox, per_box=per_box, device=session.device,
+                  max_shape=list(cap) if cap else None,
+                  panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..512")
+    if session.max_pixels is not None:
+        params["max_pixels"] = session.max_pixels
+    opts = dict(topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes,
+                alpha=alpha, colormap=colormap, panel_size=panel_size, batch_size=batch_size, cam_method=cam_method)
+    return Plan(session, mi, names, engine, method, classes, params, opts)
+
+
+def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
+    """Detect, keep the best boxes, compute their maps and draw them, image by image."""
+    import numpy as np
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    from visctl import cams, detection, output, render, transforms
+    from visctl.classes import label
+    from visctl.library import _common
+
+    ctx, mi, o, classes = plan.session, plan.mi, plan.opts, plan.classes
+    per_box = o["per_box"]
+    stems = output.input_stems(mi.paths)
+    layer_tag = "+".join(plan.names).replace(".", "_")
+    for batch in _common.batches(ctx, mi, o["batch_size"], "boxam"):
+        group, tensor = batch.items, batch.tensor
+        kept = keep_boxes(detection.detect(mi.model, tensor), o["score_thr"], o["topk"])
+        # one CAM call per box slot with --per-box (the k-th box of every image), else one for all boxes
+        slots = max((len(k["scores"]) for k in kept), default=0) if per_box else 1
+        maps_per_image: list[list] = [[] for _ in group]
+        for slot in range(slots):
+            targets = []
+            for k in kept:
+                sel = slice(slot, slot + 1) if per_box else slice(None)
+                targets.append(FasterRCNNBoxScoreTarget(labels=k["labels"][sel].to(ctx.device),
+                                                        bounding_boxes=k["boxes"][sel].to(ctx.device)))
+            if o["cam_method"] is cams.Method.eigencam or any(len(t.labels) for t in targets):
+                maps, _ = plan.engine(tensor, targets)
+            else:
+                maps = np.zeros((len(group), *tensor.shape[2:]), np.float32)
+            for i in range(len(group)):
+                if not per_box or slot < len(kept[i]["scores"]):
+                    maps_per_image[i].append(maps[i])
+        for i, (p, img, state) in enumerate(group):
+            dets = detection.to_original(kept[i], state)
+            side = render.panel_size(img.shape[0], img.shape[1], o["panel_size"], cap=512)
+            panels = []
+            raw_maps = []
+            for slot, m in enumerate(maps_per_image[i]):
+                full = transforms.to_original(m, state, img.shape[:2])
+                boxes_here = dets.boxes[slot:slot + 1] if per_box else dets.boxes
+                if o["norm_in_bbox"]:
+                    full = render.normalize_in_boxes(full, boxes_here)
+                raw = np.array(full, np.float32)
+                raw.setflags(write=False)
+                raw_maps.append(raw)
+                shown = render.overlay(img, full, o["alpha"], o["colormap"])
+                if not o["no_boxes"]:
+                    sel = slice(slot, slot + 1) if per_box else slice(None)
+                    shown = render.draw_boxes(shown, dets.boxes[sel], dets.labels[sel], dets.scores[sel], classes)
+                text = (f"box {slot}: {label(classes, dets.labels[slot])} {dets.scores[slot]:.2f}" if per_box
+                        else f"{len(dets)} box(es) | {plan.method.value} | {', '.join(plan.names)}")
+                panels.append(render.caption(render.fit(shown, side), text))
+            if not panels:
+                panels = [render.caption(render.fit(img, side), f"no box scores >= {o['score_thr']}")]
+            figure = render.grid(panels, cols=min(len(panels), 4))
+            fig = Figure(f"{stems[p]}_boxam_{plan.method.value.replace('++', 'pp')}_{layer_tag}.png", figure,
+                         f"{p.name}: {len(dets)} boxes", dict(input=str(p), panel_size=side))
+            raw_names = tuple(f"{stems[p]}_boxam_{f'box{slot}' if per_box else 'all'}.npy"
+                              for slot in range(len(raw_maps)))
+            yield BoxamImage(str(p), _frozen(dets.boxes, np.float32), _frozen(dets.scores, np.float32),
+                             _frozen(dets.labels, np.int64), tuple(raw_maps), fig, raw_names, per_box, side, p)
+            batch.advance()
+
+
+def _frozen(values: Any, dtype: Any) -> np.ndarray:
+    import numpy as np
+
+    arr = np.array(values, dtype=dtype)
+    arr.setflags(write=False)
+    return arr
+
+
+def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str = BoxMethod.layercam,
+          target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
+          norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
+          colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
+          panel_size: int | None = None, batch_size: int = 4, save_raw: bool = False,
+          options: RunOptions | None = None, session: Session | None = None) -> BoxamResult:
+    """Box-level activation maps of a detector on ``images``: which pixels made each kept detection.
+
+    ``images``: a path, folder or glob, a numpy RGB image, a PIL image, or a list of them. ``model``: a
+    detector config path, a torchvision detector name (``fasterrcnn_resnet50_fpn``), a config dict or an
+    ``nn.Module`` detector. The options are the CLI's (``visctl boxam --help``); ``save_raw``:
+    ``result.save(dir)`` writes the maps as ``.npy`` too. Returns a :class:`BoxamResult`.
+    """
+    plan = prepare(images, model, checkpoint, method=method, target_layers=target_layers, topk=topk,
+                   score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha,
+                   colormap=colormap, ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
+                   panel_size=panel_size, batch_size=batch_size, options=options, session=session)
+    items = tuple(iter_boxam(plan))
+    ctx = plan.session
+    from visctl import render
+
+    params = dict(plan.params)
+    if items:
+        params["panel_size"] = render.sizes_param({i.side for i in items})
+    return BoxamResult(params=params, inputs=tuple({"path": i.input, "boxes": i.box_list()} for i in items),
+                       failures=tuple((f.path, f.error) for f in getattr(ctx, "failures", [])),
+                       notes=tuple(ctx.notes), images=items, save_raw=save_raw)
