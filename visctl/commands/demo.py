@@ -30,8 +30,6 @@ def demo(
     quiet: opt.Quiet = False,
 ) -> None:
     """Run every command on the demo models and print the path of the gallery that links the results."""
-    import contextlib
-    import io
     import time
 
     from visctl.context import RunContext
@@ -47,42 +45,40 @@ def demo(
                 raise InputError(f"demo config not found: {cfg}",
                                  hint="run visctl demo from a clone of the repository (pip install -e .)")
         data = _write_data(root, images)
-        from visctl.commands import boxam, browse, cam, featmap, lr, pipeline, recon, slice, tsne
+        import visctl
+        from visctl.session import RunOptions
 
         data_root = f"test_dataloader.dataset.data_root={data['embedding']}"
         train_root = f"train_dataloader.dataset.data_root={data['classes']}"
-        common = dict(threads=ctx.threads, quiet=True)
-        steps: list[tuple[str, Callable[..., Any], dict]] = [
-            ("cam", cam.cam, dict(args=[str(data["classes"]), str(cls_cfg)], method="gradcam,layercam,eigencam",
-                                  topk=2, seed=0)),
-            ("cam-score", cam.cam, dict(args=[*map(str, sorted(data["classes"].rglob("*.png"))[:4]), str(cls_cfg)],
-                                        method="gradcam,layercam,eigencam", score=True, seed=0)),
-            ("cam-segmentation", cam.cam, dict(args=[str(data["seg"]), str(seg_cfg)], method="gradcam,layercam")),
-            ("featmap", featmap.featmap, dict(args=[str(data["classes"]), str(cls_cfg)],
-                                              target_layers=["backbone.layer2,backbone.layer4"])),
-            ("tsne", tsne.tsne, dict(config_file=str(cls_cfg), cfg_options=[data_root], n_iter=500)),
-            ("pipeline", pipeline.pipeline, dict(config_file=str(cls_cfg), cfg_options=[train_root], number=4,
-                                                 mode=pipeline.Mode.pipeline)),
-            ("browse", browse.browse, dict(config_file=str(cls_cfg), cfg_options=[train_root], number=images)),
-            ("lr", lr.lr, dict(config_file=str(cls_cfg), dataset_size=6000)),
-            ("boxam", boxam.boxam, dict(args=[str(data["scenes"]), str(det_cfg)], per_box=True)),
-            ("slice", slice.slice_, dict(args=[str(data["big"]), str(det_cfg)], patch_size=128, debug=True)),
-            ("recon", recon.recon, dict(args=[str(data["mae"]), str(mae_cfg)], seed=0)),
+        base = RunOptions(threads=ctx.threads)
+        seeded = base.replace(seed=0)
+        classes, first4 = str(data["classes"]), [str(p) for p in sorted(data["classes"].rglob("*.png"))[:4]]
+        # each step is a library call; its result is saved as the command would save it
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("cam", lambda: visctl.cam(classes, cls_cfg, method="gradcam,layercam,eigencam", topk=2,
+                                       options=seeded)),
+            ("cam-score", lambda: visctl.cam(first4, cls_cfg, method="gradcam,layercam,eigencam", score=True,
+                                             options=seeded)),
+            ("cam-segmentation", lambda: visctl.cam(str(data["seg"]), seg_cfg, method="gradcam,layercam",
+                                                    options=base)),
+            ("featmap", lambda: visctl.featmap(classes, cls_cfg, target_layers=["backbone.layer2", "backbone.layer4"],
+                                               options=base)),
+            ("tsne", lambda: visctl.embed(cls_cfg, n_iter=500, options=base.replace(cfg_options=[data_root]))),
+            ("pipeline", lambda: visctl.pipeline_views(cls_cfg, number=4, mode="pipeline",
+                                                       options=base.replace(cfg_options=[train_root]))),
+            ("browse", lambda: visctl.browse(cls_cfg, number=images, options=base.replace(cfg_options=[train_root]))),
+            ("lr", lambda: visctl.schedule(cls_cfg, dataset_size=6000, options=base)),
+            ("boxam", lambda: visctl.boxam(str(data["scenes"]), det_cfg, per_box=True, options=base)),
+            ("slice", lambda: visctl.slice_detect(str(data["big"]), det_cfg, patch_size=128, debug=True,
+                                                  options=base)),
+            ("recon", lambda: visctl.reconstruct(str(data["mae"]), mae_cfg, seed=0, options=base)),
         ]
-        for name, fn, kwargs in steps:
+        for name, call in steps:
             started = time.time()
-            kwargs.setdefault("out_dir", root / name)
-            if name not in ("lr", "pipeline", "browse"):
-                kwargs.update(common)
-            else:
-                kwargs["quiet"] = True
-            # each command prints its outputs on stdout; the demo's stdout is the gallery path alone
-            with contextlib.redirect_stdout(io.StringIO()):
-                try:
-                    fn(**kwargs)
-                except typer.Exit as exc:
-                    if exc.exit_code:
-                        ctx.warn(f"{name} exited with {exc.exit_code}")
+            result = call()
+            result.save(root / name)
+            for path, error in result.failures:
+                ctx.warn(f"{name}: {path}: {error}")
             ctx.log(f"{name:16s} {time.time() - started:5.1f} s  -> {root / name}")
         from visctl.output import write_root_index
 
