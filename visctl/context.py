@@ -45,12 +45,7 @@ class RunContext(Session):
     """
 
     def __init__(self, command: str, options: RunOptions | None = None, *, out_dir: Path | None = None,
-                 out_files: list[tuple[str, Path | None]] | None = None, **legacy: Any) -> None:
-        # ``legacy``: the shared options as keyword arguments (device=..., threads=...), for callers not yet
-        # building a RunOptions
-        if legacy:
-            legacy = {k: v for k, v in legacy.items() if k in RunOptions.__dataclass_fields__}
-            options = (options or RunOptions()).replace(**legacy)
+                 out_files: list[tuple[str, Path | None]] | None = None) -> None:
         options = options or RunOptions()
         if options.threads is None:  # the CLI pins torch's threads (a library call leaves them alone)
             options = options.replace(threads=default_threads())

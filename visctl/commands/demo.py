@@ -34,9 +34,10 @@ def demo(
 
     from visctl.context import RunContext
     from visctl.errors import InputError
+    from visctl.session import RunOptions
 
     root = (out_dir or Path("visctl-out") / "demo").resolve()
-    with RunContext("demo", out_dir=root, threads=threads, quiet=quiet) as ctx:
+    with RunContext("demo", RunOptions(threads=threads, quiet=quiet), out_dir=root) as ctx:
         ex = examples_dir()
         cls_cfg, det_cfg, mae_cfg, seg_cfg = (ex / d / "config.py" for d in (
             "demo_classifier", "demo_detector", "demo_mae", "demo_segmenter"))
@@ -46,7 +47,6 @@ def demo(
                                  hint="run visctl demo from a clone of the repository (pip install -e .)")
         data = _write_data(root, images)
         import visctl
-        from visctl.session import RunOptions
 
         data_root = f"test_dataloader.dataset.data_root={data['embedding']}"
         train_root = f"train_dataloader.dataset.data_root={data['classes']}"
