@@ -17,7 +17,7 @@ import itertools
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,16 +89,18 @@ class RunOptions:
     backend: str | None = None
     show: bool = False
 
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> RunOptions:
+        """The options among ``values`` (a command's parameters, ``locals()``); the others keep their defaults."""
+        found = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
+        found["cfg_options"] = tuple(found.get("cfg_options") or ())
+        return cls(**found)
+
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (``cfg_options`` given as any sequence)."""
         if "cfg_options" in changes:
             changes["cfg_options"] = tuple(changes["cfg_options"] or ())
         return dataclasses.replace(self, **changes)
-
-    def manifest(self) -> dict[str, Any]:
-        """What a run records of these options in its manifest's ``params``."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k in ("seed", "max_pixels") and v is not None}
 
 
 @dataclass

@@ -72,9 +72,7 @@ def boxam(
     from visctl.library import boxam as lib
     from visctl.session import RunOptions
 
-    opts = RunOptions(device=device, threads=threads, seed=seed, cfg_options=tuple(cfg_options or ()),
-                      unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels, quiet=quiet,
-                      json_out=json_out, debug=debug, backend=backend, show=show)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("boxam", opts, out_dir=out_dir) as ctx:
         lib.check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape)  # before any work
         args, extra_options = config.pop_cfg_options(args)

@@ -49,8 +49,7 @@ def browse(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
-    opts = RunOptions(cfg_options=tuple(cfg_options or ()), quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                      backend=backend, show=show, max_pixels=max_pixels)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("browse", opts, out_dir=out_dir) as ctx:
         ctx.show_interval = show_interval
         from visctl.library import browse as lib

@@ -106,9 +106,7 @@ def cam(
     from visctl.library import cam as library
 
     to_file = save_path is not None and save_path.suffix != "" and not save_path.is_dir()
-    opts = RunOptions(device=device, threads=threads, seed=seed, cfg_options=tuple(cfg_options or ()),
-                      unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels, quiet=quiet,
-                      json_out=json_out, debug=debug, backend=backend, show=show)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or out_dir),
                     out_files=[("--save-path", save_path)] if to_file else None) as ctx:
         methods, colormap = library.check_options(method, colormap)

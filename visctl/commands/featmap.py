@@ -91,9 +91,7 @@ def featmap(
     from visctl.library import featmap as lib
     from visctl.session import RunOptions
 
-    opts = RunOptions(device=device, threads=threads, seed=seed, cfg_options=tuple(cfg_options or ()),
-                      unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels, quiet=quiet,
-                      json_out=json_out, debug=debug, backend=backend, show=show)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("featmap", opts, out_dir=out_file.parent if out_file else out_dir,
                     out_files=[("--out-file", out_file)]) as ctx:
         compare_list = opt.split_list(compare)

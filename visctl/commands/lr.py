@@ -79,8 +79,7 @@ def lr(
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
     debug = debug or log_level is LogLevel.DEBUG  # the seed's logger levels onto visctl's verbosity
-    opts = RunOptions(cfg_options=tuple(cfg_options or ()), quiet=quiet, json_out=json_out, debug=debug,
-                      backend=backend, show=show)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("lr", opts, out_dir=save_path.parent if save_path else out_dir,
                     out_files=[("--save-path", save_path), ("--csv", csv)]) as ctx:
         from matplotlib.backends.backend_agg import FigureCanvasAgg

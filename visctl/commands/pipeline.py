@@ -71,8 +71,7 @@ def pipeline(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
-    opts = RunOptions(cfg_options=tuple(cfg_options or ()), quiet=quiet, json_out=json_out, debug=debug, seed=seed,
-                      backend=backend, show=show, max_pixels=max_pixels)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("pipeline", opts, out_dir=out_dir) as ctx:
         from visctl.library import pipeline as lib
 

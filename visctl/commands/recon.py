@@ -67,9 +67,7 @@ def recon(
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
     from visctl.session import RunOptions
 
-    opts = RunOptions(device=device, threads=threads, seed=seed, cfg_options=tuple(cfg_options or ()),
-                      unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels, quiet=quiet,
-                      json_out=json_out, debug=debug, backend=backend, show=show)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("recon", opts, out_dir=out_dir, out_files=[("--out-file", out_file)]) as ctx:
         from visctl import output
         from visctl.commands._shared import open_model

@@ -74,9 +74,7 @@ def slice_(
     from visctl.library import slice as lib
     from visctl.session import RunOptions
 
-    opts = RunOptions(device=device, threads=threads, seed=seed, cfg_options=tuple(cfg_options or ()),
-                      unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels, quiet=quiet,
-                      json_out=json_out, debug=debug, backend=backend, show=show)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("slice", opts, out_dir=out_dir) as ctx:
         lib.check_options(merge=merge, merge_metric=merge_metric, merge_nms_type=merge_nms_type, tta=tta)
         args, extra_options = config.pop_cfg_options(args)

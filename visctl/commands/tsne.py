@@ -106,9 +106,7 @@ def tsne(
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
     from visctl.session import RunOptions
 
-    opts = RunOptions(device=device, threads=threads, seed=seed, cfg_options=tuple(cfg_options or ()),
-                      unsafe_load_checkpoint=unsafe_load_checkpoint, max_pixels=max_pixels, quiet=quiet,
-                      json_out=json_out, debug=debug, backend=backend, show=show)
+    opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("tsne", opts, out_dir=out_dir or work_dir) as ctx:
         import time
 
