@@ -170,7 +170,15 @@ def as_images(images: Any, note: Callable[[str], None] | None = None) -> list[An
                              hint="pass a path, a folder, a numpy array (H x W x 3 RGB), a PIL image or a list")
     if not found:
         raise InputError("no images given", hint="pass a path, a folder, a numpy array or a PIL image")
-    return found
+    seen: set[Path] = set()  # a file named twice (a folder and a file in it) is one input, as gather_images does
+    unique = []
+    for p in found:
+        if not isinstance(p, ArrayImage):
+            if p in seen:
+                continue
+            seen.add(p)
+        unique.append(p)
+    return unique
 
 
 def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

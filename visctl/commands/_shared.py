@@ -11,8 +11,7 @@ from visctl.library._common import ModelInputs, class_names, load_model, preview
 __all__ = ["ModelInputs", "class_names", "load_model", "open_model", "preview"]
 
 
-def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spec: str | None = None,
-               checkpoint: str | None = None, paths: list[Path] | None = None,
+def open_model(ctx: RunContext, args: list[str], *,
                check_paths: Callable[[list[Path]], object] | None = None) -> ModelInputs:
     """Split ``IMG... CONFIG [CHECKPOINT]``, load the config and the model, and prepare one example.
 
@@ -25,11 +24,8 @@ def open_model(ctx: RunContext, args: list[str], *, images: bool = True, cfg_spe
 
     args, extra_options = config.pop_cfg_options(args)
     ctx.cfg_options.extend(extra_options)
-    if images:
-        img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-        paths = imgs.gather_images(img_specs, note=ctx.note)
+    img_specs, cfg_spec, checkpoint = config.split_inputs(args)
+    paths = imgs.gather_images(img_specs, note=ctx.note)
     if check_paths is not None:
-        check_paths(list(paths or []))
-    assert cfg_spec is not None
-    mi = _common.open_model(ctx, cfg_spec, checkpoint, paths)
-    return mi
+        check_paths(paths)
+    return _common.open_model(ctx, cfg_spec, checkpoint, paths)

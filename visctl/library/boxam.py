@@ -148,13 +148,13 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     """Check the options, load the detector, resolve the target layers and build the CAM engine."""
     from visctl import cams, config, detection, models, render
     from visctl.errors import LayerError
+    from visctl.images import as_images
     from visctl.library import _common
-    from visctl.library.featmap import _paths
 
     session = session or Session(options)
     method = BoxMethod(method)
     colormap, cap = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape)
-    mi = _common.open_model(session, model, checkpoint, _paths(images, session))
+    mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
     if on_model is not None:
         on_model(mi)
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))

@@ -186,7 +186,9 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
         session.warn("--arrangement applies to --channel-reduction none only")
     if repo:
         session.cfg_options.append(f"default_scope={repo}")
-    paths = _paths(images, session)
+    from visctl.images import as_images
+
+    paths = as_images(images, note=session.note)
     mi = _common.open_model(session, model, checkpoint, paths)
     if on_model is not None:
         on_model(mi)
@@ -248,16 +250,6 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
                 compare=compare is not None, signed=signed, score_thr=score_thr, panel_size=panel_size,
                 batch_size=batch_size)
     return Plan(session, mi, names, layers, other, list(recorded) if recorded else None, params, opts)
-
-
-def _paths(images: Any, session: Session) -> list[Any]:
-    """Paths (and in-memory images) of ``images``; a list of path specs is gathered as the CLI gathers them."""
-    from visctl import images as imgs
-
-    items = list(images) if isinstance(images, (list, tuple)) else [images]
-    if items and all(isinstance(i, (str, Path)) and not isinstance(i, imgs.ArrayImage) for i in items):
-        return list(imgs.gather_images([str(i) for i in items], note=session.note))
-    return imgs.as_images(images, note=session.note)
 
 
 def compare_kinds(fa: Any, fb: Any | None, signed: bool) -> list[tuple[str, Any, bool]]:

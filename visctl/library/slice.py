@@ -117,13 +117,13 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, patch_siz
             options: RunOptions | None = None, session: Session | None = None) -> Plan:
     """Check the options and load the detector (``deploy``: switch re-parameterisable blocks)."""
     from visctl import config, models
+    from visctl.images import as_images
     from visctl.library import _common
-    from visctl.library.featmap import _paths
 
     session = session or Session(options)
     merge = Merge(merge)
     check_options(merge=merge, merge_metric=merge_metric)
-    mi = _common.open_model(session, model, checkpoint, _paths(images, session))
+    mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
     notes = []
     if deploy:
         switched = models.switch_to_deploy(mi.model)
