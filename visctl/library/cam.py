@@ -184,6 +184,7 @@ class CamRun:
     (:meth:`items`, a generator that the CLI writes as it goes), then :meth:`close`."""
 
     task = "classification"
+    score_model: Any  # what --score runs: the CAM model, or a segmenter's region scorer (its .region set per call)
 
     def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
                  topk: int, target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None,
@@ -252,6 +253,7 @@ class CamRun:
         from visctl.errors import VisctlError
 
         session, mi, names = self.session, self.mi, self.names
+        targets: list[Any]  # per image a cams.ClassTarget or cams.RankTarget: both have .category
         for engine in list(self.engines):
             reason = cams.unsupported(engine.method, self.setup.layouts)
             if reason:
@@ -317,7 +319,7 @@ class CamRun:
                 cats = [r[0] for r in rows[i]]
                 figure = None
                 if any(row_panels for _, row_panels in rows[i]):
-                    side = render.panel_size(*img.shape[:2], self.panel_size)
+                    side = render.panel_size(*img.shape[:2], self.panel_size)  # type: ignore[call-arg]  # *shape is (h, w)
                     image = render.map_figure(img, [r for r in rows[i] if r[1]], alpha=self.alpha,
                                               colormap=self.colormap, panel_side=side)
                     name = f"{stems[p]}_cam_{self.tag}_{self.layer_tag}.png".replace("++", "pp")
@@ -411,7 +413,7 @@ def _ranking_figure(rows: list[dict]) -> Figure | None:
     import cv2
     import numpy as np
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()  # type: ignore[index]  # our PNG
     return Figure("cam_ranking.png", image, "methods ranked by faithfulness (ROAD combined)")
 
 
