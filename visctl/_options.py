@@ -1,15 +1,28 @@
-"""Options every model command shares, declared once as Annotated aliases."""
+"""Options every model command shares, declared once as Annotated aliases, and the decorator that adds them.
+
+A command lists the shared options it takes with :func:`shared`; they are added to its signature (which Typer
+reads) and reach it as one frozen :class:`CommandOptions` in its ``opts`` parameter::
+
+    @opt.shared(*opt.MODEL, batch_size=4)
+    def boxam(args: ..., topk: ... = 10, *, opts: opt.CommandOptions) -> None:
+        with RunContext("boxam", opts, out_dir=opts.out_dir) as ctx: ...
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NamedTuple, Optional, TypeVar
 
 import typer
 
 from visctl.images import DEFAULT_MAX_PIXELS, SLICE_MAX_PIXELS
+from visctl.session import RunOptions
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SLICE_MAX_PIXELS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "SLICE_MAX_PIXELS", "CommandOptions", "Param", "shared"]
 
 
 def split_list(values: list[str] | None) -> list[str] | None:
@@ -26,6 +39,11 @@ THREADS_MAX = 1024
 #: DataLoader worker processes: each is a process; more than this would only exhaust the machine
 WORKERS_MAX = 64
 
+_INPUTS_HELP = "Images (files, directories, globs), then a {} or model name, then a checkpoint."
+ModelInputs = Annotated[list[str], typer.Argument(
+    metavar="IMG... CONFIG [CHECKPOINT]", help=_INPUTS_HELP.format("config file"), show_default=False)]
+DetectorInputs = Annotated[list[str], typer.Argument(
+    metavar="IMG... CONFIG [CHECKPOINT]", help=_INPUTS_HELP.format("detector config"), show_default=False)]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Run")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", min=1, max=THREADS_MAX,
@@ -76,3 +94,99 @@ PanelSize = Annotated[Optional[int], typer.Option(
     "--panel-size", min=32, max=8192, show_default=False, rich_help_panel="Output", help=_PANEL_HELP.format(cap=384))]
 BoxamPanelSize = Annotated[Optional[int], typer.Option(
     "--panel-size", min=32, max=8192, show_default=False, rich_help_panel="Output", help=_PANEL_HELP.format(cap=512))]
+
+
+@dataclass(frozen=True)
+class CommandOptions(RunOptions):
+    """The shared options of one command line: :class:`RunOptions` plus the two that only a command has
+    (the library takes them as arguments of each call)."""
+
+    out_dir: Path | None = None
+    batch_size: int | None = None
+
+
+class Param(NamedTuple):
+    """A shared option that one command declares its own way (another help or type): alias and default."""
+
+    annotation: Any
+    default: Any
+
+
+#: every shared option: its Annotated alias and its usual default (a command may give another)
+SHARED: dict[str, Param] = {
+    "unsafe_load_checkpoint": Param(UnsafeLoadCheckpoint, False),
+    "device": Param(Device, "auto"),
+    "threads": Param(Threads, None),
+    "batch_size": Param(BatchSize, 16),
+    "cfg_options": Param(CfgOptions, None),
+    "out_dir": Param(OutDir, None),
+    "backend": Param(Backend, None),
+    "show": Param(Show, False),
+    "json_out": Param(Json, False),
+    "quiet": Param(Quiet, False),
+    "seed": Param(Seed, None),
+    "debug": Param(Debug, False),
+    "max_pixels": Param(MaxPixels, DEFAULT_MAX_PIXELS),
+}
+#: the options of the commands that run a model over images, in their --help order
+MODEL = tuple(SHARED)
+#: the options of the commands that read a dataset through its pipeline (no model)
+DATA = ("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "seed", "debug", "max_pixels")
+
+
+def seed(help: str, *, optional: bool = False) -> Param:
+    """``--seed`` with a command's own help, and 0 by default: the same random draws every run."""
+    kind: Any = Optional[int] if optional else int
+    return Param(Annotated[kind, typer.Option("--seed", min=0, max=SEED_MAX, help=help)], 0)
+
+
+def after(name: str, *own: str, names: tuple[str, ...] = MODEL) -> tuple[str, ...]:
+    """``names`` with some of the command's own parameters placed after the shared option ``name``."""
+    at = names.index(name) + 1
+    return (*names[:at], *own, *names[at:])
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def shared(*names: str, **overrides: Any) -> Callable[[F], F]:
+    """Add the shared options ``names`` to a command's signature; the command gets them as ``opts``.
+
+    ``names`` are the last options of the command, in --help order. A name that is not a shared option is one
+    of the command's own parameters, moved to that place (e.g. tsne's ``--work-dir`` beside ``--out-dir``).
+    ``overrides`` give a shared option another default (``batch_size=4``) or, as a :class:`Param`, another
+    declaration (its own help text). The command declares ``opts`` (keyword-only) and receives one frozen
+    :class:`CommandOptions`; the options it did not take keep :class:`RunOptions`' defaults.
+    """
+    unknown = set(overrides) - set(names)
+    if unknown:
+        raise TypeError(f"overrides of options not taken: {sorted(unknown)}")
+    taken = [n for n in names if n in SHARED]
+
+    def add(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        own = {n: p for n, p in signature.parameters.items() if n != "opts"}
+        if "opts" not in signature.parameters or set(taken) & set(own):
+            raise TypeError(f"{command.__name__}: declare `*, opts` and none of the shared options {taken}")
+        tail = []
+        for name in names:
+            if name not in SHARED:
+                tail.append(own.pop(name))
+                continue
+            declared = overrides.get(name, SHARED[name])
+            if not isinstance(declared, Param):
+                declared = SHARED[name]._replace(default=declared)
+            tail.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                          annotation=declared.annotation, default=declared.default))
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            opts = CommandOptions.of({n: values.pop(n) for n in taken})
+            return command(**values, opts=opts)
+
+        params = [*own.values(), *tail]
+        run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}  # what typing.get_type_hints reads
+        return run  # type: ignore[return-value]
+
+    return add

@@ -5,10 +5,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import typer
+
 from visctl.context import RunContext
 from visctl.library._common import ModelInputs, class_names, load_model, preview
 
-__all__ = ["ModelInputs", "class_names", "load_model", "open_model", "preview"]
+__all__ = ["ModelInputs", "class_names", "load_model", "open_model", "preview", "preview_hook", "split_args"]
+
+
+def split_args(ctx: RunContext, args: list[str], *, default_scope: str | None = None,
+               ) -> tuple[list[Path], str, str | None]:
+    """``IMG... CONFIG [CHECKPOINT]`` -> (the gathered images, the config, the checkpoint).
+
+    The seeds' ``--cfg-options`` after the positionals join the run's (after ``default_scope=``, mmrazor's
+    ``--repo``).
+    """
+    from visctl import config
+    from visctl import images as imgs
+
+    args, extra_options = config.pop_cfg_options(args)
+    if default_scope:
+        ctx.cfg_options.append(f"default_scope={default_scope}")
+    ctx.cfg_options.extend(extra_options)
+    img_specs, cfg_spec, checkpoint = config.split_inputs(args)
+    return imgs.gather_images(img_specs, note=ctx.note), cfg_spec, checkpoint
+
+
+def preview_hook(ctx: RunContext, wanted: bool) -> Callable[[ModelInputs], None]:
+    """The library's ``on_model`` callback of ``--preview-model``: print the layers and stop, once loaded."""
+
+    def on_model(mi: ModelInputs) -> None:
+        if wanted:
+            preview(ctx, mi)
+            raise typer.Exit(0)
+
+    return on_model
 
 
 def open_model(ctx: RunContext, args: list[str], *,
@@ -18,14 +49,9 @@ def open_model(ctx: RunContext, args: list[str], *,
     ``check_paths`` sees the gathered images before anything is loaded (to refuse an option that does not
     fit their number).
     """
-    from visctl import config
-    from visctl import images as imgs
     from visctl.library import _common
 
-    args, extra_options = config.pop_cfg_options(args)
-    ctx.cfg_options.extend(extra_options)
-    img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-    paths = imgs.gather_images(img_specs, note=ctx.note)
+    paths, cfg_spec, checkpoint = split_args(ctx, args)
     if check_paths is not None:
         check_paths(paths)
     return _common.open_model(ctx, cfg_spec, checkpoint, paths)

@@ -20,11 +20,9 @@ EPILOG = """Examples:
 """
 
 
+@opt.shared(*opt.MODEL, batch_size=4)
 def boxam(
-    args: Annotated[list[str], typer.Argument(
-        metavar="IMG... CONFIG [CHECKPOINT]",
-        help="Images (files, directories, globs), then a detector config or model name, then a checkpoint.",
-        show_default=False)],
+    args: opt.DetectorInputs,
     method: Annotated[BoxMethod, typer.Option(
         "--method", "-m", case_sensitive=False,
         help="The CAM method; the gradient ones score each kept box [default: layercam, whose per-pixel "
@@ -51,45 +49,23 @@ def boxam(
     panel_size: opt.BoxamPanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
-    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
-    device: opt.Device = "auto",
-    threads: opt.Threads = None,
-    batch_size: opt.BatchSize = 4,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: opt.Seed = None,
-    debug: opt.Debug = False,
-    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
-    from visctl import config, render
-    from visctl import images as imgs
-    from visctl.commands._shared import preview
+    from visctl import render
+    from visctl.commands._shared import preview_hook, split_args
     from visctl.library import boxam as lib
-    from visctl.session import RunOptions
 
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("boxam", opts, out_dir=out_dir) as ctx:
+    with RunContext("boxam", opts, out_dir=opts.out_dir) as ctx:
         lib.check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape)  # before any work
-        args, extra_options = config.pop_cfg_options(args)
-        ctx.cfg_options.extend(extra_options)
-        img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-        paths = imgs.gather_images(img_specs, note=ctx.note)
-
-        def on_model(mi: object) -> None:
-            if preview_model:
-                preview(ctx, mi)  # type: ignore[arg-type]
-                raise typer.Exit(0)
-
+        paths, cfg_spec, checkpoint = split_args(ctx, args)
         plan = lib.prepare(paths, cfg_spec, checkpoint, method=method, target_layers=opt.split_list(target_layers),
                            topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box,
                            no_boxes=no_boxes, alpha=alpha, colormap=colormap,
                            ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
-                           panel_size=panel_size, batch_size=batch_size, session=ctx, on_model=on_model)
+                           panel_size=panel_size, batch_size=opts.batch_size, session=ctx,
+                           on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params)
         sides: set[int] = set()
         for item in lib.iter_boxam(plan):

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.commands.pipeline import SKIP, Phase
-from visctl.context import RunContext, RunOptions
+from visctl.commands.pipeline import SKIP, DataConfig, Phase, PhaseOption
+from visctl.context import RunContext
 
 EPILOG = """Examples:
 
@@ -20,11 +20,10 @@ EPILOG = """Examples:
 """
 
 
+@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms."))
 def browse(
-    config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="A config with <phase>_dataloader.dataset.",
-                                               show_default=False)],
-    phase: Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloader's dataset and pipeline.")
-                     ] = Phase.train,
+    config_file: DataConfig,
+    phase: PhaseOption = Phase.train,
     number: Annotated[int, typer.Option("--number", "--show-number", "-n", help="Samples, from the first (-1: all).")
                       ] = 32,
     skip_type: Annotated[Optional[list[str]], typer.Option(
@@ -38,24 +37,16 @@ def browse(
                                                  help="Seconds per page with --show.")] = 2.0,
     not_show: Annotated[bool, typer.Option("--not-show", help="Accepted for the peer's habit; visctl shows only "
                                            "with --show.", hidden=True)] = False,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=opt.SEED_MAX, help="Seed of the random transforms.")] = 0,
-    debug: opt.Debug = False,
-    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("browse", opts, out_dir=out_dir) as ctx:
+    with RunContext("browse", opts, out_dir=opts.out_dir) as ctx:
         ctx.show_interval = show_interval
         from visctl.library import browse as lib
 
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
-                       num_workers=num_workers, seed=seed, session=ctx, config_name=config_file)
+                       num_workers=num_workers, seed=opts.seed, session=ctx, config_name=config_file)
         writer = ctx.open_writer(run.params)
         for page in lib.iter_pages(run, ctx):
             page.write(writer)

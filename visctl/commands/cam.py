@@ -10,7 +10,7 @@ import typer
 
 from visctl import _options as opt
 from visctl.commands._shared import open_model, preview
-from visctl.context import RunContext, RunOptions
+from visctl.context import RunContext
 
 
 class Task(str, Enum):
@@ -31,11 +31,9 @@ EPILOG = """Examples:
 """
 
 
+@opt.shared(*opt.MODEL)
 def cam(
-    args: Annotated[list[str], typer.Argument(
-        metavar="IMG... CONFIG [CHECKPOINT]",
-        help="Images (files, directories, globs), then a config file or model name, then a checkpoint.",
-        show_default=False)],
+    args: opt.ModelInputs,
     method: Annotated[str, typer.Option(
         "--method", "-m", help="gradcam, gradcam++, xgradcam, eigencam, eigengradcam, layercam, hirescam, "
         "gradcamelementwise, scorecam, ablationcam, fullgrad, shapleycam, kpca_cam, fem, randomcam, or all "
@@ -87,27 +85,15 @@ def cam(
         show_default=False)] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
-    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
-    device: opt.Device = "auto",
-    threads: opt.Threads = None,
-    batch_size: opt.BatchSize = 16,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: opt.Seed = None,
-    debug: opt.Debug = False,
-    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
     from visctl import output
     from visctl.library import cam as library
 
     to_file = save_path is not None and save_path.suffix != "" and not save_path.is_dir()
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or out_dir),
+    with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or opts.out_dir),
                     out_files=[("--save-path", save_path)] if to_file else None) as ctx:
         methods, colormap = library.check_options(method, colormap)
         if output.single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
@@ -120,7 +106,7 @@ def cam(
                             target_layers=opt.split_list(target_layers), vit_like=vit_like,
                             num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                             ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,
-                            panel_size=panel_size, save_raw=save_raw, batch_size=batch_size, score=score,
+                            panel_size=panel_size, save_raw=save_raw, batch_size=opts.batch_size, score=score,
                             task=task.value, target_mask=target_mask, target_box=target_box)
         single_file = run.task == "classification" and output.single_output(save_path, len(mi.paths))
         writer = ctx.open_writer(run.params, out_dir=(save_path.parent if single_file else save_path)

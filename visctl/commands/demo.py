@@ -23,11 +23,12 @@ def examples_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "examples"
 
 
+@opt.shared("threads", "quiet")
 def demo(
     images: Annotated[int, typer.Option("--images", min=4, max=200, help="Generated images per dataset.")] = 12,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", "-o", help="Output root.")] = None,
-    threads: opt.Threads = None,
-    quiet: opt.Quiet = False,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Run every command on the demo models and print the path of the gallery that links the results."""
     import time
@@ -37,7 +38,7 @@ def demo(
     from visctl.session import RunOptions
 
     root = (out_dir or Path("visctl-out") / "demo").resolve()
-    with RunContext("demo", RunOptions(threads=threads, quiet=quiet), out_dir=root) as ctx:
+    with RunContext("demo", opts, out_dir=root) as ctx:
         ex = examples_dir()
         cls_cfg, det_cfg, mae_cfg, seg_cfg = (ex / d / "config.py" for d in (
             "demo_classifier", "demo_detector", "demo_mae", "demo_segmenter"))

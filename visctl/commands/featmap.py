@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
-from visctl.commands._shared import preview
 from visctl.context import RunContext
 from visctl.featmaps import Normalize, Reduction
 
@@ -23,11 +21,9 @@ EPILOG = """Examples:
 """
 
 
+@opt.shared(*opt.MODEL)
 def featmap(
-    args: Annotated[list[str], typer.Argument(
-        metavar="IMG... CONFIG [CHECKPOINT]",
-        help="Images (files, directories, globs), then a config file or model name, then a checkpoint.",
-        show_default=False)],
+    args: opt.ModelInputs,
     target_layers: opt.TargetLayers = None,
     channel_reduction: Annotated[Reduction, typer.Option(
         "--channel-reduction", "--channel_reduction", help="How channels become one map (none: the top-k channels).",
@@ -70,71 +66,33 @@ def featmap(
     panel_size: opt.PanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
-    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
-    device: opt.Device = "auto",
-    threads: opt.Threads = None,
-    batch_size: opt.BatchSize = 16,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: opt.Seed = None,
-    debug: opt.Debug = False,
-    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
-    from visctl import config, output
-    from visctl import images as imgs
-    from visctl.errors import InputError, VisctlError
+    from visctl import output
+    from visctl.commands._shared import preview_hook, split_args
+    from visctl.errors import InputError
     from visctl.library import featmap as lib
-    from visctl.session import RunOptions
 
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("featmap", opts, out_dir=out_file.parent if out_file else out_dir,
+    with RunContext("featmap", opts, out_dir=out_file.parent if out_file else opts.out_dir,
                     out_files=[("--out-file", out_file)]) as ctx:
+        checks = dict(channel_reduction=channel_reduction, topk=topk, colormap=colormap, signed=signed)
         compare_list = opt.split_list(compare)
-        lib.check_options(channel_reduction=channel_reduction, topk=topk, arrangement=arrangement,
-                          colormap=colormap, compare=compare_list, signed=signed)
+        lib.check_options(arrangement=arrangement, compare=compare_list, **checks)
         output.check_output_file(out_file, "--out-file")
-        args, recorded, compare_layout = config.split_recorder_args(args)
-        if compare_layout:
-            if compare_list:
-                raise VisctlError("two second models: CONFIG2 in the positional arguments and --compare",
-                                  hint="give one of them")
-            compare_list = compare_layout
-            lib.check_options(channel_reduction=channel_reduction, topk=topk, arrangement=None,
-                              colormap=colormap, compare=compare_list, signed=signed)
-        if compare_list and len(compare_list) > 2:
-            raise VisctlError("--compare takes CONFIG2[,CHECKPOINT2]", hint=f"got {compare_list}")
-        args, extra_options = config.pop_cfg_options(args)
-        img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-        paths = imgs.gather_images(img_specs, note=ctx.note)
+        args, recorded, compare_list = lib.second_model(args, compare_list, **checks)
+        paths, cfg_spec, checkpoint = split_args(ctx, args, default_scope=repo)
         if out_file is not None and len(paths) > 1:  # before any work, not after every map is computed
             raise InputError(f"--out-file names one file, and there are {len(paths)} images",
                              hint="use --out-dir for several images")
-        if repo:
-            ctx.cfg_options.append(f"default_scope={repo}")
-        ctx.cfg_options.extend(extra_options)
-
-        def on_model(mi: Any) -> None:
-            if preview_model:
-                preview(ctx, mi)
-                raise typer.Exit(0)
-
         plan = lib.prepare(paths, cfg_spec, checkpoint, target_layers=opt.split_list(target_layers),
                            channel_reduction=channel_reduction, topk=topk, arrangement=arrangement, overlaid=overlaid,
                            alpha=alpha, use_norm=use_norm, normalize=normalize, resize_shape=resize_shape,
                            colormap=colormap, compare=compare_list[0] if compare_list else None,
                            compare_checkpoint=compare_list[1] if compare_list and len(compare_list) > 1 else None,
-                           signed=signed, score_thr=score_thr, panel_size=panel_size, batch_size=batch_size,
-                           recorded=recorded, session=ctx, on_model=on_model)
+                           signed=signed, score_thr=score_thr, panel_size=panel_size, batch_size=opts.batch_size,
+                           recorded=recorded, session=ctx, on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
-        started = time.time()
-        out = lib.FeatmapWriter(writer, save_raw=save_raw, out_file=out_file)
-        for item in lib.iter_featmap(plan):
-            out.add(item)
-        out.close(plan.opts["flat_maps"])
-        writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
+        lib.write_run(plan, writer, save_raw=save_raw, out_file=out_file)
         ctx.finish()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.context import RunContext, RunOptions
+from visctl.context import RunContext
 
 EPILOG = """Examples:
 
@@ -39,6 +39,9 @@ class LogLevel(str, Enum):
     CRITICAL = "CRITICAL"
 
 
+@opt.shared("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "debug", json_out=opt.Param(
+    Annotated[bool, typer.Option("--json", help="Print the manifest and every iteration's values as JSON on "
+                                 "stdout.")], False))
 def lr(
     config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="An mmengine config with optim_wrapper, "
                                                "param_scheduler and train_cfg.", show_default=False)],
@@ -68,19 +71,12 @@ def lr(
     log_level: Annotated[LogLevel, typer.Option(
         "--log-level", "--log_level", case_sensitive=False, help="DEBUG = --debug (tracebacks, every detail); "
         "INFO and above: the default messages.")] = LogLevel.WARNING,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest and every iteration's values "
-                                           "as JSON on stdout.")] = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
-    debug = debug or log_level is LogLevel.DEBUG  # the seed's logger levels onto visctl's verbosity
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("lr", opts, out_dir=save_path.parent if save_path else out_dir,
+    debug = opts.debug or log_level is LogLevel.DEBUG  # the seed's logger levels onto visctl's verbosity
+    with RunContext("lr", opts.replace(debug=debug), out_dir=save_path.parent if save_path else opts.out_dir,
                     out_files=[("--save-path", save_path), ("--csv", csv)]) as ctx:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.context import RunContext, RunOptions
+from visctl.context import RunContext
 
 EPILOG = """Examples:
 
@@ -37,11 +37,16 @@ class Mode(str, Enum):
     pipeline = "pipeline"
 
 
+#: the dataset commands' (pipeline, browse) positional CONFIG and --phase
+DataConfig = Annotated[str, typer.Argument(metavar="CONFIG", help="A config with <phase>_dataloader.dataset.",
+                                           show_default=False)]
+PhaseOption = Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloader's dataset and pipeline.")]
+
+
+@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms (the same views each run)."))
 def pipeline(
-    config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="A config with <phase>_dataloader.dataset.",
-                                               show_default=False)],
-    phase: Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloader's dataset and pipeline.")
-                     ] = Phase.train,
+    config_file: DataConfig,
+    phase: PhaseOption = Phase.train,
     number: Annotated[int, typer.Option("--number", "-n", help="How many samples, from the first (-1: all).")] = 20,
     skip_type: Annotated[Optional[list[str]], typer.Option(
         "--skip-type", "--skip_type", help="Transform types left out (repeatable) "
@@ -58,25 +63,15 @@ def pipeline(
     bgr2rgb: Annotated[bool, typer.Option("--bgr2rgb", help="Swap the channels of the loaded images.")] = False,
     window_size: Annotated[str, typer.Option("--window-size", "--window_size", help="W*H inches of --show.")
                            ] = "12*7",
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option(
-        "--seed", min=0, max=opt.SEED_MAX, help="Seed of the random transforms (the same views each run).")
-                    ] = 0,
-    debug: opt.Debug = False,
-    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("pipeline", opts, out_dir=out_dir) as ctx:
+    with RunContext("pipeline", opts, out_dir=opts.out_dir) as ctx:
         from visctl.library import pipeline as lib
 
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
-                       min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb, seed=seed,
+                       min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb, seed=opts.seed,
                        record=mode is Mode.pipeline, session=ctx, config_name=config_file)
         writer = ctx.open_writer(run.params)
         for view in lib.iter_pipeline_views(run, ctx):

@@ -22,6 +22,7 @@ EPILOG = """Examples:
 """
 
 
+@opt.shared(*opt.MODEL, seed=opt.seed("The same masks every run.", optional=True))
 def recon(
     args: Annotated[list[str], typer.Argument(
         metavar="[IMG...] CONFIG [CHECKPOINT]",
@@ -50,25 +51,11 @@ def recon(
         "--norm-pix", "--norm_pix", help="The model predicts per-patch normalised pixels: un-normalise with the "
         "visible patches' statistics [default: the model's norm_pix_loss].")] = False,
     save_raw: opt.SaveRaw = False,
-    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
-    device: opt.Device = "auto",
-    threads: opt.Threads = None,
-    batch_size: opt.BatchSize = 16,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=opt.SEED_MAX, help="The same masks every run.")] = 0,
-    debug: opt.Debug = False,
-    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
-    from visctl.session import RunOptions
-
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("recon", opts, out_dir=out_dir, out_files=[("--out-file", out_file)]) as ctx:
+    with RunContext("recon", opts, out_dir=opts.out_dir, out_files=[("--out-file", out_file)]) as ctx:
         from visctl import output
         from visctl.commands._shared import open_model
         from visctl.errors import InputError
@@ -84,11 +71,11 @@ def recon(
 
         mi = open_model(ctx, _seed_args(args, img_path, checkpoint_opt), check_paths=one_image)
         plan = lib.plan(ctx, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
-                        norm_pix=norm_pix, target_generator=target_generator, seed=seed)
+                        norm_pix=norm_pix, target_generator=target_generator, seed=opts.seed)
         writer = ctx.open_writer(plan.params)
         for note in plan.notes:
             writer.note(note)
-        for item in lib.iter_reconstruct(ctx, plan, batch_size):
+        for item in lib.iter_reconstruct(ctx, plan, opts.batch_size):
             item.write(writer, save_raw, target=out_file)
             entry = item.input_entry()
             writer.add_input(entry.pop("path"), **entry)

@@ -21,11 +21,11 @@ EPILOG = """Examples:
 """
 
 
+@opt.shared(*opt.after("unsafe_load_checkpoint", "deploy", "tta", "save_patch"), batch_size=8,
+            max_pixels=opt.SLICE_MAX_PIXELS, debug=opt.Param(Annotated[bool, typer.Option(
+                "--debug", help="Also draw the tile grid and every unmerged box; show tracebacks.")], False))
 def slice_(
-    args: Annotated[list[str], typer.Argument(
-        metavar="IMG... CONFIG [CHECKPOINT]",
-        help="Images (files, directories, globs), then a detector config or model name, then a checkpoint.",
-        show_default=False)],
+    args: opt.DetectorInputs,
     patch_size: Annotated[Optional[int], typer.Option("--patch-size", "--patch_size", min=8,
                                                       help="Tile side in pixels [default: visctl.patch_size, "
                                                       "else 640].", show_default=False)] = None,
@@ -47,44 +47,26 @@ def slice_(
                                              "tile, and merge.")] = False,
     max_side: Annotated[int, typer.Option("--max-side", min=256, help="Longest side of the saved pictures.")
                         ] = 4096,
-    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
     deploy: Annotated[bool, typer.Option("--deploy", help="Call switch_to_deploy() on the modules that have it "
                                          "(fuses RepVGG-style blocks) before inference.")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Not supported (mmyolo's test-time augmentation); an error "
                                       "says what to use instead.", hidden=True)] = False,
     save_patch: Annotated[bool, typer.Option("--save-patch", "--save_patch", help="With --debug: one picture per "
                                              "tile with that tile's boxes, in <image>_patch/.")] = False,
-    device: opt.Device = "auto",
-    threads: opt.Threads = None,
-    batch_size: opt.BatchSize = 8,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: opt.Seed = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Also draw the tile grid and every unmerged box; show "
-                                        "tracebacks.")] = False,
-    max_pixels: opt.MaxPixels = opt.SLICE_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
-    from visctl import config
-    from visctl import images as imgs
+    from visctl.commands._shared import split_args
     from visctl.library import slice as lib
-    from visctl.session import RunOptions
 
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("slice", opts, out_dir=out_dir) as ctx:
+    with RunContext("slice", opts, out_dir=opts.out_dir) as ctx:
         lib.check_options(merge=merge, merge_metric=merge_metric, merge_nms_type=merge_nms_type, tta=tta)
-        args, extra_options = config.pop_cfg_options(args)
-        ctx.cfg_options.extend(extra_options)
-        img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-        paths = imgs.gather_images(img_specs, note=ctx.note)
+        paths, cfg_spec, checkpoint = split_args(ctx, args)
         plan = lib.prepare(paths, cfg_spec, checkpoint, patch_size=patch_size,
                            patch_overlap_ratio=patch_overlap_ratio, merge=merge, merge_iou_thr=merge_iou_thr,
                            merge_metric=merge_metric, score_thr=score_thr, full_image=full_image, max_side=max_side,
-                           batch_size=batch_size, debug=debug, deploy=deploy, save_patch=save_patch, session=ctx)
+                           batch_size=opts.batch_size, debug=opts.debug, deploy=deploy, save_patch=save_patch, session=ctx)
         writer = ctx.open_writer(plan.params)
         for note in plan.notes:
             writer.note(note)

@@ -24,6 +24,8 @@ EPILOG = """Examples:
 """
 
 
+@opt.shared(*opt.after("out_dir", "work_dir"), batch_size=32,
+            seed=opt.seed("Seed of the sampling and the embedding."))
 def tsne(
     config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="A config with a model and a dataset.",
                                                show_default=False)],
@@ -86,38 +88,21 @@ def tsne(
                                                  show_default=False)] = None,
     num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, max=opt.WORKERS_MAX,
                                                  help="DataLoader workers.")] = 0,
-    unsafe_load_checkpoint: opt.UnsafeLoadCheckpoint = False,
-    device: opt.Device = "auto",
-    threads: opt.Threads = None,
-    batch_size: opt.BatchSize = 32,
-    cfg_options: opt.CfgOptions = None,
-    out_dir: opt.OutDir = None,
     work_dir: Annotated[Optional[Path], typer.Option(
         "--work-dir", "--work_dir", help="The seeds' name for --out-dir.", rich_help_panel="Output",
         show_default=False)] = None,
-    backend: opt.Backend = None,
-    show: opt.Show = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=opt.SEED_MAX, help="Seed of the sampling and the embedding.")] = 0,
-    debug: opt.Debug = False,
-    max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    *,
+    opts: opt.CommandOptions,
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
-    from visctl.session import RunOptions
-
-    opts = RunOptions.of(locals())  # the shared options, one object
-    with RunContext("tsne", opts, out_dir=out_dir or work_dir) as ctx:
+    with RunContext("tsne", opts, out_dir=opts.out_dir or work_dir) as ctx:
         import time
 
-        import numpy as np
-
-        from visctl import output
         from visctl.errors import VisctlError
         from visctl.library import embed as lib
 
-        if out_dir and work_dir and Path(out_dir).resolve() != Path(work_dir).resolve():
-            raise VisctlError(f"--out-dir {out_dir} and --work-dir {work_dir} name two directories",
+        if opts.out_dir and work_dir and opts.out_dir.resolve() != Path(work_dir).resolve():
+            raise VisctlError(f"--out-dir {opts.out_dir} and --work-dir {work_dir} name two directories",
                               hint="--work-dir is the seeds' name for --out-dir: give one of them")
         if checkpoint and checkpoint_opt:
             raise VisctlError(f"two checkpoints: {checkpoint} (positional) and --checkpoint {checkpoint_opt}",
@@ -134,33 +119,14 @@ def tsne(
                      class_idx=class_idx, method=method.value, n_components=n_components, init=init,
                      n_iter_without_progress=n_iter_without_progress, perplexity=perplexity, n_iter=n_iter,
                      learning_rate=learning_rate, early_exaggeration=early_exaggeration, metric=metric, legend=legend,
-                     marker_size=marker_size, thumbnails=thumbnails, title=title, seed=seed, world_size=world,
+                     marker_size=marker_size, thumbnails=thumbnails, title=title, seed=opts.seed, world_size=world,
                      notes=notes)
         p.title_stem = Path(config_file).stem
         # rank 0 opens the run's record now, so that an interrupt during extraction leaves a true manifest
         writer = ctx.open_writer(p.params) if rank == 0 else None
-        ext = lib.extract(ctx, p, ctx.out_dir, batch_size=batch_size, num_workers=num_workers, rank=rank, world=world)
-        if ext is None:  # another rank: its shard is gathered by rank 0
+        ext = lib.extract(ctx, p, ctx.out_dir, batch_size=opts.batch_size, num_workers=num_workers, rank=rank,
+                          world=world)
+        if ext is None or writer is None:  # another rank: its shard is gathered by rank 0
             return
-        assert writer is not None
-        extracted = time.time() - ctx.started
-        lib.settle_perplexity(ctx, p, len(ext["rows"]))
-        writer.manifest["params"].update({k: p.params[k] for k in ("perplexity", "perplexity_requested", "samples")})
-        for label, path in ext["features"].items():  # finished: listed now, whatever happens to the embedding
-            with output.uninterrupted():
-                shape = np.load(path, mmap_mode="r").shape
-                writer.add_output(path, "array", caption=f"{label}: features ({shape[0]} x {shape[1]})")
-        for name in ext["names"]:
-            writer.add_input(name)
-        for name, message in ext["failures"]:
-            ctx.skip(name, message)
-        quality = {}
-        for layer in lib.iter_layers(ctx, p, ext):
-            layer.write(writer)
-            quality[layer.label] = layer.quality
-        lib.write_labels(writer, ext["rows"], ext["labels"], ext["names"], lib.class_names_of(p, ext["labels"]))
-        for note in p.notes:
-            writer.note(note)
-        writer.manifest["quality"] = quality
-        writer.manifest["timings"]["extract_s"] = round(extracted, 3)
+        lib.write_run(ctx, p, ext, writer, extract_s=time.time() - ctx.started)
         ctx.finish()

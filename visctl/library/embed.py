@@ -321,6 +321,34 @@ def settle_perplexity(session: Session, p: EmbedPlan, samples: int) -> None:
     p.params.update(perplexity=used, perplexity_requested=asked, samples=samples)
 
 
+def write_run(session: Session, p: EmbedPlan, ext: dict[str, Any], writer: OutputWriter, extract_s: float) -> None:
+    """Write an extraction as ``visctl tsne`` does: the features first (listed whatever happens to the embedding),
+    the inputs and the skipped ones, each layer's embedding as it is done, the labels, notes, quality, timing."""
+    import numpy as np
+
+    from visctl import output
+
+    settle_perplexity(session, p, len(ext["rows"]))
+    writer.manifest["params"].update({k: p.params[k] for k in ("perplexity", "perplexity_requested", "samples")})
+    for label, path in ext["features"].items():
+        with output.uninterrupted():
+            shape = np.load(path, mmap_mode="r").shape
+            writer.add_output(path, "array", caption=f"{label}: features ({shape[0]} x {shape[1]})")
+    for name in ext["names"]:
+        writer.add_input(name)
+    for name, message in ext["failures"]:
+        session.skip(name, message)
+    quality = {}
+    for layer in iter_layers(session, p, ext):
+        layer.write(writer)
+        quality[layer.label] = layer.quality
+    write_labels(writer, ext["rows"], ext["labels"], ext["names"], class_names_of(p, ext["labels"]))
+    for note in p.notes:
+        writer.note(note)
+    writer.manifest["quality"] = quality
+    writer.manifest["timings"]["extract_s"] = round(extract_s, 3)
+
+
 def class_names_of(p: EmbedPlan, labels: list[int]) -> list[str]:
     """The dataset's class names, else the label numbers."""
     return list(p.dataset.classes or [str(i) for i in range(max(labels) + 1 if len(labels) else 1)])

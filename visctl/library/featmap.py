@@ -252,6 +252,42 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
     return Plan(session, mi, names, layers, other, list(recorded) if recorded else None, params, opts)
 
 
+def second_model(args: list[str], compare: list[str] | None, *, channel_reduction: Reduction, topk: int,
+                 colormap: str | None, signed: bool) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """The command line's second model, from ``--compare CONFIG2[,CHECKPOINT2]`` or mmrazor's positional layout
+    with a visualisation config (:func:`visctl.config.split_recorder_args`).
+
+    Returns (``IMG... CONFIG [CHECKPOINT]``, the recorded layers or None, ``[CONFIG2]`` / ``[CONFIG2,
+    CHECKPOINT2]`` or None); two second models, or more than two values in ``compare``, are refused.
+    """
+    from visctl import config
+    from visctl.errors import VisctlError
+
+    args, recorded, compare_layout = config.split_recorder_args(args)
+    if compare_layout:
+        if compare:
+            raise VisctlError("two second models: CONFIG2 in the positional arguments and --compare",
+                              hint="give one of them")
+        compare = compare_layout
+        check_options(channel_reduction=channel_reduction, topk=topk, arrangement=None, colormap=colormap,
+                      compare=compare, signed=signed)
+    if compare and len(compare) > 2:
+        raise VisctlError("--compare takes CONFIG2[,CHECKPOINT2]", hint=f"got {compare}")
+    return args, recorded, compare
+
+
+def write_run(plan: Plan, writer: OutputWriter, *, save_raw: bool = False, out_file: Path | None = None) -> None:
+    """Compute and write every image as ``visctl featmap`` does (see :class:`FeatmapWriter`), with its timing."""
+    import time
+
+    started = time.time()
+    out = FeatmapWriter(writer, save_raw=save_raw, out_file=out_file)
+    for item in iter_featmap(plan):
+        out.add(item)
+    out.close(plan.opts["flat_maps"])
+    writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
+
+
 def compare_kinds(fa: Any, fb: Any | None, signed: bool) -> list[tuple[str, Any, bool]]:
     """(kind, feature, signed) of one image's layer: A alone, or A, B and |A-B| (A-B with ``signed``)."""
     if fb is None:
