@@ -91,7 +91,7 @@ class RunOptions:
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> RunOptions:
-        """The options among ``values`` (a command's parameters, ``locals()``); the others keep their defaults."""
+        """The options among ``values`` (a command line's parsed values, by name); the others keep their defaults."""
         found = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
         found["cfg_options"] = tuple(found.get("cfg_options") or ())
         return cls(**found)

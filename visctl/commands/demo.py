@@ -34,56 +34,63 @@ def demo(
     import time
 
     from visctl.context import RunContext
-    from visctl.errors import InputError
-    from visctl.session import RunOptions
+    from visctl.output import write_root_index
 
     root = (out_dir or Path("visctl-out") / "demo").resolve()
     with RunContext("demo", opts, out_dir=root) as ctx:
-        ex = examples_dir()
-        cls_cfg, det_cfg, mae_cfg, seg_cfg = (ex / d / "config.py" for d in (
-            "demo_classifier", "demo_detector", "demo_mae", "demo_segmenter"))
-        for cfg in (cls_cfg, det_cfg, mae_cfg, seg_cfg):
-            if not cfg.is_file():
-                raise InputError(f"demo config not found: {cfg}",
-                                 hint="run visctl demo from a clone of the repository (pip install -e .)")
+        configs = _configs()
         data = _write_data(root, images)
-        import visctl
-
-        data_root = f"test_dataloader.dataset.data_root={data['embedding']}"
-        train_root = f"train_dataloader.dataset.data_root={data['classes']}"
-        base = RunOptions(threads=ctx.threads)
-        seeded = base.replace(seed=0)
-        classes, first4 = str(data["classes"]), [str(p) for p in sorted(data["classes"].rglob("*.png"))[:4]]
-        # each step is a library call; its result is saved as the command would save it
-        steps: list[tuple[str, Callable[[], Any]]] = [
-            ("cam", lambda: visctl.cam(classes, cls_cfg, method="gradcam,layercam,eigencam", topk=2,
-                                       options=seeded)),
-            ("cam-score", lambda: visctl.cam(first4, cls_cfg, method="gradcam,layercam,eigencam", score=True,
-                                             options=seeded)),
-            ("cam-segmentation", lambda: visctl.cam(str(data["seg"]), seg_cfg, method="gradcam,layercam",
-                                                    options=base)),
-            ("featmap", lambda: visctl.featmap(classes, cls_cfg, target_layers=["backbone.layer2", "backbone.layer4"],
-                                               options=base)),
-            ("tsne", lambda: visctl.embed(cls_cfg, n_iter=500, options=base.replace(cfg_options=[data_root]))),
-            ("pipeline", lambda: visctl.pipeline_views(cls_cfg, number=4, mode="pipeline",
-                                                       options=base.replace(cfg_options=[train_root]))),
-            ("browse", lambda: visctl.browse(cls_cfg, number=images, options=base.replace(cfg_options=[train_root]))),
-            ("lr", lambda: visctl.schedule(cls_cfg, dataset_size=6000, options=base)),
-            ("boxam", lambda: visctl.boxam(str(data["scenes"]), det_cfg, per_box=True, options=base)),
-            ("slice", lambda: visctl.slice_detect(str(data["big"]), det_cfg, patch_size=128, debug=True,
-                                                  options=base)),
-            ("recon", lambda: visctl.reconstruct(str(data["mae"]), mae_cfg, seed=0, options=base)),
-        ]
-        for name, call in steps:
+        for name, call in _steps(configs, data, images, ctx.threads):
             started = time.time()
             result = call()
             result.save(root / name)
             for path, error in result.failures:
                 ctx.warn(f"{name}: {path}: {error}")
             ctx.log(f"{name:16s} {time.time() - started:5.1f} s  -> {root / name}")
-        from visctl.output import write_root_index
-
         ctx.result(str(write_root_index(root)))  # on the real stdout: RunContext sends print() to stderr
+
+
+def _configs() -> dict[str, Path]:
+    """The demo models' configs in examples/: classifier, detector, mae, segmenter."""
+    from visctl.errors import InputError
+
+    ex = examples_dir()
+    configs = {kind: ex / f"demo_{kind}" / "config.py" for kind in ("classifier", "detector", "mae", "segmenter")}
+    for cfg in configs.values():
+        if not cfg.is_file():
+            raise InputError(f"demo config not found: {cfg}",
+                             hint="run visctl demo from a clone of the repository (pip install -e .)")
+    return configs
+
+
+def _steps(configs: dict[str, Path], data: dict[str, Path], images: int, threads: int | None,
+           ) -> list[tuple[str, Callable[[], Any]]]:
+    """Each step is a library call; its result is saved as the command would save it."""
+    import visctl
+    from visctl.session import RunOptions
+
+    cls_cfg, det_cfg, mae_cfg, seg_cfg = (configs[k] for k in ("classifier", "detector", "mae", "segmenter"))
+    data_root = f"test_dataloader.dataset.data_root={data['embedding']}"
+    train_root = f"train_dataloader.dataset.data_root={data['classes']}"
+    base = RunOptions(threads=threads)
+    seeded = base.replace(seed=0)
+    classes, first4 = str(data["classes"]), [str(p) for p in sorted(data["classes"].rglob("*.png"))[:4]]
+    return [
+        ("cam", lambda: visctl.cam(classes, cls_cfg, method="gradcam,layercam,eigencam", topk=2, options=seeded)),
+        ("cam-score", lambda: visctl.cam(first4, cls_cfg, method="gradcam,layercam,eigencam", score=True,
+                                         options=seeded)),
+        ("cam-segmentation", lambda: visctl.cam(str(data["seg"]), seg_cfg, method="gradcam,layercam", options=base)),
+        ("featmap", lambda: visctl.featmap(classes, cls_cfg, target_layers=["backbone.layer2", "backbone.layer4"],
+                                           options=base)),
+        ("tsne", lambda: visctl.embed(cls_cfg, n_iter=500, options=base.replace(cfg_options=[data_root]))),
+        ("pipeline", lambda: visctl.pipeline_views(cls_cfg, number=4, mode="pipeline",
+                                                   options=base.replace(cfg_options=[train_root]))),
+        ("browse", lambda: visctl.browse(cls_cfg, number=images, options=base.replace(cfg_options=[train_root]))),
+        ("lr", lambda: visctl.schedule(cls_cfg, dataset_size=6000, options=base)),
+        ("boxam", lambda: visctl.boxam(str(data["scenes"]), det_cfg, per_box=True, options=base)),
+        ("slice", lambda: visctl.slice_detect(str(data["big"]), det_cfg, patch_size=128, debug=True, options=base)),
+        ("recon", lambda: visctl.reconstruct(str(data["mae"]), mae_cfg, seed=0, options=base)),
+    ]
 
 
 def _write_data(root: Path, n: int) -> dict[str, Path]:
