@@ -68,7 +68,7 @@ def boxam(
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
     from visctl import config, render
     from visctl import images as imgs
-    from visctl.commands._shared import preview
+    from visctl.commands._shared import finish, preview
     from visctl.library import boxam as lib
     from visctl.session import RunOptions
 
@@ -96,4 +96,10 @@ def boxam(
             sides.add(item.side)
             writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
             item.write(writer, save_raw)
-        ctx.finish()
+        if ctx.world > 1:  # under torchrun: every rank's records and panel sizes, on every rank
+            from visctl import distributed
+
+            parts = distributed.merge_records(writer, plan.mi.paths, batch_size, sorted(sides))
+            if any(parts):
+                writer.manifest["params"]["panel_size"] = render.sizes_param({s for part in parts for s in part})
+        finish(ctx)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.commands._shared import preview
+from visctl.commands._shared import finish, preview
 from visctl.context import RunContext
 from visctl.featmaps import Normalize, Reduction
 
@@ -135,6 +135,7 @@ def featmap(
         out = lib.FeatmapWriter(writer, save_raw=save_raw, out_file=out_file)
         for item in lib.iter_featmap(plan):
             out.add(item)
+        lib.merge_ranks(plan, out)  # under torchrun: every rank's records, on every rank
         out.close(plan.opts["flat_maps"])
         writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
-        ctx.finish()
+        finish(ctx)

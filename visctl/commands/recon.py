@@ -70,7 +70,7 @@ def recon(
     opts = RunOptions.of(locals())  # the shared options, one object
     with RunContext("recon", opts, out_dir=out_dir, out_files=[("--out-file", out_file)]) as ctx:
         from visctl import output
-        from visctl.commands._shared import open_model
+        from visctl.commands._shared import finish, open_model
         from visctl.errors import InputError
         from visctl.library import reconstruct as lib
 
@@ -92,7 +92,11 @@ def recon(
             item.write(writer, save_raw, target=out_file)
             entry = item.input_entry()
             writer.add_input(entry.pop("path"), **entry)
-        ctx.finish()
+        if ctx.world > 1:  # under torchrun: every rank's records, on every rank
+            from visctl import distributed
+
+            distributed.merge_records(writer, mi.paths, batch_size)
+        finish(ctx)
 
 
 def _seed_args(args: list[str], img_path: list[str] | None, checkpoint: str | None) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
+from visctl.commands._shared import finish
 from visctl.context import RunContext
 from visctl.detection import Merge
 
@@ -93,8 +94,15 @@ def slice_(
         for item in lib.iter_slice(plan):
             item.write(writer)
             results.extend(item.records)
+        if ctx.world > 1:  # under torchrun: every rank's records, results and tiles, one image per turn
+            from visctl import distributed
+
+            parts = distributed.merge_records(writer, plan.mi.paths, 1,
+                                              dict(results=[(r["file_name"], r) for r in results], tiles=plan.tiles))
+            results = distributed.in_run_order([part["results"] for part in parts], plan.mi.paths, 1)
+            plan.tiles = sum(part["tiles"] for part in parts)
         elapsed = time.time() - started
         lib.write_results(writer, results)
         writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
         writer.manifest["timings"]["tiles_per_s"] = round(plan.tiles / elapsed, 2) if elapsed else None
-        ctx.finish()
+        finish(ctx)

@@ -237,6 +237,8 @@ def iter_slice(plan: Plan) -> Iterator[SliceImage]:
     ctx, mi, o = plan.session, plan.mi, plan.opts
     stems = output.input_stems(mi.paths)
     for image_id, p in enumerate(mi.paths):
+        if ctx.world > 1 and image_id % ctx.world != ctx.rank:  # under torchrun: one image per turn per rank
+            continue
         try:
             img = images.read_image(p, ctx.max_pixels)
         except VisctlError as err:
