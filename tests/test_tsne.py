@@ -110,7 +110,8 @@ def test_two_processes_give_the_same_features(held_out, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "visctl", *args, "-o", str(tmp_path / "one")], check=True, env=env,
                    capture_output=True, cwd=ROOT)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                    "--master-port", str(_free_port()),
                     "-m", "visctl", *args, "-o", str(tmp_path / "two")], check=True, env=env, capture_output=True,
                    cwd=ROOT)
     one = np.load(tmp_path / "one" / "features_backbone_layer4.npy")
@@ -119,6 +120,14 @@ def test_two_processes_give_the_same_features(held_out, tmp_path):
     assert np.allclose(one, two, atol=1e-5)
     assert manifest(tmp_path / "two")["params"]["world_size"] == 2
     _every_file_is_listed(tmp_path / "two", manifest(tmp_path / "two"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _every_file_is_listed(out, m):

@@ -20,6 +20,7 @@ from visctl.errors import (
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
     EXIT_TERMINATED,
+    EXIT_USAGE,
     InputWarning,
     OutputError,
     Terminated,
@@ -76,6 +77,12 @@ class RunContext(Session):
         self._stdout = sys.stdout
         sys.stdout = sys.stderr
         try:
+            if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):  # under torchrun: one rank of several
+                from visctl import distributed
+
+                distributed.join(self)
+                if self.rank:  # rank 0 speaks for the run
+                    self.quiet = self.console.quiet = True
             if self.backend:
                 from visctl.output import check_backend
 
@@ -87,7 +94,7 @@ class RunContext(Session):
         except VisctlError as err:
             sys.stdout = self._stdout
             output.remove_empty(self._created)
-            raise typer.Exit(report(err, self.debug)) from None
+            raise typer.Exit(self._report(err)) from None
         self._install_signals()
         # what the library warns about an input (InputWarning) is a `warning:` line of the run, every time
         self._warnings = warnings.catch_warnings()
@@ -140,6 +147,8 @@ class RunContext(Session):
             what = "terminated (SIGTERM)" if terminated else "interrupted"
             if self.writer is None:
                 print(f"{what}: before any output was written", file=sys.stderr)
+            elif self.rank:  # under torchrun rank 0 writes the run's record (of its own outputs, when stopped)
+                pass
             elif self._finished:
                 print(f"{what}: every output was written; {self.writer.path('manifest.json')} lists them",
                       file=sys.stderr)
@@ -156,21 +165,37 @@ class RunContext(Session):
             where = f" {exc.filename}" if exc.filename else ""
             exc = OutputError(f"cannot write{where}: {exc.strerror or exc}", hint=output._path_hint(exc))
         if isinstance(exc, VisctlError):
-            if self.writer is not None and not self._finished:
+            if self.writer is not None and not self._finished and not self.rank:
                 try:
                     self.writer.finish("error", error=exc.message)
                 except VisctlError as err:
                     print(f"warning: the manifest could not be updated: {err.message}", file=sys.stderr)
-            raise typer.Exit(report(exc, self.debug))
+            raise typer.Exit(self._report(exc))
         if isinstance(exc, Exception) and not isinstance(exc, (typer.Exit, typer.Abort, typer.TyperException)):
             # a bug: exit 3 with its traceback (never 1, which means "some inputs failed"); the manifest keeps
             # what was finished, with status "crashed"
-            if self.writer is not None and not self._finished:
+            if self.writer is not None and not self._finished and not self.rank:
                 try:
                     self.writer.finish("crashed", error=f"{type(exc).__name__}: {exc}")
                 except Exception:  # noqa: BLE001 - the original exception matters more
                     pass
             raise typer.Exit(report_bug(exc))
+
+    def _report(self, err: VisctlError) -> int:
+        """Print a user error once: under torchrun, where every rank met it (the same options, the same
+        inputs), rank 0 alone says it; a rank whose error the others did not share says its own."""
+        if self.world <= 1:
+            return report(err, self.debug)
+        from visctl import distributed
+
+        if self.rank == 0:
+            code = report(err, self.debug)
+            distributed.error_handshake()  # the message is out before any rank exits (torchrun stops the rest)
+            return code
+        if distributed.error_handshake():
+            return EXIT_USAGE
+        print(f"rank {self.rank}:", end=" ", file=sys.stderr)
+        return report(err, self.debug)
 
     # -- shared resources --
     def protect(self, *paths: Any) -> None:
@@ -198,7 +223,8 @@ class RunContext(Session):
         writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.protected)
         for note in self.notes:
             writer.note(note)
-        writer.start()
+        if not self.rank:  # under torchrun rank 0 writes the run's record, from every rank's (distributed.merge_records)
+            writer.start()
         self.writer = writer
         return writer
 
@@ -256,6 +282,11 @@ class RunContext(Session):
         """Write the manifest and gallery, print results, and exit 1 if any input failed."""
         assert self.writer is not None
         failures = self.writer.manifest["failures"]
+        if self.rank:  # another rank under torchrun: rank 0 writes and prints the merged record
+            self._finished = True
+            if failures:
+                raise typer.Exit(EXIT_PARTIAL)
+            return
         status = "partial" if failures else "ok"
         if self.backend:
             from visctl.output import push_to_backend

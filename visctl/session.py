@@ -120,6 +120,8 @@ class Session:
     """
 
     command = "library"
+    rank = 0  # under torchrun, this process's rank and the number of ranks (visctl.distributed.join)
+    world = 1
 
     def __init__(self, options: RunOptions | None = None) -> None:
         self.options = options or RunOptions()

@@ -10,7 +10,7 @@ import typer
 from visctl.context import RunContext
 from visctl.library._common import ModelInputs, class_names, load_model, preview
 
-__all__ = ["ModelInputs", "class_names", "load_model", "open_model", "preview", "preview_hook", "split_args"]
+__all__ = ["ModelInputs", "class_names", "finish", "load_model", "open_model", "preview", "preview_hook", "split_args"]
 
 
 def split_args(ctx: RunContext, args: list[str], *, default_scope: str | None = None,
@@ -55,3 +55,23 @@ def open_model(ctx: RunContext, args: list[str], *,
     if check_paths is not None:
         check_paths(paths)
     return _common.open_model(ctx, cfg_spec, checkpoint, paths)
+
+
+def finish(ctx: RunContext) -> None:
+    """``ctx.finish()``, and under torchrun the end of every rank: rank 0 writes the run's one manifest and
+    gallery (from the records that ``distributed.merge_records`` gathered) and prints the results while the
+    other ranks wait (torchrun stops every rank as soon as one exits with a failure), then all leave the
+    process group with the same status: 1 when an input failed on any rank."""
+    if ctx.world <= 1:
+        ctx.finish()
+        return
+    from visctl import distributed
+
+    code = 0
+    try:
+        ctx.finish()
+    except typer.Exit as done:
+        code = done.exit_code
+    distributed.leave()
+    if code:
+        raise typer.Exit(code)

@@ -53,8 +53,7 @@ def boxam(
     opts: opt.CommandOptions,
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
-    from visctl import render
-    from visctl.commands._shared import preview_hook, split_args
+    from visctl.commands._shared import finish, preview_hook, split_args
     from visctl.library import boxam as lib
 
     with RunContext("boxam", opts, out_dir=opts.out_dir) as ctx:
@@ -67,9 +66,5 @@ def boxam(
                            panel_size=panel_size, batch_size=opts.batch_size, session=ctx,
                            on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params)
-        sides: set[int] = set()
-        for item in lib.iter_boxam(plan):
-            sides.add(item.side)
-            writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
-            item.write(writer, save_raw)
-        ctx.finish()
+        lib.write_run(plan, writer, save_raw=save_raw)
+        finish(ctx)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.commands._shared import open_model, preview
+from visctl.commands._shared import finish, open_model, preview
 from visctl.context import RunContext
 
 
@@ -114,9 +114,11 @@ def cam(
         try:
             for item in run.items():  # each image's outputs are written (and listed) as it finishes
                 run.record(writer, item, target=save_path if single_file else None)
+            run.merge_ranks(writer)  # under torchrun: every rank's records, on every rank
         finally:
-            run.close(writer)
-        ctx.finish()
+            if not ctx.rank:  # the ranking, the blank-map warning: once, from the whole run
+                run.close(writer)
+        finish(ctx)
 
 
 def _complete_method(incomplete: str) -> list[str]:

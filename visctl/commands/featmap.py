@@ -71,7 +71,7 @@ def featmap(
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
     from visctl import output
-    from visctl.commands._shared import preview_hook, split_args
+    from visctl.commands._shared import finish, preview_hook, split_args
     from visctl.errors import InputError
     from visctl.library import featmap as lib
 
@@ -95,4 +95,4 @@ def featmap(
                            recorded=recorded, session=ctx, on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
         lib.write_run(plan, writer, save_raw=save_raw, out_file=out_file)
-        ctx.finish()
+        finish(ctx)

@@ -57,7 +57,7 @@ def recon(
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
     with RunContext("recon", opts, out_dir=opts.out_dir, out_files=[("--out-file", out_file)]) as ctx:
         from visctl import output
-        from visctl.commands._shared import open_model
+        from visctl.commands._shared import finish, open_model
         from visctl.errors import InputError
         from visctl.library import reconstruct as lib
 
@@ -73,13 +73,8 @@ def recon(
         plan = lib.plan(ctx, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
                         norm_pix=norm_pix, target_generator=target_generator, seed=opts.seed)
         writer = ctx.open_writer(plan.params)
-        for note in plan.notes:
-            writer.note(note)
-        for item in lib.iter_reconstruct(ctx, plan, opts.batch_size):
-            item.write(writer, save_raw, target=out_file)
-            entry = item.input_entry()
-            writer.add_input(entry.pop("path"), **entry)
-        ctx.finish()
+        lib.write_run(ctx, plan, writer, opts.batch_size, save_raw=save_raw, out_file=out_file)
+        finish(ctx)
 
 
 def _seed_args(args: list[str], img_path: list[str] | None, checkpoint: str | None) -> list[str]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
+from visctl.commands._shared import finish
 from visctl.context import RunContext
 from visctl.detection import Merge
 
@@ -68,15 +68,5 @@ def slice_(
                            merge_metric=merge_metric, score_thr=score_thr, full_image=full_image, max_side=max_side,
                            batch_size=opts.batch_size, debug=opts.debug, deploy=deploy, save_patch=save_patch, session=ctx)
         writer = ctx.open_writer(plan.params)
-        for note in plan.notes:
-            writer.note(note)
-        results: list[dict] = []
-        started = time.time()
-        for item in lib.iter_slice(plan):
-            item.write(writer)
-            results.extend(item.records)
-        elapsed = time.time() - started
-        lib.write_results(writer, results)
-        writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
-        writer.manifest["timings"]["tiles_per_s"] = round(plan.tiles / elapsed, 2) if elapsed else None
-        ctx.finish()
+        lib.write_run(plan, writer)
+        finish(ctx)

@@ -172,6 +172,10 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
     from visctl import transforms
 
     paths = mi.paths if paths is None else paths
+    if ctx.world > 1:  # under torchrun: this rank's whole batches (visctl.distributed.shard)
+        from visctl.distributed import shard
+
+        paths = shard(paths, batch_size, ctx.rank, ctx.world)
     with ctx.progress(len(paths), label) as advance:
         for groups, failures in transforms.prepared_batches(paths, mi.steps, batch_size, ctx.max_pixels):
             for p, message in failures:

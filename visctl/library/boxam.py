@@ -292,3 +292,21 @@ def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: Box
     return BoxamResult(params=params, inputs=tuple({"path": i.input, "boxes": i.box_list()} for i in items),
                        failures=tuple((f.path, f.error) for f in getattr(ctx, "failures", [])),
                        notes=tuple(ctx.notes), images=items, save_raw=save_raw)
+
+
+def write_run(plan: Plan, writer: OutputWriter, *, save_raw: bool = False) -> None:
+    """Compute and write every image as ``visctl boxam`` does; under torchrun every rank's records (and panel
+    sizes) are merged afterwards, on every rank."""
+    from visctl import render
+
+    sides: set[int] = set()
+    for item in iter_boxam(plan):
+        sides.add(item.side)
+        writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
+        item.write(writer, save_raw)
+    if plan.session.world > 1:
+        from visctl import distributed
+
+        parts = distributed.merge_records(writer, plan.mi.paths, plan.opts["batch_size"], sorted(sides))
+        if any(parts):
+            writer.manifest["params"]["panel_size"] = render.sizes_param({s for part in parts for s in part})

@@ -213,6 +213,7 @@ class CamRun:
         self.slots = len(self.categories) or topk
         passes = per_image * self.slots * (6 if aug_smooth else 1)
         self.scored: dict[str, list] = {}
+        self.scored_at: dict[str, list[str]] = {}  # the input of each score (merging torchrun's ranks)
         if score:
             from visctl import faithfulness
 
@@ -231,6 +232,7 @@ class CamRun:
                                        ratio_channels_to_ablate=ratio_channels_to_ablate) for m in methods]
         self.skipped: list[SkippedMethod] = []
         self.blank: list[str] = []
+        self.blank_at: list[str] = []
         self.sides: set[int] = set()
         self.ranking: list[dict] = []
         self.layer_tag = "+".join(setup.layers).replace(".", "_")
@@ -300,9 +302,11 @@ class CamRun:
                         if featmaps.flat(maps[i], 1.0):  # grad-cam scales to [0, 1]: constant = blank
                             caption += " | BLANK: constant map (try another --target-layers or method)"
                             self.blank.append(f"{p.name}: {engine.method.value} {classes.caption(names, cat)}")
+                            self.blank_at.append(str(p))
                         if self.score:
                             caption += " | " + found[i].caption()
                             self.scored.setdefault(engine.method.value, []).append(found[i])
+                            self.scored_at.setdefault(engine.method.value, []).append(str(p))
                             scores_of[i][f"{engine.method.value}_c{cat}"] = found[i].__dict__
                         panels[i].append((caption, fmap))
                         maps_of[i][(engine.method.value, cat)] = fmap
@@ -343,6 +347,33 @@ class CamRun:
             return
         _record_side(writer, self.sides, item)
         item.write(writer, target=target)
+
+    def merge_ranks(self, writer: OutputWriter) -> None:
+        """Under torchrun, after the last image: every rank's records and run-wide findings (scores, blank
+        maps, panel sizes, skipped methods) merged as a one-process run has them, on every rank."""
+        from visctl import distributed, render
+
+        if self.session.world <= 1:
+            return
+        mine = dict(sides=sorted(self.sides), skipped=[(s.method, s.reason) for s in self.skipped],
+                    blank=list(zip(self.blank_at, self.blank)),
+                    scored={m: list(zip(self.scored_at[m], v)) for m, v in self.scored.items()})
+        paths, chunk = self.mi.paths, self.batch_size
+        parts = distributed.merge_records(writer, paths, chunk, mine)
+        self.sides = {int(s) for part in parts for s in part["sides"]}
+        if self.sides:
+            writer.manifest["params"]["panel_size"] = render.sizes_param(self.sides)
+        skipped: dict[str, str] = {}
+        for part in parts:
+            for method, reason in part["skipped"]:
+                skipped.setdefault(method, reason)
+        self.skipped = [SkippedMethod(m, r) for m, r in skipped.items()]
+        if self.skipped:
+            writer.manifest["skipped_methods"] = [dict(method=s.method, reason=s.reason) for s in self.skipped]
+        self.blank = distributed.in_run_order([part["blank"] for part in parts], paths, chunk)
+        methods = list(dict.fromkeys(m for part in parts for m in part["scored"]))
+        self.scored = {m: distributed.in_run_order([part["scored"].get(m, []) for part in parts], paths, chunk)
+                       for m in methods}
 
     def close(self, writer: OutputWriter | None = None) -> None:
         """After the last image (or an interrupt): the timing, the faithfulness ranking, the blank-map warning."""
@@ -447,7 +478,7 @@ class _SegmentationRun(CamRun):
         self.started = time.time()
         self.failures_before = len(session.failures)
         self.skipped, self.blank, self.sides, self.ranking = [], [], set(), []
-        self.scored = {}
+        self.scored, self.scored_at, self.blank_at = {}, {}, []
         model = mi.model
         example_logits = segmentation.logits(model, mi.example)
         self.num_classes = int(example_logits.shape[1])
@@ -528,6 +559,7 @@ class _SegmentationRun(CamRun):
                                                    batch_size=self.batch_size, seed=session.seed or 0)[0]
                             text += " | " + f.caption()
                             self.scored.setdefault(engine.method.value, []).append(f)
+                            self.scored_at.setdefault(engine.method.value, []).append(str(p))
                             found_scores[f"{engine.method.value}_c{c}"] = f.__dict__
                         panels.append((text, fmap))
                         maps[(engine.method.value, c)] = fmap

@@ -8,7 +8,6 @@ the CSV the CLI writes, under the same names. Under ``torchrun`` each rank extra
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,17 +112,10 @@ def write_labels(writer: OutputWriter, rows: list[int], labels: list[int], names
 
 def init_distributed(session: Session) -> tuple[int, int]:
     """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group and take this rank's GPU when the device
-    is ``auto`` or ``cuda``; returns (rank, world size), (0, 1) when alone."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        import torch
-        import torch.distributed as dist
+    is ``auto`` or ``cuda`` (:func:`visctl.distributed.join`); returns (rank, world size), (0, 1) when alone."""
+    from visctl.distributed import join
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if session.device_spec.startswith("cuda") else "gloo")
-        if (session.device_spec == "auto" or session.device_spec.startswith("cuda")) and torch.cuda.is_available():
-            session.options = session.options.replace(device=f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    return rank, world
+    return join(session)
 
 
 @dataclass

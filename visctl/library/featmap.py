@@ -284,6 +284,7 @@ def write_run(plan: Plan, writer: OutputWriter, *, save_raw: bool = False, out_f
     out = FeatmapWriter(writer, save_raw=save_raw, out_file=out_file)
     for item in iter_featmap(plan):
         out.add(item)
+    merge_ranks(plan, out)  # under torchrun: every rank's records, on every rank
     out.close(plan.opts["flat_maps"])
     writer.manifest["timings"]["featmap_s"] = round(time.time() - started, 3)
 
@@ -343,7 +344,17 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
                                         maps=maps, flat=[featmaps.flat(m, ref) for _, m in maps]))
         batch.advance(len(group))
     flat = [(f"{r['label']}|{r['kind']}", m, r["signed"]) for r in records for _, m in r["maps"]]
-    scale_list = iter(featmaps.scales(flat, normalize))
+    if ctx.world > 1 and normalize is not Normalize.per_map:  # under torchrun: scales shared with every rank's maps
+        from visctl import distributed
+
+        spans = [(str(r["path"]), (f"{r['label']}|{r['kind']}", float(m.min()), float(m.max()), r["signed"]))
+                 for r in records for _, m in r["maps"]]
+        merged, mine = distributed.with_positions(spans, mi.paths, o["batch_size"])
+        # a map's scale needs only its min and max: [min, max] gives the same span, NaN included
+        whole = featmaps.scales([(k, np.array([mn, mx]), s) for k, mn, mx, s in merged], normalize)
+        scale_list = iter([whole[pos] for pos in mine])
+    else:
+        scale_list = iter(featmaps.scales(flat, normalize))
     for r in records:
         r["scales"] = [next(scale_list) for _ in r["maps"]]
 
@@ -356,6 +367,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
     position = {p: i for i, p in enumerate(mi.paths)}
     keys = sorted(by_key, key=lambda k: position[k[0]])
     flat_maps: list[str] = []
+    flat_at: list[str] = []  # the input of each (merging torchrun's ranks)
     current: Any = None
     layers_done: list[FeatmapLayer] = []
     img: Any = None
@@ -406,6 +418,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
                     text += (" | FLAT: numerically constant, nothing to show (try --channel-reduction select_max or "
                              "pixel_wise_max, --use-norm, or another layer)")
                     flat_maps.append(f"{p.name}: {label} {head}{chan}")
+                    flat_at.append(str(p))
                 elif m.ndim != 3 and unseen:
                     text += f" | {render.NO_DATA}"
                 panels.append(render.caption(shown, text))
@@ -428,9 +441,29 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
         layers_done.append(FeatmapLayer(label, tuple(found_maps), fig, side or max(resize_shape or (0,))))
     if current is not None:
         yield FeatmapImage(str(current), tuple(layers_done), current)
-    if flat_maps:
+    if flat_maps and ctx.world <= 1:  # under torchrun: said once, from every rank's (merge_ranks)
         ctx.warn(flat_warning(flat_maps))
     plan.opts["flat_maps"] = flat_maps
+    plan.opts["flat_at"] = flat_at
+
+
+def merge_ranks(plan: Plan, out: FeatmapWriter) -> None:
+    """Under torchrun, after the last image: every rank's records, panel sizes and flat maps merged as a
+    one-process run has them (on every rank); rank 0 warns about the flat maps once."""
+    from visctl import distributed, render
+
+    ctx = plan.session
+    if ctx.world <= 1:
+        return
+    mine = dict(sides=sorted(out.sides), flat=list(zip(plan.opts["flat_at"], plan.opts["flat_maps"])))
+    parts = distributed.merge_records(out.writer, plan.mi.paths, plan.opts["batch_size"], mine)
+    out.sides = {int(s) for part in parts for s in part["sides"]}
+    if out.sides:
+        out.writer.manifest["params"]["panel_size"] = render.sizes_param(out.sides)
+    plan.opts["flat_maps"] = distributed.in_run_order([part["flat"] for part in parts], plan.mi.paths,
+                                                      plan.opts["batch_size"])
+    if plan.opts["flat_maps"] and not ctx.rank:
+        ctx.warn(flat_warning(plan.opts["flat_maps"]))
 
 
 def featmap(images: Any, model: Any, checkpoint: str | None = None, *, target_layers: Sequence[str] | None = None,

@@ -143,6 +143,8 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
 def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> Iterator[ReconImage]:
     """Reconstruct the plan's images batch by batch, yielding each image as it is done (skips go through
     ``session.skip``)."""
+    import torch
+
     from visctl import masked, output
     from visctl.errors import VisctlError
     from visctl.library._common import batches
@@ -150,7 +152,7 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
     mi, kind, model = p.mi, p.kind, p.mi.model
     patch = model.patch_size
     stems = dict(zip(mi.paths, output.input_stems(mi.paths).values()))
-    done = 0
+    position = {path: k for k, path in enumerate(mi.paths)}
     for b in batches(session, mi, batch_size, "recon"):
         batch = b.tensor
         h, w = batch.shape[2:]
@@ -163,8 +165,10 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
             mask = masked.mask_from_file(p.mask_file, grid).expand(len(group), -1)
         elif p.use_vis_pipeline:
             mask = masked.masks_from_pipeline([s for _, _, s in group], grid)
-        else:
-            mask = masked.masks_for(len(group), grid, p.mask_ratio, p.seed, done)
+        elif p.seed is None:
+            mask = masked.masks_for(len(group), grid, p.mask_ratio, None)
+        else:  # image k of the input list gets mask k, whichever images before it were unreadable (or sharded)
+            mask = torch.cat([masked.masks_for(1, grid, p.mask_ratio, p.seed, position[path]) for path, _, _ in group])
         mask = mask.to(session.device)
         if kind == "maskfeat":
             res = masked.hog_prediction(model, batch, mask)
@@ -175,7 +179,6 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
         for i, (path, _img, _state) in enumerate(group):
             yield _image(p, res, i, path, stems[path], mask_np[i])
             b.advance()
-        done += len(group)
 
 
 def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask: np.ndarray) -> ReconImage:
@@ -253,3 +256,19 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_
     return Reconstructions(params=params, inputs=tuple(d.input_entry() for d in done),
                            failures=tuple((f.path, f.error) for f in session.failures),
                            notes=tuple(session.notes) + p.notes, images=tuple(done), kind=p.kind, save_raw=save_raw)
+
+
+def write_run(session: Session, plan: ReconPlan, writer: OutputWriter, batch_size: int, *, save_raw: bool = False,
+              out_file: Path | None = None) -> None:
+    """Reconstruct and write every image as ``visctl recon`` does; under torchrun every rank's records are
+    merged afterwards, on every rank."""
+    for note in plan.notes:
+        writer.note(note)
+    for item in iter_reconstruct(session, plan, batch_size):
+        item.write(writer, save_raw, target=out_file)
+        entry = item.input_entry()
+        writer.add_input(entry.pop("path"), **entry)
+    if session.world > 1:
+        from visctl import distributed
+
+        distributed.merge_records(writer, plan.mi.paths, batch_size)

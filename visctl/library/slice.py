@@ -237,6 +237,8 @@ def iter_slice(plan: Plan) -> Iterator[SliceImage]:
     ctx, mi, o = plan.session, plan.mi, plan.opts
     stems = output.input_stems(mi.paths)
     for image_id, p in enumerate(mi.paths):
+        if ctx.world > 1 and image_id % ctx.world != ctx.rank:  # under torchrun: one image per turn per rank
+            continue
         try:
             img = images.read_image(p, ctx.max_pixels)
         except VisctlError as err:
@@ -290,3 +292,28 @@ def slice_detect(images: Any, model: Any, checkpoint: str | None = None, *, patc
                        failures=tuple((f.path, f.error) for f in getattr(ctx, "failures", [])),
                        notes=tuple(ctx.notes) + tuple(plan.notes), images=items,
                        results=tuple(r for i in items for r in i.records))
+
+
+def write_run(plan: Plan, writer: OutputWriter) -> None:
+    """Detect and write every image as ``visctl slice`` does, then ``results.json`` and the timings; under
+    torchrun every rank's records, results and tile counts are merged first (one image per turn)."""
+    import time
+
+    for note in plan.notes:
+        writer.note(note)
+    results: list[dict] = []
+    started = time.time()
+    for item in iter_slice(plan):
+        item.write(writer)
+        results.extend(item.records)
+    if plan.session.world > 1:  # under torchrun: every rank's records, results and tiles, one image per turn
+        from visctl import distributed
+
+        parts = distributed.merge_records(writer, plan.mi.paths, 1,
+                                          dict(results=[(r["file_name"], r) for r in results], tiles=plan.tiles))
+        results = distributed.in_run_order([part["results"] for part in parts], plan.mi.paths, 1)
+        plan.tiles = sum(part["tiles"] for part in parts)
+    elapsed = time.time() - started
+    write_results(writer, results)
+    writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
+    writer.manifest["timings"]["tiles_per_s"] = round(plan.tiles / elapsed, 2) if elapsed else None

@@ -1,0 +1,197 @@
+"""Runs on several processes (``torchrun``): joining the process group, each rank's shard, gathering the records.
+
+Under ``torchrun --nproc-per-node N -m visctl cam ...`` every rank gathers the same sorted input list, takes a
+deterministic shard of it (whole batches, round robin: batch ``k`` of a one-process run goes to rank
+``k % N``), writes its own output files, and rank 0 writes the one manifest and gallery of the run from every
+rank's records merged back into one-process order. Because a batch holds exactly the images it holds in a
+one-process run, and output names come from the whole input list, every file is the one a one-process run
+writes, byte for byte.
+
+Nothing here imports torch at module level; outside torchrun (``WORLD_SIZE`` unset or 1) nothing is joined.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+#: how long ranks wait for each other at the end of a run (the slowest shard) and in the error handshake
+RUN_TIMEOUT = timedelta(hours=2)
+ERROR_WAIT = timedelta(seconds=30)
+
+_CONTROL: dict[str, Any] = {}  # gloo groups: "group" for objects (None: the default one), "errors" for the handshake
+
+
+def env_ranks() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when not under torchrun."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def join(session: Any) -> tuple[int, int]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group and put this rank on its own GPU.
+
+    ``--device auto`` or ``cuda`` becomes ``cuda:LOCAL_RANK`` where CUDA exists, and the group is nccl there,
+    gloo on CPU (an explicit ``cuda:N`` is kept). Objects (records, scales) travel through a gloo group either
+    way. Sets ``session.rank`` and ``session.world``; returns ``(rank, world)``, ``(0, 1)`` when alone. Safe
+    to call twice.
+    """
+    rank, world, local = env_ranks()
+    session.rank, session.world = rank, world
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    spec = session.options.device.strip().lower()
+    if spec in ("auto", "cuda") and torch.cuda.is_available():
+        spec = f"cuda:{local}"
+        session.options = session.options.replace(device=spec)
+        session._device = None  # resolved again, now to this rank's GPU
+    if spec.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(torch.device(spec if ":" in spec else f"cuda:{local}"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if spec.startswith("cuda") else "gloo", timeout=RUN_TIMEOUT)
+        _CONTROL.clear()
+    if "group" not in _CONTROL:
+        _CONTROL["group"] = (None if dist.get_backend() == "gloo"
+                             else dist.new_group(backend="gloo", timeout=RUN_TIMEOUT))
+        # its own group: a rank in the handshake must never meet another rank's gather
+        _CONTROL["errors"] = dist.new_group(backend="gloo", timeout=RUN_TIMEOUT)
+    return rank, world
+
+
+def active() -> bool:
+    """Whether this process is one rank of several, in a joined process group."""
+    if env_ranks()[1] <= 1:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def leave() -> None:
+    """Wait for every rank (rank 0 has written the run's record), then leave the process group."""
+    if not active():
+        return
+    import torch.distributed as dist
+
+    dist.barrier(group=_CONTROL.get("group"))
+    dist.destroy_process_group()
+    _CONTROL.clear()
+
+
+def error_handshake() -> bool:
+    """After an error on this rank: wait (at most :data:`ERROR_WAIT`) for every rank to reach the same point.
+
+    True when all did: the same error happened everywhere (a bad option, a missing file: every rank reads the
+    same inputs), so rank 0 alone reports it. False when some rank is still working: this rank reports its own.
+    """
+    if not active():
+        return False
+    import torch.distributed as dist
+
+    try:
+        dist.monitored_barrier(group=_CONTROL.get("errors"), timeout=ERROR_WAIT, wait_all_ranks=True)
+        return True
+    except Exception:  # noqa: BLE001 - a rank that did not come (RuntimeError, DistBackendError)
+        return False
+
+
+def shard(items: Sequence[Any], chunk: int, rank: int, world: int) -> list[Any]:
+    """This rank's part of ``items``: whole chunks of ``chunk`` items, chunk ``k`` to rank ``k % world``.
+
+    A chunk is a batch of a one-process run, so each image meets the same batch-mates (and the same batched
+    arithmetic) on whichever rank it lands.
+    """
+    chunk = max(1, int(chunk))
+    return [x for k, start in enumerate(range(0, len(items), chunk)) if k % world == rank
+            for x in items[start:start + chunk]]
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank; ``[obj]`` when alone."""
+    if not active():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj, group=_CONTROL.get("group"))
+    return out
+
+
+def in_run_order(parts: Sequence[Sequence[tuple[Any, Any]]], paths: Sequence[Any], chunk: int) -> list[Any]:
+    """Per-rank lists of ``(input path, value)``, each in its rank's order, merged into one-process order.
+
+    A one-process run goes through the chunks in order, and all of one chunk's values come from one rank, in
+    that rank's order; a value whose path is no input (a whole-run remark) sorts first, a duplicate of it
+    (every rank found it) is kept once.
+    """
+    chunk = max(1, int(chunk))
+    where = {str(p): i // chunk for i, p in enumerate(paths)}
+    tagged, seen = [], set()
+    for r, part in enumerate(parts):
+        for j, (path, value) in enumerate(part):
+            k = where.get(str(path), -1)
+            if k < 0:
+                key = repr(value)
+                if key in seen:
+                    continue
+                seen.add(key)
+            tagged.append((k, r, j, value))
+    tagged.sort(key=lambda t: t[:3])
+    return [t[3] for t in tagged]
+
+
+#: the manifest's per-input lists, and the key of each record that names its input
+RECORDS = (("outputs", "input"), ("inputs", "path"), ("failures", "path"))
+
+
+def merge_records(writer: Any, paths: Sequence[Any], chunk: int, extra: Any = None) -> list[Any]:
+    """Merge every rank's ``outputs``, ``inputs``, ``failures`` and ``notes`` into ``writer``'s manifest, as a
+    one-process run lists them; every rank gets the merged lists (so each knows whether any input failed).
+
+    ``extra``: anything else of this rank the run needs whole (scores, scales, result rows); returns every
+    rank's, in rank order. Alone, changes nothing and returns ``[extra]``.
+    """
+    if not active():
+        return [extra]
+    flush = getattr(writer, "flush", None)
+    if callable(flush):  # a writer that writes in the background: this rank's files are on disk before rank 0 lists them
+        flush()
+    manifest = writer.manifest
+    parts = gather(dict(records={key: manifest[key] for key, _ in RECORDS}, notes=manifest["notes"], extra=extra))
+    for key, field in RECORDS:
+        manifest[key] = in_run_order([[(rec.get(field), rec) for rec in part["records"][key]] for part in parts],
+                                     paths, chunk)
+    notes = list(parts[0]["notes"])
+    for part in parts[1:]:
+        notes += [n for n in part["notes"] if n not in notes]
+    manifest["notes"] = notes
+    manifest["world_size"] = len(parts)
+    return [part["extra"] for part in parts]
+
+
+def with_positions(values: Sequence[tuple[Any, Any]], paths: Sequence[Any], chunk: int,
+                   ) -> tuple[list[Any], list[int]]:
+    """Every rank's ``(input path, value)`` in one-process order, and where this rank's values lie in it.
+
+    What a whole-run computation needs from the other ranks before it can go on, e.g. the shared colour scales
+    of ``featmap --normalize per_layer|global``: minima and maxima over the maps in order, so the merged list
+    gives exactly a one-process run's. Alone: the values, at their own positions.
+    """
+    parts = gather([(p, (j, v)) for j, (p, v) in enumerate(values)])
+    merged = in_run_order([[(p, (r, j, v)) for p, (j, v) in part] for r, part in enumerate(parts)], paths, chunk)
+    rank = env_ranks()[0] if len(parts) > 1 else 0
+    mine = [0] * len(values)
+    for pos, (r, j, _v) in enumerate(merged):
+        if r == rank:
+            mine[j] = pos
+    return [v for _r, _j, v in merged], mine
+
+
+def owner(index: int, chunk: int, world: int) -> int:
+    """The rank that takes input ``index`` (see :func:`shard`)."""
+    return (index // max(1, int(chunk))) % world
