@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -76,3 +77,30 @@ PanelSize = Annotated[Optional[int], typer.Option(
     "--panel-size", min=32, max=8192, show_default=False, rich_help_panel="Output", help=_PANEL_HELP.format(cap=384))]
 BoxamPanelSize = Annotated[Optional[int], typer.Option(
     "--panel-size", min=32, max=8192, show_default=False, rich_help_panel="Output", help=_PANEL_HELP.format(cap=512))]
+
+
+class ImageFormat(str, Enum):
+    """What the output figures are encoded as."""
+
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+
+
+Format = Annotated[ImageFormat, typer.Option(
+    "--format", help="Figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several "
+    "times faster to encode: for large runs) or webp (quality 90, the smallest).", case_sensitive=False,
+    rich_help_panel="Output")]
+
+
+class Amp(str, Enum):
+    """The autocast dtype of the forward."""
+
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+AmpOption = Annotated[Amp, typer.Option(
+    "--amp", help="CUDA only: autocast the forward to bf16 or fp16 (gradient methods whose graph starts at the "
+    "target layer); refused on a CPU.", case_sensitive=False, rich_help_panel="Run")]

@@ -66,7 +66,7 @@ def boxam(
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
-    from visctl import config, render
+    from visctl import config, output, render
     from visctl import images as imgs
     from visctl.commands._shared import preview
     from visctl.library import boxam as lib
@@ -91,6 +91,7 @@ def boxam(
                            ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
                            panel_size=panel_size, batch_size=batch_size, session=ctx, on_model=on_model)
         writer = ctx.open_writer(plan.params)
+        writer.background(output.io_threads(ctx.threads))  # figures encoded and written beside the model
         sides: set[int] = set()
         for item in lib.iter_boxam(plan):
             sides.add(item.side)

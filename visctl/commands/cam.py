@@ -100,6 +100,8 @@ def cam(
     seed: opt.Seed = None,
     debug: opt.Debug = False,
     max_pixels: opt.MaxPixels = opt.DEFAULT_MAX_PIXELS,
+    image_format: opt.Format = opt.ImageFormat.png,
+    amp: opt.AmpOption = opt.Amp.off,
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
     from visctl import output
@@ -110,6 +112,7 @@ def cam(
     with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or out_dir),
                     out_files=[("--save-path", save_path)] if to_file else None) as ctx:
         methods, colormap = library.check_options(method, colormap)
+        library.check_amp(amp.value, ctx.device, methods)  # before the model loads
         if output.single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
             output.check_output_file(save_path, "--save-path")
         mi = open_model(ctx, args, check_paths=lambda found: output.single_output(save_path, len(found)))
@@ -121,10 +124,13 @@ def cam(
                             num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                             ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,
                             panel_size=panel_size, save_raw=save_raw, batch_size=batch_size, score=score,
-                            task=task.value, target_mask=target_mask, target_box=target_box)
+                            task=task.value, target_mask=target_mask, target_box=target_box,
+                            image_format=image_format.value, amp=amp.value)
+        run.draw_in_writer = True  # figures drawn, encoded and written in the writer's threads
         single_file = run.task == "classification" and output.single_output(save_path, len(mi.paths))
         writer = ctx.open_writer(run.params, out_dir=(save_path.parent if single_file else save_path)
                                  if run.task == "classification" else None)
+        writer.background(output.io_threads(ctx.threads))
         try:
             for item in run.items():  # each image's outputs are written (and listed) as it finishes
                 run.record(writer, item, target=save_path if single_file else None)
