@@ -80,8 +80,9 @@ def test_cli_pool_writes_the_bytes_of_the_serial_library_save(invoke, five_image
     assert _files(cli_out) == _files(tmp_path / "api")
 
 
-def test_background_writes_are_bounded(tmp_path, monkeypatch):
-    """At most 2 x workers images wait in memory: the next save_image blocks until a write ends."""
+@pytest.mark.parametrize("workers,queue,held", [(1, 0, 2), (1, 3, 3), (2, 0, 4)])
+def test_background_writes_are_bounded(tmp_path, monkeypatch, workers, queue, held):
+    """At most max(2 x workers, queue) images wait in memory: the next save_image blocks until a write ends."""
     from visctl import output
 
     gate = threading.Event()
@@ -92,24 +93,24 @@ def test_background_writes_are_bounded(tmp_path, monkeypatch):
         real(fh, data, target)
     monkeypatch.setattr(output, "_write_file", slow)
     w = output.OutputWriter(tmp_path, "cam", {})
-    w.background(1)
+    w.background(workers, queue=queue)
     submitted: list[int] = []
 
     def produce() -> None:
-        for i in range(5):
+        for i in range(6):
             w.save_image(f"img{i}.png", _rgb(i))
             submitted.append(i)
     t = threading.Thread(target=produce)
     t.start()
     deadline = time.time() + 10
-    while len(submitted) < 2 and time.time() < deadline:
+    while len(submitted) < held and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)
-    assert len(submitted) == 2  # the third waits for a free slot
+    assert len(submitted) == held  # the next one waits for a free slot
     gate.set()
     t.join(30)
     w.close()
-    assert len(submitted) == 5 and len(list(tmp_path.glob("img*.png"))) == 5
+    assert len(submitted) == 6 and len(list(tmp_path.glob("img*.png"))) == 6
 
 
 def _disk_full_at(monkeypatch, name_part: str) -> None:

@@ -452,7 +452,7 @@ class OutputWriter:
         self._claimed: set[str] = set()
         self._pool: Any = None  # a ThreadPoolExecutor once background() is called
         self._pending: list[tuple[Any, dict]] = []  # (future, manifest record) of background writes, in call order
-        self._slots: Any = None  # a BoundedSemaphore: images queued or in flight, at most 2 x workers
+        self._slots: Any = None  # a BoundedSemaphore: the images queued or in flight (background())
         self.manifest: dict[str, Any] = {
             "id": self.id,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
@@ -544,7 +544,7 @@ class OutputWriter:
         if self._pool is None:
             return self.write_output(name, encode(), "image", caption, target=target, **info)
         self._raise_failed()
-        self._slots.acquire()  # bounded: the caller waits while 2 x workers images are queued or in flight
+        self._slots.acquire()  # bounded: the caller waits while the queue is full
         submitted = False
         try:
             with uninterrupted():
@@ -570,11 +570,14 @@ class OutputWriter:
         return path
 
     # -- the background pool --
-    def background(self, workers: int) -> None:
+    def background(self, workers: int, queue: int = 0) -> None:
         """Draw, encode and write images in ``workers`` threads from now on (0: in the calling thread).
 
-        At most ``2 * workers`` images wait in memory (:meth:`save_image` blocks for a free slot). The writes
-        are waited for by :meth:`flush`, which every save of the manifest calls first.
+        At most ``max(2 * workers, queue)`` images wait in memory (:meth:`save_image` blocks for a free slot):
+        a run that makes its figures a batch at a time passes its batch size as ``queue``, so that a batch's
+        figures are written while the model works on the next one, and memory stays that of one batch
+        whatever the number of images. The writes are waited for by :meth:`flush`, which every save of the
+        manifest calls first.
         """
         import threading
         from concurrent.futures import ThreadPoolExecutor
@@ -582,7 +585,7 @@ class OutputWriter:
         self.close()
         if workers > 0:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="visctl-write")
-            self._slots = threading.BoundedSemaphore(2 * workers)
+            self._slots = threading.BoundedSemaphore(max(2 * workers, queue))
 
     def _raise_failed(self) -> None:
         """A background write that failed (a full disk) stops the run at the next image, not at the end."""

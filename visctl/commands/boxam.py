@@ -91,7 +91,7 @@ def boxam(
                            ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
                            panel_size=panel_size, batch_size=batch_size, session=ctx, on_model=on_model)
         writer = ctx.open_writer(plan.params)
-        writer.background(output.io_threads(ctx.threads))  # figures encoded and written beside the model
+        writer.background(output.io_threads(ctx.threads), queue=batch_size)  # encoded and written beside the model
         sides: set[int] = set()
         for item in lib.iter_boxam(plan):
             sides.add(item.side)

@@ -130,7 +130,7 @@ def cam(
         single_file = run.task == "classification" and output.single_output(save_path, len(mi.paths))
         writer = ctx.open_writer(run.params, out_dir=(save_path.parent if single_file else save_path)
                                  if run.task == "classification" else None)
-        writer.background(output.io_threads(ctx.threads))
+        writer.background(output.io_threads(ctx.threads), queue=batch_size)  # one batch's figures
         try:
             for item in run.items():  # each image's outputs are written (and listed) as it finishes
                 run.record(writer, item, target=save_path if single_file else None)

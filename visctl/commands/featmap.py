@@ -131,7 +131,7 @@ def featmap(
                            signed=signed, score_thr=score_thr, panel_size=panel_size, batch_size=batch_size,
                            recorded=recorded, session=ctx, on_model=on_model)
         writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
-        writer.background(output.io_threads(ctx.threads))  # figures encoded and written beside the model
+        writer.background(output.io_threads(ctx.threads), queue=batch_size)  # encoded and written beside the model
         started = time.time()
         out = lib.FeatmapWriter(writer, save_raw=save_raw, out_file=out_file)
         for item in lib.iter_featmap(plan):
