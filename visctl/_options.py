@@ -14,6 +14,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Optional, TypeVar
 
@@ -190,3 +191,30 @@ def shared(*names: str, **overrides: Any) -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return add
+
+
+class ImageFormat(str, Enum):
+    """What the output figures are encoded as."""
+
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+
+
+Format = Annotated[ImageFormat, typer.Option(
+    "--format", help="Figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several "
+    "times faster to encode: for large runs) or webp (quality 90, the smallest).", case_sensitive=False,
+    rich_help_panel="Output")]
+
+
+class Amp(str, Enum):
+    """The autocast dtype of the forward."""
+
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+AmpOption = Annotated[Amp, typer.Option(
+    "--amp", help="CUDA only: autocast the forward to bf16 or fp16 (gradient methods whose graph starts at the "
+    "target layer); refused on a CPU.", case_sensitive=False, rich_help_panel="Run")]

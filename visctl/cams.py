@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,9 +200,11 @@ class CamEngine:
 
     def __init__(self, model: nn.Module, method: Method, layer_names: list[str], layouts: list[Layout],
                  batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False,
-                 max_shape: tuple[int, int] | None = None) -> None:
+                 max_shape: tuple[int, int] | None = None, autocast: tuple[str, Any] | None = None) -> None:
         from visctl.models import find_layer
 
+        # (device type, dtype) of torch.autocast for the forward (--amp: see autocast_dtype), or None
+        self.autocast = autocast
         self.cls_name, self.grad_mode = METHODS[method]
         self.method = method
         self.model = model
@@ -228,6 +231,8 @@ class CamEngine:
         or, with ``aug_smooth`` (whose first forward is augmented), by one extra clean forward. ScoreCAM and
         AblationCAM evaluate their targets only on perturbed copies, where "the top class" is another.
         """
+        import functools
+
         import pytorch_grad_cam as gc
         import torch
 
@@ -246,7 +251,8 @@ class CamEngine:
             wrapped = build_cam_model(self.model, self.grad_mode, raw=self.detection,
                                       first_output=None if self.detection else lambda out: resolve_ranks(targets, out))
             if self.grad_mode == "layer":
-                handles = [layer.register_forward_hook(_start_graph, prepend=True) for layer in self.layers]
+                hook = functools.partial(_start_graph, as_float=self.autocast is not None)
+                handles = [layer.register_forward_hook(hook, prepend=True) for layer in self.layers]
             kwargs: dict[str, Any] = {}
             if self.method is Method.ablationcam:
                 kwargs = dict(batch_size=self.batch_size, ratio_channels_to_ablate=self.ratio)
@@ -255,7 +261,9 @@ class CamEngine:
                     # output: AblationLayerVit moves channels to dim 1 (grad-cam's ViT and Swin examples use it)
                     kwargs["ablation_layer"] = gc.AblationLayerVit()
             # the targets' scores are computed outside the forward, hence enable_grad
-            with torch.enable_grad(), library_calls():
+            autocast = (torch.autocast(self.autocast[0], dtype=self.autocast[1]) if self.autocast is not None
+                        else contextlib.nullcontext())
+            with torch.enable_grad(), library_calls(), autocast:
                 reshape = make_reshape(self.layout, self.max_shape)
                 cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
                                      reshape_transform=reshape, **kwargs)
@@ -403,8 +411,13 @@ def library_calls() -> Iterator[None]:
             setattr(module, name, fn)
 
 
-def _start_graph(_module: Any, _inputs: Any, output: Any) -> Any:
-    """Forward hook: at the first target layer reached under no_grad, start the autograd graph here."""
+def _start_graph(_module: Any, _inputs: Any, output: Any, as_float: bool = False) -> Any:
+    """Forward hook: at the first target layer reached under no_grad, start the autograd graph here.
+
+    ``as_float`` (under ``--amp``): the graph starts from a float32 copy, so the activations and gradients
+    grad-cam turns into numpy arrays are float32 (numpy has no bfloat16); the layers after it still run in
+    the autocast dtype.
+    """
     import torch
 
     if torch.is_grad_enabled():
@@ -412,8 +425,44 @@ def _start_graph(_module: Any, _inputs: Any, output: Any) -> Any:
     if not isinstance(output, torch.Tensor):
         return None
     torch.set_grad_enabled(True)  # restored when the wrapper's no_grad block exits
+    leaf = output.detach().float() if as_float else output.detach()
     # a clone, so in-place ops downstream (ResNet's `out += identity`) act on a non-leaf, as in plain grad-cam
-    return output.detach().requires_grad_(True).clone()
+    return leaf.requires_grad_(True).clone()
+
+
+#: --amp: the autocast dtype of the CAM forward, by name (off: float32)
+AMP = ("off", "bf16", "fp16")
+
+
+def autocast_dtype(amp: str, device: str, methods: list[Method]) -> Any:
+    """The dtype to autocast the CAM forward to under ``--amp``, or None (``off``).
+
+    Only on CUDA: on a CPU autocast makes a CAM slower and less exact, so it is refused rather than ignored.
+    Only for methods whose graph starts at the target layer (:func:`_start_graph` hands grad-cam float32
+    activations and gradients there); the others hand grad-cam the raw activations of every perturbed
+    forward (ScoreCAM, AblationCAM, KPCA-CAM, FEM, EigenCAM) or differentiate the whole model (FullGrad,
+    ShapleyCAM), where a half-precision tensor would reach numpy or a second-order gradient.
+
+    Raises:
+        VisctlError: an unknown value, ``--amp`` on a device other than CUDA, or with a method that cannot take it.
+    """
+    amp = str(getattr(amp, "value", amp)).lower()
+    if amp not in AMP:
+        raise VisctlError(f"unknown --amp {amp!r}", hint="use " + ", ".join(AMP))
+    if amp == "off":
+        return None
+    if not str(device).startswith("cuda"):
+        raise VisctlError(f"--amp {amp} needs a CUDA device, and this run is on {device}",
+                          hint="leave --amp out on a CPU (autocast there is slower and less exact), or use --device cuda")
+    refused = [m.value for m in methods if METHODS[m][1] != "layer"]
+    if refused:
+        raise VisctlError(f"--amp cannot be used with {', '.join(refused)}",
+                          hint="these methods read raw activations of perturbed forwards or whole-model gradients in "
+                          "float32; leave --amp out, or use a gradient method (gradcam, gradcam++, xgradcam, "
+                          "layercam, hirescam, ...)")
+    import torch
+
+    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def nonfinite_rows(logits: Any, maps: Any) -> set[int]:

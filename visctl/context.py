@@ -134,6 +134,11 @@ class RunContext(Session):
         try:
             self._leave(exc)
         finally:
+            if self.writer is not None:
+                try:
+                    self.writer.close()  # stops the write threads; the manifest has already waited for them
+                except Exception:  # noqa: BLE001 - a failed write was reported by the manifest's own flush
+                    pass
             self._warnings.__exit__(None, None, None)
             self._restore_signals()
             output.clear_interrupt()
@@ -281,6 +286,7 @@ class RunContext(Session):
     def finish(self) -> None:
         """Write the manifest and gallery, print results, and exit 1 if any input failed."""
         assert self.writer is not None
+        self.writer.flush()  # every image on disk before a backend reads them and the manifest lists them
         failures = self.writer.manifest["failures"]
         if self.rank:  # another rank under torchrun: rank 0 writes and prints the merged record
             self._finished = True

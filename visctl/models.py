@@ -801,3 +801,29 @@ def check_input_size(model: nn.Module, hw: tuple[int, int], from_pipeline: bool)
                          f"{where} {hw[0]}x{hw[1]}",
                          hint=f"--cfg-options visctl.input_size={need[0]} (without a test_pipeline), a pipeline that "
                          f"resizes to {need[0]}x{need[1]}, or build the model for your size (model.img_size=...)")
+
+
+def pinned_transfer(device: str) -> bool:
+    """Whether a CPU batch goes to ``device`` through pinned (page-locked) memory with a non-blocking copy:
+    on CUDA only (the copy then overlaps the host's work until the forward needs the batch)."""
+    return str(device).startswith("cuda")
+
+
+def use_channels_last(model: Any, device: str) -> bool:
+    """Whether to run ``model`` in channels_last (NHWC): on CUDA, for a model with 2-D convolutions (cuDNN's
+    tensor-core kernels are NHWC; on a CPU, or for a transformer, it gains nothing)."""
+    from torch import nn
+
+    return str(device).startswith("cuda") and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def to_device(batch: Any, device: str, channels_last: bool = False) -> Any:
+    """A CPU batch (B, 3, H, W) on ``device``: pinned and non-blocking on CUDA (:func:`pinned_transfer`), in
+    channels_last when the model runs so (:func:`use_channels_last`); elsewhere a plain ``.to``."""
+    import torch
+
+    if pinned_transfer(device):
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    else:
+        batch = batch.to(device)
+    return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch

@@ -97,6 +97,30 @@ def _umask() -> int:
     return mask
 
 
+#: OpenCV encoder settings per suffix (cv2.IMWRITE_JPEG_QUALITY = 1, cv2.IMWRITE_WEBP_QUALITY = 64): JPEG at
+#: quality 95, WebP at quality 90 (both lossy); PNG with OpenCV's defaults (lossless, compression level 1)
+ENCODE_PARAMS: dict[str, list[int]] = {".jpg": [1, 95], ".jpeg": [1, 95], ".webp": [64, 90]}
+#: the formats of --format (the figures of cam), fastest to encode last but one: png is lossless and the default
+FORMATS = ("png", "jpg", "webp")
+
+
+def encode_image(rgb: Any, suffix: str = ".png") -> bytes:
+    """An RGB uint8 image encoded as ``suffix`` says (:data:`ENCODE_PARAMS`); OpenCV releases the GIL meanwhile."""
+    import cv2
+
+    suffix = (suffix or ".png").lower()
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), ENCODE_PARAMS.get(suffix, []))
+    if not ok:
+        raise ValueError(f"cannot encode {suffix}")
+    return buf.tobytes()
+
+
+def io_threads(threads: int | None) -> int:
+    """Threads that read the next batch, and that draw, encode and write images, beside the model: as many as
+    ``--threads``, at least 1, at most 8 (PNG encoding of a 300 px figure is ~10 ms; more threads only queue)."""
+    return max(1, min(threads or 1, 8))
+
+
 #: what visctl writes images as (OpenCV's encoders for these are always built)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -426,6 +450,9 @@ class OutputWriter:
         self.id = time.strftime("%Y%m%dT%H%M%S", time.localtime(self.started)) + f"-{os.getpid()}-{secrets.token_hex(3)}"
         self.protected: dict[tuple[int, int], str] = dict(protected or {})
         self._claimed: set[str] = set()
+        self._pool: Any = None  # a ThreadPoolExecutor once background() is called
+        self._pending: list[tuple[Any, dict]] = []  # (future, manifest record) of background writes, in call order
+        self._slots: Any = None  # a BoundedSemaphore: the images queued or in flight (background())
         self.manifest: dict[str, Any] = {
             "id": self.id,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
@@ -501,14 +528,99 @@ class OutputWriter:
         self.manifest["outputs"].append(dict(path=rel, kind=kind, caption=caption, **info))
 
     def save_image(self, name: str, rgb: Any, caption: str = "", target: Path | None = None, **info: Any) -> Path:
-        """Encode and atomically write an RGB image; record it."""
-        import cv2
+        """Encode and atomically write an RGB image; record it.
 
+        ``rgb``: an (H, W, 3) uint8 array, or a function that draws one (then the drawing, too, happens off the
+        calling thread). The suffix of the name (or ``target``) is the format (:data:`ENCODE_PARAMS`). With
+        :meth:`background` on, drawing, encoding and writing run in the writer's threads; the name is claimed
+        and the manifest entry placed now, in call order, so the manifest is a one-thread run's, and every
+        save of the manifest first waits for the writes (:meth:`flush`): it never lists an unfinished file.
+        """
         suffix = Path(target).suffix if target is not None else Path(name).suffix
-        ok, buf = cv2.imencode(suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise ValueError(f"cannot encode {suffix}")
-        return self.write_output(name, buf.tobytes(), "image", caption, target=target, **info)
+
+        def encode() -> bytes:
+            return encode_image(rgb() if callable(rgb) else rgb, suffix)
+
+        if self._pool is None:
+            return self.write_output(name, encode(), "image", caption, target=target, **info)
+        self._raise_failed()
+        self._slots.acquire()  # bounded: the caller waits while the queue is full
+        submitted = False
+        try:
+            with uninterrupted():
+                path = self._claim(Path(target) if target is not None else self.path(name))
+                self.add_output(path, "image", caption, **info)
+                record = self.manifest["outputs"][-1]
+
+                def job() -> None:
+                    try:
+                        self._write(path, encode())
+                    finally:
+                        self._slots.release()
+                try:
+                    future = self._pool.submit(job)
+                except BaseException:
+                    self.manifest["outputs"].remove(record)
+                    raise
+                submitted = True
+                self._pending.append((future, record))
+        finally:
+            if not submitted:
+                self._slots.release()
+        return path
+
+    # -- the background pool --
+    def background(self, workers: int, queue: int = 0) -> None:
+        """Draw, encode and write images in ``workers`` threads from now on (0: in the calling thread).
+
+        At most ``max(2 * workers, queue)`` images wait in memory (:meth:`save_image` blocks for a free slot):
+        a run that makes its figures a batch at a time passes its batch size as ``queue``, so that a batch's
+        figures are written while the model works on the next one, and memory stays that of one batch
+        whatever the number of images. The writes are waited for by :meth:`flush`, which every save of the
+        manifest calls first.
+        """
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.close()
+        if workers > 0:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="visctl-write")
+            self._slots = threading.BoundedSemaphore(max(2 * workers, queue))
+
+    def _raise_failed(self) -> None:
+        """A background write that failed (a full disk) stops the run at the next image, not at the end."""
+        if any(f.done() and f.exception() is not None for f, _ in self._pending):
+            self.flush()
+        self._pending = [(f, r) for f, r in self._pending if not f.done()]
+
+    def flush(self) -> None:
+        """Wait for every background write; drop the records of the failed ones, then raise the first failure.
+
+        An input whose image failed is no longer listed as finished (:meth:`reconcile` lists it again as
+        ``partial`` when it kept other outputs). Ctrl-C waits for the writes in flight (each a few ms).
+        """
+        first: BaseException | None = None
+        with uninterrupted():
+            pending, self._pending = self._pending, []
+            for future, record in pending:
+                try:
+                    future.result()
+                except BaseException as exc:  # noqa: BLE001 - raised below, once every write has ended
+                    first = first or exc
+                    m = self.manifest
+                    m["outputs"] = [o for o in m["outputs"] if o is not record]
+                    m["inputs"] = [i for i in m["inputs"] if i.get("path") != record.get("input", object())]
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        """Flush and stop the pool (the writer goes on writing, in the calling thread)."""
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def save_array(self, name: str, array: Any, caption: str = "", **info: Any) -> Path:
         """Atomically write a .npy array; record it."""
@@ -550,7 +662,13 @@ class OutputWriter:
         return self.save(with_index=False)
 
     def finish(self, status: str, error: str | None = None) -> Path:
-        """Write manifest.json and index.html with the final status."""
+        """Write manifest.json and index.html with the final status (after every background write)."""
+        try:
+            self.flush()
+        except BaseException:
+            if status in ("ok", "partial"):
+                raise
+            # an interrupt or an error is being recorded: the failed write was dropped from the record
         self.manifest["status"] = status
         if error:
             self.manifest["error"] = error
@@ -560,7 +678,9 @@ class OutputWriter:
         return self.save()
 
     def save(self, with_index: bool = True) -> Path:
-        """Merge this run's record into the folder's manifest.json under the folder's lock."""
+        """Merge this run's record into the folder's manifest.json under the folder's lock (after every
+        background write has ended: a failed one is dropped from the record, then raised)."""
+        self.flush()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         record = self.manifest
         mine = {o["path"] for o in record["outputs"]}

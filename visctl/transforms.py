@@ -671,8 +671,13 @@ def default_pipeline(input_size: Any) -> list[dict]:
 
 
 def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
-                     max_pixels: int | None = None) -> Iterator[tuple[list, list]]:
+                     max_pixels: int | None = None, workers: int = 0) -> Iterator[tuple[list, list]]:
     """Read and transform images ``batch_size`` at a time; an image over ``max_pixels`` is a failure.
+
+    ``workers`` > 0: the next batch is read (decoded and run through ``steps``) in that many threads while
+    the caller works on this one -- OpenCV's decoders and resizes release the GIL, so reading overlaps the
+    model -- and at most two batches are in memory. The images and failures come in the order of ``paths``
+    whatever the number of workers; 0 reads in the calling thread.
 
     Yields:
         ``(groups, failures)``: groups of ``(path, original RGB, ImageState)`` whose pipeline outputs share
@@ -681,15 +686,39 @@ def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
     from visctl.errors import VisctlError
     from visctl.images import read_image
 
-    for start in range(0, len(paths), batch_size):
+    def load(p: Any) -> tuple[Any, Any, str | None]:
+        try:
+            img = read_image(p, max_pixels)
+            return img, run_pipeline(img, steps), None
+        except VisctlError as err:
+            return None, None, err.message
+
+    def assemble(chunk: list[Any], loaded: Iterator[tuple[Any, Any, str | None]]) -> tuple[list, list]:
         groups: dict[tuple, list] = {}
         failures = []
-        for p in paths[start:start + batch_size]:
-            try:
-                img = read_image(p, max_pixels)
-                state = run_pipeline(img, steps)
-            except VisctlError as err:
-                failures.append((p, err.message))
+        for p, (img, state, message) in zip(chunk, loaded):
+            if message is not None:
+                failures.append((p, message))
                 continue
             groups.setdefault(state.img.shape, []).append((p, img, state))
-        yield list(groups.values()), failures
+        return list(groups.values()), failures
+
+    chunks = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
+    if workers <= 0:
+        for chunk in chunks:
+            yield assemble(chunk, (load(p) for p in chunk))
+        return
+    if not chunks:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="visctl-read")
+    try:
+        ahead = [pool.submit(load, p) for p in chunks[0]]
+        for k, chunk in enumerate(chunks):
+            current = ahead
+            if k + 1 < len(chunks):  # the next batch is read while the caller works on this one
+                ahead = [pool.submit(load, p) for p in chunks[k + 1]]
+            yield assemble(chunk, (f.result() for f in current))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a stopped run leaves no reader behind

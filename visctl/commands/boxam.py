@@ -53,6 +53,7 @@ def boxam(
     opts: opt.CommandOptions,
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
+    from visctl import output
     from visctl.commands._shared import finish, preview_hook, split_args
     from visctl.library import boxam as lib
 
@@ -66,5 +67,6 @@ def boxam(
                            panel_size=panel_size, batch_size=opts.batch_size, session=ctx,
                            on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params)
+        writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
         lib.write_run(plan, writer, save_raw=save_raw)
         finish(ctx)

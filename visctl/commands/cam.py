@@ -31,7 +31,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.MODEL)
+@opt.shared(*opt.after("max_pixels", "image_format", "amp"))
 def cam(
     args: opt.ModelInputs,
     method: Annotated[str, typer.Option(
@@ -85,6 +85,8 @@ def cam(
         show_default=False)] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
+    image_format: opt.Format = opt.ImageFormat.png,
+    amp: opt.AmpOption = opt.Amp.off,
     *,
     opts: opt.CommandOptions,
 ) -> None:
@@ -96,6 +98,7 @@ def cam(
     with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or opts.out_dir),
                     out_files=[("--save-path", save_path)] if to_file else None) as ctx:
         methods, colormap = library.check_options(method, colormap)
+        library.check_amp(amp.value, ctx.device, methods)  # before the model loads
         if output.single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
             output.check_output_file(save_path, "--save-path")
         mi = open_model(ctx, args, check_paths=lambda found: output.single_output(save_path, len(found)))
@@ -107,10 +110,13 @@ def cam(
                             num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                             ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,
                             panel_size=panel_size, save_raw=save_raw, batch_size=opts.batch_size, score=score,
-                            task=task.value, target_mask=target_mask, target_box=target_box)
+                            task=task.value, target_mask=target_mask, target_box=target_box,
+                            image_format=image_format.value, amp=amp.value)
+        run.draw_in_writer = True  # figures drawn, encoded and written in the writer's threads
         single_file = run.task == "classification" and output.single_output(save_path, len(mi.paths))
         writer = ctx.open_writer(run.params, out_dir=(save_path.parent if single_file else save_path)
                                  if run.task == "classification" else None)
+        writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # one batch's figures
         try:
             for item in run.items():  # each image's outputs are written (and listed) as it finishes
                 run.record(writer, item, target=save_path if single_file else None)

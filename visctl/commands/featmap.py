@@ -94,5 +94,6 @@ def featmap(
                            signed=signed, score_thr=score_thr, panel_size=panel_size, batch_size=opts.batch_size,
                            recorded=recorded, session=ctx, on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
+        writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
         lib.write_run(plan, writer, save_raw=save_raw, out_file=out_file)
         finish(ctx)

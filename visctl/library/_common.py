@@ -165,11 +165,17 @@ class Batch:
 
 
 def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: list[Any] | None = None,
-            ) -> Iterator[Batch]:
+            channels_last: bool = False) -> Iterator[Batch]:
     """The one batch loop of the per-image commands: read, transform and stack ``batch_size`` images at a
     time; an unreadable image (or one over the pixel budget) is skipped through ``ctx.skip`` and counted in
-    the progress; every yielded batch's images are the consumer's to count (``batch.advance``)."""
+    the progress; every yielded batch's images are the consumer's to count (``batch.advance``).
+
+    The next batch is read in threads while the consumer works on this one (:func:`visctl.transforms.
+    prepared_batches`); a batch goes to a CUDA device through pinned memory, in channels_last when asked
+    (:func:`visctl.models.to_device`)."""
     from visctl import transforms
+    from visctl.models import to_device
+    from visctl.output import io_threads
 
     paths = mi.paths if paths is None else paths
     if ctx.world > 1:  # under torchrun: this rank's whole batches (visctl.distributed.shard)
@@ -177,10 +183,12 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
 
         paths = shard(paths, batch_size, ctx.rank, ctx.world)
     with ctx.progress(len(paths), label) as advance:
-        for groups, failures in transforms.prepared_batches(paths, mi.steps, batch_size, ctx.max_pixels):
+        for groups, failures in transforms.prepared_batches(paths, mi.steps, batch_size, ctx.max_pixels,
+                                                            workers=io_threads(ctx.threads)):
             for p, message in failures:
                 ctx.skip(p, message)
                 advance()
             for group in groups:
-                tensor = transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb).to(ctx.device)
+                tensor = to_device(transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb),
+                                   ctx.device, channels_last)
                 yield Batch(group, tensor, advance)

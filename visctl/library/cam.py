@@ -2,14 +2,16 @@
 
 :func:`cam` returns a :class:`CamResult`: per image, the maps as float32 arrays at the original image size keyed by
 ``(method, class)``, the class probabilities, the captions and (``score=True``) faithfulness scores, and the
-figure the CLI draws (``<stem>_cam_<methods>_<layer>.png``). ``result.save(folder)`` writes what ``visctl cam``
-writes. The command runs the same per-image generator (:meth:`CamRun.items`) and writes each image as it finishes.
+figure the CLI draws (``<stem>_cam_<methods>_<layer>.png``, or ``.jpg``/``.webp`` with ``image_format``).
+``result.save(folder)`` writes what ``visctl cam`` writes. The command runs the same per-image generator
+(:meth:`CamRun.items`) and writes each image as it finishes; it has the figures drawn in the writer's threads
+(:class:`Drawing`), off the model's.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,6 +29,17 @@ TASKS = ("auto", "classification", "segmentation")
 
 
 @dataclass(frozen=True)
+class Drawing:
+    """A figure not drawn yet (the CLI's): its name, caption and manifest fields now, its pixels from
+    ``draw()`` in the writer's threads, so the model's thread never composes or encodes a figure."""
+
+    name: str
+    draw: Callable[[], np.ndarray] = field(repr=False)
+    caption: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CamItem:
     """One image's maps: ``maps[(method, class)]`` is a float32 (H, W) array at the original image size."""
 
@@ -40,6 +53,12 @@ class CamItem:
     figure: Figure | None = field(default=None, repr=False)
     raw_names: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)  # the --save-raw .npy names
     input_info: dict[str, Any] = field(default_factory=dict, repr=False)  # the manifest's inputs entry
+    drawing: Drawing | None = field(default=None, repr=False)  # the CLI's figure, drawn when written
+
+    @property
+    def picture(self) -> Figure | Drawing | None:
+        """The figure, drawn (the library's) or to draw (the CLI's)."""
+        return self.figure if self.figure is not None else self.drawing
 
     @property
     def name(self) -> str:
@@ -47,9 +66,10 @@ class CamItem:
 
     def write(self, writer: OutputWriter, target: Path | None = None, record_input: bool = True) -> None:
         """The figure, the raw maps (when asked) and the input's manifest entry, as the CLI writes them."""
-        if self.figure is not None:
-            writer.save_image(self.figure.name, self.figure.image, caption=self.figure.caption, target=target,
-                              **self.figure.info)
+        fig = self.picture
+        if fig is not None:
+            writer.save_image(fig.name, fig.image if isinstance(fig, Figure) else fig.draw, caption=fig.caption,
+                              target=target, **fig.info)
         for key, name in self.raw_names.items():
             writer.save_array(name, self.maps[key], caption=f"{key[0]}_c{key[1]}", input=self.path)
         if record_input:
@@ -106,18 +126,21 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
         eigen_smooth: bool = False, ratio_channels_to_ablate: float = 1.0, alpha: float = 0.5, colormap: str = "jet",
         panel_size: int | None = None, save_raw: bool = False, batch_size: int = 16, score: bool = False,
         task: str = "auto", target_mask: str | Path | None = None, target_box: str | Sequence[float] | None = None,
-        options: RunOptions | None = None, session: Session | None = None) -> CamResult:
+        image_format: str = "png", amp: str = "off", options: RunOptions | None = None,
+        session: Session | None = None) -> CamResult:
     """Class activation maps (Grad-CAM and friends) of ``model`` on ``images``.
 
     ``images``: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them. ``model``: a
     config file, a model name (``torchvision.resnet18``), a config dict, or an ``nn.Module``. The other
-    arguments are ``visctl cam``'s options (``method="all"`` or ``"gradcam,layercam"`` for several).
+    arguments are ``visctl cam``'s options (``method="all"`` or ``"gradcam,layercam"`` for several;
+    ``image_format`` png, jpg or webp names the figures; ``amp`` bf16 or fp16 autocasts the forward on CUDA).
     Nothing is written: ``result.save(folder)`` writes what the CLI writes.
     """
     from visctl import images as imgs
 
     session = session or Session(options)
-    methods, colormap = check_options(method, colormap, task)
+    methods, colormap = check_options(method, colormap, task, image_format)
+    check_amp(amp, session.device, methods)
     paths = imgs.as_images(images, note=session.note)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
     run = start(session, mi, methods=methods, target_category=_as_list(target_category), topk=topk,
@@ -126,18 +149,32 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
                 alpha=alpha, colormap=colormap, panel_size=panel_size, save_raw=save_raw, batch_size=batch_size,
                 score=score, task=task, target_mask=Path(target_mask) if target_mask else None,
                 target_box=target_box if target_box is None or isinstance(target_box, str)
-                else ",".join(str(v) for v in target_box))
+                else ",".join(str(v) for v in target_box), image_format=image_format, amp=amp)
     return run.collect()
 
 
-def check_options(method: str, colormap: str, task: str = "auto") -> tuple[list[Any], str]:
-    """The methods and colormap, refused before anything is loaded when they are not known."""
+def check_options(method: str, colormap: str, task: str = "auto", image_format: str = "png",
+                  ) -> tuple[list[Any], str]:
+    """The methods and colormap, refused before anything is loaded when they (or the task, or the image
+    format) are not known."""
     from visctl import cams, render
     from visctl.errors import InputError
+    from visctl.output import FORMATS
 
     if str(task) not in TASKS:
         raise InputError(f"unknown task {task!r}", hint="use " + ", ".join(TASKS))
+    if str(getattr(image_format, "value", image_format)) not in FORMATS:
+        raise InputError(f"unknown image format {image_format!r}", hint="use " + ", ".join(FORMATS))
     return cams.parse_method(method), render.check_colormap(colormap)
+
+
+def check_amp(amp: str, device: str, methods: list[Any]) -> tuple[str, Any] | None:
+    """``--amp``'s (device type, dtype) for :class:`visctl.cams.CamEngine`, or None; refused on a CPU and for
+    methods that need float32 throughout (:func:`visctl.cams.autocast_dtype`), before the model loads."""
+    from visctl import cams
+
+    dtype = cams.autocast_dtype(amp, device, methods)
+    return None if dtype is None else (str(device).split(":")[0], dtype)
 
 
 def _as_list(value: Any) -> list[str] | None:
@@ -153,7 +190,8 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
           num_extra_tokens: int | None = None, aug_smooth: bool = False, eigen_smooth: bool = False,
           ratio_channels_to_ablate: float = 1.0, alpha: float = 0.5, colormap: str = "jet",
           panel_size: int | None = None, save_raw: bool = False, batch_size: int = 16, score: bool = False,
-          task: str = "auto", target_mask: Path | None = None, target_box: str | None = None) -> CamRun:
+          task: str = "auto", target_mask: Path | None = None, target_box: str | None = None,
+          image_format: str = "png", amp: str = "off") -> CamRun:
     """Plan a run on an opened model: the task, the layers, the classes; :meth:`CamRun.items` does the work."""
     from visctl import config
     from visctl.errors import VisctlError
@@ -168,7 +206,9 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
     else:
         segment = task == "segmentation"
     kw: dict[str, Any] = dict(methods=methods, target_category=list(target_category or []), target_layers=target_layers,
-              alpha=alpha, colormap=colormap, save_raw=save_raw, batch_size=batch_size, score=score)
+              alpha=alpha, colormap=colormap, save_raw=save_raw, batch_size=batch_size, score=score,
+              image_format=str(getattr(image_format, "value", image_format)),
+              autocast=check_amp(amp, session.device, methods))
     if segment:
         return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box, **kw)
     if target_mask or target_box:
@@ -189,11 +229,15 @@ class CamRun:
     def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
                  topk: int, target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None,
                  aug_smooth: bool, eigen_smooth: bool, ratio_channels_to_ablate: float, alpha: float, colormap: str,
-                 panel_size: int | None, save_raw: bool, batch_size: int, score: bool) -> None:
+                 panel_size: int | None, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
+                 autocast: tuple[str, Any] | None = None) -> None:
         from visctl import cams, config, render
         from visctl.library._common import class_names
 
         self.session, self.mi, self.methods = session, mi, methods
+        self.image_format, self.autocast = image_format, autocast
+        self.draw_in_writer = False  # the CLI's: figures drawn in the writer's threads (CamItem.drawing)
+        self.channels_last = _channels_last(mi, session.device)
         self.topk, self.aug_smooth, self.eigen_smooth = topk, aug_smooth, eigen_smooth
         self.alpha, self.colormap, self.panel_size = alpha, colormap, panel_size
         self.save_raw, self.batch_size, self.score = save_raw, batch_size, score
@@ -227,9 +271,11 @@ class CamRun:
             methods=[m.value for m in methods], target_layers=setup.layers, target_category=self.categories or None,
             topk=None if self.categories else topk, vit_like=setup.vit_like, aug_smooth=aug_smooth,
             eigen_smooth=eigen_smooth, device=session.device, threads=session.threads, batch_size=batch_size,
-            panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}")
+            panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}",
+            format=image_format, amp=_amp_name(autocast))
         self.engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=batch_size,
-                                       ratio_channels_to_ablate=ratio_channels_to_ablate) for m in methods]
+                                       ratio_channels_to_ablate=ratio_channels_to_ablate, autocast=autocast)
+                        for m in methods]
         self.skipped: list[SkippedMethod] = []
         self.blank: list[str] = []
         self.blank_at: list[str] = []
@@ -248,6 +294,7 @@ class CamRun:
 
     def items(self) -> Iterator[CamItem | SkippedMethod]:
         """One :class:`CamItem` per image as it finishes (and a :class:`SkippedMethod` when a method fails)."""
+        import functools
         import sys
         import traceback
 
@@ -261,7 +308,7 @@ class CamRun:
             if reason:
                 yield self._skip_method(engine, reason)
         stems = output.input_stems(mi.paths)
-        for b in batches(session, mi, self.batch_size, "cam"):
+        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last):
             group, batch = b.items, b.tensor
             rows: list[list[tuple[str, list]]] = [[] for _ in group]
             maps_of: list[dict] = [{} for _ in group]
@@ -321,21 +368,30 @@ class CamRun:
                     b.advance()
                     continue
                 cats = [r[0] for r in rows[i]]
-                figure = None
+                figure = drawing = None
                 if any(row_panels for _, row_panels in rows[i]):
                     side = render.panel_size(*img.shape[:2], self.panel_size)  # type: ignore[call-arg]  # *shape is (h, w)
-                    image = render.map_figure(img, [r for r in rows[i] if r[1]], alpha=self.alpha,
-                                              colormap=self.colormap, panel_side=side)
-                    name = f"{stems[p]}_cam_{self.tag}_{self.layer_tag}.png".replace("++", "pp")
-                    figure = Figure(name, image, f"{p.name}: {', '.join(cats)}", dict(input=str(p), panel_size=side))
+                    draw = functools.partial(render.map_figure, img, [r for r in rows[i] if r[1]], alpha=self.alpha,
+                                             colormap=self.colormap, panel_side=side)
+                    name = f"{stems[p]}_cam_{self.tag}_{self.layer_tag}.{self.image_format}".replace("++", "pp")
+                    figure, drawing = self._figure(name, draw, f"{p.name}: {', '.join(cats)}",
+                                                   dict(input=str(p), panel_size=side))
                 raw_names = ({key: f"{stems[p]}_cam_{key[0]}_c{key[1]}_{self.layer_tag}.npy".replace("++", "pp")
                               for key in maps_of[i]} if self.save_raw else {})
                 info: dict[str, Any] = dict(size=list(img.shape[:2]), targets=cats,
                                             **({"scores": scores_of[i]} if self.score else {}))
                 yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps_of[i],
                               captions=captions_of[i], targets=tuple(cats), probabilities=probs_of[i],
-                              scores=scores_of[i], figure=figure, raw_names=raw_names, input_info=info)
+                              scores=scores_of[i], figure=figure, raw_names=raw_names, input_info=info,
+                              drawing=drawing)
                 b.advance()
+
+    def _figure(self, name: str, draw: Callable[[], Any], caption: str, info: dict[str, Any],
+                ) -> tuple[Figure | None, Drawing | None]:
+        """The library's figure, drawn now, or the CLI's, drawn by the writer (:attr:`draw_in_writer`)."""
+        if self.draw_in_writer:
+            return None, Drawing(name, draw, caption, info)
+        return Figure(name, draw(), caption, info), None
 
     # -- the CLI's writing, item by item --
     def record(self, writer: OutputWriter, item: CamItem | SkippedMethod, target: Path | None = None) -> None:
@@ -419,11 +475,32 @@ class CamRun:
         return list(self.setup.layers)
 
 
+def _amp_name(autocast: tuple[str, Any] | None) -> str:
+    """The manifest's ``amp``: off, bf16 or fp16."""
+    if autocast is None:
+        return "off"
+    return "bf16" if "bfloat16" in str(autocast[1]) else "fp16"
+
+
+def _channels_last(mi: ModelInputs, device: str) -> bool:
+    """Whether the run puts the model in channels_last (:func:`visctl.models.use_channels_last`), and does:
+    only a model visctl built; a caller's nn.Module keeps its memory format."""
+    from visctl.models import use_channels_last
+
+    if mi.cfg_spec == "<nn.Module>" or not use_channels_last(mi.model, device):
+        return False
+    import torch
+
+    mi.model.to(memory_format=torch.channels_last)
+    return True
+
+
 def _record_side(writer: OutputWriter, sides: set[int], item: CamItem) -> None:
-    if item.figure is not None and "panel_size" in item.figure.info:
+    fig = item.picture
+    if fig is not None and "panel_size" in fig.info:
         from visctl import render
 
-        sides.add(int(item.figure.info["panel_size"]))
+        sides.add(int(fig.info["panel_size"]))
         writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
 
 
@@ -468,11 +545,14 @@ class _SegmentationRun(CamRun):
 
     def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
                  target_layers: list[str] | None, target_mask: Path | None, target_box: str | None, alpha: float,
-                 colormap: str, save_raw: bool, batch_size: int, score: bool) -> None:
+                 colormap: str, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
+                 autocast: tuple[str, Any] | None = None) -> None:
         from visctl import cams, config, models, segmentation
         from visctl.errors import InputError
 
         self.session, self.mi, self.methods = session, mi, methods
+        self.image_format, self.autocast, self.draw_in_writer = image_format, autocast, False
+        self.channels_last = _channels_last(mi, session.device)
         self.alpha, self.colormap, self.save_raw, self.batch_size, self.score = alpha, colormap, save_raw, batch_size, score
         self.target_mask = target_mask
         self.started = time.time()
@@ -505,19 +585,23 @@ class _SegmentationRun(CamRun):
         self.box = box
         if (target_mask or box) and not self.asked:
             raise InputError("a region needs its class", hint="add --target-category NAME_OR_INDEX")
-        self.engines = [cams.CamEngine(model, m, layers, layouts, batch_size=batch_size) for m in methods]
+        self.engines = [cams.CamEngine(model, m, layers, layouts, batch_size=batch_size, autocast=autocast)
+                        for m in methods]
         self.score_model = segmentation.region_score(model) if score else None
         self.params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                            task="segmentation", methods=[m.value for m in methods], target_layers=layers,
                            target_category=self.asked or None,
                            target_mask=str(target_mask) if target_mask else None, target_box=box,
-                           background=self.background, device=session.device)
+                           background=self.background, device=session.device, format=image_format,
+                           amp=_amp_name(autocast))
         self.tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
 
     def _layers(self) -> list[str]:
         return list(self.layers)
 
     def items(self) -> Iterator[CamItem | SkippedMethod]:
+        import functools
+
         import numpy as np
         from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
@@ -526,7 +610,7 @@ class _SegmentationRun(CamRun):
         session, mi, names, box = self.session, self.mi, self.names, self.box
         colors = render.class_colors(max(self.num_classes, 1))
         stems = output.input_stems(mi.paths)
-        for b in batches(session, mi, self.batch_size, "cam"):
+        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last):
             batch = b.tensor
             preds = segmentation.logits(mi.model, batch).argmax(1).cpu().numpy()
             for i, (p, img, state) in enumerate(b.items):
@@ -568,11 +652,11 @@ class _SegmentationRun(CamRun):
                 on_original = segmentation.predicted_on_original(pred, state, img.shape[:2])
                 base = segmentation.outlines(img, on_original, present, colors)
                 drawn = [r for r in rows if r[1]]
-                figure = None
+                figure = drawing = None
                 if drawn:
-                    image = render.map_figure(base, drawn, alpha=self.alpha, colormap=self.colormap)
-                    figure = Figure(f"{stems[p]}_segcam_{self.tag}.png".replace("++", "pp"), image,
-                                    f"{p.name}: {', '.join(r[0] for r in rows)}", dict(input=str(p)))
+                    draw = functools.partial(render.map_figure, base, drawn, alpha=self.alpha, colormap=self.colormap)
+                    figure, drawing = self._figure(f"{stems[p]}_segcam_{self.tag}.{self.image_format}".replace("++", "pp"),
+                                                   draw, f"{p.name}: {', '.join(r[0] for r in rows)}", dict(input=str(p)))
                 raw_names = ({key: f"{stems[p]}_segcam_{key[0]}_c{key[1]}.npy".replace("++", "pp") for key in maps}
                              if self.save_raw else {})
                 info = dict(size=list(img.shape[:2]), targets=[r[0] for r in rows],
@@ -580,7 +664,7 @@ class _SegmentationRun(CamRun):
                             **({"scores": found_scores} if self.score else {}))
                 yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps, captions=captions,
                               targets=tuple(r[0] for r in rows), scores=found_scores, figure=figure,
-                              raw_names=raw_names, input_info=info)
+                              raw_names=raw_names, input_info=info, drawing=drawing)
                 b.advance()
 
     def close(self, writer: OutputWriter | None = None) -> None:
