@@ -1,6 +1,7 @@
 """GradCAM speed: the whole `visctl cam` run as a user runs it, and the model arithmetic alone.
 
-    python bench/bench_cam.py [--small 16] [--large 64] [--side 300] [--threads 1,all] [--repeats 2]
+    python bench/bench_cam.py [--small 32] [--large 160] [--side 300] [--threads 1,all] [--repeats 2]
+    python bench/bench_cam.py --quick        # a smoke test in under a minute (figures meaningless)
     python bench/bench_cam.py --only arith   # the model arithmetic only (the earlier figures)
     python bench/bench_cam.py --only whole --visctl-args="--format jpg"
 
@@ -17,7 +18,8 @@ pinned for each (OMP_NUM_THREADS/MKL_NUM_THREADS, torch.set_num_threads, cv2.set
 * ``forward`` : bench/forward_loop.py, read + resize + bare no-grad forward, nothing written (the limit;
   target: visctl >= 0.8x its speed).
 
-Start-up: each arm on one image. resnet18 with random weights (weights=None): nothing is downloaded.
+Each arm's line also gives the peak RSS of its process on the larger set (``os.wait4`` of that child).
+Start-up: each arm on one image (target: visctl <= 0.6x the grad-cam script's time). resnet18 with random weights (weights=None): nothing is downloaded.
 
 Model arithmetic: the same in-memory batches through the bare no-grad forward, plain grad-cam and visctl's
 CamEngine (no reading, no drawing, no writing).
@@ -26,7 +28,6 @@ CamEngine (no reading, no drawing, no writing).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -34,10 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import interleaved
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from _common import (HERE, arm_line, fresh_runs, header, image_sets, interleaved, marginal, ratio_line,
+                     thread_counts, thread_env)
 
 
 def arithmetic(threads: int, images: int, batch_size: int, size: int, repeats: int) -> None:
@@ -85,35 +84,9 @@ def arithmetic(threads: int, images: int, batch_size: int, size: int, repeats: i
     print(f"  max |visctl - grad-cam| : {same:.2e}   (must be <= 1e-5)")
 
 
-def make_images(folder: Path, count: int, side: int) -> None:
-    """Photo-like JPEGs: smooth multi-scale texture and a few shapes (noise alone would make PNGs too big)."""
-    import cv2
-    import numpy as np
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        h, w = side, side + int(rng.integers(-40, 41))
-        img = np.zeros((h, w, 3), np.float32)
-        for scale in (4, 16, 64):
-            coarse = rng.random((max(2, h // scale), max(2, w // scale), 3)).astype(np.float32)
-            img += cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC) * (scale / 84)
-        img = np.clip(img * 255, 0, 255).astype(np.uint8)
-        for _ in range(3):
-            c = tuple(int(v) for v in rng.integers(0, 256, 3))
-            cv2.circle(img, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(10, side // 4)), c, -1)
-        cv2.imwrite(str(folder / f"img{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-
-
 def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, repeats: int,
               visctl_args: list[str], work: Path) -> None:
-    sets = {}
-    for n in (1, small, large):
-        sets[n] = work / f"in{n}"
-        if not sets[n].exists():
-            make_images(sets[n], n, side)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    sets = image_sets(work, sorted({1, small, large}), side)
     out = work / "out"
 
     def command(arm: str, n: int) -> list[str]:
@@ -127,36 +100,29 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
         return [sys.executable, str(HERE / "forward_loop.py"), str(sets[n]), "--threads", str(threads),
                 "--batch-size", str(batch_size)]
 
-    def runner(arm: str, n: int):
-        def run() -> None:
-            shutil.rmtree(out, ignore_errors=True)
-            done = subprocess.run(command(arm, n), env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"{arm} on {n} images failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        return run
-
     arms = ("visctl", "gradcam", "forward")
-    t = interleaved({f"{a}/{n}": runner(a, n) for n in (1, small, large) for a in arms}, repeats)
-    per = {a: (t[f"{a}/{large}"] - t[f"{a}/{small}"]) / (large - small) for a in arms}
-    print(f"whole run: resnet18 GradCAM layer4.1, JPEG ~{side} px, batch {batch_size}, {threads} thread(s), CPU; "
-          f"marginal per image from {small} vs {large} images, best of {repeats}"
-          + (f"; visctl {' '.join(visctl_args)}" if visctl_args else ""))
-    for a, label in (("visctl", "visctl cam          "), ("gradcam", "grad-cam script     "),
-                     ("forward", "forward-only loop   ")):
-        print(f"  {label}: {per[a] * 1000:7.1f} ms/image   {1 / per[a]:6.1f} images/s   "
-              f"({small}: {t[f'{a}/{small}']:.2f} s, {large}: {t[f'{a}/{large}']:.2f} s)")
-    print(f"  visctl vs grad-cam script : {per['gradcam'] / per['visctl']:.2f}x faster per image   (target >= 3x)")
-    print(f"  visctl vs forward-only    : {per['forward'] / per['visctl']:.2f}x of its speed   (target >= 0.8x)")
-    print(f"  start-up, one image       : visctl {t['visctl/1']:.2f} s, grad-cam script {t['gradcam/1']:.2f} s, "
-          f"forward-only {t['forward/1']:.2f} s; visctl / grad-cam = {t['visctl/1'] / t['gradcam/1']:.2f}x "
-          "(target <= 0.6x)")
+    t = fresh_runs({f"{a}/{n}": command(a, n) for n in sorted({1, small, large}) for a in arms},
+                   thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))
+    per = {a: marginal(t, a, small, large) for a in arms}
+    print(header(f"whole run: resnet18 GradCAM layer4.1, JPEG ~{side} px, batch {batch_size}"
+                 + (f", visctl {' '.join(visctl_args)}" if visctl_args else ""), threads, small, large, repeats))
+    print(arm_line("visctl cam", t, "visctl", small, large))
+    print(arm_line("grad-cam script (a)", t, "gradcam", small, large))
+    print(arm_line("forward-only loop (b)", t, "forward", small, large))
+    vs_a, vs_b = per["gradcam"] / per["visctl"], per["forward"] / per["visctl"]
+    print(ratio_line("visctl vs grad-cam script (a), faster per image", vs_a, ">= 3x", vs_a >= 3))
+    print(ratio_line("visctl vs forward-only (b), share of its speed", vs_b, ">= 0.8x", vs_b >= 0.8))
+    start = t["visctl/1"][0] / t["gradcam/1"][0]
+    print(f"  start-up, one image: visctl {t['visctl/1'][0]:.2f} s, grad-cam script {t['gradcam/1'][0]:.2f} s, "
+          f"forward-only {t['forward/1'][0]:.2f} s")
+    print(ratio_line("start-up visctl / grad-cam script", start, "<= 0.6x", start <= 0.6))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; all = every core")
-    parser.add_argument("--small", type=int, default=16)
-    parser.add_argument("--large", type=int, default=64)
+    parser.add_argument("--small", type=int, default=32)
+    parser.add_argument("--large", type=int, default=160)
     parser.add_argument("--side", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
@@ -164,18 +130,23 @@ def main() -> None:
     parser.add_argument("--visctl-args", default="", help="extra visctl cam options, e.g. '--format jpg'")
     parser.add_argument("--images", type=int, default=64, help="model arithmetic: in-memory images")
     parser.add_argument("--size", type=int, default=224, help="model arithmetic: input side")
+    parser.add_argument("--work", type=Path, default=None, help="keep the generated images here (default: a temp dir)")
+    parser.add_argument("--quick", action="store_true", help="a smoke test (< 1 min): 1 thread, 1 vs 3 images, "
+                        "one repeat, 4 in-memory images; the figures mean nothing")
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    counts = [cores if v.strip() == "all" else int(v) for v in args.threads.split(",")]
+    if args.quick:
+        args.threads, args.small, args.large, args.side, args.repeats = "1", 1, 3, 128, 1
+        args.images, args.batch_size = 4, 4
     with tempfile.TemporaryDirectory(prefix="bench-cam-") as tmp:
-        for threads in dict.fromkeys(counts):
+        work = args.work or Path(tmp)
+        for threads in thread_counts(args.threads):
             if args.only != "arith":
                 whole_run(threads, args.small, args.large, args.side, args.batch_size, args.repeats,
-                          args.visctl_args.split(), Path(tmp))
+                          args.visctl_args.split(), work)
             if args.only != "whole":
                 arithmetic(threads, args.images, args.batch_size, args.size, args.repeats)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "visctl", "--help"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "visctl", "--help"], check=True, capture_output=True, env=thread_env(1))
     print(f"visctl --help: {time.perf_counter() - t:.2f} s (fresh interpreter)")
 
 
