@@ -67,20 +67,21 @@ def thread_env(threads: int) -> dict[str, str]:
 def run_measured(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, int]:
     """Run ``cmd`` to the end; its wall seconds and the peak RSS (KiB) of its process tree.
 
-    ``os.wait4`` returns the resource use of that one child (and the descendants it waited for), unlike
-    ``getrusage(RUSAGE_CHILDREN)``, whose ``ru_maxrss`` is the largest of every child this process ever had.
+    The command runs under bench/_peak.py, a small launcher that waits for it with ``os.wait4`` (the resource
+    use of that one child and the descendants it waited for): ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` would be
+    the largest child this process ever had, and a child forked from this (large) process would carry this
+    process's RSS into its own ``ru_maxrss``.
     """
-    with tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryDirectory(prefix="bench-peak-") as tmp, open(Path(tmp) / "stderr", "w+") as err:
+        result = Path(tmp) / "peak"
         t = time.perf_counter()
-        # no communicate()/wait(): they would reap the child before os.wait4 could read its resource use
-        proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        done = subprocess.run([sys.executable, "-I", str(HERE / "_peak.py"), str(result), *cmd], env=env,
+                              stdout=subprocess.DEVNULL, stderr=err)
         elapsed = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        if done.returncode != 0:
             err.seek(0)
-            raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.read()[-3000:]}")
-    return elapsed, int(usage.ru_maxrss)
+            raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{err.read()[-3000:]}")
+        return elapsed, int(result.read_text())
 
 
 def fresh_runs(commands: dict[str, list[str]], env: dict[str, str], repeats: int,

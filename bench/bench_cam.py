@@ -18,8 +18,9 @@ pinned for each (OMP_NUM_THREADS/MKL_NUM_THREADS, torch.set_num_threads, cv2.set
 * ``forward`` : bench/forward_loop.py, read + resize + bare no-grad forward, nothing written (the limit;
   target: visctl >= 0.8x its speed).
 
-Each arm's line also gives the peak RSS of its process on the larger set (``os.wait4`` of that child).
-Start-up: each arm on one image (target: visctl <= 0.6x the grad-cam script's time). resnet18 with random weights (weights=None): nothing is downloaded.
+Each arm's line also gives the peak RSS of its process on the larger set (bench/_peak.py). Start-up: each
+arm on one image (target: visctl <= 0.6x the grad-cam script's time). resnet18 with random weights
+(weights=None): nothing is downloaded.
 
 Model arithmetic: the same in-memory batches through the bare no-grad forward, plain grad-cam and visctl's
 CamEngine (no reading, no drawing, no writing).
@@ -35,8 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (HERE, arm_line, fresh_runs, header, image_sets, interleaved, marginal, ratio_line,
-                     thread_counts, thread_env)
+from _common import HERE, arm_line, fresh_runs, header, image_sets, interleaved, marginal, ratio_line, thread_counts, thread_env
 
 
 def arithmetic(threads: int, images: int, batch_size: int, size: int, repeats: int) -> None:
