@@ -31,8 +31,8 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
     out = work / "out-boxam"
     commands = {}
     for n in (small, large):
-        commands[f"visctl/{n}"] = [sys.executable, "-m", "visctl", "boxam", str(sets[n]), str(CFG), "--threads",
-                                   str(threads), "--batch-size", str(batch_size), "-o", str(out), "--quiet"]
+        commands[f"visctl/{n}"] = [sys.executable, "-m", "visctl", "boxam", str(sets[n]), str(CFG), "--device", "cpu",
+                                   "--threads", str(threads), "--batch-size", str(batch_size), "-o", str(out), "--quiet"]
         commands[f"forward/{n}"] = [sys.executable, str(HERE / "forward_loop.py"), str(sets[n]), "--model",
                                     "detector", "--threads", str(threads), "--batch-size", str(batch_size)]
     t = fresh_runs(commands, thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))

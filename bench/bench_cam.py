@@ -92,7 +92,7 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
     def command(arm: str, n: int) -> list[str]:
         if arm == "visctl":
             return [sys.executable, "-m", "visctl", "cam", str(sets[n]), "torchvision.resnet18",
-                    "--target-layers", "layer4.1", "--threads", str(threads), "--batch-size", str(batch_size),
+                    "--target-layers", "layer4.1", "--device", "cpu", "--threads", str(threads), "--batch-size", str(batch_size),
                     "-o", str(out), "--quiet", *visctl_args]
         if arm == "gradcam":
             return [sys.executable, str(HERE / "gradcam_script.py"), str(sets[n]), str(out), "--threads",

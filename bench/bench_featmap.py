@@ -76,8 +76,8 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
     commands = {}
     for n in (small, large):
         commands[f"visctl/{n}"] = [sys.executable, "-m", "visctl", "featmap", str(sets[n]), "torchvision.resnet18",
-                                   "--target-layers", "layer3,layer4", "--threads", str(threads), "--batch-size",
-                                   str(batch_size), "-o", str(out), "--quiet"]
+                                   "--target-layers", "layer3,layer4", "--device", "cpu", "--threads", str(threads),
+                                   "--batch-size", str(batch_size), "-o", str(out), "--quiet"]
         commands[f"forward/{n}"] = [sys.executable, str(HERE / "forward_loop.py"), str(sets[n]), "--threads",
                                     str(threads), "--batch-size", str(batch_size)]
     t = fresh_runs(commands, thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))

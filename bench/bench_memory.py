@@ -41,7 +41,7 @@ def main() -> None:
         sets = image_sets(work, (args.small, args.large), args.side)
         out = work / "out-memory"
         for threads in thread_counts(args.threads):
-            commands = {str(n): [sys.executable, "-m", "visctl", "cam", str(sets[n]), str(CFG), "--threads",
+            commands = {str(n): [sys.executable, "-m", "visctl", "cam", str(sets[n]), str(CFG), "--device", "cpu", "--threads",
                                  str(threads), "--batch-size", str(args.batch_size), "-o", str(out), "--quiet",
                                  *args.visctl_args.split()]
                         for n in (args.small, args.large)}

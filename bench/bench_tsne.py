@@ -100,7 +100,7 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
     for n in (small, large):
         root, cfg = dataset(work, n, side, batch_size)
         commands[f"visctl/{n}"] = [sys.executable, "-m", "visctl", "tsne", str(cfg), "--target-layers", "layer4",
-                                   "--method", "pca", "--max-num-samples-per-class", str(n), "--threads",
+                                   "--method", "pca", "--max-num-samples-per-class", str(n), "--device", "cpu", "--threads",
                                    str(threads), "--batch-size", str(batch_size), "-o", str(out), "--quiet"]
         commands[f"forward/{n}"] = [sys.executable, str(HERE / "forward_loop.py"), str(root), "--threads",
                                     str(threads), "--batch-size", str(batch_size)]
