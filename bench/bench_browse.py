@@ -1,66 +1,77 @@
-"""Browsing throughput: 500 images of 256 px through a train pipeline, visctl vs the bare torchvision dataset.
+"""Browsing: the whole `visctl browse` run vs bare DataLoader iteration over the same images.
 
-    python bench/bench_browse.py [--images 500] [--threads 1]
+    python bench/bench_browse.py [--small 64] [--large 320] [--side 256] [--threads 1,all] [--repeats 2]
+    python bench/bench_browse.py --quick     # a smoke test in under a minute (figures meaningless)
 
-Both arms read the same class folders and apply RandomResizedCrop(224), a horizontal flip and ColorJitter,
-in this process (no workers), the thread count pinned. visctl's arm is what `visctl browse` iterates
-(PipelineSamples: its own crop/flip with geometry tracking, torchvision's ColorJitter); the baseline is
-torchvision's ImageFolder with the v2 transforms. Target: >= 0.5x.
+Fresh processes on photo-like JPEGs of ``--side`` px in 5 class folders, the thread count pinned for both
+arms (OMP/MKL in the environment, torch.set_num_threads in the baseline; browse has no --threads), the
+marginal per-sample cost from two sample counts (see bench/_common.py):
+
+* ``visctl``  : ``python -m visctl browse CFG -n N -o OUT`` on a config whose train pipeline is
+  RandomResizedCrop(224) + RandomFlip + ColorJitter(0.4, 0.4, 0.4) (visctl's own crop/flip with geometry
+  tracking, torchvision's ColorJitter), grids of 4 x 4 samples with class names written as pages;
+* ``loader``  : bench/dataloader_loop.py, torchvision's ImageFolder with the same v2 transforms through a
+  DataLoader (no workers, like browse's default), nothing written. Target: visctl >= 0.7x its speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-from _common import interleaved
+from _common import HERE, arm_line, fresh_runs, header, make_images, marginal, ratio_line, thread_counts, thread_env
+
+CONFIG = """train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', size=224),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(batch_size=16, dataset=dict(type='ImageFolder', root={root!r}, pipeline=train_pipeline))
+"""
+
+
+def whole_run(threads: int, small: int, large: int, side: int, repeats: int, work: Path) -> None:
+    root = work / f"browse{side}_{large}"
+    for k in range(5):
+        make_images(root / f"class{k}", len(range(k, large, 5)), side, start=1000 * k)
+    cfg = work / "browse_cfg.py"
+    cfg.write_text(CONFIG.format(root=str(root)))
+    out = work / "out-browse"
+    commands = {}
+    for n in (small, large):
+        commands[f"visctl/{n}"] = [sys.executable, "-m", "visctl", "browse", str(cfg), "-n", str(n), "-o", str(out),
+                                   "--quiet"]
+        commands[f"loader/{n}"] = [sys.executable, str(HERE / "dataloader_loop.py"), str(root), "--threads",
+                                   str(threads), "--number", str(n)]
+    t = fresh_runs(commands, thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))
+    print(header(f"whole run: browse, JPEG {side} px, RandomResizedCrop(224) + flip + ColorJitter, no workers",
+                 threads, small, large, repeats))
+    print(arm_line("visctl browse", t, "visctl", small, large))
+    print(arm_line("bare DataLoader", t, "loader", small, large))
+    r = marginal(t, "loader", small, large) / marginal(t, "visctl", small, large)
+    print(ratio_line("visctl vs bare DataLoader, share of its speed", r, ">= 0.7x", r >= 0.7))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; all = every core")
+    parser.add_argument("--small", type=int, default=64)
+    parser.add_argument("--large", type=int, default=320)
+    parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=None, help="keep the generated images here")
+    parser.add_argument("--quick", action="store_true", help="a smoke test (< 1 min); the figures mean nothing")
     args = parser.parse_args()
-
-    import cv2
-    import numpy as np
-    import torch
-    import torchvision
-    from torchvision.transforms import v2
-
-    from visctl import datasets
-
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "train"
-        rng = np.random.default_rng(0)
-        for i in range(args.images):
-            folder = root / f"class{i % 5}"
-            folder.mkdir(parents=True, exist_ok=True)
-            img = (rng.random((256, 256, 3)) * 255).astype(np.uint8)
-            cv2.imwrite(str(folder / f"{i:05d}.jpg"), img)
-        tv = torchvision.datasets.ImageFolder(str(root), transform=v2.Compose([
-            v2.PILToTensor(), v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(), v2.ColorJitter(0.4, 0.4, 0.4)]))
-        ours = datasets.PipelineSamples(datasets.build_dataset(dict(type="ImageFolder", root=str(root))), [
-            dict(type="RandomResizedCrop", size=224), dict(type="RandomFlip", prob=0.5),
-            dict(type="ColorJitter", brightness=0.4, contrast=0.4, saturation=0.4)])
-
-        def bare() -> None:
-            for i in range(len(tv)):
-                tv[i]
-
-        def visctl() -> None:
-            for item in datasets.iterate(ours, list(range(len(ours)))):
-                assert item["error"] is None
-
-        t = interleaved({"bare": bare, "visctl": visctl}, args.repeats)
-    n = args.images
-    print(f"{n} images of 256 px, RandomResizedCrop(224) + flip + ColorJitter, {args.threads} thread(s), no workers")
-    print(f"  torchvision ImageFolder bare : {n / t['bare']:7.1f} images/s")
-    print(f"  visctl browse samples        : {n / t['visctl']:7.1f} images/s")
-    print(f"  visctl / bare                : {t['bare'] / t['visctl']:.2f}x   (target >= 0.5x)")
+    if args.quick:
+        args.threads, args.small, args.large, args.side, args.repeats = "1", 4, 16, 96, 1
+    with tempfile.TemporaryDirectory(prefix="bench-browse-") as tmp:
+        for threads in thread_counts(args.threads):
+            whole_run(threads, args.small, args.large, args.side, args.repeats, args.work or Path(tmp))
 
 
 if __name__ == "__main__":

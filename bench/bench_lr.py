@@ -11,6 +11,7 @@ nothing. Targets: ratio >= 0.8x and under 10 s.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def in_process(ipe: int, epochs: int, out: Path) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 

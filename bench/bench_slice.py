@@ -12,15 +12,11 @@ install it without its dependencies: pip install --no-deps sahi && pip install s
 from __future__ import annotations
 
 import argparse
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import interleaved
+from _common import interleaved, run_measured, thread_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "examples" / "demo_detector" / "config.py"
@@ -75,12 +71,11 @@ def main() -> None:
         canvas[:] = np.tile(tile, (10, 10, 1))
         cv2.imwrite(str(huge), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
         del canvas
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "visctl", "slice", str(huge), str(CFG), "--patch-size", "512",
-                        "--batch-size", "8", "--threads", str(args.threads), "-o", str(Path(tmp) / "out"), "-q"],
-                       check=True, capture_output=True, env={**os.environ})
-        elapsed = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # the child's own peak (bench/_peak.py): RUSAGE_CHILDREN would also count this process's RSS at the fork
+        elapsed, peak_kib = run_measured(
+            [sys.executable, "-m", "visctl", "slice", str(huge), str(CFG), "--patch-size", "512", "--batch-size", "8",
+             "--threads", str(args.threads), "-o", str(Path(tmp) / "out"), "-q"], thread_env(args.threads))
+        peak = peak_kib / 1024
         print(f"10000 x 10000 image, 512 px tiles: {elapsed:.1f} s, peak RSS {peak:.0f} MiB "
               f"(the decoded image alone is {10_000 * 10_000 * 3 / 2**20:.0f} MiB)")
 

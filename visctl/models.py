@@ -473,14 +473,23 @@ def read_checkpoint(path: str, unsafe: bool = False) -> tuple[Any, bool]:
     import pickle
     import sys
 
-    from mmengine.runner.checkpoint import _load_checkpoint
-
-    if "://" not in path:
+    local = "://" not in path  # every scheme mmengine's CheckpointLoader registers besides '' has "://"
+    if local:
         _check_local_file(path)
 
     def load(weights_only: bool) -> Any:
         # torch.hub prints "Downloading: ..." on stdout, which carries only results (--json)
         with _torch_load_mode(weights_only), contextlib.redirect_stdout(sys.stderr):
+            if local:
+                # what mmengine's loader does for a local path (runner/checkpoint.py: load_from_local), without
+                # importing mmengine.runner, whose package imports the runners, FSDP and the optimizers (~1 s)
+                import os
+
+                import torch
+
+                return torch.load(os.path.expanduser(path), map_location="cpu")
+            from mmengine.runner.checkpoint import _load_checkpoint
+
             return _load_checkpoint(path, map_location="cpu", logger="silent")
 
     try:
