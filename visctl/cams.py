@@ -86,6 +86,11 @@ METHODS: dict[Method, tuple[str, str]] = {
     Method.randomcam: ("RandomCAM", "layer"),
 }
 
+# methods whose maps visctl computes itself, with grad-cam's formulas and in its order of float32 numpy
+# operations (:func:`native_cam`), so a default run never imports grad-cam (seconds: matplotlib, scipy, sklearn)
+NATIVE = frozenset({Method.gradcam, Method.hirescam, Method.gradcamelementwise, Method.xgradcam, Method.layercam,
+                    Method.gradcamplusplus})
+
 # other spellings users bring from the seeds and grad-cam's class names
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "kpcacam": "kpca_cam",
             "kpca-cam": "kpca_cam", "grad-cam": "gradcam", "layer-cam": "layercam", "score-cam": "scorecam"}
@@ -200,8 +205,13 @@ class CamEngine:
 
     def __init__(self, model: nn.Module, method: Method, layer_names: list[str], layouts: list[Layout],
                  batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False,
-                 max_shape: tuple[int, int] | None = None, autocast: tuple[str, Any] | None = None) -> None:
+                 max_shape: tuple[int, int] | None = None, autocast: tuple[str, Any] | None = None,
+                 native: bool = True) -> None:
         from visctl.models import find_layer
+
+        # the methods of NATIVE compute in visctl (same numbers, no grad-cam import) where :meth:`_native_for`
+        # allows; native=False always goes through grad-cam's own class (the reference tests compare both)
+        self.native = native and method in NATIVE and not detection
 
         # (device type, dtype) of torch.autocast for the forward (--amp: see autocast_dtype), or None
         self.autocast = autocast
@@ -233,10 +243,7 @@ class CamEngine:
         """
         import functools
 
-        import pytorch_grad_cam as gc
         import torch
-
-        from visctl import _gradcam
 
         if len(targets) != batch.shape[0]:
             raise ValueError("one target per image")  # a bug, not a user error: grad-cam would zip silently
@@ -253,6 +260,19 @@ class CamEngine:
             if self.grad_mode == "layer":
                 hook = functools.partial(_start_graph, as_float=self.autocast is not None)
                 handles = [layer.register_forward_hook(hook, prepend=True) for layer in self.layers]
+            autocast = (torch.autocast(self.autocast[0], dtype=self.autocast[1]) if self.autocast is not None
+                        else contextlib.nullcontext())
+            if self._native_for(targets, aug_smooth, eigen_smooth):
+                captured = _Captured(self.layers, make_reshape(self.layout, self.max_shape))
+                handles += captured.handles
+                # the targets' scores are computed outside the forward, hence enable_grad (as below)
+                with torch.enable_grad(), autocast:
+                    maps, out = native_cam(self.method, wrapped, captured, batch, targets)
+                return maps, out.detach()
+            import pytorch_grad_cam as gc
+
+            from visctl import _gradcam
+
             kwargs: dict[str, Any] = {}
             if self.method is Method.ablationcam:
                 kwargs = dict(batch_size=self.batch_size, ratio_channels_to_ablate=self.ratio)
@@ -261,8 +281,6 @@ class CamEngine:
                     # output: AblationLayerVit moves channels to dim 1 (grad-cam's ViT and Swin examples use it)
                     kwargs["ablation_layer"] = gc.AblationLayerVit()
             # the targets' scores are computed outside the forward, hence enable_grad
-            autocast = (torch.autocast(self.autocast[0], dtype=self.autocast[1]) if self.autocast is not None
-                        else contextlib.nullcontext())
             with torch.enable_grad(), library_calls(), autocast:
                 reshape = make_reshape(self.layout, self.max_shape)
                 cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
@@ -280,6 +298,131 @@ class CamEngine:
             for p, flag in zip(self.model.parameters(), trainable):  # leave the caller's model as it was
                 p.requires_grad_(flag)
         return maps, logits
+
+
+    def _native_for(self, targets: list[Any], aug_smooth: bool, eigen_smooth: bool) -> bool:
+        """Whether this call computes its maps natively: a :data:`NATIVE` method on class targets only (a
+        segmentation or box target, test-time augmentation (ttach) and eigen smoothing (an SVD) stay grad-cam's)."""
+        return (self.native and not aug_smooth and not eigen_smooth
+                and all(isinstance(t, (ClassTarget, RankTarget)) for t in targets))
+
+
+class _Captured:
+    """The target layers' activations and gradients, kept as grad-cam's ActivationsAndGradients keeps them
+    (pytorch_grad_cam/activations_and_gradients.py, grad-cam 1.5.x): the reshape_transform applied to both, each
+    moved to the CPU and detached, one activation per call of a layer, gradients *prepended* as the backward
+    reaches them (so in forward order), and a gradient only for outputs that require grad."""
+
+    def __init__(self, layers: list[nn.Module], reshape: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        self.reshape = reshape
+        self.activations: list[torch.Tensor] = []
+        self.gradients: list[torch.Tensor] = []
+        # registered after _start_graph's prepended hook: they see its graph leaf, as grad-cam's hooks do
+        self.handles = [layer.register_forward_hook(self._save) for layer in layers]
+
+    def _save(self, _module: Any, _inputs: Any, output: Any) -> None:
+        # save_activation (detach=True): reshape, then .cpu().detach()
+        activation = self.reshape(output) if self.reshape is not None else output
+        self.activations.append(activation.cpu().detach())
+        # save_gradient: "You can only register hooks on tensor requires grad."
+        if not hasattr(output, "requires_grad") or not output.requires_grad:
+            return
+
+        def store(grad: torch.Tensor) -> None:
+            if self.reshape is not None:
+                grad = self.reshape(grad)
+            self.gradients = [grad.cpu().detach()] + self.gradients  # "Gradients are computed in reverse order"
+
+        output.register_hook(store)
+
+
+def native_cam(method: Method, model: nn.Module, captured: _Captured, batch: torch.Tensor,
+               targets: list[Any]) -> tuple[np.ndarray, torch.Tensor]:
+    """A :data:`NATIVE` method's maps (B, H, W) and the model's output, as grad-cam 1.5.x computes them.
+
+    Follows pytorch_grad_cam/base_cam.py: ``forward`` (one forward, the targets' scores summed, one backward),
+    ``compute_cam_per_layer`` (per layer: the method's ``get_cam_image``, ReLU, ``scale_cam_image`` to the
+    input's (W, H)) and ``aggregate_multi_layers`` (ReLU, mean over layers, ``scale_cam_image``), all in float32
+    numpy with the same operations in the same order. grad-cam's ``model.zero_grad()`` is left out: the
+    parameters are frozen (no gradient reaches them) and the caller's ``.grad`` stays as it was.
+    """
+    import numpy as np
+
+    outputs = model(batch)  # base_cam.py forward: self.outputs = outputs = self.activations_and_grads(input_tensor)
+    loss = sum([target(output) for target, output in zip(targets, outputs)])  # the same sum, starting at 0
+    loss.backward()  # type: ignore[union-attr]
+    activations_list = [a.cpu().data.numpy() for a in captured.activations]
+    grads_list = [g.cpu().data.numpy() for g in captured.gradients]
+    target_size = (batch.size(-1), batch.size(-2))  # get_target_width_height: (width, height)
+    cam_per_target_layer = []
+    for i in range(len(captured.handles)):
+        if i >= len(activations_list) or i >= len(grads_list):
+            raise RuntimeError(f"target layer {i} gave no activation or no gradient for the score")
+        cam = _cam_image(method, activations_list[i], grads_list[i])
+        cam = np.maximum(cam, 0)
+        scaled = _scale_cam_image(cam, target_size)
+        cam_per_target_layer.append(scaled[:, None, :])
+    # aggregate_multi_layers
+    stacked = np.concatenate(cam_per_target_layer, axis=1)
+    stacked = np.maximum(stacked, 0)
+    result = np.mean(stacked, axis=1)
+    return _scale_cam_image(result), outputs
+
+
+def _cam_image(method: Method, activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """One layer's map (B, h, w) before the ReLU: each method's ``get_cam_image`` (its own, or BaseCAM's
+    weights[:, :, None, None] * activations summed over channels with its ``get_cam_weights``)."""
+    import numpy as np
+
+    if activations.ndim != 4:  # 3D-conv (5-D) maps are scaled with scipy's zoom in grad-cam: not here
+        raise ValueError(f"Invalid activation shape. Get {len(activations.shape)}.")
+    if method is Method.hirescam:  # hirescam.py get_cam_image
+        return (grads * activations).sum(axis=1)
+    if method is Method.gradcamelementwise:  # grad_cam_elementwise.py get_cam_image
+        return np.maximum(grads * activations, 0).sum(axis=1)
+    if method is Method.layercam:  # layer_cam.py get_cam_image
+        return (np.maximum(grads, 0) * activations).sum(axis=1)
+    if method is Method.gradcam:  # grad_cam.py get_cam_weights (2D image)
+        weights = np.mean(grads, axis=(2, 3))
+    elif method is Method.xgradcam:  # xgrad_cam.py get_cam_weights
+        spatial_axes = tuple(range(2, activations.ndim))
+        sum_activations = np.sum(activations, axis=spatial_axes)
+        sum_activations = sum_activations.reshape(sum_activations.shape + (1,) * len(spatial_axes))
+        eps = 1e-7
+        weights = grads * activations / (sum_activations + eps)
+        weights = weights.sum(axis=spatial_axes)
+    elif method is Method.gradcamplusplus:  # grad_cam_plusplus.py get_cam_weights (equation 19 of 1710.11063)
+        grads_power_2 = grads**2
+        grads_power_3 = grads_power_2 * grads
+        spatial_axes = tuple(range(2, activations.ndim))
+        sum_activations = np.sum(activations, axis=spatial_axes)
+        sum_activations = sum_activations.reshape(sum_activations.shape + (1,) * len(spatial_axes))
+        eps = 0.000001
+        aij = grads_power_2 / (2 * grads_power_2 + sum_activations * grads_power_3 + eps)
+        aij = np.where(grads != 0, aij, 0)
+        weights = np.maximum(grads, 0) * aij
+        weights = np.sum(weights, axis=spatial_axes)
+    else:
+        raise ValueError(f"{method.value} has no native implementation")  # a bug: NATIVE lists the methods above
+    # base_cam.py get_cam_image (2D conv, eigen_smooth=False)
+    weighted_activations = weights[:, :, None, None] * activations
+    return weighted_activations.sum(axis=1)  # type: ignore[no-any-return]
+
+
+def _scale_cam_image(cam: np.ndarray, target_size: tuple[int, int] | None = None) -> np.ndarray:
+    """pytorch_grad_cam/utils/image.py scale_cam_image, 2-D maps: min-max per map (1e-7 in the denominator),
+    then cv2.resize to ``target_size`` (width, height)."""
+    import cv2
+    import numpy as np
+
+    result = []
+    for img in cam:
+        img = img - np.min(img)
+        img = img / (1e-7 + np.max(img))
+        if target_size is not None:
+            img = cv2.resize(np.float32(img), target_size)
+        result.append(img)
+    return np.float32(result)  # type: ignore[no-any-return]
 
 
 def _release(cam: Any) -> None:
