@@ -39,13 +39,31 @@ def _modules_of_run(args: list[str], tmp_path: Path) -> set[str]:
     return set(dump.read_text().split())
 
 
-def test_cam_on_the_demo_config_imports_nothing_it_does_not_use(image_file, tmp_path):
+# a default (GradCAM) run computes its maps natively (visctl.cams.NATIVE): grad-cam, and what grad-cam's import
+# drags in (pyplot, scipy.ndimage, sklearn.decomposition: seconds), are never loaded
+GRAD_CAM_AND_ITS_IMPORTS = ["pytorch_grad_cam", "sklearn", "scipy", "matplotlib", "ttach"]
+
+
+def test_cam_on_the_demo_config_imports_nothing_it_does_not_use(image_file, tmp_path, invoke, monkeypatch):
+    from visctl import _gradcam, cams
+
     out = tmp_path / "out"
-    loaded = _modules_of_run(["cam", str(image_file), str(DEMO_CFG), "-o", str(out), "-q", "--threads", "1"],
-                             tmp_path)
-    assert list(out.glob("*_cam_*.png")), "the run drew no CAM"
+    args = ["cam", str(image_file), str(DEMO_CFG), "-o", str(out), "-q", "--threads", "1"]
+    loaded = _modules_of_run(args, tmp_path)
+    drawn = list(out.glob("*_cam_*.png"))
+    assert drawn, "the run drew no CAM"
     assert "visctl.library.cam" in loaded and "mmengine.config" in loaded  # the wrapper saw the real run
-    assert sorted(m for m in UNUSED if m in loaded) == []
+    assert sorted(m for m in UNUSED + GRAD_CAM_AND_ITS_IMPORTS if m in loaded) == []
+    # the same run through grad-cam's own GradCAM class draws the same bytes
+    built: list[str] = []
+    real = _gradcam.build
+    monkeypatch.setattr(_gradcam, "build", lambda cls, *a, **k: built.append(cls.__name__) or real(cls, *a, **k))
+    monkeypatch.setattr(cams, "NATIVE", frozenset())
+    ref = tmp_path / "ref"
+    done = invoke(*args[:3], "-o", str(ref), *args[5:])
+    assert done.exit_code == 0, done.output
+    assert built == ["GradCAM"]
+    assert (ref / drawn[0].name).read_bytes() == drawn[0].read_bytes()
 
 
 def test_local_checkpoint_reads_as_mmengines_loader_does():
