@@ -420,9 +420,9 @@ def _scale_cam_image(cam: np.ndarray, target_size: tuple[int, int] | None = None
         img = img - np.min(img)
         img = img / (1e-7 + np.max(img))
         if target_size is not None:
-            img = cv2.resize(np.float32(img), target_size)
+            img = cv2.resize(img.astype(np.float32), target_size)  # np.float32(img) in grad-cam
         result.append(img)
-    return np.float32(result)  # type: ignore[no-any-return]
+    return np.array(result, dtype=np.float32)  # np.float32(result) in grad-cam
 
 
 def _release(cam: Any) -> None:
@@ -670,7 +670,8 @@ class CamSetup:
 
 
 def plan(model: nn.Module, example: torch.Tensor, target_layers: list[str] | None, vit_like: bool | None,
-         num_extra_tokens: int | None, default_layers: list[str] | None = None) -> CamSetup:  # noqa: F811 (a config's layers)
+         num_extra_tokens: int | None, default_layers: list[str] | None = None,  # noqa: F811 (a config's layers)
+         traced: Any = None) -> CamSetup:
     """Probe the model once and decide target layers and their layouts.
 
     Args:
@@ -680,11 +681,12 @@ def plan(model: nn.Module, example: torch.Tensor, target_layers: list[str] | Non
         vit_like: force (True) or forbid (False) token handling; None detects it.
         num_extra_tokens: extra tokens before the patch tokens; None infers them from the patch grid.
         default_layers: a config's ``visctl.target_layers``.
+        traced: :func:`visctl.models.trace` of ``model`` on ``example`` when the caller already ran it.
     """
     from visctl.models import find_layer
 
     in_hw = (int(example.shape[2]), int(example.shape[3]))
-    pr = probe(model, example)
+    pr = probe(model, example, traced=traced)
     detected = is_vit_like(pr, in_hw)
     vit = detected if vit_like is None else vit_like
     notes = []

@@ -134,17 +134,17 @@ class Probe:
         return None
 
 
-def probe(model: nn.Module, example: torch.Tensor, logits: bool = True) -> Probe:
+def probe(model: nn.Module, example: torch.Tensor, logits: bool = True, traced: Any = None) -> Probe:
     """Run ``example`` once under no_grad and record every module's output shape in execution order.
 
     With ``logits`` the model must return class scores (N, classes); otherwise any output is accepted
-    and ``num_classes`` is 0.
+    and ``num_classes`` is 0. ``traced``: :func:`visctl.models.trace` of this model and example, already run.
     """
     import torch
 
     from visctl.models import output_tensor, trace
 
-    fired, out = trace(model, example)
+    fired, out = traced if traced is not None else trace(model, example)
     order = [(name, tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__) for name, o in fired]
     if not logits:
         return Probe(order=order, num_classes=0)

@@ -197,12 +197,15 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
     from visctl.errors import VisctlError
 
     task = getattr(task, "value", task)
+    traced = None  # the example's traced forward, asked once: whether it predicts masks, then the layers' shapes
     if task == "auto":
-        from visctl import segmentation
+        from visctl import models, segmentation
 
         configured = config.tool_option(mi.cfg, "task")
-        segment = configured == "segmentation" or (configured is None and segmentation.predicts_masks(mi.model,
-                                                                                                        mi.example))
+        if configured is None:
+            traced = models.trace(mi.model, mi.example)
+        segment = configured == "segmentation" or (traced is not None
+                                                   and segmentation.is_segmentation_output(traced[1]))
     else:
         segment = task == "segmentation"
     kw: dict[str, Any] = dict(methods=methods, target_category=list(target_category or []), target_layers=target_layers,
@@ -216,7 +219,7 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
                           hint="use them with a segmentation model (--task segmentation)")
     return CamRun(session, mi, topk=topk, vit_like=vit_like, num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth,
                   eigen_smooth=eigen_smooth, ratio_channels_to_ablate=ratio_channels_to_ablate, panel_size=panel_size,
-                  **kw)
+                  traced=traced, **kw)
 
 
 class CamRun:
@@ -230,7 +233,7 @@ class CamRun:
                  topk: int, target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None,
                  aug_smooth: bool, eigen_smooth: bool, ratio_channels_to_ablate: float, alpha: float, colormap: str,
                  panel_size: int | None, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
-                 autocast: tuple[str, Any] | None = None) -> None:
+                 autocast: tuple[str, Any] | None = None, traced: Any = None) -> None:
         from visctl import cams, config, render
         from visctl.library._common import class_names
 
@@ -245,7 +248,7 @@ class CamRun:
         self.failures_before = len(session.failures)
         model, paths = mi.model, mi.paths
         setup = cams.plan(model, mi.example, target_layers, vit_like, num_extra_tokens,
-                          config.tool_option(mi.cfg, "target_layers"))
+                          config.tool_option(mi.cfg, "target_layers"), traced=traced)
         self.setup = setup
         self.names = class_names(session, mi, setup.num_classes)
         self.categories = cams.resolve_categories(target_category, self.names, setup.num_classes)
