@@ -563,10 +563,12 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     if rng is None:
         _torchvision_apply(state, name, transform, geometry)
         return
-    # torchvision draws from torch's global generator: seed it from ours so --seed repeats, inside a fork so
-    # the caller's torch random state is the same after the step as before it
+    # torchvision draws from torch's global CPU generator: seed it from ours so --seed repeats, inside a fork so
+    # the caller's torch random state is the same after the step as before it. Only the CPU generator: the
+    # draws are the same as torch.manual_seed's, without its queued seeding of every CUDA/XPU/MTIA generator
+    # (which fork_rng(devices=[]) would not undo, and which formats a stack trace each: ~2 ms per image)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_randint(rng, 0, 2**31))
+        torch.default_generator.manual_seed(_randint(rng, 0, 2**31))
         _torchvision_apply(state, name, transform, geometry)
 
 

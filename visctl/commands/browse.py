@@ -48,6 +48,7 @@ def browse(
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
                        num_workers=num_workers, seed=opts.seed, session=ctx, config_name=config_file)
         writer = ctx.open_writer(run.params)
+        writer.background(1, queue=2)  # a page is encoded and written while the next one's samples load
         for page in lib.iter_pages(run, ctx):
             page.write(writer)
         ctx.finish()
