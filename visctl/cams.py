@@ -211,7 +211,7 @@ class CamEngine:
 
         # the methods of NATIVE compute in visctl (same numbers, no grad-cam import) where :meth:`_native_for`
         # allows; native=False always goes through grad-cam's own class (the reference tests compare both)
-        self.native = native and method in NATIVE and not detection
+        self.native = native and method in NATIVE
 
         # (device type, dtype) of torch.autocast for the forward (--amp: see autocast_dtype), or None
         self.autocast = autocast
@@ -233,8 +233,15 @@ class CamEngine:
         self.max_shape = max_shape
 
     def __call__(self, batch: torch.Tensor, targets: list[Any], aug_smooth: bool = False,
-                 eigen_smooth: bool = False) -> tuple[np.ndarray, torch.Tensor]:
-        """Maps (B, H, W) in [0, 1] at the input's size, and the logits (B, classes) of the clean batch.
+                 eigen_smooth: bool = False, on_output: Callable[[Any], None] | None = None,
+                 ) -> tuple[np.ndarray, Any]:
+        """Maps (B, H, W) in [0, 1] at the input's size, and the logits (B, classes) of the clean batch (a
+        detector: its outputs, one dict per image).
+
+        ``on_output`` (a detector) sees the outputs of the method's first forward, the clean batch, before
+        any target is evaluated: it may fill the targets in place from them (boxam's boxes come from the very
+        forward whose gradients make their maps: one forward, not a detection pass and a CAM pass), or raise
+        :class:`NoTargets`, which ends the call there with all-zero maps.
 
         A :class:`RankTarget` is resolved to a class index on the clean batch before any target is
         evaluated: by the method's own first forward, which is the clean batch in every grad-cam method,
@@ -256,7 +263,8 @@ class CamEngine:
         cam = None
         try:
             wrapped = build_cam_model(self.model, self.grad_mode, raw=self.detection,
-                                      first_output=None if self.detection else lambda out: resolve_ranks(targets, out))
+                                      first_output=on_output if self.detection
+                                      else lambda out: resolve_ranks(targets, out))
             if self.grad_mode == "layer":
                 hook = functools.partial(_start_graph, as_float=self.autocast is not None)
                 handles = [layer.register_forward_hook(hook, prepend=True) for layer in self.layers]
@@ -268,7 +276,7 @@ class CamEngine:
                 # the targets' scores are computed outside the forward, hence enable_grad (as below)
                 with torch.enable_grad(), autocast:
                     maps, out = native_cam(self.method, wrapped, captured, batch, targets)
-                return maps, out.detach()
+                return maps, out if self.detection else out.detach()
             import pytorch_grad_cam as gc
 
             from visctl import _gradcam
@@ -290,6 +298,10 @@ class CamEngine:
                 maps = cam(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
             out = _gradcam.outputs(cam)
             logits = out if self.detection else out.detach() if clean is None else clean
+        except NoTargets:
+            import numpy as np
+
+            return np.zeros((batch.shape[0], *batch.shape[2:]), np.float32), []
         finally:
             if cam is not None:
                 _release(cam)
@@ -301,10 +313,17 @@ class CamEngine:
 
 
     def _native_for(self, targets: list[Any], aug_smooth: bool, eigen_smooth: bool) -> bool:
-        """Whether this call computes its maps natively: a :data:`NATIVE` method on class targets only (a
-        segmentation or box target, test-time augmentation (ttach) and eigen smoothing (an SVD) stay grad-cam's)."""
+        """Whether this call computes its maps natively: a :data:`NATIVE` method on class targets, or on a
+        detector's box targets (scores of its output dicts: grad-cam's BaseCAM.forward sums them the same way
+        whatever they are); a segmentation target, test-time augmentation (ttach) and eigen smoothing (an SVD)
+        stay grad-cam's."""
         return (self.native and not aug_smooth and not eigen_smooth
-                and all(isinstance(t, (ClassTarget, RankTarget)) for t in targets))
+                and (self.detection or all(isinstance(t, (ClassTarget, RankTarget)) for t in targets)))
+
+
+class NoTargets(Exception):
+    """Raised by :class:`CamEngine`'s ``on_output`` when the batch has nothing to explain (no box kept): the
+    call stops after the forward and its maps are all zeros."""
 
 
 class _Captured:

@@ -95,6 +95,11 @@ def detect(model: nn.Module, batch: torch.Tensor) -> list[dict]:
 
     with torch.no_grad():
         outputs = model(batch)
+    return detached(outputs)
+
+
+def detached(outputs: Any) -> list[dict]:
+    """A detector's outputs (checked against the protocol) as one dict of detached CPU tensors per image."""
     check_outputs(outputs)
     return [{k: v.detach().cpu() for k, v in o.items() if k in ("boxes", "scores", "labels")} for o in outputs]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from visctl.classes import label as class_label
@@ -292,6 +293,16 @@ def pipeline_figure(item: dict, mode: str, label: str, adaptive: bool = False, m
 
 def class_colors(n: int) -> list[tuple[float, float, float]]:
     """``n`` distinct colours: tab10/tab20 up to 20 classes, evenly spaced hues beyond."""
+    return list(_class_colors(n))
+
+
+@functools.lru_cache(maxsize=64)
+def _class_colors(n: int) -> tuple[tuple[float, float, float], ...]:
+    # computed once per n: boxam and featmap draw boxes on every image (~1 ms a call through matplotlib)
+    return tuple(_colors(n))
+
+
+def _colors(n: int) -> list[tuple[float, float, float]]:
     import colorsys
 
     import matplotlib

@@ -195,10 +195,12 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
 
 def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
     """Detect, keep the best boxes, compute their maps and draw them, image by image."""
+    import functools
+
     import numpy as np
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
-    from visctl import cams, detection, output, render, transforms
+    from visctl import detection, output, render, transforms
     from visctl.classes import label
     from visctl.library import _common
 
@@ -208,23 +210,20 @@ def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
     layer_tag = "+".join(plan.names).replace(".", "_")
     for batch in _common.batches(ctx, mi, o["batch_size"], "boxam"):
         group, tensor = batch.items, batch.tensor
-        kept = keep_boxes(detection.detect(mi.model, tensor), o["score_thr"], o["topk"])
-        # one CAM call per box slot with --per-box (the k-th box of every image), else one for all boxes
-        slots = max((len(k["scores"]) for k in kept), default=0) if per_box else 1
+        # one CAM call per box slot with --per-box (the k-th box of every image), else one for all boxes; each
+        # call's forward is also the detection: its boxes become the targets of its own backward
+        kept: list[dict[str, Any]] = []
         maps_per_image: list[list] = [[] for _ in group]
-        for slot in range(slots):
-            targets = []
-            for k in kept:
-                sel = slice(slot, slot + 1) if per_box else slice(None)
-                targets.append(FasterRCNNBoxScoreTarget(labels=k["labels"][sel].to(ctx.device),
-                                                        bounding_boxes=k["boxes"][sel].to(ctx.device)))
-            if o["cam_method"] is cams.Method.eigencam or any(len(t.labels) for t in targets):
-                maps, _ = plan.engine(tensor, targets)
-            else:
-                maps = np.zeros((len(group), *tensor.shape[2:]), np.float32)
+        slot = 0
+        while slot == 0 or (per_box and slot < max((len(k["scores"]) for k in kept), default=0)):
+            sel = slice(slot, slot + 1) if per_box else slice(None)
+            targets = [FasterRCNNBoxScoreTarget(labels=None, bounding_boxes=None) for _ in group]
+            found = functools.partial(_take_boxes, kept=kept, targets=targets, sel=sel, opts=o, device=ctx.device)
+            maps, _ = plan.engine(tensor, targets, on_output=found)
             for i in range(len(group)):
                 if not per_box or slot < len(kept[i]["scores"]):
                     maps_per_image[i].append(maps[i])
+            slot += 1
         for i, (p, img, state) in enumerate(group):
             dets = detection.to_original(kept[i], state)
             side = render.panel_size(img.shape[0], img.shape[1], o["panel_size"], cap=512)
@@ -255,6 +254,19 @@ def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
             yield BoxamImage(str(p), _frozen(dets.boxes, np.float32), _frozen(dets.scores, np.float32),
                              _frozen(dets.labels, np.int64), tuple(raw_maps), fig, raw_names, per_box, side, p)
             batch.advance()
+
+
+def _take_boxes(outputs: Any, *, kept: list[dict[str, Any]], targets: list[Any], sel: slice, opts: dict[str, Any],
+                device: str) -> None:
+    """The CAM forward's detections: keep the best (into ``kept``), aim each image's target at its kept boxes
+    (``sel``: all, or one slot with --per-box); with no box in the batch, stop before the backward."""
+    from visctl import cams, detection
+
+    kept[:] = keep_boxes(detection.detached(outputs), opts["score_thr"], opts["topk"])
+    for t, k in zip(targets, kept):
+        t.labels, t.bounding_boxes = k["labels"][sel].to(device), k["boxes"][sel].to(device)
+    if opts["cam_method"] is not cams.Method.eigencam and not any(len(t.labels) for t in targets):
+        raise cams.NoTargets  # nothing to explain: all-zero maps (as before: no CAM call without a box)
 
 
 def _frozen(values: Any, dtype: Any) -> np.ndarray:
