@@ -217,6 +217,20 @@ def test_reading_ahead_holds_at_most_the_next_batch(tmp_path, monkeypatch):
     batches.close()
 
 
+@pytest.mark.parametrize("threads, cores, expected", [
+    (1, 2, 1),    # one core left for reading and writing
+    (2, 2, 1),    # torch takes every core: one thread still writes (the run must finish), no more
+    (4, 16, 8),   # capped at 8
+    (12, 16, 4),  # the cores torch leaves
+    (16, 16, 1),
+    (None, 4, 3),
+])
+def test_io_threads_leave_torchs_cores_to_torch(threads, cores, expected):
+    from visctl.output import io_threads
+
+    assert io_threads(threads, cores=cores) == expected
+
+
 # -- --format --
 
 @pytest.mark.parametrize("fmt,magic", [("jpg", b"\xff\xd8\xff"), ("webp", b"RIFF"), ("png", b"\x89PNG")])
