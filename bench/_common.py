@@ -8,6 +8,7 @@ the arm's own ``--threads``, which the arm passes to ``torch.set_num_threads``).
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -175,3 +176,25 @@ def arm_line(label: str, t: dict[str, tuple[float, int]], arm: str, small: int, 
     rate = f"{1 / per:7.1f} images/s" if per > 0 else "    n/a images/s"
     return (f"  {label:<22}: {per * 1000:7.1f} ms/image {rate}   ({small}: {t[f'{arm}/{small}'][0]:.2f} s, "
             f"{large}: {t[f'{arm}/{large}'][0]:.2f} s, peak RSS {t[f'{arm}/{large}'][1] / 1024:.0f} MiB)")
+
+
+def share_of_baseline(t: dict[str, tuple[float, int]], label: str, baseline: str, arm: str, small: int, large: int,
+                      target: float) -> None:
+    """Print the visctl arm's and the baseline ``arm``'s lines and visctl's share of the baseline's speed."""
+    print(arm_line(label, t, "visctl", small, large))
+    print(arm_line(baseline, t, arm, small, large))
+    r = marginal(t, arm, small, large) / marginal(t, "visctl", small, large)
+    print(ratio_line(f"visctl vs {baseline}, share of its speed", r, f">= {target}x", r >= target))
+
+
+def whole_run_arguments(parser: argparse.ArgumentParser, small: int, large: int, side: int, *,
+                        batch_size: int | None = None, batch_help: str | None = None, repeats: int = 2,
+                        threads: str = "1,all") -> None:
+    """The options of a whole-run bench: thread counts, the two input sizes, image side, batch, repeats."""
+    parser.add_argument("--threads", default=threads, help="comma-separated thread counts; all = every core")
+    parser.add_argument("--small", type=int, default=small)
+    parser.add_argument("--large", type=int, default=large)
+    parser.add_argument("--side", type=int, default=side)
+    if batch_size is not None:
+        parser.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
+    parser.add_argument("--repeats", type=int, default=repeats)

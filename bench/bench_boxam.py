@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import HERE, ROOT, arm_line, fresh_runs, header, image_sets, marginal, ratio_line, thread_counts, thread_env
+from _common import HERE, ROOT, fresh_runs, header, image_sets, share_of_baseline, thread_counts, thread_env, whole_run_arguments
 
 CFG = ROOT / "examples" / "demo_detector" / "config.py"
 
@@ -38,20 +38,12 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
     t = fresh_runs(commands, thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))
     print(header(f"whole run: demo detector boxam (defaults), scenes of {side} px, batch {batch_size}",
                  threads, small, large, repeats))
-    print(arm_line("visctl boxam", t, "visctl", small, large))
-    print(arm_line("forward-only loop", t, "forward", small, large))
-    r = marginal(t, "forward", small, large) / marginal(t, "visctl", small, large)
-    print(ratio_line("visctl vs forward-only, share of its speed", r, ">= 0.9x", r >= 0.9))
+    share_of_baseline(t, "visctl boxam", "forward-only loop", "forward", small, large, 0.9)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; all = every core")
-    parser.add_argument("--small", type=int, default=16)
-    parser.add_argument("--large", type=int, default=64)
-    parser.add_argument("--side", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=4, help="visctl boxam's default")
-    parser.add_argument("--repeats", type=int, default=2)
+    whole_run_arguments(parser, 16, 64, 256, batch_size=4, batch_help="visctl boxam's default")
     parser.add_argument("--work", type=Path, default=None, help="keep the generated images here")
     parser.add_argument("--quick", action="store_true", help="a smoke test (< 1 min); the figures mean nothing")
     args = parser.parse_args()

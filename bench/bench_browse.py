@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import HERE, arm_line, fresh_runs, header, make_images, marginal, ratio_line, thread_counts, thread_env
+from _common import HERE, fresh_runs, header, make_images, share_of_baseline, thread_counts, thread_env, whole_run_arguments
 
 CONFIG = """train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -51,19 +51,12 @@ def whole_run(threads: int, small: int, large: int, side: int, repeats: int, wor
     t = fresh_runs(commands, thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))
     print(header(f"whole run: browse, JPEG {side} px, RandomResizedCrop(224) + flip + ColorJitter, no workers",
                  threads, small, large, repeats))
-    print(arm_line("visctl browse", t, "visctl", small, large))
-    print(arm_line("bare DataLoader", t, "loader", small, large))
-    r = marginal(t, "loader", small, large) / marginal(t, "visctl", small, large)
-    print(ratio_line("visctl vs bare DataLoader, share of its speed", r, ">= 0.7x", r >= 0.7))
+    share_of_baseline(t, "visctl browse", "bare DataLoader", "loader", small, large, 0.7)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; all = every core")
-    parser.add_argument("--small", type=int, default=64)
-    parser.add_argument("--large", type=int, default=320)
-    parser.add_argument("--side", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
+    whole_run_arguments(parser, 64, 320, 256)
     parser.add_argument("--work", type=Path, default=None, help="keep the generated images here")
     parser.add_argument("--quick", action="store_true", help="a smoke test (< 1 min); the figures mean nothing")
     args = parser.parse_args()

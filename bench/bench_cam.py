@@ -36,7 +36,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import HERE, arm_line, fresh_runs, header, image_sets, interleaved, marginal, ratio_line, thread_counts, thread_env
+from _common import (
+    HERE,
+    arm_line,
+    fresh_runs,
+    header,
+    image_sets,
+    interleaved,
+    marginal,
+    ratio_line,
+    thread_counts,
+    thread_env,
+    whole_run_arguments,
+)
 
 
 def arithmetic(threads: int, images: int, batch_size: int, size: int, repeats: int) -> None:
@@ -120,12 +132,7 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; all = every core")
-    parser.add_argument("--small", type=int, default=32)
-    parser.add_argument("--large", type=int, default=160)
-    parser.add_argument("--side", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    whole_run_arguments(parser, 32, 160, 300, batch_size=16)
     parser.add_argument("--only", choices=("whole", "arith"), default=None)
     parser.add_argument("--visctl-args", default="", help="extra visctl cam options, e.g. '--format jpg'")
     parser.add_argument("--images", type=int, default=64, help="model arithmetic: in-memory images")

@@ -26,7 +26,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import HERE, arm_line, fresh_runs, header, image_sets, interleaved, marginal, ratio_line, thread_counts, thread_env
+from _common import (
+    HERE,
+    fresh_runs,
+    header,
+    image_sets,
+    interleaved,
+    share_of_baseline,
+    thread_counts,
+    thread_env,
+    whole_run_arguments,
+)
 
 
 def arithmetic(threads: int, count: int, batch_size: int, repeats: int) -> None:
@@ -83,20 +93,12 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
     t = fresh_runs(commands, thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))
     print(header(f"whole run: resnet18 featmap layer3+layer4, JPEG ~{side} px, batch {batch_size}",
                  threads, small, large, repeats))
-    print(arm_line("visctl featmap", t, "visctl", small, large))
-    print(arm_line("forward-only loop", t, "forward", small, large))
-    r = marginal(t, "forward", small, large) / marginal(t, "visctl", small, large)
-    print(ratio_line("visctl vs forward-only, share of its speed", r, ">= 0.8x", r >= 0.8))
+    share_of_baseline(t, "visctl featmap", "forward-only loop", "forward", small, large, 0.8)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; all = every core")
-    parser.add_argument("--small", type=int, default=32)
-    parser.add_argument("--large", type=int, default=160)
-    parser.add_argument("--side", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    whole_run_arguments(parser, 32, 160, 300, batch_size=16)
     parser.add_argument("--images", type=int, default=64, help="arithmetic: in-memory images")
     parser.add_argument("--only", choices=("whole", "arith"), default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep the generated images here")

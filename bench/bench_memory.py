@@ -17,19 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, fresh_runs, image_sets, ratio_line, thread_counts, thread_env
+from _common import ROOT, fresh_runs, image_sets, ratio_line, thread_counts, thread_env, whole_run_arguments
 
 CFG = ROOT / "examples" / "demo_classifier" / "config.py"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1", help="comma-separated thread counts; all = every core")
-    parser.add_argument("--small", type=int, default=100)
-    parser.add_argument("--large", type=int, default=1000)
-    parser.add_argument("--side", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=1)
+    whole_run_arguments(parser, 100, 1000, 96, batch_size=16, repeats=1, threads="1")
     parser.add_argument("--visctl-args", default="", help="extra visctl cam options")
     parser.add_argument("--work", type=Path, default=None, help="keep the generated images here")
     parser.add_argument("--quick", action="store_true", help="a smoke test (< 1 min); the figures mean nothing")

@@ -24,7 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import HERE, arm_line, fresh_runs, header, interleaved, make_images, marginal, ratio_line, thread_counts, thread_env
+from _common import (
+    HERE,
+    fresh_runs,
+    header,
+    interleaved,
+    make_images,
+    ratio_line,
+    share_of_baseline,
+    thread_counts,
+    thread_env,
+    whole_run_arguments,
+)
 
 CONFIG = """model = dict(type='torchvision.resnet18')
 data_preprocessor = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
@@ -107,22 +118,14 @@ def whole_run(threads: int, small: int, large: int, side: int, batch_size: int, 
     t = fresh_runs(commands, thread_env(threads), repeats, before=lambda: shutil.rmtree(out, ignore_errors=True))
     print(header(f"whole run: tsne feature extraction, resnet18 layer4, JPEG ~{side} px, batch {batch_size}",
                  threads, small, large, repeats))
-    print(arm_line("visctl tsne --method pca", t, "visctl", small, large))
-    print(arm_line("forward-only loop", t, "forward", small, large))
-    r = marginal(t, "forward", small, large) / marginal(t, "visctl", small, large)
-    print(ratio_line("visctl vs forward-only, share of its speed", r, ">= 0.9x", r >= 0.9))
+    share_of_baseline(t, "visctl tsne --method pca", "forward-only loop", "forward", small, large, 0.9)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; all = every core")
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--images", type=int, default=256, help="arithmetic: in-memory images")
-    parser.add_argument("--small", type=int, default=64)
-    parser.add_argument("--large", type=int, default=256)
-    parser.add_argument("--side", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32, help="visctl tsne's default")
-    parser.add_argument("--repeats", type=int, default=2)
+    whole_run_arguments(parser, 64, 256, 300, batch_size=32, batch_help="visctl tsne's default")
     parser.add_argument("--only", choices=("embed", "whole", "arith"), default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep the generated images here")
     parser.add_argument("--quick", action="store_true", help="a smoke test (< 1 min); the figures mean nothing")
