@@ -66,7 +66,8 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run ``cmd`` to the end; its wall seconds and the peak RSS (KiB) of its process tree.
+    """Run ``cmd`` to the end; its wall seconds and its peak RSS (KiB): the largest of its process and the
+    descendants it waited for (not their sum).
 
     The command runs under bench/_peak.py, a small launcher that waits for it with ``os.wait4`` (the resource
     use of that one child and the descendants it waited for): ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` would be

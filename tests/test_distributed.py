@@ -162,3 +162,31 @@ def test_a_user_error_under_torchrun_is_said_once(data, tmp_path):
     assert two.returncode != 0
     assert two.stderr.count("error: ") == 1, two.stderr[-3000:]
     assert "no.such.layer" in two.stderr and not _visctl_traceback(two.stderr)
+
+
+def test_world_size_without_torchrun_is_one_message(invoke, data, tmp_path, monkeypatch):
+    """WORLD_SIZE set by hand (no MASTER_ADDR): one message and a hint, exit 2, no traceback, nothing written."""
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = invoke("cam", str(data), str(DEMO_CFG), "-o", tmp_path / "out", "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "cannot join the torchrun process group" in result.output and "hint:" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_command_that_does_not_shard_runs_whole_on_each_rank(invoke, tmp_path, monkeypatch):
+    """lr (and pipeline, browse) have no inputs to split: under torchrun's environment they do not join a
+    process group (no MASTER_ADDR needed) and every rank's run is a whole one."""
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text("optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))\n"
+                   "train_cfg = dict(by_epoch=False, max_iters=20)\ntrain_dataloader = dict(batch_size=3)\n")
+    result = invoke("lr", cfg, "-o", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["runs"][-1]["status"] == "ok"

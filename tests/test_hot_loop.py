@@ -370,3 +370,56 @@ def test_the_new_options_complete(words, expected):
            "COMP_CWORD": str(len(words.split(" ")) - 1)}
     out = subprocess.run([sys.executable, "-m", "visctl"], env=env, capture_output=True, text=True)
     assert expected <= set(out.stdout.split()), out.stdout + out.stderr
+
+
+def test_autocast_with_two_target_layers_keeps_every_layer_float32():
+    """--amp with several target layers: each layer's activations and gradients reach numpy as float32 (the
+    first starts the graph from a float32 copy; a later conv, whose output autocast makes bf16 again, is cast
+    inside the graph), on the native path and through grad-cam's classes alike (--amp refuses the methods
+    without a gradient graph)."""
+    import torch
+    from torch import nn
+
+    from visctl import cams
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4)).eval()
+    batch = torch.randn(2, 3, 32, 32)
+    layers = ["0", "1"]
+    layouts = [cams.detect_layout((1, 8, 32, 32), (32, 32), False, None, n) for n in layers]
+    ref, _ = cams.CamEngine(model, cams.Method.gradcam, layers, layouts)(batch, [cams.ClassTarget(1)] * 2)
+    for method, native in ((cams.Method.gradcam, True), (cams.Method.gradcam, False), (cams.Method.layercam, False)):
+        engine = cams.CamEngine(model, method, layers, layouts, autocast=("cpu", torch.bfloat16), native=native)
+        got, logits = engine(batch, [cams.ClassTarget(1)] * 2)
+        assert logits.dtype == torch.bfloat16 and got.dtype == np.float32 and got.shape == ref.shape
+        assert np.isfinite(got).all()
+        if method is cams.Method.gradcam:
+            assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
+
+
+def test_a_write_failing_between_two_looks_is_not_lost(tmp_path):
+    """The pool's check of finished writes takes one snapshot: a write that fails just after it was seen
+    running stays pending, and the next check raises it (it is not dropped as if it had succeeded)."""
+    from visctl.output import OutputWriter
+
+    class Flipping:  # running when first asked, failed from then on
+        def __init__(self):
+            self.asked = 0
+
+        def done(self):
+            self.asked += 1
+            return self.asked > 1
+
+        def exception(self):
+            return OSError(28, "No space left on device")
+
+        def result(self):
+            raise self.exception()
+
+    writer = OutputWriter(tmp_path, "cam", {})
+    writer._pending = [(Flipping(), {})]
+    writer._raise_failed()  # seen running: kept
+    assert len(writer._pending) == 1
+    with pytest.raises(Exception, match="space"):
+        writer._raise_failed()

@@ -87,7 +87,8 @@ METHODS: dict[Method, tuple[str, str]] = {
 }
 
 # methods whose maps visctl computes itself, with grad-cam's formulas and in its order of float32 numpy
-# operations (:func:`native_cam`), so a default run never imports grad-cam (seconds: matplotlib, scipy, sklearn)
+# operations (:func:`native_cam`), so a default cam run never imports grad-cam (seconds: matplotlib, scipy,
+# sklearn); boxam still imports grad-cam's box-score target
 NATIVE = frozenset({Method.gradcam, Method.hirescam, Method.gradcamelementwise, Method.xgradcam, Method.layercam,
                     Method.gradcamplusplus})
 
@@ -576,15 +577,17 @@ def library_calls() -> Iterator[None]:
 def _start_graph(_module: Any, _inputs: Any, output: Any, as_float: bool = False) -> Any:
     """Forward hook: at the first target layer reached under no_grad, start the autograd graph here.
 
-    ``as_float`` (under ``--amp``): the graph starts from a float32 copy, so the activations and gradients
-    grad-cam turns into numpy arrays are float32 (numpy has no bfloat16); the layers after it still run in
-    the autocast dtype.
+    ``as_float`` (under ``--amp``): the graph starts from a float32 copy, and every later target layer's
+    output is cast to float32 in the graph, so the activations and gradients turned into numpy arrays are
+    float32 (numpy has no bfloat16); the layers after them still run in the autocast dtype.
     """
     import torch
 
-    if torch.is_grad_enabled():
-        return None
     if not isinstance(output, torch.Tensor):
+        return None
+    if torch.is_grad_enabled():  # a later target layer, inside the graph: float32 there too under --amp
+        if as_float and output.is_floating_point() and output.dtype != torch.float32:
+            return output.float()
         return None
     torch.set_grad_enabled(True)  # restored when the wrapper's no_grad block exits
     leaf = output.detach().float() if as_float else output.detach()

@@ -33,6 +33,9 @@ from visctl.session import RunOptions, Session, default_threads, resolve_device
 
 __all__ = ["RunContext", "RunOptions", "default_threads", "resolve_device"]
 
+#: the commands that split their inputs between the ranks of a torchrun (see visctl/distributed.py)
+SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne"})
+
 
 class RunContext(Session):
     """Built once per invocation; commands open it with ``with RunContext(...) as ctx:``.
@@ -77,7 +80,9 @@ class RunContext(Session):
         self._stdout = sys.stdout
         sys.stdout = sys.stderr
         try:
-            if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):  # under torchrun: one rank of several
+            # under torchrun: one rank of several, for the commands that shard their inputs (the others run
+            # whole on every rank, as before: they have no inputs to split)
+            if self.command in SHARDED and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
                 from visctl import distributed
 
                 distributed.join(self)

@@ -50,10 +50,25 @@ def join(session: Any) -> tuple[int, int]:
         spec = f"cuda:{local}"
         session.options = session.options.replace(device=spec)
         session._device = None  # resolved again, now to this rank's GPU
+    from visctl.errors import DeviceError, VisctlError
+
     if spec.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.set_device(torch.device(spec if ":" in spec else f"cuda:{local}"))
+        gpu = torch.device(spec if ":" in spec else f"cuda:{local}")
+        if gpu.index is not None and gpu.index >= torch.cuda.device_count():
+            raise DeviceError(f"rank {rank} (LOCAL_RANK {local}) has no GPU cuda:{gpu.index}: this machine has "
+                              f"{torch.cuda.device_count()}", hint="start at most one process per GPU "
+                              "(torchrun --nproc-per-node), or give --device cpu")
+        torch.cuda.set_device(gpu)
+    elif spec.startswith("cuda"):
+        raise DeviceError(f"--device {spec}: CUDA is not available on this machine",
+                          hint="use --device cpu (or auto): the ranks then join with gloo")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if spec.startswith("cuda") else "gloo", timeout=RUN_TIMEOUT)
+        try:
+            dist.init_process_group("nccl" if spec.startswith("cuda") else "gloo", timeout=RUN_TIMEOUT)
+        except (RuntimeError, ValueError) as exc:  # no MASTER_ADDR (WORLD_SIZE set by hand), a port in use
+            raise VisctlError(f"cannot join the torchrun process group: {exc}",
+                              hint="start visctl with torchrun (it sets RANK, WORLD_SIZE, MASTER_ADDR and "
+                              "MASTER_PORT), or unset WORLD_SIZE for a one-process run") from None
         _CONTROL.clear()
     if "group" not in _CONTROL:
         _CONTROL["group"] = (None if dist.get_backend() == "gloo"
@@ -118,8 +133,19 @@ def gather(obj: Any) -> list[Any]:
     import torch.distributed as dist
 
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj, group=_CONTROL.get("group"))
+    try:
+        dist.all_gather_object(out, obj, group=_CONTROL.get("group"))
+    except Exception as exc:  # noqa: BLE001 - RuntimeError, DistBackendError: another rank is gone
+        raise _rank_gone(exc) from None
     return out
+
+
+def _rank_gone(exc: BaseException) -> Exception:
+    from visctl.errors import VisctlError
+
+    return VisctlError(f"another rank of this torchrun stopped before the end ({type(exc).__name__})",
+                       hint="its own message is above; this rank's files are on disk but the run's manifest "
+                       "lists only what rank 0 gathered")
 
 
 def in_run_order(parts: Sequence[Sequence[tuple[Any, Any]]], paths: Sequence[Any], chunk: int) -> list[Any]:
@@ -190,8 +216,3 @@ def with_positions(values: Sequence[tuple[Any, Any]], paths: Sequence[Any], chun
         if r == rank:
             mine[j] = pos
     return [v for _r, _j, v in merged], mine
-
-
-def owner(index: int, chunk: int, world: int) -> int:
-    """The rank that takes input ``index`` (see :func:`shard`)."""
-    return (index // max(1, int(chunk))) % world

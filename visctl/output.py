@@ -116,7 +116,7 @@ def encode_image(rgb: Any, suffix: str = ".png") -> bytes:
 
 
 def io_threads(threads: int | None, cores: int | None = None) -> int:
-    """Threads that read the next batch, and that draw, encode and write images, beside the model: the cores
+    """Threads of each pool beside the model (the read-ahead, and the draw-encode-write pool): the cores
     torch's ``threads`` leave free, at least 1, at most 8 (PNG encoding of a 300 px figure is ~10 ms; more
     threads only queue). More would preempt torch's OpenMP threads, and a parallel region waits for its
     slowest thread: on 2 cores, 2 torch threads beside 2 writers made featmap 0.6x of a bare forward loop."""
@@ -596,9 +596,13 @@ class OutputWriter:
 
     def _raise_failed(self) -> None:
         """A background write that failed (a full disk) stops the run at the next image, not at the end."""
-        if any(f.done() and f.exception() is not None for f, _ in self._pending):
-            self.flush()
-        self._pending = [(f, r) for f, r in self._pending if not f.done()]
+        # one snapshot: a job that fails after it was looked at stays pending, for the next check or flush
+        done = [(f, r) for f, r in self._pending if f.done()]
+        if any(f.exception() is not None for f, _ in done):
+            self.flush()  # raises the failure
+            return
+        finished = {id(f) for f, _ in done}
+        self._pending = [(f, r) for f, r in self._pending if id(f) not in finished]
 
     def flush(self) -> None:
         """Wait for every background write; drop the records of the failed ones, then raise the first failure.

@@ -72,6 +72,7 @@ def finish(ctx: RunContext) -> None:
         ctx.finish()
     except typer.Exit as done:
         code = done.exit_code
-    distributed.leave()
+    finally:  # also when rank 0 cannot write the record: the other ranks wait for it in leave()'s barrier
+        distributed.leave()
     if code:
         raise typer.Exit(code)
