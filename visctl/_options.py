@@ -41,7 +41,7 @@ THREADS_MAX = 1024
 WORKERS_MAX = 64
 
 _INPUTS_HELP = "Images (files, directories, globs), then a {} or model name, then a checkpoint."
-ModelInputs = Annotated[list[str], typer.Argument(
+ImagesConfigCheckpoint = Annotated[list[str], typer.Argument(
     metavar="IMG... CONFIG [CHECKPOINT]", help=_INPUTS_HELP.format("config file"), show_default=False)]
 DetectorInputs = Annotated[list[str], typer.Argument(
     metavar="IMG... CONFIG [CHECKPOINT]", help=_INPUTS_HELP.format("detector config"), show_default=False)]

@@ -15,7 +15,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from visctl.session import Session
 
 #: how long ranks wait for each other at the end of a run (the slowest shard) and in the error handshake
 RUN_TIMEOUT = timedelta(hours=2)
@@ -30,7 +33,7 @@ def env_ranks() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def join(session: Any) -> tuple[int, int]:
+def join(session: Session) -> tuple[int, int]:
     """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group and put this rank on its own GPU.
 
     ``--device auto`` or ``cuda`` becomes ``cuda:LOCAL_RANK`` where CUDA exists, and the group is nccl there,
@@ -48,8 +51,7 @@ def join(session: Any) -> tuple[int, int]:
     spec = session.options.device.strip().lower()
     if spec in ("auto", "cuda") and torch.cuda.is_available():
         spec = f"cuda:{local}"
-        session.options = session.options.replace(device=spec)
-        session._device = None  # resolved again, now to this rank's GPU
+        session.use_device(spec)
     from visctl.errors import DeviceError, VisctlError
 
     if spec.startswith("cuda") and torch.cuda.is_available():

@@ -163,6 +163,11 @@ class Session:
             self._device = resolve_device(self.device_spec)
         return self._device
 
+    def use_device(self, spec: str) -> None:
+        """Run on ``spec`` from now on (a torchrun rank takes its own GPU)."""
+        self.options = self.options.replace(device=spec)
+        self._device = None
+
     def load_config(self, spec: Any) -> Any:
         """The mmengine Config of ``spec`` (a path, a model name, a dict or a Config) with the cfg options."""
         from mmengine.logging import MMLogger

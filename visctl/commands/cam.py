@@ -33,7 +33,7 @@ EPILOG = """Examples:
 
 @opt.shared(*opt.after("max_pixels", "image_format", "amp"))
 def cam(
-    args: opt.ModelInputs,
+    args: opt.ImagesConfigCheckpoint,
     method: Annotated[str, typer.Option(
         "--method", "-m", help="gradcam, gradcam++, xgradcam, eigencam, eigengradcam, layercam, hirescam, "
         "gradcamelementwise, scorecam, ablationcam, fullgrad, shapleycam, kpca_cam, fem, randomcam, or all "

@@ -23,7 +23,7 @@ EPILOG = """Examples:
 
 @opt.shared(*opt.MODEL)
 def featmap(
-    args: opt.ModelInputs,
+    args: opt.ImagesConfigCheckpoint,
     target_layers: opt.TargetLayers = None,
     channel_reduction: Annotated[Reduction, typer.Option(
         "--channel-reduction", "--channel_reduction", help="How channels become one map (none: the top-k channels).",

@@ -98,6 +98,7 @@ def tsne(
     with RunContext("tsne", opts, out_dir=opts.out_dir or work_dir) as ctx:
         import time
 
+        from visctl import distributed
         from visctl.errors import VisctlError
         from visctl.library import embed as lib
 
@@ -109,7 +110,7 @@ def tsne(
                               hint="give the checkpoint once, either after CONFIG or with --checkpoint")
         notes = ["--deterministic: visctl always seeds the sampling and the embedding (--seed), so the flag "
                  "changes nothing"] if deterministic else []
-        rank, world = lib.init_distributed(ctx)
+        rank, world = distributed.join(ctx)
         if rank:  # rank 0 speaks and writes
             ctx.quiet = ctx.console.quiet = True
         p = lib.plan(ctx, config_file, checkpoint or checkpoint_opt, phase=phase.value if phase else None,

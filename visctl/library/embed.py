@@ -3,7 +3,7 @@
 The work of ``visctl tsne``: sample the dataset per class, pool the chosen layers' outputs, embed them and score
 the embedding (5-NN accuracy in 2-D and in feature space); per layer the scatter plot, the interactive page and
 the CSV the CLI writes, under the same names. Under ``torchrun`` each rank extracts a shard
-(:func:`init_distributed`, :func:`extract`) and rank 0 embeds and writes.
+(:func:`visctl.distributed.join`, :func:`extract`) and rank 0 embeds and writes.
 """
 
 from __future__ import annotations
@@ -108,14 +108,6 @@ def write_labels(writer: OutputWriter, rows: list[int], labels: list[int], names
     writer.write_output("labels.json", json.dumps(dict(rows=rows, labels=labels, names=names,
                                                        classes=class_names)).encode(), "data",
                         caption="each row's dataset index, label, file and the class names")
-
-
-def init_distributed(session: Session) -> tuple[int, int]:
-    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group and take this rank's GPU when the device
-    is ``auto`` or ``cuda`` (:func:`visctl.distributed.join`); returns (rank, world size), (0, 1) when alone."""
-    from visctl.distributed import join
-
-    return join(session)
 
 
 @dataclass
