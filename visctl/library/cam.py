@@ -157,7 +157,7 @@ def check_options(method: str, colormap: str, task: str = "auto", image_format: 
                   ) -> tuple[list[Any], str]:
     """The methods and colormap, refused before anything is loaded when they (or the task, or the image
     format) are not known."""
-    from visctl import cams, render
+    from visctl import _gradcam, cams, render
     from visctl.errors import InputError
     from visctl.output import FORMATS
 
@@ -165,7 +165,12 @@ def check_options(method: str, colormap: str, task: str = "auto", image_format: 
         raise InputError(f"unknown task {task!r}", hint="use " + ", ".join(TASKS))
     if str(getattr(image_format, "value", image_format)) not in FORMATS:
         raise InputError(f"unknown image format {image_format!r}", hint="use " + ", ".join(FORMATS))
-    return cams.parse_method(method), render.check_colormap(colormap)
+    methods = cams.parse_method(method)
+    # the installed grad-cam must be one visctl supports, also when the methods compute natively (their
+    # formulas are that version's; the other methods, smoothing and --score use it): read from its metadata,
+    # without importing it
+    _gradcam.check()
+    return methods, render.check_colormap(colormap)
 
 
 def check_amp(amp: str, device: str, methods: list[Any]) -> tuple[str, Any] | None:
