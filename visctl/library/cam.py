@@ -441,22 +441,26 @@ class CamRun:
 
     def close(self, writer: OutputWriter | None = None) -> None:
         """After the last image (or an interrupt): the timing, the faithfulness ranking, the blank-map warning."""
-        from visctl import faithfulness
-
         if writer is not None:
             writer.manifest["timings"]["cam_s"] = round(time.time() - self.started, 3)
-        if self.score and self.scored:
-            self.ranking = faithfulness.ranking(self.scored)
-            self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
-                             "better):\n" + faithfulness.table(self.ranking))
-            if writer is not None:
-                _write_ranking(writer, self.ranking)
+        self._rank_scores(writer)
         if self.blank:
             if writer is not None:
                 writer.manifest["flat_maps"] = self.blank
             self.session.warn(f"{len(self.blank)} map(s) are constant (blank), e.g. {self.blank[0]}: the layer gives "
                               "no signal for this method (a zero head, or a layer before its activation); try "
                               "another --target-layers or method")
+
+    def _rank_scores(self, writer: OutputWriter | None) -> None:
+        """With ``score``: rank the methods by their faithfulness, say it, and write the ranking image."""
+        from visctl import faithfulness
+
+        if self.score and self.scored:
+            self.ranking = faithfulness.ranking(self.scored)
+            self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
+                             "better):\n" + faithfulness.table(self.ranking))
+            if writer is not None:
+                _write_ranking(writer, self.ranking)
 
     def collect(self) -> CamResult:
         """Run every image and gather the frozen result (the library call)."""
@@ -676,11 +680,4 @@ class _SegmentationRun(CamRun):
                 b.advance()
 
     def close(self, writer: OutputWriter | None = None) -> None:
-        from visctl import faithfulness
-
-        if self.score and self.scored:
-            self.ranking = faithfulness.ranking(self.scored)
-            self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
-                             "better):\n" + faithfulness.table(self.ranking))
-            if writer is not None:
-                _write_ranking(writer, self.ranking)
+        self._rank_scores(writer)
