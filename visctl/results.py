@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from visctl.output import OutputWriter
@@ -42,6 +44,27 @@ class Figure:
 
     def _repr_png_(self) -> bytes:
         return self.png()
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """A figure not drawn yet (the CLI's): its name, caption and manifest fields now, its pixels from
+    ``draw()`` in the writer's threads, so the model's thread never composes or encodes a figure."""
+
+    name: str
+    draw: Callable[[], np.ndarray] = field(repr=False)
+    caption: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def figure(self) -> Figure:
+        """Drawn now (the library's)."""
+        return Figure(self.name, self.draw(), self.caption, self.info)
+
+
+def save_picture(writer: OutputWriter, picture: Figure | Drawing, target: Path | None = None) -> None:
+    """Write a figure, or a drawing drawn in the writer's threads (with its background pool on)."""
+    image = picture.image if isinstance(picture, Figure) else picture.draw
+    writer.save_image(picture.name, image, caption=picture.caption, target=target, **picture.info)
 
 
 @dataclass(frozen=True)

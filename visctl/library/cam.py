@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl.library._common import ModelInputs, batches, open_model
-from visctl.results import Figure, Result
+from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
@@ -26,17 +26,6 @@ if TYPE_CHECKING:
     from visctl.output import OutputWriter
 
 TASKS = ("auto", "classification", "segmentation")
-
-
-@dataclass(frozen=True)
-class Drawing:
-    """A figure not drawn yet (the CLI's): its name, caption and manifest fields now, its pixels from
-    ``draw()`` in the writer's threads, so the model's thread never composes or encodes a figure."""
-
-    name: str
-    draw: Callable[[], np.ndarray] = field(repr=False)
-    caption: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,10 +55,8 @@ class CamItem:
 
     def write(self, writer: OutputWriter, target: Path | None = None, record_input: bool = True) -> None:
         """The figure, the raw maps (when asked) and the input's manifest entry, as the CLI writes them."""
-        fig = self.picture
-        if fig is not None:
-            writer.save_image(fig.name, fig.image if isinstance(fig, Figure) else fig.draw, caption=fig.caption,
-                              target=target, **fig.info)
+        if self.picture is not None:
+            save_picture(writer, self.picture, target)
         for key, name in self.raw_names.items():
             writer.save_array(name, self.maps[key], caption=f"{key[0]}_c{key[1]}", input=self.path)
         if record_input:
@@ -399,7 +386,7 @@ class CamRun:
         """The library's figure, drawn now, or the CLI's, drawn by the writer (:attr:`draw_in_writer`)."""
         if self.draw_in_writer:
             return None, Drawing(name, draw, caption, info)
-        return Figure(name, draw(), caption, info), None
+        return Drawing(name, draw, caption, info).figure(), None
 
     # -- the CLI's writing, item by item --
     def record(self, writer: OutputWriter, item: CamItem | SkippedMethod, target: Path | None = None) -> None:
