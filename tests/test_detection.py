@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, manifest
 
 from visctl import detection
@@ -256,3 +257,63 @@ def test_boxam_panel_size(invoke, tmp_path):
         m = manifest(out)
         assert m["params"]["panel_size"] == side and m["outputs"][0]["panel_size"] == side
         assert cv2.imread(str(out / m["outputs"][0]["path"])).shape[1] == side  # one panel for all boxes
+
+
+def _outputs(seed: int, n: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 80
+    wh = 8 + torch.rand(n, 2, generator=g) * 30
+    boxes = torch.cat([xy, xy + wh], 1).requires_grad_(True)
+    scores = torch.rand(n, generator=g).requires_grad_(True)
+    return dict(boxes=boxes, scores=scores, labels=torch.randint(0, 3, (n,), generator=g))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_box_score_target_equals_grad_cams_value_and_gradients(seed):
+    """detection.BoxScoreTarget against grad-cam's FasterRCNNBoxScoreTarget on the same outputs: kept boxes that
+    are the outputs themselves, jittered, relabelled, far away, and two kept boxes on one output box."""
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    from visctl.detection import BoxScoreTarget
+
+    ref_out, out = _outputs(seed, 7), _outputs(seed, 7)
+    g = torch.Generator().manual_seed(100 + seed)
+    kept_boxes = ref_out["boxes"].detach()[[0, 0, 2, 3, 5]] + torch.randn(5, 4, generator=g) * 3
+    kept_boxes[3] += 200  # matches nothing
+    kept_labels = ref_out["labels"][[0, 0, 2, 3, 5]].clone()
+    kept_labels[2] = (kept_labels[2] + 1) % 3  # the best box has another label
+    want = FasterRCNNBoxScoreTarget(labels=kept_labels, bounding_boxes=kept_boxes)(ref_out)
+    got = BoxScoreTarget(labels=kept_labels, bounding_boxes=kept_boxes)(out)
+    assert got.shape == want.shape == (1,)
+    assert float(want.detach()) > 0  # some boxes count, and some do not (relabelled, far away)
+    torch.testing.assert_close(got, want)
+    want.sum().backward()
+    got.sum().backward()
+    # one IoU matrix instead of a row per box: the same terms, summed in another order (differences ~1e-9)
+    torch.testing.assert_close(out["boxes"].grad, ref_out["boxes"].grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out["scores"].grad, ref_out["scores"].grad, rtol=0, atol=0)
+    assert out["scores"].grad.count_nonzero() >= 1 and out["boxes"].grad.count_nonzero() >= 4
+
+
+def test_box_score_target_without_boxes_or_matches_is_zero_as_grad_cams():
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    from visctl.detection import BoxScoreTarget
+
+    empty = dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long))
+    far = torch.tensor([[500.0, 500.0, 520.0, 520.0]])
+    for outputs in (empty, _outputs(0, 4)):
+        for target in (FasterRCNNBoxScoreTarget, BoxScoreTarget):
+            value = target(labels=torch.tensor([1]), bounding_boxes=far)(outputs)
+            assert value.shape == (1,) and float(value) == 0.0
+
+
+def test_box_colours_are_matplotlibs_tab10_and_tab20():
+    """render.class_colors writes tab10/tab20 out (no matplotlib import to draw boxes): the very same floats."""
+    import matplotlib
+
+    from visctl import render
+
+    for n, name in ((4, "tab10"), (10, "tab10"), (17, "tab20"), (20, "tab20")):
+        assert render.class_colors(n) == [tuple(float(c) for c in matplotlib.colormaps[name](i)[:3]) for i in range(n)]
+    assert len(set(render.class_colors(30))) == 30

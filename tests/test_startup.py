@@ -66,6 +66,23 @@ def test_cam_on_the_demo_config_imports_nothing_it_does_not_use(image_file, tmp_
     assert (ref / drawn[0].name).read_bytes() == drawn[0].read_bytes()
 
 
+def test_boxam_on_the_demo_detector_imports_no_grad_cam(tmp_path):
+    """boxam's default LayerCAM on box targets is native, and its target (detection.BoxScoreTarget) is
+    visctl's: the run never loads grad-cam or what grad-cam drags in."""
+    import cv2
+
+    from visctl.shapes import make_scene
+
+    scene = tmp_path / "scene.png"
+    cv2.imwrite(str(scene), make_scene(7, 128, n_objects=3, min_side=14, max_side=36).image[..., ::-1])
+    out = tmp_path / "out"
+    loaded = _modules_of_run(["boxam", str(scene), str(ROOT / "examples" / "demo_detector" / "config.py"), "-o",
+                              str(out), "-q", "--threads", "1", "--score-thr", "0.1"], tmp_path)
+    assert list(out.glob("*_boxam_*.png")), "the run drew no box map"
+    assert "visctl.library.boxam" in loaded and "torchvision.ops" in loaded  # the wrapper saw the real run
+    assert sorted(m for m in GRAD_CAM_AND_ITS_IMPORTS if m in loaded) == []
+
+
 def test_local_checkpoint_reads_as_mmengines_loader_does():
     from mmengine.runner.checkpoint import _load_checkpoint
 

@@ -302,15 +302,19 @@ def _class_colors(n: int) -> tuple[tuple[float, float, float], ...]:
     return tuple(_colors(n))
 
 
+#: matplotlib's "tab10" and "tab20" colormaps (matplotlib/_cm.py ``_tab10_data``, ``_tab20_data``: these bytes / 255),
+#: written out so that drawing boxes does not import matplotlib (tests/test_detection.py compares them with it)
+TAB10 = "1f77b4 ff7f0e 2ca02c d62728 9467bd 8c564b e377c2 7f7f7f bcbd22 17becf".split()
+TAB20 = ("1f77b4 aec7e8 ff7f0e ffbb78 2ca02c 98df8a d62728 ff9896 9467bd c5b0d5 8c564b c49c94 e377c2 f7b6d2 7f7f7f "
+         "c7c7c7 bcbd22 dbdb8d 17becf 9edae5").split()
+
+
 def _colors(n: int) -> list[tuple[float, float, float]]:
     import colorsys
 
-    import matplotlib
-
-    if n <= 10:
-        return [matplotlib.colormaps["tab10"](i)[:3] for i in range(n)]
     if n <= 20:
-        return [matplotlib.colormaps["tab20"](i)[:3] for i in range(n)]
+        table = TAB10 if n <= 10 else TAB20
+        return [(int(h[0:2], 16) / 255, int(h[2:4], 16) / 255, int(h[4:6], 16) / 255) for h in table[:n]]
     return [colorsys.hsv_to_rgb(i / n, 0.75, 0.9 - 0.25 * (i % 2)) for i in range(n)]
 
 

@@ -198,7 +198,6 @@ def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
     import functools
 
     import numpy as np
-    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
     from visctl import detection, output, render, transforms
     from visctl.classes import label
@@ -217,7 +216,7 @@ def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
         slot = 0
         while slot == 0 or (per_box and slot < max((len(k["scores"]) for k in kept), default=0)):
             sel = slice(slot, slot + 1) if per_box else slice(None)
-            targets = [FasterRCNNBoxScoreTarget(labels=None, bounding_boxes=None) for _ in group]
+            targets = [detection.BoxScoreTarget() for _ in group]
             found = functools.partial(_take_boxes, kept=kept, targets=targets, sel=sel, opts=o, device=ctx.device)
             maps, _ = plan.engine(tensor, targets, on_output=found)
             for i in range(len(group)):
