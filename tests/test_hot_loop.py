@@ -193,6 +193,39 @@ def test_reading_ahead_keeps_the_order_and_the_failures(tmp_path):
     assert [p for got, _ in serial for p, _ in got] == [p for i, p in enumerate(paths) if i not in (3, 8)]
 
 
+def test_batches_are_stacked_in_the_readers_threads_as_in_the_callers(tmp_path):
+    """prepared_batches(stack=...): the normalised tensor of a group is made beside the model (in a reader),
+    and equals the one the calling thread makes without readers."""
+    import threading
+
+    import cv2
+    import torch
+
+    from visctl import transforms
+
+    paths = []
+    for i in range(9):
+        p = tmp_path / f"{i:02d}.png"
+        cv2.imwrite(str(p), _rgb(i))
+        paths.append(p)
+    steps = transforms.default_pipeline(16)
+    where: list[str] = []
+
+    def stack(group: list) -> torch.Tensor:
+        where.append(threading.current_thread().name)
+        return transforms.to_tensor([s for _, _, s in group], (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), True)
+
+    def run(workers: int) -> list:
+        return [(g, t) for groups, _ in transforms.prepared_batches(paths, steps, 4, workers=workers, stack=stack)
+                for g, t in groups]
+    serial, ahead = run(0), run(2)
+    assert where[:3] == ["MainThread"] * 3 and len(where) == 6
+    assert all(name.startswith("visctl-read") for name in where[3:])
+    assert [[p for p, _, _ in g] for g, _ in ahead] == [[p for p, _, _ in g] for g, _ in serial]
+    for (_, got), (_, want) in zip(ahead, serial):
+        assert got.shape[0] in (1, 4) and torch.equal(got, want)
+
+
 def test_reading_ahead_holds_at_most_the_next_batch(tmp_path, monkeypatch):
     import cv2
 

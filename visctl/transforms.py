@@ -673,17 +673,20 @@ def default_pipeline(input_size: Any) -> list[dict]:
 
 
 def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
-                     max_pixels: int | None = None, workers: int = 0) -> Iterator[tuple[list, list]]:
+                     max_pixels: int | None = None, workers: int = 0,
+                     stack: Callable[[list], Any] | None = None) -> Iterator[tuple[list, list]]:
     """Read and transform images ``batch_size`` at a time; an image over ``max_pixels`` is a failure.
 
     ``workers`` > 0: the next batch is read (decoded and run through ``steps``) in that many threads while
     the caller works on this one -- OpenCV's decoders and resizes release the GIL, so reading overlaps the
     model -- and at most two batches are in memory. The images and failures come in the order of ``paths``
-    whatever the number of workers; 0 reads in the calling thread.
+    whatever the number of workers; 0 reads in the calling thread. ``stack``: a function of a group (e.g.
+    :func:`to_tensor` of its states), called in the readers' threads too when there are some.
 
     Yields:
         ``(groups, failures)``: groups of ``(path, original RGB, ImageState)`` whose pipeline outputs share
-        one size (so each group stacks into one batch), and ``(path, message)`` for unreadable inputs.
+        one size (so each group stacks into one batch) -- with ``stack``, ``(group, stack(group))`` pairs --
+        and ``(path, message)`` for unreadable inputs.
     """
     from visctl.errors import VisctlError
     from visctl.images import read_image
@@ -703,6 +706,8 @@ def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
                 failures.append((p, message))
                 continue
             groups.setdefault(state.img.shape, []).append((p, img, state))
+        if stack is not None:
+            return [(g, stack(g)) for g in groups.values()], failures
         return list(groups.values()), failures
 
     chunks = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
@@ -716,11 +721,16 @@ def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
 
     pool = ThreadPoolExecutor(workers, thread_name_prefix="visctl-read")
     try:
-        ahead = [pool.submit(load, p) for p in chunks[0]]
-        for k, chunk in enumerate(chunks):
+        def read(chunk: list[Any]) -> Any:
+            loads = [pool.submit(load, p) for p in chunk]
+            # grouped (and stacked) in a reader too, after the loads it waits for (queued first: no deadlock)
+            return pool.submit(lambda: assemble(chunk, (f.result() for f in loads)))
+
+        ahead = read(chunks[0])
+        for k in range(len(chunks)):
             current = ahead
             if k + 1 < len(chunks):  # the next batch is read while the caller works on this one
-                ahead = [pool.submit(load, p) for p in chunks[k + 1]]
-            yield assemble(chunk, (f.result() for f in current))
+                ahead = read(chunks[k + 1])
+            yield current.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a stopped run leaves no reader behind

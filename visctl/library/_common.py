@@ -183,12 +183,13 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
 
         paths = shard(paths, batch_size, ctx.rank, ctx.world)
     with ctx.progress(len(paths), label) as advance:
+        def stack(group: list) -> Any:  # normalised and stacked in the readers' threads (~1.5 ms an image)
+            return transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb)
+
         for groups, failures in transforms.prepared_batches(paths, mi.steps, batch_size, ctx.max_pixels,
-                                                            workers=io_threads(ctx.threads)):
+                                                            workers=io_threads(ctx.threads), stack=stack):
             for p, message in failures:
                 ctx.skip(p, message)
                 advance()
-            for group in groups:
-                tensor = to_device(transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb),
-                                   ctx.device, channels_last)
-                yield Batch(group, tensor, advance)
+            for group, stacked in groups:
+                yield Batch(group, to_device(stacked, ctx.device, channels_last), advance)
