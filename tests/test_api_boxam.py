@@ -113,3 +113,32 @@ def test_the_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "box 0" in done.stdout
     assert any(o["path"].endswith(".png") for o in manifest(tmp_path)["outputs"])
+
+
+def test_cli_draws_in_the_writers_threads_and_format_jpg_names_and_encodes_the_figures(invoke, tmp_path, monkeypatch):
+    """The CLI's figures are drawn off the model's thread (boxam._draw in a visctl-write thread); --format jpg
+    writes JPEGs of the same pictures, named .jpg in the files, the manifest and the gallery."""
+    import threading
+
+    from visctl import output
+    from visctl.library import boxam as lib
+
+    paths = _write(tmp_path / "imgs", range(200_004, 200_007))
+    drawn_in: list[str] = []
+    real = lib._draw
+    monkeypatch.setattr(lib, "_draw", lambda *a: drawn_in.append(threading.current_thread().name) or real(*a))
+    out = tmp_path / "jpg"
+    run = invoke("boxam", *paths, DET_CFG, "--format", "jpg", "--device", "cpu", "--threads", "1", "-o", out)
+    assert run.exit_code == 0, run.output
+    assert len(drawn_in) == 3 and all(n.startswith("visctl-write") for n in drawn_in), drawn_in
+    res = visctl.boxam(paths, DET_CFG, image_format="jpg", options=CPU)
+    m = manifest(out)
+    assert m["params"]["format"] == "jpg"
+    images = [o["path"] for o in m["outputs"] if o["kind"] == "image"]
+    assert images == [img.figure.name for img in res.images] and all(p.endswith(".jpg") for p in images)
+    for img in res.images:
+        data = (out / img.figure.name).read_bytes()
+        assert data[:3] == b"\xff\xd8\xff"  # a JPEG, of the library's picture (OpenCV's encoder is deterministic)
+        assert data == output.encode_image(img.figure.image, ".jpg")
+        assert html.escape(img.figure.name) in (out / "index.html").read_text()
+    assert not list(out.glob("*.png"))

@@ -123,3 +123,25 @@ def test_the_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "backbone.layer4" in done.stdout
     assert _outputs(tmp_path) == ["image0_featmap_backbone_layer4_select_max.png"]
+
+
+def test_format_webp_names_and_encodes_the_figures_as_the_library_draws_them(invoke, tmp_path):
+    """featmap --format webp: the figures are WebP files of the library's pictures, named .webp everywhere."""
+    import cv2
+
+    from visctl import output
+
+    img = tmp_path / "img.png"
+    cv2.imwrite(str(img), (np.random.default_rng(3).random((96, 120, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    run = invoke("featmap", img, DEMO_CFG, "--format", "webp", "--device", "cpu", "-o", out)
+    assert run.exit_code == 0, run.output
+    res = visctl.featmap(img, DEMO_CFG, image_format="webp", options=visctl.RunOptions(device="cpu"))
+    m = manifest(out)
+    figs = [layer.figure for item in res.images for layer in item.layers]
+    assert m["params"]["format"] == "webp"
+    assert [o["path"] for o in m["outputs"] if o["kind"] == "image"] == [f.name for f in figs]
+    for fig in figs:
+        data = (out / fig.name).read_bytes()
+        assert fig.name.endswith(".webp") and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+        assert data == output.encode_image(fig.image, ".webp")  # the library's picture, encoded as WebP

@@ -104,6 +104,16 @@ ENCODE_PARAMS: dict[str, list[int]] = {".jpg": [1, 95], ".jpeg": [1, 95], ".webp
 FORMATS = ("png", "jpg", "webp")
 
 
+def check_format(image_format: Any) -> str:
+    """``--format``'s value (an Enum member or its string) as the figures' suffix, or an error with a hint."""
+    from visctl.errors import InputError
+
+    value = str(getattr(image_format, "value", image_format))
+    if value not in FORMATS:
+        raise InputError(f"unknown image format {image_format!r}", hint="use " + ", ".join(FORMATS))
+    return value
+
+
 def encode_image(rgb: Any, suffix: str = ".png") -> bytes:
     """An RGB uint8 image encoded as ``suffix`` says (:data:`ENCODE_PARAMS`); OpenCV releases the GIL meanwhile."""
     import cv2

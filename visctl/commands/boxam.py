@@ -20,7 +20,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.MODEL, batch_size=4)
+@opt.shared(*opt.after("max_pixels", "image_format"), batch_size=4)
 def boxam(
     args: opt.DetectorInputs,
     method: Annotated[BoxMethod, typer.Option(
@@ -49,6 +49,7 @@ def boxam(
     panel_size: opt.BoxamPanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
+    image_format: opt.Format = opt.ImageFormat.png,
     *,
     opts: opt.CommandOptions,
 ) -> None:
@@ -58,13 +59,15 @@ def boxam(
     from visctl.library import boxam as lib
 
     with RunContext("boxam", opts, out_dir=opts.out_dir) as ctx:
-        lib.check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape)  # before any work
+        lib.check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
+                          image_format=image_format)  # before any work
         paths, cfg_spec, checkpoint = split_args(ctx, args)
         plan = lib.prepare(paths, cfg_spec, checkpoint, method=method, target_layers=opt.split_list(target_layers),
                            topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box,
                            no_boxes=no_boxes, alpha=alpha, colormap=colormap,
                            ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
-                           panel_size=panel_size, batch_size=opts.batch_size, session=ctx,
+                           panel_size=panel_size, batch_size=opts.batch_size, image_format=image_format.value,
+                           session=ctx,
                            on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params)
         writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model

@@ -21,7 +21,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.MODEL)
+@opt.shared(*opt.after("max_pixels", "image_format"))
 def featmap(
     args: opt.ImagesConfigCheckpoint,
     target_layers: opt.TargetLayers = None,
@@ -66,6 +66,7 @@ def featmap(
     panel_size: opt.PanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
+    image_format: opt.Format = opt.ImageFormat.png,
     *,
     opts: opt.CommandOptions,
 ) -> None:
@@ -92,7 +93,8 @@ def featmap(
                            colormap=colormap, compare=compare_list[0] if compare_list else None,
                            compare_checkpoint=compare_list[1] if compare_list and len(compare_list) > 1 else None,
                            signed=signed, score_thr=score_thr, panel_size=panel_size, batch_size=opts.batch_size,
-                           recorded=recorded, session=ctx, on_model=preview_hook(ctx, preview_model))
+                           recorded=recorded, image_format=image_format.value, session=ctx,
+                           on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
         writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
         lib.write_run(plan, writer, save_raw=save_raw, out_file=out_file)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from visctl.results import Figure, Result
+from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class BoxamImage:
     scores: np.ndarray
     labels: np.ndarray
     maps: tuple[np.ndarray, ...] = field(repr=False)
-    figure: Figure = field(repr=False)
+    figure: Figure | Drawing = field(repr=False)  # a Drawing only in the CLI's runs (iter_boxam's draw_later)
     raw_names: tuple[str, ...] = field(default=(), repr=False)
     per_box: bool = field(default=False, repr=False)
     side: int = field(default=0, repr=False)
@@ -54,7 +54,7 @@ class BoxamImage:
         """The figure, the maps as ``.npy`` (``save_raw``), the input with its boxes, as ``visctl boxam``."""
         import numpy as np
 
-        writer.save_image(self.figure.name, self.figure.image, caption=self.figure.caption, **self.figure.info)
+        save_picture(writer, self.figure)
         if save_raw:
             for slot, (name, full) in enumerate(zip(self.raw_names, self.maps)):
                 writer.save_array(name, full.astype(np.float32), caption=f"box{slot}" if self.per_box else "all",
@@ -78,7 +78,7 @@ class BoxamResult(Result):
     save_raw: bool = field(default=False, repr=False)
 
     def figures(self) -> list[Figure]:
-        return [img.figure for img in self.images]
+        return [img.figure if isinstance(img.figure, Figure) else img.figure.figure() for img in self.images]
 
     def write(self, writer: OutputWriter) -> None:
         from visctl import render
@@ -118,15 +118,16 @@ def parse_max_shape(values: Sequence[int] | None) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
-def check_options(*, score_thr: float, colormap: str, max_shape: Sequence[int] | None,
-                  ) -> tuple[str, tuple[int, int] | None]:
-    """Refuse a score that is not one, an unknown colormap, a bad ``max_shape``; returns (colormap, cap)."""
-    from visctl import render
+def check_options(*, score_thr: float, colormap: str, max_shape: Sequence[int] | None, image_format: str = "png",
+                  ) -> tuple[str, tuple[int, int] | None, str]:
+    """Refuse a score that is not one, an unknown colormap or image format, a bad ``max_shape``; returns
+    (colormap, cap, format)."""
+    from visctl import output, render
     from visctl.errors import VisctlError
 
     if not 0.0 <= score_thr <= 1.0:
         raise VisctlError(f"--score-thr {score_thr} is not a score", hint="use a value from 0 to 1, e.g. 0.3")
-    return render.check_colormap(colormap), parse_max_shape(max_shape)
+    return render.check_colormap(colormap), parse_max_shape(max_shape), output.check_format(image_format)
 
 
 def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list[dict[str, Any]]:
@@ -143,8 +144,9 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
             target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
             norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
             colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
-            panel_size: int | None = None, batch_size: int = 4, options: RunOptions | None = None,
-            session: Session | None = None, on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
+            panel_size: int | None = None, batch_size: int = 4, image_format: str = "png",
+            options: RunOptions | None = None, session: Session | None = None,
+            on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
     """Check the options, load the detector, resolve the target layers and build the CAM engine."""
     from visctl import cams, config, detection, models, render
     from visctl.errors import LayerError
@@ -153,7 +155,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
 
     session = session or Session(options)
     method = BoxMethod(method)
-    colormap, cap = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape)
+    colormap, cap, image_format = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
+                                                image_format=image_format)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
     if on_model is not None:
         on_model(mi)
@@ -184,29 +187,31 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                   method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
                   norm_in_bbox=norm_in_bbox, per_box=per_box, device=session.device,
-                  max_shape=list(cap) if cap else None,
+                  max_shape=list(cap) if cap else None, format=image_format,
                   panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..512")
     if session.max_pixels is not None:
         params["max_pixels"] = session.max_pixels
     opts = dict(topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes,
-                alpha=alpha, colormap=colormap, panel_size=panel_size, batch_size=batch_size, cam_method=cam_method)
+                alpha=alpha, colormap=colormap, panel_size=panel_size, batch_size=batch_size, cam_method=cam_method,
+                image_format=image_format)
     return Plan(session, mi, names, engine, method, classes, params, opts)
 
 
-def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
-    """Detect, keep the best boxes, compute their maps and draw them, image by image."""
+def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
+    """Detect, keep the best boxes, compute their maps and draw them, image by image (``draw_later``: the
+    CLI's, each figure a :class:`~visctl.results.Drawing` that the writer's threads draw)."""
     import functools
 
     import numpy as np
 
     from visctl import detection, output, render, transforms
-    from visctl.classes import label
     from visctl.library import _common
 
-    ctx, mi, o, classes = plan.session, plan.mi, plan.opts, plan.classes
+    ctx, mi, o = plan.session, plan.mi, plan.opts
     per_box = o["per_box"]
     stems = output.input_stems(mi.paths)
     layer_tag = "+".join(plan.names).replace(".", "_")
+    fmt = plan.opts["image_format"]
     for batch in _common.batches(ctx, mi, o["batch_size"], "boxam"):
         group, tensor = batch.items, batch.tensor
         # one CAM call per box slot with --per-box (the k-th box of every image), else one for all boxes; each
@@ -226,33 +231,44 @@ def iter_boxam(plan: Plan) -> Iterator[BoxamImage]:
         for i, (p, img, state) in enumerate(group):
             dets = detection.to_original(kept[i], state)
             side = render.panel_size(img.shape[0], img.shape[1], o["panel_size"], cap=512)
-            panels = []
             raw_maps = []
             for slot, m in enumerate(maps_per_image[i]):
                 full = transforms.to_original(m, state, img.shape[:2])
-                boxes_here = dets.boxes[slot:slot + 1] if per_box else dets.boxes
                 if o["norm_in_bbox"]:
-                    full = render.normalize_in_boxes(full, boxes_here)
+                    full = render.normalize_in_boxes(full, dets.boxes[slot:slot + 1] if per_box else dets.boxes)
                 raw = np.array(full, np.float32)
                 raw.setflags(write=False)
                 raw_maps.append(raw)
-                shown = render.overlay(img, full, o["alpha"], o["colormap"])
-                if not o["no_boxes"]:
-                    sel = slice(slot, slot + 1) if per_box else slice(None)
-                    shown = render.draw_boxes(shown, dets.boxes[sel], dets.labels[sel], dets.scores[sel], classes)
-                text = (f"box {slot}: {label(classes, dets.labels[slot])} {dets.scores[slot]:.2f}" if per_box
-                        else f"{len(dets)} box(es) | {plan.method.value} | {', '.join(plan.names)}")
-                panels.append(render.caption(render.fit(shown, side), text))
-            if not panels:
-                panels = [render.caption(render.fit(img, side), f"no box scores >= {o['score_thr']}")]
-            figure = render.grid(panels, cols=min(len(panels), 4))
-            fig = Figure(f"{stems[p]}_boxam_{plan.method.value.replace('++', 'pp')}_{layer_tag}.png", figure,
-                         f"{p.name}: {len(dets)} boxes", dict(input=str(p), panel_size=side))
+            picture = Drawing(f"{stems[p]}_boxam_{plan.method.value.replace('++', 'pp')}_{layer_tag}.{fmt}",
+                              functools.partial(_draw, img, raw_maps, dets, plan, side),
+                              f"{p.name}: {len(dets)} boxes", dict(input=str(p), panel_size=side))
             raw_names = tuple(f"{stems[p]}_boxam_{f'box{slot}' if per_box else 'all'}.npy"
                               for slot in range(len(raw_maps)))
             yield BoxamImage(str(p), _frozen(dets.boxes, np.float32), _frozen(dets.scores, np.float32),
-                             _frozen(dets.labels, np.int64), tuple(raw_maps), fig, raw_names, per_box, side, p)
+                             _frozen(dets.labels, np.int64), tuple(raw_maps),
+                             picture if draw_later else picture.figure(), raw_names, per_box, side, p)
             batch.advance()
+
+
+def _draw(img: np.ndarray, maps: list[np.ndarray], dets: Any, plan: Plan, side: int) -> np.ndarray:
+    """One image's figure: a panel per map (its overlay, boxes and caption), or the image when no box
+    scored; in the writer's threads for the CLI."""
+    from visctl import render
+    from visctl.classes import label
+
+    o, per_box, classes = plan.opts, plan.opts["per_box"], plan.classes
+    panels = []
+    for slot, full in enumerate(maps):
+        shown = render.overlay(img, full, o["alpha"], o["colormap"])
+        if not o["no_boxes"]:
+            sel = slice(slot, slot + 1) if per_box else slice(None)
+            shown = render.draw_boxes(shown, dets.boxes[sel], dets.labels[sel], dets.scores[sel], classes)
+        text = (f"box {slot}: {label(classes, dets.labels[slot])} {dets.scores[slot]:.2f}" if per_box
+                else f"{len(dets)} box(es) | {plan.method.value} | {', '.join(plan.names)}")
+        panels.append(render.caption(render.fit(shown, side), text))
+    if not panels:
+        panels = [render.caption(render.fit(img, side), f"no box scores >= {o['score_thr']}")]
+    return render.grid(panels, cols=min(len(panels), 4))
 
 
 def _take_boxes(outputs: Any, *, kept: list[dict[str, Any]], targets: list[Any], sel: slice, opts: dict[str, Any],
@@ -280,19 +296,21 @@ def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: Box
           target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
           norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
           colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
-          panel_size: int | None = None, batch_size: int = 4, save_raw: bool = False,
+          panel_size: int | None = None, batch_size: int = 4, save_raw: bool = False, image_format: str = "png",
           options: RunOptions | None = None, session: Session | None = None) -> BoxamResult:
     """Box-level activation maps of a detector on ``images``: which pixels made each kept detection.
 
     ``images``: a path, folder or glob, a numpy RGB image, a PIL image, or a list of them. ``model``: a
     detector config path, a torchvision detector name (``fasterrcnn_resnet50_fpn``), a config dict or an
     ``nn.Module`` detector. The options are the CLI's (``visctl boxam --help``); ``save_raw``:
-    ``result.save(dir)`` writes the maps as ``.npy`` too. Returns a :class:`BoxamResult`.
+    ``result.save(dir)`` writes the maps as ``.npy`` too; ``image_format`` png, jpg or webp names the figures.
+    Returns a :class:`BoxamResult`.
     """
     plan = prepare(images, model, checkpoint, method=method, target_layers=target_layers, topk=topk,
                    score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes, alpha=alpha,
                    colormap=colormap, ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
-                   panel_size=panel_size, batch_size=batch_size, options=options, session=session)
+                   panel_size=panel_size, batch_size=batch_size, image_format=image_format, options=options,
+                   session=session)
     items = tuple(iter_boxam(plan))
     ctx = plan.session
     from visctl import render
@@ -311,7 +329,7 @@ def write_run(plan: Plan, writer: OutputWriter, *, save_raw: bool = False) -> No
     from visctl import render
 
     sides: set[int] = set()
-    for item in iter_boxam(plan):
+    for item in iter_boxam(plan, draw_later=True):
         sides.add(item.side)
         writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
         item.write(writer, save_raw)

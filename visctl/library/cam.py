@@ -146,12 +146,11 @@ def check_options(method: str, colormap: str, task: str = "auto", image_format: 
     format) are not known."""
     from visctl import _gradcam, cams, render
     from visctl.errors import InputError
-    from visctl.output import FORMATS
+    from visctl.output import check_format
 
     if str(task) not in TASKS:
         raise InputError(f"unknown task {task!r}", hint="use " + ", ".join(TASKS))
-    if str(getattr(image_format, "value", image_format)) not in FORMATS:
-        raise InputError(f"unknown image format {image_format!r}", hint="use " + ", ".join(FORMATS))
+    check_format(image_format)
     methods = cams.parse_method(method)
     # the installed grad-cam must be one visctl supports, also when the methods compute natively (their
     # formulas are that version's; the other methods, smoothing and --score use it): read from its metadata,

@@ -171,12 +171,13 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             resize_shape: tuple[int, int] | None = None, colormap: str | None = None, compare: Any = None,
             compare_checkpoint: str | None = None, signed: bool = False, score_thr: float | None = None,
             repo: str | None = None, panel_size: int | None = None, batch_size: int = 16,
-            recorded: Sequence[str] | None = None, options: RunOptions | None = None,
+            recorded: Sequence[str] | None = None, image_format: str = "png", options: RunOptions | None = None,
             session: Session | None = None, on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
     """Check the options, load the model (and ``compare``), resolve the layers; nothing is computed yet."""
-    from visctl import cams, config, models
+    from visctl import cams, config, models, output
     from visctl.library import _common
 
+    image_format = output.check_format(image_format)
     session = session or Session(options)
     reduction = Reduction(channel_reduction)
     normalize = Normalize(normalize)
@@ -240,7 +241,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
         inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, target_layers=names,
         channel_reduction=reduction.value, topk=topk if reduction is Reduction.none else None,
         normalize=normalize.value, use_norm=use_norm, compare=compare_param, signed=signed, device=session.device,
-        threads=session.threads, batch_size=batch_size,
+        threads=session.threads, batch_size=batch_size, format=image_format,
         panel_size=panel_size or ("--resize-shape" if resize_shape else
                                   f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}"))
     if session.max_pixels is not None:
@@ -248,7 +249,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
     opts = dict(reduction=reduction, topk=topk, arrangement=arrangement, overlaid=overlaid, alpha=alpha,
                 use_norm=use_norm, normalize=normalize, resize_shape=resize_shape, colormap=cmap,
                 compare=compare is not None, signed=signed, score_thr=score_thr, panel_size=panel_size,
-                batch_size=batch_size)
+                batch_size=batch_size, image_format=image_format)
     return Plan(session, mi, names, layers, other, list(recorded) if recorded else None, params, opts)
 
 
@@ -435,7 +436,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
                                 + (" after channel z-score" if o["use_norm"] else "") + f" | {normalize.value} scale")
         info = dict(input=str(p), layer=label, panel_size=side or max(base.shape[:2]),
                     scales=[sc.describe() for r in recs for sc in r["scales"]])
-        fig = Figure(f"{stems[p]}_featmap_{_tag(label)}_{reduction.value}.png", figure,
+        fig = Figure(f"{stems[p]}_featmap_{_tag(label)}_{reduction.value}.{o['image_format']}", figure,
                      f"{p.name}: {label} ({reduction.value}, {normalize.value})",
                      info)
         layers_done.append(FeatmapLayer(label, tuple(found_maps), fig, side or max(resize_shape or (0,))))
@@ -473,21 +474,24 @@ def featmap(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             resize_shape: tuple[int, int] | None = None, colormap: str | None = None, compare: Any = None,
             compare_checkpoint: str | None = None, signed: bool = False, score_thr: float | None = None,
             repo: str | None = None, panel_size: int | None = None, batch_size: int = 16, save_raw: bool = False,
-            options: RunOptions | None = None, session: Session | None = None) -> FeatmapResult:
+            image_format: str = "png", options: RunOptions | None = None,
+            session: Session | None = None) -> FeatmapResult:
     """Feature maps of ``target_layers`` (default: the config's, else the last spatial feature layer) of a
     model on ``images``, reduced over channels and brought back to each image's original size.
 
     ``images``: a path, folder or glob, a numpy RGB image, a PIL image, or a list of them. ``model``: a config
     path, a model name, a config dict or an ``nn.Module``. ``compare``: a second model (same forms) whose same
     layers are shown as B, and the difference |A-B| (``signed``: A-B). The options are the CLI's
-    (``visctl featmap --help``); ``save_raw``: ``result.save(dir)`` writes the maps as ``.npy`` too.
+    (``visctl featmap --help``); ``save_raw``: ``result.save(dir)`` writes the maps as ``.npy`` too;
+    ``image_format`` png, jpg or webp names the figures.
     Returns a :class:`FeatmapResult`: ``result.images[i].layers[j].maps[k].array`` is a float32 map.
     """
     plan = prepare(images, model, checkpoint, target_layers=target_layers, channel_reduction=channel_reduction,
                    topk=topk, arrangement=arrangement, overlaid=overlaid, alpha=alpha, use_norm=use_norm,
                    normalize=normalize, resize_shape=resize_shape, colormap=colormap, compare=compare,
                    compare_checkpoint=compare_checkpoint, signed=signed, score_thr=score_thr, repo=repo,
-                   panel_size=panel_size, batch_size=batch_size, options=options, session=session)
+                   panel_size=panel_size, batch_size=batch_size, image_format=image_format, options=options,
+                   session=session)
     items = tuple(iter_featmap(plan))
     ctx = plan.session
     return FeatmapResult(params=plan.params, inputs=tuple({"path": i.input} for i in items),
