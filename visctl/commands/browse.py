@@ -48,7 +48,10 @@ def browse(
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
                        num_workers=num_workers, seed=opts.seed, session=ctx, config_name=config_file)
         writer = ctx.open_writer(run.params)
-        writer.background(1, queue=2)  # a page is encoded and written while the next one's samples load
-        for page in lib.iter_pages(run, ctx):
+        # a page is drawn, encoded and written in one thread while the next one's samples load: a page's drawing
+        # and PNG are a fraction of its samples' time, so one thread keeps up, and browse pins no torch threads
+        # for output.io_threads to leave cores beside (a second writer would only take a core from the pipeline)
+        writer.background(1, queue=2)
+        for page in lib.iter_pages(run, ctx, draw_in_writer=True):
             page.write(writer)
         ctx.finish()
