@@ -54,6 +54,64 @@ def test_pages_and_files_equal_the_cli(invoke, folder_cfg, tmp_path):
     assert sorted(p.name for p in saved.iterdir()) == sorted(p.name for p in out.iterdir())
 
 
+def test_cli_pages_are_drawn_in_the_writers_thread_with_the_librarys_bytes(invoke, folder_cfg, tmp_path,
+                                                                          monkeypatch):
+    """The CLI's pages are composed (cells, captions, grid) and encoded in the writer's thread, not the one that
+    runs the pipeline, and their files are the PNGs of the library's Figures, byte for byte."""
+    import threading
+
+    from visctl import output, render
+
+    where: dict[str, list[str]] = {"fit": [], "caption": [], "grid": []}
+
+    def spy(name: str):
+        real, calls = getattr(render, name), where[name]
+
+        def call(*a, **k):
+            calls.append(threading.current_thread().name)
+            return real(*a, **k)
+        return call
+    for name in where:
+        monkeypatch.setattr(render, name, spy(name))
+    out = tmp_path / "cli"
+    cli = invoke("browse", folder_cfg, "--number", "-1", "--rows", "2", "--cols", "2", "--seed", "3", "-o", out)
+    assert cli.exit_code == 0, cli.output
+    assert len(where["caption"]) == 7 and len(where["fit"]) == 7 and len(where["grid"]) == 7 + 2
+    threads = {t for calls in where.values() for t in calls}
+    assert threads and all(t.startswith("visctl-write") for t in threads), threads
+    monkeypatch.undo()
+    result = visctl.browse(folder_cfg, number=-1, rows=2, cols=2, seed=3,
+                           options=visctl.RunOptions(max_pixels=DEFAULT_MAX_PIXELS))
+    assert all(p.figure is not None and p.drawing is None for p in result.pages)  # the library's are drawn
+    assert [o["path"] for o in manifest(out)["outputs"]] == [f.name for f in result.figures()]
+    for fig in result.figures():
+        assert (out / fig.name).read_bytes() == output.encode_image(fig.image, ".png"), fig.name
+        assert not fig.image.flags.writeable
+
+
+def test_a_page_to_draw_writes_as_a_drawn_one(folder_cfg, tmp_path):
+    """A page from ``iter_pages(draw_in_writer=True)`` (the CLI's) shows and saves like the library's drawn page."""
+    from visctl.library import browse as lib
+    from visctl.session import Session
+
+    session = Session()
+    run = lib.plan(folder_cfg, number=5, rows=2, cols=2, seed=3, session=session)
+    drawn = list(lib.iter_pages(run, session))
+    to_draw = list(lib.iter_pages(run, session, draw_in_writer=True))
+    assert [p.figure is None and p.drawing is not None for p in to_draw] == [True, True]
+    for a, b in zip(drawn, to_draw):
+        (fa,), (fb,) = a.figures(), b.figures()
+        assert (fa.name, fa.caption) == (fb.name, fb.caption)
+        np.testing.assert_array_equal(fa.image, fb.image)
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    lib.BrowseResult(params=run.params, pages=tuple(drawn)).save(a_dir)
+    lib.BrowseResult(params=run.params, pages=tuple(to_draw)).save(b_dir)
+    assert manifest(a_dir)["outputs"] == manifest(b_dir)["outputs"]
+    assert manifest(a_dir)["inputs"] == manifest(b_dir)["inputs"] and len(manifest(b_dir)["inputs"]) == 5
+    for name in ("browse_train_000.png", "browse_train_001.png"):
+        assert (a_dir / name).read_bytes() == (b_dir / name).read_bytes()
+
+
 def test_samples_are_the_pipelines_views_with_class_names(folder_cfg):
     result = visctl.browse(folder_cfg, number=5, rows=2, cols=2, seed=3)
     assert [len(p.samples) for p in result.pages] == [4, 1]

@@ -76,3 +76,62 @@ def test_mmselfsup_random_resized_crop_is_mmpretrains_with_torchvision_names():
     c = transforms.ImageState(img.copy())
     transforms.apply_step(c, dict(type="RandomResizedCrop", size=32, scale=(0.2, 1.0)), np.random.default_rng(7))
     assert c.img.shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("steps", [
+    [dict(type="RandomResizedCrop", size=56), dict(type="ColorJitter", brightness=0.4, contrast=0.4, saturation=0.4)],
+    [dict(type="RandomResizedCrop", size=(40, 64), scale=(0.2, 1.0), interpolation=3),
+     dict(type="ColorJitter", brightness=0.3, hue=0.1)],
+    [dict(type="RandomResizedCrop", size=48, antialias=False, interpolation=0), dict(type="RandomGrayscale", p=0.5)],
+])
+def test_torchvision_steps_built_once_draw_as_torchvisions_own_transforms(steps):
+    """Each step's v2 transform is built once and reused (its crop resized from a packed copy of the crop): every
+    sample still gets, for several seeds, the pixels of a new torchvision transform called on the CHW tensor under
+    the seed drawn from the sample's generator, as each sample got when a transform was built per sample."""
+    import torch
+    from torchvision.transforms import v2
+
+    img = np.random.default_rng(3).integers(0, 256, (90, 117, 3), dtype=np.uint8)
+    for seed in range(6):
+        ours = transforms.run_pipeline(img, steps, np.random.default_rng(seed)).img
+        draws = np.random.default_rng(seed)
+        x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+        for step in steps:
+            kwargs = {k: v for k, v in step.items() if k != "type"}
+            torch.manual_seed(int(draws.integers(0, 2**31)))
+            x = getattr(v2, step["type"])(**kwargs)(x)
+        np.testing.assert_array_equal(ours, x.permute(1, 2, 0).numpy(), err_msg=f"seed {seed}")
+    for step in steps:  # one object per step config, whichever dict it came from
+        cls, kwargs = getattr(v2, step["type"]), {k: v for k, v in step.items() if k != "type"}
+        assert transforms._torchvision_transform(cls, step["type"], kwargs) is \
+            transforms._torchvision_transform(cls, step["type"], dict(kwargs))
+
+
+def test_built_transforms_tell_arguments_apart():
+    from torchvision.transforms import v2
+
+    built = [transforms._torchvision_transform(v2.RandomGrayscale, "RandomGrayscale", dict(p=p)) for p in (1, 1.0, 0.5)]
+    assert len({id(b) for b in built}) == 3 and [b.p for b in built] == [1, 1.0, 0.5]
+    resize = [transforms._torchvision_transform(v2.Resize, "Resize", dict(size=s)) for s in ([8, 9], (8, 9), [9, 8])]
+    assert len({id(r) for r in resize}) == 3
+    # an argument that cannot be a key is built each time, and still works
+    odd = transforms._torchvision_transform(v2.Lambda, "Lambda", dict(lambd=lambda t: t))
+    assert odd is not transforms._torchvision_transform(v2.Lambda, "Lambda", dict(lambd=lambda t: t))
+    with pytest.raises(ConfigError, match="cannot build transform Resize"):
+        transforms._torchvision_transform(v2.Resize, "Resize", dict(size=8, nope=1))
+
+
+def test_flips_are_numpys_for_every_memory_layout():
+    base = np.random.default_rng(0).integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    cases = [base, base[..., :3], base[..., :1], base[..., 0], base[3:20, 5:40, :3], base[..., ::-1], base[:, ::-1],
+             base[::2, ::3], base.astype(np.float32), base.transpose(1, 0, 2).copy().transpose(1, 0, 2), base[..., :2],
+             np.zeros((0, 5, 3), np.uint8)]
+    for i, img in enumerate(cases):
+        for axis in (0, 1):
+            out = transforms._flipped(img, axis)
+            ref = np.flip(img, axis)
+            assert out.shape == ref.shape and out.dtype == ref.dtype, (i, axis)
+            np.testing.assert_array_equal(out, ref, err_msg=f"case {i} axis {axis}")
+            assert out.flags.writeable and not np.shares_memory(out, img)
+    state = transforms.run_pipeline(base[..., :3], [dict(type="RandomFlip", prob=1.0, direction="diagonal")])
+    np.testing.assert_array_equal(state.img, base[::-1, ::-1, :3])

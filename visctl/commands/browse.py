@@ -48,7 +48,11 @@ def browse(
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
                        num_workers=num_workers, seed=opts.seed, session=ctx, config_name=config_file)
         writer = ctx.open_writer(run.params)
-        writer.background(1, queue=2)  # a page is encoded and written while the next one's samples load
-        for page in lib.iter_pages(run, ctx):
+        # a page is drawn, encoded and written in one thread while the next one's samples load. One, not
+        # output.io_threads(ctx.threads): browse has no --threads, so ctx.threads is every core (at most 16) and
+        # that is 1 anyway, or up to 8 beyond 16 cores; and a page (~10 ms to draw, ~30 to encode) comes every 16
+        # samples (~65 ms of pipeline), so a second writer would only queue, or take a core from torch's threads
+        writer.background(1, queue=2)
+        for page in lib.iter_pages(run, ctx, draw_in_writer=True):
             page.write(writer)
         ctx.finish()

@@ -2,6 +2,7 @@
 
 Each sample gives its view(s) after the pipeline (RGB ``uint8``), its label and class name; the pages are the
 grids ``visctl browse`` draws (``browse_<phase>_<NNN>.png``), and ``result.save(folder)`` writes the CLI's folder.
+The CLI's pages are drawn where they are encoded, in the writer's thread (:class:`Drawing`), off the samples'.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl.library.pipeline import PHASES, SKIP, _choice, _readonly
-from visctl.results import Figure, Result
+from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
@@ -41,14 +42,22 @@ class BrowseSample:
 
 @dataclass(frozen=True)
 class BrowsePage(Result):
-    """One grid page and the samples on it."""
+    """One grid page and the samples on it: its figure drawn (the library's), or to draw (the CLI's)."""
 
     command: ClassVar[str] = "browse"
 
     figure: Figure | None = field(default=None, repr=False)
     samples: tuple[BrowseSample, ...] = ()
+    drawing: Drawing | None = field(default=None, repr=False)  # the CLI's page, drawn when written
+
+    @property
+    def picture(self) -> Figure | Drawing | None:
+        """The page, drawn or to draw."""
+        return self.figure if self.figure is not None else self.drawing
 
     def figures(self) -> list[Figure]:
+        if self.figure is None and self.drawing is not None:
+            return [self.drawing.figure()]
         return [self.figure] if self.figure is not None else []
 
     def write(self, writer: OutputWriter) -> None:
@@ -56,7 +65,8 @@ class BrowsePage(Result):
         from visctl import output
 
         with output.uninterrupted():  # a page and its samples are listed together
-            super().write(writer)
+            if self.picture is not None:
+                save_picture(writer, self.picture)
             for s in self.samples:
                 writer.add_input(s.name, **s.info())
 
@@ -122,21 +132,44 @@ def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any 
     return BrowsePlan(dataset, samples, count, params, phase, rows, cols, num_workers)
 
 
-def iter_pages(p: BrowsePlan, session: Session) -> Iterator[BrowsePage]:
+def draw_page(samples: tuple[BrowseSample, ...], cols: int) -> np.ndarray:
+    """A page: each sample's views (masked patches darkened) side by side, fitted to 160 px, under its caption,
+    in a grid of ``cols`` columns (a read-only RGB ``uint8`` array)."""
+    from visctl import render
+
+    cells = []
+    for s in samples:
+        views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(s.views, s.masks)]
+        strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
+        cells.append(render.caption(strip, s.caption))
+    page = render.grid(cells, cols=cols)
+    page.setflags(write=False)  # a new array: read-only like the samples, without a copy
+    return page
+
+
+def iter_pages(p: BrowsePlan, session: Session, draw_in_writer: bool = False) -> Iterator[BrowsePage]:
     """Each grid page as soon as it is full (the last one when the samples end); bad samples go to
-    ``session.skip``."""
-    from visctl import datasets, render
+    ``session.skip``.
+
+    ``draw_in_writer`` (the CLI's): the pages come as :class:`Drawing` s (``page.drawing``), drawn by
+    ``draw_page`` when the writer encodes them, in its thread when it has one; else drawn here (``page.figure``).
+    """
+    from functools import partial
+
+    from visctl import datasets
 
     per_page = p.rows * p.cols
-    cells: list[Any] = []
     drawn: list[BrowseSample] = []
     pages = 0
 
     def page() -> BrowsePage:
         first = pages * per_page
-        figure = Figure(f"browse_{p.phase}_{pages:03d}.png", _readonly(render.grid(cells, cols=p.cols)),
-                        f"{p.phase} samples {first}-{first + len(cells) - 1}")
-        return BrowsePage(figure=figure, samples=tuple(drawn))
+        samples = tuple(drawn)
+        drawing = Drawing(f"browse_{p.phase}_{pages:03d}.png", partial(draw_page, samples, p.cols),
+                          f"{p.phase} samples {first}-{first + len(samples) - 1}")
+        if draw_in_writer:
+            return BrowsePage(samples=samples, drawing=drawing)
+        return BrowsePage(figure=drawing.figure(), samples=samples)
 
     with session.progress(p.count, "browse") as advance:
         for item in datasets.iterate(p.samples, list(range(p.count)), num_workers=p.num_workers):
@@ -147,18 +180,16 @@ def iter_pages(p: BrowsePlan, session: Session) -> Iterator[BrowsePage]:
             label = item["label"]
             name = p.dataset.class_name(label)
             text = "no label" if label is None else f"{label}: {name}" if name is not None else str(label)
-            views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(item["views"], item["masks"])]
-            strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
+            views = item["views"]
             text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
-            cells.append(render.caption(strip, text))
             drawn.append(BrowseSample(item["name"], item["index"], label, name, text, pages,
-                                      tuple(_readonly(v) for v in item["views"]),
+                                      tuple(_readonly(v) for v in views),
                                       tuple(_readonly(m) for m in item["masks"])))
-            if len(cells) == per_page:
+            if len(drawn) == per_page:
                 yield page()
                 pages += 1
-                cells, drawn = [], []
-    if cells:
+                drawn = []
+    if drawn:
         yield page()
 
 
