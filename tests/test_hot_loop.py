@@ -357,7 +357,7 @@ def test_autocast_engine_hands_grad_cam_float32_and_the_same_maps():
     assert corr > 0.95 and not np.array_equal(got, ref)
 
 
-def test_pinned_transfer_and_channels_last_decisions():
+def test_pinned_transfer_and_channels_last_decisions(monkeypatch):
     import torch
     from tiny_models import TinyCNN
 
@@ -371,7 +371,39 @@ def test_pinned_transfer_and_channels_last_decisions():
     assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, batch)
     linear = torch.nn.Sequential(torch.nn.Linear(3, 4))
     assert models.use_channels_last(TinyCNN(), "cuda:0")
-    assert not models.use_channels_last(TinyCNN(), "cpu") and not models.use_channels_last(linear, "cuda")
+    assert models.use_channels_last(TinyCNN(), "cpu") == torch.backends.mkldnn.is_available()
+    assert not models.use_channels_last(linear, "cuda") and not models.use_channels_last(linear, "cpu")
+    assert not models.use_channels_last(TinyCNN(), "mps")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)  # a CPU build without oneDNN
+    assert not models.use_channels_last(TinyCNN(), "cpu")
+
+
+def test_cam_in_channels_last_on_a_cpu_gives_the_nchw_maps(monkeypatch):
+    """A conv net visctl built runs its CAM in channels_last on a CPU with oneDNN (faster); its maps are the
+    NCHW run's up to float rounding, and so is the predicted class."""
+    import torch
+
+    import visctl
+    from visctl import models
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN: visctl keeps NCHW on its CPU")
+    rng = np.random.default_rng(5)
+    images = [(rng.random((72, 88, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    seen: list[bool] = []
+    real = models.to_device
+    monkeypatch.setattr(models, "to_device", lambda b, d, cl=False: seen.append(cl) or real(b, d, cl))
+    opts = visctl.RunOptions(device="cpu", threads=1)
+    nhwc = visctl.cam(images, DEMO_CFG, method="gradcam,layercam", options=opts)
+    assert seen and all(seen)
+    monkeypatch.setattr(models, "use_channels_last", lambda model, device: False)
+    nchw = visctl.cam(images, DEMO_CFG, method="gradcam,layercam", options=opts)
+    assert seen[-1] is False
+    for a, b in zip(nhwc.items, nchw.items):
+        assert a.targets == b.targets and a.maps.keys() == b.maps.keys()
+        for key in a.maps:
+            assert float(np.nanmax(a.maps[key])) > 0.5
+            np.testing.assert_allclose(a.maps[key], b.maps[key], atol=1e-4)
 
 
 def test_channels_last_leaves_a_callers_module_alone(monkeypatch):
