@@ -131,7 +131,7 @@ def test_cli_draws_in_the_writers_threads_and_format_jpg_names_and_encodes_the_f
     run = invoke("boxam", *paths, DET_CFG, "--format", "jpg", "--device", "cpu", "--threads", "1", "-o", out)
     assert run.exit_code == 0, run.output
     assert len(drawn_in) == 3 and all(n.startswith("visctl-write") for n in drawn_in), drawn_in
-    res = visctl.boxam(paths, DET_CFG, image_format="jpg", options=CPU)
+    res = visctl.boxam(paths, DET_CFG, image_format="jpg", options=visctl.RunOptions(device="cpu", threads=1))
     m = manifest(out)
     assert m["params"]["format"] == "jpg"
     images = [o["path"] for o in m["outputs"] if o["kind"] == "image"]

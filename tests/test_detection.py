@@ -305,7 +305,27 @@ def test_box_score_target_without_boxes_or_matches_is_zero_as_grad_cams():
     for outputs in (empty, _outputs(0, 4)):
         for target in (FasterRCNNBoxScoreTarget, BoxScoreTarget):
             value = target(labels=torch.tensor([1]), bounding_boxes=far)(outputs)
-            assert value.shape == (1,) and float(value) == 0.0
+            assert value.shape == (1,) and float(value.detach()) == 0.0
+            # an image with no kept box (what boxam passes then)
+            value = target(labels=torch.zeros(0, dtype=torch.long), bounding_boxes=torch.zeros(0, 4))(outputs)
+            assert value.shape == (1,) and float(value.detach()) == 0.0
+    with pytest.raises(ValueError, match="one label per box"):
+        BoxScoreTarget(labels=torch.tensor([1]), bounding_boxes=torch.zeros(2, 4))(_outputs(0, 4))
+
+
+def test_box_score_target_takes_the_first_of_equal_ious_as_grad_cam():
+    """Two identical output boxes with other labels: grad-cam's argmax takes the first, so the kept label must
+    be the first box's to count; the same here."""
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    from visctl.detection import BoxScoreTarget
+
+    box = [10.0, 10.0, 40.0, 40.0]
+    outputs = dict(boxes=torch.tensor([box, box]), scores=torch.tensor([0.6, 0.9]), labels=torch.tensor([2, 1]))
+    for label, want in ((2, 1.6), (1, 0.0)):
+        kept = dict(labels=torch.tensor([label]), bounding_boxes=torch.tensor([box]))
+        ref, got = FasterRCNNBoxScoreTarget(**kept)(outputs), BoxScoreTarget(**kept)(outputs)
+        assert float(ref) == pytest.approx(want) and float(got) == pytest.approx(want)
 
 
 def test_box_colours_are_matplotlibs_tab10_and_tab20():

@@ -224,6 +224,9 @@ def test_batches_are_stacked_in_the_readers_threads_as_in_the_callers(tmp_path):
     assert [[p for p, _, _ in g] for g, _ in ahead] == [[p for p, _, _ in g] for g, _ in serial]
     for (_, got), (_, want) in zip(ahead, serial):
         assert got.shape[0] in (1, 4) and torch.equal(got, want)
+    # for a channels_last model: the same values, already in its memory format (no copy on the model's thread)
+    nhwc = transforms.to_tensor([s for _, _, s in serial[0][0]], (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), True, True)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, serial[0][1])
 
 
 def test_reading_ahead_holds_at_most_the_next_batch(tmp_path, monkeypatch):
@@ -394,11 +397,12 @@ def test_cam_in_channels_last_on_a_cpu_gives_the_nchw_maps(monkeypatch):
     real = models.to_device
     monkeypatch.setattr(models, "to_device", lambda b, d, cl=False: seen.append(cl) or real(b, d, cl))
     opts = visctl.RunOptions(device="cpu", threads=1)
-    nhwc = visctl.cam(images, DEMO_CFG, method="gradcam,layercam", options=opts)
+    nhwc = visctl.cam(images, DEMO_CFG, method="gradcam,layercam,eigencam", options=opts)  # eigencam: grad-cam's
     assert seen and all(seen)
     monkeypatch.setattr(models, "use_channels_last", lambda model, device: False)
-    nchw = visctl.cam(images, DEMO_CFG, method="gradcam,layercam", options=opts)
+    nchw = visctl.cam(images, DEMO_CFG, method="gradcam,layercam,eigencam", options=opts)
     assert seen[-1] is False
+    assert len(nhwc.items) == 3 and all(len(i.maps) == 3 for i in nhwc.items)
     for a, b in zip(nhwc.items, nchw.items):
         assert a.targets == b.targets and a.maps.keys() == b.maps.keys()
         for key in a.maps:

@@ -115,8 +115,11 @@ def test_built_transforms_tell_arguments_apart():
     resize = [transforms._torchvision_transform(v2.Resize, "Resize", dict(size=s)) for s in ([8, 9], (8, 9), [9, 8])]
     assert len({id(r) for r in resize}) == 3
     # an argument that cannot be a key is built each time, and still works
-    odd = transforms._torchvision_transform(v2.Lambda, "Lambda", dict(lambd=lambda t: t))
-    assert odd is not transforms._torchvision_transform(v2.Lambda, "Lambda", dict(lambd=lambda t: t))
+    cached = len(transforms._BUILT)
+    args = dict(mean=np.array([0.5, 0.5, 0.5]), std=[0.2, 0.2, 0.2])  # hashing an ndarray raises TypeError
+    odd = transforms._torchvision_transform(v2.Normalize, "Normalize", args)
+    assert odd is not transforms._torchvision_transform(v2.Normalize, "Normalize", dict(args))
+    assert len(transforms._BUILT) == cached and list(odd.mean) == [0.5, 0.5, 0.5]  # not cached, and it works
     with pytest.raises(ConfigError, match="cannot build transform Resize"):
         transforms._torchvision_transform(v2.Resize, "Resize", dict(size=8, nope=1))
 

@@ -203,8 +203,7 @@ class ImageFormat(str, Enum):
 
 Format = Annotated[ImageFormat, typer.Option(
     "--format", help="Figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several "
-    "times faster to encode: for large runs) or webp (quality 90, the smallest); a named output file keeps its "
-    "own suffix.", case_sensitive=False,
+    "times faster to encode: for large runs) or webp (quality 90, the smallest).", case_sensitive=False,
     rich_help_panel="Output")]
 
 

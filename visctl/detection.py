@@ -127,7 +127,11 @@ class BoxScoreTarget:
 
         boxes = model_outputs["boxes"]
         output = torch.zeros(1, device=boxes.device, dtype=boxes.dtype)
-        if len(boxes) == 0 or self.bounding_boxes is None or len(self.bounding_boxes) == 0:
+        count = 0 if self.bounding_boxes is None else len(self.bounding_boxes)
+        if count != (0 if self.labels is None else len(self.labels)):
+            raise ValueError(f"{count} boxes and {0 if self.labels is None else len(self.labels)} labels: "
+                             "a box target needs one label per box")
+        if len(boxes) == 0 or count == 0:
             return output
         wanted = torch.as_tensor(self.bounding_boxes, device=boxes.device, dtype=boxes.dtype).reshape(-1, 4)
         ious = box_iou(wanted, boxes)  # (kept, found)

@@ -8,6 +8,7 @@ at integers), which :func:`to_original` inverts to carry a CAM or feature map ba
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -581,13 +582,18 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     # torch.random.fork_rng(devices=[]) does, without its Python overhead). Only the CPU generator: the draws are
     # the same as torch.manual_seed's, without its queued seeding of every CUDA/XPU/MTIA generator (which a fork
     # would not undo, and which formats a stack trace each: ~2 ms per image)
-    generator = torch.default_generator
-    saved = generator.get_state()
-    try:
-        generator.manual_seed(_randint(rng, 0, 2**31))
-        _torchvision_apply(state, name, transform, geometry)
-    finally:
-        generator.set_state(saved)
+    # one thread at a time: the generator is global (a reader thread's seeded step must not draw another's)
+    with _GENERATOR_LOCK:
+        generator = torch.default_generator
+        saved = generator.get_state()
+        try:
+            generator.manual_seed(_randint(rng, 0, 2**31))
+            _torchvision_apply(state, name, transform, geometry)
+        finally:
+            generator.set_state(saved)
+
+
+_GENERATOR_LOCK = threading.Lock()
 
 
 #: torchvision v2 transforms built, by class and arguments (see :func:`_torchvision_transform`)
@@ -716,8 +722,10 @@ def to_original(fmap: np.ndarray, state: ImageState, orig_hw: tuple[int, int]) -
     return out
 
 
-def to_tensor(states: list[ImageState], mean: tuple[float, ...], std: tuple[float, ...], rgb: bool) -> Any:
-    """Stack same-size pipeline outputs into a normalised float batch (B, 3, H, W)."""
+def to_tensor(states: list[ImageState], mean: tuple[float, ...], std: tuple[float, ...], rgb: bool,
+              channels_last: bool = False) -> Any:
+    """Stack same-size pipeline outputs into a normalised float batch (B, 3, H, W); ``channels_last``: in
+    that memory format (the (B, H, W, 3) array as it is, no copy to NCHW and back)."""
     import numpy as np
     import torch
 
@@ -726,6 +734,8 @@ def to_tensor(states: list[ImageState], mean: tuple[float, ...], std: tuple[floa
         arr = arr[..., ::-1]
     norm = states[0].normalize or (mean, std)
     scaled = (arr - np.asarray(norm[0], np.float32)) / np.asarray(norm[1], np.float32)
+    if channels_last:
+        return torch.from_numpy(np.ascontiguousarray(scaled)).permute(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
 
 

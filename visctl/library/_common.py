@@ -184,7 +184,7 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
         paths = shard(paths, batch_size, ctx.rank, ctx.world)
     with ctx.progress(len(paths), label) as advance:
         def stack(group: list) -> Any:  # normalised and stacked in the readers' threads (~1.5 ms an image)
-            return transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb)
+            return transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb, channels_last)
 
         for groups, failures in transforms.prepared_batches(paths, mi.steps, batch_size, ctx.max_pixels,
                                                             workers=io_threads(ctx.threads), stack=stack):
