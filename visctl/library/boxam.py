@@ -44,17 +44,25 @@ class BoxamImage:
     scores: np.ndarray
     labels: np.ndarray
     maps: tuple[np.ndarray, ...] = field(repr=False)
-    figure: Figure | Drawing = field(repr=False)  # a Drawing only in the CLI's runs (iter_boxam's draw_later)
+    figure: Figure | None = field(repr=False)  # drawn (the library's); None in the CLI's runs, see drawing
     raw_names: tuple[str, ...] = field(default=(), repr=False)
     per_box: bool = field(default=False, repr=False)
     side: int = field(default=0, repr=False)
     path: Any = field(default=None, repr=False, compare=False)
+    drawing: Drawing | None = field(default=None, repr=False)  # the CLI's figure, drawn when written
+
+    @property
+    def picture(self) -> Figure | Drawing:
+        """The figure, drawn (the library's) or to draw (the CLI's)."""
+        picture = self.figure if self.figure is not None else self.drawing
+        assert picture is not None  # iter_boxam gives one or the other
+        return picture
 
     def write(self, writer: OutputWriter, save_raw: bool = False, add_input: bool = True) -> None:
         """The figure, the maps as ``.npy`` (``save_raw``), the input with its boxes, as ``visctl boxam``."""
         import numpy as np
 
-        save_picture(writer, self.figure)
+        save_picture(writer, self.picture)
         if save_raw:
             for slot, (name, full) in enumerate(zip(self.raw_names, self.maps)):
                 writer.save_array(name, full.astype(np.float32), caption=f"box{slot}" if self.per_box else "all",
@@ -78,7 +86,7 @@ class BoxamResult(Result):
     save_raw: bool = field(default=False, repr=False)
 
     def figures(self) -> list[Figure]:
-        return [img.figure if isinstance(img.figure, Figure) else img.figure.figure() for img in self.images]
+        return [p if isinstance(p, Figure) else p.figure() for p in (img.picture for img in self.images)]
 
     def write(self, writer: OutputWriter) -> None:
         from visctl import render
@@ -246,7 +254,8 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
                               for slot in range(len(raw_maps)))
             yield BoxamImage(str(p), _frozen(dets.boxes, np.float32), _frozen(dets.scores, np.float32),
                              _frozen(dets.labels, np.int64), tuple(raw_maps),
-                             picture if draw_later else picture.figure(), raw_names, per_box, side, p)
+                             None if draw_later else picture.figure(), raw_names, per_box, side, p,
+                             picture if draw_later else None)
             batch.advance()
 
 
