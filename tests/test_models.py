@@ -48,20 +48,28 @@ def test_unknown_models_say_what_to_do():
         models.build_model(dict(type="ImageClassifier"), default_scope="mmpretrain_missing")
 
 
-def test_registry_model_when_default_scope_is_installed(monkeypatch):
-    from mmengine.registry import MODELS
-
-    pkg = types.ModuleType("visctl_fake_scope")
-    monkeypatch.setitem(sys.modules, "visctl_fake_scope", pkg)
-
-    @MODELS.register_module(name="VisctlTinyNet", force=True)
-    class TinyNet(nn.Module):
-        def __init__(self, width: int = 2) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, width, 1)
-
+def test_registry_model_when_default_scope_is_installed(tmp_path, monkeypatch):
+    """A package laid out as the OpenMMLab ones are: a child registry with a scope in ``<pkg>/registry.py`` whose
+    models register only when ``<pkg>.models`` (the registry's ``locations``) is imported, which mmengine's
+    registry does on the first look-up in that scope. The root registry alone sees none of them."""
+    pkg = tmp_path / "visctl_fake_scope"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "registry.py").write_text(
+        "from mmengine.registry import MODELS as ROOT, Registry\n"
+        "MODELS = Registry('model', parent=ROOT, scope='visctl_fake_scope', locations=['visctl_fake_scope.models'])\n")
+    (pkg / "models" / "__init__.py").write_text(
+        "from torch import nn\nfrom visctl_fake_scope.registry import MODELS\n"
+        "@MODELS.register_module()\nclass VisctlTinyNet(nn.Module):\n"
+        "    def __init__(self, width=2):\n        super().__init__()\n        self.conv = nn.Conv2d(3, width, 1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n.startswith("visctl_fake_scope")]:
+        monkeypatch.delitem(sys.modules, name)
     m = models.build_model(dict(type="VisctlTinyNet", width=3), default_scope="visctl_fake_scope")
     assert m.conv.out_channels == 3
+    assert "visctl_fake_scope.models" in sys.modules  # imported by the registry's look-up, not by the test
+    with pytest.raises(ModelError, match="has no model 'VisctlHugeNet'"):
+        models.build_model(dict(type="VisctlHugeNet"), default_scope="visctl_fake_scope")
 
 
 def test_checkpoint_wrappers_and_revise_keys(tmp_path):

@@ -251,14 +251,18 @@ def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
 
     init_default_scope(scope)
     refused: list[str] = []
-    with DefaultScope.overwrite_default_scope(scope), _registry_locates_models_only(refused):
+    # as mmengine's build_from_cfg: the default scope's registry (mmpretrain.registry.MODELS, a child of the
+    # root), whose get() imports the package's model modules (its `locations`) before it looks; the root
+    # registry's own get() sees neither
+    with DefaultScope.overwrite_default_scope(scope), MODELS.switch_scope_and_registry(None) as registry, \
+            _registry_locates_models_only(refused):
         try:
-            obj = MODELS.get(spec)
+            obj = registry.get(spec)
             if obj is None:
                 raise ModelError(f"{scope} has no model {spec!r} in its registry",
                                  hint="check the name, or use an import path package.module:Class")
             check_model_builder(obj, spec)
-            model = MODELS.build(dict(model_cfg))
+            model = registry.build(dict(model_cfg))
         except ModelError:
             raise
         except Exception as exc:
