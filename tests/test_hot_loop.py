@@ -410,6 +410,32 @@ def test_cam_in_channels_last_on_a_cpu_gives_the_nchw_maps(monkeypatch):
             np.testing.assert_allclose(a.maps[key], b.maps[key], atol=1e-4)
 
 
+def test_a_model_whose_forward_refuses_channels_last_stays_nchw(monkeypatch, invoke, image_file, tmp_path):
+    """mmpretrain's VGG flattens a conv's output with ``.view``, which an NHWC tensor refuses: the run keeps
+    NCHW for it (it crashed with "view size is not compatible" before), and a CAM runs."""
+    import torch
+    from tiny_models import TinyCNN, ViewNet
+
+    from visctl import models
+    from visctl.library import _common
+    from visctl.library.cam import _channels_last
+
+    monkeypatch.setattr(models, "use_channels_last", lambda model, device: True)  # as with oneDNN or on CUDA
+    example = torch.rand(1, 3, 32, 32)
+    refuses = ViewNet()
+    mi = _common.ModelInputs([], None, "config.py", None, refuses, None, [], (0,), (1,), True, example)
+    with pytest.raises(RuntimeError, match="view size"):
+        refuses.to(memory_format=torch.channels_last)(example.contiguous(memory_format=torch.channels_last))
+    assert not _channels_last(mi, "cpu")
+    assert refuses.features[0].weight.is_contiguous()  # put back in NCHW
+    takes = TinyCNN()
+    mi = _common.ModelInputs([], None, "config.py", None, takes, None, [], (0,), (1,), True, example)
+    assert _channels_last(mi, "cpu")
+    assert takes.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    result = invoke("cam", image_file, "tiny_models:ViewNet", "--method", "gradcam", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+
+
 def test_channels_last_leaves_a_callers_module_alone(monkeypatch):
     import torch
     from tiny_models import TinyCNN
@@ -420,11 +446,11 @@ def test_channels_last_leaves_a_callers_module_alone(monkeypatch):
 
     monkeypatch.setattr(models, "use_channels_last", lambda model, device: True)  # as on CUDA
     mine = TinyCNN()
-    mi = _common.ModelInputs([], None, "<nn.Module>", None, mine, None, [], (0,), (1,), True, None)
+    mi = _common.ModelInputs([], None, "<nn.Module>", None, mine, None, [], (0,), (1,), True, torch.zeros(1, 3, 8, 8))
     assert not _channels_last(mi, "cuda")
     assert mine.features[0].weight.is_contiguous()  # the caller's layout is kept
     built = TinyCNN()
-    mi = _common.ModelInputs([], None, "config.py", None, built, None, [], (0,), (1,), True, None)
+    mi = _common.ModelInputs([], None, "config.py", None, built, None, [], (0,), (1,), True, torch.zeros(1, 3, 8, 8))
     assert _channels_last(mi, "cuda")
     assert built.features[0].weight.is_contiguous(memory_format=torch.channels_last)
 

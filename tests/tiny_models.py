@@ -139,3 +139,17 @@ class NeckNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.neck(self.backbone(x)).flatten(1))
+
+
+class ViewNet(nn.Module):
+    """A VGG-like classifier that flattens its last conv's output with ``.view`` (as mmpretrain's VGG does), which
+    an NHWC tensor refuses."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, stride=4, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
+        self.classifier = nn.Linear(6 * 16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(x.view(x.size(0), -1))

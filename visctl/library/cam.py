@@ -482,7 +482,12 @@ def _amp_name(autocast: tuple[str, Any] | None) -> str:
 
 def _channels_last(mi: ModelInputs, device: str) -> bool:
     """Whether the run puts the model in channels_last (:func:`visctl.models.use_channels_last`), and does:
-    only a model visctl built; a caller's nn.Module keeps its memory format."""
+    only a model visctl built, and only when its forward runs so; a caller's nn.Module keeps its memory format.
+
+    A forward may ``.view`` a conv's output (mmpretrain's VGG: ``x.view(x.size(0), -1)`` before its classifier),
+    which an NHWC tensor refuses: one forward of the example in channels_last decides, and a model that fails
+    it stays NCHW.
+    """
     from visctl.models import use_channels_last
 
     if mi.cfg_spec == "<nn.Module>" or not use_channels_last(mi.model, device):
@@ -490,6 +495,12 @@ def _channels_last(mi: ModelInputs, device: str) -> bool:
     import torch
 
     mi.model.to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            mi.model(mi.example.contiguous(memory_format=torch.channels_last))  # the example is on the device
+    except RuntimeError:
+        mi.model.to(memory_format=torch.contiguous_format)
+        return False
     return True
 
 
