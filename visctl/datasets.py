@@ -351,10 +351,15 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
             return FileDataset([(root / f, None) for f in cfg["files"]], classes, max_pixels)
         prefix = cfg.get("data_prefix", "")
         prefix = prefix.get("img_path", prefix.get("img", "")) if isinstance(prefix, dict) else (prefix or "")
-        if kind == "ImageNet" and not prefix and not cfg.get("ann_file"):
-            prefix = cfg.get("split", phase)
-        folder = root / str(prefix)
         ann = cfg.get("ann_file")
+        split = cfg.get("split")
+        if kind == "ImageNet" and split:  # mmpretrain's ImageNet: data_prefix = split; ann_file meta/<split>.txt
+            prefix = prefix or str(split)
+            if not ann and (root / "meta" / f"{split}.txt").is_file():
+                ann = f"meta/{split}.txt"
+        elif kind == "ImageNet" and not prefix and not ann:
+            prefix = phase
+        folder = root / str(prefix)
         if ann:
             ann_path = Path(ann) if Path(ann).is_absolute() else root / ann
             if not ann_path.is_file():
@@ -401,7 +406,10 @@ def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
     if top and not ds.get("classes"):  # the model's class order names the dataset's labels
         ds["classes"] = top if isinstance(top, str) else list(top)
     pipeline = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline") or []
-    return ds, [dict(s) for s in pipeline]
+    # the names visctl does not write itself run as the config's package's own (RandAugment, ...)
+    from visctl.package_transforms import qualify
+
+    return ds, qualify([dict(s) for s in pipeline], cfg_get(cfg, "default_scope"))
 
 
 class PipelineSamples:
