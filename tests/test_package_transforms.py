@@ -79,12 +79,16 @@ def test_the_default_scopes_own_transforms_run_through_its_registry_on_bgr(fake_
 def test_package_random_draws_follow_the_seed_and_leave_the_global_generators(fake_package):
     np.random.seed(123)
     random.seed(5)
-    before_np, before_py = np.random.get_state()[1].copy(), random.getstate()
+    import torch
+
+    torch.manual_seed(9)
+    before_np, before_py, before_torch = np.random.get_state()[1].copy(), random.getstate(), torch.get_rng_state()
     a, _ = _run([dict(type="Noise", amount=50)], seed=1)
     b, _ = _run([dict(type="Noise", amount=50)], seed=1)
     c, _ = _run([dict(type="Noise", amount=50)], seed=2)
     assert np.array_equal(a.img, b.img) and not np.array_equal(a.img, c.img)
     assert np.array_equal(np.random.get_state()[1], before_np) and random.getstate() == before_py
+    assert torch.equal(torch.get_rng_state(), before_torch)
 
 
 def test_size_changes_and_failures_of_package_transforms(fake_package):

@@ -4,8 +4,8 @@ A config's pipeline may name transforms visctl does not write itself: mmpretrain
 ``EfficientNetRandomCrop``, ``RandomErasing``, ``ColorJitter``, mmcv's ``RandomApply``, ... Where the config's
 ``default_scope`` (or the step's own ``scope.Name`` prefix) is an installed OpenMMLab package whose registry
 holds the name, the step runs as that package's tools run it: built by the registry, called on a results dict
-whose ``img`` is BGR (as ``LoadImageFromFile`` gives it), its random draws made from numpy's and Python's global
-generators, seeded from visctl's per-sample generator and put back after, so ``--seed`` repeats the same views
+whose ``img`` is BGR (as ``LoadImageFromFile`` gives it), its random draws made from numpy's, Python's and torch's
+global generators, seeded from visctl's per-sample generator and put back after, so ``--seed`` repeats the same views
 and the caller's random state is untouched. The names visctl implements itself (:data:`visctl.transforms.
 TRANSFORMS`, written to mmcv's and mmpretrain's numbers) keep running as visctl's, with their geometry.
 """
@@ -90,17 +90,39 @@ def qualify(steps: list[dict], scope: str | None) -> list[dict]:
 
     if not scope or not isinstance(scope, str):
         return steps
-    out = []
+    out: list[dict] = []
+    pil: list[dict] | None = None  # the steps between ToPIL and ToNumpy, which work on a PIL image
     for step in steps:
         step = dict(step)
         kind = str(step.get("type", ""))
+        if pil is not None:
+            pil.append(step)
+            if kind.split(".")[-1] in _TO_NUMPY:
+                out.append(_compose(pil, scope))
+                pil = None
+            continue
+        if kind.split(".")[-1] in _TO_PIL and _registry_has(scope, kind.split(".")[-1]):
+            pil = [step]
+            continue
         if kind == "MultiView" and isinstance(step.get("transforms"), (list, tuple)):
             step["transforms"] = [qualify([dict(s) for s in branch], scope) if isinstance(branch, (list, tuple))
                                   else branch for branch in step["transforms"]]
         elif kind and "." not in kind and kind not in TRANSFORMS and _registry_has(scope, kind):
             step["type"] = f"{scope}.{kind}"
         out.append(step)
+    if pil is not None:
+        out.append(_compose(pil, scope))
     return out
+
+
+# mmpretrain's PIL round trip: `ToPIL`, then `torchvision/<Name>` steps on the PIL image, then `ToNumpy`
+_TO_PIL = ("ToPIL", "NumpyToPIL")
+_TO_NUMPY = ("ToNumpy", "PILToNumpy")
+
+
+def _compose(steps: list[dict], scope: str) -> dict:
+    """One step of the package's ``Compose`` over ``steps`` (its image is a PIL image between them)."""
+    return {"type": f"{scope}.Compose", "transforms": steps}
 
 
 def runs_in_package(scope: str, name: str) -> bool:
@@ -149,26 +171,37 @@ def apply(state: ImageState, scope: str, name: str, kwargs: dict, rng: Any) -> N
     results: dict[str, Any] = {"img": np.ascontiguousarray(state.img[..., ::-1]), "img_shape": (h0, w0),
                                "ori_shape": (h0, w0)}
     seed = _randint(rng, 0, 2**31) if rng is not None else 0
-    # the package draws from the global generators: seeded per sample and step, and put back after
+    # the package draws from the global generators (numpy's, Python's; torch's CPU one in its torchvision
+    # wrappers): seeded per sample and step, and put back after
+    import torch
+
+    generator = torch.default_generator
     with _GENERATOR_LOCK:
-        saved_np, saved_py = np.random.get_state(), random.getstate()
+        saved_np, saved_py, saved_torch = np.random.get_state(), random.getstate(), generator.get_state()
         try:
             np.random.seed(seed)
             random.seed(seed)
+            generator.manual_seed(seed)
             out = transform(results)
         except ConfigError:
             raise
         except Exception as exc:
             raise ConfigError(f"{scope}'s {name} failed: {_one_line(exc)}",
-                              hint=f"check this step's parameters against {scope}'s {name}") from None
+                              hint=f"the error is {scope}'s own transform's (its tools fail alike): check the step's "
+                              f"parameters and the package's versions, or leave it out with --skip-type {name}"
+                              ) from None
         finally:
             np.random.set_state(saved_np)
             random.setstate(saved_py)
+            generator.set_state(saved_torch)
     if out is None:
         raise ConfigError(f"{scope}'s {name} dropped the sample (it returned None)")
     img = out.get("img") if isinstance(out, dict) else None
     if isinstance(img, (list, tuple)) and img:
         img = img[0]  # a transform that makes several images (two-pic crops): the model's input is the first
+    if img is not None and not isinstance(img, np.ndarray):
+        raise ConfigError(f"{scope}'s {name} leaves a {type(img).__name__}, not an image array",
+                          hint="a ToPIL step needs its ToNumpy after the steps that work on the PIL image")
     if img is None:
         raise ConfigError(f"{scope}'s {name} returned no image", hint="a formatting step belongs after the image "
                           "steps; leave it out with --skip-type")

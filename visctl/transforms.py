@@ -257,8 +257,11 @@ def _mask(name: str, step: dict, rng: Any) -> Any:
 
 def step_label(step: dict) -> str:
     """``Name(arg=value, ...)`` for a transform dict, as shown in pipeline mode."""
+    name = str(step["type"]).split(".")[-1]
+    if name == "Compose" and isinstance(step.get("transforms"), (list, tuple)):  # the package's PIL round trip
+        return f"Compose({', '.join(str(t.get('type', '')).split('.')[-1] for t in step['transforms'])})"
     args = ", ".join(f"{k}={v}" for k, v in step.items() if k != "type" and k != "transforms")
-    return f"{str(step['type']).split('.')[-1]}({args})"
+    return f"{name}({args})"
 
 
 def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool = False,

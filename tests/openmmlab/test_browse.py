@@ -40,7 +40,8 @@ for name, argv in cases.items():
 '''
 
 CONFIGS = {"resnet": "resnet/resnet18_8xb32_in1k.py", "effnet": "efficientnet/efficientnet-b0_8xb32_in1k.py",
-           "swin": "swin_transformer/swin-tiny_16xb64_in1k.py"}
+           "swin": "swin_transformer/swin-tiny_16xb64_in1k.py",
+           "mff": "mff/mff_vit-base-p16_8xb512-amp-coslr-300e_in1k.py"}
 # the seed's own flags, given to both tools: (config, flags)
 CASES = {
     "original_bgr": ("resnet", ["-m", "original", "-r", "2", "-n", "3"]),
@@ -51,6 +52,7 @@ CASES = {
     "effnet_val_pipeline": ("effnet", ["-p", "val", "-m", "pipeline"]),
     "effnet_train": ("effnet", ["-m", "transformed", "-n", "2"]),
     "swin_train": ("swin", ["-m", "pipeline", "-n", "2"]),
+    "mff_train": ("mff", ["-m", "transformed", "-n", "2"]),  # ToPIL, torchvision/RandomCrop, ..., ToNumpy
 }
 
 
@@ -173,9 +175,10 @@ def test_deterministic_pipelines_give_mmpretrains_images_step_by_step(invoke, im
             assert a.shape == b.shape and np.array_equal(a, b[..., ::-1])
 
 
-@pytest.mark.parametrize("name", ["effnet_train", "swin_train"])
+@pytest.mark.parametrize("name", ["effnet_train", "swin_train", "mff_train"])
 def test_random_pipelines_run_mmpretrains_transforms_reproducibly(invoke, imagenet, reference, tmp_path, name):
-    """EfficientNetRandomCrop, RandAugment, RandomErasing: mmpretrain's own, through its registry; --seed repeats."""
+    """EfficientNetRandomCrop, RandAugment, RandomErasing, the torchvision wrappers between ToPIL and ToNumpy:
+    mmpretrain's own, through its registry; --seed repeats them."""
     out, m = _visctl(invoke, imagenet, tmp_path, name, "--seed", "3")
     again, _ = _visctl(invoke, imagenet, tmp_path / "again", name, "--seed", "3")
     other, _ = _visctl(invoke, imagenet, tmp_path / "other", name, "--seed", "4")
