@@ -149,6 +149,10 @@ def test_original_mode_rescale_factor_and_channel_order_give_mmpretrains_picture
             swapped = cv2.resize(src, mine.shape[1::-1], interpolation=cv2.INTER_LINEAR)[..., ::-1]
             assert np.abs(mine[below].astype(int) - swapped[below]).max() <= 1
     assert m["params"]["rescale_factor"] == factor
+    from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
+
+    # meta/train.txt's labels name mmpretrain's ImageNet categories, as the script's "Ground truth: 7 (...)"
+    assert [(i["label"], i["class_name"]) for i in m["inputs"]] == [(k * 7, IMAGENET_CATEGORIES[k * 7]) for k in range(3)]
 
 
 @pytest.mark.parametrize("name", ["val_transformed", "val_concat", "val_pipeline", "effnet_val_pipeline"])
