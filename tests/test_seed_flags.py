@@ -261,6 +261,8 @@ def test_browse_mmpretrain_flags_mean_mmpretrains_thing(invoke, data_root, tmp_p
     assert grid.exit_code == 0 and len(manifest(tmp_path / "g")["outputs"]) == 2  # 3 samples, 2 a page
     two_rows = invoke(*args, "-r", "2", "-o", tmp_path / "x")
     assert two_rows.exit_code == 2 and "--mode original" in two_rows.stderr and "--rows" in two_rows.stderr
+    rows_per_sample = invoke(*args, "-m", "concat", "--rows", "2", "-o", tmp_path / "z")
+    assert rows_per_sample.exit_code == 2 and "one figure per sample" in rows_per_sample.stderr
     bad_order = invoke(*args, "-c", "4", "-o", tmp_path / "y")
     assert bad_order.exit_code == 2 and "'4' is not one of" in bad_order.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -48,8 +48,11 @@ def browse(
         "pipeline (every step): one figure per sample, as mmpretrain's browse_dataset.py.")] = BrowseMode.grid,
     rescale_factor: data.RescaleFactor = None,
     channel_order: data.ChannelOrderOption = None,
-    rows: Annotated[int, typer.Option("--rows", min=1, help="Grid rows per page (-r is --rescale-factor).")] = 4,
-    cols: Annotated[int, typer.Option("--cols", min=1, help="Grid columns per page (-c is --channel-order).")] = 4,
+    rows: Annotated[Optional[int], typer.Option(
+        "--rows", min=1, show_default=False, help="Grid rows per page [default: 4] (-r is --rescale-factor).")] = None,
+    cols: Annotated[Optional[int], typer.Option(
+        "--cols", min=1, show_default=False, help="Grid columns per page [default: 4] (-c is --channel-order).")
+    ] = None,
     num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0, max=opt.WORKERS_MAX,
                                              help="DataLoader worker processes.")] = 0,
     show_interval: data.ShowInterval = 2.0,
@@ -61,7 +64,12 @@ def browse(
     with RunContext("browse", opts, out_dir=opts.out_dir) as ctx:
         ctx.show_interval = show_interval
         if mode is not BrowseMode.grid:  # mmpretrain's modes: one figure per sample, as `visctl pipeline` draws
+            from visctl.errors import InputError
             from visctl.library import pipeline as per_sample
+
+            if rows is not None or cols is not None:
+                raise InputError(f"--rows/--cols lay out the grid pages; --mode {mode.value} draws one figure per "
+                                 "sample", hint="leave out --rows/--cols, or --mode (grid pages)")
 
             views = per_sample.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode.value,
                                     rescale_factor=rescale_factor, channel_order=channel_order, seed=opts.seed,
@@ -76,7 +84,7 @@ def browse(
         from visctl.library.pipeline import check_rescale
 
         check_rescale(rescale_factor, "grid")
-        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
+        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows or 4, cols=cols or 4,
                        num_workers=num_workers, channel_order=channel_order, seed=opts.seed, session=ctx,
                        config_name=config_file)
         writer = ctx.open_writer(run.params)
