@@ -231,6 +231,57 @@ def test_browse_skip_type_drops_that_transform(invoke, data_root, tmp_path):
     assert manifest(tmp_path / "s")["params"]["skip_type"] == ["Resize", "RandomFlip"]
 
 
+def _png(path: Path) -> np.ndarray:
+    import cv2
+
+    return cv2.imread(str(path))[..., ::-1]
+
+
+def test_browse_mmpretrain_flags_mean_mmpretrains_thing(invoke, data_root, tmp_path):
+    """mmpretrain's browse_dataset.py: -m/--mode one figure per sample, -r/--rescale-factor (original mode), -c/
+    --channel-order; visctl's own grid keeps --rows/--cols (never -r 2 as two rows)."""
+    args = ("browse", DEMO_CFG, "--cfg-options", f"train_dataloader.dataset.data_root={data_root}", "-n", "3")
+    rescaled = invoke(*args, "-m", "original", "-r", "2", "-o", tmp_path / "r")
+    rgb = invoke(*args, "--mode", "original", "--rescale-factor", "2", "-c", "RGB", "-o", tmp_path / "c")
+    bgr = invoke(*args, "-m", "original", "-r", "2", "--channel-order", "BGR", "-o", tmp_path / "b")
+    assert rescaled.exit_code == rgb.exit_code == bgr.exit_code == 0, rescaled.output + rgb.output + bgr.output
+    outputs = manifest(tmp_path / "r")["outputs"]
+    assert len(outputs) == 3 and manifest(tmp_path / "r")["params"]["rescale_factor"] == 2.0
+    for o in outputs:
+        mine = _png(tmp_path / "r" / o["path"])
+        assert mine.shape == (160, 160, 3)  # the 80 px files, mmcv.imrescale by 2, the label drawn on them
+        # -c names the images' channel order: BGR is what LoadImageFromFile gives (true colours), RGB swaps them
+        assert np.array_equal(_png(tmp_path / "b" / o["path"]), mine)
+        assert np.array_equal(_png(tmp_path / "c" / o["path"]), mine[..., ::-1])
+    for mode in ("transformed", "concat", "pipeline"):
+        result = invoke(*args, "-m", mode, "-o", tmp_path / mode)
+        assert result.exit_code == 0, result.output
+        assert [Path(o["path"]).name.endswith(f"_{mode}.png") for o in manifest(tmp_path / mode)["outputs"]] == [True] * 3
+    grid = invoke(*args, "--rows", "1", "--cols", "2", "-o", tmp_path / "g")
+    assert grid.exit_code == 0 and len(manifest(tmp_path / "g")["outputs"]) == 2  # 3 samples, 2 a page
+    two_rows = invoke(*args, "-r", "2", "-o", tmp_path / "x")
+    assert two_rows.exit_code == 2 and "--mode original" in two_rows.stderr and "--rows" in two_rows.stderr
+    rows_per_sample = invoke(*args, "-m", "concat", "--rows", "2", "-o", tmp_path / "z")
+    assert rows_per_sample.exit_code == 2 and "one figure per sample" in rows_per_sample.stderr
+    bad_order = invoke(*args, "-c", "4", "-o", tmp_path / "y")
+    assert bad_order.exit_code == 2 and "'4' is not one of" in bad_order.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_pipeline_takes_mmpretrains_flags_too(invoke, data_root, tmp_path):
+    args = ("pipeline", DEMO_CFG, "--cfg-options", f"train_dataloader.dataset.data_root={data_root}")
+    result = invoke(*args, "--show-number", "2", "-m", "original", "-r", "0.5", "-c", "RGB", "-i", "0",
+                    "-o", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    m = manifest(tmp_path / "p")
+    assert len(m["outputs"]) == 2 and m["params"]["channel_order"] == "RGB"
+    assert {_png(tmp_path / "p" / o["path"]).shape for o in m["outputs"]} == {(40, 40, 3)}
+    concat = invoke(*args, "-n", "1", "-m", "concat", "-r", "2", "-o", tmp_path / "c")
+    assert concat.exit_code == 2 and "-m original" in concat.stderr
+    both = invoke(*args, "-n", "1", "-m", "original", "-r", "2", "--adaptive", "-o", tmp_path / "a")
+    assert both.exit_code == 2 and "give one" in both.stderr
+
+
 # ---- boxam ---------------------------------------------------------------------------------------------
 
 def test_boxam_max_shape_caps_the_map_as_mmyolo(invoke, image_file, tmp_path, monkeypatch):

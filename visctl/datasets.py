@@ -326,6 +326,9 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
     cfg = _unwrap(cfg)
     kind = str(cfg.get("type", "")).split(".")[-1]
     classes = _config_classes(cfg)
+    # the package's names: for annotation lists, and for class folders one per class (mmpretrain's rule); other
+    # folders keep their own names, where mmpretrain refuses the layout
+    fallback = cfg.pop(PACKAGE_CLASSES, None) if classes is None else None
     if kind in ("CIFAR10", "CIFAR100"):
         root = Path(str(cfg.get("root") or cfg.get("data_root") or cfg.get("data_prefix") or "."))
         train = cfg.get("train", cfg.get("split", phase) == "train" and not cfg.get("test_mode", False))
@@ -351,14 +354,20 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
             return FileDataset([(root / f, None) for f in cfg["files"]], classes, max_pixels)
         prefix = cfg.get("data_prefix", "")
         prefix = prefix.get("img_path", prefix.get("img", "")) if isinstance(prefix, dict) else (prefix or "")
-        if kind == "ImageNet" and not prefix and not cfg.get("ann_file"):
-            prefix = cfg.get("split", phase)
-        folder = root / str(prefix)
         ann = cfg.get("ann_file")
+        split = cfg.get("split")
+        if kind == "ImageNet" and split:  # mmpretrain's ImageNet: data_prefix = split; ann_file meta/<split>.txt
+            prefix = prefix or str(split)
+            if not ann and (root / "meta" / f"{split}.txt").is_file():
+                ann = f"meta/{split}.txt"
+        elif kind == "ImageNet" and not prefix and not ann:
+            prefix = phase
+        folder = root / str(prefix)
         if ann:
             ann_path = Path(ann) if Path(ann).is_absolute() else root / ann
             if not ann_path.is_file():
                 raise InputError(f"annotation file not found: {ann_path}", hint="check data_root and ann_file")
+            classes = classes or fallback
             files = []
             for line in ann_path.read_text().splitlines():
                 parts = line.strip().rsplit(" ", 1)
@@ -378,6 +387,8 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
             raise InputError(f"dataset folder not found: {folder}",
                              hint="set data_root (and data_prefix) in the config, or --cfg-options "
                              f"{phase}_dataloader.dataset.data_root=PATH")
+        if fallback and sum(1 for p in folder.iterdir() if p.is_dir()) == len(fallback):
+            classes = fallback
         files, found = _class_folders(folder, classes, warn)
         if not files:
             raise InputError(f"no images under {folder}", hint="expected class folders or image files")
@@ -385,6 +396,31 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
     raise ConfigError(f"dataset type {kind!r} is not understood",
                       hint="use ImageFolder, CustomDataset, ImageNet (local folders), ImageList, CIFAR10/100 "
                       "(local files) or FakeData")
+
+
+#: a dataset dict's class names from its package's dataset class (``METAINFO``), used where they fit the data
+PACKAGE_CLASSES = "_visctl_package_classes"
+
+
+def package_classes(scope: str, kind: str) -> list[str] | None:
+    """The class names an installed OpenMMLab package's dataset type declares (``METAINFO['classes']``, e.g.
+    mmpretrain's ImageNet categories), or None."""
+    import importlib
+
+    from visctl.config import is_stdlib_module
+
+    if not scope or not kind or "." in kind or is_stdlib_module(scope):
+        return None
+    try:
+        importlib.import_module(f"{scope}.registry")
+        from mmengine.registry import DATASETS, DefaultScope
+
+        with DefaultScope.overwrite_default_scope(scope), DATASETS.switch_scope_and_registry(None) as registry:
+            found = registry.get(kind)
+    except Exception:  # not installed, or a registry that cannot import its datasets: no names
+        return None
+    classes = (getattr(found, "METAINFO", None) or {}).get("classes") if isinstance(found, type) else None
+    return [str(c) for c in classes] if classes else None
 
 
 def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
@@ -400,8 +436,15 @@ def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
     top = cfg_get(cfg, "classes") or cfg_get(cfg, "dataset_meta.classes")
     if top and not ds.get("classes"):  # the model's class order names the dataset's labels
         ds["classes"] = top if isinstance(top, str) else list(top)
+    if not _config_classes(ds) and cfg_get(cfg, "default_scope"):
+        named = package_classes(str(cfg_get(cfg, "default_scope")), str(ds.get("type", "")))
+        if named:  # the package's own names (mmpretrain's ImageNet: its 1000 categories), where they fit
+            ds[PACKAGE_CLASSES] = named
     pipeline = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline") or []
-    return ds, [dict(s) for s in pipeline]
+    # the names visctl does not write itself run as the config's package's own (RandAugment, ...)
+    from visctl.package_transforms import qualify
+
+    return ds, qualify([dict(s) for s in pipeline], cfg_get(cfg, "default_scope"))
 
 
 class PipelineSamples:

@@ -246,8 +246,42 @@ def draw_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.7) -> np.nda
     return out.astype(np.uint8)
 
 
+def text_on_image(image: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in a translucent black box at the top left of a copy of ``image``, white, sized to the image
+    as mmpretrain's ``visualize_cls`` sizes its label (``get_adaptive_scale``: short edge / 224 within 0.3-3).
+    The image keeps its size."""
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    s = min(max(min(h, w) / 224, 0.3), 3.0)
+    scale, thick = 0.45 * s, max(1, int(round(s)))
+    lines = text.split("\n")
+    sizes = [cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thick) for line in lines]
+    line_h = max(th + base for (_, th), base in sizes) + int(3 * s)
+    x0 = y0 = int(5 * s)
+    x1 = min(w, x0 + max(tw for (tw, _), _ in sizes) + int(6 * s))
+    y1 = min(h, y0 + line_h * len(lines) + int(4 * s))
+    out = np.ascontiguousarray(image).copy()
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = (out[y0:y1, x0:x1].astype(np.float32) * 0.5).astype(np.uint8)  # black at alpha 0.5
+    for i, (line, ((_, th), _)) in enumerate(zip(lines, sizes)):
+        cv2.putText(out, line, (x0 + int(3 * s), y0 + int(2 * s) + th + i * line_h), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+def rescale(image: np.ndarray, factor: float) -> np.ndarray:
+    """``mmcv.imrescale(image, factor)``: each side ``int(side * factor + 0.5)``, bilinear (OpenCV)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    nw, nh = max(1, int(w * float(factor) + 0.5)), max(1, int(h * float(factor) + 0.5))
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+
+
 def pipeline_figure(item: dict, mode: str, label: str, adaptive: bool = False, min_edge: int = 200,
-                    max_edge: int = 1000, bgr2rgb: bool = False) -> np.ndarray:
+                    max_edge: int = 1000, bgr2rgb: bool = False, rescale_factor: float | None = None) -> np.ndarray:
     """A sample through its pipeline: the original, the final view(s), both, or every step of every view.
 
     Args:
@@ -258,6 +292,11 @@ def pipeline_figure(item: dict, mode: str, label: str, adaptive: bool = False, m
         min_edge: shortest allowed short edge with ``adaptive``.
         max_edge: longest allowed long edge with ``adaptive``.
         bgr2rgb: swap the channels of every panel.
+        rescale_factor: with mode original, scale the image by this factor (mmpretrain's ``-r``).
+
+    Mode original gives the image itself (scaled by ``rescale_factor`` or ``adaptive``) with the label drawn on
+    it, at the size both seed tools give (mmcls 0.x vis_pipeline, mmpretrain browse_dataset); the other modes
+    put a caption band (step, size) above each panel.
     """
     import cv2
 
@@ -272,12 +311,19 @@ def pipeline_figure(item: dict, mode: str, label: str, adaptive: bool = False, m
             img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR)
         return label_image(img, f"{text}\n{h}x{w}")
 
+    if mode == "original":
+        img = item["original"][..., ::-1] if bgr2rgb else item["original"]
+        h, w = img.shape[:2]
+        if rescale_factor is not None:
+            img = rescale(img, rescale_factor)
+        elif adaptive:
+            nh, nw = adaptive_size(h, w, min_edge, max_edge)
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR)
+        return text_on_image(img, label)
     original = panel(item["original"], f"original | {label}")
     many = len(item["views"]) > 1
     views = [panel(v, f"transformed{f' view {i + 1}' if many else ''}", m)
              for i, (v, m) in enumerate(zip(item["views"], item["masks"]))]
-    if mode == "original":
-        return original
     if mode == "transformed":
         return grid(views, cols=len(views))
     if mode == "concat":

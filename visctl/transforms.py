@@ -257,8 +257,11 @@ def _mask(name: str, step: dict, rng: Any) -> Any:
 
 def step_label(step: dict) -> str:
     """``Name(arg=value, ...)`` for a transform dict, as shown in pipeline mode."""
+    name = str(step["type"]).split(".")[-1]
+    if name == "Compose" and isinstance(step.get("transforms"), (list, tuple)):  # the package's PIL round trip
+        return f"Compose({', '.join(str(t.get('type', '')).split('.')[-1] for t in step['transforms'])})"
     args = ", ".join(f"{k}={v}" for k, v in step.items() if k != "type" and k != "transforms")
-    return f"{str(step['type']).split('.')[-1]}({args})"
+    return f"{name}({args})"
 
 
 def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool = False,
@@ -544,13 +547,22 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
     """Apply one transform dict to ``state`` in place: :data:`TRANSFORMS`' function for its name.
 
     A name not in the table runs torchvision.transforms.v2's class of that name; an unknown name is a
-    ``ConfigError``. ``rng``: a ``numpy.random.Generator``, or a ``RandomState`` to draw exactly as
+    ``ConfigError``. A ``scope.Name`` whose scope is an installed OpenMMLab package runs that package's transform
+    through its registry (:mod:`visctl.package_transforms`) where visctl has no such name, or the scope is not
+    mmcv's or mmpretrain's (``mmdet.RandomCrop``); :func:`visctl.package_transforms.qualify` writes a config's
+    unqualified names so. ``rng``: a ``numpy.random.Generator``, or a ``RandomState`` to draw exactly as
     mmpretrain's global ``np.random`` does.
     """
     step = dict(step)
-    name = str(step.pop("type")).split(".")[-1]
+    scope, _, name = str(step.pop("type")).rpartition(".")
     state.steps.append(name)
     fn = TRANSFORMS.get(name)
+    if scope and (fn is None or scope not in ("mmcv", "mmpretrain", "mmcls", "mmselfsup", "mmengine")):
+        from visctl import package_transforms  # `mmpretrain.RandAugment`: the installed package's own
+
+        if package_transforms.runs_in_package(scope, name):
+            package_transforms.apply(state, scope, name, step, rng)
+            return
     if fn is None:
         _torchvision_step(state, name, step, rng)
     else:

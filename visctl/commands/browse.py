@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
+from visctl.commands import pipeline as data
 from visctl.commands.pipeline import SKIP, DataConfig, Phase, PhaseOption
 from visctl.context import RunContext
 
@@ -16,8 +18,20 @@ EPILOG = """Examples:
 
   visctl browse simclr.py --num-workers 2       # every view of a multi-view pipeline
 
-  visctl browse simsiam.py --skip-type RandomResizedCrop ColorJitter
+  visctl browse resnet18_8xb32_in1k.py -o out -n 10 -m concat     # mmpretrain's browse_dataset.py flags
+
+  visctl browse cifar10.py -p val -m original -r 10 -c RGB
 """
+
+
+class BrowseMode(str, Enum):
+    """Grid pages (visctl's), or one figure per sample as mmpretrain's browse_dataset.py --mode."""
+
+    grid = "grid"
+    original = "original"
+    transformed = "transformed"
+    concat = "concat"
+    pipeline = "pipeline"
 
 
 @opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms."))
@@ -29,24 +43,50 @@ def browse(
     skip_type: Annotated[Optional[list[str]], typer.Option(
         "--skip-type", "--skip_type", help="Transform types left out (repeatable) "
         f"[default: {' '.join(SKIP)}].", show_default=False)] = None,
-    rows: Annotated[int, typer.Option("--rows", "-r", min=1, help="Grid rows per page.")] = 4,
-    cols: Annotated[int, typer.Option("--cols", "-c", min=1, help="Grid columns per page.")] = 4,
+    mode: Annotated[BrowseMode, typer.Option(
+        "--mode", "-m", help="grid: pages of samples after the pipeline; original, transformed, concat (both) or "
+        "pipeline (every step): one figure per sample, as mmpretrain's browse_dataset.py.")] = BrowseMode.grid,
+    rescale_factor: data.RescaleFactor = None,
+    channel_order: data.ChannelOrderOption = None,
+    rows: Annotated[Optional[int], typer.Option(
+        "--rows", min=1, show_default=False, help="Grid rows per page [default: 4] (-r is --rescale-factor).")] = None,
+    cols: Annotated[Optional[int], typer.Option(
+        "--cols", min=1, show_default=False, help="Grid columns per page [default: 4] (-c is --channel-order).")
+    ] = None,
     num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0, max=opt.WORKERS_MAX,
                                              help="DataLoader worker processes.")] = 0,
-    show_interval: Annotated[float, typer.Option("--show-interval", "-i", min=0.0,
-                                                 help="Seconds per page with --show.")] = 2.0,
-    not_show: Annotated[bool, typer.Option("--not-show", help="Accepted for the peer's habit; visctl shows only "
-                                           "with --show.", hidden=True)] = False,
+    show_interval: data.ShowInterval = 2.0,
+    not_show: data.NotShow = False,
     *,
     opts: opt.CommandOptions,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
     with RunContext("browse", opts, out_dir=opts.out_dir) as ctx:
         ctx.show_interval = show_interval
-        from visctl.library import browse as lib
+        if mode is not BrowseMode.grid:  # mmpretrain's modes: one figure per sample, as `visctl pipeline` draws
+            from visctl.errors import InputError
+            from visctl.library import pipeline as per_sample
 
-        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
-                       num_workers=num_workers, seed=opts.seed, session=ctx, config_name=config_file)
+            if rows is not None or cols is not None:
+                raise InputError(f"--rows/--cols lay out the grid pages; --mode {mode.value} draws one figure per "
+                                 "sample", hint="leave out --rows/--cols, or --mode (grid pages)")
+
+            views = per_sample.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode.value,
+                                    rescale_factor=rescale_factor, channel_order=channel_order, seed=opts.seed,
+                                    record=mode is BrowseMode.pipeline, num_workers=num_workers, session=ctx,
+                                    config_name=config_file)
+            writer = ctx.open_writer(views.params)
+            for view in per_sample.iter_pipeline_views(views, ctx):
+                view.write(writer)
+            ctx.finish()
+            return
+        from visctl.library import browse as lib
+        from visctl.library.pipeline import check_rescale
+
+        check_rescale(rescale_factor, "grid")
+        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows or 4, cols=cols or 4,
+                       num_workers=num_workers, channel_order=channel_order, seed=opts.seed, session=ctx,
+                       config_name=config_file)
         writer = ctx.open_writer(run.params)
         # a page is drawn, encoded and written in one thread while the next one's samples load. One, not
         # output.io_threads(ctx.threads): browse has no --threads, so ctx.threads is every core (at most 16) and

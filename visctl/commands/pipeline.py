@@ -15,6 +15,8 @@ EPILOG = """Examples:
   visctl pipeline cfg.py --phase train --number 8 --mode pipeline
 
   visctl pipeline cfg.py --mode concat --adaptive --min-edge-length 200 --max-edge-length 1000
+
+  visctl pipeline cifar10.py -p val -m original -r 10 -c RGB     # mmpretrain's browse_dataset.py flags
 """
 
 SKIP = ["ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs"]  # = visctl.library.pipeline.SKIP
@@ -37,6 +39,29 @@ class Mode(str, Enum):
     pipeline = "pipeline"
 
 
+class ChannelOrder(str, Enum):
+    """The channel order of the pipeline's images (mmpretrain's -c/--channel-order)."""
+
+    BGR = "BGR"
+    RGB = "RGB"
+
+
+#: mmpretrain's -r/--rescale-factor (pipeline and browse)
+RescaleFactor = Annotated[Optional[float], typer.Option(
+    "--rescale-factor", "--rescale_factor", "-r", show_default=False,
+    help="With --mode original: scale the original image by this factor (mmpretrain's browse_dataset.py; "
+    "-r 10 for CIFAR's 32 px images).")]
+#: mmpretrain's -c/--channel-order (pipeline and browse)
+ChannelOrderOption = Annotated[Optional[ChannelOrder], typer.Option(
+    "--channel-order", "--channel_order", "-c", case_sensitive=False, show_default=False,
+    help="The channel order of the pipeline's images, shown as that (mmpretrain's flag: a wrong one swaps the "
+    "colours as mmpretrain shows them) [default: their own: BGR from LoadImageFromFile, RGB for CIFAR].")]
+ShowInterval = Annotated[float, typer.Option("--show-interval", "--show_interval", "-i", min=0.0,
+                                             help="Seconds per output with --show.")]
+NotShow = Annotated[bool, typer.Option("--not-show", "--not_show", help="Accepted for the peers' habit; visctl "
+                                       "shows only with --show.", hidden=True)]
+
+
 #: the dataset commands' (pipeline, browse) positional CONFIG and --phase
 DataConfig = Annotated[str, typer.Argument(metavar="CONFIG", help="A config with <phase>_dataloader.dataset.",
                                            show_default=False)]
@@ -47,7 +72,8 @@ PhaseOption = Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloa
 def pipeline(
     config_file: DataConfig,
     phase: PhaseOption = Phase.train,
-    number: Annotated[int, typer.Option("--number", "-n", help="How many samples, from the first (-1: all).")] = 20,
+    number: Annotated[int, typer.Option("--number", "--show-number", "--show_number", "-n",
+                                        help="How many samples, from the first (-1: all).")] = 20,
     skip_type: Annotated[Optional[list[str]], typer.Option(
         "--skip-type", "--skip_type", help="Transform types left out (repeatable) "
         "[default: ToTensor Normalize ImageToTensor Collect PackInputs].", show_default=False)] = None,
@@ -63,15 +89,21 @@ def pipeline(
     bgr2rgb: Annotated[bool, typer.Option("--bgr2rgb", help="Swap the channels of the loaded images.")] = False,
     window_size: Annotated[str, typer.Option("--window-size", "--window_size", help="W*H inches of --show.")
                            ] = "12*7",
+    rescale_factor: RescaleFactor = None,
+    channel_order: ChannelOrderOption = None,
+    show_interval: ShowInterval = 2.0,
+    not_show: NotShow = False,
     *,
     opts: opt.CommandOptions,
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
     with RunContext("pipeline", opts, out_dir=opts.out_dir) as ctx:
+        ctx.show_interval = show_interval
         from visctl.library import pipeline as lib
 
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
-                       min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb, seed=opts.seed,
+                       min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb,
+                       rescale_factor=rescale_factor, channel_order=channel_order, seed=opts.seed,
                        record=mode is Mode.pipeline, session=ctx, config_name=config_file)
         writer = ctx.open_writer(run.params)
         for view in lib.iter_pipeline_views(run, ctx):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from visctl.library.pipeline import PHASES, SKIP, _choice, _readonly
+from visctl.library.pipeline import CHANNEL_ORDERS, PHASES, SKIP, _choice, _readonly
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
 
@@ -103,18 +103,23 @@ class BrowsePlan:
     rows: int
     cols: int
     num_workers: int
+    swap: bool = False  # the panels' channels swapped (a -c/--channel-order other than the images' own)
 
 
 def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any = None, rows: int = 4,
-         cols: int = 4, num_workers: int = 0, seed: int = 0, session: Session,
+         cols: int = 4, num_workers: int = 0, channel_order: str | None = None, seed: int = 0, session: Session,
          config_name: str | None = None) -> BrowsePlan:
     """Load the config and its dataset, and say what the run will do."""
     from pathlib import Path
 
     from visctl import datasets
     from visctl.errors import InputError
+    from visctl.library.pipeline import channel_swap, native_order
 
     phase = _choice(phase, PHASES, "phase")
+    if channel_order is not None:
+        channel_order = _choice(str(getattr(channel_order, "value", channel_order)).upper(), CHANNEL_ORDERS,
+                                "channel order")
     if rows < 1 or cols < 1 or num_workers < 0:
         raise InputError(f"rows={rows}, cols={cols}, num_workers={num_workers}",
                          hint="rows and cols are at least 1, num_workers at least 0")
@@ -129,17 +134,21 @@ def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any 
         config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
     params = dict(config=config_name, phase=phase, number=count, rows=rows, cols=cols, num_workers=num_workers,
                   seed=seed, skip_type=list(skip))
-    return BrowsePlan(dataset, samples, count, params, phase, rows, cols, num_workers)
+    if channel_order is not None:
+        params["channel_order"] = channel_order
+    swap = channel_swap(channel_order, native_order(dataset, steps))
+    return BrowsePlan(dataset, samples, count, params, phase, rows, cols, num_workers, swap)
 
 
-def draw_page(samples: tuple[BrowseSample, ...], cols: int) -> np.ndarray:
+def draw_page(samples: tuple[BrowseSample, ...], cols: int, swap: bool = False) -> np.ndarray:
     """A page: each sample's views (masked patches darkened) side by side, fitted to 160 px, under its caption,
-    in a grid of ``cols`` columns (a read-only RGB ``uint8`` array)."""
+    in a grid of ``cols`` columns (a read-only RGB ``uint8`` array); ``swap``: each view's channels swapped."""
     from visctl import render
 
     cells = []
     for s in samples:
-        views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(s.views, s.masks)]
+        views = [v[..., ::-1] if swap else v for v in s.views]
+        views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(views, s.masks)]
         strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
         cells.append(render.caption(strip, s.caption))
     page = render.grid(cells, cols=cols)
@@ -165,7 +174,7 @@ def iter_pages(p: BrowsePlan, session: Session, draw_in_writer: bool = False) ->
     def page() -> BrowsePage:
         first = pages * per_page
         samples = tuple(drawn)
-        drawing = Drawing(f"browse_{p.phase}_{pages:03d}.png", partial(draw_page, samples, p.cols),
+        drawing = Drawing(f"browse_{p.phase}_{pages:03d}.png", partial(draw_page, samples, p.cols, p.swap),
                           f"{p.phase} samples {first}-{first + len(samples) - 1}")
         if draw_in_writer:
             return BrowsePage(samples=samples, drawing=drawing)
@@ -194,8 +203,8 @@ def iter_pages(p: BrowsePlan, session: Session, draw_in_writer: bool = False) ->
 
 
 def browse(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any = None, rows: int = 4,
-           cols: int = 4, num_workers: int = 0, seed: int = 0, options: RunOptions | None = None,
-           session: Session | None = None) -> BrowseResult:
+           cols: int = 4, num_workers: int = 0, channel_order: str | None = None, seed: int = 0,
+           options: RunOptions | None = None, session: Session | None = None) -> BrowseResult:
     """Samples of ``config``'s ``<phase>`` dataset after its whole pipeline, with their class names, in grids.
 
     Args:
@@ -203,13 +212,16 @@ def browse(config: Any, *, phase: str = "train", number: int = 32, skip_type: An
         phase: train, val or test; number: samples from the first (-1: all).
         skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
         rows, cols: the grid of a page; num_workers: DataLoader worker processes.
+        channel_order: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``): shown as that,
+            so the wrong one swaps the colours as mmpretrain shows them [default: their own order]. One figure
+            per sample (mmpretrain's ``--mode``): :func:`visctl.pipeline_views`.
         seed: the random transforms' seed (the same views each run).
         options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
     """
     ctx = session or Session(options)
     skipped, noted = len(ctx.failures), len(ctx.notes)
     p = plan(config, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
-             num_workers=num_workers, seed=seed, session=ctx)
+             num_workers=num_workers, channel_order=channel_order, seed=seed, session=ctx)
     pages = tuple(iter_pages(p, ctx))
     params = dict(p.params, max_pixels=ctx.max_pixels) if ctx.max_pixels is not None else p.params
     return BrowseResult(params=params, failures=tuple((f.path, f.error) for f in ctx.failures[skipped:]),

@@ -24,6 +24,52 @@ if TYPE_CHECKING:
 SKIP = ("ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs")
 MODES = ("original", "transformed", "concat", "pipeline")
 PHASES = ("train", "val", "test")
+CHANNEL_ORDERS = ("BGR", "RGB")
+
+
+def native_order(dataset: Any, steps: list[dict]) -> str:
+    """The channel order the OpenMMLab pipeline's images have: ``LoadImageFromFile``'s ``channel_order`` (BGR
+    unless it says otherwise); datasets held in memory (CIFAR) give their arrays as RGB, as mmpretrain's do."""
+    from visctl import datasets
+
+    for step in steps:
+        if str(step.get("type", "")).split(".")[-1] in ("LoadImageFromFile", "LoadImage"):
+            return str(step.get("channel_order", "bgr")).upper()
+    return "RGB" if isinstance(dataset, (datasets.CifarDataset, datasets.TorchvisionDataset)) else "BGR"
+
+
+def channel_swap(channel_order: Any, native: str, bgr2rgb: bool = False) -> bool:
+    """Whether the panels' channels are swapped: mmpretrain's ``-c/--channel-order`` names the order the
+    pipeline's images are in, and shows them as that (a wrong order shows swapped colours, as there); None:
+    the images' own order, true colours. ``bgr2rgb`` (mmcls 0.x) swaps them whatever the order."""
+    from visctl.errors import InputError
+
+    if channel_order is None:
+        return bgr2rgb
+    order = _choice(str(getattr(channel_order, "value", channel_order)).upper(), CHANNEL_ORDERS, "channel order")
+    if bgr2rgb:
+        raise InputError("--bgr2rgb and -c/--channel-order both set the channel order",
+                         hint="give one: --bgr2rgb swaps the channels (mmcls 0.x), -c BGR|RGB names the "
+                         "pipeline's channel order (mmpretrain)")
+    return order != native
+
+
+def check_rescale(rescale_factor: float | None, mode: str, adaptive: bool = False) -> None:
+    """mmpretrain's ``-r/--rescale-factor`` scales the original image of ``--mode original`` only."""
+    from visctl.errors import InputError
+
+    if rescale_factor is None:
+        return
+    if not rescale_factor > 0:
+        raise InputError(f"rescale factor {rescale_factor}", hint="-r/--rescale-factor is a positive number, "
+                         "e.g. -r 10 for CIFAR's 32 px images")
+    if mode != "original":
+        raise InputError(f"-r/--rescale-factor rescales the original image of --mode original, not the {mode} "
+                         "figures", hint="add -m original (as mmpretrain's browse_dataset.py, which ignores -r in "
+                         "the other modes); browse's grid rows are --rows")
+    if adaptive:
+        raise InputError("--adaptive and -r/--rescale-factor both resize the original image",
+                         hint="give one: -r scales by a factor, --adaptive fits the edge limits")
 
 
 def _readonly(a: Any) -> Any:
@@ -98,6 +144,7 @@ class PipelinePlan:
     stems: dict[Any, str]
     mode: str
     drawing: dict[str, Any]
+    num_workers: int = 0
 
 
 def _choice(value: Any, choices: tuple[str, ...], what: str) -> str:
@@ -116,6 +163,7 @@ def image_dataset(cfg: Any, images: Any, phase: str, session: Session) -> tuple[
     from visctl.config import cfg_get
     from visctl.errors import ConfigError
     from visctl.images import as_images
+    from visctl.package_transforms import qualify
 
     paths = as_images(images, note=session.note)
     session.protect(*paths)
@@ -127,7 +175,7 @@ def image_dataset(cfg: Any, images: Any, phase: str, session: Session) -> tuple[
                           hint=f"add {phase}_pipeline = [dict(type=...), ...] or {phase}_dataloader.dataset.pipeline")
     classes = cfg_get(cfg, "classes") or cfg_get(cfg, "dataset_meta.classes")
     return datasets.FileDataset([(p, None) for p in paths], list(classes) if classes else None,
-                                session.max_pixels), [dict(s) for s in steps]
+                                session.max_pixels), qualify([dict(s) for s in steps], cfg_get(cfg, "default_scope"))
 
 
 def stems_of(paths: list[Any]) -> list[str]:
@@ -140,13 +188,19 @@ def stems_of(paths: list[Any]) -> list[str]:
 
 def plan(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
          skip_type: Any = None, mode: str = "concat", adaptive: bool = False, min_edge_length: int = 200,
-         max_edge_length: int = 1000, bgr2rgb: bool = False, seed: int = 0, record: bool = True,
+         max_edge_length: int = 1000, bgr2rgb: bool = False, rescale_factor: float | None = None,
+         channel_order: str | None = None, seed: int = 0, record: bool = True, num_workers: int = 0,
          session: Session, config_name: str | None = None) -> PipelinePlan:
     """Load the config and the dataset (or ``images``), and say what the run will do."""
     from visctl import datasets
 
     phase = _choice(phase, PHASES, "phase")
     mode = _choice(mode, MODES, "mode")
+    check_rescale(rescale_factor, mode, adaptive)
+    if channel_order is not None:
+        channel_order = _choice(str(getattr(channel_order, "value", channel_order)).upper(), CHANNEL_ORDERS,
+                                "channel order")
+    channel_swap(channel_order, "BGR", bgr2rgb)  # refuses both at once before the dataset is read
     cfg = session.load_config(config)
     if images is None:
         ds_cfg, steps = datasets.dataset_config(cfg, phase)
@@ -158,15 +212,21 @@ def plan(config: Any, images: Any = None, *, phase: str = "train", number: int =
     count = len(dataset) if number < 0 else min(number, len(dataset))
     if config_name is None:
         config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
+    swap = channel_swap(channel_order, native_order(dataset, steps), bgr2rgb)
     params = dict(config=config_name, phase=phase, number=count, mode=mode, skip_type=list(skip), adaptive=adaptive,
                   seed=seed, steps=list(samples.steps))
+    if rescale_factor is not None:
+        params["rescale_factor"] = rescale_factor
+    if channel_order is not None:
+        params["channel_order"] = channel_order
     names = [dataset.name(i) for i in range(count)]
     if images is None:
         session.protect(*names)
     files = getattr(dataset, "files", None)  # image_dataset's FileDataset keeps the in-memory images
     paths = [files[i][0] for i in range(count)] if images is not None and files else [Path(n) for n in names]
     return PipelinePlan(dataset, samples, count, params, names, dict(zip(names, stems_of(paths))), mode,
-                        dict(adaptive=adaptive, min_edge=min_edge_length, max_edge=max_edge_length, bgr2rgb=bgr2rgb))
+                        dict(adaptive=adaptive, min_edge=min_edge_length, max_edge=max_edge_length, bgr2rgb=swap,
+                             rescale_factor=rescale_factor), num_workers)
 
 
 def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineView]:
@@ -174,7 +234,7 @@ def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineV
     from visctl import datasets, render
 
     with session.progress(p.count, "pipeline") as advance:
-        for item in datasets.iterate(p.samples, list(range(p.count))):
+        for item in datasets.iterate(p.samples, list(range(p.count)), num_workers=p.num_workers):
             advance()
             name = p.names[item["index"]]
             if item["error"]:
@@ -185,7 +245,7 @@ def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineV
                      (f": {class_name}" if class_name is not None else ""))
             d = p.drawing
             image = render.pipeline_figure(item, p.mode, label, d["adaptive"], d["min_edge"], d["max_edge"],
-                                           d["bgr2rgb"])
+                                           d["bgr2rgb"], d["rescale_factor"])
             figure = Figure(f"{p.stems[name]}_{p.mode}.png", _readonly(image), f"{Path(name).name}: {label}",
                             dict(input=name))
             yield PipelineView(
@@ -199,8 +259,9 @@ def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineV
 
 def pipeline_views(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
                    skip_type: Any = None, mode: str = "concat", adaptive: bool = False, min_edge_length: int = 200,
-                   max_edge_length: int = 1000, bgr2rgb: bool = False, seed: int = 0,
-                   options: RunOptions | None = None, session: Session | None = None) -> PipelineResult:
+                   max_edge_length: int = 1000, bgr2rgb: bool = False, rescale_factor: float | None = None,
+                   channel_order: str | None = None, seed: int = 0, options: RunOptions | None = None,
+                   session: Session | None = None) -> PipelineResult:
     """Samples of ``config``'s ``<phase>`` dataset (or ``images``) through its pipeline, step by step.
 
     Args:
@@ -211,14 +272,18 @@ def pipeline_views(config: Any, images: Any = None, *, phase: str = "train", num
         skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
         mode: what each figure shows: original, transformed, concat (both) or pipeline (every step).
         adaptive, min_edge_length, max_edge_length: scale each panel into the edge limits (pixels).
-        bgr2rgb: swap the channels of every panel; seed: the random transforms' seed (the same views each run).
+        bgr2rgb: swap the channels of every panel (mmcls 0.x's flag).
+        rescale_factor: with mode original, scale the original by this factor (mmpretrain's ``-r``).
+        channel_order: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``): shown as that,
+            so the wrong one swaps the colours as mmpretrain shows them [default: their own order].
+        seed: the random transforms' seed (the same views each run).
         options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
     """
     ctx = session or Session(options)
     skipped, noted = len(ctx.failures), len(ctx.notes)
     p = plan(config, images, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
-             min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb, seed=seed,
-             session=ctx)
+             min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb,
+             rescale_factor=rescale_factor, channel_order=channel_order, seed=seed, session=ctx)
     samples = tuple(iter_pipeline_views(p, ctx))
     params = dict(p.params, max_pixels=ctx.max_pixels) if ctx.max_pixels is not None else p.params
     return PipelineResult(params=params, failures=tuple((f.path, f.error) for f in ctx.failures[skipped:]),

@@ -1,0 +1,106 @@
+"""Transforms of a config's OpenMMLab package run through its registry (visctl.package_transforms).
+
+The package here is laid out as the OpenMMLab ones are (``<pkg>/registry.py`` with a child ``TRANSFORMS``
+registry whose ``locations`` register the transforms on first look-up); tests/openmmlab/test_browse.py runs
+mmpretrain's own (RandAugment, EfficientNetRandomCrop, RandomErasing) against its browse_dataset.py.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import numpy as np
+import pytest
+
+from visctl import package_transforms, transforms
+from visctl.errors import ConfigError
+
+PKG = "visctl_fake_tf"
+
+
+@pytest.fixture(scope="module")
+def fake_package(tmp_path_factory):
+    """Imported once: mmengine's root registry keeps one child per scope for the life of the process."""
+    tmp_path = tmp_path_factory.mktemp("fake_tf")
+    pkg = tmp_path / PKG
+    (pkg / "transforms").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "registry.py").write_text(
+        "from mmengine.registry import TRANSFORMS as ROOT, Registry\n"
+        f"TRANSFORMS = Registry('transform', parent=ROOT, scope='{PKG}', locations=['{PKG}.transforms'])\n")
+    (pkg / "transforms" / "__init__.py").write_text(
+        "import numpy as np\n"
+        f"from {PKG}.registry import TRANSFORMS\n"
+        "@TRANSFORMS.register_module()\n"
+        "class ZeroBlue:\n"  # OpenMMLab images are BGR: channel 0 is blue
+        "    def __call__(self, results):\n"
+        "        results['img'] = results['img'].copy(); results['img'][..., 0] = 0\n"
+        "        return results\n"
+        "@TRANSFORMS.register_module()\n"
+        "class Noise:\n"  # draws from numpy's global generator, as mmpretrain's transforms do
+        "    def __init__(self, amount=20):\n        self.amount = amount\n"
+        "    def __call__(self, results):\n"
+        "        noise = np.random.randint(0, self.amount, results['img'].shape)\n"
+        "        results['img'] = np.clip(results['img'] + noise, 0, 255).astype(np.uint8)\n"
+        "        return results\n"
+        "@TRANSFORMS.register_module()\n"
+        "class HalfWidth:\n"
+        "    def __call__(self, results):\n"
+        "        results['img'] = results['img'][:, ::2]; return results\n"
+        "@TRANSFORMS.register_module()\n"
+        "class Broken:\n"
+        "    def __call__(self, results):\n"
+        "        raise RuntimeError('no good')\n")
+    sys.path.insert(0, str(tmp_path))
+    package_transforms._KNOWN.clear()
+    yield
+    sys.path.remove(str(tmp_path))
+    package_transforms._KNOWN.clear()
+    package_transforms._BUILT.clear()
+
+
+def _run(steps, seed=0):
+    img = np.full((8, 10, 3), 100, np.uint8)
+    img[..., 0] = 200  # red
+    steps = package_transforms.qualify(steps, PKG)
+    return transforms.run_pipeline(img, steps, np.random.default_rng([seed, 0])), steps
+
+
+def test_the_default_scopes_own_transforms_run_through_its_registry_on_bgr(fake_package):
+    state, steps = _run([dict(type="LoadImageFromFile"), dict(type="ZeroBlue"), dict(type="Resize", scale=(5, 4))])
+    # only the name visctl does not write itself is the package's
+    assert [s["type"] for s in steps] == ["LoadImageFromFile", f"{PKG}.ZeroBlue", "Resize"]
+    assert state.img.shape == (4, 5, 3)
+    assert (state.img[..., 2] == 0).all() and (state.img[..., 0] == 200).all()  # RGB's blue is BGR's channel 0
+    assert not state.geometry_known  # a transform visctl cannot map back
+
+
+def test_package_random_draws_follow_the_seed_and_leave_the_global_generators(fake_package):
+    np.random.seed(123)
+    random.seed(5)
+    import torch
+
+    torch.manual_seed(9)
+    before_np, before_py, before_torch = np.random.get_state()[1].copy(), random.getstate(), torch.get_rng_state()
+    a, _ = _run([dict(type="Noise", amount=50)], seed=1)
+    b, _ = _run([dict(type="Noise", amount=50)], seed=1)
+    c, _ = _run([dict(type="Noise", amount=50)], seed=2)
+    assert np.array_equal(a.img, b.img) and not np.array_equal(a.img, c.img)
+    assert np.array_equal(np.random.get_state()[1], before_np) and random.getstate() == before_py
+    assert torch.equal(torch.get_rng_state(), before_torch)
+
+
+def test_size_changes_and_failures_of_package_transforms(fake_package):
+    state, _ = _run([dict(type="HalfWidth")])
+    assert state.img.shape == (8, 5, 3) and not state.geometry_known and state.scale == (0.5, 1.0)
+    with pytest.raises(ConfigError, match="Broken failed: RuntimeError: no good"):
+        _run([dict(type="Broken")])
+    with pytest.raises(ConfigError, match="cannot build Noise"):
+        _run([dict(type="Noise", nonsense=1)])
+
+
+def test_without_the_package_names_are_left_as_they_are():
+    steps = [dict(type="RandAugment", policies="timm_increasing")]
+    assert package_transforms.qualify(steps, "visctl_no_such_package") == steps
+    assert package_transforms.qualify(steps, None) == steps

@@ -1,0 +1,226 @@
+"""Transforms of an installed OpenMMLab package, run through its own ``TRANSFORMS`` registry.
+
+A config's pipeline may name transforms visctl does not write itself: mmpretrain's ``RandAugment``,
+``EfficientNetRandomCrop``, ``RandomErasing``, ``ColorJitter``, mmcv's ``RandomApply``, ... Where the config's
+``default_scope`` (or the step's own ``scope.Name`` prefix) is an installed OpenMMLab package whose registry
+holds the name, the step runs as that package's tools run it: built by the registry, called on a results dict
+whose ``img`` is BGR (as ``LoadImageFromFile`` gives it), its random draws made from numpy's, Python's and torch's
+global generators, seeded from visctl's per-sample generator and put back after, so ``--seed`` repeats the same views
+and the caller's random state is untouched. The names visctl implements itself (:data:`visctl.transforms.
+TRANSFORMS`, written to mmcv's and mmpretrain's numbers) keep running as visctl's, with their geometry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from visctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from visctl.transforms import ImageState
+
+#: scopes whose transforms visctl writes itself where it has the name (mmcv's and mmpretrain's numbers);
+#: a step prefixed with another scope (``mmdet.RandomCrop``) runs that package's transform even then
+OWN_SCOPES = ("mmcv", "mmengine", "mmpretrain", "mmcls", "mmselfsup", "torchvision")
+
+#: transforms that change pixel values only, never where they are: the map back to the original stays known
+PIXELWISE = {"ColorJitter", "Lighting", "RandomGrayscale", "GaussianBlur", "Brightness", "Contrast",
+             "ColorTransform", "Equalize", "Posterize", "Solarize", "SolarizeAdd", "AutoContrast", "Invert",
+             "Sharpness", "RandomErasing", "Albu", "Albumentations", "PhotoMetricDistortion",
+             "YOLOXHSVRandomAug"}
+
+# (scope, name, frozen kwargs) -> the built transform; (scope, name) -> the registry has it (True / False)
+_BUILT: dict[Any, Any] = {}
+_KNOWN: dict[tuple[str, str], bool] = {}
+
+
+def _registry_has(scope: str, name: str) -> bool:
+    """Whether ``scope`` is an installed OpenMMLab package whose transform registry resolves ``name``."""
+    key = (scope, name)
+    if key not in _KNOWN:
+        _KNOWN[key] = _lookup(scope, name) is not None
+    return _KNOWN[key]
+
+
+@contextlib.contextmanager
+def _registry(scope: str) -> Iterator[Any]:
+    """``scope``'s transform registry with ``scope`` as mmengine's default scope (as its Runner and tools build
+    transforms, nested ones included), or None where ``scope`` is no installed OpenMMLab package."""
+    import importlib
+
+    from visctl.config import is_stdlib_module
+
+    if not scope or is_stdlib_module(scope) or scope in ("torchvision", "visctl"):
+        yield None
+        return
+    try:
+        importlib.import_module("mmcv.transforms" if scope == "mmcv" else f"{scope}.registry")
+        from mmengine.registry import TRANSFORMS, DefaultScope
+    except ImportError:
+        yield None
+        return
+    if scope == "mmcv":  # mmcv has no `registry` module: its transforms' registry itself
+        from mmcv.transforms import TRANSFORMS as MMCV
+
+        yield MMCV
+        return
+    # as mmengine's build_from_cfg: the scope's registry, whose get() imports the package's transforms first
+    with DefaultScope.overwrite_default_scope(scope), TRANSFORMS.switch_scope_and_registry(None) as registry:
+        yield registry
+
+
+def _lookup(scope: str, name: str) -> Any:
+    with _registry(scope) as registry:
+        if registry is None:
+            return None
+        try:
+            return registry.get(name)
+        except Exception:  # a registry that cannot import its locations: not usable here
+            return None
+
+
+def qualify(steps: list[dict], scope: str | None) -> list[dict]:
+    """``steps`` with each name visctl does not implement written ``scope.Name`` where the ``default_scope``
+    package's registry holds it (MultiView's branches too), so :func:`visctl.transforms.apply_step` runs it
+    through that registry. Without a scope, or where the package is not installed, the steps are returned as
+    they are."""
+    from visctl.transforms import TRANSFORMS
+
+    if not scope or not isinstance(scope, str):
+        return steps
+    out: list[dict] = []
+    pil: list[dict] | None = None  # the steps between ToPIL and ToNumpy, which work on a PIL image
+    for step in steps:
+        step = dict(step)
+        kind = str(step.get("type", ""))
+        if pil is not None:
+            pil.append(step)
+            if kind.split(".")[-1] in _TO_NUMPY:
+                out.append(_compose(pil, scope))
+                pil = None
+            continue
+        if kind.split(".")[-1] in _TO_PIL and _registry_has(scope, kind.split(".")[-1]):
+            pil = [step]
+            continue
+        if kind == "MultiView" and isinstance(step.get("transforms"), (list, tuple)):
+            step["transforms"] = [qualify([dict(s) for s in branch], scope) if isinstance(branch, (list, tuple))
+                                  else branch for branch in step["transforms"]]
+        elif kind and "." not in kind and kind not in TRANSFORMS and _registry_has(scope, kind):
+            step["type"] = f"{scope}.{kind}"
+        out.append(step)
+    if pil is not None:
+        out.append(_compose(pil, scope))
+    return out
+
+
+# mmpretrain's PIL round trip: `ToPIL`, then `torchvision/<Name>` steps on the PIL image, then `ToNumpy`
+_TO_PIL = ("ToPIL", "NumpyToPIL")
+_TO_NUMPY = ("ToNumpy", "PILToNumpy")
+
+
+def _compose(steps: list[dict], scope: str) -> dict:
+    """One step of the package's ``Compose`` over ``steps`` (its image is a PIL image between them)."""
+    return {"type": f"{scope}.Compose", "transforms": steps}
+
+
+def runs_in_package(scope: str, name: str) -> bool:
+    """Whether a step typed ``scope.name`` runs through ``scope``'s registry (else visctl's or torchvision's)."""
+    from visctl.transforms import TRANSFORMS
+
+    if not scope or (name in TRANSFORMS and scope in OWN_SCOPES):
+        return False
+    return _registry_has(scope, name)
+
+
+def _build(scope: str, name: str, kwargs: dict) -> Any:
+    from visctl.transforms import _frozen
+
+    try:
+        key: Any = (scope, name, _frozen(kwargs))
+    except TypeError:
+        key = None
+    if key is not None and key in _BUILT:
+        return _BUILT[key]
+    with _registry(scope) as registry:
+        if registry is None:
+            raise ConfigError(f"transform {scope}.{name}: {scope} is not installed", hint=f"pip install {scope}")
+        try:
+            transform = registry.build({"type": name, **kwargs})
+        except Exception as exc:
+            raise ConfigError(f"{scope} cannot build {name}: {_one_line(exc)}",
+                              hint=f"check this step's parameters against {scope}'s {name}") from None
+    if key is not None:
+        if len(_BUILT) >= 256:
+            _BUILT.clear()
+        _BUILT[key] = transform
+    return transform
+
+
+def apply(state: ImageState, scope: str, name: str, kwargs: dict, rng: Any) -> None:
+    """Run ``scope``'s transform ``name(**kwargs)`` on ``state`` in place (see the module's docstring)."""
+    import random
+
+    import numpy as np
+
+    from visctl.transforms import _GENERATOR_LOCK, _randint
+
+    transform = _build(scope, name, kwargs)
+    h0, w0 = state.img.shape[:2]
+    results: dict[str, Any] = {"img": np.ascontiguousarray(state.img[..., ::-1]), "img_shape": (h0, w0),
+                               "ori_shape": (h0, w0)}
+    seed = _randint(rng, 0, 2**31) if rng is not None else 0
+    # the package draws from the global generators (numpy's, Python's; torch's CPU one in its torchvision
+    # wrappers): seeded per sample and step, and put back after
+    import torch
+
+    generator = torch.default_generator
+    with _GENERATOR_LOCK:
+        saved_np, saved_py, saved_torch = np.random.get_state(), random.getstate(), generator.get_state()
+        try:
+            np.random.seed(seed)
+            random.seed(seed)
+            generator.manual_seed(seed)
+            out = transform(results)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{scope}'s {name} failed: {_one_line(exc)}",
+                              hint=f"the error is {scope}'s own transform's (its tools fail alike): check the step's "
+                              f"parameters and the package's versions, or leave it out with --skip-type {name}"
+                              ) from None
+        finally:
+            np.random.set_state(saved_np)
+            random.setstate(saved_py)
+            generator.set_state(saved_torch)
+    if out is None:
+        raise ConfigError(f"{scope}'s {name} dropped the sample (it returned None)")
+    img = out.get("img") if isinstance(out, dict) else None
+    if isinstance(img, (list, tuple)) and img:
+        img = img[0]  # a transform that makes several images (two-pic crops): the model's input is the first
+    if img is not None and not isinstance(img, np.ndarray):
+        raise ConfigError(f"{scope}'s {name} leaves a {type(img).__name__}, not an image array",
+                          hint="a ToPIL step needs its ToNumpy after the steps that work on the PIL image")
+    if img is None:
+        raise ConfigError(f"{scope}'s {name} returned no image", hint="a formatting step belongs after the image "
+                          "steps; leave it out with --skip-type")
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.dtype != np.uint8:  # a float result on the 0-255 scale (Lighting, RandomErasing with noise)
+        img = np.clip(np.round(img.astype(np.float64)), 0, 255).astype(np.uint8)
+    state.img = np.ascontiguousarray(img[..., ::-1])
+    h1, w1 = state.img.shape[:2]
+    if (h1, w1) != (h0, w0):  # an approximate stretch, so maps still cover the image; not exact
+        state.then(w1 / w0, h1 / h0, 0.0, 0.0)
+        state.geometry_known = False
+    elif name not in PIXELWISE:  # rotations, shears, translations keep the size and move the pixels
+        state.geometry_known = False
+    if out.get("mask") is not None:
+        state.mask = np.asarray(out["mask"]).astype(bool)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
