@@ -70,6 +70,55 @@ def vis_stage_layer(model: Any, stage: VisStage, shape_of: Any, default: str) ->
     return default, default, False, f"{stage.value}: {why} (the last stage, {default})"
 
 
+def is_self_supervisor(model: Any) -> bool:
+    """An mmpretrain self-supervised model (``BaseSelfSupervisor``: MoCo v3, SimCLR, BYOL, MAE, ...), whose
+    ``extract_feat`` is its backbone alone and takes no ``stage``."""
+    if not type(model).__module__.startswith("mmpretrain."):
+        return False
+    try:
+        from mmpretrain.models.selfsup import BaseSelfSupervisor
+    except ImportError:
+        return False
+    return isinstance(model, BaseSelfSupervisor)
+
+
+def self_supervised_stages(model: Any, stage: VisStage) -> Any:
+    """The model whose forward reaches ``stage`` of an mmpretrain self-supervised model.
+
+    Its forward (``mode='tensor'``) is ``extract_feat``, the backbone alone, so its neck never runs; for
+    ``neck`` this returns a module holding the same ``backbone`` and ``neck`` whose forward is
+    ``neck(backbone(x))``, the projection its ``loss()`` computes (MoCo v3, SimCLR, BYOL, ...). mmpretrain's
+    ``vis_tsne.py`` stops there with a TypeError (``extract_feat() got an unexpected keyword argument 'stage'``).
+
+    Raises:
+        VisctlError: ``pre_logits`` (no classification head), or ``neck`` on a model without one.
+    """
+    from torch import nn
+
+    name = type(model).__name__
+    if stage is VisStage.pre_logits:
+        raise VisctlError(f"--vis-stage pre_logits: {name} is a self-supervised model with no classification head "
+                          "(pre_logits is the input of a classifier's last layer)",
+                          hint="use --vis-stage neck (its projection) or --vis-stage backbone")
+    if stage is VisStage.backbone:
+        return model
+    if getattr(model, "neck", None) is None:
+        raise VisctlError(f"--vis-stage neck: {name} has no neck", hint="use --vis-stage backbone")
+
+    class NeckOfBackbone(nn.Module):
+        """``neck(backbone(x))``, with the model's own modules under their own names."""
+
+        def __init__(self, backbone: nn.Module, neck: nn.Module) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.neck = neck
+
+        def forward(self, x: Any) -> Any:
+            return self.neck(self.backbone(x))
+
+    return NeckOfBackbone(model.backbone, model.neck).eval()
+
+
 def last_stage(model: Any, example: Any) -> str:
     """The model's last stage (visctl.layers' default layer), chosen the same whatever the input size.
 
