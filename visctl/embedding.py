@@ -67,6 +67,10 @@ def vis_stage_layer(model: Any, stage: VisStage, shape_of: Any, default: str) ->
         why = "the backbone's output"
     if "backbone" in children and isinstance(shape_of("backbone"), tuple):
         return "backbone", "backbone", False, f"{stage.value}: {why}"
+    if "backbone" in children and shape_of("backbone") == "tuple" and type(model).__module__.startswith("mmpretrain."):
+        # an mmpretrain backbone returns a tuple (its out_indices; a ViT's class token after its final norm): one
+        # feature per element, as vis_tsne.py saves feat_<index> for each
+        return "backbone", "backbone", False, f"{stage.value}: {why}"
     return default, default, False, f"{stage.value}: {why} (the last stage, {default})"
 
 

@@ -42,6 +42,7 @@ MASKFEAT = "maskfeat/maskfeat_vit-base-p16_8xb256-amp-coslr-300e_in1k.py"
 MASKFEAT_SMALL = ("model.backbone.arch=deit-tiny", "model.neck.in_channels=192")
 BEIT = "beit/beit_beit-base-p16_8xb256-amp-coslr-300e_in1k.py"
 R18 = "resnet/resnet18_8xb32_in1k.py"
+DEIT = "deit/deit-tiny_4xb256_in1k.py"
 MOCOV3 = "mocov3/mocov3_resnet50_8xb512-amp-coslr-100e_in1k.py"
 SIMCLR = "simclr/simclr_resnet50_16xb256-coslr-200e_in1k.py"
 # visualize_reconstruction.py's post_process un-normalises with these, whatever the config says
@@ -202,6 +203,34 @@ def test_mae_images_get_their_own_seeds_and_visible_stats_by_default(mim_configs
     assert res.params["norm_pix"] and res.params["norm_pix_stats"] == "visible"  # the config's norm_pix=True
 
 
+def test_mae_vit_base_as_the_config_builds_it(mim_configs, photo):
+    """The config's own ViT-base MAE (no checkpoint file: 450 MB; the built module itself, as a notebook has it)."""
+    import torch
+    from mmengine.registry import MODELS, init_default_scope
+
+    import visctl
+
+    cfg = mm_config(mim_configs / MAE)
+    init_default_scope("mmpretrain")
+    torch.manual_seed(0)
+    model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()  # as the Runner builds it
+    res = visctl.reconstruct(photo, model, seed=3, norm_pix=True, norm_pix_stats="patch")
+    im = res.images[0]
+    with torch.no_grad():
+        img, _ = vis_inputs(model, photo, 224, seed=3)
+        patches = model.head.patchify(img)
+        mean = patches.mean(dim=-1, keepdim=True)
+        std = (patches.var(dim=-1, keepdim=True) + 1.e-6) ** .5
+        latent, mask, ids_restore = model.backbone(img)
+        pred = torch.einsum("nchw->nhwc", model.head.unpatchify(model.neck(latent, ids_restore) * std + mean))
+    pix_mask = torch.einsum("nchw->nhwc", model.head.unpatchify(mask.unsqueeze(-1).repeat(1, 1, 16 ** 2 * 3)))
+    _, _, reconstruction, paste = post_process(img, pred, pix_mask)
+    assert res.kind == "mae" and im.mask.shape == (14, 14) and im.mask.sum() == 147
+    np.testing.assert_array_equal(im.mask.reshape(-1), mask[0].numpy().astype(bool))
+    np.testing.assert_allclose(im.reconstruction, reconstruction, atol=1e-5)
+    np.testing.assert_allclose(im.pasted, paste, atol=1e-5)
+
+
 def test_simmim_mask_generator_and_decoder_equal_mmpretrain(mim_configs, mm_tmp, photo):
     import torch
     from mmpretrain.registry import TRANSFORMS
@@ -319,7 +348,7 @@ def test_cfg(class_folders, mm_tmp) -> Path:
 
 
 def r18_options(root: Path) -> tuple[str, ...]:
-    """resnet18's own test_dataloader (ImageNet, split val, ResizeEdge 256, CenterCrop 224) pointed at ``root``."""
+    """A classifier's own test_dataloader (ImageNet, split val, ResizeEdge 256, CenterCrop 224) pointed at ``root``."""
     return (f"test_dataloader.dataset.data_root={root}", "test_dataloader.dataset.metainfo.classes=[cat,dog,fox]",
             "test_dataloader.batch_size=4", "test_dataloader.num_workers=0",
             "test_dataloader.persistent_workers=False")
@@ -375,19 +404,20 @@ def mm_loop(config: Path, checkpoint: Path, options: tuple[str, ...], test_cfg: 
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_classifier_stages_equal_vis_tsne(invoke, mim_configs, mm_tmp, class_folders, tmp_path):
-    config = mim_configs / R18
+@pytest.mark.parametrize("name, key", [(R18, "feat_3"), (DEIT, "feat_11")])
+def test_classifier_stages_equal_vis_tsne(invoke, mim_configs, mm_tmp, class_folders, tmp_path, name, key):
+    config = mim_configs / name
     ckpt = runner_checkpoint(config, mm_tmp)
     options = r18_options(class_folders)
     ref_neck = vis_tsne(config, ckpt, tmp_path / "ref_neck", "--cfg-options", *options)  # its default: neck
     ref_backbone = vis_tsne(config, ckpt, tmp_path / "ref_bb", "--vis-stage", "backbone", "--cfg-options", *options)
     neck, labels = visctl_tsne(invoke, tmp_path / "neck", config, ckpt, "--cfg-options", *options)
     assert sorted(labels["labels"]) == [0] * 4 + [1] * 4 + [2] * 4 and labels["classes"][:3] == ["cat", "dog", "fox"]
-    np.testing.assert_allclose(neck["features_neck-0"], ref_neck["feat_3"], atol=1e-5)
+    (got,) = neck.values()  # resnet18: its GlobalAveragePooling neck; DeiT has none: the backbone's class token
+    np.testing.assert_allclose(got, ref_neck[key], atol=1e-5)
     backbone, _ = visctl_tsne(invoke, tmp_path / "bb", config, ckpt, "--vis-stage", "backbone", "--cfg-options",
                               *options)
-    (got,) = backbone.values()
-    np.testing.assert_allclose(got, ref_backbone["feat_3"], atol=1e-5)
+    np.testing.assert_allclose(backbone["features_backbone-0"], ref_backbone[key], atol=1e-5)
     pre, _ = visctl_tsne(invoke, tmp_path / "pre", config, ckpt, "--vis-stage", "pre_logits", "--cfg-options",
                          *options)
     # vis_tsne.py cannot save pre_logits (a bare tensor: its key loop runs over the batch's rows); its extract_feat
