@@ -81,7 +81,9 @@ def _torch_seeded(seed: int | None, device: Any) -> Iterator[None]:
     if seed is None:
         yield
         return
-    devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
+    devices = []
+    if getattr(device, "type", "cpu") == "cuda":  # the model draws its mask on its own device's generator
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
