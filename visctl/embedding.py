@@ -109,6 +109,9 @@ def self_supervised_stages(model: Any, stage: VisStage) -> Any:
     if getattr(model, "neck", None) is None:
         raise VisctlError(f"--vis-stage neck: {name} has no neck", hint="use --vis-stage backbone")
 
+    # SwAV's neck takes the list of its multi-crop backbone outputs (SwAV.loss: output.append(_out); self.neck(output))
+    as_list = name == "SwAV"
+
     class NeckOfBackbone(nn.Module):
         """``neck(backbone(x))``, with the model's own modules under their own names."""
 
@@ -118,7 +121,13 @@ def self_supervised_stages(model: Any, stage: VisStage) -> Any:
             self.neck = neck
 
         def forward(self, x: Any) -> Any:
-            return self.neck(self.backbone(x))
+            feats = self.backbone(x)
+            try:
+                return self.neck([feats] if as_list else feats)
+            except (RuntimeError, TypeError, ValueError, AssertionError, IndexError) as exc:
+                raise VisctlError(f"--vis-stage neck: {name}'s neck ({type(self.neck).__name__}) does not take its "
+                                  f"backbone's output: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                                  hint="use --vis-stage backbone, or --target-layers with a layer of the neck") from exc
 
     return NeckOfBackbone(model.backbone, model.neck).eval()
 

@@ -470,3 +470,11 @@ def test_maskfeat_hog_glyphs_follow_the_edges():
     edge_cell = gen.out[0, 0, :, 10, 13]  # a cell on the edge (column 13 of 28 holds x = 104..111)
     b = int(edge_cell.argmax())
     assert abs(view.gradient_angles[b]) < np.pi / 9  # the gradient is horizontal; the glyph, at +90 deg, vertical
+
+
+def test_a_neck_that_does_not_take_the_backbone_output_is_refused(invoke, mim_configs, test_cfg, tmp_path):
+    """MAE's neck (its decoder) needs the masking's ids_restore: --vis-stage neck says so, no traceback."""
+    r = invoke("tsne", mim_configs / MAE, "--test-cfg", test_cfg, "--vis-stage", "neck", "--cfg-options",
+               *MAE_SMALL, "-o", tmp_path, "--device", "cpu")
+    assert r.exit_code == 2, r.output
+    assert "MAEPretrainDecoder" in r.stderr and "--vis-stage backbone" in r.stderr and "Traceback" not in r.output
