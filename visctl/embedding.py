@@ -91,7 +91,7 @@ def self_supervised_stages(model: Any, stage: VisStage) -> Any:
 
     Its forward (``mode='tensor'``) is ``extract_feat``, the backbone alone, so its neck never runs; for
     ``neck`` this returns a module holding the same ``backbone`` and ``neck`` whose forward is
-    ``neck(backbone(x))``, the projection its ``loss()`` computes (MoCo v3, SimCLR, BYOL, ...). mmpretrain's
+    ``neck(extract_feat(x))``, the projection its ``loss()`` computes (MoCo v3, SimCLR, BYOL, ...). mmpretrain's
     ``vis_tsne.py`` stops there with a TypeError (``extract_feat() got an unexpected keyword argument 'stage'``).
 
     Raises:
@@ -115,13 +115,14 @@ def self_supervised_stages(model: Any, stage: VisStage) -> Any:
     class NeckOfBackbone(nn.Module):
         """``neck(backbone(x))``, with the model's own modules under their own names."""
 
-        def __init__(self, backbone: nn.Module, neck: nn.Module) -> None:
+        def __init__(self, backbone: nn.Module, neck: nn.Module, extract_feat: Any) -> None:
             super().__init__()
             self.backbone = backbone
             self.neck = neck
+            self.extract_feat = extract_feat  # the model's own: its backbone without masking (MAE: mask=None)
 
         def forward(self, x: Any) -> Any:
-            feats = self.backbone(x)
+            feats = self.extract_feat(x)
             try:
                 return self.neck([feats] if as_list else feats)
             except (RuntimeError, TypeError, ValueError, AssertionError, IndexError) as exc:
@@ -129,7 +130,7 @@ def self_supervised_stages(model: Any, stage: VisStage) -> Any:
                                   f"backbone's output: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                                   hint="use --vis-stage backbone, or --target-layers with a layer of the neck") from exc
 
-    return NeckOfBackbone(model.backbone, model.neck).eval()
+    return NeckOfBackbone(model.backbone, model.neck, model.extract_feat).eval()
 
 
 def last_stage(model: Any, example: Any) -> str:
