@@ -4,8 +4,10 @@ An adapter gives such a model visctl's recon protocol (``kind``, ``patch_size``,
 ``norm_pix_loss``, ``forward(images, mask)`` -> per-patch predictions) while the numbers come from the model's
 own code: its backbone, neck and target generator run as in its ``loss()``, and a seeded mask is the one its
 own mask source draws (MAE: the backbone's ``random_masking`` / ``masking_id`` after ``torch.manual_seed``;
-SimMIM and MaskFeat: the config pipeline's ``SimMIMMaskGenerator`` / ``BEiTMaskGenerator`` after
-``np.random.seed``), as mmselfsup's ``tools/analysis_tools/visualize_reconstruction.py`` seeds them.
+SimMIM and MaskFeat: the config pipeline's ``SimMIMMaskGenerator`` / ``BEiTMaskGenerator``, its first draw
+after ``np.random.seed``), the generators mmselfsup's ``tools/analysis_tools/visualize_reconstruction.py`` seeds.
+(That script runs its pipeline twice, once for the picture and once in ``inference_model``, so for SimMIM and
+MaskFeat its model may see the generator's second draw; for MAE the mask is torch's first draw either way.)
 Models that predict no pixels (BEiT's visual tokens, CAE, EVA, MILAN, ...) are refused with the reason.
 """
 
