@@ -22,15 +22,16 @@ from visctl.errors import ModelError
 if TYPE_CHECKING:
     import torch
 
-# what the refused families predict, in their own words (mmpretrain 1.x, models/selfsup/)
-_NOT_PIXELS = {
-    "BEiT": "the visual tokens of its target generator (DALL-E for BEiT v1, VQ-KD for BEiT v2)",
-    "CAE": "the DALL-E tokens of the masked patches",
-    "EVA": "the CLIP features of the masked patches",
-    "MILAN": "the CLIP features of the masked patches",
-    "iTPN": "pixels or CLIP features through a pyramid visctl does not unfold",
-    "MixMIM": "the pixels of two mixed images",
-    "SparK": "pixels through a sparse-convolution decoder visctl does not unfold",
+# why the other masked-image families are refused, in mmpretrain 1.x's terms (models/selfsup/)
+_NO_TOKENS = "not pixels: there is no picture of a reconstruction to draw"
+_REFUSED = {
+    "BEiT": "predicts the visual tokens of its target generator (DALL-E for BEiT v1, VQ-KD for BEiT v2), " + _NO_TOKENS,
+    "CAE": "predicts the DALL-E tokens of the masked patches, " + _NO_TOKENS,
+    "EVA": "predicts the CLIP features of the masked patches, " + _NO_TOKENS,
+    "MILAN": "predicts the CLIP features of the masked patches, " + _NO_TOKENS,
+    "iTPN": "predicts through a feature pyramid (pixels or CLIP features) that visctl has no adapter for yet",
+    "MixMIM": "reconstructs two images mixed into one input, which visctl has no adapter for yet",
+    "SparK": "reconstructs pixels through a sparse-convolution decoder that visctl has no adapter for yet",
 }
 _FAMILIES = "MAE (ViT, HiViT; norm-pix or not), SimMIM and MaskFeat"
 
@@ -51,15 +52,18 @@ def adapt(model: Any, cfg: Any) -> Any:
         return None
     base = _mm_class("BaseSelfSupervisor")
     if base is None or not isinstance(model, base):
-        return None
+        raise ModelError(f"{type(model).__name__} reconstructs nothing: it is not one of mmpretrain's masked-image "
+                         "pretraining models",
+                         hint=f"visctl recon draws {_FAMILIES}: use one of mmpretrain's mae/, simmim/ or maskfeat/ "
+                         "pretraining configs")
     for name, cls in (("MAE", MaskedAutoencoder), ("SimMIM", SimMIMAdapter), ("MaskFeat", MaskFeatAdapter)):
         family = _mm_class(name)
         if family is not None and isinstance(model, family):
             return cls(model, cfg)
     name = type(model).__name__
-    what = next((w for k, w in _NOT_PIXELS.items() if _mm_class(k) and isinstance(model, _mm_class(k))), None)
-    if what is not None:
-        raise ModelError(f"{name} predicts {what}, not pixels: there is no reconstruction to draw",
+    why = next((w for k, w in _REFUSED.items() if _mm_class(k) and isinstance(model, _mm_class(k))), None)
+    if why is not None:
+        raise ModelError(f"{name} {why}",
                          hint=f"visctl recon draws {_FAMILIES}; look at this model's features with visctl "
                          "featmap or visctl tsne")
     raise ModelError(f"{name} is not a masked-image model: it reconstructs nothing (a contrastive or clustering "

@@ -305,7 +305,8 @@ def test_maskfeat_hog_target_and_prediction_equal_mmpretrain(mim_configs, mm_tmp
 
 
 # BEiT v2 is the same BEiT class (a VQ-KD target generator instead of DALL-E): one of them is enough here
-@pytest.mark.parametrize("name, what", [(BEIT, "visual tokens"), (MOCOV3, "not a masked-image model")])
+@pytest.mark.parametrize("name, what", [(BEIT, "visual tokens"), (MOCOV3, "not a masked-image model"),
+                                        (R18, "reconstructs nothing")])
 def test_families_without_pixels_are_refused_with_the_reason(invoke, mim_configs, photo, tmp_path, name, what):
     options = ("model.backbone.arch=deit-tiny", "model.head.embed_dims=192") if name == BEIT else ()
     r = invoke("recon", photo, mim_configs / name, "-o", tmp_path, "--device", "cpu",
