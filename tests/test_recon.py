@@ -153,7 +153,7 @@ def test_simmim_and_maskfeat_end_to_end(invoke, image_file, tmp_path):
 
 def test_norm_pix_patch_stats_restore_each_patch_from_its_own_statistics():
     """--norm-pix-stats patch: a prediction normalised as MAEPretrainHead normalises its target (each patch over
-    all its values) comes back as the patch itself; visible (the default) uses only the visible patches."""
+    all its values) comes back as the patch itself; --norm-pix-stats visible uses only the visible patches."""
     import torch
 
     from visctl import masked

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 class NormPixStats(str, Enum):
     """Where a norm-pix prediction gets each patch's mean and std (``--norm-pix-stats``)."""
 
-    visible = "visible"  # the visible patches' (what the model could know)
     patch = "patch"  # each patch's own, the hidden ones' included (mmselfsup's visualize_reconstruction.py)
+    visible = "visible"  # the visible patches' (what the model could know)
 
 
 def masks_for(n: int, grid: tuple[int, int], ratio: float, seed: int | None, first_index: int = 0) -> torch.Tensor:
@@ -102,7 +102,7 @@ def unnormalize_own_patch(pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 def reconstruct(model: Any, batch: torch.Tensor, mask: torch.Tensor, mean: tuple[float, ...],
-                std: tuple[float, ...], rgb: bool, norm_pix: bool, norm_pix_stats: str = "visible") -> dict[str, Any]:
+                std: tuple[float, ...], rgb: bool, norm_pix: bool, norm_pix_stats: str = "patch") -> dict[str, Any]:
     """Run a MAE/SimMIM model; return 0-1 RGB images (N, H, W, 3): original, masked, reconstruction,
     reconstruction with the visible patches pasted back, and the MSE over the masked patches."""
     import torch

@@ -146,15 +146,15 @@ def test_mae_seed_line_equals_visualize_reconstruction(invoke, mim_configs, mm_t
     config = mim_configs / MAE
     ckpt = runner_checkpoint(config, mm_tmp, MAE_SMALL)
     out = tmp_path / "test_mae.jpg"
-    # the seed's line, translated by the tool's name, with the seed tool's un-normalisation
+    # the seed's line, translated by the tool's name
     r = invoke("recon", config, "--checkpoint", ckpt, "--img-path", photo, "--out-file", out, "--norm-pix",
-               "--norm-pix-stats", "patch", "--save-raw", "--cfg-options", *MAE_SMALL, "-o", tmp_path / "run",
-               "--device", "cpu")
+               "--save-raw", "--cfg-options", *MAE_SMALL, "-o", tmp_path / "run", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert out.is_file()
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["params"]["model"] == "mae" and m["params"]["norm_pix"] and m["params"]["norm_pix_stats"] == "patch"
     assert m["params"]["mask_ratio"] == 0.75 and m["inputs"][0]["masked_share"] == round(147 / 196, 4)
+    assert any("pixels the model did not see" in n for n in m["notes"])  # the leak is said
     raw = np.load(tmp_path / "run" / "photo_recon_mae.npy")
 
     # the reference: mmselfsup's MAE.extract_feat / reconstruct on mmpretrain's MAE, with --norm-pix
@@ -174,7 +174,7 @@ def test_mae_seed_line_equals_visualize_reconstruction(invoke, mim_configs, mm_t
     original, masked, reconstruction, paste = post_process(img, pred, pix_mask)
 
     np.testing.assert_allclose(raw, reconstruction, atol=1e-5)  # the CLI's --save-raw reconstruction
-    res = recon_api(photo, config, ckpt, MAE_SMALL, norm_pix=True, norm_pix_stats="patch")
+    res = recon_api(photo, config, ckpt, MAE_SMALL, norm_pix=True)
     im = res.images[0]
     np.testing.assert_array_equal(im.mask.reshape(-1), mask[0].numpy().astype(bool))  # the backbone's own mask
     np.testing.assert_allclose(im.original, original, atol=1e-5)
@@ -185,7 +185,7 @@ def test_mae_seed_line_equals_visualize_reconstruction(invoke, mim_configs, mm_t
     assert np.all(im.masked[~visible] == 0.5)
 
 
-def test_mae_images_get_their_own_seeds_and_visible_stats_by_default(mim_configs, mm_tmp, photo, tmp_path):
+def test_mae_images_get_their_own_seeds_and_visible_stats_on_request(mim_configs, mm_tmp, photo, tmp_path):
     import cv2
     import torch
 
@@ -193,7 +193,7 @@ def test_mae_images_get_their_own_seeds_and_visible_stats_by_default(mim_configs
     ckpt = runner_checkpoint(config, mm_tmp, MAE_SMALL)
     second = tmp_path / "second.png"
     cv2.imwrite(str(second), cv2.imread(str(photo))[::-1])
-    res = recon_api([photo, second], config, ckpt, MAE_SMALL, seed=5)
+    res = recon_api([photo, second], config, ckpt, MAE_SMALL, seed=5, norm_pix_stats="visible")
     model = mm_model(mm_config(config, MAE_SMALL), ckpt)
     for k, im in enumerate(res.images):  # image k: the mask MAEViT draws after torch.manual_seed(5 + k)
         img, _ = vis_inputs(model, [photo, second][k], 224, seed=5 + k)
@@ -201,6 +201,10 @@ def test_mae_images_get_their_own_seeds_and_visible_stats_by_default(mim_configs
             _, mask, _ = model.backbone(img)
         np.testing.assert_array_equal(im.mask.reshape(-1), mask[0].numpy().astype(bool))
     assert res.params["norm_pix"] and res.params["norm_pix_stats"] == "visible"  # the config's norm_pix=True
+    assert not any("did not see" in n for n in res.notes)
+    # visible: the masked patches' statistics come from the visible ones, not from the hidden pixels
+    assert not np.allclose(res.images[0].reconstruction, recon_api(photo, config, ckpt, MAE_SMALL, seed=5)
+                           .images[0].reconstruction, atol=1e-3)
 
 
 def test_mae_vit_base_as_the_config_builds_it(mim_configs, photo):
@@ -214,7 +218,7 @@ def test_mae_vit_base_as_the_config_builds_it(mim_configs, photo):
     init_default_scope("mmpretrain")
     torch.manual_seed(0)
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()  # as the Runner builds it
-    res = visctl.reconstruct(photo, model, seed=3, norm_pix=True, norm_pix_stats="patch")
+    res = visctl.reconstruct(photo, model, seed=3)  # norm_pix from the model's head
     im = res.images[0]
     with torch.no_grad():
         img, _ = vis_inputs(model, photo, 224, seed=3)

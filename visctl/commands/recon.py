@@ -49,11 +49,12 @@ def recon(
     use_vis_pipeline: Annotated[bool, typer.Option(
         "--use-vis-pipeline", help="Take the mask from the config pipeline's mask generator (SimMIM, BEiT).")] = False,
     norm_pix: Annotated[bool, typer.Option(
-        "--norm-pix", "--norm_pix", help="The model predicts per-patch normalised pixels: un-normalise with the "
-        "visible patches' statistics [default: the model's norm_pix_loss].")] = False,
+        "--norm-pix", "--norm_pix", help="The model predicts per-patch normalised pixels: un-normalise them "
+        "(see --norm-pix-stats) [default: the model's norm_pix_loss].")] = False,
     norm_pix_stats: Annotated[NormPixStats, typer.Option(
-        "--norm-pix-stats", help="Where --norm-pix takes each patch's mean and std: the visible patches', or "
-        "each patch's own (patch: the hidden pixels' too, as visualize_reconstruction.py).")] = NormPixStats.visible,
+        "--norm-pix-stats", help="Where --norm-pix takes each patch's mean and std: its own, the masked patches' "
+        "from pixels the model did not see (patch, as visualize_reconstruction.py), or the visible patches' "
+        "(visible: what the model alone predicts).")] = NormPixStats.patch,
     save_raw: opt.SaveRaw = False,
     *,
     opts: opt.CommandOptions,

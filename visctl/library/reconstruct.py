@@ -110,12 +110,12 @@ class ReconPlan:
     seed: int | None
     params: dict[str, Any]
     notes: tuple[str, ...]
-    norm_pix_stats: str = "visible"
+    norm_pix_stats: str = "patch"
 
 
 def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, mask_file: str | Path | None = None,
          use_vis_pipeline: bool = False, norm_pix: bool = False, target_generator: bool = False,
-         seed: int | None = 0, norm_pix_stats: str = "visible") -> ReconPlan:
+         seed: int | None = 0, norm_pix_stats: str = "patch") -> ReconPlan:
     """Check the model is a masked-image model and settle the mask ratio, norm-pix and the run's parameters.
 
     An mmpretrain MAE / SimMIM / MaskFeat model (from its own pretraining config) runs through an adapter
@@ -158,6 +158,11 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
                   target_generator=target_generator, device=session.device)
     if norm_pix:
         params["norm_pix_stats"] = norm_pix_stats
+        if norm_pix_stats == NormPixStats.patch.value:
+            notes.append("norm-pix: each masked patch is un-normalised with its own mean and std, taken from the "
+                         "pixels the model did not see (as visualize_reconstruction.py --norm-pix); "
+                         "--norm-pix-stats visible draws what the model alone predicts")
+            session.log(notes[-1])
     return ReconPlan(mi, kind, ratio, mask_path, use_vis_pipeline, norm_pix, target_generator, seed, params,
                      tuple(notes), norm_pix_stats)
 
@@ -252,7 +257,7 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
 def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_ratio: float | None = None,
                 mask_file: str | Path | None = None, use_vis_pipeline: bool = False, norm_pix: bool = False,
                 target_generator: bool = False, save_raw: bool = False, batch_size: int = 16, seed: int | None = 0,
-                norm_pix_stats: str = "visible", options: RunOptions | None = None,
+                norm_pix_stats: str = "patch", options: RunOptions | None = None,
                 session: Session | None = None) -> Reconstructions:
     """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``).
 
@@ -265,8 +270,9 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_
         mask_file: a mask (.npy or image, patch grid or pixel size, nonzero = masked) for every image.
         use_vis_pipeline: take the masks from the config pipeline's mask generator.
         norm_pix: the model predicts per-patch normalised pixels [default: the model's ``norm_pix_loss``].
-        norm_pix_stats: ``visible`` un-normalises with the visible patches' mean/std, ``patch`` with each
-            patch's own (the hidden pixels' too: mmselfsup's visualize_reconstruction.py).
+        norm_pix_stats: ``patch`` un-normalises each patch with its own mean/std, the masked ones' taken from
+            pixels the model did not see (mmselfsup's visualize_reconstruction.py), ``visible`` with the visible
+            patches' only (what the model alone could draw).
         target_generator: MaskFeat: the HOG target as the first panel.
         save_raw: ``save()`` also writes each reconstruction as .npy (the CLI's ``--save-raw``).
 
