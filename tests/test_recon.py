@@ -149,3 +149,20 @@ def test_simmim_and_maskfeat_end_to_end(invoke, image_file, tmp_path):
     assert m["params"]["model"] == "maskfeat" and m["inputs"][0]["masked_share"] == 0.5
     no_mask = invoke("recon", image_file, maskfeat, "--use-vis-pipeline", "-o", tmp_path / "x")
     assert no_mask.exit_code == 2 and "makes no mask" in no_mask.stderr
+
+
+def test_norm_pix_patch_stats_restore_each_patch_from_its_own_statistics():
+    """--norm-pix-stats patch: a prediction normalised as MAEPretrainHead normalises its target (each patch over
+    all its values) comes back as the patch itself; --norm-pix-stats visible uses only the visible patches."""
+    import torch
+
+    from visctl import masked
+
+    target = torch.rand(2, 16, 4 * 4 * 3)
+    mean = target.mean(-1, keepdim=True)
+    pred = (target - mean) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+    torch.testing.assert_close(masked.unnormalize_own_patch(pred, target), target, atol=1e-5, rtol=0)
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[:, :8] = True
+    visible = masked.unnormalize_norm_pix(pred, target, mask)
+    assert not torch.allclose(visible[:, :8], target[:, :8], atol=1e-3)  # what the model could not know stays unknown

@@ -67,7 +67,70 @@ def vis_stage_layer(model: Any, stage: VisStage, shape_of: Any, default: str) ->
         why = "the backbone's output"
     if "backbone" in children and isinstance(shape_of("backbone"), tuple):
         return "backbone", "backbone", False, f"{stage.value}: {why}"
+    if "backbone" in children and shape_of("backbone") == "tuple" and type(model).__module__.startswith("mmpretrain."):
+        # an mmpretrain backbone returns a tuple (its out_indices; a ViT's class token after its final norm): one
+        # feature per element, as vis_tsne.py saves feat_<index> for each
+        return "backbone", "backbone", False, f"{stage.value}: {why}"
     return default, default, False, f"{stage.value}: {why} (the last stage, {default})"
+
+
+def is_self_supervisor(model: Any) -> bool:
+    """An mmpretrain self-supervised model (``BaseSelfSupervisor``: MoCo v3, SimCLR, BYOL, MAE, ...), whose
+    ``extract_feat`` is its backbone alone and takes no ``stage``."""
+    if not type(model).__module__.startswith("mmpretrain."):
+        return False
+    try:
+        from mmpretrain.models.selfsup import BaseSelfSupervisor
+    except ImportError:
+        return False
+    return isinstance(model, BaseSelfSupervisor)
+
+
+def self_supervised_stages(model: Any, stage: VisStage) -> Any:
+    """The model whose forward reaches ``stage`` of an mmpretrain self-supervised model.
+
+    Its forward (``mode='tensor'``) is ``extract_feat``, the backbone alone, so its neck never runs; for
+    ``neck`` this returns a module holding the same ``backbone`` and ``neck`` whose forward is
+    ``neck(extract_feat(x))``, the projection its ``loss()`` computes (MoCo v3, SimCLR, BYOL, ...). mmpretrain's
+    ``vis_tsne.py`` stops there with a TypeError (``extract_feat() got an unexpected keyword argument 'stage'``).
+
+    Raises:
+        VisctlError: ``pre_logits`` (no classification head), or ``neck`` on a model without one.
+    """
+    from torch import nn
+
+    name = type(model).__name__
+    if stage is VisStage.pre_logits:
+        raise VisctlError(f"--vis-stage pre_logits: {name} is a self-supervised model with no classification head "
+                          "(pre_logits is the input of a classifier's last layer)",
+                          hint="use --vis-stage neck (its projection) or --vis-stage backbone")
+    if stage is VisStage.backbone:
+        return model
+    if getattr(model, "neck", None) is None:
+        raise VisctlError(f"--vis-stage neck: {name} has no neck", hint="use --vis-stage backbone")
+
+    # SwAV's neck takes the list of its multi-crop backbone outputs (SwAV.loss: output.append(_out); self.neck(output))
+    as_list = name == "SwAV"
+
+    class NeckOfBackbone(nn.Module):
+        """``neck(backbone(x))``, with the model's own modules under their own names."""
+
+        def __init__(self, backbone: nn.Module, neck: nn.Module, extract_feat: Any) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.neck = neck
+            self.extract_feat = extract_feat  # the model's own: its backbone without masking (MAE: mask=None)
+
+        def forward(self, x: Any) -> Any:
+            feats = self.extract_feat(x)
+            try:
+                return self.neck([feats] if as_list else feats)
+            except (RuntimeError, TypeError, ValueError, AssertionError, IndexError) as exc:
+                raise VisctlError(f"--vis-stage neck: {name}'s neck ({type(self.neck).__name__}) does not take its "
+                                  f"backbone's output: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                                  hint="use --vis-stage backbone, or --target-layers with a layer of the neck") from exc
+
+    return NeckOfBackbone(model.backbone, model.neck, model.extract_feat).eval()
 
 
 def last_stage(model: Any, example: Any) -> str:

@@ -3,6 +3,7 @@ un-normalised with the config's statistics, MSE on the masked patches, HOG pictu
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import VisctlError
@@ -10,6 +11,13 @@ from visctl.errors import VisctlError
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+
+class NormPixStats(str, Enum):
+    """Where a norm-pix prediction gets each patch's mean and std (``--norm-pix-stats``)."""
+
+    patch = "patch"  # each patch's own, the hidden ones' included (mmselfsup's visualize_reconstruction.py)
+    visible = "visible"  # the visible patches' (what the model could know)
 
 
 def masks_for(n: int, grid: tuple[int, int], ratio: float, seed: int | None, first_index: int = 0) -> torch.Tensor:
@@ -84,8 +92,17 @@ def unnormalize_norm_pix(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
     return out.reshape(n, length, d)
 
 
+def unnormalize_own_patch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each patch un-normalised with its own mean and std over all its values (mmpretrain's
+    ``MAEPretrainHead.construct_target``): mmselfsup's visualize_reconstruction.py with ``--norm-pix``,
+    where the masked patches' statistics come from the pixels the model did not see."""
+    mean = target.mean(dim=-1, keepdim=True)
+    std = (target.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+    return pred * std + mean
+
+
 def reconstruct(model: Any, batch: torch.Tensor, mask: torch.Tensor, mean: tuple[float, ...],
-                std: tuple[float, ...], rgb: bool, norm_pix: bool) -> dict[str, Any]:
+                std: tuple[float, ...], rgb: bool, norm_pix: bool, norm_pix_stats: str = "patch") -> dict[str, Any]:
     """Run a MAE/SimMIM model; return 0-1 RGB images (N, H, W, 3): original, masked, reconstruction,
     reconstruction with the visible patches pasted back, and the MSE over the masked patches."""
     import torch
@@ -97,7 +114,9 @@ def reconstruct(model: Any, batch: torch.Tensor, mask: torch.Tensor, mean: tuple
     with torch.no_grad():
         pred = model(batch, mask)
     target = patchify(batch, p)
-    if norm_pix:
+    if norm_pix and norm_pix_stats == "patch":
+        pred = unnormalize_own_patch(pred, target)
+    elif norm_pix:
         pred = unnormalize_norm_pix(pred, target, mask)
     pix_pred = to_pixels(pred, mean, std, rgb).clamp(0, 1)
     pix_true = to_pixels(target, mean, std, rgb).clamp(0, 1)
@@ -143,8 +162,11 @@ def hog_prediction(model: Any, batch: torch.Tensor, mask: torch.Tensor) -> dict[
     return dict(hog_original=cells(target), hog_predicted=cells(merged), mse=mse.cpu().numpy())
 
 
-def hog_picture(cells: np.ndarray, cell_px: int, scale: int = 2) -> np.ndarray:
-    """Draw HOG cells (3, O, h, w) as the classic star glyphs: a line per orientation, brightness by weight."""
+def hog_picture(cells: np.ndarray, cell_px: int, scale: int = 2, gradient_angles: Any = None) -> np.ndarray:
+    """Draw HOG cells (3, O, h, w) as the classic star glyphs: a line per orientation, brightness by weight.
+
+    ``gradient_angles``: the gradient direction (radians, x right, y down) at the centre of each bin
+    [default: bin b at (b + 0.5) * pi / O, visctl's HOG]."""
     import math
 
     import cv2
@@ -163,7 +185,8 @@ def hog_picture(cells: np.ndarray, cell_px: int, scale: int = 2) -> np.ndarray:
                 if v <= 0.02:
                     continue
                 # gradient orientation b -> the edge runs perpendicular to it
-                theta = (b + 0.5) * math.pi / o + math.pi / 2
+                grad = (b + 0.5) * math.pi / o if gradient_angles is None else float(gradient_angles[b])
+                theta = grad + math.pi / 2
                 dx, dy = math.cos(theta) * size / 2, math.sin(theta) * size / 2
                 cv2.line(out, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), float(v), 1, cv2.LINE_AA)
     return cv2.cvtColor((np.clip(out, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)

@@ -9,6 +9,7 @@ import typer
 
 from visctl import _options as opt
 from visctl.context import RunContext
+from visctl.masked import NormPixStats
 
 EPILOG = """Examples:
 
@@ -48,8 +49,12 @@ def recon(
     use_vis_pipeline: Annotated[bool, typer.Option(
         "--use-vis-pipeline", help="Take the mask from the config pipeline's mask generator (SimMIM, BEiT).")] = False,
     norm_pix: Annotated[bool, typer.Option(
-        "--norm-pix", "--norm_pix", help="The model predicts per-patch normalised pixels: un-normalise with the "
-        "visible patches' statistics [default: the model's norm_pix_loss].")] = False,
+        "--norm-pix", "--norm_pix", help="The model predicts per-patch normalised pixels: un-normalise them "
+        "(see --norm-pix-stats) [default: the model's norm_pix_loss].")] = False,
+    norm_pix_stats: Annotated[NormPixStats, typer.Option(
+        "--norm-pix-stats", help="Where --norm-pix takes each patch's mean and std: its own, the masked patches' "
+        "from pixels the model did not see (patch, as visualize_reconstruction.py), or the visible patches' "
+        "(visible: what the model alone predicts).")] = NormPixStats.patch,
     save_raw: opt.SaveRaw = False,
     *,
     opts: opt.CommandOptions,
@@ -71,7 +76,8 @@ def recon(
 
         mi = open_model(ctx, _seed_args(args, img_path, checkpoint_opt), check_paths=one_image)
         plan = lib.plan(ctx, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
-                        norm_pix=norm_pix, target_generator=target_generator, seed=opts.seed)
+                        norm_pix=norm_pix, target_generator=target_generator, seed=opts.seed,
+                        norm_pix_stats=norm_pix_stats.value)
         writer = ctx.open_writer(plan.params)
         lib.write_run(ctx, plan, writer, opts.batch_size, save_raw=save_raw, out_file=out_file)
         finish(ctx)

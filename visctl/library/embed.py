@@ -191,7 +191,8 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
             break
     if ds_cfg is None:
         raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
-                          hint="add one, or pick another --phase")
+                          hint="give --test-cfg CFG, a config with a test_dataloader (as mmpretrain's vis_tsne.py; "
+                          "self-supervised pretraining configs have none), add one, or pick another --phase")
     dataset = datasets.build_dataset(ds_cfg, used_phase, warn=session.warn, max_pixels=session.max_pixels)
     steps = steps or mi.steps
     labels_all = dataset.labels()
@@ -212,12 +213,17 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
     example = transforms.to_tensor([transforms.ImageState(img=first["views"][0])], mi.mean, mi.std, mi.rgb)
     example = example.to(session.device)
     in_hw = (int(example.shape[2]), int(example.shape[3]))
+    cfg_default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
+    self_supervised = embedding.is_self_supervisor(mi.model)
+    if not (target_layers or stage or cfg_default or all_stages):
+        # mmpretrain vis_tsne's default: extract_feat's own stage, a classifier's neck output, a self-supervised
+        # model's backbone output (its extract_feat is the backbone alone)
+        stage = VisStage.backbone if self_supervised else VisStage.neck
+    if stage and self_supervised:
+        mi.model = embedding.self_supervised_stages(mi.model, stage)
     pr = cams.probe(mi.model, example, logits=False)
     inputs_of: frozenset[str] = frozenset()
     module_of: dict[str, str] = {}
-    cfg_default = config.tool_option(cfg, "tsne_layers") or config.tool_option(cfg, "target_layers")
-    if not (target_layers or stage or cfg_default or all_stages):
-        stage = VisStage.neck  # mmpretrain vis_tsne's default: extract_feat's stage, the neck's output
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers) or []]
     elif stage:

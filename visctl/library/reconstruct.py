@@ -110,15 +110,35 @@ class ReconPlan:
     seed: int | None
     params: dict[str, Any]
     notes: tuple[str, ...]
+    norm_pix_stats: str = "patch"
 
 
 def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, mask_file: str | Path | None = None,
          use_vis_pipeline: bool = False, norm_pix: bool = False, target_generator: bool = False,
-         seed: int | None = 0) -> ReconPlan:
-    """Check the model is a masked-image model and settle the mask ratio, norm-pix and the run's parameters."""
-    from visctl.errors import VisctlError
+         seed: int | None = 0, norm_pix_stats: str = "patch") -> ReconPlan:
+    """Check the model is a masked-image model and settle the mask ratio, norm-pix and the run's parameters.
 
+    An mmpretrain MAE / SimMIM / MaskFeat model (from its own pretraining config) runs through an adapter
+    (:mod:`visctl.openmmlab_mim`): its own code draws the masks and predicts; without a test pipeline in the
+    config the images are resized as mmselfsup's visualize_reconstruction.py resizes them.
+    """
+    from visctl import config
+    from visctl.errors import VisctlError
+    from visctl.masked import NormPixStats
+
+    if norm_pix_stats not in {s.value for s in NormPixStats}:
+        raise VisctlError(f"--norm-pix-stats {norm_pix_stats!r}",
+                          hint=f"use {' or '.join(s.value for s in NormPixStats)}")
+    norm_pix_stats = NormPixStats(norm_pix_stats).value
     model = mi.model
+    if getattr(model, "kind", None) not in KINDS and type(model).__module__.startswith("mmpretrain."):
+        from visctl.openmmlab_mim import adapt
+
+        adapter = adapt(model, mi.cfg)
+        if adapter is not None:
+            model = mi.model = adapter
+            if not config.test_pipeline(mi.cfg):
+                mi.steps = adapter.default_pipeline()
     kind = getattr(model, "kind", None)
     if kind not in KINDS:
         raise VisctlError(f"{type(model).__name__} is not a masked-image model visctl knows",
@@ -136,8 +156,15 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
                   mask_ratio=ratio, mask_file=str(mask_path) if mask_path else None,
                   use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, seed=seed,
                   target_generator=target_generator, device=session.device)
+    if norm_pix:
+        params["norm_pix_stats"] = norm_pix_stats
+        if norm_pix_stats == NormPixStats.patch.value:
+            notes.append("norm-pix: each masked patch is un-normalised with its own mean and std, taken from the "
+                         "pixels the model did not see (as visualize_reconstruction.py --norm-pix); "
+                         "--norm-pix-stats visible draws what the model alone predicts")
+            session.log(notes[-1])
     return ReconPlan(mi, kind, ratio, mask_path, use_vis_pipeline, norm_pix, target_generator, seed, params,
-                     tuple(notes))
+                     tuple(notes), norm_pix_stats)
 
 
 def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> Iterator[ReconImage]:
@@ -161,8 +188,12 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
                               hint="resize to a multiple of the patch size in test_pipeline")
         grid = (h // patch, w // patch)
         group = b.items
+        own_masks = getattr(model, "generate_masks", None)  # the model's own mask source (visctl.openmmlab_mim)
         if p.mask_file is not None:
             mask = masked.mask_from_file(p.mask_file, grid).expand(len(group), -1)
+        elif own_masks is not None:  # image k of the input list: the mask drawn after seeding with seed + k
+            seeds = None if p.seed is None else [p.seed + position[path] for path, _, _ in group]
+            mask = own_masks(len(group), grid, p.mask_ratio, seeds)
         elif p.use_vis_pipeline:
             mask = masked.masks_from_pipeline([s for _, _, s in group], grid)
         elif p.seed is None:
@@ -174,7 +205,7 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
             res = masked.hog_prediction(model, batch, mask)
             res.update(masked.reconstruct_inputs(batch, mask, mi.mean, mi.std, mi.rgb, patch))
         else:
-            res = masked.reconstruct(model, batch, mask, mi.mean, mi.std, mi.rgb, p.norm_pix)
+            res = masked.reconstruct(model, batch, mask, mi.mean, mi.std, mi.rgb, p.norm_pix, p.norm_pix_stats)
         mask_np = mask.cpu().numpy().reshape(len(group), *grid)
         for i, (path, _img, _state) in enumerate(group):
             yield _image(p, res, i, path, stems[path], mask_np[i])
@@ -192,9 +223,11 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
     share = float(mask.mean())
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     if kind == "maskfeat":
-        cell = p.mi.model.hog.cell  # pixels per HOG cell
-        target_hog = masked.hog_picture(res["hog_original"][i], cell)
-        predicted = ("predicted HOG (masked patches)", masked.hog_picture(res["hog_predicted"][i], cell))
+        hog = p.mi.model.hog
+        angles = getattr(hog, "gradient_angles", None)  # mmpretrain's HOGGenerator bins its own way
+        target_hog = masked.hog_picture(res["hog_original"][i], hog.cell, gradient_angles=angles)
+        predicted = ("predicted HOG (masked patches)",
+                     masked.hog_picture(res["hog_predicted"][i], hog.cell, gradient_angles=angles))
         if p.target_generator:  # mmselfsup: the target generator's output is the "original"
             panels = [("target: HOG of the original", target_hog), (f"masked {share:.0%}", u8(res["masked"][i])),
                       predicted]
@@ -224,7 +257,8 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
 def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_ratio: float | None = None,
                 mask_file: str | Path | None = None, use_vis_pipeline: bool = False, norm_pix: bool = False,
                 target_generator: bool = False, save_raw: bool = False, batch_size: int = 16, seed: int | None = 0,
-                options: RunOptions | None = None, session: Session | None = None) -> Reconstructions:
+                norm_pix_stats: str = "patch", options: RunOptions | None = None,
+                session: Session | None = None) -> Reconstructions:
     """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``).
 
     Args:
@@ -236,6 +270,9 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_
         mask_file: a mask (.npy or image, patch grid or pixel size, nonzero = masked) for every image.
         use_vis_pipeline: take the masks from the config pipeline's mask generator.
         norm_pix: the model predicts per-patch normalised pixels [default: the model's ``norm_pix_loss``].
+        norm_pix_stats: ``patch`` un-normalises each patch with its own mean/std, the masked ones' taken from
+            pixels the model did not see (mmselfsup's visualize_reconstruction.py), ``visible`` with the visible
+            patches' only (what the model alone could draw).
         target_generator: MaskFeat: the HOG target as the first panel.
         save_raw: ``save()`` also writes each reconstruction as .npy (the CLI's ``--save-raw``).
 
@@ -250,7 +287,7 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_
     session.protect(mask_file)
     mi = _common.open_model(session, model, checkpoint, paths)
     p = plan(session, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
-             norm_pix=norm_pix, target_generator=target_generator, seed=seed)
+             norm_pix=norm_pix, target_generator=target_generator, seed=seed, norm_pix_stats=norm_pix_stats)
     done = list(iter_reconstruct(session, p, batch_size))
     params = dict(p.params, max_pixels=session.max_pixels) if session.max_pixels is not None else p.params
     return Reconstructions(params=params, inputs=tuple(d.input_entry() for d in done),
