@@ -148,3 +148,27 @@ def test_base_inheritance_and_normalization(tmp_path):
 def test_split_inputs():
     assert config.split_inputs(["a.jpg", "b/", "cfg.py", "w.pth"]) == (["a.jpg", "b/"], "cfg.py", "w.pth")
     assert config.split_inputs(["a.jpg", "torchvision.resnet18"]) == (["a.jpg"], "torchvision.resnet18", None)
+
+
+def _fetching_model(url: str = "http://weights.example.invalid/w.pth"):
+    """A constructor that downloads its weights, as MILAN fetches its CLIP tokenizer or a config's weights=."""
+    import urllib.request
+
+    urllib.request.urlopen(url, timeout=5)
+    return nn.Linear(2, 2)
+
+
+def test_no_build_can_reach_the_network():
+    """A model whose constructor downloads fails with the host it tried, and the sockets work again after."""
+    import socket
+
+    real = socket.getaddrinfo
+    with pytest.raises(ModelError, match="tried to download from weights.example.invalid") as e:
+        models.build_model(dict(type="test_models:_fetching_model"))
+    assert "checkpoint" in e.value.hint
+    with pytest.raises(ModelError, match="tried to download from download.pytorch.org"):
+        models.build_model(dict(type="resnet18", weights="IMAGENET1K_V1"))  # a config's own weights=
+    assert socket.getaddrinfo is real
+    # torchvision's segmentation builders fetch an ImageNet backbone unless weights_backbone=None is passed
+    m = models.build_model(dict(type="lraspp_mobilenet_v3_large", num_classes=3))
+    assert m.classifier.low_classifier.out_channels == 3

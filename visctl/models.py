@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 # keys of the model dict that describe the tool's data handling, not the model's constructor
 _NON_MODEL_KEYS = ("type", "data_preprocessor", "init_cfg", "_scope_")
-_DETECTION_MODULE = "torchvision.models.detection"
 
 
 def _torchvision_builder(name: str) -> Callable[..., Any] | None:
@@ -169,7 +168,65 @@ def build_model(model_cfg: Any, default_scope: str | None = None, search: list[P
     import path ``package.module:attr[.attr]``, a name in an mmengine registry when ``default_scope`` is set.
     An import path's module is looked up in the installed packages, then in ``search`` (default: the working
     directory).
+
+    The build cannot reach the network: a constructor that fetches weights (a config's ``weights=`` or
+    ``pretrained=True``, mmpretrain's MILAN fetching its CLIP tokenizer) fails with a :class:`ModelError`
+    naming the host it tried.
+
+    Raises:
+        ModelError: the config names no buildable model, its constructor failed, or it tried to download.
     """
+    tried: list[str] = []
+    with _offline(tried):
+        try:
+            return _build_model(model_cfg, default_scope, search)
+        except Exception as exc:
+            if not tried:
+                raise
+            spec = model_cfg.get("type") if isinstance(model_cfg, dict) else model_cfg
+            raise ModelError(f"building {spec!r} tried to download from {tried[0]}: visctl never downloads "
+                             "while it builds a model",
+                             hint="give a local file in the config (or --cfg-options key=PATH), or drop the "
+                             "pretrained weights (weights=None, pretrained=False, init_cfg=None); the trained "
+                             "weights come from the checkpoint argument") from exc
+
+
+class _Offline(OSError):
+    """What a socket call raises while a model is built (an OSError, as an unreachable network gives)."""
+
+
+@contextmanager
+def _offline(tried: list[str]) -> Iterator[None]:
+    """While a model is built, name resolution and socket connections fail; each attempt's host is appended
+    to ``tried``. Constructors download through urllib, requests, torch.hub or mmengine's file client, and
+    all of them resolve the host or connect a socket first."""
+    import socket
+
+    real_getaddrinfo, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(where: Any) -> Any:
+        host = where[0] if isinstance(where, tuple) and where else where
+        tried.append(str(host))
+        raise _Offline(f"visctl allows no network access while it builds a model (tried {host})")
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return refuse((host, port))
+
+    def connect(self: Any, address: Any) -> Any:
+        return refuse(address)
+
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = real_getaddrinfo  # type: ignore[assignment]
+        socket.socket.connect = real_connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
+
+
+def _build_model(model_cfg: Any, default_scope: str | None, search: list[Path] | None) -> nn.Module:
     from collections.abc import Mapping
 
     if not isinstance(model_cfg, Mapping):  # model = 'resnet18' in a config, or --cfg-options model=...
@@ -190,8 +247,8 @@ def build_model(model_cfg: Any, default_scope: str | None = None, search: list[P
         builder = _torchvision_builder(spec)
     if builder is not None:
         kwargs.setdefault("weights", None)
-        if builder.__module__.startswith(_DETECTION_MODULE):
-            # detection builders fetch an ImageNet backbone unless told not to
+        if _takes(builder, "weights_backbone"):
+            # detection and segmentation builders fetch an ImageNet backbone unless told not to
             kwargs.setdefault("weights_backbone", None)
         return _call(builder, kwargs, spec)
     if spec.startswith("timm."):
@@ -215,6 +272,16 @@ def build_model(model_cfg: Any, default_scope: str | None = None, search: list[P
     raise ModelError(f"unknown model type {spec!r}",
                      hint=(f"did you mean: {', '.join(near)}; " if near else "")
                      + "use a torchvision name, timm.<name>, or an import path package.module:attr")
+
+
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` (torchvision's builders are wrapped; signature follows them)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _call(builder: Callable[..., Any], kwargs: dict, spec: str) -> nn.Module:
