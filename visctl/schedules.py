@@ -816,7 +816,9 @@ def _changes(values: np.ndarray) -> bool:
 def plot(schedule: Schedule, title: str, window: tuple[float, float] = (12.0, 7.0), style: str | None = None,
          log_scale: bool = False, max_points: int = 20_000) -> Any:
     """A matplotlib Figure: LR of every group, and momentum / weight decay panels when they change."""
+    import matplotlib
     import matplotlib.style
+    import numpy as np
     from matplotlib.figure import Figure
 
     rows = [("learning rate", schedule.lr)]
@@ -829,15 +831,23 @@ def plot(schedule: Schedule, title: str, window: tuple[float, float] = (12.0, 7.
         fig = Figure(figsize=window, layout="constrained")
         axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False,
                             gridspec_kw=dict(height_ratios=[3] + [1] * (len(rows) - 1)))[:, 0]
+        n = len(schedule.groups)
+        # more groups than the colour cycle (layer-wise decay: 28 for a ViT-B): one colour per group along a
+        # colormap, in the groups' order (by layer), and the legend beside the panels
+        many = n > 10
+        colors = list(matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, n))) if many else [None] * n
         for ax, (name, values) in zip(axes, rows):
             for g, label in enumerate(schedule.groups):
                 x = plot_points(values[:, g], max_points)
-                ax.plot(x, values[x, g], label=label, drawstyle="steps-post", linewidth=1.4)
+                ax.plot(x, values[x, g], label=label, drawstyle="steps-post", linewidth=1.4, color=colors[g])
             ax.set_ylabel(name)
             ax.grid(True, alpha=0.3)
         if log_scale:
             axes[0].set_yscale("log")
-        if len(schedule.groups) > 1:
+        if many:
+            fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", title="param groups",
+                       fontsize="xx-small", title_fontsize="x-small", ncols=math.ceil(n / 50))
+        elif n > 1:
             axes[0].legend(title="param groups", fontsize="small")
         axes[-1].set_xlabel("iteration")
         ipe = schedule.iters_per_epoch
