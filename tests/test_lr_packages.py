@@ -235,4 +235,6 @@ def test_dotted_names_are_never_imported(fake_package, tmp_path):
         visctl.schedule(config, dataset_size=10)
     scoped = _config(tmp_path, fake_package, dict(LAYER_DECAY, constructor=f"{PKG}.LearningRateDecayOptimWrapperConstructor"))
     assert len(visctl.schedule(scoped, dataset_size=10).groups) == 7
-    assert schedules.registered(__import__("mmengine.registry").registry.OPTIMIZERS, "os.system", fake_package) is None
+    from mmengine.registry import OPTIMIZERS
+
+    assert schedules.registered(OPTIMIZERS, "os.system", fake_package) is None

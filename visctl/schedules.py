@@ -2,12 +2,16 @@
 
 No formula is re-implemented and no runner is built. The config's optimizer wrapper (or wrappers: an
 OptimWrapperDict) is built over the config's model or a stand-in with parameters of every kind
-``paramwise_cfg`` looks at; the config's schedulers are built by mmengine's registry with what
+``paramwise_cfg`` looks at, by the optimizer and constructor that the config's ``default_scope`` package
+registers (mmpretrain's Lamb and layer-decay constructor) as the Runner finds them; the config's schedulers
+are built by mmengine's registry (under the same scope) with what
 ``Runner.build_param_scheduler`` adds (``end`` = the loop's max_epochs / max_iters when absent,
 ``epoch_length`` = len(train_dataloader), one list per optimizer); and they are stepped where
 ``ParamSchedulerHook`` steps them in the loop ``train_cfg`` names: iteration schedulers after every
 iteration, epoch schedulers after every epoch (an IterBasedTrainLoop's one epoch ends after its last
-iteration). ``tests/test_lr_runner.py`` compares every value with a real Runner's.
+iteration). Hooks that set param-group values (mmpretrain's SimSiamHook) run where the Runner calls them.
+``tests/test_lr_runner.py`` and ``tests/test_lr_packages.py`` compare every value with a real Runner's, and
+``tests/openmmlab/test_lr.py`` does on mmpretrain's own configs.
 """
 
 from __future__ import annotations
