@@ -176,7 +176,11 @@ def _dummy_model() -> nn.Module:
 
 @contextmanager
 def quiet_mmengine(level: int | None = None) -> Iterator[None]:
-    # mmengine logs every paramwise_cfg decision at INFO on stdout, which carries only visctl's results
+    # mmengine logs every paramwise_cfg decision at INFO on stdout, which carries only visctl's results; and
+    # OpenMMLab's constructors print (mmseg's layer-decay one prints every parameter's layer and a JSON of
+    # its groups, through print_log(logger=None)): what they print is dropped, the groups are in the manifest
+    import contextlib
+    import io
     import logging
 
     from mmengine.logging import MMLogger
@@ -185,7 +189,8 @@ def quiet_mmengine(level: int | None = None) -> Iterator[None]:
     before = logger.level
     logger.setLevel(level or logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         logger.setLevel(before)
 
