@@ -238,3 +238,27 @@ def test_dotted_names_are_never_imported(fake_package, tmp_path):
     from mmengine.registry import OPTIMIZERS
 
     assert schedules.registered(OPTIMIZERS, "os.system", fake_package) is None
+
+
+def test_a_model_that_downloads_in_its_constructor_is_not_built(tmp_path):
+    """mmpretrain's MILAN fetches a CLIP checkpoint from a URL in its constructor: lr, which builds a model only
+    for its parameter names, opens no connection and says why the groups are a stand-in's."""
+    import socket
+
+    (tmp_path / "fetching_net.py").write_text(
+        "import socket\nfrom torch import nn\n\n\nclass FetchingNet(nn.Module):\n"
+        "    def __init__(self, port):\n        super().__init__()\n"
+        "        socket.create_connection(('127.0.0.1', port), timeout=2).close()\n"
+        "        self.fc = nn.Linear(2, 2)\n")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        config = tmp_path / "cfg.py"
+        config.write_text(f"model = dict(type='fetching_net:FetchingNet', port={server.getsockname()[1]})\n"
+                          f"optim_wrapper = {SIMSIAM!r}\n{SCHEDULE}")
+        result = visctl.schedule(config, dataset_size=10)
+        server.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            server.accept()  # nobody connected
+    assert any("model cannot be built" in n and "visctl downloads nothing" in n and "stand-in" in n
+               for n in result.notes)
