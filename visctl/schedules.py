@@ -541,7 +541,12 @@ def _build_list(sched_cfg: Any, wrapper: Any, loop: TrainLoop, scope: str | None
                 out.append(PARAM_SCHEDULERS.build(c, default_args=dict(optimizer=wrapper,
                                                                        epoch_length=loop.epoch_length)))
         except (TypeError, ValueError, KeyError, AssertionError) as exc:
-            raise ConfigError(f"cannot build scheduler {c}: {exc}") from exc
+            length = f"{loop.max_epochs} epochs of {loop.epoch_length} iterations" if loop.by_epoch else \
+                f"{loop.max_iters} iterations"
+            raise ConfigError(f"cannot build scheduler {c}: {exc}",
+                              hint=f"the training has {length}, and a scheduler's begin and end count "
+                                   f"{'epochs' if c.get('by_epoch', True) else 'iterations'}: check them, or "
+                                   "--dataset-size") from exc
     return out
 
 
