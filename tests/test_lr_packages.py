@@ -262,3 +262,15 @@ def test_a_model_that_downloads_in_its_constructor_is_not_built(tmp_path):
             server.accept()  # nobody connected
     assert any("model cannot be built" in n and "visctl downloads nothing" in n and "stand-in" in n
                for n in result.notes)
+
+
+def test_installed_constructor_without_the_model_falls_back_and_says_so(fake_package, tmp_path):
+    """The package's constructor is there but the model cannot be built: its groups need the model (layer
+    depths), so mmengine's default constructor groups the stand-in parameters, and the notes say both."""
+    config = _config(tmp_path, fake_package, LAYER_DECAY)
+    config.write_text(config.read_text().replace("type='LayeredNet'", "type='NoSuchNet'"))
+    result = visctl.schedule(config, dataset_size=10)
+    assert any("model cannot be built" in n and "NoSuchNet" in n for n in result.notes)
+    note = next(n for n in result.notes if "LearningRateDecayOptimWrapperConstructor is not available" in n)
+    assert "it needs the config's model, which could not be built" in note and "every group here has the base lr" in note
+    assert np.all(result.lr == result.lr[:, :1])

@@ -288,7 +288,7 @@ def _missing_package(scope: str | None) -> str:
         return f"default_scope {scope!r}: {scope} is not installed"
     if scope and scope != "mmengine":
         return f"neither {scope}'s registry nor mmengine's has it"
-    return "mmengine's registry has it not (the config sets no default_scope of a package that might)"
+    return "mmengine's registry does not hold it, and the config sets no default_scope naming a package that might"
 
 
 def _stand_in_optimizer(opt_cfg: dict, scope: str | None) -> tuple[dict, str]:
@@ -412,13 +412,15 @@ def _build_one(optim_cfg: Mapping, module: nn.Module, merge: bool, scope: str | 
     try:
         with quiet_mmengine(logging.ERROR), in_scope(scope):  # one note below instead of a warning per frozen one
             wrapper = build_optim_wrapper(module, dict(type="OptimWrapper", **cfg))
-    except (TypeError, ValueError, KeyError, AssertionError) as exc:
-        raise ConfigError(f"cannot build the optimizer {opt_cfg}: {exc}") from exc
-    except NotImplementedError as exc:
+    except Exception as exc:
         if not (stand_in and "constructor" in cfg):
-            raise ConfigError(f"optim_wrapper constructor {constructor} cannot group the model's parameters: {exc}",
-                              hint="check the config's model and optim_wrapper") from exc
-        # a layer-decay constructor needs the model's get_layer_depth, which the stand-in has not
+            if isinstance(exc, (TypeError, ValueError, KeyError, AssertionError)):
+                raise ConfigError(f"cannot build the optimizer {opt_cfg}: {exc}") from exc
+            if isinstance(exc, NotImplementedError):
+                raise ConfigError(f"optim_wrapper constructor {constructor} cannot group the model's parameters: "
+                                  f"{exc}", hint="check the config's model and optim_wrapper") from exc
+            raise
+        # a package's constructor reads what only the config's model has (a layer-decay one: get_layer_depth)
         cfg.pop("constructor")
         notes.append(_default_constructor_note(str(constructor), cfg.get("paramwise_cfg"),
                                                "it needs the config's model, which could not be built"))
