@@ -8,6 +8,8 @@ The values are what mmengine's ``Runner.train()`` gives its optimizer at each it
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -185,6 +187,60 @@ def _config_name(config: Any, cfg: Any) -> tuple[str, str]:
     return "<config>", "config"
 
 
+class _NetworkRefused(OSError):
+    """A model's constructor opened a network connection while ``lr`` built it for its parameter names."""
+
+
+@contextmanager
+def _no_network() -> Iterator[None]:
+    """No connection and no name lookup while a model is built for its parameter names: some model classes
+    fetch weights in their constructor (mmpretrain's MILAN builds a CLIP from a URL in its config), and
+    visctl downloads nothing."""
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _NetworkRefused("the model's code opens a network connection (to download weights?), and visctl "
+                              "downloads nothing")
+
+    saved = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo, socket.create_connection
+    socket.socket.connect = socket.socket.connect_ex = refuse  # type: ignore[method-assign]
+    socket.getaddrinfo = socket.create_connection = refuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo, socket.create_connection = saved  # type: ignore[method-assign]
+
+
+def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
+    """The config's model, built as the Runner builds it (its package's registry under ``default_scope``), whose
+    parameter names paramwise_cfg and a custom constructor group; or (None, a note saying why the groups are
+    a stand-in's)."""
+    from visctl import schedules
+    from visctl.errors import ModelError
+    from visctl.models import build_model, config_dirs
+
+    what = (f"optim_wrapper.constructor {cfg.optim_wrapper.get('constructor')}"
+            if cfg.optim_wrapper.get("constructor") else "optim_wrapper.paramwise_cfg")
+    stand_in = ("stand-in parameters (backbone.conv/bn/ln, backbone.cls_token/pos_embed, neck, head.fc), not the "
+                "model's own: groups and their labels are the stand-in's")
+    if not cfg.get("model"):
+        return None, f"the config has no model: {what} is applied to {stand_in}"
+    import torch
+
+    try:
+        # on the meta device: names, shapes, module types and requires_grad, which is all a constructor reads,
+        # without memory or initialisation (a ViT-g in a fraction of a second)
+        with schedules.quiet_mmengine(), _no_network(), torch.device("meta"):
+            return build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg)), None
+    except Exception:  # model code that reads its tensors' values (a drop-path rate's .item())
+        pass
+    try:
+        with schedules.quiet_mmengine(), _no_network():  # mmpretrain's models log their settings on stdout
+            return build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg)), None
+    except ModelError as err:
+        return None, f"the config's model cannot be built ({err.message}): {what} is applied to {stand_in}"
+
+
 def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, batch_size: int | None = None,
              drop_last: bool | None = None, model: Any = None, title: str | None = None, style: str | None = None,
              window_size: str = "12*7", log_scale: bool = False, parameter: str | None = None,
@@ -225,16 +281,13 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
     if dataset_size is None:
         found = schedules.dataset_size_from_config(config_mod.cfg_get(cfg, "train_dataloader.dataset"))
         dataset_size, source = found if found else (None, "unknown")
-    if model is None and schedules.needs_model(optim_cfg) and cfg.get("model"):
-        from visctl.errors import ModelError
-        from visctl.models import build_model, config_dirs
-
-        try:  # the real parameter names make paramwise_cfg's groups exact
-            model = build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg))
-        except ModelError as err:
-            ctx.log(f"paramwise_cfg applied to stand-in parameters ({err.message})")
+    stand_in = None
+    if model is None and schedules.needs_model(optim_cfg):
+        model, stand_in = _model_for_groups(cfg)
     sched = schedules.schedule_from_config(cfg, dataset_size=dataset_size, batch_size=batch_size, ngpus=ngpus,
                                            drop_last=drop_last, model=model)
+    if stand_in:
+        sched.notes.insert(0, stand_in)
     for note in sched.notes:
         ctx.log(note)
     size = f"dataset size {dataset_size} ({source}); " if dataset_size else ""
