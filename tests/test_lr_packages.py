@@ -260,7 +260,7 @@ def test_a_model_that_downloads_in_its_constructor_is_not_built(tmp_path):
         server.settimeout(0.2)
         with pytest.raises(TimeoutError):
             server.accept()  # nobody connected
-    assert any("model cannot be built" in n and "visctl downloads nothing" in n and "stand-in" in n
+    assert any("model cannot be built" in n and "visctl never downloads" in n and "stand-in" in n
                for n in result.notes)
 
 

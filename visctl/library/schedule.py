@@ -8,8 +8,6 @@ The values are what mmengine's ``Runner.train()`` gives its optimizer at each it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -187,30 +185,6 @@ def _config_name(config: Any, cfg: Any) -> tuple[str, str]:
     return "<config>", "config"
 
 
-class _NetworkRefused(OSError):
-    """A model's constructor opened a network connection while ``lr`` built it for its parameter names."""
-
-
-@contextmanager
-def _no_network() -> Iterator[None]:
-    """No connection and no name lookup while a model is built for its parameter names: some model classes
-    fetch weights in their constructor (mmpretrain's MILAN builds a CLIP from a URL in its config), and
-    visctl downloads nothing."""
-    import socket
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise _NetworkRefused("the model's code opens a network connection (to download weights?), and visctl "
-                              "downloads nothing")
-
-    saved = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo, socket.create_connection
-    socket.socket.connect = socket.socket.connect_ex = refuse  # type: ignore[method-assign]
-    socket.getaddrinfo = socket.create_connection = refuse  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo, socket.create_connection = saved  # type: ignore[method-assign]
-
-
 def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
     """The config's model, built as the Runner builds it (its package's registry under ``default_scope``), whose
     parameter names paramwise_cfg and a custom constructor group; or (None, a note saying why the groups are
@@ -230,12 +204,12 @@ def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
     try:
         # on the meta device: names, shapes, module types and requires_grad, which is all a constructor reads,
         # without memory or initialisation (a ViT-g in a fraction of a second)
-        with schedules.quiet_mmengine(), _no_network(), torch.device("meta"):
+        with schedules.quiet_mmengine(), torch.device("meta"):  # build_model reaches no network
             return build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg)), None
     except Exception:  # model code that reads its tensors' values (a drop-path rate's .item())
         pass
     try:
-        with schedules.quiet_mmengine(), _no_network():  # mmpretrain's models log their settings on stdout
+        with schedules.quiet_mmengine():  # mmpretrain's models log their settings on stdout
             return build_model(cfg.model, cfg.get("default_scope"), config_dirs(cfg)), None
     except ModelError as err:
         return None, f"the config's model cannot be built ({err.message}): {what} is applied to {stand_in}"
