@@ -59,6 +59,10 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
         model, summary = load_model(ctx, cfg, checkpoint)
         if not summary:
             ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
+        from visctl import segmentation
+
+        if segmentation.is_mmseg_segmentor(model):  # its seg logits at the input's size, as mmseg predicts
+            model = segmentation.mmseg_logits(model)
     from visctl.detection import is_torchvision_detector
 
     detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
