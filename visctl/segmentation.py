@@ -199,7 +199,7 @@ def is_mmseg_segmentor(model: Any) -> bool:
         c.__module__.startswith("mmseg.models.segmentors") for c in type(model).__mro__)
 
 
-def mmseg_logits(model: Any) -> nn.Module:
+def mmseg_logits(model: Any, whole: bool = False) -> nn.Module:
     """An mmseg segmentor as a model that maps a normalised batch (N, 3, H, W) to its seg logits (N, C, H, W) at
     the input's size, computed as mmseg's ``predict`` computes them before its last resize to the original:
     the data_preprocessor's test-time padding (``test_cfg`` size / size_divisor, ``pad_val``), the segmentor's
@@ -207,7 +207,8 @@ def mmseg_logits(model: Any) -> nn.Module:
     ``align_corners``), then the padding removed as ``postprocess_result`` removes it.
 
     The wrapper holds the segmentor's own submodules under their own names (``backbone.layer4`` stays
-    ``backbone.layer4``), so layer paths, checkpoints and previews read as the config's model.
+    ``backbone.layer4``), so layer paths, checkpoints and previews read as the config's model. ``whole``: one
+    whole-image forward (``whole_inference``) whatever ``test_cfg.mode`` says (see :func:`cam_model`).
     """
     from torch import nn
 
@@ -245,7 +246,11 @@ def mmseg_logits(model: Any) -> nn.Module:
                 # what stack_batch writes into the samples' metainfo (img_shape a torch.Size of the unpadded
                 # input, which the decode head resizes its logits to, as in mmseg's own inference)
                 meta.update(img_shape=torch.Size((h, w)), pad_shape=None, padding_size=padding)
-            logits = self.segmentor.inference(x, [dict(meta) for _ in range(x.shape[0])])
+            metas = [dict(meta) for _ in range(x.shape[0])]
+            if whole:
+                logits = self.segmentor.whole_inference(x, metas)
+            else:
+                logits = self.segmentor.inference(x, metas)
             hh, ww = logits.shape[2:]
             logits = logits[:, :, padding[2]:hh - padding[3], padding[0]:ww - padding[1]]
             if tuple(logits.shape[2:]) != (h, w):
@@ -253,6 +258,19 @@ def mmseg_logits(model: Any) -> nn.Module:
             return logits
 
     return SegLogits(model)
+
+
+def cam_model(model: Any) -> tuple[Any, str | None]:
+    """The model the CAMs run on, and a note when it is not ``model`` itself: an mmseg segmentor whose
+    ``test_cfg.mode`` is ``slide`` runs every layer once per window, and a CAM needs one activation per layer,
+    so its maps come from one whole-image forward (its predictions stay the sliding window's)."""
+    segmentor = getattr(model, "segmentor", None)
+    test_cfg = getattr(segmentor, "test_cfg", None) or {}
+    if segmentor is None or test_cfg.get("mode", "whole") != "slide" or not hasattr(segmentor, "whole_inference"):
+        return model, None
+    return mmseg_logits(segmentor, whole=True), (
+        "the config's slide inference runs each layer once per window; the maps come from one whole-image "
+        "forward (the predicted classes and regions from the sliding windows)")
 
 
 def mmseg_default_layer(model: Any, example: torch.Tensor) -> tuple[str, str] | None:

@@ -549,13 +549,71 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
     mmpretrain's global ``np.random`` does.
     """
     step = dict(step)
-    name = str(step.pop("type")).split(".")[-1]
+    step_type = step.pop("type")
+    name = str(step_type).split(".")[-1]
     state.steps.append(name)
     fn = TRANSFORMS.get(name)
-    if fn is None:
-        _torchvision_step(state, name, step, rng)
-    else:
+    if fn is not None:
         fn(state, step, rng)
+        return
+    transform = _openmmlab_transform(str(step_type), step)
+    if transform is not None:
+        _openmmlab_apply(state, transform)
+    else:
+        _torchvision_step(state, name, step, rng)
+
+
+def _openmmlab_transform(spec: str, kwargs: dict) -> Any:
+    """The transform ``spec`` of the OpenMMLab package whose model this process built (mmengine's current
+    default scope: its ``TRANSFORMS`` registry, as its tools build their pipelines), built with ``kwargs``;
+    None when no package scope is current or its registry has no such name."""
+    import importlib
+    import sys
+
+    if "mmengine.registry" not in sys.modules:  # no OpenMMLab model was built: nothing to look in
+        return None
+    from mmengine.registry import DefaultScope
+
+    current = DefaultScope.get_current_instance()
+    if current is None or current.scope_name == "mmengine":
+        return None
+    try:
+        # the package's own registry (its get() imports the package's transforms and asks its parents, mmcv's):
+        # no switch of the global default scope, which the reader threads share
+        cls = importlib.import_module(f"{current.scope_name}.registry").TRANSFORMS.get(spec)
+    except Exception:  # the package's transforms cannot be imported: torchvision's names are tried instead
+        return None
+    if cls is None:
+        return None
+    try:
+        return cls(**kwargs)
+    except Exception as exc:
+        raise ConfigError(f"cannot build {current.scope_name}'s transform {spec}({kwargs}): {_reason(exc)}",
+                          hint="check this step's parameters against the package's documentation") from exc
+
+
+def _openmmlab_apply(state: ImageState, transform: Any) -> None:
+    """Run an OpenMMLab transform on the image (BGR, as its LoadImageFromFile gives it) and carry the geometry
+    from what it records: the image's new ``img_shape`` within the output (a resize, with padding at the
+    bottom/right after it, as mmcv's Resize and Pad record them)."""
+    import numpy as np
+
+    h0, w0 = state.img.shape[:2]
+    results = dict(img=np.ascontiguousarray(state.img[..., ::-1]), img_shape=(h0, w0), ori_shape=(h0, w0))
+    out = transform(results)
+    if out is None or not isinstance(out.get("img"), np.ndarray):
+        raise ConfigError(f"the OpenMMLab transform {type(transform).__name__} gave no image",
+                          hint="model commands run the test pipeline's image steps only")
+    img = np.ascontiguousarray(out["img"][..., ::-1])
+    h1, w1 = img.shape[:2]
+    if (h1, w1) != (h0, w0):
+        shape = out.get("img_shape") or (h1, w1)
+        h, w = int(shape[0]), int(shape[1])
+        # a stretch of the whole image to img_shape, as mmseg's postprocess_result undoes it (a crop would record
+        # its size too: test pipelines do not crop)
+        state.geometry_known = state.geometry_known and h <= h1 and w <= w1
+        state.then(w / w0, h / h0, 0, 0)
+    state.img = img
 
 
 def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = None, geometry: bool = False) -> None:

@@ -24,7 +24,9 @@ SMALL = ("test_pipeline.1.scale=(256,128)", "test_dataloader.dataset.pipeline.1.
 PSPNET = "pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py"
 SEGFORMER = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
 # FCN R50-D8 (fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py) runs the same way; left out for time
-CONFIGS = [PSPNET, SEGFORMER, "deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py"]
+# poolformer's test pipeline adds mmseg's ResizeToMultiple, which visctl runs through mmseg's TRANSFORMS
+CONFIGS = [PSPNET, SEGFORMER, "deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py",
+           "poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,23 @@ def mmseg_run(configs, mm_tmp, photo):
     return get
 
 
+def state_of(configs, config: str, photo: Path, options: tuple[str, ...] = SMALL):
+    """The photo (RGB) and its pipeline state through the config's test pipeline, as visctl runs it."""
+    import argparse
+
+    from mmengine.config import Config, DictAction
+
+    from visctl import config as vconfig
+    from visctl import images, transforms
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    cfg = Config.fromfile(str(configs / config))
+    cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
+    img = images.read_image(photo)
+    return img, transforms.run_pipeline(img, vconfig.test_pipeline(cfg))
+
+
 def visctl_inputs(configs, config: str, ckpt: Path, photo: Path):
     from visctl.library._common import open_model
     from visctl.session import RunOptions, Session
@@ -100,13 +119,14 @@ def test_seg_logits_equal_mmsegs_inference_model(configs, mmseg_run, photo, conf
         logits = mi.model(mi.example)[0]
     full = segmentation.logits_on_original(logits, state, img.shape[:2], mi.model.align_corners)
     ref = sample.seg_logits.data
-    assert full is not None and full.shape == ref.shape == (19 if "cityscapes" in config else 150, *img.shape[:2])
+    assert state.geometry_known and full is not None
+    assert full.shape == ref.shape == (19 if "cityscapes" in config else 150, *img.shape[:2])
     np.testing.assert_allclose(full.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
     pred = segmentation.prediction_on_original(mi.model, logits, logits.argmax(0).numpy(), state, img.shape[:2])
     assert (pred == sample.pred_sem_seg.data[0].numpy()).mean() > 0.999
 
 
-def reference_cam(model, inputs, layer, category: int):
+def reference_cam(model, inputs, layer, category: int, mask=None):
     """grad-cam's GradCAM on mmseg's model: the seg logits at the input's size (encode_decode, whole
     inference), the target the class's logits summed over the pixels predicted as it."""
     import torch
@@ -122,8 +142,9 @@ def reference_cam(model, inputs, layer, category: int):
             return self.segmentor.encode_decode(x, [dict(img_shape=tuple(x.shape[2:]), ori_shape=tuple(x.shape[2:]))])
 
     wrapped = Logits(model)
-    with torch.no_grad():
-        mask = (wrapped(inputs)[0].argmax(0) == category).float().numpy()
+    if mask is None:
+        with torch.no_grad():
+            mask = (wrapped(inputs)[0].argmax(0) == category).float().numpy()
     with GradCAM(model=wrapped, target_layers=[layer], use_cuda=False) as cam:
         return cam(input_tensor=inputs, targets=[SemanticSegmentationTarget(category, mask)])[0], mask
 
@@ -139,7 +160,7 @@ def test_segmentation_cam_equals_gradcams_semantic_target(configs, mmseg_run, ph
     from mmseg.apis.utils import _preprare_data
 
     import visctl
-    from visctl import images, transforms
+    from visctl import transforms
     from visctl.session import RunOptions
 
     ckpt, model, sample = mmseg_run(config)
@@ -164,13 +185,12 @@ def test_segmentation_cam_equals_gradcams_semantic_target(configs, mmseg_run, ph
     target = model.backbone.layer4[2] if layer == "backbone.layer4" else dict(model.named_modules())[layer]
     ref, mask = reference_cam(model, inputs, target, category)
     assert mask.sum() > 0
-    img = images.read_image(photo)
-    state = transforms.run_pipeline(img, [dict(s) for s in visctl_inputs(configs, config, ckpt, photo).steps])
+    img, state = state_of(configs, config, photo)
     back = transforms.to_original(ref.astype(np.float32), state, img.shape[:2])
     inside = ~np.isnan(vmap)
     assert inside.all() and float(vmap.std()) > 1e-3
     np.testing.assert_allclose(vmap, back, atol=2e-4)
-    if config == PSPNET:  # the command line, auto-detecting the task; the manifest names the classes
+    if config == SEGFORMER:  # the command line, auto-detecting the task; the manifest names the classes
         run = invoke("cam", photo, configs / config, ckpt, "--target-category", classes[category],
                      "--cfg-options", *SMALL, "-o", tmp_path)
         assert run.exit_code == 0, run.output
@@ -179,3 +199,48 @@ def test_segmentation_cam_equals_gradcams_semantic_target(configs, mmseg_run, ph
         assert entry["targets"] == [f"class {category} {classes[category]}"]
         assert set(entry["predicted"]) <= set(classes) and classes[category] in entry["predicted"]
         assert list(tmp_path.glob("photo_segcam_gradcam.png"))
+        assert f"class names: mmseg's {names}" in run.output
+
+
+def test_slide_inference_predicts_by_windows_and_maps_by_one_whole_forward(configs, mmseg_run, photo):
+    """``test_cfg.mode='slide'``: the logits are the sliding windows' (as inference_model's), the maps one
+    whole-image forward's (a CAM needs one activation per layer), and a note says so."""
+    import torch
+    from mmseg.apis.utils import _preprare_data
+
+    import visctl
+    from visctl import segmentation, transforms
+    from visctl.session import RunOptions
+
+    slide = ("model.test_cfg.mode=slide", "model.test_cfg.crop_size=(96,96)", "model.test_cfg.stride=(64,64)")
+    ckpt, model, _ = mmseg_run(PSPNET)
+    data, _ = _preprare_data(str(photo), model)
+    inputs = model.data_preprocessor(data, False)["inputs"]
+    def meta():  # slide_inference writes each window's shape into it
+        return [dict(img_shape=tuple(inputs.shape[2:]), ori_shape=tuple(inputs.shape[2:]))]
+
+    model.test_cfg.update(mode="slide", crop_size=(96, 96), stride=(64, 64))
+    try:
+        with torch.no_grad():
+            windows = model.inference(inputs, meta())[0]  # mmseg's own slide_inference, the same crop and stride
+    finally:
+        model.test_cfg.update(mode="whole")
+    with torch.no_grad():
+        assert not torch.allclose(windows, model.inference(inputs, meta())[0])  # the windows differ from one forward
+    # visctl's segmentor model, on mmseg's own model and input, slides as mmseg does
+    model.test_cfg.update(mode="slide", crop_size=(96, 96), stride=(64, 64))
+    try:
+        with torch.no_grad():
+            ours = segmentation.mmseg_logits(model)(inputs)[0]
+    finally:
+        model.test_cfg.update(mode="whole")
+    np.testing.assert_allclose(ours.numpy(), windows.numpy(), atol=1e-5)
+    pred = windows.argmax(0)
+    category = int(pred.flatten().mode().values)
+    result = visctl.cam(photo, str(configs / PSPNET), str(ckpt), target_category=category, task="segmentation",
+                        options=RunOptions(cfg_options=SMALL + slide))
+    assert any("slide inference" in n and "whole-image forward" in n for n in result.notes)
+    ref, _ = reference_cam(model, inputs, model.backbone.layer4, category, mask=(pred == category).float().numpy())
+    img, state = state_of(configs, PSPNET, photo)
+    np.testing.assert_allclose(result[0].maps[("gradcam", category)],
+                               transforms.to_original(ref.astype(np.float32), state, img.shape[:2]), atol=2e-4)

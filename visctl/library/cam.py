@@ -589,7 +589,10 @@ class _SegmentationRun(CamRun):
         self.box = box
         if (target_mask or box) and not self.asked:
             raise InputError("a region needs its class", hint="add --target-category NAME_OR_INDEX")
-        self.engines = [cams.CamEngine(model, m, layers, layouts, batch_size=batch_size, autocast=autocast)
+        cam_model, why = segmentation.cam_model(model)
+        if why:
+            session.note(why)
+        self.engines = [cams.CamEngine(cam_model, m, layers, layouts, batch_size=batch_size, autocast=autocast)
                         for m in methods]
         self.score_model = segmentation.region_score(model) if score else None
         self.params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
