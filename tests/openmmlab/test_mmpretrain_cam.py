@@ -98,8 +98,9 @@ def mmpretrain_model(config: Path, checkpoint: Path, image: Path):
 
 
 def reference(vis_cam, config: Path, checkpoint: Path, image: Path, method: str, layer: str | None, vit_like: bool,
-              category: int | None):
-    """vis_cam.py's map: (grayscale map at the input size, the input tensor, the model, the name of the layer
+              categories: list[int] | None):
+    """vis_cam.py's maps: (grayscale maps at the input size, one per category -- the input repeated, one
+    ClassifierOutputTarget each, as grad-cam takes a batch -- the input tensor, the model, the name of the layer
     it used: ``layer``, or vis_cam's ``get_default_target_layers``)."""
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -110,11 +111,23 @@ def reference(vis_cam, config: Path, checkpoint: Path, image: Path, method: str,
     names = {id(m): n for n, m in model.named_modules()}
     cam = vis_cam.init_cam(method, model, layers, False, functools.partial(vis_cam.reshape_transform, model=model,
                                                                            args=args))
-    targets = [ClassifierOutputTarget(category)] if category is not None else None
+    targets = [ClassifierOutputTarget(c) for c in categories] if categories else None
     with torch.enable_grad():
-        gray = cam(inputs, targets)
+        gray = cam(inputs.repeat(len(categories) if categories else 1, 1, 1, 1), targets)
     cam.activations_and_grads.release()
-    return gray[0], inputs, model, names[id(layers[0])]
+    return gray, inputs, model, names[id(layers[0])]
+
+
+def visctl_input(config: Path, image: Path):
+    """The tensor visctl gives the model: the config's test pipeline as visctl runs it, its normalisation."""
+    from mmengine.config import Config
+
+    from visctl import config as vconfig
+    from visctl import images, transforms
+
+    cfg = Config.fromfile(str(config))
+    state = transforms.run_pipeline(images.read_image(image), vconfig.test_pipeline(cfg))
+    return transforms.to_tensor([state], *vconfig.normalization(cfg))
 
 
 def on_original(fmap: np.ndarray, config: Path, image: Path) -> np.ndarray:
@@ -134,8 +147,6 @@ def on_original(fmap: np.ndarray, config: Path, image: Path) -> np.ndarray:
 def test_cam_maps_equal_vis_cams_on_mmpretrain_configs(vis_cam, checkpoints, photo, config, vit_like, layer,
                                                        vis_cam_layer, method):
     import visctl
-    from visctl.library._common import open_model
-    from visctl.session import Session
 
     path = package_configs("mmpretrain") / config
     ckpt = checkpoints(config)
@@ -146,19 +157,18 @@ def test_cam_maps_equal_vis_cams_on_mmpretrain_configs(vis_cam, checkpoints, pho
     assert result.target_layers == (layer,)  # visctl's default (README: after the activation)
     maps = result[0].maps
     assert len(maps) == topk
-    ref, inputs, model, _ = reference(vis_cam, path, ckpt, photo, method, layer, vit_like, next(iter(maps))[1])
+    categories = [c for _, c in maps]
+    refs, inputs, model, _ = reference(vis_cam, path, ckpt, photo, method, layer, vit_like, categories)
     # the classes visctl chose are the model's top classes, as vis_cam's default target
     import torch
 
     with torch.no_grad():
-        assert [c for _, c in maps] == model(inputs)[0].topk(topk).indices.tolist()
+        assert categories == model(inputs)[0].topk(topk).indices.tolist()
     # the input tensor is mmpretrain's data_preprocessor output
-    mi = open_model(Session(), str(path), str(ckpt), [photo])
-    assert tuple(mi.example.shape) == tuple(inputs.shape)
-    np.testing.assert_allclose(mi.example.cpu().numpy(), inputs.numpy(), atol=1e-5)
-    for (_, category), vmap in maps.items():
-        if category != next(iter(maps))[1]:
-            ref = reference(vis_cam, path, ckpt, photo, method, layer, vit_like, category)[0]
+    ours = visctl_input(path, photo)
+    assert tuple(ours.shape) == tuple(inputs.shape)
+    np.testing.assert_allclose(ours.numpy(), inputs.numpy(), atol=1e-5)
+    for ref, vmap in zip(refs, maps.values()):
         inside = ~np.isnan(vmap)
         assert inside.mean() > 0.5
         np.testing.assert_allclose(vmap[inside], on_original(ref, path, photo)[inside], atol=2e-5)
@@ -179,8 +189,9 @@ def test_vis_cams_default_layer_gives_vis_cams_map(vis_cam, checkpoints, photo, 
     assert run.exit_code == 0, run.output
     raw, = tmp_path.glob("*.npy")
     category = int(re.search(r"_c(\d+)_", raw.name).group(1))
-    ref, _, _, chosen = reference(vis_cam, path, ckpt, photo, "layercam", None, False, category)
+    refs, _, _, chosen = reference(vis_cam, path, ckpt, photo, "layercam", None, False, [category])
     assert chosen == "backbone.norm3"
+    ref = refs[0]
     vmap = np.load(raw)
     inside = ~np.isnan(vmap)
     np.testing.assert_allclose(vmap[inside], on_original(ref, path, photo)[inside], atol=2e-5)
@@ -204,7 +215,7 @@ def test_seed_line_and_featmap_run_on_mmpretrain_configs(vis_cam, checkpoints, p
     assert run.exit_code == 0, run.output
     result = visctl.featmap(photo, str(path), str(ckpt))
     layer, = result.layers
-    _, inputs, model, _ = reference(vis_cam, path, ckpt, photo, "gradcam", None, "swin" in config, None)
+    model, inputs = mmpretrain_model(path, ckpt, photo)
     module = dict(model.named_modules())[layer]
     seen = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
