@@ -243,9 +243,9 @@ def mmseg_logits(model: Any, whole: bool = False) -> nn.Module:
                     ph, pw = (-h) % d if d > 1 else 0, (-w) % d if d > 1 else 0
                 padding = [0, pw, 0, ph]
                 x = F.pad(x, padding, value=float(getattr(pre, "pad_val", 0)))
-                # what stack_batch writes into the samples' metainfo (img_shape a torch.Size of the unpadded
-                # input, which the decode head resizes its logits to, as in mmseg's own inference)
-                meta.update(img_shape=torch.Size((h, w)), pad_shape=None, padding_size=padding)
+                # what SegDataPreProcessor's test-time stack_batch adds to the samples' metainfo: the decode
+                # head gives logits at pad_shape, postprocess_result cuts img_padding_size off again
+                meta.update(pad_shape=torch.Size((h + padding[3], w + padding[1])), img_padding_size=padding)
             metas = [dict(meta) for _ in range(x.shape[0])]
             if whole:
                 logits = self.segmentor.whole_inference(x, metas)

@@ -23,10 +23,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWa
 SMALL = ("test_pipeline.1.scale=(256,128)", "test_dataloader.dataset.pipeline.1.scale=(256,128)")
 PSPNET = "pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py"
 SEGFORMER = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
-# FCN R50-D8 (fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py) runs the same way; left out for time
-# poolformer's test pipeline adds mmseg's ResizeToMultiple, which visctl runs through mmseg's TRANSFORMS
-CONFIGS = [PSPNET, SEGFORMER, "deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py",
-           "poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py"]
+# poolformer's test pipeline adds mmseg's ResizeToMultiple, which visctl runs through mmseg's TRANSFORMS;
+# mask2former pads at test time (SegDataPreProcessor test_cfg size_divisor=32) and has its own head's predict.
+# DeepLabV3 and FCN R50-D8 (deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py, fcn/...) and OCRNet
+# HRNet-18s run as PSPNet does (logits equal too); left out for time. SegNeXt's Hamburger head draws random
+# bases at every forward (mmseg's own inference_model gives other logits each call): no equality to test.
+CONFIGS = [PSPNET, SEGFORMER, "poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py",
+           "mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py"]
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +113,9 @@ def test_seg_logits_equal_mmsegs_inference_model(configs, mmseg_run, photo, conf
     # the input: mmseg's test pipeline and SegDataPreProcessor (BGR -> RGB, mean/std)
     data, _ = _preprare_data(str(photo), model)
     inputs = model.data_preprocessor(data, False)["inputs"]
-    assert tuple(mi.example.shape) == tuple(inputs.shape)
-    np.testing.assert_allclose(mi.example.numpy(), inputs.numpy(), atol=1e-4)
+    h, w = mi.example.shape[2:]  # the test-time padding (test_cfg size_divisor) is the model's, after this
+    assert inputs.shape[:2] == mi.example.shape[:2] and inputs.shape[2] >= h and inputs.shape[3] >= w
+    np.testing.assert_allclose(mi.example.numpy(), inputs[:, :, :h, :w].numpy(), atol=1e-4)
     # the logits at the input's size, resized onto the original as postprocess_result does
     img = images.read_image(photo)
     state = transforms.run_pipeline(img, mi.steps)
