@@ -132,6 +132,8 @@ def test_broken_openmmlab_package_is_reported(invoke, monkeypatch, tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("import a_module_that_is_missing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "mmpretrain" or m.startswith("mmpretrain.")]:
+        monkeypatch.delitem(sys.modules, name)  # a real mmpretrain imported before: the fake one is asked
     _fake_dists(monkeypatch, {"mmpretrain": "1.2.0"})
     result, report = _doctor(invoke)
     c = _check(report, "mmpretrain")
@@ -206,6 +208,10 @@ def test_openmmlab_package_whose_models_need_a_missing_module_names_it(invoke, m
     """The registry imports, but building a model imports the package's models, which need a module that is
     not installed (mmseg 1.2.2 without ftfy): doctor names the module to install."""
     pytest.importorskip("mmengine.registry")
+    import importlib.util
+
+    if importlib.util.find_spec("mmpretrain") is not None:  # its registry scope would clash with the fake's
+        pytest.skip("mmpretrain is installed here")
     pkg = tmp_path / "mmpretrain"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
