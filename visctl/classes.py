@@ -78,12 +78,11 @@ def from_model(model: Any) -> tuple[list[str], str] | None:
     return None
 
 
-def from_dataset(cfg: Any, num_classes: int | None = None) -> tuple[list[str], str] | None:
-    """The classes of the config's dataset class, as an OpenMMLab package declares them (``METAINFO['classes']``
-    of mmseg's ``CityscapesDataset``/``ADE20KDataset``, mmpretrain's ``ImageNet``, mmdet's ``CocoDataset``,
-    ...): the test, val or train dataloader's ``dataset.type`` (through dataset wrappers) looked up in the
-    ``default_scope`` package's ``DATASETS`` registry, as the Runner would build it; nothing is read from disk.
-    Only a list with ``num_classes`` names (when known) is taken."""
+def dataset_metainfo(cfg: Any) -> tuple[str, str, dict] | None:
+    """``(scope, dataset type, METAINFO)`` of the config's dataset class as its OpenMMLab package declares it
+    (mmseg's ``CityscapesDataset``/``ADE20KDataset``, mmpretrain's ``ImageNet``, mmdet's ``CocoDataset``, ...):
+    the test, val or train dataloader's ``dataset.type`` (through dataset wrappers) looked up in the
+    ``default_scope`` package's ``DATASETS`` registry, as the Runner would build it; nothing is read from disk."""
     import importlib.util
 
     from visctl import config
@@ -101,17 +100,43 @@ def from_dataset(cfg: Any, num_classes: int | None = None) -> tuple[list[str], s
         if not isinstance(kind, str):
             continue
         try:
-            from mmengine.registry import DATASETS, DefaultScope
+            import importlib
 
-            with DefaultScope.overwrite_default_scope(scope), DATASETS.switch_scope_and_registry(None) as registry:
-                cls = registry.get(kind)
+            # the package's own registry: its get() imports the package's datasets and asks its parents
+            cls = importlib.import_module(f"{scope}.registry").DATASETS.get(kind)
         except Exception:  # a package that cannot import: no names from it
             return None
         meta = getattr(cls, "METAINFO", None)
-        names = _as_list(meta.get("classes")) if isinstance(meta, dict) else None
-        if names and (num_classes is None or len(names) == num_classes):
-            return names, f"{scope}'s {kind}.METAINFO classes"
+        if isinstance(meta, dict):
+            return scope, kind, meta
     return None
+
+
+def from_dataset(cfg: Any, num_classes: int | None = None) -> tuple[list[str], str] | None:
+    """The classes of the config's dataset class (:func:`dataset_metainfo`), when it has ``num_classes`` of
+    them (when known)."""
+    found = dataset_metainfo(cfg)
+    if found is None:
+        return None
+    scope, kind, meta = found
+    names = _as_list(meta.get("classes"))
+    if names and (num_classes is None or len(names) == num_classes):
+        return names, f"{scope}'s {kind}.METAINFO classes"
+    return None
+
+
+def dataset_palette(cfg: Any, num_classes: int) -> list[tuple[float, float, float]] | None:
+    """The config's dataset class's ``METAINFO['palette']`` (RGB 0-255, as mmseg's visualizer paints each
+    class) as 0-1 colours, when it has one per class."""
+    found = dataset_metainfo(cfg)
+    palette = found[2].get("palette") if found else None
+    try:
+        colors = [tuple(float(v) / 255.0 for v in c) for c in palette or ()]
+    except (TypeError, ValueError):
+        return None
+    if len(colors) != num_classes or any(len(c) != 3 for c in colors):
+        return None
+    return [(c[0], c[1], c[2]) for c in colors]
 
 
 def output_classes(model: Any) -> int | None:

@@ -173,6 +173,14 @@ def test_segmentation_cam_equals_gradcams_semantic_target(configs, mmseg_run, ph
     from mmseg.registry import DATASETS
 
     classes = DATASETS.get(names).METAINFO["classes"]
+    # the outlines take the dataset's palette, as mmseg's visualizer paints the classes
+    from mmengine.config import Config
+
+    from visctl.classes import dataset_palette
+
+    palette = DATASETS.get(names).METAINFO["palette"]
+    assert dataset_palette(Config.fromfile(str(configs / config)), len(classes)) == [
+        tuple(v / 255.0 for v in c) for c in palette]
     result = visctl.cam(photo, str(configs / config), str(ckpt), method="gradcam", target_category=category,
                         task="segmentation", options=RunOptions(cfg_options=SMALL))
     assert result.target_layers == (layer,)

@@ -615,7 +615,10 @@ class _SegmentationRun(CamRun):
         from visctl import faithfulness, output, render, segmentation, transforms
 
         session, mi, names, box = self.session, self.mi, self.names, self.box
-        colors = render.class_colors(max(self.num_classes, 1))
+        from visctl.classes import dataset_palette
+
+        # the dataset's own palette where it has one (mmseg's, as its visualizer paints the classes)
+        colors = dataset_palette(mi.cfg, self.num_classes) or render.class_colors(max(self.num_classes, 1))
         stems = output.input_stems(mi.paths)
         for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last):
             batch = b.tensor
