@@ -132,6 +132,8 @@ def test_broken_openmmlab_package_is_reported(invoke, monkeypatch, tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("import a_module_that_is_missing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "mmpretrain" or m.startswith("mmpretrain.")]:
+        monkeypatch.delitem(sys.modules, name)  # a real mmpretrain imported before: the fake one is asked
     _fake_dists(monkeypatch, {"mmpretrain": "1.2.0"})
     result, report = _doctor(invoke)
     c = _check(report, "mmpretrain")
@@ -187,3 +189,49 @@ def test_install_into_an_openmmlab_environment_changes_nothing(tmp_path):
     tools = subprocess.run([py, "-c", "from pytorch_grad_cam import GradCAM; import torch; "
                             "GradCAM(torch.nn.Conv2d(3, 3, 1), [], use_cuda=False)"], capture_output=True, text=True)
     assert tools.returncode == 0, tools.stderr  # what mmpretrain's vis_cam.py calls still works
+
+
+def test_listed_openmmlab_package_without_its_module_is_reported_missing(invoke, monkeypatch):
+    """mmsegmentation is the distribution, mmseg its module: a listing without the module is a problem."""
+    import importlib.util
+
+    if importlib.util.find_spec("mmseg") is not None:
+        pytest.skip("mmseg is installed here")
+    _fake_dists(monkeypatch, {"mmsegmentation": "1.2.2"})
+    result, report = _doctor(invoke)
+    c = _check(report, "mmsegmentation")
+    assert result.exit_code == 1 and c["status"] == "problem"
+    assert "mmseg/ module is missing" in c["detail"] and c["fix"] == "pip install --force-reinstall mmsegmentation==1.2.2"
+
+
+def test_openmmlab_package_whose_models_need_a_missing_module_names_it(invoke, monkeypatch, tmp_path):
+    """The registry imports, but building a model imports the package's models, which need a module that is
+    not installed (mmseg 1.2.2 without ftfy): doctor names the module to install."""
+    pytest.importorskip("mmengine.registry")
+    import importlib.util
+
+    if importlib.util.find_spec("mmpretrain") is not None:  # its registry scope would clash with the fake's
+        pytest.skip("mmpretrain is installed here")
+    pkg = tmp_path / "mmpretrain"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "registry.py").write_text(
+        "from mmengine.registry import MODELS as ROOT, Registry\n"
+        "MODELS = Registry('model', parent=ROOT, scope='mmpretrain', locations=['mmpretrain.models'])\n")
+    (pkg / "models.py").write_text("import a_tokenizer_that_is_missing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "mmpretrain" or m.startswith("mmpretrain.")]:
+        monkeypatch.delitem(sys.modules, name)
+    _fake_dists(monkeypatch, {"mmpretrain": "1.2.0"})
+    result, report = _doctor(invoke)
+    c = _check(report, "mmpretrain")
+    assert result.exit_code == 1 and c["status"] == "problem", c
+    assert "a tiny ImageClassifier cannot be built through its registry" in c["detail"]
+    assert c["fix"] == "pip install a_tokenizer_that_is_missing", c
+
+
+def test_no_openmmlab_package_is_said(invoke, monkeypatch):
+    _fake_dists(monkeypatch, {d: None for d in (*environment.OPENMMLAB, *environment.MMCV_DISTS)})
+    result, report = _doctor(invoke)
+    assert _check(report, "openmmlab")["status"] == "info"
+    assert not any(c["name"] in environment.OPENMMLAB for c in report["checks"])

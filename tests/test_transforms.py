@@ -138,3 +138,52 @@ def test_flips_are_numpys_for_every_memory_layout():
             assert out.flags.writeable and not np.shares_memory(out, img)
     state = transforms.run_pipeline(base[..., :3], [dict(type="RandomFlip", prob=1.0, direction="diagonal")])
     np.testing.assert_array_equal(state.img, base[::-1, ::-1, :3])
+
+
+def test_a_resize_visctl_lacks_runs_through_the_default_scopes_registry_with_its_geometry(tmp_path, monkeypatch):
+    """A package laid out as the OpenMMLab ones (``<pkg>/registry.py`` with a TRANSFORMS child registry that
+    imports ``<pkg>.transforms`` on look-up): a config step visctl does not implement, qualified with the config's
+    default_scope as model commands do, runs as the package's transform; for a resize (mmseg's ResizeToMultiple)
+    the map geometry comes from the ``img_shape`` it records (a stretch of the whole image, then padding at the
+    bottom/right); a transform of unknown geometry that changes the size leaves the geometry unknown."""
+    pytest.importorskip("mmengine.registry")
+    import sys
+
+    import numpy as np
+
+    from visctl import package_transforms, transforms
+    from visctl.errors import ConfigError
+
+    pkg = tmp_path / "visctl_fake_tf_scope"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "registry.py").write_text(
+        "from mmengine.registry import TRANSFORMS as ROOT, Registry\n"
+        "TRANSFORMS = Registry('transform', parent=ROOT, scope='visctl_fake_tf_scope',\n"
+        "                      locations=['visctl_fake_tf_scope.transforms'])\n")
+    (pkg / "transforms.py").write_text(
+        "import cv2, numpy as np\nfrom visctl_fake_tf_scope.registry import TRANSFORMS\n"
+        "@TRANSFORMS.register_module()\nclass ResizeToMultiple:\n"
+        "    def __init__(self, size, pad):\n        self.size, self.pad = size, pad\n"
+        "    def __call__(self, results):\n"
+        "        img = cv2.resize(results['img'], self.size)\n"
+        "        results['img_shape'] = img.shape[:2]\n"
+        "        results['img'] = np.pad(img, ((0, self.pad), (0, self.pad), (0, 0)))\n"
+        "        return results\n"
+        "@TRANSFORMS.register_module()\nclass Zoom(ResizeToMultiple):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n.startswith("visctl_fake_tf_scope")]:
+        monkeypatch.delitem(sys.modules, name)
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, :30] = (255, 0, 0)  # red on the left: channels come back in RGB order
+    step = dict(type="ResizeToMultiple", size=(30, 20), pad=4)
+    with pytest.raises(ConfigError, match="unknown transform 'ResizeToMultiple'"):
+        transforms.run_pipeline(img, [step])  # no scope: not looked up in any package
+    steps = package_transforms.qualify([step], "visctl_fake_tf_scope")
+    assert steps == [dict(step, type="visctl_fake_tf_scope.ResizeToMultiple")]
+    state = transforms.run_pipeline(img, steps)
+    assert state.img.shape == (24, 34, 3) and state.steps == ["ResizeToMultiple"]
+    assert tuple(state.img[5, 5]) == (255, 0, 0) and tuple(state.img[22, 32]) == (0, 0, 0)
+    assert state.scale == (0.5, 0.5) and state.shift == (0, 0) and state.geometry_known
+    zoom = transforms.run_pipeline(img, package_transforms.qualify([dict(step, type="Zoom")], "visctl_fake_tf_scope"))
+    assert zoom.img.shape == (24, 34, 3) and not zoom.geometry_known

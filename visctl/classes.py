@@ -78,6 +78,67 @@ def from_model(model: Any) -> tuple[list[str], str] | None:
     return None
 
 
+def dataset_metainfo(cfg: Any) -> tuple[str, str, dict] | None:
+    """``(scope, dataset type, METAINFO)`` of the config's dataset class as its OpenMMLab package declares it
+    (mmseg's ``CityscapesDataset``/``ADE20KDataset``, mmpretrain's ``ImageNet``, mmdet's ``CocoDataset``, ...):
+    the test, val or train dataloader's ``dataset.type`` (through dataset wrappers) looked up in the
+    ``default_scope`` package's ``DATASETS`` registry, as the Runner would build it; nothing is read from disk."""
+    import importlib.util
+
+    from visctl import config
+
+    scope = cfg.get("default_scope") if hasattr(cfg, "get") else None
+    if not isinstance(scope, str) or not scope or importlib.util.find_spec(scope) is None:
+        return None
+    for key in ("test_dataloader.dataset", "val_dataloader.dataset", "train_dataloader.dataset"):
+        dataset = config.cfg_get(cfg, key)
+        for _ in range(4):  # RepeatDataset(dataset=...), ClassBalancedDataset(dataset=...)
+            if not hasattr(dataset, "get") or not isinstance(dataset.get("dataset"), dict):
+                break
+            dataset = dataset["dataset"]
+        kind = dataset.get("type") if hasattr(dataset, "get") else None
+        if not isinstance(kind, str):
+            continue
+        try:
+            import importlib
+
+            # the package's own registry: its get() imports the package's datasets and asks its parents
+            cls = importlib.import_module(f"{scope}.registry").DATASETS.get(kind)
+        except Exception:  # a package that cannot import: no names from it
+            return None
+        meta = getattr(cls, "METAINFO", None)
+        if isinstance(meta, dict):
+            return scope, kind, meta
+    return None
+
+
+def from_dataset(cfg: Any, num_classes: int | None = None) -> tuple[list[str], str] | None:
+    """The classes of the config's dataset class (:func:`dataset_metainfo`), when it has ``num_classes`` of
+    them (when known)."""
+    found = dataset_metainfo(cfg)
+    if found is None:
+        return None
+    scope, kind, meta = found
+    names = _as_list(meta.get("classes"))
+    if names and (num_classes is None or len(names) == num_classes):
+        return names, f"{scope}'s {kind}.METAINFO classes"
+    return None
+
+
+def dataset_palette(cfg: Any, num_classes: int) -> list[tuple[float, float, float]] | None:
+    """The config's dataset class's ``METAINFO['palette']`` (RGB 0-255, as mmseg's visualizer paints each
+    class) as 0-1 colours, when it has one per class."""
+    found = dataset_metainfo(cfg)
+    palette = found[2].get("palette") if found else None
+    try:
+        colors = [tuple(float(v) / 255.0 for v in c) for c in palette or ()]
+    except (TypeError, ValueError):
+        return None
+    if len(colors) != num_classes or any(len(c) != 3 for c in colors):
+        return None
+    return [(c[0], c[1], c[2]) for c in colors]
+
+
 def output_classes(model: Any) -> int | None:
     """The number of classes a model predicts, where it says: ``num_classes`` (timm and others), or the box
     classifier of a torchvision detector."""
@@ -137,6 +198,7 @@ def class_names(cfg: Any, model: nn.Module | None = None, num_classes: int | Non
 
     1. the config's ``classes`` / ``dataset_meta.classes`` / the test dataset's classes (they always win);
     2. the checkpoint's ``meta`` (``dataset_meta['classes']``, mmcls 0.x's ``CLASSES``);
+    2b. the config's dataset class's ``METAINFO`` in its OpenMMLab package (:func:`from_dataset`);
     3. the model's own ``classes``, ``CLASSES``, ``dataset_meta['classes']`` or ``config.id2label``;
     4. for a torchvision model, the categories of its weights enum with as many classes (ImageNet-1k, COCO, ...);
     5. for a timm model with 1000 (or 11k, 12k, 21k, 22k) classes, timm's ImageNet class names.
@@ -154,6 +216,9 @@ def class_names(cfg: Any, model: nn.Module | None = None, num_classes: int | Non
         return ClassNames(names, "the config's classes")
     if checkpoint_classes:
         return ClassNames(list(checkpoint_classes), "the checkpoint's meta")
+    found = from_dataset(cfg, num_classes or (output_classes(model) if model is not None else None))
+    if found:
+        return ClassNames(*found)
     if model is None:
         return ClassNames(None)
     found = from_model(model)

@@ -22,10 +22,29 @@ _MMENGINE_MIN, _MMENGINE_MAX = (0, 10), (1,)
 OPENCV_DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
 EXTRAS = {"openTSNE": "tsne (--method opentsne)", "umap-learn": "tsne (--method umap)",
           "tensorboard": "--backend tensorboard", "wandb": "--backend wandb", "timm": "timm.<name> models"}
-# OpenMMLab packages and the module holding their registries
-OPENMMLAB = {"mmpretrain": "mmpretrain.registry", "mmdet": "mmdet.registry", "mmyolo": "mmyolo.registry",
-             "mmseg": "mmseg.registry", "mmselfsup": "mmselfsup.registry", "mmrazor": "mmrazor.registry",
-             "mmcls": "mmcls.registry", "mmcv": None, "mmcv-lite": None, "mmcv-full": None}
+# OpenMMLab distributions -> their module and a tiny model of their MODELS registry that `doctor` builds the
+# way visctl builds a config's model (default_scope = the module); None: the registry is only imported
+_MMDET_TINY = dict(
+    type="RetinaNet", backbone=dict(type="ResNet", depth=18, base_channels=4, out_indices=(3,)),
+    neck=dict(type="ChannelMapper", in_channels=[32], out_channels=8, kernel_size=1),
+    bbox_head=dict(type="RetinaHead", num_classes=2, in_channels=8, stacked_convs=1, feat_channels=8,
+                   anchor_generator=dict(type="AnchorGenerator", octave_base_scale=4, scales_per_octave=1,
+                                         ratios=[1.0], strides=[32]),
+                   bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
+                   loss_cls=dict(type="FocalLoss", use_sigmoid=True), loss_bbox=dict(type="L1Loss")),
+    test_cfg=dict(nms_pre=10, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5), max_per_img=10))
+OPENMMLAB: dict[str, tuple[str, dict | None]] = {
+    "mmpretrain": ("mmpretrain", dict(type="ImageClassifier", backbone=dict(type="LeNet5", num_classes=2))),
+    "mmdet": ("mmdet", _MMDET_TINY),
+    "mmyolo": ("mmyolo", dict(type="YOLOv5CSPDarknet", deepen_factor=0.33, widen_factor=0.0625)),
+    "mmsegmentation": ("mmseg", dict(type="EncoderDecoder",
+                                     backbone=dict(type="ResNetV1c", depth=18, base_channels=4, stem_channels=8),
+                                     decode_head=dict(type="FCNHead", in_channels=32, in_index=3, channels=8,
+                                                      num_convs=1, num_classes=3))),
+    "mmselfsup": ("mmselfsup", None), "mmrazor": ("mmrazor", None), "mmcls": ("mmcls", None),
+}
+MMCV_DISTS = ("mmcv", "mmcv-lite", "mmcv-full")
+DETECTOR_PACKAGES = ("mmdet", "mmyolo")
 
 
 @dataclass
@@ -183,30 +202,96 @@ def _extras_checks() -> list[Check]:
     return out
 
 
+def build_tiny_model(module: str, model: dict) -> str:
+    """Build ``model`` through ``module``'s registry as visctl builds a config's model (``default_scope``,
+    the package's ``MODELS``); returns the built class's name. Raises what the build raises."""
+    import warnings
+
+    from visctl.models import build_model
+
+    with warnings.catch_warnings():  # the packages' notices about their own defaults (mmseg's build_loss, ...)
+        warnings.simplefilter("ignore")
+        return type(build_model(dict(model), module)).__name__
+
+
+def _missing_module(exc: BaseException) -> str | None:
+    """The top-level module an import failure names (``ftfy`` of ``No module named 'ftfy'``), else None."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:  # mmengine wraps the constructor's error
+        seen.add(id(node))
+        if isinstance(node, ModuleNotFoundError) and node.name:
+            return node.name.split(".")[0]
+        node = node.__cause__ or node.__context__
+    import re
+
+    found = re.search(r"No module named '([\w.]+)'", str(exc))
+    return found.group(1).split(".")[0] if found else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _openmmlab_package_check(dist: str, version: str, module: str, tiny: dict | None) -> Check:
+    reinstall = f"pip install --force-reinstall {dist}=={version}"
+    if not _module_present(module):
+        return Check(dist, "problem", f"{version} is listed by pip but its {module}/ module is missing", reinstall)
+    try:
+        importlib.import_module(f"{module}.registry")
+        built = build_tiny_model(module, tiny) if tiny is not None else None
+    except Exception as exc:  # an OpenMMLab package that cannot import or build shows why in one line
+        from visctl.errors import VisctlError
+
+        what = f"a tiny {tiny['type']} cannot be built through its registry" if tiny else \
+            f"{module}.registry cannot be imported"
+        missing = _missing_module(exc)
+        reason = exc.message if isinstance(exc, VisctlError) else _one_line(exc)
+        fix = f"pip install {missing}" if missing and missing != module else reinstall
+        return Check(dist, "problem", f"{version} installed but {what}: {reason}", fix)
+    if built is None:
+        return Check(dist, "ok", f"{version}; {module}.registry imports (no model is built to check it)")
+    return Check(dist, "ok", f"{version}; built a tiny {built} through its registry (default_scope='{module}'), "
+                 "as visctl builds its configs' models")
+
+
+def mmcv_ops() -> tuple[bool, str]:
+    """Whether mmcv has its compiled ops (``mmcv._ext``; nms run on two boxes), and what was found."""
+    try:
+        import torch
+        from mmcv.ops import nms
+
+        importlib.import_module("mmcv._ext")
+        _, keep = nms(torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]]), torch.tensor([0.9, 0.8]), 0.5)
+        return True, f"compiled ops present (nms kept {len(keep)} of 2 overlapping boxes)"
+    except Exception as exc:  # mmcv-lite, or mmcv built without its ops
+        return False, f"no compiled ops ({_one_line(exc)})"
+
+
 def _openmmlab_checks() -> list[Check]:
     out = []
-    for dist, registry in OPENMMLAB.items():
+    for dist, (module, tiny) in OPENMMLAB.items():
         version = dist_version(dist)
-        if version is None:
-            continue
-        if registry is None:
-            out.append(Check(dist, "ok", version))
-            continue
-        try:
-            module = importlib.import_module(registry)
-        except Exception as exc:  # an OpenMMLab package that cannot import shows why in one line
-            out.append(Check(dist, "problem", f"{version} installed but {registry} cannot be imported: "
-                             f"{type(exc).__name__}: {exc}".splitlines()[0],
-                             f"pip install the missing module, or pip install --force-reinstall {dist}=={version}"))
-            continue
-        models = getattr(module, "MODELS", None)
-        count = len(models.module_dict) if models is not None and hasattr(models, "module_dict") else 0
-        out.append(Check(dist, "ok", f"{version}; registry {registry} ({count} models registered at import; "
-                         f"configs with default_scope='{dist}' build through it)"))
-    mmcv = [d for d in ("mmcv", "mmcv-lite", "mmcv-full") if dist_version(d)]
+        if version is not None:
+            out.append(_openmmlab_package_check(dist, version, module, tiny))
+    mmcv = [d for d in MMCV_DISTS if dist_version(d)]
     if len(mmcv) > 1:
         out.append(Check("mmcv", "problem", f"{' and '.join(mmcv)} are both installed: they own the same mmcv/ module",
                          f"pip uninstall -y {' '.join(mmcv)} && pip install {mmcv[0]}=={dist_version(mmcv[0])}"))
+    elif mmcv:
+        version = dist_version(mmcv[0])
+        detectors = [d for d in DETECTOR_PACKAGES if dist_version(d)]
+        ok, detail = mmcv_ops() if _module_present("mmcv") else (False, "its mmcv/ module is missing")
+        if ok:
+            out.append(Check(mmcv[0], "ok", f"{version}; {detail}"))
+        else:
+            need = (f"{' and '.join(detectors)} detectors need them (nms)" if detectors
+                    else "mmdet/mmyolo detectors would need them (nms); classifiers and segmentors do not")
+            fix = ("pip install mmcv (a build with ops for this torch: mmcv's install guide, or build it from "
+                   "source with MMCV_WITH_OPS=1)")
+            out.append(Check(mmcv[0], "problem" if detectors else "info", f"{version}; {detail}: {need}",
+                             fix if detectors else None))
     if not out:
         out.append(Check("openmmlab", "info", "no OpenMMLab package installed (torchvision/timm/import-path models only)"))
     return out

@@ -31,6 +31,10 @@ PIXELWISE = {"ColorJitter", "Lighting", "RandomGrayscale", "GaussianBlur", "Brig
              "Sharpness", "RandomErasing", "Albu", "Albumentations", "PhotoMetricDistortion",
              "YOLOXHSVRandomAug"}
 
+#: transforms that stretch the whole image to the ``img_shape`` they record (a random scale included), with any
+#: padding at the bottom/right: the map back to the original stays known
+RESIZES = {"Resize", "ResizeToMultiple", "RandomResize", "FixShapeResize", "Pad"}
+
 # (scope, name, frozen kwargs) -> the built transform; (scope, name) -> the registry has it (True / False)
 _BUILT: dict[Any, Any] = {}
 _KNOWN: dict[tuple[str, str], bool] = {}
@@ -212,7 +216,12 @@ def apply(state: ImageState, scope: str, name: str, kwargs: dict, rng: Any) -> N
         img = np.clip(np.round(img.astype(np.float64)), 0, 255).astype(np.uint8)
     state.img = np.ascontiguousarray(img[..., ::-1])
     h1, w1 = state.img.shape[:2]
-    if (h1, w1) != (h0, w0):  # an approximate stretch, so maps still cover the image; not exact
+    shape = out.get("img_shape")
+    if (h1, w1) != (h0, w0) and name in RESIZES and shape is not None and shape[0] <= h1 and shape[1] <= w1:
+        # a stretch of the whole image to the img_shape it records, padded at the bottom/right after it (mmcv's
+        # Resize and Pad, mmseg's ResizeToMultiple record so); mmseg's postprocess_result undoes it likewise
+        state.then(float(shape[1]) / w0, float(shape[0]) / h0, 0.0, 0.0)
+    elif (h1, w1) != (h0, w0):  # an approximate stretch, so maps still cover the image; not exact
         state.then(w1 / w0, h1 / h0, 0.0, 0.0)
         state.geometry_known = False
     elif name not in PIXELWISE:  # rotations, shears, translations keep the size and move the pixels

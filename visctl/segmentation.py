@@ -146,6 +146,18 @@ def predicted_on_original(pred: np.ndarray, state: ImageState, orig_hw: tuple[in
     return out
 
 
+def prediction_on_original(model: Any, logits: torch.Tensor, pred: np.ndarray, state: ImageState,
+                           orig_hw: tuple[int, int]) -> np.ndarray:
+    """The predicted class of each original pixel: for an mmseg segmentor, the argmax of its logits resized to
+    the original as mmseg's ``postprocess_result`` does (:func:`logits_on_original`: its ``pred_sem_seg``),
+    else (or after a crop or flip) ``pred`` carried back by :func:`predicted_on_original`."""
+    if hasattr(model, "segmentor"):
+        full = logits_on_original(logits, state, orig_hw, bool(getattr(model, "align_corners", False)))
+        if full is not None:
+            return full.argmax(0).cpu().numpy()
+    return predicted_on_original(pred, state, orig_hw)
+
+
 def predicts_masks(model: nn.Module, example: torch.Tensor) -> bool:
     """Whether ``model`` returns per-pixel logits for ``example`` (one forward under no_grad)."""
     import torch
@@ -175,3 +187,151 @@ def region_score(model: nn.Module) -> nn.Module:
             return (out * region).sum((2, 3)) / region.sum().clamp(min=1)
 
     return RegionScore(model)
+
+
+# ---- mmsegmentation segmentors (EncoderDecoder and its kin) -----------------------------------------------
+
+
+def is_mmseg_segmentor(model: Any) -> bool:
+    """Whether ``model`` is an mmsegmentation segmentor (a subclass of ``mmseg``'s ``BaseSegmentor`` with an
+    ``inference`` method), told from its classes' modules without importing mmseg."""
+    return callable(getattr(model, "inference", None)) and any(
+        c.__module__.startswith("mmseg.models.segmentors") for c in type(model).__mro__)
+
+
+def mmseg_logits(model: Any, whole: bool = False) -> nn.Module:
+    """An mmseg segmentor as a model that maps a normalised batch (N, 3, H, W) to its seg logits (N, C, H, W) at
+    the input's size, computed as mmseg's ``predict`` computes them before its last resize to the original:
+    the data_preprocessor's test-time padding (``test_cfg`` size / size_divisor, ``pad_val``), the segmentor's
+    ``inference`` (whole or slide, per its ``test_cfg.mode``; the decode head resizes its logits with its own
+    ``align_corners``), then the padding removed as ``postprocess_result`` removes it.
+
+    The wrapper holds the segmentor's own submodules under their own names (``backbone.layer4`` stays
+    ``backbone.layer4``), so layer paths, checkpoints and previews read as the config's model. ``whole``: one
+    whole-image forward (``whole_inference``) whatever ``test_cfg.mode`` says (see :func:`cam_model`).
+    """
+    from torch import nn
+
+    class SegLogits(nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            object.__setattr__(self, "segmentor", inner)  # not a child: its children are ours
+            for name, child in inner.named_children():
+                self.add_module(name, child)
+            self.align_corners = bool(getattr(inner, "align_corners", False))
+            self.training = inner.training
+
+        def train(self, mode: bool = True) -> SegLogits:
+            self.segmentor.train(mode)
+            return super().train(mode)
+
+        def forward(self, x: Any) -> Any:
+            import torch
+            import torch.nn.functional as F
+
+            h, w = int(x.shape[2]), int(x.shape[3])
+            pre = getattr(self.segmentor, "data_preprocessor", None)
+            test_cfg = getattr(pre, "test_cfg", None) or {}
+            size, divisor = test_cfg.get("size"), test_cfg.get("size_divisor")
+            padding = [0, 0, 0, 0]  # (left, right, top, bottom), mmseg's stack_batch
+            meta: dict[str, Any] = dict(ori_shape=(h, w), img_shape=(h, w))
+            if size is not None or divisor is not None:
+                if size is not None:
+                    ph, pw = max(int(size[-2]) - h, 0), max(int(size[-1]) - w, 0)
+                else:
+                    d = int(divisor)
+                    ph, pw = (-h) % d if d > 1 else 0, (-w) % d if d > 1 else 0
+                padding = [0, pw, 0, ph]
+                x = F.pad(x, padding, value=float(getattr(pre, "pad_val", 0)))
+                # what SegDataPreProcessor's test-time stack_batch adds to the samples' metainfo: the decode
+                # head gives logits at pad_shape, postprocess_result cuts img_padding_size off again
+                meta.update(pad_shape=torch.Size((h + padding[3], w + padding[1])), img_padding_size=padding)
+            metas = [dict(meta) for _ in range(x.shape[0])]
+            if whole:
+                logits = self.segmentor.whole_inference(x, metas)
+            else:
+                logits = self.segmentor.inference(x, metas)
+            hh, ww = logits.shape[2:]
+            logits = logits[:, :, padding[2]:hh - padding[3], padding[0]:ww - padding[1]]
+            if tuple(logits.shape[2:]) != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=self.align_corners)
+            return logits
+
+    return SegLogits(model)
+
+
+def cam_model(model: Any) -> tuple[Any, str | None]:
+    """The model the CAMs run on, and a note when it is not ``model`` itself: an mmseg segmentor whose
+    ``test_cfg.mode`` is ``slide`` runs every layer once per window, and a CAM needs one activation per layer,
+    so its maps come from one whole-image forward (its predictions stay the sliding window's)."""
+    segmentor = getattr(model, "segmentor", None)
+    test_cfg = getattr(segmentor, "test_cfg", None) or {}
+    if segmentor is None or test_cfg.get("mode", "whole") != "slide" or not hasattr(segmentor, "whole_inference"):
+        return model, None
+    return mmseg_logits(segmentor, whole=True), (
+        "the config's slide inference runs each layer once per window; the maps come from one whole-image "
+        "forward (the predicted classes and regions from the sliding windows)")
+
+
+def mmseg_default_layer(model: Any, example: torch.Tensor) -> tuple[str, str] | None:
+    """The default target layer of an mmseg segmentor (wrapped by :func:`mmseg_logits`) and why: the module
+    that gives the backbone's last feature map (``backbone.layer4`` of a ResNet, which equals mmseg's
+    ``visualization_cam.py`` default ``backbone.layer4[2]``), else -- a backbone whose last map is no module's
+    output, as MiT's token stages reshaped in its forward -- the module that gives the decode head's features
+    before its classifier ``conv_seg`` (``decode_head.fusion_conv`` of SegFormer's head). None for others."""
+    import torch
+    from torch import nn
+
+    from visctl.models import trace
+
+    if not hasattr(model, "segmentor") or not hasattr(model, "backbone"):
+        return None
+    seen: list[Any] = []
+    conv_seg = getattr(getattr(model, "decode_head", None), "conv_seg", None)
+    handle = conv_seg.register_forward_pre_hook(lambda _m, args: seen.append(args[0])) if conv_seg is not None else None
+    try:
+        fired, _ = trace(model, example)
+    finally:
+        if handle is not None:
+            handle.remove()
+    outputs = dict(fired)
+    modules = dict(model.named_modules())
+
+    def producer(tensor: Any, prefix: str) -> str | None:
+        # the outermost module under prefix whose output is this very tensor (not a Dropout passing it on)
+        names = [n for n, o in fired if o is tensor and n.startswith(prefix + ".")
+                 and not isinstance(modules.get(n), nn.Dropout)]
+        return min(names, key=lambda n: n.count(".")) if names else None
+
+    last = outputs.get("backbone")
+    if isinstance(last, (list, tuple)) and last:
+        last = last[-1]
+    if isinstance(last, torch.Tensor) and last.ndim == 4:
+        name = producer(last, "backbone")
+        if name:
+            return name, "the backbone's last feature map"
+    if seen and isinstance(seen[0], torch.Tensor) and seen[0].ndim == 4:
+        name = producer(seen[0], "decode_head")
+        if name:
+            return name, "the decode head's features before its classifier conv_seg"
+    return None
+
+
+def logits_on_original(logits: torch.Tensor, state: ImageState, orig_hw: tuple[int, int],
+                       align_corners: bool) -> torch.Tensor | None:
+    """(C, h, w) logits at the model input's size resized onto the original as mmseg's ``postprocess_result``
+    does (bilinear to ``ori_shape`` with the segmentor's ``align_corners``), when the pipeline only resized
+    the image (and padded it at the bottom/right: cut off first); None for any other geometry (a crop, a
+    flip), which :func:`visctl.transforms.to_original` carries back instead."""
+    import torch.nn.functional as F
+
+    if not state.geometry_known or tuple(state.shift) != (0, 0) or min(state.scale) <= 0:
+        return None
+    sx, sy = state.scale
+    h0, w0 = orig_hw
+    # the resized image's own pixels: the rest is padding (a Pad step, or size_divisor)
+    hh, ww = round(h0 * sy), round(w0 * sx)
+    if hh > logits.shape[1] or ww > logits.shape[2]:
+        return None
+    inner = logits[None, :, :hh, :ww]
+    return F.interpolate(inner, size=(h0, w0), mode="bilinear", align_corners=align_corners)[0]

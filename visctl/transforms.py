@@ -24,7 +24,8 @@ Transform = Callable[["ImageState", dict, Any], None]
 # steps that only change the container (tensor packing, key selection): nothing to do on an RGB array
 FORMAT_STEPS = {"LoadImageFromFile", "LoadImage", "PackInputs", "PackClsInputs", "PackSelfSupInputs",
                 "PackDetInputs", "ToTensor", "ToImage", "ToImageTensor", "ToDtype", "ConvertImageDtype",
-                "ImageToTensor", "Collect", "ToPILImage", "PILToTensor", "ToNumpy", "LoadAnnotations"}
+                "ImageToTensor", "Collect", "ToPILImage", "PILToTensor", "ToNumpy", "LoadAnnotations",
+                "PackSegInputs", "LoadImageFromNDArray"}
 
 
 @dataclass

@@ -59,6 +59,10 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
         model, summary = load_model(ctx, cfg, checkpoint)
         if not summary:
             ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
+        from visctl import segmentation
+
+        if segmentation.is_mmseg_segmentor(model):  # its seg logits at the input's size, as mmseg predicts
+            model = segmentation.mmseg_logits(model)
     from visctl.detection import is_torchvision_detector
 
     detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
@@ -71,6 +75,10 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
         size = (native[1], native[0]) if native and native != (224, 224) else 224  # (w, h), as mmcv writes it
         if native and native != (224, 224):
             ctx.note(f"input size {native[0]}x{native[1]}: the model's own (set visctl.input_size to change it)")
+    if pipeline:  # names visctl does not write run through the default scope package's own registry
+        from visctl.package_transforms import qualify
+
+        pipeline = qualify([dict(s) for s in pipeline], config.cfg_get(cfg, "default_scope"))
     steps = pipeline or ([] if detector else transforms.default_pipeline(size))
     mean, std, rgb = config.normalization(cfg)
     if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(

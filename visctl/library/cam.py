@@ -571,14 +571,20 @@ class _SegmentationRun(CamRun):
         model = mi.model
         example_logits = segmentation.logits(model, mi.example)
         self.num_classes = int(example_logits.shape[1])
-        self.names = config.class_names(mi.cfg)
+        from visctl.library._common import class_names
+
+        self.names = class_names(session, mi, self.num_classes)
         self.asked = cams.resolve_categories(target_category, self.names, self.num_classes)
         self.background = segmentation.background_index(self.names, model)
         pr = cams.probe(model, mi.example, logits=False)
         in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
         layers = ([models.find_layer(model, n)[0] for n in target_layers] if target_layers
-                  else [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers") or []]
-                  or [segmentation.default_layer(pr, self.num_classes)])
+                  else [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers") or []])
+        if not layers:
+            chosen = segmentation.mmseg_default_layer(model, mi.example)
+            if chosen is not None:
+                session.note(f"default target layer {chosen[0]}: {chosen[1]}")
+            layers = [chosen[0] if chosen else segmentation.default_layer(pr, self.num_classes)]
         self.layers = layers
         layouts = [cams.detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
         session.note(f"segmentation: target layers {', '.join(layers)}; regions: "
@@ -594,7 +600,10 @@ class _SegmentationRun(CamRun):
         self.box = box
         if (target_mask or box) and not self.asked:
             raise InputError("a region needs its class", hint="add --target-category NAME_OR_INDEX")
-        self.engines = [cams.CamEngine(model, m, layers, layouts, batch_size=batch_size, autocast=autocast)
+        cam_model, why = segmentation.cam_model(model)
+        if why:
+            session.note(why)
+        self.engines = [cams.CamEngine(cam_model, m, layers, layouts, batch_size=batch_size, autocast=autocast)
                         for m in methods]
         self.score_model = segmentation.region_score(model) if score else None
         self.params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
@@ -617,11 +626,15 @@ class _SegmentationRun(CamRun):
         from visctl import faithfulness, output, render, segmentation, transforms
 
         session, mi, names, box = self.session, self.mi, self.names, self.box
-        colors = render.class_colors(max(self.num_classes, 1))
+        from visctl.classes import dataset_palette
+
+        # the dataset's own palette where it has one (mmseg's, as its visualizer paints the classes)
+        colors = dataset_palette(mi.cfg, self.num_classes) or render.class_colors(max(self.num_classes, 1))
         stems = output.input_stems(mi.paths)
         for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last):
             batch = b.tensor
-            preds = segmentation.logits(mi.model, batch).argmax(1).cpu().numpy()
+            out = segmentation.logits(mi.model, batch)
+            preds = out.argmax(1).cpu().numpy()
             for i, (p, img, state) in enumerate(b.items):
                 pred = preds[i]
                 present = [int(c) for c in np.unique(pred) if int(c) != self.background]
@@ -658,7 +671,7 @@ class _SegmentationRun(CamRun):
                         maps[(engine.method.value, c)] = fmap
                         captions[(engine.method.value, c)] = text
                     rows.append((f"class {c} {label}", panels))
-                on_original = segmentation.predicted_on_original(pred, state, img.shape[:2])
+                on_original = segmentation.prediction_on_original(mi.model, out[i], pred, state, img.shape[:2])
                 base = segmentation.outlines(img, on_original, present, colors)
                 drawn = [r for r in rows if r[1]]
                 figure = drawing = None
