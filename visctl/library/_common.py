@@ -76,6 +76,16 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
     if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
             cfg, "model.data_preprocessor")):
         mean, std, rgb = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), True  # they normalise 0-1 images themselves
+    if module is None and type(model).__module__.startswith(("mmdet.", "mmyolo.")):
+        from visctl import mmdet_adapter
+
+        if mmdet_adapter.is_mm_detector(model):
+            # the package's own test pipeline and data preprocessor; boxes and maps carried back from what
+            # its transforms record (visctl.mmdet_adapter)
+            model = mmdet_adapter.adapt(model, cfg)
+            detector = True
+            steps = [dict(type="OpenMMLabPipeline", pipeline=model.pipeline)]
+            mean, std, rgb = model.mean, model.std, model.rgb
     import warnings
 
     from visctl.errors import InputWarning
