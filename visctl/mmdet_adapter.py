@@ -269,8 +269,9 @@ def _adapter_class() -> type:
             metas = self.metas(batch)
             x = self.prepared(batch, metas)
             det = self.detector
-            if self.loss_mode and self.family is not None and torch.is_grad_enabled():
-                # the features once, with their graph: the loss target of each image is taken from them
+            if self.loss_mode and self.family is not None:
+                # the features once (in a CAM's forward, their graph starts at the target layer): each image's
+                # loss target is computed from them, after the boxes of this very forward are kept
                 feats = det.extract_feat(x)
                 with torch.no_grad():
                     found = det.bbox_head.predict(tuple(f.detach() for f in feats), self.samples(metas),

@@ -110,6 +110,7 @@ class Plan:
     classes: list[str] | None
     params: dict[str, Any]
     opts: dict[str, Any]
+    target: Callable[[], Any] | None = None  # a new box target (default: detection.BoxScoreTarget)
 
 
 def parse_max_shape(values: Sequence[int] | None) -> tuple[int, int] | None:
@@ -156,6 +157,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
             options: RunOptions | None = None, session: Session | None = None,
             on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
     """Check the options, load the detector, resolve the target layers and build the CAM engine."""
+    import functools
+
     from visctl import cams, config, detection, models, render
     from visctl.errors import LayerError
     from visctl.images import as_images
@@ -170,6 +173,14 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
         on_model(mi)
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
     pr = cams.probe(mi.model, mi.example, logits=False)
+    openmmlab = bool(getattr(mi.model, "is_openmmlab_detector", False))
+    if not target_layers and openmmlab and not config.tool_option(mi.cfg, "target_layers"):
+        try:  # mmyolo's boxam_vis_demo default, where the neck has it (mmyolo's PAFPN necks)
+            target_layers = [models.find_layer(mi.model, "neck.out_layers[2]")[0]]
+            session.log("default target layer: neck.out_layers.2 (mmyolo boxam_vis_demo's; set --target-layers "
+                        "to change it)")
+        except LayerError:
+            pass
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in target_layers]
     elif config.tool_option(mi.cfg, "target_layers"):
@@ -189,8 +200,25 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
         cams.validate_layer_output(n, shape)
         layouts.append(cams.detect_layout(shape, in_hw, False, None, n))
     cam_method = cams.parse_method(method.value)[0]
+    target = None
+    loss_route = openmmlab and mi.model.family is not None and method in (BoxMethod.gradcam,
+                                                                          BoxMethod.gradcamplusplus)
+    if loss_route:
+        from visctl import mmdet_adapter
+
+        ignore = mmdet_adapter.IGNORE_LOSS[mi.model.family]
+        mi.model.loss_mode = True
+        target = functools.partial(mmdet_adapter.LossTarget, mi.model, ignore)
+        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {mi.model.family} detector: the loss with the "
+                     f"kept boxes as ground truth (all but {', '.join(ignore)}), gradients and activations as |x|, "
+                     "weights per position")
+    elif openmmlab:
+        mi.model.loss_mode = False
+    if openmmlab and method is BoxMethod.ablationcam:
+        batch_size = 1  # AblationCAM's copies of one image: the detector reads that image's pipeline meta
     engine = cams.CamEngine(mi.model, cam_method, names, layouts, batch_size=16,
-                            ratio_channels_to_ablate=ratio_channels_to_ablate, detection=True, max_shape=cap)
+                            ratio_channels_to_ablate=ratio_channels_to_ablate, detection=True, max_shape=cap,
+                            spatial=loss_route)
     classes = _common.class_names(session, mi)
     params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                   method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
@@ -202,7 +230,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     opts = dict(topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes,
                 alpha=alpha, colormap=colormap, panel_size=panel_size, batch_size=batch_size, cam_method=cam_method,
                 image_format=image_format)
-    return Plan(session, mi, names, engine, method, classes, params, opts)
+    return Plan(session, mi, names, engine, method, classes, params, opts, target)
 
 
 def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
@@ -229,7 +257,7 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
         slot = 0
         while slot == 0 or (per_box and slot < max((len(k["scores"]) for k in kept), default=0)):
             sel = slice(slot, slot + 1) if per_box else slice(None)
-            targets = [detection.BoxScoreTarget() for _ in group]
+            targets = [(plan.target or detection.BoxScoreTarget)() for _ in group]
             found = functools.partial(_take_boxes, kept=kept, targets=targets, sel=sel, opts=o, device=ctx.device)
             maps, _ = plan.engine(tensor, targets, on_output=found)
             for i in range(len(group)):
