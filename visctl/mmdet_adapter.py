@@ -166,8 +166,9 @@ def dataset_meta(cfg: Any) -> dict[str, Any]:
     try:
         from mmengine.registry import DATASETS
 
-        with package_scope(cfg.get("default_scope")):
-            cls = DATASETS.get(dataset["type"]) if isinstance(dataset["type"], str) else dataset["type"]
+        # the default scope's registry (as models.py builds): its get() imports the package's dataset modules
+        with package_scope(cfg.get("default_scope")), DATASETS.switch_scope_and_registry(None) as registry:
+            cls = registry.get(dataset["type"]) if isinstance(dataset["type"], str) else dataset["type"]
             if cls is None or not hasattr(cls, "_load_metainfo"):
                 return {}
             return dict(cls._load_metainfo(dataset.get("metainfo")))
