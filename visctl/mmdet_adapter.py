@@ -207,7 +207,7 @@ def _adapter_class() -> type:
                 self.add_module(name, child)
             object.__setattr__(self, "detector", detector)  # not a child: its modules are ours already
             self.cfg = cfg
-            dp = getattr(detector, "data_preprocessor", None)
+            dp: Any = getattr(detector, "data_preprocessor", None)
             self.pad_size_divisor = int(getattr(dp, "pad_size_divisor", 1) or 1)
             self.pad_value = float(getattr(dp, "pad_value", 0) or 0)
             normalize = bool(getattr(dp, "_enable_normalize", False))
@@ -269,7 +269,7 @@ def _adapter_class() -> type:
         def forward(self, batch: torch.Tensor) -> list[dict[str, Any]]:
             metas = self.metas(batch)
             x = self.prepared(batch, metas)
-            det = self.detector
+            det: Any = self.__dict__["detector"]
             if self.loss_mode and self.family is not None:
                 # the features once (in a CAM's forward, their graph starts at the target layer): each image's
                 # loss target is computed from them, after the boxes of this very forward are kept
@@ -306,7 +306,7 @@ def _adapter_class() -> type:
             hub = MessageHub.get_current_instance()
             if "epoch" not in hub.runtime_info:  # boxam_vis_demo: "required in some algorithms"
                 hub.update_info("epoch", 0)
-            head = self.detector.bbox_head
+            head: Any = self.__dict__["detector"].bbox_head
             owner = head.head_module if hasattr(head, "head_module") else head
             was = owner.training
             owner.training = True

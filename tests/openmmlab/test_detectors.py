@@ -159,8 +159,14 @@ def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, to
     import torch
     from mmengine import MessageHub
     from mmyolo.utils import register_all_modules
-    from mmyolo.utils.boxam_utils import (BoxAMDetectorVisualizer, BoxAMDetectorWrapper, DetAblationLayer,
-                                          DetBoxScoreTarget, GradCAM, reshape_transform)
+    from mmyolo.utils.boxam_utils import (
+        BoxAMDetectorVisualizer,
+        BoxAMDetectorWrapper,
+        DetAblationLayer,
+        DetBoxScoreTarget,
+        GradCAM,
+        reshape_transform,
+    )
 
     register_all_modules()
     MessageHub.get_current_instance().runtime_info["epoch"] = 0

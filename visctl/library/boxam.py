@@ -149,7 +149,7 @@ def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list
     return kept
 
 
-def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str = BoxMethod.layercam,
+def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str | None = None,
             target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
             norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
             colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
@@ -165,7 +165,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     from visctl.library import _common
 
     session = session or Session(options)
-    method = BoxMethod(method)
+    chosen = BoxMethod(method) if method is not None else None
     colormap, cap, image_format = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
                                                 image_format=image_format)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
@@ -174,6 +174,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
     pr = cams.probe(mi.model, mi.example, logits=False)
     openmmlab = bool(getattr(mi.model, "is_openmmlab_detector", False))
+    # the default: mmyolo boxam_vis_demo's gradcam on the detectors it covers (YOLOv5/v6/X, RTMDet), else layercam
+    method = chosen or (BoxMethod.gradcam if openmmlab and mi.model.family is not None else BoxMethod.layercam)
     if not target_layers and openmmlab and not config.tool_option(mi.cfg, "target_layers"):
         try:  # mmyolo's boxam_vis_demo default, where the neck has it (mmyolo's PAFPN necks)
             target_layers = [models.find_layer(mi.model, "neck.out_layers[2]")[0]]
@@ -329,7 +331,7 @@ def _frozen(values: Any, dtype: Any) -> np.ndarray:
     return arr
 
 
-def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str = BoxMethod.layercam,
+def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str | None = None,
           target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
           norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
           colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
@@ -339,7 +341,9 @@ def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: Box
 
     ``images``: a path, folder or glob, a numpy RGB image, a PIL image, or a list of them. ``model``: a
     detector config path, a torchvision detector name (``fasterrcnn_resnet50_fpn``), a config dict or an
-    ``nn.Module`` detector. The options are the CLI's (``visctl boxam --help``); ``save_raw``:
+    ``nn.Module`` detector (mmdet/mmyolo configs: see :mod:`visctl.mmdet_adapter`). ``method`` defaults to
+    layercam, or gradcam as mmyolo's boxam_vis_demo on its detectors. The options are the CLI's
+    (``visctl boxam --help``); ``save_raw``:
     ``result.save(dir)`` writes the maps as ``.npy`` too; ``image_format`` png, jpg or webp names the figures.
     Returns a :class:`BoxamResult`.
     """

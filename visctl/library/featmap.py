@@ -234,6 +234,10 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
                 cfg_b = compare if isinstance(compare, Config) else Config(dict(compare))
                 compare_param = ["<config>"] + ([str(compare_checkpoint)] if compare_checkpoint else [])
             model_b, _ = _common.load_model(session, cfg_b, compare_checkpoint, label="compare: ")
+            from visctl import mmdet_adapter
+
+            if mmdet_adapter.is_mm_detector(model_b):  # the same preprocessing as model A's (its padding value)
+                model_b = mmdet_adapter.adapt(model_b, cfg_b)
         other = (model_b, {n: models.find_layer(model_b, n)[1] for n in names})
     from visctl import render
 
@@ -304,7 +308,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
     import cv2
     import numpy as np
 
-    from visctl import detection, featmaps, images, output, render, transforms
+    from visctl import detection, featmaps, images, mmdet_adapter, output, render, transforms
     from visctl.errors import VisctlError
     from visctl.library import _common
 
@@ -319,6 +323,8 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
     for batch in _common.batches(ctx, mi, o["batch_size"], "features"):
         group = batch.items
         feats_a = featmaps.capture(mi.model, plan.layers, batch.tensor)
+        if plan.other:
+            mmdet_adapter.bind(plan.other[0], [state for _, _, state in group])
         feats_b = featmaps.capture(plan.other[0], plan.other[1], batch.tensor) if plan.other else None
         if o["score_thr"] is not None:
             for (p, _img, state), found in zip(group, detection.detect(mi.model, batch.tensor)):
