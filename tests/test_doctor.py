@@ -187,3 +187,28 @@ def test_install_into_an_openmmlab_environment_changes_nothing(tmp_path):
     tools = subprocess.run([py, "-c", "from pytorch_grad_cam import GradCAM; import torch; "
                             "GradCAM(torch.nn.Conv2d(3, 3, 1), [], use_cuda=False)"], capture_output=True, text=True)
     assert tools.returncode == 0, tools.stderr  # what mmpretrain's vis_cam.py calls still works
+
+
+@pytest.mark.parametrize(("with_ops", "with_mmdet", "status"), [(False, True, "problem"), (False, False, "info"),
+                                                                (True, True, "ok")])
+def test_doctor_says_whether_mmcv_has_its_compiled_ops(invoke, monkeypatch, tmp_path, with_ops, with_mmdet, status):
+    pkg = tmp_path / "mmcv"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    if with_ops:
+        (pkg / "_ext.py").write_text("")  # stands for the compiled extension
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mmcv", raising=False)
+    monkeypatch.delitem(sys.modules, "mmcv._ext", raising=False)
+    _fake_dists(monkeypatch, {"mmcv-lite": "2.2.0", "mmcv": None, "mmcv-full": None,
+                              "mmdet": "3.3.0" if with_mmdet else None, "mmyolo": None})
+    result, report = _doctor(invoke)
+    c = _check(report, "mmcv-ops")
+    assert c["status"] == status, c
+    if status == "problem":
+        assert result.exit_code == 1 and "no compiled ops" in c["detail"] and "mmdet" in c["detail"]
+        assert "MMCV_WITH_OPS=1" in c["fix"]
+    elif status == "info":
+        assert "no compiled ops" in c["detail"] and c["fix"] is None
+    else:
+        assert "load" in c["detail"]

@@ -207,9 +207,30 @@ def _openmmlab_checks() -> list[Check]:
     if len(mmcv) > 1:
         out.append(Check("mmcv", "problem", f"{' and '.join(mmcv)} are both installed: they own the same mmcv/ module",
                          f"pip uninstall -y {' '.join(mmcv)} && pip install {mmcv[0]}=={dist_version(mmcv[0])}"))
+    if mmcv:
+        out.append(_mmcv_ops_check(mmcv[0]))
     if not out:
         out.append(Check("openmmlab", "info", "no OpenMMLab package installed (torchvision/timm/import-path models only)"))
     return out
+
+
+def _mmcv_ops_check(dist: str) -> Check:
+    """Whether mmcv has its compiled ops (``mmcv._ext``: NMS, RoIAlign, ...), which every mmdet/mmyolo detector
+    needs; mmcv-lite and a wheel built for another torch have none. A problem where mmdet or mmyolo is installed."""
+    version = dist_version(dist)
+    try:
+        importlib.import_module("mmcv._ext")
+    except Exception as exc:  # not built (ModuleNotFoundError), or built against another torch (undefined symbol)
+        needed = [d for d in ("mmdet", "mmyolo") if dist_version(d)]
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+        detail = f"{dist} {version} has no compiled ops (mmcv._ext: {reason})"
+        if needed:
+            return Check("mmcv-ops", "problem", f"{detail}; {' and '.join(needed)} detectors need them (NMS) for "
+                         "visctl boxam, slice and featmap", "pip uninstall -y mmcv-lite; install an mmcv with ops built "
+                         "for this torch (MMCV_WITH_OPS=1 pip install mmcv --no-binary mmcv, or OpenMMLab's wheel for "
+                         "your torch and CUDA)")
+        return Check("mmcv-ops", "info", f"{detail}: fine for classification; mmdet/mmyolo detectors need them")
+    return Check("mmcv-ops", "ok", f"{dist} {version}: compiled ops (mmcv._ext) load")
 
 
 def diagnose() -> list[Check]:

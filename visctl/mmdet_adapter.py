@@ -220,6 +220,7 @@ def _adapter_class() -> type:
             self.family = loss_family(detector, cfg)
             self._states: list[Any] = []
             self.loss_mode = False  # boxam's gradient methods: outputs carry what LossTarget needs
+            self.keep_graph = False  # boxam's gradient methods on the box scores: predictions keep their graph
             self.pipeline = PackagePipeline(cfg, self.pad_size_divisor)
 
         def bind(self, states: list[Any]) -> None:
@@ -281,7 +282,8 @@ def _adapter_class() -> type:
                 for i, out in enumerate(outputs):
                     out["loss_inputs"] = (tuple(f[i:i + 1] for f in feats), metas[i])
                 return outputs
-            results = det.predict(x, self.samples(metas), rescale=True)
+            with undetached() if self.keep_graph else contextlib.nullcontext():
+                results = det.predict(x, self.samples(metas), rescale=True)
             return self._outputs([r.pred_instances for r in results], metas)
 
         def _outputs(self, found: list[Any], metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -300,13 +302,21 @@ def _adapter_class() -> type:
             from mmengine.structures import InstanceData
 
             feats, meta = loss_inputs
-            sample = DetDataSample(metainfo=meta)
-            sample.gt_instances = InstanceData(bboxes=boxes.detach().reshape(-1, 4).float(),
-                                               labels=labels.detach().reshape(-1).long())
+            boxes = boxes.detach().reshape(-1, 4).float()
+            labels = labels.detach().reshape(-1).long()
+            head: Any = self.__dict__["detector"].bbox_head
+            if any(c.__name__ == "YOLOv5Head" and c.__module__.startswith("mmyolo.") for c in type(head).__mro__):
+                # mmyolo's heads (YOLOv5/v6/v7/v8, YOLOX, RTMDet) train on its packed ground truth, (n, 6) rows of
+                # [image, label, x0, y0, x1, y1] with img_metas (some, YOLOX's, accept no other form)
+                rows = torch.cat([boxes.new_zeros((len(boxes), 1)), labels[:, None].to(boxes.dtype), boxes], 1)
+                gt: Any = dict(bboxes_labels=rows, img_metas=[meta])
+            else:
+                sample = DetDataSample(metainfo=meta)
+                sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
+                gt = [sample]
             hub = MessageHub.get_current_instance()
             if "epoch" not in hub.runtime_info:  # boxam_vis_demo: "required in some algorithms"
                 hub.update_info("epoch", 0)
-            head: Any = self.__dict__["detector"].bbox_head
             owner = head.head_module if hasattr(head, "head_module") else head
             was = owner.training
             owner.training = True
@@ -314,7 +324,7 @@ def _adapter_class() -> type:
                 if hasattr(head, "featmap_sizes"):
                     head.featmap_sizes = None
                 with package_scope(self.cfg.get("default_scope")):
-                    return head.loss(feats, [sample])
+                    return head.loss(feats, gt)
             finally:
                 owner.training = was
                 if hasattr(head, "featmap_sizes"):
@@ -322,6 +332,30 @@ def _adapter_class() -> type:
 
     _CLASS.append(Adapter)
     return Adapter
+
+
+@contextlib.contextmanager
+def undetached() -> Iterator[None]:
+    """mmdet's dense heads predict from ``select_single_mlvl(..., detach=True)``: for a box-score CAM the scores
+    must keep their graph, so for the duration every loaded mmdet/mmyolo module's copy keeps it."""
+    import sys
+
+    from mmdet.models.utils import misc
+
+    original = misc.select_single_mlvl
+
+    def keep(mlvl_tensors: Any, batch_id: int, detach: bool = True) -> Any:
+        return original(mlvl_tensors, batch_id, detach=False)
+
+    patched = [m for name, m in list(sys.modules.items()) if name.startswith(("mmdet.", "mmyolo."))
+               and getattr(m, "select_single_mlvl", None) is original]
+    for module in patched:
+        module.select_single_mlvl = keep  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.select_single_mlvl = original  # type: ignore[attr-defined]
 
 
 class LossTarget:
