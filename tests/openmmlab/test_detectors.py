@@ -251,6 +251,27 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
     np.testing.assert_allclose(drawn, boxes, atol=0.06)  # the manifest rounds to 0.1 px
 
 
+def test_boxam_on_retinanet_scores_its_own_boxes(small_photo, mm_tmp):
+    """A detector mmyolo's boxam does not cover (mmdet's RetinaNet): the box-score target on the package's own
+    predictions, whose graph is kept through its predict (mmdet detaches the scores there); the default layer is
+    the FPN's finest output, where these boxes come from."""
+    need("mmdet")
+    need_mmcv_ops()
+    cfg_path, ckpt, options = _checkpoint("retinanet_r50", str(mm_tmp))
+    from mmdet.apis import inference_detector
+
+    ref = inference_detector(_reference_detector("mmdet", _config(cfg_path, options), ckpt),
+                             str(small_photo)).pred_instances
+    res = visctl.boxam(small_photo, cfg_path, str(ckpt), method="gradcam", topk=2, score_thr=0.05,
+                       options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
+    got = res.images[0]
+    assert res.params["target_layers"] == ["neck.fpn_convs.0"]
+    np.testing.assert_allclose(got.boxes, ref.bboxes.numpy()[:2], atol=1e-3)
+    np.testing.assert_allclose(got.scores, ref.scores.numpy()[:2], atol=1e-5)
+    amap = got.maps[0]
+    assert amap.shape == (240, 320) and np.isfinite(amap).all() and amap.max() > 0.99
+
+
 def _reference_features(cfg, ckpt: Path, image: Path, module_path: str):
     """The detector's own features: inference_detector's pipeline and data preprocessor, a hook on the module."""
     import torch

@@ -182,7 +182,11 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
             session.log("default target layer: neck.out_layers.2 (mmyolo boxam_vis_demo's; set --target-layers "
                         "to change it)")
         except LayerError:
-            pass
+            finest = detection.finest_neck_layer(pr)
+            if finest:  # an FPN's last level (P7) sees only the largest boxes: its finest output sees most
+                target_layers = [finest]
+                session.log(f"default target layer: {finest} (the neck's last output at its finest resolution; "
+                            "set --target-layers to change it)")
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in target_layers]
     elif config.tool_option(mi.cfg, "target_layers"):
