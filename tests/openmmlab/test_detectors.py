@@ -151,8 +151,9 @@ def _carry_back(amap: np.ndarray, meta: dict, ori_hw: tuple[int, int]) -> np.nda
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, topk: int, tmp: Path):
-    """mmyolo's boxam_vis_demo for one image and GradCAM, on its own classes: the map at the network input's
+def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, topk: int, tmp: Path,
+                  method: str = "gradcam"):
+    """mmyolo's boxam_vis_demo for one image and ``method`` (its GradCAM or GradCAM++): the map at the network input's
     size (a blank of that size stands for the image the demo passes only for its size), the boxes and the
     pipeline's meta."""
     import cv2
@@ -165,6 +166,7 @@ def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, to
         DetAblationLayer,
         DetBoxScoreTarget,
         GradCAM,
+        GradCAMPlusPlus,
         reshape_transform,
     )
 
@@ -174,7 +176,8 @@ def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, to
     torch.save({"state_dict": torch.load(str(checkpoint), weights_only=False)["state_dict"], "meta": {}}, plain)
     wrapper = BoxAMDetectorWrapper(cfg, str(plain), thr, device="cpu")
     layers = [eval(f"wrapper.detector.{layer}")]  # as the demo resolves --target-layers
-    vis = BoxAMDetectorVisualizer(GradCAM, wrapper, layers,
+    cam_class = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}[method]  # the demo's GRAD_BASED_METHOD_MAP
+    vis = BoxAMDetectorVisualizer(cam_class, wrapper, layers,
                                   reshape_transform=functools.partial(reshape_transform, max_shape=[-1],
                                                                       is_need_grad=True),
                                   is_need_grad=True, extra_params=dict(batch_size=1, ablation_layer=DetAblationLayer(),
@@ -193,7 +196,8 @@ def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, to
     return am, pred.bboxes.numpy(), meta
 
 
-def test_boxam_equals_mmyolo_boxam_vis_demo(small_photo, mm_tmp):
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_boxam_equals_mmyolo_boxam_vis_demo(method, small_photo, mm_tmp):
     """YOLOv5-s with its own letterbox pipeline: the boxes are mmyolo's, and the map is mmyolo's GradCAM carried
     back from the network input by the pipeline's scale_factor and pad_param."""
     need("mmyolo")
@@ -201,9 +205,9 @@ def test_boxam_equals_mmyolo_boxam_vis_demo(small_photo, mm_tmp):
     need_mmcv_ops()
     cfg_path, ckpt, options = _checkpoint("yolov5_s", str(mm_tmp))
     thr, topk, layer = 0.25, 2, "neck.out_layers[0]"  # level 0: the small random boxes are assigned there
-    am, boxes, meta = _mmyolo_boxam(_config(cfg_path, options), ckpt, small_photo, layer, thr, topk, mm_tmp)
+    am, boxes, meta = _mmyolo_boxam(_config(cfg_path, options), ckpt, small_photo, layer, thr, topk, mm_tmp, method)
     assert am.max() > 0.99 and meta.get("pad_param") is not None and meta["pad_param"][0] > 0
-    res = visctl.boxam(small_photo, cfg_path, str(ckpt), method="gradcam", target_layers=[layer], topk=topk,
+    res = visctl.boxam(small_photo, cfg_path, str(ckpt), method=method, target_layers=[layer], topk=topk,
                        score_thr=thr, options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
     got = res.images[0]
     np.testing.assert_allclose(got.boxes, boxes, atol=1e-3)
