@@ -130,6 +130,30 @@ def test_boxes_equal_inference_detector(key, small_photo, mm_tmp):
     assert res.results[0]["category"] in visctl_coco_names()
 
 
+def test_batched_images_of_different_sizes_keep_their_own_geometry(small_photo, mm_tmp):
+    """Three pictures of different shapes letterboxed into one batch: each image's boxes are its own
+    inference_detector's (each carries its own scale_factor and pad_param), each map its own size."""
+    need("mmyolo")
+    need("pytorch_grad_cam")
+    need_mmcv_ops()
+    import cv2
+    from mmdet.apis import inference_detector
+
+    cfg_path, ckpt, options = _checkpoint("yolov5_s", str(mm_tmp))
+    img = cv2.imread(str(small_photo))
+    paths = [small_photo, mm_tmp / "tall.jpg", mm_tmp / "wide.jpg"]
+    cv2.imwrite(str(paths[1]), cv2.resize(img, (200, 300)))
+    cv2.imwrite(str(paths[2]), cv2.resize(img, (400, 150)))
+    res = visctl.boxam(paths, cfg_path, str(ckpt), method="eigencam", topk=5, score_thr=0.0, batch_size=3,
+                       options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
+    model = _reference_detector("mmyolo", _config(cfg_path, options), ckpt)
+    for path, got in zip(paths, res.images):
+        ref = inference_detector(model, str(path)).pred_instances
+        np.testing.assert_allclose(got.boxes, ref.bboxes.numpy()[:5], atol=1e-3)
+        np.testing.assert_allclose(got.scores, ref.scores.numpy()[:5], atol=1e-6)
+        assert got.maps[0].shape == cv2.imread(str(path)).shape[:2]
+
+
 def visctl_coco_names() -> tuple[str, ...]:
     from mmdet.datasets import CocoDataset
 
