@@ -30,7 +30,9 @@ def boxam(
         "YOLOv5/v6/X and RTMDet detectors: gradcam as mmyolo's boxam_vis_demo, on their loss].",
         show_default=False)] = None,
     target_layers: opt.TargetLayers = None,
-    topk: Annotated[int, typer.Option("--topk", min=1, help="At most K boxes per image, best first.")] = 10,
+    topk: Annotated[Optional[int], typer.Option(
+        "--topk", help="At most K boxes per image, best first; -1: all [default: 10; on mmdet/mmyolo detectors -1, "
+        "as boxam_vis_demo].", show_default=False)] = None,
     score_thr: Annotated[float, typer.Option("--score-thr", "--score_thr", help="Keep boxes scoring at least this.")
                          ] = 0.3,
     norm_in_bbox: Annotated[bool, typer.Option("--norm-in-bbox", "--norm_in_bbox",

@@ -140,17 +140,17 @@ def check_options(*, score_thr: float, colormap: str, max_shape: Sequence[int] |
 
 
 def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list[dict[str, Any]]:
-    """Each image's detections scoring at least ``score_thr``, best first, at most ``topk``."""
+    """Each image's detections scoring at least ``score_thr``, best first, at most ``topk`` (-1: all)."""
     kept = []
     for out in found:
         order = out["scores"].argsort(descending=True)
-        order = order[out["scores"][order] >= score_thr][:topk]
+        order = order[out["scores"][order] >= score_thr][:topk if topk > 0 else None]
         kept.append({k: v[order] for k, v in out.items()})
     return kept
 
 
 def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str | None = None,
-            target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
+            target_layers: Sequence[str] | None = None, topk: int | None = None, score_thr: float = 0.3,
             norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
             colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
             panel_size: int | None = None, batch_size: int = 4, image_format: str = "png",
@@ -160,12 +160,14 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     import functools
 
     from visctl import cams, config, detection, models, render
-    from visctl.errors import LayerError
+    from visctl.errors import LayerError, VisctlError
     from visctl.images import as_images
     from visctl.library import _common
 
     session = session or Session(options)
     chosen = BoxMethod(method) if method is not None else None
+    if topk is not None and (topk == 0 or topk < -1):
+        raise VisctlError(f"--topk {topk}", hint="give the number of boxes per image (1 or more), or -1 for all")
     colormap, cap, image_format = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
                                                 image_format=image_format)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
@@ -176,6 +178,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     openmmlab = bool(getattr(mi.model, "is_openmmlab_detector", False))
     # the default: mmyolo boxam_vis_demo's gradcam on the detectors it covers (YOLOv5/v6/X, RTMDet), else layercam
     method = chosen or (BoxMethod.gradcam if openmmlab and mi.model.family is not None else BoxMethod.layercam)
+    if topk is None:  # boxam_vis_demo's --topk -1 (every box over the threshold) on OpenMMLab detectors
+        topk = -1 if openmmlab else 10
     if not target_layers and openmmlab and not config.tool_option(mi.cfg, "target_layers"):
         try:  # mmyolo's boxam_vis_demo default, where the neck has it (mmyolo's PAFPN necks)
             target_layers = [models.find_layer(mi.model, "neck.out_layers[2]")[0]]
@@ -338,7 +342,7 @@ def _frozen(values: Any, dtype: Any) -> np.ndarray:
 
 
 def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str | None = None,
-          target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
+          target_layers: Sequence[str] | None = None, topk: int | None = None, score_thr: float = 0.3,
           norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
           colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
           panel_size: int | None = None, batch_size: int = 4, save_raw: bool = False, image_format: str = "png",
@@ -348,7 +352,8 @@ def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: Box
     ``images``: a path, folder or glob, a numpy RGB image, a PIL image, or a list of them. ``model``: a
     detector config path, a torchvision detector name (``fasterrcnn_resnet50_fpn``), a config dict or an
     ``nn.Module`` detector (mmdet/mmyolo configs: see :mod:`visctl.mmdet_adapter`). ``method`` defaults to
-    layercam, or gradcam as mmyolo's boxam_vis_demo on its detectors. The options are the CLI's
+    layercam, or gradcam as mmyolo's boxam_vis_demo on its detectors; ``topk`` to 10, or -1 (every box over
+    ``score_thr``) on an OpenMMLab detector, as that demo. The options are the CLI's
     (``visctl boxam --help``); ``save_raw``:
     ``result.save(dir)`` writes the maps as ``.npy`` too; ``image_format`` png, jpg or webp names the figures.
     Returns a :class:`BoxamResult`.
