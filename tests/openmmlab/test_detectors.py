@@ -319,17 +319,20 @@ def _reference_features(cfg, ckpt: Path, image: Path, module_path: str):
     return found[0], meta
 
 
-@pytest.mark.parametrize(("layer", "count"), [("backbone", 3), ("neck", 3)])
+@pytest.mark.parametrize(("layer", "count"), [("backbone", 3), ("neck", 3), (None, 3)])
 def test_featmap_of_backbone_and_neck(layer, count, small_photo, mm_tmp):
-    """The seed's ``--target-layers backbone`` / ``neck`` on YOLOv5-s: three output maps each, every one carried
-    back to the original's size, equal to the detector's own output reduced the same way."""
+    """The seed's ``--target-layers backbone`` / ``neck`` on YOLOv5-s (and no layer: featmap_vis_demo's default,
+    the backbone): three output maps each, every one carried back to the original's size, equal to the
+    detector's own output reduced the same way."""
     need("mmyolo")
     need_mmcv_ops()
     cfg_path, ckpt, options = _checkpoint("yolov5_s", str(mm_tmp))
-    res = visctl.featmap(small_photo, cfg_path, str(ckpt), target_layers=[layer], channel_reduction="squeeze_mean",
+    res = visctl.featmap(small_photo, cfg_path, str(ckpt), target_layers=[layer] if layer else None,
+                         channel_reduction="squeeze_mean",
                          options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
     layers = res.images[0].layers
     assert len(layers) == count
+    layer = layer or "backbone"
     feats, meta = _reference_features(_config(cfg_path, options), ckpt, small_photo, layer)
     assert len(feats) == count
     for got, ref in zip(layers, feats):

@@ -206,6 +206,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
         default = config.tool_option(mi.cfg, "featmap_layers") or config.tool_option(mi.cfg, "target_layers")
         if default:
             names = [models.find_layer(mi.model, n)[0] for n in default]
+        elif getattr(mi.model, "is_openmmlab_detector", False) and hasattr(mi.model, "backbone"):
+            names = ["backbone"]  # mmyolo featmap_vis_demo's default: every output of the backbone
         else:
             chosen = cams.default_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw)
             names = [chosen.features]
