@@ -130,8 +130,8 @@ class PackagePipeline:
         import numpy as np
 
         bgr = np.ascontiguousarray(state.img[..., ::-1])
-        with package_scope(self.scope):
-            data = self.compose(dict(img=bgr, img_id=0))
+        # no registry lookups here (the steps were built in __init__): safe in the batch readers' threads
+        data = self.compose(dict(img=bgr, img_id=0))
         if data is None:
             raise ConfigError("the test pipeline dropped the image", hint="check its filtering steps")
         packed = data["inputs"]
