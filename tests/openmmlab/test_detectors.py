@@ -128,6 +128,11 @@ def test_boxes_equal_inference_detector(key, small_photo, mm_tmp):
     np.testing.assert_allclose(got_b, want_b, atol=1e-3)
     # COCO's names from the config's CocoDataset, in the records the CLI writes
     assert res.results[0]["category"] in visctl_coco_names()
+    if key == "yolov5_s":  # the Python API on init_detector's model itself (its .cfg gives the pipeline)
+        again = visctl.slice_detect(small_photo, model, patch_size=400, score_thr=0.0, merge_metric="iou",
+                                    merge_iou_thr=1.0, options=visctl.RunOptions(device="cpu", threads=1))
+        np.testing.assert_allclose(_sorted(np.asarray(again.images[0].boxes), np.asarray(again.images[0].scores))[0],
+                                   got_b, atol=1e-5)
 
 
 def test_batched_images_of_different_sizes_keep_their_own_geometry(small_photo, mm_tmp):
