@@ -207,7 +207,7 @@ class CamEngine:
     def __init__(self, model: nn.Module, method: Method, layer_names: list[str], layouts: list[Layout],
                  batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False,
                  max_shape: tuple[int, int] | None = None, autocast: tuple[str, Any] | None = None,
-                 native: bool = True, spatial: bool = False) -> None:
+                 native: bool = True, spatial: bool = False, absolute: bool | None = None) -> None:
         from visctl.models import find_layer
 
         # the methods of NATIVE compute in visctl (same numbers, no grad-cam import) where :meth:`_native_for`
@@ -232,9 +232,11 @@ class CamEngine:
             raise VisctlError(f"--max-shape cannot shrink the maps {method.value} perturbs: the model's next layer "
                               "needs them at full size", hint="use it with a gradient method or eigencam")
         self.max_shape = max_shape
-        # mmyolo's box AM (mmyolo/utils/boxam_utils.py): activations and gradients as |x| (its
-        # reshape_transform), and GradCAM / GradCAM++ weights kept per position (SpatialBaseCAM), not averaged
+        # mmyolo's box AM (mmyolo/utils/boxam_utils.py): GradCAM / GradCAM++ weights kept per position
+        # (SpatialBaseCAM), not averaged; ``absolute`` (default: ``spatial``): activations and gradients as |x|
+        # (its reshape_transform, which it gives every method, AblationCAM's ablated maps included)
         self.spatial = spatial
+        self.absolute = spatial if absolute is None else absolute
         if spatial and method not in (Method.gradcam, Method.gradcamplusplus):
             raise ValueError("spatial weights are mmyolo's GradCAM and GradCAM++ only")  # a bug, not a user error
 
@@ -277,7 +279,7 @@ class CamEngine:
             autocast = (torch.autocast(self.autocast[0], dtype=self.autocast[1]) if self.autocast is not None
                         else contextlib.nullcontext())
             if self._native_for(targets, aug_smooth, eigen_smooth):
-                captured = _Captured(self.layers, make_reshape(self.layout, self.max_shape, self.spatial))
+                captured = _Captured(self.layers, make_reshape(self.layout, self.max_shape, self.absolute))
                 handles += captured.handles
                 # the targets' scores are computed outside the forward, hence enable_grad (as below)
                 with torch.enable_grad(), autocast:
@@ -296,7 +298,7 @@ class CamEngine:
                     kwargs["ablation_layer"] = gc.AblationLayerVit()
             # the targets' scores are computed outside the forward, hence enable_grad
             with torch.enable_grad(), library_calls(), autocast:
-                reshape = make_reshape(self.layout, self.max_shape)
+                reshape = make_reshape(self.layout, self.max_shape, self.absolute)
                 cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
                                      reshape_transform=reshape, **kwargs)
                 if self.method is Method.scorecam:

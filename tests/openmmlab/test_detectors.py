@@ -182,7 +182,8 @@ def _carry_back(amap: np.ndarray, meta: dict, ori_hw: tuple[int, int]) -> np.nda
 
 def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, topk: int, tmp: Path,
                   method: str = "gradcam"):
-    """mmyolo's boxam_vis_demo for one image and ``method`` (its GradCAM or GradCAM++): the map at the network input's
+    """mmyolo's boxam_vis_demo for one image and ``method`` (its GradCAM, GradCAM++, or grad-cam's EigenCAM):
+    the map at the network input's
     size (a blank of that size stands for the image the demo passes only for its size), the boxes and the
     pipeline's meta."""
     import cv2
@@ -205,27 +206,34 @@ def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, to
     torch.save({"state_dict": torch.load(str(checkpoint), weights_only=False)["state_dict"], "meta": {}}, plain)
     wrapper = BoxAMDetectorWrapper(cfg, str(plain), thr, device="cpu")
     layers = [eval(f"wrapper.detector.{layer}")]  # as the demo resolves --target-layers
-    cam_class = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}[method]  # the demo's GRAD_BASED_METHOD_MAP
+    from pytorch_grad_cam import EigenCAM
+
+    # the demo's GRAD_BASED_METHOD_MAP and GRAD_FREE_METHOD_MAP
+    cam_class = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}[method]
+    grad = method != "eigencam"
     vis = BoxAMDetectorVisualizer(cam_class, wrapper, layers,
                                   reshape_transform=functools.partial(reshape_transform, max_shape=[-1],
-                                                                      is_need_grad=True),
-                                  is_need_grad=True, extra_params=dict(batch_size=1, ablation_layer=DetAblationLayer(),
+                                                                      is_need_grad=grad),
+                                  is_need_grad=grad, extra_params=dict(batch_size=1, ablation_layer=DetAblationLayer(),
                                                                        ratio_channels_to_ablate=0.5))
     img = cv2.imread(str(image))
     wrapper.set_input_data(img)
     pred = wrapper()[0].pred_instances
     pred = pred[pred.scores > thr][:topk]
     targets = [DetBoxScoreTarget(pred, device="cpu", ignore_loss_params=["loss_obj"])]
-    wrapper.need_loss(True)
-    wrapper.set_input_data(img, pred)
-    vis.switch_activations_and_grads(wrapper)
-    meta = dict(wrapper.input_data["data_samples"].metainfo)
-    h, w = wrapper.input_data["inputs"].shape[1:]
+    if grad:
+        wrapper.need_loss(True)
+        wrapper.set_input_data(img, pred)
+        vis.switch_activations_and_grads(wrapper)
+    sample, inputs = wrapper.input_data["data_samples"], wrapper.input_data["inputs"]
+    sample, inputs = (sample[0], inputs[0]) if isinstance(sample, list) else (sample, inputs)
+    meta = dict(sample.metainfo)
+    h, w = inputs.shape[1:]
     am = vis(np.zeros((h, w, 3), np.uint8), targets=targets)
     return am, pred.bboxes.numpy(), meta
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam"])
 def test_boxam_equals_mmyolo_boxam_vis_demo(method, small_photo, mm_tmp):
     """YOLOv5-s with its own letterbox pipeline: the boxes are mmyolo's, and the map is mmyolo's GradCAM carried
     back from the network input by the pipeline's scale_factor and pad_param."""

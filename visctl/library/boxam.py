@@ -215,6 +215,9 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     # mmyolo's boxam_vis_demo: on the detectors it covers, the gradient methods differentiate the loss
     loss_route = openmmlab and mi.model.family is not None and gradient
     spatial = loss_route and method in (BoxMethod.gradcam, BoxMethod.gradcamplusplus)
+    # mmyolo's reshape_transform (|x|) on the methods of its demo, on the detectors it covers
+    absolute = spatial or (openmmlab and mi.model.family is not None
+                           and method in (BoxMethod.ablationcam, BoxMethod.eigencam))
     if openmmlab:
         mi.model.loss_mode = loss_route
         mi.model.keep_graph = gradient and not loss_route  # the box scores' graph, through the package's predict
@@ -226,11 +229,14 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
         session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {mi.model.family} detector: the loss with the "
                      f"kept boxes as ground truth (all but {', '.join(ignore)})"
                      + (", gradients and activations as |x|, weights per position" if spatial else ""))
+    elif absolute:
+        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {mi.model.family} detector: activations as |x| "
+                     "(its reshape_transform)")
     if openmmlab and method is BoxMethod.ablationcam:
         batch_size = 1  # AblationCAM's copies of one image: the detector reads that image's pipeline meta
     engine = cams.CamEngine(mi.model, cam_method, names, layouts, batch_size=16,
                             ratio_channels_to_ablate=ratio_channels_to_ablate, detection=True, max_shape=cap,
-                            spatial=spatial)
+                            spatial=spatial, absolute=absolute)
     classes = _common.class_names(session, mi)
     params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                   method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
