@@ -218,6 +218,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     # mmyolo's reshape_transform (|x|) on the methods of its demo, on the detectors it covers
     absolute = spatial or (openmmlab and mi.model.family is not None
                            and method in (BoxMethod.ablationcam, BoxMethod.eigencam))
+    head = type(getattr(mi.model, "bbox_head", None)).__name__
     if openmmlab:
         mi.model.loss_mode = loss_route
         mi.model.keep_graph = gradient and not loss_route  # the box scores' graph, through the package's predict
@@ -226,11 +227,11 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
 
         ignore = mmdet_adapter.IGNORE_LOSS[mi.model.family]
         target = functools.partial(mmdet_adapter.LossTarget, mi.model, ignore)
-        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {mi.model.family} detector: the loss with the "
+        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {head} ({mi.model.family} family): the loss with the "
                      f"kept boxes as ground truth (all but {', '.join(ignore)})"
                      + (", gradients and activations as |x|, weights per position" if spatial else ""))
     elif absolute:
-        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {mi.model.family} detector: activations as |x| "
+        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {head} ({mi.model.family} family): activations as |x| "
                      "(its reshape_transform)")
     if openmmlab and method is BoxMethod.ablationcam:
         batch_size = 1  # AblationCAM's copies of one image: the detector reads that image's pipeline meta
