@@ -142,3 +142,24 @@ def test_cli_draws_in_the_writers_threads_and_format_jpg_names_and_encodes_the_f
         assert data == output.encode_image(img.figure.image, ".jpg")
         assert html.escape(img.figure.name) in (out / "index.html").read_text()
     assert not list(out.glob("*.png"))
+
+
+def test_topk_minus_one_keeps_every_box_and_zero_is_refused(invoke, tmp_path):
+    """mmyolo's ``--topk -1`` (every box over the threshold); 0 or below -1 is one error line."""
+    import torch
+
+    from visctl.library.boxam import keep_boxes
+
+    found = [dict(scores=torch.tensor([0.1, 0.9, 0.5]), boxes=torch.zeros(3, 4), labels=torch.zeros(3, dtype=torch.long))]
+    assert keep_boxes(found, 0.0, -1)[0]["scores"].tolist() == pytest.approx([0.9, 0.5, 0.1])
+    assert keep_boxes(found, 0.2, 1)[0]["scores"].tolist() == pytest.approx([0.9])
+    img = tmp_path / "a.png"
+    _write_one(img)
+    bad = invoke("boxam", img, DET_CFG, "--topk", "0", "-o", tmp_path / "out")
+    assert bad.exit_code == 2 and "error: --topk 0" in bad.output and "-1 for all" in bad.output
+
+
+def _write_one(path):
+    import cv2
+
+    cv2.imwrite(str(path), make_scene(7, 96).image[..., ::-1])

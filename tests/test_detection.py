@@ -337,3 +337,29 @@ def test_box_colours_are_matplotlibs_tab10_and_tab20():
     for n, name in ((4, "tab10"), (10, "tab10"), (17, "tab20"), (20, "tab20")):
         assert render.class_colors(n) == [tuple(float(c) for c in matplotlib.colormaps[name](i)[:3]) for i in range(n)]
     assert len(set(render.class_colors(30))) == 30
+
+
+def test_an_mmdet_detector_module_without_its_config_is_one_clear_error():
+    """An mmdet detector passed as an nn.Module needs its config (its test pipeline); init_detector's keeps it."""
+    import numpy as np
+    from torch import nn
+
+    import visctl
+    from visctl.errors import ModelError
+
+    base = type("BaseDetector", (nn.Module,), {"__module__": "mmdet.models.detectors.base"})
+    detector = type("SingleStageDetector", (base,), {"__module__": "mmdet.models.detectors.single_stage",
+                                                      "forward": lambda self, x: x})
+    with pytest.raises(ModelError, match="needs its config") as err:
+        visctl.slice_detect(np.zeros((32, 32, 3), np.uint8), detector(), options=visctl.RunOptions(device="cpu"))
+    assert "init_detector" in (err.value.hint or "")
+
+
+def test_draw_boxes_skips_non_finite_boxes():
+    """An untrained head's exp() overflows to inf: such a box is not drawn, the others are."""
+    from visctl import render
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    boxes = np.array([[0, -np.inf, np.inf, 10], [5, 5, 30, 30], [np.nan, 0, 1, 1], [-5e9, 2, 5e9, 3]], np.float32)
+    out = render.draw_boxes(img, boxes, np.zeros(4, np.int64), np.ones(4, np.float32), ["thing"])
+    assert out.shape == img.shape and out[5:31, 5].any() and not out[20, 20].any()

@@ -235,3 +235,25 @@ def test_no_openmmlab_package_is_said(invoke, monkeypatch):
     result, report = _doctor(invoke)
     assert _check(report, "openmmlab")["status"] == "info"
     assert not any(c["name"] in environment.OPENMMLAB for c in report["checks"])
+
+
+@pytest.mark.parametrize(("with_mmdet", "status"), [(True, "problem"), (False, "info")])
+def test_doctor_says_when_mmcv_has_no_compiled_ops(invoke, monkeypatch, tmp_path, with_mmdet, status):
+    """mmcv-lite (an mmcv/ module without _ext and ops): a problem where mmdet's detectors need nms, else a note.
+    tests/openmmlab/test_doctor_openmmlab.py checks the "ok" on a real mmcv with its ops."""
+    pkg = tmp_path / "mmcv"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "mmcv" or m.startswith("mmcv.")]:
+        monkeypatch.delitem(sys.modules, name)
+    _fake_dists(monkeypatch, {"mmcv-lite": "2.2.0", "mmcv": None, "mmcv-full": None,
+                              "mmdet": "3.3.0" if with_mmdet else None, "mmyolo": None})
+    result, report = _doctor(invoke)
+    c = _check(report, "mmcv-lite")
+    assert c["status"] == status, c
+    assert "no compiled ops" in c["detail"]
+    if status == "problem":
+        assert result.exit_code == 1 and "mmdet detectors need them" in c["detail"] and "MMCV_WITH_OPS=1" in c["fix"]
+    else:
+        assert c["fix"] is None

@@ -26,6 +26,7 @@ EXAMPLES: dict[str, tuple[dict, object]] = {
     "SimMIMMaskGenerator": (dict(input_size=64, mask_patch_size=16, model_patch_size=8, mask_ratio=0.5), "mask"),
     "BEiTMaskGenerator": (dict(input_size=8, num_masking_patches=20), "mask"),
     "Normalize": (dict(mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]), "normalize"),
+    "OpenMMLabPipeline": (dict(pipeline=lambda state: None), "unchanged"),  # the package's pipeline (mm env tests)
     **{name: ({}, "unchanged") for name in transforms.FORMAT_STEPS},
 }
 

@@ -207,7 +207,7 @@ class CamEngine:
     def __init__(self, model: nn.Module, method: Method, layer_names: list[str], layouts: list[Layout],
                  batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False,
                  max_shape: tuple[int, int] | None = None, autocast: tuple[str, Any] | None = None,
-                 native: bool = True) -> None:
+                 native: bool = True, spatial: bool = False, absolute: bool | None = None) -> None:
         from visctl.models import find_layer
 
         # the methods of NATIVE compute in visctl (same numbers, no grad-cam import) where :meth:`_native_for`
@@ -232,6 +232,13 @@ class CamEngine:
             raise VisctlError(f"--max-shape cannot shrink the maps {method.value} perturbs: the model's next layer "
                               "needs them at full size", hint="use it with a gradient method or eigencam")
         self.max_shape = max_shape
+        # mmyolo's box AM (mmyolo/utils/boxam_utils.py): GradCAM / GradCAM++ weights kept per position
+        # (SpatialBaseCAM), not averaged; ``absolute`` (default: ``spatial``): activations and gradients as |x|
+        # (its reshape_transform, which it gives every method, AblationCAM's ablated maps included)
+        self.spatial = spatial
+        self.absolute = spatial if absolute is None else absolute
+        if spatial and method not in (Method.gradcam, Method.gradcamplusplus):
+            raise ValueError("spatial weights are mmyolo's GradCAM and GradCAM++ only")  # a bug, not a user error
 
     def __call__(self, batch: torch.Tensor, targets: list[Any], aug_smooth: bool = False,
                  eigen_smooth: bool = False, on_output: Callable[[Any], None] | None = None,
@@ -272,11 +279,11 @@ class CamEngine:
             autocast = (torch.autocast(self.autocast[0], dtype=self.autocast[1]) if self.autocast is not None
                         else contextlib.nullcontext())
             if self._native_for(targets, aug_smooth, eigen_smooth):
-                captured = _Captured(self.layers, make_reshape(self.layout, self.max_shape))
+                captured = _Captured(self.layers, make_reshape(self.layout, self.max_shape, self.absolute))
                 handles += captured.handles
                 # the targets' scores are computed outside the forward, hence enable_grad (as below)
                 with torch.enable_grad(), autocast:
-                    maps, out = native_cam(self.method, wrapped, captured, batch, targets)
+                    maps, out = native_cam(self.method, wrapped, captured, batch, targets, self.spatial)
                 return maps, out if self.detection else out.detach()
             import pytorch_grad_cam as gc
 
@@ -291,7 +298,7 @@ class CamEngine:
                     kwargs["ablation_layer"] = gc.AblationLayerVit()
             # the targets' scores are computed outside the forward, hence enable_grad
             with torch.enable_grad(), library_calls(), autocast:
-                reshape = make_reshape(self.layout, self.max_shape)
+                reshape = make_reshape(self.layout, self.max_shape, self.absolute)
                 cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
                                      reshape_transform=reshape, **kwargs)
                 if self.method is Method.scorecam:
@@ -318,7 +325,7 @@ class CamEngine:
         detector's box targets (scores of its output dicts: grad-cam's BaseCAM.forward sums them the same way
         whatever they are); a segmentation target, test-time augmentation (ttach) and eigen smoothing (an SVD)
         stay grad-cam's."""
-        return (self.native and not aug_smooth and not eigen_smooth
+        return ((self.native or self.spatial) and not aug_smooth and not eigen_smooth
                 and (self.detection or all(isinstance(t, (ClassTarget, RankTarget)) for t in targets)))
 
 
@@ -357,7 +364,7 @@ class _Captured:
 
 
 def native_cam(method: Method, model: nn.Module, captured: _Captured, batch: torch.Tensor,
-               targets: list[Any]) -> tuple[np.ndarray, torch.Tensor]:
+               targets: list[Any], spatial: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """A :data:`NATIVE` method's maps (B, H, W) and the model's output, as grad-cam 1.5.x computes them.
 
     Follows pytorch_grad_cam/base_cam.py: ``forward`` (one forward, the targets' scores summed, one backward),
@@ -378,7 +385,7 @@ def native_cam(method: Method, model: nn.Module, captured: _Captured, batch: tor
     for i in range(len(captured.handles)):
         if i >= len(activations_list) or i >= len(grads_list):
             raise RuntimeError(f"target layer {i} gave no activation or no gradient for the score")
-        cam = _cam_image(method, activations_list[i], grads_list[i])
+        cam = _cam_image(method, activations_list[i], grads_list[i], spatial)
         cam = np.maximum(cam, 0)
         scaled = _scale_cam_image(cam, target_size)
         cam_per_target_layer.append(scaled[:, None, :])
@@ -389,14 +396,15 @@ def native_cam(method: Method, model: nn.Module, captured: _Captured, batch: tor
     return _scale_cam_image(result), outputs
 
 
-def _cam_image(method: Method, activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+def _cam_image(method: Method, activations: np.ndarray, grads: np.ndarray, spatial: bool = False) -> np.ndarray:
     """One layer's map (B, h, w) before the ReLU: each method's ``get_cam_image`` (its own, or BaseCAM's
     weights[:, :, None, None] * activations summed over channels with its ``get_cam_weights``)."""
     import numpy as np
 
     if activations.ndim != 4:  # 3D-conv (5-D) maps are scaled with scipy's zoom in grad-cam: not here
         raise ValueError(f"Invalid activation shape. Get {len(activations.shape)}.")
-    if method is Method.hirescam:  # hirescam.py get_cam_image
+    if method is Method.hirescam or (spatial and method is Method.gradcam):
+        # hirescam.py get_cam_image; mmyolo's GradCAM (SpatialBaseCAM, get_cam_weights = grads) is the same sum
         return (grads * activations).sum(axis=1)
     if method is Method.gradcamelementwise:  # grad_cam_elementwise.py get_cam_image
         return np.maximum(grads * activations, 0).sum(axis=1)
@@ -421,6 +429,8 @@ def _cam_image(method: Method, activations: np.ndarray, grads: np.ndarray) -> np
         aij = grads_power_2 / (2 * grads_power_2 + sum_activations * grads_power_3 + eps)
         aij = np.where(grads != 0, aij, 0)
         weights = np.maximum(grads, 0) * aij
+        if spatial:  # mmyolo's GradCAMPlusPlus: the weights per position, SpatialBaseCAM's sum over channels
+            return (weights * activations).sum(axis=1)  # type: ignore[no-any-return]
         weights = np.sum(weights, axis=spatial_axes)
     else:
         raise ValueError(f"{method.value} has no native implementation")  # a bug: NATIVE lists the methods above

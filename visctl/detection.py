@@ -89,6 +89,17 @@ def default_layer(pr: Any) -> tuple[str, str]:
     raise LayerError("no layer of this detector gives a spatial tensor", hint="name one with --target-layers")
 
 
+def finest_neck_layer(pr: Any) -> str | None:
+    """The neck's last tensor-valued layer at its largest spatial size, in execution order (an FPN's P3
+    output: ``neck.fpn_convs.0`` in mmdet's FPN), from :func:`visctl.layers.probe`; None without a neck."""
+    order = [(n, s) for n, s in pr.order if isinstance(s, tuple) and len(s) == 4 and s[2] > 1 and s[3] > 1
+             and n.startswith("neck.")]
+    if not order:
+        return None
+    area = max(s[2] * s[3] for _, s in order)
+    return [n for n, s in order if s[2] * s[3] == area][-1]
+
+
 def detect(model: nn.Module, batch: torch.Tensor) -> list[dict]:
     """Run a detector under no_grad; one dict of CPU tensors per image."""
     import torch

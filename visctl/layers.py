@@ -82,13 +82,14 @@ def detect_layout(shape: tuple[int, ...], in_hw: tuple[int, int], vit_like: bool
                      hint="pick an earlier layer; --preview-model shows every layer's output shape")
 
 
-def make_reshape(layout: Layout, max_shape: tuple[int, int] | None = None
+def make_reshape(layout: Layout, max_shape: tuple[int, int] | None = None, absolute: bool = False
                  ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The reshape_transform grad-cam applies to activations and gradients.
 
     ``max_shape`` (h, w) caps the map's size: a larger map is resized bilinearly to ``(min(H, h), min(W, w))``
     before the CAM is computed, as mmyolo's boxam ``reshape_transform`` does (which also takes ``|x|``;
-    visctl keeps the sign, so gradients keep their meaning).
+    visctl keeps the sign, so gradients keep their meaning, except with ``absolute``: mmyolo's own box AM on
+    an OpenMMLab detector, see :mod:`visctl.mmdet_adapter`).
     """
     base: Callable[[torch.Tensor], torch.Tensor] | None = None
     if layout.kind == "nhwc":
@@ -103,6 +104,16 @@ def make_reshape(layout: Layout, max_shape: tuple[int, int] | None = None
             # (N, L, C) -> drop extra tokens -> (N, gh, gw, C) -> (N, C, gh, gw)
             return t[:, e:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
         base = tokens
+    if absolute:  # mmyolo's boxam reshape_transform: |x| of activations and gradients, capped as below
+        def absolute_capped(t: torch.Tensor) -> torch.Tensor:
+            import torch.nn.functional as F
+
+            t = (base(t) if base is not None else t).abs()
+            if max_shape is None:
+                return t
+            size = (min(t.shape[2], max_shape[0]), min(t.shape[3], max_shape[1]))
+            return F.interpolate(t, size, mode="bilinear")
+        return absolute_capped
     if max_shape is None:
         return base
     cap_h, cap_w = max_shape

@@ -419,7 +419,10 @@ def draw_boxes(image: np.ndarray, boxes: Any, labels: Any, scores: Any = None, c
     h_img, w_img = image.shape[:2]
     for i, (b, lab) in enumerate(zip(boxes, labels)):
         color = tuple(int(c * 255) for c in palette[int(lab) % len(palette)])
-        x0, y0, x1, y1 = (int(round(float(v))) for v in b)
+        if not np.isfinite(np.asarray(b, np.float64)).all():  # an untrained head's exp() overflows: no box to draw
+            continue
+        # far outside the image: drawn clipped to a margin (OpenCV's coordinates are 32-bit)
+        x0, y0, x1, y1 = (int(round(min(max(float(v), -1e6), 1e6))) for v in b)
         cv2.rectangle(out, (x0, y0), (x1, y1), color, t, cv2.LINE_AA)
         name = class_label(class_names, lab)
         text = name if scores is None else f"{name} {float(scores[i]):.2f}"

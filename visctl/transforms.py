@@ -40,6 +40,7 @@ class ImageState:
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # 0-255 mean/std from a Normalize
     mask: Any = None  # (h, w) bool patch mask from a masking step (SimMIM, BEiT), True = masked
     snapshots: list[tuple[str, Any]] | None = None  # (step label, image) after each step, when recording
+    meta: Any = None  # what an OpenMMLab package's pipeline recorded (img_shape, scale_factor, pad_param, ...)
 
     def copy(self) -> ImageState:
         """An independent copy (for multi-view pipelines)."""
@@ -510,6 +511,12 @@ def _normalize_step(state: ImageState, step: dict, rng: Any) -> None:
         state.normalize = (tuple(m * scale for m in mean), tuple(s * scale for s in std))
 
 
+def _package_step(state: ImageState, step: dict, rng: Any) -> None:
+    # an OpenMMLab package's own pipeline (visctl.mmdet_adapter.PackagePipeline): it sets the image, the affine
+    # from what its transforms recorded, and state.meta
+    step["pipeline"](state)
+
+
 def _or_torchvision(name: str, openmmlab: Transform) -> Transform:
     """``openmmlab``, unless the step uses torchvision's ``size=`` (then torchvision's transform of that name)."""
     def step_fn(state: ImageState, step: dict, rng: Any) -> None:
@@ -541,6 +548,7 @@ TRANSFORMS: dict[str, Transform] = {
     "SimMIMMaskGenerator": _mask_step("SimMIMMaskGenerator"),
     "BEiTMaskGenerator": _mask_step("BEiTMaskGenerator"),
     "Normalize": _normalize_step,
+    "OpenMMLabPipeline": _package_step,
 }
 
 

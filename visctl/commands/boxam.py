@@ -23,13 +23,16 @@ EPILOG = """Examples:
 @opt.shared(*opt.after("max_pixels", "image_format"), batch_size=4)
 def boxam(
     args: opt.DetectorInputs,
-    method: Annotated[BoxMethod, typer.Option(
+    method: Annotated[Optional[BoxMethod], typer.Option(
         "--method", "-m", case_sensitive=False,
         help="The CAM method; the gradient ones score each kept box [default: layercam, whose per-pixel "
-        "gradients keep a box's map on the box; gradcam averages them over the whole map].",
-        show_default=False)] = BoxMethod.layercam,
+        "gradients keep a box's map on the box; gradcam averages them over the whole map. On mmyolo/mmdet "
+        "YOLOv5/v6/X and RTMDet detectors: gradcam as mmyolo's boxam_vis_demo, on their loss].",
+        show_default=False)] = None,
     target_layers: opt.TargetLayers = None,
-    topk: Annotated[int, typer.Option("--topk", min=1, help="At most K boxes per image, best first.")] = 10,
+    topk: Annotated[Optional[int], typer.Option(
+        "--topk", help="At most K boxes per image, best first; -1: all [default: 10; on mmdet/mmyolo detectors -1, "
+        "as boxam_vis_demo].", show_default=False)] = None,
     score_thr: Annotated[float, typer.Option("--score-thr", "--score_thr", help="Keep boxes scoring at least this.")
                          ] = 0.3,
     norm_in_bbox: Annotated[bool, typer.Option("--norm-in-bbox", "--norm_in_bbox",

@@ -84,6 +84,22 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
     if is_torchvision_detector(model) and not (cfg.get("data_preprocessor") or config.cfg_get(
             cfg, "model.data_preprocessor")):
         mean, std, rgb = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), True  # they normalise 0-1 images themselves
+    from visctl import mmdet_adapter
+
+    if mmdet_adapter.is_mm_detector(model):  # mmdet's, mmyolo's, or a custom_imports project's detector
+        mm_cfg = cfg if module is None else getattr(model, "cfg", None)  # init_detector keeps its config
+        if mm_cfg is None:
+            from visctl.errors import ModelError
+
+            raise ModelError(f"an {type(model).__name__} (mmdet) detector needs its config for its test pipeline",
+                             hint="pass the config file (and checkpoint) instead of the model, or a model from "
+                             "mmdet.apis.init_detector, which keeps it as model.cfg")
+        # the package's own test pipeline and data preprocessor; boxes and maps carried back from what its
+        # transforms record (visctl.mmdet_adapter)
+        model = mmdet_adapter.adapt(model, mm_cfg)
+        detector = True
+        steps = [dict(type="OpenMMLabPipeline", pipeline=model.pipeline)]
+        mean, std, rgb = model.mean, model.std, model.rgb
     import warnings
 
     from visctl.errors import InputWarning
@@ -182,6 +198,7 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
     prepared_batches`); a batch goes to a CUDA device through pinned memory, in channels_last when asked
     (:func:`visctl.models.to_device`)."""
     from visctl import transforms
+    from visctl.mmdet_adapter import bind
     from visctl.models import to_device
     from visctl.output import io_threads
 
@@ -200,4 +217,5 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
                 ctx.skip(p, message)
                 advance()
             for group, stacked in groups:
+                bind(mi.model, [state for _, _, state in group])  # an OpenMMLab detector reads their meta
                 yield Batch(group, to_device(stacked, ctx.device, channels_last), advance)

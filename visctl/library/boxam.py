@@ -110,6 +110,7 @@ class Plan:
     classes: list[str] | None
     params: dict[str, Any]
     opts: dict[str, Any]
+    target: Callable[[], Any] | None = None  # a new box target (default: detection.BoxScoreTarget)
 
 
 def parse_max_shape(values: Sequence[int] | None) -> tuple[int, int] | None:
@@ -139,30 +140,34 @@ def check_options(*, score_thr: float, colormap: str, max_shape: Sequence[int] |
 
 
 def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list[dict[str, Any]]:
-    """Each image's detections scoring at least ``score_thr``, best first, at most ``topk``."""
+    """Each image's detections scoring at least ``score_thr``, best first, at most ``topk`` (-1: all)."""
     kept = []
     for out in found:
         order = out["scores"].argsort(descending=True)
-        order = order[out["scores"][order] >= score_thr][:topk]
+        order = order[out["scores"][order] >= score_thr][:topk if topk > 0 else None]
         kept.append({k: v[order] for k, v in out.items()})
     return kept
 
 
-def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str = BoxMethod.layercam,
-            target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
+def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str | None = None,
+            target_layers: Sequence[str] | None = None, topk: int | None = None, score_thr: float = 0.3,
             norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
             colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
             panel_size: int | None = None, batch_size: int = 4, image_format: str = "png",
             options: RunOptions | None = None, session: Session | None = None,
             on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
     """Check the options, load the detector, resolve the target layers and build the CAM engine."""
+    import functools
+
     from visctl import cams, config, detection, models, render
-    from visctl.errors import LayerError
+    from visctl.errors import LayerError, VisctlError
     from visctl.images import as_images
     from visctl.library import _common
 
     session = session or Session(options)
-    method = BoxMethod(method)
+    chosen = BoxMethod(method) if method is not None else None
+    if topk is not None and (topk == 0 or topk < -1):
+        raise VisctlError(f"--topk {topk}", hint="give the number of boxes per image (1 or more), or -1 for all")
     colormap, cap, image_format = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
                                                 image_format=image_format)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
@@ -170,6 +175,22 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
         on_model(mi)
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
     pr = cams.probe(mi.model, mi.example, logits=False)
+    openmmlab = bool(getattr(mi.model, "is_openmmlab_detector", False))
+    # the default: mmyolo boxam_vis_demo's gradcam on the detectors it covers (YOLOv5/v6/X, RTMDet), else layercam
+    method = chosen or (BoxMethod.gradcam if openmmlab and mi.model.family is not None else BoxMethod.layercam)
+    if topk is None:  # boxam_vis_demo's --topk -1 (every box over the threshold) on OpenMMLab detectors
+        topk = -1 if openmmlab else 10
+    if not target_layers and openmmlab and not config.tool_option(mi.cfg, "target_layers"):
+        try:  # mmyolo's boxam_vis_demo default, where the neck has it (mmyolo's PAFPN necks)
+            target_layers = [models.find_layer(mi.model, "neck.out_layers[2]")[0]]
+            session.log("default target layer: neck.out_layers.2 (mmyolo boxam_vis_demo's; set --target-layers "
+                        "to change it)")
+        except LayerError:
+            finest = detection.finest_neck_layer(pr)
+            if finest:  # an FPN's last level (P7) sees only the largest boxes: its finest output sees most
+                target_layers = [finest]
+                session.log(f"default target layer: {finest} (the neck's last output at its finest resolution; "
+                            "set --target-layers to change it)")
     if target_layers:
         names = [models.find_layer(mi.model, n)[0] for n in target_layers]
     elif config.tool_option(mi.cfg, "target_layers"):
@@ -189,8 +210,34 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
         cams.validate_layer_output(n, shape)
         layouts.append(cams.detect_layout(shape, in_hw, False, None, n))
     cam_method = cams.parse_method(method.value)[0]
+    target = None
+    gradient = method not in (BoxMethod.eigencam, BoxMethod.ablationcam)
+    # mmyolo's boxam_vis_demo: on the detectors it covers, the gradient methods differentiate the loss
+    loss_route = openmmlab and mi.model.family is not None and gradient
+    spatial = loss_route and method in (BoxMethod.gradcam, BoxMethod.gradcamplusplus)
+    # mmyolo's reshape_transform (|x|) on the methods of its demo, on the detectors it covers
+    absolute = spatial or (openmmlab and mi.model.family is not None
+                           and method in (BoxMethod.ablationcam, BoxMethod.eigencam))
+    head = type(getattr(mi.model, "bbox_head", None)).__name__
+    if openmmlab:
+        mi.model.loss_mode = loss_route
+        mi.model.keep_graph = gradient and not loss_route  # the box scores' graph, through the package's predict
+    if loss_route:
+        from visctl import mmdet_adapter
+
+        ignore = mmdet_adapter.IGNORE_LOSS[mi.model.family]
+        target = functools.partial(mmdet_adapter.LossTarget, mi.model, ignore)
+        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {head} ({mi.model.family} family): the loss with the "
+                     f"kept boxes as ground truth (all but {', '.join(ignore)})"
+                     + (", gradients and activations as |x|, weights per position" if spatial else ""))
+    elif absolute:
+        session.note(f"{method.value} as mmyolo's boxam_vis_demo on a {head} ({mi.model.family} family): activations as |x| "
+                     "(its reshape_transform)")
+    if openmmlab and method is BoxMethod.ablationcam:
+        batch_size = 1  # AblationCAM's copies of one image: the detector reads that image's pipeline meta
     engine = cams.CamEngine(mi.model, cam_method, names, layouts, batch_size=16,
-                            ratio_channels_to_ablate=ratio_channels_to_ablate, detection=True, max_shape=cap)
+                            ratio_channels_to_ablate=ratio_channels_to_ablate, detection=True, max_shape=cap,
+                            spatial=spatial, absolute=absolute)
     classes = _common.class_names(session, mi)
     params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                   method=method.value, target_layers=names, topk=topk, score_thr=score_thr,
@@ -202,7 +249,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     opts = dict(topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box, no_boxes=no_boxes,
                 alpha=alpha, colormap=colormap, panel_size=panel_size, batch_size=batch_size, cam_method=cam_method,
                 image_format=image_format)
-    return Plan(session, mi, names, engine, method, classes, params, opts)
+    return Plan(session, mi, names, engine, method, classes, params, opts, target)
 
 
 def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
@@ -229,7 +276,7 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
         slot = 0
         while slot == 0 or (per_box and slot < max((len(k["scores"]) for k in kept), default=0)):
             sel = slice(slot, slot + 1) if per_box else slice(None)
-            targets = [detection.BoxScoreTarget() for _ in group]
+            targets = [(plan.target or detection.BoxScoreTarget)() for _ in group]
             found = functools.partial(_take_boxes, kept=kept, targets=targets, sel=sel, opts=o, device=ctx.device)
             maps, _ = plan.engine(tensor, targets, on_output=found)
             for i in range(len(group)):
@@ -301,8 +348,8 @@ def _frozen(values: Any, dtype: Any) -> np.ndarray:
     return arr
 
 
-def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str = BoxMethod.layercam,
-          target_layers: Sequence[str] | None = None, topk: int = 10, score_thr: float = 0.3,
+def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str | None = None,
+          target_layers: Sequence[str] | None = None, topk: int | None = None, score_thr: float = 0.3,
           norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,
           colormap: str = "jet", ratio_channels_to_ablate: float = 1.0, max_shape: Sequence[int] | None = None,
           panel_size: int | None = None, batch_size: int = 4, save_raw: bool = False, image_format: str = "png",
@@ -311,7 +358,10 @@ def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: Box
 
     ``images``: a path, folder or glob, a numpy RGB image, a PIL image, or a list of them. ``model``: a
     detector config path, a torchvision detector name (``fasterrcnn_resnet50_fpn``), a config dict or an
-    ``nn.Module`` detector. The options are the CLI's (``visctl boxam --help``); ``save_raw``:
+    ``nn.Module`` detector (mmdet/mmyolo configs: see :mod:`visctl.mmdet_adapter`). ``method`` defaults to
+    layercam, or gradcam as mmyolo's boxam_vis_demo on its detectors; ``topk`` to 10, or -1 (every box over
+    ``score_thr``) on an OpenMMLab detector, as that demo. The options are the CLI's
+    (``visctl boxam --help``); ``save_raw``:
     ``result.save(dir)`` writes the maps as ``.npy`` too; ``image_format`` png, jpg or webp names the figures.
     Returns a :class:`BoxamResult`.
     """

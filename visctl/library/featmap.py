@@ -206,6 +206,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
         default = config.tool_option(mi.cfg, "featmap_layers") or config.tool_option(mi.cfg, "target_layers")
         if default:
             names = [models.find_layer(mi.model, n)[0] for n in default]
+        elif getattr(mi.model, "is_openmmlab_detector", False) and hasattr(mi.model, "backbone"):
+            names = ["backbone"]  # mmyolo featmap_vis_demo's default: every output of the backbone
         else:
             chosen = cams.default_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw)
             names = [chosen.features]
@@ -234,6 +236,10 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
                 cfg_b = compare if isinstance(compare, Config) else Config(dict(compare))
                 compare_param = ["<config>"] + ([str(compare_checkpoint)] if compare_checkpoint else [])
             model_b, _ = _common.load_model(session, cfg_b, compare_checkpoint, label="compare: ")
+            from visctl import mmdet_adapter
+
+            if mmdet_adapter.is_mm_detector(model_b):  # the same preprocessing as model A's (its padding value)
+                model_b = mmdet_adapter.adapt(model_b, cfg_b)
         other = (model_b, {n: models.find_layer(model_b, n)[1] for n in names})
     from visctl import render
 
@@ -304,7 +310,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
     import cv2
     import numpy as np
 
-    from visctl import detection, featmaps, images, output, render, transforms
+    from visctl import detection, featmaps, images, mmdet_adapter, output, render, transforms
     from visctl.errors import VisctlError
     from visctl.library import _common
 
@@ -319,6 +325,8 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
     for batch in _common.batches(ctx, mi, o["batch_size"], "features"):
         group = batch.items
         feats_a = featmaps.capture(mi.model, plan.layers, batch.tensor)
+        if plan.other:
+            mmdet_adapter.bind(plan.other[0], [state for _, _, state in group])
         feats_b = featmaps.capture(plan.other[0], plan.other[1], batch.tensor) if plan.other else None
         if o["score_thr"] is not None:
             for (p, _img, state), found in zip(group, detection.detect(mi.model, batch.tensor)):

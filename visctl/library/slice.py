@@ -155,7 +155,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, patch_siz
 def detect_tiles(plan: Plan, img: np.ndarray, grid: list[tuple[int, int, int, int]], label: str,
                  ) -> tuple[list[Any], dict[tuple, Any]]:
     """Every tile's detections in the original image's pixels (and by tile), a batch of tiles at a time."""
-    from visctl import detection, transforms
+    from visctl import detection, mmdet_adapter, transforms
 
     ctx, mi = plan.session, plan.mi
     parts = []
@@ -168,6 +168,7 @@ def detect_tiles(plan: Plan, img: np.ndarray, grid: list[tuple[int, int, int, in
                 by_shape.setdefault(st.img.shape, []).append((box, st))
             for members in by_shape.values():
                 batch = transforms.to_tensor([st for _, st in members], mi.mean, mi.std, mi.rgb).to(ctx.device)
+                mmdet_adapter.bind(mi.model, [st for _, st in members])
                 for (box, st), out in zip(members, detection.detect(mi.model, batch)):
                     parts.append(detection.to_original(out, st, offset=(box[0], box[1])))
                     per_tile[box] = parts[-1]
@@ -179,13 +180,14 @@ def detect_whole(plan: Plan, img: np.ndarray) -> Any:
     """``--full-image``: the image shrunk to one tile's size, its boxes back in the original's pixels."""
     import cv2
 
-    from visctl import detection, transforms
+    from visctl import detection, mmdet_adapter, transforms
 
     mi = plan.mi
     h, w = img.shape[:2]
     f = plan.opts["patch"] / max(h, w)
     small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     st = transforms.run_pipeline(small, mi.steps)
+    mmdet_adapter.bind(mi.model, [st])
     out = detection.detect(mi.model, transforms.to_tensor([st], mi.mean, mi.std, mi.rgb).to(plan.session.device))[0]
     whole = detection.to_original(out, st)
     whole.boxes = whole.boxes / f  # the small image's pixels -> the original's
