@@ -136,3 +136,24 @@ def partial_classes(tmp_path) -> tuple[Path, dict[Path, str], list[Path]]:
     truth = {p: name for p, name in truth.items() if name != "circle"}
     assert {p.parent.name for p in truth} == {"cross", "square", "triangle"} and extra
     return root, truth, extra
+
+
+@pytest.fixture(scope="session")
+def mm_tmp(tmp_path_factory) -> Path:
+    """A session folder for the OpenMMLab tests (tests/openmmlab): checkpoints, photos."""
+    return tmp_path_factory.mktemp("openmmlab")
+
+
+@pytest.fixture(scope="session")
+def photo(mm_tmp) -> Path:
+    """A 360x480 photo-like picture: a bright disc on a smooth background (JPEG, as users' photos are)."""
+    import cv2
+    import numpy as np
+
+    yy, xx = np.mgrid[0:360, 0:480]
+    img = np.stack([80 + 60 * np.sin(xx / 50.0), 90 + 40 * np.cos(yy / 40.0), 120 + 0 * xx], -1)
+    cv2.circle(img, (300, 150), 70, (20, 200, 240), -1)
+    cv2.rectangle(img, (60, 220), (180, 330), (200, 40, 40), -1)
+    path = mm_tmp / "photo.jpg"
+    cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8))
+    return path

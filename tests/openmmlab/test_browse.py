@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need, package_configs
+from mmstack import need, package_configs
 
 DRIVER = r'''
 import importlib.util, json, pickle, sys

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need, need_mmcv_ops, package_configs, runner_checkpoint
+from mmstack import need, need_mmcv_ops, package_configs, runner_checkpoint
 
 import visctl
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import need
+from mmstack import need
 
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning:mm")
 

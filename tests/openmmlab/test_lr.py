@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import package_configs
+from mmstack import package_configs
 
 MAE = "mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py"
 BEIT = "beit/benchmarks/beit-base-p16_8xb128-coslr-100e_in1k.py"

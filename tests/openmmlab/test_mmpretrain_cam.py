@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import need, package_configs, runner_checkpoint
+from mmstack import need, package_configs, runner_checkpoint
 
 from visctl.errors import InputWarning
 

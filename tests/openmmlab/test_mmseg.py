@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need, package_configs, runner_checkpoint
+from mmstack import need, package_configs, runner_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning:mm")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need, package_configs, runner_checkpoint
+from mmstack import need, package_configs, runner_checkpoint
 
 # the OpenMMLab packages' own warnings at import and load (mmcv's moved-class notice, mmengine's loaders)
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning")

@@ -1,6 +1,9 @@
 """The real OpenMMLab stack: the packages' own configs, models built through their registries, checkpoints saved
-as mmengine's Runner saves them. These tests run in CI's second environment (.ci/run, "OpenMMLab stage");
-where a package is not installed they skip, one line saying which."""
+as mmengine's Runner saves them. The tests beside this module run in CI's second environment (.ci/run,
+"OpenMMLab stage"); where a package is not installed they skip, one line saying which.
+
+Not a conftest.py: a second ``conftest`` module would replace tests/conftest.py's under the same name, which
+the other tests import (``from conftest import ROOT``); the fixtures these tests share live there."""
 
 from __future__ import annotations
 
@@ -72,24 +75,4 @@ def runner_checkpoint(config: Path, folder: Path, options: tuple[str, ...] = (),
                      "state_dict": weights_to_cpu(model.state_dict()),
                      "message_hub": hub.state_dict(), "optimizer": optimizer.state_dict()}, str(path))
     _CHECKPOINTS[key] = path
-    return path
-
-
-@pytest.fixture(scope="session")
-def mm_tmp(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("openmmlab")
-
-
-@pytest.fixture(scope="session")
-def photo(mm_tmp) -> Path:
-    """A 360x480 photo-like picture: a bright disc on a smooth background (JPEG, as users' photos are)."""
-    import cv2
-    import numpy as np
-
-    yy, xx = np.mgrid[0:360, 0:480]
-    img = np.stack([80 + 60 * np.sin(xx / 50.0), 90 + 40 * np.cos(yy / 40.0), 120 + 0 * xx], -1)
-    cv2.circle(img, (300, 150), 70, (20, 200, 240), -1)
-    cv2.rectangle(img, (60, 220), (180, 330), (200, 40, 40), -1)
-    path = mm_tmp / "photo.jpg"
-    cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8))
     return path
