@@ -166,3 +166,25 @@ def test_norm_pix_patch_stats_restore_each_patch_from_its_own_statistics():
     mask[:, :8] = True
     visible = masked.unnormalize_norm_pix(pred, target, mask)
     assert not torch.allclose(visible[:, :8], target[:, :8], atol=1e-3)  # what the model could not know stays unknown
+
+
+def test_a_models_own_mask_is_drawn_under_the_generator_lock():
+    """The reader threads seed and restore numpy's and torch's global generators for the pipeline's random steps
+    under one lock; an OpenMMLab model's own mask draw (seeded globals too) takes the same lock, so a batch read
+    ahead cannot reseed the generator between the seed and the draw."""
+    import numpy as np
+    import torch
+
+    from visctl import openmmlab_mim
+    from visctl.transforms import generator_lock
+
+    with openmmlab_mim._numpy_seeded(3):
+        assert generator_lock().locked()
+        first = np.random.rand()
+    with openmmlab_mim._torch_seeded(3, torch.device("cpu")):
+        assert generator_lock().locked()
+        drawn = torch.rand(1)
+    assert not generator_lock().locked()
+    np.random.seed(3)
+    torch.manual_seed(3)
+    assert first == np.random.rand() and torch.equal(drawn, torch.rand(1))

@@ -617,6 +617,13 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
 _GENERATOR_LOCK = threading.Lock()
 
 
+def generator_lock() -> threading.Lock:
+    """The lock held while a thread seeds, uses and restores the process's global random generators (numpy's,
+    Python's, torch's CPU one): the pipeline's seeded steps in the reader threads, and MIM masks drawn by a
+    model's own code (:mod:`visctl.openmmlab_mim`) in the main thread."""
+    return _GENERATOR_LOCK
+
+
 #: torchvision v2 transforms built, by class and arguments (see :func:`_torchvision_transform`)
 _BUILT: dict[Any, Any] = {}
 
