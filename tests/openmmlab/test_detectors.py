@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import warnings
 from pathlib import Path
 
@@ -358,7 +359,9 @@ def test_featmap_of_backbone_and_neck(layer, count, small_photo, mm_tmp):
 def _sahi_grid(h: int, w: int, patch: int, overlap: float) -> list[tuple[int, int, int, int]] | None:
     try:
         from sahi.slicing import get_slice_bboxes
-    except ImportError:
+    except ImportError:  # .ci/run's OpenMMLab stage installs sahi: there the comparison must run
+        if os.environ.get("VISCTL_OPENMMLAB_STAGE") == "1":
+            pytest.fail("sahi is not installed, though VISCTL_OPENMMLAB_STAGE=1 says this environment has it")
         return None
     return [tuple(b) for b in get_slice_bboxes(h, w, patch, patch, False, overlap, overlap)]
 
