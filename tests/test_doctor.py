@@ -240,7 +240,7 @@ def test_no_openmmlab_package_is_said(invoke, monkeypatch):
 @pytest.mark.parametrize(("with_mmdet", "status"), [(True, "problem"), (False, "info")])
 def test_doctor_says_when_mmcv_has_no_compiled_ops(invoke, monkeypatch, tmp_path, with_mmdet, status):
     """mmcv-lite (an mmcv/ module without _ext and ops): a problem where mmdet's detectors need nms, else a note.
-    tests/openmmlab/test_doctor_openmmlab.py checks the "ok" on a real mmcv with its ops."""
+    tests/openmmlab/test_mm_doctor.py checks the "ok" on a real mmcv with its ops."""
     pkg = tmp_path / "mmcv"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")

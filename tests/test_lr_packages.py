@@ -5,7 +5,7 @@ their ``locations`` are imported) registers a ``Lamb`` optimizer, a layer-decay 
 ``SimSiamHook`` under the names mmpretrain uses. With ``default_scope`` naming it, visctl finds them as the
 Runner does and its values equal a real Runner's; with ``default_scope`` naming a package that is not
 installed, each note says what is approximated, and the values are what the note says.
-(tests/openmmlab/test_lr.py does the same on mmpretrain itself.)
+(tests/openmmlab/test_mm_lr.py does the same on mmpretrain itself.)
 """
 
 from __future__ import annotations

@@ -93,3 +93,16 @@ def test_output_files_get_the_users_umask(invoke, image_file, tmp_path, mask):
     assert {p.name for p in files} >= {"manifest.json", "index.html"} and len(files) >= 3
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, (p, oct(p.stat().st_mode))
+
+
+def test_the_openmmlab_stage_modules_have_names_of_their_own():
+    """pytest imports tests/ and tests/openmmlab/ modules by basename (no packages): a second test_lr.py or
+    conftest.py there breaks collecting the whole suite ("import file mismatch", or tests/conftest.py's names
+    gone)."""
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    stage = {p.name for p in (here / "openmmlab").glob("*.py")}
+    assert stage, "tests/openmmlab is empty"
+    assert "conftest.py" not in stage
+    assert not stage & {p.name for p in here.glob("*.py")}

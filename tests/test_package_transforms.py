@@ -1,7 +1,7 @@
 """Transforms of a config's OpenMMLab package run through its registry (visctl.package_transforms).
 
 The package here is laid out as the OpenMMLab ones are (``<pkg>/registry.py`` with a child ``TRANSFORMS``
-registry whose ``locations`` register the transforms on first look-up); tests/openmmlab/test_browse.py runs
+registry whose ``locations`` register the transforms on first look-up); tests/openmmlab/test_mm_browse.py runs
 mmpretrain's own (RandAugment, EfficientNetRandomCrop, RandomErasing) against its browse_dataset.py.
 """
 

@@ -11,7 +11,7 @@ are built by mmengine's registry (under the same scope) with what
 iteration, epoch schedulers after every epoch (an IterBasedTrainLoop's one epoch ends after its last
 iteration). Hooks that set param-group values (mmpretrain's SimSiamHook) run where the Runner calls them.
 ``tests/test_lr_runner.py`` and ``tests/test_lr_packages.py`` compare every value with a real Runner's, and
-``tests/openmmlab/test_lr.py`` does on mmpretrain's own configs.
+``tests/openmmlab/test_mm_lr.py`` does on mmpretrain's own configs.
 """
 
 from __future__ import annotations
