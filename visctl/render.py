@@ -479,8 +479,9 @@ def legend_strip(items: list[tuple[tuple[int, int, int], str]], width: int) -> n
     return band
 
 
-def colorbar_strip(width: int, colormap: str, low: str, high: str) -> np.ndarray:
-    """A horizontal colour bar from 0 (left) to 1 (right) of ``colormap`` with its end labels under it."""
+def colorbar_strip(width: int, colormap: str, low: str, high: str, note: str = "") -> np.ndarray:
+    """A horizontal colour bar from 0 (left) to 1 (right) of ``colormap``, its end labels under it, then
+    ``note`` (wrapped) under them."""
     import cv2
     import numpy as np
 
@@ -488,7 +489,12 @@ def colorbar_strip(width: int, colormap: str, low: str, high: str) -> np.ndarray
     bar = colorize(np.tile(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), (14, 1)), colormap)
     scale = max(0.4, min(0.6, width / 500))
     (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    band = np.full((14 + th + base + 12, width, 3), 255, np.uint8)
+    lines = _wrap(note, width, scale, 1) if note else []
+    line_h = th + base + 6
+    band = np.full((14 + th + base + 12 + line_h * len(lines), width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (4, 18 + th + 4 + (i + 1) * line_h), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20),
+                    1, cv2.LINE_AA)
     band[4:18, 4:4 + bar_w] = bar
     y = 18 + th + 4
     cv2.putText(band, low, (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)

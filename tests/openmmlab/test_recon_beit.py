@@ -29,6 +29,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWa
 
 BEIT = "beit/beit_beit-base-p16_8xb256-amp-coslr-300e_in1k.py"
 BEITV2 = "beitv2/beitv2_beit-base-p16_8xb256-amp-coslr-300e_in1k.py"
+CAE = "cae/cae_beit-base-p16_8xb256-amp-coslr-300e_in1k.py"
+CAE_TINY = ("model.backbone.arch=deit-tiny", "model.neck.embed_dims=192", "model.neck.num_heads=3")
 TINY = ("model.backbone.arch=deit-tiny", "model.head.embed_dims=192")
 # a trained VQ-KD's codebook is initialised; the shipped config's is k-means-initialised on the first batch
 V2_CODEBOOK = ("model.target_generator.quantize_kmeans_init=False",)
@@ -47,6 +49,12 @@ def v2_config(folder: Path) -> Path:
                     "model = dict(neck=dict(backbone_arch=dict(_delete_=True, embed_dims=192, depth=12, num_layers=12, num_heads=3, "
                     "feedforward_channels=768)))\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def beit_cae(mm_tmp) -> tuple[Path, Path, tuple[str, ...]]:
+    config = package_configs("mmpretrain") / CAE
+    return config, runner_checkpoint(config, mm_tmp, CAE_TINY), CAE_TINY
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +77,8 @@ def mm_config(path: Path, options: tuple[str, ...]):
 
 
 def reference(config: Path, checkpoint: Path, options: tuple[str, ...], image: Path, seed: int = 0):
-    """mmpretrain's own inputs and ``BEiT.loss``: (loss, mask, target tokens, masked logits, model)."""
+    """mmpretrain's own inputs and ``BEiT.loss`` (``CAE.loss``): (its cross-entropy, the mask, the target tokens,
+    the masked patches' logits, the inputs)."""
     import torch
     from mmengine.dataset import Compose, default_collate
     from mmpretrain.apis import get_model
@@ -95,6 +104,10 @@ def reference(config: Path, checkpoint: Path, options: tuple[str, ...], image: P
         mask = torch.stack([s.mask for s in samples]).flatten(1).bool()
         tokens = model.target_generator(inputs[1])
         tokens = (tokens.argmax(1) if tokens.dim() == 4 else tokens).flatten(1)  # DALL-E: BEiTV1Head's argmax
+        if type(model).__name__ == "CAE":  # CAE.loss: the decoder's logits of the masked patches
+            pos = model.backbone.pos_embed[:, 1:]
+            logits, _ = model.neck(model.backbone(inputs[0], mask)[:, 1:], pos[:, mask[0]], pos[:, ~mask[0]])
+            return float(losses["main"]), mask[0].numpy(), tokens[0].numpy(), logits[0], inputs
         latent = model.backbone(inputs[0], mask.reshape(-1, 14, 14))
         if model.with_neck:
             feats, _ = model.neck(latent, rel_pos_bias=model.backbone.shared_rel_pos_bias)
@@ -113,15 +126,15 @@ def recon_api(image: Path, config: Path, checkpoint: Path, options: tuple[str, .
                               **kwargs)
 
 
-@pytest.mark.parametrize("which", ["v1", "v2"])
+@pytest.mark.parametrize("which", ["v1", "v2", "cae"])
 def test_token_predictions_equal_beit_loss(request, photo, which):
     config, ckpt, options = request.getfixturevalue(f"beit_{which}")
     res = recon_api(photo, config, ckpt, options)
     im = res.images[0]
     loss, mask, tokens, logits, inputs = reference(config, ckpt, options, photo)
 
-    assert res.kind == "beit" and im.mse is None
-    assert tuple(inputs[1].shape[2:]) == ((112, 112) if which == "v1" else (224, 224))  # DALL-E sees 112 px
+    assert res.kind == ("cae" if which == "cae" else "beit") and im.mse is None
+    assert tuple(inputs[1].shape[2:]) == ((224, 224) if which == "v2" else (112, 112))  # DALL-E sees 112 px
     np.testing.assert_array_equal(im.mask.reshape(-1), mask)  # the config's BEiTMaskGenerator, seeded
     assert im.count == mask.sum() == 75
     np.testing.assert_array_equal(im.target.reshape(-1), tokens)  # the target generator's tokens, every patch

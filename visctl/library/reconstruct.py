@@ -344,7 +344,8 @@ def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str
         [((40, 170, 60), "top-1 token = target"), ((215, 40, 40), "top-1 token != target"),
          (grey, "visible: not predicted")], side)])
     heat_panel = np.vstack([render.fit(heat, side), render.colorbar_strip(
-        side, "turbo", "0 (certain)", f">= ln {res['vocab']} = {top:.2f} (uniform)")])
+        side, "turbo", "0", f">= {top:.2f}", f"0: certain of the target; {top:.2f} = ln {res['vocab']}: a uniform "
+        "guess over the vocabulary")])
     panels = [("original", render.fit(original, side)), (f"masked {share:.0%}", render.fit(u8(res["masked"][i]), side)),
               ("top-1 predicted token = target? (masked)", hit_panel),
               ("cross-entropy of the target token (masked)", heat_panel)]
