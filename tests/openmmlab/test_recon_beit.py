@@ -46,8 +46,8 @@ def v2_config(folder: Path) -> Path:
     """The shipped BEiT v2 config with a DeiT-tiny backbone and neck (a dict arch: no --cfg-options for it)."""
     path = folder / "beitv2_tiny.py"
     path.write_text(f"_base_ = [{str(package_configs('mmpretrain') / BEITV2)!r}]\n"
-                    "model = dict(neck=dict(backbone_arch=dict(_delete_=True, embed_dims=192, depth=12, num_layers=12, num_heads=3, "
-                    "feedforward_channels=768)))\n")
+                    "model = dict(neck=dict(backbone_arch=dict(_delete_=True, embed_dims=192, depth=12, num_layers=12,\n"
+                    "    num_heads=3, feedforward_channels=768)))\n")  # BEiTV2Neck reads depth; it asserts num_layers
     return path
 
 

@@ -157,7 +157,8 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
 
     An mmpretrain MAE / SimMIM / MaskFeat model (from its own pretraining config) runs through an adapter
     (:mod:`visctl.openmmlab_mim`): its own code draws the masks and predicts; without a test pipeline in the
-    config the images are resized as mmselfsup's visualize_reconstruction.py resizes them.
+    config the images are resized as mmselfsup's visualize_reconstruction.py resizes them. So does a BEiT (v1,
+    v2) or CAE model, whose token predictions are drawn instead of a reconstruction.
     """
     from visctl import config
     from visctl.errors import VisctlError
@@ -339,7 +340,8 @@ def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str
     top = math.log(res["vocab"])
     heat = render.overlay(original, pixels(np.clip(ce_map / top, 0.0, 1.0)), alpha=0.65, colormap="turbo")
     side = max(256, h, w)
-    grey = tuple(int(v) for v in render.no_data(np.full((1, 1, 3), 128, np.uint8))[0, 0])
+    g = int(render.no_data(np.full((1, 1, 3), 128, np.uint8))[0, 0, 0])
+    grey = (g, g, g)
     hit_panel = np.vstack([render.fit(hit_u8, side), render.legend_strip(
         [((40, 170, 60), "top-1 token = target"), ((215, 40, 40), "top-1 token != target"),
          (grey, "visible: not predicted")], side)])
@@ -367,7 +369,9 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_
                 target_generator: bool = False, save_raw: bool = False, batch_size: int = 16, seed: int | None = 0,
                 norm_pix_stats: str = "patch", options: RunOptions | None = None,
                 session: Session | None = None) -> Reconstructions:
-    """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``).
+    """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``), or
+    what a BEiT (v1, v2) / CAE model predicts of them: per masked patch whether its top-1 token is the target
+    generator's and the target token's cross-entropy (no pixel decoder exists for those tokens).
 
     Args:
         images: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them.
