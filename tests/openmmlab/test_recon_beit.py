@@ -151,11 +151,15 @@ def test_token_predictions_equal_beit_loss(request, photo, which):
 def test_cli_figure_caption_equals_manifest_and_loss(invoke, beit_v1, photo, tmp_path):
     config, ckpt, options = beit_v1
     r = invoke("recon", photo, config, ckpt, "--cfg-options", *options, "-o", tmp_path, "--device", "cpu",
-               "--save-raw")
+               "--save-raw", "--target-generator", "--norm-pix")
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "manifest.json").read_text())
     entry = m["inputs"][0]
     assert m["params"]["model"] == "beit" and "masked_patch_mse" not in entry
+    # the two pixel flags do not apply, and say so (the figure is the same as without them: the loss below)
+    assert any("--target-generator does not apply to BEiT v1" in n for n in m["notes"])
+    assert any("--norm-pix does not apply to BEiT v1" in n for n in m["notes"]) and not m["params"]["norm_pix"]
+    assert not any("never initialised" in n for n in m["notes"])  # DALL-E has no codebook
     (fig,) = [o for o in m["outputs"] if o["path"].endswith("photo_recon_beit.png")]
     caption = fig["caption"]
     assert "BEiT v1 (DALL-E tokens)" in caption and "no pixel decoder" in caption
@@ -173,11 +177,13 @@ def test_cli_figure_caption_equals_manifest_and_loss(invoke, beit_v1, photo, tmp
 
 def test_uninitialised_vq_kd_codebook_is_said_and_seeded_as_loss(mm_tmp, photo):
     """The shipped BEiT v2 config with never-trained weights: its quantizer k-means-initialises the codebook on
-    the first batch (mmpretrain's own forward); visctl says so and seeds it as the reference does."""
+    the first batch (mmpretrain's own forward); visctl says so and seeds it as the reference does. (Its VQ-KD
+    encoder a DeiT-tiny here: the full one is in the test above.)"""
     config = v2_config(mm_tmp)
-    ckpt = runner_checkpoint(config, mm_tmp, TINY)
-    res = recon_api(photo, config, ckpt, TINY)
+    options = (*TINY, "model.target_generator.encoder_config.arch=deit-tiny")
+    ckpt = runner_checkpoint(config, mm_tmp, options)
+    res = recon_api(photo, config, ckpt, options)
     assert any("never initialised" in n and "no trained tokenizer" in n for n in res.notes)
-    loss, mask, tokens, _, _ = reference(config, ckpt, TINY, photo)
+    loss, mask, tokens, _, _ = reference(config, ckpt, options, photo)
     np.testing.assert_array_equal(res.images[0].target.reshape(-1), tokens)
     assert abs(res.images[0].cross_entropy - loss) < 1e-5
