@@ -182,6 +182,10 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
         raise VisctlError(f"{type(model).__name__} is not a masked-image model visctl knows",
                           hint="use visctl.mim_models:mae_vit, simmim_vit or maskfeat_vit (or a model with "
                           "kind, patch_size and forward(images, mask))")
+    if kind in TOKEN_KINDS and not all(hasattr(model, a) for a in ("target_images", "target_tokens", "masked_logits")):
+        raise VisctlError(f"{type(model).__name__} says kind={kind!r} without target_images, target_tokens and "
+                          "masked_logits", hint="build the model from mmpretrain's beit/, beitv2/ or cae/ pretraining "
+                          "config (visctl adapts it)")
     notes = []
     for note in getattr(model, "notes", lambda: [])():  # the adapter's (an uninitialised VQ-KD codebook)
         notes.append(note)
