@@ -227,3 +227,36 @@ def masks_from_pipeline(states: list[Any], grid: tuple[int, int]) -> torch.Tenso
             m = cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST)
         rows.append(torch.from_numpy(m.astype(bool).reshape(-1)))
     return torch.stack(rows)
+
+
+def token_prediction(model: Any, batch: torch.Tensor, mask: torch.Tensor, pictures: list[Any],
+                     rgb: bool) -> dict[str, Any]:
+    """A token-target model (BEiT, CAE; :class:`visctl.openmmlab_mim.TokenAdapter`): per patch (N, L) the target
+    token, the top-1 predicted token (-1 on visible patches), the target token's predicted probability and its
+    cross-entropy (NaN on visible patches); per image the masked patches' top-1 accuracy (``correct`` of
+    ``count``) and mean cross-entropy, the numbers the model's loss averages over its batch."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    mask = mask.bool()
+    n, length = mask.shape
+    targets = model.target_tokens(model.target_images(pictures, rgb, batch.device))  # (N, L)
+    if targets.shape != mask.shape:
+        raise VisctlError(f"the target generator gives {targets.shape[1]} tokens an image and the model's patch "
+                          f"grid has {length} patches",
+                          hint="keep the config's second_size (RandomResizedCropAndInterpolationWithTwoPic)")
+    logits = model.masked_logits(batch, mask).float()  # (M, vocab), masked patches image by image, row-major
+    target = targets[mask]
+    ce = F.cross_entropy(logits, target, reduction="none")
+    top1 = logits.argmax(-1)
+    full = lambda fill, dtype: torch.full((n, length), fill, dtype=dtype, device=logits.device)  # noqa: E731
+    per_ce, predicted = full(float("nan"), torch.float32), full(-1, torch.long)
+    per_ce[mask], predicted[mask] = ce, top1
+    count = mask.sum(1)
+    correct = ((predicted == targets) & mask).sum(1)
+    mean_ce = torch.nan_to_num(per_ce, nan=0.0).sum(1) / count.clamp(min=1)
+    return dict(target_tokens=targets.cpu().numpy(), predicted_tokens=predicted.cpu().numpy(),
+                cross_entropy_map=per_ce.cpu().numpy(), probability_map=np.exp(-per_ce.cpu().numpy()),
+                correct=correct.cpu().numpy(), count=count.cpu().numpy(), cross_entropy=mean_ce.cpu().numpy(),
+                vocab=int(logits.shape[-1]))

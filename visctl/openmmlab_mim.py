@@ -1,4 +1,5 @@
-"""mmpretrain's own masked-image models (MAE, SimMIM, MaskFeat pretraining configs) in ``visctl recon``.
+"""mmpretrain's own masked-image models (MAE, SimMIM, MaskFeat, BEiT v1/v2, CAE pretraining configs) in
+``visctl recon``.
 
 An adapter gives such a model visctl's recon protocol (``kind``, ``patch_size``, ``mask_ratio``,
 ``norm_pix_loss``, ``forward(images, mask)`` -> per-patch predictions) while the numbers come from the model's
@@ -8,7 +9,10 @@ SimMIM and MaskFeat: the config pipeline's ``SimMIMMaskGenerator`` / ``BEiTMaskG
 after ``np.random.seed``), the generators mmselfsup's ``tools/analysis_tools/visualize_reconstruction.py`` seeds.
 (That script runs its pipeline twice, once for the picture and once in ``inference_model``, so for SimMIM and
 MaskFeat its model may see the generator's second draw; for MAE the mask is torch's first draw either way.)
-Models that predict no pixels (BEiT's visual tokens, CAE, EVA, MILAN, ...) are refused with the reason.
+BEiT (v1, v2) and CAE predict their target generator's visual tokens (DALL-E, VQ-KD), which no decoder turns
+back into pixels: :class:`TokenAdapter` gives the model's own targets and masked-patch logits, and visctl draws
+per patch whether the top-1 token is the target and the target's cross-entropy, never a made-up picture.
+Models that predict other features (EVA, MILAN: CLIP features, ...) are refused with the reason.
 """
 
 from __future__ import annotations
@@ -25,15 +29,14 @@ if TYPE_CHECKING:
 # why the other masked-image families are refused, in mmpretrain 1.x's terms (models/selfsup/)
 _NO_TOKENS = "not pixels: there is no picture of a reconstruction to draw"
 _REFUSED = {
-    "BEiT": "predicts the visual tokens of its target generator (DALL-E for BEiT v1, VQ-KD for BEiT v2), " + _NO_TOKENS,
-    "CAE": "predicts the DALL-E tokens of the masked patches, " + _NO_TOKENS,
     "EVA": "predicts the CLIP features of the masked patches, " + _NO_TOKENS,
     "MILAN": "predicts the CLIP features of the masked patches, " + _NO_TOKENS,
     "iTPN": "predicts through a feature pyramid (pixels or CLIP features) that visctl has no adapter for yet",
     "MixMIM": "reconstructs two images mixed into one input, which visctl has no adapter for yet",
     "SparK": "reconstructs pixels through a sparse-convolution decoder that visctl has no adapter for yet",
 }
-_FAMILIES = "MAE (ViT, HiViT; norm-pix or not), SimMIM and MaskFeat"
+_FAMILIES = ("MAE (ViT, HiViT; norm-pix or not), SimMIM and MaskFeat reconstructions, and BEiT (v1, v2) and CAE "
+             "token predictions")
 
 
 def _mm_class(name: str) -> Any:
@@ -54,9 +57,10 @@ def adapt(model: Any, cfg: Any) -> Any:
     if base is None or not isinstance(model, base):
         raise ModelError(f"{type(model).__name__} reconstructs nothing: it is not one of mmpretrain's masked-image "
                          "pretraining models",
-                         hint=f"visctl recon draws {_FAMILIES}: use one of mmpretrain's mae/, simmim/ or maskfeat/ "
-                         "pretraining configs")
-    for name, cls in (("MAE", MaskedAutoencoder), ("SimMIM", SimMIMAdapter), ("MaskFeat", MaskFeatAdapter)):
+                         hint=f"visctl recon draws {_FAMILIES}: use one of mmpretrain's mae/, simmim/, maskfeat/, "
+                         "beit/, beitv2/ or cae/ pretraining configs")
+    for name, cls in (("MAE", MaskedAutoencoder), ("SimMIM", SimMIMAdapter), ("MaskFeat", MaskFeatAdapter),
+                      ("BEiT", TokenAdapter), ("CAE", TokenAdapter)):
         family = _mm_class(name)
         if family is not None and isinstance(model, family):
             return cls(model, cfg)
@@ -323,22 +327,18 @@ class _HOGView:
         return self.to_visctl(self.generator(imgs))
 
 
-class MaskFeatAdapter(_Adapter):
-    """mmpretrain's ``MaskFeat`` (``MaskFeatViT`` + ``LinearNeck``, ``HOGGenerator`` target): predicted HOG per
-    patch without the class token, as ``MaskFeat.loss`` computes it."""
+class _BlockMasked(_Adapter):
+    """Models whose pipeline draws BEiT's block-wise masks (``BEiTMaskGenerator``): MaskFeat, BEiT, CAE."""
 
-    kind = "maskfeat"
+    generator: Any = None
 
-    def __init__(self, model: Any, cfg: Any) -> None:
-        super().__init__(model, cfg)
-        proj = model.backbone.patch_embed.projection
-        self.patch_size = int(proj.stride[0])
+    def _block_masks(self, count: int, min_patches: int) -> None:
+        """The config pipeline's ``BEiTMaskGenerator`` (else one masking ``count`` patches)."""
         h, w = self.input_size
         grid = (h // self.patch_size, w // self.patch_size)
-        self.generator = _generator(cfg, ("BEiTMaskGenerator",), dict(
-            type="BEiTMaskGenerator", input_size=grid, num_masking_patches=78, min_num_patches=15))
+        self.generator = _generator(self.cfg, ("BEiTMaskGenerator",), dict(
+            type="BEiTMaskGenerator", input_size=grid, num_masking_patches=count, min_num_patches=min_patches))
         self.mask_ratio = self.generator.num_masking_patches / (grid[0] * grid[1])
-        self.hog = _HOGView(model.target_generator, self.patch_size)
 
     def _one_mask(self, grid: tuple[int, int], ratio: float, seed: int | None) -> torch.Tensor:
         import copy
@@ -358,6 +358,20 @@ class MaskFeatAdapter(_Adapter):
                              hint="set the generator's input_size to the model's patch grid")
         return torch.from_numpy(np.asarray(mask))
 
+
+class MaskFeatAdapter(_BlockMasked):
+    """mmpretrain's ``MaskFeat`` (``MaskFeatViT`` + ``LinearNeck``, ``HOGGenerator`` target): predicted HOG per
+    patch without the class token, as ``MaskFeat.loss`` computes it."""
+
+    kind = "maskfeat"
+
+    def __init__(self, model: Any, cfg: Any) -> None:
+        super().__init__(model, cfg)
+        proj = model.backbone.patch_embed.projection
+        self.patch_size = int(proj.stride[0])
+        self._block_masks(78, 15)
+        self.hog = _HOGView(model.target_generator, self.patch_size)
+
     def __call__(self, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N, L, k * k * 3 * O) in visctl's layout (the target's histograms are L2-normalised per cell and
         channel, by ``HOGGenerator``)."""
@@ -366,3 +380,133 @@ class MaskFeatAdapter(_Adapter):
         n, length, c = latent.shape
         pred = self.model.neck((latent.reshape(n * length, c),))[0].reshape(n, length, -1)
         return self.hog.to_visctl(pred[:, 1:])
+
+
+class TokenAdapter(_BlockMasked):
+    """mmpretrain's ``BEiT`` (v1: DALL-E target, ``BEiTV1Head``; v2: VQ-KD target, ``BEiTV2Neck`` +
+    ``BEiTV2Head``) and ``CAE`` (DALL-E target, ``CAENeck``): models that predict the target generator's visual
+    token of each masked patch, with no decoder back to pixels.
+
+    Everything comes from the model's own code as its ``loss()`` runs it: the block mask of the config
+    pipeline's ``BEiTMaskGenerator``, the target image the pipeline's ``RandomResizedCropAndInterpolationWithTwoPic``
+    makes (its ``second_size`` and ``second_interpolation``, from the picture the model sees) normalised with the
+    ``TwoNormDataPreprocessor``'s ``second_mean`` / ``second_std``, the target tokens of ``target_generator``
+    (DALL-E: the argmax of its logits, as ``BEiTV1Head`` / ``CAEHead`` take it; VQ-KD: its token ids) and the
+    logits of the masked patches (BEiT v2: the last layer's, ``loss_1``; CAE: the decoder's, ``loss_main``).
+    """
+
+    kind = "beit"
+
+    def __init__(self, model: Any, cfg: Any) -> None:
+        super().__init__(model, cfg)
+        self.family = type(model).__name__
+        tg = getattr(model, "target_generator", None)
+        if tg is None:
+            raise ModelError(f"{self.family} has no target_generator: there are no target tokens to compare with",
+                             hint="use the pretraining config as mmpretrain ships it (its target_generator)")
+        self.tokenizer = "VQ-KD" if type(tg).__name__ == "VQKD" else "DALL-E"
+        if self.family == "CAE":
+            self.kind, self.version = "cae", "CAE"
+        else:
+            self.version = "BEiT v2" if getattr(model, "with_neck", False) else "BEiT v1"
+        self.patch_size = int(model.backbone.patch_embed.projection.stride[0])
+        self._block_masks(75, 16)
+        step = _pipeline_step(cfg, ("RandomResizedCropAndInterpolationWithTwoPic",)) or {}
+        size = step.get("second_size")
+        self.second_size: tuple[int, int] | None = (
+            None if size is None else (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1])))
+        self.second_interpolation = str(step.get("second_interpolation", "lanczos"))
+        self.second_mean, self.second_std = self._second_norm()
+
+    @property
+    def label(self) -> str:
+        """How the figure names the model and its tokens."""
+        return f"{self.version} ({self.tokenizer} tokens)"
+
+    def _second_norm(self) -> tuple[list[float], list[float]]:
+        """The target image's normalisation: ``TwoNormDataPreprocessor``'s second_mean / second_std (0-255)."""
+        from visctl.config import cfg_get
+
+        dp = self.model.data_preprocessor
+        if hasattr(dp, "second_mean") and hasattr(dp, "second_std"):
+            return [float(v) for v in dp.second_mean.flatten()], [float(v) for v in dp.second_std.flatten()]
+        cfg_dp = cfg_get(self.cfg, "data_preprocessor") or cfg_get(self.cfg, "model.data_preprocessor") or {}
+        if cfg_dp.get("second_mean") is None or cfg_dp.get("second_std") is None:
+            raise ModelError(f"{self.family}'s config has no second_mean / second_std: the target image's "
+                             "normalisation (TwoNormDataPreprocessor) is unknown",
+                             hint="use the pretraining config's data_preprocessor (type='TwoNormDataPreprocessor')")
+        return [float(v) for v in cfg_dp["second_mean"]], [float(v) for v in cfg_dp["second_std"]]
+
+    def notes(self) -> list[str]:
+        """What the user must know about these tokens (true for this model and checkpoint)."""
+        out = []
+        embedding = getattr(getattr(self.model.target_generator, "quantize", None), "embedding", None)
+        initted = getattr(embedding, "initted", None)
+        if initted is not None and not bool(initted.flatten()[0]):
+            out.append(f"the {self.tokenizer} codebook in this checkpoint was never initialised (initted is 0, as "
+                       "before the first training step): mmpretrain's quantizer k-means-initialises it from the "
+                       "first batch's features (torch seeded with 0), so these target tokens come from no trained "
+                       "tokenizer")
+        return out
+
+    def __call__(self, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise ModelError(f"{self.family} predicts tokens, not pixels", hint="visctl.reconstruct draws its tokens")
+
+    def target_images(self, pictures: list[Any], rgb: bool, device: Any) -> torch.Tensor:
+        """(N, 3, h, w): the pipeline's second picture of each model input (RGB uint8, (H, W, 3)) resized as
+        ``RandomResizedCropAndInterpolationWithTwoPic`` resizes it (``mmcv.imresize``, its second_interpolation;
+        no second_size: the input itself) and normalised as ``TwoNormDataPreprocessor`` does."""
+        import mmcv
+        import numpy as np
+        import torch
+
+        rows = []
+        for pic in pictures:
+            img = np.ascontiguousarray(pic if rgb else pic[..., ::-1])
+            if self.second_size is not None:
+                img = mmcv.imresize(img, self.second_size, interpolation=self.second_interpolation)
+            rows.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float())
+        x = torch.stack(rows).to(device)
+        mean = torch.tensor(self.second_mean, device=device).view(-1, 1, 1)
+        std = torch.tensor(self.second_std, device=device).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def target_tokens(self, target_imgs: torch.Tensor) -> torch.Tensor:
+        """(N, L) int64: the target generator's token of each patch (as the model's head reads its output)."""
+        import io
+
+        import torch
+
+        tg = self.model.target_generator
+        with torch.no_grad(), _torch_seeded(0, _device(tg)), contextlib.redirect_stdout(io.StringIO()):
+            out = tg(target_imgs)  # VQ-KD: ids (N, L); an uninitialised codebook is k-means-initialised (printed)
+        if out.dim() == 4:  # DALL-E: logits (N, vocab, h, w); BEiTV1Head / CAEHead take their argmax
+            out = torch.argmax(out, dim=1)
+        return out.flatten(1).long()
+
+    def masked_logits(self, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(M, vocab): the logits of the masked patches, image by image in row-major patch order, as the
+        model's ``loss()`` hands them to its cross-entropy."""
+        import torch
+
+        self.check_grid((int(imgs.shape[2]), int(imgs.shape[3])))
+        model, mask = self.model, mask.bool()
+        n = imgs.shape[0]
+        gh, gw = imgs.shape[2] // self.patch_size, imgs.shape[3] // self.patch_size
+        with torch.no_grad():
+            if self.family == "CAE":  # CAE.loss: the decoder predicts the masked patches only (equal counts)
+                rows = []
+                for k in range(n):
+                    m = mask[k:k + 1]
+                    unmasked = model.backbone(imgs[k:k + 1], m)
+                    pos = model.backbone.pos_embed[:, 1:]
+                    pos_masked = pos[:, m[0]].reshape(1, -1, pos.shape[-1])
+                    pos_unmasked = pos[:, ~m[0]].reshape(1, -1, pos.shape[-1])
+                    logits, _ = model.neck(unmasked[:, 1:], pos_masked, pos_unmasked)
+                    rows.append(logits.reshape(-1, logits.shape[-1]))
+                return torch.cat(rows)
+            latent = model.backbone(imgs, mask.reshape(n, gh, gw))
+            if model.with_neck:  # BEiT v2: BEiTV2Neck, loss_1 on its last-layer features
+                feats, _ = model.neck(latent, rel_pos_bias=model.backbone.shared_rel_pos_bias)
+                return model.head.cls_head(feats[mask])
+            return model.head.cls_head(latent[0][:, 1:][mask])  # BEiT v1: the class token removed

@@ -460,3 +460,45 @@ def normalize_in_boxes(fmap: np.ndarray, boxes: Any) -> np.ndarray:
         out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], norm)
     out[np.isnan(fmap)] = np.nan  # outside the model's view stays "no data"
     return out
+
+
+def legend_strip(items: list[tuple[tuple[int, int, int], str]], width: int) -> np.ndarray:
+    """A white band, one line per item: a colour swatch and its meaning (RGB uint8, ``width`` wide)."""
+    import cv2
+    import numpy as np
+
+    scale = max(0.4, min(0.6, width / 500))
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    line_h = th + base + 8
+    band = np.full((line_h * len(items) + 6, width, 3), 255, np.uint8)
+    for i, (color, text) in enumerate(items):
+        y = 4 + i * line_h
+        cv2.rectangle(band, (4, y + 1), (4 + th + 4, y + th + 5), tuple(int(c) for c in color), -1)
+        cv2.rectangle(band, (4, y + 1), (4 + th + 4, y + th + 5), (90, 90, 90), 1)
+        cv2.putText(band, text, (th + 16, y + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
+    return band
+
+
+def colorbar_strip(width: int, colormap: str, low: str, high: str, note: str = "") -> np.ndarray:
+    """A horizontal colour bar from 0 (left) to 1 (right) of ``colormap``, its end labels under it, then
+    ``note`` (wrapped) under them."""
+    import cv2
+    import numpy as np
+
+    bar_w = max(8, width - 8)
+    bar = colorize(np.tile(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), (14, 1)), colormap)
+    scale = max(0.4, min(0.6, width / 500))
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    lines = _wrap(note, width, scale, 1) if note else []
+    line_h = th + base + 6
+    band = np.full((14 + th + base + 12 + line_h * len(lines), width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (4, 18 + th + 4 + (i + 1) * line_h), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20),
+                    1, cv2.LINE_AA)
+    band[4:18, 4:4 + bar_w] = bar
+    y = 18 + th + 4
+    cv2.putText(band, low, (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
+    tw = _text_w(high, scale, 1)
+    cv2.putText(band, high, (max(4, 4 + bar_w - tw), y), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1,
+                cv2.LINE_AA)
+    return band

@@ -1,4 +1,5 @@
-"""`visctl recon`: what a masked-image model (MAE, SimMIM, MaskFeat) reconstructs."""
+"""`visctl recon`: what a masked-image model (MAE, SimMIM, MaskFeat) reconstructs, and what a token-target one
+(BEiT v1/v2, CAE) predicts."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ EPILOG = """Examples:
   visctl recon img.jpg simmim.py simmim.pth --use-vis-pipeline
 
   visctl recon mae.py --checkpoint mae.pth --img-path img.jpg --out-file out.jpg --norm-pix
+
+  visctl recon img.jpg beitv2_beit-base-p16_8xb256-amp-coslr-300e_in1k.py beitv2.pth
 """
 
 
@@ -27,7 +30,7 @@ EPILOG = """Examples:
 def recon(
     args: Annotated[list[str], typer.Argument(
         metavar="[IMG...] CONFIG [CHECKPOINT]",
-        help="Images (files, directories, globs; or --img-path), then a MAE/SimMIM/MaskFeat config, then a "
+        help="Images (files, directories, globs; or --img-path), then a MAE/SimMIM/MaskFeat/BEiT/CAE config, then a "
         "checkpoint (or --checkpoint).", show_default=False)],
     img_path: Annotated[Optional[list[str]], typer.Option(
         "--img-path", "--img_path", help="An image (repeatable), as the seed writes it: then CONFIG may stand "
@@ -59,7 +62,12 @@ def recon(
     *,
     opts: opt.CommandOptions,
 ) -> None:
-    """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back."""
+    """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back.
+
+    BEiT (v1, v2) and CAE predict visual tokens that no decoder turns into pixels: their third and fourth panels
+    show, per masked patch, whether the top-1 predicted token is the target generator's and that token's
+    cross-entropy; the caption and the manifest give the masked-token top-1 accuracy and mean cross-entropy.
+    """
     with RunContext("recon", opts, out_dir=opts.out_dir, out_files=[("--out-file", out_file)]) as ctx:
         from visctl import output
         from visctl.commands._shared import finish, open_model

@@ -1,7 +1,10 @@
-"""``visctl.reconstruct``: what a masked-image model (MAE, SimMIM, MaskFeat) rebuilds of each image.
+"""``visctl.reconstruct``: what a masked-image model (MAE, SimMIM, MaskFeat) rebuilds of each image, and what
+a token-target one (BEiT v1/v2, CAE) predicts of it.
 
 Per image: the patch mask, the original and masked input, the reconstruction (pixels; MaskFeat: HOG cells),
-the MSE over the masked patches, and the figure the CLI's ``recon`` writes, under the same file name.
+the MSE over the masked patches, and the figure the CLI's ``recon`` writes, under the same file name. BEiT and
+CAE predict visual tokens that no decoder turns into pixels: per masked patch, whether the top-1 token is the
+target generator's and the target token's cross-entropy; per image their top-1 accuracy and mean.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ if TYPE_CHECKING:
 
     from visctl.output import OutputWriter
 
-KINDS = ("mae", "simmim", "maskfeat")
+KINDS = ("mae", "simmim", "maskfeat", "beit", "cae")
+TOKEN_KINDS = ("beit", "cae")  # predict visual tokens (visctl.openmmlab_mim.TokenAdapter), no pixels
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,10 @@ class ReconImage:
 
     ``reconstruction`` is the predicted image (MAE/SimMIM) or the predicted HOG cells (MaskFeat, (3, O, h, w)),
     ``target`` MaskFeat's HOG of the original (None otherwise); ``mask`` is the (rows, cols) patch grid,
-    True = masked.
+    True = masked. BEiT / CAE (``kind`` in :data:`TOKEN_KINDS`): ``reconstruction`` is the top-1 predicted token
+    per patch (rows, cols; -1 where visible), ``target`` the target generator's token per patch,
+    ``cross_entropy_map`` the target token's cross-entropy per masked patch (NaN where visible), ``mse`` None, and
+    ``accuracy`` (``correct`` of ``count`` masked patches) and ``cross_entropy`` (their mean) the image's numbers.
     """
 
     path: Any  # the input: a Path, or an ArrayImage for pixels passed in
@@ -41,18 +48,30 @@ class ReconImage:
     reconstruction: np.ndarray = field(repr=False)
     pasted: np.ndarray | None = field(repr=False)  # reconstruction with the visible patches pasted back
     target: np.ndarray | None = field(repr=False)  # MaskFeat: the HOG cells of the original
-    mse: float  # over the masked patches (MaskFeat: of the HOG)
+    mse: float | None  # over the masked patches (MaskFeat: of the HOG); None for token predictions
     mean_fill_mse: float | None  # the baseline: masked pixels filled with the image's mean colour
     masked_share: float
     figure: Figure = field(repr=False)
+    accuracy: float | None = None  # BEiT / CAE: masked-token top-1 accuracy
+    cross_entropy: float | None = None  # BEiT / CAE: the masked tokens' mean cross-entropy
+    correct: int | None = None
+    count: int | None = None
+    cross_entropy_map: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def raw_name(self) -> str:
-        """The ``--save-raw`` file: the reconstruction (MaskFeat: the predicted HOG) as float32 .npy."""
+        """The ``--save-raw`` file: the reconstruction (MaskFeat: the predicted HOG; BEiT / CAE: per patch the
+        target token, the top-1 token, its cross-entropy) as float32 .npy."""
         return f"{self.stem}_recon_{self.kind}.npy"
 
     def input_entry(self) -> dict[str, Any]:
         """This image's entry in the manifest's ``inputs``."""
+        if self.kind in TOKEN_KINDS:
+            assert self.accuracy is not None and self.cross_entropy is not None
+            return dict(path=str(self.path), masked_token_accuracy=round(self.accuracy, 6),
+                        masked_token_cross_entropy=round(self.cross_entropy, 6), masked_tokens_correct=self.correct,
+                        masked_tokens=self.count, masked_share=round(self.masked_share, 4))
+        assert self.mse is not None
         return dict(path=str(self.path), masked_patch_mse=round(self.mse, 6), masked_share=round(self.masked_share, 4),
                     mean_fill_mse=None if self.mean_fill_mse is None else round(self.mean_fill_mse, 6))
 
@@ -64,8 +83,12 @@ class ReconImage:
         writer.save_image(fig.name, fig.image, target=target, caption=fig.caption, **fig.info)
         if save_raw:
             key = "hog_predicted" if self.kind == "maskfeat" else "reconstruction"
-            writer.save_array(self.raw_name, np.asarray(self.reconstruction, np.float32), caption=key,
-                              input=str(self.path))
+            raw = np.asarray(self.reconstruction, np.float32)
+            if self.kind in TOKEN_KINDS:  # (3, rows, cols)
+                key = "target_token, top1_token (-1: visible), cross_entropy (NaN: visible)"
+                raw = np.stack([np.asarray(self.target, np.float32), raw,
+                                np.asarray(self.cross_entropy_map, np.float32)])
+            writer.save_array(self.raw_name, raw, caption=key, input=str(self.path))
 
 
 @dataclass(frozen=True)
@@ -79,9 +102,19 @@ class Reconstructions(Result):
     save_raw: bool = False
 
     @property
-    def mse(self) -> list[float]:
-        """Each image's masked-patch MSE."""
+    def mse(self) -> list[float | None]:
+        """Each image's masked-patch MSE (None for token predictions: see ``cross_entropy``)."""
         return [im.mse for im in self.images]
+
+    @property
+    def cross_entropy(self) -> list[float | None]:
+        """BEiT / CAE: each image's mean cross-entropy of the masked patches' target tokens."""
+        return [im.cross_entropy for im in self.images]
+
+    @property
+    def accuracy(self) -> list[float | None]:
+        """BEiT / CAE: each image's masked-token top-1 accuracy."""
+        return [im.accuracy for im in self.images]
 
     def figures(self) -> list[Figure]:
         return [im.figure for im in self.images]
@@ -91,7 +124,11 @@ class Reconstructions(Result):
             im.write(writer, self.save_raw)
 
     def __repr__(self) -> str:
-        mse = ", ".join(f"{m:.4f}" for m in self.mse[:8]) + (", ..." if len(self.images) > 8 else "")
+        if self.kind in TOKEN_KINDS:
+            ce = ", ".join(f"{m:.4f}" for m in self.cross_entropy[:8] if m is not None)
+            return (f"Reconstructions(kind={self.kind!r}, images={len(self.images)}, masked_token_cross_entropy="
+                    f"[{ce}{', ...' if len(self.images) > 8 else ''}], failures={len(self.failures)})")
+        mse = ", ".join(f"{m:.4f}" for m in self.mse[:8] if m is not None) + (", ..." if len(self.images) > 8 else "")
         return (f"Reconstructions(kind={self.kind!r}, images={len(self.images)}, masked_patch_mse=[{mse}], "
                 f"failures={len(self.failures)})")
 
@@ -120,7 +157,8 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
 
     An mmpretrain MAE / SimMIM / MaskFeat model (from its own pretraining config) runs through an adapter
     (:mod:`visctl.openmmlab_mim`): its own code draws the masks and predicts; without a test pipeline in the
-    config the images are resized as mmselfsup's visualize_reconstruction.py resizes them.
+    config the images are resized as mmselfsup's visualize_reconstruction.py resizes them. So does a BEiT (v1,
+    v2) or CAE model, whose token predictions are drawn instead of a reconstruction.
     """
     from visctl import config
     from visctl.errors import VisctlError
@@ -144,12 +182,27 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
         raise VisctlError(f"{type(model).__name__} is not a masked-image model visctl knows",
                           hint="use visctl.mim_models:mae_vit, simmim_vit or maskfeat_vit (or a model with "
                           "kind, patch_size and forward(images, mask))")
+    if kind in TOKEN_KINDS and not all(hasattr(model, a) for a in ("target_images", "target_tokens", "masked_logits")):
+        raise VisctlError(f"{type(model).__name__} says kind={kind!r} without target_images, target_tokens and "
+                          "masked_logits", hint="build the model from mmpretrain's beit/, beitv2/ or cae/ pretraining "
+                          "config (visctl adapts it)")
     notes = []
-    if target_generator and kind != "maskfeat":
+    for note in getattr(model, "notes", lambda: [])():  # the adapter's (an uninitialised VQ-KD codebook)
+        notes.append(note)
+        session.warn(note)
+    if target_generator and kind in TOKEN_KINDS:
+        notes.append(f"--target-generator does not apply to {model.version}: its target, the {model.tokenizer} "
+                     "tokens, is no picture; the figure compares each masked patch's prediction with it")
+        session.warn(notes[-1])
+    elif target_generator and kind != "maskfeat":
         notes.append(f"--target-generator does not apply to {kind.upper()}: its target is the image's pixels, "
                      "already the first panel (MaskFeat's is the HOG)")
         session.warn(notes[-1])
     ratio = mask_ratio if mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
+    if norm_pix and kind in TOKEN_KINDS:
+        notes.append(f"--norm-pix does not apply to {model.version}: it predicts tokens, not pixels")
+        session.warn(notes[-1])
+        norm_pix = False
     norm_pix = norm_pix or bool(getattr(model, "norm_pix_loss", False))
     mask_path = Path(mask_file) if mask_file is not None else None
     params = dict(inputs=[str(x) for x in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, model=kind,
@@ -201,7 +254,10 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
         else:  # image k of the input list gets mask k, whichever images before it were unreadable (or sharded)
             mask = torch.cat([masked.masks_for(1, grid, p.mask_ratio, p.seed, position[path]) for path, _, _ in group])
         mask = mask.to(session.device)
-        if kind == "maskfeat":
+        if kind in TOKEN_KINDS:
+            res = masked.token_prediction(model, batch, mask, [s.img for _, _, s in group], mi.rgb)
+            res.update(masked.reconstruct_inputs(batch, mask, mi.mean, mi.std, mi.rgb, patch))
+        elif kind == "maskfeat":
             res = masked.hog_prediction(model, batch, mask)
             res.update(masked.reconstruct_inputs(batch, mask, mi.mean, mi.std, mi.rgb, patch))
         else:
@@ -219,6 +275,8 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
     from visctl import masked, render
 
     kind, u8 = p.kind, masked.to_uint8
+    if kind in TOKEN_KINDS:
+        return _token_image(p, res, i, path, stem, mask)
     mse = float(res["mse"][i])
     share = float(mask.mean())
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
@@ -254,12 +312,70 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
                       mse=mse, mean_fill_mse=fill, masked_share=share, figure=figure)
 
 
+def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask: np.ndarray) -> ReconImage:
+    """BEiT / CAE: original, masked input, per masked patch whether the top-1 token is the target (legend) and the
+    target token's cross-entropy (colour bar from 0, certain, to ln(vocab), a uniform guess, and beyond)."""
+    import math
+
+    import numpy as np
+
+    from visctl import masked, render
+
+    u8, model = masked.to_uint8, p.mi.model
+    share = float(mask.mean())
+    grid = mask.shape
+    correct, count = int(res["correct"][i]), int(res["count"][i])
+    acc = correct / count if count else 0.0
+    ce = float(res["cross_entropy"][i])
+    original = u8(res["original"][i])
+    h, w = original.shape[:2]
+    predicted = res["predicted_tokens"][i].reshape(grid)
+    target = res["target_tokens"][i].reshape(grid)
+    ce_map = res["cross_entropy_map"][i].reshape(grid)
+
+    def pixels(a: np.ndarray) -> np.ndarray:  # the patch grid at the image's size
+        return np.repeat(np.repeat(a, h // grid[0], 0), w // grid[1], 1)
+
+    hit = render.no_data(original).astype(np.float32)
+    green, red = np.array([40, 170, 60], np.float32), np.array([215, 40, 40], np.float32)
+    for m, color in ((pixels(mask & (predicted == target)), green), (pixels(mask & (predicted != target)), red)):
+        hit[m] = 0.35 * original[m].astype(np.float32) + 0.65 * color
+    hit_u8 = hit.round().astype(np.uint8)
+    top = math.log(res["vocab"])
+    heat = render.overlay(original, pixels(np.clip(ce_map / top, 0.0, 1.0)), alpha=0.65, colormap="turbo")
+    side = max(256, h, w)
+    g = int(render.no_data(np.full((1, 1, 3), 128, np.uint8))[0, 0, 0])
+    grey = (g, g, g)
+    hit_panel = np.vstack([render.fit(hit_u8, side), render.legend_strip(
+        [((40, 170, 60), "top-1 token = target"), ((215, 40, 40), "top-1 token != target"),
+         (grey, "visible: not predicted")], side)])
+    heat_panel = np.vstack([render.fit(heat, side), render.colorbar_strip(
+        side, "turbo", "0", f">= {top:.2f}", f"0: certain of the target; {top:.2f} = ln {res['vocab']}: a uniform "
+        "guess over the vocabulary")])
+    panels = [("original", render.fit(original, side)), (f"masked {share:.0%}", render.fit(u8(res["masked"][i]), side)),
+              ("top-1 predicted token = target? (masked)", hit_panel),
+              ("cross-entropy of the target token (masked)", heat_panel)]
+    figure_grid = render.grid([render.caption(img, text) for text, img in panels], cols=len(panels))
+    title = (f"{path.name} | {model.label} | no pixel decoder: token predictions | masked-token top-1 accuracy "
+             f"{acc:.4f} ({correct}/{count}) | mean cross-entropy {ce:.4f}")
+    figure = Figure(f"{stem}_recon_{p.kind}.png", render.caption(figure_grid, title), title,
+                    dict(input=str(path), masked_token_accuracy=round(acc, 6), masked_token_cross_entropy=round(ce, 6)))
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    return ReconImage(path=path, stem=stem, kind=p.kind, mask=mask.astype(bool), original=f32(res["original"][i]),
+                      masked=f32(res["masked"][i]), reconstruction=predicted.astype(np.int64), pasted=None,
+                      target=target.astype(np.int64), mse=None, mean_fill_mse=None, masked_share=share,
+                      figure=figure, accuracy=acc, cross_entropy=ce, correct=correct, count=count,
+                      cross_entropy_map=f32(ce_map))
+
+
 def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_ratio: float | None = None,
                 mask_file: str | Path | None = None, use_vis_pipeline: bool = False, norm_pix: bool = False,
                 target_generator: bool = False, save_raw: bool = False, batch_size: int = 16, seed: int | None = 0,
                 norm_pix_stats: str = "patch", options: RunOptions | None = None,
                 session: Session | None = None) -> Reconstructions:
-    """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``).
+    """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``), or
+    what a BEiT (v1, v2) / CAE model predicts of them: per masked patch whether its top-1 token is the target
+    generator's and the target token's cross-entropy (no pixel decoder exists for those tokens).
 
     Args:
         images: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them.
