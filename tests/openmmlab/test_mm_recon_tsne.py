@@ -308,7 +308,7 @@ def test_maskfeat_hog_target_and_prediction_equal_mmpretrain(mim_configs, mm_tmp
     np.testing.assert_allclose(im.reconstruction[:, :, ~cell_mask], target[0].numpy()[:, :, ~cell_mask], atol=1e-5)
 
 
-# BEiT v1/v2 and CAE draw their token predictions (test_recon_beit.py)
+# BEiT v1/v2 and CAE draw their token predictions (test_mm_recon_beit.py)
 @pytest.mark.parametrize("name, what", [(MIXMIM, "two images mixed"), (MOCOV3, "not a masked-image model"),
                                         (R18, "reconstructs nothing")])
 def test_families_without_pixels_are_refused_with_the_reason(invoke, mim_configs, photo, tmp_path, name, what):

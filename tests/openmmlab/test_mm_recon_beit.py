@@ -23,7 +23,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import package_configs, runner_checkpoint
+from mmstack import package_configs, runner_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
