@@ -17,6 +17,7 @@ from visctl import package_transforms, transforms
 from visctl.errors import ConfigError
 
 PKG = "visctl_fake_tf"
+PKG2 = "visctl_fake_tf_two"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,24 @@ def fake_package(tmp_path_factory):
         "class Broken:\n"
         "    def __call__(self, results):\n"
         "        raise RuntimeError('no good')\n")
+    for name in (PKG, PKG2):  # two packages with a transform that records the scope it was built under
+        if name == PKG2:
+            (tmp_path / name / "transforms").mkdir(parents=True)
+            (tmp_path / name / "__init__.py").write_text("")
+            (tmp_path / name / "registry.py").write_text(
+                "from mmengine.registry import TRANSFORMS as ROOT, Registry\n"
+                f"TRANSFORMS = Registry('transform', parent=ROOT, scope='{name}', locations=['{name}.transforms'])\n")
+            (tmp_path / name / "transforms" / "__init__.py").write_text(f"from {name}.registry import TRANSFORMS\n")
+        with open(tmp_path / name / "transforms" / "__init__.py", "a") as f:
+            f.write("import time\n"
+                    "@TRANSFORMS.register_module()\n"
+                    "class ScopeProbe:\n"
+                    "    def __init__(self, i=0):\n"
+                    "        from mmengine.registry import DefaultScope\n"
+                    "        time.sleep(0.0005)\n"
+                    "        self.seen = DefaultScope.get_current_instance().scope_name\n"
+                    "    def __call__(self, results):\n"
+                    "        return results\n")
     sys.path.insert(0, str(tmp_path))
     package_transforms._KNOWN.clear()
     yield
@@ -104,3 +123,34 @@ def test_without_the_package_names_are_left_as_they_are():
     steps = [dict(type="RandAugment", policies="timm_increasing")]
     assert package_transforms.qualify(steps, "visctl_no_such_package") == steps
     assert package_transforms.qualify(steps, None) == steps
+
+
+def test_transforms_built_in_reader_threads_each_see_their_own_scope_and_leave_none(fake_package):
+    """mmengine's DefaultScope.overwrite_default_scope copies and reassigns a global dict without a lock: reader
+    threads building package transforms at once ran under another thread's scope and left a stray one."""
+    import threading
+
+    from mmengine.registry import DefaultScope
+
+    before = dict(DefaultScope._instance_dict)
+    seen: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def build(worker: int) -> None:
+        try:
+            for k in range(40):
+                scope = (PKG, PKG2)[(worker + k) % 2]
+                transform = package_transforms._build(scope, "ScopeProbe", {"i": worker * 1000 + k})
+                seen.append((scope, transform.seen))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    package_transforms._BUILT.clear()
+    assert not errors
+    assert len(seen) == 160 and all(scope == got for scope, got in seen)
+    assert DefaultScope._instance_dict == before  # no scope left behind

@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from visctl import openmmlab
 from visctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,19 +57,6 @@ def loss_family(detector: Any, cfg: Any = None) -> str | None:
                 return family
     filename = str(getattr(cfg, "filename", "") or "")
     return next((k for k in IGNORE_LOSS if k in filename), None)
-
-
-@contextlib.contextmanager
-def package_scope(scope: str | None) -> Iterator[None]:
-    """The config's ``default_scope`` for the duration (registries resolve unprefixed names in it)."""
-    from mmengine.registry import DefaultScope, init_default_scope
-
-    if not scope:
-        yield
-        return
-    init_default_scope(scope)
-    with DefaultScope.overwrite_default_scope(scope):
-        yield
 
 
 def test_pipeline_cfg(cfg: Any) -> list[dict]:
@@ -118,7 +106,7 @@ class PackagePipeline:
         self.names = [str(s.get("type")) for s in kept]
         self.divisor = max(1, int(pad_size_divisor or 1))
         try:
-            with package_scope(self.scope):
+            with openmmlab.scope(self.scope):
                 self.compose = Compose(kept)
         except Exception as exc:  # the config names a transform its packages do not register, or bad arguments
             raise ConfigError(f"the test pipeline does not build in {self.scope}: {' '.join(str(exc).split())}",
@@ -167,7 +155,7 @@ def dataset_meta(cfg: Any) -> dict[str, Any]:
         from mmengine.registry import DATASETS
 
         # the default scope's registry (as models.py builds): its get() imports the package's dataset modules
-        with package_scope(cfg.get("default_scope")), DATASETS.switch_scope_and_registry(None) as registry:
+        with openmmlab.registry(DATASETS, cfg.get("default_scope")) as registry:
             cls = registry.get(dataset["type"]) if isinstance(dataset["type"], str) else dataset["type"]
             if cls is None or not hasattr(cls, "_load_metainfo"):
                 return {}
@@ -323,7 +311,7 @@ def _adapter_class() -> type:
             try:
                 if hasattr(head, "featmap_sizes"):
                     head.featmap_sizes = None
-                with package_scope(self.cfg.get("default_scope")):
+                with openmmlab.scope(self.cfg.get("default_scope")):
                     return head.loss(feats, gt)
             finally:
                 owner.training = was

@@ -51,27 +51,32 @@ def _registry_has(scope: str, name: str) -> bool:
 @contextlib.contextmanager
 def _registry(scope: str) -> Iterator[Any]:
     """``scope``'s transform registry with ``scope`` as mmengine's default scope (as its Runner and tools build
-    transforms, nested ones included), or None where ``scope`` is no installed OpenMMLab package."""
+    transforms, nested ones included; under :data:`visctl.openmmlab.LOCK`, so reader threads never switch the
+    scope at once), or None where ``scope`` is no installed OpenMMLab package."""
     import importlib
 
-    from visctl.config import is_stdlib_module
+    from visctl import openmmlab
 
-    if not scope or is_stdlib_module(scope) or scope in ("torchvision", "visctl"):
+    if scope in ("mmcv", "mmengine"):  # mmcv has no `registry` module: its transforms are in mmengine's root one
+        try:
+            from mmcv.transforms import TRANSFORMS as ROOT
+        except ImportError:
+            yield None
+            return
+        with openmmlab.scope(None):  # the lock only: builds read the current scope
+            yield ROOT
+        return
+    if not openmmlab.is_package(scope):
         yield None
         return
     try:
-        importlib.import_module("mmcv.transforms" if scope == "mmcv" else f"{scope}.registry")
-        from mmengine.registry import TRANSFORMS, DefaultScope
+        importlib.import_module(f"{scope}.registry")
+        from mmengine.registry import TRANSFORMS
     except ImportError:
         yield None
         return
-    if scope == "mmcv":  # mmcv has no `registry` module: its transforms' registry itself
-        from mmcv.transforms import TRANSFORMS as MMCV
-
-        yield MMCV
-        return
     # as mmengine's build_from_cfg: the scope's registry, whose get() imports the package's transforms first
-    with DefaultScope.overwrite_default_scope(scope), TRANSFORMS.switch_scope_and_registry(None) as registry:
+    with openmmlab.registry(TRANSFORMS, scope) as registry:
         yield registry
 
 
