@@ -220,9 +220,12 @@ def _adapter_class() -> type:
             states = self._states
             if len(states) == 1 and n > 1:  # one image repeated (AblationCAM's copies)
                 states = states * n
+            if states and len(states) != n:  # stale or wrong states would give wrong boxes without a word
+                raise RuntimeError(f"the detector was given {len(states)} images' pipeline states for a batch of "
+                                   f"{n} (bind the batch's states, one each, or one for a repeated image)")
             out = []
             for i in range(n):
-                meta = dict(getattr(states[i], "meta", None) or {}) if len(states) == n else {}
+                meta = dict(getattr(states[i], "meta", None) or {}) if states else {}
                 meta.setdefault("img_shape", (h, w))
                 meta.setdefault("ori_shape", meta["img_shape"])
                 meta.setdefault("scale_factor", (1.0, 1.0))
@@ -303,7 +306,8 @@ def _adapter_class() -> type:
                 sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
                 gt = [sample]
             hub = MessageHub.get_current_instance()
-            if "epoch" not in hub.runtime_info:  # boxam_vis_demo: "required in some algorithms"
+            added = "epoch" not in hub.runtime_info
+            if added:  # boxam_vis_demo: "required in some algorithms"; taken out again after
                 hub.update_info("epoch", 0)
             owner = head.head_module if hasattr(head, "head_module") else head
             was = owner.training
@@ -317,6 +321,8 @@ def _adapter_class() -> type:
                 owner.training = was
                 if hasattr(head, "featmap_sizes"):
                     head.featmap_sizes = None
+                if added:
+                    hub.runtime_info.pop("epoch", None)
 
     _CLASS.append(Adapter)
     return Adapter
@@ -373,7 +379,19 @@ class LossTarget:
 
 
 def bind(model: Any, states: list[Any]) -> None:
-    """Give an adapted detector the pipeline states of its next batch (nothing for any other model)."""
+    """Give an adapted detector the pipeline states of its next batch (nothing for any other model); ``[]``
+    unbinds them. Prefer :func:`bound`, which unbinds after."""
     fn = getattr(model, "bind", None)
     if callable(fn) and getattr(model, "is_openmmlab_detector", False):
         fn(states)
+
+
+@contextlib.contextmanager
+def bound(model: Any, states: list[Any]) -> Iterator[None]:
+    """``states`` bound to an adapted detector for the duration, unbound after (a later call never reads this
+    batch's metas)."""
+    bind(model, states)
+    try:
+        yield
+    finally:
+        bind(model, [])
