@@ -17,6 +17,7 @@ from visctl import package_transforms, transforms
 from visctl.errors import ConfigError
 
 PKG = "visctl_fake_tf"
+PKG2 = "visctl_fake_tf_two"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,24 @@ def fake_package(tmp_path_factory):
         "class Broken:\n"
         "    def __call__(self, results):\n"
         "        raise RuntimeError('no good')\n")
+    for name in (PKG, PKG2):  # two packages with a transform that records the scope it was built under
+        if name == PKG2:
+            (tmp_path / name / "transforms").mkdir(parents=True)
+            (tmp_path / name / "__init__.py").write_text("")
+            (tmp_path / name / "registry.py").write_text(
+                "from mmengine.registry import TRANSFORMS as ROOT, Registry\n"
+                f"TRANSFORMS = Registry('transform', parent=ROOT, scope='{name}', locations=['{name}.transforms'])\n")
+            (tmp_path / name / "transforms" / "__init__.py").write_text(f"from {name}.registry import TRANSFORMS\n")
+        with open(tmp_path / name / "transforms" / "__init__.py", "a") as f:
+            f.write("import time\n"
+                    "@TRANSFORMS.register_module()\n"
+                    "class ScopeProbe:\n"
+                    "    def __init__(self, i=0):\n"
+                    "        from mmengine.registry import DefaultScope\n"
+                    "        time.sleep(0.0005)\n"
+                    "        self.seen = DefaultScope.get_current_instance().scope_name\n"
+                    "    def __call__(self, results):\n"
+                    "        return results\n")
     sys.path.insert(0, str(tmp_path))
     package_transforms._KNOWN.clear()
     yield
@@ -104,3 +123,99 @@ def test_without_the_package_names_are_left_as_they_are():
     steps = [dict(type="RandAugment", policies="timm_increasing")]
     assert package_transforms.qualify(steps, "visctl_no_such_package") == steps
     assert package_transforms.qualify(steps, None) == steps
+
+
+def test_transforms_built_in_reader_threads_each_see_their_own_scope_and_leave_none(fake_package):
+    """mmengine's DefaultScope.overwrite_default_scope copies and reassigns a global dict without a lock: reader
+    threads building package transforms at once ran under another thread's scope and left a stray one."""
+    import threading
+
+    from mmengine.registry import DefaultScope
+
+    before = dict(DefaultScope._instance_dict)
+    seen: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def build(worker: int) -> None:
+        try:
+            for k in range(40):
+                scope = (PKG, PKG2)[(worker + k) % 2]
+                transform = package_transforms._build(scope, "ScopeProbe", {"i": worker * 1000 + k})
+                seen.append((scope, transform.seen))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    package_transforms._BUILT.clear()
+    assert not errors
+    assert len(seen) == 160 and all(scope == got for scope, got in seen)
+    assert DefaultScope._instance_dict == before  # no scope left behind
+
+
+BROKEN = "visctl_fake_tf_needs_dep"
+DEP = "visctl_no_such_dependency"
+
+
+@pytest.fixture(scope="module")
+def broken_package(tmp_path_factory):
+    """A package whose transforms' module imports a dependency that is not installed (mmsegmentation 1.2.2's
+    transforms without ftfy)."""
+    tmp_path = tmp_path_factory.mktemp("broken_tf")
+    pkg = tmp_path / BROKEN
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "registry.py").write_text(
+        "from mmengine.registry import TRANSFORMS as ROOT, Registry\n"
+        f"TRANSFORMS = Registry('transform', parent=ROOT, scope='{BROKEN}', locations=['{BROKEN}.transforms'])\n")
+    (pkg / "transforms.py").write_text(f"import {DEP}\n")
+    sys.path.insert(0, str(tmp_path))
+    yield
+    sys.path.remove(str(tmp_path))
+    package_transforms._KNOWN.clear()
+
+
+def test_a_package_whose_registry_cannot_import_is_a_dependency_error_not_torchvisions_class(broken_package):
+    from visctl.errors import DependencyError
+
+    img = np.full((8, 10, 3), 100, np.uint8)
+    steps = [dict(type="ColorJitter", brightness=0.5)]  # torchvision has a class of that name
+    for _ in range(2):  # asked again, it fails again (no failure is cached)
+        with pytest.raises(DependencyError, match=DEP) as info:
+            package_transforms.qualify(steps, BROKEN)
+        assert info.value.hint == f"pip install {DEP}"
+    assert (BROKEN, "ColorJitter") not in package_transforms._KNOWN
+    with pytest.raises(DependencyError, match=DEP):
+        transforms.run_pipeline(img, [dict(type=f"{BROKEN}.ColorJitter", brightness=0.5)])
+
+
+def test_a_scope_qualified_name_never_runs_torchvisions_class(fake_package):
+    from visctl.errors import DependencyError
+
+    img = np.full((8, 10, 3), 100, np.uint8)
+    with pytest.raises(DependencyError, match="visctl_no_such_package is not installed"):
+        transforms.run_pipeline(img, [dict(type="visctl_no_such_package.ColorJitter", brightness=0.5)])
+    with pytest.raises(ConfigError, match=f"{PKG}'s transform registry has no 'ColorJitter'"):
+        transforms.run_pipeline(img, [dict(type=f"{PKG}.ColorJitter", brightness=0.5)])
+    state = transforms.run_pipeline(img, [dict(type="torchvision.ColorJitter", brightness=0.5)])  # asked for
+    assert state.img.shape == img.shape
+
+
+def test_package_failures_keep_their_cause_and_name_no_flag_model_commands_lack(fake_package, monkeypatch):
+    with pytest.raises(ConfigError, match="Broken failed") as info:
+        _run([dict(type="Broken")])
+    assert isinstance(info.value.__cause__.__cause__, RuntimeError)  # run_pipeline's, then apply's
+    assert "--skip-type Broken" not in str(info.value.hint) and "config's pipeline" in str(info.value.hint)
+    with pytest.raises(ConfigError, match="cannot build Noise") as info:
+        _run([dict(type="Noise", nonsense=1)])
+    assert info.value.__cause__.__cause__ is not None
+
+    def bug(*_args):  # a fault of visctl's own code around the package's call: not a user error
+        raise AttributeError("visctl's own")
+
+    monkeypatch.setattr(np.random, "seed", bug)
+    with pytest.raises(AttributeError):
+        _run([dict(type="ZeroBlue")])

@@ -405,19 +405,17 @@ PACKAGE_CLASSES = "_visctl_package_classes"
 def package_classes(scope: str, kind: str) -> list[str] | None:
     """The class names an installed OpenMMLab package's dataset type declares (``METAINFO['classes']``, e.g.
     mmpretrain's ImageNet categories), or None."""
-    import importlib
+    from visctl import openmmlab
 
-    from visctl.config import is_stdlib_module
-
-    if not scope or not kind or "." in kind or is_stdlib_module(scope):
+    if not kind or "." in kind or not openmmlab.is_package(scope):
         return None
     try:
-        importlib.import_module(f"{scope}.registry")
-        from mmengine.registry import DATASETS, DefaultScope
+        openmmlab.import_registry(scope)
+        from mmengine.registry import DATASETS
 
-        with DefaultScope.overwrite_default_scope(scope), DATASETS.switch_scope_and_registry(None) as registry:
+        with openmmlab.registry(DATASETS, scope) as registry:
             found = registry.get(kind)
-    except Exception:  # not installed, or a registry that cannot import its datasets: no names
+    except Exception:  # a registry that cannot import its datasets (a missing dependency): no names
         return None
     classes = (getattr(found, "METAINFO", None) or {}).get("classes") if isinstance(found, type) else None
     return [str(c) for c in classes] if classes else None

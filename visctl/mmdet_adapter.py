@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from visctl import openmmlab
 from visctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,19 +57,6 @@ def loss_family(detector: Any, cfg: Any = None) -> str | None:
                 return family
     filename = str(getattr(cfg, "filename", "") or "")
     return next((k for k in IGNORE_LOSS if k in filename), None)
-
-
-@contextlib.contextmanager
-def package_scope(scope: str | None) -> Iterator[None]:
-    """The config's ``default_scope`` for the duration (registries resolve unprefixed names in it)."""
-    from mmengine.registry import DefaultScope, init_default_scope
-
-    if not scope:
-        yield
-        return
-    init_default_scope(scope)
-    with DefaultScope.overwrite_default_scope(scope):
-        yield
 
 
 def test_pipeline_cfg(cfg: Any) -> list[dict]:
@@ -118,7 +106,7 @@ class PackagePipeline:
         self.names = [str(s.get("type")) for s in kept]
         self.divisor = max(1, int(pad_size_divisor or 1))
         try:
-            with package_scope(self.scope):
+            with openmmlab.scope(self.scope):
                 self.compose = Compose(kept)
         except Exception as exc:  # the config names a transform its packages do not register, or bad arguments
             raise ConfigError(f"the test pipeline does not build in {self.scope}: {' '.join(str(exc).split())}",
@@ -167,7 +155,7 @@ def dataset_meta(cfg: Any) -> dict[str, Any]:
         from mmengine.registry import DATASETS
 
         # the default scope's registry (as models.py builds): its get() imports the package's dataset modules
-        with package_scope(cfg.get("default_scope")), DATASETS.switch_scope_and_registry(None) as registry:
+        with openmmlab.registry(DATASETS, cfg.get("default_scope")) as registry:
             cls = registry.get(dataset["type"]) if isinstance(dataset["type"], str) else dataset["type"]
             if cls is None or not hasattr(cls, "_load_metainfo"):
                 return {}
@@ -232,9 +220,12 @@ def _adapter_class() -> type:
             states = self._states
             if len(states) == 1 and n > 1:  # one image repeated (AblationCAM's copies)
                 states = states * n
+            if states and len(states) != n:  # stale or wrong states would give wrong boxes without a word
+                raise RuntimeError(f"the detector was given {len(states)} images' pipeline states for a batch of "
+                                   f"{n} (bind the batch's states, one each, or one for a repeated image)")
             out = []
             for i in range(n):
-                meta = dict(getattr(states[i], "meta", None) or {}) if len(states) == n else {}
+                meta = dict(getattr(states[i], "meta", None) or {}) if states else {}
                 meta.setdefault("img_shape", (h, w))
                 meta.setdefault("ori_shape", meta["img_shape"])
                 meta.setdefault("scale_factor", (1.0, 1.0))
@@ -315,7 +306,8 @@ def _adapter_class() -> type:
                 sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
                 gt = [sample]
             hub = MessageHub.get_current_instance()
-            if "epoch" not in hub.runtime_info:  # boxam_vis_demo: "required in some algorithms"
+            added = "epoch" not in hub.runtime_info
+            if added:  # boxam_vis_demo: "required in some algorithms"; taken out again after
                 hub.update_info("epoch", 0)
             owner = head.head_module if hasattr(head, "head_module") else head
             was = owner.training
@@ -323,12 +315,14 @@ def _adapter_class() -> type:
             try:
                 if hasattr(head, "featmap_sizes"):
                     head.featmap_sizes = None
-                with package_scope(self.cfg.get("default_scope")):
+                with openmmlab.scope(self.cfg.get("default_scope")):
                     return head.loss(feats, gt)
             finally:
                 owner.training = was
                 if hasattr(head, "featmap_sizes"):
                     head.featmap_sizes = None
+                if added:
+                    hub.runtime_info.pop("epoch", None)
 
     _CLASS.append(Adapter)
     return Adapter
@@ -385,7 +379,19 @@ class LossTarget:
 
 
 def bind(model: Any, states: list[Any]) -> None:
-    """Give an adapted detector the pipeline states of its next batch (nothing for any other model)."""
+    """Give an adapted detector the pipeline states of its next batch (nothing for any other model); ``[]``
+    unbinds them. Prefer :func:`bound`, which unbinds after."""
     fn = getattr(model, "bind", None)
     if callable(fn) and getattr(model, "is_openmmlab_detector", False):
         fn(states)
+
+
+@contextlib.contextmanager
+def bound(model: Any, states: list[Any]) -> Iterator[None]:
+    """``states`` bound to an adapted detector for the duration, unbound after (a later call never reads this
+    batch's metas)."""
+    bind(model, states)
+    try:
+        yield
+    finally:
+        bind(model, [])

@@ -303,6 +303,7 @@ def _call(builder: Callable[..., Any], kwargs: dict, spec: str) -> nn.Module:
 def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
     from torch import nn
 
+    from visctl import openmmlab
     from visctl.config import is_stdlib_module
 
     spec = str(model_cfg["type"])
@@ -312,17 +313,19 @@ def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
     try:
         importlib.import_module(scope)
     except ImportError as exc:
+        if openmmlab.is_package(scope):  # installed, but a dependency of it is missing
+            raise openmmlab.dependency_error(scope, exc) from exc
         raise ModelError(f"model {spec!r} is an OpenMMLab {scope} model, and {scope} is not installed",
                          hint=f"pip install {scope}, or use a torchvision/timm model or an import path") from exc
-    from mmengine.registry import MODELS, DefaultScope, init_default_scope
+    from mmengine.registry import MODELS
 
-    init_default_scope(scope)
+    # the Runner leaves the default scope set after it builds the model: model code may rely on it
+    openmmlab.set_default(scope)
     refused: list[str] = []
     # as mmengine's build_from_cfg: the default scope's registry (mmpretrain.registry.MODELS, a child of the
     # root), whose get() imports the package's model modules (its `locations`) before it looks; the root
     # registry's own get() sees neither
-    with DefaultScope.overwrite_default_scope(scope), MODELS.switch_scope_and_registry(None) as registry, \
-            _registry_locates_models_only(refused):
+    with openmmlab.registry(MODELS, scope) as registry, _registry_locates_models_only(refused):
         try:
             obj = registry.get(spec)
             if obj is None:

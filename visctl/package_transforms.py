@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from visctl.errors import ConfigError
+from visctl.errors import ConfigError, DependencyError, VisctlError
 
 if TYPE_CHECKING:
     from visctl.transforms import ImageState
@@ -35,13 +35,15 @@ PIXELWISE = {"ColorJitter", "Lighting", "RandomGrayscale", "GaussianBlur", "Brig
 #: padding at the bottom/right: the map back to the original stays known
 RESIZES = {"Resize", "ResizeToMultiple", "RandomResize", "FixShapeResize", "Pad"}
 
-# (scope, name, frozen kwargs) -> the built transform; (scope, name) -> the registry has it (True / False)
+# (scope, name, frozen kwargs) -> the built transform; (scope, name) -> the registry has it (True / False).
+# Only answers are kept: a registry that cannot import (a missing dependency) raises each time it is asked.
 _BUILT: dict[Any, Any] = {}
 _KNOWN: dict[tuple[str, str], bool] = {}
 
 
 def _registry_has(scope: str, name: str) -> bool:
-    """Whether ``scope`` is an installed OpenMMLab package whose transform registry resolves ``name``."""
+    """Whether ``scope`` is an installed OpenMMLab package whose transform registry resolves ``name``; a package
+    whose registry cannot import its transforms is a :class:`~visctl.errors.DependencyError`."""
     key = (scope, name)
     if key not in _KNOWN:
         _KNOWN[key] = _lookup(scope, name) is not None
@@ -51,38 +53,42 @@ def _registry_has(scope: str, name: str) -> bool:
 @contextlib.contextmanager
 def _registry(scope: str) -> Iterator[Any]:
     """``scope``'s transform registry with ``scope`` as mmengine's default scope (as its Runner and tools build
-    transforms, nested ones included), or None where ``scope`` is no installed OpenMMLab package."""
-    import importlib
+    transforms, nested ones included; under :data:`visctl.openmmlab.LOCK`, so reader threads never switch the
+    scope at once), or None where ``scope`` is no installed OpenMMLab package."""
+    from visctl import openmmlab
 
-    from visctl.config import is_stdlib_module
-
-    if not scope or is_stdlib_module(scope) or scope in ("torchvision", "visctl"):
+    if scope in ("mmcv", "mmengine"):  # mmcv has no `registry` module: its transforms are in mmengine's root one
+        if not openmmlab.is_package("mmcv"):
+            yield None
+            return
+        try:
+            from mmcv.transforms import TRANSFORMS as ROOT
+        except ImportError as exc:
+            raise openmmlab.dependency_error("mmcv", exc) from exc
+        with openmmlab.scope(None):  # the lock only: builds read the current scope
+            yield ROOT
+        return
+    if not openmmlab.is_package(scope):
         yield None
         return
-    try:
-        importlib.import_module("mmcv.transforms" if scope == "mmcv" else f"{scope}.registry")
-        from mmengine.registry import TRANSFORMS, DefaultScope
-    except ImportError:
-        yield None
-        return
-    if scope == "mmcv":  # mmcv has no `registry` module: its transforms' registry itself
-        from mmcv.transforms import TRANSFORMS as MMCV
+    openmmlab.import_registry(scope)
+    from mmengine.registry import TRANSFORMS
 
-        yield MMCV
-        return
     # as mmengine's build_from_cfg: the scope's registry, whose get() imports the package's transforms first
-    with DefaultScope.overwrite_default_scope(scope), TRANSFORMS.switch_scope_and_registry(None) as registry:
+    with openmmlab.registry(TRANSFORMS, scope) as registry:
         yield registry
 
 
 def _lookup(scope: str, name: str) -> Any:
+    from visctl import openmmlab
+
     with _registry(scope) as registry:
         if registry is None:
             return None
         try:
             return registry.get(name)
-        except Exception:  # a registry that cannot import its locations: not usable here
-            return None
+        except ImportError as exc:  # its `locations` import a module that is missing (mmseg 1.2.2 needs ftfy)
+            raise openmmlab.dependency_error(scope, exc) from exc
 
 
 def qualify(steps: list[dict], scope: str | None) -> list[dict]:
@@ -147,14 +153,18 @@ def _build(scope: str, name: str, kwargs: dict) -> Any:
         key = None
     if key is not None and key in _BUILT:
         return _BUILT[key]
+    from visctl import openmmlab
+
     with _registry(scope) as registry:
         if registry is None:
-            raise ConfigError(f"transform {scope}.{name}: {scope} is not installed", hint=f"pip install {scope}")
+            raise not_installed(scope, name)
         try:
             transform = registry.build({"type": name, **kwargs})
-        except Exception as exc:
+        except ImportError as exc:  # the transform's module needs a package that is missing
+            raise openmmlab.dependency_error(scope, exc) from exc
+        except Exception as exc:  # mmengine wraps the constructor's error: the step's parameters
             raise ConfigError(f"{scope} cannot build {name}: {_one_line(exc)}",
-                              hint=f"check this step's parameters against {scope}'s {name}") from None
+                              hint=f"check this step's parameters against {scope}'s {name}") from exc
     if key is not None:
         if len(_BUILT) >= 256:
             _BUILT.clear()
@@ -186,14 +196,13 @@ def apply(state: ImageState, scope: str, name: str, kwargs: dict, rng: Any) -> N
             np.random.seed(seed)
             random.seed(seed)
             generator.manual_seed(seed)
-            out = transform(results)
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(f"{scope}'s {name} failed: {_one_line(exc)}",
-                              hint=f"the error is {scope}'s own transform's (its tools fail alike): check the step's "
-                              f"parameters and the package's versions, or leave it out with --skip-type {name}"
-                              ) from None
+            try:
+                out = transform(results)
+            except Exception as exc:  # the package's own transform failed (its tools fail alike)
+                raise ConfigError(f"{scope}'s {name} failed: {_one_line(exc)}",
+                                  hint=f"the error is {scope}'s own transform's: check the step's parameters and "
+                                  f"the package's versions, or leave {name} out of the config's pipeline "
+                                  "(browse and pipeline: --skip-type)") from exc
         finally:
             np.random.set_state(saved_np)
             random.setstate(saved_py)
@@ -208,7 +217,7 @@ def apply(state: ImageState, scope: str, name: str, kwargs: dict, rng: Any) -> N
                           hint="a ToPIL step needs its ToNumpy after the steps that work on the PIL image")
     if img is None:
         raise ConfigError(f"{scope}'s {name} returned no image", hint="a formatting step belongs after the image "
-                          "steps; leave it out with --skip-type")
+                          "steps: leave it out of the config's pipeline (browse and pipeline: --skip-type)")
     img = np.asarray(img)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
@@ -228,6 +237,24 @@ def apply(state: ImageState, scope: str, name: str, kwargs: dict, rng: Any) -> N
         state.geometry_known = False
     if out.get("mask") is not None:
         state.mask = np.asarray(out["mask"]).astype(bool)
+
+
+def not_installed(scope: str, name: str) -> DependencyError:
+    """The error for a step typed ``scope.name`` whose scope is no installed OpenMMLab package (visctl never runs
+    torchvision's class of that name in its place)."""
+    return DependencyError(f"transform {scope}.{name}: {scope} is not installed (or is no OpenMMLab package)",
+                           hint=f"pip install {scope}, or write the step's type without the {scope}. prefix")
+
+
+def not_found(scope: str, name: str) -> VisctlError:
+    """Why a step typed ``scope.name`` does not run in ``scope``'s registry: the package is not installed, or its
+    registry has no such transform."""
+    from visctl import openmmlab
+
+    if not openmmlab.is_package("mmcv" if scope in ("mmcv", "mmengine") else scope):
+        return not_installed(scope, name)
+    return ConfigError(f"{scope}'s transform registry has no {name!r}",
+                       hint="check the step's type against the package's transforms, or leave its prefix out")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from visctl import openmmlab
 from visctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -227,16 +228,12 @@ def needs_model(optim_cfg: Mapping) -> bool:
 def scope_installed(scope: str | None) -> bool:
     """Whether ``default_scope`` names an importable package (mmpretrain, mmdet, ...) whose registries the Runner
     would use; False for None, "mmengine" included (its registries are the root ones)."""
-    import importlib.util
+    return openmmlab.is_package(scope)
 
-    from visctl.config import is_stdlib_module
 
-    if not scope or scope == "mmengine" or is_stdlib_module(scope):
-        return False
-    try:
-        return importlib.util.find_spec(scope) is not None
-    except (ImportError, ValueError):
-        return False
+def _scope_name(scope: str | None) -> str:
+    """The scope the Runner's lookups use: ``scope`` where it is an installed package, else mmengine's."""
+    return scope if scope is not None and scope_installed(scope) else "mmengine"
 
 
 @contextmanager
@@ -247,9 +244,7 @@ def in_scope(scope: str | None) -> Iterator[None]:
 
     Without one, or with one whose package is not installed, the Runner's lookups go to mmengine's own
     registries, whatever scope an earlier build in this process left current (``init_default_scope``)."""
-    from mmengine.registry import DefaultScope
-
-    with DefaultScope.overwrite_default_scope(scope if scope_installed(scope) else "mmengine"):
+    with openmmlab.scope(_scope_name(scope)):
         yield
 
 
@@ -259,13 +254,13 @@ def registered(registry: Any, name: str, scope: str | None) -> Any:
     importing ``name`` as a dotted path (``'os.system'`` names no registered class)."""
     from mmengine.registry import registry as registry_module
 
-    original = registry_module.get_object_from_string
-    registry_module.get_object_from_string = lambda *_args, **_kwargs: None
-    try:
-        with in_scope(scope), registry.switch_scope_and_registry(None) as scoped:
+    with openmmlab.registry(registry, _scope_name(scope)) as scoped:  # the lock held: the patch is ours alone
+        original = registry_module.get_object_from_string
+        registry_module.get_object_from_string = lambda *_args, **_kwargs: None
+        try:
             return scoped.get(name)
-    finally:
-        registry_module.get_object_from_string = original
+        finally:
+            registry_module.get_object_from_string = original
 
 
 #: OpenMMLab optimizers that mmengine does not ship, by the package that registers them: the hyperparameters
@@ -500,7 +495,7 @@ def _known_schedulers(scope: str | None = None) -> list[str]:
     from mmengine.registry import PARAM_SCHEDULERS
 
     names = set(PARAM_SCHEDULERS.module_dict)
-    with in_scope(scope), PARAM_SCHEDULERS.switch_scope_and_registry(None) as scoped:
+    with openmmlab.registry(PARAM_SCHEDULERS, _scope_name(scope)) as scoped:
         scoped.import_from_location()
         names |= set(scoped.module_dict)
     return sorted(names)

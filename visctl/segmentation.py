@@ -114,8 +114,8 @@ def region_from_file(path: Path, state: ImageState, orig_hw: tuple[int, int], hw
     # the forward geometry of the pipeline: input pixel = original * scale + shift
     sx, sy = state.scale
     tx, ty = state.shift
-    affine = np.float32([[sx, 0, tx], [0, sy, ty]])
-    return cv2.warpAffine(m, affine, (hw[1], hw[0]), flags=cv2.INTER_NEAREST)
+    affine = np.array([[sx, 0, tx], [0, sy, ty]], dtype=np.float32)
+    return np.asarray(cv2.warpAffine(m, affine, (hw[1], hw[0]), flags=cv2.INTER_NEAREST))
 
 
 def outlines(image: np.ndarray, pred: np.ndarray, classes: list[int], colors: list[tuple[float, float, float]]
@@ -222,7 +222,8 @@ def mmseg_logits(model: Any, whole: bool = False) -> nn.Module:
             self.training = inner.training
 
         def train(self, mode: bool = True) -> SegLogits:
-            self.segmentor.train(mode)
+            segmentor: Any = self.__dict__["segmentor"]
+            segmentor.train(mode)
             return super().train(mode)
 
         def forward(self, x: Any) -> Any:
@@ -230,7 +231,8 @@ def mmseg_logits(model: Any, whole: bool = False) -> nn.Module:
             import torch.nn.functional as F
 
             h, w = int(x.shape[2]), int(x.shape[3])
-            pre = getattr(self.segmentor, "data_preprocessor", None)
+            segmentor: Any = self.__dict__["segmentor"]
+            pre = getattr(segmentor, "data_preprocessor", None)
             test_cfg = getattr(pre, "test_cfg", None) or {}
             size, divisor = test_cfg.get("size"), test_cfg.get("size_divisor")
             padding = [0, 0, 0, 0]  # (left, right, top, bottom), mmseg's stack_batch
@@ -239,7 +241,7 @@ def mmseg_logits(model: Any, whole: bool = False) -> nn.Module:
                 if size is not None:
                     ph, pw = max(int(size[-2]) - h, 0), max(int(size[-1]) - w, 0)
                 else:
-                    d = int(divisor)
+                    d = int(divisor or 1)
                     ph, pw = (-h) % d if d > 1 else 0, (-w) % d if d > 1 else 0
                 padding = [0, pw, 0, ph]
                 x = F.pad(x, padding, value=float(getattr(pre, "pad_val", 0)))
@@ -248,9 +250,9 @@ def mmseg_logits(model: Any, whole: bool = False) -> nn.Module:
                 meta.update(pad_shape=torch.Size((h + padding[3], w + padding[1])), img_padding_size=padding)
             metas = [dict(meta) for _ in range(x.shape[0])]
             if whole:
-                logits = self.segmentor.whole_inference(x, metas)
+                logits = segmentor.whole_inference(x, metas)
             else:
-                logits = self.segmentor.inference(x, metas)
+                logits = segmentor.inference(x, metas)
             hh, ww = logits.shape[2:]
             logits = logits[:, :, padding[2]:hh - padding[3], padding[0]:ww - padding[1]]
             if tuple(logits.shape[2:]) != (h, w):

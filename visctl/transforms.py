@@ -572,6 +572,8 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
         if package_transforms.runs_in_package(scope, name):
             package_transforms.apply(state, scope, name, step, rng)
             return
+        if fn is None and scope != "torchvision":  # never torchvision's class of the same name in its place
+            raise package_transforms.not_found(scope, name)
     if fn is None:
         _torchvision_step(state, name, step, rng)
     else:

@@ -410,3 +410,36 @@ def test_slice_large_image_in_original_pixels(mm_tmp):
     np.testing.assert_allclose(got_s, want_s, atol=1e-5)
     np.testing.assert_allclose(got_b, want_b, atol=1e-3)
     assert got_b[:, 2].max() > 320 and got_b[:, 3].max() > 320  # boxes beyond the first tile: original pixels
+
+
+def test_the_adapter_forgets_its_batch_and_refuses_a_mismatch(small_photo, mm_tmp, monkeypatch):
+    """After a run the detector holds no pipeline states (a later call would read stale metas), a batch whose
+    size does not fit the bound states is an error, and the loss leaves mmengine's MessageHub as it was."""
+    need("mmyolo")
+    need("pytorch_grad_cam")
+    need_mmcv_ops()
+    import torch
+    from mmengine.logging import MessageHub
+
+    from visctl import mmdet_adapter
+
+    made: list = []
+    real = mmdet_adapter.adapt
+    monkeypatch.setattr(mmdet_adapter, "adapt", lambda *a: made.append(real(*a)) or made[-1])
+    cfg_path, ckpt, options = _checkpoint("yolov5_s", str(mm_tmp))
+    hub = MessageHub.get_current_instance()
+    hub.runtime_info.pop("epoch", None)
+    res = visctl.boxam(small_photo, cfg_path, str(ckpt), method="gradcam", target_layers=["neck.out_layers[0]"],
+                       topk=1, score_thr=0.0, options=visctl.RunOptions(device="cpu", threads=1,
+                                                                       cfg_options=list(options)))
+    assert len(res.images[0].boxes) == 1 and made
+    adapter = made[-1]
+    assert adapter._states == []
+    assert "epoch" not in MessageHub.get_current_instance().runtime_info
+    visctl.slice_detect(small_photo, cfg_path, str(ckpt), patch_size=400, score_thr=0.0,
+                        options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
+    assert made[-1]._states == []
+    adapter.bind([object(), object()])
+    with pytest.raises(RuntimeError, match="2 images' pipeline states for a batch of 3"):
+        adapter.metas(torch.zeros(3, 3, 32, 32))
+    adapter.bind([])

@@ -198,7 +198,7 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
     prepared_batches`); a batch goes to a CUDA device through pinned memory, in channels_last when asked
     (:func:`visctl.models.to_device`)."""
     from visctl import transforms
-    from visctl.mmdet_adapter import bind
+    from visctl.mmdet_adapter import bound
     from visctl.models import to_device
     from visctl.output import io_threads
 
@@ -217,5 +217,6 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
                 ctx.skip(p, message)
                 advance()
             for group, stacked in groups:
-                bind(mi.model, [state for _, _, state in group])  # an OpenMMLab detector reads their meta
-                yield Batch(group, to_device(stacked, ctx.device, channels_last), advance)
+                # an OpenMMLab detector reads their meta while the consumer works on this batch, not after
+                with bound(mi.model, [state for _, _, state in group]):
+                    yield Batch(group, to_device(stacked, ctx.device, channels_last), advance)

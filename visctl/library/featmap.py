@@ -325,9 +325,10 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
     for batch in _common.batches(ctx, mi, o["batch_size"], "features"):
         group = batch.items
         feats_a = featmaps.capture(mi.model, plan.layers, batch.tensor)
+        feats_b = None
         if plan.other:
-            mmdet_adapter.bind(plan.other[0], [state for _, _, state in group])
-        feats_b = featmaps.capture(plan.other[0], plan.other[1], batch.tensor) if plan.other else None
+            with mmdet_adapter.bound(plan.other[0], [state for _, _, state in group]):
+                feats_b = featmaps.capture(plan.other[0], plan.other[1], batch.tensor)
         if o["score_thr"] is not None:
             for (p, _img, state), found in zip(group, detection.detect(mi.model, batch.tensor)):
                 dets = detection.to_original(found, state)

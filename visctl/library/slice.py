@@ -168,8 +168,9 @@ def detect_tiles(plan: Plan, img: np.ndarray, grid: list[tuple[int, int, int, in
                 by_shape.setdefault(st.img.shape, []).append((box, st))
             for members in by_shape.values():
                 batch = transforms.to_tensor([st for _, st in members], mi.mean, mi.std, mi.rgb).to(ctx.device)
-                mmdet_adapter.bind(mi.model, [st for _, st in members])
-                for (box, st), out in zip(members, detection.detect(mi.model, batch)):
+                with mmdet_adapter.bound(mi.model, [st for _, st in members]):
+                    found = detection.detect(mi.model, batch)
+                for (box, st), out in zip(members, found):
                     parts.append(detection.to_original(out, st, offset=(box[0], box[1])))
                     per_tile[box] = parts[-1]
             advance(len(chunk))
@@ -187,8 +188,9 @@ def detect_whole(plan: Plan, img: np.ndarray) -> Any:
     f = plan.opts["patch"] / max(h, w)
     small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     st = transforms.run_pipeline(small, mi.steps)
-    mmdet_adapter.bind(mi.model, [st])
-    out = detection.detect(mi.model, transforms.to_tensor([st], mi.mean, mi.std, mi.rgb).to(plan.session.device))[0]
+    with mmdet_adapter.bound(mi.model, [st]):
+        out = detection.detect(mi.model, transforms.to_tensor([st], mi.mean, mi.std, mi.rgb).to(
+            plan.session.device))[0]
     whole = detection.to_original(out, st)
     whole.boxes = whole.boxes / f  # the small image's pixels -> the original's
     return whole
