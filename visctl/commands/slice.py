@@ -36,11 +36,14 @@ def slice_(
     merge_nms_type: Annotated[Optional[str], typer.Option(
         "--merge-nms-type", "--merge_nms_type", help="The seed's name for --merge nms (mmcv's soft_nms and "
         "rotated types are not supported).", show_default=False)] = None,
-    merge_iou_thr: Annotated[float, typer.Option("--merge-iou-thr", "--merge_iou_thr", min=0.0, max=1.0,
-                                                 help="Overlap at which boxes merge.")] = 0.5,
-    merge_metric: Annotated[str, typer.Option("--merge-metric", help="iou, or ios (intersection over the smaller "
-                                              "box: a box cut by a tile border merges with the whole one).")
-                            ] = "ios",
+    merge_iou_thr: Annotated[Optional[float], typer.Option(
+        "--merge-iou-thr", "--merge_iou_thr", min=0.0, max=1.0, show_default=False,
+        help="Overlap at which boxes merge [default: 0.25 on an mmdet/mmyolo detector, as large_image_demo.py; "
+        "else 0.5].")] = None,
+    merge_metric: Annotated[Optional[str], typer.Option(
+        "--merge-metric", show_default=False,
+        help="iou, or ios (intersection over the smaller box: a box cut by a tile border merges with the whole "
+        "one) [default: iou on an mmdet/mmyolo detector, as large_image_demo.py; else ios].")] = None,
     score_thr: Annotated[float, typer.Option("--score-thr", "--score_thr", min=0.0, max=1.0,
                                              help="Drop boxes below this before merging.")] = 0.3,
     full_image: Annotated[bool, typer.Option("--full-image", help="Also detect on the whole image scaled to one "

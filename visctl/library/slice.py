@@ -91,11 +91,12 @@ class Plan:
     tiles: int = 0  # tiles run so far
 
 
-def check_options(*, merge: Merge, merge_metric: str, merge_nms_type: str | None = None, tta: bool = False) -> None:
+def check_options(*, merge: Merge, merge_metric: str | None, merge_nms_type: str | None = None, tta: bool = False
+                  ) -> None:
     """Refuse the options visctl slice does not support, before any work."""
     from visctl.errors import VisctlError
 
-    if merge_metric not in ("iou", "ios"):
+    if merge_metric is not None and merge_metric not in ("iou", "ios"):
         raise VisctlError(f"--merge-metric {merge_metric!r}", hint="use iou or ios")
     if tta:
         raise VisctlError("--tta (test-time augmentation) is not supported by visctl slice",
@@ -111,11 +112,16 @@ def check_options(*, merge: Merge, merge_metric: str, merge_nms_type: str | None
 
 
 def prepare(images: Any, model: Any, checkpoint: str | None = None, *, patch_size: int | None = None,
-            patch_overlap_ratio: float = 0.25, merge: Merge | str = Merge.nms, merge_iou_thr: float = 0.5,
-            merge_metric: str = "ios", score_thr: float = 0.3, full_image: bool = False, max_side: int = 4096,
+            patch_overlap_ratio: float = 0.25, merge: Merge | str = Merge.nms, merge_iou_thr: float | None = None,
+            merge_metric: str | None = None, score_thr: float = 0.3, full_image: bool = False, max_side: int = 4096,
             batch_size: int = 8, debug: bool = False, deploy: bool = False, save_patch: bool = False,
             options: RunOptions | None = None, session: Session | None = None) -> Plan:
-    """Check the options and load the detector (``deploy``: switch re-parameterisable blocks)."""
+    """Check the options and load the detector (``deploy``: switch re-parameterisable blocks).
+
+    ``merge_iou_thr`` / ``merge_metric`` default to mmyolo's ``large_image_demo.py`` (0.25, plain IoU: its class-aware
+    ``batched_nms``) on an OpenMMLab detector, whose users run that demo's lines, and to 0.5 over the smaller box
+    (``ios``: a box cut by a tile border merges with the whole one) elsewhere.
+    """
     from visctl import config, models
     from visctl.images import as_images
     from visctl.library import _common
@@ -124,6 +130,11 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, patch_siz
     merge = Merge(merge)
     check_options(merge=merge, merge_metric=merge_metric)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
+    seed_defaults = bool(getattr(mi.model, "is_openmmlab_detector", False))  # large_image_demo.py's users
+    if merge_iou_thr is None:
+        merge_iou_thr = 0.25 if seed_defaults else 0.5
+    if merge_metric is None:
+        merge_metric = "iou" if seed_defaults else "ios"
     notes = []
     if deploy:
         switched = models.switch_to_deploy(mi.model)
@@ -273,8 +284,8 @@ def _frozen(values: Any, dtype: Any) -> np.ndarray:
 
 
 def slice_detect(images: Any, model: Any, checkpoint: str | None = None, *, patch_size: int | None = None,
-                 patch_overlap_ratio: float = 0.25, merge: Merge | str = Merge.nms, merge_iou_thr: float = 0.5,
-                 merge_metric: str = "ios", score_thr: float = 0.3, full_image: bool = False, max_side: int = 4096,
+                 patch_overlap_ratio: float = 0.25, merge: Merge | str = Merge.nms, merge_iou_thr: float | None = None,
+                 merge_metric: str | None = None, score_thr: float = 0.3, full_image: bool = False, max_side: int = 4096,
                  batch_size: int = 8, debug: bool = False, deploy: bool = False, save_patch: bool = False,
                  options: RunOptions | None = None, session: Session | None = None) -> SliceResult:
     """Detect objects in huge images tile by tile and merge the boxes (``visctl slice``).
