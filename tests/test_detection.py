@@ -363,3 +363,17 @@ def test_draw_boxes_skips_non_finite_boxes():
     boxes = np.array([[0, -np.inf, np.inf, 10], [5, 5, 30, 30], [np.nan, 0, 1, 1], [-5e9, 2, 5e9, 3]], np.float32)
     out = render.draw_boxes(img, boxes, np.zeros(4, np.int64), np.ones(4, np.float32), ["thing"])
     assert out.shape == img.shape and out[5:31, 5].any() and not out[20, 20].any()
+
+
+def test_tiles_step_as_sahi_truncates_the_overlap():
+    """sahi's get_slice_bboxes (sahi/slicing.py: ``x_overlap = int(overlap_width_ratio * slice_width)``, next tile
+    at ``x_max - x_overlap``) truncates the overlap: 333 px at 0.5 overlaps 166 px and steps 167, which gives
+    sahi's 391 tiles on a 4000x3000 image (rounding the step to 166 gave 432). tests/openmmlab compares the grid
+    with sahi itself on 2,000 cases."""
+    from visctl import detection
+
+    grid = detection.tiles(3000, 4000, 333, 0.5)
+    assert len(grid) == 391
+    xs = sorted({x0 for x0, _, _, _ in grid})
+    assert xs[:3] == [0, 167, 334] and xs[-1] == 4000 - 333
+    assert all(x1 - x0 == 333 and y1 - y0 == 333 for x0, y0, x1, y1 in grid)

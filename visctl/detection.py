@@ -253,10 +253,15 @@ def _iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def tiles(h: int, w: int, patch: int, overlap: float) -> list[tuple[int, int, int, int]]:
     """Tile boxes (x0, y0, x1, y1) covering an h x w image; edge tiles are moved inside the image, so every
-    tile is ``patch`` x ``patch`` (or the image, when it is smaller)."""
+    tile is ``patch`` x ``patch`` (or the image, when it is smaller).
+
+    sahi's grid (sahi/slicing.py ``get_slice_bboxes``, which mmyolo's large_image_demo slices with): the overlap
+    is ``int(overlap * patch)`` pixels, truncated, so tiles step ``patch - int(overlap * patch)`` (167 px for a
+    333 px patch at 0.5, not 166.5 rounded to 166).
+    """
     if not 0 <= overlap < 1:
         raise VisctlError(f"--patch-overlap-ratio {overlap} must be in [0, 1)")
-    step = max(1, int(round(patch * (1 - overlap))))
+    step = max(1, patch - int(overlap * patch))
 
     def starts(n: int) -> list[int]:
         if n <= patch:

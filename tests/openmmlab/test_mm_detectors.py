@@ -451,3 +451,19 @@ def test_the_adapter_forgets_its_batch_and_refuses_a_mismatch(small_photo, mm_tm
     with pytest.raises(RuntimeError, match="2 images' pipeline states for a batch of 3"):
         adapter.metas(torch.zeros(3, 3, 32, 32))
     adapter.bind([])
+
+
+def test_the_tile_grid_is_sahis():
+    """visctl's tiles equal sahi's get_slice_bboxes (which mmyolo's large_image_demo slices with) on every
+    combination of image sides, patch sizes and overlaps below, .5 pixel overlaps included."""
+    import itertools
+
+    from visctl import detection
+
+    cases = list(itertools.product([1, 50, 333, 641, 1000, 3000], [1, 77, 700, 1280, 4000], [33, 100, 333, 640],
+                                   [0, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9]))
+    for h, w, patch, overlap in cases:
+        want = _sahi_grid(h, w, patch, overlap)
+        if want is None:
+            pytest.skip("sahi is not installed")
+        assert detection.tiles(h, w, patch, overlap) == want, (h, w, patch, overlap)
