@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 
     from visctl.transforms import ImageState
 
-# mmyolo demo/boxam_vis_demo.py IGNORE_LOSS_PARAMS (chosen there by a word of the config's path; here by the head)
-IGNORE_LOSS = {"yolov5": ["loss_obj"], "yolov6": ["loss_cls"], "yolox": ["loss_obj"], "rtmdet": ["loss_cls"]}
+# mmyolo demo/boxam_vis_demo.py IGNORE_LOSS_PARAMS (chosen there by a word of the config's path; here by the head).
+# The demo knows these four and stops on any other config; YOLOv8 (whose head subclasses YOLOv5's but has no
+# loss_obj: cls, bbox, dfl) leaves out loss_cls as the other task-aligned heads (YOLOv6, RTMDet) do. YOLOv7's head
+# is a YOLOv5 head (loss_obj), PPYOLOE's a YOLOv6 one (loss_cls).
+IGNORE_LOSS = {"yolov5": ["loss_obj"], "yolov6": ["loss_cls"], "yolox": ["loss_obj"], "rtmdet": ["loss_cls"],
+               "yolov8": ["loss_cls"]}
 
 
 def is_mm_detector(model: Any) -> bool:
@@ -52,7 +56,7 @@ def loss_family(detector: Any, cfg: Any = None) -> str | None:
         name = cls.__name__
         if name.startswith("RTMDet"):
             return "rtmdet"
-        for prefix, family in (("YOLOv5", "yolov5"), ("YOLOv6", "yolov6"), ("YOLOX", "yolox")):
+        for prefix, family in (("YOLOv8", "yolov8"), ("YOLOv5", "yolov5"), ("YOLOv6", "yolov6"), ("YOLOX", "yolox")):
             if name.startswith(prefix) and "Head" in name:
                 return family
     filename = str(getattr(cfg, "filename", "") or "")
@@ -99,7 +103,9 @@ class PackagePipeline:
         steps = test_pipeline_cfg(cfg)
         kept = [s for s in steps if not str(s.get("type", "")).endswith("LoadAnnotations")]
         if kept and "Load" in str(kept[0].get("type", "")):
-            kept[0] = dict(type="mmdet.LoadImageFromNDArray")
+            # as inference_detector: only the type changes; the step's arguments stay (CenterNet's to_float32=True,
+            # which its RandomCenterCropPad asserts)
+            kept[0] = dict(kept[0], type="mmdet.LoadImageFromNDArray")
         else:
             kept.insert(0, dict(type="mmdet.LoadImageFromNDArray"))
         self.scope = cfg.get("default_scope")
@@ -128,8 +134,7 @@ class PackagePipeline:
             else np.ascontiguousarray(np.asarray(packed)[..., ::-1])
         meta = dict(sample.metainfo)
         sx, sy = (float(v) for v in meta.get("scale_factor", (1.0, 1.0)))
-        pad = meta.get("pad_param")
-        left, top = (float(pad[2]), float(pad[0])) if pad is not None else (0.0, 0.0)
+        left, top = placement(meta)
         state.then(sx, sy, left, top)
         h, w = img.shape[:2]
         ph, pw = math.ceil(h / self.divisor) * self.divisor, math.ceil(w / self.divisor) * self.divisor
@@ -139,6 +144,18 @@ class PackagePipeline:
         meta["pad_shape"] = (ph, pw)
         state.img = img
         state.meta = meta
+
+
+def placement(meta: dict[str, Any]) -> tuple[float, float]:
+    """Where the resized original's top-left corner lies in the packed image, from what the pipeline recorded:
+    mmyolo's LetterResize ``pad_param`` (top, bottom, left, right), mmdet's RandomCenterCropPad (CenterNet's test
+    mode) ``border`` (top, bottom, left, right of the original inside the padded image; its head subtracts
+    ``border[2]``, ``border[0]`` from the boxes), else the corner itself."""
+    for key in ("pad_param", "border"):
+        values = meta.get(key)
+        if values is not None:
+            return float(values[2]), float(values[0])
+    return 0.0, 0.0
 
 
 def dataset_meta(cfg: Any) -> dict[str, Any]:
@@ -254,8 +271,7 @@ def _adapter_class() -> type:
         def to_batch_pixels(boxes: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
             """Original-image boxes -> batch pixels (the pipeline's affine, what ``rescale`` undid)."""
             sx, sy = (float(v) for v in meta.get("scale_factor", (1.0, 1.0)))
-            pad = meta.get("pad_param")
-            left, top = (float(pad[2]), float(pad[0])) if pad is not None else (0.0, 0.0)
+            left, top = placement(meta)
             return boxes * boxes.new_tensor([sx, sy, sx, sy]) + boxes.new_tensor([left, top, left, top])
 
         def forward(self, batch: torch.Tensor) -> list[dict[str, Any]]:

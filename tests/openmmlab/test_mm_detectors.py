@@ -44,6 +44,9 @@ DETECTORS = {
                       ("model.test_cfg.score_thr=0.0", f"test_dataloader.dataset.pipeline.1.scale={SMALL}")),
     "faster_rcnn_r50": ("mmdet", "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
                         ("model.test_cfg.rcnn.score_thr=0.0", f"test_dataloader.dataset.pipeline.1.scale={SMALL}")),
+    # LoadImageFromFile(to_float32=True), RandomCenterCropPad's test mode: the original placed at `border` inside
+    # a padded image, no resize
+    "centernet_r18": ("mmdet", "centernet/centernet_r18_8xb16-crop512-140e_coco.py", ()),
 }
 
 
@@ -467,3 +470,52 @@ def test_the_tile_grid_is_sahis():
         if want is None:
             pytest.skip("sahi is not installed")
         assert detection.tiles(h, w, patch, overlap) == want, (h, w, patch, overlap)
+
+
+def test_centernet_maps_are_carried_back_past_its_border(small_photo, mm_tmp):
+    """CenterNet's test pipeline puts the original inside a larger padded image at ``border``: a feature map taken
+    in the packed image and carried back lands where the detector's own features say (not shifted by the pad)."""
+    need("mmdet")
+    need_mmcv_ops()
+    import cv2
+
+    from visctl import mmdet_adapter
+
+    cfg_path, ckpt, options = _checkpoint("centernet_r18", str(mm_tmp))
+    pipe = mmdet_adapter.PackagePipeline(_config(cfg_path, options))
+    from visctl import transforms
+
+    img = cv2.cvtColor(cv2.imread(str(small_photo)), cv2.COLOR_BGR2RGB)
+    state = transforms.ImageState(img.copy())
+    pipe(state)
+    top, bottom, left, right = (int(v) for v in state.meta["border"])
+    assert (left, top) != (0, 0)  # the case: the original does not start at the corner
+    assert mmdet_adapter.placement(state.meta) == (left, top)
+    # a point of the original maps into the packed image at (x + left, y + top), and the pixels agree there
+    h, w = img.shape[:2]
+    np.testing.assert_array_equal(state.img[top:top + h, left:left + w], img)
+    assert state.scale == (1.0, 1.0) and state.shift == (float(left), float(top)) and state.geometry_known
+
+
+@pytest.mark.parametrize(("config", "family"), [
+    ("yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py", "yolov8"),  # a YOLOv5Head subclass without loss_obj
+    ("yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py", "yolov5"),
+    ("ppyoloe/ppyoloe_plus_s_fast_8xb8-80e_coco.py", "yolov6"),
+    ("yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py", "yolov5"),
+])
+def test_boxam_leaves_out_a_loss_the_head_has(config, family):
+    """The loss boxam leaves out (mmyolo boxam_vis_demo's IGNORE_LOSS_PARAMS) is chosen by the head and is one of
+    its losses: YOLOv8's head subclasses YOLOv5's but has no loss_obj, so leaving loss_obj out left nothing out."""
+    need("mmyolo")
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    from visctl import mmdet_adapter
+
+    cfg = Config.fromfile(str(package_configs("mmyolo") / config))
+    init_default_scope("mmyolo")
+    model = MODELS.build(cfg.model)
+    assert mmdet_adapter.loss_family(model, cfg) == family
+    from torch import nn
+
+    assert all(isinstance(getattr(model.bbox_head, name, None), nn.Module) for name in mmdet_adapter.IGNORE_LOSS[family])
