@@ -186,3 +186,30 @@ def test_partial_class_folders_named_right_in_every_output_with_workers(invoke, 
     # -j 2: every embedded sample was loaded by a DataLoader worker, not by this process
     by_worker = {i for i, pid, w in loads() if pid != os.getpid() and w >= 0}
     assert set(saved["rows"]) <= by_worker
+
+
+def test_a_layer_returning_nested_lists_gives_one_embedding_per_tensor(invoke, tmp_path):
+    """mmpretrain's Conformer backbone returns a tuple of [conv, transformer] vector lists: each becomes a feature
+    (it gave none, and the run said ok with no picture)."""
+    from visctl.shapes import write_scenes
+
+    write_scenes(tmp_path / "data", range(200_000, 200_012), size=32)
+    cfg = tmp_path / "t.py"
+    cfg.write_text("model = dict(type='tiny_models:PairsNet')\n"
+                   f"test_dataloader = dict(dataset=dict(type='ImageFolder', root='{tmp_path / 'data'}', pipeline=[]))\n")
+    result = invoke("tsne", cfg, "--method", "pca", "--target-layers", "backbone", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    import numpy as np
+
+    conv = np.load(tmp_path / "out" / "features_backbone-0-0.npy")
+    tok = np.load(tmp_path / "out" / "features_backbone-0-1.npy")
+    assert conv.shape == (12, 4) and tok.shape == (12, 6)
+    assert (tmp_path / "out" / "tsne_backbone-0-1.png").stat().st_size > 0
+
+
+def test_a_layer_with_no_tensor_is_an_error():
+    from visctl.errors import LayerError
+    from visctl.featmaps import flatten_output
+
+    with pytest.raises(LayerError, match="no tensors"):
+        flatten_output("neck", ([None], {"a": "b"}))

@@ -153,3 +153,29 @@ class ViewNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         return self.classifier(x.view(x.size(0), -1))
+
+
+class PairsBackbone(nn.Module):
+    """Returns a tuple of [conv vector, token vector] lists, as mmpretrain's Conformer backbone does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.tok = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor]]:
+        v = self.conv(x).mean((2, 3))
+        return ([v, self.tok(v)],)
+
+
+class PairsNet(nn.Module):
+    """A classifier on :class:`PairsBackbone` (no neck)."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.backbone = PairsBackbone()
+        self.head = nn.Linear(10, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, tok = self.backbone(x)[0]
+        return self.head(torch.cat([conv, tok], 1))

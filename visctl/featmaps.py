@@ -32,17 +32,34 @@ class Normalize(str, Enum):
 
 
 def flatten_output(name: str, out: Any) -> list[tuple[str, torch.Tensor]]:
-    """A layer's output as labelled tensors: ``name`` for a tensor, ``name[i]`` / ``name[key]`` for containers."""
+    """A layer's output as labelled tensors: ``name`` for a tensor, ``name[i]`` / ``name[key]`` for containers,
+    nested ones too (mmpretrain's Conformer returns a tuple of ``[conv_vector, transformer_vector]`` lists:
+    ``backbone[0][0]``, ``backbone[0][1]``).
+
+    Raises:
+        LayerError: the output holds no tensor at all.
+    """
+    found = _tensors(name, out)
+    if not found:
+        raise LayerError(f"layer {name!r} returns a {type(out).__name__} with no tensors in it",
+                         hint="pick a layer that returns a tensor, a tuple/list of tensors or a dict of tensors")
+    return found
+
+
+def _tensors(name: str, out: Any, depth: int = 0) -> list[tuple[str, torch.Tensor]]:
     import torch
 
     if isinstance(out, torch.Tensor):
         return [(name, out)]
+    if depth >= 4:  # deeper containers are not feature outputs
+        return []
     if isinstance(out, dict):
-        return [(f"{name}[{k}]", v) for k, v in out.items() if isinstance(v, torch.Tensor)]
-    if isinstance(out, (list, tuple)):
-        return [(f"{name}[{i}]", v) for i, v in enumerate(out) if isinstance(v, torch.Tensor)]
-    raise LayerError(f"layer {name!r} returns a {type(out).__name__}, not tensors",
-                     hint="pick a layer that returns a tensor, a tuple/list of tensors or a dict of tensors")
+        items: Any = out.items()
+    elif isinstance(out, (list, tuple)):
+        items = enumerate(out)
+    else:
+        return []
+    return [found for key, value in items for found in _tensors(f"{name}[{key}]", value, depth + 1)]
 
 
 def capture(model: nn.Module, layers: dict[str, nn.Module], batch: torch.Tensor,
