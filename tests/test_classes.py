@@ -104,3 +104,26 @@ def test_torchvision_detector_is_named_from_coco_categories():
     assert found.names[1] == "person"
     few = models.build_model(dict(spec, num_classes=3))
     assert classes.class_names(_cfg(model=dict(spec, num_classes=3)), few).names is None
+
+
+def test_class_names_with_commas_are_found_whole_or_by_a_synonym():
+    """mmpretrain's ImageNet names have commas in them ('goldfish, Carassius auratus'): the whole name, or one
+    of its synonyms where only one class has it, names the class; several names still split at commas."""
+    import pytest
+
+    from visctl.cams import resolve_categories
+    from visctl.errors import VisctlError
+
+    names = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark, white shark, man-eater",
+             "tiger shark, Galeocerdo cuvieri", "shark"]
+    assert resolve_categories(["goldfish, Carassius auratus"], names, 5) == [1]
+    assert resolve_categories(["Goldfish,Carassius auratus"], names, 5) == [1]
+    assert resolve_categories(["goldfish"], names, 5) == [1]
+    assert resolve_categories(["tench, Tinca tinca,goldfish, 3"], names, 5) == [0, 1, 3]
+    assert resolve_categories(["man-eater", "shark"], names, 5) == [2, 4]  # a whole name wins over a synonym
+    with pytest.raises(VisctlError, match="not a class"):
+        resolve_categories(["carp"], names, 5)
+    twins = ["sea lion, seal", "harbor seal, seal"]
+    with pytest.raises(VisctlError, match="a name of several classes") as e:
+        resolve_categories(["seal"], twins, 2)
+    assert "index" in e.value.hint

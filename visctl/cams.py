@@ -652,32 +652,53 @@ def nonfinite_rows(logits: Any, maps: Any) -> set[int]:
 
 
 def resolve_categories(specs: list[str], names: list[str] | None, num_classes: int) -> list[int]:
-    """Class indices from ``--target-category`` values: indices or class names (case-insensitive)."""
+    """Class indices from ``--target-category`` values: indices or class names (case-insensitive).
+
+    A value may list several, comma-separated; a class name that has commas in it (ImageNet's ``'goldfish,
+    Carassius auratus'`` in mmpretrain) is found whole first, and one of its comma-separated synonyms
+    (``goldfish``) names it when no other class has that synonym.
+    """
     out: list[int] = []
+    lowered = [n.lower() for n in names or []]
     for spec in specs:
-        for item in str(spec).split(","):
-            item = item.strip()
-            if not item:
+        parts = [p.strip() for p in str(spec).split(",")]
+        i = 0
+        while i < len(parts):
+            # the longest run of parts that is a whole class name
+            whole = next((j for j in range(len(parts), i + 1, -1) if ", ".join(parts[i:j]).lower() in lowered), None)
+            if whole is not None:
+                out.append(lowered.index(", ".join(parts[i:whole]).lower()))
+                i = whole
                 continue
-            if item.lstrip("-").isdigit():
-                idx = int(item)
-                if not 0 <= idx < num_classes:
-                    raise VisctlError(f"--target-category {idx} is out of range: the model has {num_classes} classes",
-                                      hint=f"use 0 .. {num_classes - 1}" + (" or a class name" if names else ""))
-                out.append(idx)
-                continue
-            lowered = [n.lower() for n in names or []]
-            if item.lower() in lowered:
-                out.append(lowered.index(item.lower()))
-                continue
-            if not names:
-                raise VisctlError(f"--target-category {item!r}: the config names no classes",
-                                  hint="give class indices, or add classes = [...] to the config")
-            near = closest(item, names, n=3)
-            raise VisctlError(f"--target-category {item!r} is not a class of this model",
-                              hint=f"did you mean {', '.join(near)}?" if near else
-                              f"classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+            item, i = parts[i], i + 1
+            if item:
+                out.append(_category(item, names, lowered, num_classes))
     return out
+
+
+def _category(item: str, names: list[str] | None, lowered: list[str], num_classes: int) -> int:
+    if item.lstrip("-").isdigit():
+        idx = int(item)
+        if not 0 <= idx < num_classes:
+            raise VisctlError(f"--target-category {idx} is out of range: the model has {num_classes} classes",
+                              hint=f"use 0 .. {num_classes - 1}" + (" or a class name" if names else ""))
+        return idx
+    if item.lower() in lowered:
+        return lowered.index(item.lower())
+    if not names:
+        raise VisctlError(f"--target-category {item!r}: the config names no classes",
+                          hint="give class indices, or add classes = [...] to the config")
+    synonym = [k for k, n in enumerate(lowered) if item.lower() in (s.strip() for s in n.split(","))]
+    if len(synonym) == 1:
+        return synonym[0]
+    if synonym:
+        raise VisctlError(f"--target-category {item!r} is a name of several classes: "
+                          + "; ".join(f"{k} ({names[k]})" for k in synonym[:5]),
+                          hint="give the class index, or its whole name in quotes")
+    near = closest(item, names, n=3)
+    raise VisctlError(f"--target-category {item!r} is not a class of this model",
+                      hint=f"did you mean {', '.join(near)}?" if near else
+                      f"classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
 
 
 def check_topk(topk: int, num_classes: int) -> None:

@@ -41,7 +41,8 @@ def cam(
     ] = "gradcam",
     target_category: Annotated[Optional[list[str]], typer.Option(
         "--target-category", "--target_category", "-c",
-        help="Class index or name (repeatable or comma-separated); one panel each [default: predicted top-1].",
+        help="Class index or name (repeatable or comma-separated; a name with commas, as ImageNet's, is found "
+        "whole or by one of its synonyms); one panel each [default: predicted top-1].",
         rich_help_panel="CAM")] = None,
     topk: Annotated[int, typer.Option("--topk", min=1, help="Without --target-category: the top K predicted "
                                       "classes, one panel each.", rich_help_panel="CAM")] = 1,
