@@ -163,3 +163,35 @@ def _write_one(path):
     import cv2
 
     cv2.imwrite(str(path), make_scene(7, 96).image[..., ::-1])
+
+
+def test_no_box_is_said_and_gets_no_map_and_a_nan_map_fails_the_input(invoke, tmp_path, monkeypatch):
+    """An image where nothing scores over --score-thr gets its picture with no map and a warning (an all-zero
+    map was drawn without a word); a map that is not finite is a failed input (exit 1, in the manifest), not a
+    grey picture."""
+    import cv2
+
+    from visctl.errors import InputWarning
+
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((96, 96, 3), 127, np.uint8))
+    with pytest.warns(InputWarning, match="no box scores >= 0.99"):
+        res = visctl.boxam(blank, DET_CFG, score_thr=0.99, options=visctl.RunOptions(device="cpu", threads=1))
+    assert len(res.images[0].boxes) == 0 and res.images[0].maps == ()
+
+    from visctl import cams
+
+    real = cams.CamEngine.__call__
+
+    def nan_maps(self, *args, **kwargs):
+        maps, rest = real(self, *args, **kwargs)
+        return [np.full_like(m, np.nan) for m in maps], rest
+
+    monkeypatch.setattr(cams.CamEngine, "__call__", nan_maps)
+    scene = tmp_path / "scene.png"
+    cv2.imwrite(str(scene), make_scene(7, 128, n_objects=3, min_side=14, max_side=36).image[..., ::-1])
+    result = invoke("boxam", scene, DET_CFG, "--score-thr", "0.1", "-o", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    failed = manifest(tmp_path / "out")["failures"]
+    assert len(failed) == 1 and "not finite" in failed[0]["error"]
+    assert not list((tmp_path / "out").glob("*_boxam_*.png"))

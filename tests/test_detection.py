@@ -377,3 +377,27 @@ def test_tiles_step_as_sahi_truncates_the_overlap():
     xs = sorted({x0 for x0, _, _, _ in grid})
     assert xs[:3] == [0, 167, 334] and xs[-1] == 4000 - 333
     assert all(x1 - x0 == 333 and y1 - y0 == 333 for x0, y0, x1, y1 in grid)
+
+
+def test_box_target_of_zero_area_boxes_is_finite_and_so_is_its_gradient():
+    """A random-weight head can keep boxes of zero area ([92.9, 49.5, 92.9, 49.5]): torchvision's box_iou gives
+    0/0 = NaN for two of them, which made grad-cam's box score, every gradient and the whole map NaN. The IoU is
+    torchvision's elsewhere, bit for bit."""
+    import torch
+    from torchvision.ops import box_iou
+
+    from visctl import detection
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(7, 2, generator=g) * 50
+    boxes = torch.cat([xy, xy + torch.rand(7, 2, generator=g) * 30 + 1], 1)
+    assert torch.equal(detection._iou_matrix(boxes[:3], boxes), box_iou(boxes[:3], boxes))
+    found = torch.tensor([[92.9, 49.5, 92.9, 49.5], [10.0, 10.0, 10.0, 10.0], [20.0, 20.0, 60.0, 50.0]],
+                         requires_grad=True)
+    scores = torch.tensor([0.9, 0.8, 0.7], requires_grad=True)
+    out = detection.BoxScoreTarget(labels=[1, 2, 3], bounding_boxes=found.detach().clone())(
+        dict(boxes=found, scores=scores, labels=torch.tensor([1, 2, 3])))
+    assert torch.isclose(out, torch.tensor([1.0 + 0.7])).all()  # the real box counts; the points add nothing
+    out.sum().backward()
+    assert torch.isfinite(found.grad).all() and torch.isfinite(scores.grad).all()
+    assert scores.grad.tolist() == [0.0, 0.0, 1.0]

@@ -134,7 +134,6 @@ class BoxScoreTarget:
 
     def __call__(self, model_outputs: dict) -> torch.Tensor:
         import torch
-        from torchvision.ops import box_iou
 
         boxes = model_outputs["boxes"]
         output = torch.zeros(1, device=boxes.device, dtype=boxes.dtype)
@@ -145,7 +144,7 @@ class BoxScoreTarget:
         if len(boxes) == 0 or count == 0:
             return output
         wanted = torch.as_tensor(self.bounding_boxes, device=boxes.device, dtype=boxes.dtype).reshape(-1, 4)
-        ious = box_iou(wanted, boxes)  # (kept, found)
+        ious = _iou_matrix(wanted, boxes)  # (kept, found)
         index = ious.argmax(dim=1)  # the first of equal IoUs, as grad-cam's argmax of one row
         best = ious.gather(1, index[:, None])[:, 0]
         hit = (best > self.iou_threshold) & (model_outputs["labels"][index] == torch.as_tensor(
@@ -153,6 +152,23 @@ class BoxScoreTarget:
         if not bool(hit.any()):
             return output
         return output + (best[hit] + model_outputs["scores"][index[hit]]).sum()
+
+
+def _iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``box_iou`` (the same operations, so the same values), except where two boxes have no
+    area between them: 0 there, where ``box_iou`` divides 0 by 0. A random or collapsed head's zero-area box made
+    grad-cam's target NaN, and with it every gradient and the whole map; the union is clamped before the
+    division so that the backward has no 0/0 either."""
+    import torch
+
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = torch.max(a[:, None, :2], b[:, :2])
+    rb = torch.min(a[:, None, 2:], b[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, :, 0] * wh[:, :, 1]
+    union = area_a[:, None] + area_b - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter))
 
 
 def to_original(out: dict, state: ImageState, offset: tuple[float, float] = (0.0, 0.0),

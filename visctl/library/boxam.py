@@ -259,7 +259,7 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
 
     import numpy as np
 
-    from visctl import detection, output, render, transforms
+    from visctl import cams, detection, output, render, transforms
     from visctl.library import _common
 
     ctx, mi, o = plan.session, plan.mi, plan.opts
@@ -286,8 +286,22 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
         for i, (p, img, state) in enumerate(group):
             dets = detection.to_original(kept[i], state)
             side = render.panel_size(img.shape[0], img.shape[1], o["panel_size"], cap=512)
+            model_maps = maps_per_image[i]
+            if any(not np.isfinite(m).all() for m in model_maps):
+                # a NaN map drawn is a grey picture that says nothing: the input fails, listed with the others
+                ctx.skip(p, f"the {plan.method.value} map is not finite (NaN or inf) for its {len(dets)} box(es): "
+                         "the detector's outputs or gradients are not finite there")
+                batch.advance()
+                continue
+            if not len(dets) and o["cam_method"] is not cams.Method.eigencam:
+                model_maps = []  # nothing to explain: the picture says so, and no all-zero map is written
+                ctx.warn(f"{p.name}: no box scores >= {o['score_thr']}: no map (lower --score-thr to explain "
+                         "weaker boxes)")
+            elif any(float(np.max(m)) == float(np.min(m)) for m in model_maps):
+                ctx.warn(f"{p.name}: the {plan.method.value} map is flat (one value everywhere): these boxes' "
+                         "scores do not change with this layer's activations; try another --target-layers or method")
             raw_maps = []
-            for slot, m in enumerate(maps_per_image[i]):
+            for slot, m in enumerate(model_maps):
                 full = transforms.to_original(m, state, img.shape[:2])
                 if o["norm_in_bbox"]:
                     full = render.normalize_in_boxes(full, dets.boxes[slot:slot + 1] if per_box else dets.boxes)
