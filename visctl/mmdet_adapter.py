@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from visctl import openmmlab
-from visctl.errors import ConfigError
+from visctl.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -158,6 +158,29 @@ def placement(meta: dict[str, Any]) -> tuple[float, float]:
     return 0.0, 0.0
 
 
+@contextlib.contextmanager
+def package_errors(detector: Any) -> Iterator[None]:
+    """An error raised inside the detector's own package code, with no visctl code between, is the package's
+    (mmdet 3.3's SSDHead reads a ``loss_cls`` it does not have, and its ``inference_detector`` fails alike): one
+    ``error:`` line naming the package and the class, not an "internal error" of visctl. ``--debug`` shows
+    the traceback."""
+    import traceback
+
+    try:
+        yield
+    except Exception as exc:
+        frames = [f.filename.replace("\\", "/") for f in traceback.extract_tb(exc.__traceback__)]
+        first = next((i for i, f in enumerate(frames) if any(f"/{n}/" in f for n in ("mmyolo", "mmdet", "mmcv"))),
+                     None)
+        if first is None or any("/visctl/" in f for f in frames[first:]):  # visctl's code below: visctl's bug
+            raise
+        package = next(n for n in ("mmyolo", "mmdet", "mmcv") if f"/{n}/" in frames[first])
+        raise ModelError(f"{package}'s {type(detector).__name__} fails on this input: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}",
+                         hint=f"the error is {package}'s own (its inference_detector fails alike on this config "
+                         "and checkpoint); --debug shows where") from exc
+
+
 def dataset_meta(cfg: Any) -> dict[str, Any]:
     """The test dataset's metainfo as its class makes it (``METAINFO`` updated by the config's ``metainfo``):
     COCO's 80 names for a CocoDataset; empty when the class cannot be found."""
@@ -282,14 +305,14 @@ def _adapter_class() -> type:
                 # the features once (in a CAM's forward, their graph starts at the target layer): each image's
                 # loss target is computed from them, after the boxes of this very forward are kept
                 feats = det.extract_feat(x)
-                with torch.no_grad():
+                with torch.no_grad(), package_errors(det):
                     found = det.bbox_head.predict(tuple(f.detach() for f in feats), self.samples(metas),
                                                   rescale=True)
                 outputs = self._outputs(found, metas)
                 for i, out in enumerate(outputs):
                     out["loss_inputs"] = (tuple(f[i:i + 1] for f in feats), metas[i])
                 return outputs
-            with undetached() if self.keep_graph else contextlib.nullcontext():
+            with undetached() if self.keep_graph else contextlib.nullcontext(), package_errors(det):
                 results = det.predict(x, self.samples(metas), rescale=True)
             return self._outputs([r.pred_instances for r in results], metas)
 

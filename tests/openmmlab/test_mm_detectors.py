@@ -519,3 +519,16 @@ def test_boxam_leaves_out_a_loss_the_head_has(config, family):
     from torch import nn
 
     assert all(isinstance(getattr(model.bbox_head, name, None), nn.Module) for name in mmdet_adapter.IGNORE_LOSS[family])
+
+
+def test_a_detector_that_fails_in_its_own_package_code_is_one_error(invoke, small_photo, mm_tmp):
+    """mmdet 3.3's SSD300 reads a loss_cls its SSDHead does not have (inference_detector fails alike): an error
+    line naming mmdet, exit 2, not visctl's "internal error"."""
+    need("mmdet")
+    need_mmcv_ops()
+    cfg_path = package_configs("mmdet") / "ssd/ssd300_coco.py"
+    ckpt = runner_checkpoint(cfg_path, mm_tmp)
+    result = invoke("boxam", small_photo, cfg_path, ckpt, "-o", mm_tmp / "ssd")
+    assert result.exit_code == 2, result.output
+    assert "error: mmdet's" in result.stderr and "internal error" not in result.stderr
+    assert "loss_cls" in result.stderr and "inference_detector fails alike" in result.stderr
