@@ -257,3 +257,13 @@ def test_doctor_says_when_mmcv_has_no_compiled_ops(invoke, monkeypatch, tmp_path
         assert result.exit_code == 1 and "mmdet detectors need them" in c["detail"] and "MMCV_WITH_OPS=1" in c["fix"]
     else:
         assert c["fix"] is None
+
+
+def test_every_method_doctor_names_for_an_extra_is_a_method_tsne_takes():
+    """doctor said openTSNE is "needed for tsne (--method opentsne)", a method tsne refuses."""
+    import re
+
+    from visctl.embedding import EmbedMethod
+
+    named = [m for use in environment.EXTRAS.values() for m in re.findall(r"--method (\w+)", use)]
+    assert named and all(m in {e.value for e in EmbedMethod} for m in named), named

@@ -20,7 +20,9 @@ from visctl.errors import DependencyError
 MMENGINE_SUPPORTED = ">=0.10,<1"
 _MMENGINE_MIN, _MMENGINE_MAX = (0, 10), (1,)
 OPENCV_DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
-EXTRAS = {"openTSNE": "tsne (--method opentsne)", "umap-learn": "tsne (--method umap)",
+# what each optional package is for; openTSNE is not a --method: `tsne --method tsne` uses it when installed
+# (FFT gradients), scikit-learn's TSNE otherwise
+EXTRAS = {"openTSNE": "tsne --method tsne, faster (scikit-learn's t-SNE without it)", "umap-learn": "tsne (--method umap)",
           "tensorboard": "--backend tensorboard", "wandb": "--backend wandb", "timm": "timm.<name> models"}
 # OpenMMLab distributions -> their module and a tiny model of their MODELS registry that `doctor` builds the
 # way visctl builds a config's model (default_scope = the module); None: the registry is only imported
@@ -197,8 +199,9 @@ def _extras_checks() -> list[Check]:
     out = []
     for dist, use in EXTRAS.items():
         version = dist_version(dist)
+        needed = f"optional, for {use}" if dist == "openTSNE" else f"needed for {use} only"
         out.append(Check(dist, "ok" if version else "info", f"{version} ({use})" if version else
-                         f"not installed: needed for {use} only"))
+                         f"not installed: {needed}"))
     return out
 
 
