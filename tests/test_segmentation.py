@@ -87,3 +87,15 @@ def test_featmap_works_on_a_segmenter_unchanged(invoke, seg_scenes, tmp_path):
     result = invoke("featmap", next(iter(seg_scenes)), SEG_CFG, "-o", tmp_path, "-q")
     assert result.exit_code == 0, result.output
     assert manifest(tmp_path)["outputs"]
+
+
+def test_a_target_class_nobody_predicts_is_said_on_the_terminal(invoke, seg_scenes, tmp_path):
+    """--target-category of classes the model predicts nowhere in the image: no map, and a warning saying so and
+    what it did predict (the run ended with exit 0, no picture and not a word)."""
+    path, scene = next((p, s) for p, s in seg_scenes.items() if len(set(s.labels)) == 1)
+    absent = [CLASSES[c + 1] for c in range(4) if c not in scene.labels][:2]
+    result = invoke("cam", path, SEG_CFG, "--target-category", ",".join(absent), "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "no pixel predicted as" in result.stderr and all(name in result.stderr for name in absent)
+    assert "and no picture (predicted: " + CLASSES[scene.labels[0] + 1] in result.stderr
+    assert not list(tmp_path.glob("*_segcam_*.png"))

@@ -674,6 +674,12 @@ class _SegmentationRun(CamRun):
                 on_original = segmentation.prediction_on_original(mi.model, out[i], pred, state, img.shape[:2])
                 base = segmentation.outlines(img, on_original, present, colors)
                 drawn = [r for r in rows if r[1]]
+                missing = [r[0].split(": ")[0] for r in rows if not r[1]]
+                if missing:  # the manifest's targets say it too; the terminal must, when no picture comes of it
+                    session.warn(f"{p.name}: no pixel predicted as {', '.join(missing)}: no map for "
+                                 f"{'them' if len(missing) > 1 else 'it'}"
+                                 + ("" if drawn else ", and no picture (predicted: " + ", ".join(
+                                     str(names[c]) if names and c < len(names) else str(c) for c in present) + ")"))
                 figure = drawing = None
                 if drawn:
                     draw = functools.partial(render.map_figure, base, drawn, alpha=self.alpha, colormap=self.colormap)
