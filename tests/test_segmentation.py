@@ -99,3 +99,21 @@ def test_a_target_class_nobody_predicts_is_said_on_the_terminal(invoke, seg_scen
     assert "no pixel predicted as" in result.stderr and all(name in result.stderr for name in absent)
     assert "and no picture (predicted: " + CLASSES[scene.labels[0] + 1] in result.stderr
     assert not list(tmp_path.glob("*_segcam_*.png"))
+
+
+def test_a_class_regions_size_is_counted_on_the_photo(invoke, seg_scenes, tmp_path):
+    """The caption's "(N px)" counts the class on the photo, not at the model's input: a 96 px scene resized to
+    64 px by the pipeline still counts about its own pixels (it said a 1024x768 input's 786432 px of a 480x360
+    photo)."""
+    path, scene = next((p, s) for p, s in seg_scenes.items() if len(set(s.labels)) == 1)
+    cfg = tmp_path / "small.py"
+    cfg.write_text(f"_base_ = '{SEG_CFG}'\n"
+                   "test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(64, 64)), "
+                   "dict(type='PackInputs')]\n")
+    import visctl
+
+    item = visctl.cam(path, cfg, method="gradcam", options=visctl.RunOptions(device="cpu", threads=1)).items[0]
+    c = scene.labels[0] + 1
+    counted = [int(t.split("(")[1].split(" px)")[0]) for t in item.captions.values()]
+    truth = int((scene.mask() == c).sum())  # the shape's pixels on the 96 px photo
+    assert counted and all(0.8 * truth <= n <= 1.2 * truth for n in counted), (counted, truth)

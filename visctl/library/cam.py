@@ -643,6 +643,8 @@ class _SegmentationRun(CamRun):
                 maps: dict[tuple[str, int], Any] = {}
                 captions: dict[tuple[str, int], str] = {}
                 found_scores: dict[str, dict] = {}
+                # the prediction on the photo's pixels: outlines, and the size of a class's region in the captions
+                on_original = segmentation.prediction_on_original(mi.model, out[i], pred, state, img.shape[:2])
                 for c in wanted:
                     if box is not None:
                         region = segmentation.region_from_box(box, state, pred.shape)
@@ -658,7 +660,11 @@ class _SegmentationRun(CamRun):
                     for engine in self.engines:
                         cmaps, _ = engine(batch[i:i + 1], [SemanticSegmentationTarget(c, region)])
                         fmap = transforms.to_original(cmaps[0], state, img.shape[:2]).astype("float32")
-                        text = f"{engine.method.value} | {label} ({int(region.sum())} px)"
+                        # the class's pixels on the photo (the model's input may be 1024x768 for a 480x360 photo);
+                        # a given box or mask: its region
+                        size = (f"{int((on_original == c).sum())} px" if box is None and self.target_mask is None
+                                else "the given region")
+                        text = f"{engine.method.value} | {label} ({size})"
                         if self.score_model is not None:
                             self.score_model.region = region
                             f = faithfulness.score(self.score_model, batch[i:i + 1], cmaps, [c],
@@ -671,7 +677,6 @@ class _SegmentationRun(CamRun):
                         maps[(engine.method.value, c)] = fmap
                         captions[(engine.method.value, c)] = text
                     rows.append((f"class {c} {label}", panels))
-                on_original = segmentation.prediction_on_original(mi.model, out[i], pred, state, img.shape[:2])
                 base = segmentation.outlines(img, on_original, present, colors)
                 drawn = [r for r in rows if r[1]]
                 missing = [r[0].split(": ")[0] for r in rows if not r[1]]
