@@ -40,7 +40,7 @@ def cam(
         "(case-insensitive).", rich_help_panel="CAM", autocompletion=lambda incomplete: _complete_method(incomplete))
     ] = "gradcam",
     target_category: Annotated[Optional[list[str]], typer.Option(
-        "--target-category", "--target_category", "-c",
+        "--target-category", "--target_category", "-c", "--category-index", "--category_index",
         help="Class index or name (repeatable or comma-separated; a name with commas, as ImageNet's, is found "
         "whole or by one of its synonyms); one panel each [default: predicted top-1].",
         rich_help_panel="CAM")] = None,
