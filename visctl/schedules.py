@@ -418,7 +418,8 @@ def _build_one(optim_cfg: Mapping, module: nn.Module, merge: bool, scope: str | 
         # a package's constructor reads what only the config's model has (a layer-decay one: get_layer_depth)
         cfg.pop("constructor")
         notes.append(_default_constructor_note(str(constructor), cfg.get("paramwise_cfg"),
-                                               "it needs the config's model, which could not be built"))
+                                               "it needs the config's model, and lr has only stand-in parameters "
+                                               "(the note on them says why)"))
         with quiet_mmengine(logging.ERROR), in_scope(scope):
             wrapper = build_optim_wrapper(module, dict(type="OptimWrapper", **cfg))
     optimizer = wrapper.optimizer
