@@ -62,18 +62,11 @@ def runner_checkpoint(config: Path, folder: Path, options: tuple[str, ...] = (),
     if key in _CHECKPOINTS and _CHECKPOINTS[key].exists():
         return _CHECKPOINTS[key]
     import torch
-    from mmengine.config import Config, DictAction
     from mmengine.logging import MessageHub
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
 
-    cfg = Config.fromfile(str(config))
-    if options:
-        import argparse
-
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
+    cfg = mm_config(config, options)
     init_default_scope(cfg.get("default_scope", "mmengine"))
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
@@ -87,3 +80,17 @@ def runner_checkpoint(config: Path, folder: Path, options: tuple[str, ...] = (),
                      "message_hub": hub.state_dict(), "optimizer": optimizer.state_dict()}, str(path))
     _CHECKPOINTS[key] = path
     return path
+
+
+def mm_config(path: Path, options: tuple[str, ...] = ()):
+    """``path``'s mmengine Config with ``--cfg-options`` merged as the packages' tools merge them (DictAction)."""
+    import argparse
+
+    from mmengine.config import Config, DictAction
+
+    cfg = Config.fromfile(str(path))
+    if options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
+    return cfg

@@ -9,7 +9,6 @@ test pipelines' scales are lowered by config options (the same options on both s
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import warnings
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmstack import need, need_mmcv_ops, package_configs, runner_checkpoint
+from mmstack import mm_config, need, need_mmcv_ops, package_configs, runner_checkpoint
 
 import visctl
 
@@ -48,17 +47,6 @@ DETECTORS = {
     # a padded image, no resize
     "centernet_r18": ("mmdet", "centernet/centernet_r18_8xb16-crop512-140e_coco.py", ()),
 }
-
-
-def _config(cfg_path: Path, options: tuple[str, ...]):
-    from mmengine.config import Config, DictAction
-
-    cfg = Config.fromfile(str(cfg_path))
-    if options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
-    return cfg
 
 
 def _reference_detector(package: str, cfg, checkpoint: Path):
@@ -114,7 +102,7 @@ def test_boxes_equal_inference_detector(key, small_photo, mm_tmp):
     cfg_path, ckpt, options = _checkpoint(key, str(mm_tmp))
     from mmdet.apis import inference_detector
 
-    model = _reference_detector(package, _config(cfg_path, options), ckpt)
+    model = _reference_detector(package, mm_config(cfg_path, options), ckpt)
     ref = inference_detector(model, str(small_photo)).pred_instances
     ref_boxes = ref.bboxes.numpy()
     # a random-weight head may decode x1 < x0: visctl draws boxes corner-ordered
@@ -155,7 +143,7 @@ def test_batched_images_of_different_sizes_keep_their_own_geometry(small_photo, 
     cv2.imwrite(str(paths[2]), cv2.resize(img, (400, 150)))
     res = visctl.boxam(paths, cfg_path, str(ckpt), method="eigencam", topk=5, score_thr=0.0, batch_size=3,
                        options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
-    model = _reference_detector("mmyolo", _config(cfg_path, options), ckpt)
+    model = _reference_detector("mmyolo", mm_config(cfg_path, options), ckpt)
     for path, got in zip(paths, res.images):
         ref = inference_detector(model, str(path)).pred_instances
         np.testing.assert_allclose(got.boxes, ref.bboxes.numpy()[:5], atol=1e-3)
@@ -246,7 +234,7 @@ def test_boxam_equals_mmyolo_boxam_vis_demo(method, small_photo, mm_tmp):
     need_mmcv_ops()
     cfg_path, ckpt, options = _checkpoint("yolov5_s", str(mm_tmp))
     thr, topk, layer = 0.25, 2, "neck.out_layers[0]"  # level 0: the small random boxes are assigned there
-    am, boxes, meta = _mmyolo_boxam(_config(cfg_path, options), ckpt, small_photo, layer, thr, topk, mm_tmp, method)
+    am, boxes, meta = _mmyolo_boxam(mm_config(cfg_path, options), ckpt, small_photo, layer, thr, topk, mm_tmp, method)
     assert am.max() > 0.99 and meta.get("pad_param") is not None and meta["pad_param"][0] > 0
     res = visctl.boxam(small_photo, cfg_path, str(ckpt), method=method, target_layers=[layer], topk=topk,
                        score_thr=thr, options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
@@ -305,7 +293,7 @@ def test_boxam_on_retinanet_scores_its_own_boxes(small_photo, mm_tmp):
     cfg_path, ckpt, options = _checkpoint("retinanet_r50", str(mm_tmp))
     from mmdet.apis import inference_detector
 
-    ref = inference_detector(_reference_detector("mmdet", _config(cfg_path, options), ckpt),
+    ref = inference_detector(_reference_detector("mmdet", mm_config(cfg_path, options), ckpt),
                              str(small_photo)).pred_instances
     res = visctl.boxam(small_photo, cfg_path, str(ckpt), method="gradcam", topk=2, score_thr=0.05,
                        options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
@@ -350,7 +338,7 @@ def test_featmap_of_backbone_and_neck(layer, count, small_photo, mm_tmp):
     layers = res.images[0].layers
     assert len(layers) == count
     layer = layer or "backbone"
-    feats, meta = _reference_features(_config(cfg_path, options), ckpt, small_photo, layer)
+    feats, meta = _reference_features(mm_config(cfg_path, options), ckpt, small_photo, layer)
     assert len(feats) == count
     for got, ref in zip(layers, feats):
         arr = got.map("A")
@@ -400,7 +388,7 @@ def test_slice_large_image_in_original_pixels(mm_tmp):
     sahi = _sahi_grid(700, 900, 320, 0.25)
     if sahi is not None:  # sahi's own grid, as large_image_demo slices
         assert sorted(grid) == sorted(sahi)
-    model = _reference_detector("mmyolo", _config(cfg_path, options), ckpt)
+    model = _reference_detector("mmyolo", mm_config(cfg_path, options), ckpt)
     parts = []
     for x0, y0, x1, y1 in grid:
         pred = inference_detector(model, np.ascontiguousarray(big[y0:y1, x0:x1])).pred_instances
@@ -482,7 +470,7 @@ def test_centernet_maps_are_carried_back_past_its_border(small_photo, mm_tmp):
     from visctl import mmdet_adapter
 
     cfg_path, ckpt, options = _checkpoint("centernet_r18", str(mm_tmp))
-    pipe = mmdet_adapter.PackagePipeline(_config(cfg_path, options))
+    pipe = mmdet_adapter.PackagePipeline(mm_config(cfg_path, options))
     from visctl import transforms
 
     img = cv2.cvtColor(cv2.imread(str(small_photo)), cv2.COLOR_BGR2RGB)

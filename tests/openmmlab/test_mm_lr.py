@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mmstack import package_configs
+from mmstack import mm_config, package_configs
 
 MAE = "mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py"
 BEIT = "beit/benchmarks/beit-base-p16_8xb128-coslr-100e_in1k.py"
@@ -66,16 +66,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::ImportWarning"),
 
 
 def _config(rel: str, options: tuple[str, ...] = ()) -> Any:
-    from mmengine.config import Config, DictAction
-
-    cfg = Config.fromfile(str(package_configs("mmpretrain") / rel))
-    if options:
-        import argparse
-
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
-    return cfg
+    return mm_config(package_configs("mmpretrain") / rel, options)
 
 
 def runner_values(cfg: Any, dataset_size: int, work_dir: Path, model: Any = None) -> tuple[np.ndarray, list[str]]:

@@ -23,7 +23,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from mmstack import package_configs, runner_checkpoint
+from mmstack import mm_config, package_configs, runner_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
@@ -62,18 +62,6 @@ def beit_v2(mm_tmp) -> tuple[Path, Path, tuple[str, ...]]:
     config = v2_config(mm_tmp)
     options = TINY + V2_CODEBOOK
     return config, runner_checkpoint(config, mm_tmp, options), options
-
-
-def mm_config(path: Path, options: tuple[str, ...]):
-    import argparse
-
-    from mmengine.config import Config, DictAction
-
-    cfg = Config.fromfile(str(path))
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-    cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
-    return cfg
 
 
 def reference(config: Path, checkpoint: Path, options: tuple[str, ...], image: Path, seed: int = 0):

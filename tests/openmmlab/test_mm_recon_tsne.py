@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmstack import need, package_configs, runner_checkpoint
+from mmstack import mm_config, need, package_configs, runner_checkpoint
 
 # the OpenMMLab packages' own warnings at import and load (mmcv's moved-class notice, mmengine's loaders)
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning")
@@ -63,19 +63,6 @@ def full_pickle_loads():
             del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
         else:
             os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = old
-
-
-def mm_config(path: Path, options: tuple[str, ...] = ()):
-    import argparse
-
-    from mmengine.config import Config, DictAction
-
-    cfg = Config.fromfile(str(path))
-    if options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
-    return cfg
 
 
 def mm_model(cfg, checkpoint: Path):

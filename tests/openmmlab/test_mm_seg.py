@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmstack import need, package_configs, runner_checkpoint
+from mmstack import mm_config, need, package_configs, runner_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning:mm")
 
@@ -47,18 +47,11 @@ def mmseg_run(configs, mm_tmp, photo):
 
     def get(config: str):
         if config not in found:
-            import argparse
-
-            from mmengine.config import Config, DictAction
             from mmengine.model import revert_sync_batchnorm
             from mmseg.apis import inference_model, init_model
 
-            parser = argparse.ArgumentParser()
-            parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-            options = parser.parse_args(["--cfg-options", *SMALL]).cfg_options
             ckpt = runner_checkpoint(configs / config, mm_tmp)
-            cfg = Config.fromfile(str(configs / config))
-            cfg.merge_from_dict(options)
+            cfg = mm_config(configs / config, SMALL)
             old = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
             os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # mmengine's torch.load; the file is the test's
             try:
@@ -79,17 +72,10 @@ def mmseg_run(configs, mm_tmp, photo):
 
 def state_of(configs, config: str, photo: Path, options: tuple[str, ...] = SMALL):
     """The photo (RGB) and its pipeline state through the config's test pipeline, as visctl runs it."""
-    import argparse
-
-    from mmengine.config import Config, DictAction
-
     from visctl import config as vconfig
     from visctl import images, transforms
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-    cfg = Config.fromfile(str(configs / config))
-    cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
+    cfg = mm_config(configs / config, options)
     img = images.read_image(photo)
     return img, transforms.run_pipeline(img, vconfig.test_pipeline(cfg))
 
