@@ -173,7 +173,7 @@ def _carry_back(amap: np.ndarray, meta: dict, ori_hw: tuple[int, int]) -> np.nda
 
 
 def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, topk: int, tmp: Path,
-                  method: str = "gradcam"):
+                  method: str = "gradcam", ignore: tuple[str, ...] = ("loss_obj",)):
     """mmyolo's boxam_vis_demo for one image and ``method`` (its GradCAM, GradCAM++, or grad-cam's EigenCAM):
     the map at the network input's
     size (a blank of that size stands for the image the demo passes only for its size), the boxes and the
@@ -212,7 +212,7 @@ def _mmyolo_boxam(cfg, checkpoint: Path, image: Path, layer: str, thr: float, to
     wrapper.set_input_data(img)
     pred = wrapper()[0].pred_instances
     pred = pred[pred.scores > thr][:topk]
-    targets = [DetBoxScoreTarget(pred, device="cpu", ignore_loss_params=["loss_obj"])]
+    targets = [DetBoxScoreTarget(pred, device="cpu", ignore_loss_params=list(ignore))]
     if grad:
         wrapper.need_loss(True)
         wrapper.set_input_data(img, pred)
