@@ -85,8 +85,21 @@ def test_checkpoint_wrappers_and_revise_keys(tmp_path):
         assert summary["loaded"] == summary["total"]
         assert torch.equal(dst.head.fc.weight, src.head.fc.weight)
     dst = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
-    with pytest.raises(ModelError, match="fits only 0"):
+    with pytest.raises(ModelError, match="fits only 0") as e:
         models.load_checkpoint(dst, str(prefixed))
+    assert "checkpoint_revise_keys = [('^encoder\\\\.', '')]" in e.value.hint  # the rename every key needs
+    bare = tmp_path / "bare.pth"  # a backbone saved alone: the model's keys have a prefix the checkpoint's lack
+    torch.save({k.removeprefix("backbone."): v for k, v in src.state_dict().items() if k.startswith("backbone.")},
+               bare)
+    with pytest.raises(ModelError) as e:
+        models.load_checkpoint(dst, str(bare))
+    assert "checkpoint_revise_keys = [('^', 'backbone.')]" in e.value.hint
+    other_size = tmp_path / "other.pth"  # the same names, other shapes: no rename helps
+    torch.save({k: torch.zeros([d + 1 for d in v.shape]) if v.ndim else v for k, v in src.state_dict().items()},
+               other_size)
+    with pytest.raises(ModelError) as e:
+        models.load_checkpoint(dst, str(other_size))
+    assert "other shapes" in e.value.hint and "checkpoint_revise_keys" not in e.value.hint
 
 
 def test_checkpoint_summary_names_missing_keys(tmp_path):

@@ -649,10 +649,39 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
         example = f" (e.g. checkpoint key {unexpected[0]!r}, model key {missing[0]!r})" if unexpected and missing else ""
         raise ModelError(
             f"checkpoint {path} fits only {len(fitting)} of the model's {len(own)} tensors{example}",
-            hint="is it the checkpoint of this config's model? Rename keys with "
-            "checkpoint_revise_keys = [(r'^backbone\\.', '')] in the config, or check num_classes")
+            hint=_mismatch_hint(unexpected, list(own), mismatched))
     model.load_state_dict(fitting, strict=False)
     return summary
+
+
+def _mismatch_hint(unexpected: list[str], own: list[str], mismatched: list[str]) -> str:
+    """What would make a checkpoint fit, from its keys: the prefix rename most of them need (a checkpoint saved
+    from a wrapper, or from a backbone alone), else that the tensors have other shapes (another size of the
+    family, other num_classes), else that it is another model's."""
+    from collections import Counter
+
+    own_set = set(own)
+    renames: Counter[tuple[str, str]] = Counter()
+    for key in unexpected[:500]:
+        parts = key.split(".")
+        for i in range(1, min(len(parts), 4)):  # the checkpoint's key has a prefix the model's has not
+            if ".".join(parts[i:]) in own_set:
+                renames[(r"^" + re.escape(".".join(parts[:i]) + "."), "")] += 1
+                break
+        else:  # the model's key has a prefix the checkpoint's has not
+            for name in own[:2000]:
+                if name.endswith("." + key):
+                    renames[(r"^", name[: -len(key)])] += 1
+                    break
+    if renames:
+        (pattern, repl), hits = renames.most_common(1)[0]
+        if hits >= max(1, len(unexpected) // 2):
+            return (f"its keys need a rename ({hits} of {len(unexpected)}): checkpoint_revise_keys = "
+                    f"[({pattern!r}, {repl!r})] in the config")
+    if mismatched and len(mismatched) >= len(unexpected):
+        return (f"{len(mismatched)} tensors are there with other shapes (e.g. {mismatched[0]!r}): a checkpoint of "
+                "another size of this family, or of other num_classes? Check the config matches the checkpoint")
+    return "is it the checkpoint of this config's model? Its keys name other modules than the model's"
 
 
 def _checkpoint_classes(ckpt: Any) -> list[str] | None:
