@@ -55,29 +55,54 @@ def runner_checkpoint(config: Path, folder: Path, options: tuple[str, ...] = (),
 
     The model is built as the Runner builds it (``init_default_scope``, ``MODELS.build``; no visctl code), with
     torch's default initialisation under ``seed`` (``init_weights`` would fetch the ``Pretrained`` weights some
-    configs name). The file holds what ``Runner.save_checkpoint`` writes: ``meta``, ``state_dict``,
-    ``message_hub`` (with its HistoryBuffer log) and ``optimizer``.
+    configs name). The file holds what ``Runner.save_checkpoint`` writes (mmengine/runner/runner.py): ``meta``
+    (epoch, iter, cfg, seed, experiment_name, time, mmengine_version, the training dataset's ``dataset_meta``),
+    ``state_dict``, ``message_hub`` (its HistoryBuffer log and runtime info), ``optimizer`` (an OptimWrapper's
+    state after a step: momentum buffers) and ``param_schedulers``.
     """
     key = (str(config), options)
     if key in _CHECKPOINTS and _CHECKPOINTS[key].exists():
         return _CHECKPOINTS[key]
+    import time
+
+    import mmengine
     import torch
     from mmengine.logging import MessageHub
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
+    from mmengine.registry import DATASETS, MODELS, init_default_scope
     from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
 
     cfg = mm_config(config, options)
     init_default_scope(cfg.get("default_scope", "mmengine"))
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
+    state = weights_to_cpu(model.state_dict())
+    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
+    while isinstance(dataset, dict) and "dataset" in dataset and "type" not in dataset:
+        dataset = dataset["dataset"]
+    try:
+        with DATASETS.switch_scope_and_registry(None) as registry:  # the default scope's, as the Runner's build
+            dataset_meta = dict(getattr(registry.get(dataset.get("type")), "METAINFO", {}) or {})
+    except Exception:  # a dataset type this environment cannot import: the Runner would have failed earlier
+        dataset_meta = {}
     hub = MessageHub.get_instance(f"visctl-test-{config.stem}")
     hub.update_scalar("train/loss", 1.25)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    hub.update_info("epoch", 1)
+    hub.update_info("iter", 10)
+    params = [p for p in model.parameters() if p.requires_grad]
+    wrapper = OptimWrapper(torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4))
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    wrapper.step()  # momentum buffers in the state, as after training (a zero gradient leaves the weights)
+    schedulers = [LinearLR(wrapper, start_factor=0.1, by_epoch=False, begin=0, end=5),
+                  CosineAnnealingLR(wrapper, T_max=10, by_epoch=True, begin=0, end=10)]
     path = folder / f"{config.stem}.pth"
     save_checkpoint({"meta": {"epoch": 1, "iter": 10, "cfg": cfg.pretty_text, "seed": seed,
-                              "dataset_meta": cfg.get("dataset_meta") or {}},
-                     "state_dict": weights_to_cpu(model.state_dict()),
-                     "message_hub": hub.state_dict(), "optimizer": optimizer.state_dict()}, str(path))
+                              "experiment_name": f"{config.stem}_{time.strftime('%Y%m%d_%H%M%S')}",
+                              "time": time.strftime("%Y%m%d_%H%M%S"), "mmengine_version": mmengine.__version__,
+                              "dataset_meta": dataset_meta},
+                     "state_dict": state, "message_hub": hub.state_dict(), "optimizer": wrapper.state_dict(),
+                     "param_schedulers": [s.state_dict() for s in schedulers]}, str(path))
     _CHECKPOINTS[key] = path
     return path
 
