@@ -406,9 +406,12 @@ def default_layers(model: nn.Module, pr: Probe, in_hw: tuple[int, int]) -> Defau
                 cam = norm
                 why = (f"{features}: the last block's output; CAM at {norm}, the first norm of the last block, "
                        "where the class score's gradient reaches every token")
-            else:
+            elif blocks:
                 cam = inner
                 why = f"{features}: the last block's output (tokens on the patch grid)"
+            else:  # no block in the chain (MViT's last map is its last MLP's activation): say what it is
+                cam = inner
+                why = f"{features}: the last map of the image on the patch grid (tokens), after an activation"
         return DefaultLayers(cam=cam, features=features, stages=tree.stages(features), tokens=tokens, why=why)
     raise LayerError("cannot choose a default layer: no layer gives a map of the image",
                      hint="name one with --target-layers; --preview-model lists every layer's output shape")

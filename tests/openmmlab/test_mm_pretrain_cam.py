@@ -230,3 +230,14 @@ def test_seed_line_and_featmap_run_on_mmpretrain_configs(vis_cam, checkpoints, p
     vmap = result.images[0].layers[0].map()
     inside = ~np.isnan(vmap)
     np.testing.assert_allclose(vmap[inside], on_original(mean, path, photo)[inside], rtol=1e-4, atol=1e-4)
+
+
+def test_the_default_layer_note_says_what_the_layer_is(invoke, photo, mm_tmp):
+    """MViT's last map of the image is its last MLP's activation, inside a block: the note said "the last block's
+    output" of it."""
+    configs = package_configs("mmpretrain")
+    config = configs / "mvit/mvitv2-tiny_8xb256_in1k.py"
+    result = invoke("featmap", photo, config, runner_checkpoint(config, mm_tmp), "-o", mm_tmp / "mvit")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stderr.splitlines() if x.startswith("default layer"))
+    assert "mlp.act" in line and "block's output" not in line and "after an activation" in line, line
