@@ -7,8 +7,9 @@ holds the name, the step runs as that package's tools run it: built by the regis
 whose ``img`` is BGR (as ``LoadImageFromFile`` gives it), its random draws made from numpy's, Python's and torch's
 global generators, seeded from visctl's per-sample generator (browse, pipeline, tsne's datasets; model commands
 pass none and seed 0, so a random step in a test pipeline draws the same for every image) and put back after, so
-``--seed`` repeats the same views and the caller's random state is untouched. The names visctl implements itself (:data:`visctl.transforms.
-TRANSFORMS`, written to mmcv's and mmpretrain's numbers) keep running as visctl's, with their geometry.
+``--seed`` repeats the same views and the caller's random state is untouched. The names visctl implements
+itself (:data:`visctl.transforms.TRANSFORMS`, written to mmcv's and mmpretrain's numbers) keep running as
+visctl's, with their geometry.
 """
 
 from __future__ import annotations
