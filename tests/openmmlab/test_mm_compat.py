@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from mmstack import need
+from mmstack import need, need_mmcv_ops
 
 # the packages' own import-time notices (mmcv's moved MultiScaleDeformableAttention, mmengine's "scheduler.step()
 # before optimizer.step()") are theirs, not what these tests look at
@@ -112,6 +112,9 @@ def test_mmpretrain_mask_sources_and_heads():
 
     assert "mask_ratio" in inspect.signature(MAEViT.random_masking).parameters
     assert list(inspect.signature(MAEHiViT.masking_id).parameters)[1:] == ["batch_size", "mask_ratio"]
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmpretrain")  # its loss is built from mmpretrain's registry (another test may leave mmseg's)
     head = MAEPretrainHead(loss=dict(type="PixelReconstructionLoss", criterion="L2"), norm_pix=True, patch_size=16)
     assert head.norm_pix is True and head.patch_size == 16
     gen = SimMIMMaskGenerator(input_size=192, mask_patch_size=32, model_patch_size=4, mask_ratio=0.6)
@@ -129,6 +132,7 @@ def test_mmseg_inference_internals():
     the data preprocessor's ``test_cfg`` (size_divisor) and ``pad_val``, and the ``img_padding_size`` meta key
     that ``postprocess_result`` crops the padding by."""
     need("mmseg")
+    need_mmcv_ops()  # mmseg 1.2.2's models import mmcv._ext
     from mmseg.models.data_preprocessor import SegDataPreProcessor
     from mmseg.models.segmentors import EncoderDecoder
     from mmseg.models.segmentors.base import BaseSegmentor

@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from mmstack import package_configs, runner_checkpoint
+from mmstack import need_mmcv_ops, package_configs, runner_checkpoint
 from test_seeds import PLACEHOLDERS, seed_lines, translate, workspace  # noqa: F401 - workspace is a fixture
 
 from visctl.config import looks_like_checkpoint
@@ -48,6 +48,8 @@ def _lines() -> list[tuple[str, str]]:
 def test_seed_line_runs_on_the_packages_own_config(where, command, workspace, invoke, monkeypatch, mm_tmp):  # noqa: F811
     if where in LEFT_OUT:
         pytest.skip(LEFT_OUT[where])
+    if PACKAGE[where[:3]] in ("mmyolo", "mmdet"):
+        need_mmcv_ops()  # their detectors need nms
     argv = translate(command)
     configs = [w for w in argv if w.endswith(".py") and (w.startswith(("configs/", "./configs/"))
                                                           or w in PLACEHOLDERS.values())]

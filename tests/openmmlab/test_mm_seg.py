@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmstack import mm_config, need, package_configs, runner_checkpoint
+from mmstack import mm_config, need, need_mmcv_ops, package_configs, runner_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning:mm")
 
@@ -35,6 +35,7 @@ CONFIGS = [PSPNET, SEGFORMER, "poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512
 @pytest.fixture(scope="module")
 def configs():
     need("mmseg")
+    need_mmcv_ops()  # mmseg 1.2.2 imports mmcv._ext to build any model
     need("pytorch_grad_cam")
     return package_configs("mmseg")
 
