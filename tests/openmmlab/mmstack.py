@@ -76,6 +76,7 @@ def runner_checkpoint(config: Path, folder: Path, options: tuple[str, ...] = (),
     init_default_scope(cfg.get("default_scope", "mmengine"))
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
+    _fill_uninitialised(model)
     state = weights_to_cpu(model.state_dict())
     dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
     while isinstance(dataset, dict) and "dataset" in dataset and "type" not in dataset:
@@ -105,6 +106,35 @@ def runner_checkpoint(config: Path, folder: Path, options: tuple[str, ...] = (),
                      "param_schedulers": [s.state_dict() for s in schedulers]}, str(path))
     _CHECKPOINTS[key] = path
     return path
+
+
+def _fill_uninitialised(model) -> None:
+    """Initialise what torch's defaults leave as raw memory, as the Runner's ``init_weights`` would.
+
+    Some modules allocate a parameter with ``torch.Tensor(n)`` and rely on their parent's ``init_cfg`` to fill it
+    (mmdet's ``L2Norm`` in SSDNeck): without it the checkpoint holds whatever the memory held, NaN on some runs.
+    Each module owning such a parameter is initialised by its nearest ancestor's ``init_weights`` that names no
+    ``Pretrained`` weights (which would download); every other weight keeps torch's default initialisation.
+    """
+    import torch
+
+    def raw(param) -> bool:
+        return bool(param.is_floating_point() and (~torch.isfinite(param) | (param.abs() > 1e6)).any())
+
+    names = [name for name, param in model.named_parameters() if raw(param)]
+    for name in names:
+        parts = name.split(".")[:-1]
+        for depth in range(len(parts), -1, -1):
+            owner = model.get_submodule(".".join(parts[:depth]))
+            init_cfg = getattr(owner, "init_cfg", None)
+            cfgs = init_cfg if isinstance(init_cfg, list) else [init_cfg]
+            if init_cfg and hasattr(owner, "init_weights") and all(c.get("type") != "Pretrained" for c in cfgs):
+                owner.init_weights()
+                break
+        else:
+            raise AssertionError(f"{name} is uninitialised and no module above it can initialise it")
+        if raw(model.get_parameter(name)):
+            raise AssertionError(f"{name} is still uninitialised after its module's init_weights")
 
 
 def mm_config(path: Path, options: tuple[str, ...] = ()):
