@@ -20,25 +20,24 @@ from typing import Annotated, Any, NamedTuple, Optional, TypeVar
 
 import typer
 
+from visctl.arguments import SEED_MAX, WORKERS_MAX  # the library checks the same bounds
 from visctl.images import DEFAULT_MAX_PIXELS, SLICE_MAX_PIXELS
 from visctl.session import RunOptions
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SLICE_MAX_PIXELS", "CommandOptions", "Param", "shared"]
+__all__ = ["DEFAULT_MAX_PIXELS", "SEED_MAX", "SLICE_MAX_PIXELS", "WORKERS_MAX", "CommandOptions", "Param", "shared"]
 
 
-def split_list(values: list[str] | None) -> list[str] | None:
-    """Values of a repeatable option, each of which may also be comma-separated (``-t a,b -t c``)."""
-    if not values:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+def split_list(values: list[str] | None, option: str = "--target-layers", what: str = "layer name",
+               ) -> list[str] | None:
+    """Values of a repeatable option, each of which may also be comma-separated (``-t a,b -t c``); an empty
+    value (``-t ''``, ``-t a,,b``) is refused, not read as the default."""
+    from visctl.arguments import split_option
+
+    return split_option(values, option, what)
 
 
-#: numpy's legacy seeding takes 0 .. 2**32 - 1, and every generator is seeded from one --seed
-SEED_MAX = 2**32 - 1
 #: far more threads than any machine has cores; torch crashes (SIGSEGV) when asked for ~100000
 THREADS_MAX = 1024
-#: DataLoader worker processes: each is a process; more than this would only exhaust the machine
-WORKERS_MAX = 64
 
 _INPUTS_HELP = "Images (files, directories, globs), then a {} or model name, then a checkpoint."
 ImagesConfigCheckpoint = Annotated[list[str], typer.Argument(

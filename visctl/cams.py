@@ -671,8 +671,13 @@ def resolve_categories(specs: list[str], names: list[str] | None, num_classes: i
                 i = whole
                 continue
             item, i = parts[i], i + 1
-            if item:
-                out.append(_category(item, names, lowered, num_classes))
+            if not item:  # '' or 'a,,b': not "the predicted class" in silence
+                from visctl.errors import ArgumentError
+
+                raise ArgumentError(f"--target-category {spec!r} names an empty class",
+                                    hint="give class indices or names (comma-separated), or leave the option "
+                                    "out for the predicted classes")
+            out.append(_category(item, names, lowered, num_classes))
     return out
 
 

@@ -483,7 +483,7 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
                                   failures=[f for sh in shards for f in sh["failures"]])
     labels = sorted({lab for sh in shards for lab in sh["features"]})
     for label in labels:
-        parts = [np.load(sh["features"][label], mmap_mode="r") for sh in shards]
+        parts = [np.load(sh["features"][label], mmap_mode="r", allow_pickle=False) for sh in shards]
         name = Path(shards[0]["features"][label]).name.replace("features.rank0_", "features_")
         target = out_dir / name
         merged = feature_file(target, len(entries), parts[0].shape[1])

@@ -34,6 +34,11 @@ class InputWarning(UserWarning):
     """An input was read, with a caveat (NaN pixels left out, ...): printed as ``warning: ...`` during a run."""
 
 
+class ArgumentError(VisctlError, ValueError):
+    """An argument (an option's value) of the wrong type, out of its range, or naming nothing; also a
+    ValueError, which is what a Python caller of the library expects from a bad argument."""
+
+
 class InputError(VisctlError):
     """An input file is missing, unreadable or of an unknown kind."""
 

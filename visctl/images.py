@@ -293,3 +293,37 @@ def _float_to_u8(img: np.ndarray, path: Path) -> np.ndarray:
         out = np.full(img.shape, level, np.float32)
     out[~finite] = 0.0
     return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def read_mask_array(path: Path | str, what: str = "mask", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A 2-D array of numbers or booleans from a ``.npy`` file, read without unpickling (data never runs code).
+
+    Raises:
+        InputError: the file holds Python objects, strings or records, is damaged, is not 2-D, holds NaN or
+            infinity, or has more than ``max_pixels`` values (its header is read before the data).
+    """
+    import numpy as np
+
+    hint = f"save the {what} as a 2-D array of numbers or booleans: np.save(path, mask.astype(np.uint8))"
+    try:  # memory-mapped: the header's shape and dtype are checked before the data is read
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as exc:
+        if "object" in str(exc).lower() or "pickle" in str(exc).lower():
+            raise InputError(f"{what} {path} holds Python objects (an object-dtype array), which visctl does not "
+                             "unpickle", hint=hint) from None
+        raise InputError(f"cannot read {what} {path}: not a valid .npy file ({exc})", hint=hint) from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc or 'it ends early'}", hint=hint) from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name
+        raise InputError(f"{what} {path} is an .npz archive, not one array", hint=hint)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{what} {path} holds {arr.dtype} values, not numbers", hint=hint)
+    if arr.ndim != 2:
+        raise InputError(f"{what} {path} is {arr.ndim}-D {tuple(arr.shape)}, not a 2-D mask", hint=hint)
+    if max_pixels is not None and arr.size > max_pixels:
+        raise InputError(f"{what} {path} has {arr.size} values, over the pixel budget of {max_pixels}",
+                         hint="use a mask of the image's size (or raise --max-pixels)")
+    arr = np.array(arr)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError(f"{what} {path} holds NaN or infinite values", hint=hint)
+    return arr

@@ -42,17 +42,21 @@ def mask_from_file(path: Any, grid: tuple[int, int]) -> torch.Tensor:
     from pathlib import Path
 
     import cv2
-    import numpy as np
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise VisctlError(f"mask file not found: {path}", hint="give a .npy or an image, nonzero = masked")
-    if path.suffix != ".npy":
+    if path.suffix.lower() != ".npy":
         from visctl.images import check_pixels
 
         check_pixels(path)  # a mask is small: the default budget; a bomb would stop OpenCV with cv2.error
-    arr = np.load(path) if path.suffix == ".npy" else cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if path.suffix.lower() == ".npy":
+        from visctl.images import read_mask_array
+
+        arr: Any = read_mask_array(path, "mask file")  # no pickle; numbers only, 2-D
+    else:
+        arr = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if arr is None or arr.ndim != 2:
         raise VisctlError(f"cannot read a 2-D mask from {path}", hint="a .npy array or a grayscale image")
     gh, gw = grid

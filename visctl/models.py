@@ -643,8 +643,14 @@ def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None
     mismatched = [k for k, v in revised.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
     missing = [k for k in own if k not in fitting]
     unexpected = [k for k in revised if k not in own]
+    # what counts is values, not tensors: 21 of 26 tensors can be 0.3% of the weights when every conv and
+    # linear weight has another shape (the BN and bias vectors still fit)
+    params = {name for name, _ in model.named_parameters()} & set(own)
+    counted = params or {k for k, v in own.items() if v.is_floating_point()}
     summary = dict(path=path, loaded=len(fitting), total=len(own), missing=missing, unexpected=unexpected,
-                   mismatched=mismatched, unsafe=used_unsafe, classes=_checkpoint_classes(ckpt))
+                   mismatched=mismatched, unsafe=used_unsafe, classes=_checkpoint_classes(ckpt),
+                   loaded_values=sum(own[k].numel() for k in counted if k in fitting),
+                   total_values=sum(own[k].numel() for k in counted))
     if len(own) and len(fitting) / len(own) < min_match:
         example = f" (e.g. checkpoint key {unexpected[0]!r}, model key {missing[0]!r})" if unexpected and missing else ""
         raise ModelError(
@@ -698,12 +704,48 @@ def _checkpoint_classes(ckpt: Any) -> list[str] | None:
     return None
 
 
+#: the share of a model's parameter values that may stay unloaded with a note; more is a warning
+UNLOADED_WARN = 0.01
+
+
+def checkpoint_unloaded(summary: dict[str, Any]) -> float:
+    """The share (0..1) of the model's parameter values that the checkpoint did not load (missing or of
+    another shape): they keep the model's random initialisation."""
+    total = summary.get("total_values") or 0
+    return 0.0 if not total else 1.0 - summary.get("loaded_values", total) / total
+
+
+def checkpoint_warns(summary: dict[str, Any]) -> bool:
+    """Whether a load left a meaningful share of the parameters random (:data:`UNLOADED_WARN`): a warning,
+    not a note."""
+    return checkpoint_unloaded(summary) >= UNLOADED_WARN
+
+
+def _percent(part: int, whole: int) -> str:
+    """``part / whole`` as a percentage that never rounds to 0% or 100% unless it is."""
+    share = 100.0 * part / whole
+    if 0 < share < 0.1:
+        return "<0.1%"
+    if 99.9 < share < 100:
+        return ">99.9%"
+    return f"{share:.1f}%".replace(".0%", "%")
+
+
 def checkpoint_note(summary: dict[str, Any], verbose: bool = False) -> str:
-    """The one-line summary of a checkpoint load: matched, missing and unexpected keys (every key with ``verbose``)."""
+    """The one-line summary of a checkpoint load: matched, missing and unexpected keys (every key with ``verbose``);
+    when some tensors did not load, the share of the model's parameter values that did."""
     line = f"checkpoint {summary['path']}: loaded {summary['loaded']}/{summary['total']} tensors"
+    loaded, total = int(summary.get("loaded_values") or 0), int(summary.get("total_values") or 0)
+    if summary["loaded"] < summary["total"] and total:
+        line = (f"checkpoint {summary['path']}: loaded {_percent(loaded, total)} of the model's parameters "
+                f"({loaded:,} of {total:,} values; {summary['loaded']}/{summary['total']} tensors)")
+        if checkpoint_warns(summary):
+            line += " -- the rest keep their random initialisation"
     parts = []
     for key in ("missing", "unexpected", "mismatched"):
         keys = summary[key]
+        if key == "missing":  # a key of another shape is counted once, as mismatched
+            keys = [k for k in keys if k not in set(summary["mismatched"])]
         if keys:
             shown = keys if verbose else keys[:3]
             more = "" if verbose or len(keys) <= 3 else f", +{len(keys) - 3} more"

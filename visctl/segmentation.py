@@ -102,7 +102,9 @@ def region_from_file(path: Path, state: ImageState, orig_hw: tuple[int, int], hw
     if not path.is_file():
         raise InputError(f"mask file not found: {path}", hint="a .npy or an image, nonzero inside the region")
     if path.suffix.lower() == ".npy":
-        m = np.load(path, allow_pickle=False)
+        from visctl.images import read_mask_array
+
+        m: Any = read_mask_array(path, "--target-mask")  # no pickle; numbers only, 2-D
     else:
         m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if m is None:

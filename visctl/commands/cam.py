@@ -99,6 +99,7 @@ def cam(
     with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or opts.out_dir),
                     out_files=[("--save-path", save_path)] if to_file else None) as ctx:
         methods, colormap = library.check_options(method, colormap)
+        library.parse_box(target_box)  # an inverted or empty box, before the model loads
         library.check_amp(amp.value, ctx.device, methods)  # before the model loads
         if output.single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
             output.check_output_file(save_path, "--save-path")

@@ -79,7 +79,7 @@ def featmap(
     with RunContext("featmap", opts, out_dir=out_file.parent if out_file else opts.out_dir,
                     out_files=[("--out-file", out_file)]) as ctx:
         checks = dict(channel_reduction=channel_reduction, topk=topk, colormap=colormap, signed=signed)
-        compare_list = opt.split_list(compare)
+        compare_list = opt.split_list(compare, "--compare", "config or checkpoint")
         lib.check_options(arrangement=arrangement, compare=compare_list, **checks)
         output.check_output_file(out_file, "--out-file")
         args, recorded, compare_list = lib.second_model(args, compare_list, **checks)

@@ -53,7 +53,7 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
         model, summary = module.eval().to(ctx.device), None
         if checkpoint:
             summary = models.load_checkpoint(model, str(checkpoint), unsafe=ctx.unsafe_load_checkpoint)
-            ctx.note(models.checkpoint_note(summary))
+            say_checkpoint(ctx, summary)
         models.check_finite_weights(model, str(checkpoint) if checkpoint else None)
     else:
         model, summary = load_model(ctx, cfg, checkpoint)
@@ -141,10 +141,26 @@ def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") 
         if summary["unsafe"]:
             ctx.warn(f"{summary['path']} was read by a full pickle load (--unsafe-load-checkpoint): "
                      "any code it contains has run")
-        ctx.note(label + models.checkpoint_note(summary))
+        say_checkpoint(ctx, summary, label)
         if ctx.debug and any(len(summary[k]) > 3 for k in ("missing", "unexpected", "mismatched")):
             ctx.log(label + models.checkpoint_note(summary, verbose=True))
     return model, summary
+
+
+def say_checkpoint(ctx: Session, summary: dict, label: str = "") -> None:
+    """A load's one-line summary: a note, or a warning (kept in the manifest's notes as well) when a
+    meaningful share of the model's parameters did not load (:func:`visctl.models.checkpoint_warns`)."""
+    from visctl import models
+
+    line = label + models.checkpoint_note(summary)
+    if not models.checkpoint_warns(summary):
+        ctx.note(line)
+        return
+    ctx.warn(line)
+    ctx.notes.append(line)
+    writer = getattr(ctx, "writer", None)
+    if writer is not None:
+        writer.note(line)
 
 
 def preview(ctx: Any, mi: ModelInputs) -> None:

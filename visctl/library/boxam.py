@@ -159,15 +159,22 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     """Check the options, load the detector, resolve the target layers and build the CAM engine."""
     import functools
 
-    from visctl import cams, config, detection, models, render
-    from visctl.errors import LayerError, VisctlError
+    from visctl import arguments, cams, config, detection, models, render
+    from visctl.errors import LayerError
     from visctl.images import as_images
     from visctl.library import _common
 
+    arguments.model_spec(model)
+    arguments.check("boxam", topk=topk, score_thr=score_thr, alpha=alpha,
+                    ratio_channels_to_ablate=ratio_channels_to_ablate, panel_size=panel_size, batch_size=batch_size)
+    if isinstance(max_shape, int):
+        max_shape = [max_shape]
+    target_layers = arguments.names(target_layers, "target_layers", "a layer name")
+    if isinstance(method, (list, tuple)):  # one engine draws each box's map: several methods are several runs
+        raise arguments.ArgumentError(f"method={list(method)!r}: boxam runs one method",
+                                      hint="call boxam once per method, e.g. method='layercam'")
     session = session or Session(options)
-    chosen = BoxMethod(method) if method is not None else None
-    if topk is not None and (topk == 0 or topk < -1):
-        raise VisctlError(f"--topk {topk}", hint="give the number of boxes per image (1 or more), or -1 for all")
+    chosen = arguments.choice(BoxMethod, method, "method") if method is not None else None
     colormap, cap, image_format = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
                                                 image_format=image_format)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))

@@ -112,17 +112,16 @@ def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any 
     """Load the config and its dataset, and say what the run will do."""
     from pathlib import Path
 
-    from visctl import datasets
-    from visctl.errors import InputError
+    from visctl import arguments, datasets
     from visctl.library.pipeline import channel_swap, native_order
 
+    arguments.model_spec(config, "config", modules=False)
+    arguments.check("browse", number=number, rows=rows, cols=cols, num_workers=num_workers, seed=seed)
+    skip_type = arguments.skip_types(skip_type)
     phase = _choice(phase, PHASES, "phase")
     if channel_order is not None:
         channel_order = _choice(str(getattr(channel_order, "value", channel_order)).upper(), CHANNEL_ORDERS,
                                 "channel order")
-    if rows < 1 or cols < 1 or num_workers < 0:
-        raise InputError(f"rows={rows}, cols={cols}, num_workers={num_workers}",
-                         hint="rows and cols are at least 1, num_workers at least 0")
     cfg = session.load_config(config)
     ds_cfg, steps = datasets.dataset_config(cfg, phase)
     dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)

@@ -107,7 +107,7 @@ class CamResult(Result):
             writer.manifest["flat_maps"] = list(self.flat_maps)
 
 
-def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method: str = "gradcam",
+def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method: str | Sequence[str] = "gradcam",
         target_layers: str | Sequence[str] | None = None, target_category: int | str | Sequence[int | str] | None = None,
         topk: int = 1, vit_like: bool | None = None, num_extra_tokens: int | None = None, aug_smooth: bool = False,
         eigen_smooth: bool = False, ratio_channels_to_ablate: float = 1.0, alpha: float = 0.5, colormap: str = "jet",
@@ -119,19 +119,30 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
 
     ``images``: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them. ``model``: a
     config file, a model name (``torchvision.resnet18``), a config dict, or an ``nn.Module``. The other
-    arguments are ``visctl cam``'s options (``method="all"`` or ``"gradcam,layercam"`` for several;
+    arguments are ``visctl cam``'s options (``method="all"``, ``"gradcam,layercam"`` or a list for several;
     ``image_format`` png, jpg or webp names the figures; ``amp`` bf16 or fp16 autocasts the forward on CUDA).
     Nothing is written: ``result.save(folder)`` writes what the CLI writes.
     """
+    from visctl import arguments
     from visctl import images as imgs
 
+    arguments.model_spec(model)
+    parse_box(target_box)
+    check_numbers(topk=topk, num_extra_tokens=num_extra_tokens, ratio_channels_to_ablate=ratio_channels_to_ablate,
+                  alpha=alpha, panel_size=panel_size, batch_size=batch_size)
+    for name, value in dict(aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, save_raw=save_raw, score=score).items():
+        arguments.flag(name, value)
+    if vit_like is not None:
+        arguments.flag("vit_like", vit_like)
+    layers = arguments.names(target_layers, "target_layers", "a layer name")
+    categories = arguments.categories(target_category)
     session = session or Session(options)
     methods, colormap = check_options(method, colormap, task, image_format)
     check_amp(amp, session.device, methods)
     paths = imgs.as_images(images, note=session.note)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
-    run = start(session, mi, methods=methods, target_category=_as_list(target_category), topk=topk,
-                target_layers=_as_list(target_layers), vit_like=vit_like, num_extra_tokens=num_extra_tokens,
+    run = start(session, mi, methods=methods, target_category=categories, topk=topk,
+                target_layers=layers, vit_like=vit_like, num_extra_tokens=num_extra_tokens,
                 aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, ratio_channels_to_ablate=ratio_channels_to_ablate,
                 alpha=alpha, colormap=colormap, panel_size=panel_size, save_raw=save_raw, batch_size=batch_size,
                 score=score, task=task, target_mask=Path(target_mask) if target_mask else None,
@@ -140,23 +151,64 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
     return run.collect()
 
 
-def check_options(method: str, colormap: str, task: str = "auto", image_format: str = "png",
+def check_numbers(**values: Any) -> None:
+    """``visctl cam``'s numeric options in their ranges (:data:`visctl.arguments.LIMITS`), as the CLI's."""
+    from visctl import arguments
+
+    arguments.check("cam", **values)
+
+
+def check_options(method: str | Sequence[str], colormap: str, task: str = "auto", image_format: str = "png",
                   ) -> tuple[list[Any], str]:
     """The methods and colormap, refused before anything is loaded when they (or the task, or the image
-    format) are not known."""
-    from visctl import _gradcam, cams, render
-    from visctl.errors import InputError
+    format) are not known. ``method``: one name, several comma-separated (the CLI's ``--method a,b``) or a
+    list of them; each runs, in the order given, once."""
+    from visctl import _gradcam, arguments, cams, render
+    from visctl.errors import ArgumentError, InputError
     from visctl.output import check_format
 
     if str(task) not in TASKS:
         raise InputError(f"unknown task {task!r}", hint="use " + ", ".join(TASKS))
     check_format(image_format)
-    methods = cams.parse_method(method)
+    if method is None:
+        raise ArgumentError("method=None names no CAM method", hint="pass a method name (gradcam), several "
+                            "(['gradcam', 'layercam'] or 'gradcam,layercam') or 'all'")
+    wanted = arguments.names(method, "method", "a CAM method", option="--method" if isinstance(method, str) else None)
+    methods = list(dict.fromkeys(m for name in wanted or [] for m in cams.parse_method(name)))
     # the installed grad-cam must be one visctl supports, also when the methods compute natively (their
     # formulas are that version's; the other methods, smoothing and --score use it): read from its metadata,
     # without importing it
     _gradcam.check()
     return methods, render.check_colormap(colormap)
+
+
+def parse_box(target_box: str | Sequence[float] | None) -> list[float] | None:
+    """``--target-box x0,y0,x1,y1`` (or four numbers) as floats, refused unless x0 < x1 and y0 < y1 and it
+    reaches into the image (x1, y1 > 0): an inverted or empty box was silently a region of another shape."""
+    import math
+
+    from visctl.errors import ArgumentError
+
+    if target_box is None:
+        return None
+    hint = "four numbers x0,y0,x1,y1 in original pixels: the left, top, right and bottom edges (x0 < x1, y0 < y1)"
+    try:
+        parts = target_box.split(",") if isinstance(target_box, str) else list(target_box)
+        box = [float(v) for v in parts]
+    except (TypeError, ValueError):
+        raise ArgumentError(f"--target-box {target_box!r} is not four numbers", hint=hint) from None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise ArgumentError(f"--target-box {target_box!r} is not four finite numbers", hint=hint)
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        swapped = f"{min(x0, x1):g},{min(y0, y1):g},{max(x0, x1):g},{max(y0, y1):g}"
+        raise ArgumentError(f"--target-box {target_box!r} is " + ("inverted" if x1 < x0 or y1 < y0 else "empty")
+                            + f" (x0={x0:g}, x1={x1:g}, y0={y0:g}, y1={y1:g})",
+                            hint=hint + (f"; did you mean {swapped}?" if x0 != x1 and y0 != y1 else ""))
+    if x1 <= 0 or y1 <= 0:
+        raise ArgumentError(f"--target-box {target_box!r} lies left of or above the image",
+                            hint=hint + "; the image's top-left pixel is 0,0")
+    return box
 
 
 def check_amp(amp: str, device: str, methods: list[Any]) -> tuple[str, Any] | None:
@@ -166,14 +218,6 @@ def check_amp(amp: str, device: str, methods: list[Any]) -> tuple[str, Any] | No
 
     dtype = cams.autocast_dtype(amp, device, methods)
     return None if dtype is None else (str(device).split(":")[0], dtype)
-
-
-def _as_list(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, int)):
-        return [str(value)]
-    return [str(v) for v in value] or None
 
 
 def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str] | None = None,
@@ -186,6 +230,9 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
     """Plan a run on an opened model: the task, the layers, the classes; :meth:`CamRun.items` does the work."""
     from visctl import config
     from visctl.errors import VisctlError
+
+    check_numbers(topk=topk, num_extra_tokens=num_extra_tokens, ratio_channels_to_ablate=ratio_channels_to_ablate,
+                  alpha=alpha, panel_size=panel_size, batch_size=batch_size)
 
     task = getattr(task, "value", task)
     traced = None  # the example's traced forward, asked once: whether it predicts masks, then the layers' shapes
@@ -203,6 +250,9 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
               alpha=alpha, colormap=colormap, save_raw=save_raw, batch_size=batch_size, score=score,
               image_format=str(getattr(image_format, "value", image_format)),
               autocast=check_amp(amp, session.device, methods))
+    if target_mask is not None and target_box is not None:
+        raise VisctlError("--target-mask and --target-box both give the region", hint="give one of them")
+    parse_box(target_box)
     if segment:
         return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box, **kw)
     if target_mask or target_box:
@@ -589,14 +639,7 @@ class _SegmentationRun(CamRun):
         layouts = [cams.detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
         session.note(f"segmentation: target layers {', '.join(layers)}; regions: "
                      + ("--target-mask" if target_mask else "--target-box" if target_box else "the predicted masks"))
-        box = None
-        if target_box:
-            try:
-                box = [float(v) for v in target_box.split(",")]
-                assert len(box) == 4
-            except (ValueError, AssertionError):
-                raise InputError(f"--target-box {target_box!r}",
-                                 hint="four numbers x0,y0,x1,y1 in original pixels") from None
+        box = parse_box(target_box)
         self.box = box
         if (target_mask or box) and not self.asked:
             raise InputError("a region needs its class", hint="add --target-category NAME_OR_INDEX")
@@ -645,7 +688,12 @@ class _SegmentationRun(CamRun):
                 found_scores: dict[str, dict] = {}
                 # the prediction on the photo's pixels: outlines, and the size of a class's region in the captions
                 on_original = segmentation.prediction_on_original(mi.model, out[i], pred, state, img.shape[:2])
+                outside = box is not None and (box[0] >= img.shape[1] or box[1] >= img.shape[0])
                 for c in wanted:
+                    if outside:  # said so, not "no pixels of it predicted"
+                        rows.append((f"class {c} {names[c] if names and c < len(names) else c}: --target-box "
+                                     f"lies outside the {img.shape[1]}x{img.shape[0]} image", []))
+                        continue
                     if box is not None:
                         region = segmentation.region_from_box(box, state, pred.shape)
                     elif self.target_mask is not None:
@@ -680,7 +728,10 @@ class _SegmentationRun(CamRun):
                 base = segmentation.outlines(img, on_original, present, colors)
                 drawn = [r for r in rows if r[1]]
                 missing = [r[0].split(": ")[0] for r in rows if not r[1]]
-                if missing:  # the manifest's targets say it too; the terminal must, when no picture comes of it
+                if outside:
+                    session.warn(f"{p.name}: --target-box {','.join(f'{v:g}' for v in box or [])} lies outside "
+                                 f"the {img.shape[1]}x{img.shape[0]} image: no map, no picture")
+                elif missing:  # the manifest's targets say it too; the terminal must, when no picture comes of it
                     session.warn(f"{p.name}: no pixel predicted as {', '.join(missing)}: no map for "
                                  f"{'them' if len(missing) > 1 else 'it'}"
                                  + ("" if drawn else ", and no picture (predicted: " + ", ".join(

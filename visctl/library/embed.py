@@ -142,15 +142,26 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
 
     from mmengine.config import Config
 
-    from visctl import _options as opt
-    from visctl import cams, config, datasets, embedding, models, transforms
+    from visctl import arguments, cams, config, datasets, embedding, models, transforms
     from visctl.embedding import EmbedMethod, Pooling, VisStage
     from visctl.errors import ConfigError, VisctlError
     from visctl.library import _common
 
-    pool_mode, how, stage = Pooling(pooling), EmbedMethod(method), VisStage(vis_stage) if vis_stage else None
+    arguments.model_spec(model)
+    if test_cfg is not None:
+        arguments.model_spec(test_cfg, "test_cfg", modules=False)
+    arguments.check("tsne", num_extra_tokens=num_extra_tokens, max_num_class=max_num_class,
+                    max_num_samples_per_class=max_num_samples_per_class, class_idx=class_idx,
+                    n_components=n_components, n_iter_without_progress=n_iter_without_progress, perplexity=perplexity,
+                    n_iter=n_iter, early_exaggeration=early_exaggeration, marker_size=marker_size, seed=seed)
+    target_layers = arguments.names(target_layers, "target_layers", "a layer name")
+    pool_mode, how = arguments.choice(Pooling, pooling, "pooling"), arguments.choice(EmbedMethod, method, "method")
+    stage = arguments.choice(VisStage, vis_stage, "vis_stage") if vis_stage else None
     if stage and target_layers:
         raise VisctlError("--vis-stage and --target-layers both choose the layer", hint="give one of them")
+    if all_stages and (stage or target_layers):
+        raise VisctlError(f"--all-stages and {'--vis-stage' if stage else '--target-layers'} both choose the layers",
+                          hint="give one of them")
     try:
         lr_value: float | str = float(learning_rate)
     except ValueError:
@@ -225,7 +236,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
     inputs_of: frozenset[str] = frozenset()
     module_of: dict[str, str] = {}
     if target_layers:
-        names = [models.find_layer(mi.model, n)[0] for n in opt.split_list(target_layers) or []]
+        names = [models.find_layer(mi.model, n)[0] for n in target_layers]
     elif stage:
         default = embedding.last_stage(mi.model, example)
         label, path, take_input, why = embedding.vis_stage_layer(mi.model, stage, pr.shape_of, default)
@@ -322,7 +333,7 @@ def write_run(session: Session, p: EmbedPlan, ext: dict[str, Any], writer: Outpu
     writer.manifest["params"].update({k: p.params[k] for k in ("perplexity", "perplexity_requested", "samples")})
     for label, path in ext["features"].items():
         with output.uninterrupted():
-            shape = np.load(path, mmap_mode="r").shape
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
             writer.add_output(path, "array", caption=f"{label}: features ({shape[0]} x {shape[1]})")
     for name in ext["names"]:
         writer.add_input(name)
@@ -372,7 +383,7 @@ def iter_layers(session: Session, p: EmbedPlan, ext: dict[str, Any], features: d
             p.notes.append(message)
             session.warn(message)
     for label, path in ext["features"].items():
-        feats = features[label] if features is not None else np.load(path, mmap_mode="r")
+        feats = features[label] if features is not None else np.load(path, mmap_mode="r", allow_pickle=False)
         t0 = time.time()
         coords, how = embedding.embed(np.asarray(feats), o["method"], perplexity=o["used_perplexity"],
                                       n_iter=o["n_iter"], learning_rate=o["learning_rate"],
@@ -435,6 +446,9 @@ def embed(model: Any, checkpoint: str | None = None, *, phase: str | None = None
 
     import numpy as np
 
+    from visctl import arguments
+
+    arguments.check("tsne", num_workers=num_workers, batch_size=batch_size)
     session = session or Session(options)
     p = plan(session, model, checkpoint, phase=phase, test_cfg=test_cfg, target_layers=target_layers,
              vis_stage=vis_stage, all_stages=all_stages, pooling=pooling, num_extra_tokens=num_extra_tokens,
@@ -445,7 +459,7 @@ def embed(model: Any, checkpoint: str | None = None, *, phase: str | None = None
     with tempfile.TemporaryDirectory(prefix="visctl-embed-") as tmp:
         ext = extract(session, p, Path(tmp), batch_size=batch_size, num_workers=num_workers)
         assert ext is not None
-        features = {label: np.array(np.load(path)) for label, path in ext["features"].items()}
+        features = {label: np.array(np.load(path, allow_pickle=False)) for label, path in ext["features"].items()}
     for name, message in ext["failures"]:
         session.skip(name, message)
     settle_perplexity(session, p, len(ext["rows"]))

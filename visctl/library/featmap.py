@@ -151,9 +151,10 @@ class Plan:
 def check_options(*, channel_reduction: Reduction, topk: int, arrangement: tuple[int, int] | None,
                   colormap: str | None, compare: Any, signed: bool) -> str:
     """Refuse options that do not fit together, before any work; returns the colormap to use."""
-    from visctl import featmaps, render
+    from visctl import arguments, featmaps, render
     from visctl.errors import VisctlError
 
+    arguments.check("featmap", topk=topk, arrangement=arrangement)  # --arrangement 0 0 is no grid
     colormap = render.check_colormap(colormap or ("coolwarm" if signed else "jet"))
     if signed and not compare:
         raise VisctlError("--signed needs --compare", hint="--compare CONFIG2[,CHECKPOINT2] --signed")
@@ -174,13 +175,17 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             recorded: Sequence[str] | None = None, image_format: str = "png", options: RunOptions | None = None,
             session: Session | None = None, on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
     """Check the options, load the model (and ``compare``), resolve the layers; nothing is computed yet."""
-    from visctl import cams, config, models, output
+    from visctl import arguments, cams, config, models, output
     from visctl.library import _common
 
+    arguments.model_spec(model)
+    arguments.check("featmap", alpha=alpha, score_thr=score_thr, panel_size=panel_size, batch_size=batch_size,
+                    resize_shape=resize_shape)
+    target_layers = arguments.names(target_layers, "target_layers", "a layer name")
     image_format = output.check_format(image_format)
     session = session or Session(options)
-    reduction = Reduction(channel_reduction)
-    normalize = Normalize(normalize)
+    reduction = arguments.choice(Reduction, channel_reduction, "channel_reduction")
+    normalize = arguments.choice(Normalize, normalize, "normalize")
     cmap = check_options(channel_reduction=reduction, topk=topk, arrangement=arrangement, colormap=colormap,
                          compare=compare, signed=signed)
     if arrangement and reduction is not Reduction.none:
@@ -224,7 +229,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             if compare_checkpoint:
                 summary = models.load_checkpoint(model_b, str(compare_checkpoint),
                                                  unsafe=session.unsafe_load_checkpoint)
-                session.note("compare: " + models.checkpoint_note(summary))
+                _common.say_checkpoint(session, summary, "compare: ")
         else:
             if isinstance(compare, (str, Path)):
                 session.protect(compare)

@@ -192,8 +192,16 @@ def plan(config: Any, images: Any = None, *, phase: str = "train", number: int =
          channel_order: str | None = None, seed: int = 0, record: bool = True, num_workers: int = 0,
          session: Session, config_name: str | None = None) -> PipelinePlan:
     """Load the config and the dataset (or ``images``), and say what the run will do."""
-    from visctl import datasets
+    from visctl import arguments, datasets
 
+    arguments.model_spec(config, "config", modules=False)
+    arguments.check("pipeline", number=number, min_edge_length=min_edge_length, max_edge_length=max_edge_length,
+                    rescale_factor=rescale_factor, seed=seed)
+    if adaptive and min_edge_length > max_edge_length:
+        raise arguments.ArgumentError(f"--min-edge-length {min_edge_length} is above --max-edge-length "
+                                      f"{max_edge_length}", hint="the adaptive size keeps each figure's edges "
+                                      "between the two: give min <= max")
+    skip_type = arguments.skip_types(skip_type)
     phase = _choice(phase, PHASES, "phase")
     mode = _choice(mode, MODES, "mode")
     check_rescale(rescale_factor, mode, adaptive)

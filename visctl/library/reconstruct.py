@@ -150,6 +150,24 @@ class ReconPlan:
     norm_pix_stats: str = "patch"
 
 
+def check_arguments(*, mask_ratio: float | None, mask_file: str | Path | None, use_vis_pipeline: bool,
+                    seed: int | None, batch_size: int | None = None) -> None:
+    """The numbers in their ranges, and no two mask sources: a mask file decides every patch, so a mask ratio
+    or the pipeline's masks beside it would be silently ignored."""
+    from visctl import arguments
+
+    arguments.check("recon", mask_ratio=mask_ratio, seed=seed, batch_size=batch_size)
+    if mask_file is not None:
+        if not isinstance(mask_file, (str, Path)) or not str(mask_file).strip():
+            raise arguments.ArgumentError(f"mask_file={mask_file!r} is not a file name",
+                                          hint="a .npy or an image, nonzero = masked")
+        given = [f for f, on in (("--mask-ratio", mask_ratio is not None), ("--use-vis-pipeline", use_vis_pipeline))
+                 if on]
+        if given:
+            raise arguments.ArgumentError(f"--mask-file and {' and '.join(given)} both choose the masked patches",
+                                          hint="give one of them: the mask file decides every patch")
+
+
 def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, mask_file: str | Path | None = None,
          use_vis_pipeline: bool = False, norm_pix: bool = False, target_generator: bool = False,
          seed: int | None = 0, norm_pix_stats: str = "patch") -> ReconPlan:
@@ -164,6 +182,7 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
     from visctl.errors import VisctlError
     from visctl.masked import NormPixStats
 
+    check_arguments(mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline, seed=seed)
     if norm_pix_stats not in {s.value for s in NormPixStats}:
         raise VisctlError(f"--norm-pix-stats {norm_pix_stats!r}",
                           hint=f"use {' or '.join(s.value for s in NormPixStats)}")
@@ -395,9 +414,13 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_
     Returns:
         :class:`Reconstructions`: per image the mask, the images, the masked-patch MSE and the figure.
     """
+    from visctl import arguments
     from visctl import images as imgs
     from visctl.library import _common
 
+    arguments.model_spec(model)
+    check_arguments(mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline, seed=seed,
+                    batch_size=batch_size)
     session = session or Session(options)
     paths = imgs.as_images(images, note=session.note)
     session.protect(mask_file)

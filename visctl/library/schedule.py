@@ -237,10 +237,14 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
     """
     import time
 
+    from visctl import arguments, schedules
     from visctl import config as config_mod
-    from visctl import schedules
     from visctl.errors import ConfigError, InputError
 
+    arguments.model_spec(config, "config", modules=False)
+    arguments.check("lr", dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size)
+    if model is not None:
+        arguments.model_spec(model)
     ctx = session or Session(options)
     parameter = getattr(parameter, "value", parameter)  # the CLI's enum
     if parameter is not None and parameter not in PARAMETERS:

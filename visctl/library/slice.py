@@ -122,12 +122,15 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, patch_siz
     ``batched_nms``) on an OpenMMLab detector, whose users run that demo's lines, and to 0.5 over the smaller box
     (``ios``: a box cut by a tile border merges with the whole one) elsewhere.
     """
-    from visctl import config, models
+    from visctl import arguments, config, models
     from visctl.images import as_images
     from visctl.library import _common
 
+    arguments.model_spec(model)
+    arguments.check("slice", patch_size=patch_size, patch_overlap_ratio=patch_overlap_ratio,
+                    merge_iou_thr=merge_iou_thr, score_thr=score_thr, max_side=max_side, batch_size=batch_size)
     session = session or Session(options)
-    merge = Merge(merge)
+    merge = arguments.choice(Merge, merge, "merge")
     check_options(merge=merge, merge_metric=merge_metric)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
     seed_defaults = bool(getattr(mi.model, "is_openmmlab_detector", False))  # large_image_demo.py's users
