@@ -1,4 +1,5 @@
-"""README's OpenMMLab section: every command line names a visctl command and flags that command has."""
+"""The install page's OpenMMLab section (docs/install.md): every command line names a visctl command and flags that
+command has."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from conftest import ROOT
 
 
 def _section_commands() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("### The OpenMMLab packages' own configs")
-    end = text.index("\n### ", start + 10)
-    blocks = re.findall(r"```bash\n(.*?)```", text[start:end], flags=re.S)
+    text = (ROOT / "docs" / "install.md").read_text()
+    start = text.index("## The OpenMMLab packages' own configs")
+    end = text.find("\n## ", start + 10)
+    blocks = re.findall(r"```bash\n(.*?)```", text[start:end if end > 0 else None], flags=re.S)
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     return [shlex.split(line, comments=True) for line in lines if line.startswith("visctl ")]
 

@@ -187,13 +187,12 @@ def test_seed_lines_are_current():
 
 
 def _flag_tables() -> dict[str, list[tuple[list[str], list[str]]]]:
-    """README's "flag by flag" tables: command -> rows of (seed flags, visctl flags)."""
+    """The "flag by flag" tables of docs/migrating.md: command -> rows of (seed flags, visctl flags)."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
-    part = readme.split("## Coming from the OpenMMLab scripts")[1].split("\n## ")[0]
+    part = (ROOT / "docs" / "migrating.md").read_text()
     tables: dict[str, list[tuple[list[str], list[str]]]] = {}
-    for section in part.split("\n#### ")[1:]:
+    for section in part.split("\n### ")[1:]:
         header, *lines = section.splitlines()
         tools = re.findall(r"`(\w+\.py)`", header)
         command = re.search(r"-> `visctl (\w+)`", header).group(1)
@@ -216,15 +215,15 @@ def test_flag_tables_name_real_flags_and_every_seed_flag():
     tables = _flag_tables()
     commands = typer.main.get_command(app).commands
     for tool, command in TOOLS.items():
-        assert tool in tables, f"README has no flag table for {tool}"
+        assert tool in tables, f"docs/migrating.md has no flag table for {tool}"
         opts = {o for p in commands[command].params for o in p.opts}
         for _seed, ours in tables[tool]:
             for flag in ours:
-                assert flag in opts, f"{tool}: README maps to {flag}, which visctl {command} does not have"
+                assert flag in opts, f"{tool}: docs/migrating.md maps to {flag}, which visctl {command} does not have"
         documented = {f for seed, _ in tables[tool] for f in seed}
         for _where, cmd in seed_lines():
             words = shlex.split(cmd)
             if Path(words[1]).name == tool:
                 for w in words[2:]:
                     if w.startswith("--"):
-                        assert w in documented, f"{tool}: the seeds use {w}; README's table lacks it"
+                        assert w in documented, f"{tool}: the seeds use {w}; the table lacks it"

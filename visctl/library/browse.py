@@ -210,12 +210,15 @@ def browse(config: Any, *, phase: str = "train", number: int = 32, skip_type: An
         config: an mmengine config (a path, a dict or a ``Config``) with ``<phase>_dataloader.dataset``.
         phase: train, val or test; number: samples from the first (-1: all).
         skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
-        rows, cols: the grid of a page; num_workers: DataLoader worker processes.
+        rows: the rows of a page's grid.
+        cols: the columns of a page's grid.
+        num_workers: DataLoader worker processes.
         channel_order: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``): shown as that,
             so the wrong one swaps the colours as mmpretrain shows them [default: their own order]. One figure
             per sample (mmpretrain's ``--mode``): :func:`visctl.pipeline_views`.
         seed: the random transforms' seed (the same views each run).
-        options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
+        options: how the run writes and reports (:class:`visctl.RunOptions`).
+        session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
     """
     ctx = session or Session(options)
     skipped, noted = len(ctx.failures), len(ctx.notes)

@@ -426,16 +426,19 @@ def embed(model: Any, checkpoint: str | None = None, *, phase: str | None = None
           seed: int = 0, options: RunOptions | None = None, session: Session | None = None) -> Embedding:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures (``visctl tsne``).
 
+    The arguments not listed below are the CLI's options of the same names.
+
     Args:
         model: a config (path, dict or mmengine Config) with a model and a dataset (``test_dataloader``,
             ``val_dataloader`` or ``extract_dataloader``), or an nn.Module with ``test_cfg`` giving the dataset.
         checkpoint: weights [default: the config's ``load_from``].
         phase: the dataloader whose dataset is used (``test``, ``val``, ...) [default: test, else val].
         test_cfg: a config (path or dict) whose ``test_dataloader`` replaces the model config's.
-        target_layers / vis_stage / all_stages: the layers (names; ``backbone``, ``neck`` or ``pre_logits``;
-            every stage) [default: the neck's output, as mmpretrain].
-        pooling: ``avg``, ``max``, ``cls`` or ``flatten``; method: ``tsne``, ``umap`` or ``pca``.
-        The other arguments are the CLI's options of the same names.
+        target_layers: the layers, by name [default: the neck's output, as mmpretrain].
+        vis_stage: ``backbone``, ``neck`` or ``pre_logits``, as mmpretrain's ``--vis-stage``.
+        all_stages: every stage of the backbone.
+        pooling: ``avg``, ``max``, ``cls`` or ``flatten``.
+        method: ``tsne``, ``umap`` or ``pca``.
 
     Returns:
         :class:`Embedding`: per layer the features, coordinates, 5-NN accuracies and figures; each row's dataset

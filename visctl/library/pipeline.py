@@ -279,13 +279,16 @@ def pipeline_views(config: Any, images: Any = None, *, phase: str = "train", num
         phase: train, val or test; number: samples from the first (-1: all).
         skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
         mode: what each figure shows: original, transformed, concat (both) or pipeline (every step).
-        adaptive, min_edge_length, max_edge_length: scale each panel into the edge limits (pixels).
+        adaptive: scale each panel into the edge limits.
+        min_edge_length: the shortest edge a panel may have (pixels), with ``adaptive``.
+        max_edge_length: the longest edge a panel may have (pixels), with ``adaptive``.
         bgr2rgb: swap the channels of every panel (mmcls 0.x's flag).
         rescale_factor: with mode original, scale the original by this factor (mmpretrain's ``-r``).
         channel_order: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``): shown as that,
             so the wrong one swaps the colours as mmpretrain shows them [default: their own order].
         seed: the random transforms' seed (the same views each run).
-        options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
+        options: how the run writes and reports (:class:`visctl.RunOptions`).
+        session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
     """
     ctx = session or Session(options)
     skipped, noted = len(ctx.failures), len(ctx.notes)

@@ -233,7 +233,8 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
         title: the plot's title [default: the config's name].
         style: a matplotlib style; window_size: ``"W*H"`` inches; log_scale: a logarithmic lr axis.
         parameter: plot only ``"lr"``, ``"momentum"`` or ``"wd"`` (the values keep every column).
-        options, session: see :class:`visctl.RunOptions` / :class:`visctl.Session`.
+        options: how the run writes and reports (:class:`visctl.RunOptions`).
+        session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
     """
     import time
 
