@@ -388,7 +388,7 @@ def feature_file(path: Any, rows: int, dims: int) -> Any:
 def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int], *, mean: Any, std: Any, rgb: bool,
             device: str, batch_size: int, num_workers: int, pooling: Pooling, extra_tokens: int,
             out_dir: Any, prefix: str = "features", progress: Any = None,
-            inputs_of: frozenset[str] = frozenset()) -> dict[str, Any]:
+            inputs_of: frozenset[str] = frozenset(), on_done: Any = None) -> dict[str, Any]:
     """Pool the chosen layers' outputs for ``indices`` of ``samples`` into memory-mapped .npy files.
 
     For the labels in ``inputs_of`` the layer's input is taken instead of its output (``pre_logits``: the
@@ -397,12 +397,14 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
     Features stream to disk batch by batch, so 100,000 images x 2048 dims need no more memory than one
     batch. Returns ``dict(features={label: path}, rows=[dataset index per row], labels, names, failures)``.
     When extraction stops (an interrupt, a full disk, an error), the half-filled files are removed.
+    ``on_done(paths)`` (a run recording the files in its manifest) is called once they are complete, in the same
+    uninterrupted step as their completion: an interrupt leaves either no file or every file recorded.
     """
     from pathlib import Path
 
     import numpy as np
 
-    from visctl import datasets, featmaps, transforms
+    from visctl import datasets, featmaps, output, transforms
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -413,6 +415,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
     names: list[str] = []
     failures: list[tuple[str, str]] = []
     pending: list[dict] = []
+    done = False
 
     def flush() -> None:
         if not pending:
@@ -449,16 +452,22 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             if len(pending) == batch_size:
                 flush()
         flush()
-        for label in list(files):
-            files[label].flush()
-            if len(rows) < files[label].shape[0]:  # some inputs failed: keep only the written rows
-                kept = np.array(files[label][:len(rows)])
-                files[label] = None
-                tmp = paths[label].with_name(f".{paths[label].name}.part")
-                with open(tmp, "wb") as fh:
-                    np.save(fh, kept)
-                os.replace(tmp, paths[label])
+        with output.uninterrupted():  # an interrupt from here on is raised once the files are complete and recorded
+            for label in list(files):
+                files[label].flush()
+                if len(rows) < files[label].shape[0]:  # some inputs failed: keep only the written rows
+                    kept = np.array(files[label][:len(rows)])
+                    files[label] = None
+                    tmp = paths[label].with_name(f".{paths[label].name}.part")
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, kept)
+                    os.replace(tmp, paths[label])
+            if on_done is not None:
+                on_done(paths)
+            done = True
     except BaseException:
+        if done:  # complete and recorded: an interrupt held back until now
+            raise
         files.clear()  # unmap before removing
         for path in paths.values():
             path.unlink(missing_ok=True)

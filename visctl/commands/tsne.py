@@ -126,7 +126,7 @@ def tsne(
         # rank 0 opens the run's record now, so that an interrupt during extraction leaves a true manifest
         writer = ctx.open_writer(p.params) if rank == 0 else None
         ext = lib.extract(ctx, p, ctx.out_dir, batch_size=opts.batch_size, num_workers=num_workers, rank=rank,
-                          world=world)
+                          world=world, writer=writer)
         if ext is None or writer is None:  # another rank: its shard is gathered by rank 0
             return
         lib.write_run(ctx, p, ext, writer, extract_s=time.time() - ctx.started)

@@ -273,12 +273,20 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
 
 
 def extract(session: Session, p: EmbedPlan, out_dir: Path, *, batch_size: int = 32, num_workers: int = 0,
-            rank: int = 0, world: int = 1) -> dict[str, Any] | None:
+            rank: int = 0, world: int = 1, writer: OutputWriter | None = None) -> dict[str, Any] | None:
     """Pool the layers' features of this rank's shard into ``features_<tag>.npy`` files under ``out_dir``
     (memory-mapped, streamed batch by batch). With several ranks, rank 0 gathers and merges the shards and
     returns the whole; the other ranks return None. Returns ``dict(features={label: path}, rows, labels,
-    names, failures)``."""
+    names, failures)``. With ``writer`` (one process), the files are recorded in its manifest as they are completed,
+    in one uninterrupted step."""
     from visctl import embedding
+
+    listed: list[bool] = []
+
+    def record(paths: dict[str, Path]) -> None:
+        if writer is not None and world == 1:
+            list_features(writer, paths)
+            listed.append(True)
 
     shard = p.indices[rank::world]
     with session.progress(len(shard), "features") as advance:
@@ -287,7 +295,8 @@ def extract(session: Session, p: EmbedPlan, out_dir: Path, *, batch_size: int = 
                                    num_workers=num_workers, pooling=p.opts["pooling"], extra_tokens=p.extra_tokens,
                                    out_dir=out_dir / (".shards" if world > 1 else ""),
                                    prefix=f"features.rank{rank}" if world > 1 else "features", progress=advance,
-                                   inputs_of=p.inputs_of)
+                                   inputs_of=p.inputs_of, on_done=record)
+    result["listed"] = bool(listed)
     if world > 1:
         import torch.distributed as dist
 
@@ -322,19 +331,26 @@ def settle_perplexity(session: Session, p: EmbedPlan, samples: int) -> None:
     p.params.update(perplexity=used, perplexity_requested=asked, samples=samples)
 
 
+def list_features(writer: OutputWriter, features: dict[str, Any]) -> None:
+    """Record each layer's ``features_<tag>.npy`` in the run's manifest."""
+    import numpy as np
+
+    for label, path in features.items():
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        writer.add_output(path, "array", caption=f"{label}: features ({shape[0]} x {shape[1]})")
+
+
 def write_run(session: Session, p: EmbedPlan, ext: dict[str, Any], writer: OutputWriter, extract_s: float) -> None:
     """Write an extraction as ``visctl tsne`` does: the features first (listed whatever happens to the embedding),
     the inputs and the skipped ones, each layer's embedding as it is done, the labels, notes, quality, timing."""
-    import numpy as np
 
     from visctl import output
 
     settle_perplexity(session, p, len(ext["rows"]))
     writer.manifest["params"].update({k: p.params[k] for k in ("perplexity", "perplexity_requested", "samples")})
-    for label, path in ext["features"].items():
-        with output.uninterrupted():
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-            writer.add_output(path, "array", caption=f"{label}: features ({shape[0]} x {shape[1]})")
+    if not ext.get("listed"):
+        with output.uninterrupted():  # every layer's features listed, or none
+            list_features(writer, ext["features"])
     for name in ext["names"]:
         writer.add_input(name)
     for name, message in ext["failures"]:
