@@ -363,11 +363,16 @@ def test_pipeline(cfg: Any) -> list[dict] | None:
     ``--cfg-options test_dataloader.dataset.pipeline.1.scale=...`` changes; ``test_pipeline`` is usually the
     same list before the override.
     """
+    key = test_pipeline_key(cfg)
+    return None if key is None else [dict(step) for step in cfg_get(cfg, key)]
+
+
+def test_pipeline_key(cfg: Any) -> str | None:
+    """The config key :func:`test_pipeline` reads the pipeline from; None when the config has none."""
     for key in ("test_dataloader.dataset.pipeline", "test_pipeline", "val_dataloader.dataset.pipeline",
                 "val_pipeline"):
-        pipe = cfg_get(cfg, key)
-        if pipe:
-            return [dict(step) for step in pipe]
+        if cfg_get(cfg, key):
+            return key
     return None
 
 

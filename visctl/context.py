@@ -25,6 +25,7 @@ from visctl.errors import (
     OutputError,
     Terminated,
     VisctlError,
+    out_of_memory,
     report,
     report_bug,
 )
@@ -174,6 +175,8 @@ class RunContext(Session):
         if isinstance(exc, OSError) and exc.errno in output.DISK_ERRNOS:  # a full disk outside the writer
             where = f" {exc.filename}" if exc.filename else ""
             exc = OutputError(f"cannot write{where}: {exc.strerror or exc}", hint=output._path_hint(exc))
+        if exc is not None and out_of_memory(exc) is not None:  # a failed allocation: too large an input
+            exc = out_of_memory(exc)
         if isinstance(exc, VisctlError):
             if self.writer is not None and not self._finished and not self.rank:
                 try:

@@ -473,7 +473,8 @@ class PipelineSamples:
         try:
             sample = self.dataset.load(index)
             # one generator per sample, from (seed, index): the same views whatever the order or workers
-            states = run_views(sample.image, self.steps, np.random.default_rng([self.seed, index]), self.record)
+            states = run_views(sample.image, self.steps, np.random.default_rng([self.seed, index]), self.record,
+                               max_pixels=getattr(self.dataset, "max_pixels", None))
         except VisctlError as err:
             item["error"] = err.message
             return item

@@ -101,6 +101,23 @@ def report(err: VisctlError, debug: bool = False) -> int:
     return EXIT_USAGE
 
 
+def out_of_memory(exc: BaseException) -> VisctlError | None:
+    """A failed allocation (``MemoryError``, torch's "DefaultCPUAllocator: can't allocate memory", CUDA out of
+    memory, OpenCV's "Insufficient memory") as the user error it is: too large an input for this machine.
+    None for any other exception."""
+    text = " ".join(str(exc).split())
+    if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or any(s in text for s in ("can't allocate memory", "CUDA out of memory", "Insufficient memory",
+                                       "Failed to allocate"))):
+        return None
+    amount = re.search(r"allocate (\d+) bytes", text)
+    what = f" ({int(amount.group(1)) / 2**30:,.1f} GiB at once)" if amount else ""
+    return VisctlError(f"out of memory: an allocation failed{what} ({type(exc).__name__})",
+                       hint="the input, or what the config's pipeline makes of it (the model's input), is too large "
+                       "for this machine: resize in the config's test pipeline (e.g. --cfg-options), lower "
+                       "--max-pixels or --batch-size, or use `visctl slice` on huge images")
+
+
 def report_bug(exc: BaseException) -> int:
     """Print a crash (any exception that is not a :class:`VisctlError`) to stderr: its traceback, then one
     ``internal error`` line asking for a report; returns :data:`EXIT_INTERNAL`, so a bug never reads as a

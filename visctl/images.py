@@ -205,6 +205,8 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     size = check_pixels(path, max_pixels)
     if size is not None and size[0] * size[1] > _opencv_pixel_limit():
         return _read_with_pil(path)  # within the budget, beyond what OpenCV decodes
+    if size is not None and path.suffix.lower() in (".tif", ".tiff") and _pil_mode(path) in ("F", "I"):
+        return _read_with_pil(path)  # one-channel 32-bit TIFFs: OpenCV's colour decoding refuses them
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
@@ -215,9 +217,89 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     except cv2.error as exc:  # a header PIL could not read, beyond OpenCV's limits
         raise InputError(f"cannot decode {path}: OpenCV refuses it ({' '.join(str(exc).split())[-120:]})",
                          hint="is the file complete, and an image of a sane size?") from None
-    if img is None:
+    if img is None:  # a file OpenCV refuses and PIL may read (its header was read)
+        if size is not None:
+            return _read_with_pil(path)
         raise InputError(f"cannot decode {path} as an image", hint="is the file complete and an image format?")
     return _to_rgb8(img, bgr=True, path=path)
+
+
+def read_mask(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A mask file as a 2-D array: a ``.npy`` (no pickles) or an image, read as one gray channel (RGB images
+    are converted). The pixel budget ``max_pixels`` applies as to :func:`read_image`: an image's header, a
+    ``.npy``'s shape, are checked before anything is decoded or loaded.
+
+    Raises:
+        ImageTooLarge: over the budget.
+        InputError: missing, unreadable, or not a 2-D array.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"mask file not found: {path}", hint="give a .npy or an image file")
+    if path.suffix.lower() == ".npy":
+        shape = _npy_shape(path)
+        if shape is not None and len(shape) >= 2 and max_pixels is not None and shape[0] * shape[1] > max_pixels:
+            h, w = shape[0], shape[1]
+            raise ImageTooLarge(f"{path} is {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over the budget of "
+                                f"{max_pixels / 1e6:,.1f} MP (--max-pixels)",
+                                hint="raise --max-pixels if the mask is genuine, or give a smaller one")
+        arr = read_mask_array(path, "mask", max_pixels)  # no pickles; numbers only, 2-D, finite
+    else:
+        arr = _decode_unchanged(path, max_pixels)
+        if arr.ndim == 3:  # nonzero = inside: a colour mask's pixel is inside where any colour channel is nonzero
+            arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise InputError(f"the mask {path} has shape {arr.shape}, not a 2-D (H x W) array",
+                         hint="give one channel: a 2-D .npy or a grayscale image")
+    return arr
+
+
+def _decode_unchanged(path: Path, max_pixels: int | None) -> np.ndarray:
+    """An image file's samples as stored (any depth, any channels: a mask's values are not rescaled), after
+    the budget check on its header; OpenCV first, then PIL for what OpenCV refuses."""
+    import cv2
+    import numpy as np
+
+    size = check_pixels(path, max_pixels)
+    img = None
+    if size is None or size[0] * size[1] <= _opencv_pixel_limit():
+        try:
+            data = np.fromfile(str(path), dtype=np.uint8)
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        except (OSError, cv2.error):
+            img = None
+    if img is not None:
+        return np.asarray(img)
+    if size is not None:
+        from PIL import Image
+
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # the budget was checked above
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im)
+        except (OSError, ValueError, SyntaxError):
+            pass
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    raise InputError(f"cannot read the mask {path} as an image", hint="give a .npy or an image file")
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """A ``.npy`` file's shape from its header, without loading it; None when the header cannot be read."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)(f)
+        return tuple(int(v) for v in header[0])
+    except (OSError, ValueError):
+        return None
 
 
 def _to_rgb8(img: np.ndarray, bgr: bool, path: Path) -> np.ndarray:
@@ -235,8 +317,24 @@ def _to_rgb8(img: np.ndarray, bgr: bool, path: Path) -> np.ndarray:
     return img
 
 
+def _pil_mode(path: Path) -> str | None:
+    """The PIL mode an image's header gives (``F``: 32-bit float, ``I``: 32-bit integer), None if unreadable."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the header only; the budget is visctl's
+    try:
+        with Image.open(path) as im:
+            return str(im.mode)
+    except Exception:  # noqa: BLE001 - OpenCV will say what is wrong with the file
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def _read_with_pil(path: Path) -> np.ndarray:
-    """Decode through PIL an image larger than OpenCV's limit (the budget was raised for it)."""
+    """Decode through PIL an image larger than OpenCV's limit (the budget was raised for it), or one that
+    OpenCV's colour decoding refuses (one-channel float or 32-bit integer TIFFs)."""
     import numpy as np
     from PIL import Image, ImageOps
 
@@ -265,10 +363,12 @@ def _kind(path: Path) -> str:
 
 
 def _float_to_u8(img: np.ndarray, path: Path) -> np.ndarray:
-    """A float (or 32-bit) image stretched to 0-255 over its finite values.
+    """A float (or 32-bit integer) image as 8 bits, by the range of its finite values: within 0-1, times 255
+    (a 0-1 image); else within 0-255, as it is (a 0-255 image); else stretched from its minimum to its maximum.
 
-    NaN and infinite pixels take no part in the range and become 0, with an :class:`InputWarning`; a constant
-    image keeps its value (0-1 images times 255, 0-255 ones as they are) instead of turning black.
+    So a 0-1 and a 0-255 float image of the same picture give that picture's uint8 pixels (rounded). NaN and
+    infinite pixels take no part in the range and become 0, with an :class:`InputWarning`; a constant image
+    outside 0-255 is mid-grey.
     """
     import warnings
 
@@ -285,12 +385,16 @@ def _float_to_u8(img: np.ndarray, path: Path) -> np.ndarray:
     if bad:
         warnings.warn(f"{path}: {bad} NaN or infinite value(s) left out of the intensity range and drawn as 0",
                       InputWarning, stacklevel=3)
-    lo, hi = float(img[finite].min()), float(img[finite].max())
-    if hi > lo:
-        out = (img - lo) / (hi - lo) * 255.0
-    else:  # constant: keep the value where it reads as an intensity
-        level = lo * 255.0 if 0.0 <= lo <= 1.0 else lo if 0.0 <= lo <= 255.0 else 128.0
-        out = np.full(img.shape, level, np.float32)
+    values = img[finite] if bad else img
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0.0 and hi <= 1.0:  # a 0-1 image
+        out = img * np.float32(255.0)
+    elif lo >= 0.0 and hi <= 255.0:  # a 0-255 image
+        out = img.copy()
+    elif hi > lo:  # any other range: stretched over its finite values
+        out = ((img - lo) / (hi - lo) * 255.0).astype(np.float32, copy=False)
+    else:  # constant, outside 0-255: no intensity to keep
+        out = np.full(img.shape, 128.0, np.float32)
     out[~finite] = 0.0
     return np.clip(out, 0, 255).round().astype(np.uint8)
 

@@ -7,6 +7,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import VisctlError
+from visctl.images import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,29 +37,19 @@ def masks_for(n: int, grid: tuple[int, int], ratio: float, seed: int | None, fir
     return torch.cat(rows)
 
 
-def mask_from_file(path: Any, grid: tuple[int, int]) -> torch.Tensor:
+def mask_from_file(path: Any, grid: tuple[int, int], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """A mask from .npy or an image: patch-grid sized, or pixel sized (a patch is masked when most of its
-    pixels are); nonzero = masked."""
+    pixels are); nonzero = masked. The pixel budget (``--max-pixels``) applies as to every image read."""
     from pathlib import Path
 
-    import cv2
     import torch
+
+    from visctl.images import read_mask
 
     path = Path(path)
     if not path.is_file():
         raise VisctlError(f"mask file not found: {path}", hint="give a .npy or an image, nonzero = masked")
-    if path.suffix.lower() != ".npy":
-        from visctl.images import check_pixels
-
-        check_pixels(path)  # a mask is small: the default budget; a bomb would stop OpenCV with cv2.error
-    if path.suffix.lower() == ".npy":
-        from visctl.images import read_mask_array
-
-        arr: Any = read_mask_array(path, "mask file")  # no pickle; numbers only, 2-D
-    else:
-        arr = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if arr is None or arr.ndim != 2:
-        raise VisctlError(f"cannot read a 2-D mask from {path}", hint="a .npy array or a grayscale image")
+    arr = read_mask(path, max_pixels)
     gh, gw = grid
     if arr.shape != (gh, gw):
         if arr.shape[0] % gh or arr.shape[1] % gw:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import InputError
+from visctl.images import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,22 +95,18 @@ def region_from_box(box: list[float], state: ImageState, hw: tuple[int, int]) ->
     return mask
 
 
-def region_from_file(path: Path, state: ImageState, orig_hw: tuple[int, int], hw: tuple[int, int]) -> np.ndarray:
-    """A mask file (image or .npy, nonzero = region) at the original's size -> the model input's pixels."""
+def region_from_file(path: Path, state: ImageState, orig_hw: tuple[int, int], hw: tuple[int, int],
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A mask file (image or .npy, nonzero = region) at the original's size -> the model input's pixels;
+    the pixel budget (``--max-pixels``) applies to it as to every image visctl reads."""
     import cv2
     import numpy as np
 
+    from visctl.images import read_mask
+
     if not path.is_file():
         raise InputError(f"mask file not found: {path}", hint="a .npy or an image, nonzero inside the region")
-    if path.suffix.lower() == ".npy":
-        from visctl.images import read_mask_array
-
-        m: Any = read_mask_array(path, "--target-mask")  # no pickle; numbers only, 2-D
-    else:
-        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise InputError(f"cannot read mask {path}", hint="a .npy or an image file")
-    m = (np.asarray(m) != 0).astype(np.float32)
+    m = (read_mask(path, max_pixels) != 0).astype(np.float32)
     if m.ndim != 2 or m.shape != tuple(orig_hw):
         raise InputError(f"mask {path} is {m.shape}, the image is {tuple(orig_hw)}",
                          hint="give a mask of the original image's size")

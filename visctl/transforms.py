@@ -41,6 +41,7 @@ class ImageState:
     mask: Any = None  # (h, w) bool patch mask from a masking step (SimMIM, BEiT), True = masked
     snapshots: list[tuple[str, Any]] | None = None  # (step label, image) after each step, when recording
     meta: Any = None  # what an OpenMMLab package's pipeline recorded (img_shape, scale_factor, pad_param, ...)
+    max_pixels: int | None = None  # the pixel budget (--max-pixels) of every image a step makes; None: none
 
     def copy(self) -> ImageState:
         """An independent copy (for multi-view pipelines)."""
@@ -56,6 +57,23 @@ class ImageState:
         """Compose another affine step ``u'' = s * u' + t`` after the current one."""
         self.scale = (self.scale[0] * sx, self.scale[1] * sy)
         self.shift = (self.shift[0] * sx + tx, self.shift[1] * sy + ty)
+
+
+class PipelineTooLarge(ConfigError):
+    """A pipeline step would make an image over the pixel budget (``--max-pixels``); ``step`` is its index."""
+
+    step: int | None = None
+
+
+def check_budget(state: ImageState, w: int, h: int) -> None:
+    """Refuse, before it is allocated, a ``w`` x ``h`` image over ``state``'s pixel budget: the budget that
+    bounds every image visctl reads bounds every image its pipelines make from them (the model's input)."""
+    budget = state.max_pixels
+    if budget is not None and int(w) * int(h) > budget:
+        raise PipelineTooLarge(f"it would make a {int(w)} x {int(h)} image ({int(w) * int(h) / 1e6:,.0f} MP), over "
+                               f"the budget of {budget / 1e6:,.1f} MP (--max-pixels)",
+                               hint="make the step's size smaller (its scale, size or scale_factor in the config's "
+                               "test pipeline, e.g. with --cfg-options), or raise --max-pixels")
 
 
 def _wh(value: Any, order: str) -> tuple[int, int]:
@@ -81,6 +99,7 @@ def _resize(state: ImageState, w: int, h: int, interpolation: str = "bilinear", 
     if w < 1 or h < 1:
         raise ConfigError(f"resizing a {w0}x{h0} image to {w}x{h} (W x H): sizes must be at least 1",
                           hint="check the sizes (scale=, size=, scale_factor=) of the pipeline's resize steps")
+    check_budget(state, w, h)
     backend = backend or "cv2"  # mmcv: None means the global imread backend, 'cv2' unless changed
     if backend == "pillow":
         from PIL import Image
@@ -172,6 +191,8 @@ def _impad(state: ImageState, left: int, top: int, right: int, bottom: int, fill
     if mode not in _PAD_MODES:
         raise ConfigError(f"padding_mode={mode!r}", hint=f"use one of {', '.join(_PAD_MODES)}")
     value = (fill,) * 3 if isinstance(fill, (int, float)) else tuple(fill)
+    h0, w0 = state.img.shape[:2]
+    check_budget(state, w0 + int(left) + int(right), h0 + int(top) + int(bottom))
     state.img = cv2.copyMakeBorder(state.img, int(top), int(bottom), int(left), int(right),
                                    getattr(cv2, _PAD_MODES[mode]), value=value)
     state.then(1, 1, left, top)
@@ -267,13 +288,16 @@ def step_label(step: dict) -> str:
 
 
 def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool = False,
-              state: ImageState | None = None) -> list[ImageState]:
+              state: ImageState | None = None, max_pixels: int | None = None) -> list[ImageState]:
     """Run ``img`` through ``steps``, following multi-view steps (MultiView) into one state per view.
 
     With ``record`` every state keeps a snapshot (label, image) after each step that changes the image.
+    ``max_pixels``: no step may make an image larger (:class:`PipelineTooLarge`; OpenMMLab resizes and pads are
+    refused before they allocate, any other step as soon as it has run).
     """
-    states = [state or ImageState(img=img, snapshots=[("original", img)] if record else None)]
-    for step in steps:
+    states = [state or ImageState(img=img, snapshots=[("original", img)] if record else None,
+                                  max_pixels=max_pixels)]
+    for index, step in enumerate(steps):
         if "type" not in step:
             raise ConfigError(f"pipeline step without a type: {step}")
         name = str(step["type"]).split(".")[-1]
@@ -297,6 +321,12 @@ def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool 
         for st in states:
             try:
                 apply_step(st, step, rng)
+                check_budget(st, st.img.shape[1], st.img.shape[0])  # a step whose size is known only after it
+            except PipelineTooLarge as err:
+                wrapped = PipelineTooLarge(f"pipeline step {index + 1}, {step_label(step)}: {err.message}",
+                                           hint=err.hint)
+                wrapped.step = index
+                raise wrapped from err
             except ConfigError as err:
                 raise ConfigError(f"pipeline step {step_label(step)}: {err.message}", hint=err.hint) from err
             except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as exc:
@@ -714,9 +744,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run_pipeline(img: np.ndarray, steps: list[dict], rng: Any = None) -> ImageState:
-    """Run ``img`` (RGB uint8) through ``steps``; return the final state."""
-    states = run_views(img, steps, rng)
+def run_pipeline(img: np.ndarray, steps: list[dict], rng: Any = None, max_pixels: int | None = None) -> ImageState:
+    """Run ``img`` (RGB uint8) through ``steps``; return the final state (``max_pixels``: see :func:`run_views`)."""
+    states = run_views(img, steps, rng, max_pixels=max_pixels)
     if len(states) != 1:
         raise ConfigError(f"this pipeline makes {len(states)} views of an image; a model command needs one",
                           hint="use the test pipeline (no MultiView) for model commands")
@@ -797,7 +827,7 @@ def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
     def load(p: Any) -> tuple[Any, Any, str | None]:
         try:
             img = read_image(p, max_pixels)
-            return img, run_pipeline(img, steps), None
+            return img, run_pipeline(img, steps, max_pixels=max_pixels), None
         except VisctlError as err:
             return None, None, err.message
 

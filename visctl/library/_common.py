@@ -113,18 +113,34 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
             break
         except InputError:
             continue
+    budget = ctx.max_pixels  # what the pipeline makes of an input obeys the budget; a stand-in is no input
     if first is None:
-        first = np.zeros((256, 256, 3), np.uint8)
+        first, budget = np.zeros((256, 256, 3), np.uint8), None
     if max(first.shape[:2]) > 2048:  # the example only probes shapes: a huge image would cost GBs as floats
         from visctl.render import fit
 
         first = fit(first, 1024)
-    example = transforms.to_tensor([transforms.run_pipeline(first, steps)], mean, std, rgb).to(ctx.device)
+    try:
+        state = transforms.run_pipeline(first, steps, max_pixels=budget)
+    except transforms.PipelineTooLarge as err:  # the same for every input: the config's mistake, said once
+        step = err.step if steps is pipeline else None  # an OpenMMLab detector's steps are its package's
+        raise transforms.PipelineTooLarge(err.message, hint=pipeline_hint(cfg, step) if pipeline else err.hint) from err
+    example = transforms.to_tensor([state], mean, std, rgb).to(ctx.device)
     if steps:
         check_input_size(model, (int(example.shape[2]), int(example.shape[3])), from_pipeline=bool(pipeline))
     return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
                        model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,
                        detector=detector)
+
+
+def pipeline_hint(cfg: Any, step: int | None) -> str:
+    """The fix for a pipeline step that makes too large an image, naming its config key."""
+    from visctl import config
+
+    key = config.test_pipeline_key(cfg)
+    where = f"{key}.{step}" if key and step is not None else key or "the test pipeline"
+    return (f"make that step's size smaller (its scale, size or scale_factor: --cfg-options {where}.scale=... "
+            "for an OpenMMLab Resize), or raise --max-pixels")
 
 
 def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") -> tuple[Any, dict | None]:
@@ -205,14 +221,16 @@ class Batch:
 
 
 def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: list[Any] | None = None,
-            channels_last: bool = False) -> Iterator[Batch]:
+            channels_last: bool = False, grad: bool = False) -> Iterator[Batch]:
     """The one batch loop of the per-image commands: read, transform and stack ``batch_size`` images at a
     time; an unreadable image (or one over the pixel budget) is skipped through ``ctx.skip`` and counted in
     the progress; every yielded batch's images are the consumer's to count (``batch.advance``).
 
     The next batch is read in threads while the consumer works on this one (:func:`visctl.transforms.
     prepared_batches`); a batch goes to a CUDA device through pinned memory, in channels_last when asked
-    (:func:`visctl.models.to_device`)."""
+    (:func:`visctl.models.to_device`). A model input too large for the free memory (:mod:`visctl.memory`; ``grad``:
+    the forward keeps its activations for a backward) is skipped in words, and a batch that does not fit is
+    split."""
     from visctl import transforms
     from visctl.mmdet_adapter import bound
     from visctl.models import to_device
@@ -223,6 +241,7 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
         from visctl.distributed import shard
 
         paths = shard(paths, batch_size, ctx.rank, ctx.world)
+    footprints: dict[str, Any] = {}
     with ctx.progress(len(paths), label) as advance:
         def stack(group: list) -> Any:  # normalised and stacked in the readers' threads (~1.5 ms an image)
             return transforms.to_tensor([s for _, _, s in group], mi.mean, mi.std, mi.rgb, channels_last)
@@ -232,7 +251,31 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
             for p, message in failures:
                 ctx.skip(p, message)
                 advance()
-            for group, stacked in groups:
-                # an OpenMMLab detector reads their meta while the consumer works on this batch, not after
-                with bound(mi.model, [state for _, _, state in group]):
-                    yield Batch(group, to_device(stacked, ctx.device, channels_last), advance)
+            for whole, full in groups:
+                for group, stacked in _within_memory(ctx, mi, whole, full, grad, footprints, advance):
+                    # an OpenMMLab detector reads their meta while the consumer works on this batch, not after
+                    with bound(mi.model, [state for _, _, state in group]):
+                        yield Batch(group, to_device(stacked, ctx.device, channels_last), advance)
+
+
+def _within_memory(ctx: Session, mi: ModelInputs, group: list, stacked: Any, grad: bool, footprints: dict,
+                   advance: Any) -> list[tuple[list, Any]]:
+    """``group`` in parts the free memory holds; none when one image alone is too large (each is skipped)."""
+    from visctl import memory
+
+    h, w = group[0][2].img.shape[:2]
+    if h * w < memory.CHECK_FROM_PIXELS:
+        return [(group, stacked)]
+    if "model" not in footprints:  # two small probe forwards, once per run, only for such large inputs
+        footprints["model"] = memory.footprint(mi.model, mi.example, (h, w))
+    found, free = footprints["model"], memory.available_bytes(ctx.device)
+    if found is None or free is None:
+        return [(group, stacked)]
+    one = found.need(h * w, 1, grad)
+    if one > free:
+        for p, _, _ in group:
+            ctx.skip(p, memory.too_large(one, free, (h, w), grad))
+            advance()
+        return []
+    k = max(1, int(free // one))
+    return [(group[i:i + k], stacked[i:i + k]) for i in range(0, len(group), k)]

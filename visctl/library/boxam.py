@@ -274,7 +274,8 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
     stems = output.input_stems(mi.paths)
     layer_tag = "+".join(plan.names).replace(".", "_")
     fmt = plan.opts["image_format"]
-    for batch in _common.batches(ctx, mi, o["batch_size"], "boxam"):
+    gradient = plan.method not in (BoxMethod.eigencam, BoxMethod.ablationcam)
+    for batch in _common.batches(ctx, mi, o["batch_size"], "boxam", grad=gradient):
         group, tensor = batch.items, batch.tensor
         # one CAM call per box slot with --per-box (the k-th box of every image), else one for all boxes; each
         # call's forward is also the detection: its boxes become the targets of its own backward

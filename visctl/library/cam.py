@@ -352,7 +352,7 @@ class CamRun:
             if reason:
                 yield self._skip_method(engine, reason)
         stems = output.input_stems(mi.paths)
-        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last):
+        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last, grad=True):
             group, batch = b.items, b.tensor
             rows: list[list[tuple[str, list]]] = [[] for _ in group]
             maps_of: list[dict] = [{} for _ in group]
@@ -372,6 +372,10 @@ class CamRun:
                     except VisctlError:
                         raise
                     except Exception as err:  # a method that cannot run on this model: the others go on
+                        from visctl.errors import out_of_memory
+
+                        if out_of_memory(err) is not None:  # not the method's fault: the run's (exit 2, in words)
+                            raise
                         if session.debug:
                             traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
                         first_line = (str(err).splitlines() or [""])[0]
@@ -674,7 +678,7 @@ class _SegmentationRun(CamRun):
         # the dataset's own palette where it has one (mmseg's, as its visualizer paints the classes)
         colors = dataset_palette(mi.cfg, self.num_classes) or render.class_colors(max(self.num_classes, 1))
         stems = output.input_stems(mi.paths)
-        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last):
+        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last, grad=True):
             batch = b.tensor
             out = segmentation.logits(mi.model, batch)
             preds = out.argmax(1).cpu().numpy()
@@ -697,7 +701,8 @@ class _SegmentationRun(CamRun):
                     if box is not None:
                         region = segmentation.region_from_box(box, state, pred.shape)
                     elif self.target_mask is not None:
-                        region = segmentation.region_from_file(self.target_mask, state, img.shape[:2], pred.shape)
+                        region = segmentation.region_from_file(self.target_mask, state, img.shape[:2], pred.shape,
+                                                                  session.max_pixels)
                     else:
                         region = (pred == c).astype(np.float32)
                     label = names[c] if names and c < len(names) else str(c)

@@ -262,7 +262,7 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
         group = b.items
         own_masks = getattr(model, "generate_masks", None)  # the model's own mask source (visctl.openmmlab_mim)
         if p.mask_file is not None:
-            mask = masked.mask_from_file(p.mask_file, grid).expand(len(group), -1)
+            mask = masked.mask_from_file(p.mask_file, grid, session.max_pixels).expand(len(group), -1)
         elif own_masks is not None:  # image k of the input list: the mask drawn after seeding with seed + k
             seeds = None if p.seed is None else [p.seed + position[path] for path, _, _ in group]
             mask = own_masks(len(group), grid, p.mask_ratio, seeds)

@@ -176,7 +176,8 @@ def detect_tiles(plan: Plan, img: np.ndarray, grid: list[tuple[int, int, int, in
     per_tile: dict[tuple, Any] = {}
     with ctx.progress(len(grid), label) as advance:
         for chunk in detection.tile_batches(img, grid, plan.opts["batch_size"]):
-            states = [(box, transforms.run_pipeline(tile, mi.steps)) for box, tile in chunk]
+            states = [(box, transforms.run_pipeline(tile, mi.steps, max_pixels=ctx.max_pixels))
+                      for box, tile in chunk]
             by_shape: dict[tuple, list] = {}
             for box, st in states:
                 by_shape.setdefault(st.img.shape, []).append((box, st))
@@ -201,7 +202,7 @@ def detect_whole(plan: Plan, img: np.ndarray) -> Any:
     h, w = img.shape[:2]
     f = plan.opts["patch"] / max(h, w)
     small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    st = transforms.run_pipeline(small, mi.steps)
+    st = transforms.run_pipeline(small, mi.steps, max_pixels=plan.session.max_pixels)
     with mmdet_adapter.bound(mi.model, [st]):
         out = detection.detect(mi.model, transforms.to_tensor([st], mi.mean, mi.std, mi.rgb).to(
             plan.session.device))[0]
