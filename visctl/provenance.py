@@ -119,7 +119,8 @@ def initial_weights(cfg: Any, model: nn.Module, loads: list[str]) -> tuple[str, 
 def output_kind(model: nn.Module, traced: tuple[list[tuple[str, Any]], Any]) -> str | None:
     """Why the model's output is not class scores, or None when nothing says so.
 
-    Known when the model says ``num_classes=0`` (timm's headless models, ``reset_classifier(0)``), or when its
+    Known when the model says ``num_classes=0`` (timm's headless models, ``reset_classifier(0)``) or
+    ``with_head=False`` (mmpretrain's ``ImageClassifier`` with ``head=None``), or when its
     output comes, through identities, dropouts and flattens only, out of an ``nn.Identity`` put where a
     classifier was (torchvision's ``fc = nn.Identity()``) and not out of a linear or convolution layer.
 
@@ -143,6 +144,8 @@ def output_kind(model: nn.Module, traced: tuple[list[tuple[str, Any]], Any]) -> 
     n = getattr(holder, "num_classes", None)
     if isinstance(n, int) and not isinstance(n, bool) and n == 0:
         return f"the model has num_classes=0: its output is its pooled features (an embedding of {size} values)"
+    if getattr(model, "with_head", None) is False:  # mmpretrain's ImageClassifier with head=None
+        return f"the model has no head (with_head=False): its output is its features (an embedding of {size} values)"
     modules = dict(model.named_modules())
     identity = None
 

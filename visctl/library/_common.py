@@ -173,7 +173,7 @@ def output_names(ctx: Session, mi: ModelInputs, num_classes: int | None = None) 
     found = find(mi.cfg, mi.model, num_classes, (mi.summary or {}).get("classes"))
     if found.names and num_classes and len(found.names) != num_classes:
         ctx.warn(f"{found.source} name {len(found.names)} classes, and the model gives {num_classes} outputs: "
-                 "the names are not used, and captions number the outputs (output unit N)")
+                 "the names are not used, and captions give each output's number instead")
         return None, True
     if found.names and found.source != "the config's classes":
         ctx.note(f"class names: {found.source} ({len(found.names)})")
