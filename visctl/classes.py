@@ -231,6 +231,8 @@ def class_names(cfg: Any, model: nn.Module | None = None, num_classes: int | Non
     found = None
     if spec and not spec.startswith("timm.") and ":" not in spec:
         found = from_torchvision(spec, n)
+    elif spec.startswith("torchvision.") and ":" in spec:  # torchvision.models.segmentation:fcn_resnet50
+        found = from_torchvision(spec.rsplit(":", 1)[1], n)
     elif type(model).__module__.startswith("timm.") or spec.startswith("timm."):
         found = from_timm(model, n)
     return ClassNames(*found) if found else ClassNames(None)

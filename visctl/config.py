@@ -340,10 +340,12 @@ def cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
 
 
 def class_names(cfg: Any) -> list[str] | None:
-    """Class names from ``classes``, ``dataset_meta.classes`` or the test dataset's ``classes``."""
+    """Class names from ``classes``, ``dataset_meta.classes`` or the test (val, train) dataset's ``classes`` or
+    ``metainfo.classes``."""
     for key in ("classes", "dataset_meta.classes", "test_dataloader.dataset.classes",
                 "val_dataloader.dataset.classes", "train_dataloader.dataset.classes",
-                "test_dataloader.dataset.metainfo.classes"):
+                "test_dataloader.dataset.metainfo.classes", "val_dataloader.dataset.metainfo.classes",
+                "train_dataloader.dataset.metainfo.classes"):
         names = cfg_get(cfg, key)
         if names:
             return [str(n) for n in names]

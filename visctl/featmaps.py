@@ -164,6 +164,46 @@ def flat(m: np.ndarray, reference: float) -> bool:
     return float(values.max() - values.min()) <= max(1e-6 * reference, 1e-12)
 
 
+def why_flat(raw: torch.Tensor, mode: Reduction, module: Any) -> tuple[str, str]:
+    """Why a flat map (:func:`flat`) of one image's feature is flat, from what is true of that feature, and
+    what to try: ``(reason, hint)``.
+
+    Args:
+        raw: the layer's output for the image, (C, H, W), before ``--use-norm``.
+        mode: the channel reduction that made the map.
+        module: the layer's module (for a ``nn.Sequential``, its last module produced the output).
+    """
+    from torch import nn
+
+    if raw.shape[-2] * raw.shape[-1] == 1:
+        return ("the layer's output has one spatial position (1x1): nothing in it varies across the image",
+                "pick an earlier layer, whose output is a map")
+    finite = raw[raw.isfinite()]
+    peak = float(finite.abs().max()) if finite.numel() else 0.0
+    if peak == 0.0:
+        return "the layer's output is zero everywhere", "try another layer (or another image)"
+    spread = float((raw.amax(dim=(1, 2)) - raw.amin(dim=(1, 2))).nan_to_num(0.0).max())
+    if spread <= max(1e-6 * peak, 1e-12):
+        return ("every channel of the layer's output is the same at every position of the image",
+                "try another layer (or another image)")
+    if mode is not Reduction.squeeze_mean:
+        return ("the drawn map does not vary across the image, though some channels of the layer's output do",
+                "try another --channel-reduction or --topk, or another layer")
+    producer = module
+    while isinstance(producer, nn.Sequential) and len(producer):
+        producer = producer[-1]
+    name = type(producer).__name__
+    # a LayerNorm (over the channels) or a one-group GroupNorm centres every position's channels: their mean
+    # is the same everywhere (the mean of its bias)
+    if isinstance(producer, nn.LayerNorm) or name.lower().startswith("layernorm") or (
+            isinstance(producer, nn.GroupNorm) and producer.num_groups == 1):
+        return (f"the layer's output comes out of a norm over the channels ({name}), whose channel mean is the "
+                "same at every position", "try --channel-reduction select_max or pixel_wise_max, --use-norm, or "
+                "another layer")
+    return ("the channels of the layer's output vary across the image, but their mean does not",
+            "try --channel-reduction select_max or pixel_wise_max, or --use-norm")
+
+
 @dataclass
 class Scale:
     """A min-max range shared by a set of maps; ``signed`` maps are scaled symmetrically around zero."""

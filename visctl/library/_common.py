@@ -56,9 +56,13 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
             say_checkpoint(ctx, summary)
         models.check_finite_weights(model, str(checkpoint) if checkpoint else None)
     else:
-        model, summary = load_model(ctx, cfg, checkpoint)
-        if not summary:
-            ctx.warn("no checkpoint given and no load_from in the config: the model has random weights")
+        from visctl import provenance
+
+        with provenance.watch_loads() as loads:
+            model, summary = load_model(ctx, cfg, checkpoint)
+        if not summary:  # said as far as it is known: what the builder loaded, which tensors stay random
+            level, text = provenance.initial_weights(cfg, model, loads)
+            (ctx.warn if level == "warn" else ctx.note)(text)
         from visctl import segmentation
 
         if segmentation.is_mmseg_segmentor(model):  # its seg logits at the input's size, as mmseg predicts
@@ -190,12 +194,22 @@ def preview(ctx: Any, mi: ModelInputs) -> None:
 def class_names(ctx: Session, mi: ModelInputs, num_classes: int | None = None) -> list[str] | None:
     """The model's class names (the config's, else the model's own, else its weights family's class list:
     see :func:`visctl.classes.class_names`); where they came from is noted when not from the config."""
+    return output_names(ctx, mi, num_classes)[0]
+
+
+def output_names(ctx: Session, mi: ModelInputs, num_classes: int | None = None) -> tuple[list[str] | None, bool]:
+    """:func:`class_names`, and whether names were found that do not fit the model's ``num_classes`` outputs:
+    such names are not used (None), with a warning, as no output can be said to be which of them."""
     from visctl.classes import class_names as find
 
     found = find(mi.cfg, mi.model, num_classes, (mi.summary or {}).get("classes"))
+    if found.names and num_classes and len(found.names) != num_classes:
+        ctx.warn(f"{found.source} name {len(found.names)} classes, and the model gives {num_classes} outputs: "
+                 "the names are not used, and captions give each output's number instead")
+        return None, True
     if found.names and found.source != "the config's classes":
         ctx.note(f"class names: {found.source} ({len(found.names)})")
-    return found.names
+    return found.names, False
 
 
 def _as_module(model: Any) -> Any:

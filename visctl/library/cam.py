@@ -276,7 +276,7 @@ class CamRun:
                  panel_size: int | None, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
                  autocast: tuple[str, Any] | None = None, traced: Any = None) -> None:
         from visctl import cams, config, render
-        from visctl.library._common import class_names
+        from visctl.library._common import output_names
 
         self.session, self.mi, self.methods = session, mi, methods
         self.image_format, self.autocast = image_format, autocast
@@ -288,10 +288,29 @@ class CamRun:
         self.started = time.time()
         self.failures_before = len(session.failures)
         model, paths = mi.model, mi.paths
+        from visctl import models, provenance
+
+        traced = traced if traced is not None else models.trace(model, mi.example)
         setup = cams.plan(model, mi.example, target_layers, vit_like, num_extra_tokens,
                           config.tool_option(mi.cfg, "target_layers"), traced=traced)
         self.setup = setup
-        self.names = class_names(session, mi, setup.num_classes)
+        # what the outputs are, said as known: class scores (named or numbered), or an embedding's features
+        self.unit = "class"
+        headless = provenance.output_kind(model, traced)
+        if headless:
+            self.unit = "embedding feature"
+            self.names = None
+            if score:
+                from visctl.errors import ModelError
+
+                raise ModelError(f"--score rates a map by its class's softmax probability, and {headless}",
+                                 hint="drop --score, or give the model with its classifier")
+            session.warn(f"{headless}: the maps explain single features of it (the largest with --topk, or "
+                         "--target-category N), not classes, and no probability is given")
+        else:
+            self.names, mismatched = output_names(session, mi, setup.num_classes)
+            if mismatched:
+                self.unit = "output unit"
         self.categories = cams.resolve_categories(target_category, self.names, setup.num_classes)
         if not self.categories:
             cams.check_topk(topk, setup.num_classes)
@@ -381,7 +400,7 @@ class CamRun:
                         first_line = (str(err).splitlines() or [""])[0]
                         yield self._skip_method(engine, f"{type(err).__name__}: {first_line}")
                         continue
-                    probs = logits.float().softmax(-1).cpu()  # of the clean batch
+                    probs = logits.float().softmax(-1).cpu()  # of the clean batch (of class scores only)
                     nonfinite |= cams.nonfinite_rows(logits, maps)
                     if self.score:
                         from visctl import faithfulness
@@ -390,13 +409,14 @@ class CamRun:
                                                    batch_size=self.batch_size, seed=session.seed or 0)
                     for i, (p, img, state) in enumerate(group):
                         cat = targets[i].category
-                        if probs_of[i] is None:
+                        if probs_of[i] is None and self.unit == "class":
                             probs_of[i] = probs[i].numpy().astype("float32")
                         fmap = transforms.to_original(maps[i], state, img.shape[:2]).astype("float32")
-                        caption = f"{engine.method.value} | {classes.label(names, cat)} p={float(probs[i, cat]):.2f}"
+                        caption = (f"{engine.method.value} | {classes.label(names, cat)} p={float(probs[i, cat]):.2f}"
+                                   if self.unit == "class" else f"{engine.method.value} | {self._caption(cat)}")
                         if featmaps.flat(maps[i], 1.0):  # grad-cam scales to [0, 1]: constant = blank
                             caption += " | BLANK: constant map (try another --target-layers or method)"
-                            self.blank.append(f"{p.name}: {engine.method.value} {classes.caption(names, cat)}")
+                            self.blank.append(f"{p.name}: {engine.method.value} {self._caption(cat)}")
                             self.blank_at.append(str(p))
                         if self.score:
                             caption += " | " + found[i].caption()
@@ -409,7 +429,7 @@ class CamRun:
                 if any(t.category is None for t in targets):  # every method was skipped
                     cams.resolve_ranks(targets, cams.predict(mi.model, batch))
                 for i, t in enumerate(targets):
-                    rows[i].append((classes.caption(names, t.category), panels[i]))
+                    rows[i].append((self._caption(t.category), panels[i]))
             for i, (p, img, _state) in enumerate(group):
                 if i in nonfinite:
                     session.skip(p, "the model's scores or maps for this image are NaN or infinite")
@@ -433,6 +453,15 @@ class CamRun:
                               scores=scores_of[i], figure=figure, raw_names=raw_names, input_info=info,
                               drawing=drawing)
                 b.advance()
+
+    def _caption(self, category: Any) -> str:
+        """``class 282 tiger cat`` / ``class 282``, or what the output is when it is not a class score
+        (``embedding feature 36``, ``output unit 7``)."""
+        from visctl import classes
+
+        if self.unit == "class":
+            return classes.caption(self.names, category)
+        return f"{self.unit} {int(category)}"
 
     def _figure(self, name: str, draw: Callable[[], Any], caption: str, info: dict[str, Any],
                 ) -> tuple[Figure | None, Drawing | None]:
@@ -670,7 +699,7 @@ class _SegmentationRun(CamRun):
         import numpy as np
         from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-        from visctl import faithfulness, output, render, segmentation, transforms
+        from visctl import classes, faithfulness, output, render, segmentation, transforms
 
         session, mi, names, box = self.session, self.mi, self.names, self.box
         from visctl.classes import dataset_palette
@@ -705,9 +734,9 @@ class _SegmentationRun(CamRun):
                                                                   session.max_pixels)
                     else:
                         region = (pred == c).astype(np.float32)
-                    label = names[c] if names and c < len(names) else str(c)
+                    label = classes.label(names, c)  # the class's name, or its index when it has none
                     if not region.any():
-                        rows.append((f"class {c} {label}: no pixels of it predicted", []))
+                        rows.append((f"{classes.caption(names, c)}: no pixels of it predicted", []))
                         continue
                     panels = []
                     for engine in self.engines:
@@ -717,7 +746,7 @@ class _SegmentationRun(CamRun):
                         # a given box or mask: its region
                         size = (f"{int((on_original == c).sum())} px" if box is None and self.target_mask is None
                                 else "the given region")
-                        text = f"{engine.method.value} | {label} ({size})"
+                        text = f"{engine.method.value} | {label if label != str(c) else classes.caption(names, c)} ({size})"
                         if self.score_model is not None:
                             self.score_model.region = region
                             f = faithfulness.score(self.score_model, batch[i:i + 1], cmaps, [c],
@@ -729,7 +758,7 @@ class _SegmentationRun(CamRun):
                         panels.append((text, fmap))
                         maps[(engine.method.value, c)] = fmap
                         captions[(engine.method.value, c)] = text
-                    rows.append((f"class {c} {label}", panels))
+                    rows.append((classes.caption(names, c), panels))
                 base = segmentation.outlines(img, on_original, present, colors)
                 drawn = [r for r in rows if r[1]]
                 missing = [r[0].split(": ")[0] for r in rows if not r[1]]
@@ -740,7 +769,7 @@ class _SegmentationRun(CamRun):
                     session.warn(f"{p.name}: no pixel predicted as {', '.join(missing)}: no map for "
                                  f"{'them' if len(missing) > 1 else 'it'}"
                                  + ("" if drawn else ", and no picture (predicted: " + ", ".join(
-                                     str(names[c]) if names and c < len(names) else str(c) for c in present) + ")"))
+                                     classes.label(names, c) for c in present) + ")"))
                 figure = drawing = None
                 if drawn:
                     draw = functools.partial(render.map_figure, base, drawn, alpha=self.alpha, colormap=self.colormap)

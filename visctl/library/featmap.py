@@ -129,9 +129,9 @@ class FeatmapWriter:
 
 
 def flat_warning(flat_maps: Sequence[str]) -> str:
-    return (f"{len(flat_maps)} map(s) are numerically constant and drawn without colour (e.g. {flat_maps[0]}): "
-            "a channel mean of a norm layer's output is ~0 everywhere; try --channel-reduction select_max or "
-            "pixel_wise_max, --use-norm, or another layer")
+    """One line for every flat map: how many, and the first one with why it is flat and what to try
+    (each entry of ``flat_maps`` is ``"<image>: <layer> <map>: <why>; <hint>"``, see :func:`visctl.featmaps.why_flat`)."""
+    return f"{len(flat_maps)} map(s) are numerically constant and drawn without colour, e.g. {flat_maps[0]}"
 
 
 @dataclass
@@ -351,12 +351,17 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
                                       hint="compare layers whose outputs have the same shape")
             for i, (p, _img, state) in enumerate(group):
                 for kind, f, is_signed in compare_kinds(fa[i], None if fb is None else fb[i], o["signed"]):
+                    raw = f  # what the layer gave (before --use-norm): what a flat map's reason is about
                     if o["use_norm"]:
                         f = featmaps.channel_norm(f)
                     maps = featmaps.reduce(f, reduction, o["topk"])
                     ref = float(f.abs().max())
+                    flats = [featmaps.flat(m, ref) for _, m in maps]
+                    module = (plan.layers if kind == "A" else plan.other[1] if plan.other and kind == "B"
+                              else {}).get(label.split("[")[0])
+                    why = [featmaps.why_flat(raw, reduction, module) if fl else None for fl in flats]
                     records.append(dict(path=p, state=state, label=label, kind=kind, signed=is_signed,
-                                        maps=maps, flat=[featmaps.flat(m, ref) for _, m in maps]))
+                                        maps=maps, flat=flats, why=why))
         batch.advance(len(group))
     flat = [(f"{r['label']}|{r['kind']}", m, r["signed"]) for r in records for _, m in r["maps"]]
     if ctx.world > 1 and normalize is not Normalize.per_map:  # under torchrun: scales shared with every rank's maps
@@ -404,7 +409,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
         # --resize-shape sets every panel's H W; else panels are the original's size, at most 384 (--panel-size)
         side = render.panel_size(base.shape[0], base.shape[1], o["panel_size"]) if o["panel_size"] or not resize_shape else None
         for r in recs:
-            for (chan, m), sc, is_flat in zip(r["maps"], r["scales"], r["flat"]):
+            for (chan, m), sc, is_flat, why in zip(r["maps"], r["scales"], r["flat"], r["why"]):
                 unseen = False
                 if m.ndim == 3:  # a 3-channel feature drawn as an image (topk -1)
                     full = transforms.to_original(m.astype("float32"), r["state"], img.shape[:2])
@@ -430,9 +435,8 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
                 head = f"{r['kind']}: " if o["compare"] else ""
                 text = f"{head}{chan} | {sc.describe()}"
                 if is_flat:
-                    text += (" | FLAT: numerically constant, nothing to show (try --channel-reduction select_max or "
-                             "pixel_wise_max, --use-norm, or another layer)")
-                    flat_maps.append(f"{p.name}: {label} {head}{chan}")
+                    text += f" | FLAT: numerically constant, nothing to show ({why[1]})"
+                    flat_maps.append(f"{p.name}: {label} {head}{chan}: {why[0]}; {why[1]}")
                     flat_at.append(str(p))
                 elif m.ndim != 3 and unseen:
                     text += f" | {render.NO_DATA}"
