@@ -61,7 +61,31 @@ def test_importing_every_domain_module_loads_no_cli_toolkit():
                for p in domain_modules() if p.name != "mim_models.py"]  # torch model definitions: slow, no CLI
     code = ("import importlib, sys\n"
             f"for m in {modules!r}:\n    importlib.import_module(m)\n"
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {BANNED!r}))\n")
+            "mm = 'mmengine' in sys.modules\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(BANNED)!r} - ({{'rich'}} if mm else set())))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_real_library_call_loads_no_cli_toolkit_and_writes_no_environment():
+    """After ``import visctl.cli`` nothing in os.environ changed, and a real call of the library (a CAM of the
+    demo classifier on a generated image) leaves typer and click out of ``sys.modules`` (rich too, unless mmengine,
+    which imports it for its own logging, is loaded)."""
+    code = ("import os, sys\n"
+            "import visctl.library, visctl\n"
+            "from visctl.shapes import make_scene\n"
+            "r = visctl.cam(make_scene(seed=1, size=64).image, 'examples/demo_classifier/config.py')\n"
+            "assert len(r.items) == 1\n"
+            "mm = 'mmengine' in sys.modules\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(BANNED)!r} - ({{'rich'}} if mm else set())))\n"
+            "before = dict(os.environ)\n"  # (a library may set its own variables during the call: cv2 does)
+            "import visctl.cli\n"
+            "print(sorted(k for k in set(os.environ) ^ set(before)))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**env, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    toolkit, changed = out.stdout.strip().splitlines()[-2:]
+    assert toolkit == "[]"
+    assert changed == "[]"

@@ -67,8 +67,7 @@ _UNIT = Limit(0.0, 1.0)
 _PANEL = Limit(32, 8192, integer=True)
 _SEED = Limit(0, SEED_MAX, integer=True)
 _WORKERS = Limit(0, WORKERS_MAX, integer=True)
-_ALL_ALSO: tuple[int, ...] = (-1,)
-_ALL_MEANING = "-1 for all"
+_ONE_OR_ALL = Limit(1, integer=True, also=(-1,), meaning="-1 for all")
 
 #: command (the CLI's name) -> argument -> its range; the CLI's options of the same names have the same bounds
 LIMITS: dict[str, dict[str, Limit]] = {
@@ -77,7 +76,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
     "featmap": dict(topk=Limit(1, integer=True, also=(-1,), meaning="-1 to draw a 1- or 3-channel feature as it is"),
                     alpha=_UNIT, score_thr=_UNIT, panel_size=_PANEL, batch_size=_INT1,
                     arrangement=_INT1, resize_shape=Limit(1, 8192, integer=True)),
-    "boxam": dict(topk=Limit(1, integer=True, also=_ALL_ALSO, meaning=_ALL_MEANING), score_thr=_UNIT, alpha=_UNIT, ratio_channels_to_ablate=_UNIT,
+    "boxam": dict(topk=_ONE_OR_ALL, score_thr=_UNIT, alpha=_UNIT, ratio_channels_to_ablate=_UNIT,
                   panel_size=_PANEL, batch_size=_INT1),
     "slice": dict(patch_size=Limit(8, integer=True), patch_overlap_ratio=Limit(0.0, 0.95), merge_iou_thr=_UNIT,
                   score_thr=_UNIT, max_side=Limit(256, integer=True), batch_size=_INT1),
@@ -86,9 +85,9 @@ LIMITS: dict[str, dict[str, Limit]] = {
                  class_idx=Limit(0, integer=True), n_components=Limit(2, integer=True),
                  n_iter_without_progress=_INT1, perplexity=Limit(1.0), n_iter=_INT1, early_exaggeration=Limit(1.0),
                  marker_size=Limit(0.1), num_workers=_WORKERS, batch_size=_INT1, seed=_SEED),
-    "pipeline": dict(number=Limit(1, integer=True, also=_ALL_ALSO, meaning=_ALL_MEANING), min_edge_length=_INT1, max_edge_length=_INT1,
+    "pipeline": dict(number=_ONE_OR_ALL, min_edge_length=_INT1, max_edge_length=_INT1,
                      rescale_factor=Limit(0.0), seed=_SEED),
-    "browse": dict(number=Limit(1, integer=True, also=_ALL_ALSO, meaning=_ALL_MEANING), rows=_INT1, cols=_INT1, num_workers=_WORKERS, seed=_SEED),
+    "browse": dict(number=_ONE_OR_ALL, rows=_INT1, cols=_INT1, num_workers=_WORKERS, seed=_SEED),
     "lr": dict(dataset_size=_INT1, ngpus=_INT1, batch_size=_INT1),
 }
 #: the arguments given as a pair (rows, cols / height, width), each value in the range

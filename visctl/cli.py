@@ -13,9 +13,6 @@ from visctl import __version__, _argv
 from visctl.commands import boxam, browse, cam, demo, doctor, featmap, lr, pipeline, recon, slice, tsne
 from visctl.errors import EXIT_USAGE, VisctlError, report
 
-# Before torch is ever imported: OpenMP threads that busy-wait make CPU timings swing 10x on small machines.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 app = typer.Typer(
     name="visctl",
     help="Look inside PyTorch vision models and their data: CAMs, feature maps, detector maps, t-SNE, ...",
@@ -95,6 +92,9 @@ def run(argv: list[str], prog_name: str = "visctl") -> int:
     both come through here, so click's own errors (a value out of range, a missing argument, an unknown option)
     read like visctl's. Exit status: 0 done, 1 some inputs failed, 2 a user mistake, 3 a bug, 130 interrupted.
     """
+    # before torch is imported (a command imports it): OpenMP threads that busy-wait make CPU timings swing 10x on
+    # small machines. Set here, when the CLI runs, never on import: a notebook's environment stays its own
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         status = command().main(args=seed_argv(argv), prog_name=prog_name, standalone_mode=False)
     except VisctlError as err:  # raised outside a RunContext
