@@ -29,7 +29,7 @@ def demo():
     h, w = batch.shape[2:]
     yy, xx = np.mgrid[:h, :w]
     maps = []
-    for i in range(len(batch)):  # smooth blobs with ties (a flat top) and a few exact zeros, as CAMs have
+    for _ in range(len(batch)):  # smooth blobs with ties (a flat top) and a few exact zeros, as CAMs have
         cy, cx = rng.uniform(10, h - 10), rng.uniform(10, w - 10)
         m = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(6, 14) ** 2))
         maps.append(np.clip(m * 1.2 - 0.1, 0, 1).astype(np.float32))
@@ -131,7 +131,7 @@ def test_deletion_insertion_and_keep_top_are_their_definitions(demo):
         mean = x.mean(dim=(1, 2), keepdim=True)
         order = np.argsort(-cam.ravel(), kind="stable")
 
-        def prob(image):
+        def prob(image, c=c):
             with torch.no_grad():
                 return float(model(image[None]).softmax(-1)[0, c])
 

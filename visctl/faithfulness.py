@@ -299,7 +299,7 @@ def _blur(image: torch.Tensor) -> torch.Tensor:
     lim = (k - 1) / (2.0 * math.sqrt(2.0))  # torchvision's _get_gaussian_kernel1d
     kernel = torch.softmax(torch.linspace(-lim, lim, steps=k, dtype=torch.float64).div(sigma).pow(2).neg(), 0)
     out = _blur_matrix(kernel, h) @ image.detach().cpu().double() @ _blur_matrix(kernel, w).T  # in float64 on the CPU
-    return out.to(device=image.device, dtype=image.dtype)
+    return out.to(image.dtype).to(image.device)
 
 
 def _blur_matrix(kernel: torch.Tensor, n: int) -> torch.Tensor:
