@@ -59,23 +59,32 @@ def test_scores_are_deterministic_with_a_seed(demo):
     assert a == b
 
 
-def test_road_equals_grad_cams_road_combined(demo):
-    """The ROAD score is grad-cam's ROADCombined on the same input, maps, targets and generator state."""
+def test_road_equals_grad_cams_road_on_each_image_alone(demo):
+    """The ROAD scores are grad-cam's ROAD averagers on each image alone after ``torch.manual_seed(seed)``
+    (MoRF first, then LeRF on the same generator), to float rounding: grad-cam forwards the image alone, visctl
+    with its other perturbed images (a batched conv rounds ~1e-7 differently)."""
     import torch
-    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     from visctl import faithfulness
 
     model, batch, cats, on = demo
-    ours = faithfulness.score(model, batch[:2], on[:2], cats[:2], steps=2, percentiles=(40, 80), seed=5)
-    torch.manual_seed(5)
-    with torch.no_grad():
-        # ROADCombined runs LeRF first, then MoRF; visctl runs MoRF first: compare each order with its own seed
-        ref = ROADCombined([40, 80])
-        torch.manual_seed(5)
-        morf = ref.morf_averager(batch[:2], on[:2], [ClassifierOutputSoftmaxTarget(c) for c in cats[:2]], model)
-    np.testing.assert_allclose([s.road_morf for s in ours], np.ravel(morf), rtol=1e-5, atol=1e-6)
+    maps = np.stack([on[0], np.random.default_rng(1).random(on.shape[1:]).astype(np.float32), on[2]])
+    ours = faithfulness.score(model, batch[:3], maps, cats[:3], steps=2, percentiles=(40, 80), seed=5)
+    state = torch.random.get_rng_state()
+    try:
+        for i in range(3):
+            targets = [ClassifierOutputSoftmaxTarget(cats[i])]
+            torch.manual_seed(5)
+            with torch.no_grad():
+                morf = ROADMostRelevantFirstAverage([40, 80])(batch[i:i + 1], maps[i:i + 1], targets, model)
+                lerf = ROADLeastRelevantFirstAverage([40, 80])(batch[i:i + 1], maps[i:i + 1], targets, model)
+            np.testing.assert_allclose(ours[i].road_morf, float(morf[0]), rtol=1e-5, atol=2e-6)
+            np.testing.assert_allclose(ours[i].road_lerf, float(lerf[0]), rtol=1e-5, atol=2e-6)
+            np.testing.assert_allclose(ours[i].road_combined, float(lerf[0] - morf[0]) / 2, rtol=1e-5, atol=2e-6)
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def test_cam_score_ranks_methods_in_manifest_captions_and_gallery(invoke, held_out, tmp_path):

@@ -324,7 +324,7 @@ class CamRun:
         if score:
             from visctl import faithfulness
 
-            passes += faithfulness.forwards_per_map() * len(methods) * self.slots
+            passes += faithfulness.FORWARDS_PER_IMAGE + faithfulness.forwards_per_map() * len(methods) * self.slots
             self.score_model = cams.build_cam_model(model, "none")
         if passes > 10:
             session.log(f"{len(paths)} image(s) x {passes} forward passes each = {len(paths) * passes} forwards "
@@ -379,6 +379,10 @@ class CamRun:
             scores_of: list[dict] = [{} for _ in group]
             probs_of: list[Any] = [None for _ in group]
             nonfinite: set[int] = set()  # images whose scores or maps are NaN/inf: skipped, not drawn
+            if self.score:  # each image's clean, mean-colour and blurred forwards serve all its maps
+                from visctl import faithfulness
+
+                scorer = faithfulness.Scorer(self.score_model, batch, seed=session.seed or 0)
             for slot in range(self.slots):
                 # a rank is resolved on the clean image by the first method, then shared by all
                 targets = ([cams.ClassTarget(self.categories[slot]) for _ in group] if self.categories
@@ -386,8 +390,8 @@ class CamRun:
                 panels: list[list] = [[] for _ in group]
                 for engine in list(self.engines):
                     try:
-                        maps, logits = engine(batch, targets, aug_smooth=self.aug_smooth,
-                                              eigen_smooth=self.eigen_smooth)
+                        maps, logits = _maps(engine, batch, targets, self.aug_smooth, self.eigen_smooth,
+                                             alone=self.score)
                     except VisctlError:
                         raise
                     except Exception as err:  # a method that cannot run on this model: the others go on
@@ -403,10 +407,7 @@ class CamRun:
                     probs = logits.float().softmax(-1).cpu()  # of the clean batch (of class scores only)
                     nonfinite |= cams.nonfinite_rows(logits, maps)
                     if self.score:
-                        from visctl import faithfulness
-
-                        found = faithfulness.score(self.score_model, batch, maps, [t.category for t in targets],
-                                                   batch_size=self.batch_size, seed=session.seed or 0)
+                        found = scorer(maps, [t.category for t in targets])
                     for i, (p, img, state) in enumerate(group):
                         cat = targets[i].category
                         if probs_of[i] is None and self.unit == "class":
@@ -596,6 +597,22 @@ def _record_side(writer: OutputWriter, sides: set[int], item: CamItem) -> None:
         writer.manifest["params"]["panel_size"] = render.sizes_param(sides)
 
 
+def _maps(engine: Any, batch: Any, targets: list[Any], aug_smooth: bool, eigen_smooth: bool,
+          alone: bool) -> tuple[Any, Any]:
+    """The engine's maps and clean logits for the batch; ``alone`` (--score): each image's in a batch of its
+    own, so that its maps, and so its scores, do not depend on the other images (a batched convolution
+    rounds each image a little differently with the batch's size, and ROAD's percentile masks amplify it).
+    The scores' own forwards cost ~30 times the map's, so this costs little."""
+    if not alone or len(targets) == 1:
+        return engine(batch, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+    import numpy as np
+    import torch
+
+    parts = [engine(batch[i:i + 1], targets[i:i + 1], aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+             for i in range(len(targets))]
+    return np.concatenate([m for m, _ in parts]), torch.cat([lg for _, lg in parts])
+
+
 def _ranking_png(rows: list[dict]) -> bytes | None:
     """The ranking image (several methods scored), as the CLI writes it."""
     if len(rows) <= 1:
@@ -750,7 +767,7 @@ class _SegmentationRun(CamRun):
                         if self.score_model is not None:
                             self.score_model.region = region
                             f = faithfulness.score(self.score_model, batch[i:i + 1], cmaps, [c],
-                                                   batch_size=self.batch_size, seed=session.seed or 0)[0]
+                                                   seed=session.seed or 0)[0]
                             text += " | " + f.caption()
                             self.scored.setdefault(engine.method.value, []).append(f)
                             self.scored_at.setdefault(engine.method.value, []).append(str(p))
