@@ -139,7 +139,7 @@ class Scorer:
         inner = self.steps - 1
         curves = (np.array([clean, *p[2 * n + 1:2 * n + 1 + inner], mean_p], np.float64),
                   np.array([blurred_p, *p[2 * n + 1 + inner:], clean], np.float64))
-        trapezoid = np.trapezoid if hasattr(np, "trapezoid") else np.trapz
+        trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]  # numpy 2 renamed it
         return Faithfulness(road_combined=(lerf - morf) / 2, road_morf=morf, road_lerf=lerf,
                             deletion_auc=float(trapezoid(curves[0], self.fractions)),
                             insertion_auc=float(trapezoid(curves[1], self.fractions)),
@@ -203,7 +203,7 @@ def _road_image(image: torch.Tensor, cam: np.ndarray, percentile: int, lerf: boo
     if lerf:
         mask = 1 - mask
     values = mask.numpy()
-    known = np.float32(values < np.percentile(values, percentile))
+    known = (values < np.percentile(values, percentile)).astype(np.float32)
     return _impute(image, known, generator)
 
 
