@@ -122,7 +122,7 @@ def test_configured_task_segmentation_on_a_classifier(invoke, image_file, tmp_pa
     ("test_dataloader.dataset.pipeline.1.sacle=4", "scale"),
     ("visctl.target_layer=backbone.layer4", "target_layers"),
     ("data_preprocessor.meen=1", "mean"),
-    ("model.num_clases=3", "num_classes"),
+    ("test_dataloader.datset.data_root=x", "dataset"),
 ])
 def test_unknown_cfg_options_key_is_an_error(invoke, image_file, tmp_path, option, near):
     result = invoke("cam", image_file, DEMO_CFG, "--cfg-options", option, "-o", tmp_path / "out")
@@ -160,6 +160,9 @@ def test_an_option_on_a_pipeline_visctl_does_not_run_warns(invoke, image_file, t
     assert result.exit_code == 0, result.output
     assert "warning: --cfg-options test_pipeline.1.scale=... changes test_pipeline, which visctl does not run" \
         in result.stderr and "test_dataloader.dataset.pipeline.1.scale=..." in result.stderr, result.stderr
+    both = invoke("cam", image_file, DEMO_CFG, "--cfg-options", "test_pipeline.1.scale=32",
+                  "test_dataloader.dataset.pipeline.1.scale=32", "-o", tmp_path / "both")
+    assert both.exit_code == 0 and "visctl does not run" not in both.stderr, both.output
 
 
 # --- custom_imports: honoured wherever it is set, never ignored -----------------------------------------------

@@ -150,9 +150,9 @@ def _unknown_key(cfg: Any, key: str) -> tuple[str, list[str], list[str]] | None:
 
     A key that exists, or a new key of a constructor's dict (one with ``type``: its keyword arguments, which the
     constructor checks), is known; so is a new top-level key that visctl reads (:data:`KNOWN_KEYS`). A new key
-    of a dict visctl reads without ``type`` (a dataloader, ``visctl``, ``custom_imports``, ``train_cfg``) must be
-    one that dict takes, and a new key spelled like an existing one (``num_clases`` beside ``num_classes``) is a
-    typo wherever it is.
+    of a dict visctl reads without ``type`` (a dataloader, ``visctl``, ``custom_imports``, ``train_cfg``,
+    ``data_preprocessor``) must be one that dict takes, and a new key spelled like an existing one
+    (``bach_size`` beside ``batch_size``) is a typo in a dict without ``type`` and in a pipeline step.
     """
     import difflib
 
@@ -176,7 +176,10 @@ def _unknown_key(cfg: Any, key: str) -> tuple[str, list[str], list[str]] | None:
                                                     list(KNOWN_KEYS))
         parent = ".".join(parts[:depth])
         schema = _SCHEMAS.get(parent.split(".")[0] if depth == 1 else "")
-        near = difflib.get_close_matches(part, present, n=3, cutoff=0.8)
+        # a typo of an existing key, in a dict no constructor checks: a dataloader, the visctl block, or a pipeline
+        # step (visctl's own transforms take what they know); a constructor refuses unknown keywords itself
+        checked = "type" not in node or "pipeline" in parts[:depth - 1]
+        near = difflib.get_close_matches(part, present, n=3, cutoff=0.8) if checked else []
         if near:
             return f"{parent}.{part}", near, present
         if schema is not None and "type" not in node and part not in schema:
@@ -203,15 +206,16 @@ def merge_options(cfg: Any, options: list[str] | None) -> Any:
                               hint=(f"did you mean {' or '.join(near)}?" if near else
                                     f"the keys known there: {', '.join(choices)}"))
         phase = key.split(".")[0].removesuffix("_pipeline")
-        if key.split(".")[0] == f"{phase}_pipeline" and cfg_get(cfg, f"{phase}_dataloader.dataset.pipeline"):
+        twin = f"{phase}_dataloader.dataset.pipeline{key[len(phase) + 9:]}"  # the pipeline that runs, same step
+        if key.split(".")[0] == f"{phase}_pipeline" and twin not in extra and \
+                cfg_get(cfg, f"{phase}_dataloader.dataset.pipeline"):
             import warnings
 
             from visctl.errors import InputWarning
 
             warnings.warn(f"--cfg-options {key}=... changes {phase}_pipeline, which visctl does not run: the "
                           f"config's {phase}_dataloader.dataset.pipeline is the one run (as mmpretrain's tools); set "
-                          f"{phase}_dataloader.dataset.pipeline{key[len(phase) + 9:]}=... instead", InputWarning,
-                          stacklevel=2)
+                          f"{twin}=... instead", InputWarning, stacklevel=2)
         try:
             cfg.merge_from_dict({key: value})
         except Exception as exc:  # KeyError for an index past a list, TypeError for a key under a number, ...
