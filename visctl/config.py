@@ -105,20 +105,117 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
             raise ConfigError(f"config {where}: {reason}",
                               hint="YAML and JSON configs are read as plain data; write a Python config for "
                               "anything else")
-        _import_custom_modules(cfg, spec)
     elif looks_like_config(spec):
         cfg = Config(dict(model=dict(type=spec)))
     else:
         raise ConfigError(f"not a config file or model name: {spec}",
                           hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
                           "torchvision.resnet18, timm.resnet18 or package.module:attr")
-    return merge_options(cfg, options)
+    merge_options(cfg, options)
+    # after the options: `--cfg-options custom_imports.imports=[mypkg.models]` is imported too, as the config's own
+    import_custom_modules(cfg, spec)
+    check_config(cfg)
+    return cfg
+
+
+#: the top-level keys visctl reads (DESIGN.md's table, and what lr reads of mmengine's runtime keys): a
+#: ``--cfg-options`` key may add one of these to a config that lacks it; any other new top-level key is a mistake
+KNOWN_KEYS = ("model", "load_from", "checkpoint_revise_keys", "data_preprocessor", "test_pipeline", "train_pipeline",
+              "val_pipeline", "train_dataloader", "val_dataloader", "test_dataloader", "extract_dataloader",
+              "classes", "dataset_meta", "optim_wrapper", "param_scheduler", "train_cfg", "visctl",
+              "default_scope", "custom_imports", "default_hooks", "custom_hooks", "auto_scale_lr")
+#: the keys of the ``visctl = dict(...)`` block (README, Configs)
+TOOL_KEYS = ("target_layers", "featmap_layers", "tsne_layers", "input_size", "task", "patch_size")
+TASK_NAMES = ("classification", "segmentation", "detection")
+# the keys of dicts without a ``type`` that visctl reads, as their mmengine / OpenMMLab classes take them
+_DATALOADER_KEYS = ("batch_size", "num_workers", "persistent_workers", "sampler", "batch_sampler", "collate_fn",
+                    "dataset", "pin_memory", "drop_last", "prefetch_factor", "worker_init_fn", "pin_memory_device",
+                    "timeout", "generator")
+_SCHEMAS: dict[str, tuple[str, ...]] = {
+    **{f"{ph}_dataloader": _DATALOADER_KEYS for ph in ("train", "val", "test", "extract")},
+    "custom_imports": ("imports", "allow_failed_imports"),
+    "train_cfg": ("type", "by_epoch", "max_epochs", "max_iters", "val_interval", "val_begin", "dynamic_intervals"),
+    "visctl": TOOL_KEYS,
+    # mmpretrain's ClsDataPreprocessor, mmdet's DetDataPreprocessor, mmseg's SegDataPreProcessor (without a type)
+    "data_preprocessor": ("type", "mean", "std", "to_rgb", "bgr_to_rgb", "rgb_to_bgr", "pad_size_divisor",
+                          "pad_value", "to_onehot", "num_classes", "batch_augments", "non_blocking", "pad_mask",
+                          "mask_pad_value", "pad_seg", "seg_pad_value", "boxtype2tensor", "size", "size_divisor",
+                          "pad_val", "seg_pad_val", "test_cfg"),
+}
+
+
+def _unknown_key(cfg: Any, key: str) -> tuple[str, list[str], list[str]] | None:
+    """Whether ``--cfg-options KEY=...`` names a key neither ``cfg`` nor visctl knows: (the key up to the unknown
+    part, the closest known names, the names known there), or None.
+
+    A key that exists, or a new key of a constructor's dict (one with ``type``: its keyword arguments, which the
+    constructor checks), is known; so is a new top-level key that visctl reads (:data:`KNOWN_KEYS`). A new key
+    of a dict visctl reads without ``type`` (a dataloader, ``visctl``, ``custom_imports``, ``train_cfg``,
+    ``data_preprocessor``) must be one that dict takes, and a new key spelled like an existing one
+    (``bach_size`` beside ``batch_size``) is a typo in a dict without ``type`` and in a pipeline step.
+    """
+    import difflib
+
+    node: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if isinstance(node, (list, tuple)):  # an index: merge_from_dict says what is wrong with it
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                return None
+            node = node[int(part)]
+            continue
+        if not hasattr(node, "keys"):
+            return None
+        present = [str(k) for k in node.keys()]
+        if part in present:
+            node = node[part]
+            continue
+        if depth == 0:
+            known = sorted(set(present) | set(KNOWN_KEYS))
+            return None if part in KNOWN_KEYS else (part, difflib.get_close_matches(part, known, n=3, cutoff=0.6),
+                                                    list(KNOWN_KEYS))
+        parent = ".".join(parts[:depth])
+        schema = _SCHEMAS.get(parent.split(".")[0] if depth == 1 else "")
+        # a typo of an existing key, in a dict no constructor checks: a dataloader, the visctl block, or a pipeline
+        # step (visctl's own transforms take what they know); a constructor refuses unknown keywords itself
+        checked = "type" not in node or "pipeline" in parts[:depth - 1]
+        near = difflib.get_close_matches(part, present, n=3, cutoff=0.8) if checked else []
+        if near:
+            return f"{parent}.{part}", near, present
+        if schema is not None and "type" not in node and part not in schema:
+            choices = sorted(set(present) | set(schema))
+            return f"{parent}.{part}", difflib.get_close_matches(part, choices, n=3, cutoff=0.6), choices
+        return None
+    return None
 
 
 def merge_options(cfg: Any, options: list[str] | None) -> Any:
-    """``--cfg-options`` strings (``key=value``) merged into ``cfg`` in place, one at a time; returns ``cfg``."""
+    """``--cfg-options`` strings (``key=value``) merged into ``cfg`` in place, one at a time; returns ``cfg``.
+
+    A key that neither the config nor visctl knows is an error naming the closest known key
+    (:func:`_unknown_key`): mmengine would add it, and nothing would read it.
+    """
     extra = parse_cfg_options(options)
     for key, value in extra.items():  # one at a time, so an error names its option
+        unknown = _unknown_key(cfg, key)
+        if unknown is not None:
+            part, near, choices = unknown
+            parent, _, name = part.rpartition(".")
+            raise ConfigError(f"--cfg-options {key}=...: unknown key {part!r}: "
+                              f"{parent or 'the config'} has no {name!r}, and visctl reads none by that name",
+                              hint=(f"did you mean {' or '.join(near)}?" if near else
+                                    f"the keys known there: {', '.join(choices)}"))
+        phase = key.split(".")[0].removesuffix("_pipeline")
+        twin = f"{phase}_dataloader.dataset.pipeline{key[len(phase) + 9:]}"  # the pipeline that runs, same step
+        if key.split(".")[0] == f"{phase}_pipeline" and twin not in extra and \
+                cfg_get(cfg, f"{phase}_dataloader.dataset.pipeline"):
+            import warnings
+
+            from visctl.errors import InputWarning
+
+            warnings.warn(f"--cfg-options {key}=... changes {phase}_pipeline, which visctl does not run: the "
+                          f"config's {phase}_dataloader.dataset.pipeline is the one run (as mmpretrain's tools); set "
+                          f"{twin}=... instead", InputWarning, stacklevel=2)
         try:
             cfg.merge_from_dict({key: value})
         except Exception as exc:  # KeyError for an index past a list, TypeError for a key under a number, ...
@@ -250,7 +347,7 @@ def _yaml_as_data() -> Iterator[None]:
                 file_handlers[key] = old
 
 
-def _import_custom_modules(cfg: Any, spec: str) -> None:
+def import_custom_modules(cfg: Any, spec: str) -> None:
     """mmengine's ``custom_imports`` (modules that register models), never a standard-library module.
 
     A standard-library module registers nothing, and importing some has effects (``antigravity`` opens a
@@ -259,11 +356,15 @@ def _import_custom_modules(cfg: Any, spec: str) -> None:
     custom = cfg.get("custom_imports")
     if not custom:
         return
-    imports = custom.get("imports") if isinstance(custom, dict) else None
+    hint = "custom_imports = dict(imports=['mypkg.models'], allow_failed_imports=False)"
+    if not isinstance(custom, dict):
+        raise ConfigError(f"{spec}: custom_imports is {custom!r}, not a dict with the modules under imports",
+                          hint=hint)
+    imports = custom.get("imports")
     names = [imports] if isinstance(imports, str) else imports
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
         raise ConfigError(f"{spec}: custom_imports.imports must be a list of module names, got {imports!r}",
-                          hint="custom_imports = dict(imports=['mypkg.models'], allow_failed_imports=False)")
+                          hint=hint)
     for name in names:
         if is_stdlib_module(name):
             raise ConfigError(f"{spec}: custom_imports names {name!r}, a module of the Python standard library",
@@ -275,6 +376,9 @@ def _import_custom_modules(cfg: Any, spec: str) -> None:
     except ImportError as exc:
         raise ConfigError(f"{spec}: cannot import custom_imports {', '.join(names)}: {_one_line(exc)}",
                           hint="install the package, or set PYTHONPATH to the folder that holds it") from None
+    except Exception as exc:  # the module ran and raised: its own error, as a constructor's
+        raise ConfigError(f"{spec}: importing custom_imports {', '.join(names)} failed: {_reason(exc)}",
+                          hint="--debug shows where the module failed") from exc
 
 
 def is_stdlib_module(name: str) -> bool:
@@ -339,22 +443,156 @@ def cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
     return node
 
 
+CLASS_KEYS = ("classes", "dataset_meta.classes", "test_dataloader.dataset.classes", "val_dataloader.dataset.classes",
+              "train_dataloader.dataset.classes", "test_dataloader.dataset.metainfo.classes",
+              "val_dataloader.dataset.metainfo.classes", "train_dataloader.dataset.metainfo.classes")
+
+
 def class_names(cfg: Any) -> list[str] | None:
     """Class names from ``classes``, ``dataset_meta.classes`` or the test (val, train) dataset's ``classes`` or
     ``metainfo.classes``."""
-    for key in ("classes", "dataset_meta.classes", "test_dataloader.dataset.classes",
-                "val_dataloader.dataset.classes", "train_dataloader.dataset.classes",
-                "test_dataloader.dataset.metainfo.classes", "val_dataloader.dataset.metainfo.classes",
-                "train_dataloader.dataset.metainfo.classes"):
-        names = cfg_get(cfg, key)
+    for key in CLASS_KEYS:
+        names = check_class_names(cfg_get(cfg, key), key)
         if names:
-            return [str(n) for n in names]
+            return names
     return None
 
 
+def check_class_names(value: Any, where: str) -> list[str] | None:
+    """A config's class list as names: a list/tuple of names (numbers read as text), or a text file with one name
+    a line (mmpretrain's ``classes='classes.txt'``); None for None or an empty list.
+
+    Raises:
+        ConfigError: anything else (``classes = 5``, a dict, nested lists, a missing file).
+    """
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return None
+    hint = (f"write {where.rpartition('.')[2]}=['cat', 'dog', ...] (one name per model output, in order), or the "
+            "path of a text file with one name a line; the number of classes is the model's (num_classes)")
+    if isinstance(value, str) and value:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{where}={value!r}: a text is read as a file of class names, and it is not one",
+                              hint=hint)
+        try:
+            return [line.rstrip("\r\n") for line in path.read_text().splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}={value!r}: cannot read the class names ({_reason(exc)})",
+                              hint=hint) from None
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                for v in value):
+        return [str(v) for v in value]
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise ConfigError(f"{where}={shown} is not a list of class names", hint=hint)
+
+
 def tool_option(cfg: Any, key: str, default: Any = None) -> Any:
-    """A per-model tool default from the config's ``visctl = dict(...)`` block."""
-    return cfg_get(cfg, f"visctl.{key}", default)
+    """A per-model tool default from the config's ``visctl = dict(...)`` block, type-checked.
+
+    ``target_layers``, ``featmap_layers``, ``tsne_layers``: a list of layer names (one name alone is a list of
+    one); ``task``: one of :data:`TASK_NAMES`; ``patch_size``: a positive whole number; ``input_size``: a
+    positive whole number or ``(w, h)``. None is the same as leaving the key out.
+    """
+    block = cfg_get(cfg, "visctl")
+    if block is None:
+        return default
+    if not hasattr(block, "get"):
+        raise ConfigError(f"the config's visctl is {type(block).__name__} ({block!r}), not a dict",
+                          hint="visctl = dict(target_layers=['backbone.layer4'], input_size=224, ...)")
+    value = block.get(key)
+    if value is None:
+        return default
+    where = f"visctl.{key}"
+    if key in ("target_layers", "featmap_layers", "tsne_layers"):
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
+            return list(value)
+        raise ConfigError(f"{where}={value!r} is not a list of layer names",
+                          hint=f"{key}=['backbone.layer4'] (paths over named_modules(); --preview-model lists them)")
+    if key == "task":
+        if value not in TASK_NAMES:
+            raise ConfigError(f"{where}={value!r} is not a task visctl knows",
+                              hint="task is one of " + ", ".join(repr(t) for t in TASK_NAMES))
+        return value
+    if key == "patch_size":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}={value!r} is not a positive whole number of pixels", hint="patch_size=640")
+        return value
+    if key == "input_size":
+        sizes = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else None
+        if not sizes or len(sizes) > 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                  for v in sizes):
+            raise ConfigError(f"{where}={value!r} is not a size in pixels",
+                              hint="input_size=224, or (w, h) such as input_size=(320, 256)")
+        return value
+    return value
+
+
+def check_config(cfg: Any) -> None:
+    """Refuse, before anything is built, a config whose keys visctl reads have the wrong type.
+
+    The ``visctl`` block's keys (unknown ones with the closest known name, and each value, :func:`tool_option`),
+    the class lists (:func:`class_names`), ``data_preprocessor``, ``checkpoint_revise_keys``, ``default_scope``
+    and the pipelines (a list of transform dicts, each with a ``type``).
+    """
+    import difflib
+
+    block = cfg_get(cfg, "visctl")
+    if block is not None:
+        if not hasattr(block, "keys"):
+            tool_option(cfg, "task")  # says what is wrong
+        for k in block.keys():
+            if k not in TOOL_KEYS:
+                near = difflib.get_close_matches(str(k), TOOL_KEYS, n=2, cutoff=0.6)
+                raise ConfigError(f"the config's visctl block has an unknown key {k!r}",
+                                  hint=(f"did you mean {' or '.join(near)}? " if near else "")
+                                  + "it takes " + ", ".join(TOOL_KEYS))
+            tool_option(cfg, k)
+    for key in CLASS_KEYS:
+        check_class_names(cfg_get(cfg, key), key)
+    for key in ("data_preprocessor", "model.data_preprocessor"):
+        dp = cfg_get(cfg, key)
+        if dp is not None and not hasattr(dp, "get"):
+            raise ConfigError(f"the config's {key} is {type(dp).__name__} ({dp!r}), not a dict",
+                              hint=f"{key} = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], "
+                              "to_rgb=True)")
+    revise = cfg_get(cfg, "checkpoint_revise_keys")
+    if revise is not None:
+        import re
+
+        pairs = revise if isinstance(revise, (list, tuple)) else None
+        ok = pairs is not None and all(isinstance(p, (list, tuple)) and len(p) == 2
+                                       and all(isinstance(v, str) for v in p) for p in pairs)
+        if ok:
+            try:
+                for pattern, _ in pairs or []:
+                    re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"checkpoint_revise_keys: {pattern!r} is not a regular expression ({exc})",
+                                  hint="checkpoint_revise_keys = [(r'^module\\.', '')]") from None
+        else:
+            raise ConfigError(f"checkpoint_revise_keys={revise!r} is not a list of (pattern, replacement) pairs",
+                              hint="checkpoint_revise_keys = [(r'^module\\.', ''), (r'^backbone\\.', '')]")
+    scope = cfg_get(cfg, "default_scope")
+    if scope is not None and not isinstance(scope, str):
+        raise ConfigError(f"default_scope={scope!r} is not a package name", hint="default_scope = 'mmpretrain'")
+    for key in ("test_pipeline", "val_pipeline", "train_pipeline", "test_dataloader.dataset.pipeline",
+                "val_dataloader.dataset.pipeline", "train_dataloader.dataset.pipeline",
+                "extract_dataloader.dataset.pipeline"):
+        check_pipeline(cfg_get(cfg, key), key)
+
+
+def check_pipeline(steps: Any, where: str) -> None:
+    """A pipeline is a list of transform dicts, each with a ``type`` (a name, or a class in a lazy config)."""
+    if steps is None:
+        return
+    hint = f"{where} = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=224), dict(type='PackInputs')]"
+    if not isinstance(steps, (list, tuple)):
+        raise ConfigError(f"{where} is {type(steps).__name__} ({steps!r}), not a list of transforms", hint=hint)
+    for i, step in enumerate(steps):
+        if not hasattr(step, "get") or not (isinstance(step.get("type"), str) or callable(step.get("type"))):
+            raise ConfigError(f"{where}[{i}] is {step!r}, not a transform dict with a type", hint=hint)
 
 
 def test_pipeline(cfg: Any) -> list[dict] | None:

@@ -160,6 +160,45 @@ def _entry(batch: Any, key: str, path: Path) -> Any:
                      hint="use the python version of CIFAR (cifar-10-batches-py / cifar-100-python)")
 
 
+_CIFAR_HINT = "use the python version of CIFAR (cifar-10-batches-py / cifar-100-python), or re-pack the batch " \
+    "as it does: data (N, 3072) uint8 rows (1024 red, 1024 green, 1024 blue values), N labels"
+
+
+def _cifar_rows(data: Any, path: Path) -> Any:
+    """A CIFAR batch's ``data`` as (N, 32, 32, 3) uint8 images: it must be N rows of 3 x 32 x 32 = 3072 bytes."""
+    import numpy as np
+
+    arr = np.asarray(data) if isinstance(data, np.ndarray) or isinstance(data, (list, tuple)) else None
+    if arr is None or arr.dtype.kind not in "ui" or arr.ndim != 2 or arr.shape[1] != 3072:
+        what = (f"{type(data).__name__}" if arr is None else
+                f"a {arr.dtype} array of shape {arr.shape}" if arr.dtype.kind not in "ui" or arr.ndim != 2 else
+                f"{arr.shape[0]} rows of {arr.shape[1]} values")
+        raise InputError(f"{path}: the CIFAR data is {what}, not rows of 3072 values (3 x 32 x 32 pixels)",
+                         hint=_CIFAR_HINT)
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise InputError(f"{path}: the CIFAR data holds values outside 0-255 ({arr.min()} .. {arr.max()})",
+                         hint=_CIFAR_HINT)
+    return arr.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def _cifar_labels(values: Any, rows: int, n_cls: int, key: str, path: Path) -> list[int]:
+    """A CIFAR batch's labels: one whole number in 0 .. n_cls-1 per data row."""
+    import numbers
+
+    if not isinstance(values, (list, tuple)) and not hasattr(values, "tolist"):
+        raise InputError(f"{path}: the CIFAR {key} entry is {type(values).__name__}, not a list of labels",
+                         hint=_CIFAR_HINT)
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    if not isinstance(values, list) or len(values) != rows:
+        raise InputError(f"{path}: {len(values) if isinstance(values, list) else 1} labels for {rows} images",
+                         hint=_CIFAR_HINT)
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= int(v) < n_cls]
+    if bad:
+        raise InputError(f"{path}: {len(bad)} label(s) are not class indices 0 .. {n_cls - 1}, e.g. {bad[0]!r}",
+                         hint=_CIFAR_HINT)
+    return [int(v) for v in values]
+
+
 class CifarDataset(Dataset):
     """CIFAR-10/100 from the python-version batches on disk (the format torchvision and mmpretrain read).
 
@@ -186,15 +225,18 @@ class CifarDataset(Dataset):
                               "data_root at it")
         data: list[np.ndarray] = []
         labels: list[int] = []
+        n_cls = 10 if kind == "CIFAR10" else 100
         for path in present:
             batch = load_cifar_pickle(path)
-            data.append(np.asarray(_entry(batch, "data", path), np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.extend(int(v) for v in _entry(batch, label_key, path))
+            data.append(_cifar_rows(_entry(batch, "data", path), path))
+            labels.extend(_cifar_labels(_entry(batch, label_key, path), len(data[-1]), n_cls, label_key, path))
         self.images = np.concatenate(data)
         self._labels = labels
         if classes is None and (folder / meta).is_file():
-            classes = [n.decode() if isinstance(n, bytes) else str(n)
-                       for n in _entry(load_cifar_pickle(folder / meta), key, folder / meta)]
+            found = _entry(load_cifar_pickle(folder / meta), key, folder / meta)
+            if not isinstance(found, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in found):
+                raise InputError(f"{folder / meta}: {key} is not a list of class names", hint=_CIFAR_HINT)
+            classes = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in found]
         self.classes = classes
 
     def __len__(self) -> int:
@@ -205,6 +247,72 @@ class CifarDataset(Dataset):
 
     def labels(self) -> list[int]:
         return list(self._labels)
+
+
+def _whole(value: Any, where: str, least: int, example: str) -> int:
+    """A whole number of at least ``least`` from a dataset dict (``size``, ``num_classes``, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{where}={value!r} is not a whole number of at least {least}", hint=example)
+    return value
+
+
+def length(dataset: Any) -> int:
+    """``len(dataset)``, refused with one line where a dataset says a negative or non-integer length (Python's
+    ``len`` raises ValueError / TypeError / OverflowError there)."""
+    try:
+        n = len(dataset)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"the dataset ({type(dataset).__name__}) reports no valid length: {exc}",
+                          hint="a dataset's __len__ returns the number of samples, 0 or more; check its size "
+                          "in the config (or the dataset class)") from None
+    return n
+
+
+#: the most samples whose labels are read one by one (by loading them) to choose samples by class: a dataset
+#: that keeps its labels (class folders, annotation lists, CIFAR) gives them all at once instead
+LABEL_SCAN_LIMIT = 20_000
+
+
+def knows_labels(dataset: Any) -> bool:
+    """Whether ``dataset.labels()`` comes without loading every sample (the class overrides it)."""
+    return type(dataset).labels is not Dataset.labels
+
+
+def scan_labels(dataset: Dataset, wanted: list[int] | None, per_class: int, limit: int | None = None,
+                advance: Callable[[], None] | None = None) -> tuple[list[int], str | None]:
+    """The labels to choose samples by class from: all of them where that is cheap or the dataset is small,
+    else those of its first samples, read until every class in ``wanted`` has ``per_class`` samples, or
+    ``limit`` samples were read.
+
+    Returns:
+        The labels (-1 for none) of samples 0 .. M-1, and None when M is the whole dataset, else a sentence
+        saying where the reading stopped and why (for a warning).
+    """
+    n = length(dataset)
+    if knows_labels(dataset):
+        return dataset.labels(), None
+    limit = LABEL_SCAN_LIMIT if limit is None else limit
+    counts: dict[int, int] = {}
+    labels: list[int] = []
+    bounded = n > limit  # a dataset within the limit is read whole: its samples are drawn from all of it
+    for i in range(min(n, limit)):
+        lab = dataset.load(i).label
+        labels.append(-1 if lab is None else int(lab))
+        if lab is not None:
+            counts[int(lab)] = counts.get(int(lab), 0) + 1
+        if advance is not None:
+            advance()
+        if bounded and wanted and all(counts.get(c, 0) >= per_class for c in wanted):
+            return labels, (f"read the labels of the first {len(labels):,} of the dataset's {n:,} samples, where "
+                            f"each of the {len(wanted)} chosen classes has {per_class} "
+                            "(--max-num-samples-per-class); the samples are drawn from those")
+    if not bounded:
+        return labels, None
+    short = [c for c in (wanted or []) if counts.get(c, 0) < per_class]
+    why = (f"; class(es) {', '.join(f'{c} ({counts.get(c, 0)})' for c in short[:8])}"
+           f"{' ...' if len(short) > 8 else ''} have fewer than {per_class} there" if short else "")
+    return labels, (f"read the labels of the first {len(labels):,} of the dataset's {n:,} samples (the scan limit: "
+                    f"labels are read by loading each sample){why}; the samples are drawn from those")
 
 
 def _unwrap(cfg: dict) -> dict:
@@ -221,17 +329,12 @@ def _config_classes(cfg: dict) -> list[str] | None:
     ``classes`` as a str is read with ``mmengine.list_from_file``, and
     ``metainfo = {'classes': tuple(class_names), **metainfo}`` lets ``metainfo['classes']`` win.
     """
+    from visctl.config import check_class_names
+
     meta = cfg.get("metainfo")
-    value = meta.get("classes") if isinstance(meta, dict) and meta.get("classes") else cfg.get("classes")
-    if not value:
-        return None
-    if isinstance(value, str):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise InputError(f"classes file not found: {path}",
-                             hint="classes is a list of names, or a text file with one name a line")
-        return [line.rstrip("\r\n") for line in path.read_text().splitlines()]
-    return [str(c) for c in value]
+    if isinstance(meta, dict) and meta.get("classes"):
+        return check_class_names(meta.get("classes"), "dataset.metainfo.classes")
+    return check_class_names(cfg.get("classes"), "dataset.classes")
 
 
 def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str], None]
@@ -336,14 +439,20 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
     if kind == "FakeData":
         import torchvision
 
-        size = cfg.get("size", 100)
-        shape = tuple(cfg.get("image_size", (3, 64, 64)))
-        if max_pixels is not None and len(shape) == 3 and int(shape[1]) * int(shape[2]) > max_pixels:
+        size = _whole(cfg.get("size", 100), "FakeData size", 0, "size=1000 (the number of samples)")
+        shape = cfg.get("image_size", (3, 64, 64))
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and shape[0] in (1, 3)
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+            raise ConfigError(f"FakeData image_size={shape!r} is not (channels, height, width) with 1 or 3 "
+                              "channels", hint="image_size=(3, 64, 64)")
+        shape = tuple(shape)
+        if max_pixels is not None and int(shape[1]) * int(shape[2]) > max_pixels:
             raise ConfigError(f"FakeData image_size {shape} is over the budget of {max_pixels:,} pixels "
                               "(--max-pixels)", hint="use a smaller image_size, or raise --max-pixels")
-        n_cls = int(cfg.get("num_classes", 10))
+        n_cls = _whole(cfg.get("num_classes", 10), "FakeData num_classes", 1, "num_classes=10")
         ds = torchvision.datasets.FakeData(size=size, image_size=shape, num_classes=n_cls,
-                                           random_offset=int(cfg.get("random_offset", 0)))
+                                           random_offset=_whole(cfg.get("random_offset", 0), "FakeData random_offset",
+                                                                0, "random_offset=0"))
         return TorchvisionDataset(ds, classes or [str(i) for i in range(n_cls)])
     if kind in _DOWNLOADING:
         raise ConfigError(f"dataset type {kind} would need a download, and visctl never downloads",
@@ -423,17 +532,21 @@ def package_classes(scope: str, kind: str) -> list[str] | None:
 
 def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
     """The ``<phase>_dataloader.dataset`` dict and its pipeline (the test pipeline for val/test if absent)."""
-    from visctl.config import cfg_get
+    from visctl.config import cfg_get, check_class_names
 
     ds = cfg_get(cfg, f"{phase}_dataloader.dataset")
     if not ds:
         raise ConfigError(f"the config has no {phase}_dataloader.dataset",
                           hint=f"add {phase}_dataloader = dict(dataset=dict(type=..., data_root=...)), or pick "
                           "another --phase")
+    if not hasattr(ds, "keys"):
+        raise ConfigError(f"{phase}_dataloader.dataset is {type(ds).__name__} ({ds!r}), not a dict",
+                          hint=f"{phase}_dataloader = dict(dataset=dict(type='CustomDataset', data_root=...))")
     ds = _unwrap(dict(ds))
-    top = cfg_get(cfg, "classes") or cfg_get(cfg, "dataset_meta.classes")
+    top = check_class_names(cfg_get(cfg, "classes"), "classes") or check_class_names(
+        cfg_get(cfg, "dataset_meta.classes"), "dataset_meta.classes")
     if top and not ds.get("classes"):  # the model's class order names the dataset's labels
-        ds["classes"] = top if isinstance(top, str) else list(top)
+        ds["classes"] = top
     if not _config_classes(ds) and cfg_get(cfg, "default_scope"):
         named = package_classes(str(cfg_get(cfg, "default_scope")), str(ds.get("type", "")))
         if named:  # the package's own names (mmpretrain's ImageNet: its 1000 categories), where they fit

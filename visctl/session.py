@@ -182,11 +182,13 @@ class Session:
             return load_config(str(spec), self.cfg_options)
         from mmengine.config import Config
 
+        from visctl import config
+
         cfg = spec if isinstance(spec, Config) else Config(dict(spec))
         if self.cfg_options:
-            from visctl.config import merge_options
-
-            merge_options(cfg, self.cfg_options)
+            config.merge_options(cfg, self.cfg_options)
+        config.import_custom_modules(cfg, "the config")
+        config.check_config(cfg)
         return cfg
 
     def protect(self, *paths: Any) -> None:

@@ -127,7 +127,8 @@ def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any 
     dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
     skip = tuple(skip_type if skip_type is not None else SKIP)
     samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
-    count = len(dataset) if number < 0 else min(number, len(dataset))
+    size = datasets.length(dataset)
+    count = size if number < 0 else min(number, size)
     session.protect(*(dataset.name(i) for i in range(count)))
     if config_name is None:
         config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"

@@ -670,6 +670,13 @@ class _SegmentationRun(CamRun):
         self.scored, self.scored_at, self.blank_at = {}, {}, []
         model = mi.model
         example_logits = segmentation.logits(model, mi.example)
+        if not segmentation.is_segmentation_output(example_logits):
+            from visctl.errors import ModelError
+
+            raise ModelError(f"segmentation (--task segmentation, or the config's visctl.task) needs per-pixel "
+                             f"class logits (N, C, H, W), and this model outputs {tuple(example_logits.shape)}",
+                             hint="leave --task out (auto: the model's output decides) or use --task "
+                             "classification; set visctl.task in the config only for a segmentation model")
         self.num_classes = int(example_logits.shape[1])
         from visctl.library._common import class_names
 

@@ -206,7 +206,17 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
                           "self-supervised pretraining configs have none), add one, or pick another --phase")
     dataset = datasets.build_dataset(ds_cfg, used_phase, warn=session.warn, max_pixels=session.max_pixels)
     steps = steps or mi.steps
-    labels_all = dataset.labels()
+    known = dataset.classes
+    wanted = (list(class_idx) if class_idx is not None else
+              list(range(min(max_num_class, len(known)))) if known else None)
+    if datasets.knows_labels(dataset):
+        labels_all, stopped = datasets.scan_labels(dataset, wanted, max_num_samples_per_class)
+    else:  # each label is a loaded sample: bounded, and shown
+        total = min(datasets.length(dataset), datasets.LABEL_SCAN_LIMIT)
+        with session.progress(total, "labels") as advance:
+            labels_all, stopped = datasets.scan_labels(dataset, wanted, max_num_samples_per_class, advance=advance)
+    if stopped:
+        session.warn(stopped)
     if labels_all and all(lab < 0 for lab in labels_all):
         raise VisctlError(f"the {used_phase} dataset's {len(labels_all)} images have no class labels, and t-SNE "
                           "colours its points and scores its k-NN accuracy by class",

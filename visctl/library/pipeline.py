@@ -217,7 +217,8 @@ def plan(config: Any, images: Any = None, *, phase: str = "train", number: int =
         dataset, steps = image_dataset(cfg, images, phase, session)
     skip = tuple(skip_type if skip_type is not None else SKIP)
     samples = datasets.PipelineSamples(dataset, steps, seed=seed, record=record, skip_types=skip)
-    count = len(dataset) if number < 0 else min(number, len(dataset))
+    size = datasets.length(dataset)
+    count = size if number < 0 else min(number, size)
     if config_name is None:
         config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
     swap = channel_swap(channel_order, native_order(dataset, steps), bgr2rgb)
