@@ -441,11 +441,13 @@ def test_out_dir_inside_the_input_folder_is_not_read_back(invoke, tmp_path):
     assert len(manifest(data / "browsed")["inputs"]) == 3
 
 
-def test_a_foreign_manifest_is_kept_out_of_the_runs(tmp_path):
+def test_a_foreign_manifest_is_never_replaced(tmp_path):
+    """Issue 24: another tool's manifest.json is refused (it was replaced before); tests/test_hostile_output.py."""
+    from visctl.errors import OutputError
     from visctl.output import OutputWriter
 
     (tmp_path / "manifest.json").write_text('{"name": "someone else\'s"}')
     w = OutputWriter(tmp_path, "cam", {})
-    w.start()
-    doc = json.loads((tmp_path / "manifest.json").read_text())
-    assert [r["id"] for r in doc["runs"]] == [w.id]
+    with pytest.raises(OutputError, match="did not write"):
+        w.start()
+    assert json.loads((tmp_path / "manifest.json").read_text()) == {"name": "someone else's"}

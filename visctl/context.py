@@ -95,6 +95,11 @@ class RunContext(Session):
                 check_backend(self.backend)
             # before any config, model or data: a bad folder must cost nothing
             self._created += output.prepare_dir(self.out_dir, "--out-dir")
+            # a manifest.json or index.html that visctl did not write (or a damaged one, a FIFO, a link) is
+            # refused now, not replaced at the end; demo writes only the page over its runs' folders
+            output.check_record_files(self.out_dir, manifest=self.command != "demo")
+            if self.default_out:  # visctl-out/index.html, the page over every command's latest run
+                output.check_record_files(self.out_dir.parent, manifest=False)
             for what, f in self.out_files:
                 self._created += output.check_file_target(f, what)
         except VisctlError as err:
@@ -145,6 +150,7 @@ class RunContext(Session):
                     self.writer.close()  # stops the write threads; the manifest has already waited for them
                 except Exception:  # noqa: BLE001 - a failed write was reported by the manifest's own flush
                     pass
+                self.writer.release_reserve()  # the space held for the last manifest (finish released it)
             self._warnings.__exit__(None, None, None)
             self._restore_signals()
             output.clear_interrupt()
@@ -231,6 +237,7 @@ class RunContext(Session):
         folder = Path(out_dir or self.out_dir)
         if os.path.abspath(folder) != os.path.abspath(self.out_dir):
             self._created += output.prepare_dir(folder, "--out-dir")
+            output.check_record_files(folder)
         if self.max_pixels is not None:
             params = dict(params, max_pixels=self.max_pixels)
         writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.protected)

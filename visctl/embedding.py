@@ -351,6 +351,11 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
     return TSNE(**kwargs).fit_transform(x), "t-SNE (scikit-learn, PCA-50)"
 
 
+def file_tag(label: str) -> str:
+    """A layer's part of its file names: ``features_<tag>.npy``, ``tsne_<tag>.png``."""
+    return label.replace(".", "_").replace("[", "-").replace("]", "")
+
+
 def feature_file(path: Any, rows: int, dims: int) -> Any:
     """A (rows, dims) float32 .npy to fill in place through a memory map, its disk space taken first.
 
@@ -426,7 +431,8 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
         for label, t in feats.items():
             vec = pool(t, pooling, extra_tokens).cpu().numpy().astype(np.float32)
             if label not in files:
-                paths[label] = out_dir / f"{prefix}_{label.replace('.', '_').replace('[', '-').replace(']', '')}.npy"
+                name = f"{prefix}_{file_tag(label)}.npy"
+                paths[label] = output.free_name(out_dir / name)  # never a link's target, a FIFO, another's file
                 files[label] = feature_file(paths[label], len(indices), vec.shape[1])
             if vec.shape[1] != files[label].shape[1]:
                 raise VisctlError(f"{label}: images give features of different sizes ({vec.shape[1]} vs "
@@ -494,7 +500,9 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
     for label in labels:
         parts = [np.load(sh["features"][label], mmap_mode="r", allow_pickle=False) for sh in shards]
         name = Path(shards[0]["features"][label]).name.replace("features.rank0_", "features_")
-        target = out_dir / name
+        from visctl.output import free_name
+
+        target = free_name(out_dir / name)  # never a link's target, a FIFO, another's file
         merged = feature_file(target, len(entries), parts[0].shape[1])
         for i, (_, r, k) in enumerate(entries):
             merged[i] = parts[r][k]

@@ -42,6 +42,8 @@ def page(title: str, body: str, style: str = "", script: str = "") -> str:
     """The one page shell: ``title`` is escaped here; ``body``, ``style`` and ``script`` are the caller's
     markup, in which every data value must already be escaped (:func:`_text`, :func:`_href`, :func:`_script_json`)."""
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>\n'
+            # the mark by which visctl knows its own page (it never replaces an index.html it did not write)
+            '<meta name="generator" content="visctl">\n'
             f"<style>{BASE_STYLE}\n{style}</style></head><body>\n{body}\n"
             + (f"<script>\n{script}\n</script>\n" if script else "") + "</body></html>\n")
 
@@ -149,9 +151,10 @@ def render_root_index(root: Path) -> str:
 
 def write_root_index(root: Path) -> Path:
     """Write :func:`render_root_index` to ``root/index.html`` (atomically); returns its path."""
-    from visctl.output import INDEX, atomic_write
+    from visctl.output import INDEX, atomic_write, check_record_files
 
     target = Path(root) / INDEX
+    check_record_files(Path(root), manifest=False)  # another tool's index.html there is never replaced
     atomic_write(target, render_root_index(Path(root)).encode())
     return target
 

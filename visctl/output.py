@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import secrets
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,11 @@ from visctl.show import Navigator, has_display, show_images  # noqa: F401
 MANIFEST = "manifest.json"
 INDEX = "index.html"
 LOCK = ".manifest.lock"  # flock'ed while a run merges its record into the folder's manifest.json
+#: the field that marks a manifest.json as visctl's (a folder's manifest of another tool is never replaced)
+GENERATOR = "visctl"
+#: a run holds this much disk (plus its manifest's growth) in a hidden file, released to write a true manifest
+#: and gallery when the disk fills up (see OutputWriter._grow_reserve)
+RESERVE_BASE = 64 * 1024
 #: errors of the disk rather than of the path: reported as one clear error, never a traceback
 DISK_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO,
                                     errno.EFBIG) if e is not None)
@@ -267,6 +273,9 @@ def check_file_target(path: Path, what: str) -> list[Path]:
     if path.is_dir():
         raise OutputError(f"{what} {path} is a directory, not a file name",
                           hint=f"give a file name, e.g. {what} {path / 'out.png'}; -o/--out-dir names the folder of a run")
+    st = _lstat(path)
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise OutputError(f"{what} {path} is {_kind(st)}, not a file visctl can replace", hint="give another file name")
     return prepare_dir(path.parent, what)
 
 
@@ -279,6 +288,109 @@ def remove_empty(folders: Iterable[Path]) -> None:
             pass
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
+def _kind(st: os.stat_result) -> str:
+    """What a non-regular file is, in words."""
+    return next((what for test, what in _KINDS if test(st.st_mode)), "not a regular file")
+
+
+def _lstat(path: Path | str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _real(path: Path | str) -> str:
+    """``path`` absolute with its folders resolved and its own name kept: a link there is named, not followed."""
+    p = Path(os.path.abspath(path))
+    return str(p.parent.resolve() / p.name)
+
+
+def read_regular(path: Path | str, limit: int | None = None) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file (at most ``limit``), else None: a link is never
+    followed, a FIFO or device never opened for long (O_NONBLOCK: a FIFO with no writer cannot hang the run)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    st = _lstat(path)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the lstat
+            return None
+        chunks, left = [], limit if limit is not None else -1
+        while left:
+            chunk = os.read(fd, 1 << 20 if left < 0 else min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left = left - len(chunk) if left > 0 else left
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+#: how visctl's pages begin: the marker of gallery.page(), or the shell's first line before the marker existed
+_PAGE_MARKER = b'<meta name="generator" content="visctl">'
+_PAGE_LEGACY = b'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>visctl'
+
+
+def is_visctl_page(head: bytes) -> bool:
+    """Whether the first bytes of an HTML file are those of a page visctl wrote."""
+    return _PAGE_MARKER in head[:4096] or head.startswith(_PAGE_LEGACY)
+
+
+def _refuse(path: Path, problem: str, hint: str) -> OutputError:
+    return OutputError(f"{path} {problem}; visctl never replaces a file it did not write", hint=hint)
+
+
+def check_record_files(folder: Path, manifest: bool = True, index: bool = True) -> None:
+    """Refuse, before any work, a folder whose ``manifest.json``, ``index.html`` or lock visctl would replace
+    but did not write: another tool's file, a damaged manifest, a link, a folder, a FIFO or a device there.
+
+    Raises:
+        OutputError: one message naming the file and what it is, with a hint (move it or choose another folder).
+    """
+    folder = Path(folder)
+    elsewhere = "write into another folder (-o/--out-dir; the folder of --save-path/--out-file)"
+    names = ([MANIFEST, LOCK] if manifest else []) + ([INDEX] if index else [])
+    for name in names:
+        path = folder / name
+        st = _lstat(path)
+        if st is None:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(path, f"is {_kind(st)}, not a file visctl wrote",
+                          f"remove or rename it, or {elsewhere}")
+        if name == LOCK:
+            continue  # flock'ed, never written: any regular file does
+        data = read_regular(path, None if name == MANIFEST else 4096)
+        if data is None:
+            raise _refuse(path, "cannot be read", f"make it readable, move it away, or {elsewhere}")
+        if name == INDEX:
+            if not is_visctl_page(data):
+                raise _refuse(path, "is a page visctl did not write",
+                              f"move it away (e.g. mv {path} {path}.orig), or {elsewhere}")
+            continue
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise _refuse(path, f"is damaged (not valid JSON: {exc})",
+                          f"repair it, or move it away (mv {path} {path}.bad) to start a new record there, "
+                          f"or {elsewhere}") from None
+        if not is_visctl_manifest(doc):
+            raise _refuse(path, "is not a manifest visctl wrote",
+                          f"move it away (e.g. mv {path} {path}.orig), or {elsewhere}")
+
+
 def file_id(path: Path | str) -> tuple[int, int] | None:
     """The (device, inode) of an existing file, following links; None when there is none."""
     try:
@@ -289,9 +401,14 @@ def file_id(path: Path | str) -> tuple[int, int] | None:
 
 
 def is_visctl_manifest(doc: Any) -> bool:
-    """Whether a parsed manifest.json looks like one visctl wrote."""
-    return isinstance(doc, dict) and (isinstance(doc.get("runs"), list) or
-                                      ("command" in doc and isinstance(doc.get("outputs"), list)))
+    """Whether a parsed manifest.json is one visctl wrote: marked ``"generator": "visctl"``, or (before the
+    mark) a run record's shape: a string ``id`` and ``command``, ``outputs`` a list, ``versions`` an object."""
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("generator") == GENERATOR:
+        return isinstance(doc.get("runs"), list) or isinstance(doc.get("outputs"), list)
+    return (isinstance(doc.get("id"), str) and isinstance(doc.get("command"), str)
+            and isinstance(doc.get("outputs"), list) and isinstance(doc.get("versions"), dict))
 
 
 def _runs_of(doc: Any) -> list[dict]:
@@ -304,9 +421,12 @@ def _runs_of(doc: Any) -> list[dict]:
 
 def read_manifest(path: Path) -> dict | None:
     """A visctl manifest.json, or None when it is missing, unreadable or someone else's."""
+    data = read_regular(path)  # never a FIFO (it would hang the run) nor a link's target
+    if data is None:
+        return None
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
         return None
     return doc if is_visctl_manifest(doc) else None
 
@@ -322,6 +442,39 @@ def listed_outputs(manifest_path: Path) -> set[Path]:
             if isinstance(rel, str):
                 found.add((folder / rel).resolve())
     return found if doc is not None else set()
+
+
+def known_outputs(folder: Path) -> set[str]:
+    """The outputs that the runs recorded in ``folder``'s manifest.json wrote (:func:`_real` paths)."""
+    known = set()
+    resolved = Path(folder).resolve()
+    for run in _runs_of(read_manifest(Path(folder) / MANIFEST)):
+        for out in run.get("outputs") or []:
+            rel = out.get("path") if isinstance(out, dict) else None
+            if isinstance(rel, str):
+                known.add(_real(resolved / rel))
+    return known
+
+
+def replaceable(target: Path, known: set[str]) -> bool:
+    """Whether visctl may write ``target``: nothing is there, or a regular file it wrote (listed in ``known``).
+    A link (dangling or not), a FIFO, a device, a folder or another file is never replaced nor followed."""
+    st = _lstat(target)
+    if st is None:
+        return True
+    return stat.S_ISREG(st.st_mode) and _real(target) in known
+
+
+def free_name(target: Path) -> Path:
+    """``target``, or ``<stem>_2<suffix>``, ... when a file visctl did not write is there (see
+    :func:`replaceable`), for a file written outside the writer (t-SNE's memory-mapped features)."""
+    target = Path(target)
+    known = known_outputs(target.parent) if _lstat(target) is not None else set()
+    base, n = target, 1
+    while not replaceable(target, known):
+        n += 1
+        target = base.with_name(f"{base.stem}_{n}{base.suffix}")
+    return target
 
 
 def drop_visctl_outputs(files: list[Path]) -> tuple[list[Path], int]:
@@ -344,7 +497,7 @@ def drop_visctl_outputs(files: list[Path]) -> tuple[list[Path], int]:
 
 def is_visctl_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a visctl run (a manifest.json that visctl wrote)."""
-    return (Path(folder) / MANIFEST).is_file() and read_manifest(Path(folder) / MANIFEST) is not None
+    return read_manifest(Path(folder) / MANIFEST) is not None
 
 
 @contextmanager
@@ -355,7 +508,16 @@ def _locked(folder: Path) -> Iterator[None]:
     except ImportError:  # Windows: concurrent runs into one folder are not serialised there
         yield
         return
-    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides, as for outputs
+    # never through a link, never a FIFO's open that waits (check_record_files refused both before the run)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(Path(folder) / LOCK, flags, 0o666)  # the umask decides, as for outputs
+    except OSError as exc:
+        raise OutputError(f"cannot open {Path(folder) / LOCK}: {exc.strerror or exc}",
+                          hint="remove it (visctl makes it again), or choose another folder with -o/--out-dir") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _refuse(Path(folder) / LOCK, "is not a regular file", "remove it, or choose another folder with -o/--out-dir")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -449,6 +611,25 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _drop_stale_reserves(folder: Path) -> None:
+    """Remove the held space of runs that died without giving it back (SIGKILL): their process is gone."""
+    if os.name != "posix":  # os.kill(pid, 0) only asks on POSIX
+        return
+    for held in Path(folder).glob(".visctl-reserve.*"):
+        try:
+            pid = int(held.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            st = _lstat(held)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                held.unlink(missing_ok=True)
+        except OSError:  # alive (another user's), or unknown: left alone
+            pass
+
+
 class OutputWriter:
     """Writes a run's files under one directory and keeps the manifest true at every moment it is saved.
 
@@ -470,7 +651,13 @@ class OutputWriter:
         self._pool: Any = None  # a ThreadPoolExecutor once background() is called
         self._pending: list[tuple[Any, dict]] = []  # (future, manifest record) of background writes, in call order
         self._slots: Any = None  # a BoundedSemaphore: the images queued or in flight (background())
+        self._known: set[str] | None = None  # the outputs the folder's manifest lists: visctl's to replace
+        self._beside = 0  # outputs written beside a file visctl did not write
+        self._reserve: Path | None = None  # the hidden file that holds disk space for the last manifest
+        self._reserve_held = 0
+        self._reserve_want = 0
         self.manifest: dict[str, Any] = {
+            "generator": GENERATOR,  # the mark of visctl's own manifest (check_record_files)
             "id": self.id,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "pid": os.getpid(),
@@ -499,24 +686,99 @@ class OutputWriter:
             if fid is not None:
                 self.protected.setdefault(fid, str(p))
 
-    def _claim(self, target: Path) -> Path:
+    def _claim(self, target: Path, named: bool = False) -> Path:
         """``target``, or ``<stem>_2<suffix>``, ... if an earlier output of this run has that name (compared
-        without case); refuses an input of the run."""
+        without case), or if a file visctl did not write is there (a file the folder's manifest does not list,
+        a link, a FIFO, a folder: never replaced, never followed); refuses an input of the run.
+
+        ``named``: the user named the file (``--save-path x.png``): a file there is replaced as asked (a link
+        itself, not what it points to), and a folder, FIFO or device there is refused.
+        """
         target = Path(target)
         base, n = target, 1
-        while os.path.normcase(os.path.abspath(target)).casefold() in self._claimed:
+
+        def taken(t: Path) -> bool:
+            return os.path.normcase(os.path.abspath(t)).casefold() in self._claimed
+
+        while taken(target):
             n += 1
             target = base.with_name(f"{base.stem}_{n}{base.suffix}")
-        fid = file_id(target)
-        if fid is not None and fid in self.protected:
-            raise OutputError(f"{target} is an input of this run ({self.protected[fid]}); visctl never writes over "
-                              "its inputs", hint="choose another output file or folder (-o/--out-dir)")
+        self._refuse_input(target)
+        first = target
+        while not named and not self._replaceable(target) or taken(target):
+            n += 1
+            target = base.with_name(f"{base.stem}_{n}{base.suffix}")
+            self._refuse_input(target)
+        if target != first:
+            self._beside += 1
+            if self._beside == 1:
+                import warnings
+
+                from visctl.errors import InputWarning
+
+                warnings.warn(InputWarning(f"{first} exists and visctl did not write it: it is kept, and the output "
+                                           f"is {target.name} (so for any later one)"), stacklevel=2)
+        st = _lstat(target)
+        if named and st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise _refuse(target, f"is {_kind(st)}", "give another file name")
         self._claimed.add(os.path.normcase(os.path.abspath(target)).casefold())
         return target
 
-    def _write(self, target: Path, data: bytes) -> None:
+    def _refuse_input(self, target: Path) -> None:
+        st = _lstat(target)
+        fid = (st.st_dev, st.st_ino) if st is not None and not stat.S_ISLNK(st.st_mode) else None
+        if fid is not None and fid in self.protected:
+            raise OutputError(f"{target} is an input of this run ({self.protected[fid]}); visctl never writes over "
+                              "its inputs", hint="choose another output file or folder (-o/--out-dir)")
+
+    def _replaceable(self, target: Path) -> bool:
+        """Whether ``target`` is free, or a regular file that the folder's manifest lists as an output."""
+        if self._known is None and _lstat(target) is not None:
+            self._known = known_outputs(self.out_dir)
+        return replaceable(target, self._known or set())
+
+    # -- the disk space of the last manifest --
+    def _grow_reserve(self, extra: int) -> None:
+        """Hold ``extra`` more bytes for the manifest and gallery the run will write last: a disk that fills up
+        fails here, before the output, and the space held is released to write a true record (:meth:`save`)."""
+        if self._reserve is None:
+            return
+        self._reserve_want += extra
+        if self._reserve_want <= self._reserve_held:
+            return
+        step = max(self._reserve_want - self._reserve_held, self._reserve_held // 4, 16 * 1024)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            atomic_write(target, data)
+            with os.fdopen(os.open(self._reserve, flags, 0o600), "ab") as fh:
+                _write_file(fh, os.urandom(step), self._reserve)  # random: a compressing file system keeps it
+            self._reserve_held += step
+        except OSError as exc:
+            raise OutputError(f"cannot write in {self.out_dir}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
+
+    def release_reserve(self) -> bool:
+        """Free the space held for the last manifest; whether any was held."""
+        held, self._reserve, self._reserve_held = self._reserve, None, 0
+        if held is None:
+            return False
+        try:
+            held.unlink()
+        except OSError:
+            pass
+        return True
+
+    def _cost(self, entry: dict) -> int:
+        """What one more entry may add to the manifest (twice: top level and ``runs``) and to the gallery."""
+        return 3 * len(to_json(entry)) + 3 * len(str(entry.get("caption", ""))) + 512
+
+    def _write(self, target: Path, data: bytes, spare: bool = False) -> None:
+        """``spare``: on a full disk, release the space held for the record and try once more."""
+        try:
+            try:
+                atomic_write(target, data)
+            except OSError as exc:
+                if not (spare and exc.errno in DISK_ERRNOS and self.release_reserve()):
+                    raise
+                atomic_write(target, data)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
 
@@ -531,18 +793,28 @@ class OutputWriter:
                      **info: Any) -> Path:
         """Atomically write a file and record it, as one step that an interrupt does not split."""
         with uninterrupted():
-            target = self._claim(Path(target) if target is not None else self.path(name))
+            target = self._claim(Path(target) if target is not None else self.path(name), named=target is not None)
+            entry = self._entry(target, kind, caption, **info)
+            self._grow_reserve(self._cost(entry))
             self._write(target, data)
-            self.add_output(target, kind, caption, **info)
+            self.manifest["outputs"].append(entry)
         return target
+
+    def _entry(self, path: Path, kind: str, caption: str = "", **info: Any) -> dict[str, Any]:
+        """A manifest entry: the path written, relative to the run directory when inside it. Only the folders
+        are resolved: a name that was a link names the file written there, never the link's old target."""
+        real = Path(_real(path))
+        try:
+            rel = str(real.relative_to(self.out_dir.resolve()))
+        except ValueError:
+            rel = str(real)
+        return dict(path=rel, kind=kind, caption=caption, **info)
 
     def add_output(self, path: Path, kind: str, caption: str = "", **info: Any) -> None:
         """Record a written file in the manifest (paths relative to the run directory when inside it)."""
-        try:
-            rel = str(Path(path).resolve().relative_to(self.out_dir.resolve()))
-        except ValueError:
-            rel = str(Path(path).resolve())
-        self.manifest["outputs"].append(dict(path=rel, kind=kind, caption=caption, **info))
+        entry = self._entry(path, kind, caption, **info)
+        self.manifest["outputs"].append(entry)
+        self._grow_reserve(self._cost(entry))
 
     def save_image(self, name: str, rgb: Any, caption: str = "", target: Path | None = None, **info: Any) -> Path:
         """Encode and atomically write an RGB image; record it.
@@ -565,9 +837,10 @@ class OutputWriter:
         submitted = False
         try:
             with uninterrupted():
-                path = self._claim(Path(target) if target is not None else self.path(name))
-                self.add_output(path, "image", caption, **info)
-                record = self.manifest["outputs"][-1]
+                path = self._claim(Path(target) if target is not None else self.path(name), named=target is not None)
+                record = self._entry(path, "image", caption, **info)
+                self._grow_reserve(self._cost(record))
+                self.manifest["outputs"].append(record)
 
                 def job() -> None:
                     try:
@@ -656,10 +929,12 @@ class OutputWriter:
     def add_input(self, path: Path | str, **info: Any) -> None:
         """Record an input that was processed."""
         self.manifest["inputs"].append(dict(path=str(path), **info))
+        self._grow_reserve(2 * len(to_json(self.manifest["inputs"][-1])) + 128)
 
     def fail(self, path: Path | str, message: str) -> None:
         """Record an input that was skipped, and why."""
         self.manifest["failures"].append(dict(path=str(path), error=message))
+        self._grow_reserve(3 * len(to_json(self.manifest["failures"][-1])) + 256)
 
     def note(self, message: str) -> None:
         """Record a remark about the run (the chosen default layer, a checkpoint summary, ...)."""
@@ -679,8 +954,18 @@ class OutputWriter:
                 listed.add(src)
 
     def start(self) -> Path:
-        """Record the run as ``running`` in the folder's manifest before any output is written."""
-        return self.save(with_index=False)
+        """Record the run as ``running`` in the folder's manifest before any output is written, and hold the
+        disk space its last manifest and gallery need (refuses a folder whose record visctl did not write)."""
+        saved = self.save(with_index=False)
+        _drop_stale_reserves(self.out_dir)
+        sizes = sum(st.st_size for st in (_lstat(self.path(MANIFEST)), _lstat(self.path(INDEX))) if st is not None)
+        self._reserve = self.path(f".visctl-reserve.{self.id}")
+        try:
+            self._grow_reserve(RESERVE_BASE + 2 * sizes)
+        except BaseException:
+            self.release_reserve()
+            raise
+        return saved
 
     def finish(self, status: str, error: str | None = None) -> Path:
         """Write manifest.json and index.html with the final status (after every background write)."""
@@ -696,7 +981,10 @@ class OutputWriter:
         if status != "ok" and status != "partial":
             self.reconcile()
         self.manifest["timings"]["total_s"] = round(time.time() - self.started, 3)
-        return self.save()
+        try:
+            return self.save()
+        finally:
+            self.release_reserve()
 
     def save(self, with_index: bool = True) -> Path:
         """Merge this run's record into the folder's manifest.json under the folder's lock (after every
@@ -706,6 +994,7 @@ class OutputWriter:
         record = self.manifest
         mine = {o["path"] for o in record["outputs"]}
         with uninterrupted(), _locked(self.out_dir):
+            check_record_files(self.out_dir)  # another tool's manifest or page, a damaged one: never replaced
             runs = []
             for run in _runs_of(read_manifest(self.path(MANIFEST))):
                 if run.get("id") == self.id:
@@ -719,13 +1008,13 @@ class OutputWriter:
                 runs.append(run)
             runs.append(record)
             runs.sort(key=lambda r: str(r.get("started", "")))
-            self._write(self.path(MANIFEST), to_json(dict(record, runs=runs)).encode())
+            self._write(self.path(MANIFEST), to_json(dict(record, runs=runs)).encode(), spare=True)
             if with_index:
                 # the folder's gallery: this run's page, with the outputs earlier runs left here after its own
                 earlier = [o for r in runs if r is not record for o in r.get("outputs") or []
                            if isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("kind"), str)]
                 shown = dict(record, outputs=[*record["outputs"], *earlier])
-                self._write(self.path(INDEX), render_index(shown).encode())
+                self._write(self.path(INDEX), render_index(shown).encode(), spare=True)
         return self.path(MANIFEST)
 
 

@@ -421,7 +421,7 @@ def iter_layers(session: Session, p: EmbedPlan, ext: dict[str, Any], features: d
         embed_s = time.time() - t0
         session.log(f"{label}: {how}, {feats.shape[1]}-d, 5-NN accuracy {k2d:.3f} in 2-D, {kfeat:.3f} in feature "
                     "space")
-        tag = Path(path).stem.removeprefix("features_")
+        tag = embedding.file_tag(label)  # not the features file's name: that may have been moved aside
         head = o["title"] or f"{p.title_stem} | {label}"
         fig = render.scatter_figure(coords[:, :2], labels, class_names, f"{head}\n{how}, {len(labels)} samples, "
                                     f"5-NN accuracy {k2d:.3f} (2-D) / {kfeat:.3f} (features)", o["legend"],

@@ -168,7 +168,7 @@ class ScheduleResult(Result):
 
         fmt = plot_target.suffix.lstrip(".") if plot_target is not None and plot_target.suffix else "png"
         writer.write_output("lr.png", self.encode(fmt), "image", caption=self.caption,
-                            target=plot_target or writer.path("lr.png"))
+                            target=plot_target)
         if csv or csv_target is not None:
             writer.write_output("lr.csv", schedules.csv_text(self.values).encode(), "table",
                                 caption="per-iteration values", target=csv_target)
