@@ -242,6 +242,9 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
     from visctl.errors import ConfigError, InputError
 
     ctx = session or Session(options)
+    from visctl.environment import require_mmengine
+
+    require_mmengine("visctl lr")  # the schedules are mmengine's own (its optimizers, schedulers and hooks)
     parameter = getattr(parameter, "value", parameter)  # the CLI's enum
     if parameter is not None and parameter not in PARAMETERS:
         raise InputError(f"parameter {parameter!r}", hint=f"use one of {', '.join(PARAMETERS)}")
