@@ -124,7 +124,8 @@ def test_missing_or_unsupported_mmengine_is_one_error_line(invoke, monkeypatch):
     _fake_dists(monkeypatch, {"mmengine": None, "mmengine-lite": None})
     result = invoke("lr", DEMO_CFG, "--dataset-size", "100")
     assert result.exit_code == 2 and "error: mmengine is not installed" in result.stderr
-    assert "hint: pip install mmengine-lite, or mmengine" in result.stderr
+    assert 'visctl lr needs mmengine (pip install "visctl[lite]" or install into your OpenMMLab environment)' \
+        in result.stderr and "hint:" in result.stderr
 
 
 def test_broken_openmmlab_package_is_reported(invoke, monkeypatch, tmp_path):

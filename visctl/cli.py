@@ -105,11 +105,14 @@ def run(argv: list[str], prog_name: str = "visctl") -> int:
     except Exception as err:
         if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # click's ClickException family
             return _click_error(err)
-        from visctl.errors import out_of_memory, report_bug
+        from visctl.errors import missing_optional, out_of_memory, report_bug
 
         memory = out_of_memory(err)
         if memory is not None:
             return report(memory, debug="--debug" in argv)
+        missing = missing_optional(err, " ".join(["visctl"] + [a for a in argv if not a.startswith("-")][:1]))
+        if missing is not None:  # a plain install: one line saying what to install, not a traceback
+            return report(missing, debug="--debug" in argv)
         return report_bug(err)  # a crash outside a RunContext (which reports its own): a bug, exit 3
     return status if isinstance(status, int) else 0
 

@@ -34,8 +34,11 @@ def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
     """Parse ``key=value`` strings with mmengine's ``DictAction`` semantics."""
     if not options:
         return {}
-    from mmengine.config import DictAction
+    parse_value = _parse_iterable
+    if mmengine_present():
+        from mmengine.config import DictAction
 
+        parse_value = DictAction._parse_iterable
     out: dict[str, Any] = {}
     for item in options:
         if "=" not in item:
@@ -50,12 +53,51 @@ def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
                               "before '='", hint="name the key with dots between its parts, e.g. "
                               "--cfg-options model.num_classes=10")
         try:
-            out[key] = DictAction._parse_iterable(value)
+            out[key] = parse_value(value)
         except Exception as exc:  # mmengine asserts on unbalanced brackets
             raise ConfigError(f"--cfg-options {item!r}: cannot read the value {value!r} ({_reason(exc)})",
                               hint="lists and tuples need balanced brackets: key=[1,2] or key=\"(1,2)\"; "
                               "quote the whole option for the shell") from exc
     return out
+
+
+def _parse_scalar(val: str) -> Any:
+    """mmengine's ``DictAction._parse_int_float_bool``."""
+    for kind in (int, float):
+        try:
+            return kind(val)
+        except ValueError:
+            pass
+    if val.lower() in ("true", "false"):
+        return val.lower() == "true"
+    return None if val == "None" else val
+
+
+def _parse_iterable(val: str) -> Any:
+    """mmengine's ``DictAction._parse_iterable`` (``--cfg-options`` values), for an install without mmengine."""
+    def next_comma(text: str) -> int:
+        if text.count("(") != text.count(")") or text.count("[") != text.count("]"):
+            raise ValueError(f"Imbalanced brackets exist in {text}")
+        for idx, char in enumerate(text):
+            pre = text[:idx]
+            if char == "," and pre.count("(") == pre.count(")") and pre.count("[") == pre.count("]"):
+                return idx
+        return len(text)
+
+    val = val.strip("'\"").replace(" ", "")
+    is_tuple = False
+    if val.startswith("(") and val.endswith(")"):
+        is_tuple, val = True, val[1:-1]
+    elif val.startswith("[") and val.endswith("]"):
+        val = val[1:-1]
+    elif "," not in val:
+        return _parse_scalar(val)
+    values = []
+    while val:
+        comma = next_comma(val)
+        values.append(_parse_iterable(val[:comma]))
+        val = val[comma + 1:]
+    return tuple(values) if is_tuple else values
 
 
 def _reason(exc: BaseException) -> str:
@@ -76,7 +118,9 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     """
     from visctl.environment import require_mmengine
 
-    require_mmengine()  # a missing or unsupported mmengine is one error line, not an ImportError
+    if not mmengine_present():  # a plain install: model names and configs of plain values, read without it
+        return merge_options(_load_plain(spec), options)
+    require_mmengine()  # an unsupported mmengine is one error line, not an ImportError
     from mmengine.config import Config
 
     path = Path(spec)
@@ -187,6 +231,40 @@ def _unknown_key(cfg: Any, key: str) -> tuple[str, list[str], list[str]] | None:
             return f"{parent}.{part}", difflib.get_close_matches(part, choices, n=3, cutoff=0.6), choices
         return None
     return None
+
+
+def mmengine_present() -> bool:
+    """Whether the mmengine module can be imported (a plain ``pip install visctl`` has none)."""
+    from visctl.environment import _module_present
+
+    return _module_present("mmengine")
+
+
+def _load_plain(spec: str) -> Any:
+    """:func:`load_config` without mmengine: a model name, or a config file of plain values."""
+    from visctl import plain_config
+
+    if Path(spec).suffix.lower() in CONFIG_SUFFIXES:
+        return plain_config.read_config_file(spec)
+    if looks_like_config(spec):
+        return plain_config.PlainConfig(dict(model=dict(type=spec)))
+    raise ConfigError(f"not a config file or model name: {spec}",
+                      hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
+                      "torchvision.resnet18, timm.resnet18 or package.module:attr")
+
+
+def as_config(spec: Any) -> Any:
+    """``spec`` (a dict, an mmengine ``Config``, a :class:`~visctl.plain_config.PlainConfig`) as a config:
+    mmengine's ``Config`` where mmengine is installed, else a ``PlainConfig``."""
+    from visctl.plain_config import PlainConfig
+
+    if isinstance(spec, PlainConfig):
+        return spec
+    if not mmengine_present():
+        return PlainConfig(dict(spec))
+    from mmengine.config import Config
+
+    return spec if isinstance(spec, Config) else Config(dict(spec))
 
 
 def merge_options(cfg: Any, options: list[str] | None) -> Any:

@@ -25,6 +25,7 @@ from visctl.errors import (
     OutputError,
     Terminated,
     VisctlError,
+    missing_optional,
     out_of_memory,
     report,
     report_bug,
@@ -83,10 +84,10 @@ class RunContext(Session):
         try:
             # under torchrun: one rank of several, for the commands that shard their inputs (the others run
             # whole on every rank, as before: they have no inputs to split)
-            if self.command in SHARDED and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            if self.command in SHARDED and os.environ.get("WORLD_SIZE", "").strip():
                 from visctl import distributed
 
-                distributed.join(self)
+                distributed.join(self)  # checks the torchrun variables first: one error line for a bad one
                 if self.rank:  # rank 0 speaks for the run
                     self.quiet = self.console.quiet = True
             if self.backend:
@@ -183,6 +184,8 @@ class RunContext(Session):
             exc = OutputError(f"cannot write{where}: {exc.strerror or exc}", hint=output._path_hint(exc))
         if exc is not None and out_of_memory(exc) is not None:  # a failed allocation: too large an input
             exc = out_of_memory(exc)
+        if exc is not None and (missing := missing_optional(exc, f"this visctl {self.command} run")) is not None:
+            exc = missing  # a plain install (no mmengine, no OpenCV): the one line that says what to install
         if isinstance(exc, VisctlError):
             if self.writer is not None and not self._finished and not self.rank:
                 try:

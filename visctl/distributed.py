@@ -27,10 +27,54 @@ ERROR_WAIT = timedelta(seconds=30)
 _CONTROL: dict[str, Any] = {}  # gloo groups: "group" for objects (None: the default one), "errors" for the handshake
 
 
+#: what torchrun sets for each process, and the hint for a value it would not have set
+TORCHRUN_HINT = ("torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE itself: start visctl with "
+                 "`torchrun --nproc-per-node N -m visctl ...`, or unset WORLD_SIZE (and RANK) for a one-process run")
+
+
+def _env_int(name: str, low: int, high: int | None = None, default: int | None = None) -> int | None:
+    """The whole number in environment variable ``name`` (``default`` when unset or empty), within
+    ``low`` .. ``high - 1``; else a one-line error naming the variable and its value."""
+    from visctl.errors import VisctlError
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise VisctlError(f"torchrun environment: {name}={os.environ[name]!r} is not a whole number",
+                          hint=TORCHRUN_HINT) from None
+    if value < low or (high is not None and value >= high):
+        bound = f"from {low} to {high - 1}" if high is not None else f"at least {low}"
+        raise VisctlError(f"torchrun environment: {name}={value} is out of range (it must be {bound})",
+                          hint=TORCHRUN_HINT)
+    return value
+
+
 def env_ranks() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when not under torchrun."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when not under torchrun.
+
+    Checked before anything uses them: a value torchrun would never set (``WORLD_SIZE=two``, ``RANK`` not below
+    ``WORLD_SIZE``, which would wait for the missing ranks forever) is one error line.
+
+    Raises:
+        VisctlError: a variable that is not a whole number, or out of its range.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world is None:  # not under torchrun: RANK and the others are someone else's
+        return 0, 1, 0
+    from visctl.errors import VisctlError
+
+    rank = _env_int("RANK", 0, world, default=None if world > 1 else 0)
+    if rank is None:
+        raise VisctlError(f"torchrun environment: WORLD_SIZE={world} but RANK is not set (every process would be "
+                          "rank 0)", hint=TORCHRUN_HINT)
+    local_world = _env_int("LOCAL_WORLD_SIZE", 1, world + 1)
+    local = _env_int("LOCAL_RANK", 0, min(world, local_world or world), default=0)
+    _env_int("MASTER_PORT", 0, 65536)
+    assert local is not None
+    return rank, world, local
 
 
 def join(session: Session) -> tuple[int, int]:
@@ -82,7 +126,12 @@ def join(session: Session) -> tuple[int, int]:
 
 def active() -> bool:
     """Whether this process is one rank of several, in a joined process group."""
-    if env_ranks()[1] <= 1:
+    from visctl.errors import VisctlError
+
+    try:
+        if env_ranks()[1] <= 1:
+            return False
+    except VisctlError:  # a command that does not shard never joined (one that does stopped at join)
         return False
     import torch.distributed as dist
 

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from visctl import _gradcam
-from visctl.errors import DependencyError
+from visctl.errors import LITE_FIX, DependencyError, needs
 
 MMENGINE_SUPPORTED = ">=0.10,<1"
 _MMENGINE_MIN, _MMENGINE_MAX = (0, 10), (1,)
@@ -81,8 +81,12 @@ def _module_present(name: str) -> bool:
 # ---- checks a run makes (one error line instead of a traceback) -------------------------------------
 
 
-def require_mmengine() -> str:
-    """The installed mmengine's version, or a :class:`DependencyError` saying what to install."""
+def require_mmengine(what: str = "visctl") -> str:
+    """The installed mmengine's version, or a :class:`DependencyError` saying what to install.
+
+    Args:
+        what: what needs it, for the message (``visctl lr``, ``config x.py``).
+    """
     flavours = {d: v for d in ("mmengine", "mmengine-lite") if (v := dist_version(d))}
     if not _module_present("mmengine"):
         if flavours:
@@ -90,9 +94,7 @@ def require_mmengine() -> str:
             raise DependencyError(f"{name} {version} is listed by pip but its mmengine/ module is missing "
                                   "(uninstalling one of mmengine / mmengine-lite removes the other's files)",
                                   hint=f"pip install --force-reinstall --no-deps {name}=={version}")
-        raise DependencyError("mmengine is not installed (visctl reads configs with it)",
-                              hint="pip install mmengine-lite, or mmengine in an OpenMMLab environment "
-                              "(see `visctl doctor`)")
+        raise needs(what, "mmengine", "mmengine is not installed")
     for name, version in flavours.items():
         if not _MMENGINE_MIN <= _parse(version) < _MMENGINE_MAX:
             raise DependencyError(f"{name} {version} is installed; visctl supports {name} {MMENGINE_SUPPORTED}",
@@ -135,6 +137,9 @@ def _mmengine_checks() -> list[Check]:
                       "installed: both own the mmengine/ module, so one overwrote the other and uninstalling "
                       "either deletes it", f"pip uninstall -y mmengine-lite && pip install --force-reinstall "
                       f"--no-deps mmengine=={flavours['mmengine']}")]
+    if not flavours and not _module_present("mmengine"):  # a plain install: the fix every command prints too
+        return [Check("mmengine", "problem", "not installed (OpenMMLab configs, lr, the registries need it)",
+                      LITE_FIX)]
     try:
         version = require_mmengine()
     except DependencyError as err:
@@ -179,8 +184,7 @@ def cv2_gui() -> str | None:
 def _opencv_checks() -> list[Check]:
     found = {d: v for d in OPENCV_DISTS if (v := dist_version(d))}
     if not found:
-        return [Check("opencv", "problem", "no OpenCV distribution installed",
-                      "pip install opencv-python-headless (or opencv-python for windows)")]
+        return [Check("opencv", "problem", "no OpenCV distribution installed", LITE_FIX)]
     gui = cv2_gui()
     listing = ", ".join(f"{d} {v}" for d, v in found.items())
     if gui is None:

@@ -67,6 +67,50 @@ class OutputError(VisctlError):
     """The output folder or file cannot be written: not a folder, read-only, full, or an input of the run."""
 
 
+#: the one fix for an install without mmengine or OpenCV (a plain ``pip install visctl``); doctor says the same
+LITE_FIX = 'pip install "visctl[lite]" or install into your OpenMMLab environment'
+#: what such an install still runs
+LITE_HINT = ("without it visctl runs models named by torchvision/timm name or import path (pkg.module:attr) and "
+             "configs of plain values (.py, .json, .yaml); `visctl doctor` checks the environment")
+#: the modules a plain install may lack, and the name a user knows them by
+OPTIONAL_MODULES = {"mmengine": "mmengine", "cv2": "OpenCV"}
+
+
+def needs(what: str, module: str = "mmengine", why: str = "") -> DependencyError:
+    """The one error for a module a plain install lacks: ``<what> needs mmengine (pip install ...)``.
+
+    Args:
+        what: what needs it (``visctl lr``, ``config x.py: line 3 (an import)``).
+        module: ``mmengine`` or ``cv2``.
+        why: said first, e.g. ``mmengine is not installed``.
+    """
+    label = OPTIONAL_MODULES.get(module, module)
+    err = DependencyError(f"{why + '; ' if why else ''}{what} needs {label} ({LITE_FIX})", hint=LITE_HINT)
+    err.missing = module  # type: ignore[attr-defined]
+    return err
+
+
+def missing_optional(exc: BaseException, what: str) -> DependencyError | None:
+    """The :func:`needs` error for an import of mmengine or cv2 that failed because it is not installed
+    (a ``ModuleNotFoundError`` naming it), else None: a safety net for every command and library call."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    root = exc.name.split(".")[0]
+    if root not in OPTIONAL_MODULES:
+        return None
+    if exc.name != root:  # a submodule: only when the package itself is missing (not a broken or partial one)
+        import importlib.util
+
+        try:
+            if importlib.util.find_spec(root) is not None:
+                return None
+        except (ImportError, ValueError):
+            pass
+    err = needs(what, root, f"{OPTIONAL_MODULES[root]} is not installed")
+    err.__cause__ = exc  # --debug shows where the import was
+    return err
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that a run ends as after Ctrl-C (a true manifest), exit 143."""
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visctl.errors import LayerError, ModelError, closest
+from visctl.errors import LayerError, ModelError, VisctlError, closest
 
 if TYPE_CHECKING:
     import torch
@@ -426,8 +426,13 @@ def _safe_globals() -> list[tuple[Any, str]]:
     already allows ``collections.OrderedDict``/``Counter``, ``_codecs.encode``, tensors and storages.
     """
     import numpy as np
-    from mmengine.config import ConfigDict
 
+    from visctl.config import mmengine_present
+
+    if mmengine_present():
+        from mmengine.config import ConfigDict
+    else:  # a plain install: the same dict, read without mmengine (its pickle is ConfigDict(dict))
+        from visctl.plain_config import ConfigNode as ConfigDict
     try:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
@@ -596,7 +601,11 @@ def read_checkpoint(path: str, unsafe: bool = False) -> tuple[Any, bool]:
         raise _unreadable(path, exc) from exc
 
 
-def _unreadable(path: str, exc: BaseException) -> ModelError:
+def _unreadable(path: str, exc: BaseException) -> VisctlError:
+    from visctl.errors import missing_optional
+
+    if (missing := missing_optional(exc, f"reading checkpoint {path}")) is not None:  # a URL without mmengine
+        return missing
     if isinstance(exc, EOFError):
         return ModelError(f"checkpoint {path} ends early ({_one_line(exc)})",
                           hint="its save or download did not finish: save or download it again")

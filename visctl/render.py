@@ -16,6 +16,15 @@ COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "bo
 def mmengine_overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """mmengine's ``Visualizer.draw_featmap`` rendering of one map over an image of the same size (min-max,
     JET, ``addWeighted``): used where its per-map normalisation is the one asked for."""
+    from visctl.config import mmengine_present
+
+    if not mmengine_present():  # a plain install: the same arithmetic (mmengine's convert_overlay_heatmap)
+        import cv2
+        import numpy as np
+
+        norm = cv2.normalize(fmap.astype("float32"), np.zeros(fmap.shape), 0, 255, cv2.NORM_MINMAX)
+        heat = cv2.cvtColor(cv2.applyColorMap(np.asarray(norm, dtype=np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+        return cv2.addWeighted(image, 1 - alpha, heat, alpha, 0)
     import torch
     from mmengine.visualization import Visualizer
 

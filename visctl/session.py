@@ -170,21 +170,20 @@ class Session:
 
     def load_config(self, spec: Any) -> Any:
         """The mmengine Config of ``spec`` (a path, a model name, a dict or a Config) with the cfg options."""
-        from mmengine.logging import MMLogger
-
-        from visctl.config import load_config
+        from visctl.config import as_config, load_config, mmengine_present
 
         if isinstance(spec, (str, Path)):
             self.protect(spec)
-        # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless debug
-        MMLogger.get_instance(f"visctl-{next(_LOGGER_IDS)}", log_level="INFO" if self.debug else "WARNING")
+        if mmengine_present():
+            from mmengine.logging import MMLogger
+
+            # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless debug
+            MMLogger.get_instance(f"visctl-{next(_LOGGER_IDS)}", log_level="INFO" if self.debug else "WARNING")
         if isinstance(spec, (str, Path)):
             return load_config(str(spec), self.cfg_options)
-        from mmengine.config import Config
-
         from visctl import config
 
-        cfg = spec if isinstance(spec, Config) else Config(dict(spec))
+        cfg = as_config(spec)
         if self.cfg_options:
             config.merge_options(cfg, self.cfg_options)
         config.import_custom_modules(cfg, "the config")

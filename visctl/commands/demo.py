@@ -34,6 +34,7 @@ def demo(
     import time
 
     from visctl.context import RunContext
+    from visctl.errors import VisctlError, missing_optional
     from visctl.output import write_root_index
 
     root = (out_dir or Path("visctl-out") / "demo").resolve()
@@ -42,7 +43,14 @@ def demo(
         data = _write_data(root, images)
         for name, call in _steps(configs, data, images, ctx.threads):
             started = time.time()
-            result = call()
+            try:
+                result = call()
+            except Exception as exc:  # a plain install (no mmengine): the steps that need it are left out
+                missing = exc if isinstance(exc, VisctlError) else missing_optional(exc, f"visctl demo's {name} step")
+                if getattr(missing, "missing", None) != "mmengine":
+                    raise
+                ctx.warn(f"{name} left out: {missing.message}")  # type: ignore[union-attr]
+                continue
             result.save(root / name)
             for path, error in result.failures:
                 ctx.warn(f"{name}: {path}: {error}")

@@ -140,8 +140,6 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
     """Check the settings, load the model and the dataset, sample it and choose the layers."""
     import math
 
-    from mmengine.config import Config
-
     from visctl import arguments, cams, config, datasets, embedding, models, transforms
     from visctl.embedding import EmbedMethod, Pooling, VisStage
     from visctl.errors import ConfigError, VisctlError
@@ -184,7 +182,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
             session.protect(test_cfg)
             other = config.load_config(str(test_cfg), [])
         else:
-            other = test_cfg if isinstance(test_cfg, Config) else Config(dict(test_cfg))
+            other = config.as_config(test_cfg)
         if not config.cfg_get(other, "test_dataloader.dataset"):
             raise ConfigError(f"{test_cfg} has no test_dataloader.dataset", hint="--test-cfg takes a config with one")
         cfg.test_dataloader = other.test_dataloader

@@ -236,9 +236,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
                 cfg_b = config.load_config(str(compare))  # --cfg-options are for model A's config
                 compare_param = [str(compare)] + ([str(compare_checkpoint)] if compare_checkpoint else [])
             else:
-                from mmengine.config import Config
-
-                cfg_b = compare if isinstance(compare, Config) else Config(dict(compare))
+                cfg_b = config.as_config(compare)
                 compare_param = ["<config>"] + ([str(compare_checkpoint)] if compare_checkpoint else [])
             model_b, _ = _common.load_model(session, cfg_b, compare_checkpoint, label="compare: ")
             from visctl import mmdet_adapter

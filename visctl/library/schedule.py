@@ -247,6 +247,9 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
     if model is not None:
         arguments.model_spec(model)
     ctx = session or Session(options)
+    from visctl.environment import require_mmengine
+
+    require_mmengine("visctl lr")  # the schedules are mmengine's own (its optimizers, schedulers and hooks)
     parameter = getattr(parameter, "value", parameter)  # the CLI's enum
     if parameter is not None and parameter not in PARAMETERS:
         raise InputError(f"parameter {parameter!r}", hint=f"use one of {', '.join(PARAMETERS)}")
