@@ -107,6 +107,21 @@ def record_loads(monkeypatch, log):
     return lambda: [tuple(int(v) for v in line.split()) for line in log.read_text().splitlines()]
 
 
+def assert_one_error(result, *needles: str, in_hint: bool = False) -> tuple[str, str]:
+    """Exit 2, exactly one `error:` and one `hint:` line on stderr, no traceback, no "internal error", no terminal
+    colour codes; each needle in the error line (or, with ``in_hint``, in the error or the hint)."""
+    lines = result.stderr.splitlines()
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    hints = [ln for ln in lines if ln.startswith("hint:")]
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert len(errors) == 1 and len(hints) == 1, result.stderr
+    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
+    assert "\x1b[" not in result.output, result.output
+    for needle in needles:
+        assert needle in (errors[0] + "\n" + hints[0] if in_hint else errors[0]), (needle, errors[0], hints[0])
+    return errors[0], hints[0]
+
+
 def manifest(out_dir: Path) -> dict:
     return json.loads((Path(out_dir) / "manifest.json").read_text())
 
@@ -157,3 +172,24 @@ def photo(mm_tmp) -> Path:
     path = mm_tmp / "photo.jpg"
     cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8))
     return path
+
+
+@pytest.fixture(scope="module")
+def demo_logits():
+    """The demo classifier as a logits model, 8 generated scenes run through its test pipeline as one batch, and
+    the classes it predicts: what the faithfulness tests score. Returns (model, batch, classes, scenes, states)."""
+    import torch
+
+    from visctl import cams, config, models, shapes, transforms
+
+    cfg = config.load_config(str(DEMO_CFG))
+    model, _ = models.load_model(cfg, None)
+    steps = config.test_pipeline(cfg)
+    mean, std, rgb = config.normalization(cfg)
+    scenes = [shapes.make_scene(s) for s in range(100_000, 100_008)]
+    states = [transforms.run_pipeline(s.image, steps) for s in scenes]
+    batch = transforms.to_tensor(states, mean, std, rgb)
+    logits_model = cams.build_cam_model(model, "none")
+    with torch.no_grad():
+        cats = logits_model(batch).argmax(-1).tolist()
+    return logits_model, batch, cats, scenes, states

@@ -8,21 +8,8 @@ from conftest import DEMO_CFG
 
 
 @pytest.fixture(scope="module")
-def demo():
-    import torch
-
-    from visctl import cams, config, models, shapes, transforms
-
-    cfg = config.load_config(str(DEMO_CFG))
-    model, _ = models.load_model(cfg, None)
-    steps = config.test_pipeline(cfg)
-    mean, std, rgb = config.normalization(cfg)
-    scenes = [shapes.make_scene(s) for s in range(100_000, 100_008)]
-    states = [transforms.run_pipeline(s.image, steps) for s in scenes]
-    batch = transforms.to_tensor(states, mean, std, rgb)
-    logits_model = cams.build_cam_model(model, "none")
-    with torch.no_grad():
-        cats = logits_model(batch).argmax(-1).tolist()
+def demo(demo_logits):
+    logits_model, batch, cats, scenes, states = demo_logits
     # a map on the object: its box (in the 64 px input) filled with 1, softened
     h, w = batch.shape[2:]
     on = np.zeros((len(scenes), h, w), np.float32)

@@ -8,29 +8,21 @@ run with a true warning).
 
 from __future__ import annotations
 
+import functools
 import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_CFG, manifest
+from conftest import DEMO_CFG, assert_one_error, manifest
 
 from visctl import config, datasets
 from visctl.errors import ConfigError
 
+#: the needle may be in the error or in the hint
+assert_one_error_or_hint = functools.partial(assert_one_error, in_hint=True)
 
-def assert_one_error(result, *needles: str) -> tuple[str, str]:
-    """Exit 2, one `error:` and one `hint:` line, no traceback; the needles in the error or the hint."""
-    lines = result.stderr.splitlines()
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    hints = [ln for ln in lines if ln.startswith("hint:")]
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert len(errors) == 1 and len(hints) == 1, result.stderr
-    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
-    for needle in needles:
-        assert needle in errors[0] + "\n" + hints[0], (needle, errors[0], hints[0])
-    return errors[0], hints[0]
 
 
 def _config(tmp_path: Path, body: str) -> Path:
@@ -71,7 +63,7 @@ BAD_FIELDS = {
 def test_a_field_of_the_wrong_type_is_one_error(invoke, image_file, tmp_path, case):
     option, needle = BAD_FIELDS[case]
     result = invoke("cam", image_file, DEMO_CFG, "--cfg-options", option, "-o", tmp_path / "out")
-    assert_one_error(result, needle)
+    assert_one_error_or_hint(result, needle)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
 
 
@@ -81,7 +73,7 @@ def test_a_field_of_the_wrong_type_is_one_error(invoke, image_file, tmp_path, ca
 ])
 def test_a_config_file_with_a_bad_field_is_one_error(invoke, image_file, tmp_path, body, needle):
     result = invoke("cam", image_file, _config(tmp_path, body), "-o", tmp_path / "out")
-    assert_one_error(result, needle)
+    assert_one_error_or_hint(result, needle)
 
 
 def test_classes_as_a_file_of_names_is_read(tmp_path):
@@ -97,20 +89,20 @@ def test_classes_as_a_file_of_names_is_read(tmp_path):
 def test_classes_int_in_every_command(invoke, image_file, tmp_path, command):
     cfg = _config(tmp_path, "classes = 5")
     args = [image_file, cfg] if command in ("cam", "featmap") else [cfg]
-    assert_one_error(invoke(command, *args, "-o", tmp_path / "out"), "classes=5")
+    assert_one_error_or_hint(invoke(command, *args, "-o", tmp_path / "out"), "classes=5")
 
 
 # --- --task segmentation on a classifier --------------------------------------------------------------------
 
 def test_task_segmentation_on_a_classifier(invoke, image_file, tmp_path):
     result = invoke("cam", image_file, DEMO_CFG, "--task", "segmentation", "-o", tmp_path / "out")
-    error, hint = assert_one_error(result, "per-pixel class logits", "(1, 4)")
+    error, hint = assert_one_error_or_hint(result, "per-pixel class logits", "(1, 4)")
     assert "--task classification" in hint
 
 
 def test_configured_task_segmentation_on_a_classifier(invoke, image_file, tmp_path):
     result = invoke("cam", image_file, _config(tmp_path, "visctl = dict(task='segmentation')"), "-o", tmp_path / "o")
-    assert_one_error(result, "per-pixel class logits")
+    assert_one_error_or_hint(result, "per-pixel class logits")
 
 
 # --- unknown --cfg-options keys: an error with the closest known key ------------------------------------------
@@ -126,7 +118,7 @@ def test_configured_task_segmentation_on_a_classifier(invoke, image_file, tmp_pa
 ])
 def test_unknown_cfg_options_key_is_an_error(invoke, image_file, tmp_path, option, near):
     result = invoke("cam", image_file, DEMO_CFG, "--cfg-options", option, "-o", tmp_path / "out")
-    error, hint = assert_one_error(result, "unknown key")
+    error, hint = assert_one_error_or_hint(result, "unknown key")
     assert option.split("=")[0].split(".")[-1] in error
     if near:
         assert hint.startswith("hint: did you mean") and near in hint, hint
@@ -198,7 +190,7 @@ def test_custom_imports_in_a_config_file_is_imported(invoke, image_file, tmp_pat
 ])
 def test_custom_imports_through_cfg_options_is_checked(invoke, image_file, tmp_path, option, needle):
     result = invoke("cam", image_file, DEMO_CFG, "--cfg-options", option, "-o", tmp_path / "out")
-    assert_one_error(result, needle)
+    assert_one_error_or_hint(result, needle)
 
 
 def test_custom_imports_on_a_model_name(invoke, tmp_path, monkeypatch):
@@ -246,7 +238,7 @@ def test_malformed_cifar_batch(invoke, tmp_path, case, needle):
     cfg = _dataset_config(tmp_path, f"type='CIFAR10', data_root='{root}', test_mode=True")
     for command in ("browse", "tsne"):
         args = ["--phase", "test"] if command == "browse" else []
-        assert_one_error(invoke(command, cfg, *args, "-o", tmp_path / command), needle, "cifar")
+        assert_one_error_or_hint(invoke(command, cfg, *args, "-o", tmp_path / command), needle, "cifar")
 
 
 def test_well_formed_cifar_batch_still_reads(tmp_path):
@@ -265,7 +257,7 @@ def test_well_formed_cifar_batch_still_reads(tmp_path):
 def test_fake_data_numbers(invoke, tmp_path, dataset, needle):
     cfg = _dataset_config(tmp_path, dataset)
     for command in ("browse", "tsne", "pipeline"):
-        assert_one_error(invoke(command, cfg, "-o", tmp_path / command), needle)
+        assert_one_error_or_hint(invoke(command, cfg, "-o", tmp_path / command), needle)
 
 
 class _NegativeLength(datasets.Dataset):
@@ -282,7 +274,7 @@ class _NegativeLength(datasets.Dataset):
 def test_a_dataset_class_of_negative_length(invoke, tmp_path, monkeypatch, command):
     monkeypatch.setattr(datasets, "build_dataset", lambda *a, **k: _NegativeLength())
     cfg = _dataset_config(tmp_path, "type='FakeData', size=4")
-    assert_one_error(invoke(command, cfg, "-o", tmp_path / command), "no valid length", "__len__")
+    assert_one_error_or_hint(invoke(command, cfg, "-o", tmp_path / command), "no valid length", "__len__")
 
 
 def test_length_helper():

@@ -15,23 +15,12 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import DEMO_CFG, manifest
+from conftest import DEMO_CFG, assert_one_error, manifest
 
 from visctl.cli import app
 
 COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
 
-
-def assert_one_error(result, *needles: str) -> None:
-    """Exit 2, exactly one `error:` and one `hint:` line on stderr, no traceback; the needles in the error."""
-    lines = result.stderr.splitlines()
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    hints = [ln for ln in lines if ln.startswith("hint:")]
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert len(errors) == 1 and len(hints) == 1, result.stderr
-    assert "Traceback" not in result.output and "\x1b[" not in result.output, result.output
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
 
 
 def _dummy_positionals(cmd) -> list[str]:

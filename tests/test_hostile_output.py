@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CFG, ROOT, manifest
+from conftest import DEMO_CFG, ROOT, assert_one_error, manifest
 
 DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"
 MAE_CFG = ROOT / "examples" / "demo_mae" / "config.py"
@@ -87,11 +87,8 @@ def no_hang():
 
 
 def _one_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    err = result.stderr
-    assert "Traceback" not in err
-    assert err.count("error:") == 1 and "hint:" in err, err
-    return err
+    assert_one_error(result)
+    return result.stderr
 
 
 def _files(folder: Path) -> set[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_CFG, ROOT, manifest
+from tests.conftest import DEMO_CFG, ROOT, assert_one_error, manifest
 
 DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"
 MAE_CFG = ROOT / "examples" / "demo_mae" / "config.py"
@@ -54,11 +54,8 @@ def _no_work(monkeypatch):
 
 
 def _one_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    err = result.stderr
-    assert "Traceback" not in err
-    assert err.count("error:") == 1 and "hint:" in err, err
-    return err
+    assert_one_error(result)
+    return result.stderr
 
 
 # -- 6: a bad --out-dir is one clear error, before anything is loaded ------------------------------------------
