@@ -108,6 +108,22 @@ def _object_brighter(maps: np.ndarray, boxes: list) -> int:
 
 
 @contextmanager
+def _negated_projections(monkeypatch):
+    """Plain grad-cam with the other sign of the principal component (test_cam's, for grad-cam 1.4.8 too)."""
+    import sys
+
+    from pytorch_grad_cam.utils import svd_on_activations as svd
+
+    with monkeypatch.context() as mp:
+        for name in ("get_2d_projection", "get_2d_projection_kernel"):
+            fn = getattr(svd, name, None)  # the kernel one is new in grad-cam 1.5
+            for mod_name, mod in list(sys.modules.items()):
+                if fn is not None and mod_name.startswith("pytorch_grad_cam") and getattr(mod, name, None) is fn:
+                    mp.setattr(mod, name, lambda *a, _fn=fn, **k: -_fn(*a, **k))
+        yield
+
+
+@contextmanager
 def _channel_mean_orientation(monkeypatch):
     """The orientation before: the channel mean of the activations, forward only."""
     with monkeypatch.context() as mp:
@@ -117,7 +133,8 @@ def _channel_mean_orientation(monkeypatch):
 
 @pytest.mark.parametrize("method", EIGEN, ids=lambda m: m.value)
 def test_eigen_maps_light_the_object_at_a_linear_bottleneck(bottleneck, method, monkeypatch):
-    from test_cam import _grad_cam_classes, _negated_projections, _plain_grad_cam
+    import pytorch_grad_cam as gc
+    from test_cam import _plain_grad_cam
 
     model, x, boxes, top = bottleneck
     layout = cams.plan(model, x[:1], [LAYER], None, None).layouts
@@ -135,7 +152,7 @@ def test_eigen_maps_light_the_object_at_a_linear_bottleneck(bottleneck, method, 
     assert _object_brighter(old, boxes) <= 45
     # and the maps are grad-cam's up to the sign
     some = slice(0, 8)
-    cls = _grad_cam_classes()[method]
+    cls = getattr(gc, cams.METHODS[method][0])
     expected = _plain_grad_cam(cls, model, LAYER, None, x[some], top[some])
     with _negated_projections(monkeypatch):
         flipped = _plain_grad_cam(cls, model, LAYER, None, x[some], top[some])
