@@ -228,7 +228,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     head = type(getattr(mi.model, "bbox_head", None)).__name__
     if openmmlab:
         mi.model.loss_mode = loss_route
-        mi.model.keep_graph = gradient and not loss_route  # the box scores' graph, through the package's predict
+        # the box scores' graph, through the package's predict (EigenCAM: to orient its component by their gradient)
+        mi.model.keep_graph = (gradient or (method is BoxMethod.eigencam and not absolute)) and not loss_route
     if loss_route:
         from visctl import mmdet_adapter
 
@@ -290,6 +291,11 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
             for i in range(len(group)):
                 if not per_box or slot < len(kept[i]["scores"]):
                     maps_per_image[i].append(maps[i])
+                    if i in plan.engine.unoriented and not o.get("said_unoriented"):
+                        o["said_unoriented"] = True
+                        ctx.note(f"{group[i][0].name}: the {plan.method.value} map is oriented by the channel mean of "
+                                 "the activations (no kept box, or the boxes' gradient-weighted map of the layer is "
+                                 "flat or uncorrelated with the principal component)")
             slot += 1
         for i, (p, img, state) in enumerate(group):
             dets = detection.to_original(kept[i], state)

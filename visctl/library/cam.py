@@ -342,6 +342,7 @@ class CamRun:
         self.skipped: list[SkippedMethod] = []
         self.blank: list[str] = []
         self.blank_at: list[str] = []
+        self.unoriented: list[str] = []  # EigenCAM / KPCA-CAM maps whose gradient map gave no sign
         self.sides: set[int] = set()
         self.ranking: list[dict] = []
         self.layer_tag = "+".join(setup.layers).replace(".", "_")
@@ -405,6 +406,8 @@ class CamRun:
                         yield self._skip_method(engine, f"{type(err).__name__}: {first_line}")
                         continue
                     probs = logits.float().softmax(-1).cpu()  # of the clean batch (of class scores only)
+                    self.unoriented += [f"{group[i][0].name}: {engine.method.value} {self._caption(targets[i].category)}"
+                                        for i in engine.unoriented]
                     nonfinite |= cams.nonfinite_rows(logits, maps)
                     if self.score:
                         found = scorer(maps, [t.category for t in targets])
@@ -514,6 +517,10 @@ class CamRun:
         if writer is not None:
             writer.manifest["timings"]["cam_s"] = round(time.time() - self.started, 3)
         self._rank_scores(writer)
+        if self.unoriented:
+            self.session.note(f"{len(self.unoriented)} EigenCAM/KPCA-CAM map(s) oriented by the channel mean of the "
+                              f"activations, e.g. {self.unoriented[0]}: the class's gradient-weighted map of the layer "
+                              "is flat or uncorrelated with the principal component, so it gives no sign")
         if self.blank:
             if writer is not None:
                 writer.manifest["flat_maps"] = self.blank
