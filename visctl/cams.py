@@ -634,9 +634,48 @@ def _orient_by_gradient(cam: Any, targets: list[Any], unsure: set[int]) -> None:
     cam.get_cam_image = get_cam_image
 
 
-def _oriented(projector: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+#: KPCA-CAM's kernel matrix has (H*W)^2 entries per image (float64): above this many positions it would need
+#: over 1.6 GB (a 100 x 100 map), and a 224 x 224 map 20 GB; the method is then skipped with the reason
+KPCA_MAX_POSITIONS = 100 * 100
+
+
+def first_component(activation_batch: Any) -> np.ndarray:
+    """grad-cam's ``get_2d_projection`` without its (H*W) x (H*W) ``U``: each image's centred (H*W) x C activations
+    projected onto their first right singular vector. grad-cam asks ``np.linalg.svd`` for the full ``U``
+    (``full_matrices=True``) and never uses it: 20 GB for a 224 x 224 map. The reduced SVD has the same ``V^T``
+    rows, so the projection is the same (its sign is :func:`orient`'s to set)."""
+    import numpy as np
+
+    activation_batch = np.array(activation_batch, copy=True)
+    activation_batch[np.isnan(activation_batch)] = 0
+    projections = []
+    for activations in activation_batch:
+        flat = activations.reshape(activations.shape[0], -1).transpose()
+        flat = flat - flat.mean(axis=0)
+        _, _, vt = np.linalg.svd(flat, full_matrices=False)
+        projections.append((flat @ vt[0, :]).reshape(activations.shape[1:]))
+    return np.float32(projections)
+
+
+def _bounded_kernel(projector: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """grad-cam's ``get_2d_projection_kernel``, refused (the method is skipped, with the reason) where its kernel
+    matrix would not fit: :data:`KPCA_MAX_POSITIONS`."""
     def project(activation_batch: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        return orient(projector(activation_batch, *args, **kwargs), activation_batch)
+        h, w = activation_batch.shape[-2:]
+        if h * w > KPCA_MAX_POSITIONS:
+            gb = (h * w) ** 2 * 8 / 2**30
+            raise ValueError(f"KPCA-CAM's kernel at this layer ({h} x {w} positions) needs {gb:,.1f} GB per image; "
+                             f"it runs up to {KPCA_MAX_POSITIONS:,} positions: use a deeper layer or a smaller input")
+        return projector(activation_batch, *args, **kwargs)
+    return project
+
+
+def _oriented(projector: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    compute = (first_component if projector.__name__ == "get_2d_projection"
+               else _bounded_kernel(projector) if projector.__name__ == "get_2d_projection_kernel" else projector)
+
+    def project(activation_batch: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        return orient(compute(activation_batch, *args, **kwargs), activation_batch)
     project.__wrapped__ = projector  # type: ignore[attr-defined]
     return project
 
