@@ -654,7 +654,7 @@ def first_component(activation_batch: Any) -> np.ndarray:
         flat = flat - flat.mean(axis=0)
         _, _, vt = np.linalg.svd(flat, full_matrices=False)
         projections.append((flat @ vt[0, :]).reshape(activations.shape[1:]))
-    return np.float32(projections)
+    return np.asarray(projections, dtype=np.float32)
 
 
 def _bounded_kernel(projector: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
