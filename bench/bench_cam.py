@@ -58,6 +58,8 @@ def arithmetic(threads: int, images: int, batch_size: int, size: int, repeats: i
     from pytorch_grad_cam import GradCAM
 
     from visctl import cams
+    from visctl.choices import Method
+    from visctl.layers import Layout
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -77,7 +79,7 @@ def arithmetic(threads: int, images: int, batch_size: int, size: int, repeats: i
                 out.append(cam(b, None))
         return out
 
-    engine = cams.CamEngine(model, cams.Method.gradcam, ["layer4.1"], [cams.Layout("nchw")])
+    engine = cams.CamEngine(model, Method.gradcam, ["layer4.1"], [Layout("nchw")])
 
     def visctl() -> list:
         return [engine(b, [cams.RankTarget(0) for _ in range(len(b))])[0] for b in batches]

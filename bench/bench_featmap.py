@@ -45,6 +45,7 @@ def arithmetic(threads: int, count: int, batch_size: int, repeats: int) -> None:
     import torchvision
 
     from visctl import featmaps, transforms
+    from visctl.choices import Reduction
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -67,7 +68,7 @@ def arithmetic(threads: int, count: int, batch_size: int, repeats: int) -> None:
             for label, t in feats.items():
                 f = featmaps.to_nchw(t, (224, 224), label)
                 for i in range(f.shape[0]):
-                    (_, m), = featmaps.reduce(f[i], featmaps.Reduction.squeeze_mean)
+                    (_, m), = featmaps.reduce(f[i], Reduction.squeeze_mean)
                     transforms.to_original(m, states[bi * batch_size + i], (224, 224))
 
     bare(), visctl()

@@ -29,6 +29,8 @@ import sys
 
 from _common import ROOT, interleaved
 
+from visctl.choices import Method
+
 METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam")
 
 
@@ -117,7 +119,7 @@ def main() -> None:
               for s in range(100_000, 100_000 + args.images)]
     batch = transforms.to_tensor(states, config.IMAGENET_MEAN, config.IMAGENET_STD, True)
     setup = cams.plan(model, batch[:1], [layer], None, None)
-    engines = [cams.CamEngine(model, cams.Method(m), setup.layers, setup.layouts, batch_size=args.images)
+    engines = [cams.CamEngine(model, Method(m), setup.layers, setup.layouts, batch_size=args.images)
                for m in METHODS]
     logits_model = cams.build_cam_model(model, "none")
     with torch.no_grad():

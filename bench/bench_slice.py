@@ -18,6 +18,8 @@ from pathlib import Path
 
 from _common import interleaved, run_measured, thread_env
 
+from visctl.choices import Merge
+
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "examples" / "demo_detector" / "config.py"
 
@@ -110,7 +112,7 @@ def _sahi(model, img, mean, std, rgb, grid, repeats: int) -> None:  # noqa: ANN0
             outs = detection.detect(model, transforms.to_tensor(states, mean, std, rgb))
             parts += [detection.to_original(o, s, offset=(b[0], b[1])) for (b, _), s, o in zip(chunk, states, outs)]
         dets = detection.Detections.concat(parts)
-        detection.merge(dets.keep(dets.scores >= 0.3), detection.Merge.nmm, 0.5, "ios")
+        detection.merge(dets.keep(dets.scores >= 0.3), Merge.nmm, 0.5, "ios")
 
     run_sahi()
     t = interleaved({"sahi": run_sahi, "visctl": run_visctl}, repeats)

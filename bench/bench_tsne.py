@@ -71,6 +71,7 @@ def arithmetic(threads: int, images: int) -> None:
     import torchvision
 
     from visctl import embedding, featmaps
+    from visctl.choices import Pooling
 
     torch.set_num_threads(threads)
     model = torchvision.models.resnet18(weights=None).eval()
@@ -84,7 +85,7 @@ def arithmetic(threads: int, images: int) -> None:
     def extract() -> None:
         for b in batches:
             feats = featmaps.capture(model, {"layer4": model.layer4}, b)
-            embedding.pool(feats["layer4"], embedding.Pooling.avg).numpy()
+            embedding.pool(feats["layer4"], Pooling.avg).numpy()
 
     bare(), extract()
     tt = interleaved({"bare": bare, "extract": extract}, 3)

@@ -120,8 +120,8 @@ def test_cli_draws_in_the_writers_threads_and_format_jpg_names_and_encodes_the_f
     writes JPEGs of the same pictures, named .jpg in the files, the manifest and the gallery."""
     import threading
 
-    from visctl import output
     from visctl.library import boxam as lib
+    from visctl.output.writer import encode_image
 
     paths = _write(tmp_path / "imgs", range(200_004, 200_007))
     drawn_in: list[str] = []
@@ -139,7 +139,7 @@ def test_cli_draws_in_the_writers_threads_and_format_jpg_names_and_encodes_the_f
     for img in res.images:
         data = (out / img.figure.name).read_bytes()
         assert data[:3] == b"\xff\xd8\xff"  # a JPEG, of the library's picture (OpenCV's encoder is deterministic)
-        assert data == output.encode_image(img.figure.image, ".jpg")
+        assert data == encode_image(img.figure.image, ".jpg")
         assert html.escape(img.figure.name) in (out / "index.html").read_text()
     assert not list(out.glob("*.png"))
 

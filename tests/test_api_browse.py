@@ -60,7 +60,8 @@ def test_cli_pages_are_drawn_in_the_writers_thread_with_the_librarys_bytes(invok
     runs the pipeline, and their files are the PNGs of the library's Figures, byte for byte."""
     import threading
 
-    from visctl import output, render
+    from visctl import render
+    from visctl.output.writer import encode_image
 
     where: dict[str, list[str]] = {"fit": [], "caption": [], "grid": []}
 
@@ -85,7 +86,7 @@ def test_cli_pages_are_drawn_in_the_writers_thread_with_the_librarys_bytes(invok
     assert all(p.figure is not None and p.drawing is None for p in result.pages)  # the library's are drawn
     assert [o["path"] for o in manifest(out)["outputs"]] == [f.name for f in result.figures()]
     for fig in result.figures():
-        assert (out / fig.name).read_bytes() == output.encode_image(fig.image, ".png"), fig.name
+        assert (out / fig.name).read_bytes() == encode_image(fig.image, ".png"), fig.name
         assert not fig.image.flags.writeable
 
 

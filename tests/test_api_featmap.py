@@ -129,7 +129,7 @@ def test_format_webp_names_and_encodes_the_figures_as_the_library_draws_them(inv
     """featmap --format webp: the figures are WebP files of the library's pictures, named .webp everywhere."""
     import cv2
 
-    from visctl import output
+    from visctl.output.writer import encode_image
 
     img = tmp_path / "img.png"
     cv2.imwrite(str(img), (np.random.default_rng(3).random((96, 120, 3)) * 255).astype(np.uint8))
@@ -144,4 +144,4 @@ def test_format_webp_names_and_encodes_the_figures_as_the_library_draws_them(inv
     for fig in figs:
         data = (out / fig.name).read_bytes()
         assert fig.name.endswith(".webp") and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-        assert data == output.encode_image(fig.image, ".webp")  # the library's picture, encoded as WebP
+        assert data == encode_image(fig.image, ".webp")  # the library's picture, encoded as WebP

@@ -12,6 +12,8 @@ import torch
 from conftest import DEMO_CFG, manifest
 
 from visctl import cams, models
+from visctl.choices import Method
+from visctl.layers import Layout
 
 # ---- correctness on the demo classifier --------------------------------------------------------------------
 
@@ -42,12 +44,12 @@ def test_fast_path_equals_plain_grad_cam():
     torch.manual_seed(0)
     model = models.build_model(dict(type="resnet18", num_classes=10)).eval()
     x = torch.randn(4, 3, 64, 64)
-    for method, cls in ((cams.Method.gradcam, GradCAM), (cams.Method.layercam, LayerCAM),
-                        (cams.Method.gradcamplusplus, GradCAMPlusPlus), (cams.Method.xgradcam, XGradCAM)):
+    for method, cls in ((Method.gradcam, GradCAM), (Method.layercam, LayerCAM),
+                        (Method.gradcamplusplus, GradCAMPlusPlus), (Method.xgradcam, XGradCAM)):
         ref_model = copy.deepcopy(model)
         with cls(ref_model, [ref_model.layer3[-1], ref_model.layer4[-1]]) as ref:
             expected = ref(x, [cams.ClassTarget(c) for c in (1, 2, 3, 4)])
-        engine = cams.CamEngine(model, method, ["layer3.1", "layer4.1"], [cams.Layout("nchw")] * 2)
+        engine = cams.CamEngine(model, method, ["layer3.1", "layer4.1"], [Layout("nchw")] * 2)
         got, _ = engine(x, [cams.ClassTarget(c) for c in (1, 2, 3, 4)])
         assert np.abs(got - expected).max() <= 1e-5, method
         assert all(p.grad is None for p in model.parameters())  # frozen during the call: no parameter gradients
@@ -58,7 +60,7 @@ def test_frozen_and_no_grad_models_work():
     model = models.build_model(dict(type="resnet18", num_classes=3)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    engine = cams.CamEngine(model, cams.Method.gradcam, ["layer4"], [cams.Layout("nchw")])
+    engine = cams.CamEngine(model, Method.gradcam, ["layer4"], [Layout("nchw")])
     with torch.no_grad():  # grad-cam alone fails here with "element 0 of tensors does not require grad"
         maps, logits = engine(torch.randn(2, 3, 64, 64), [cams.RankTarget(0), cams.RankTarget(0)])
     assert maps.shape == (2, 64, 64) and maps.max() > 0
@@ -67,7 +69,7 @@ def test_frozen_and_no_grad_models_work():
 def test_one_target_per_image_batch_equals_one_by_one():
     torch.manual_seed(0)
     model = models.build_model(dict(type="resnet18", num_classes=3)).eval()
-    engine = cams.CamEngine(model, cams.Method.layercam, ["layer4"], [cams.Layout("nchw")])
+    engine = cams.CamEngine(model, Method.layercam, ["layer4"], [Layout("nchw")])
     x = torch.randn(3, 3, 64, 64)
     with pytest.raises(ValueError):
         engine(x, [cams.ClassTarget(0)])  # grad-cam would give 1 map and 2 silent zero maps
@@ -81,7 +83,7 @@ def test_every_method_runs_and_all_renders_side_by_side(invoke, image_file, tmp_
     result = invoke("cam", image_file, DEMO_CFG, "--method", "all", "-o", tmp_path, "--batch-size", "64")
     assert result.exit_code == 0, result.output
     m = manifest(tmp_path)
-    assert m["params"]["methods"] == [x.value for x in cams.Method]
+    assert m["params"]["methods"] == [x.value for x in Method]
     import cv2
 
     img = cv2.imread(str(tmp_path / m["outputs"][0]["path"]))
@@ -91,10 +93,10 @@ def test_every_method_runs_and_all_renders_side_by_side(invoke, image_file, tmp_
 
 
 def test_method_spellings():
-    assert cams.parse_method("GradCAM++") == [cams.Method.gradcamplusplus]
-    assert cams.parse_method("gradcamplusplus") == [cams.Method.gradcamplusplus]
-    assert cams.parse_method("LayerCAM,eigencam") == [cams.Method.layercam, cams.Method.eigencam]
-    assert len(cams.parse_method("all")) == len(cams.Method)
+    assert cams.parse_method("GradCAM++") == [Method.gradcamplusplus]
+    assert cams.parse_method("gradcamplusplus") == [Method.gradcamplusplus]
+    assert cams.parse_method("LayerCAM,eigencam") == [Method.layercam, Method.eigencam]
+    assert len(cams.parse_method("all")) == len(Method)
 
 
 def test_categories_by_index_and_name_one_panel_each(invoke, image_file, tmp_path):
@@ -208,7 +210,7 @@ def test_architectures_default_layer_and_map(arch, kwargs, size, default_layer):
     x = torch.randn(2, 3, size, size)
     setup = cams.plan(model, x[:1], None, None, None)
     assert setup.layers == [default_layer]
-    engine = cams.CamEngine(model, cams.Method.gradcam, setup.layers, setup.layouts)
+    engine = cams.CamEngine(model, Method.gradcam, setup.layers, setup.layouts)
     maps, logits = engine(x, [cams.RankTarget(0), cams.RankTarget(0)])
     assert maps.shape == (2, size, size) and logits.shape == (2, 5)
     assert np.isfinite(maps).all() and maps.max() > 0
@@ -218,14 +220,14 @@ def test_vit_tokens_non_square_input_and_extra_tokens():
     model = models.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=3, img_size=(48, 80))).eval()
     x = torch.randn(1, 3, 48, 80)
     setup = cams.plan(model, x, ["blocks[-1].norm1"], None, None)
-    assert setup.layouts[0] == cams.Layout("tokens", (3, 5), 1)
-    maps, _ = cams.CamEngine(model, cams.Method.layercam, setup.layers, setup.layouts)(x, [cams.ClassTarget(0)])
+    assert setup.layouts[0] == Layout("tokens", (3, 5), 1)
+    maps, _ = cams.CamEngine(model, Method.layercam, setup.layers, setup.layouts)(x, [cams.ClassTarget(0)])
     assert maps.shape == (1, 48, 80) and maps.max() > 0
     # no class token: --num-extra-tokens 0 is honoured
     model = models.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=3, img_size=64, class_token=False,
                                     global_pool="avg")).eval()
     setup = cams.plan(model, torch.randn(1, 3, 64, 64), ["blocks.11.norm1"], True, 0)
-    assert setup.layouts[0] == cams.Layout("tokens", (4, 4), 0)
+    assert setup.layouts[0] == Layout("tokens", (4, 4), 0)
 
 
 def test_swin_channels_last_is_detected_non_square():
@@ -233,7 +235,7 @@ def test_swin_channels_last_is_detected_non_square():
     x = torch.randn(1, 3, 64, 96)
     setup = cams.plan(model, x, None, None, None)
     assert setup.vit_like and setup.layouts[0].kind == "nhwc"
-    maps, _ = cams.CamEngine(model, cams.Method.gradcam, setup.layers, setup.layouts)(x, [cams.ClassTarget(1)])
+    maps, _ = cams.CamEngine(model, Method.gradcam, setup.layers, setup.layouts)(x, [cams.ClassTarget(1)])
     assert maps.shape == (1, 64, 96)
 
 
@@ -291,17 +293,17 @@ def test_ctrl_c_keeps_finished_outputs_and_a_true_manifest(invoke, held_out, tmp
 def _grad_cam_classes() -> dict:
     import pytorch_grad_cam as gc
 
-    return {cams.Method.gradcam: gc.GradCAM, cams.Method.gradcamplusplus: gc.GradCAMPlusPlus,
-            cams.Method.xgradcam: gc.XGradCAM, cams.Method.eigencam: gc.EigenCAM,
-            cams.Method.eigengradcam: gc.EigenGradCAM, cams.Method.layercam: gc.LayerCAM,
-            cams.Method.hirescam: gc.HiResCAM, cams.Method.gradcamelementwise: gc.GradCAMElementWise,
-            cams.Method.scorecam: gc.ScoreCAM, cams.Method.ablationcam: gc.AblationCAM,
-            cams.Method.fullgrad: gc.FullGrad, cams.Method.shapleycam: gc.ShapleyCAM,
-            cams.Method.kpcacam: gc.KPCA_CAM, cams.Method.fem: gc.FEM, cams.Method.randomcam: gc.RandomCAM}
+    return {Method.gradcam: gc.GradCAM, Method.gradcamplusplus: gc.GradCAMPlusPlus,
+            Method.xgradcam: gc.XGradCAM, Method.eigencam: gc.EigenCAM,
+            Method.eigengradcam: gc.EigenGradCAM, Method.layercam: gc.LayerCAM,
+            Method.hirescam: gc.HiResCAM, Method.gradcamelementwise: gc.GradCAMElementWise,
+            Method.scorecam: gc.ScoreCAM, Method.ablationcam: gc.AblationCAM,
+            Method.fullgrad: gc.FullGrad, Method.shapleycam: gc.ShapleyCAM,
+            Method.kpcacam: gc.KPCA_CAM, Method.fem: gc.FEM, Method.randomcam: gc.RandomCAM}
 
 
 # the first principal component's sign is arbitrary; grad-cam leaves it so, visctl orients it (cams.orient)
-EIGEN = {cams.Method.eigencam, cams.Method.eigengradcam, cams.Method.kpcacam}
+EIGEN = {Method.eigencam, Method.eigengradcam, Method.kpcacam}
 
 
 def _vit_reshape(t):
@@ -363,7 +365,7 @@ def _plain_grad_cam(cls, model, layer, reshape, x, cats, ablation_vit=False, eig
 
 
 @pytest.mark.parametrize("kind", ["cnn", "vit", "swin"])
-@pytest.mark.parametrize("method", list(cams.Method), ids=[m.value for m in cams.Method])
+@pytest.mark.parametrize("method", list(Method), ids=[m.value for m in Method])
 def test_every_method_equals_plain_grad_cam(method, kind, monkeypatch):
     model, layer, reshape = _tiny_model(kind)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -378,7 +380,7 @@ def test_every_method_equals_plain_grad_cam(method, kind, monkeypatch):
             _plain_grad_cam(cls, model, layer, reshape, x, cats)
         return
     expected = _plain_grad_cam(cls, model, layer, reshape, x, cats, ablation_vit=kind != "cnn"
-                               and method is cams.Method.ablationcam)
+                               and method is Method.ablationcam)
     np.random.seed(0)  # the same RandomCAM weights as the reference's
     got, logits = cams.CamEngine(model, method, [layer], layout)(x, [cams.ClassTarget(c) for c in cats])
     assert got.shape == expected.shape == (2, 32, 32) and logits.shape == (2, 4)
@@ -392,8 +394,8 @@ def test_every_method_equals_plain_grad_cam(method, kind, monkeypatch):
     assert got.max() > 0
 
 
-@pytest.mark.parametrize("method", [m for m in cams.Method if cams.METHODS[m][1] != "none" and m not in EIGEN
-                                    and m is not cams.Method.randomcam], ids=lambda m: m.value)
+@pytest.mark.parametrize("method", [m for m in Method if cams.METHODS[m][1] != "none" and m not in EIGEN
+                                    and m is not Method.randomcam], ids=lambda m: m.value)
 def test_eigen_smooth_equals_plain_grad_cam_up_to_sign(method, monkeypatch):
     model, layer, reshape = _tiny_model("cnn")
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -401,7 +403,7 @@ def test_eigen_smooth_equals_plain_grad_cam_up_to_sign(method, monkeypatch):
     expected = _plain_grad_cam(cls, model, layer, reshape, x, (0, 2), eigen_smooth=True)
     with _negated_projections(monkeypatch):
         flipped = _plain_grad_cam(cls, model, layer, reshape, x, (0, 2), eigen_smooth=True)
-    got, _ = cams.CamEngine(model, method, [layer], [cams.Layout("nchw")])(
+    got, _ = cams.CamEngine(model, method, [layer], [Layout("nchw")])(
         x, [cams.ClassTarget(0), cams.ClassTarget(2)], eigen_smooth=True)
     for i in range(2):
         assert min(np.abs(got[i] - expected[i]).max(), np.abs(got[i] - flipped[i]).max()) < 1e-4, i
@@ -438,11 +440,11 @@ def test_eigen_maps_light_the_object_not_the_background(held_out, monkeypatch):
     x = transforms.to_tensor(states, mean, std, rgb)
     top = cams.predict(model, x).argmax(1).tolist()
     layer = "backbone.layer4"
-    for method, smooth, cls in ((cams.Method.eigencam, False, gc.EigenCAM),
-                                (cams.Method.eigengradcam, False, gc.EigenGradCAM),
-                                (cams.Method.kpcacam, False, gc.KPCA_CAM),
-                                (cams.Method.gradcam, True, gc.GradCAM)):
-        got, _ = cams.CamEngine(model, method, [layer], [cams.Layout("nchw")])(
+    for method, smooth, cls in ((Method.eigencam, False, gc.EigenCAM),
+                                (Method.eigengradcam, False, gc.EigenGradCAM),
+                                (Method.kpcacam, False, gc.KPCA_CAM),
+                                (Method.gradcam, True, gc.GradCAM)):
+        got, _ = cams.CamEngine(model, method, [layer], [Layout("nchw")])(
             x, [cams.ClassTarget(c) for c in top], eigen_smooth=smooth)
         hits = 0
         for fmap, state, scene in zip(got, states, scenes):
@@ -451,7 +453,7 @@ def test_eigen_maps_light_the_object_not_the_background(held_out, monkeypatch):
             x0, y0, x1, y1 = scene.boxes[0]
             hits += x0 <= xx < x1 and y0 <= y < y1
         assert hits >= 85, f"{method.value} eigen_smooth={smooth}: peak on the object for {hits}/100"
-        if method is cams.Method.eigencam:  # the same maps as grad-cam's, up to the sign
+        if method is Method.eigencam:  # the same maps as grad-cam's, up to the sign
             some = slice(0, 10)
             expected = _plain_grad_cam(cls, model, layer, None, x[some], top[some])
             with _negated_projections(monkeypatch):
@@ -498,13 +500,13 @@ def test_every_method_explains_the_clean_top_class_and_json_stays_clean(invoke, 
                     "--ratio-channels-to-ablate", "0.25", *extra)
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["status"] == "ok" and doc["params"]["methods"] == [m.value for m in cams.Method]
+    assert doc["status"] == "ok" and doc["params"]["methods"] == [m.value for m in Method]
     assert "target_layers is ignored in FullGrad" in result.stderr  # grad-cam's print, moved to stderr
     assert len(captions) == 4
     for inp, caps in zip(doc["inputs"], captions.values()):
         want = category or labels[inp["path"].rsplit("/", 1)[-1]]
         assert inp["targets"] == [f"class {['circle', 'square', 'triangle', 'cross'].index(want)} {want}"]
-        assert [c.split(" | ")[0] for c in caps] == [m.value for m in cams.Method]
+        assert [c.split(" | ")[0] for c in caps] == [m.value for m in Method]
         for cap in caps:
             assert cap.split(" | ")[1].split(" p=")[0] == want, cap
             if not category:
@@ -518,11 +520,11 @@ def test_rank_targets_resolve_on_the_clean_image():
     model = TinyCNN().eval()
     x = torch.randn(3, 3, 32, 32)
     second = cams.predict(model, x).topk(2).indices[:, 1].tolist()
-    for method in (cams.Method.scorecam, cams.Method.ablationcam, cams.Method.eigencam):
+    for method in (Method.scorecam, Method.ablationcam, Method.eigencam):
         targets = [cams.RankTarget(1) for _ in range(3)]
-        got, _ = cams.CamEngine(model, method, ["features.5"], [cams.Layout("nchw")])(x, targets)
+        got, _ = cams.CamEngine(model, method, ["features.5"], [Layout("nchw")])(x, targets)
         assert [t.category for t in targets] == second, method
-        want, _ = cams.CamEngine(model, method, ["features.5"], [cams.Layout("nchw")])(
+        want, _ = cams.CamEngine(model, method, ["features.5"], [Layout("nchw")])(
             x, [cams.ClassTarget(c) for c in second])
         assert np.abs(got - want).max() < 1e-5, method
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from visctl import cams, featmaps, models
+from visctl.choices import Method
+from visctl.layers import default_layers, probe
 
 ATTENTION_INTERNALS = ("attn", "qkv", "q_norm", "k_norm", "attn_drop", "proj_drop")
 
@@ -58,8 +60,8 @@ def _build(arch: str, kwargs: dict) -> torch.nn.Module:
 def test_default_layers_of_every_architecture(arch, kwargs, size, cam_layer, feature_layer, stages):
     model = _build(arch, kwargs)
     x = torch.randn(1, 3, size, size)
-    pr = cams.probe(model, x)
-    chosen = cams.default_layers(model, pr, (size, size))
+    pr = probe(model, x)
+    chosen = default_layers(model, pr, (size, size))
     assert (chosen.cam, chosen.features, chosen.stages) == (cam_layer, feature_layer, stages)
     for name in {chosen.cam, chosen.features, *chosen.stages}:  # never attention internals, dropouts or the stem
         parts = set(name.split("."))
@@ -67,7 +69,7 @@ def test_default_layers_of_every_architecture(arch, kwargs, size, cam_layer, fea
     # cam plans it (its layout is understood) and Grad-CAM draws a map from it
     setup = cams.plan(model, x, None, None, None)
     assert setup.layers == [cam_layer]
-    maps, _ = cams.CamEngine(model, cams.Method.gradcam, setup.layers, setup.layouts)(x, [cams.RankTarget(0)])
+    maps, _ = cams.CamEngine(model, Method.gradcam, setup.layers, setup.layouts)(x, [cams.RankTarget(0)])
     assert maps.shape == (1, size, size) and np.isfinite(maps).all()
     # featmap and tsne capture the feature layer and every stage as maps of the image
     layers = {n: models.find_layer(model, n)[1] for n in dict.fromkeys([feature_layer, *stages])}
@@ -81,8 +83,8 @@ def test_transformers_vit_default_layers():
     cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=2, intermediate_size=64, num_labels=3)
     model = transformers.ViTForImageClassification(cfg).eval()
-    pr = cams.probe(model, torch.randn(1, 3, 32, 32))
-    chosen = cams.default_layers(model, pr, (32, 32))
+    pr = probe(model, torch.randn(1, 3, 32, 32))
+    chosen = default_layers(model, pr, (32, 32))
     assert chosen.features == "vit.encoder.layer.1"
     assert chosen.cam == "vit.encoder.layer.1.layernorm_before"
 
@@ -93,8 +95,8 @@ def test_pre_activation_batchnorm_is_never_the_default():
     from tiny_models import LiteEffNet
 
     model = LiteEffNet().eval()
-    pr = cams.probe(model, torch.randn(1, 3, 64, 64))
-    chosen = cams.default_layers(model, pr, (64, 64))
+    pr = probe(model, torch.randn(1, 3, 64, 64))
+    chosen = default_layers(model, pr, (64, 64))
     assert chosen.cam == chosen.features == "_blocks.3"
     # a unique activation module after the norm is taken instead of the block
     from torch import nn
@@ -112,7 +114,7 @@ def test_pre_activation_batchnorm_is_never_the_default():
             return self._fc(self._avg_pooling(x).flatten(1))
 
     model = WithAct().eval()
-    assert cams.default_layers(model, cams.probe(model, torch.randn(1, 3, 64, 64)), (64, 64)).cam == "_head_act"
+    assert default_layers(model, probe(model, torch.randn(1, 3, 64, 64)), (64, 64)).cam == "_head_act"
 
 
 def test_featmap_on_a_vit_defaults_to_the_last_block(invoke, image_file, tmp_path):
@@ -120,11 +122,3 @@ def test_featmap_on_a_vit_defaults_to_the_last_block(invoke, image_file, tmp_pat
                     "model.img_size=64", "model.num_classes=3", "visctl.input_size=64")
     assert result.exit_code == 0, result.output
     assert "default layers: blocks.11 " in result.stderr
-
-
-def test_layer_names_moved_to_layers_stay_importable_from_cams():
-    from visctl import layers
-
-    for name in ("probe", "Probe", "Layout", "detect_layout", "make_reshape", "token_grid", "default_layers",
-                 "default_target_layers", "stage_layers", "is_vit_like", "DefaultLayers", "validate_layer_output"):
-        assert getattr(cams, name) is getattr(layers, name), name

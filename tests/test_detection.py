@@ -11,7 +11,8 @@ import torch
 from conftest import ROOT, manifest
 
 from visctl import detection
-from visctl.detection import Detections, Merge
+from visctl.choices import Merge
+from visctl.detection import Detections
 from visctl.shapes import make_scene
 
 DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"

@@ -12,6 +12,7 @@ import pytest
 from conftest import DEMO_CFG, ROOT
 
 from visctl import _gradcam, environment
+from visctl.choices import Method
 
 _REAL_VERSION = metadata.version
 
@@ -111,7 +112,7 @@ def test_grad_cam_14_lacks_the_new_methods(monkeypatch):
     from visctl import cams
 
     methods = cams.parse_method("all")
-    assert cams.Method.gradcam in methods and cams.Method.shapleycam not in methods and cams.Method.fem not in methods
+    assert Method.gradcam in methods and Method.shapleycam not in methods and Method.fem not in methods
 
 
 def test_missing_or_unsupported_mmengine_is_one_error_line(invoke, monkeypatch):
@@ -264,7 +265,7 @@ def test_every_method_doctor_names_for_an_extra_is_a_method_tsne_takes():
     """doctor said openTSNE is "needed for tsne (--method opentsne)", a method tsne refuses."""
     import re
 
-    from visctl.embedding import EmbedMethod
+    from visctl.choices import EmbedMethod
 
     named = [m for use in environment.EXTRAS.values() for m in re.findall(r"--method (\w+)", use)]
     assert named and all(m in {e.value for e in EmbedMethod} for m in named), named

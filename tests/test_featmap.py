@@ -8,8 +8,8 @@ import torch
 from conftest import DEMO_CFG, manifest
 
 from visctl import featmaps
+from visctl.choices import Normalize, Reduction
 from visctl.errors import VisctlError
-from visctl.featmaps import Normalize, Reduction
 
 F = torch.tensor([[[1.0, 2.0], [3.0, 4.0]],     # channel 0: sum 10
                   [[0.0, 9.0], [0.0, 0.0]],     # channel 1: sum 9, max 9

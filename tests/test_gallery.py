@@ -103,7 +103,7 @@ def test_show_without_display_warns_and_saves(invoke, image_file, tmp_path, monk
 
 
 def test_show_keyboard_navigation():
-    from visctl.output import Navigator
+    from visctl.show import Navigator
 
     nav = Navigator(3)
     assert [nav.key(k) for k in ("right", "right", "left", " ")] == [1, 2, 1, 2]

@@ -225,7 +225,7 @@ def test_lr_optim_wrapper_constructor_is_a_registered_name(invoke, tmp_path):
     ("torch.utils.cpp_extension:load_inline", "torch is not model code"),
     ("mmengine.hub:get_model", "mmengine is not model code"), ("numpy:load", "numpy is not model code"),
     ("torchvision.datasets.utils:download_url", "not model code"), ("torchvision.io:write_file", "not model code"),
-    ("visctl.output:atomic_write", "not model code"), ("mmengine.config:Config", "not a torch.nn.Module"),
+    ("visctl.output.files:atomic_write", "not model code"), ("mmengine.config:Config", "not a torch.nn.Module"),
 ])
 def test_import_paths_that_build_no_model_are_refused_before_the_call(spec, says):
     from visctl.models import build_model
@@ -425,7 +425,7 @@ def test_foreign_manifests_never_break_a_default_output_run(invoke, image_file, 
 
 @pytest.mark.parametrize("name", sorted(FOREIGN))
 def test_index_manifest_skips_what_it_cannot_read(tmp_path, name):
-    from visctl.output import index_manifest
+    from visctl.gallery import index_manifest
 
     path = tmp_path / "manifest.json"
     path.write_bytes(FOREIGN[name])

@@ -277,7 +277,7 @@ def test_cam_skips_an_image_whose_scores_are_not_finite():
 
 
 def test_manifest_json_is_strict():
-    from visctl.output import to_json
+    from visctl.output.manifest import to_json
 
     text = to_json({"a": float("nan"), "b": [float("inf"), 1.5], "c": (float("-inf"),)})
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": [None]}

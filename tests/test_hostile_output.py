@@ -113,11 +113,11 @@ class FullDisk:
     removed) can be written again, as on a real disk."""
 
     def __init__(self, monkeypatch, folder: Path, at: int) -> None:
-        from visctl import output
+        from visctl.output import files
 
         self.folder, self.at, self.outputs, self.capacity = folder, at, 0, None
         self.lock = threading.Lock()
-        real = output._write_file
+        real = files._write_file
 
         def write(fh, data, target):
             with self.lock:
@@ -132,7 +132,7 @@ class FullDisk:
                 fh.flush()
                 if free < len(data):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        monkeypatch.setattr(output, "_write_file", write)
+        monkeypatch.setattr(files, "_write_file", write)
 
     def used(self) -> int:
         total = 0

@@ -18,6 +18,7 @@ import pytest
 from conftest import DEMO_CFG, manifest
 
 import visctl
+from visctl.choices import Method
 from visctl.errors import VisctlError
 
 
@@ -42,7 +43,7 @@ def _files(out: Path) -> dict[str, bytes]:
 # -- the background pool --
 
 def _write_run(folder: Path, workers: int, drawn_later: bool) -> dict:
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
     w = OutputWriter(folder, "cam", {})
     w.background(workers)
@@ -83,16 +84,17 @@ def test_cli_pool_writes_the_bytes_of_the_serial_library_save(invoke, five_image
 @pytest.mark.parametrize("workers,queue,held", [(1, 0, 2), (1, 3, 3), (2, 0, 4)])
 def test_background_writes_are_bounded(tmp_path, monkeypatch, workers, queue, held):
     """At most max(2 x workers, queue) images wait in memory: the next save_image blocks until a write ends."""
-    from visctl import output
+    from visctl.output import files
+    from visctl.output.writer import OutputWriter
 
     gate = threading.Event()
-    real = output._write_file
+    real = files._write_file
 
     def slow(fh, data, target):
         gate.wait(30)
         real(fh, data, target)
-    monkeypatch.setattr(output, "_write_file", slow)
-    w = output.OutputWriter(tmp_path, "cam", {})
+    monkeypatch.setattr(files, "_write_file", slow)
+    w = OutputWriter(tmp_path, "cam", {})
     w.background(workers, queue=queue)
     submitted: list[int] = []
 
@@ -114,15 +116,15 @@ def test_background_writes_are_bounded(tmp_path, monkeypatch, workers, queue, he
 
 
 def _disk_full_at(monkeypatch, name_part: str) -> None:
-    from visctl import output
+    from visctl.output import files
 
-    real = output._write_file
+    real = files._write_file
 
     def fill(fh, data, target):
         if name_part in Path(target).name:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fh, data, target)
-    monkeypatch.setattr(output, "_write_file", fill)
+    monkeypatch.setattr(files, "_write_file", fill)
 
 
 def test_a_failed_background_write_is_one_error_and_a_true_manifest(invoke, five_images, tmp_path, monkeypatch):
@@ -262,7 +264,7 @@ def test_reading_ahead_holds_at_most_the_next_batch(tmp_path, monkeypatch):
     (None, 4, 3),
 ])
 def test_io_threads_leave_torchs_cores_to_torch(threads, cores, expected):
-    from visctl.output import io_threads
+    from visctl.output.writer import io_threads
 
     assert io_threads(threads, cores=cores) == expected
 
@@ -311,7 +313,7 @@ def test_amp_dtype_decision():
     from visctl import cams
     from visctl.errors import VisctlError
 
-    grad = [cams.Method.gradcam, cams.Method.layercam]
+    grad = [Method.gradcam, Method.layercam]
     assert cams.autocast_dtype("off", "cpu", grad) is None
     assert cams.autocast_dtype("bf16", "cuda", grad) is torch.bfloat16
     assert cams.autocast_dtype("fp16", "cuda:1", grad) is torch.float16
@@ -319,9 +321,9 @@ def test_amp_dtype_decision():
         cams.autocast_dtype("bf16", "cpu", grad)
     with pytest.raises(VisctlError, match="needs a CUDA device"):
         cams.autocast_dtype("fp16", "mps", grad)
-    for method in (cams.Method.scorecam, cams.Method.fullgrad, cams.Method.eigencam):
+    for method in (Method.scorecam, Method.fullgrad, Method.eigencam):
         with pytest.raises(VisctlError, match=method.value):
-            cams.autocast_dtype("fp16", "cuda", [cams.Method.gradcam, method])
+            cams.autocast_dtype("fp16", "cuda", [Method.gradcam, method])
     with pytest.raises(VisctlError, match="unknown --amp"):
         cams.autocast_dtype("fp8", "cuda", grad)
 
@@ -345,13 +347,14 @@ def test_autocast_engine_hands_grad_cam_float32_and_the_same_maps():
     from tiny_models import TinyCNN
 
     from visctl import cams
+    from visctl.layers import detect_layout
 
     torch.manual_seed(0)
     model = TinyCNN().eval()
     batch = torch.randn(3, 3, 64, 64)
-    layout = cams.detect_layout((1, 12, 16, 16), (64, 64), False, None, "features.5")
-    plain = cams.CamEngine(model, cams.Method.gradcam, ["features.5"], [layout])
-    mixed = cams.CamEngine(model, cams.Method.gradcam, ["features.5"], [layout], autocast=("cpu", torch.bfloat16))
+    layout = detect_layout((1, 12, 16, 16), (64, 64), False, None, "features.5")
+    plain = cams.CamEngine(model, Method.gradcam, ["features.5"], [layout])
+    mixed = cams.CamEngine(model, Method.gradcam, ["features.5"], [layout], autocast=("cpu", torch.bfloat16))
     ref, _ = plain(batch, [cams.ClassTarget(1)] * 3)
     got, logits = mixed(batch, [cams.ClassTarget(1)] * 3)
     assert logits.dtype == torch.bfloat16  # the forward did run in bf16
@@ -476,27 +479,28 @@ def test_autocast_with_two_target_layers_keeps_every_layer_float32():
     from torch import nn
 
     from visctl import cams
+    from visctl.layers import detect_layout
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(8, 4)).eval()
     batch = torch.randn(2, 3, 32, 32)
     layers = ["0", "1"]
-    layouts = [cams.detect_layout((1, 8, 32, 32), (32, 32), False, None, n) for n in layers]
-    ref, _ = cams.CamEngine(model, cams.Method.gradcam, layers, layouts)(batch, [cams.ClassTarget(1)] * 2)
-    for method, native in ((cams.Method.gradcam, True), (cams.Method.gradcam, False), (cams.Method.layercam, False)):
+    layouts = [detect_layout((1, 8, 32, 32), (32, 32), False, None, n) for n in layers]
+    ref, _ = cams.CamEngine(model, Method.gradcam, layers, layouts)(batch, [cams.ClassTarget(1)] * 2)
+    for method, native in ((Method.gradcam, True), (Method.gradcam, False), (Method.layercam, False)):
         engine = cams.CamEngine(model, method, layers, layouts, autocast=("cpu", torch.bfloat16), native=native)
         got, logits = engine(batch, [cams.ClassTarget(1)] * 2)
         assert logits.dtype == torch.bfloat16 and got.dtype == np.float32 and got.shape == ref.shape
         assert np.isfinite(got).all()
-        if method is cams.Method.gradcam:
+        if method is Method.gradcam:
             assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
 
 
 def test_a_write_failing_between_two_looks_is_not_lost(tmp_path):
     """The pool's check of finished writes takes one snapshot: a write that fails just after it was seen
     running stays pending, and the next check raises it (it is not dropped as if it had succeeded)."""
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
     class Flipping:  # running when first asked, failed from then on
         def __init__(self):

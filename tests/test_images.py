@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from visctl import images, output
+from visctl import images
 from visctl.errors import InputError
+from visctl.output.writer import input_stems
 
 
 def test_formats_modes_and_depths(tmp_path):
@@ -61,6 +62,6 @@ def test_gather_dirs_globs_dedup(tmp_path):
 
 def test_output_stems_are_collision_free(tmp_path):
     paths = [tmp_path / "a" / "cat.jpg", tmp_path / "b" / "cat.jpg", tmp_path / "b" / "cat.png"]
-    stems = output.input_stems(paths)
+    stems = input_stems(paths)
     assert len(set(stems.values())) == 3
     assert stems[paths[0]] == "a__cat"

@@ -46,7 +46,7 @@ def test_the_scan_finds_imports_at_any_depth():
 
 def test_domain_modules_list_covers_the_library():
     names = {str(p.relative_to(PACKAGE)) for p in domain_modules()}
-    assert {"cams.py", "output.py", "gallery.py", "show.py", "layers.py", "session.py", "results.py",
+    assert {"cams.py", "output/writer.py", "output/manifest.py", "gallery.py", "show.py", "layers.py", "session.py", "results.py",
             "library/__init__.py"} <= names
     assert not names & CLI_LAYER and not any(n.startswith("commands/") for n in names)
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from visctl import _gradcam, cams, models
+from visctl.choices import Method
+from visctl.layers import Layout
 
 METHODS = sorted(cams.NATIVE, key=lambda m: m.value)
 
@@ -101,7 +103,7 @@ def test_native_maps_equal_grad_cam_under_autocast(method, gradcam_builds):
     torch.manual_seed(0)
     model = TinyCNN().eval()
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    got, logits, want, want_logits = _both(model, method, ["features.5"], [cams.Layout("nchw")], x, gradcam_builds,
+    got, logits, want, want_logits = _both(model, method, ["features.5"], [Layout("nchw")], x, gradcam_builds,
                                            autocast=("cpu", torch.bfloat16))
     assert np.abs(got - want).max() <= 1e-5 and torch.equal(logits, want_logits)
 
@@ -110,7 +112,7 @@ def test_frozen_model_under_no_grad_and_a_failing_call_leave_no_hooks():
     model = _resnet()
     for p in model.parameters():
         p.requires_grad_(False)
-    engine = cams.CamEngine(model, cams.Method.gradcam, ["layer4"], [cams.Layout("nchw")])
+    engine = cams.CamEngine(model, Method.gradcam, ["layer4"], [Layout("nchw")])
     with torch.no_grad():
         maps, logits = engine(torch.randn(2, 3, 64, 64), [cams.RankTarget(0), cams.ClassTarget(1)])
     assert maps.shape == (2, 64, 64) and maps.max() > 0 and logits.shape == (2, 10)
@@ -122,15 +124,15 @@ def test_frozen_model_under_no_grad_and_a_failing_call_leave_no_hooks():
 
 def test_native_only_where_grad_cam_would_give_the_same_maps():
     model = _resnet()
-    layout = [cams.Layout("nchw")]
-    engine = cams.CamEngine(model, cams.Method.gradcam, ["layer4"], layout)
+    layout = [Layout("nchw")]
+    engine = cams.CamEngine(model, Method.gradcam, ["layer4"], layout)
     assert engine._native_for(_targets(), aug_smooth=False, eigen_smooth=False)
     assert not engine._native_for(_targets(), aug_smooth=True, eigen_smooth=False)  # ttach's augmentations
     assert not engine._native_for(_targets(), aug_smooth=False, eigen_smooth=True)  # grad-cam's SVD
     assert not engine._native_for([lambda out: out[..., 0]] * 3, aug_smooth=False, eigen_smooth=False)
-    assert not cams.CamEngine(model, cams.Method.gradcam, ["layer4"], layout, native=False)._native_for(
+    assert not cams.CamEngine(model, Method.gradcam, ["layer4"], layout, native=False)._native_for(
         _targets(), False, False)
-    assert not cams.CamEngine(model, cams.Method.eigengradcam, ["layer4"], layout)._native_for(_targets(), False, False)
+    assert not cams.CamEngine(model, Method.eigengradcam, ["layer4"], layout)._native_for(_targets(), False, False)
 
 
 def test_version_checks_do_not_import_grad_cam():

@@ -17,7 +17,8 @@ from visctl.shapes import make_scene
 def test_wandb_backend_runs_offline_without_touching_os_environ(tmp_path, monkeypatch):
     from mmengine.visualization import Visualizer
 
-    from visctl import output
+    from visctl.output.backends import push_to_backend
+    from visctl.output.files import atomic_write
 
     calls: list[dict] = []
     fake = types.ModuleType("wandb")  # records what mmengine's WandbVisBackend hands to wandb (not installed here)
@@ -29,17 +30,17 @@ def test_wandb_backend_runs_offline_without_touching_os_environ(tmp_path, monkey
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     png = tmp_path / "a.png"
-    output.atomic_write(png, output_png())
+    atomic_write(png, output_png())
     before = dict(os.environ)
     instances = dict(getattr(Visualizer, "_instance_dict", {}))
-    output.push_to_backend("wandb", tmp_path, [("a", png)], "cam")
+    push_to_backend("wandb", tmp_path, [("a", png)], "cam")
     assert dict(os.environ) == before
     assert calls and calls[0]["mode"] == "offline" and calls[0]["project"] == "visctl"
     assert dict(getattr(Visualizer, "_instance_dict", {})) == instances  # no visualizer left registered
 
     calls.clear()
     monkeypatch.setenv("WANDB_MODE", "online")  # the user's own wandb setup wins
-    output.push_to_backend("wandb", tmp_path, [("a", png)], "cam")
+    push_to_backend("wandb", tmp_path, [("a", png)], "cam")
     assert calls and "mode" not in calls[0] and os.environ["WANDB_MODE"] == "online"
 
 

@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from visctl import _options as opt
+from visctl.images import DEFAULT_MAX_PIXELS
 from visctl.session import RunOptions
 
 ALIASES = {"unsafe_load_checkpoint": ("--unsafe-load-checkpoint",), "device": ("--device",), "threads": ("--threads",),
@@ -84,7 +85,7 @@ def test_the_decorator_hands_one_frozen_run_options_with_the_parsed_values():
 
 def test_the_decorator_gives_the_defaults_and_the_overrides():
     _, _, opts = _run_probe("img.png")
-    assert opts == opt.CommandOptions(seed=0, batch_size=4, max_pixels=opt.DEFAULT_MAX_PIXELS)
+    assert opts == opt.CommandOptions(seed=0, batch_size=4, max_pixels=DEFAULT_MAX_PIXELS)
     params = [p.name for p in typer.main.get_command(_app_of(probe)).params]
     assert params[:2] == ["image", "unsafe_load_checkpoint"]
     assert params[params.index("out_dir") + 1] == "label"  # placed where the decorator was told
@@ -116,7 +117,7 @@ MODEL_ARGS = ("--threads", "3", "--seed", "5", "--device", "cpu", "--batch-size"
     ("slice", ["img.png", "cfg.py", *MODEL_ARGS, "--debug"], dict(threads=3, seed=5, batch_size=2, debug=True)),
     ("recon", ["img.png", "cfg.py", *MODEL_ARGS], dict(threads=3, seed=5, device="cpu", batch_size=2)),
     ("tsne", ["cfg.py", *MODEL_ARGS], dict(threads=3, seed=5, device="cpu", batch_size=2)),
-    ("pipeline", ["cfg.py", "--seed", "5", "--cfg-options", "a=1"], dict(seed=5, max_pixels=opt.DEFAULT_MAX_PIXELS)),
+    ("pipeline", ["cfg.py", "--seed", "5", "--cfg-options", "a=1"], dict(seed=5, max_pixels=DEFAULT_MAX_PIXELS)),
     ("browse", ["cfg.py", "--seed", "5", "--cfg-options", "a=1", "-q"], dict(seed=5, quiet=True)),
     ("lr", ["cfg.py", "--log-level", "DEBUG", "--cfg-options", "a=1", "--json"], dict(debug=True, json_out=True)),
 ])

@@ -141,7 +141,7 @@ def test_writer_refuses_an_output_that_lands_on_an_input(tmp_path):
     import numpy as np
 
     from visctl.errors import OutputError
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
     victim = tmp_path / "a_cam.png"
     victim.write_bytes(b"precious")
@@ -170,7 +170,7 @@ def test_outputs_in_the_input_folder_never_replace_an_input(invoke, tmp_path):
 # -- 9: output names are unique within a run -------------------------------------------------------------------
 
 def test_input_stems_are_unique_whatever_the_names():
-    from visctl.output import input_stems
+    from visctl.output.writer import input_stems
 
     paths = [Path(n) for n in ("d/p q.png", "d/p-q.png", "d/p-q_1.png", "d/A.png", "d/a.png", "d/.hidden.png",
                                "d/x.tif", "d/x_tif.png")]
@@ -183,7 +183,7 @@ def test_input_stems_are_unique_whatever_the_names():
 def test_writer_never_gives_two_outputs_one_name(tmp_path):
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
     w = OutputWriter(tmp_path, "cam", {})
     a = w.save_image("x.png", np.zeros((4, 4, 3), np.uint8))
@@ -226,11 +226,11 @@ def test_colliding_input_names_give_distinct_outputs(invoke, tmp_path, command):
 # -- 7: a full disk is one clear error; partial files removed; the manifest says what was finished ---------------
 
 def test_full_disk_is_one_error_and_the_manifest_lists_what_was_finished(invoke, tmp_path, monkeypatch):
-    from visctl import output
+    from visctl.output import files
 
     imgs = _images(tmp_path / "data", 5)
     out = tmp_path / "out"
-    real = output._write_file
+    real = files._write_file
     written = []
 
     def fill(fh, data, target):
@@ -240,7 +240,7 @@ def test_full_disk_is_one_error_and_the_manifest_lists_what_was_finished(invoke,
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             written.append(target)
         real(fh, data, target)
-    monkeypatch.setattr(output, "_write_file", fill)
+    monkeypatch.setattr(files, "_write_file", fill)
     result = invoke("cam", imgs[0].parents[1], DEMO_CFG, "--batch-size", "1", "-o", out)
     err = _one_error(result)
     assert "No space left on device" in err and "_cam_" in err
@@ -441,7 +441,7 @@ def test_out_dir_inside_the_input_folder_is_not_read_back(invoke, tmp_path):
 def test_a_foreign_manifest_is_never_replaced(tmp_path):
     """Issue 24: another tool's manifest.json is refused (it was replaced before); tests/test_hostile_output.py."""
     from visctl.errors import OutputError
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
     (tmp_path / "manifest.json").write_text('{"name": "someone else\'s"}')
     w = OutputWriter(tmp_path, "cam", {})

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from visctl import gallery, output, show
+from visctl import gallery
 
 HOSTILE = '</title><script>window.__pwned=1</script>'
 
@@ -43,10 +43,3 @@ def test_write_root_index_writes_the_rendered_page(tmp_path):
     assert path == tmp_path / "index.html" and path.read_text() == pages["root"]
     assert 'href="cam/index.html"' in pages["root"] and 'src="cam/a%20b%23.png"' in pages["root"]
 
-
-def test_moved_names_stay_importable_from_output():
-    for name in ("render_index", "write_root_index", "scatter_html", "index_manifest", "_text", "_href",
-                 "_script_json"):
-        assert getattr(output, name) is getattr(gallery, name), name
-    for name in ("has_display", "show_images", "Navigator"):
-        assert getattr(output, name) is getattr(show, name), name

@@ -73,7 +73,7 @@ def test_tsne_pre_logits_is_the_input_of_the_last_linear_layer():
     import torch
 
     from visctl import embedding, featmaps
-    from visctl.embedding import VisStage
+    from visctl.choices import VisStage
 
     model = torch.nn.Sequential()
     model.add_module("backbone", torch.nn.Linear(5, 6))

@@ -14,6 +14,8 @@ import torch
 from conftest import ROOT, manifest
 from torch import nn
 
+from visctl.choices import Reduction
+
 FACTORY = '''
 import torch
 from torch import nn
@@ -263,10 +265,10 @@ def test_a_norm_over_the_channels_is_named_only_when_it_is_one():
 
     x = torch.randn(1, 64, 8, 8)
     ln = nn.GroupNorm(1, 64, affine=False)
-    reason, _ = featmaps.why_flat(ln(x)[0], featmaps.Reduction.squeeze_mean, nn.Sequential(nn.Conv2d(64, 64, 1), ln))
+    reason, _ = featmaps.why_flat(ln(x)[0], Reduction.squeeze_mean, nn.Sequential(nn.Conv2d(64, 64, 1), ln))
     assert "norm over the channels (GroupNorm)" in reason
     bn = nn.BatchNorm2d(64).eval()
-    reason, _ = featmaps.why_flat(ln(x)[0], featmaps.Reduction.squeeze_mean, bn)  # a BN does not centre channels
+    reason, _ = featmaps.why_flat(ln(x)[0], Reduction.squeeze_mean, bn)  # a BN does not centre channels
     assert "norm" not in reason
 
 

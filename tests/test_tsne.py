@@ -18,7 +18,7 @@ import torch
 from conftest import DEMO_CFG, ROOT, manifest, record_loads
 
 from visctl import embedding
-from visctl.embedding import EmbedMethod, Pooling
+from visctl.choices import EmbedMethod, Pooling
 
 
 def _root(held_out):

@@ -11,8 +11,8 @@ from conftest import DEMO_CFG
 
 def test_an_interrupt_while_the_features_are_recorded_leaves_every_file_listed(invoke, held_out, tmp_path,
                                                                                 monkeypatch):
-    from visctl import output
     from visctl.library import embed
+    from visctl.output.writer import interrupt
 
     real = embed.list_features
 
@@ -23,7 +23,7 @@ def test_an_interrupt_while_the_features_are_recorded_leaves_every_file_listed(i
         def add(*a, **k):
             calls.append(a)
             if len(calls) == 1:  # the signal handler's call, between the first and the second file
-                output.interrupt(KeyboardInterrupt())
+                interrupt(KeyboardInterrupt())
             return real_add(*a, **k)
 
         writer.add_output = add

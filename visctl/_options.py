@@ -14,17 +14,15 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Optional, TypeVar
 
 import typer
 
-from visctl.arguments import SEED_MAX, WORKERS_MAX  # the library checks the same bounds
-from visctl.images import DEFAULT_MAX_PIXELS, SLICE_MAX_PIXELS
+from visctl.arguments import SEED_MAX  # the library checks the same bounds
+from visctl.choices import Amp, ChannelOrder, ImageFormat, Phase
+from visctl.images import DEFAULT_MAX_PIXELS
 from visctl.session import RunOptions
-
-__all__ = ["DEFAULT_MAX_PIXELS", "SEED_MAX", "SLICE_MAX_PIXELS", "WORKERS_MAX", "CommandOptions", "Param", "shared"]
 
 
 def split_list(values: list[str] | None, option: str = "--target-layers", what: str = "layer name",
@@ -192,13 +190,6 @@ def shared(*names: str, **overrides: Any) -> Callable[[F], F]:
     return add
 
 
-class ImageFormat(str, Enum):
-    """What the output figures are encoded as."""
-
-    png = "png"
-    jpg = "jpg"
-    webp = "webp"
-
 
 Format = Annotated[ImageFormat, typer.Option(
     "--format", help="Figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several "
@@ -206,14 +197,30 @@ Format = Annotated[ImageFormat, typer.Option(
     rich_help_panel="Output")]
 
 
-class Amp(str, Enum):
-    """The autocast dtype of the forward."""
-
-    off = "off"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
 
 AmpOption = Annotated[Amp, typer.Option(
     "--amp", help="CUDA only: autocast the forward to bf16 or fp16 (gradient methods whose graph starts at the "
     "target layer); refused on a CPU.", case_sensitive=False, rich_help_panel="Run")]
+
+
+# the data commands' (pipeline and browse) arguments
+#: mmpretrain's -r/--rescale-factor (pipeline and browse)
+RescaleFactor = Annotated[Optional[float], typer.Option(
+    "--rescale-factor", "--rescale_factor", "-r", show_default=False,
+    help="With --mode original: scale the original image by this factor (mmpretrain's browse_dataset.py; "
+    "-r 10 for CIFAR's 32 px images).")]
+#: mmpretrain's -c/--channel-order (pipeline and browse)
+ChannelOrderOption = Annotated[Optional[ChannelOrder], typer.Option(
+    "--channel-order", "--channel_order", "-c", case_sensitive=False, show_default=False,
+    help="The channel order of the pipeline's images, shown as that (mmpretrain's flag: a wrong one swaps the "
+    "colours as mmpretrain shows them) [default: their own: BGR from LoadImageFromFile, RGB for CIFAR].")]
+ShowInterval = Annotated[float, typer.Option("--show-interval", "--show_interval", "-i", min=0.0,
+                                             help="Seconds per output with --show.")]
+NotShow = Annotated[bool, typer.Option("--not-show", "--not_show", help="Accepted for the peers' habit; visctl "
+                                       "shows only with --show.", hidden=True)]
+
+
+#: the dataset commands' (pipeline, browse) positional CONFIG and --phase
+DataConfig = Annotated[str, typer.Argument(metavar="CONFIG", help="A config with <phase>_dataloader.dataset.",
+                                           show_default=False)]
+PhaseOption = Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloader's dataset and pipeline.")]

@@ -19,25 +19,17 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from visctl.choices import Amp, Method
 from visctl.errors import LayerError, VisctlError, closest
-
-# layer probing, layouts and default layers live in visctl.layers (featmap, tsne and boxam use them too);
-# the names stay importable from here
-from visctl.layers import (  # noqa: F401
-    DefaultLayers,
+from visctl.layers import (
     Layout,
-    Probe,
-    default_layers,
     default_target_layers,
     detect_layout,
     is_vit_like,
     make_reshape,
     probe,
-    stage_layers,
-    token_grid,
     validate_layer_output,
 )
 
@@ -46,25 +38,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-
-class Method(str, Enum):
-    """The CAM methods of pytorch-grad-cam that take a classifier target."""
-
-    gradcam = "gradcam"
-    gradcamplusplus = "gradcam++"
-    xgradcam = "xgradcam"
-    eigencam = "eigencam"
-    eigengradcam = "eigengradcam"
-    layercam = "layercam"
-    hirescam = "hirescam"
-    gradcamelementwise = "gradcamelementwise"
-    scorecam = "scorecam"
-    ablationcam = "ablationcam"
-    fullgrad = "fullgrad"
-    shapleycam = "shapleycam"
-    kpcacam = "kpca_cam"
-    fem = "fem"
-    randomcam = "randomcam"
 
 
 # method -> (grad-cam class name, how the graph is built): 'layer' = gradient from the target layer only,
@@ -752,7 +725,7 @@ def _start_graph(_module: Any, _inputs: Any, output: Any, as_float: bool = False
 
 
 #: --amp: the autocast dtype of the CAM forward, by name (off: float32)
-AMP = ("off", "bf16", "fp16")
+AMP = tuple(a.value for a in Amp)
 
 
 def autocast_dtype(amp: str, device: str, methods: list[Method]) -> Any:

@@ -15,7 +15,6 @@ from typing import Any
 
 import typer
 
-from visctl import output
 from visctl.errors import (
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
@@ -30,10 +29,11 @@ from visctl.errors import (
     report,
     report_bug,
 )
-from visctl.output import OutputWriter
-from visctl.session import RunOptions, Session, default_threads, resolve_device
-
-__all__ = ["RunContext", "RunOptions", "default_threads", "resolve_device"]
+from visctl.output.checks import check_file_target, prepare_dir
+from visctl.output.files import DISK_ERRNOS, _path_hint, file_id, remove_empty
+from visctl.output.manifest import check_record_files
+from visctl.output.writer import OutputWriter, clear_interrupt, interrupt
+from visctl.session import RunOptions, Session, default_threads
 
 #: the commands that split their inputs between the ranks of a torchrun (see visctl/distributed.py)
 SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne"})
@@ -91,21 +91,21 @@ class RunContext(Session):
                 if self.rank:  # rank 0 speaks for the run
                     self.quiet = self.console.quiet = True
             if self.backend:
-                from visctl.output import check_backend
+                from visctl.output.backends import check_backend
 
                 check_backend(self.backend)
             # before any config, model or data: a bad folder must cost nothing
-            self._created += output.prepare_dir(self.out_dir, "--out-dir")
+            self._created += prepare_dir(self.out_dir, "--out-dir")
             # a manifest.json or index.html that visctl did not write (or a damaged one, a FIFO, a link) is
             # refused now, not replaced at the end; demo writes only the page over its runs' folders
-            output.check_record_files(self.out_dir, manifest=self.command != "demo")
+            check_record_files(self.out_dir, manifest=self.command != "demo")
             if self.default_out:  # visctl-out/index.html, the page over every command's latest run
-                output.check_record_files(self.out_dir.parent, manifest=False)
+                check_record_files(self.out_dir.parent, manifest=False)
             for what, f in self.out_files:
-                self._created += output.check_file_target(f, what)
+                self._created += check_file_target(f, what)
         except VisctlError as err:
             sys.stdout = self._stdout
-            output.remove_empty(self._created)
+            remove_empty(self._created)
             raise typer.Exit(self._report(err)) from None
         self._install_signals()
         # what the library warns about an input (InputWarning) is a `warning:` line of the run, every time
@@ -134,7 +134,7 @@ class RunContext(Session):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        output.interrupt(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
+        interrupt(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
 
     def _restore_signals(self) -> None:
         for signum, old in self._handlers.items():
@@ -154,8 +154,8 @@ class RunContext(Session):
                 self.writer.release_reserve()  # the space held for the last manifest (finish released it)
             self._warnings.__exit__(None, None, None)
             self._restore_signals()
-            output.clear_interrupt()
-            output.remove_empty(self._created)  # --preview-model, an error before any output: no empty folder
+            clear_interrupt()
+            remove_empty(self._created)  # --preview-model, an error before any output: no empty folder
 
     def _leave(self, exc: BaseException | None) -> None:
         if isinstance(exc, KeyboardInterrupt):
@@ -179,9 +179,9 @@ class RunContext(Session):
                 except VisctlError as err:
                     print(f"{what}; and the manifest could not be written: {err.message}", file=sys.stderr)
             raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
-        if isinstance(exc, OSError) and exc.errno in output.DISK_ERRNOS:  # a full disk outside the writer
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:  # a full disk outside the writer
             where = f" {exc.filename}" if exc.filename else ""
-            exc = OutputError(f"cannot write{where}: {exc.strerror or exc}", hint=output._path_hint(exc))
+            exc = OutputError(f"cannot write{where}: {exc.strerror or exc}", hint=_path_hint(exc))
         if exc is not None and out_of_memory(exc) is not None:  # a failed allocation: too large an input
             exc = out_of_memory(exc)
         if exc is not None and (missing := missing_optional(exc, f"this visctl {self.command} run")) is not None:
@@ -230,7 +230,7 @@ class RunContext(Session):
         if self.writer is not None:
             self.writer.protected.update(self.protected)
         for what, f in self.out_files:
-            fid = output.file_id(f)
+            fid = file_id(f)
             if fid is not None and fid in self.protected:
                 raise OutputError(f"{what} {f} is an input of this run ({self.protected[fid]}); visctl never "
                                   "writes over its inputs", hint=f"give {what} another file name")
@@ -239,8 +239,8 @@ class RunContext(Session):
         """Start the run's output directory and its record in the folder's manifest (status ``running``)."""
         folder = Path(out_dir or self.out_dir)
         if os.path.abspath(folder) != os.path.abspath(self.out_dir):
-            self._created += output.prepare_dir(folder, "--out-dir")
-            output.check_record_files(folder)
+            self._created += prepare_dir(folder, "--out-dir")
+            check_record_files(folder)
         if self.max_pixels is not None:
             params = dict(params, max_pixels=self.max_pixels)
         writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.protected)
@@ -313,7 +313,7 @@ class RunContext(Session):
             return
         status = "partial" if failures else "ok"
         if self.backend:
-            from visctl.output import push_to_backend
+            from visctl.output.backends import push_to_backend
 
             images = [(Path(o["path"]).stem, self.writer.out_dir / o["path"]) for o in self.writer.manifest["outputs"]
                       if o["kind"] == "image"]
@@ -326,7 +326,7 @@ class RunContext(Session):
 
             write_root_index(self.out_dir.parent)  # visctl-out/index.html links every command's latest run
         if self.json_out:
-            from visctl.output import to_json
+            from visctl.output.manifest import to_json
 
             self.result(to_json(self.writer.manifest))
         else:

@@ -357,7 +357,7 @@ def _class_folders(folder: Path, classes: list[str] | None, warn: Callable[[str]
     there is one folder per class, as a clear error.
     """
     from visctl.images import is_image_path
-    from visctl.output import drop_visctl_outputs, is_visctl_folder
+    from visctl.output.manifest import drop_visctl_outputs, is_visctl_folder
 
     def images_under(d: Path) -> list[Path]:  # what a visctl run wrote there (-o inside the data) is no sample
         return [p for p in drop_visctl_outputs(sorted(p for p in d.rglob("*") if p.is_file()))[0]

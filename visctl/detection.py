@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from visctl.choices import Merge
 from visctl.errors import VisctlError
 
 if TYPE_CHECKING:
@@ -25,13 +25,6 @@ if TYPE_CHECKING:
 
 TORCHVISION_DETECTORS = ("GeneralizedRCNN", "RetinaNet", "FCOS", "SSD")
 
-
-class Merge(str, Enum):
-    """How overlapping detections (from tiles, or tiles and the full image) become one."""
-
-    nms = "nms"
-    nmm = "nmm"
-    wbf = "wbf"
 
 
 @dataclass

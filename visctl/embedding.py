@@ -4,39 +4,15 @@ from __future__ import annotations
 
 import inspect
 import os
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from visctl.choices import EmbedMethod, Pooling, VisStage
 from visctl.errors import VisctlError, closest
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-
-class Pooling(str, Enum):
-    """How a layer output becomes one vector per image."""
-
-    avg = "avg"
-    max = "max"
-    cls = "cls"
-    flatten = "flatten"
-
-
-class EmbedMethod(str, Enum):
-    """The 2-D projection."""
-
-    tsne = "tsne"
-    umap = "umap"
-    pca = "pca"
-
-
-class VisStage(str, Enum):
-    """mmpretrain's ``extract_feat`` stages (``--vis-stage``)."""
-
-    backbone = "backbone"
-    neck = "neck"
-    pre_logits = "pre_logits"
 
 
 def vis_stage_layer(model: Any, stage: VisStage, shape_of: Any, default: str) -> tuple[str, str, bool, str]:
@@ -409,7 +385,9 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
 
     import numpy as np
 
-    from visctl import datasets, featmaps, output, transforms
+    from visctl import datasets, featmaps, transforms
+    from visctl.output.manifest import free_name
+    from visctl.output.writer import uninterrupted
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -432,7 +410,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             vec = pool(t, pooling, extra_tokens).cpu().numpy().astype(np.float32)
             if label not in files:
                 name = f"{prefix}_{file_tag(label)}.npy"
-                paths[label] = output.free_name(out_dir / name)  # never a link's target, a FIFO, another's file
+                paths[label] = free_name(out_dir / name)  # never a link's target, a FIFO, another's file
                 files[label] = feature_file(paths[label], len(indices), vec.shape[1])
             if vec.shape[1] != files[label].shape[1]:
                 raise VisctlError(f"{label}: images give features of different sizes ({vec.shape[1]} vs "
@@ -458,7 +436,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             if len(pending) == batch_size:
                 flush()
         flush()
-        with output.uninterrupted():  # an interrupt from here on is raised once the files are complete and recorded
+        with uninterrupted():  # an interrupt from here on is raised once the files are complete and recorded
             for label in list(files):
                 files[label].flush()
                 if len(rows) < files[label].shape[0]:  # some inputs failed: keep only the written rows
@@ -500,7 +478,7 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
     for label in labels:
         parts = [np.load(sh["features"][label], mmap_mode="r", allow_pickle=False) for sh in shards]
         name = Path(shards[0]["features"][label]).name.replace("features.rank0_", "features_")
-        from visctl.output import free_name
+        from visctl.output.manifest import free_name
 
         target = free_name(out_dir / name)  # never a link's target, a FIFO, another's file
         merged = feature_file(target, len(entries), parts[0].shape[1])
@@ -523,8 +501,8 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
 def guess_extra_tokens(model: Any, shapes: list[Any], in_hw: tuple[int, int]) -> int:
     """How many tokens (class, register, distillation) precede the patch tokens: the model's (or its
     backbone's) ``num_extra_tokens`` / ``num_prefix_tokens``; else, from the first (N, L, C) layer output, the
-    count that leaves a token grid of the input's shape (:func:`visctl.cams.token_grid`); else 0."""
-    from visctl import cams
+    count that leaves a token grid of the input's shape (:func:`visctl.layers.token_grid`); else 0."""
+    from visctl.layers import token_grid
 
     holder = getattr(model, "backbone", model)
     extra = next((getattr(holder, a) for a in ("num_extra_tokens", "num_prefix_tokens")
@@ -532,5 +510,5 @@ def guess_extra_tokens(model: Any, shapes: list[Any], in_hw: tuple[int, int]) ->
     if extra is not None:
         return int(extra)
     tok = next((s for s in shapes if isinstance(s, tuple) and len(s) == 3), None)
-    found = cams.token_grid(tok[1], in_hw, None) if tok else None
+    found = token_grid(tok[1], in_hw, None) if tok else None
     return int(found[1]) if found else 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from visctl.choices import Normalize, Reduction
 from visctl.errors import LayerError, VisctlError
 
 if TYPE_CHECKING:
@@ -13,22 +13,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-
-class Reduction(str, Enum):
-    """How a (C, H, W) feature becomes what is drawn."""
-
-    squeeze_mean = "squeeze_mean"
-    select_max = "select_max"
-    pixel_wise_max = "pixel_wise_max"
-    none = "none"
-
-
-class Normalize(str, Enum):
-    """Which maps share one min-max scale."""
-
-    per_map = "per-map"
-    per_layer = "per-layer"
-    global_ = "global"
 
 
 def flatten_output(name: str, out: Any) -> list[tuple[str, torch.Tensor]]:

@@ -151,7 +151,8 @@ def render_root_index(root: Path) -> str:
 
 def write_root_index(root: Path) -> Path:
     """Write :func:`render_root_index` to ``root/index.html`` (atomically); returns its path."""
-    from visctl.output import INDEX, atomic_write, check_record_files
+    from visctl.output.files import atomic_write
+    from visctl.output.manifest import INDEX, check_record_files
 
     target = Path(root) / INDEX
     check_record_files(Path(root), manifest=False)  # another tool's index.html there is never replaced

@@ -84,7 +84,7 @@ def gather_images(specs: list[str], note: Callable[[str], None] | None = None) -
     to decode, so the batch can report it. In a directory, the files a visctl run wrote there (listed in a
     manifest.json under it: an ``-o`` inside the input folder) are not inputs; ``note`` hears how many.
     """
-    from visctl.output import drop_visctl_outputs
+    from visctl.output.manifest import drop_visctl_outputs
 
     found: list[Path] = []
     for spec in specs:

@@ -3,7 +3,6 @@ un-normalised with the config's statistics, MSE on the masked patches, HOG pictu
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import VisctlError
@@ -13,12 +12,6 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-
-class NormPixStats(str, Enum):
-    """Where a norm-pix prediction gets each patch's mean and std (``--norm-pix-stats``)."""
-
-    patch = "patch"  # each patch's own, the hidden ones' included (mmselfsup's visualize_reconstruction.py)
-    visible = "visible"  # the visible patches' (what the model could know)
 
 
 def masks_for(n: int, grid: tuple[int, int], ratio: float, seed: int | None, first_index: int = 0) -> torch.Tensor:

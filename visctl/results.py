@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,12 @@ class Result:
         skipped, listed under ``failures``) and the ``index.html`` gallery; earlier runs' outputs in a shared
         folder stay listed, as with the CLI.
         """
-        from visctl import output
+        from visctl.output.checks import prepare_dir
+        from visctl.output.writer import OutputWriter
 
         folder = Path(out_dir)
-        output.prepare_dir(folder, "out_dir")
-        writer = output.OutputWriter(folder, self.command, dict(self.params))
+        prepare_dir(folder, "out_dir")
+        writer = OutputWriter(folder, self.command, dict(self.params))
         writer.start()
         for entry in self.inputs:
             entry = dict(entry)

@@ -192,11 +192,11 @@ class Session:
 
     def protect(self, *paths: Any) -> None:
         """Inputs of the run: nothing the run writes may replace them."""
-        from visctl import output
+        from visctl.output.files import file_id
 
         for p in paths:
             if isinstance(p, (str, Path)):
-                fid = output.file_id(p)
+                fid = file_id(p)
                 if fid is not None:
                     self.protected.setdefault(fid, str(p))
 

@@ -8,9 +8,7 @@ from pathlib import Path
 import typer
 
 from visctl.context import RunContext
-from visctl.library._common import ModelInputs, class_names, load_model, preview
-
-__all__ = ["ModelInputs", "class_names", "finish", "load_model", "open_model", "preview", "preview_hook", "split_args"]
+from visctl.library._common import ModelInputs, preview
 
 
 def split_args(ctx: RunContext, args: list[str], *, default_scope: str | None = None,

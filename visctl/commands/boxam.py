@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
+from visctl.choices import BoxMethod, ImageFormat
 from visctl.context import RunContext
-from visctl.library.boxam import BoxMethod
 
 EPILOG = """Examples:
 
@@ -52,14 +52,14 @@ def boxam(
     panel_size: opt.BoxamPanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
-    image_format: opt.Format = opt.ImageFormat.png,
+    image_format: opt.Format = ImageFormat.png,
     *,
     opts: opt.CommandOptions,
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
-    from visctl import output
     from visctl.commands._shared import finish, preview_hook, split_args
     from visctl.library import boxam as lib
+    from visctl.output.writer import io_threads
 
     with RunContext("boxam", opts, out_dir=opts.out_dir) as ctx:
         lib.check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
@@ -73,6 +73,6 @@ def boxam(
                            session=ctx,
                            on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params)
-        writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
+        writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
         lib.write_run(plan, writer, save_raw=save_raw)
         finish(ctx)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
-from visctl.commands import pipeline as data
-from visctl.commands.pipeline import SKIP, DataConfig, Phase, PhaseOption
+from visctl.arguments import WORKERS_MAX
+from visctl.choices import BrowseMode, Phase
 from visctl.context import RunContext
+from visctl.library.pipeline import SKIP
 
 EPILOG = """Examples:
 
@@ -24,20 +24,11 @@ EPILOG = """Examples:
 """
 
 
-class BrowseMode(str, Enum):
-    """Grid pages (visctl's), or one figure per sample as mmpretrain's browse_dataset.py --mode."""
-
-    grid = "grid"
-    original = "original"
-    transformed = "transformed"
-    concat = "concat"
-    pipeline = "pipeline"
-
 
 @opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms."))
 def browse(
-    config_file: DataConfig,
-    phase: PhaseOption = Phase.train,
+    config_file: opt.DataConfig,
+    phase: opt.PhaseOption = Phase.train,
     number: Annotated[int, typer.Option("--number", "--show-number", "-n", help="Samples, from the first (-1: all).")
                       ] = 32,
     skip_type: Annotated[Optional[list[str]], typer.Option(
@@ -46,17 +37,17 @@ def browse(
     mode: Annotated[BrowseMode, typer.Option(
         "--mode", "-m", help="grid: pages of samples after the pipeline; original, transformed, concat (both) or "
         "pipeline (every step): one figure per sample, as mmpretrain's browse_dataset.py.")] = BrowseMode.grid,
-    rescale_factor: data.RescaleFactor = None,
-    channel_order: data.ChannelOrderOption = None,
+    rescale_factor: opt.RescaleFactor = None,
+    channel_order: opt.ChannelOrderOption = None,
     rows: Annotated[Optional[int], typer.Option(
         "--rows", min=1, show_default=False, help="Grid rows per page [default: 4] (-r is --rescale-factor).")] = None,
     cols: Annotated[Optional[int], typer.Option(
         "--cols", min=1, show_default=False, help="Grid columns per page [default: 4] (-c is --channel-order).")
     ] = None,
-    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0, max=opt.WORKERS_MAX,
+    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0, max=WORKERS_MAX,
                                              help="DataLoader worker processes.")] = 0,
-    show_interval: data.ShowInterval = 2.0,
-    not_show: data.NotShow = False,
+    show_interval: opt.ShowInterval = 2.0,
+    not_show: opt.NotShow = False,
     *,
     opts: opt.CommandOptions,
 ) -> None:

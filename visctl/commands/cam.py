@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
-from visctl.commands._shared import finish, open_model, preview
+from visctl.choices import Amp, ImageFormat, Task
+from visctl.commands._shared import finish, open_model
 from visctl.context import RunContext
-
-
-class Task(str, Enum):
-    """What the model's output is."""
-
-    auto = "auto"
-    classification = "classification"
-    segmentation = "segmentation"
-
+from visctl.library._common import preview
 
 EPILOG = """Examples:
 
@@ -86,14 +78,15 @@ def cam(
         show_default=False)] = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
-    image_format: opt.Format = opt.ImageFormat.png,
-    amp: opt.AmpOption = opt.Amp.off,
+    image_format: opt.Format = ImageFormat.png,
+    amp: opt.AmpOption = Amp.off,
     *,
     opts: opt.CommandOptions,
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
-    from visctl import output
     from visctl.library import cam as library
+    from visctl.output.checks import check_output_file, single_output
+    from visctl.output.writer import io_threads
 
     to_file = save_path is not None and save_path.suffix != "" and not save_path.is_dir()
     with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or opts.out_dir),
@@ -101,9 +94,9 @@ def cam(
         methods, colormap = library.check_options(method, colormap)
         library.parse_box(target_box)  # an inverted or empty box, before the model loads
         library.check_amp(amp.value, ctx.device, methods)  # before the model loads
-        if output.single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
-            output.check_output_file(save_path, "--save-path")
-        mi = open_model(ctx, args, check_paths=lambda found: output.single_output(save_path, len(found)))
+        if single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
+            check_output_file(save_path, "--save-path")
+        mi = open_model(ctx, args, check_paths=lambda found: single_output(save_path, len(found)))
         if preview_model:
             preview(ctx, mi)
             raise typer.Exit(0)
@@ -115,10 +108,10 @@ def cam(
                             task=task.value, target_mask=target_mask, target_box=target_box,
                             image_format=image_format.value, amp=amp.value)
         run.draw_in_writer = True  # figures drawn, encoded and written in the writer's threads
-        single_file = run.task == "classification" and output.single_output(save_path, len(mi.paths))
+        single_file = run.task == "classification" and single_output(save_path, len(mi.paths))
         writer = ctx.open_writer(run.params, out_dir=(save_path.parent if single_file else save_path)
                                  if run.task == "classification" else None)
-        writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # one batch's figures
+        writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # one batch's figures
         try:
             for item in run.items():  # each image's outputs are written (and listed) as it finishes
                 run.record(writer, item, target=save_path if single_file else None)
@@ -130,7 +123,7 @@ def cam(
 
 
 def _complete_method(incomplete: str) -> list[str]:
-    from visctl.cams import Method
+    from visctl.choices import Method
 
     return [m.value for m in Method if m.value.startswith(incomplete.lower())] + (
         ["all"] if "all".startswith(incomplete.lower()) else [])

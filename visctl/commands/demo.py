@@ -35,7 +35,7 @@ def demo(
 
     from visctl.context import RunContext
     from visctl.errors import VisctlError, missing_optional
-    from visctl.output import write_root_index
+    from visctl.gallery import write_root_index
 
     root = (out_dir or Path("visctl-out") / "demo").resolve()
     with RunContext("demo", opts, out_dir=root) as ctx:

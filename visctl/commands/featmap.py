@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
+from visctl.choices import ImageFormat, Normalize, Reduction
 from visctl.context import RunContext
-from visctl.featmaps import Normalize, Reduction
 
 EPILOG = """Examples:
 
@@ -66,22 +66,23 @@ def featmap(
     panel_size: opt.PanelSize = None,
     save_raw: opt.SaveRaw = False,
     preview_model: opt.PreviewModel = False,
-    image_format: opt.Format = opt.ImageFormat.png,
+    image_format: opt.Format = ImageFormat.png,
     *,
     opts: opt.CommandOptions,
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
-    from visctl import output
     from visctl.commands._shared import finish, preview_hook, split_args
     from visctl.errors import InputError
     from visctl.library import featmap as lib
+    from visctl.output.checks import check_output_file
+    from visctl.output.writer import io_threads
 
     with RunContext("featmap", opts, out_dir=out_file.parent if out_file else opts.out_dir,
                     out_files=[("--out-file", out_file)]) as ctx:
         checks = dict(channel_reduction=channel_reduction, topk=topk, colormap=colormap, signed=signed)
         compare_list = opt.split_list(compare, "--compare", "config or checkpoint")
         lib.check_options(arrangement=arrangement, compare=compare_list, **checks)
-        output.check_output_file(out_file, "--out-file")
+        check_output_file(out_file, "--out-file")
         args, recorded, compare_list = lib.second_model(args, compare_list, **checks)
         paths, cfg_spec, checkpoint = split_args(ctx, args, default_scope=repo)
         if out_file is not None and len(paths) > 1:  # before any work, not after every map is computed
@@ -96,6 +97,6 @@ def featmap(
                            recorded=recorded, image_format=image_format.value, session=ctx,
                            on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
-        writer.background(output.io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
+        writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
         lib.write_run(plan, writer, save_raw=save_raw, out_file=out_file)
         finish(ctx)

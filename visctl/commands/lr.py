@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
+from visctl.choices import LogLevel, Parameter
 from visctl.context import RunContext
 
 EPILOG = """Examples:
@@ -20,23 +20,6 @@ EPILOG = """Examples:
   visctl lr cfg.py -d 50000 -p momentum      # only the momentum panel (the CSV keeps every column)
 """
 
-
-class Parameter(str, Enum):
-    """mmpretrain vis_scheduler's ``--parameter``: the one value to plot."""
-
-    lr = "lr"
-    momentum = "momentum"
-    wd = "wd"
-
-
-class LogLevel(str, Enum):
-    """mmpretrain vis_scheduler's ``--log-level`` choices."""
-
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARNING = "WARNING"
-    ERROR = "ERROR"
-    CRITICAL = "CRITICAL"
 
 
 @opt.shared("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "debug", json_out=opt.Param(
@@ -80,13 +63,13 @@ def lr(
                     out_files=[("--save-path", save_path), ("--csv", csv)]) as ctx:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        from visctl import output
         from visctl.library import schedule as lib
+        from visctl.output.checks import check_output_file
 
         lib.parse_window(window_size)  # a bad --window-size before the output checks, as ever
         formats = tuple(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
-        output.check_output_file(save_path, "--save-path", formats if save_path and save_path.suffix else None)
-        output.check_output_file(csv, "--csv", None)
+        check_output_file(save_path, "--save-path", formats if save_path and save_path.suffix else None)
+        check_output_file(csv, "--csv", None)
         result = lib.schedule(config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size,
                               drop_last=drop_last, title=title, style=style, window_size=window_size,
                               log_scale=log_scale, parameter=parameter.value if parameter else None, session=ctx)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from visctl import _options as opt
+from visctl.choices import Mode, Phase
 from visctl.context import RunContext
 
 EPILOG = """Examples:
@@ -19,59 +19,13 @@ EPILOG = """Examples:
   visctl pipeline cifar10.py -p val -m original -r 10 -c RGB     # mmpretrain's browse_dataset.py flags
 """
 
-SKIP = ["ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs"]  # = visctl.library.pipeline.SKIP
 
-
-class Phase(str, Enum):
-    """A dataloader of the config."""
-
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-class Mode(str, Enum):
-    """What each output shows."""
-
-    original = "original"
-    transformed = "transformed"
-    concat = "concat"
-    pipeline = "pipeline"
-
-
-class ChannelOrder(str, Enum):
-    """The channel order of the pipeline's images (mmpretrain's -c/--channel-order)."""
-
-    BGR = "BGR"
-    RGB = "RGB"
-
-
-#: mmpretrain's -r/--rescale-factor (pipeline and browse)
-RescaleFactor = Annotated[Optional[float], typer.Option(
-    "--rescale-factor", "--rescale_factor", "-r", show_default=False,
-    help="With --mode original: scale the original image by this factor (mmpretrain's browse_dataset.py; "
-    "-r 10 for CIFAR's 32 px images).")]
-#: mmpretrain's -c/--channel-order (pipeline and browse)
-ChannelOrderOption = Annotated[Optional[ChannelOrder], typer.Option(
-    "--channel-order", "--channel_order", "-c", case_sensitive=False, show_default=False,
-    help="The channel order of the pipeline's images, shown as that (mmpretrain's flag: a wrong one swaps the "
-    "colours as mmpretrain shows them) [default: their own: BGR from LoadImageFromFile, RGB for CIFAR].")]
-ShowInterval = Annotated[float, typer.Option("--show-interval", "--show_interval", "-i", min=0.0,
-                                             help="Seconds per output with --show.")]
-NotShow = Annotated[bool, typer.Option("--not-show", "--not_show", help="Accepted for the peers' habit; visctl "
-                                       "shows only with --show.", hidden=True)]
-
-
-#: the dataset commands' (pipeline, browse) positional CONFIG and --phase
-DataConfig = Annotated[str, typer.Argument(metavar="CONFIG", help="A config with <phase>_dataloader.dataset.",
-                                           show_default=False)]
-PhaseOption = Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloader's dataset and pipeline.")]
 
 
 @opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms (the same views each run)."))
 def pipeline(
-    config_file: DataConfig,
-    phase: PhaseOption = Phase.train,
+    config_file: opt.DataConfig,
+    phase: opt.PhaseOption = Phase.train,
     number: Annotated[int, typer.Option("--number", "--show-number", "--show_number", "-n",
                                         help="How many samples, from the first (-1: all).")] = 20,
     skip_type: Annotated[Optional[list[str]], typer.Option(
@@ -89,10 +43,10 @@ def pipeline(
     bgr2rgb: Annotated[bool, typer.Option("--bgr2rgb", help="Swap the channels of the loaded images.")] = False,
     window_size: Annotated[str, typer.Option("--window-size", "--window_size", help="W*H inches of --show.")
                            ] = "12*7",
-    rescale_factor: RescaleFactor = None,
-    channel_order: ChannelOrderOption = None,
-    show_interval: ShowInterval = 2.0,
-    not_show: NotShow = False,
+    rescale_factor: opt.RescaleFactor = None,
+    channel_order: opt.ChannelOrderOption = None,
+    show_interval: opt.ShowInterval = 2.0,
+    not_show: opt.NotShow = False,
     *,
     opts: opt.CommandOptions,
 ) -> None:

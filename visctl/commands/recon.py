@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
+from visctl.choices import NormPixStats
 from visctl.context import RunContext
-from visctl.masked import NormPixStats
 
 EPILOG = """Examples:
 
@@ -69,12 +69,12 @@ def recon(
     cross-entropy; the caption and the manifest give the masked-token top-1 accuracy and mean cross-entropy.
     """
     with RunContext("recon", opts, out_dir=opts.out_dir, out_files=[("--out-file", out_file)]) as ctx:
-        from visctl import output
         from visctl.commands._shared import finish, open_model
         from visctl.errors import InputError
         from visctl.library import reconstruct as lib
+        from visctl.output.checks import check_output_file
 
-        output.check_output_file(out_file, "--out-file")
+        check_output_file(out_file, "--out-file")
         ctx.protect(mask_file)
 
         def one_image(found: list[Path]) -> None:  # before the model is loaded

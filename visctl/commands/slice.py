@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
+from visctl.choices import Merge
 from visctl.commands._shared import finish
 from visctl.context import RunContext
-from visctl.detection import Merge
+from visctl.images import SLICE_MAX_PIXELS
 
 EPILOG = """Examples:
 
@@ -22,7 +23,7 @@ EPILOG = """Examples:
 
 
 @opt.shared(*opt.after("unsafe_load_checkpoint", "deploy", "tta", "save_patch"), batch_size=8,
-            max_pixels=opt.SLICE_MAX_PIXELS, debug=opt.Param(Annotated[bool, typer.Option(
+            max_pixels=SLICE_MAX_PIXELS, debug=opt.Param(Annotated[bool, typer.Option(
                 "--debug", help="Also draw the tile grid and every unmerged box; show tracebacks.")], False))
 def slice_(
     args: opt.DetectorInputs,

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.commands.pipeline import Phase
+from visctl.arguments import WORKERS_MAX
+from visctl.choices import EmbedMethod, Phase, Pooling, VisStage
 from visctl.context import RunContext
-from visctl.embedding import EmbedMethod, Pooling, VisStage
 
 EPILOG = """Examples:
 
@@ -86,7 +86,7 @@ def tsne(
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small images at their points.")] = False,
     title: Annotated[Optional[str], typer.Option("--title", help="Plot title [default: CONFIG stem | layer].",
                                                  show_default=False)] = None,
-    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, max=opt.WORKERS_MAX,
+    num_workers: Annotated[int, typer.Option("--num-workers", "-j", min=0, max=WORKERS_MAX,
                                                  help="DataLoader workers.")] = 0,
     work_dir: Annotated[Optional[Path], typer.Option(
         "--work-dir", "--work_dir", help="The seeds' name for --out-dir.", rich_help_panel="Output",

@@ -248,7 +248,7 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
     from visctl import transforms
     from visctl.mmdet_adapter import bound
     from visctl.models import to_device
-    from visctl.output import io_threads
+    from visctl.output.writer import io_threads
 
     paths = mi.paths if paths is None else paths
     if ctx.world > 1:  # under torchrun: this rank's whole batches (visctl.distributed.shard)

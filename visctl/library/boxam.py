@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl.choices import BoxMethod, Method
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
 
@@ -20,18 +20,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visctl.library._common import ModelInputs
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
-
-class BoxMethod(str, Enum):
-    """grad-cam methods with a detection target."""
-
-    gradcam = "gradcam"
-    gradcamplusplus = "gradcam++"
-    xgradcam = "xgradcam"
-    eigencam = "eigencam"
-    layercam = "layercam"
-    ablationcam = "ablationcam"
 
 
 @dataclass(frozen=True)
@@ -131,12 +121,13 @@ def check_options(*, score_thr: float, colormap: str, max_shape: Sequence[int] |
                   ) -> tuple[str, tuple[int, int] | None, str]:
     """Refuse a score that is not one, an unknown colormap or image format, a bad ``max_shape``; returns
     (colormap, cap, format)."""
-    from visctl import output, render
+    from visctl import render
     from visctl.errors import VisctlError
+    from visctl.output.checks import check_format
 
     if not 0.0 <= score_thr <= 1.0:
         raise VisctlError(f"--score-thr {score_thr} is not a score", hint="use a value from 0 to 1, e.g. 0.3")
-    return render.check_colormap(colormap), parse_max_shape(max_shape), output.check_format(image_format)
+    return render.check_colormap(colormap), parse_max_shape(max_shape), check_format(image_format)
 
 
 def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list[dict[str, Any]]:
@@ -162,6 +153,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     from visctl import arguments, cams, config, detection, models, render
     from visctl.errors import LayerError
     from visctl.images import as_images
+    from visctl.layers import detect_layout, probe, validate_layer_output
     from visctl.library import _common
 
     arguments.model_spec(model)
@@ -181,7 +173,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     if on_model is not None:
         on_model(mi)
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
-    pr = cams.probe(mi.model, mi.example, logits=False)
+    pr = probe(mi.model, mi.example, logits=False)
     openmmlab = bool(getattr(mi.model, "is_openmmlab_detector", False))
     # the default: mmyolo boxam_vis_demo's gradcam on the detectors it covers (YOLOv5/v6/X, RTMDet), else layercam
     method = chosen or (BoxMethod.gradcam if openmmlab and mi.model.family is not None else BoxMethod.layercam)
@@ -214,8 +206,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
             raise LayerError(f"layer {n!r} returns a {shape}, and grad-cam's methods need one tensor",
                              hint="pick a tensor-valued layer inside it, e.g. an FPN level such as "
                              "backbone.fpn.layer_blocks.0 or the backbone stage backbone.body.layer4")
-        cams.validate_layer_output(n, shape)
-        layouts.append(cams.detect_layout(shape, in_hw, False, None, n))
+        validate_layer_output(n, shape)
+        layouts.append(detect_layout(shape, in_hw, False, None, n))
     cam_method = cams.parse_method(method.value)[0]
     target = None
     gradient = method not in (BoxMethod.eigencam, BoxMethod.ablationcam)
@@ -267,12 +259,13 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
 
     import numpy as np
 
-    from visctl import cams, detection, output, render, transforms
+    from visctl import detection, render, transforms
     from visctl.library import _common
+    from visctl.output.writer import input_stems
 
     ctx, mi, o = plan.session, plan.mi, plan.opts
     per_box = o["per_box"]
-    stems = output.input_stems(mi.paths)
+    stems = input_stems(mi.paths)
     layer_tag = "+".join(plan.names).replace(".", "_")
     fmt = plan.opts["image_format"]
     gradient = plan.method not in (BoxMethod.eigencam, BoxMethod.ablationcam)
@@ -307,7 +300,7 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
                          "the detector's outputs or gradients are not finite there")
                 batch.advance()
                 continue
-            if not len(dets) and o["cam_method"] is not cams.Method.eigencam:
+            if not len(dets) and o["cam_method"] is not Method.eigencam:
                 model_maps = []  # nothing to explain: the picture says so, and no all-zero map is written
                 ctx.warn(f"{p.name}: no box scores >= {o['score_thr']}: no map (lower --score-thr to explain "
                          "weaker boxes)")
@@ -364,7 +357,7 @@ def _take_boxes(outputs: Any, *, kept: list[dict[str, Any]], targets: list[Any],
     kept[:] = keep_boxes(detection.detached(outputs), opts["score_thr"], opts["topk"])
     for t, k in zip(targets, kept):
         t.labels, t.bounding_boxes = k["labels"][sel].to(device), k["boxes"][sel].to(device)
-    if opts["cam_method"] is not cams.Method.eigencam and not any(len(t.labels) for t in targets):
+    if opts["cam_method"] is not Method.eigencam and not any(len(t.labels) for t in targets):
         raise cams.NoTargets  # nothing to explain: all-zero maps (as before: no CAM call without a box)
 
 

@@ -18,7 +18,7 @@ from visctl.session import RunOptions, Session
 if TYPE_CHECKING:
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ class BrowsePage(Result):
 
     def write(self, writer: OutputWriter) -> None:
         """The page, then its samples as inputs of the run, as one step an interrupt does not split."""
-        from visctl import output
+        from visctl.output.writer import uninterrupted
 
-        with output.uninterrupted():  # a page and its samples are listed together
+        with uninterrupted():  # a page and its samples are listed together
             if self.picture is not None:
                 save_picture(writer, self.picture)
             for s in self.samples:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl.choices import Task
 from visctl.library._common import ModelInputs, batches, open_model
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
@@ -23,9 +24,9 @@ from visctl.session import RunOptions, Session
 if TYPE_CHECKING:
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
-TASKS = ("auto", "classification", "segmentation")
+TASKS = tuple(t.value for t in Task)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def check_options(method: str | Sequence[str], colormap: str, task: str = "auto"
     list of them; each runs, in the order given, once."""
     from visctl import _gradcam, arguments, cams, render
     from visctl.errors import ArgumentError, InputError
-    from visctl.output import check_format
+    from visctl.output.checks import check_format
 
     if str(task) not in TASKS:
         raise InputError(f"unknown task {task!r}", hint="use " + ", ".join(TASKS))
@@ -362,8 +363,9 @@ class CamRun:
         import sys
         import traceback
 
-        from visctl import cams, classes, featmaps, output, render, transforms
+        from visctl import cams, classes, featmaps, render, transforms
         from visctl.errors import VisctlError
+        from visctl.output.writer import input_stems
 
         session, mi, names = self.session, self.mi, self.names
         targets: list[Any]  # per image a cams.ClassTarget or cams.RankTarget: both have .category
@@ -371,7 +373,7 @@ class CamRun:
             reason = cams.unsupported(engine.method, self.setup.layouts)
             if reason:
                 yield self._skip_method(engine, reason)
-        stems = output.input_stems(mi.paths)
+        stems = input_stems(mi.paths)
         for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last, grad=True):
             group, batch = b.items, b.tensor
             rows: list[list[tuple[str, list]]] = [[] for _ in group]
@@ -665,6 +667,7 @@ class _SegmentationRun(CamRun):
                  autocast: tuple[str, Any] | None = None) -> None:
         from visctl import cams, config, models, segmentation
         from visctl.errors import InputError
+        from visctl.layers import detect_layout, probe
 
         self.session, self.mi, self.methods = session, mi, methods
         self.image_format, self.autocast, self.draw_in_writer = image_format, autocast, False
@@ -690,7 +693,7 @@ class _SegmentationRun(CamRun):
         self.names = class_names(session, mi, self.num_classes)
         self.asked = cams.resolve_categories(target_category, self.names, self.num_classes)
         self.background = segmentation.background_index(self.names, model)
-        pr = cams.probe(model, mi.example, logits=False)
+        pr = probe(model, mi.example, logits=False)
         in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
         layers = ([models.find_layer(model, n)[0] for n in target_layers] if target_layers
                   else [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers") or []])
@@ -700,7 +703,7 @@ class _SegmentationRun(CamRun):
                 session.note(f"default target layer {chosen[0]}: {chosen[1]}")
             layers = [chosen[0] if chosen else segmentation.default_layer(pr, self.num_classes)]
         self.layers = layers
-        layouts = [cams.detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
+        layouts = [detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
         session.note(f"segmentation: target layers {', '.join(layers)}; regions: "
                      + ("--target-mask" if target_mask else "--target-box" if target_box else "the predicted masks"))
         box = parse_box(target_box)
@@ -730,14 +733,15 @@ class _SegmentationRun(CamRun):
         import numpy as np
         from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-        from visctl import classes, faithfulness, output, render, segmentation, transforms
+        from visctl import classes, faithfulness, render, segmentation, transforms
+        from visctl.output.writer import input_stems
 
         session, mi, names, box = self.session, self.mi, self.names, self.box
         from visctl.classes import dataset_palette
 
         # the dataset's own palette where it has one (mmseg's, as its visualizer paints the classes)
         colors = dataset_palette(mi.cfg, self.num_classes) or render.class_colors(max(self.num_classes, 1))
-        stems = output.input_stems(mi.paths)
+        stems = input_stems(mi.paths)
         for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last, grad=True):
             batch = b.tensor
             out = segmentation.logits(mi.model, batch)

@@ -20,7 +20,7 @@ from visctl.session import RunOptions, Session
 if TYPE_CHECKING:
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,10 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
     """Check the settings, load the model and the dataset, sample it and choose the layers."""
     import math
 
-    from visctl import arguments, cams, config, datasets, embedding, models, transforms
-    from visctl.embedding import EmbedMethod, Pooling, VisStage
+    from visctl import arguments, config, datasets, embedding, models, transforms
+    from visctl.choices import EmbedMethod, Pooling, VisStage
     from visctl.errors import ConfigError, VisctlError
+    from visctl.layers import default_layers, probe
     from visctl.library import _common
 
     arguments.model_spec(model)
@@ -240,7 +241,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
         stage = VisStage.backbone if self_supervised else VisStage.neck
     if stage and self_supervised:
         mi.model = embedding.self_supervised_stages(mi.model, stage)
-    pr = cams.probe(mi.model, example, logits=False)
+    pr = probe(mi.model, example, logits=False)
     inputs_of: frozenset[str] = frozenset()
     module_of: dict[str, str] = {}
     if target_layers:
@@ -254,7 +255,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
         session.log(f"layer: {why}")
     else:
         if all_stages:
-            names = cams.default_layers(mi.model, pr, in_hw).stages
+            names = default_layers(mi.model, pr, in_hw).stages
         elif cfg_default:
             names = [models.find_layer(mi.model, n)[0] for n in cfg_default]
         else:
@@ -352,12 +353,12 @@ def write_run(session: Session, p: EmbedPlan, ext: dict[str, Any], writer: Outpu
     """Write an extraction as ``visctl tsne`` does: the features first (listed whatever happens to the embedding),
     the inputs and the skipped ones, each layer's embedding as it is done, the labels, notes, quality, timing."""
 
-    from visctl import output
+    from visctl.output.writer import uninterrupted
 
     settle_perplexity(session, p, len(ext["rows"]))
     writer.manifest["params"].update({k: p.params[k] for k in ("perplexity", "perplexity_requested", "samples")})
     if not ext.get("listed"):
-        with output.uninterrupted():  # every layer's features listed, or none
+        with uninterrupted():  # every layer's features listed, or none
             list_features(writer, ext["features"])
     for name in ext["names"]:
         writer.add_input(name)
@@ -389,7 +390,8 @@ def iter_layers(session: Session, p: EmbedPlan, ext: dict[str, Any], features: d
 
     import numpy as np
 
-    from visctl import embedding, output, render
+    from visctl import embedding, render
+    from visctl.gallery import scatter_html
     from visctl.session import default_threads
 
     o = p.opts
@@ -425,7 +427,7 @@ def iter_layers(session: Session, p: EmbedPlan, ext: dict[str, Any], features: d
                                     f"5-NN accuracy {k2d:.3f} (2-D) / {kfeat:.3f} (features)", o["legend"],
                                     o["marker_size"], thumb_imgs if o["thumbnails"] else None)
         png = render.figure_png(fig)
-        page = output.scatter_html(coords[:, :2], labels, class_names, ext["names"], thumbs_b64, f"{head} ({how})",
+        page = scatter_html(coords[:, :2], labels, class_names, ext["names"], thumbs_b64, f"{head} ({how})",
                                    render.class_colors(len(class_names)))
         buf = io.StringIO()
         w = csv.writer(buf)

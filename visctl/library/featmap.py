@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from visctl.featmaps import Normalize, Reduction
+from visctl.choices import Normalize, Reduction
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visctl.library._common import ModelInputs
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 
 @dataclass(frozen=True)
@@ -175,14 +175,16 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             recorded: Sequence[str] | None = None, image_format: str = "png", options: RunOptions | None = None,
             session: Session | None = None, on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
     """Check the options, load the model (and ``compare``), resolve the layers; nothing is computed yet."""
-    from visctl import arguments, cams, config, models, output
+    from visctl import arguments, config, models
+    from visctl.layers import default_layers, probe
     from visctl.library import _common
+    from visctl.output.checks import check_format
 
     arguments.model_spec(model)
     arguments.check("featmap", alpha=alpha, score_thr=score_thr, panel_size=panel_size, batch_size=batch_size,
                     resize_shape=resize_shape)
     target_layers = arguments.names(target_layers, "target_layers", "a layer name")
-    image_format = output.check_format(image_format)
+    image_format = check_format(image_format)
     session = session or Session(options)
     reduction = arguments.choice(Reduction, channel_reduction, "channel_reduction")
     normalize = arguments.choice(Normalize, normalize, "normalize")
@@ -214,7 +216,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
         elif getattr(mi.model, "is_openmmlab_detector", False) and hasattr(mi.model, "backbone"):
             names = ["backbone"]  # mmyolo featmap_vis_demo's default: every output of the backbone
         else:
-            chosen = cams.default_layers(mi.model, cams.probe(mi.model, mi.example, logits=False), in_hw)
+            chosen = default_layers(mi.model, probe(mi.model, mi.example, logits=False), in_hw)
             names = [chosen.features]
             session.note(f"default layer {chosen.why}")
         session.log(f"default layers: {', '.join(names)} (set --target-layers to change them)")
@@ -313,9 +315,10 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
     import cv2
     import numpy as np
 
-    from visctl import detection, featmaps, images, mmdet_adapter, output, render, transforms
+    from visctl import detection, featmaps, images, mmdet_adapter, render, transforms
     from visctl.errors import VisctlError
     from visctl.library import _common
+    from visctl.output.writer import input_stems
 
     ctx, mi, o = plan.session, plan.mi, plan.opts
     reduction: Reduction = o["reduction"]
@@ -377,7 +380,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
         r["scales"] = [next(scale_list) for _ in r["maps"]]
 
     # pass 2: draw one figure per (image, layer), image by image
-    stems = output.input_stems(mi.paths)
+    stems = input_stems(mi.paths)
     box_classes = _common.class_names(ctx, mi) if boxes_of else None
     by_key: dict[tuple, list[dict]] = {}
     for r in records:

@@ -12,19 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl.choices import ChannelOrder, Mode, Phase
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 #: transform types left out unless the caller says otherwise (tensor conversion and packing)
 SKIP = ("ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs")
-MODES = ("original", "transformed", "concat", "pipeline")
-PHASES = ("train", "val", "test")
-CHANNEL_ORDERS = ("BGR", "RGB")
+MODES = tuple(m.value for m in Mode)
+PHASES = tuple(p.value for p in Phase)
+CHANNEL_ORDERS = tuple(c.value for c in ChannelOrder)
 
 
 def native_order(dataset: Any, steps: list[dict]) -> str:
@@ -180,9 +181,9 @@ def image_dataset(cfg: Any, images: Any, phase: str, session: Session) -> tuple[
 
 def stems_of(paths: list[Any]) -> list[str]:
     """Output stems of the inputs (:func:`visctl.output.input_stems`), in order."""
-    from visctl import output
+    from visctl.output.writer import input_stems
 
-    stems = output.input_stems(paths)
+    stems = input_stems(paths)
     return [stems[p] for p in paths]
 
 

@@ -21,7 +21,7 @@ from visctl.session import RunOptions, Session
 if TYPE_CHECKING:
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 KINDS = ("mae", "simmim", "maskfeat", "beit", "cae")
 TOKEN_KINDS = ("beit", "cae")  # predict visual tokens (visctl.openmmlab_mim.TokenAdapter), no pixels
@@ -179,8 +179,8 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
     v2) or CAE model, whose token predictions are drawn instead of a reconstruction.
     """
     from visctl import config
+    from visctl.choices import NormPixStats
     from visctl.errors import VisctlError
-    from visctl.masked import NormPixStats
 
     check_arguments(mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline, seed=seed)
     if norm_pix_stats not in {s.value for s in NormPixStats}:
@@ -244,13 +244,14 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
     ``session.skip``)."""
     import torch
 
-    from visctl import masked, output
+    from visctl import masked
     from visctl.errors import VisctlError
     from visctl.library._common import batches
+    from visctl.output.writer import input_stems
 
     mi, kind, model = p.mi, p.kind, p.mi.model
     patch = model.patch_size
-    stems = dict(zip(mi.paths, output.input_stems(mi.paths).values()))
+    stems = dict(zip(mi.paths, input_stems(mi.paths).values()))
     position = {path: k for k, path in enumerate(mi.paths)}
     for b in batches(session, mi, batch_size, "recon"):
         batch = b.tensor

@@ -18,7 +18,7 @@ from visctl.session import RunOptions, Session
 if TYPE_CHECKING:
     import numpy as np
 
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
     from visctl.schedules import Schedule, TrainLoop
 
 #: the one value ``parameter`` may pick -> its axis label (mmpretrain vis_scheduler's ``--parameter``)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from visctl.detection import Merge
+from visctl.choices import Merge
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visctl.library._common import ModelInputs
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ class SliceResult(Result):
 
 def write_results(writer: OutputWriter, results: list[dict[str, Any]]) -> None:
     """``results.json``: the COCO-style records of every image."""
-    from visctl import output
+    from visctl.output.manifest import to_json
 
-    target = writer.write_bytes("results.json", output.to_json(results, indent=1).encode())
+    target = writer.write_bytes("results.json", to_json(results, indent=1).encode())
     writer.add_output(target, "table", caption=f"COCO-style results, {len(results)} boxes")
 
 
@@ -250,11 +250,12 @@ def iter_slice(plan: Plan) -> Iterator[SliceImage]:
     """Read, tile, detect, merge and draw each image in turn; an unreadable image is skipped."""
     import numpy as np
 
-    from visctl import detection, images, output
+    from visctl import detection, images
     from visctl.errors import VisctlError
+    from visctl.output.writer import input_stems
 
     ctx, mi, o = plan.session, plan.mi, plan.opts
-    stems = output.input_stems(mi.paths)
+    stems = input_stems(mi.paths)
     for image_id, p in enumerate(mi.paths):
         if ctx.world > 1 and image_id % ctx.world != ctx.rank:  # under torchrun: one image per turn per rank
             continue

@@ -1,15 +1,11 @@
-"""Outputs: stable file names, atomic writes and manifest.json (the pages are in visctl.gallery)."""
+"""The writer of a run's files: stable names, background encoding, and a manifest true at every save."""
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-import platform
 import re
 import secrets
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,31 +13,27 @@ from pathlib import Path
 from typing import Any
 
 from visctl.errors import OutputError
-
-# the pages moved to visctl.gallery and --show to visctl.show; their names stay importable from here
-from visctl.gallery import (  # noqa: F401
-    _href,
-    _script_json,
-    _text,
-    index_manifest,
-    render_index,
-    render_root_index,
-    scatter_html,
-    write_root_index,
+from visctl.gallery import render_index
+from visctl.output import files
+from visctl.output.files import DISK_ERRNOS, _kind, _lstat, _path_hint, _real, atomic_write, file_id
+from visctl.output.manifest import (
+    GENERATOR,
+    INDEX,
+    MANIFEST,
+    _locked,
+    _refuse,
+    _runs_of,
+    check_record_files,
+    known_outputs,
+    read_manifest,
+    replaceable,
+    to_json,
+    versions,
 )
-from visctl.show import Navigator, has_display, show_images  # noqa: F401
 
-MANIFEST = "manifest.json"
-INDEX = "index.html"
-LOCK = ".manifest.lock"  # flock'ed while a run merges its record into the folder's manifest.json
-#: the field that marks a manifest.json as visctl's (a folder's manifest of another tool is never replaced)
-GENERATOR = "visctl"
 #: a run holds this much disk (plus its manifest's growth) in a hidden file, released to write a true manifest
 #: and gallery when the disk fills up (see OutputWriter._grow_reserve)
 RESERVE_BASE = 64 * 1024
-#: errors of the disk rather than of the path: reported as one clear error, never a traceback
-DISK_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EIO,
-                                    errno.EFBIG) if e is not None)
 
 
 class _Deferral:
@@ -84,40 +76,9 @@ def clear_interrupt() -> None:
     _DEFER.depth = 0
 
 
-def _write_file(fh: Any, data: bytes, target: Path) -> None:
-    """The one low-level write of every file visctl makes, to ``target`` through ``fh`` (tests replace it to
-    simulate a full disk)."""
-    fh.write(data)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where /proc tells it (os.umask can only set it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 #: OpenCV encoder settings per suffix (cv2.IMWRITE_JPEG_QUALITY = 1, cv2.IMWRITE_WEBP_QUALITY = 64): JPEG at
 #: quality 95, WebP at quality 90 (both lossy); PNG with OpenCV's defaults (lossless, compression level 1)
 ENCODE_PARAMS: dict[str, list[int]] = {".jpg": [1, 95], ".jpeg": [1, 95], ".webp": [64, 90]}
-#: the formats of --format (the figures of cam), fastest to encode last but one: png is lossless and the default
-FORMATS = ("png", "jpg", "webp")
-
-
-def check_format(image_format: Any) -> str:
-    """``--format``'s value (an Enum member or its string) as the figures' suffix, or an error with a hint."""
-    from visctl.errors import InputError
-
-    value = str(getattr(image_format, "value", image_format))
-    if value not in FORMATS:
-        raise InputError(f"unknown image format {image_format!r}", hint="use " + ", ".join(FORMATS))
-    return value
 
 
 def encode_image(rgb: Any, suffix: str = ".png") -> bytes:
@@ -142,387 +103,6 @@ def io_threads(threads: int | None, cores: int | None = None) -> int:
         except AttributeError:  # macOS, Windows
             cores = os.cpu_count() or 1
     return max(1, min(cores - (threads or 1), 8))
-
-
-#: what visctl writes images as (OpenCV's encoders for these are always built)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def check_output_file(path: Path | None, option: str, suffixes: Iterable[str] | None = IMAGE_SUFFIXES) -> None:
-    """Refuse an output file option that cannot be written, before any work: a directory, a name whose suffix
-    names no format visctl writes there (``suffixes``; None: any), a parent that is a file.
-    """
-    from visctl.errors import InputError
-
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a directory, not a file name",
-                         hint=f"give a file name, e.g. {path / ('NAME' + next(iter(suffixes or ()), ''))}; "
-                         "-o/--out-dir names the folder of a run")
-    suffixes = tuple(suffixes) if suffixes is not None else None
-    if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise InputError(f"{option} {path}: visctl cannot write "
-                         f"{'a ' + path.suffix + ' file' if path.suffix else 'a file without a suffix'} here",
-                         hint=f"end the name in one of {', '.join(suffixes)}")
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{option} {path}: {parent} is a file, not a folder",
-                                 hint="choose a path under an existing folder, or one that can be created")
-            break
-
-
-def to_json(obj: Any, indent: int | None = 2) -> str:
-    """Strict JSON (RFC 8259): NaN and infinities, which ``json.dumps`` writes as bare ``NaN``/``Infinity``
-    that other parsers refuse, become null; anything else unknown is written as its ``str``."""
-    return json.dumps(_finite(obj), indent=indent, default=str, allow_nan=False)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalars and arrays
-        return _finite(obj.tolist())
-    return obj
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and a rename.
-
-    On any failure (a full disk included) the temp file is removed and ``path`` is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the mode open() would give it
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            _write_file(fh, data, path)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _path_hint(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return "the disk (or your quota) is full: free some space, or choose another folder with -o/--out-dir"
-    if exc.errno == errno.EROFS:
-        return "that file system is read-only: choose a folder you can write in with -o/--out-dir"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "you may not write there: choose a folder you own with -o/--out-dir, e.g. -o ./visctl-out"
-    return "choose a folder you can write in with -o/--out-dir"
-
-
-def prepare_dir(path: Path, what: str = "--out-dir") -> list[Path]:
-    """Make sure ``path`` is a folder visctl can write in, creating it and its missing parents.
-
-    Checked before any model or data is loaded, so a bad folder costs nothing. Returns the folders it
-    created, deepest last, so that a run which writes nothing can remove them again.
-
-    Raises:
-        OutputError: ``path`` or one of its parents is a file, or it cannot be created or written in.
-    """
-    path = Path(path)
-    absolute = Path(os.path.abspath(path))
-    missing: list[Path] = []
-    cur = absolute
-    while not cur.exists():
-        if cur.is_symlink():
-            raise OutputError(f"{what} {path}: {cur} is a link to a place that does not exist",
-                              hint="fix or remove the link, or choose another folder")
-        missing.append(cur)
-        cur = cur.parent
-    if not cur.is_dir():
-        if cur == absolute:
-            raise OutputError(f"{what} {path} is a file, not a folder",
-                              hint="give a folder (new or existing), e.g. -o visctl-out/run1")
-        raise OutputError(f"{what} {path}: {cur} is a file, so no folder can be made under it",
-                          hint="choose a path whose parents are folders")
-    created: list[Path] = []
-    try:
-        for d in reversed(missing):
-            try:
-                d.mkdir()
-            except FileExistsError:
-                if not d.is_dir():
-                    raise OutputError(f"{what} {path}: {d} is a file", hint="choose another folder") from None
-                continue
-            created.append(d)
-        fd, probe = tempfile.mkstemp(prefix=".visctl-probe.", dir=absolute)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        remove_empty(created)
-        raise OutputError(f"cannot write in {what} {path}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
-    except BaseException:
-        remove_empty(created)
-        raise
-    return created
-
-
-def check_file_target(path: Path, what: str) -> list[Path]:
-    """A file the run will write (``--save-path x.png``): not a folder, in a folder visctl can write in."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{what} {path} is a directory, not a file name",
-                          hint=f"give a file name, e.g. {what} {path / 'out.png'}; -o/--out-dir names the folder of a run")
-    st = _lstat(path)
-    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-        raise OutputError(f"{what} {path} is {_kind(st)}, not a file visctl can replace", hint="give another file name")
-    return prepare_dir(path.parent, what)
-
-
-def remove_empty(folders: Iterable[Path]) -> None:
-    """Remove the folders a run created and left empty, deepest first."""
-    for d in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-
-
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
-          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
-
-
-def _kind(st: os.stat_result) -> str:
-    """What a non-regular file is, in words."""
-    return next((what for test, what in _KINDS if test(st.st_mode)), "not a regular file")
-
-
-def _lstat(path: Path | str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except (OSError, ValueError):
-        return None
-
-
-def _real(path: Path | str) -> str:
-    """``path`` absolute with its folders resolved and its own name kept: a link there is named, not followed."""
-    p = Path(os.path.abspath(path))
-    return str(p.parent.resolve() / p.name)
-
-
-def read_regular(path: Path | str, limit: int | None = None) -> bytes | None:
-    """The bytes of ``path`` when it is a regular file (at most ``limit``), else None: a link is never
-    followed, a FIFO or device never opened for long (O_NONBLOCK: a FIFO with no writer cannot hang the run)."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    st = _lstat(path)
-    if st is None or not stat.S_ISREG(st.st_mode):
-        return None
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the lstat
-            return None
-        chunks, left = [], limit if limit is not None else -1
-        while left:
-            chunk = os.read(fd, 1 << 20 if left < 0 else min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left = left - len(chunk) if left > 0 else left
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-#: how visctl's pages begin: the marker of gallery.page(), or the shell's first line before the marker existed
-_PAGE_MARKER = b'<meta name="generator" content="visctl">'
-_PAGE_LEGACY = b'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>visctl'
-
-
-def is_visctl_page(head: bytes) -> bool:
-    """Whether the first bytes of an HTML file are those of a page visctl wrote."""
-    return _PAGE_MARKER in head[:4096] or head.startswith(_PAGE_LEGACY)
-
-
-def _refuse(path: Path, problem: str, hint: str) -> OutputError:
-    return OutputError(f"{path} {problem}; visctl never replaces a file it did not write", hint=hint)
-
-
-def check_record_files(folder: Path, manifest: bool = True, index: bool = True) -> None:
-    """Refuse, before any work, a folder whose ``manifest.json``, ``index.html`` or lock visctl would replace
-    but did not write: another tool's file, a damaged manifest, a link, a folder, a FIFO or a device there.
-
-    Raises:
-        OutputError: one message naming the file and what it is, with a hint (move it or choose another folder).
-    """
-    folder = Path(folder)
-    elsewhere = "write into another folder (-o/--out-dir; the folder of --save-path/--out-file)"
-    names = ([MANIFEST, LOCK] if manifest else []) + ([INDEX] if index else [])
-    for name in names:
-        path = folder / name
-        st = _lstat(path)
-        if st is None:
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            raise _refuse(path, f"is {_kind(st)}, not a file visctl wrote",
-                          f"remove or rename it, or {elsewhere}")
-        if name == LOCK:
-            continue  # flock'ed, never written: any regular file does
-        data = read_regular(path, None if name == MANIFEST else 4096)
-        if data is None:
-            raise _refuse(path, "cannot be read", f"make it readable, move it away, or {elsewhere}")
-        if name == INDEX:
-            if not is_visctl_page(data):
-                raise _refuse(path, "is a page visctl did not write",
-                              f"move it away (e.g. mv {path} {path}.orig), or {elsewhere}")
-            continue
-        try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise _refuse(path, f"is damaged (not valid JSON: {exc})",
-                          f"repair it, or move it away (mv {path} {path}.bad) to start a new record there, "
-                          f"or {elsewhere}") from None
-        if not is_visctl_manifest(doc):
-            raise _refuse(path, "is not a manifest visctl wrote",
-                          f"move it away (e.g. mv {path} {path}.orig), or {elsewhere}")
-
-
-def file_id(path: Path | str) -> tuple[int, int] | None:
-    """The (device, inode) of an existing file, following links; None when there is none."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def is_visctl_manifest(doc: Any) -> bool:
-    """Whether a parsed manifest.json is one visctl wrote: marked ``"generator": "visctl"``, or (before the
-    mark) a run record's shape: a string ``id`` and ``command``, ``outputs`` a list, ``versions`` an object."""
-    if not isinstance(doc, dict):
-        return False
-    if doc.get("generator") == GENERATOR:
-        return isinstance(doc.get("runs"), list) or isinstance(doc.get("outputs"), list)
-    return (isinstance(doc.get("id"), str) and isinstance(doc.get("command"), str)
-            and isinstance(doc.get("outputs"), list) and isinstance(doc.get("versions"), dict))
-
-
-def _runs_of(doc: Any) -> list[dict]:
-    """The run records of a manifest: its ``runs``, or the whole document for a one-run (older) manifest."""
-    if not is_visctl_manifest(doc):
-        return []
-    runs = doc["runs"] if isinstance(doc.get("runs"), list) else [dict(doc, id=doc.get("id", "earlier"))]
-    return [r for r in runs if isinstance(r, dict)]
-
-
-def read_manifest(path: Path) -> dict | None:
-    """A visctl manifest.json, or None when it is missing, unreadable or someone else's."""
-    data = read_regular(path)  # never a FIFO (it would hang the run) nor a link's target
-    if data is None:
-        return None
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    return doc if is_visctl_manifest(doc) else None
-
-
-def listed_outputs(manifest_path: Path) -> set[Path]:
-    """The files that every run recorded in ``manifest_path`` wrote, as absolute resolved paths."""
-    doc = read_manifest(manifest_path)
-    folder = Path(manifest_path).parent.resolve()
-    found = {folder / MANIFEST, folder / INDEX}
-    for run in _runs_of(doc):
-        for out in run.get("outputs") or []:
-            rel = out.get("path") if isinstance(out, dict) else None
-            if isinstance(rel, str):
-                found.add((folder / rel).resolve())
-    return found if doc is not None else set()
-
-
-def known_outputs(folder: Path) -> set[str]:
-    """The outputs that the runs recorded in ``folder``'s manifest.json wrote (:func:`_real` paths)."""
-    known = set()
-    resolved = Path(folder).resolve()
-    for run in _runs_of(read_manifest(Path(folder) / MANIFEST)):
-        for out in run.get("outputs") or []:
-            rel = out.get("path") if isinstance(out, dict) else None
-            if isinstance(rel, str):
-                known.add(_real(resolved / rel))
-    return known
-
-
-def replaceable(target: Path, known: set[str]) -> bool:
-    """Whether visctl may write ``target``: nothing is there, or a regular file it wrote (listed in ``known``).
-    A link (dangling or not), a FIFO, a device, a folder or another file is never replaced nor followed."""
-    st = _lstat(target)
-    if st is None:
-        return True
-    return stat.S_ISREG(st.st_mode) and _real(target) in known
-
-
-def free_name(target: Path) -> Path:
-    """``target``, or ``<stem>_2<suffix>``, ... when a file visctl did not write is there (see
-    :func:`replaceable`), for a file written outside the writer (t-SNE's memory-mapped features)."""
-    target = Path(target)
-    known = known_outputs(target.parent) if _lstat(target) is not None else set()
-    base, n = target, 1
-    while not replaceable(target, known):
-        n += 1
-        target = base.with_name(f"{base.stem}_{n}{base.suffix}")
-    return target
-
-
-def drop_visctl_outputs(files: list[Path]) -> tuple[list[Path], int]:
-    """``files`` (found by walking a folder) less those a visctl manifest.json among them lists as outputs.
-
-    A run whose ``-o`` lies inside its input folder must not read its own results as inputs next time.
-    Returns the kept files, in order, and how many were dropped.
-    """
-    manifests = [p for p in files if p.name == MANIFEST]
-    if not manifests:
-        return files, 0
-    written: set[Path] = set()
-    for m in manifests:
-        written |= listed_outputs(m)
-    if not written:
-        return files, 0
-    kept = [p for p in files if p.resolve() not in written]
-    return kept, len(files) - len(kept)
-
-
-def is_visctl_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a visctl run (a manifest.json that visctl wrote)."""
-    return read_manifest(Path(folder) / MANIFEST) is not None
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder``'s manifest, held across processes (flock; none where fcntl is absent)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent runs into one folder are not serialised there
-        yield
-        return
-    # never through a link, never a FIFO's open that waits (check_record_files refused both before the run)
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(Path(folder) / LOCK, flags, 0o666)  # the umask decides, as for outputs
-    except OSError as exc:
-        raise OutputError(f"cannot open {Path(folder) / LOCK}: {exc.strerror or exc}",
-                          hint="remove it (visctl makes it again), or choose another folder with -o/--out-dir") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _refuse(Path(folder) / LOCK, "is not a regular file", "remove it, or choose another folder with -o/--out-dir")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _slug(text: str) -> str:
@@ -576,39 +156,6 @@ def input_stems(paths: Iterable[Path]) -> dict[Path, str]:
         given.add(name.casefold())
         stems[p] = name
     return stems
-
-
-def single_output(path: Path | None, count: int, option: str = "--save-path") -> bool:
-    """Whether ``path`` names one output image rather than a directory; refuses a file name for several images.
-
-    A path with an image suffix (``out/x.png``) that is not an existing directory names a file; anything else
-    is a directory. Called before any work, so ``--save-path out/x.png`` with a folder of images never
-    becomes a directory named ``x.png``.
-    """
-    from visctl.errors import InputError
-    from visctl.images import IMAGE_SUFFIXES
-
-    if path is None or Path(path).is_dir() or Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    if count > 1:
-        raise InputError(f"{option} {path} names one image file, and there are {count} input images",
-                         hint=f"give a directory ({option} {Path(path).parent / Path(path).stem}/ or --out-dir), "
-                         "or one input image")
-    return True
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape the results, for the manifest."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("visctl", "torch", "torchvision", "grad-cam", "mmengine-lite", "mmengine", "timm",
-                "opencv-python-headless", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _drop_stale_reserves(folder: Path) -> None:
@@ -750,7 +297,7 @@ class OutputWriter:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             with os.fdopen(os.open(self._reserve, flags, 0o600), "ab") as fh:
-                _write_file(fh, os.urandom(step), self._reserve)  # random: a compressing file system keeps it
+                files._write_file(fh, os.urandom(step), self._reserve)  # random: a compressing file system keeps it
             self._reserve_held += step
         except OSError as exc:
             raise OutputError(f"cannot write in {self.out_dir}: {exc.strerror or exc}", hint=_path_hint(exc)) from exc
@@ -1016,52 +563,3 @@ class OutputWriter:
                 shown = dict(record, outputs=[*record["outputs"], *earlier])
                 self._write(self.path(INDEX), render_index(shown).encode(), spare=True)
         return self.path(MANIFEST)
-
-
-BACKENDS = ("local", "tensorboard", "wandb")
-
-
-def check_backend(name: str) -> None:
-    """Fail before any work when a vis backend's package is missing."""
-    from visctl.errors import VisctlError
-
-    if name not in BACKENDS:
-        raise VisctlError(f"unknown --backend {name!r}", hint=f"use one of {', '.join(BACKENDS)}")
-    needs = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
-    if needs:
-        import importlib.util
-
-        if importlib.util.find_spec(needs) is None:
-            raise VisctlError(f"--backend {name} needs the {needs} package",
-                              hint=f'pip install "visctl[{name}]" (or pip install {needs})')
-
-
-def push_to_backend(name: str, out_dir: Path, images: list[tuple[str, Path]], command: str) -> Path:
-    """Log the run's images through an mmengine vis backend (LocalVisBackend, TensorboardVisBackend or
-    WandbVisBackend, offline unless wandb is configured); returns the backend's save directory."""
-    import uuid
-
-    import cv2
-    from mmengine.visualization import Visualizer
-
-    kind = {"local": "LocalVisBackend", "tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend"}[name]
-    backend: dict[str, Any] = dict(type=kind)
-    if name == "wandb":
-        backend["init_kwargs"] = dict(project="visctl", name=command, dir=str(out_dir))
-        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
-            # never upload unless the user set wandb up; passed to wandb.init, not set in os.environ, so the
-            # caller's process (a notebook's later wandb runs) is left as it was
-            backend["init_kwargs"]["mode"] = "offline"
-    # mmengine's Visualizer writes to <save_dir>/vis_data itself (peers doc §10): give it the run directory
-    instance = f"visctl-{uuid.uuid4().hex}"
-    vis = Visualizer.get_instance(instance, vis_backends=[backend], save_dir=str(out_dir))
-    try:
-        for step, (tag, path) in enumerate(images):
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is not None:
-                vis.add_image(tag, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), step=step)
-    finally:
-        vis.close()
-        # mmengine keeps every named instance in a class-level registry: drop ours, the run is over
-        getattr(Visualizer, "_instance_dict", {}).pop(instance, None)
-    return Path(out_dir) / "vis_data"

@@ -1,0 +1,1 @@
+"""A run's outputs: file operations, the manifest, the checks before a run, the writer, vis backends."""
