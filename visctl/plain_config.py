@@ -177,11 +177,11 @@ def read_config_file(spec: str) -> PlainConfig:
         except ValueError as exc:
             raise ConfigError(f"cannot read config {spec}: {exc}", hint="check the JSON syntax") from None
     else:
-        from visctl.config import _RefusedYaml, load_yaml
+        from visctl.yamldata import RefusedYaml, load_yaml
 
         try:
             data = load_yaml(text)
-        except _RefusedYaml as exc:
+        except RefusedYaml as exc:
             raise ConfigError(f"config {spec}: {exc.reason}", hint="YAML and JSON configs are read as plain "
                               "data; write a Python config for anything else") from None
         except Exception as exc:  # yaml.YAMLError and its kin
