@@ -608,6 +608,26 @@ def side_by_side(a: Any, b: Any, gap: int = 4) -> np.ndarray:
     return out
 
 
+def table(summary: dict[str, Any]) -> list[str]:
+    """The per-class summary as text lines (stderr): one line per class, then the whole run."""
+    overall = summary.get("overall", {})
+    names = [m for m in ("accuracy", "pointing", "energy", "iou", "border", "entropy", "spearman", "right_reason")
+             if m in overall]
+    short = dict(accuracy="acc", pointing="point", energy="energy", iou="iou", border="border", entropy="entropy",
+                 spearman="spearman", right_reason="right")
+    lines = [f"{'class':<20}{'n':>7}" + "".join(f"{short[m]:>9}" for m in names)
+             + ("  wrong-reason" if "right_reason" in overall else "")]
+
+    def line(name: str, s: dict[str, Any]) -> str:
+        cells = "".join(f"{s[m]:>9.3f}" if isinstance(s.get(m), float) else f"{'-':>9}" for m in names)
+        tail = f"{s.get('right_for_wrong_reason', 0):>14d}" if "right_reason" in overall else ""
+        return f"{name[:19]:<20}{s.get('n', 0):>7d}{cells}{tail}"
+
+    lines += [line(str(c["class"]), c) for c in summary.get("per_class", [])]
+    lines.append(line("all", overall))
+    return lines
+
+
 # ---- --fail-under ----------------------------------------------------------------------------------------
 
 def parse_thresholds(specs: Iterable[str] | None) -> dict[str, float]:

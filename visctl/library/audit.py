@@ -499,6 +499,38 @@ def _side_by_side(a: Any, b: Any) -> Any:
     return A.side_by_side(a, b)
 
 
+class CsvStream:
+    """A CSV written row by row into a hidden part file of the run's folder, moved into place (one atomic
+    rename) and listed in the manifest when it is complete: never half a file under its name."""
+
+    def __init__(self, writer: OutputWriter, name: str, header: str) -> None:
+        self.writer, self.name = writer, name
+        self.tmp = writer.path(f".{name}.{writer.id}.part")
+        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self.fh.write(header)
+
+    def write(self, line: str) -> None:
+        self.fh.write(line)
+
+    def close(self, caption: str) -> Path:
+        import os
+
+        from visctl.output import uninterrupted
+
+        self.fh.close()
+        with uninterrupted():
+            target = self.writer._claim(self.writer.path(self.name))
+            os.replace(self.tmp, target)
+            self.writer.add_output(target, "table", caption)
+        return target
+
+    def abort(self) -> None:
+        """After an error or an interrupt: no part file is left behind (a closed stream has none)."""
+        if not self.fh.closed:
+            self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 # ---- the compare CSV -------------------------------------------------------------------------------------
 
 def compare_columns() -> list[str]:
