@@ -4,7 +4,6 @@ thumbnails, and hostile class and file names stay text (no markup of theirs runs
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from test_gallery import _chromium
 
 from visctl import audit_page

@@ -105,6 +105,11 @@ def render(summary: dict[str, Any], worst: list[dict[str, Any]], moved: list[dic
             rows=[dict({k: r.get(k) for k in ("class", "predicted_a", "predicted_b", "pointing_delta", "energy_delta",
                                               "border_delta")}, name=str(r["path"]), thumb=_href(r["thumb"]))
                   for r in moved])
+    root = str(summary.get("data_root") or "")
+    for table in ("worst", "moved"):  # paths under the data's root shown from there (audit.csv has them whole)
+        for r in tables.get(table, {}).get("rows", []):
+            if root and r["name"].startswith(root.rstrip("/") + "/"):
+                r["name"] = r["name"][len(root.rstrip("/")) + 1:]
     classes = sorted({str(c["class"]) for c in summary.get("per_class", [])})
     esc = _text
     head = [f'<span><b>images</b> {esc(summary.get("images", 0))}</span>']

@@ -119,7 +119,8 @@ def write_coco(path: Any, scenes: list[tuple[Any, Scene]], root: Any = None) -> 
     import json
     from pathlib import Path
 
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for i, (file, scene) in enumerate(scenes, 1):
         name = str(Path(file).relative_to(root)) if root is not None else Path(file).name
         h, w = scene.image.shape[:2]

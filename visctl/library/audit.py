@@ -149,7 +149,7 @@ def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: 
         ds_cfg: dict[str, Any] = dict(type="ImageFolder", data_root=str(root))
         if top:
             ds_cfg["classes"] = top if isinstance(top, str) else list(top)
-        where = f"--data {root}"
+        where = str(root)
         used = "data"
     else:
         phases = [phase] if phase else ["test", "val"]
@@ -292,6 +292,8 @@ class AuditRun:
     def items(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
         """Per image, in the run's order: its row (:data:`visctl.audits.COLUMNS`) and, with a compared
         checkpoint, its compare row."""
+        import functools
+
         from visctl import cams, transforms
 
         session = self.session
@@ -333,17 +335,14 @@ class AuditRun:
                     rows[-1]["_map"] = fmap
                 row = rows[0]
                 self._add(self.tally, self.total, row)
-                self.worst.offer(self._key(row), _public(row),
-                                 lambda r=row: self._thumb(img, r["_map"], boxes, region, r))
+                thumb = functools.partial(self._thumb, img, boxes=boxes, region=region)
+                self.worst.offer(self._key(row), _public(row), functools.partial(thumb, row))
                 pair = None
                 if len(rows) > 1:
                     self._add(self.tally_b, self.total_b, rows[1])
                     pair = self._pair(row, rows[1])
                     assert self.moved is not None
-                    self.moved.offer(self._move_key(pair), pair,
-                                     lambda a=row, c=rows[1]: _side_by_side(
-                                         self._thumb(img, a["_map"], boxes, region, a),
-                                         self._thumb(img, c["_map"], boxes, region, c)))
+                    self.moved.offer(self._move_key(pair), pair, functools.partial(_pair_thumb, thumb, row, rows[1]))
                 for r in rows:
                     del r["_map"]
                 b.advance()
@@ -442,11 +441,11 @@ class AuditRun:
                 self.flips[gained] += int(out[f"{m}_delta"] > 0)
         return out
 
-    def _thumb(self, img: Any, fmap: Any, boxes: list, region: Any, row: dict[str, Any]) -> Any:
+    def _thumb(self, img: Any, row: dict[str, Any], *, boxes: list, region: Any) -> Any:
         from visctl import audits as A
 
         at = (row["peak_x"], row["peak_y"]) if row["peak_x"] is not None else None
-        return A.thumbnail(img, fmap, boxes, region, at)
+        return A.thumbnail(img, row["_map"], boxes, region, at)
 
     # -- the end --
     def summary(self) -> dict[str, Any]:
@@ -457,6 +456,7 @@ class AuditRun:
         overall = self.total.summary()
         out: dict[str, Any] = dict(
             images=self.total.n, method=self.method.value, target_layers=list(self.setup.layers),
+            data_root=str(self.root) if self.root is not None else None,
             annotations=self.annotations.source if self.annotations else None, overall=overall,
             per_class=[dict(label=c, **{"class": self.class_name(c)}, **t.summary())
                        for c, t in sorted(self.tally.items())],
@@ -493,10 +493,11 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
-def _side_by_side(a: Any, b: Any) -> Any:
+def _pair_thumb(thumb: Any, a: dict[str, Any], b: dict[str, Any]) -> Any:
+    """Both checkpoints' thumbnails of one image, side by side."""
     from visctl import audits as A
 
-    return A.side_by_side(a, b)
+    return A.side_by_side(thumb(a), thumb(b))
 
 
 class CsvStream:
