@@ -77,6 +77,23 @@ def test_top_region_holds_the_top_percent_and_its_iou():
     assert A.iou(np.zeros((3, 3)), np.zeros((3, 3))) == 0.0
 
 
+def test_top_region_is_the_k_largest_on_any_map():
+    """The binned search finds the same k-th largest value as a full partition, ties and zeros included."""
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        a = rng.random((h, w)).astype(np.float32)
+        if t % 3 == 0:
+            a[a < 0.5] = 0
+        if t % 5 == 0:
+            a = np.round(a * 4) / 4
+        p = float(rng.uniform(0.1, 100))
+        k = max(1, math.ceil(a.size * p / 100))
+        kth = np.partition(a.ravel(), a.size - k)[a.size - k]
+        want = (a >= kth) & (a > 0) if a.max() > 0 else np.ones(a.shape, bool)
+        assert (A.top_region(a, p) == want).all(), (t, h, w, p)
+
+
 def test_border_share_and_entropy():
     band = A.border_mask((100, 200), 0.1)  # 10 px on every edge
     assert band.sum() == 100 * 200 - 80 * 180

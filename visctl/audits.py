@@ -72,11 +72,11 @@ RATES = {"accuracy": "share of correct predictions",
 # ---- the measures ----------------------------------------------------------------------------------------
 
 def _clean(fmap: Any) -> np.ndarray:
-    """The map as float64 >= 0, NaN (outside the model's view) as 0."""
+    """The map as float32 >= 0, NaN (outside the model's view) as 0 (a new array)."""
     import numpy as np
 
-    arr = np.nan_to_num(np.asarray(fmap, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    return np.maximum(arr, 0.0)
+    arr = np.nan_to_num(np.array(fmap, np.float32), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.maximum(arr, 0.0, out=arr)
 
 
 def _energy_map(fmap: Any) -> np.ndarray:
@@ -89,21 +89,30 @@ def _energy_map(fmap: Any) -> np.ndarray:
 
 def peak(fmap: Any) -> tuple[int, int] | None:
     """(x, y) of the map's maximum (the first in row-major order on a tie), None for a constant map."""
+    return _peak(_clean(fmap))
+
+
+def _peak(arr: np.ndarray) -> tuple[int, int] | None:
     import numpy as np
 
-    arr = _clean(fmap)
-    if arr.size == 0 or arr.max() <= arr.min():
+    if arr.size == 0:
         return None
-    y, x = np.unravel_index(int(np.argmax(arr)), arr.shape)
+    at = int(np.argmax(arr))
+    if arr.flat[at] <= arr.min():
+        return None
+    y, x = np.unravel_index(at, arr.shape)
     return int(x), int(y)
 
 
 def pointing(fmap: Any, region: Any, tolerance: float = TOLERANCE) -> float:
     """The pointing game (Zhang et al. 2018, §5.1): 1.0 when the map's maximum lies within ``tolerance``
     pixels (Euclidean) of an object pixel of ``region``, else 0.0; a constant map points nowhere (0.0)."""
+    return _pointing(peak(fmap), region, tolerance)
+
+
+def _pointing(at: tuple[int, int] | None, region: Any, tolerance: float) -> float:
     import numpy as np
 
-    at = peak(fmap)
     mask = np.asarray(region, bool)
     if at is None or not mask.any():
         return 0.0
@@ -129,13 +138,25 @@ def energy(fmap: Any, region: Any) -> float:
 def top_region(fmap: Any, percent: float = TOP_PERCENT) -> np.ndarray:
     """The map's top ``percent`` % pixels as a boolean mask: every pixel at least the k-th largest value
     (k = ceil(percent % of the pixels)) and above zero; a constant map's is the whole image."""
+    return _top(_clean(fmap), percent)
+
+
+def _top(arr: np.ndarray, percent: float) -> np.ndarray:
+    """:func:`top_region` of a clean map. The k-th largest value is found exactly without sorting the whole
+    map: the values are counted in 1024 bins, and only the bin that holds the k-th is partitioned."""
     import numpy as np
 
-    arr = _clean(fmap)
-    if arr.max() <= 0:
+    hi = float(arr.max()) if arr.size else 0.0
+    if hi <= 0:
         return np.ones(arr.shape, bool)
-    k = max(1, int(math.ceil(arr.size * percent / 100.0)))
-    kth = float(np.partition(arr.ravel(), arr.size - k)[arr.size - k])
+    flat = arr.ravel()
+    k = max(1, int(math.ceil(flat.size * percent / 100.0)))
+    bins = np.minimum((flat * np.float32(1024 / hi)).astype(np.int32), 1023)
+    above = np.cumsum(np.bincount(bins, minlength=1024)[::-1])  # above[j]: values in the top j + 1 bins
+    j = int(np.searchsorted(above, k))  # the k-th largest lies in bin 1023 - j
+    before = int(above[j - 1]) if j else 0
+    members = flat[bins == 1023 - j]
+    kth = float(np.partition(members, members.size - (k - before))[members.size - (k - before)])
     return (arr >= kth) & (arr > 0)
 
 
@@ -175,11 +196,7 @@ def entropy(fmap: Any) -> float:
     import numpy as np
 
     arr = _energy_map(fmap)
-    if arr.size <= 1:
-        return 0.0
-    p = arr.ravel() / arr.sum()
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum() / math.log(arr.size))
+    return _entropy(arr, float(arr.sum(dtype=np.float64)))
 
 
 def _small(fmap: Any, side: int) -> np.ndarray:
@@ -209,11 +226,30 @@ def spearman(a: Any, b: Any, side: int = AGREEMENT_SIDE) -> float:
 def measure(fmap: Any, region: Any | None, *, tolerance: float = TOLERANCE, percent: float = TOP_PERCENT,
             border_width: float = BORDER) -> dict[str, float | None]:
     """Every measure of one map: the region's (None without a region) and the others."""
-    has = region is not None
-    return dict(pointing=pointing(fmap, region, tolerance) if has else None,
-                energy=energy(fmap, region) if has else None,
-                iou=top_iou(fmap, region, percent) if has else None,
-                border=border(fmap, border_width), entropy=entropy(fmap))
+    import numpy as np
+
+    arr = _clean(fmap)  # once: every measure below reads the same clean map
+    weights = np.ones_like(arr) if not arr.any() else arr
+    total = float(weights.sum(dtype=np.float64))
+    out: dict[str, float | None] = dict(pointing=None, energy=None, iou=None)
+    if region is not None:
+        inside = np.asarray(region, bool)
+        out["pointing"] = _pointing(_peak(arr), inside, tolerance)
+        out["energy"] = float(weights[inside].sum(dtype=np.float64) / total)
+        out["iou"] = iou(_top(arr, percent), inside)
+    band = border_mask(arr.shape, border_width)
+    out["border"] = float(weights[band].sum(dtype=np.float64) / total)
+    out["entropy"] = _entropy(weights, total)
+    return out
+
+
+def _entropy(weights: np.ndarray, total: float) -> float:
+    import numpy as np
+
+    if weights.size <= 1:
+        return 0.0
+    p = weights[weights > 0].astype(np.float64) / total
+    return float(-(p * np.log(p)).sum() / math.log(weights.size))
 
 
 def agreement(a: Any, b: Any, percent: float = TOP_PERCENT) -> dict[str, float]:

@@ -291,62 +291,99 @@ class AuditRun:
     # -- the work --
     def items(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
         """Per image, in the run's order: its row (:data:`visctl.audits.COLUMNS`) and, with a compared
-        checkpoint, its compare row."""
-        import functools
+        checkpoint, its compare row.
 
-        from visctl import cams, transforms
+        The maps of a batch are measured in a thread of their own while the model makes the next batch's
+        (as cam draws its figures off the model's thread); the rows come out in the run's order."""
+        from concurrent.futures import ThreadPoolExecutor
 
         session = self.session
-        for b in batches(session, self.mi, self.batch_size, "audit", channels_last=self.channels_last, grad=True):
-            group, batch = list(b.items), b.tensor
-            labels = [self._label(p) for p, _, _ in group]
-            keep = [i for i, lab in enumerate(labels) if lab is not None]
-            for i, (p, _, _) in enumerate(group):
-                if labels[i] is None:
-                    session.skip(p, "its label is none of the model's classes")
-                    b.advance()
-            if not keep:
-                continue
-            if len(keep) < len(group):
-                group, batch = [group[i] for i in keep], batch[keep]
-                labels = [labels[i] for i in keep]
-            sides = [self._side(self.engine, batch, labels)]
-            if self.other is not None:
-                sides.append(self._side(self.other, batch, labels))
-            agree = None
-            if self.agree is not None:
-                agree, _ = self.agree(batch, [cams.ClassTarget(int(c)) for c in labels])
-            bad = set().union(*(s["nonfinite"] for s in sides))
-            for i, (p, img, state) in enumerate(group):
-                if i in bad:
-                    session.skip(p, "the model's scores or maps for this image are NaN or infinite")
-                    b.advance()
-                    continue
-                hw = img.shape[:2]
-                region, boxes = self._region(p, labels[i], hw)
-                rows = []
-                for s in sides:
-                    fmap = transforms.to_original(s["maps"][i], state, hw)
-                    pred_map = (transforms.to_original(s["pred_maps"][i], state, hw)
-                                if i in s["pred_maps"] else None)
-                    other_map = (transforms.to_original(agree[i], state, hw) if agree is not None and s is sides[0]
-                                 else None)
-                    rows.append(self._row(p, labels[i], s["probs"][i], fmap, pred_map, other_map, region))
-                    rows[-1]["_map"] = fmap
-                row = rows[0]
-                self._add(self.tally, self.total, row)
-                thumb = functools.partial(self._thumb, img, boxes=boxes, region=region)
-                self.worst.offer(self._key(row), _public(row), functools.partial(thumb, row))
-                pair = None
-                if len(rows) > 1:
-                    self._add(self.tally_b, self.total_b, rows[1])
-                    pair = self._pair(row, rows[1])
-                    assert self.moved is not None
-                    self.moved.offer(self._move_key(pair), pair, functools.partial(_pair_thumb, thumb, row, rows[1]))
-                for r in rows:
-                    del r["_map"]
+        pending: tuple[Any, Any] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="visctl-audit") as pool:
+            for b in batches(session, self.mi, self.batch_size, "audit", channels_last=self.channels_last,
+                             grad=True):
+                work = self._maps(b)
+                job = pool.submit(self._measure, *work) if work is not None else None
+                if pending is not None:
+                    yield from self._collect(*pending)
+                pending = (b, job) if job is not None else None
+            if pending is not None:
+                yield from self._collect(*pending)
+
+    def _maps(self, b: Any) -> tuple[Any, ...] | None:
+        """The model's part of a batch (this thread): the labels, every map, the predictions."""
+        from visctl import cams
+
+        session = self.session
+        group, batch = list(b.items), b.tensor
+        labels = [self._label(p) for p, _, _ in group]
+        keep = [i for i, lab in enumerate(labels) if lab is not None]
+        for i, (p, _, _) in enumerate(group):
+            if labels[i] is None:
+                session.skip(p, "its label is none of the model's classes")
                 b.advance()
-                yield _public(row), pair
+        if not keep:
+            return None
+        if len(keep) < len(group):
+            group, batch = [group[i] for i in keep], batch[keep]
+            labels = [labels[i] for i in keep]
+        sides = [self._side(self.engine, batch, labels)]
+        if self.other is not None:
+            sides.append(self._side(self.other, batch, labels))
+        agree = None
+        if self.agree is not None:
+            agree, _ = self.agree(batch, [cams.ClassTarget(int(c)) for c in labels])
+        return group, labels, sides, agree
+
+    def _measure(self, group: list, labels: list[int], sides: list[dict], agree: Any) -> list[Any]:
+        """The measures of a batch's maps (the measuring thread): per image its rows (one per checkpoint,
+        each with its map on the original pixels), the object's region and boxes; None for a non-finite one."""
+        from visctl import transforms
+
+        bad = set().union(*(s["nonfinite"] for s in sides))
+        out: list[Any] = []
+        for i, (p, img, state) in enumerate(group):
+            if i in bad:
+                out.append(None)
+                continue
+            hw = img.shape[:2]
+            region, boxes = self._region(p, labels[i], hw)
+            rows = []
+            for s in sides:
+                fmap = transforms.to_original(s["maps"][i], state, hw)
+                pred_map = transforms.to_original(s["pred_maps"][i], state, hw) if i in s["pred_maps"] else None
+                other_map = (transforms.to_original(agree[i], state, hw) if agree is not None and s is sides[0]
+                             else None)
+                rows.append(self._row(p, labels[i], s["probs"][i], fmap, pred_map, other_map, region))
+                rows[-1]["_map"] = fmap
+            out.append((rows, region, boxes))
+        return out
+
+    def _collect(self, b: Any, job: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """A measured batch, in order (this thread): the tallies, the worst images, the rows."""
+        import functools
+
+        group = [item for item in b.items if self._label(item[0]) is not None]
+        for (p, img, _state), found in zip(group, job.result()):
+            if found is None:
+                self.session.skip(p, "the model's scores or maps for this image are NaN or infinite")
+                b.advance()
+                continue
+            rows, region, boxes = found
+            row = rows[0]
+            self._add(self.tally, self.total, row)
+            thumb = functools.partial(self._thumb, img, boxes=boxes, region=region)
+            self.worst.offer(self._key(row), _public(row), functools.partial(thumb, row))
+            pair = None
+            if len(rows) > 1:
+                self._add(self.tally_b, self.total_b, rows[1])
+                pair = self._pair(row, rows[1])
+                assert self.moved is not None
+                self.moved.offer(self._move_key(pair), pair, functools.partial(_pair_thumb, thumb, row, rows[1]))
+            for r in rows:
+                del r["_map"]
+            b.advance()
+            yield _public(row), pair
 
     def _side(self, engine: Any, batch: Any, labels: list[int]) -> dict[str, Any]:
         """One checkpoint's maps of a batch: the true classes', the predictions, and the predicted classes'
