@@ -35,7 +35,7 @@ from visctl.session import RunOptions, Session, default_threads, resolve_device
 __all__ = ["RunContext", "RunOptions", "default_threads", "resolve_device"]
 
 #: the commands that split their inputs between the ranks of a torchrun (see visctl/distributed.py)
-SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne"})
+SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne", "audit"})
 
 
 class RunContext(Session):

@@ -94,15 +94,26 @@ def audit(
                 if pairs is not None and pair is not None:
                     pairs.write(library.compare_line(pair))
                 writer.add_input(row["path"])
+            run.merge_ranks(writer)  # under torchrun: every rank's records and tallies, on every rank
             summary = run.summary()
-            rows.close("one row per image: every measure")
+            streams = [(rows, "one row per image: every measure")]
             if pairs is not None:
-                pairs.close("both checkpoints per image, and what moved")
+                streams.append((pairs, "both checkpoints per image, and what moved"))
+            for stream, caption in streams:
+                if ctx.world > 1:  # rank 0 merges every rank's rows in the run's order
+                    from visctl import distributed
+
+                    parts = distributed.gather(stream.part())
+                    if not ctx.rank:
+                        stream.merge(parts, caption)
+                else:
+                    stream.close(caption)
         finally:
             rows.abort()
             if pairs is not None:
                 pairs.abort()
-        library.write_report(writer, summary, run.worst.kept, run.moved.kept if run.moved else [])
+        if not ctx.rank:
+            library.write_report(writer, summary, run.worst.kept, run.moved.kept if run.moved else [])
         writer.manifest["timings"]["audit_s"] = round(time.time() - run.started, 3)
         for line in audits.table(summary):
             ctx.log(line)
@@ -111,8 +122,9 @@ def audit(
             finish(ctx)
         except typer.Exit as done:
             code = done.exit_code
-        if summary["failed"]:
-            print("failed: " + "; ".join(summary["failed"]) + " (--fail-under)", file=sys.stderr)
+        if summary["failed"]:  # every rank: torchrun's status is the ranks'
+            if not ctx.rank:
+                print("failed: " + "; ".join(summary["failed"]) + " (--fail-under)", file=sys.stderr)
             code = code or 1
         if code:
             raise typer.Exit(code)

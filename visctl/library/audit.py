@@ -485,6 +485,39 @@ class AuditRun:
         return A.thumbnail(img, row["_map"], boxes, region, at)
 
     # -- the end --
+    def merge_ranks(self, writer: OutputWriter) -> None:
+        """Under torchrun, after the last image: every rank's records (inputs, failures, notes), tallies,
+        worst images and counts merged as a one-process run has them (exact sums: the same digits), on every
+        rank."""
+        from visctl import audits as A
+        from visctl import distributed
+
+        if self.session.world <= 1:
+            return
+        mine = dict(tally=self.tally, total=self.total, tally_b=self.tally_b, total_b=self.total_b,
+                    flips=self.flips, unannotated=self.unannotated, worst=self.worst.kept,
+                    moved=self.moved.kept if self.moved else [])
+        parts = distributed.merge_records(writer, self.mi.paths, self.batch_size, mine)
+        self.total, self.total_b = A.Tally(), A.Tally()
+        self.tally, self.tally_b = {}, {}
+        self.flips = {k: 0 for k in self.flips}
+        self.unannotated = 0
+        self.worst.kept = []
+        if self.moved is not None:
+            self.moved.kept = []
+        for part in parts:
+            self.total.merge(part["total"])
+            self.total_b.merge(part["total_b"])
+            for mine_, theirs in ((self.tally, part["tally"]), (self.tally_b, part["tally_b"])):
+                for c, t in theirs.items():
+                    mine_.setdefault(c, A.Tally()).merge(t)
+            for k, v in part["flips"].items():
+                self.flips[k] += v
+            self.unannotated += part["unannotated"]
+            self.worst.merge(part["worst"])
+            if self.moved is not None:
+                self.moved.merge(part["moved"])
+
     def summary(self) -> dict[str, Any]:
         """The manifest's ``audit``: overall and per-class means and counts, the worst images, what moved,
         and the ``fail_under`` thresholds with the ones the run fell under."""
@@ -562,10 +595,41 @@ class CsvStream:
             self.writer.add_output(target, "table", caption)
         return target
 
+    def part(self) -> str:
+        """Under torchrun: this rank's rows, closed in its part file (rank 0 merges them: :meth:`merge`)."""
+        self.fh.close()
+        return str(self.tmp)
+
+    def merge(self, parts: list[str], caption: str) -> Path:
+        """Rank 0: every rank's part file merged in the run's order (each row's ``index``; each part is in it
+        already), then moved into place: the file a one-process run writes."""
+        import heapq
+        import os
+
+        merged = self.tmp.with_name(self.tmp.name + ".merge")
+        files = [open(p, encoding="utf-8", newline="") for p in parts]
+        try:
+            with open(merged, "w", encoding="utf-8", newline="") as out:
+                out.write(files[0].readline())  # the header, once
+                for f in files[1:]:
+                    f.readline()
+                for line in heapq.merge(*files, key=lambda line: int(line.split(",", 1)[0])):
+                    out.write(line)
+        finally:
+            for f in files:
+                f.close()
+        for p in parts:
+            Path(p).unlink(missing_ok=True)
+        os.replace(merged, self.tmp)
+        self.fh = open(self.tmp, "a", encoding="utf-8", newline="")
+        return self.close(caption)
+
     def abort(self) -> None:
-        """After an error or an interrupt: no part file is left behind (a closed stream has none)."""
-        if not self.fh.closed:
-            self.fh.close()
+        """After an error or an interrupt: no part file is left behind (a finished stream is left alone: under
+        torchrun rank 0 reads the other ranks' parts after they finished them)."""
+        if self.fh.closed:
+            return
+        self.fh.close()
         self.tmp.unlink(missing_ok=True)
 
 
