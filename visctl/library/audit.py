@@ -603,6 +603,7 @@ class CsvStream:
     def merge(self, parts: list[str], caption: str) -> Path:
         """Rank 0: every rank's part file merged in the run's order (each row's ``index``; each part is in it
         already), then moved into place: the file a one-process run writes."""
+        import csv
         import heapq
         import os
 
@@ -610,11 +611,13 @@ class CsvStream:
         files = [open(p, encoding="utf-8", newline="") for p in parts]
         try:
             with open(merged, "w", encoding="utf-8", newline="") as out:
-                out.write(files[0].readline())  # the header, once
-                for f in files[1:]:
-                    f.readline()
-                for line in heapq.merge(*files, key=lambda line: int(line.split(",", 1)[0])):
-                    out.write(line)
+                # records, not lines: a quoted file name may hold a newline; written again as csv_line writes
+                readers = [csv.reader(f) for f in files]
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(next(readers[0]))  # the header, once
+                for r in readers[1:]:
+                    next(r)
+                writer.writerows(heapq.merge(*readers, key=lambda rec: int(rec[0])))
         finally:
             for f in files:
                 f.close()
