@@ -29,6 +29,7 @@ CALLS = {
     "pipeline": lambda **kw: visctl.pipeline_views(DEMO_CFG, **kw),
     "browse": lambda **kw: visctl.browse(DEMO_CFG, **kw),
     "lr": lambda **kw: visctl.schedule(DEMO_CFG, **kw),
+    "audit": lambda **kw: visctl.audit(DEMO_CFG, **kw),
 }
 
 
@@ -62,7 +63,7 @@ def test_every_cli_range_is_the_librarys():
         assert (limit.low, limit.high) == (low, high), (command, name)
     functions = dict(cam=visctl.cam, featmap=visctl.featmap, boxam=visctl.boxam, slice=visctl.slice_detect,
                      recon=visctl.reconstruct, tsne=visctl.embed, pipeline=visctl.pipeline_views,
-                     browse=visctl.browse, lr=visctl.schedule)
+                     browse=visctl.browse, lr=visctl.schedule, audit=visctl.audit)
     for command, limits in arguments.LIMITS.items():
         params = inspect.signature(functions[command]).parameters
         for name in limits:

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ["cam", "featmap", "boxam", "slice_detect", "embed", "reconstruct", "schedule", "pipeline_views",
-             "browse"]
+             "browse", "audit"]
 
 
 def _api_blocks() -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 WHOLE_RUN = ["bench_cam.py", "bench_featmap.py", "bench_boxam.py", "bench_tsne.py", "bench_browse.py",
-             "bench_memory.py"]
+             "bench_memory.py", "bench_audit.py"]
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")))

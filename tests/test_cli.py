@@ -26,7 +26,7 @@ def _loaded_after(argv: list[str], env: dict[str, str] | None = None) -> list[st
     return eval(line.removeprefix("LOADED "))
 
 
-COMMANDS = ("cam", "featmap", "boxam", "slice", "tsne", "recon", "pipeline", "browse", "lr", "demo")
+COMMANDS = ("cam", "featmap", "boxam", "slice", "tsne", "recon", "pipeline", "browse", "lr", "demo", "audit")
 
 
 def test_help_and_completion_import_no_heavy_module():

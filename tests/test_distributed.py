@@ -190,3 +190,21 @@ def test_a_command_that_does_not_shard_runs_whole_on_each_rank(invoke, tmp_path,
     result = invoke("lr", cfg, "-o", tmp_path / "out", "--quiet")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["runs"][-1]["status"] == "ok"
+
+
+def test_audit_under_torchrun_matches_one_process(data, tmp_path):
+    """The CSV merged from both ranks in the run's order, the tallies summed exactly, the worst images chosen
+    over the whole run: the files and the manifest's summary of a one-process run."""
+    from visctl.shapes import write_coco, write_scenes
+
+    coco = write_coco(tmp_path / "coco.json", write_scenes(tmp_path / "again", range(200_000, 200_005), size=64),
+                      tmp_path / "again")
+    args = ["audit", str(DEMO_CFG), "--data", str(data), "--annotations", str(coco), "--batch-size", str(BATCH),
+            "--worst", "3", "--fail-under", "pointing=0.1"]
+    one, two = _run(args, tmp_path / "one", 1), _run(args, tmp_path / "two", 2)
+    assert one.returncode == two.returncode == 1, (one.stderr, two.stderr)  # the broken image: partial
+    assert not _visctl_traceback(two.stderr), two.stderr
+    m1, m2 = _same_runs(tmp_path / "one", tmp_path / "two")
+    assert m1["audit"] == m2["audit"] and m1["audit"]["images"] == 5
+    assert (tmp_path / "two" / "audit.csv").read_bytes() == (tmp_path / "one" / "audit.csv").read_bytes()
+    assert not list((tmp_path / "two").glob(".*.part"))

@@ -65,6 +65,7 @@ def _command_line(command: str, folder: Path, data_cfg: Path) -> list:
         "pipeline": ["pipeline", data_cfg, "--number", "-1", "--mode", "original"],
         "browse": ["browse", data_cfg, "--number", "-1"],
         "tsne": ["tsne", data_cfg, "--method", "pca"],
+        "audit": ["audit", DEMO_CFG, "--data", folder],
     }
     assert command in lines, f"add a command line for {command} to test_hostile._command_line"
     return lines[command]
@@ -182,7 +183,8 @@ def _route(route: str, tmp_path: Path, marker: Path) -> tuple[list[str], list[st
 def test_model_type_os_system_never_runs(invoke, image_file, tmp_path, route, command):
     marker = tmp_path / "MARKER"
     cfg, extra = _route(route, tmp_path, marker)
-    args = [command, *cfg] if command == "tsne" else [command, image_file, *cfg]
+    args = ([command, *cfg] if command == "tsne" else [command, *cfg, "--data", image_file.parent.parent]
+            if command == "audit" else [command, image_file, *cfg])
     result = invoke(*args, *extra, "-o", tmp_path / "out")
     assert not marker.exists()
     assert result.exit_code == 2, result.output

@@ -27,7 +27,7 @@ DATA = dict(cfg_options=None, out_dir=None, backend=None, show=False, json_out=F
 BEFORE = {
     "cam": MODEL, "featmap": MODEL, "boxam": {**MODEL, "batch_size": 4}, "recon": {**MODEL, "seed": 0},
     "slice": {**MODEL, "batch_size": 8, "max_pixels": 2**30}, "tsne": {**MODEL, "batch_size": 32, "seed": 0},
-    "pipeline": DATA, "browse": DATA,
+    "pipeline": DATA, "browse": DATA, "audit": MODEL,
     "lr": dict(batch_size=None, cfg_options=None, out_dir=None, backend=None, show=False, json_out=False, quiet=False,
                debug=False),
     "demo": dict(out_dir=None, threads=None, quiet=False), "doctor": dict(json_out=False),

@@ -89,13 +89,15 @@ LIMITS: dict[str, dict[str, Limit]] = {
                      rescale_factor=Limit(0.0), seed=_SEED),
     "browse": dict(number=_ONE_OR_ALL, rows=_INT1, cols=_INT1, num_workers=_WORKERS, seed=_SEED),
     "lr": dict(dataset_size=_INT1, ngpus=_INT1, batch_size=_INT1),
+    "audit": dict(tolerance=Limit(0.0), top_percent=Limit(0.0, 100.0), border=Limit(0.0, 0.5),
+                  worst=Limit(0, integer=True), batch_size=_INT1),
 }
 #: the arguments given as a pair (rows, cols / height, width), each value in the range
 PAIRS = {("featmap", "arrangement"), ("featmap", "resize_shape")}
 #: the arguments given as a list of values, each in the range
 LISTS = {("tsne", "class_idx")}
 #: arguments that must be above their low bound, not at it (a factor of 0 scales nothing)
-ABOVE_LOW = {("pipeline", "rescale_factor")}
+ABOVE_LOW = {("pipeline", "rescale_factor"), ("audit", "top_percent"), ("audit", "border")}
 
 
 def _flag(name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from visctl import __version__, _argv
-from visctl.commands import boxam, browse, cam, demo, doctor, featmap, lr, pipeline, recon, slice, tsne
+from visctl.commands import audit, boxam, browse, cam, demo, doctor, featmap, lr, pipeline, recon, slice, tsne
 from visctl.errors import EXIT_USAGE, VisctlError, report
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.command("boxam", rich_help_panel="Detection", epilog=boxam.EPILOG)(boxam.box
 app.command("slice", rich_help_panel="Detection", epilog=slice.EPILOG)(slice.slice_)
 app.command("tsne", rich_help_panel=MODELS, epilog=tsne.EPILOG)(tsne.tsne)
 app.command("browse", rich_help_panel="Data", epilog=browse.EPILOG)(browse.browse)
+app.command("audit", rich_help_panel=MODELS, epilog=audit.EPILOG)(audit.audit)
 app.command("lr", rich_help_panel="Training", epilog=lr.EPILOG)(lr.lr)
 app.command("demo", rich_help_panel="Tour", epilog=demo.EPILOG)(demo.demo)
 app.command("doctor", rich_help_panel="Tour", epilog=doctor.EPILOG)(doctor.doctor)

@@ -36,7 +36,7 @@ from visctl.output.writer import OutputWriter, clear_interrupt, interrupt
 from visctl.session import RunOptions, Session, default_threads
 
 #: the commands that split their inputs between the ranks of a torchrun (see visctl/distributed.py)
-SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne"})
+SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne", "audit"})
 
 
 class RunContext(Session):

@@ -111,3 +111,24 @@ def write_scenes(folder: Any, seeds: range, size: int = 80, n_objects: int = 1) 
         cv2.imwrite(str(path), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
         out.append((path, scene))
     return out
+
+
+def write_coco(path: Any, scenes: list[tuple[Any, Scene]], root: Any = None) -> Any:
+    """Write the scenes' objects as a COCO instances file (``bbox`` as [x, y, width, height]; ``file_name``
+    relative to ``root``, else the file's name): the annotations ``visctl audit --annotations`` reads."""
+    import json
+    from pathlib import Path
+
+    images: list[dict] = []
+    annotations: list[dict] = []
+    for i, (file, scene) in enumerate(scenes, 1):
+        name = str(Path(file).relative_to(root)) if root is not None else Path(file).name
+        h, w = scene.image.shape[:2]
+        images.append(dict(id=i, file_name=name.replace("\\", "/"), height=h, width=w))
+        for label, (x0, y0, x1, y1) in zip(scene.labels, scene.boxes):
+            annotations.append(dict(id=len(annotations) + 1, image_id=i, category_id=label + 1, iscrowd=0,
+                                    bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0)))
+    doc = dict(images=images, annotations=annotations,
+               categories=[dict(id=i + 1, name=n) for i, n in enumerate(CLASSES)])
+    Path(path).write_text(json.dumps(doc))
+    return Path(path)

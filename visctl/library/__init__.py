@@ -15,6 +15,7 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "schedule": ("schedule", "schedule"),
     "pipeline_views": ("pipeline", "pipeline_views"),
     "browse": ("browse", "browse"),
+    "audit": ("audit", "audit"),
     "RunOptions": ("_core", "RunOptions"),
     "Session": ("_core", "Session"),
     "Result": ("_core", "Result"),

@@ -1,0 +1,686 @@
+"""``visctl.audit``: where a classifier looks over a whole labelled dataset, per class and per image.
+
+For every image of the config's test (else val) dataset, or of a folder of class folders (``data``), the CAM of
+its true class and, when the prediction is wrong, of the predicted class, through cam's batch loop
+(:func:`visctl.library._common.batches`: read-ahead threads, whole batches, torchrun shards) and cam's engine
+(:class:`visctl.cams.CamEngine`); each map is carried back to the original pixels and measured
+(:mod:`visctl.audits`): against the object's boxes or mask where annotations exist (pointing game, energy,
+top-region IoU), and always by the share of its energy in the border and its entropy (and, with
+``agree_with``, by its agreement with a second method). :class:`AuditResult` holds one row per image, the
+per-class summary and the worst images' thumbnails; ``result.save(folder)`` writes what ``visctl audit``
+writes: ``audit.csv``, ``report.html``, the worst images' thumbnails and the summary in ``manifest.json``.
+
+The command streams: each row goes to the CSV as it is made, the summary is running sums, and only the
+thumbnails of the worst ``worst`` images are kept, so memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from visctl.library._common import ModelInputs, batches, open_model
+from visctl.results import Result
+from visctl.session import RunOptions, Session
+
+if TYPE_CHECKING:
+    from visctl.audits import Annotations, Kept
+    from visctl.output import OutputWriter
+
+#: the worst images whose thumbnails the report shows, by default
+WORST = 48
+CSV_NAME = "audit.csv"
+COMPARE_CSV = "audit_compare.csv"
+REPORT = "report.html"
+#: the measures a compare row carries for both checkpoints
+COMPARED = ("correct", "pointing", "energy", "iou", "border", "entropy")
+
+
+@dataclass(frozen=True)
+class AuditResult(Result):
+    """What :func:`audit` found: ``rows`` (one dict per image, the CSV's columns), ``summary`` (the manifest's
+    ``audit``: overall and per-class means, counts, thresholds), the worst images and, with ``compare``, one
+    row per image for both checkpoints and the images that moved the most."""
+
+    command: ClassVar[str] = "audit"
+
+    rows: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
+    worst: tuple[Kept, ...] = field(default=(), repr=False)
+    compare_rows: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    moved: tuple[Kept, ...] = field(default=(), repr=False)
+
+    @property
+    def overall(self) -> dict[str, Any]:
+        """The run's means and counts (accuracy, pointing, energy, ...)."""
+        return dict(self.summary.get("overall", {}))
+
+    @property
+    def failed(self) -> list[str]:
+        """The ``fail_under`` thresholds the run fell under (empty: it passed)."""
+        return list(self.summary.get("failed", []))
+
+    def write(self, writer: OutputWriter) -> None:
+        from visctl import audits as A
+
+        writer.write_output(CSV_NAME, (A.csv_header() + "".join(A.csv_line(r) for r in self.rows)).encode(),
+                            "table", caption="one row per image: every measure")
+        if self.compare_rows:
+            writer.write_output(COMPARE_CSV, (compare_header() + "".join(compare_line(r) for r in self.compare_rows))
+                                .encode(), "table", caption="both checkpoints per image, and what moved")
+        write_report(writer, self.summary, list(self.worst), list(self.moved))
+
+
+def audit(model: Any, checkpoint: str | Path | None = None, *, data: str | Path | None = None,
+          phase: str | None = None, annotations: str | Path | None = None, region: str | Path | None = None,
+          method: str = "gradcam", agree_with: str | None = None, target_layers: str | Sequence[str] | None = None,
+          tolerance: float = 15.0, top_percent: float = 20.0, border: float = 0.1, worst: int = WORST,
+          compare: str | Path | None = None, fail_under: str | Sequence[str] | dict[str, float] | None = None,
+          batch_size: int = 16, options: RunOptions | None = None, session: Session | None = None) -> AuditResult:
+    """Audit where ``model`` looks over a labelled dataset: per image, class and run.
+
+    ``model``: a config (file, dict) or a model name; its ``test_dataloader`` (else ``val_dataloader``)
+    dataset gives the labelled images, or ``data``, a folder of class folders named by the config's classes.
+    ``annotations``: a COCO instances .json or VOC .xml file(s) with the objects' boxes; ``region``: a folder of
+    masks named like the images. ``method`` (default gradcam, the gradient method ranked first by ``visctl cam
+    --score`` on the demo classifier) makes the maps; ``agree_with`` a second method to compare them with.
+    ``compare``: a second checkpoint of the same config, audited on the same batches. ``fail_under``:
+    ``{"pointing": 0.8}`` (or ``"pointing=0.8"``): ``result.failed`` lists what fell under.
+    Nothing is written: ``result.save(folder)`` writes what the CLI writes.
+    """
+    session = session or Session(options)
+    run = start(session, model, checkpoint, data=data, phase=phase, annotations=annotations, region=region,
+                method=method, agree_with=agree_with, target_layers=target_layers, tolerance=tolerance,
+                top_percent=top_percent, border=border, worst=worst, compare=compare, fail_under=fail_under,
+                batch_size=batch_size)
+    rows, pairs = [], []
+    for row, pair in run.items():
+        rows.append(row)
+        if pair is not None:
+            pairs.append(pair)
+    summary = run.summary()
+    failures = tuple((f.path, f.error) for f in session.failures[run.failures_before:])
+    return AuditResult(params=run.params, inputs=tuple(dict(path=r["path"]) for r in rows), failures=failures,
+                       notes=tuple(session.notes), rows=tuple(rows), summary=summary, worst=tuple(run.worst.kept),
+                       compare_rows=tuple(pairs), moved=tuple(run.moved.kept) if run.moved else ())
+
+
+def check(method: str, agree_with: str | None, tolerance: float, top_percent: float, border: float, worst: int,
+          batch_size: int) -> tuple[Any, Any]:
+    """The options, refused before anything is loaded; returns the method (and the agreement method)."""
+    from visctl import arguments, cams
+    from visctl.errors import ArgumentError
+
+    arguments.check("audit", tolerance=tolerance, top_percent=top_percent, border=border, worst=worst,
+                    batch_size=batch_size)
+    chosen = []
+    for option, name in (("--method", method), ("--agree-with", agree_with)):
+        if name is None:
+            chosen.append(None)
+            continue
+        found = cams.parse_method(str(name))
+        if len(found) != 1:
+            raise ArgumentError(f"{option} {name!r}: the audit makes one map per class with one method",
+                                hint="give one method name, e.g. gradcam")
+        chosen.append(found[0])
+    if chosen[1] is not None and chosen[1] == chosen[0]:
+        raise ArgumentError(f"--agree-with {agree_with} is the --method itself", hint="name another method, e.g. layercam")
+    return chosen[0], chosen[1]
+
+
+def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: str | None,
+                    ) -> tuple[list[Path], dict[str, int], list[str] | None, Path | None, str]:
+    """The images to audit with their labels: ``data`` (class folders) or the config's test/val dataset.
+
+    Returns the paths, path -> label (an index into the dataset's classes), those classes, the data's root
+    folder (where ``--region`` masks mirror it) and where they came from."""
+    from visctl import config, datasets
+    from visctl.errors import ConfigError, InputError
+
+    if data is not None:
+        root = Path(data)
+        if not root.is_dir():
+            raise InputError(f"--data {data} is not a folder", hint="a folder of class folders (ROOT/cat/1.jpg, ...)")
+        top = config.cfg_get(cfg, "classes") or config.cfg_get(cfg, "dataset_meta.classes")
+        ds_cfg: dict[str, Any] = dict(type="ImageFolder", data_root=str(root))
+        if top:
+            ds_cfg["classes"] = top if isinstance(top, str) else list(top)
+        where = str(root)
+        used = "data"
+    else:
+        phases = [phase] if phase else ["test", "val"]
+        used = next((ph for ph in phases if config.cfg_get(cfg, f"{ph}_dataloader.dataset")), "")
+        if not used:
+            raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
+                              hint="give --data FOLDER (one folder per class), or add a test_dataloader")
+        ds_cfg, _ = datasets.dataset_config(cfg, used)
+        where = f"the config's {used}_dataloader"
+    dataset = datasets.build_dataset(ds_cfg, used if used != "data" else "test", warn=session.warn,
+                                     max_pixels=session.max_pixels)
+    files = getattr(dataset, "files", None)
+    if files is None:
+        raise ConfigError(f"{where}'s dataset ({type(dataset).__name__}) holds no image files",
+                          hint="audit reads image files with labels: give --data FOLDER of class folders")
+    labelled = [(Path(p), lab) for p, lab in files if lab is not None and lab >= 0]
+    if not labelled:
+        raise InputError(f"{where} has no labelled images", hint="put the images in one folder per class "
+                         "(ROOT/cat/1.jpg), or give the dataset an ann_file with labels")
+    if len(labelled) < len(files):
+        session.note(f"{len(files) - len(labelled)} image(s) of {where} have no label and are left out")
+    root = Path(str(ds_cfg.get("data_root") or ds_cfg.get("root") or ".")) if data is None else Path(data)
+    return ([p for p, _ in labelled], {str(p): int(lab) for p, lab in labelled},  # type: ignore[misc]
+            list(dataset.classes) if dataset.classes else None, root, where)
+
+
+def start(session: Session, model: Any, checkpoint: str | Path | None = None, *, data: str | Path | None = None,
+          phase: str | None = None, annotations: str | Path | None = None, region: str | Path | None = None,
+          method: str = "gradcam", agree_with: str | None = None, target_layers: str | Sequence[str] | None = None,
+          tolerance: float = 15.0, top_percent: float = 20.0, border: float = 0.1, worst: int = WORST,
+          compare: str | Path | None = None, fail_under: str | Sequence[str] | dict[str, float] | None = None,
+          batch_size: int = 16) -> AuditRun:
+    """Check the options, read the annotations, load the model(s) and the dataset; nothing is computed yet."""
+    from visctl import arguments
+    from visctl import audits as A
+
+    arguments.model_spec(model, modules=False)
+    layers = arguments.names(target_layers, "target_layers", "a layer name")
+    methods = check(method, agree_with, tolerance, top_percent, border, worst, batch_size)
+    thresholds = (dict(fail_under) if isinstance(fail_under, dict)
+                  else A.parse_thresholds([fail_under] if isinstance(fail_under, str) else fail_under))
+    ann = A.read_annotations(Path(annotations) if annotations else None, Path(region) if region else None)
+    mi = open_model(session, model, str(checkpoint) if checkpoint else None)
+    paths, labels, ds_classes, root, where = labelled_images(session, mi.cfg, data, phase)
+    mi.paths = paths
+    session.protect(*paths)
+    other = None
+    if compare is not None:
+        from visctl.library._common import load_model
+
+        session.protect(str(compare))
+        other, _ = load_model(session, mi.cfg, str(compare), label="compare: ")
+    return AuditRun(session, mi, labels=labels, ds_classes=ds_classes, root=root, where=where, annotations=ann,
+                    method=methods[0], agree_with=methods[1], target_layers=layers, tolerance=tolerance,
+                    top_percent=top_percent, border=border, worst=worst, compare=other,
+                    compare_checkpoint=str(compare) if compare else None, thresholds=thresholds,
+                    batch_size=batch_size)
+
+
+class AuditRun:
+    """One audit: its parameters (the manifest's), then one row per image (:meth:`items`), then :meth:`summary`."""
+
+    def __init__(self, session: Session, mi: ModelInputs, *, labels: dict[str, int], ds_classes: list[str] | None,
+                 root: Path | None, where: str, annotations: Annotations | None, method: Any, agree_with: Any,
+                 target_layers: list[str] | None, tolerance: float, top_percent: float, border: float, worst: int,
+                 compare: Any, compare_checkpoint: str | None, thresholds: dict[str, float], batch_size: int) -> None:
+        from visctl import audits as A
+        from visctl import cams, config, models
+        from visctl.library._common import output_names
+        from visctl.library.cam import _channels_last
+
+        self.session, self.mi, self.labels, self.root = session, mi, labels, root
+        self.annotations, self.method, self.agree_with = annotations, method, agree_with
+        self.tolerance, self.top_percent, self.border_width = tolerance, top_percent, border
+        self.thresholds, self.batch_size = thresholds, batch_size
+        self.started = time.time()
+        self.failures_before = len(session.failures)
+        self.channels_last = _channels_last(mi, session.device)
+        traced = models.trace(mi.model, mi.example)
+        setup = cams.plan(mi.model, mi.example, target_layers, None, None, config.tool_option(mi.cfg, "target_layers"),
+                          traced=traced)
+        for note in setup.notes:
+            session.note(note)
+        self.setup = setup
+        self.num_classes = setup.num_classes
+        self.names, _ = output_names(session, mi, setup.num_classes)
+        self.to_model = self._class_map(ds_classes, where)
+        self.engine = cams.CamEngine(mi.model, method, setup.layers, setup.layouts, batch_size=batch_size)
+        self.agree = (cams.CamEngine(mi.model, agree_with, setup.layers, setup.layouts, batch_size=batch_size)
+                      if agree_with is not None else None)
+        self.other = None
+        if compare is not None:
+            if self.channels_last:
+                import torch
+
+                compare.to(memory_format=torch.channels_last)
+            self.other = cams.CamEngine(compare, method, setup.layers, setup.layouts, batch_size=batch_size)
+        self.tally: dict[int, A.Tally] = {}
+        self.total = A.Tally()
+        self.tally_b: dict[int, A.Tally] = {}
+        self.total_b = A.Tally()
+        self.flips = dict(lost_pointing=0, gained_pointing=0, lost_correct=0, gained_correct=0)
+        self.worst = A.Worst(worst)
+        self.moved = A.Worst(worst) if compare is not None else None
+        self.unannotated = 0
+        self.index = {str(p): i for i, p in enumerate(mi.paths)}
+        self.params: dict[str, Any] = dict(
+            config=mi.cfg_spec, checkpoint=mi.checkpoint, data=where, images=len(mi.paths), method=method.value,
+            agree_with=agree_with.value if agree_with is not None else None, target_layers=setup.layers,
+            annotations=annotations.source if annotations else None, tolerance=tolerance, top_percent=top_percent,
+            border=border, worst=worst, compare=compare_checkpoint, fail_under=thresholds or None,
+            device=session.device, batch_size=batch_size)
+
+    def _class_map(self, ds_classes: list[str] | None, where: str) -> dict[int, int]:
+        """Dataset label -> the model's output index: by name where both have names, else the same number."""
+        if not ds_classes or not self.names or list(ds_classes) == list(self.names):
+            return {}
+        pos = {n: i for i, n in enumerate(self.names)}
+        mapping = {i: pos[n] for i, n in enumerate(ds_classes) if n in pos}
+        missing = [n for n in ds_classes if n not in pos]
+        if missing:
+            self.session.warn(f"{len(missing)} class(es) of {where} are none of the model's classes "
+                              f"({', '.join(missing[:5])}): their images are left out")
+        return mapping
+
+    def _label(self, path: Any) -> int | None:
+        lab = self.labels.get(str(path))
+        if lab is None:
+            return None
+        if self.to_model:
+            return self.to_model.get(lab)
+        return lab if 0 <= lab < self.num_classes else None
+
+    def class_name(self, c: int) -> str:
+        from visctl import classes
+
+        return classes.label(self.names, c)
+
+    # -- the work --
+    def items(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """Per image, in the run's order: its row (:data:`visctl.audits.COLUMNS`) and, with a compared
+        checkpoint, its compare row.
+
+        The maps of a batch are measured in a thread of their own while the model makes the next batch's
+        (as cam draws its figures off the model's thread); the rows come out in the run's order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        session = self.session
+        pending: tuple[Any, Any] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="visctl-audit") as pool:
+            for b in batches(session, self.mi, self.batch_size, "audit", channels_last=self.channels_last,
+                             grad=True):
+                work = self._maps(b)
+                job = pool.submit(self._measure, *work) if work is not None else None
+                if pending is not None:
+                    yield from self._collect(*pending)
+                pending = (b, job) if job is not None else None
+            if pending is not None:
+                yield from self._collect(*pending)
+
+    def _maps(self, b: Any) -> tuple[Any, ...] | None:
+        """The model's part of a batch (this thread): the labels, every map, the predictions."""
+        from visctl import cams
+
+        session = self.session
+        group, batch = list(b.items), b.tensor
+        labels = [self._label(p) for p, _, _ in group]
+        keep = [i for i, lab in enumerate(labels) if lab is not None]
+        for i, (p, _, _) in enumerate(group):
+            if labels[i] is None:
+                session.skip(p, "its label is none of the model's classes")
+                b.advance()
+        if not keep:
+            return None
+        if len(keep) < len(group):
+            group, batch = [group[i] for i in keep], batch[keep]
+            labels = [labels[i] for i in keep]
+        sides = [self._side(self.engine, batch, labels)]
+        if self.other is not None:
+            sides.append(self._side(self.other, batch, labels))
+        agree = None
+        if self.agree is not None:
+            agree, _ = self.agree(batch, [cams.ClassTarget(int(c)) for c in labels])
+        return group, labels, sides, agree
+
+    def _measure(self, group: list, labels: list[int], sides: list[dict], agree: Any) -> list[Any]:
+        """The measures of a batch's maps (the measuring thread): per image its rows (one per checkpoint,
+        each with its map on the original pixels), the object's region and boxes; None for a non-finite one."""
+        from visctl import transforms
+
+        bad = set().union(*(s["nonfinite"] for s in sides))
+        out: list[Any] = []
+        for i, (p, img, state) in enumerate(group):
+            if i in bad:
+                out.append(None)
+                continue
+            hw = img.shape[:2]
+            region, boxes = self._region(p, labels[i], hw)
+            rows = []
+            for s in sides:
+                fmap = transforms.to_original(s["maps"][i], state, hw)
+                pred_map = transforms.to_original(s["pred_maps"][i], state, hw) if i in s["pred_maps"] else None
+                other_map = (transforms.to_original(agree[i], state, hw) if agree is not None and s is sides[0]
+                             else None)
+                rows.append(self._row(p, labels[i], s["probs"][i], fmap, pred_map, other_map, region))
+                rows[-1]["_map"] = fmap
+            out.append((rows, region, boxes))
+        return out
+
+    def _collect(self, b: Any, job: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """A measured batch, in order (this thread): the tallies, the worst images, the rows."""
+        import functools
+
+        group = [item for item in b.items if self._label(item[0]) is not None]
+        for (p, img, _state), found in zip(group, job.result()):
+            if found is None:
+                self.session.skip(p, "the model's scores or maps for this image are NaN or infinite")
+                b.advance()
+                continue
+            rows, region, boxes = found
+            row = rows[0]
+            self._add(self.tally, self.total, row)
+            thumb = functools.partial(self._thumb, img, boxes=boxes, region=region)
+            self.worst.offer(self._key(row), _public(row), functools.partial(thumb, row))
+            pair = None
+            if len(rows) > 1:
+                self._add(self.tally_b, self.total_b, rows[1])
+                pair = self._pair(row, rows[1])
+                assert self.moved is not None
+                self.moved.offer(self._move_key(pair), pair, functools.partial(_pair_thumb, thumb, row, rows[1]))
+            for r in rows:
+                del r["_map"]
+            b.advance()
+            yield _public(row), pair
+
+    def _side(self, engine: Any, batch: Any, labels: list[int]) -> dict[str, Any]:
+        """One checkpoint's maps of a batch: the true classes', the predictions, and the predicted classes'
+        maps of the wrong ones (one more engine call on those images only)."""
+        from visctl import cams
+
+        maps, logits = engine(batch, [cams.ClassTarget(int(c)) for c in labels])
+        probs = logits.float().softmax(-1).cpu().numpy()
+        nonfinite = cams.nonfinite_rows(logits, maps)
+        preds = probs.argmax(-1)
+        wrong = [i for i, c in enumerate(labels) if int(preds[i]) != int(c)]
+        pred_maps: dict[int, Any] = {}
+        if wrong:
+            more, _ = engine(batch[wrong], [cams.ClassTarget(int(preds[i])) for i in wrong])
+            pred_maps = {i: more[k] for k, i in enumerate(wrong)}
+        return dict(maps=maps, probs=probs, nonfinite=nonfinite, pred_maps=pred_maps)
+
+    def _region(self, path: Any, label: int, hw: tuple[int, int]) -> tuple[Any, list]:
+        """The object of the image's class (a boolean mask) and its boxes, or (None, [])."""
+        from visctl import audits as A
+
+        ann = self.annotations
+        if ann is None:
+            return None, []
+        if ann.masks is not None:
+            f = ann.mask_file(path, self.root)
+            if f is None:
+                self.unannotated += 1
+                return None, []
+            return A.mask_region(f, hw, self.session.max_pixels), []
+        objs = ann.objects(path)
+        if objs is None:
+            self.unannotated += 1
+            return None, []
+        name = self.class_name(label)
+        region = A.object_region(objs, name, hw, ann.categories, self.names)
+        named = bool(ann.categories & set(self.names or ()))
+        boxes = [o.box for o in objs if (not named or o.category == name) and not o.polygons]
+        return region, boxes
+
+    def _row(self, path: Any, label: int, probs: Any, fmap: Any, pred_map: Any, other_map: Any, region: Any,
+             ) -> dict[str, Any]:
+        from visctl import audits as A
+
+        pred = int(probs.argmax())
+        kw = dict(tolerance=self.tolerance, percent=self.top_percent, border_width=self.border_width)
+        at = A.peak(fmap)
+        row: dict[str, Any] = dict(index=self.index.get(str(path), -1), path=str(path), label=label,
+                                   predicted=pred, correct=pred == label, p_true=float(probs[label]),
+                                   p_predicted=float(probs[pred]), object=region is not None,
+                                   peak_x=at[0] if at else None, peak_y=at[1] if at else None)
+        row["class"], row["predicted_class"] = self.class_name(label), self.class_name(pred)
+        row.update(A.measure(fmap, region, **kw))
+        if other_map is not None:
+            row.update(A.agreement(fmap, other_map, self.top_percent))
+        if region is not None and row["correct"]:
+            row["right_for_wrong_reason"] = row["pointing"] < 1
+        if pred_map is not None:
+            row.update({f"pred_{k}": v for k, v in A.measure(pred_map, region, **kw).items()})
+        return row
+
+    def _add(self, tally: dict[int, Any], total: Any, row: dict[str, Any]) -> None:
+        from visctl import audits as A
+
+        tally.setdefault(row["label"], A.Tally()).add(row)
+        total.add(row)
+
+    def _key(self, row: dict[str, Any]) -> tuple[float, ...]:
+        from visctl import audits as A
+
+        return A.badness(row)
+
+    def _move_key(self, pair: dict[str, Any]) -> tuple[float, ...]:
+        """Biggest decline first: of pointing and energy where an object is known, else of the border share."""
+        if pair.get("pointing_delta") is not None:
+            return (pair["pointing_delta"], pair["energy_delta"], pair["index"])
+        return (-pair["border_delta"], pair["index"])
+
+    def _pair(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: a[k] for k in ("index", "path", "label", "class")}
+        out["predicted_a"], out["predicted_b"] = a["predicted_class"], b["predicted_class"]
+        for m in COMPARED:
+            va, vb = a.get(m), b.get(m)
+            va = float(va) if va is not None else None
+            vb = float(vb) if vb is not None else None
+            out[f"{m}_a"], out[f"{m}_b"] = va, vb
+            out[f"{m}_delta"] = vb - va if va is not None and vb is not None else None
+        for m, lost, gained in (("pointing", "lost_pointing", "gained_pointing"),
+                                ("correct", "lost_correct", "gained_correct")):
+            if out[f"{m}_delta"] is not None:
+                self.flips[lost] += int(out[f"{m}_delta"] < 0)
+                self.flips[gained] += int(out[f"{m}_delta"] > 0)
+        return out
+
+    def _thumb(self, img: Any, row: dict[str, Any], *, boxes: list, region: Any) -> Any:
+        from visctl import audits as A
+
+        at = (row["peak_x"], row["peak_y"]) if row["peak_x"] is not None else None
+        return A.thumbnail(img, row["_map"], boxes, region, at)
+
+    # -- the end --
+    def merge_ranks(self, writer: OutputWriter) -> None:
+        """Under torchrun, after the last image: every rank's records (inputs, failures, notes), tallies,
+        worst images and counts merged as a one-process run has them (exact sums: the same digits), on every
+        rank."""
+        from visctl import audits as A
+        from visctl import distributed
+
+        if self.session.world <= 1:
+            return
+        mine = dict(tally=self.tally, total=self.total, tally_b=self.tally_b, total_b=self.total_b,
+                    flips=self.flips, unannotated=self.unannotated, worst=self.worst.kept,
+                    moved=self.moved.kept if self.moved else [])
+        parts = distributed.merge_records(writer, self.mi.paths, self.batch_size, mine)
+        self.total, self.total_b = A.Tally(), A.Tally()
+        self.tally, self.tally_b = {}, {}
+        self.flips = {k: 0 for k in self.flips}
+        self.unannotated = 0
+        self.worst.kept = []
+        if self.moved is not None:
+            self.moved.kept = []
+        for part in parts:
+            self.total.merge(part["total"])
+            self.total_b.merge(part["total_b"])
+            for mine_, theirs in ((self.tally, part["tally"]), (self.tally_b, part["tally_b"])):
+                for c, t in theirs.items():
+                    mine_.setdefault(c, A.Tally()).merge(t)
+            for k, v in part["flips"].items():
+                self.flips[k] += v
+            self.unannotated += part["unannotated"]
+            self.worst.merge(part["worst"])
+            if self.moved is not None:
+                self.moved.merge(part["moved"])
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest's ``audit``: overall and per-class means and counts, the worst images, what moved,
+        and the ``fail_under`` thresholds with the ones the run fell under."""
+        from visctl import audits as A
+
+        overall = self.total.summary()
+        out: dict[str, Any] = dict(
+            images=self.total.n, method=self.method.value, target_layers=list(self.setup.layers),
+            data_root=str(self.root) if self.root is not None else None,
+            annotations=self.annotations.source if self.annotations else None, overall=overall,
+            per_class=[dict(label=c, **{"class": self.class_name(c)}, **t.summary())
+                       for c, t in sorted(self.tally.items())],
+            measures={k: v[2] for k, v in A.MEASURES.items()},
+            worst=[dict(path=k.row["path"], **{"class": k.row["class"]}, predicted=k.row["predicted_class"],
+                        **{m: k.row.get(m) for m in ("pointing", "energy", "iou", "border")})
+                   for k in self.worst.kept[:10]])
+        if self.annotations is not None:
+            out["unannotated"] = self.unannotated
+            if self.unannotated:
+                self.session.note(f"{self.unannotated} image(s) have no object in {self.annotations.source}: "
+                                  "their pointing, energy and iou are empty")
+        if self.other is not None:
+            b = self.total_b.summary()
+            per_b = {c: t.summary() for c, t in self.tally_b.items()}
+            names = ["accuracy", *A.MEASURES, "right_reason", "right_for_wrong_reason"]
+            out["compare"] = dict(
+                overall={m: _delta(overall.get(m), b.get(m)) for m in names if m in overall or m in b},
+                per_class=[dict(label=c, **{"class": self.class_name(c)},
+                                **{m: _delta(t.summary().get(m), per_b.get(c, {}).get(m))
+                                   for m in names if m in t.summary()})
+                           for c, t in sorted(self.tally.items())],
+                flips=dict(self.flips), checkpoint=self.params["compare"])
+        out["thresholds"] = dict(self.thresholds)
+        out["failed"] = A.failed_thresholds(overall, self.thresholds)
+        return out
+
+
+def _delta(a: Any, b: Any) -> dict[str, Any]:
+    return dict(a=a, b=b, delta=None if a is None or b is None else float(f"{b - a:.6g}"))
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def _pair_thumb(thumb: Any, a: dict[str, Any], b: dict[str, Any]) -> Any:
+    """Both checkpoints' thumbnails of one image, side by side."""
+    from visctl import audits as A
+
+    return A.side_by_side(thumb(a), thumb(b))
+
+
+class CsvStream:
+    """A CSV written row by row into a hidden part file of the run's folder, moved into place (one atomic
+    rename) and listed in the manifest when it is complete: never half a file under its name."""
+
+    def __init__(self, writer: OutputWriter, name: str, header: str) -> None:
+        self.writer, self.name = writer, name
+        self.tmp = writer.path(f".{name}.{writer.id}.part")
+        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self.fh.write(header)
+
+    def write(self, line: str) -> None:
+        self.fh.write(line)
+
+    def close(self, caption: str) -> Path:
+        import os
+
+        from visctl.output import uninterrupted
+
+        self.fh.close()
+        with uninterrupted():
+            target = self.writer._claim(self.writer.path(self.name))
+            os.replace(self.tmp, target)
+            self.writer.add_output(target, "table", caption)
+        return target
+
+    def part(self) -> str:
+        """Under torchrun: this rank's rows, closed in its part file (rank 0 merges them: :meth:`merge`)."""
+        self.fh.close()
+        return str(self.tmp)
+
+    def merge(self, parts: list[str], caption: str) -> Path:
+        """Rank 0: every rank's part file merged in the run's order (each row's ``index``; each part is in it
+        already), then moved into place: the file a one-process run writes."""
+        import csv
+        import heapq
+        import os
+
+        merged = self.tmp.with_name(self.tmp.name + ".merge")
+        files = [open(p, encoding="utf-8", newline="") for p in parts]
+        try:
+            with open(merged, "w", encoding="utf-8", newline="") as out:
+                # records, not lines: a quoted file name may hold a newline; written again as csv_line writes
+                readers = [csv.reader(f) for f in files]
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(next(readers[0]))  # the header, once
+                for r in readers[1:]:
+                    next(r)
+                writer.writerows(heapq.merge(*readers, key=lambda rec: int(rec[0])))
+        finally:
+            for f in files:
+                f.close()
+        for p in parts:
+            Path(p).unlink(missing_ok=True)
+        os.replace(merged, self.tmp)
+        self.fh = open(self.tmp, "a", encoding="utf-8", newline="")
+        return self.close(caption)
+
+    def abort(self) -> None:
+        """After an error or an interrupt: no part file is left behind (a finished stream is left alone: under
+        torchrun rank 0 reads the other ranks' parts after they finished them)."""
+        if self.fh.closed:
+            return
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+# ---- the compare CSV -------------------------------------------------------------------------------------
+
+def compare_columns() -> list[str]:
+    cols = ["index", "path", "label", "class", "predicted_a", "predicted_b"]
+    for m in COMPARED:
+        cols += [f"{m}_a", f"{m}_b", f"{m}_delta"]
+    return cols
+
+
+def compare_header() -> str:
+    return ",".join(compare_columns()) + "\n"
+
+
+def compare_line(row: dict[str, Any]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    cells = []
+    for c in compare_columns():
+        v = row.get(c)
+        cells.append("" if v is None or (isinstance(v, float) and math.isnan(v))
+                     else f"{v:.6g}" if isinstance(v, float) else str(v))
+    csv.writer(buf, lineterminator="\n").writerow(cells)
+    return buf.getvalue()
+
+
+# ---- the report ------------------------------------------------------------------------------------------
+
+def write_report(writer: OutputWriter, summary: dict[str, Any], worst: list[Kept], moved: list[Kept]) -> None:
+    """The worst images' thumbnails (``worst/``, ``moved/``), ``report.html`` and the manifest's ``audit``."""
+    from visctl import audit_page
+    from visctl.output import _slug
+
+    entries = []
+    for pos, k in enumerate(worst):
+        name = f"worst/{pos:03d}_{_slug(Path(k.row['path']).stem)}.png"
+        writer.save_image(name, k.thumb, caption=f"{Path(k.row['path']).name}: {k.row['class']} -> "
+                          f"{k.row['predicted_class']}", input=k.row["path"])
+        entries.append(dict(k.row, thumb=name))
+    movers = []
+    for pos, k in enumerate(moved):
+        name = f"moved/{pos:03d}_{_slug(Path(k.row['path']).stem)}.png"
+        writer.save_image(name, k.thumb, caption=f"{Path(k.row['path']).name}: before | after", input=k.row["path"])
+        movers.append(dict(k.row, thumb=name))
+    writer.manifest["audit"] = summary
+    page = audit_page.render(summary, entries, movers, writer.manifest.get("params", {}))
+    writer.write_output(REPORT, page.encode(), "page", caption="the audit: per class, worst images first")
