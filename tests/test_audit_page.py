@@ -7,7 +7,7 @@ import numpy as np
 from test_gallery import _chromium
 
 from visctl import audit_page
-from visctl.output import encode_image
+from visctl.output.writer import encode_image
 
 HOSTILE = ['<img src=x onerror="window.__pwned=1">', "</script><script>window.__pwned=2</script>", "a&b \"q\" 'r'"]
 

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
+from visctl.choices import Phase
 from visctl.commands._shared import finish
-from visctl.commands.pipeline import Phase
 from visctl.context import RunContext
 
 EPILOG = """Examples:

@@ -29,7 +29,7 @@ from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
     from visctl.audits import Annotations, Kept
-    from visctl.output import OutputWriter
+    from visctl.output.writer import OutputWriter
 
 #: the worst images whose thumbnails the report shows, by default
 WORST = 48
@@ -117,7 +117,7 @@ def check(method: str, agree_with: str | None, tolerance: float, top_percent: fl
 
     arguments.check("audit", tolerance=tolerance, top_percent=top_percent, border=border, worst=worst,
                     batch_size=batch_size)
-    chosen = []
+    chosen: list[Any] = []
     for option, name in (("--method", method), ("--agree-with", agree_with)):
         if name is None:
             chosen.append(None)
@@ -326,13 +326,14 @@ class AuditRun:
             return None
         if len(keep) < len(group):
             group, batch = [group[i] for i in keep], batch[keep]
-            labels = [labels[i] for i in keep]
-        sides = [self._side(self.engine, batch, labels)]
+        known = [int(labels[i]) for i in keep]  # type: ignore[arg-type]  # None filtered out above
+        labels = known  # type: ignore[assignment]
+        sides = [self._side(self.engine, batch, known)]
         if self.other is not None:
-            sides.append(self._side(self.other, batch, labels))
+            sides.append(self._side(self.other, batch, known))
         agree = None
         if self.agree is not None:
-            agree, _ = self.agree(batch, [cams.ClassTarget(int(c)) for c in labels])
+            agree, _ = self.agree(batch, [cams.ClassTarget(c) for c in known])
         return group, labels, sides, agree
 
     def _measure(self, group: list, labels: list[int], sides: list[dict], agree: Any) -> list[Any]:
@@ -586,7 +587,7 @@ class CsvStream:
     def close(self, caption: str) -> Path:
         import os
 
-        from visctl.output import uninterrupted
+        from visctl.output.writer import uninterrupted
 
         self.fh.close()
         with uninterrupted():
@@ -612,12 +613,12 @@ class CsvStream:
         try:
             with open(merged, "w", encoding="utf-8", newline="") as out:
                 # records, not lines: a quoted file name may hold a newline; written again as csv_line writes
-                readers = [csv.reader(f) for f in files]
+                readers: list[Iterator[list[str]]] = [iter(csv.reader(f)) for f in files]
                 writer = csv.writer(out, lineterminator="\n")
                 writer.writerow(next(readers[0]))  # the header, once
                 for r in readers[1:]:
                     next(r)
-                writer.writerows(heapq.merge(*readers, key=lambda rec: int(rec[0])))
+                writer.writerows(heapq.merge(*readers, key=lambda rec: int(rec[0])))  # type: ignore[arg-type,index]
         finally:
             for f in files:
                 f.close()
@@ -668,7 +669,7 @@ def compare_line(row: dict[str, Any]) -> str:
 def write_report(writer: OutputWriter, summary: dict[str, Any], worst: list[Kept], moved: list[Kept]) -> None:
     """The worst images' thumbnails (``worst/``, ``moved/``), ``report.html`` and the manifest's ``audit``."""
     from visctl import audit_page
-    from visctl.output import _slug
+    from visctl.output.writer import _slug
 
     entries = []
     for pos, k in enumerate(worst):
