@@ -71,7 +71,7 @@ def _no_values() -> np.ndarray:
     return np.zeros((0, 0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ScheduleGroup:
     """One distinct param group of a schedule: its values at every iteration (read-only ``(iterations,)`` arrays).
 
@@ -113,12 +113,18 @@ class ScheduleResult(Result):
     png: bytes = field(default=b"", repr=False)  # the figure as the CLI writes lr.png
     simulate_s: float = field(default=0.0, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # the groups as items, made once (their columns are views of the frozen arrays)
+        object.__setattr__(self, "_items", tuple(
+            ScheduleGroup(label, tuple(self.members[g]) if g < len(self.members) else (), self.lr[:, g],
+                          None if self.momentum is None else self.momentum[:, g], self.weight_decay[:, g])
+            for g, label in enumerate(self.groups)))
+
     @property
     def items(self) -> tuple[ScheduleGroup, ...]:
         """One :class:`ScheduleGroup` per column of :attr:`groups`, as the result's sequence."""
-        return tuple(ScheduleGroup(label, tuple(self.members[g]) if g < len(self.members) else (),
-                                   self.lr[:, g], None if self.momentum is None else self.momentum[:, g],
-                                   self.weight_decay[:, g]) for g, label in enumerate(self.groups))
+        return self.__dict__["_items"]
 
     @property
     def values(self) -> dict[str, np.ndarray]:
