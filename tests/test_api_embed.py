@@ -143,7 +143,7 @@ def test_errors_are_visctl_errors(held_out):
 
 def test_example_runs(held_out, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["embed.py", str(tmp_path / "out")])
-    runpy.run_path(str(ROOT / "examples" / "api" / "embed.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", ["tsne.py", str(tmp_path / "out")])
+    runpy.run_path(str(ROOT / "examples" / "api" / "tsne.py"), run_name="__main__")
     assert (tmp_path / "out" / "manifest.json").is_file()
     assert "5-NN accuracy" in capsys.readouterr().out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import os
 import subprocess
 import sys
@@ -107,7 +106,7 @@ def test_repr_frozen_and_quiet(big, tmp_path, monkeypatch, capfd):
 
 def test_the_example_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "api" / "slice_detect.py"), str(tmp_path)],
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "api" / "slice.py"), str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "tiles" in done.stdout

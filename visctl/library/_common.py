@@ -141,8 +141,8 @@ def model_inputs(ctx: Session, built: BuiltModel, paths: list[Path] | None = Non
 
     import numpy as np
 
-    from visctl import transforms
     from visctl import images as imgs
+    from visctl import transforms
     from visctl.errors import InputError, InputWarning
     from visctl.models import check_input_size
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from visctl.library.slice import SliceResult
 
 
-def open(model: Any, checkpoint: str | Path | None = None, *,  # noqa: A001 - visctl.open, as the issue names it
+def open(model: Any, checkpoint: str | Path | None = None, *,  # visctl.open: a module attribute, no builtin shadowed
          options: RunOptions | None = None) -> OpenedModel:
     """Build ``model`` once (and load ``checkpoint``) for many calls of :meth:`OpenedModel.cam` and the others.
 
