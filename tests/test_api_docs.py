@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS = ["cam", "featmap", "boxam", "slice_detect", "embed", "reconstruct", "schedule", "pipeline_views",
-             "browse", "audit"]
+FUNCTIONS = ["cam", "featmap", "boxam", "slice", "tsne", "recon", "lr", "pipeline", "browse", "open", "audit"]
 
 
 def _api_blocks() -> list[str]:

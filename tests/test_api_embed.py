@@ -100,7 +100,7 @@ def test_an_nn_module_with_a_dataset_config(held_out):
 def test_all_stages_n_components_and_quality(held_out):
     res = visctl.embed(str(DEMO_CFG), all_stages=True, method="pca", n_components=3, max_num_samples_per_class=5,
                        options=_opts(held_out))
-    assert len(res.layers) > 1 and res.params["layers"] == [lay.label for lay in res.layers]
+    assert len(res.layers) > 1 and res.params["layers"] == tuple(lay.label for lay in res.layers)
     for lay in res.layers:
         assert lay.coords.shape == (20, 3)
         header = lay.table.splitlines()[0]
@@ -143,7 +143,7 @@ def test_errors_are_visctl_errors(held_out):
 
 def test_example_runs(held_out, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["embed.py", str(tmp_path / "out")])
-    runpy.run_path(str(ROOT / "examples" / "api" / "embed.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", ["tsne.py", str(tmp_path / "out")])
+    runpy.run_path(str(ROOT / "examples" / "api" / "tsne.py"), run_name="__main__")
     assert (tmp_path / "out" / "manifest.json").is_file()
     assert "5-NN accuracy" in capsys.readouterr().out

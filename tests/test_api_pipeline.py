@@ -120,6 +120,6 @@ def test_no_pipeline_is_a_clear_error(tmp_path):
 
 
 def test_example_runs(capsys):
-    runpy.run_path(str(ROOT / "examples" / "api" / "pipeline_views.py"), run_name="__main__")
+    runpy.run_path(str(ROOT / "examples" / "api" / "pipeline.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "CenterCrop(crop_size=128)" in out and "(128, 128, 3)" in out and "image0_pipeline.png" in out

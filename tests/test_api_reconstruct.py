@@ -138,7 +138,7 @@ def test_repr_frozen_and_jupyter():
 
 def test_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["reconstruct.py", str(tmp_path / "out")])
-    runpy.run_path(str(ROOT / "examples" / "api" / "reconstruct.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", ["recon.py", str(tmp_path / "out")])
+    runpy.run_path(str(ROOT / "examples" / "api" / "recon.py"), run_name="__main__")
     assert (tmp_path / "out" / "manifest.json").is_file()
     assert "masked-patch MSE" in capsys.readouterr().out

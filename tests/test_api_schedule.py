@@ -119,7 +119,7 @@ def test_jupyter_frozen_and_silent(cfg, tmp_path, capsys, monkeypatch):
 
 
 def test_example_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["schedule.py", str(tmp_path / "out")])
-    runpy.run_path(str(ROOT / "examples" / "api" / "schedule.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", ["lr.py", str(tmp_path / "out")])
+    runpy.run_path(str(ROOT / "examples" / "api" / "lr.py"), run_name="__main__")
     assert "3920 iterations" in capsys.readouterr().out
     assert {"lr.png", "lr.csv", "manifest.json", "index.html"} <= {p.name for p in (tmp_path / "out").iterdir()}

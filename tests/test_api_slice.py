@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from conftest import ROOT, manifest
 
 import visctl
-from visctl import detection
+from visctl import detection, output
 from visctl.images import read_image
 from visctl.shapes import make_scene
 
@@ -40,13 +39,13 @@ def test_boxes_equal_the_cli_results_and_save_writes_the_cli_files(invoke, big, 
     assert run.exit_code == 0, run.output
     res = visctl.slice_detect(path, DET_CFG, patch_size=128, debug=True, save_patch=True, max_side=300,
                               options=CPU)
-    assert json.loads((cli / "results.json").read_text()) == list(res.results)
+    assert (cli / "results.json").read_text() == output.to_json(list(res.results), indent=1)  # frozen: tuples, proxies
     img = res.images[0]
     assert img.size == (384, 384) and len(img.tiles) == len(detection.tiles(384, 384, 128, 0.25))
     assert img.boxes.dtype == np.float32 and img.boxes.shape == (len(res.results), 4)
     for box, rec in zip(img.boxes, res.results):  # original pixels: COCO's x, y, w, h of the same box
         x0, y0, x1, y1 = (float(v) for v in box)
-        assert rec["bbox"] == [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
+        assert rec["bbox"] == (round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2))
     # sliced boxes find the small objects of the original image
     assert detection.recall([detection.Detections(img.boxes.copy(), img.scores.copy(), img.labels.copy())],
                             [(np.array(scene.boxes, np.float32), np.array(scene.labels))]) >= 0.8
@@ -58,7 +57,7 @@ def test_boxes_equal_the_cli_results_and_save_writes_the_cli_files(invoke, big, 
     saved = res.save(tmp_path / "lib").parent
     assert [o["path"] for o in manifest(saved)["outputs"]] == [o["path"] for o in manifest(cli)["outputs"]]
     assert manifest(saved)["inputs"] == manifest(cli)["inputs"]
-    assert json.loads((saved / "results.json").read_text()) == list(res.results)
+    assert (saved / "results.json").read_text() == (cli / "results.json").read_text()
 
 
 def test_numpy_pil_path_and_list_and_an_nn_module(big):
@@ -107,7 +106,7 @@ def test_repr_frozen_and_quiet(big, tmp_path, monkeypatch, capfd):
 
 def test_the_example_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "api" / "slice_detect.py"), str(tmp_path)],
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "api" / "slice.py"), str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "tiles" in done.stdout

@@ -214,6 +214,8 @@ def model_spec(value: Any, name: str = "model", *, modules: bool = True) -> None
         return
     if isinstance(value, Mapping) or type(value).__module__.startswith("mmengine"):
         return
+    if modules and type(value).__module__ == "visctl.library.opened":  # visctl.open's model, built already
+        return
     torch = sys.modules.get("torch")  # a caller holding an nn.Module has imported torch
     if modules and torch is not None and isinstance(value, torch.nn.Module):
         return

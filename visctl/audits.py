@@ -575,7 +575,7 @@ def badness(row: dict[str, Any]) -> tuple[float, ...]:
     return (-row["border"], row["index"])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Kept:
     """One of the worst images: its row and its thumbnail (RGB uint8)."""
 

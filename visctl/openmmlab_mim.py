@@ -450,7 +450,7 @@ class TokenAdapter(_BlockMasked):
         return out
 
     def __call__(self, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        raise ModelError(f"{self.family} predicts tokens, not pixels", hint="visctl.reconstruct draws its tokens")
+        raise ModelError(f"{self.family} predicts tokens, not pixels", hint="visctl.recon draws its tokens")
 
     def target_images(self, pictures: list[Any], rgb: bool, device: Any) -> torch.Tensor:
         """(N, 3, h, w): the pipeline's second picture of each model input (RGB uint8, (H, W, 3)) resized as

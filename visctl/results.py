@@ -6,22 +6,68 @@ dataclass of arrays and numbers, whose :meth:`Result.figures` are the pictures t
 what the command writes -- the images, the extra files, ``manifest.json`` and the ``index.html`` gallery --
 through the same :class:`visctl.output.OutputWriter`, so a notebook and a terminal give the same folder.
 In a notebook, the result displays as its figures (``_repr_png_`` / ``_repr_html_``).
+
+Every result is a sequence of its items (``len(result)``, ``result[i]``, ``for item in result``, ``result.items``):
+one per input image for the image commands, each with ``item.path`` the input it came from (a file's path, or the
+name given to pixels passed in). ``visctl.tsne``'s items are its layers (``item.path``: the layer's path in the
+model, ``backbone.layer4``), ``visctl.lr``'s its parameter groups (``item.path``: the group's name, the parameter
+path its members share), ``visctl.pipeline``'s and ``visctl.browse``'s the dataset samples (``item.path``: the
+sample's file). A result is true even when it has no items. Results are deep-frozen: their arrays are read-only,
+their dicts mapping proxies and their lists tuples, so nothing changes a result after it is made.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     import numpy as np
 
     from visctl.output.writer import OutputWriter
+
+
+def freeze(value: Any) -> Any:
+    """``value`` made read-only all the way down: a numpy array as a read-only view (its owner's array stays
+    writeable), a dict as a :class:`types.MappingProxyType` of frozen values, a list or tuple as a tuple of frozen
+    values, a set as a frozenset; a frozen dataclass has its fields frozen in place. Anything else is returned as
+    it is."""
+    np = sys.modules.get("numpy")  # an array in a result means numpy is loaded already
+    if np is not None and isinstance(value, np.ndarray):
+        if not value.flags.writeable:
+            return value
+        view = value.view()
+        view.setflags(write=False)
+        return view
+    if isinstance(value, types.MappingProxyType):
+        return value
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list) or type(value) is tuple:
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, set):
+        return frozenset(value)
+    params = getattr(type(value), "__dataclass_params__", None)
+    if params is not None and params.frozen and not isinstance(value, type):
+        freeze_fields(value)
+    return value
+
+
+def freeze_fields(obj: Any) -> None:
+    """Freeze every field of a frozen dataclass instance (:func:`freeze`), in place."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        frozen = freeze(value)
+        if frozen is not value:
+            object.__setattr__(obj, f.name, frozen)
 
 
 @dataclass(frozen=True)
@@ -81,6 +127,27 @@ class Result:
     inputs: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # the manifest's ``inputs`` entries
     failures: tuple[tuple[str, str], ...] = ()  # (input, why) of every skipped input
     notes: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        freeze_fields(self)  # deep: arrays read-only, dicts mapping proxies, lists tuples, items frozen
+
+    # -- a sequence of its items --
+    @property
+    def items(self) -> tuple[Any, ...]:
+        """This result's items, in order (each with ``.path``, the input it came from)."""
+        return ()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __bool__(self) -> bool:  # a result with no items (every input skipped) is still a result
+        return True
 
     def figures(self) -> list[Figure]:
         """The pictures of this result, in the order the CLI writes them."""

@@ -90,14 +90,14 @@ def _steps(configs: dict[str, Path], data: dict[str, Path], images: int, threads
         ("cam-segmentation", lambda: visctl.cam(str(data["seg"]), seg_cfg, method="gradcam,layercam", options=base)),
         ("featmap", lambda: visctl.featmap(classes, cls_cfg, target_layers=["backbone.layer2", "backbone.layer4"],
                                            options=base)),
-        ("tsne", lambda: visctl.embed(cls_cfg, n_iter=500, options=base.replace(cfg_options=[data_root]))),
-        ("pipeline", lambda: visctl.pipeline_views(cls_cfg, number=4, mode="pipeline",
-                                                   options=base.replace(cfg_options=[train_root]))),
+        ("tsne", lambda: visctl.tsne(cls_cfg, n_iter=500, options=base.replace(cfg_options=[data_root]))),
+        ("pipeline", lambda: visctl.pipeline(cls_cfg, number=4, mode="pipeline",
+                                             options=base.replace(cfg_options=[train_root]))),
         ("browse", lambda: visctl.browse(cls_cfg, number=images, options=base.replace(cfg_options=[train_root]))),
-        ("lr", lambda: visctl.schedule(cls_cfg, dataset_size=6000, options=base)),
+        ("lr", lambda: visctl.lr(cls_cfg, dataset_size=6000, options=base)),
         ("boxam", lambda: visctl.boxam(str(data["scenes"]), det_cfg, per_box=True, options=base)),
-        ("slice", lambda: visctl.slice_detect(str(data["big"]), det_cfg, patch_size=128, debug=True, options=base)),
-        ("recon", lambda: visctl.reconstruct(str(data["mae"]), mae_cfg, seed=0, options=base)),
+        ("slice", lambda: visctl.slice(str(data["big"]), det_cfg, patch_size=128, debug=True, options=base)),
+        ("recon", lambda: visctl.recon(str(data["mae"]), mae_cfg, seed=0, options=base)),
     ]
 
 

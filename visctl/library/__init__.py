@@ -9,15 +9,27 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "cam": ("cam", "cam"),
     "featmap": ("featmap", "featmap"),
     "boxam": ("boxam", "boxam"),
-    "slice_detect": ("slice", "slice_detect"),
-    "embed": ("embed", "embed"),
-    "reconstruct": ("reconstruct", "reconstruct"),
-    "schedule": ("schedule", "schedule"),
-    "pipeline_views": ("pipeline", "pipeline_views"),
+    "slice": ("slice", "slice_detect"),
+    "tsne": ("embed", "embed"),
+    "recon": ("reconstruct", "reconstruct"),
+    "lr": ("schedule", "schedule"),
+    "pipeline": ("pipeline", "pipeline_views"),
     "browse": ("browse", "browse"),
     "audit": ("audit", "audit"),
+    "open": ("opened", "open"),
+    "OpenedModel": ("opened", "OpenedModel"),
     "RunOptions": ("_core", "RunOptions"),
     "Session": ("_core", "Session"),
     "Result": ("_core", "Result"),
     "Figure": ("_core", "Figure"),
+}
+
+#: the names of release 0.1 -> the name that replaces each (``visctl.<old>`` warns, and is the same function);
+#: they go in the next release
+DEPRECATED: dict[str, str] = {
+    "slice_detect": "slice",
+    "embed": "tsne",
+    "reconstruct": "recon",
+    "schedule": "lr",
+    "pipeline_views": "pipeline",
 }

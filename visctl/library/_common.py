@@ -28,19 +28,45 @@ class ModelInputs:
     detector: bool = False
 
 
+@dataclass
+class BuiltModel:
+    """A model with what its inputs need (config, pipeline, normalisation), built once: the part of
+    :func:`open_model` that an opened model (:class:`visctl.library.opened.OpenedModel`) keeps between calls."""
+
+    cfg: Any
+    cfg_spec: str
+    checkpoint: str | None  # as given (the config's load_from is resolved in ModelInputs)
+    model: Any
+    summary: dict | None
+    steps: list[dict]
+    pipeline: list[dict] | None  # the config's own test pipeline (qualified), when it has one
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rgb: bool
+    detector: bool
+
+
 def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: list[Path] | None = None,
                ) -> ModelInputs:
     """Load the model and its pipeline, and prepare one example batch from the first readable image.
 
     ``model``: a config file, a model name (``torchvision.resnet18``, ``timm.vit_small_patch16_224``,
-    ``package.module:attr``), a config dict / mmengine ``Config``, or an ``nn.Module`` (used as it is, in
-    eval mode, with ImageNet normalisation and a 224 px resize unless ``ctx``'s config options say more).
+    ``package.module:attr``), a config dict / mmengine ``Config``, an ``nn.Module`` (used as it is, in
+    eval mode, with ImageNet normalisation and a 224 px resize unless ``ctx``'s config options say more), or a
+    model opened by :func:`visctl.open` (its built model reused: nothing is loaded again).
     """
-    import numpy as np
+    from visctl.library.opened import OpenedModel
 
+    if isinstance(model, OpenedModel):
+        return model.inputs(ctx, checkpoint, paths)
+    return model_inputs(ctx, build_model(ctx, model, checkpoint, paths), paths)
+
+
+def build_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: list[Path] | None = None,
+                ) -> BuiltModel:
+    """The first part of :func:`open_model`: the config, the model and its checkpoint, the pipeline and the
+    normalisation (``paths`` only protected as the run's inputs)."""
     from visctl import config, transforms
-    from visctl import images as imgs
-    from visctl.errors import InputError
 
     ctx.protect(*(paths or []), checkpoint)  # before any work: --save-path naming an input is refused now
     module = _as_module(model)
@@ -70,7 +96,7 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
     from visctl.detection import is_torchvision_detector
 
     detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
-    from visctl.models import check_input_size, native_input_size
+    from visctl.models import native_input_size
 
     pipeline = config.test_pipeline(cfg)
     size = config.tool_option(cfg, "input_size")
@@ -104,10 +130,24 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
         detector = True
         steps = [dict(type="OpenMMLabPipeline", pipeline=model.pipeline)]
         mean, std, rgb = model.mean, model.std, model.rgb
+    return BuiltModel(cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint, model=model, summary=summary, steps=steps,
+                      pipeline=pipeline or None, mean=mean, std=std, rgb=rgb, detector=detector)
+
+
+def model_inputs(ctx: Session, built: BuiltModel, paths: list[Path] | None = None) -> ModelInputs:
+    """The second part of :func:`open_model`: one example batch from the first readable image of ``paths``
+    (a blank 256 px image when none is), through the built model's pipeline; its input size checked."""
     import warnings
 
-    from visctl.errors import InputWarning
+    import numpy as np
 
+    from visctl import images as imgs
+    from visctl import transforms
+    from visctl.errors import InputError, InputWarning
+    from visctl.models import check_input_size
+
+    cfg, steps, pipeline, model = built.cfg, built.steps, built.pipeline, built.model
+    mean, std, rgb = built.mean, built.std, built.rgb
     first = None
     for p in paths or []:
         try:
@@ -132,9 +172,9 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
     example = transforms.to_tensor([state], mean, std, rgb).to(ctx.device)
     if steps:
         check_input_size(model, (int(example.shape[2]), int(example.shape[3])), from_pipeline=bool(pipeline))
-    return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=cfg_spec, checkpoint=checkpoint or cfg.get("load_from"),
-                       model=model, summary=summary, steps=steps, mean=mean, std=std, rgb=rgb, example=example,
-                       detector=detector)
+    return ModelInputs(paths=list(paths or []), cfg=cfg, cfg_spec=built.cfg_spec,
+                       checkpoint=built.checkpoint or cfg.get("load_from"), model=model, summary=built.summary,
+                       steps=steps, mean=mean, std=std, rgb=rgb, example=example, detector=built.detector)
 
 
 def pipeline_hint(cfg: Any, step: int | None) -> str:

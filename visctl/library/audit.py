@@ -16,6 +16,7 @@ thumbnails of the worst ``worst`` images are kept, so memory does not grow with 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl.library._common import ModelInputs, batches, open_model
-from visctl.results import Result
+from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
@@ -41,6 +42,17 @@ COMPARED = ("correct", "pointing", "energy", "iou", "border", "entropy")
 
 
 @dataclass(frozen=True)
+class AuditItem:
+    """One audited image: ``path`` and its row of the CSV (``item["pointing"]``, ``item.row``)."""
+
+    path: str
+    row: dict[str, Any] = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.row[key]
+
+
+@dataclass(frozen=True)
 class AuditResult(Result):
     """What :func:`audit` found: ``rows`` (one dict per image, the CSV's columns), ``summary`` (the manifest's
     ``audit``: overall and per-class means, counts, thresholds), the worst images and, with ``compare``, one
@@ -53,6 +65,15 @@ class AuditResult(Result):
     worst: tuple[Kept, ...] = field(default=(), repr=False)
     compare_rows: tuple[dict[str, Any], ...] = field(default=(), repr=False)
     moved: tuple[Kept, ...] = field(default=(), repr=False)
+
+    @functools.cached_property
+    def items(self) -> tuple[AuditItem, ...]:  # type: ignore[override]
+        """One :class:`AuditItem` per audited image, in the run's order."""
+        return tuple(AuditItem(str(r["path"]), r) for r in self.rows)
+
+    def figures(self) -> list[Figure]:
+        """The worst images' thumbnails (and the ones that moved most), as the CLI writes them."""
+        return thumbnails(self.worst, self.moved)
 
     @property
     def overall(self) -> dict[str, Any]:
@@ -666,22 +687,29 @@ def compare_line(row: dict[str, Any]) -> str:
 
 # ---- the report ------------------------------------------------------------------------------------------
 
+def thumbnails(worst: Sequence[Kept], moved: Sequence[Kept]) -> list[Figure]:
+    """The worst images' thumbnails (``worst/NNN_<stem>.png``) and, with a comparison, the images that moved the
+    most (``moved/...``), as the CLI writes them."""
+    from visctl.output.writer import _slug
+
+    figs = [Figure(f"worst/{pos:03d}_{_slug(Path(k.row['path']).stem)}.png", k.thumb,
+                   f"{Path(k.row['path']).name}: {k.row['class']} -> {k.row['predicted_class']}",
+                   {"input": k.row["path"]}) for pos, k in enumerate(worst)]
+    figs += [Figure(f"moved/{pos:03d}_{_slug(Path(k.row['path']).stem)}.png", k.thumb,
+                    f"{Path(k.row['path']).name}: before | after", {"input": k.row["path"]})
+             for pos, k in enumerate(moved)]
+    return figs
+
+
 def write_report(writer: OutputWriter, summary: dict[str, Any], worst: list[Kept], moved: list[Kept]) -> None:
     """The worst images' thumbnails (``worst/``, ``moved/``), ``report.html`` and the manifest's ``audit``."""
     from visctl import audit_page
-    from visctl.output.writer import _slug
 
-    entries = []
-    for pos, k in enumerate(worst):
-        name = f"worst/{pos:03d}_{_slug(Path(k.row['path']).stem)}.png"
-        writer.save_image(name, k.thumb, caption=f"{Path(k.row['path']).name}: {k.row['class']} -> "
-                          f"{k.row['predicted_class']}", input=k.row["path"])
-        entries.append(dict(k.row, thumb=name))
-    movers = []
-    for pos, k in enumerate(moved):
-        name = f"moved/{pos:03d}_{_slug(Path(k.row['path']).stem)}.png"
-        writer.save_image(name, k.thumb, caption=f"{Path(k.row['path']).name}: before | after", input=k.row["path"])
-        movers.append(dict(k.row, thumb=name))
+    figs = thumbnails(worst, moved)
+    for fig in figs:
+        writer.save_image(fig.name, fig.image, caption=fig.caption, **fig.info)
+    entries = [dict(k.row, thumb=fig.name) for k, fig in zip(worst, figs)]
+    movers = [dict(k.row, thumb=fig.name) for k, fig in zip(moved, figs[len(worst):])]
     writer.manifest["audit"] = summary
     page = audit_page.render(summary, entries, movers, writer.manifest.get("params", {}))
     writer.write_output(REPORT, page.encode(), "page", caption="the audit: per class, worst images first")

@@ -75,6 +75,11 @@ class BoxamResult(Result):
     images: tuple[BoxamImage, ...] = ()
     save_raw: bool = field(default=False, repr=False)
 
+    @property
+    def items(self) -> tuple[BoxamImage, ...]:
+        """The images (:attr:`images`), as the result's sequence."""
+        return self.images
+
     def figures(self) -> list[Figure]:
         return [p if isinstance(p, Figure) else p.figure() for p in (img.picture for img in self.images)]
 

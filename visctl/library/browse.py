@@ -34,6 +34,11 @@ class BrowseSample:
     views: tuple[np.ndarray, ...] = field(repr=False)
     masks: tuple[np.ndarray | None, ...] = field(repr=False)
 
+    @property
+    def path(self) -> str:
+        """The sample's file (its :attr:`name`)."""
+        return self.name
+
     def info(self) -> dict[str, Any]:
         """The sample's entry among the manifest's inputs (without its path)."""
         return dict(label=self.label, class_name=self.class_name, caption=self.caption, page=self.page,
@@ -49,6 +54,11 @@ class BrowsePage(Result):
     figure: Figure | None = field(default=None, repr=False)
     samples: tuple[BrowseSample, ...] = ()
     drawing: Drawing | None = field(default=None, repr=False)  # the CLI's page, drawn when written
+
+    @property
+    def items(self) -> tuple[BrowseSample, ...]:
+        """The samples on this page (:attr:`samples`)."""
+        return self.samples
 
     @property
     def picture(self) -> Figure | Drawing | None:
@@ -81,7 +91,13 @@ class BrowseResult(Result):
 
     @property
     def samples(self) -> tuple[BrowseSample, ...]:
+        """Every page's samples, in page order."""
         return tuple(s for p in self.pages for s in p.samples)
+
+    @property
+    def items(self) -> tuple[BrowseSample, ...]:
+        """The samples (:attr:`samples`; :attr:`pages` groups them as drawn), as the result's sequence."""
+        return self.samples
 
     def figures(self) -> list[Figure]:
         return [f for p in self.pages for f in p.figures()]
@@ -216,7 +232,7 @@ def browse(config: Any, *, phase: str = "train", number: int = 32, skip_type: An
         num_workers: DataLoader worker processes.
         channel_order: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``): shown as that,
             so the wrong one swaps the colours as mmpretrain shows them [default: their own order]. One figure
-            per sample (mmpretrain's ``--mode``): :func:`visctl.pipeline_views`.
+            per sample (mmpretrain's ``--mode``): :func:`visctl.pipeline`.
         seed: the random transforms' seed (the same views each run).
         options: how the run writes and reports (:class:`visctl.RunOptions`).
         session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].

@@ -86,12 +86,6 @@ class CamResult(Result):
     flat_maps: tuple[str, ...] = field(default=(), repr=False)
     ranking: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # faithfulness ranking (score=True)
 
-    def __getitem__(self, index: int) -> CamItem:
-        return self.items[index]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
     def figures(self) -> list[Figure]:
         figs = [f for f in (_ranking_figure(list(self.ranking)),) if f is not None]
         return figs + [item.figure for item in self.items if item.figure is not None]

@@ -1,4 +1,4 @@
-"""``visctl.embed``: a model's features of a config's dataset, embedded in 2-D (t-SNE, UMAP or PCA).
+"""``visctl.tsne``: a model's features of a config's dataset, embedded in 2-D (t-SNE, UMAP or PCA).
 
 The work of ``visctl tsne``: sample the dataset per class, pool the chosen layers' outputs, embed them and score
 the embedding (5-NN accuracy in 2-D and in feature space); per layer the scatter plot, the interactive page and
@@ -41,6 +41,11 @@ class LayerEmbedding:
     table: str = field(repr=False)  # the CSV: index, path, label, class, coordinates
 
     @property
+    def path(self) -> str:
+        """The layer's path in the model (its :attr:`label`): a t-SNE's item comes from a layer, not one input."""
+        return self.label
+
+    @property
     def quality(self) -> dict[str, Any]:
         """The manifest's ``quality`` entry of this layer."""
         return dict(knn5_2d=round(self.knn5_2d, 4), knn5_features=round(self.knn5_features, 4), method=self.method,
@@ -67,6 +72,11 @@ class Embedding(Result):
     labels: np.ndarray | None = field(default=None, repr=False)  # each row's class index (-1: none)
     names: tuple[str, ...] = field(default=(), repr=False)  # each row's file
     class_names: tuple[str, ...] = ()
+
+    @property
+    def items(self) -> tuple[LayerEmbedding, ...]:
+        """The layers, one embedding each (:attr:`layers`), as the result's sequence."""
+        return self.layers
 
     @property
     def quality(self) -> dict[str, dict[str, Any]]:
@@ -273,7 +283,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
                   n_iter_without_progress=n_iter_without_progress,
                   test_cfg=test_cfg if test_cfg is None or isinstance(test_cfg, str) else str(test_cfg),
                   vis_stage=stage.value if stage else None)
-    title_stem = Path(mi.cfg_spec).stem if isinstance(model, (str, Path)) else "model"
+    title_stem = Path(mi.cfg_spec).stem if mi.cfg_spec not in ("<nn.Module>", "<config>") else "model"
     return EmbedPlan(mi, dataset, samples, indices, layers, names, inputs_of, extra, params, notes, title_stem,
                      dict(method=how, perplexity=perplexity, n_iter=n_iter, learning_rate=lr_value,
                           early_exaggeration=early_exaggeration, metric=metric, seed=seed, n_components=n_components,

@@ -75,6 +75,11 @@ class FeatmapResult(Result):
     save_raw: bool = field(default=False, repr=False)
     flat_maps: tuple[str, ...] = field(default=(), repr=False)
 
+    @property
+    def items(self) -> tuple[FeatmapImage, ...]:
+        """The images (:attr:`images`), as the result's sequence."""
+        return self.images
+
     def figures(self) -> list[Figure]:
         return [layer.figure for img in self.images for layer in img.layers]
 

@@ -1,4 +1,4 @@
-"""``visctl.pipeline_views``: a config's data pipeline applied to its dataset or to given images, step by step.
+"""``visctl.pipeline``: a config's data pipeline applied to its dataset or to given images, step by step.
 
 Each sample gives its original, the image after every step that changes it (the step names beside them) and
 its final view(s), as RGB ``uint8`` arrays; its figure is the one ``visctl pipeline`` draws, under the name the
@@ -107,6 +107,16 @@ class PipelineView(Result):
     images: tuple[tuple[np.ndarray, ...], ...] = field(default=(), repr=False)
     figure: Figure | None = field(default=None, repr=False)
 
+    @property
+    def path(self) -> str:
+        """The sample's file (its :attr:`name`)."""
+        return self.name
+
+    @property
+    def items(self) -> tuple[PipelineView, ...]:
+        """A one-sample result: its one item is itself."""
+        return (self,)
+
     def figures(self) -> list[Figure]:
         return [self.figure] if self.figure is not None else []
 
@@ -124,6 +134,11 @@ class PipelineResult(Result):
 
     samples: tuple[PipelineView, ...] = ()
     mode: str = "concat"
+
+    @property
+    def items(self) -> tuple[PipelineView, ...]:
+        """The samples (:attr:`samples`), as the result's sequence."""
+        return self.samples
 
     def figures(self) -> list[Figure]:
         return [f for s in self.samples for f in s.figures()]

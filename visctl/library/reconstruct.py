@@ -1,4 +1,4 @@
-"""``visctl.reconstruct``: what a masked-image model (MAE, SimMIM, MaskFeat) rebuilds of each image, and what
+"""``visctl.recon``: what a masked-image model (MAE, SimMIM, MaskFeat) rebuilds of each image, and what
 a token-target one (BEiT v1/v2, CAE) predicts of it.
 
 Per image: the patch mask, the original and masked input, the reconstruction (pixels; MaskFeat: HOG cells),
@@ -100,6 +100,11 @@ class Reconstructions(Result):
     images: tuple[ReconImage, ...] = ()
     kind: str = ""
     save_raw: bool = False
+
+    @property
+    def items(self) -> tuple[ReconImage, ...]:
+        """The images (:attr:`images`), as the result's sequence."""
+        return self.images
 
     @property
     def mse(self) -> list[float | None]:

@@ -1,4 +1,4 @@
-"""``visctl.schedule``: the learning rate, momentum and weight decay of every param group, as training steps them.
+"""``visctl.lr``: the learning rate, momentum and weight decay of every param group, as training steps them.
 
 The values are what mmengine's ``Runner.train()`` gives its optimizer at each iteration (see
 :mod:`visctl.schedules`); the figure is the one ``visctl lr`` draws, and ``result.save(folder)`` writes what
@@ -71,6 +71,21 @@ def _no_values() -> np.ndarray:
     return np.zeros((0, 0))
 
 
+@dataclass(frozen=True, eq=False)
+class ScheduleGroup:
+    """One distinct param group of a schedule: its values at every iteration (read-only ``(iterations,)`` arrays).
+
+    ``path`` is the group's label (the name its columns carry in ``lr.csv``): a schedule's item comes from a
+    param group, not from one input; ``members`` are the parameter names in it.
+    """
+
+    path: str
+    members: tuple[str, ...] = field(repr=False)
+    lr: np.ndarray = field(repr=False)
+    momentum: np.ndarray | None = field(repr=False)  # momentum or Adam's beta1; None when the optimizer has neither
+    weight_decay: np.ndarray = field(repr=False)
+
+
 @dataclass(frozen=True)
 class ScheduleResult(Result):
     """Every iteration's values of every distinct param group, and the figure ``visctl lr`` draws of them.
@@ -97,6 +112,19 @@ class ScheduleResult(Result):
     plot_options: dict[str, Any] = field(default_factory=dict, repr=False)  # window, style, log_scale
     png: bytes = field(default=b"", repr=False)  # the figure as the CLI writes lr.png
     simulate_s: float = field(default=0.0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # the groups as items, made once (their columns are views of the frozen arrays)
+        object.__setattr__(self, "_items", tuple(
+            ScheduleGroup(label, tuple(self.members[g]) if g < len(self.members) else (), self.lr[:, g],
+                          None if self.momentum is None else self.momentum[:, g], self.weight_decay[:, g])
+            for g, label in enumerate(self.groups)))
+
+    @property
+    def items(self) -> tuple[ScheduleGroup, ...]:
+        """One :class:`ScheduleGroup` per column of :attr:`groups`, as the result's sequence."""
+        return self.__dict__["_items"]
 
     @property
     def values(self) -> dict[str, np.ndarray]:

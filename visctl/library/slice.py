@@ -1,4 +1,4 @@
-"""``visctl.slice_detect``: sliced inference over huge images -- tiles in batches, merged boxes in original
+"""``visctl.slice``: sliced inference over huge images -- tiles in batches, merged boxes in original
 pixels, COCO-style results, and the pictures ``visctl slice`` draws (boxes; with ``debug``, the tile grid).
 
 The one code path of ``visctl slice``: :func:`prepare` loads the detector, :func:`iter_slice` yields one
@@ -53,13 +53,18 @@ class SliceImage:
 
 @dataclass(frozen=True)
 class SliceResult(Result):
-    """What :func:`visctl.slice_detect` returns: one :class:`SliceImage` per image, and every box as a
+    """What :func:`visctl.slice` returns: one :class:`SliceImage` per image, and every box as a
     COCO-style record (``results``: what ``results.json`` holds)."""
 
     command: ClassVar[str] = "slice"
 
     images: tuple[SliceImage, ...] = ()
     results: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    @property
+    def items(self) -> tuple[SliceImage, ...]:
+        """The images (:attr:`images`), as the result's sequence."""
+        return self.images
 
     def figures(self) -> list[Figure]:
         return [fig for img in self.images for fig in img.images]

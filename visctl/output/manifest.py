@@ -9,6 +9,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from visctl.errors import OutputError
@@ -30,7 +31,7 @@ def to_json(obj: Any, indent: int | None = 2) -> str:
 def _finite(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
+    if isinstance(obj, (dict, MappingProxyType)):  # a frozen result's dicts are mapping proxies
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]

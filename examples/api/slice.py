@@ -11,8 +11,8 @@ from visctl.shapes import make_scene
 ROOT = Path(__file__).resolve().parents[2]
 
 scene = make_scene(7, 512, n_objects=12, min_side=12, max_side=24)  # RGB numpy image with 12 small shapes
-result = visctl.slice_detect(scene.image, ROOT / "examples" / "demo_detector" / "config.py", patch_size=128,
-                             debug=True, options=visctl.RunOptions(device="cpu"))
+result = visctl.slice(scene.image, ROOT / "examples" / "demo_detector" / "config.py", patch_size=128,
+                      debug=True, options=visctl.RunOptions(device="cpu"))
 img = result.images[0]
 print(f"{len(img.tiles)} tiles, {img.boxes_before_merge} boxes before the merge, {len(img.boxes)} after "
       f"({len(scene.boxes)} objects)")

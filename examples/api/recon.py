@@ -10,7 +10,7 @@ from visctl.shapes import make_scene
 
 config = Path(__file__).resolve().parents[1] / "demo_mae" / "config.py"
 image = make_scene(7, size=64).image  # an RGB uint8 array; paths, folders and PIL images work too
-result = visctl.reconstruct(image, str(config), mask_ratio=0.75, seed=0)
+result = visctl.recon(image, str(config), mask_ratio=0.75, seed=0)
 for item in result.images:
     print(f"{item.path.name}: masked-patch MSE {item.mse:.4f} (mean fill {item.mean_fill_mse:.4f}), "
           f"{item.mask.sum()} of {item.mask.size} patches masked")

@@ -13,7 +13,7 @@ config = dict(
     train_cfg=dict(by_epoch=True, max_epochs=20),
     train_dataloader=dict(batch_size=32),
 )
-result = visctl.schedule(config, dataset_size=50_000, ngpus=8, title="warm-up + cosine")
+result = visctl.lr(config, dataset_size=50_000, ngpus=8, title="warm-up + cosine")
 print(result.rule, "-", result.total_iters, "iterations")
 print("lr at the start of epochs 0, 2, 10:", result.epoch_values()["lr"][[0, 2, 10]])
 out = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp()
