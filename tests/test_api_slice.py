@@ -13,8 +13,9 @@ import pytest
 from conftest import ROOT, manifest
 
 import visctl
-from visctl import detection, output
+from visctl import detection
 from visctl.images import read_image
+from visctl.output.manifest import to_json
 from visctl.shapes import make_scene
 
 DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"
@@ -39,7 +40,7 @@ def test_boxes_equal_the_cli_results_and_save_writes_the_cli_files(invoke, big, 
     assert run.exit_code == 0, run.output
     res = visctl.slice_detect(path, DET_CFG, patch_size=128, debug=True, save_patch=True, max_side=300,
                               options=CPU)
-    assert (cli / "results.json").read_text() == output.to_json(list(res.results), indent=1)  # frozen: tuples, proxies
+    assert (cli / "results.json").read_text() == to_json(list(res.results), indent=1)  # frozen: tuples, proxies
     img = res.images[0]
     assert img.size == (384, 384) and len(img.tiles) == len(detection.tiles(384, 384, 128, 0.25))
     assert img.boxes.dtype == np.float32 and img.boxes.shape == (len(res.results), 4)

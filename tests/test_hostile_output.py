@@ -51,6 +51,7 @@ def _line(command: str, data: Path, cfg: Path, out: Path) -> list:
         "browse": ["browse", cfg, "--number", "-1", "--rows", "1", "--cols", "1"],
         "tsne": ["tsne", cfg, "--method", "pca"],
         "lr": ["lr", DEMO_CFG, "--dataset-size", "100", "--csv", out / "lr.csv"],
+        "audit": ["audit", DEMO_CFG, "--data", data, "--batch-size", "2", "--worst", "2"],
         "demo": ["demo", "--images", "4"],
     }
     assert command in lines, f"add a command line for {command} to test_hostile_output._line"

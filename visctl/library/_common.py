@@ -46,6 +46,14 @@ class BuiltModel:
     detector: bool
 
 
+class Opened:
+    """What :func:`open_model` reuses instead of building: a model opened once (``visctl.open``'s
+    :class:`~visctl.library.opened.OpenedModel` derives from it, so this module needs not import that one)."""
+
+    def inputs(self, ctx: Session, checkpoint: str | None, paths: list[Path] | None) -> ModelInputs:
+        raise NotImplementedError
+
+
 def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: list[Path] | None = None,
                ) -> ModelInputs:
     """Load the model and its pipeline, and prepare one example batch from the first readable image.
@@ -55,9 +63,7 @@ def open_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: l
     eval mode, with ImageNet normalisation and a 224 px resize unless ``ctx``'s config options say more), or a
     model opened by :func:`visctl.open` (its built model reused: nothing is loaded again).
     """
-    from visctl.library.opened import OpenedModel
-
-    if isinstance(model, OpenedModel):
+    if isinstance(model, Opened):
         return model.inputs(ctx, checkpoint, paths)
     return model_inputs(ctx, build_model(ctx, model, checkpoint, paths), paths)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visctl.library._common import Opened
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def open(model: Any, checkpoint: str | Path | None = None, *,  # visctl.open: a 
     return OpenedModel(built, options, session)
 
 
-class OpenedModel:
+class OpenedModel(Opened):
     """A built model with its inputs' settings (see :func:`open`); its methods are the model commands."""
 
     def __init__(self, built: BuiltModel, options: RunOptions, session: Session) -> None:
