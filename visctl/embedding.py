@@ -250,6 +250,12 @@ def effective_perplexity(perplexity: float, n: int) -> float:
     return perplexity if perplexity * 3 < n else max(1.0, (n - 1) / 3.0)
 
 
+def max_components(samples: int, dims: int) -> int:
+    """The most dimensions ``samples`` points of ``dims`` features can be embedded in without a column of zeros:
+    centred, ``n`` points span at most ``n - 1`` dimensions; never fewer than the plot's 2."""
+    return max(2, min(samples - 1, dims))
+
+
 def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0, n_iter: int = 1000,
           learning_rate: float | str = "auto", early_exaggeration: float = 12.0, metric: str = "euclidean",
           seed: int = 0, threads: int = 1, warn: Any = None, n_components: int = 2, init: str = "pca",
@@ -257,8 +263,9 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
     """Project features to ``n_components`` dimensions; returns the coordinates and a description of what ran.
 
     t-SNE uses openTSNE with FFT gradients when installed (its "auto" would pick the slower Barnes-Hut
-    below 10,000 points; FFT exists for 1 and 2 dimensions only, so more take Barnes-Hut), else
-    scikit-learn after PCA to 50 dimensions (Barnes-Hut below 4 dimensions, the exact method above).
+    below 10,000 points; FFT exists for 1 and 2 dimensions only, so 3 take Barnes-Hut), else (or for more than
+    3 dimensions, where openTSNE's Barnes-Hut grows as 2^d) scikit-learn after PCA to 50 dimensions (Barnes-Hut
+    below 4 dimensions, the exact method above). ``n_components`` must not exceed :func:`max_components`.
     ``init`` (pca or random) is the starting layout; ``n_iter_without_progress`` is scikit-learn's
     early stop and has no openTSNE counterpart. Every method is seeded.
     """
@@ -272,14 +279,17 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
         raise VisctlError(f"--n-components {n_components}: the plot needs 2 dimensions", hint="use 2 or more")
     if init not in ("pca", "random"):
         raise VisctlError(f"--init {init!r}", hint="use pca or random")
+    if x.shape[1] < 2:
+        raise VisctlError(f"features of {x.shape[1]} dimension: a 2-D picture needs at least 2",
+                          hint="choose a layer with more channels (--target-layers)")
+    most = max_components(n, x.shape[1])
+    if n_components > most:  # a caller that did not settle it (library.embed lowers it with a warning)
+        raise VisctlError(f"--n-components {n_components}: {n} samples of {x.shape[1]} features span at most "
+                          f"{most} dimensions", hint=f"use --n-components {most} or fewer, or embed more samples")
     if method is EmbedMethod.pca or n < 4:
         from sklearn.decomposition import PCA
 
-        k = min(n_components, x.shape[1], n)
-        out = PCA(n_components=k, random_state=seed).fit_transform(x)
-        if out.shape[1] < n_components:  # fewer samples or feature dimensions than asked: zero columns
-            out = np.pad(out, ((0, 0), (0, n_components - out.shape[1])))
-        return out, "PCA"
+        return PCA(n_components=n_components, random_state=seed).fit_transform(x), "PCA"
     if method is EmbedMethod.umap:
         try:
             import umap
@@ -299,7 +309,7 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
         import openTSNE
     except ImportError:
         openTSNE = None
-    if openTSNE is not None:
+    if openTSNE is not None and n_components <= 3:  # its Barnes-Hut above 3 dimensions grows as 2^d (and segfaults)
         if n_iter_without_progress is not None and warn:
             warn("--n-iter-without-progress does not apply to openTSNE (it runs every iteration); it is "
                  "scikit-learn's early stop, used when openTSNE is not installed")
@@ -376,7 +386,8 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
     input of the head's last linear layer).
 
     Features stream to disk batch by batch, so 100,000 images x 2048 dims need no more memory than one
-    batch. Returns ``dict(features={label: path}, rows=[dataset index per row], labels, names, failures)``.
+    batch. Returns ``dict(features={label: path}, rows=[dataset index per row], labels, names, failures,
+    tokens=[the labels whose outputs were tokens])``.
     When extraction stops (an interrupt, a full disk, an error), the half-filled files are removed.
     ``on_done(paths)`` (a run recording the files in its manifest) is called once they are complete, in the same
     uninterrupted step as their completion: an interrupt leaves either no file or every file recorded.
@@ -398,6 +409,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
     names: list[str] = []
     failures: list[tuple[str, str]] = []
     pending: list[dict] = []
+    tokens: set[str] = set()  # the layers whose outputs were tokens (their extra tokens left out of the pooling)
     done = False
 
     def flush() -> None:
@@ -407,6 +419,8 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
         batch = transforms.to_tensor(states, mean, std, rgb).to(device)
         feats = featmaps.capture(model, layers, batch, inputs_of=inputs_of)
         for label, t in feats.items():
+            if t.ndim == 3:
+                tokens.add(label)
             vec = pool(t, pooling, extra_tokens).cpu().numpy().astype(np.float32)
             if label not in files:
                 name = f"{prefix}_{file_tag(label)}.npy"
@@ -457,7 +471,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             path.unlink(missing_ok=True)
             path.with_name(f".{path.name}.part").unlink(missing_ok=True)
         raise
-    return dict(features=paths, rows=rows, labels=labels, names=names, failures=failures)
+    return dict(features=paths, rows=rows, labels=labels, names=names, failures=failures, tokens=sorted(tokens))
 
 
 def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
@@ -473,7 +487,8 @@ def merge_shards(shards: list[dict], out_dir: Any) -> dict[str, Any]:
     result: dict[str, Any] = dict(rows=[e[0] for e in entries], features={},
                                   labels=[shards[r]["labels"][k] for _, r, k in entries],
                                   names=[shards[r]["names"][k] for _, r, k in entries],
-                                  failures=[f for sh in shards for f in sh["failures"]])
+                                  failures=[f for sh in shards for f in sh["failures"]],
+                                  tokens=sorted({t for sh in shards for t in sh.get("tokens", ())}))
     labels = sorted({lab for sh in shards for lab in sh["features"]})
     for label in labels:
         parts = [np.load(sh["features"][label], mmap_mode="r", allow_pickle=False) for sh in shards]

@@ -183,6 +183,16 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
         raise VisctlError(f"--learning-rate {learning_rate!r}: the step must be a positive number",
                           hint="a number such as 200, or auto (the sample count / 12)")
     embedding.check_metric(how, metric)
+    # an option the method does not take: said before the model loads (a value left at its default says nothing)
+    given = {"--perplexity": (perplexity, 30.0), "--n-iter": (n_iter, 1000), "--learning-rate": (lr_value, "auto"),
+             "--early-exaggeration": (early_exaggeration, 12.0), "--n-iter-without-progress": (n_iter_without_progress,
+                                                                                              None),
+             "--metric": (metric, "euclidean"), "--init": (init, "pca")}
+    unused = [f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+              for flag, (value, default) in given.items() if flag not in METHOD_OPTIONS[how.value] and value != default]
+    if unused:
+        raise VisctlError(f"--method {how.value} does not use {', '.join(unused)}",
+                          hint=f"leave {'it' if len(unused) == 1 else 'them'} out, or use --method tsne, which does")
     notes = list(notes or [])
     for note in notes:
         session.warn(note)
@@ -275,12 +285,20 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
     if extra is None:
         extra = embedding.guess_extra_tokens(mi.model, [pr.shape_of(module_of.get(n, n)) for n in names], in_hw)
     layers = {n: models.find_layer(mi.model, module_of.get(n, n))[1] for n in names}
+    takes = METHOD_OPTIONS[how.value]  # the others are recorded as not used (None)
     params = dict(config=mi.cfg_spec, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
-                  pooling=pool_mode.value, method=how.value, perplexity=perplexity, n_iter=n_iter,
+                  pooling=pool_mode.value, method=how.value, method_requested=how.value,
+                  perplexity=perplexity if "--perplexity" in takes else None,
+                  n_iter=n_iter if "--n-iter" in takes else None,
+                  learning_rate=lr_value if "--learning-rate" in takes else None,
+                  early_exaggeration=early_exaggeration if "--early-exaggeration" in takes else None,
+                  metric=metric if "--metric" in takes else None,
                   seed=seed, samples=None, world_size=world_size,
                   max_num_class=max_num_class, max_num_samples_per_class=max_num_samples_per_class,
-                  n_components=n_components, init=init,
-                  n_iter_without_progress=n_iter_without_progress,
+                  n_components=n_components, n_components_requested=n_components,
+                  init=init if "--init" in takes else None,
+                  n_iter_without_progress=n_iter_without_progress if "--n-iter-without-progress" in takes else None,
+                  num_extra_tokens=extra,
                   test_cfg=test_cfg if test_cfg is None or isinstance(test_cfg, str) else str(test_cfg),
                   vis_stage=stage.value if stage else None)
     title_stem = Path(mi.cfg_spec).stem if mi.cfg_spec not in ("<nn.Module>", "<config>") else "model"
@@ -288,7 +306,8 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
                      dict(method=how, perplexity=perplexity, n_iter=n_iter, learning_rate=lr_value,
                           early_exaggeration=early_exaggeration, metric=metric, seed=seed, n_components=n_components,
                           init=init, n_iter_without_progress=n_iter_without_progress, legend=legend,
-                          marker_size=marker_size, thumbnails=thumbnails, title=title, pooling=pool_mode))
+                          marker_size=marker_size, thumbnails=thumbnails, title=title, pooling=pool_mode,
+                          num_extra_tokens=num_extra_tokens))
 
 
 def extract(session: Session, p: EmbedPlan, out_dir: Path, *, batch_size: int = 32, num_workers: int = 0,
@@ -319,7 +338,7 @@ def extract(session: Session, p: EmbedPlan, out_dir: Path, *, batch_size: int = 
     if world > 1:
         import torch.distributed as dist
 
-        meta = {k: result[k] for k in ("rows", "labels", "names", "failures")}
+        meta = {k: result[k] for k in ("rows", "labels", "names", "failures", "tokens")}
         meta["features"] = {k: str(v) for k, v in result["features"].items()}
         gathered: list = [None] * world
         dist.all_gather_object(gathered, meta)
@@ -333,21 +352,79 @@ def extract(session: Session, p: EmbedPlan, out_dir: Path, *, batch_size: int = 
     return result
 
 
-def settle_perplexity(session: Session, p: EmbedPlan, samples: int) -> None:
-    """t-SNE needs 3 x perplexity neighbours of each point: lower the perplexity for few samples (said once,
-    recorded in the plan's params and notes)."""
-    from visctl import embedding
+# the options each --method takes (library.embed's names are the CLI's); the others are errors when given
+METHOD_OPTIONS: dict[str, frozenset[str]] = {
+    "tsne": frozenset({"--perplexity", "--n-iter", "--learning-rate", "--early-exaggeration", "--n-iter-without-progress",
+                       "--metric", "--init"}),
+    "umap": frozenset({"--metric", "--init"}),
+    "pca": frozenset(),
+}
+# the params settle() may change once the features are extracted
+SETTLED = ("method", "method_requested", "perplexity", "perplexity_requested", "n_iter", "learning_rate",
+           "early_exaggeration", "metric", "init", "n_iter_without_progress", "n_components", "n_components_requested",
+           "num_extra_tokens", "samples")
 
-    asked = p.opts["perplexity"]
+
+def settle(session: Session, p: EmbedPlan, ext: dict[str, Any], dims: dict[str, int]) -> None:
+    """What the embedding can use on the extracted samples (``dims``: each layer's feature size), each change said
+    once and recorded in the plan's params and notes: PCA for fewer than 4 samples (t-SNE and UMAP need more), a
+    lower perplexity for few samples, fewer components than samples or features, extra tokens only for token
+    outputs."""
+    from visctl import embedding
+    from visctl.choices import EmbedMethod
+
+    def say(message: str) -> None:
+        p.notes.append(message)
+        session.warn(message)
+
+    samples = len(ext["rows"])
+    o = p.opts
+    asked_method = EmbedMethod(p.params["method_requested"])
+    if asked_method is not EmbedMethod.pca and 2 <= samples < 4:  # fewer than 2: embedding.embed's error
+        given = sorted(METHOD_OPTIONS[asked_method.value])
+        say(f"{samples} samples: too few for --method {asked_method.value} (it needs 4), so PCA embedded them "
+            f"({', '.join(given)} not used)")
+        o["method"] = EmbedMethod.pca
+    method = o["method"]
+    takes = METHOD_OPTIONS[method.value]
+    for key, flag in (("n_iter", "--n-iter"), ("learning_rate", "--learning-rate"), ("metric", "--metric"),
+                      ("early_exaggeration", "--early-exaggeration"), ("init", "--init"),
+                      ("n_iter_without_progress", "--n-iter-without-progress")):
+        p.params[key] = o[key] if flag in takes else None
+    asked = o["perplexity"]
     used = asked
-    if p.opts["method"] is embedding.EmbedMethod.tsne and samples >= 4:  # fewer: PCA (embedding.embed)
+    if method is EmbedMethod.tsne:
         used = embedding.effective_perplexity(asked, samples)
         if used != asked:
-            p.notes.append(f"--perplexity {asked:g} lowered to {used:.2f} for {samples} samples (t-SNE needs "
-                           "3 x perplexity neighbours of each)")
-            session.warn(p.notes[-1])
-    p.opts["used_perplexity"] = used
-    p.params.update(perplexity=used, perplexity_requested=asked, samples=samples)
+            say(f"--perplexity {asked:g} lowered to {used:.2f} for {samples} samples (t-SNE needs 3 x perplexity "
+                "neighbours of each)")
+    o["used_perplexity"] = used
+    p.params.update(method=method.value, perplexity=used if method is EmbedMethod.tsne else None,
+                    perplexity_requested=asked if asked_method is EmbedMethod.tsne else None, samples=samples)
+    # components: n centred points span n - 1 dimensions, d features d; more would be columns of zeros
+    want = p.params["n_components_requested"]
+    if dims and samples >= 2:
+        label, d = min(dims.items(), key=lambda kv: embedding.max_components(samples, kv[1]))
+        most = embedding.max_components(samples, d)
+        if want > most:
+            say(f"--n-components {want} lowered to {most}: {samples} samples of {d} features ({label}) span at most "
+                f"{most} dimensions")
+        o["n_components"] = min(want, most)
+        if samples == 2:
+            say("2 samples lie on one line: the second coordinate is 0 (embed more samples for a 2-D picture)")
+    p.params["n_components"] = o["n_components"]
+    if method is EmbedMethod.tsne and o["n_components"] <= 3 and p.params["n_iter_without_progress"] is not None:
+        try:  # openTSNE has no early stop (embedding.embed says so), scikit-learn's t-SNE does
+            import openTSNE  # noqa: F401
+
+            p.params["n_iter_without_progress"] = None
+        except ImportError:
+            pass
+    if not ext.get("tokens"):  # no layer gave tokens: nothing to leave out of the pooling
+        if o["num_extra_tokens"] is not None:
+            say(f"--num-extra-tokens {o['num_extra_tokens']} not used: the outputs of {', '.join(dims) or 'the layers'} "
+                "are feature maps or vectors, not tokens")
+        p.params["num_extra_tokens"] = None
 
 
 def list_features(writer: OutputWriter, features: dict[str, Any]) -> None:
@@ -362,11 +439,13 @@ def list_features(writer: OutputWriter, features: dict[str, Any]) -> None:
 def write_run(session: Session, p: EmbedPlan, ext: dict[str, Any], writer: OutputWriter, extract_s: float) -> None:
     """Write an extraction as ``visctl tsne`` does: the features first (listed whatever happens to the embedding),
     the inputs and the skipped ones, each layer's embedding as it is done, the labels, notes, quality, timing."""
+    import numpy as np
 
     from visctl.output.writer import uninterrupted
 
-    settle_perplexity(session, p, len(ext["rows"]))
-    writer.manifest["params"].update({k: p.params[k] for k in ("perplexity", "perplexity_requested", "samples")})
+    settle(session, p, ext, {label: int(np.load(path, mmap_mode="r", allow_pickle=False).shape[1])
+                             for label, path in ext["features"].items()})
+    writer.manifest["params"].update({k: p.params[k] for k in SETTLED})
     if not ext.get("listed"):
         with uninterrupted():  # every layer's features listed, or none
             list_features(writer, ext["features"])
@@ -501,7 +580,7 @@ def embed(model: Any, checkpoint: str | None = None, *, phase: str | None = None
         features = {label: np.array(np.load(path, allow_pickle=False)) for label, path in ext["features"].items()}
     for name, message in ext["failures"]:
         session.skip(name, message)
-    settle_perplexity(session, p, len(ext["rows"]))
+    settle(session, p, ext, {label: int(f.shape[1]) for label, f in features.items()})
     layers = tuple(iter_layers(session, p, ext, features))
     params = dict(p.params, max_pixels=session.max_pixels) if session.max_pixels is not None else p.params
     return Embedding(params=params, inputs=tuple(dict(path=n) for n in ext["names"]),
