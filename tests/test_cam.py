@@ -501,7 +501,10 @@ def test_every_method_explains_the_clean_top_class_and_json_stays_clean(invoke, 
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["status"] == "ok" and doc["params"]["methods"] == [m.value for m in Method]
-    assert "target_layers is ignored in FullGrad" in result.stderr  # grad-cam's print, moved to stderr
+    # grad-cam's own print is replaced by visctl's note (kept in the manifest), once
+    assert "target_layers is ignored in FullGrad" not in result.output
+    assert [n for n in doc["notes"] if n.startswith("fullgrad uses no target layer")], doc["notes"]
+    assert doc["params"]["target_layers_ignored_by"] == ["fullgrad"]
     assert len(captions) == 4
     for inp, caps in zip(doc["inputs"], captions.values()):
         want = category or labels[inp["path"].rsplit("/", 1)[-1]]

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -287,8 +288,12 @@ class CamEngine:
             # the targets' scores are computed outside the forward, hence enable_grad
             with torch.enable_grad(), library_calls(), autocast:
                 reshape = make_reshape(self.layout, self.max_shape, self.absolute)
-                cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
-                                     reshape_transform=reshape, **kwargs)
+                # FullGrad prints "Warning: target_layers is ignored in FullGrad..." as it is built: visctl says
+                # so itself, once, in its own words (visctl.library.cam's _say_layerless)
+                with contextlib.redirect_stdout(io.StringIO()) if self.method is Method.fullgrad \
+                        else contextlib.nullcontext():
+                    cam = _gradcam.build(_gradcam.cam_class(self.cls_name), wrapped, self.layers,
+                                         reshape_transform=reshape, **kwargs)
                 if self.method is Method.scorecam:
                     cam.batch_size = self.batch_size
                 unsure: set[int] = set()

@@ -148,7 +148,7 @@ def flat(m: np.ndarray, reference: float) -> bool:
     return float(values.max() - values.min()) <= max(1e-6 * reference, 1e-12)
 
 
-def why_flat(raw: torch.Tensor, mode: Reduction, module: Any) -> tuple[str, str]:
+def why_flat(raw: torch.Tensor, mode: Reduction, module: Any, difference: bool = False) -> tuple[str, str]:
     """Why a flat map (:func:`flat`) of one image's feature is flat, from what is true of that feature, and
     what to try: ``(reason, hint)``.
 
@@ -156,8 +156,13 @@ def why_flat(raw: torch.Tensor, mode: Reduction, module: Any) -> tuple[str, str]
         raw: the layer's output for the image, (C, H, W), before ``--use-norm``.
         mode: the channel reduction that made the map.
         module: the layer's module (for a ``nn.Sequential``, its last module produced the output).
+        difference: ``raw`` is model A's output minus model B's (``--compare``'s A-B, or its absolute value):
+            the reasons are about the two models, not about the layer.
     """
     from torch import nn
+
+    if difference:
+        return why_flat_difference(raw, mode)
 
     if raw.shape[-2] * raw.shape[-1] == 1:
         return ("the layer's output has one spatial position (1x1): nothing in it varies across the image",
@@ -186,6 +191,24 @@ def why_flat(raw: torch.Tensor, mode: Reduction, module: Any) -> tuple[str, str]
                 "another layer")
     return ("the channels of the layer's output vary across the image, but their mean does not",
             "try --channel-reduction select_max or pixel_wise_max, or --use-norm")
+
+
+def why_flat_difference(diff: torch.Tensor, mode: Reduction) -> tuple[str, str]:
+    """:func:`why_flat` of ``--compare``'s A-B (or |A-B|) map: what is true of the two models at the layer."""
+    finite = diff[diff.isfinite()]
+    peak = float(finite.abs().max()) if finite.numel() else 0.0
+    if peak == 0.0:
+        return ("A and B are equal at this layer (their outputs are identical for this image)",
+                "compare models whose weights differ at or before this layer (or another layer)")
+    if diff.shape[-2] * diff.shape[-1] == 1:
+        return ("the layer's output has one spatial position (1x1): where A and B differ cannot vary across "
+                "the image", "pick an earlier layer, whose output is a map")
+    spread = float((diff.amax(dim=(1, 2)) - diff.amin(dim=(1, 2))).nan_to_num(0.0).max())
+    if spread <= max(1e-6 * peak, 1e-12):
+        return ("A and B differ by the same amount at every position of the image (in every channel)",
+                "try another layer (or another image)")
+    return ("A and B differ at some positions in some channels, but the drawn map of their difference does not "
+            "vary across the image", "try another --channel-reduction or --topk, or another layer")
 
 
 @dataclass

@@ -56,9 +56,10 @@ def background_index(names: list[str] | None, model: nn.Module) -> int | None:
     return 0 if type(model).__module__.startswith("torchvision.models.segmentation") else None
 
 
-def default_layer(pr: Probe, num_classes: int) -> str:
+def default_layer(pr: Probe, num_classes: int, inferred: bool = False) -> str:
     """The last spatial feature map before the segmentation head (``backbone.layer4`` on torchvision's FCN and
-    DeepLabV3, as grad-cam's segmentation tutorial uses), never the logits layer itself."""
+    DeepLabV3, as grad-cam's segmentation tutorial uses), never the logits layer itself. ``inferred``: the
+    task was taken from the per-pixel output (not given), so the error says what is known, not "segmentation"."""
     from visctl.errors import LayerError
 
     spatial = [(n, s) for n, s in pr.order if n and isinstance(s, tuple) and len(s) == 4 and min(s[2:]) > 1]
@@ -68,8 +69,13 @@ def default_layer(pr: Probe, num_classes: int) -> str:
     for name, shape in reversed(spatial):
         if shape[1] != num_classes and not name.startswith(_HEAD_PREFIXES):
             return name
-    raise LayerError("cannot choose a default target layer of this segmentation model",
-                     hint="name one with --target-layers (--preview-model lists them)")
+    out = pr.shape_of("")
+    output = f" {tuple(out)}" if isinstance(out, tuple) else ""
+    raise LayerError(f"cannot choose a default target layer: the model's output is per pixel{output} "
+                     f"({num_classes} values at each position) and no layer before it gives another spatial map"
+                     + (", so visctl took the model for segmentation" if inferred else ""),
+                     hint="name one with --target-layers (--preview-model lists them)"
+                     + ("; give --task to say what the model does" if inferred else ""))
 
 
 def _stage(name: str, spatial: list[tuple[str, Any]]) -> str:

@@ -280,12 +280,14 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
         # call's forward is also the detection: its boxes become the targets of its own backward
         kept: list[dict[str, Any]] = []
         maps_per_image: list[list] = [[] for _ in group]
+        slot_targets: list[list] = []  # each CAM call's targets (filled by its forward): to recompute uncapped
         slot = 0
         while slot == 0 or (per_box and slot < max((len(k["scores"]) for k in kept), default=0)):
             sel = slice(slot, slot + 1) if per_box else slice(None)
             targets = [(plan.target or detection.BoxScoreTarget)() for _ in group]
             found = functools.partial(_take_boxes, kept=kept, targets=targets, sel=sel, opts=o, device=ctx.device)
             maps, _ = plan.engine(tensor, targets, on_output=found)
+            slot_targets.append(targets)
             for i in range(len(group)):
                 if not per_box or slot < len(kept[i]["scores"]):
                     maps_per_image[i].append(maps[i])
@@ -310,8 +312,7 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
                 ctx.warn(f"{p.name}: no box scores >= {o['score_thr']}: no map (lower --score-thr to explain "
                          "weaker boxes)")
             elif any(float(np.max(m)) == float(np.min(m)) for m in model_maps):
-                ctx.warn(f"{p.name}: the {plan.method.value} map is flat (one value everywhere): these boxes' "
-                         "scores do not change with this layer's activations; try another --target-layers or method")
+                ctx.warn(_flat_warning(plan, p.name, tensor, i, slot_targets, model_maps, per_box))
             raw_maps = []
             for slot, m in enumerate(model_maps):
                 full = transforms.to_original(m, state, img.shape[:2])
@@ -351,6 +352,29 @@ def _draw(img: np.ndarray, maps: list[np.ndarray], dets: Any, plan: Plan, side: 
     if not panels:
         panels = [render.caption(render.fit(img, side), f"no box scores >= {o['score_thr']}")]
     return render.grid(panels, cols=min(len(panels), 4))
+
+
+def _flat_warning(plan: Plan, name: str, tensor: Any, i: int, slot_targets: list[list], maps: list[np.ndarray],
+                  per_box: bool) -> str:
+    """The warning for an image whose map (one of its maps with --per-box) is flat, with its true reason:
+    with ``--max-shape``, the map is computed once more at the layer's own size; when that one is not flat,
+    the cap's bilinear downsampling (which misses sparse activations and gradients) made it flat."""
+    flat_slots = [s for s, m in enumerate(maps) if float(m.max()) == float(m.min())]
+    what = f"the {plan.method.value} map" + (f" of box {flat_slots[0]}" if per_box else "")
+    cap = plan.engine.max_shape
+    if cap is not None:
+        plan.engine.max_shape = None
+        try:
+            full = [plan.engine(tensor, slot_targets[s])[0][i] for s in flat_slots[:1]]
+        finally:
+            plan.engine.max_shape = cap
+        if float(full[0].max()) != float(full[0].min()):
+            return (f"{name}: {what} is flat (one value everywhere) because of --max-shape {cap[0]} {cap[1]}: "
+                    "at the layer's own size it is not flat; downsampling the layer's activations and gradients "
+                    "to that size lost them; use a larger --max-shape, or none")
+    return (f"{name}: {what} is flat (one value everywhere): nothing in this layer's activations raises these "
+            "boxes' scores (zero gradients there, or a weighted map that is nowhere positive); try another "
+            "--target-layers or method")
 
 
 def _take_boxes(outputs: Any, *, kept: list[dict[str, Any]], targets: list[Any], sel: slice, opts: dict[str, Any],

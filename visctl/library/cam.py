@@ -249,7 +249,8 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
         raise VisctlError("--target-mask and --target-box both give the region", hint="give one of them")
     parse_box(target_box)
     if segment:
-        return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box, **kw)
+        return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box,
+                                inferred=task == "auto" and configured != "segmentation", **kw)
     if target_mask or target_box:
         raise VisctlError("--target-mask and --target-box are regions of a segmentation model's class",
                           hint="use them with a segmentation model (--task segmentation)")
@@ -309,8 +310,10 @@ class CamRun:
         self.categories = cams.resolve_categories(target_category, self.names, setup.num_classes)
         if not self.categories:
             cams.check_topk(topk, setup.num_classes)
+        self.layerless = _say_layerless(session, methods, target_layers)
         for note in setup.notes:
-            session.note(note)
+            if not (self.layerless and note.startswith(("target layers from the config", "default target layer"))):
+                session.note(note)
         per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
         self.slots = len(self.categories) or topk
         passes = per_image * self.slots * (6 if aug_smooth else 1)
@@ -326,7 +329,8 @@ class CamRun:
                         "(ScoreCAM/AblationCAM perturb every channel; --ratio-channels-to-ablate lowers it)")
         self.params: dict[str, Any] = dict(
             inputs=[str(p) for p in paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
-            methods=[m.value for m in methods], target_layers=setup.layers, target_category=self.categories or None,
+            methods=[m.value for m in methods], target_layers=None if self.layerless else setup.layers,
+            **_layerless_param(methods), target_category=self.categories or None,
             topk=None if self.categories else topk, vit_like=setup.vit_like, aug_smooth=aug_smooth,
             eigen_smooth=eigen_smooth, device=session.device, threads=session.threads, batch_size=batch_size,
             panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}",
@@ -340,7 +344,8 @@ class CamRun:
         self.unoriented: list[str] = []  # EigenCAM / KPCA-CAM maps whose gradient map gave no sign
         self.sides: set[int] = set()
         self.ranking: list[dict] = []
-        self.layer_tag = "+".join(setup.layers).replace(".", "_")
+        # the file names' layer part: none when no method used a target layer (FullGrad alone)
+        self.layer_tag = "" if self.layerless else "_" + "+".join(setup.layers).replace(".", "_")
         self.tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
 
     # -- the work --
@@ -441,10 +446,11 @@ class CamRun:
                     side = render.panel_size(*img.shape[:2], self.panel_size)  # type: ignore[call-arg]  # *shape is (h, w)
                     draw = functools.partial(render.map_figure, img, [r for r in rows[i] if r[1]], alpha=self.alpha,
                                              colormap=self.colormap, panel_side=side)
-                    name = f"{stems[p]}_cam_{self.tag}_{self.layer_tag}.{self.image_format}".replace("++", "pp")
+                    name = f"{stems[p]}_cam_{self.tag}{self.layer_tag}.{self.image_format}".replace("++", "pp")
                     figure, drawing = self._figure(name, draw, f"{p.name}: {', '.join(cats)}",
                                                    dict(input=str(p), panel_size=side))
-                raw_names = ({key: f"{stems[p]}_cam_{key[0]}_c{key[1]}_{self.layer_tag}.npy".replace("++", "pp")
+                raw_names = ({key: f"{stems[p]}_cam_{key[0]}_c{key[1]}"
+                              f"{'' if key[0] in LAYERLESS else self.layer_tag}.npy".replace("++", "pp")
                               for key in maps_of[i]} if self.save_raw else {})
                 info: dict[str, Any] = dict(size=list(img.shape[:2]), targets=cats,
                                             **({"scores": scores_of[i]} if self.score else {}))
@@ -557,7 +563,34 @@ class CamRun:
                          ranking=tuple(self.ranking))
 
     def _layers(self) -> list[str]:
-        return list(self.setup.layers)
+        return [] if self.layerless else list(self.setup.layers)
+
+
+#: methods that use no target layer (grad-cam's FullGrad hooks every Conv2d/BatchNorm2d with a bias instead)
+LAYERLESS = ("fullgrad",)
+
+
+def _say_layerless(session: Session, methods: Sequence[Any], given: Sequence[str] | None) -> bool:
+    """Say once (a warning when target layers were given, else a note) that FullGrad uses no target layer;
+    True when no method uses one, so that nothing is labelled with a layer."""
+    ignoring = [m.value for m in methods if m.value in LAYERLESS]
+    if not ignoring:
+        return False
+    only = len(ignoring) == len(methods)
+    what = (f"{ignoring[0]} uses no target layer: its map combines the gradients at the input and at every "
+            "Conv2d/BatchNorm2d layer with a bias")
+    if given:
+        session.warn(f"{what}; --target-layers {' '.join(given)} is ignored for it"
+                     + ("" if only else " (the other methods use it)"))
+    else:
+        session.note(what + ("" if only else "; the target layers are the other methods'"))
+    return only
+
+
+def _layerless_param(methods: Sequence[Any]) -> dict[str, list[str]]:
+    """The params' record of the methods that ignore ``target_layers`` (beside methods that use them)."""
+    ignoring = [m.value for m in methods if m.value in LAYERLESS]
+    return {"target_layers_ignored_by": ignoring} if ignoring and len(ignoring) < len(methods) else {}
 
 
 def _amp_name(autocast: tuple[str, Any] | None) -> str:
@@ -658,7 +691,8 @@ class _SegmentationRun(CamRun):
     def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
                  target_layers: list[str] | None, target_mask: Path | None, target_box: str | None, alpha: float,
                  colormap: str, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
-                 autocast: tuple[str, Any] | None = None) -> None:
+                 autocast: tuple[str, Any] | None = None, inferred: bool = False) -> None:
+        """``inferred``: the task was taken from the model's per-pixel output, not given (--task, the config)."""
         from visctl import cams, config, models, segmentation
         from visctl.errors import InputError
         from visctl.layers import detect_layout, probe
@@ -695,10 +729,12 @@ class _SegmentationRun(CamRun):
             chosen = segmentation.mmseg_default_layer(model, mi.example)
             if chosen is not None:
                 session.note(f"default target layer {chosen[0]}: {chosen[1]}")
-            layers = [chosen[0] if chosen else segmentation.default_layer(pr, self.num_classes)]
+            layers = [chosen[0] if chosen else segmentation.default_layer(pr, self.num_classes, inferred)]
         self.layers = layers
         layouts = [detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
-        session.note(f"segmentation: target layers {', '.join(layers)}; regions: "
+        self.layerless = _say_layerless(session, methods, target_layers)
+        session.note(("segmentation (taken from the model's per-pixel output; --task to say otherwise)" if inferred
+                      else "segmentation") + f": target layers {'none' if self.layerless else ', '.join(layers)}; regions: "
                      + ("--target-mask" if target_mask else "--target-box" if target_box else "the predicted masks"))
         box = parse_box(target_box)
         self.box = box
@@ -711,7 +747,8 @@ class _SegmentationRun(CamRun):
                         for m in methods]
         self.score_model = segmentation.region_score(model) if score else None
         self.params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
-                           task="segmentation", methods=[m.value for m in methods], target_layers=layers,
+                           task="segmentation", methods=[m.value for m in methods],
+                           target_layers=None if self.layerless else layers, **_layerless_param(methods),
                            target_category=self.asked or None,
                            target_mask=str(target_mask) if target_mask else None, target_box=box,
                            background=self.background, device=session.device, format=image_format,
@@ -719,7 +756,7 @@ class _SegmentationRun(CamRun):
         self.tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
 
     def _layers(self) -> list[str]:
-        return list(self.layers)
+        return [] if self.layerless else list(self.layers)
 
     def items(self) -> Iterator[CamItem | SkippedMethod]:
         import functools

@@ -365,7 +365,8 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
                     flats = [featmaps.flat(m, ref) for _, m in maps]
                     module = (plan.layers if kind == "A" else plan.other[1] if plan.other and kind == "B"
                               else {}).get(label.split("[")[0])
-                    why = [featmaps.why_flat(raw, reduction, module) if fl else None for fl in flats]
+                    why = [featmaps.why_flat(raw, reduction, module, difference=kind not in ("A", "B")) if fl
+                           else None for fl in flats]
                     records.append(dict(path=p, state=state, label=label, kind=kind, signed=is_signed,
                                         maps=maps, flat=flats, why=why))
         batch.advance(len(group))
