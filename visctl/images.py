@@ -225,9 +225,11 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
 
 
 def read_mask(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A mask file as a 2-D array: a ``.npy`` (no pickles) or an image, read as one gray channel (RGB images
-    are converted). The pixel budget ``max_pixels`` applies as to :func:`read_image`: an image's header, a
-    ``.npy``'s shape, are checked before anything is decoded or loaded.
+    """A mask file as a 2-D array: a ``.npy`` (no pickles) or an image, read as one channel: an image with an
+    alpha channel is its alpha (inside where alpha is nonzero), a colour image the largest of its colour
+    samples. An image's EXIF orientation is applied as :func:`read_image` applies it. The pixel budget
+    ``max_pixels`` applies as to :func:`read_image`: an image's header, a ``.npy``'s shape, are checked before
+    anything is decoded or loaded.
 
     Raises:
         ImageTooLarge: over the budget.
@@ -248,8 +250,10 @@ def read_mask(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
         arr = read_mask_array(path, "mask", max_pixels)  # no pickles; numbers only, 2-D, finite
     else:
         arr = _decode_unchanged(path, max_pixels)
-        if arr.ndim == 3:  # nonzero = inside: a colour mask's pixel is inside where any colour channel is nonzero
-            arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
+        if arr.ndim == 3:  # nonzero = inside: with an alpha channel (gray + alpha, RGBA), where alpha is nonzero;
+            # else where any colour channel is nonzero
+            arr = arr[..., -1] if arr.shape[2] in (2, 4) else arr[..., :3].max(axis=2) if arr.shape[2] >= 3 \
+                else arr[..., 0]
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise InputError(f"the mask {path} has shape {arr.shape}, not a 2-D (H x W) array",
@@ -259,7 +263,12 @@ def read_mask(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
 
 def _decode_unchanged(path: Path, max_pixels: int | None) -> np.ndarray:
     """An image file's samples as stored (any depth, any channels: a mask's values are not rescaled), after
-    the budget check on its header; OpenCV first, then PIL for what OpenCV refuses."""
+    the budget check on its header; OpenCV first, then PIL for what OpenCV refuses.
+
+    The EXIF orientation is applied as :func:`read_image` applies it (OpenCV's decoding applies it unless asked
+    for the samples unchanged; PIL's path: ``ImageOps.exif_transpose``), so a mask lies on its image as both
+    are displayed.
+    """
     import cv2
     import numpy as np
 
@@ -269,23 +278,90 @@ def _decode_unchanged(path: Path, max_pixels: int | None) -> np.ndarray:
         try:
             data = np.fromfile(str(path), dtype=np.uint8)
             img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+            if img is not None and img.ndim == 2 and _pil_mode(path) in ("LA", "La", "PA"):
+                img = None  # OpenCV drops a gray image's alpha (TIFF): PIL keeps it
+            elif img is not None:
+                img = _oriented(path, data, np.asarray(img))
         except (OSError, cv2.error):
             img = None
     if img is not None:
         return np.asarray(img)
     if size is not None:
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None  # the budget was checked above
         try:
             with Image.open(path) as im:
-                return np.asarray(im)
+                return np.asarray(ImageOps.exif_transpose(im))  # as _read_with_pil reads an image
         except (OSError, ValueError, SyntaxError):
             pass
         finally:
             Image.MAX_IMAGE_PIXELS = saved
     raise InputError(f"cannot read the mask {path} as an image", hint="give a .npy or an image file")
+
+
+def _oriented(path: Path, data: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """``raw`` (OpenCV's ``IMREAD_UNCHANGED`` decode, which skips the EXIF orientation for most formats) oriented
+    as :func:`read_image`'s ``IMREAD_COLOR`` orients the image: without an alpha channel, OpenCV's own oriented
+    decode of the same samples (``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``, no rescaling); with one, the EXIF tag
+    applied to ``raw`` unless OpenCV's decoder already applied it (its TIFF reader does)."""
+    import cv2
+    import numpy as np
+
+    oriented = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if oriented is None:
+        return raw
+    if raw.ndim == 2 or raw.shape[2] in (1, 3):  # no alpha: OpenCV's orientation, exactly as for images
+        return np.asarray(oriented)
+    colour = raw[..., :3] if raw.shape[2] >= 3 else raw[..., 0]
+    turned = _exif_transpose(raw, _exif_orientation(path))
+    if turned is raw:
+        return raw
+    turned_colour = turned[..., :3] if raw.shape[2] >= 3 else turned[..., 0]
+    if oriented.shape[:2] != raw.shape[:2]:
+        return turned
+    if oriented.shape == colour.shape and np.array_equal(colour, oriented) and (
+            not np.array_equal(turned_colour, oriented) or path.suffix.lower() in (".tif", ".tiff")):
+        return raw  # OpenCV's decoder oriented it already (its TIFF reader does: a colour-less mask cannot tell)
+    return turned
+
+
+def _exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag (1-8) of an image file, 1 when it has none or it cannot be read."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the header only
+    try:
+        with Image.open(path) as im:
+            value = int(im.getexif().get(0x0112, 1))
+            return value if 1 <= value <= 8 else 1
+    except Exception:  # noqa: BLE001 - no readable EXIF: no orientation
+        return 1
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _exif_transpose(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``arr`` (H, W[, C]) displayed as the EXIF orientation says (PIL's ``ImageOps.exif_transpose``)."""
+    import numpy as np
+
+    if orientation == 2:
+        return np.ascontiguousarray(arr[:, ::-1])
+    if orientation == 3:
+        return np.ascontiguousarray(arr[::-1, ::-1])
+    if orientation == 4:
+        return np.ascontiguousarray(arr[::-1])
+    if orientation == 5:
+        return np.ascontiguousarray(arr.swapaxes(0, 1))
+    if orientation == 6:
+        return np.ascontiguousarray(np.rot90(arr, -1))
+    if orientation == 7:
+        return np.ascontiguousarray(arr[::-1, ::-1].swapaxes(0, 1))
+    if orientation == 8:
+        return np.ascontiguousarray(np.rot90(arr, 1))
+    return arr
 
 
 def _npy_shape(path: Path) -> tuple[int, ...] | None:

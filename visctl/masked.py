@@ -52,6 +52,16 @@ def mask_from_file(path: Any, grid: tuple[int, int], max_pixels: int | None = DE
     return torch.from_numpy(arr.astype(bool).reshape(1, -1))
 
 
+def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each image's mean of ``err`` (N, L) over its masked patches; NaN where no patch is masked (the mean of
+    an empty set: no number, not 0)."""
+    import torch
+
+    count = mask.sum(1)
+    mean = (err * mask).sum(1) / count.clamp(min=1)
+    return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
+
+
 def to_pixels(patches: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], rgb: bool) -> torch.Tensor:
     """Normalised patch values (N, L, p * p * 3) -> 0-1 RGB values, with the config's mean/std (0-255)."""
     import torch
@@ -112,11 +122,11 @@ def reconstruct(model: Any, batch: torch.Tensor, mask: torch.Tensor, mean: tuple
     masked = pix_true * (1 - m) + 0.5 * m  # grey where masked
     pasted = pix_true * (1 - m) + pix_pred * m
     err = ((pix_pred - pix_true) ** 2).mean(-1)  # (N, L)
-    mse = (err * mask).sum(1) / mask.sum(1).clamp(min=1)
+    mse = _masked_mean(err, mask)
     n, length, d = pix_true.shape
     # the baseline: every masked pixel filled with the image's mean colour
     fill = pix_true.reshape(n, length * d // 3, 3).mean(1).repeat(1, d // 3).unsqueeze(1)
-    mean_err = (((fill.expand_as(pix_true) - pix_true) ** 2).mean(-1) * mask).sum(1) / mask.sum(1).clamp(min=1)
+    mean_err = _masked_mean(((fill.expand_as(pix_true) - pix_true) ** 2).mean(-1), mask)
 
     def img(x: torch.Tensor) -> np.ndarray:
         return unpatchify(x, p, gh, gw).permute(0, 2, 3, 1).cpu().numpy()
@@ -136,7 +146,7 @@ def hog_prediction(model: Any, batch: torch.Tensor, mask: torch.Tensor) -> dict[
         pred = model(batch, mask)  # (N, L, k * k * 3 * O), L2-normalised per patch like the target
         target = hog(batch, p)
     err = ((pred - target) ** 2).mean(-1)
-    mse = (err * mask).sum(1) / mask.sum(1).clamp(min=1)
+    mse = _masked_mean(err, mask)
     merged = torch.where(mask.unsqueeze(-1), pred, target)
     k = p // hog.cell
     n, length, _ = target.shape

@@ -101,26 +101,39 @@ def region_from_box(box: list[float], state: ImageState, hw: tuple[int, int]) ->
     return mask
 
 
-def region_from_file(path: Path, state: ImageState, orig_hw: tuple[int, int], hw: tuple[int, int],
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A mask file (image or .npy, nonzero = region) at the original's size -> the model input's pixels;
-    the pixel budget (``--max-pixels``) applies to it as to every image visctl reads."""
-    import cv2
+def read_region_mask(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A ``--target-mask`` file (image or .npy) as a (H, W) float32 array, 1 inside the region: nonzero pixels;
+    an image with an alpha channel, nonzero alpha (:func:`visctl.images.read_mask`). Read once per run."""
     import numpy as np
 
     from visctl.images import read_mask
 
     if not path.is_file():
         raise InputError(f"mask file not found: {path}", hint="a .npy or an image, nonzero inside the region")
-    m = (read_mask(path, max_pixels) != 0).astype(np.float32)
-    if m.ndim != 2 or m.shape != tuple(orig_hw):
-        raise InputError(f"mask {path} is {m.shape}, the image is {tuple(orig_hw)}",
-                         hint="give a mask of the original image's size")
+    return (read_mask(path, max_pixels) != 0).astype(np.float32)
+
+
+def region_from_mask(m: np.ndarray, state: ImageState, hw: tuple[int, int]) -> np.ndarray:
+    """A region mask at the original's size (:func:`read_region_mask`) -> the model input's pixels."""
+    import cv2
+    import numpy as np
+
     # the forward geometry of the pipeline: input pixel = original * scale + shift
     sx, sy = state.scale
     tx, ty = state.shift
     affine = np.array([[sx, 0, tx], [0, sy, ty]], dtype=np.float32)
     return np.asarray(cv2.warpAffine(m, affine, (hw[1], hw[0]), flags=cv2.INTER_NEAREST))
+
+
+def region_from_file(path: Path, state: ImageState, orig_hw: tuple[int, int], hw: tuple[int, int],
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A mask file (image or .npy, nonzero = region) at the original's size -> the model input's pixels;
+    the pixel budget (``--max-pixels``) applies to it as to every image visctl reads."""
+    m = read_region_mask(path, max_pixels)
+    if m.ndim != 2 or m.shape != tuple(orig_hw):
+        raise InputError(f"mask {path} is {m.shape}, the image is {tuple(orig_hw)}",
+                         hint="give a mask of the original image's size")
+    return region_from_mask(m, state, hw)
 
 
 def outlines(image: np.ndarray, pred: np.ndarray, classes: list[int], colors: list[tuple[float, float, float]]

@@ -93,6 +93,7 @@ def cam(
                     out_files=[("--save-path", save_path)] if to_file else None) as ctx:
         methods, colormap = library.check_options(method, colormap)
         library.parse_box(target_box)  # an inverted or empty box, before the model loads
+        library.check_region(target_mask, target_box, target_category)  # their conflicts, likewise
         library.check_amp(amp.value, ctx.device, methods)  # before the model loads
         if single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
             check_output_file(save_path, "--save-path")

@@ -123,6 +123,7 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
 
     arguments.model_spec(model)
     parse_box(target_box)
+    check_region(target_mask, target_box, target_category)
     check_numbers(topk=topk, num_extra_tokens=num_extra_tokens, ratio_channels_to_ablate=ratio_channels_to_ablate,
                   alpha=alpha, panel_size=panel_size, batch_size=batch_size)
     for name, value in dict(aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, save_raw=save_raw, score=score).items():
@@ -175,6 +176,19 @@ def check_options(method: str | Sequence[str], colormap: str, task: str = "auto"
     # without importing it
     _gradcam.check()
     return methods, render.check_colormap(colormap)
+
+
+def check_region(target_mask: Any, target_box: Any, target_category: Any) -> None:
+    """The region options' conflicts that the command line shows, refused before the model loads: a mask and a
+    box both giving the region, and a region without its class."""
+    from visctl.errors import ArgumentError
+
+    given = target_mask is not None and str(target_mask) != "", target_box is not None
+    if all(given):
+        raise ArgumentError("--target-mask and --target-box both give the region", hint="give one of them")
+    if any(given) and not target_category and target_category != 0:
+        raise ArgumentError(f"{'--target-mask' if given[0] else '--target-box'} gives a region, and no class for it",
+                            hint="add --target-category NAME_OR_INDEX (-c): the class whose map covers the region")
 
 
 def parse_box(target_box: str | Sequence[float] | None) -> list[float] | None:
@@ -245,8 +259,7 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
               alpha=alpha, colormap=colormap, save_raw=save_raw, batch_size=batch_size, score=score,
               image_format=str(getattr(image_format, "value", image_format)),
               autocast=check_amp(amp, session.device, methods))
-    if target_mask is not None and target_box is not None:
-        raise VisctlError("--target-mask and --target-box both give the region", hint="give one of them")
+    check_region(target_mask, target_box, target_category)
     parse_box(target_box)
     if segment:
         return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box,
@@ -740,6 +753,8 @@ class _SegmentationRun(CamRun):
         self.box = box
         if (target_mask or box) and not self.asked:
             raise InputError("a region needs its class", hint="add --target-category NAME_OR_INDEX")
+        # the mask, read once (an unreadable one is the run's error); its emptiness and size are each input's
+        self.mask = segmentation.read_region_mask(target_mask, session.max_pixels) if target_mask else None
         cam_model, why = segmentation.cam_model(model)
         if why:
             session.note(why)
@@ -757,6 +772,36 @@ class _SegmentationRun(CamRun):
 
     def _layers(self) -> list[str]:
         return [] if self.layerless else list(self.layers)
+
+    def _given_region(self, img: Any, state: Any, hw: tuple[int, int]) -> Any:
+        """The --target-box / --target-mask region in the model input's pixels (None: the predicted masks), or
+        why this image has none: a box outside it, a mask of another size or with no pixel inside, a region
+        that the test pipeline crops away."""
+        from visctl import segmentation
+
+        h, w = img.shape[:2]
+        if self.box is not None:
+            box = self.box
+            text = ",".join(f"{v:g}" for v in box)
+            if box[0] >= w or box[1] >= h:
+                return f"--target-box {text} lies outside the {w}x{h} image: no region, no map"
+            region = segmentation.region_from_box(box, state, hw)
+            what = f"--target-box {text}"
+        elif self.mask is not None:
+            m = self.mask
+            if m.shape != (h, w):
+                return (f"--target-mask {self.target_mask} is {m.shape[1]}x{m.shape[0]}, the image is {w}x{h}: "
+                        "give a mask of the image's size")
+            if not m.any():
+                return (f"--target-mask {self.target_mask} is empty: no pixel of it is nonzero (an image with an "
+                        "alpha channel: no nonzero alpha), no region, no map")
+            region = segmentation.region_from_mask(m, state, hw)
+            what = f"--target-mask {self.target_mask}"
+        else:
+            return None
+        if not region.any():
+            return f"{what}: its region lies where the test pipeline crops the image away: no map"
+        return region
 
     def items(self) -> Iterator[CamItem | SkippedMethod]:
         import functools
@@ -787,19 +832,13 @@ class _SegmentationRun(CamRun):
                 found_scores: dict[str, dict] = {}
                 # the prediction on the photo's pixels: outlines, and the size of a class's region in the captions
                 on_original = segmentation.prediction_on_original(mi.model, out[i], pred, state, img.shape[:2])
-                outside = box is not None and (box[0] >= img.shape[1] or box[1] >= img.shape[0])
+                given = self._given_region(img, state, pred.shape)  # a box or mask: the same for every class
+                if isinstance(given, str):  # no region to explain: a failed input, said as what it is
+                    session.skip(p, given)
+                    b.advance()
+                    continue
                 for c in wanted:
-                    if outside:  # said so, not "no pixels of it predicted"
-                        rows.append((f"class {c} {names[c] if names and c < len(names) else c}: --target-box "
-                                     f"lies outside the {img.shape[1]}x{img.shape[0]} image", []))
-                        continue
-                    if box is not None:
-                        region = segmentation.region_from_box(box, state, pred.shape)
-                    elif self.target_mask is not None:
-                        region = segmentation.region_from_file(self.target_mask, state, img.shape[:2], pred.shape,
-                                                                  session.max_pixels)
-                    else:
-                        region = (pred == c).astype(np.float32)
+                    region = given if given is not None else (pred == c).astype(np.float32)
                     label = classes.label(names, c)  # the class's name, or its index when it has none
                     if not region.any():
                         rows.append((f"{classes.caption(names, c)}: no pixels of it predicted", []))
@@ -828,10 +867,7 @@ class _SegmentationRun(CamRun):
                 base = segmentation.outlines(img, on_original, present, colors)
                 drawn = [r for r in rows if r[1]]
                 missing = [r[0].split(": ")[0] for r in rows if not r[1]]
-                if outside:
-                    session.warn(f"{p.name}: --target-box {','.join(f'{v:g}' for v in box or [])} lies outside "
-                                 f"the {img.shape[1]}x{img.shape[0]} image: no map, no picture")
-                elif missing:  # the manifest's targets say it too; the terminal must, when no picture comes of it
+                if missing:  # the manifest's targets say it too; the terminal must, when no picture comes of it
                     session.warn(f"{p.name}: no pixel predicted as {', '.join(missing)}: no map for "
                                  f"{'them' if len(missing) > 1 else 'it'}"
                                  + ("" if drawn else ", and no picture (predicted: " + ", ".join(

@@ -67,13 +67,12 @@ class ReconImage:
     def input_entry(self) -> dict[str, Any]:
         """This image's entry in the manifest's ``inputs``."""
         if self.kind in TOKEN_KINDS:
-            assert self.accuracy is not None and self.cross_entropy is not None
-            return dict(path=str(self.path), masked_token_accuracy=round(self.accuracy, 6),
-                        masked_token_cross_entropy=round(self.cross_entropy, 6), masked_tokens_correct=self.correct,
+            # None: no patch masked (the mean of an empty set is no number)
+            return dict(path=str(self.path), masked_token_accuracy=_round(self.accuracy),
+                        masked_token_cross_entropy=_round(self.cross_entropy), masked_tokens_correct=self.correct,
                         masked_tokens=self.count, masked_share=round(self.masked_share, 4))
-        assert self.mse is not None
-        return dict(path=str(self.path), masked_patch_mse=round(self.mse, 6), masked_share=round(self.masked_share, 4),
-                    mean_fill_mse=None if self.mean_fill_mse is None else round(self.mean_fill_mse, 6))
+        return dict(path=str(self.path), masked_patch_mse=_round(self.mse), masked_share=round(self.masked_share, 4),
+                    mean_fill_mse=_round(self.mean_fill_mse))
 
     def write(self, writer: OutputWriter, save_raw: bool = False, target: Path | None = None) -> None:
         """The figure (to ``target`` when given: ``--out-file``) and, with ``save_raw``, the raw array."""
@@ -89,6 +88,10 @@ class ReconImage:
                 raw = np.stack([np.asarray(self.target, np.float32), raw,
                                 np.asarray(self.cross_entropy_map, np.float32)])
             writer.save_array(self.raw_name, raw, caption=key, input=str(self.path))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,19 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
                      "already the first panel (MaskFeat's is the HOG)")
         session.warn(notes[-1])
     ratio = mask_ratio if mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
+    if mask_file is not None and kind in KINDS and getattr(model, "patch_size", None):
+        # the mask file decides every patch: the ratio is its share of the first image's patch grid, not the
+        # model's default (the file is read here too: a wrong one fails before any image runs)
+        from visctl import masked
+
+        patch = int(model.patch_size)
+        grid = (max(1, int(mi.example.shape[2]) // patch), max(1, int(mi.example.shape[3]) // patch))
+        try:
+            ratio = float(masked.mask_from_file(mask_file, grid, session.max_pixels).float().mean())
+        except VisctlError:  # the first image's grid is not the run's (a pipeline set after it): the file's own
+            from visctl.images import read_mask
+
+            ratio = float((read_mask(mask_file, session.max_pixels) != 0).mean())
     if norm_pix and kind in TOKEN_KINDS:
         notes.append(f"--norm-pix does not apply to {model.version}: it predicts tokens, not pixels")
         session.warn(notes[-1])
@@ -302,8 +318,9 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
     kind, u8 = p.kind, masked.to_uint8
     if kind in TOKEN_KINDS:
         return _token_image(p, res, i, path, stem, mask)
-    mse = float(res["mse"][i])
     share = float(mask.mean())
+    # no patch masked: no masked-patch error to give (the mean of an empty set), said so, not 0
+    mse = float(res["mse"][i]) if mask.any() else None
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     if kind == "maskfeat":
         hog = p.mi.model.hog
@@ -317,18 +334,21 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
         else:
             panels = [("original", u8(res["original"][i])), (f"masked {share:.0%}", u8(res["masked"][i])),
                       ("HOG of the original", target_hog), predicted]
-        title = f"{path.name} | MaskFeat | masked-patch HOG MSE {mse:.4f}"
+        title = f"{path.name} | MaskFeat | " + ("no patch masked: no masked-patch HOG MSE" if mse is None
+                                                 else f"masked-patch HOG MSE {mse:.4f}")
         fill = None
     else:
         panels = [("original", u8(res["original"][i])), (f"masked {share:.0%}", u8(res["masked"][i])),
                   ("reconstruction", u8(res["reconstruction"][i])),
                   ("reconstruction + visible", u8(res["pasted"][i]))]
-        fill = float(res["mean_fill_mse"][i])
-        title = f"{path.name} | {kind.upper()} | masked-patch MSE {mse:.4f} (mean fill {fill:.4f})"
+        fill = None if mse is None else float(res["mean_fill_mse"][i])
+        title = f"{path.name} | {kind.upper()} | " + ("no patch masked: no masked-patch MSE" if mse is None or
+                                                      fill is None else
+                                                      f"masked-patch MSE {mse:.4f} (mean fill {fill:.4f})")
     side = max(256, max(panels[0][1].shape[:2]))
     grid = render.grid([render.caption(render.fit(img, side), text) for text, img in panels], cols=len(panels))
     figure = Figure(f"{stem}_recon_{kind}.png", render.caption(grid, title), title,
-                    dict(input=str(path), masked_patch_mse=round(mse, 6)))
+                    dict(input=str(path), masked_patch_mse=_round(mse)))
     return ReconImage(path=path, stem=stem, kind=kind, mask=mask.astype(bool), original=f32(res["original"][i]),
                       masked=f32(res["masked"][i]),
                       reconstruction=f32(res["hog_predicted" if kind == "maskfeat" else "reconstruction"][i]),
@@ -350,8 +370,8 @@ def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str
     share = float(mask.mean())
     grid = mask.shape
     correct, count = int(res["correct"][i]), int(res["count"][i])
-    acc = correct / count if count else 0.0
-    ce = float(res["cross_entropy"][i])
+    acc = correct / count if count else None  # no patch masked: no accuracy, no cross-entropy (not 0)
+    ce = float(res["cross_entropy"][i]) if count else None
     original = u8(res["original"][i])
     h, w = original.shape[:2]
     predicted = res["predicted_tokens"][i].reshape(grid)
@@ -381,10 +401,11 @@ def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str
               ("top-1 predicted token = target? (masked)", hit_panel),
               ("cross-entropy of the target token (masked)", heat_panel)]
     figure_grid = render.grid([render.caption(img, text) for text, img in panels], cols=len(panels))
-    title = (f"{path.name} | {model.label} | no pixel decoder: token predictions | masked-token top-1 accuracy "
-             f"{acc:.4f} ({correct}/{count}) | mean cross-entropy {ce:.4f}")
+    title = (f"{path.name} | {model.label} | no pixel decoder: token predictions | " + (
+        "no patch masked: no masked-token accuracy" if acc is None or ce is None else
+        f"masked-token top-1 accuracy {acc:.4f} ({correct}/{count}) | mean cross-entropy {ce:.4f}"))
     figure = Figure(f"{stem}_recon_{p.kind}.png", render.caption(figure_grid, title), title,
-                    dict(input=str(path), masked_token_accuracy=round(acc, 6), masked_token_cross_entropy=round(ce, 6)))
+                    dict(input=str(path), masked_token_accuracy=_round(acc), masked_token_cross_entropy=_round(ce)))
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     return ReconImage(path=path, stem=stem, kind=p.kind, mask=mask.astype(bool), original=f32(res["original"][i]),
                       masked=f32(res["masked"][i]), reconstruction=predicted.astype(np.int64), pasted=None,
