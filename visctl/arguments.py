@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -148,9 +148,14 @@ def check(command: str, **values: Any) -> None:
         number(command, name, value)
 
 
+def _numpy_bool(value: Any) -> bool:
+    """numpy's bool (``np.bool_``; named ``bool`` in numpy 2), told apart without importing numpy."""
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+
+
 def flag(name: str, value: Any) -> bool:
     """A yes/no argument: a bool (numpy's included), else refused."""
-    if value is None or isinstance(value, bool) or type(value).__name__ == "bool_":
+    if value is None or isinstance(value, bool) or _numpy_bool(value):
         return bool(value)
     raise ArgumentError(f"{name}={value!r} is not True or False", hint=f"pass True or False ({_flag(name)})")
 
@@ -276,3 +281,217 @@ def skip_types(value: Any) -> list[str] | None:
         if all(isinstance(v, str) and not v.strip() for v in items):
             return []
     return names(value, "skip_type", "a transform name")
+
+
+# --- every public argument's type, checked before any work ---------------------------------------------------
+
+#: function (``visctl.<name>``) -> argument -> its kind (see :func:`_KINDS`); every argument of every public
+#: function has one (a test compares this table with the signatures), and :func:`typed` checks them all
+#: before the function runs, so that a value of the wrong type is an :class:`ArgumentError` naming the argument
+#: instead of a raw Python error from deep inside the run. Numeric arguments (``number``) are checked against
+#: :data:`LIMITS` as well.
+_RUN = dict(options="options", session="session")
+_MODEL = dict(images="images", model="model", checkpoint="path?")
+TYPES: dict[str, dict[str, str]] = {
+    "cam": dict(_MODEL, method="names", target_layers="names", target_category="categories", topk="number",
+                vit_like="bool?", num_extra_tokens="number", aug_smooth="bool", eigen_smooth="bool",
+                ratio_channels_to_ablate="number", alpha="number", colormap="str?", panel_size="number",
+                save_raw="bool", batch_size="number", score="bool", task="str", target_mask="mask",
+                target_box="box", image_format="str", amp="str", **_RUN),
+    "featmap": dict(_MODEL, target_layers="names", channel_reduction="str", topk="number", arrangement="number",
+                    overlaid="bool", alpha="number", use_norm="bool", normalize="str", resize_shape="number",
+                    colormap="str?", compare="compare", compare_checkpoint="path?", signed="bool",
+                    score_thr="number", repo="str?", panel_size="number", batch_size="number", save_raw="bool",
+                    image_format="str", **_RUN),
+    "boxam": dict(_MODEL, method="names", target_layers="names", topk="number", score_thr="number",
+                  norm_in_bbox="bool", per_box="bool", no_boxes="bool", alpha="number", colormap="str?",
+                  ratio_channels_to_ablate="number", max_shape="max_shape?", panel_size="number",
+                  batch_size="number", save_raw="bool", image_format="str", **_RUN),
+    "slice": dict(_MODEL, patch_size="number", patch_overlap_ratio="number", merge="str", merge_iou_thr="number",
+                  merge_metric="str?", score_thr="number", full_image="bool", max_side="number",
+                  batch_size="number", debug="bool", deploy="bool", save_patch="bool", **_RUN),
+    "tsne": dict(model="model", checkpoint="path?", phase="str?", test_cfg="config?", target_layers="names",
+                 vis_stage="str?", all_stages="bool", pooling="str", num_extra_tokens="number",
+                 max_num_class="number", max_num_samples_per_class="number", class_idx="number", method="str",
+                 n_components="number", init="str", n_iter_without_progress="number", perplexity="number",
+                 n_iter="number", learning_rate="learning_rate", early_exaggeration="number", metric="str",
+                 legend="bool", marker_size="number", thumbnails="bool", title="str?", num_workers="number",
+                 batch_size="number", seed="number", **_RUN),
+    "recon": dict(_MODEL, mask_ratio="number", mask_file="path?", use_vis_pipeline="bool", norm_pix="bool",
+                  target_generator="bool", save_raw="bool", batch_size="number", seed="number",
+                  norm_pix_stats="str", **_RUN),
+    "lr": dict(config="config", dataset_size="number", ngpus="number", batch_size="number", drop_last="bool?",
+               model="model?", title="str?", style="str?", window_size="window", log_scale="bool",
+               parameter="str?", **_RUN),
+    "pipeline": dict(config="config", images="images?", phase="str", number="number", skip_type="skip_type",
+                     mode="str", adaptive="bool", min_edge_length="number", max_edge_length="number",
+                     bgr2rgb="bool", rescale_factor="number", channel_order="str?", seed="number", **_RUN),
+    "browse": dict(config="config", phase="str", number="number", skip_type="skip_type", rows="number",
+                   cols="number", num_workers="number", channel_order="str?", seed="number", **_RUN),
+    "audit": dict(model="audit_model", checkpoint="path?", data="path?", phase="str?", annotations="path?",
+                  region="path?", method="str", agree_with="str?", target_layers="names", tolerance="number",
+                  top_percent="number", border="number", worst="number", compare="path?",
+                  fail_under="fail_under", batch_size="number", **_RUN),
+    "open": dict(model="model", checkpoint="path?", options="options"),
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"<{type(value).__name__}>"
+
+
+def _wrong(name: str, value: Any, what: str, hint: str | None = None) -> ArgumentError:
+    return ArgumentError(f"{name}={_shown(value)} is not {what}",
+                         hint=(hint or f"pass {what}") + f" ({name}= in Python)")
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, Enum) and isinstance(value.value, str))
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not _numpy_bool(value)
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "dtype") and hasattr(value, "shape") and not isinstance(value, (str, Path))
+
+
+def _image_item(name: str, value: Any) -> None:
+    if isinstance(value, (str, Path)):
+        if not str(value).strip():
+            raise ArgumentError(f"{name}={value!r} is an empty path", hint="pass a file, a folder or a glob")
+        return
+    if _is_array(value):
+        kind = getattr(value.dtype, "kind", "")
+        if kind not in "biuf" or not kind:  # complex, object, strings, dates: no pixel values
+            raise ArgumentError(f"{name}: an array of {value.dtype} is not an image",
+                                hint="pass real pixel values: uint8 (0..255) or floats (0..1), H x W x 3 RGB "
+                                     "or H x W gray")
+        return
+    if hasattr(value, "convert") and hasattr(value, "mode"):  # a PIL image
+        return
+    raise _wrong(name, value, "an image", "pass a path (file, folder or glob), a numpy RGB image, a PIL image "
+                 "or a list of them")
+
+
+def _check_kind(function: str, name: str, kind: str, value: Any) -> None:  # noqa: C901 - one branch a kind
+    if kind.endswith("?"):
+        if value is None:
+            return
+        kind = kind[:-1]
+    if kind == "number":
+        number(function, name, value)
+    elif kind == "bool":
+        flag(name, value)
+        if value is None:
+            raise _wrong(name, value, "True or False")
+    elif kind == "str":
+        if not _is_text(value):
+            raise _wrong(name, value, "a string")
+    elif kind == "path":
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise _wrong(name, value, "a file name", "pass a path (a str or pathlib.Path)")
+    elif kind == "names":
+        names(value, name, "a name")
+    elif kind == "categories":
+        categories(value, name)
+    elif kind == "skip_type":
+        skip_types(value)
+    elif kind in ("model", "config", "audit_model"):
+        model_spec(value, name, modules=kind == "model")
+    elif kind == "images":
+        if value is None:
+            raise _wrong(name, value, "an image", "pass a path (file, folder or glob), a numpy RGB image, a PIL "
+                         "image or a list of them")
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            _image_item(name, item)
+    elif kind in ("options", "session"):
+        from visctl.session import RunOptions, Session
+
+        cls = RunOptions if kind == "options" else Session
+        if value is not None and not isinstance(value, cls):
+            raise _wrong(name, value, f"a visctl.{cls.__name__} or None",
+                         "pass visctl.RunOptions(device='cpu', cfg_options=['a=1'], ...)" if kind == "options"
+                         else "pass a visctl.Session(options), or leave it out")
+    elif kind == "mask":
+        if _is_array(value):
+            raise ArgumentError(f"{name}: an array is not taken as the mask (only a file is, as the CLI's "
+                                f"{_flag(name)})", hint=f"save it (np.save('mask.npy', mask)) and pass the path "
+                                f"({name}='mask.npy'), or give the region as target_box")
+        if value is not None and (not isinstance(value, (str, Path)) or not str(value).strip()):
+            raise _wrong(name, value, "a mask file", "pass the path of a mask image or .npy file")
+    elif kind == "box":
+        if value is None or isinstance(value, str):
+            return
+        if not isinstance(value, Iterable) or isinstance(value, (bytes, dict)) or not all(
+                _real(v) for v in value):
+            raise _wrong(name, value, "a box", "pass four numbers x0,y0,x1,y1 as a string or a list")
+    elif kind == "compare":
+        if isinstance(value, (tuple, list)):
+            if len(value) != 2 or not isinstance(value[1], (str, Path)) and value[1] is not None:
+                raise _wrong(name, value, "a model, or a (config, checkpoint) pair",
+                             "pass a config file, a model name, a config dict, an nn.Module, or (config, "
+                             "checkpoint) as the CLI's --compare CONFIG2,CHECKPOINT2")
+            model_spec(value[0], name)
+        elif value is not None:
+            model_spec(value, name)
+    elif kind == "max_shape":
+        items = [value] if _real(value) else value
+        if (value is None or isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable)
+                or not 1 <= len(list(items)) <= 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
+                or any(v < 1 and v != -1 for v in items)):
+            raise _wrong(name, value, "one or two whole numbers", "pass H, W or one size for both, each positive "
+                         "or -1 for no cap, e.g. 20 or [20, 30]")
+    elif kind == "learning_rate":
+        if not (value == "auto" if isinstance(value, str) else _real(value)):
+            raise _wrong(name, value, "'auto' or a number", "pass 'auto' or a positive number, e.g. 200.0")
+    elif kind == "window":
+        if not isinstance(value, str):
+            raise _wrong(name, value, "a 'W*H' string", "pass the window size in inches as 'W*H', e.g. '12*7'")
+    elif kind == "fail_under":
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) and _real(v) for k, v in value.items()):
+                raise _wrong(name, value, "a dict of measure name -> number", "e.g. {'pointing': 0.5}")
+        else:
+            names(value, name, "a measure=number bound")
+    else:  # pragma: no cover - the table names only the kinds above
+        raise AssertionError(f"unknown argument kind {kind!r}")
+
+
+def types(function: str, **values: Any) -> None:
+    """Check each argument of ``visctl.<function>`` in ``values`` against its kind in :data:`TYPES`; an
+    argument the table does not know is a bug (AssertionError)."""
+    spec = TYPES[function]
+    for name, value in values.items():
+        if name not in spec:  # pragma: no cover - the signature test keeps the table complete
+            raise AssertionError(f"visctl.{function}: argument {name!r} has no type in visctl.arguments.TYPES")
+        _check_kind(function, name, spec[name], value)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def typed(function: str) -> Callable[[F], F]:
+    """Decorate ``visctl.<function>`` so that all its arguments are checked (:func:`types`) before it runs."""
+    import functools
+    import inspect
+
+    def wrap(f: F) -> F:
+        signature = inspect.signature(f)
+
+        @functools.wraps(f)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                return f(*args, **kwargs)  # a missing or unknown argument: Python's own message
+            types(function, **bound.arguments)
+            return f(*args, **kwargs)
+
+        run.typed_as = function  # type: ignore[attr-defined]
+        return run  # type: ignore[return-value]
+
+    return wrap

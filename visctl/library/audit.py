@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.library._common import ModelInputs, batches, open_model
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -96,6 +97,7 @@ class AuditResult(Result):
         write_report(writer, self.summary, list(self.worst), list(self.moved))
 
 
+@arguments.typed("audit")
 def audit(model: Any, checkpoint: str | Path | None = None, *, data: str | Path | None = None,
           phase: str | None = None, annotations: str | Path | None = None, region: str | Path | None = None,
           method: str = "gradcam", agree_with: str | None = None, target_layers: str | Sequence[str] | None = None,

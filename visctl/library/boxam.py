@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.choices import BoxMethod, Method
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
@@ -132,7 +133,8 @@ def check_options(*, score_thr: float, colormap: str, max_shape: Sequence[int] |
 
     if not 0.0 <= score_thr <= 1.0:
         raise VisctlError(f"--score-thr {score_thr} is not a score", hint="use a value from 0 to 1, e.g. 0.3")
-    return render.check_colormap(colormap), parse_max_shape(max_shape), check_format(image_format)
+    return (render.check_colormap("jet" if colormap is None else colormap),  # None: the default, as featmap's
+            parse_max_shape(max_shape), check_format(image_format))
 
 
 def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list[dict[str, Any]]:
@@ -398,6 +400,7 @@ def _frozen(values: Any, dtype: Any) -> np.ndarray:
     return arr
 
 
+@arguments.typed("boxam")
 def boxam(images: Any, model: Any, checkpoint: str | None = None, *, method: BoxMethod | str | None = None,
           target_layers: Sequence[str] | None = None, topk: int | None = None, score_thr: float = 0.3,
           norm_in_bbox: bool = False, per_box: bool = False, no_boxes: bool = False, alpha: float = 0.5,

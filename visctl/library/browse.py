@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.library.pipeline import CHANNEL_ORDERS, PHASES, SKIP, _choice, _readonly
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
@@ -218,6 +219,7 @@ def iter_pages(p: BrowsePlan, session: Session, draw_in_writer: bool = False) ->
         yield page()
 
 
+@arguments.typed("browse")
 def browse(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any = None, rows: int = 4,
            cols: int = 4, num_workers: int = 0, channel_order: str | None = None, seed: int = 0,
            options: RunOptions | None = None, session: Session | None = None) -> BrowseResult:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.choices import Task
 from visctl.library._common import ModelInputs, batches, open_model
 from visctl.results import Drawing, Figure, Result, save_picture
@@ -102,6 +103,7 @@ class CamResult(Result):
             writer.manifest["flat_maps"] = list(self.flat_maps)
 
 
+@arguments.typed("cam")
 def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method: str | Sequence[str] = "gradcam",
         target_layers: str | Sequence[str] | None = None, target_category: int | str | Sequence[int | str] | None = None,
         topk: int = 1, vit_like: bool | None = None, num_extra_tokens: int | None = None, aug_smooth: bool = False,
@@ -115,7 +117,8 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
     ``images``: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them. ``model``: a
     config file, a model name (``torchvision.resnet18``), a config dict, or an ``nn.Module``. The other
     arguments are ``visctl cam``'s options (``method="all"``, ``"gradcam,layercam"`` or a list for several;
-    ``image_format`` png, jpg or webp names the figures; ``amp`` bf16 or fp16 autocasts the forward on CUDA).
+    ``image_format`` png, jpg or webp names the figures; ``amp`` bf16 or fp16 autocasts the forward on CUDA;
+    ``target_mask`` is a mask file, as ``--target-mask``: an array is refused; ``colormap=None``: jet).
     Nothing is written: ``result.save(folder)`` writes what the CLI writes.
     """
     from visctl import arguments
@@ -175,7 +178,7 @@ def check_options(method: str | Sequence[str], colormap: str, task: str = "auto"
     # formulas are that version's; the other methods, smoothing and --score use it): read from its metadata,
     # without importing it
     _gradcam.check()
-    return methods, render.check_colormap(colormap)
+    return methods, render.check_colormap("jet" if colormap is None else colormap)  # None: the default
 
 
 def check_region(target_mask: Any, target_box: Any, target_category: Any) -> None:

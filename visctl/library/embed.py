@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.library._common import ModelInputs
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -530,6 +531,7 @@ def iter_layers(session: Session, p: EmbedPlan, ext: dict[str, Any], features: d
                              features=feats, coords=coords, figure=figure, png=png, page=page, table=buf.getvalue())
 
 
+@arguments.typed("tsne")
 def embed(model: Any, checkpoint: str | None = None, *, phase: str | None = None, test_cfg: Any = None,
           target_layers: list[str] | None = None, vis_stage: str | None = None, all_stages: bool = False,
           pooling: str = "avg", num_extra_tokens: int | None = None, max_num_class: int = 20,

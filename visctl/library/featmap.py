@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.choices import Normalize, Reduction
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -186,6 +187,11 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
     from visctl.output.checks import check_format
 
     arguments.model_spec(model)
+    if isinstance(compare, (tuple, list)):  # (config, checkpoint), the CLI's --compare CONFIG2,CHECKPOINT2
+        if compare_checkpoint is not None:
+            raise arguments.ArgumentError("compare=(config, checkpoint) and compare_checkpoint both give the "
+                                          "second checkpoint", hint="give it once")
+        compare, compare_checkpoint = compare
     arguments.check("featmap", alpha=alpha, score_thr=score_thr, panel_size=panel_size, batch_size=batch_size,
                     resize_shape=resize_shape)
     target_layers = arguments.names(target_layers, "target_layers", "a layer name")
@@ -492,6 +498,7 @@ def merge_ranks(plan: Plan, out: FeatmapWriter) -> None:
         ctx.warn(flat_warning(plan.opts["flat_maps"]))
 
 
+@arguments.typed("featmap")
 def featmap(images: Any, model: Any, checkpoint: str | None = None, *, target_layers: Sequence[str] | None = None,
             channel_reduction: Reduction | str = Reduction.squeeze_mean, topk: int = 4,
             arrangement: tuple[int, int] | None = None, overlaid: bool = True, alpha: float = 0.5,
@@ -505,7 +512,8 @@ def featmap(images: Any, model: Any, checkpoint: str | None = None, *, target_la
     model on ``images``, reduced over channels and brought back to each image's original size.
 
     ``images``: a path, folder or glob, a numpy RGB image, a PIL image, or a list of them. ``model``: a config
-    path, a model name, a config dict or an ``nn.Module``. ``compare``: a second model (same forms) whose same
+    path, a model name, a config dict or an ``nn.Module``. ``compare``: a second model (same forms, or a
+    ``(config, checkpoint)`` pair) whose same
     layers are shown as B, and the difference |A-B| (``signed``: A-B). The options are the CLI's
     (``visctl featmap --help``); ``save_raw``: ``result.save(dir)`` writes the maps as ``.npy`` too;
     ``image_format`` png, jpg or webp names the figures.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visctl import arguments
 from visctl.library._common import Opened
 from visctl.session import RunOptions, Session
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from visctl.library.slice import SliceResult
 
 
+@arguments.typed("open")
 def open(model: Any, checkpoint: str | Path | None = None, *,  # visctl.open: a module attribute, no builtin shadowed
          options: RunOptions | None = None) -> OpenedModel:
     """Build ``model`` once (and load ``checkpoint``) for many calls of :meth:`OpenedModel.cam` and the others.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.choices import ChannelOrder, Mode, Phase
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -282,6 +283,7 @@ def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineV
                 figure=figure)
 
 
+@arguments.typed("pipeline")
 def pipeline_views(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
                    skip_type: Any = None, mode: str = "concat", adaptive: bool = False, min_edge_length: int = 200,
                    max_edge_length: int = 1000, bgr2rgb: bool = False, rescale_factor: float | None = None,

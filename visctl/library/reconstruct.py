@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.library._common import ModelInputs
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -414,6 +415,7 @@ def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str
                       cross_entropy_map=f32(ce_map))
 
 
+@arguments.typed("recon")
 def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_ratio: float | None = None,
                 mask_file: str | Path | None = None, use_vis_pipeline: bool = False, norm_pix: bool = False,
                 target_generator: bool = False, save_raw: bool = False, batch_size: int = 16, seed: int | None = 0,

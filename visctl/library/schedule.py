@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
@@ -243,6 +244,7 @@ def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
         return None, f"the config's model cannot be built ({err.message}): {what} is applied to {stand_in}"
 
 
+@arguments.typed("lr")
 def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, batch_size: int | None = None,
              drop_last: bool | None = None, model: Any = None, title: str | None = None, style: str | None = None,
              window_size: str = "12*7", log_scale: bool = False, parameter: str | None = None,

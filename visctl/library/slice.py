@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visctl import arguments
 from visctl.choices import Merge
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -293,6 +294,7 @@ def _frozen(values: Any, dtype: Any) -> np.ndarray:
     return arr
 
 
+@arguments.typed("slice")
 def slice_detect(images: Any, model: Any, checkpoint: str | None = None, *, patch_size: int | None = None,
                  patch_overlap_ratio: float = 0.25, merge: Merge | str = Merge.nms, merge_iou_thr: float | None = None,
                  merge_metric: str | None = None, score_thr: float = 0.3, full_image: bool = False, max_side: int = 4096,
