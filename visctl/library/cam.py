@@ -134,6 +134,7 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
     session = session or Session(options)
     methods, colormap = check_options(method, colormap, task, image_format)
     check_amp(amp, session.device, methods)
+    check_unused(methods, categories, topk, ratio_channels_to_ablate, session.warn)
     paths = imgs.as_images(images, note=session.note)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
     run = start(session, mi, methods=methods, target_category=categories, topk=topk,
@@ -204,6 +205,21 @@ def parse_box(target_box: str | Sequence[float] | None) -> list[float] | None:
         raise ArgumentError(f"--target-box {target_box!r} lies left of or above the image",
                             hint=hint + "; the image's top-left pixel is 0,0")
     return box
+
+
+def check_unused(methods: list[Any], target_category: Sequence[Any] | None, topk: int,
+                 ratio_channels_to_ablate: float, warn: Callable[[str], None]) -> None:
+    """Options the run would not use, before the model loads: ``--topk`` beside ``--target-category`` (which
+    names the classes itself) is refused; ``--ratio-channels-to-ablate`` without AblationCAM gets one warning."""
+    from visctl.errors import ArgumentError
+
+    if target_category and topk != 1:
+        raise ArgumentError(f"--topk {topk} and --target-category both choose the classes",
+                            hint="give one of them: --topk K maps the top K predicted classes, --target-category "
+                            "the classes named")
+    if ratio_channels_to_ablate != 1.0 and not any(getattr(m, "value", m) == "ablationcam" for m in methods):
+        warn(f"--ratio-channels-to-ablate {ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, and "
+             f"the methods are {', '.join(str(getattr(m, 'value', m)) for m in methods)}")
 
 
 def check_amp(amp: str, device: str, methods: list[Any]) -> tuple[str, Any] | None:
@@ -311,6 +327,8 @@ class CamRun:
             cams.check_topk(topk, setup.num_classes)
         for note in setup.notes:
             session.note(note)
+        for warning in setup.warnings:
+            session.warn(warning)
         per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
         self.slots = len(self.categories) or topk
         passes = per_image * self.slots * (6 if aug_smooth else 1)
