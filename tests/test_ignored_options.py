@@ -168,3 +168,13 @@ def test_cfg_options_hint_names_the_pipeline_that_runs(invoke, image_file, tmp_p
     result = invoke("cam", image_file, DEMO_CFG, "--cfg-options", "noequals", "-o", tmp_path / "o")
     _, hint = assert_one_error(result, "key=value")
     assert "test_dataloader.dataset.pipeline." in hint and "'test_pipeline." not in hint
+
+
+def test_segmentation_run_says_which_classification_options_it_does_not_use(invoke, image_file, tmp_path):
+    segmenter = ROOT / "examples" / "demo_segmenter" / "config.py"
+    result = invoke("cam", image_file, segmenter, "--topk", "3", "--eigen-smooth", "--panel-size", "300",
+                    "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    lines = _warnings(result, "had no effect")
+    assert len(lines) == 1 and all(o in lines[0] for o in ("--topk 3", "--eigen-smooth", "--panel-size 300"))
+    assert "topk" not in manifest(tmp_path / "o")["params"]

@@ -265,6 +265,16 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
         raise VisctlError("--target-mask and --target-box both give the region", hint="give one of them")
     parse_box(target_box)
     if segment:
+        ablation = any(getattr(m, "value", m) == "ablationcam" for m in methods)
+        unused = [name for name, on in (
+            (f"--topk {topk}", topk != 1), ("--vit-like" if vit_like else "--no-vit-like", vit_like is not None),
+            (f"--num-extra-tokens {num_extra_tokens}", num_extra_tokens is not None),
+            ("--aug-smooth", aug_smooth), ("--eigen-smooth", eigen_smooth),
+            (f"--ratio-channels-to-ablate {ratio_channels_to_ablate:g}", ablation and ratio_channels_to_ablate != 1.0),
+            (f"--panel-size {panel_size}", panel_size is not None)) if on]
+        if unused:  # a segmentation run maps each class's region at the model's own layers, as they are
+            session.warn(f"{', '.join(unused)} had no effect: a segmentation model's maps do not use "
+                         + ("it" if len(unused) == 1 else "them"))
         return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box, **kw)
     if target_mask or target_box:
         raise VisctlError("--target-mask and --target-box are regions of a segmentation model's class",
