@@ -19,7 +19,7 @@ import contextlib
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from visctl.choices import Amp, Method
@@ -849,6 +849,7 @@ class CamSetup:
     vit_like: bool
     layer_channels: int
     notes: list[str]
+    warnings: list[str] = field(default_factory=list)  # options given that this model's layers do not use
 
 
 def plan(model: nn.Module, example: torch.Tensor, target_layers: list[str] | None, vit_like: bool | None,
@@ -880,6 +881,7 @@ def plan(model: nn.Module, example: torch.Tensor, target_layers: list[str] | Non
     else:
         names = default_target_layers(model, pr, in_hw, vit)
         notes.append(f"default target layer: {', '.join(names)} (set --target-layers to change it)")
+    given_extra = num_extra_tokens
     if num_extra_tokens is None:
         for attr in ("num_extra_tokens", "num_prefix_tokens"):
             holder = getattr(model, "backbone", model)
@@ -896,5 +898,17 @@ def plan(model: nn.Module, example: torch.Tensor, target_layers: list[str] | Non
         channels = shape[1] if layout.kind == "nchw" else shape[-1]
         if layout.kind != "nchw":
             notes.append(f"{name}: {layout.describe()}")
+    warnings = []
+    if all(lay.kind == "nchw" for lay in layouts):
+        # token handling applies to (N, L, C) and channels-last (Swin's N, H, W, C) outputs only: a forced
+        # --vit-like or --num-extra-tokens on a layer that gives a channels-first map changes nothing, and the
+        # run is not ViT-like
+        spatial = ", ".join(f"{n} gives {tuple(pr.shape_of(n))}" for n in names)
+        unused = [opt for opt, on in (("--vit-like", vit_like is True),
+                                      (f"--num-extra-tokens {given_extra}", given_extra is not None)) if on]
+        if unused:
+            warnings.append(f"{' and '.join(unused)} had no effect: the target layer's output is a channels-first "
+                            f"map, not a token sequence (N, L, C) ({spatial})")
+        vit = False
     return CamSetup(layers=names, layouts=layouts, num_classes=pr.num_classes, vit_like=vit,
-                    layer_channels=int(channels), notes=notes)
+                    layer_channels=int(channels), notes=notes, warnings=warnings)

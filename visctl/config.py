@@ -45,7 +45,8 @@ def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(
                 f"--cfg-options expects key=value, got {item!r}",
-                hint="for example --cfg-options model.num_classes=10 'test_pipeline.0.scale=[224,224]'",
+                hint="for example --cfg-options model.num_classes=10 "
+                "'test_dataloader.dataset.pipeline.1.scale=[224,224]'",
             )
         key, value = item.split("=", maxsplit=1)
         key = key.strip()
@@ -120,7 +121,10 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     from visctl.environment import require_mmengine
 
     if not mmengine_present():  # a plain install: model names and configs of plain values, read without it
-        return merge_options(_load_plain(spec), options)
+        plain = merge_options(_load_plain(spec), options)
+        if not any(str(o).split("=")[0].split(".")[0] == "test_pipeline" for o in options or []):
+            check_pipeline_twins(plain)
+        return plain
     require_mmengine()  # an unsupported mmengine is one error line, not an ImportError
     from mmengine.config import Config
 
@@ -157,6 +161,8 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
                           hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
                           "torchvision.resnet18, timm.resnet18 or package.module:attr")
     merge_options(cfg, options)
+    if not any(str(o).split("=")[0].split(".")[0] == "test_pipeline" for o in options or []):  # warned there
+        check_pipeline_twins(cfg)
     # after the options: `--cfg-options custom_imports.imports=[mypkg.models]` is imported too, as the config's own
     import_custom_modules(cfg, spec)
     check_config(cfg)
@@ -562,6 +568,12 @@ def check_config(cfg: Any) -> None:
             raise ConfigError(f"the config's {key} is {type(dp).__name__} ({dp!r}), not a dict",
                               hint=f"{key} = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], "
                               "to_rgb=True)")
+        for flag in ("to_rgb", "bgr_to_rgb", "rgb_to_bgr"):
+            value = dp.get(flag) if dp is not None else None
+            # the package reads it as a truth value: 'no' (a string) would swap the channels too
+            if value is not None and not isinstance(value, bool) and value not in (0, 1):
+                raise ConfigError(f"the config's {key}.{flag} is {value!r}, not True or False",
+                                  hint=f"{key}.{flag} = True (swap BGR to RGB) or False")
     revise = cfg_get(cfg, "checkpoint_revise_keys")
     if revise is not None:
         import re
@@ -598,6 +610,24 @@ def check_pipeline(steps: Any, where: str) -> None:
     for i, step in enumerate(steps):
         if not hasattr(step, "get") or not (isinstance(step.get("type"), str) or callable(step.get("type"))):
             raise ConfigError(f"{where}[{i}] is {step!r}, not a transform dict with a type", hint=hint)
+
+
+def check_pipeline_twins(cfg: Any) -> None:
+    """One warning when the config's ``test_pipeline`` and ``test_dataloader.dataset.pipeline`` differ: the
+    dataloader's runs (:func:`test_pipeline`, as mmpretrain's tools), so a ``test_pipeline`` that a child config
+    redefines without its dataloader -- which keeps the base's list -- would be silently ignored."""
+    import warnings
+
+    from visctl.errors import InputWarning
+
+    ours, runs = cfg_get(cfg, "test_pipeline"), cfg_get(cfg, "test_dataloader.dataset.pipeline")
+    if not isinstance(ours, (list, tuple)) or not isinstance(runs, (list, tuple)) or list(ours) == list(runs):
+        return
+    types = ", ".join(str(s.get("type", "?")) if hasattr(s, "get") else "?" for s in runs)
+    warnings.warn("the config's test_pipeline differs from its test_dataloader.dataset.pipeline, and "
+                  f"test_dataloader.dataset.pipeline runs ({types}), as in mmpretrain's tools; to run "
+                  "test_pipeline, set test_dataloader = dict(dataset=dict(pipeline=test_pipeline)) in the config",
+                  InputWarning, stacklevel=2)
 
 
 def test_pipeline(cfg: Any) -> list[dict] | None:

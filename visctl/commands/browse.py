@@ -32,7 +32,7 @@ def browse(
     number: Annotated[int, typer.Option("--number", "--show-number", "-n", help="Samples, from the first (-1: all).")
                       ] = 32,
     skip_type: Annotated[Optional[list[str]], typer.Option(
-        "--skip-type", "--skip_type", help="Transform types left out (repeatable) "
+        "--skip-type", "--skip_type", help="Transform types left out (repeatable; replaces the default list) "
         f"[default: {' '.join(SKIP)}].", show_default=False)] = None,
     mode: Annotated[BrowseMode, typer.Option(
         "--mode", "-m", help="grid: pages of samples after the pipeline; original, transformed, concat (both) or "

@@ -95,6 +95,7 @@ def cam(
         library.parse_box(target_box)  # an inverted or empty box, before the model loads
         library.check_region(target_mask, target_box, target_category)  # their conflicts, likewise
         library.check_amp(amp.value, ctx.device, methods)  # before the model loads
+        library.check_unused(methods, target_category, topk, ratio_channels_to_ablate, ctx.warn)
         if single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
             check_output_file(save_path, "--save-path")
         mi = open_model(ctx, args, check_paths=lambda found: single_output(save_path, len(found)))

@@ -42,7 +42,8 @@ def lr(
                                                  "seaborn-v0_8-whitegrid.")] = None,
     window_size: Annotated[str, typer.Option("--window-size", "--window_size", help="Figure size W*H in inches.")
                            ] = "12*7",
-    log_scale: Annotated[bool, typer.Option("--log-scale", help="Logarithmic learning-rate axis.")] = False,
+    log_scale: Annotated[bool, typer.Option(
+        "--log-scale", help="Logarithmic axis for the learning rate (or the --parameter plotted).")] = False,
     save_path: Annotated[Optional[Path], typer.Option("--save-path", "--save_path", "-s",
                                                       help="The plot's file [default: OUT_DIR/lr.png].")] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write every iteration's values as CSV.")] = None,

@@ -29,7 +29,7 @@ def pipeline(
     number: Annotated[int, typer.Option("--number", "--show-number", "--show_number", "-n",
                                         help="How many samples, from the first (-1: all).")] = 20,
     skip_type: Annotated[Optional[list[str]], typer.Option(
-        "--skip-type", "--skip_type", help="Transform types left out (repeatable) "
+        "--skip-type", "--skip_type", help="Transform types left out (repeatable; replaces the default list) "
         "[default: ToTensor Normalize ImageToTensor Collect PackInputs].", show_default=False)] = None,
     mode: Annotated[Mode, typer.Option("--mode", "-m", help="original, transformed, concat (both), or pipeline "
                                        "(every step).")] = Mode.concat,

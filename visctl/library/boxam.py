@@ -216,6 +216,9 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
         validate_layer_output(n, shape)
         layouts.append(detect_layout(shape, in_hw, False, None, n))
     cam_method = cams.parse_method(method.value)[0]
+    if ratio_channels_to_ablate != 1.0 and method is not BoxMethod.ablationcam:
+        session.warn(f"--ratio-channels-to-ablate {ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, "
+                     f"and the method is {method.value}")
     target = None
     gradient = method not in (BoxMethod.eigencam, BoxMethod.ablationcam)
     # mmyolo's boxam_vis_demo: on the detectors it covers, the gradient methods differentiate the loss

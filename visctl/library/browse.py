@@ -130,7 +130,7 @@ def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any 
     from pathlib import Path
 
     from visctl import arguments, datasets
-    from visctl.library.pipeline import channel_swap, native_order
+    from visctl.library.pipeline import channel_swap, check_skip, native_order
 
     arguments.model_spec(config, "config", modules=False)
     arguments.check("browse", number=number, rows=rows, cols=cols, num_workers=num_workers, seed=seed)
@@ -142,6 +142,7 @@ def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any 
     cfg = session.load_config(config)
     ds_cfg, steps = datasets.dataset_config(cfg, phase)
     dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
+    check_skip(skip_type, steps, session.warn)
     skip = tuple(skip_type if skip_type is not None else SKIP)
     samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
     size = datasets.length(dataset)

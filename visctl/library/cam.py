@@ -138,6 +138,7 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
     session = session or Session(options)
     methods, colormap = check_options(method, colormap, task, image_format)
     check_amp(amp, session.device, methods)
+    check_unused(methods, categories, topk, ratio_channels_to_ablate, session.warn)
     paths = imgs.as_images(images, note=session.note)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
     run = start(session, mi, methods=methods, target_category=categories, topk=topk,
@@ -223,6 +224,21 @@ def parse_box(target_box: str | Sequence[float] | None) -> list[float] | None:
     return box
 
 
+def check_unused(methods: list[Any], target_category: Sequence[Any] | None, topk: int,
+                 ratio_channels_to_ablate: float, warn: Callable[[str], None]) -> None:
+    """Options the run would not use, before the model loads: ``--topk`` beside ``--target-category`` (which
+    names the classes itself) is refused; ``--ratio-channels-to-ablate`` without AblationCAM gets one warning."""
+    from visctl.errors import ArgumentError
+
+    if target_category and topk != 1:
+        raise ArgumentError(f"--topk {topk} and --target-category both choose the classes",
+                            hint="give one of them: --topk K maps the top K predicted classes, --target-category "
+                            "the classes named")
+    if ratio_channels_to_ablate != 1.0 and not any(getattr(m, "value", m) == "ablationcam" for m in methods):
+        warn(f"--ratio-channels-to-ablate {ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, and "
+             f"the methods are {', '.join(str(getattr(m, 'value', m)) for m in methods)}")
+
+
 def check_amp(amp: str, device: str, methods: list[Any]) -> tuple[str, Any] | None:
     """``--amp``'s (device type, dtype) for :class:`visctl.cams.CamEngine`, or None; refused on a CPU and for
     methods that need float32 throughout (:func:`visctl.cams.autocast_dtype`), before the model loads."""
@@ -265,6 +281,16 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
     check_region(target_mask, target_box, target_category)
     parse_box(target_box)
     if segment:
+        ablation = any(getattr(m, "value", m) == "ablationcam" for m in methods)
+        unused = [name for name, on in (
+            (f"--topk {topk}", topk != 1), ("--vit-like" if vit_like else "--no-vit-like", vit_like is not None),
+            (f"--num-extra-tokens {num_extra_tokens}", num_extra_tokens is not None),
+            ("--aug-smooth", aug_smooth), ("--eigen-smooth", eigen_smooth),
+            (f"--ratio-channels-to-ablate {ratio_channels_to_ablate:g}", ablation and ratio_channels_to_ablate != 1.0),
+            (f"--panel-size {panel_size}", panel_size is not None)) if on]
+        if unused:  # a segmentation run maps each class's region at the model's own layers, as they are
+            session.warn(f"{', '.join(unused)} had no effect: a segmentation model's maps do not use "
+                         + ("it" if len(unused) == 1 else "them"))
         return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box,
                                 inferred=task == "auto" and configured != "segmentation", **kw)
     if target_mask or target_box:
@@ -330,6 +356,8 @@ class CamRun:
         for note in setup.notes:
             if not (self.layerless and note.startswith(("target layers from the config", "default target layer"))):
                 session.note(note)
+        for warning in setup.warnings:
+            session.warn(warning)
         per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
         self.slots = len(self.categories) or topk
         passes = per_image * self.slots * (6 if aug_smooth else 1)

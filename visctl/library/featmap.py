@@ -171,6 +171,36 @@ def check_options(*, channel_reduction: Reduction, topk: int, arrangement: tuple
     return colormap
 
 
+def _registry_model(mi: ModelInputs) -> bool:
+    """Whether the model comes from a config whose ``model.type`` is a registry name (what ``--repo``'s
+    ``default_scope`` resolves); not an import path (``pkg.module:fn``), a class, a torchvision name or a module."""
+    model_cfg = mi.cfg.get("model") if hasattr(mi.cfg, "get") else None
+    mtype = model_cfg.get("type") if model_cfg is not None and hasattr(model_cfg, "get") else None
+    return isinstance(mtype, str) and ":" not in mtype and "." not in mtype
+
+
+def _channels_drawn(mi: ModelInputs, names: Sequence[str], topk: int) -> dict[str, int]:
+    """``--channel-reduction none --topk K``: how many channels each layer (with one (N, C, H, W) output) gives
+    to draw, min(K, C)."""
+    from visctl.layers import probe
+
+    pr = probe(mi.model, mi.example, logits=False)
+    drawn = {}
+    for n in names:
+        shape = pr.shape_of(n)
+        if isinstance(shape, tuple) and len(shape) == 4 and all(isinstance(v, int) for v in shape):
+            drawn[n] = min(topk, int(shape[1]))
+    return drawn
+
+
+def _topk_param(topk: int, drawn: dict[str, int]) -> Any:
+    """The manifest's ``topk``: the channels drawn (one number, or one per layer where they differ)."""
+    if not drawn:
+        return topk
+    values = set(drawn.values())
+    return values.pop() if len(values) == 1 else dict(drawn)
+
+
 def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_layers: Sequence[str] | None = None,
             channel_reduction: Reduction | str = Reduction.squeeze_mean, topk: int = 4,
             arrangement: tuple[int, int] | None = None, overlaid: bool = True, alpha: float = 0.5,
@@ -203,7 +233,13 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
                          compare=compare, signed=signed)
     if arrangement and reduction is not Reduction.none:
         session.warn("--arrangement applies to --channel-reduction none only")
-    if repo:
+    if topk != 4 and reduction is not Reduction.none:
+        session.warn(f"--topk {topk} has no effect: it applies to --channel-reduction none only "
+                     f"(this run's is {reduction.value})")
+    if alpha != 0.5 and not overlaid:
+        session.warn(f"--alpha {alpha:g} has no effect: it blends the map over the image, and --no-overlaid "
+                     "draws the map alone")
+    if repo and f"default_scope={repo}" not in session.cfg_options:  # the CLI's split_args set it already
         session.cfg_options.append(f"default_scope={repo}")
     from visctl.images import as_images
 
@@ -232,6 +268,15 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             session.note(f"default layer {chosen.why}")
         session.log(f"default layers: {', '.join(names)} (set --target-layers to change them)")
     layers = {n: models.find_layer(mi.model, n)[1] for n in names}
+    if repo and not _registry_model(mi):
+        session.warn(f"--repo {repo} has no effect on the model: it sets the registry scope, and this model is "
+                     "not built from a registry name")
+    drawn = _channels_drawn(mi, names, topk) if reduction is Reduction.none and topk > 0 else {}
+    short = {n: c for n, c in drawn.items() if c < topk}
+    if short:
+        session.warn(f"--topk {topk} asks for more channels than " + ", ".join(f"{n} has ({c})" for n, c in
+                                                                              short.items())
+                     + ": all of them are drawn")
     other = None
     compare_param = None
     if compare is not None:
@@ -261,7 +306,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
 
     params = dict(
         inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, target_layers=names,
-        channel_reduction=reduction.value, topk=topk if reduction is Reduction.none else None,
+        channel_reduction=reduction.value, topk=_topk_param(topk, drawn) if reduction is Reduction.none else None,
         normalize=normalize.value, use_norm=use_norm, compare=compare_param, signed=signed, device=session.device,
         threads=session.threads, batch_size=batch_size, format=image_format,
         panel_size=panel_size or ("--resize-shape" if resize_shape else

@@ -56,6 +56,21 @@ def channel_swap(channel_order: Any, native: str, bgr2rgb: bool = False) -> bool
     return order != native
 
 
+def check_skip(skip_type: list[str] | None, steps: Any, warn: Any) -> None:
+    """``--skip-type`` names that no step of the pipeline has: one warning naming the pipeline's types (a name
+    given replaces the default list, mmpretrain's browse_dataset.py habit, so the default's steps are drawn)."""
+    if not skip_type:
+        return
+    types = [str(s.get("type", "")).split(".")[-1] for s in steps if hasattr(s, "get")]
+    unknown = [t for t in skip_type if t not in types]
+    if not unknown:
+        return
+    drawn = [t for t in SKIP if t in types and t not in skip_type]
+    warn(f"--skip-type {', '.join(unknown)}: no step of this pipeline has that type (its steps: "
+         f"{', '.join(types) or 'none'}); a --skip-type list replaces the default ({' '.join(SKIP)})"
+         + (f", so {', '.join(drawn)} is drawn" if drawn else ""))
+
+
 def check_rescale(rescale_factor: float | None, mode: str, adaptive: bool = False) -> None:
     """mmpretrain's ``-r/--rescale-factor`` scales the original image of ``--mode original`` only."""
     from visctl.errors import InputError
@@ -214,6 +229,11 @@ def plan(config: Any, images: Any = None, *, phase: str = "train", number: int =
     arguments.model_spec(config, "config", modules=False)
     arguments.check("pipeline", number=number, min_edge_length=min_edge_length, max_edge_length=max_edge_length,
                     rescale_factor=rescale_factor, seed=seed)
+    for name, value, default in (("--min-edge-length", min_edge_length, 200),
+                                 ("--max-edge-length", max_edge_length, 1000)):
+        if value != default and not adaptive:  # as -r without --mode original: an error, not a silent no-op
+            raise arguments.ArgumentError(f"{name} {value} limits the panels of --adaptive only",
+                                          hint=f"add --adaptive, or drop {name}")
     if adaptive and min_edge_length > max_edge_length:
         raise arguments.ArgumentError(f"--min-edge-length {min_edge_length} is above --max-edge-length "
                                       f"{max_edge_length}", hint="the adaptive size keeps each figure's edges "
@@ -232,6 +252,7 @@ def plan(config: Any, images: Any = None, *, phase: str = "train", number: int =
         dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
     else:
         dataset, steps = image_dataset(cfg, images, phase, session)
+    check_skip(skip_type, steps, session.warn)
     skip = tuple(skip_type if skip_type is not None else SKIP)
     samples = datasets.PipelineSamples(dataset, steps, seed=seed, record=record, skip_types=skip)
     size = datasets.length(dataset)

@@ -245,6 +245,11 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
         session.warn(notes[-1])
         norm_pix = False
     norm_pix = norm_pix or bool(getattr(model, "norm_pix_loss", False))
+    if not norm_pix and norm_pix_stats != NormPixStats.patch.value:
+        notes.append(f"--norm-pix-stats {norm_pix_stats} has no effect: it says where --norm-pix takes each patch's "
+                     "mean and std, and this run does not un-normalise (no --norm-pix, and the model's "
+                     "norm_pix_loss is off)")
+        session.warn(notes[-1])
     mask_path = Path(mask_file) if mask_file is not None else None
     params = dict(inputs=[str(x) for x in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, model=kind,
                   mask_ratio=ratio, mask_file=str(mask_path) if mask_path else None,

@@ -261,7 +261,8 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
         model: the ``nn.Module`` whose parameter names ``paramwise_cfg`` reads [default: the config's model
             when ``paramwise_cfg`` needs one, else a stand-in].
         title: the plot's title [default: the config's name].
-        style: a matplotlib style; window_size: ``"W*H"`` inches; log_scale: a logarithmic lr axis.
+        style: a matplotlib style; window_size: ``"W*H"`` inches; log_scale: a logarithmic axis for the
+        learning rate (or the ``parameter`` plotted).
         parameter: plot only ``"lr"``, ``"momentum"`` or ``"wd"`` (the values keep every column).
         options: how the run writes and reports (:class:`visctl.RunOptions`).
         session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
@@ -311,7 +312,8 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
     if title is None:
         title = stem if parameter is None else f"{stem} {PARAMETERS[parameter]}"
     result = ScheduleResult(
-        params=dict(config=name, dataset_size_from=source, **sched.params, parameter=parameter),
+        params=dict(config=name, dataset_size_from=source, **sched.params, parameter=parameter,
+                    **({"log_scale": f"{PARAMETERS[parameter or 'lr']} axis"} if log_scale else {})),
         notes=tuple(sched.notes), groups=tuple(sched.groups), lr=_frozen(sched.lr), momentum=_frozen(sched.momentum),
         weight_decay=_frozen(sched.weight_decay), by_epoch=sched.by_epoch, iters_per_epoch=sched.iters_per_epoch,
         total_iters=sched.total_iters, rule=sched.rule, members=tuple(tuple(m) for m in sched.members), title=title,
