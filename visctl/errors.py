@@ -145,21 +145,41 @@ def report(err: VisctlError, debug: bool = False) -> int:
     return EXIT_USAGE
 
 
-def out_of_memory(exc: BaseException) -> VisctlError | None:
+#: what an out-of-memory error's hint says, by what was being allocated (:func:`out_of_memory`'s ``what``)
+MEMORY_HINTS = {
+    "input": "the input, or what the config's pipeline makes of it (the model's input), is too large for this "
+             "machine: resize in the config's test pipeline (e.g. --cfg-options), lower --max-pixels or "
+             "--batch-size, or use `visctl slice` on huge images",
+    "figure": "the figure is too large for this machine: make the options that size it smaller (--panel-size, "
+              "featmap's --resize-shape, --topk and --arrangement, browse's --rows/--cols, pipeline's "
+              "-r/--rescale-factor and --max-edge-length), or lower --max-pixels, which bounds figures too",
+}
+
+
+def out_of_memory(exc: BaseException, what: str | None = None) -> VisctlError | None:
     """A failed allocation (``MemoryError``, torch's "DefaultCPUAllocator: can't allocate memory", CUDA out of
-    memory, OpenCV's "Insufficient memory") as the user error it is: too large an input for this machine.
-    None for any other exception."""
+    memory, OpenCV's "Insufficient memory") as the user error it is: too large an input or figure for this
+    machine. None for any other exception.
+
+    ``what``: what was being allocated, ``input`` or ``figure`` (the hint names its options); None: unknown,
+    the hint names both (an allocation in a figure drawn off the caller's thread is marked where it failed)."""
     text = " ".join(str(exc).split())
     if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
             or any(s in text for s in ("can't allocate memory", "CUDA out of memory", "Insufficient memory",
                                        "Failed to allocate"))):
         return None
+    what = what or getattr(exc, "visctl_allocating", None)
     amount = re.search(r"allocate (\d+) bytes", text)
-    what = f" ({int(amount.group(1)) / 2**30:,.1f} GiB at once)" if amount else ""
-    return VisctlError(f"out of memory: an allocation failed{what} ({type(exc).__name__})",
-                       hint="the input, or what the config's pipeline makes of it (the model's input), is too large "
-                       "for this machine: resize in the config's test pipeline (e.g. --cfg-options), lower "
-                       "--max-pixels or --batch-size, or use `visctl slice` on huge images")
+    size = f" ({int(amount.group(1)) / 2**30:,.1f} GiB at once)" if amount else ""
+    if what in MEMORY_HINTS:
+        hint = MEMORY_HINTS[what]
+    else:
+        hint = ("either the input (or what the config's pipeline makes of it) or the figure is too large for this "
+                "machine: resize in the config's test pipeline (e.g. --cfg-options), lower --max-pixels or "
+                "--batch-size, use `visctl slice` on huge images; or make the options that size the figure smaller "
+                "(--panel-size, --resize-shape, --topk, --arrangement, --rows/--cols, -r/--rescale-factor)")
+    return VisctlError(f"out of memory: an allocation failed{size}{' drawing the figure' if what == 'figure' else ''}"
+                       f" ({type(exc).__name__})", hint=hint)
 
 
 def report_bug(exc: BaseException) -> int:

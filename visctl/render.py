@@ -6,13 +6,34 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from visctl.classes import label as class_label
+from visctl.errors import ArgumentError
 
 if TYPE_CHECKING:
     import numpy as np
 
+def figure_allocation(fn: Any) -> Any:
+    """Mark a failed allocation in ``fn`` as the figure's (:func:`visctl.errors.out_of_memory` says so in its
+    hint, not that the input is too large)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            from visctl.errors import out_of_memory
+
+            if not hasattr(exc, "visctl_allocating") and out_of_memory(exc) is not None:
+                try:
+                    exc.visctl_allocating = "figure"  # type: ignore[attr-defined]
+                except AttributeError:  # an exception type without attributes: the generic hint
+                    pass
+            raise
+    return wrapper
+
+
 COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "bone")
 
 
+@figure_allocation
 def mmengine_overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """mmengine's ``Visualizer.draw_featmap`` rendering of one map over an image of the same size (min-max,
     JET, ``addWeighted``): used where its per-map normalisation is the one asked for."""
@@ -32,6 +53,7 @@ def mmengine_overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5) ->
                                    channel_reduction="squeeze_mean", alpha=alpha)
 
 
+@figure_allocation
 def colorize(fmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """A (H, W) map in [0, 1] as an RGB uint8 image, through an OpenCV colormap or else a matplotlib one."""
     import cv2
@@ -77,6 +99,7 @@ def no_data(image: np.ndarray) -> np.ndarray:
     return np.repeat(0.35 * grey + 0.65 * 160, 3, axis=-1).round().astype(np.uint8)
 
 
+@figure_allocation
 def overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
     """Blend a [0, 1] map over an RGB image: ``(1 - alpha) * image + alpha * heat`` (no re-brightening).
 
@@ -96,6 +119,7 @@ def overlay(image: np.ndarray, fmap: np.ndarray, alpha: float = 0.5, colormap: s
     return out
 
 
+@figure_allocation
 def caption(image: np.ndarray, text: str, min_width: int = 0) -> np.ndarray:
     """Put ``text`` in a white band above the image, the font sized to stay legible at any image size."""
     import cv2
@@ -103,11 +127,7 @@ def caption(image: np.ndarray, text: str, min_width: int = 0) -> np.ndarray:
 
     h, w = image.shape[:2]
     width = max(w, min_width)
-    scale = max(0.4, min(1.0, width / 500))
-    thick = 1 if scale < 0.8 else 2
-    lines = _wrap(text, width, scale, thick)
-    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    line_h = th + base + 6
+    scale, thick, lines, th, line_h = _caption_layout(text, width)
     band = np.full((line_h * len(lines) + 6, width, 3), 255, np.uint8)
     for i, line in enumerate(lines):
         cv2.putText(band, line, (4, 4 + th + i * line_h), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), thick,
@@ -115,6 +135,22 @@ def caption(image: np.ndarray, text: str, min_width: int = 0) -> np.ndarray:
     body = image if w == width else cv2.copyMakeBorder(image, 0, 0, 0, width - w, cv2.BORDER_CONSTANT,
                                                        value=(255, 255, 255))
     return np.vstack([band, body])
+
+
+def _caption_layout(text: str, width: int) -> tuple[float, int, list[str], int, int]:
+    import cv2
+
+    scale = max(0.4, min(1.0, width / 500))
+    thick = 1 if scale < 0.8 else 2
+    lines = _wrap(text, width, scale, thick)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    return scale, thick, lines, th, th + base + 6
+
+
+def caption_height(text: str, width: int) -> int:
+    """The height of the band :func:`caption` puts above an image ``width`` pixels wide."""
+    _, _, lines, _, line_h = _caption_layout(text, width)
+    return line_h * len(lines) + 6
 
 
 def _wrap(text: str, width: int, scale: float, thick: int) -> list[str]:
@@ -148,6 +184,7 @@ def _text_w(text: str, scale: float, thick: int) -> int:
     return int(cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0])
 
 
+@figure_allocation
 def grid(panels: list[np.ndarray], cols: int | None = None, gap: int = 6) -> np.ndarray:
     """Lay panels out in rows (left to right, top to bottom) on white; never drops a panel."""
     import math
@@ -168,6 +205,7 @@ def grid(panels: list[np.ndarray], cols: int | None = None, gap: int = 6) -> np.
     return out
 
 
+@figure_allocation
 def fit(image: np.ndarray, max_side: int) -> np.ndarray:
     """Scale an image so its longer side is at most ``max_side`` (upscales tiny images to it too)."""
     import cv2
@@ -195,11 +233,63 @@ def panel_size(h: int, w: int, requested: int | None = None, cap: int = PANEL_CA
     return min(cap, max(h, w, PANEL_FLOOR))
 
 
+#: a figure's pixel limit when the run has no budget (``max_pixels=None``, a library call's default): 2**30
+#: pixels (3 GiB as RGB), where OpenCV's and numpy's allocations of one image fail on most machines
+FIGURE_LIMIT = 1 << 30
+
+
+class FigureTooLarge(ArgumentError):
+    """Options that make a figure (a panel size, a grid, a rescale factor) over the pixel budget."""
+
+
+def check_figure(width: int, height: int, max_pixels: int | None, options: str, what: str = "a figure",
+                 hint: str | None = None) -> None:
+    """Refuse, before it is drawn, a ``width`` x ``height`` figure over the pixel budget (``--max-pixels``: the
+    budget of the images read bounds the figures made of them); ``options`` names the options that make it
+    (``--panel-size 8192 (panel_size=)``), ``what`` the figure, ``hint`` how to make it smaller."""
+    budget = max_pixels if max_pixels is not None else FIGURE_LIMIT
+    w, h = int(width), int(height)
+    if w * h <= budget:
+        return
+    where = "the budget (--max-pixels)" if max_pixels is not None else "the limit of a figure with no --max-pixels"
+    raise FigureTooLarge(f"{options} would make {what}: {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over {where} of "
+                         f"{budget / 1e6:,.1f} MP",
+                         hint=(hint or f"make {options} smaller")
+                         + (", or raise --max-pixels (max_pixels=)" if max_pixels is not None else ""))
+
+
+def fit_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """The (h, w) :func:`fit` gives an (h, w) image."""
+    f = max_side / max(h, w, 1)
+    if abs(f - 1.0) < 1e-6:
+        return int(h), int(w)
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def grid_size(n: int, cell_h: int, cell_w: int, cols: int | None = None, gap: int = 6) -> tuple[int, int]:
+    """The (height, width) :func:`grid` gives ``n`` panels of at most ``cell_h`` x ``cell_w``."""
+    import math
+
+    cols = cols or min(n, 4)
+    rows = math.ceil(n / cols)
+    return rows * cell_h + (rows - 1) * gap, cols * cell_w + (cols - 1) * gap
+
+
+def map_figure_size(h: int, w: int, counts: list[int], panel_side: int) -> tuple[int, int]:
+    """The (height, width) of :func:`map_figure` for an (h, w) original and ``counts`` maps per row, captions
+    left out (a lower bound: what is refused with it is over the budget)."""
+    cols = min(1 + max(counts or [0]), 6)
+    ph, pw = fit_size(h, w, panel_side)
+    lines = sum(-(-(1 + c) // cols) for c in counts)
+    return grid_size(lines * cols, ph, pw, cols)
+
+
 def sizes_param(sizes: set[int]) -> int | list[int]:
     """The panel size of a run for its manifest: one number, or every size used when the images differ."""
     return next(iter(sizes)) if len(sizes) == 1 else sorted(sizes)
 
 
+@figure_allocation
 def map_figure(original: np.ndarray, rows: list[tuple[str, list[tuple[str, np.ndarray]]]], alpha: float = 0.5,
                colormap: str = "jet", panel_side: int = PANEL_CAP) -> np.ndarray:
     """One figure for one image: per row, the original then one overlay per map, all captioned.
@@ -237,6 +327,7 @@ def adaptive_size(h: int, w: int, min_edge: int = 200, max_edge: int = 1000) -> 
     return max(1, round(h * f)), max(1, round(w * f))
 
 
+@figure_allocation
 def label_image(image: np.ndarray, text: str) -> np.ndarray:
     """Caption an image; tiny images are first enlarged so the caption is legible."""
     if max(image.shape[:2]) < 160:
@@ -244,6 +335,7 @@ def label_image(image: np.ndarray, text: str) -> np.ndarray:
     return caption(image, text)
 
 
+@figure_allocation
 def draw_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.7) -> np.ndarray:
     """Darken the masked patches of an image (mask on the patch grid, nearest-upsampled)."""
     import cv2
@@ -255,6 +347,7 @@ def draw_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.7) -> np.nda
     return out.astype(np.uint8)
 
 
+@figure_allocation
 def text_on_image(image: np.ndarray, text: str) -> np.ndarray:
     """``text`` in a translucent black box at the top left of a copy of ``image``, white, sized to the image
     as mmpretrain's ``visualize_cls`` sizes its label (``get_adaptive_scale``: short edge / 224 within 0.3-3).
@@ -280,15 +373,46 @@ def text_on_image(image: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
+def rescaled_size(h: int, w: int, factor: float) -> tuple[int, int]:
+    """The (h, w) :func:`rescale` gives an (h, w) image."""
+    return max(1, int(h * float(factor) + 0.5)), max(1, int(w * float(factor) + 0.5))
+
+
+@figure_allocation
 def rescale(image: np.ndarray, factor: float) -> np.ndarray:
     """``mmcv.imrescale(image, factor)``: each side ``int(side * factor + 0.5)``, bilinear (OpenCV)."""
     import cv2
 
-    h, w = image.shape[:2]
-    nw, nh = max(1, int(w * float(factor) + 0.5)), max(1, int(h * float(factor) + 0.5))
+    nh, nw = rescaled_size(*image.shape[:2], factor)  # type: ignore[call-arg]
     return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
 
 
+def pipeline_figure_size(item: dict, mode: str, adaptive: bool = False, min_edge: int = 200, max_edge: int = 1000,
+                         rescale_factor: float | None = None) -> tuple[int, int]:
+    """The (height, width) of :func:`pipeline_figure` for ``item``, captions left out (a lower bound)."""
+    def panel(shape: tuple[int, ...]) -> tuple[int, int]:
+        h, w = int(shape[0]), int(shape[1])
+        if adaptive:
+            h, w = adaptive_size(h, w, min_edge, max_edge)
+        return fit_size(h, w, 160) if max(h, w) < 160 else (h, w)
+
+    if mode == "original":
+        h, w = item["original"].shape[:2]
+        if rescale_factor is not None:
+            return rescaled_size(h, w, rescale_factor)
+        return adaptive_size(h, w, min_edge, max_edge) if adaptive else (int(h), int(w))
+    if mode in ("transformed", "concat"):
+        shapes = [v.shape for v in item["views"]] + ([item["original"].shape] if mode == "concat" else [])
+        rows, cols = 1, len(shapes)
+    else:
+        shapes = [img.shape for snaps in item["snapshots"] for _, img in snaps]
+        rows, cols = len(item["snapshots"]), max([len(s) for s in item["snapshots"]] or [1])
+    sizes = [panel(s) for s in shapes] or [(1, 1)]
+    h, w = grid_size(rows * cols, max(s[0] for s in sizes), max(s[1] for s in sizes), cols)
+    return h, w
+
+
+@figure_allocation
 def pipeline_figure(item: dict, mode: str, label: str, adaptive: bool = False, min_edge: int = 200,
                     max_edge: int = 1000, bgr2rgb: bool = False, rescale_factor: float | None = None) -> np.ndarray:
     """A sample through its pipeline: the original, the final view(s), both, or every step of every view.

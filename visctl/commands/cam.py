@@ -98,7 +98,11 @@ def cam(
         library.check_unused(methods, target_category, topk, ratio_channels_to_ablate, ctx.warn)
         if single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
             check_output_file(save_path, "--save-path")
-        mi = open_model(ctx, args, check_paths=lambda found: single_output(save_path, len(found)))
+        def check_paths(found: list) -> None:
+            single_output(save_path, len(found))
+            library.check_figures(found, methods, target_category, topk, panel_size, ctx.max_pixels)
+
+        mi = open_model(ctx, args, check_paths=check_paths)
         if preview_model:
             preview(ctx, mi)
             raise typer.Exit(0)

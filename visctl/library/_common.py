@@ -339,3 +339,20 @@ def _within_memory(ctx: Session, mi: ModelInputs, group: list, stacked: Any, gra
         return []
     k = max(1, int(free // one))
     return [(group[i:i + k], stacked[i:i + k]) for i in range(0, len(group), k)]
+
+
+def image_shapes(paths: Any) -> list[tuple[int, int]]:
+    """The distinct (h, w) of the images ``paths`` (files' headers, without decoding; arrays' shapes), for the
+    figure checks made before the model loads; an image whose header cannot be read is left out."""
+    from visctl.images import image_size
+
+    shapes: dict[tuple[int, int], None] = {}
+    for p in paths:
+        array = getattr(p, "array", None)
+        if array is not None:
+            shapes[(int(array.shape[0]), int(array.shape[1]))] = None
+            continue
+        size = image_size(p)
+        if size is not None:
+            shapes[(size[1], size[0])] = None
+    return list(shapes)

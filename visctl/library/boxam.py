@@ -176,7 +176,11 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     chosen = arguments.choice(BoxMethod, method, "method") if method is not None else None
     colormap, cap, image_format = check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
                                                 image_format=image_format)
-    mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
+    paths = as_images(images, note=session.note)
+    for h, w in _common.image_shapes(paths) if panel_size else []:  # one panel at least, before the model
+        check_figure(h, w, 1, render.panel_size(h, w, panel_size, cap=512), panel_size, session.max_pixels,
+                     f"a {w} x {h} image")
+    mi = _common.open_model(session, model, checkpoint, paths)
     if on_model is not None:
         on_model(mi)
     in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
@@ -326,6 +330,8 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
                 raw = np.array(full, np.float32)
                 raw.setflags(write=False)
                 raw_maps.append(raw)
+            check_figure(img.shape[0], img.shape[1], max(1, len(raw_maps)), side, o["panel_size"], ctx.max_pixels,
+                         p.name)
             picture = Drawing(f"{stems[p]}_boxam_{plan.method.value.replace('++', 'pp')}_{layer_tag}.{fmt}",
                               functools.partial(_draw, img, raw_maps, dets, plan, side),
                               f"{p.name}: {len(dets)} boxes", dict(input=str(p), panel_size=side))
@@ -336,6 +342,19 @@ def iter_boxam(plan: Plan, draw_later: bool = False) -> Iterator[BoxamImage]:
                              None if draw_later else picture.figure(), raw_names, per_box, side, p,
                              picture if draw_later else None)
             batch.advance()
+
+
+def check_figure(h: int, w: int, panels: int, side: int, panel_size: int | None, max_pixels: int | None,
+                 name: str) -> None:
+    """Refuse a boxam figure (``panels`` panels of an (h, w) image fitted to ``side``) over the pixel budget."""
+    from visctl import render
+
+    ph, pw = render.fit_size(h, w, side)
+    fh, fw = render.grid_size(panels, ph, pw, min(panels, 4))
+    said = (f"--panel-size {panel_size} (panel_size=)" if panel_size else "the image's size") + (
+        f" with {panels} panels (--per-box, --topk)" if panels > 1 else "")
+    render.check_figure(fw, fh, max_pixels, said, f"the figure of {name}",
+                        hint="give a smaller --panel-size (or fewer boxes with --per-box: --topk, --score-thr)")
 
 
 def _draw(img: np.ndarray, maps: list[np.ndarray], dets: Any, plan: Plan, side: int) -> np.ndarray:

@@ -158,9 +158,39 @@ def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any 
     return BrowsePlan(dataset, samples, count, params, phase, rows, cols, num_workers, swap)
 
 
+def page_grid(n: int, rows: int, cols: int) -> tuple[int, int]:
+    """The (rows, cols) of a page of ``n`` samples in a ``rows`` x ``cols`` grid: shrunk to the samples it holds,
+    as mmpretrain's browse_dataset.py lays out only the images it has (no empty column or row)."""
+    import math
+
+    cols = max(1, min(cols, n))
+    return min(rows, math.ceil(n / cols)), cols
+
+
+def cell_size(views: Any, caption: str) -> tuple[int, int]:
+    """The (height, width) of a sample's cell on a page as :func:`draw_page` draws it."""
+    from visctl import render
+
+    sizes = [render.fit_size(int(v.shape[0]), int(v.shape[1]), 160) for v in views] or [(1, 1)]
+    width = sum(w for _, w in sizes) + 2 * (len(sizes) - 1)
+    return max(h for h, _ in sizes) + render.caption_height(caption, width), width
+
+
+def check_page(n: int, cell_h: int, cell_w: int, rows: int, cols: int, max_pixels: int | None) -> None:
+    """Refuse a page of ``n`` samples (cells of at most ``cell_h`` x ``cell_w``) over the pixel budget."""
+    from visctl import render
+
+    r, c = page_grid(n, rows, cols)
+    h, w = render.grid_size(r * c, cell_h, cell_w, c)
+    render.check_figure(w, h, max_pixels, f"--rows {rows} --cols {cols} (rows=, cols=)",
+                        f"a page of {n} samples ({r} x {c})",
+                        hint="give fewer --rows/--cols (a page holds rows x cols samples)")
+
+
 def draw_page(samples: tuple[BrowseSample, ...], cols: int, swap: bool = False) -> np.ndarray:
     """A page: each sample's views (masked patches darkened) side by side, fitted to 160 px, under its caption,
-    in a grid of ``cols`` columns (a read-only RGB ``uint8`` array); ``swap``: each view's channels swapped."""
+    in a grid of ``cols`` columns, fewer when the page holds fewer samples (a read-only RGB ``uint8`` array);
+    ``swap``: each view's channels swapped."""
     from visctl import render
 
     cells = []
@@ -169,7 +199,7 @@ def draw_page(samples: tuple[BrowseSample, ...], cols: int, swap: bool = False) 
         views = [render.draw_mask(v, m) if m is not None else v for v, m in zip(views, s.masks)]
         strip = render.grid([render.fit(v, 160) for v in views], cols=len(views), gap=2)
         cells.append(render.caption(strip, s.caption))
-    page = render.grid(cells, cols=cols)
+    page = render.grid(cells, cols=min(cols, len(cells)))
     page.setflags(write=False)  # a new array: read-only like the samples, without a copy
     return page
 
@@ -188,6 +218,7 @@ def iter_pages(p: BrowsePlan, session: Session, draw_in_writer: bool = False) ->
     per_page = p.rows * p.cols
     drawn: list[BrowseSample] = []
     pages = 0
+    cell_h = cell_w = 1  # the largest cell of the page being filled: refused as soon as it outgrows the budget
 
     def page() -> BrowsePage:
         first = pages * per_page
@@ -212,10 +243,14 @@ def iter_pages(p: BrowsePlan, session: Session, draw_in_writer: bool = False) ->
             drawn.append(BrowseSample(item["name"], item["index"], label, name, text, pages,
                                       tuple(_readonly(v) for v in views),
                                       tuple(_readonly(m) for m in item["masks"])))
+            ch, cw = cell_size(views, text)
+            cell_h, cell_w = max(cell_h, ch), max(cell_w, cw)
+            check_page(len(drawn), cell_h, cell_w, p.rows, p.cols, session.max_pixels)
             if len(drawn) == per_page:
                 yield page()
                 pages += 1
                 drawn = []
+                cell_h = cell_w = 1
     if drawn:
         yield page()
 

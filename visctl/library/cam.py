@@ -140,6 +140,7 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
     check_amp(amp, session.device, methods)
     check_unused(methods, categories, topk, ratio_channels_to_ablate, session.warn)
     paths = imgs.as_images(images, note=session.note)
+    check_figures(paths, methods, categories, topk, panel_size, session.max_pixels)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
     run = start(session, mi, methods=methods, target_category=categories, topk=topk,
                 target_layers=layers, vit_like=vit_like, num_extra_tokens=num_extra_tokens,
@@ -149,6 +150,47 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method
                 target_box=target_box if target_box is None or isinstance(target_box, str)
                 else ",".join(str(v) for v in target_box), image_format=image_format, amp=amp)
     return run.collect()
+
+
+def figure_options(panel_size: int | None, methods: int, categories: int) -> str:
+    """The options that size a cam figure, as an error names them."""
+    said = [f"--panel-size {panel_size} (panel_size=)"] if panel_size else []
+    if methods > 1:
+        said.append(f"{methods} methods (-m/--method)")
+    if categories > 1:
+        said.append(f"{categories} targets (-c/--target-category or --topk)")
+    return " with ".join(said) or "the image's size"
+
+
+def check_figure(h: int, w: int, counts: list[int], side: int, max_pixels: int | None, panel_size: int | None,
+                 name: str, area_only: bool = False) -> None:
+    """Refuse a figure of :func:`visctl.render.map_figure` (``counts`` maps per row) over the pixel budget;
+    ``area_only``: the image's orientation is not known (its header), so only its area counts."""
+    from visctl import render
+
+    fh, fw = render.map_figure_size(h, w, counts, side)
+    if area_only:
+        cols = min(1 + max(counts or [0]), 6)
+        lines = sum(-(-(1 + c) // cols) for c in counts)
+        ph, pw = render.fit_size(h, w, side)
+        fh, fw = lines * ph, cols * pw  # the gaps left out: the same area either way round
+    render.check_figure(fw, fh, max_pixels, figure_options(panel_size, max(counts or [0]), len(counts)),
+                        f"the figure of {name}", hint="give a smaller --panel-size, or fewer methods or targets "
+                        "(one figure holds a row per target, a panel per method)")
+
+
+def check_figures(paths: list[Any], methods: list[Any], categories: list[Any] | None, topk: int,
+                  panel_size: int | None, max_pixels: int | None) -> None:
+    """Before the model loads: refuse figures the options make over the pixel budget (each image's size from
+    its header)."""
+    from visctl import render
+    from visctl.library._common import image_shapes
+
+    rows = len(categories) if categories else max(1, int(topk or 1))
+    for h, w in image_shapes(paths):
+        side = render.panel_size(h, w, panel_size)
+        check_figure(h, w, [len(methods)] * rows, side, max_pixels, panel_size, f"a {w} x {h} image",
+                     area_only=True)
 
 
 def check_numbers(**values: Any) -> None:
@@ -488,6 +530,8 @@ class CamRun:
                 figure = drawing = None
                 if any(row_panels for _, row_panels in rows[i]):
                     side = render.panel_size(*img.shape[:2], self.panel_size)  # type: ignore[call-arg]  # *shape is (h, w)
+                    check_figure(img.shape[0], img.shape[1], [len(r[1]) for r in rows[i] if r[1]], side,
+                                 session.max_pixels, self.panel_size, p.name)
                     draw = functools.partial(render.map_figure, img, [r for r in rows[i] if r[1]], alpha=self.alpha,
                                              colormap=self.colormap, panel_side=side)
                     name = f"{stems[p]}_cam_{self.tag}{self.layer_tag}.{self.image_format}".replace("++", "pp")

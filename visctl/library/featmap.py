@@ -201,6 +201,46 @@ def _topk_param(topk: int, drawn: dict[str, int]) -> Any:
     return values.pop() if len(values) == 1 else dict(drawn)
 
 
+def figure_options(o: dict[str, Any]) -> str:
+    """The options that size a featmap figure, as an error names them (the CLI's and the API's names)."""
+    said = []
+    if o.get("resize_shape"):
+        said.append(f"--resize-shape {o['resize_shape'][0]} {o['resize_shape'][1]} (resize_shape=)")
+    if o.get("panel_size"):
+        said.append(f"--panel-size {o['panel_size']} (panel_size=)")
+    if o["reduction"] is Reduction.none:
+        said.append(f"--topk {o['topk']} (topk=) with --channel-reduction none")
+        if o.get("arrangement"):
+            said.append(f"--arrangement {o['arrangement'][0]} {o['arrangement'][1]} (arrangement=)")
+    if o.get("compare"):
+        said.append("--compare")
+    return ", ".join(said) or "the image's size"
+
+
+def check_figure(h: int, w: int, panels: int, o: dict[str, Any], max_pixels: int | None, name: str,
+                 area_only: bool = False) -> None:
+    """Refuse a featmap figure of ``panels`` panels for an (h, w) image over the pixel budget, before any of
+    its panels is drawn (captions left out: a lower bound); ``area_only``: the image's orientation is unknown
+    (a header's size), so only the panels' area counts."""
+    from visctl import featmaps, render
+
+    resize_shape, panel_size = o.get("resize_shape"), o.get("panel_size")
+    bh, bw = (int(resize_shape[0]), int(resize_shape[1])) if resize_shape else (int(h), int(w))
+    side = render.panel_size(bh, bw, panel_size) if panel_size or not resize_shape else None
+    ph, pw = render.fit_size(bh, bw, side) if side else (bh, bw)
+    arrangement = o.get("arrangement")
+    if o["reduction"] is Reduction.none and not o.get("compare"):
+        cols = featmaps.arrangement(panels, *(arrangement or (None, None)))[1]
+    else:
+        cols = panels
+    if area_only and not resize_shape:
+        fh, fw = render.grid_size(panels, ph, pw, cols, gap=0)
+    else:
+        fh, fw = render.grid_size(panels, ph, pw, cols)
+    render.check_figure(fw, fh, max_pixels, figure_options(o), f"the figure of {name} ({panels} panels)",
+                        hint="give a smaller --resize-shape or --panel-size, a smaller --topk or --arrangement")
+
+
 def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_layers: Sequence[str] | None = None,
             channel_reduction: Reduction | str = Reduction.squeeze_mean, topk: int = 4,
             arrangement: tuple[int, int] | None = None, overlaid: bool = True, alpha: float = 0.5,
@@ -244,6 +284,10 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
     from visctl.images import as_images
 
     paths = as_images(images, note=session.note)
+    sized = dict(reduction=reduction, topk=topk, arrangement=arrangement, resize_shape=resize_shape,
+                 panel_size=panel_size, compare=compare is not None)
+    for h, w in _common.image_shapes(paths):  # before the model: one panel at least, in the grid's columns
+        check_figure(h, w, 1, sized, session.max_pixels, f"a {w} x {h} image", area_only=True)
     mi = _common.open_model(session, model, checkpoint, paths)
     if on_model is not None:
         on_model(mi)
@@ -456,6 +500,7 @@ def iter_featmap(plan: Plan) -> Iterator[FeatmapImage]:
             current, layers_done = p, []
             img = images.read_image(p, ctx.max_pixels)
         recs = by_key[(p, label)]
+        check_figure(img.shape[0], img.shape[1], sum(len(r["maps"]) for r in recs), o, ctx.max_pixels, p.name)
         shown_img = img
         if p in boxes_of:
             dets = boxes_of[p]

@@ -276,6 +276,30 @@ def plan(config: Any, images: Any = None, *, phase: str = "train", number: int =
                              rescale_factor=rescale_factor), num_workers)
 
 
+def check_figure(item: dict, mode: str, drawing: dict[str, Any], name: str, max_pixels: int | None) -> None:
+    """Refuse a sample's figure over the pixel budget before it is drawn, naming the options that size it."""
+    import math
+
+    from visctl import render
+
+    fh, fw = render.pipeline_figure_size(item, mode, drawing["adaptive"], drawing["min_edge"], drawing["max_edge"],
+                                         drawing["rescale_factor"])
+    h, w = item["original"].shape[:2]
+    what = f"the figure of {Path(name).name} ({w} x {h})"
+    budget = max_pixels if max_pixels is not None else render.FIGURE_LIMIT
+    if mode == "original" and drawing["rescale_factor"] is not None:
+        most = math.sqrt(budget / max(1, h * w))
+        render.check_figure(fw, fh, max_pixels, f"-r/--rescale-factor {drawing['rescale_factor']:g} (rescale_factor=)",
+                            what, hint=f"give a smaller -r/--rescale-factor: at most {most:.4g} for this image")
+    elif drawing["adaptive"]:
+        render.check_figure(fw, fh, max_pixels, f"--adaptive with --min-edge-length {drawing['min_edge']} and "
+                            f"--max-edge-length {drawing['max_edge']} (min_edge_length=, max_edge_length=)", what,
+                            hint="give a smaller --max-edge-length")
+    else:
+        render.check_figure(fw, fh, max_pixels, f"-m/--mode {mode} (mode=)", what,
+                            hint="draw fewer panels (-m original or transformed), or resize in the pipeline")
+
+
 def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineView]:
     """Each sample's :class:`PipelineView` as it is processed; an unreadable one goes to ``session.skip``."""
     from visctl import datasets, render
@@ -291,6 +315,7 @@ def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineV
             label = ("no label" if item["label"] is None else f"label {item['label']}" +
                      (f": {class_name}" if class_name is not None else ""))
             d = p.drawing
+            check_figure(item, p.mode, d, name, session.max_pixels)
             image = render.pipeline_figure(item, p.mode, label, d["adaptive"], d["min_edge"], d["max_edge"],
                                            d["bgr2rgb"], d["rescale_factor"])
             figure = Figure(f"{p.stems[name]}_{p.mode}.png", _readonly(image), f"{Path(name).name}: {label}",
