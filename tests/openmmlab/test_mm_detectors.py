@@ -298,7 +298,7 @@ def test_boxam_on_retinanet_scores_its_own_boxes(small_photo, mm_tmp):
     res = visctl.boxam(small_photo, cfg_path, str(ckpt), method="gradcam", topk=2, score_thr=0.05,
                        options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
     got = res.images[0]
-    assert res.params["target_layers"] == ["neck.fpn_convs.0"]
+    assert list(res.params["target_layers"]) == ["neck.fpn_convs.0"]  # a frozen result: a tuple
     np.testing.assert_allclose(got.boxes, ref.bboxes.numpy()[:2], atol=1e-3)
     np.testing.assert_allclose(got.scores, ref.scores.numpy()[:2], atol=1e-5)
     amap = got.maps[0]
