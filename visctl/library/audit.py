@@ -180,8 +180,13 @@ def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: 
                               hint="give --data FOLDER (one folder per class), or add a test_dataloader")
         ds_cfg, _ = datasets.dataset_config(cfg, used)
         where = f"the config's {used}_dataloader"
-    dataset = datasets.build_dataset(ds_cfg, used if used != "data" else "test", warn=session.warn,
-                                     max_pixels=session.max_pixels)
+    dataset: Any = None
+    if data is None:  # a type of the config's package: built as its Runner builds it
+        raw = datasets._unwrap(dict(config.cfg_get(cfg, f"{used}_dataloader.dataset")))
+        dataset = datasets.package_dataset(raw, config.cfg_get(cfg, "default_scope"), where, session.max_pixels)
+    if dataset is None:
+        dataset = datasets.build_dataset(ds_cfg, used if used != "data" else "test", warn=session.warn,
+                                         max_pixels=session.max_pixels)
     files = getattr(dataset, "files", None)
     if files is None:
         raise ConfigError(f"{where}'s dataset ({type(dataset).__name__}) holds no image files",
@@ -291,6 +296,14 @@ class AuditRun:
         pos = {n: i for i, n in enumerate(self.names)}
         mapping = {i: pos[n] for i, n in enumerate(ds_classes) if n in pos}
         missing = [n for n in ds_classes if n not in pos]
+        if not mapping:  # numbering them as the model's outputs would audit each image as another class
+            from visctl.errors import InputError
+
+            raise InputError(f"none of the {len(ds_classes)} classes of {where} ({', '.join(map(repr, ds_classes[:5]))}"
+                             f"{', ...' if len(ds_classes) > 5 else ''}) is one of the model's "
+                             f"{len(self.names)} classes ({', '.join(map(repr, self.names[:3]))}, ...)",
+                             hint="name the class folders (or the dataset's classes) after the model's classes, "
+                             "or audit the checkpoint trained on these classes")
         if missing:
             self.session.warn(f"{len(missing)} class(es) of {where} are none of the model's classes "
                               f"({', '.join(missing[:5])}): their images are left out")
