@@ -71,12 +71,16 @@ RATES = {"accuracy": "share of correct predictions",
 
 # ---- the measures ----------------------------------------------------------------------------------------
 
-def _clean(fmap: Any) -> np.ndarray:
-    """The map as float32 >= 0, NaN (outside the model's view) as 0 (a new array)."""
+def _clean(fmap: Any, copy: bool = True) -> np.ndarray:
+    """The map as float32 >= 0, NaN (outside the model's view) as 0 (a new array; with ``copy=False``, a float32
+    numpy map is cleaned in place)."""
     import numpy as np
 
-    arr = np.nan_to_num(np.array(fmap, np.float32), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.maximum(arr, 0.0, out=arr)
+    arr = np.array(fmap, np.float32, copy=True if copy else None)
+    np.fmax(arr, np.float32(0), out=arr)  # NaN and -inf -> 0 in one pass (fmax takes the number over a NaN)
+    if arr.size and np.isposinf(arr.max()):
+        arr[np.isposinf(arr)] = 0.0
+    return arr
 
 
 def _energy_map(fmap: Any) -> np.ndarray:
@@ -141,23 +145,22 @@ def top_region(fmap: Any, percent: float = TOP_PERCENT) -> np.ndarray:
     return _top(_clean(fmap), percent)
 
 
-def _top(arr: np.ndarray, percent: float) -> np.ndarray:
-    """:func:`top_region` of a clean map. The k-th largest value is found exactly without sorting the whole
-    map: the values are counted in 1024 bins, and only the bin that holds the k-th is partitioned."""
+def _top(arr: np.ndarray, percent: float, positive: np.ndarray | None = None) -> np.ndarray:
+    """:func:`top_region` of a clean map (``positive``: its values above zero, where the caller has them). The
+    k-th largest value is found exactly without sorting: a selection (O(N)) among the positive values only,
+    as the zeros are never in the region (where fewer than k are positive, the region is every positive one)."""
     import numpy as np
 
-    hi = float(arr.max()) if arr.size else 0.0
-    if hi <= 0:
+    if positive is None:
+        positive = arr.ravel()
+        positive = positive[positive > 0]
+    if not positive.size:
         return np.ones(arr.shape, bool)
-    flat = arr.ravel()
-    k = max(1, int(math.ceil(flat.size * percent / 100.0)))
-    bins = np.minimum((flat * np.float32(1024 / hi)).astype(np.int32), 1023)
-    above = np.cumsum(np.bincount(bins, minlength=1024)[::-1])  # above[j]: values in the top j + 1 bins
-    j = int(np.searchsorted(above, k))  # the k-th largest lies in bin 1023 - j
-    before = int(above[j - 1]) if j else 0
-    members = flat[bins == 1023 - j]
-    kth = float(np.partition(members, members.size - (k - before))[members.size - (k - before)])
-    return (arr >= kth) & (arr > 0)
+    k = max(1, int(math.ceil(arr.size * percent / 100.0)))
+    if positive.size <= k:
+        return arr > 0
+    kth = np.partition(positive, positive.size - k)[positive.size - k]
+    return arr >= kth
 
 
 def iou(a: Any, b: Any) -> float:
@@ -165,8 +168,9 @@ def iou(a: Any, b: Any) -> float:
     import numpy as np
 
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    union = int((a | b).sum())
-    return float((a & b).sum() / union) if union else 0.0
+    inter = int(np.count_nonzero(a & b))
+    union = int(np.count_nonzero(a)) + int(np.count_nonzero(b)) - inter
+    return float(inter / union) if union else 0.0
 
 
 def top_iou(fmap: Any, region: Any, percent: float = TOP_PERCENT) -> float:
@@ -187,8 +191,22 @@ def border_mask(shape: tuple[int, int], width: float = BORDER) -> np.ndarray:
 
 def border(fmap: Any, width: float = BORDER) -> float:
     """The share of the map's energy in its border band (:func:`border_mask`)."""
+    import numpy as np
+
     arr = _energy_map(fmap)
-    return float(arr[border_mask(arr.shape, width)].sum() / arr.sum())
+    return _band_sum(arr, width) / float(arr.sum(dtype=np.float64))
+
+
+def _band_sum(arr: np.ndarray, width: float) -> float:
+    """The sum of ``arr`` over :func:`border_mask`'s band: its four strips, each pixel once (no mask made)."""
+    import numpy as np
+
+    h, w = arr.shape
+    band = max(1, int(round(width * min(h, w))))
+    if 2 * band >= h or 2 * band >= w:
+        return float(arr.sum(dtype=np.float64))
+    return float(arr[:band].sum(dtype=np.float64) + arr[h - band:].sum(dtype=np.float64)
+                 + arr[band:h - band, :band].sum(dtype=np.float64) + arr[band:h - band, w - band:].sum(dtype=np.float64))
 
 
 def entropy(fmap: Any) -> float:
@@ -226,30 +244,55 @@ def spearman(a: Any, b: Any, side: int = AGREEMENT_SIDE) -> float:
 def measure(fmap: Any, region: Any | None, *, tolerance: float = TOLERANCE, percent: float = TOP_PERCENT,
             border_width: float = BORDER) -> dict[str, float | None]:
     """Every measure of one map: the region's (None without a region) and the others."""
+    return measure_clean(_clean(fmap), region, tolerance=tolerance, percent=percent, border_width=border_width)
+
+
+def clean(fmap: Any) -> np.ndarray:
+    """The map cleaned for :func:`measure_clean` (float32, >= 0, NaN as 0), in place where it is a float32
+    array already (a map the caller owns: the audit's maps carried back to the original pixels)."""
+    return _clean(fmap, copy=False)
+
+
+def measure_clean(arr: np.ndarray, region: Any | None, *, tolerance: float = TOLERANCE,
+                  percent: float = TOP_PERCENT, border_width: float = BORDER) -> dict[str, float | None]:
+    """:func:`measure` of a map :func:`clean` made already (every measure reads the same clean map)."""
     import numpy as np
 
-    arr = _clean(fmap)  # once: every measure below reads the same clean map
-    weights = np.ones_like(arr) if not arr.any() else arr
+    positive = arr.ravel()
+    positive = positive[positive > 0]  # a CAM is mostly zeros after its ReLU: what the sums and the top read
+    weights = arr if positive.size else np.ones_like(arr)
     total = float(weights.sum(dtype=np.float64))
     out: dict[str, float | None] = dict(pointing=None, energy=None, iou=None)
     if region is not None:
         inside = np.asarray(region, bool)
         out["pointing"] = _pointing(_peak(arr), inside, tolerance)
         out["energy"] = float(weights[inside].sum(dtype=np.float64) / total)
-        out["iou"] = iou(_top(arr, percent), inside)
-    band = border_mask(arr.shape, border_width)
-    out["border"] = float(weights[band].sum(dtype=np.float64) / total)
-    out["entropy"] = _entropy(weights, total)
+        out["iou"] = iou(_top(arr, percent, positive), inside)
+    out["border"] = _band_sum(weights, border_width) / total
+    out["entropy"] = _entropy(positive if positive.size else weights, total, arr.size)
     return out
 
 
-def _entropy(weights: np.ndarray, total: float) -> float:
+def _entropy(weights: np.ndarray, total: float, size: int | None = None) -> float:
+    """``-sum(p log p) / log N`` with ``p = w / total``, as ``log(total) - sum(w log w) / total`` (one pass of
+    logarithms over the positive weights, in float64); N is ``size`` (the map's pixels) where ``weights`` are
+    only its positive ones, else ``weights.size``."""
     import numpy as np
 
-    if weights.size <= 1:
+    size = weights.size if size is None else size
+    if size <= 1:
         return 0.0
-    p = weights[weights > 0].astype(np.float64) / total
-    return float(-(p * np.log(p)).sum() / math.log(weights.size))
+    flat = weights.ravel()
+    step = min(flat.size, 16384)  # in blocks: two small float64 buffers, not two copies of the whole map
+    w, logs = np.empty(step), np.empty(step)
+    acc = 0.0
+    for i in range(0, flat.size, step):
+        n = min(step, flat.size - i)
+        w[:n] = flat[i:i + n]
+        logs[:n] = 0.0
+        np.log(w[:n], where=w[:n] > 0, out=logs[:n])
+        acc += float(np.dot(w[:n], logs[:n]))
+    return float((math.log(total) - acc / total) / math.log(size))
 
 
 def agreement(a: Any, b: Any, percent: float = TOP_PERCENT) -> dict[str, float]:

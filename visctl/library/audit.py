@@ -465,19 +465,20 @@ class AuditRun:
 
         pred = int(probs.argmax())
         kw = dict(tolerance=self.tolerance, percent=self.top_percent, border_width=self.border_width)
-        at = A.peak(fmap)
+        fmap = A.clean(fmap)  # in place: the map is this row's own (carried back to the original pixels)
+        at = A._peak(fmap)
         row: dict[str, Any] = dict(index=self.index.get(str(path), -1), path=str(path), label=label,
                                    predicted=pred, correct=pred == label, p_true=float(probs[label]),
                                    p_predicted=float(probs[pred]), object=region is not None,
                                    peak_x=at[0] if at else None, peak_y=at[1] if at else None)
         row["class"], row["predicted_class"] = self.class_name(label), self.class_name(pred)
-        row.update(A.measure(fmap, region, **kw))
+        row.update(A.measure_clean(fmap, region, **kw))
         if other_map is not None:
             row.update(A.agreement(fmap, other_map, self.top_percent))
         if region is not None and row["correct"]:
             row["right_for_wrong_reason"] = row["pointing"] < 1
         if pred_map is not None:
-            row.update({f"pred_{k}": v for k, v in A.measure(pred_map, region, **kw).items()})
+            row.update({f"pred_{k}": v for k, v in A.measure_clean(A.clean(pred_map), region, **kw).items()})
         return row
 
     def _add(self, tally: dict[int, Any], total: Any, row: dict[str, Any]) -> None:
