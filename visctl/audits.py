@@ -191,22 +191,8 @@ def border_mask(shape: tuple[int, int], width: float = BORDER) -> np.ndarray:
 
 def border(fmap: Any, width: float = BORDER) -> float:
     """The share of the map's energy in its border band (:func:`border_mask`)."""
-    import numpy as np
-
     arr = _energy_map(fmap)
-    return _band_sum(arr, width) / float(arr.sum(dtype=np.float64))
-
-
-def _band_sum(arr: np.ndarray, width: float) -> float:
-    """The sum of ``arr`` over :func:`border_mask`'s band: its four strips, each pixel once (no mask made)."""
-    import numpy as np
-
-    h, w = arr.shape
-    band = max(1, int(round(width * min(h, w))))
-    if 2 * band >= h or 2 * band >= w:
-        return float(arr.sum(dtype=np.float64))
-    return float(arr[:band].sum(dtype=np.float64) + arr[h - band:].sum(dtype=np.float64)
-                 + arr[band:h - band, :band].sum(dtype=np.float64) + arr[band:h - band, w - band:].sum(dtype=np.float64))
+    return float(arr[border_mask(arr.shape, width)].sum() / arr.sum())
 
 
 def entropy(fmap: Any) -> float:
@@ -268,31 +254,23 @@ def measure_clean(arr: np.ndarray, region: Any | None, *, tolerance: float = TOL
         out["pointing"] = _pointing(_peak(arr), inside, tolerance)
         out["energy"] = float(weights[inside].sum(dtype=np.float64) / total)
         out["iou"] = iou(_top(arr, percent, positive), inside)
-    out["border"] = _band_sum(weights, border_width) / total
+    out["border"] = float(weights[border_mask(arr.shape, border_width)].sum(dtype=np.float64) / total)
     out["entropy"] = _entropy(positive if positive.size else weights, total, arr.size)
     return out
 
 
 def _entropy(weights: np.ndarray, total: float, size: int | None = None) -> float:
-    """``-sum(p log p) / log N`` with ``p = w / total``, as ``log(total) - sum(w log w) / total`` (one pass of
-    logarithms over the positive weights, in float64); N is ``size`` (the map's pixels) where ``weights`` are
-    only its positive ones, else ``weights.size``."""
+    """``-sum(p log p) / log N`` over the positive weights, ``p = w / total``; N is ``size`` (the map's pixels)
+    where ``weights`` are only its positive values already (the audit's measures gather them once), else
+    ``weights.size``."""
     import numpy as np
 
     size = weights.size if size is None else size
     if size <= 1:
         return 0.0
-    flat = weights.ravel()
-    step = min(flat.size, 16384)  # in blocks: two small float64 buffers, not two copies of the whole map
-    w, logs = np.empty(step), np.empty(step)
-    acc = 0.0
-    for i in range(0, flat.size, step):
-        n = min(step, flat.size - i)
-        w[:n] = flat[i:i + n]
-        logs[:n] = 0.0
-        np.log(w[:n], where=w[:n] > 0, out=logs[:n])
-        acc += float(np.dot(w[:n], logs[:n]))
-    return float((math.log(total) - acc / total) / math.log(size))
+    positive = weights if size != weights.size else weights[weights > 0]
+    p = positive.astype(np.float64) / total
+    return float(-(p * np.log(p)).sum() / math.log(size))
 
 
 def agreement(a: Any, b: Any, percent: float = TOP_PERCENT) -> dict[str, float]:
@@ -551,7 +529,10 @@ class Tally:
         for name in MEASURES:
             v = row.get(name)
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                self.sums.setdefault(name, ExactSum()).add(float(v))
+                s = self.sums.get(name)
+                if s is None:
+                    s = self.sums[name] = ExactSum()
+                s.add(float(v))
                 self.counts[name] = self.counts.get(name, 0) + 1
 
     def merge(self, other: Tally) -> None:
@@ -633,6 +614,13 @@ class Worst:
     def __init__(self, n: int) -> None:
         self.n = n
         self.kept: list[Kept] = []
+        self.bar: tuple[float, ...] | None = None  # the key a row must be under to get in, once n are kept
+
+    def may_take(self, key: tuple[float, ...]) -> bool:
+        """Whether a row of ``key`` could still get in (read from another thread: the bar only falls, so a row
+        that gets in later was under the bar read now)."""
+        bar = self.bar
+        return self.n > 0 and (bar is None or key < bar)
 
     def offer(self, key: tuple[float, ...], row: dict[str, Any], draw: Callable[[], Any]) -> None:
         if self.n <= 0 or (len(self.kept) >= self.n and key >= self.kept[-1].key):
@@ -640,9 +628,12 @@ class Worst:
         keys = [k.key for k in self.kept]
         self.kept.insert(bisect.bisect(keys, key), Kept(key, row, draw()))
         del self.kept[self.n:]
+        if len(self.kept) >= self.n:
+            self.bar = self.kept[-1].key
 
     def merge(self, others: Iterable[Kept]) -> None:
         self.kept = sorted([*self.kept, *others], key=lambda k: k.key)[:self.n]
+        self.bar = self.kept[-1].key if self.n > 0 and len(self.kept) >= self.n else None
 
 
 # ---- the thumbnails --------------------------------------------------------------------------------------
@@ -659,7 +650,7 @@ def thumbnail(image: Any, fmap: Any, boxes: list[tuple[float, float, float, floa
     h, w = image.shape[:2]
     f = side / max(h, w)
     small = render.fit(image, side)
-    out = render.overlay(small, _clean(fmap).astype(np.float32), alpha=0.5, colormap=colormap)
+    out = render.overlay(small, _clean(fmap), alpha=0.5, colormap=colormap)
     green = (40, 230, 40)
     if boxes:
         for x0, y0, x1, y1 in boxes:

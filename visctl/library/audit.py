@@ -391,6 +391,8 @@ class AuditRun:
                              else None)
                 rows.append(self._row(p, labels[i], s["probs"][i], fmap, pred_map, other_map, region))
                 rows[-1]["_map"] = fmap
+            if self.worst.may_take(self._key(rows[0])):  # drawn here, off the model's thread, where it may be kept
+                rows[0]["_thumb"] = self._thumb(img, rows[0], boxes=boxes, region=region)
             out.append((rows, region, boxes))
         return out
 
@@ -408,7 +410,9 @@ class AuditRun:
             row = rows[0]
             self._add(self.tally, self.total, row)
             thumb = functools.partial(self._thumb, img, boxes=boxes, region=region)
-            self.worst.offer(self._key(row), _public(row), functools.partial(thumb, row))
+            drawn = row.pop("_thumb", None)
+            self.worst.offer(self._key(row), _public(row),
+                             (lambda drawn=drawn: drawn) if drawn is not None else functools.partial(thumb, row))
             pair = None
             if len(rows) > 1:
                 self._add(self.tally_b, self.total_b, rows[1])
@@ -538,9 +542,9 @@ class AuditRun:
         self.tally, self.tally_b = {}, {}
         self.flips = {k: 0 for k in self.flips}
         self.unannotated = 0
-        self.worst.kept = []
+        self.worst.kept, self.worst.bar = [], None
         if self.moved is not None:
-            self.moved.kept = []
+            self.moved.kept, self.moved.bar = [], None
         for part in parts:
             self.total.merge(part["total"])
             self.total_b.merge(part["total_b"])
