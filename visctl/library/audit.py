@@ -411,8 +411,8 @@ class AuditRun:
             self._add(self.tally, self.total, row)
             thumb = functools.partial(self._thumb, img, boxes=boxes, region=region)
             drawn = row.pop("_thumb", None)
-            self.worst.offer(self._key(row), _public(row),
-                             (lambda drawn=drawn: drawn) if drawn is not None else functools.partial(thumb, row))
+            draw: Any = functools.partial(_given, drawn) if drawn is not None else functools.partial(thumb, row)
+            self.worst.offer(self._key(row), _public(row), draw)
             pair = None
             if len(rows) > 1:
                 self._add(self.tally_b, self.total_b, rows[1])
@@ -597,6 +597,10 @@ class AuditRun:
 
 def _delta(a: Any, b: Any) -> dict[str, Any]:
     return dict(a=a, b=b, delta=None if a is None or b is None else float(f"{b - a:.6g}"))
+
+
+def _given(value: Any) -> Any:
+    return value
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
