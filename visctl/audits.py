@@ -298,6 +298,7 @@ class Annotations:
     masks: Path | None = None
     source: str = ""
     categories: set[str] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)  # what was left out of the file, said as notes
 
     def add(self, file_name: str, objs: list[Obj]) -> None:
         key = file_name.replace("\\", "/")
@@ -352,25 +353,50 @@ def read_coco(path: Path) -> Annotations:
                          hint="give a COCO .json with images, annotations and categories")
     names = {c.get("id"): str(c.get("name")) for c in doc.get("categories") or [] if isinstance(c, dict)}
     objs: dict[Any, list[Obj]] = {}
-    for a in doc.get("annotations") or []:
-        if not isinstance(a, dict):
-            continue
+    annotations = [a for a in doc.get("annotations") or [] if isinstance(a, dict)]
+    unusable: list[Any] = []
+    for a in annotations:
         try:
             x, y, w, h = (float(v) for v in a["bbox"])
         except (KeyError, TypeError, ValueError):
+            unusable.append(a.get("bbox"))
             continue
         if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+            unusable.append(a.get("bbox"))
             continue
         seg = a.get("segmentation")
         polys = tuple(tuple(float(v) for v in p) for p in seg if isinstance(p, list) and len(p) >= 6) \
             if isinstance(seg, list) else ()
-        objs.setdefault(a.get("image_id"), []).append(
+        objs.setdefault(_id_key(a.get("image_id")), []).append(
             Obj(names.get(a.get("category_id")), (x, y, x + w, y + h), polys))
     found = Annotations(source=f"COCO {Path(path).name}")
+    ids = set()
     for im in doc["images"]:
         if isinstance(im, dict) and isinstance(im.get("file_name"), str):
-            found.add(im["file_name"], objs.get(im.get("id"), []))
+            found.add(im["file_name"], objs.get(_id_key(im.get("id")), []))
+            ids.add(_id_key(im.get("id")))
+    hint = "COCO's bbox is [x, y, width, height] in pixels; each annotation's image_id is the id of an entry of images"
+    if annotations and not objs:
+        raise InputError(f"{path}: none of its {len(annotations)} annotations has a usable bbox (e.g. "
+                         f"{unusable[0]!r}: not 4 finite numbers with a positive width and height)", hint=hint)
+    orphans = [k for k in objs if k not in ids]
+    if objs and len(orphans) == len(objs):
+        shown = sorted(ids, key=str)[:3]
+        raise InputError(f"{path}: its annotations are of image ids none of its images has (e.g. {orphans[0]!r}; "
+                         f"the images' ids: {', '.join(map(repr, shown))}{', ...' if len(ids) > 3 else ''})",
+                         hint=hint)
+    if unusable:
+        found.problems.append(f"{len(unusable)} annotation(s) have no usable bbox (e.g. {unusable[0]!r}) and are "
+                              "left out")
+    if orphans:
+        found.problems.append(f"{sum(len(objs[k]) for k in orphans)} annotation(s) are of image ids no image has "
+                              f"(e.g. {orphans[0]!r}) and are left out")
     return found
+
+
+def _id_key(value: Any) -> Any:
+    """An image id as pycocotools matches it (a dict key: 1 and 1.0 are one id, "1" another)."""
+    return value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else repr(value)
 
 
 def read_voc(path: Path) -> Annotations:
@@ -382,6 +408,7 @@ def read_voc(path: Path) -> Annotations:
     path = Path(path)
     files = sorted(path.rglob("*.xml")) if path.is_dir() else [path]
     found = Annotations(source=f"VOC {path.name}")
+    unusable = 0
     for f in files:
         try:
             root = ET.parse(f).getroot()
@@ -393,14 +420,19 @@ def read_voc(path: Path) -> Annotations:
             try:
                 xmin, ymin, xmax, ymax = (float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr]
             except (AttributeError, ValueError):
+                unusable += 1
                 continue
             if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)) or xmax < xmin or ymax < ymin:
+                unusable += 1
                 continue
             objs.append(Obj((o.findtext("name") or "").strip() or None, (xmin - 1, ymin - 1, xmax, ymax)))
         name = (root.findtext("filename") or "").strip()
         found.add(name or f.name, objs)
         if name and Path(name).stem != f.stem:  # the xml's own name, too
             found.add(f.name, objs)
+    if unusable:
+        found.problems.append(f"{unusable} object(s) have no usable bndbox (4 finite corners, xmin <= xmax, "
+                              "ymin <= ymax) and are left out")
     return found
 
 
