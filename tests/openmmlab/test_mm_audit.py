@@ -161,3 +161,18 @@ def test_a_dataset_the_package_refuses_is_one_error(invoke, resnet, tmp_path):
                      f"test_dataloader.dataset.data_root={tmp_path / 'nowhere'}", "-o", tmp_path / "out2")
     assert missing.exit_code == 2, missing.output
     assert "error:" in missing.output and "hint:" in missing.output and "Traceback" not in missing.output
+
+
+def test_class_folders_named_after_none_of_the_models_classes_are_one_error(invoke, resnet, tmp_path):
+    """mmpretrain numbers class folders 0..k-1; read as the model's outputs 0..k-1 they would audit 'cat' as
+    'tench': refused, naming both sides."""
+    config, checkpoint = resnet
+    rng = np.random.default_rng(3)
+    for name in ("cat", "dog"):
+        _image(rng, tmp_path / "folders" / name / "0.png")
+    result = invoke("audit", config, checkpoint, "--cfg-options", "test_dataloader.dataset._delete_=True",
+                    "test_dataloader.dataset.type=CustomDataset",
+                    f"test_dataloader.dataset.data_root={tmp_path / 'folders'}", "-o", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "'cat', 'dog'" in result.output and "'tench, Tinca tinca'" in result.output and "hint:" in result.output
+    assert not (tmp_path / "out" / "audit.csv").exists()
