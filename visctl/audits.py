@@ -71,12 +71,16 @@ RATES = {"accuracy": "share of correct predictions",
 
 # ---- the measures ----------------------------------------------------------------------------------------
 
-def _clean(fmap: Any) -> np.ndarray:
-    """The map as float32 >= 0, NaN (outside the model's view) as 0 (a new array)."""
+def _clean(fmap: Any, copy: bool = True) -> np.ndarray:
+    """The map as float32 >= 0, NaN (outside the model's view) as 0 (a new array; with ``copy=False``, a float32
+    numpy map is cleaned in place)."""
     import numpy as np
 
-    arr = np.nan_to_num(np.array(fmap, np.float32), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.maximum(arr, 0.0, out=arr)
+    arr = np.array(fmap, np.float32, copy=True if copy else None)
+    np.fmax(arr, np.float32(0), out=arr)  # NaN and -inf -> 0 in one pass (fmax takes the number over a NaN)
+    if arr.size and np.isposinf(arr.max()):
+        arr[np.isposinf(arr)] = 0.0
+    return arr
 
 
 def _energy_map(fmap: Any) -> np.ndarray:
@@ -141,23 +145,22 @@ def top_region(fmap: Any, percent: float = TOP_PERCENT) -> np.ndarray:
     return _top(_clean(fmap), percent)
 
 
-def _top(arr: np.ndarray, percent: float) -> np.ndarray:
-    """:func:`top_region` of a clean map. The k-th largest value is found exactly without sorting the whole
-    map: the values are counted in 1024 bins, and only the bin that holds the k-th is partitioned."""
+def _top(arr: np.ndarray, percent: float, positive: np.ndarray | None = None) -> np.ndarray:
+    """:func:`top_region` of a clean map (``positive``: its values above zero, where the caller has them). The
+    k-th largest value is found exactly without sorting: a selection (O(N)) among the positive values only,
+    as the zeros are never in the region (where fewer than k are positive, the region is every positive one)."""
     import numpy as np
 
-    hi = float(arr.max()) if arr.size else 0.0
-    if hi <= 0:
+    if positive is None:
+        positive = arr.ravel()
+        positive = positive[positive > 0]
+    if not positive.size:
         return np.ones(arr.shape, bool)
-    flat = arr.ravel()
-    k = max(1, int(math.ceil(flat.size * percent / 100.0)))
-    bins = np.minimum((flat * np.float32(1024 / hi)).astype(np.int32), 1023)
-    above = np.cumsum(np.bincount(bins, minlength=1024)[::-1])  # above[j]: values in the top j + 1 bins
-    j = int(np.searchsorted(above, k))  # the k-th largest lies in bin 1023 - j
-    before = int(above[j - 1]) if j else 0
-    members = flat[bins == 1023 - j]
-    kth = float(np.partition(members, members.size - (k - before))[members.size - (k - before)])
-    return (arr >= kth) & (arr > 0)
+    k = max(1, int(math.ceil(arr.size * percent / 100.0)))
+    if positive.size <= k:
+        return arr > 0
+    kth = np.partition(positive, positive.size - k)[positive.size - k]
+    return arr >= kth
 
 
 def iou(a: Any, b: Any) -> float:
@@ -165,8 +168,9 @@ def iou(a: Any, b: Any) -> float:
     import numpy as np
 
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    union = int((a | b).sum())
-    return float((a & b).sum() / union) if union else 0.0
+    inter = int(np.count_nonzero(a & b))
+    union = int(np.count_nonzero(a)) + int(np.count_nonzero(b)) - inter
+    return float(inter / union) if union else 0.0
 
 
 def top_iou(fmap: Any, region: Any, percent: float = TOP_PERCENT) -> float:
@@ -226,30 +230,47 @@ def spearman(a: Any, b: Any, side: int = AGREEMENT_SIDE) -> float:
 def measure(fmap: Any, region: Any | None, *, tolerance: float = TOLERANCE, percent: float = TOP_PERCENT,
             border_width: float = BORDER) -> dict[str, float | None]:
     """Every measure of one map: the region's (None without a region) and the others."""
+    return measure_clean(_clean(fmap), region, tolerance=tolerance, percent=percent, border_width=border_width)
+
+
+def clean(fmap: Any) -> np.ndarray:
+    """The map cleaned for :func:`measure_clean` (float32, >= 0, NaN as 0), in place where it is a float32
+    array already (a map the caller owns: the audit's maps carried back to the original pixels)."""
+    return _clean(fmap, copy=False)
+
+
+def measure_clean(arr: np.ndarray, region: Any | None, *, tolerance: float = TOLERANCE,
+                  percent: float = TOP_PERCENT, border_width: float = BORDER) -> dict[str, float | None]:
+    """:func:`measure` of a map :func:`clean` made already (every measure reads the same clean map)."""
     import numpy as np
 
-    arr = _clean(fmap)  # once: every measure below reads the same clean map
-    weights = np.ones_like(arr) if not arr.any() else arr
+    positive = arr.ravel()
+    positive = positive[positive > 0]  # a CAM is mostly zeros after its ReLU: what the sums and the top read
+    weights = arr if positive.size else np.ones_like(arr)
     total = float(weights.sum(dtype=np.float64))
     out: dict[str, float | None] = dict(pointing=None, energy=None, iou=None)
     if region is not None:
         inside = np.asarray(region, bool)
         out["pointing"] = _pointing(_peak(arr), inside, tolerance)
         out["energy"] = float(weights[inside].sum(dtype=np.float64) / total)
-        out["iou"] = iou(_top(arr, percent), inside)
-    band = border_mask(arr.shape, border_width)
-    out["border"] = float(weights[band].sum(dtype=np.float64) / total)
-    out["entropy"] = _entropy(weights, total)
+        out["iou"] = iou(_top(arr, percent, positive), inside)
+    out["border"] = float(weights[border_mask(arr.shape, border_width)].sum(dtype=np.float64) / total)
+    out["entropy"] = _entropy(positive if positive.size else weights, total, arr.size)
     return out
 
 
-def _entropy(weights: np.ndarray, total: float) -> float:
+def _entropy(weights: np.ndarray, total: float, size: int | None = None) -> float:
+    """``-sum(p log p) / log N`` over the positive weights, ``p = w / total``; N is ``size`` (the map's pixels)
+    where ``weights`` are only its positive values already (the audit's measures gather them once), else
+    ``weights.size``."""
     import numpy as np
 
-    if weights.size <= 1:
+    size = weights.size if size is None else size
+    if size <= 1:
         return 0.0
-    p = weights[weights > 0].astype(np.float64) / total
-    return float(-(p * np.log(p)).sum() / math.log(weights.size))
+    positive = weights if size != weights.size else weights[weights > 0]
+    p = positive.astype(np.float64) / total
+    return float(-(p * np.log(p)).sum() / math.log(size))
 
 
 def agreement(a: Any, b: Any, percent: float = TOP_PERCENT) -> dict[str, float]:
@@ -277,6 +298,7 @@ class Annotations:
     masks: Path | None = None
     source: str = ""
     categories: set[str] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)  # what was left out of the file, said as notes
 
     def add(self, file_name: str, objs: list[Obj]) -> None:
         key = file_name.replace("\\", "/")
@@ -331,25 +353,50 @@ def read_coco(path: Path) -> Annotations:
                          hint="give a COCO .json with images, annotations and categories")
     names = {c.get("id"): str(c.get("name")) for c in doc.get("categories") or [] if isinstance(c, dict)}
     objs: dict[Any, list[Obj]] = {}
-    for a in doc.get("annotations") or []:
-        if not isinstance(a, dict):
-            continue
+    annotations = [a for a in doc.get("annotations") or [] if isinstance(a, dict)]
+    unusable: list[Any] = []
+    for a in annotations:
         try:
             x, y, w, h = (float(v) for v in a["bbox"])
         except (KeyError, TypeError, ValueError):
+            unusable.append(a.get("bbox"))
             continue
         if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+            unusable.append(a.get("bbox"))
             continue
         seg = a.get("segmentation")
         polys = tuple(tuple(float(v) for v in p) for p in seg if isinstance(p, list) and len(p) >= 6) \
             if isinstance(seg, list) else ()
-        objs.setdefault(a.get("image_id"), []).append(
+        objs.setdefault(_id_key(a.get("image_id")), []).append(
             Obj(names.get(a.get("category_id")), (x, y, x + w, y + h), polys))
     found = Annotations(source=f"COCO {Path(path).name}")
+    ids = set()
     for im in doc["images"]:
         if isinstance(im, dict) and isinstance(im.get("file_name"), str):
-            found.add(im["file_name"], objs.get(im.get("id"), []))
+            found.add(im["file_name"], objs.get(_id_key(im.get("id")), []))
+            ids.add(_id_key(im.get("id")))
+    hint = "COCO's bbox is [x, y, width, height] in pixels; each annotation's image_id is the id of an entry of images"
+    if annotations and not objs:
+        raise InputError(f"{path}: none of its {len(annotations)} annotations has a usable bbox (e.g. "
+                         f"{unusable[0]!r}: not 4 finite numbers with a positive width and height)", hint=hint)
+    orphans = [k for k in objs if k not in ids]
+    if objs and len(orphans) == len(objs):
+        shown = sorted(ids, key=str)[:3]
+        raise InputError(f"{path}: its annotations are of image ids none of its images has (e.g. {orphans[0]!r}; "
+                         f"the images' ids: {', '.join(map(repr, shown))}{', ...' if len(ids) > 3 else ''})",
+                         hint=hint)
+    if unusable:
+        found.problems.append(f"{len(unusable)} annotation(s) have no usable bbox (e.g. {unusable[0]!r}) and are "
+                              "left out")
+    if orphans:
+        found.problems.append(f"{sum(len(objs[k]) for k in orphans)} annotation(s) are of image ids no image has "
+                              f"(e.g. {orphans[0]!r}) and are left out")
     return found
+
+
+def _id_key(value: Any) -> Any:
+    """An image id as pycocotools matches it (a dict key: 1 and 1.0 are one id, "1" another)."""
+    return value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else repr(value)
 
 
 def read_voc(path: Path) -> Annotations:
@@ -361,6 +408,7 @@ def read_voc(path: Path) -> Annotations:
     path = Path(path)
     files = sorted(path.rglob("*.xml")) if path.is_dir() else [path]
     found = Annotations(source=f"VOC {path.name}")
+    unusable = 0
     for f in files:
         try:
             root = ET.parse(f).getroot()
@@ -372,14 +420,19 @@ def read_voc(path: Path) -> Annotations:
             try:
                 xmin, ymin, xmax, ymax = (float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr]
             except (AttributeError, ValueError):
+                unusable += 1
                 continue
             if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)) or xmax < xmin or ymax < ymin:
+                unusable += 1
                 continue
             objs.append(Obj((o.findtext("name") or "").strip() or None, (xmin - 1, ymin - 1, xmax, ymax)))
         name = (root.findtext("filename") or "").strip()
         found.add(name or f.name, objs)
         if name and Path(name).stem != f.stem:  # the xml's own name, too
             found.add(f.name, objs)
+    if unusable:
+        found.problems.append(f"{unusable} object(s) have no usable bndbox (4 finite corners, xmin <= xmax, "
+                              "ymin <= ymax) and are left out")
     return found
 
 
@@ -508,7 +561,10 @@ class Tally:
         for name in MEASURES:
             v = row.get(name)
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                self.sums.setdefault(name, ExactSum()).add(float(v))
+                s = self.sums.get(name)
+                if s is None:
+                    s = self.sums[name] = ExactSum()
+                s.add(float(v))
                 self.counts[name] = self.counts.get(name, 0) + 1
 
     def merge(self, other: Tally) -> None:
@@ -590,6 +646,13 @@ class Worst:
     def __init__(self, n: int) -> None:
         self.n = n
         self.kept: list[Kept] = []
+        self.bar: tuple[float, ...] | None = None  # the key a row must be under to get in, once n are kept
+
+    def may_take(self, key: tuple[float, ...]) -> bool:
+        """Whether a row of ``key`` could still get in (read from another thread: the bar only falls, so a row
+        that gets in later was under the bar read now)."""
+        bar = self.bar
+        return self.n > 0 and (bar is None or key < bar)
 
     def offer(self, key: tuple[float, ...], row: dict[str, Any], draw: Callable[[], Any]) -> None:
         if self.n <= 0 or (len(self.kept) >= self.n and key >= self.kept[-1].key):
@@ -597,9 +660,12 @@ class Worst:
         keys = [k.key for k in self.kept]
         self.kept.insert(bisect.bisect(keys, key), Kept(key, row, draw()))
         del self.kept[self.n:]
+        if len(self.kept) >= self.n:
+            self.bar = self.kept[-1].key
 
     def merge(self, others: Iterable[Kept]) -> None:
         self.kept = sorted([*self.kept, *others], key=lambda k: k.key)[:self.n]
+        self.bar = self.kept[-1].key if self.n > 0 and len(self.kept) >= self.n else None
 
 
 # ---- the thumbnails --------------------------------------------------------------------------------------
@@ -616,7 +682,7 @@ def thumbnail(image: Any, fmap: Any, boxes: list[tuple[float, float, float, floa
     h, w = image.shape[:2]
     f = side / max(h, w)
     small = render.fit(image, side)
-    out = render.overlay(small, _clean(fmap).astype(np.float32), alpha=0.5, colormap=colormap)
+    out = render.overlay(small, _clean(fmap), alpha=0.5, colormap=colormap)
     green = (40, 230, 40)
     if boxes:
         for x0, y0, x1, y1 in boxes:

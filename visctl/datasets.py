@@ -530,6 +530,87 @@ def package_classes(scope: str, kind: str) -> list[str] | None:
     return [str(c) for c in classes] if classes else None
 
 
+#: dataset types visctl reads itself even where the config's package registers them: CIFAR through a restricted
+#: unpickler (the package's would unpickle anything, and download what is missing)
+_READ_HERE = ("CIFAR10", "CIFAR100")
+
+
+def package_dataset(cfg: dict, scope: Any, where: str, max_pixels: int | None = None) -> FileDataset | None:
+    """The labelled image files of a dataset dict whose type is registered by the config's OpenMMLab package
+    (``default_scope``), built through that package's ``DATASETS`` registry as its Runner builds it (without
+    its pipeline: visctl runs the config's test pipeline) and read by ``get_data_info``: ``img_path`` and
+    ``gt_label``, as the package's test loop gets them (its ``ann_file``, ``data_prefix``, ``split``,
+    ``metainfo``, ``indices`` and class-folder rules, not visctl's reading of them). ``download`` is set False
+    where the class takes it. None where the type is not the package's (visctl's own reading applies).
+    """
+    import inspect
+
+    from visctl import openmmlab
+
+    kind = str(cfg.get("type", ""))
+    if not kind or not isinstance(scope, str) or not openmmlab.is_package(scope) \
+            or kind.split(".")[-1] in _READ_HERE:
+        return None
+    openmmlab.import_registry(scope)
+    from mmengine.registry import DATASETS
+
+    spec = {k: v for k, v in cfg.items() if k != PACKAGE_CLASSES}
+    spec["pipeline"] = []
+    with openmmlab.registry(DATASETS, scope) as registry:
+        try:
+            found = registry.get(kind)
+        except Exception:  # a registry that cannot import its datasets: visctl's own reading
+            return None
+        if not isinstance(found, type):
+            return None
+        try:
+            if "download" in inspect.signature(found).parameters:
+                spec["download"] = False
+        except (TypeError, ValueError):
+            pass
+        try:
+            dataset = registry.build(spec)
+        except Exception as exc:  # the package's own check (a missing file or folder, a bad class list, ...)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            key = f"{where.split()[-1]}.dataset"
+            hint = (f"the dataset dict keeps keys of the type it replaced: start it afresh, --cfg-options "
+                    f"{key}._delete_=True {key}.type={kind} {key}.data_root=PATH"
+                    if "unexpected keyword argument" in first else
+                    f"check its data_root, data_prefix and ann_file (--cfg-options {key}.data_root=PATH), or "
+                    "give --data FOLDER of class folders")
+            raise InputError(f"{where}'s dataset ({kind}) could not be built by {scope}: {first}",
+                             hint=hint) from None
+    files: list[tuple[Path, int | None]] = []
+    for i in range(length(dataset)):
+        info = dataset.get_data_info(i)
+        path = info.get("img_path") if isinstance(info, dict) else None
+        if not path:
+            raise ConfigError(f"{where}'s dataset ({kind}) holds its images in memory, not as image files",
+                              hint="give --data FOLDER of class folders (ROOT/<class>/*.jpg)")
+        files.append((Path(str(path)), _single_label(info.get("gt_label"), kind, where)))
+    names = (getattr(dataset, "metainfo", None) or {}).get("classes")
+    return FileDataset(files, [str(c) for c in names] if names else None, max_pixels)
+
+
+def _single_label(value: Any, kind: str, where: str) -> int | None:
+    """A sample's ``gt_label`` as one class index (None: no label); several labels are refused."""
+    import numbers
+
+    if value is None:
+        return None
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise ConfigError(f"{where}'s dataset ({kind}) gives an image {len(value)} labels: it is multi-label",
+                              hint="audit measures one class per image: give --data FOLDER of class folders")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{where}'s dataset ({kind}) gives a label {value!r}, not a class index",
+                          hint="give --data FOLDER of class folders")
+    return int(value)
+
+
 def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
     """The ``<phase>_dataloader.dataset`` dict and its pipeline (the test pipeline for val/test if absent)."""
     from visctl.config import cfg_get, check_class_names

@@ -156,11 +156,13 @@ def check(method: str, agree_with: str | None, tolerance: float, top_percent: fl
 
 
 def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: str | None,
+                    left_out: list[tuple[Path, str]] | None = None,
                     ) -> tuple[list[Path], dict[str, int], list[str] | None, Path | None, str]:
     """The images to audit with their labels: ``data`` (class folders) or the config's test/val dataset.
 
     Returns the paths, path -> label (an index into the dataset's classes), those classes, the data's root
-    folder (where ``--region`` masks mirror it) and where they came from."""
+    folder (where ``--region`` masks mirror it) and where they came from; ``left_out`` gets the images of
+    ``data``'s folders that are none of the classes, with why."""
     from visctl import config, datasets
     from visctl.errors import ConfigError, InputError
 
@@ -182,12 +184,19 @@ def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: 
                               hint="give --data FOLDER (one folder per class), or add a test_dataloader")
         ds_cfg, _ = datasets.dataset_config(cfg, used)
         where = f"the config's {used}_dataloader"
-    dataset = datasets.build_dataset(ds_cfg, used if used != "data" else "test", warn=session.warn,
-                                     max_pixels=session.max_pixels)
+    dataset: Any = None
+    if data is None:  # a type of the config's package: built as its Runner builds it
+        raw = datasets._unwrap(dict(config.cfg_get(cfg, f"{used}_dataloader.dataset")))
+        dataset = datasets.package_dataset(raw, config.cfg_get(cfg, "default_scope"), where, session.max_pixels)
+    if dataset is None:
+        dataset = datasets.build_dataset(ds_cfg, used if used != "data" else "test", warn=session.warn,
+                                         max_pixels=session.max_pixels)
     files = getattr(dataset, "files", None)
     if files is None:
         raise ConfigError(f"{where}'s dataset ({type(dataset).__name__}) holds no image files",
                           hint="audit reads image files with labels: give --data FOLDER of class folders")
+    if data is not None and dataset.classes and left_out is not None:
+        left_out.extend(_other_folders(Path(data), list(dataset.classes)))
     labelled = [(Path(p), lab) for p, lab in files if lab is not None and lab >= 0]
     if not labelled:
         raise InputError(f"{where} has no labelled images", hint="put the images in one folder per class "
@@ -197,6 +206,20 @@ def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: 
     root = Path(str(ds_cfg.get("data_root") or ds_cfg.get("root") or ".")) if data is None else Path(data)
     return ([p for p, _ in labelled], {str(p): int(lab) for p, lab in labelled},  # type: ignore[misc]
             list(dataset.classes) if dataset.classes else None, root, where)
+
+
+def _other_folders(root: Path, classes: list[str]) -> list[tuple[Path, str]]:
+    """The images of ``--data``'s folders that are none of the classes (the dataset left them out, with a
+    warning) and why: the run skips each one, so the manifest lists them and the run exits 1."""
+    from visctl.images import is_image_path
+    from visctl.output.manifest import is_visctl_folder
+
+    folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not is_visctl_folder(d)]
+    if not any(d.name in classes for d in folders):  # numbered by position (wnid folders): none left out
+        return []
+    return [(p, f"its folder {d.name!r} is none of the config's {len(classes)} classes")
+            for d in folders if d.name not in classes
+            for p in sorted(q for q in d.rglob("*") if q.is_file() and is_image_path(q))]
 
 
 def start(session: Session, model: Any, checkpoint: str | Path | None = None, *, data: str | Path | None = None,
@@ -216,20 +239,65 @@ def start(session: Session, model: Any, checkpoint: str | Path | None = None, *,
                   else A.parse_thresholds([fail_under] if isinstance(fail_under, str) else fail_under))
     ann = A.read_annotations(Path(annotations) if annotations else None, Path(region) if region else None)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None)
-    paths, labels, ds_classes, root, where = labelled_images(session, mi.cfg, data, phase)
+    _whole_model(mi.summary, "CHECKPOINT")
+    left_out: list[tuple[Path, str]] = []
+    paths, labels, ds_classes, root, where = labelled_images(session, mi.cfg, data, phase, left_out)
     mi.paths = paths
     session.protect(*paths)
+    if ann is not None:
+        _check_annotations(session, ann, paths, root, where)
     other = None
     if compare is not None:
         from visctl.library._common import load_model
 
         session.protect(str(compare))
-        other, _ = load_model(session, mi.cfg, str(compare), label="compare: ")
+        other, summary = load_model(session, mi.cfg, str(compare), label="compare: ")
+        _whole_model(summary, "--compare", strict=True)
     return AuditRun(session, mi, labels=labels, ds_classes=ds_classes, root=root, where=where, annotations=ann,
                     method=methods[0], agree_with=methods[1], target_layers=layers, tolerance=tolerance,
                     top_percent=top_percent, border=border, worst=worst, compare=other,
                     compare_checkpoint=str(compare) if compare else None, thresholds=thresholds,
-                    batch_size=batch_size)
+                    batch_size=batch_size, left_out=left_out)
+
+
+def _whole_model(summary: dict | None, what: str, strict: bool = False) -> None:
+    """Refuse a checkpoint whose tensors are of other shapes than the model's (another architecture or number
+    of classes: those stay random, and every number of the audit would be of a random model); with ``strict``
+    (the compared checkpoint, which must be the same model) also one that leaves a meaningful share random."""
+    from visctl import models
+    from visctl.errors import InputError
+
+    if not summary:
+        return
+    bad = list(summary.get("mismatched") or [])
+    if bad or (strict and models.checkpoint_warns(summary)):
+        what_left = (f"{len(bad)} of its tensors have other shapes than the model's ({', '.join(bad[:3])}"
+                     f"{', ...' if len(bad) > 3 else ''})" if bad else
+                     f"it leaves {models.checkpoint_unloaded(summary):.0%} of the model's parameters random "
+                     f"({len(summary.get('missing') or [])} missing tensors)")
+        raise InputError(f"{what} {summary.get('path')}: {what_left}, so the audit would measure a partly random "
+                         "model", hint="give a checkpoint of this config's model (the same architecture and "
+                         "number of classes); --compare takes another checkpoint of the same config")
+
+
+def _check_annotations(session: Session, ann: Annotations, paths: list[Path], root: Path | None, where: str) -> None:
+    """Say what the annotation file left out; refuse one that names none of the run's images."""
+    from visctl.errors import InputError
+
+    for line in ann.problems:
+        session.warn(f"{ann.source}: {line}")
+    if ann.masks is not None:
+        if paths and not any(ann.mask_file(p, root) is not None for p in paths):
+            raise InputError(f"{ann.masks} holds a mask for none of the {len(paths)} images of {where} (e.g. "
+                             f"{paths[0].name})", hint="name each mask like its image (.png or .npy), mirroring "
+                             "the class folders or at the folder's top")
+        return
+    if paths and not any(ann.objects(p) is not None for p in paths):
+        listed = [name for entries in list(ann.by_name.values())[:2] for name, _ in entries[:1]]
+        raise InputError(f"{ann.source} lists none of the {len(paths)} images of {where} (it lists e.g. "
+                         f"{', '.join(map(repr, listed))}; the images are e.g. {str(paths[0])!r})",
+                         hint="an image's file_name (COCO) or filename (VOC) must end with the image's path or "
+                         "file name: give the annotation file of these images")
 
 
 class AuditRun:
@@ -238,7 +306,8 @@ class AuditRun:
     def __init__(self, session: Session, mi: ModelInputs, *, labels: dict[str, int], ds_classes: list[str] | None,
                  root: Path | None, where: str, annotations: Annotations | None, method: Any, agree_with: Any,
                  target_layers: list[str] | None, tolerance: float, top_percent: float, border: float, worst: int,
-                 compare: Any, compare_checkpoint: str | None, thresholds: dict[str, float], batch_size: int) -> None:
+                 compare: Any, compare_checkpoint: str | None, thresholds: dict[str, float], batch_size: int,
+                 left_out: list[tuple[Path, str]] | None = None) -> None:
         from visctl import audits as A
         from visctl import cams, config, models
         from visctl.library._common import output_names
@@ -248,6 +317,7 @@ class AuditRun:
         self.annotations, self.method, self.agree_with = annotations, method, agree_with
         self.tolerance, self.top_percent, self.border_width = tolerance, top_percent, border
         self.thresholds, self.batch_size = thresholds, batch_size
+        self.left_out = list(left_out or [])
         self.started = time.time()
         self.failures_before = len(session.failures)
         self.channels_last = _channels_last(mi, session.device)
@@ -293,6 +363,14 @@ class AuditRun:
         pos = {n: i for i, n in enumerate(self.names)}
         mapping = {i: pos[n] for i, n in enumerate(ds_classes) if n in pos}
         missing = [n for n in ds_classes if n not in pos]
+        if not mapping:  # numbering them as the model's outputs would audit each image as another class
+            from visctl.errors import InputError
+
+            raise InputError(f"none of the {len(ds_classes)} classes of {where} ({', '.join(map(repr, ds_classes[:5]))}"
+                             f"{', ...' if len(ds_classes) > 5 else ''}) is one of the model's "
+                             f"{len(self.names)} classes ({', '.join(map(repr, self.names[:3]))}, ...)",
+                             hint="name the class folders (or the dataset's classes) after the model's classes, "
+                             "or audit the checkpoint trained on these classes")
         if missing:
             self.session.warn(f"{len(missing)} class(es) of {where} are none of the model's classes "
                               f"({', '.join(missing[:5])}): their images are left out")
@@ -321,6 +399,9 @@ class AuditRun:
         from concurrent.futures import ThreadPoolExecutor
 
         session = self.session
+        if not session.rank:  # once: rank 0's records are the run's
+            for p, why in self.left_out:
+                session.skip(p, why)
         pending: tuple[Any, Any] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="visctl-audit") as pool:
             for b in batches(session, self.mi, self.batch_size, "audit", channels_last=self.channels_last,
@@ -361,17 +442,22 @@ class AuditRun:
 
     def _measure(self, group: list, labels: list[int], sides: list[dict], agree: Any) -> list[Any]:
         """The measures of a batch's maps (the measuring thread): per image its rows (one per checkpoint,
-        each with its map on the original pixels), the object's region and boxes; None for a non-finite one."""
+        each with its map on the original pixels), the object's region and boxes; or why it is skipped (a str)."""
         from visctl import transforms
+        from visctl.errors import VisctlError
 
         bad = set().union(*(s["nonfinite"] for s in sides))
         out: list[Any] = []
         for i, (p, img, state) in enumerate(group):
             if i in bad:
-                out.append(None)
+                out.append("the model's scores or maps for this image are NaN or infinite")
                 continue
             hw = img.shape[:2]
-            region, boxes = self._region(p, labels[i], hw)
+            try:
+                region, boxes = self._region(p, labels[i], hw)
+            except VisctlError as err:  # this image's object (a mask of another size, boxes off the image)
+                out.append(err.message)
+                continue
             rows = []
             for s in sides:
                 fmap = transforms.to_original(s["maps"][i], state, hw)
@@ -380,6 +466,8 @@ class AuditRun:
                              else None)
                 rows.append(self._row(p, labels[i], s["probs"][i], fmap, pred_map, other_map, region))
                 rows[-1]["_map"] = fmap
+            if self.worst.may_take(self._key(rows[0])):  # drawn here, off the model's thread, where it may be kept
+                rows[0]["_thumb"] = self._thumb(img, rows[0], boxes=boxes, region=region)
             out.append((rows, region, boxes))
         return out
 
@@ -389,15 +477,17 @@ class AuditRun:
 
         group = [item for item in b.items if self._label(item[0]) is not None]
         for (p, img, _state), found in zip(group, job.result()):
-            if found is None:
-                self.session.skip(p, "the model's scores or maps for this image are NaN or infinite")
+            if isinstance(found, str):  # skipped: why
+                self.session.skip(p, found)
                 b.advance()
                 continue
             rows, region, boxes = found
             row = rows[0]
             self._add(self.tally, self.total, row)
             thumb = functools.partial(self._thumb, img, boxes=boxes, region=region)
-            self.worst.offer(self._key(row), _public(row), functools.partial(thumb, row))
+            drawn = row.pop("_thumb", None)
+            draw: Any = functools.partial(_given, drawn) if drawn is not None else functools.partial(thumb, row)
+            self.worst.offer(self._key(row), _public(row), draw)
             pair = None
             if len(rows) > 1:
                 self._add(self.tally_b, self.total_b, rows[1])
@@ -443,9 +533,21 @@ class AuditRun:
             self.unannotated += 1
             return None, []
         name = self.class_name(label)
-        region = A.object_region(objs, name, hw, ann.categories, self.names)
         named = bool(ann.categories & set(self.names or ()))
-        boxes = [o.box for o in objs if (not named or o.category == name) and not o.polygons]
+        mine = [o for o in objs if not named or o.category == name]
+        if not mine:  # listed, but no object of its class: measured without one, and counted in the note
+            self.unannotated += 1
+            return None, []
+        region = A.object_region(objs, name, hw, ann.categories, self.names)
+        if region is None:  # its boxes cover none of its pixels: the file does not describe this image
+            from visctl.errors import InputError
+
+            x0, y0, x1, y1 = mine[0].box
+            raise InputError(f"its {name} object(s) in {ann.source} lie outside its {hw[1]}x{hw[0]} pixels (e.g. "
+                             f"the box x {x0:g}..{x1:g}, y {y0:g}..{y1:g})",
+                             hint="COCO's bbox is [x, y, width, height] in the image's pixels; VOC's corners are "
+                             "1-based pixels")
+        boxes = [o.box for o in mine if not o.polygons]
         return region, boxes
 
     def _row(self, path: Any, label: int, probs: Any, fmap: Any, pred_map: Any, other_map: Any, region: Any,
@@ -454,19 +556,20 @@ class AuditRun:
 
         pred = int(probs.argmax())
         kw = dict(tolerance=self.tolerance, percent=self.top_percent, border_width=self.border_width)
-        at = A.peak(fmap)
+        fmap = A.clean(fmap)  # in place: the map is this row's own (carried back to the original pixels)
+        at = A._peak(fmap)
         row: dict[str, Any] = dict(index=self.index.get(str(path), -1), path=str(path), label=label,
                                    predicted=pred, correct=pred == label, p_true=float(probs[label]),
                                    p_predicted=float(probs[pred]), object=region is not None,
                                    peak_x=at[0] if at else None, peak_y=at[1] if at else None)
         row["class"], row["predicted_class"] = self.class_name(label), self.class_name(pred)
-        row.update(A.measure(fmap, region, **kw))
+        row.update(A.measure_clean(fmap, region, **kw))
         if other_map is not None:
             row.update(A.agreement(fmap, other_map, self.top_percent))
         if region is not None and row["correct"]:
             row["right_for_wrong_reason"] = row["pointing"] < 1
         if pred_map is not None:
-            row.update({f"pred_{k}": v for k, v in A.measure(pred_map, region, **kw).items()})
+            row.update({f"pred_{k}": v for k, v in A.measure_clean(A.clean(pred_map), region, **kw).items()})
         return row
 
     def _add(self, tally: dict[int, Any], total: Any, row: dict[str, Any]) -> None:
@@ -526,9 +629,9 @@ class AuditRun:
         self.tally, self.tally_b = {}, {}
         self.flips = {k: 0 for k in self.flips}
         self.unannotated = 0
-        self.worst.kept = []
+        self.worst.kept, self.worst.bar = [], None
         if self.moved is not None:
-            self.moved.kept = []
+            self.moved.kept, self.moved.bar = [], None
         for part in parts:
             self.total.merge(part["total"])
             self.total_b.merge(part["total_b"])
@@ -581,6 +684,10 @@ class AuditRun:
 
 def _delta(a: Any, b: Any) -> dict[str, Any]:
     return dict(a=a, b=b, delta=None if a is None or b is None else float(f"{b - a:.6g}"))
+
+
+def _given(value: Any) -> Any:
+    return value
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
