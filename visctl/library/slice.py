@@ -339,6 +339,7 @@ def write_run(plan: Plan, writer: OutputWriter) -> None:
         results = distributed.in_run_order([part["results"] for part in parts], plan.mi.paths, 1)
         plan.tiles = sum(part["tiles"] for part in parts)
     elapsed = time.time() - started
-    write_results(writer, results)
+    if not plan.session.rank:  # under torchrun rank 0 alone writes the merged results (two ranks racing for
+        write_results(writer, results)  # one name made results_2.json)
     writer.manifest["timings"]["slice_s"] = round(elapsed, 3)
     writer.manifest["timings"]["tiles_per_s"] = round(plan.tiles / elapsed, 2) if elapsed else None

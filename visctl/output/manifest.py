@@ -112,7 +112,7 @@ def _runs_of(doc: Any) -> list[dict]:
     return [r for r in runs if isinstance(r, dict)]
 
 
-def output_problem(folder: Path, out: Any) -> str | None:
+def output_problem(folder: Path, out: Any, on_disk: bool = True) -> str | None:
     """Why an output record of a manifest in ``folder`` names no file of that folder on disk, or None when it
     does: a record that is not an object, a path that is not a string, leaves the folder (``..``, an absolute
     path, a folder that is a link elsewhere), or a file that is not there (gone, a link, a folder)."""
@@ -130,13 +130,15 @@ def output_problem(folder: Path, out: Any) -> str | None:
         Path(_real(target)).relative_to(base)
     except (ValueError, OSError):
         return f"{rel!r} (outside the folder, through a link)"
+    if not on_disk:
+        return None
     st = _lstat(target)
     if st is None or not stat.S_ISREG(st.st_mode):
         return f"{rel!r} (no such file here)" if st is None else f"{rel!r} ({_kind(st)})"
     return None
 
 
-def checked_runs(doc: Any, folder: Path) -> tuple[list[dict], list[str]]:
+def checked_runs(doc: Any, folder: Path, on_disk: bool = True) -> tuple[list[dict], list[str]]:
     """The run records of a visctl manifest in ``folder``, each with only the output records that name a
     regular file inside ``folder`` on disk, and what was dropped (runs that are not objects, outputs that are
     not lists, records that leave the folder or name no file): a merged manifest lists the files that are here."""
@@ -157,7 +159,7 @@ def checked_runs(doc: Any, folder: Path) -> tuple[list[dict], list[str]]:
             outs = []
         kept = []
         for out in outs:
-            why = output_problem(folder, out)
+            why = output_problem(folder, out, on_disk)
             if why is None:
                 kept.append(out)
             else:
@@ -193,7 +195,7 @@ def known_outputs(folder: Path) -> set[str]:
     """The outputs that the runs recorded in ``folder``'s manifest.json wrote (:func:`_real` paths)."""
     known = set()
     resolved = Path(folder).resolve()
-    for run in checked_runs(read_manifest(Path(folder) / MANIFEST), resolved)[0]:
+    for run in checked_runs(read_manifest(Path(folder) / MANIFEST), resolved, on_disk=False)[0]:
         for out in run["outputs"]:
             known.add(_real(resolved / out["path"]))
     return known
