@@ -82,6 +82,10 @@ class RunContext(Session):
         self._stdout = sys.stdout
         sys.stdout = sys.stderr
         try:
+            if self.backend:  # first: mmengine and the backend's package, before any wait, config or model
+                from visctl.output.backends import check_backend
+
+                check_backend(self.backend)
             # under torchrun: one rank of several, for the commands that shard their inputs (the others run
             # whole on every rank, as before: they have no inputs to split)
             if self.command in SHARDED and os.environ.get("WORLD_SIZE", "").strip():
@@ -90,10 +94,6 @@ class RunContext(Session):
                 distributed.join(self)  # checks the torchrun variables first: one error line for a bad one
                 if self.rank:  # rank 0 speaks for the run
                     self.quiet = self.console.quiet = True
-            if self.backend:
-                from visctl.output.backends import check_backend
-
-                check_backend(self.backend)
             # before any config, model or data: a bad folder must cost nothing
             self._created += prepare_dir(self.out_dir, "--out-dir")
             # a manifest.json or index.html that visctl did not write (or a damaged one, a FIFO, a link) is

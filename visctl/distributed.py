@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 #: how long ranks wait for each other at the end of a run (the slowest shard) and in the error handshake
 RUN_TIMEOUT = timedelta(hours=2)
 ERROR_WAIT = timedelta(seconds=30)
+#: how long a rank waits for the others to join the process group (VISCTL_RENDEZVOUS_TIMEOUT, in seconds)
+RENDEZVOUS_ENV = "VISCTL_RENDEZVOUS_TIMEOUT"
+RENDEZVOUS_TIMEOUT = timedelta(minutes=5)
 
 _CONTROL: dict[str, Any] = {}  # gloo groups: "group" for objects (None: the default one), "errors" for the handshake
 
@@ -77,6 +80,41 @@ def env_ranks() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def rendezvous_timeout() -> timedelta:
+    """How long this rank waits for every rank to join: ``VISCTL_RENDEZVOUS_TIMEOUT`` seconds, else
+    :data:`RENDEZVOUS_TIMEOUT`.
+
+    Raises:
+        VisctlError: a value that is not a positive number of seconds.
+    """
+    import math
+
+    from visctl.errors import VisctlError
+
+    raw = os.environ.get(RENDEZVOUS_ENV, "").strip()
+    if not raw:
+        return RENDEZVOUS_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > 7 * 24 * 3600:
+        raise VisctlError(f"{RENDEZVOUS_ENV}={os.environ[RENDEZVOUS_ENV]!r} is not a number of seconds",
+                          hint=f"give a positive number of seconds (at most a week), e.g. {RENDEZVOUS_ENV}=300, "
+                          f"or unset it for the default {int(RENDEZVOUS_TIMEOUT.total_seconds())} s")
+    return timedelta(seconds=seconds)
+
+
+def _wait_line(rank: int, world: int, wait: timedelta) -> str:
+    """The line a rank prints before it waits for the others: which rank, of how many, where, how long."""
+    addr = os.environ.get("MASTER_ADDR", "").strip() or "(MASTER_ADDR unset)"
+    port = os.environ.get("MASTER_PORT", "").strip() or "(MASTER_PORT unset)"
+    others = world - 1
+    return (f"torchrun: rank {rank} of {world} (WORLD_SIZE={world}) waits at {addr}:{port} for the other "
+            f"{others} rank{'s' if others != 1 else ''} to join (at most {wait.total_seconds():g} s, "
+            f"{RENDEZVOUS_ENV})")
+
+
 def join(session: Session) -> tuple[int, int]:
     """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group and put this rank on its own GPU.
 
@@ -109,12 +147,32 @@ def join(session: Session) -> tuple[int, int]:
         raise DeviceError(f"--device {spec}: CUDA is not available on this machine",
                           hint="use --device cpu (or auto): the ranks then join with gloo")
     if not dist.is_initialized():
-        try:
-            dist.init_process_group("nccl" if spec.startswith("cuda") else "gloo", timeout=RUN_TIMEOUT)
+        import sys
+        import time
+
+        wait = rendezvous_timeout()
+        # before a wait that may be long: a stale WORLD_SIZE/RANK in the shell would otherwise look like a hang
+        if not (os.environ.get("TORCHELASTIC_RUN_ID") and getattr(session, "quiet", False)):  # --quiet under torchrun
+            print(_wait_line(rank, world, wait), file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:  # the rendezvous (the store, every rank's connection) is bounded by ``wait``
+            dist.init_process_group("nccl" if spec.startswith("cuda") else "gloo", timeout=wait)
         except (RuntimeError, ValueError) as exc:  # no MASTER_ADDR (WORLD_SIZE set by hand), a port in use
+            if time.monotonic() - started >= wait.total_seconds() * 0.9 or "timed out" in str(exc).lower():
+                raise VisctlError(
+                    f"torchrun: rank {rank} of {world} waited {wait.total_seconds():g} s at "
+                    f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} and the other "
+                    f"rank{'s' if world > 2 else ''} never joined",
+                    hint="run visctl under torchrun (`torchrun --nproc-per-node N -m visctl ...`), or unset "
+                    f"WORLD_SIZE and RANK (stale from another run) for a one-process run; {RENDEZVOUS_ENV} sets "
+                    "the wait in seconds") from None
             raise VisctlError(f"cannot join the torchrun process group: {exc}",
                               hint="start visctl with torchrun (it sets RANK, WORLD_SIZE, MASTER_ADDR and "
                               "MASTER_PORT), or unset WORLD_SIZE for a one-process run") from None
+        # joined: from now on the ranks wait for each other's shards as long as a run may take
+        set_timeout = getattr(dist, "set_timeout", None) or getattr(dist.distributed_c10d, "_set_pg_timeout", None)
+        if set_timeout is not None:
+            set_timeout(RUN_TIMEOUT)
         _CONTROL.clear()
     if "group" not in _CONTROL:
         _CONTROL["group"] = (None if dist.get_backend() == "gloo"

@@ -875,6 +875,31 @@ KNOWN_SIZES = {"ImageNet": 1_281_167, "CIFAR10": 50_000, "CIFAR100": 50_000, "MN
                "FashionMNIST": 60_000, "ImageNet21k": 14_197_122}
 
 
+def dataset_sources(dataset_cfg: Mapping | None) -> list[Any]:
+    """The files and folders :func:`dataset_size_from_config` reads to count a config's training set (its
+    annotation files, its image folders): the run's inputs, never written over (``lr --save-path``)."""
+    from pathlib import Path
+
+    if not isinstance(dataset_cfg, Mapping):
+        return []
+    ds = dict(dataset_cfg)
+    if isinstance(ds.get("dataset"), Mapping):
+        return dataset_sources(ds["dataset"])
+    if isinstance(ds.get("datasets"), Sequence) and not isinstance(ds.get("datasets"), (str, bytes)):
+        return [p for d in ds["datasets"] for p in dataset_sources(d)]
+    root = Path(str(ds.get("data_root") or ds.get("root") or ""))
+    found = []
+    ann = ds.get("ann_file")
+    if isinstance(ann, (str, Path)) and str(ann):
+        found.append(Path(ann) if Path(ann).is_absolute() else root / ann)
+    prefix = ds.get("data_prefix")
+    prefix = prefix.get("img_path", prefix.get("img", "")) if isinstance(prefix, dict) else (prefix or "")
+    folder = root / str(prefix)
+    if str(folder) not in ("", "."):
+        found.append(folder)
+    return found
+
+
 def dataset_size_from_config(dataset_cfg: Mapping | None) -> tuple[int, str] | None:
     """Count a config's training set without building it: images under its folder, lines of its
     annotation file, or the known size of a standard dataset; ``RepeatDataset`` multiplies by ``times`` and

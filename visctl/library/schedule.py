@@ -112,6 +112,8 @@ class ScheduleResult(Result):
     parameter: str | None = None
     plot_options: dict[str, Any] = field(default_factory=dict, repr=False)  # window, style, log_scale
     png: bytes = field(default=b"", repr=False)  # the figure as the CLI writes lr.png
+    #: the files and folders the dataset size was counted from (inputs: never written over)
+    sources: tuple[str, ...] = field(default=(), repr=False, compare=False)
     simulate_s: float = field(default=0.0, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +197,8 @@ class ScheduleResult(Result):
         """``lr.png`` (or ``plot_target``, in its suffix's format) and ``lr.csv`` (or ``csv_target``)."""
         from visctl import schedules
 
+        for flag, target in (("--save-path", plot_target), ("--csv", csv_target)):
+            check_target(self.sources, target, flag)
         fmt = plot_target.suffix.lstrip(".") if plot_target is not None and plot_target.suffix else "png"
         writer.write_output("lr.png", self.encode(fmt), "image", caption=self.caption,
                             target=plot_target)
@@ -202,6 +206,37 @@ class ScheduleResult(Result):
             writer.write_output("lr.csv", schedules.csv_text(self.values).encode(), "table",
                                 caption="per-iteration values", target=csv_target)
         writer.manifest["timings"]["simulate_s"] = round(self.simulate_s, 3)
+
+
+def check_target(sources: tuple[str, ...], target: Path | str | None, flag: str = "--save-path") -> None:
+    """Refuse an output file that is an input of the count: the dataset's annotation file, or a file in the
+    folder of images it counted (a user's data file, never written over, as every command's inputs).
+
+    Raises:
+        OutputError: naming the file, the dataset and the flag.
+    """
+    import os
+    import stat
+
+    from visctl.errors import OutputError
+
+    if target is None or not sources:
+        return
+    try:
+        st = os.stat(target)  # what a write would replace (through a link, its target)
+    except (OSError, ValueError):
+        return  # nothing there: nothing of the dataset is written over
+    if not stat.S_ISREG(st.st_mode):
+        return  # a folder, a FIFO: the writer refuses it itself
+    real = Path(os.path.realpath(target))
+    for source in sources:
+        src = Path(os.path.realpath(source))
+        inside = real == src or (src.is_dir() and src in real.parents)
+        if inside:
+            what = "the annotation file" if real == src else f"a file under {source}"
+            raise OutputError(f"{flag} {target} is {what} of the training set that lr counts; visctl never writes "
+                              "over its inputs", hint=f"give {flag} a file outside the dataset's folders "
+                              f"({', '.join(sources)})")
 
 
 def _config_name(config: Any, cfg: Any) -> tuple[str, str]:
@@ -291,8 +326,10 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
     name, stem = _config_name(config, cfg)
     optim_cfg = cfg.get("optim_wrapper") or {}
     source = "--dataset-size"
+    train_set = config_mod.cfg_get(cfg, "train_dataloader.dataset")
+    sources = tuple(str(p) for p in schedules.dataset_sources(train_set))  # a user's data: never written over
     if dataset_size is None:
-        found = schedules.dataset_size_from_config(config_mod.cfg_get(cfg, "train_dataloader.dataset"))
+        found = schedules.dataset_size_from_config(train_set)
         dataset_size, source = found if found else (None, "unknown")
     stand_in = None
     if model is None and schedules.needs_model(optim_cfg):
@@ -318,6 +355,6 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
         weight_decay=_frozen(sched.weight_decay), by_epoch=sched.by_epoch, iters_per_epoch=sched.iters_per_epoch,
         total_iters=sched.total_iters, rule=sched.rule, members=tuple(tuple(m) for m in sched.members), title=title,
         caption=caption, parameter=parameter, plot_options=dict(window=window, style=style, log_scale=log_scale),
-        simulate_s=simulated)
+        simulate_s=simulated, sources=sources)
     # drawn once: the figure arrays, _repr_png_ and lr.png are these bytes
     return dataclasses.replace(result, png=result.encode("png"))

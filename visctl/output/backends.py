@@ -9,19 +9,34 @@ from typing import Any
 BACKENDS = ("local", "tensorboard", "wandb")
 
 
+def _present(module: str) -> bool:
+    """Whether ``module`` can be imported (found, without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing, or a broken module entry
+        return False
+
+
 def check_backend(name: str) -> None:
-    """Fail before any work when a vis backend's package is missing."""
-    from visctl.errors import VisctlError
+    """Fail before any work (before the config, the model or the data) when a vis backend cannot run: every
+    backend is mmengine's Visualizer (not in a plain install), which reads the images back with OpenCV, and
+    tensorboard or wandb need their own package."""
+    from visctl.errors import VisctlError, needs
 
     if name not in BACKENDS:
         raise VisctlError(f"unknown --backend {name!r}", hint=f"use one of {', '.join(BACKENDS)}")
-    needs = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
-    if needs:
-        import importlib.util
-
-        if importlib.util.find_spec(needs) is None:
-            raise VisctlError(f"--backend {name} needs the {needs} package",
-                              hint=f'pip install "visctl[{name}]" (or pip install {needs})')
+    for module, label in (("mmengine", "mmengine"), ("cv2", "OpenCV")):
+        if not _present(module):
+            raise needs(f"--backend {name} (mmengine's vis backends)", module, f"{label} is not installed")
+    if not _present("mmengine.visualization"):
+        raise VisctlError(f"--backend {name}: this mmengine has no mmengine.visualization (its vis backends)",
+                          hint='install the full mmengine or mmengine-lite >= 0.10 (pip install "visctl[lite]")')
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
+    if package and not _present(package):
+        raise VisctlError(f"--backend {name} needs the {package} package",
+                          hint=f'pip install "visctl[{name}]" (or pip install {package})')
 
 
 def push_to_backend(name: str, out_dir: Path, images: list[tuple[str, Path]], command: str) -> Path:

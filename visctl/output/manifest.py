@@ -112,6 +112,62 @@ def _runs_of(doc: Any) -> list[dict]:
     return [r for r in runs if isinstance(r, dict)]
 
 
+def output_problem(folder: Path, out: Any, on_disk: bool = True) -> str | None:
+    """Why an output record of a manifest in ``folder`` names no file of that folder on disk, or None when it
+    does: a record that is not an object, a path that is not a string, leaves the folder (``..``, an absolute
+    path, a folder that is a link elsewhere), or a file that is not there (gone, a link, a folder)."""
+    if not isinstance(out, dict):
+        return f"a record that is not an object ({to_json(out, None)[:60]})"
+    rel = out.get("path")
+    if not isinstance(rel, str) or not rel.strip():
+        return f"a path that is not a file name ({to_json(rel, None)[:60]})"
+    pure = Path(rel)
+    if pure.is_absolute() or pure.drive or ".." in pure.parts or "\0" in rel:
+        return f"{rel!r} (outside the folder)"
+    base = Path(folder).resolve()
+    target = base / rel
+    try:
+        Path(_real(target)).relative_to(base)
+    except (ValueError, OSError):
+        return f"{rel!r} (outside the folder, through a link)"
+    if not on_disk:
+        return None
+    st = _lstat(target)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return f"{rel!r} (no such file here)" if st is None else f"{rel!r} ({_kind(st)})"
+    return None
+
+
+def checked_runs(doc: Any, folder: Path, on_disk: bool = True) -> tuple[list[dict], list[str]]:
+    """The run records of a visctl manifest in ``folder``, each with only the output records that name a
+    regular file inside ``folder`` on disk, and what was dropped (runs that are not objects, outputs that are
+    not lists, records that leave the folder or name no file): a merged manifest lists the files that are here."""
+    problems: list[str] = []
+    if not is_visctl_manifest(doc):
+        return [], problems
+    raw = doc["runs"] if isinstance(doc.get("runs"), list) else [dict(doc, id=doc.get("id", "earlier"))]
+    runs = []
+    for run in raw:
+        if not isinstance(run, dict):
+            problems.append(f"a run that is not an object ({to_json(run, None)[:60]})")
+            continue
+        outs = run.get("outputs")
+        if outs is None:
+            outs = []
+        elif not isinstance(outs, list):
+            problems.append(f"outputs that are not a list ({to_json(outs, None)[:60]})")
+            outs = []
+        kept = []
+        for out in outs:
+            why = output_problem(folder, out, on_disk)
+            if why is None:
+                kept.append(out)
+            else:
+                problems.append(why)
+        runs.append(dict(run, outputs=kept))
+    return runs, problems
+
+
 def read_manifest(path: Path) -> dict | None:
     """A visctl manifest.json, or None when it is missing, unreadable or someone else's."""
     data = read_regular(path)  # never a FIFO (it would hang the run) nor a link's target
@@ -129,11 +185,9 @@ def listed_outputs(manifest_path: Path) -> set[Path]:
     doc = read_manifest(manifest_path)
     folder = Path(manifest_path).parent.resolve()
     found = {folder / MANIFEST, folder / INDEX}
-    for run in _runs_of(doc):
-        for out in run.get("outputs") or []:
-            rel = out.get("path") if isinstance(out, dict) else None
-            if isinstance(rel, str):
-                found.add((folder / rel).resolve())
+    for run in checked_runs(doc, folder)[0]:  # only files of this folder: a record never reaches outside it
+        for out in run["outputs"]:
+            found.add((folder / out["path"]).resolve())
     return found if doc is not None else set()
 
 
@@ -141,11 +195,9 @@ def known_outputs(folder: Path) -> set[str]:
     """The outputs that the runs recorded in ``folder``'s manifest.json wrote (:func:`_real` paths)."""
     known = set()
     resolved = Path(folder).resolve()
-    for run in _runs_of(read_manifest(Path(folder) / MANIFEST)):
-        for out in run.get("outputs") or []:
-            rel = out.get("path") if isinstance(out, dict) else None
-            if isinstance(rel, str):
-                known.add(_real(resolved / rel))
+    for run in checked_runs(read_manifest(Path(folder) / MANIFEST), resolved, on_disk=False)[0]:
+        for out in run["outputs"]:
+            known.add(_real(resolved / out["path"]))
     return known
 
 

@@ -22,8 +22,8 @@ from visctl.output.manifest import (
     MANIFEST,
     _locked,
     _refuse,
-    _runs_of,
     check_record_files,
+    checked_runs,
     known_outputs,
     read_manifest,
     replaceable,
@@ -200,6 +200,7 @@ class OutputWriter:
         self._slots: Any = None  # a BoundedSemaphore: the images queued or in flight (background())
         self._known: set[str] | None = None  # the outputs the folder's manifest lists: visctl's to replace
         self._beside = 0  # outputs written beside a file visctl did not write
+        self._dropped: list[str] = []  # records of earlier runs left out of the merged manifest (said once)
         self._reserve: Path | None = None  # the hidden file that holds disk space for the last manifest
         self._reserve_held = 0
         self._reserve_want = 0
@@ -533,6 +534,22 @@ class OutputWriter:
         finally:
             self.release_reserve()
 
+    def _dropped_records(self, dropped: list[str]) -> None:
+        """One warning (and a note) for the records of earlier runs that the merged manifest no longer lists."""
+        fresh = [d for d in dropped if d not in self._dropped]
+        if not fresh:
+            return
+        self._dropped += fresh
+        shown = "; ".join(fresh[:3]) + (f"; and {len(fresh) - 3} more" if len(fresh) > 3 else "")
+        message = (f"{self.path(MANIFEST)}: dropped {len(fresh)} record{'s' if len(fresh) != 1 else ''} of earlier "
+                   f"runs that name no file of this folder: {shown}; the manifest lists only the files here")
+        import warnings
+
+        from visctl.errors import InputWarning
+
+        warnings.warn(InputWarning(message), stacklevel=3)
+        self.manifest["notes"].append(message)
+
     def save(self, with_index: bool = True) -> Path:
         """Merge this run's record into the folder's manifest.json under the folder's lock (after every
         background write has ended: a failed one is dropped from the record, then raised)."""
@@ -543,7 +560,9 @@ class OutputWriter:
         with uninterrupted(), _locked(self.out_dir):
             check_record_files(self.out_dir)  # another tool's manifest or page, a damaged one: never replaced
             runs = []
-            for run in _runs_of(read_manifest(self.path(MANIFEST))):
+            earlier, dropped = checked_runs(read_manifest(self.path(MANIFEST)), self.out_dir)
+            self._dropped_records(dropped)
+            for run in earlier:
                 if run.get("id") == self.id:
                     continue
                 run = {k: v for k, v in run.items() if k != "runs"}
