@@ -12,9 +12,13 @@ Training images use seeds 0..N-1; tests use seeds from 100000 on (held out).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # train_classifier.fit, the demo classifiers' shared training
+
+from train_classifier import fit  # noqa: E402
 
 
 def main() -> None:
@@ -42,30 +46,7 @@ def main() -> None:
     x, y = tensors(range(args.n))
     xv, yv = tensors(range(100_000, 100_500))
     model = build_model(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=1e-4)
-    steps_total = args.epochs * ((args.n + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-3, total_steps=steps_total)
-    for epoch in range(args.epochs):
-        model.train()
-        perm = torch.randperm(args.n)
-        for i in range(0, args.n, 64):
-            idx = perm[i:i + 64]
-            xb = x[idx]
-            flip = torch.rand(len(idx)) < 0.5  # flips keep every class and its box meaning
-            xb[flip] = xb[flip].flip(-1)
-            loss = torch.nn.functional.cross_entropy(model(xb), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        model.eval()
-        with torch.no_grad():
-            acc = (model(xv).argmax(1) == yv).float().mean().item()
-        print(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out accuracy {acc:.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "meta": {"classes": list(shapes.CLASSES),
-                                                          "val_accuracy": round(acc, 4)}}, args.out)
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    fit(model, x, y, xv, yv, epochs=args.epochs, lr=5e-3, out=args.out)
 
 
 if __name__ == "__main__":

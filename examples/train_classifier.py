@@ -42,13 +42,24 @@ def main() -> None:
     x, y = tensors(range(args.n))
     xv, yv = tensors(range(100_000, 100_500))
     model = shapes_classifier(num_classes=len(shapes.CLASSES))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps_total = args.epochs * ((args.n + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps_total)
-    for epoch in range(args.epochs):
+    fit(model, x, y, xv, yv, epochs=args.epochs, lr=3e-3, out=args.out)
+
+
+def fit(model, x, y, xv, yv, *, epochs: int, lr: float, out: Path) -> None:
+    """AdamW with a one-cycle schedule, batches of 64 with random horizontal flips, the held-out accuracy each
+    epoch; the weights and the classes saved to ``out`` (the demo classifiers' training, shared)."""
+    import torch
+
+    from visctl import shapes
+
+    n = len(x)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps_total = epochs * ((n + 63) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_total)
+    for epoch in range(epochs):
         model.train()
-        perm = torch.randperm(args.n)
-        for i in range(0, args.n, 64):
+        perm = torch.randperm(n)
+        for i in range(0, n, 64):
             idx = perm[i:i + 64]
             xb = x[idx]
             flip = torch.rand(len(idx)) < 0.5  # flips keep every class and its box meaning
@@ -62,10 +73,10 @@ def main() -> None:
         with torch.no_grad():
             acc = (model(xv).argmax(1) == yv).float().mean().item()
         print(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out accuracy {acc:.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "meta": {"classes": list(shapes.CLASSES),
-                                                          "val_accuracy": round(acc, 4)}}, args.out)
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+                                                          "val_accuracy": round(acc, 4)}}, out)
+    print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":
