@@ -149,3 +149,24 @@ def mm_config(path: Path, options: tuple[str, ...] = ()):
         parser.add_argument("--cfg-options", nargs="+", action=DictAction)
         cfg.merge_from_dict(parser.parse_args(["--cfg-options", *options]).cfg_options)
     return cfg
+
+
+def load_mmpretrain(cfg, checkpoint: Path):
+    """mmpretrain's own ``get_model(cfg, checkpoint)`` on the CPU, as its tools load a model (mmengine's
+    ``torch.load`` reads the test's own Runner-style checkpoint, which holds more than tensors)."""
+    import os
+    import warnings
+
+    from mmpretrain.apis import get_model
+
+    old = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return get_model(cfg, str(checkpoint), device="cpu")
+    finally:
+        if old is None:
+            del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = old

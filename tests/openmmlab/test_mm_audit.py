@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mmstack import mm_config, need, package_configs, runner_checkpoint
+from mmstack import load_mmpretrain, mm_config, need, package_configs, runner_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::ImportWarning", "ignore::UserWarning:mm")
 
@@ -49,21 +47,10 @@ def mmpretrain_predictions(config: Path, checkpoint: Path, options: tuple[str, .
     import torch
     from mmcv.transforms import Compose
     from mmengine.dataset import default_collate
-    from mmpretrain.apis import get_model
     from mmpretrain.registry import TRANSFORMS
 
     cfg = mm_config(config, options)
-    old = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # mmengine's torch.load: the file is the test's own
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = get_model(cfg, str(checkpoint), device="cpu")
-    finally:
-        if old is None:
-            del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
-        else:
-            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = old
+    model = load_mmpretrain(cfg, checkpoint)
     pipeline = Compose([TRANSFORMS.build(t) for t in cfg.test_pipeline])
     with torch.no_grad():
         out = model.test_step(default_collate([pipeline({"img_path": p}) for p in paths]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import re
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from mmstack import need, package_configs, runner_checkpoint
+from mmstack import load_mmpretrain, need, package_configs, runner_checkpoint
 
 from visctl.errors import InputWarning
 
@@ -73,23 +72,12 @@ def mmpretrain_model(config: Path, checkpoint: Path, image: Path):
     from mmcv.transforms import Compose
     from mmengine.config import Config
     from mmengine.dataset import default_collate
-    from mmpretrain.apis import get_model
     from mmpretrain.registry import TRANSFORMS
 
     key = (str(config), str(checkpoint), str(image))
     if key not in _LOADED:
         cfg = Config.fromfile(str(config))
-        old = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # mmengine's torch.load: the file is the test's own
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = get_model(cfg, str(checkpoint), device="cpu")
-        finally:
-            if old is None:
-                del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
-            else:
-                os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = old
+        model = load_mmpretrain(cfg, checkpoint)
         transforms = Compose([TRANSFORMS.build(t) for t in cfg.test_dataloader.dataset.pipeline])
         data = model.data_preprocessor(default_collate([transforms({"img_path": str(image)})]), False)
         _LOADED.clear()  # one model at a time (ViT-base is 350 MB)
