@@ -193,3 +193,26 @@ def demo_logits():
     with torch.no_grad():
         cats = logits_model(batch).argmax(-1).tolist()
     return logits_model, batch, cats, scenes, states
+
+
+def chromium_driver(logs: bool = False):
+    """A started headless Chromium (selenium's webdriver; the caller quits it), or a skip when chromium and
+    chromium-driver are not installed (.ci/run installs the Debian packages; a test never does, and
+    VISCTL_REQUIRE_CHROMIUM=1, which .ci/run sets, turns their absence into a failure)."""
+    import shutil
+
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver_path):
+        if os.environ.get("VISCTL_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("chromium and chromium-driver are not installed (.ci/run installs them)")
+        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"):
+        options.add_argument(arg)
+    if logs:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=options)

@@ -4,7 +4,7 @@ thumbnails, and hostile class and file names stay text (no markup of theirs runs
 from __future__ import annotations
 
 import numpy as np
-from test_gallery import _chromium
+from conftest import chromium_driver
 
 from visctl import audit_page
 from visctl.output.writer import encode_image
@@ -42,19 +42,11 @@ def test_the_page_escapes_its_data(tmp_path):
 
 
 def test_report_sorts_and_filters_in_headless_chromium(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    browser, driver_path = _chromium()
     page, _ = _page(tmp_path)
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = chromium_driver(logs=True)
     try:
         driver.get(page.as_uri())
         assert driver.execute_script("return window.__pwned === undefined")

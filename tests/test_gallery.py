@@ -9,20 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-
-
-def _chromium() -> tuple[str, str]:
-    """Paths of chromium and chromedriver, installing the Debian packages where they are missing."""
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (browser and driver) and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=False,
-                       capture_output=True)
-        browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip("chromium and chromium-driver are not installed and cannot be installed here")
-    return browser, driver
+from conftest import ROOT, chromium_driver
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +34,9 @@ def test_demo_runs_every_command_and_prints_one_gallery(demo_root):
 
 
 def test_gallery_pages_load_in_headless_chromium(demo_root):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
-    browser, driver_path = _chromium()
     root, _ = demo_root
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = chromium_driver(logs=True)
     try:
         pages = [root / "index.html"] + sorted(root.glob("*/index.html")) + sorted(root.glob("tsne/tsne_*.html"))
         for page in pages:

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CFG, ROOT, manifest
+from conftest import DEMO_CFG, ROOT, chromium_driver, manifest
 
 from visctl.errors import ModelError
 
@@ -447,13 +447,9 @@ HOSTILE_CLASSES = ["<img src=x onerror=window.__pwned=4>", "</script><script>win
 
 
 def test_pages_built_from_hostile_names_run_no_script(invoke, tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from test_gallery import _chromium
 
     from visctl.shapes import write_scenes
 
-    browser, driver_path = _chromium()
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
     scenes = write_scenes(tmp_path / "plain", range(100_000, 100_008))
@@ -480,11 +476,7 @@ def test_pages_built_from_hostile_names_run_no_script(invoke, tmp_path, monkeypa
     root = tmp_path / "visctl-out"
     pages = [root / "index.html", *sorted(root.glob("*/index.html")), *sorted(root.glob("tsne/tsne_*.html"))]
     assert len(pages) >= 5
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = chromium_driver()
     try:
         for page in pages:
             driver.get(page.as_uri())
