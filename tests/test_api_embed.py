@@ -137,7 +137,7 @@ def test_errors_are_visctl_errors(held_out):
 
     with pytest.raises(VisctlError, match="both choose the layer"):
         visctl.embed(str(DEMO_CFG), vis_stage="neck", target_layers=["backbone.layer4"], options=_opts(held_out))
-    with pytest.raises(VisctlError, match="learning-rate"):
+    with pytest.raises(VisctlError, match="learning_rate="):
         visctl.embed(str(DEMO_CFG), learning_rate="fast", options=_opts(held_out))
 
 

@@ -121,10 +121,9 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     from visctl.environment import require_mmengine
 
     if not mmengine_present():  # a plain install: model names and configs of plain values, read without it
-        plain = merge_options(_load_plain(spec), options)
-        if not any(str(o).split("=")[0].split(".")[0] == "test_pipeline" for o in options or []):
-            check_pipeline_twins(plain)
-        return plain
+        plain = _load_plain(spec)
+        check_pipeline_twins(plain)  # the config as written: an option changing one of the two is the user's word
+        return merge_options(plain, options)
     require_mmengine()  # an unsupported mmengine is one error line, not an ImportError
     from mmengine.config import Config
 
@@ -160,9 +159,8 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
         raise ConfigError(f"not a config file or model name: {spec}",
                           hint=f"configs end in {', '.join(CONFIG_SUFFIXES)}; models are named like "
                           "torchvision.resnet18, timm.resnet18 or package.module:attr")
+    check_pipeline_twins(cfg)  # the config as written: an option changing one of the two is the user's word
     merge_options(cfg, options)
-    if not any(str(o).split("=")[0].split(".")[0] == "test_pipeline" for o in options or []):  # warned there
-        check_pipeline_twins(cfg)
     # after the options: `--cfg-options custom_imports.imports=[mypkg.models]` is imported too, as the config's own
     import_custom_modules(cfg, spec)
     check_config(cfg)

@@ -244,18 +244,17 @@ class FigureTooLarge(ArgumentError):
 
 def check_figure(width: int, height: int, max_pixels: int | None, options: str, what: str = "a figure",
                  hint: str | None = None) -> None:
-    """Refuse, before it is drawn, a ``width`` x ``height`` figure over the pixel budget (``--max-pixels``: the
-    budget of the images read bounds the figures made of them); ``options`` names the options that make it
-    (``--panel-size 8192 (panel_size=)``), ``what`` the figure, ``hint`` how to make it smaller."""
-    budget = max_pixels if max_pixels is not None else FIGURE_LIMIT
+    """Refuse, before it is drawn, a ``width`` x ``height`` figure over the limit of a figure: :data:`FIGURE_LIMIT`
+    (2^30 pixels, 3 GiB as RGB, what OpenCV holds), or ``max_pixels`` where a run's budget is larger. The pixel
+    budget (``--max-pixels``) bounds the images read and the model inputs made of them; a figure of several
+    panels of such an image is naturally larger, so it is not held to it. ``options`` names the options that
+    make the figure (``--panel-size 8192 (panel_size=)``), ``what`` the figure, ``hint`` how to make it smaller."""
+    budget = max(FIGURE_LIMIT, max_pixels or 0)
     w, h = int(width), int(height)
     if w * h <= budget:
         return
-    where = "the budget (--max-pixels)" if max_pixels is not None else "the limit of a figure with no --max-pixels"
-    raise FigureTooLarge(f"{options} would make {what}: {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over {where} of "
-                         f"{budget / 1e6:,.1f} MP",
-                         hint=(hint or f"make {options} smaller")
-                         + (", or raise --max-pixels (max_pixels=)" if max_pixels is not None else ""))
+    raise FigureTooLarge(f"{options} would make {what}: {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over the limit "
+                         f"of a figure ({budget / 1e6:,.0f} MP)", hint=hint or f"make {options} smaller")
 
 
 def fit_size(h: int, w: int, max_side: int) -> tuple[int, int]:
