@@ -389,7 +389,6 @@ def _registry_locates_models_only(refused: list[str]) -> Iterator[None]:
         registry_module.get_object_from_string = original
 
 
-
 def config_dirs(cfg: Any) -> list[Path]:
     """Where a config's import-path models are looked for: the config file's folder, the working directory."""
     filename = getattr(cfg, "filename", None)
@@ -408,7 +407,7 @@ def switch_to_deploy(model: nn.Module) -> list[str]:
     return switched
 
 
-
+#: the colour codes in an exception's text (mmengine and torch colour theirs); checkpoints.py reads through them too
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
