@@ -105,15 +105,15 @@ def main() -> None:
 
     import torch
 
-    from visctl import cams, config, faithfulness, models, shapes, transforms
+    from visctl import building, cams, checkpoints, config, faithfulness, shapes, transforms
 
     torch.set_num_threads(args.threads)
     if args.size == 64:
         cfg = config.load_config(str(ROOT / "examples/demo_classifier/config.py"))
-        model, _ = models.load_model(cfg, None)
+        model, _ = checkpoints.load_model(cfg, None)
         layer = "backbone.layer4"
     else:
-        model = models.build_model(dict(type="resnet18")).eval()
+        model = building.build_model(dict(type="resnet18")).eval()
         layer = "layer4"
     states = [transforms.ImageState(img=shapes.make_scene(s, size=args.size).image)
               for s in range(100_000, 100_000 + args.images)]

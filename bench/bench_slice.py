@@ -36,7 +36,7 @@ def main() -> None:
     from mmengine.config import Config
 
     from visctl import config, detection, transforms
-    from visctl.models import load_model
+    from visctl.checkpoints import load_model
     from visctl.shapes import make_scene
 
     torch.set_num_threads(args.threads)

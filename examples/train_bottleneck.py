@@ -27,7 +27,7 @@ def main() -> None:
     from mmengine.config import Config
 
     from visctl import shapes
-    from visctl.models import build_model
+    from visctl.building import build_model
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=3000)

@@ -20,8 +20,8 @@ def main() -> None:
     from mmengine.config import Config
 
     from visctl import config, shapes, transforms
+    from visctl.building import build_model
     from visctl.mim_models import patchify, random_mask
-    from visctl.models import build_model
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=6000)

@@ -180,10 +180,10 @@ def demo_logits():
     the classes it predicts: what the faithfulness tests score. Returns (model, batch, classes, scenes, states)."""
     import torch
 
-    from visctl import cams, config, models, shapes, transforms
+    from visctl import cams, checkpoints, config, shapes, transforms
 
     cfg = config.load_config(str(DEMO_CFG))
-    model, _ = models.load_model(cfg, None)
+    model, _ = checkpoints.load_model(cfg, None)
     steps = config.test_pipeline(cfg)
     mean, std, rgb = config.normalization(cfg)
     scenes = [shapes.make_scene(s) for s in range(100_000, 100_008)]

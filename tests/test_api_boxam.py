@@ -61,7 +61,7 @@ def test_numpy_pil_path_and_list_and_an_nn_module(tmp_path):
     from mmengine.config import Config
     from PIL import Image
 
-    from visctl.models import load_model
+    from visctl.checkpoints import load_model
 
     path = _write(tmp_path, [200_002])[0]
     pixels = read_image(path)

@@ -80,10 +80,10 @@ def test_same_arrays_and_files_as_the_cli(invoke, held_out, tmp_path, capsys, mo
 def test_an_nn_module_with_a_dataset_config(held_out):
     from mmengine.config import Config
 
-    from visctl import models
+    from visctl import checkpoints
 
     cfg = Config.fromfile(str(DEMO_CFG))
-    module, _ = models.load_model(cfg, None)
+    module, _ = checkpoints.load_model(cfg, None)
     by_cfg = visctl.embed(str(DEMO_CFG), method="pca", max_num_samples_per_class=5, options=_opts(held_out))
     test_cfg = dict(test_dataloader=dict(dataset=dict(type="CustomDataset", data_root=str(_root(held_out)),
                                                       pipeline=cfg.test_pipeline, classes=cfg.classes)))

@@ -28,17 +28,17 @@ def images(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture
 def builds(monkeypatch) -> list[str]:
-    """Every model build (visctl.models.load_model), by config."""
-    from visctl import models
+    """Every model build (visctl.checkpoints.load_model), by config."""
+    from visctl import checkpoints
 
     found: list[str] = []
-    real = models.load_model
+    real = checkpoints.load_model
 
     def spy(cfg, *args, **kwargs):
         found.append(str(getattr(cfg, "filename", cfg)))
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(models, "load_model", spy)
+    monkeypatch.setattr(checkpoints, "load_model", spy)
     return found
 
 

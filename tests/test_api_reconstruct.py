@@ -56,7 +56,7 @@ def test_same_arrays_and_files_as_the_cli(invoke, scenes, tmp_path, capsys, monk
 
 
 def test_inputs_numpy_pil_path_list_and_module(tmp_path):
-    from visctl import models
+    from visctl import building
     from visctl.session import RunOptions
 
     img = make_scene(100_010, size=64).image
@@ -73,7 +73,7 @@ def test_inputs_numpy_pil_path_list_and_module(tmp_path):
     assert len(by_list.images) == 2
     np.testing.assert_array_equal(by_list.images[0].mask, by_array.images[0].mask)
     # the nn.Module itself, with the config's input size and normalisation as options
-    module = models.build_model(dict(type="visctl.mim_models:mae_vit", img_size=64, patch_size=8, embed_dim=128,
+    module = building.build_model(dict(type="visctl.mim_models:mae_vit", img_size=64, patch_size=8, embed_dim=128,
                                      depth=4, num_heads=4, decoder_embed_dim=96, decoder_depth=2,
                                      decoder_num_heads=4, mask_ratio=0.75))
     opts = RunOptions(cfg_options=("visctl.input_size=64", "data_preprocessor.mean=[127.5,127.5,127.5]",

@@ -65,7 +65,7 @@ def test_numpy_pil_path_and_list_and_an_nn_module(big):
     from mmengine.config import Config
     from PIL import Image
 
-    from visctl.models import load_model
+    from visctl.checkpoints import load_model
 
     path, _ = big
     pixels = read_image(path)

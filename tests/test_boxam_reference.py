@@ -29,7 +29,7 @@ def _grad_cam_maps(images: list[np.ndarray], method: str, per_box: bool) -> list
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
     from visctl import cams
-    from visctl.models import load_model
+    from visctl.checkpoints import load_model
 
     model, _ = load_model(Config.fromfile(str(DET_CFG)), str(DET_CFG.parent / "detector.pth"))
     model.eval()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import DEMO_CFG, manifest
 
-from visctl import cams, models
+from visctl import building, cams, checkpoints, layers
 from visctl.choices import Method
 from visctl.layers import Layout
 
@@ -42,7 +42,7 @@ def test_fast_path_equals_plain_grad_cam():
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
 
     torch.manual_seed(0)
-    model = models.build_model(dict(type="resnet18", num_classes=10)).eval()
+    model = building.build_model(dict(type="resnet18", num_classes=10)).eval()
     x = torch.randn(4, 3, 64, 64)
     for method, cls in ((Method.gradcam, GradCAM), (Method.layercam, LayerCAM),
                         (Method.gradcamplusplus, GradCAMPlusPlus), (Method.xgradcam, XGradCAM)):
@@ -57,7 +57,7 @@ def test_fast_path_equals_plain_grad_cam():
 
 
 def test_frozen_and_no_grad_models_work():
-    model = models.build_model(dict(type="resnet18", num_classes=3)).eval()
+    model = building.build_model(dict(type="resnet18", num_classes=3)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     engine = cams.CamEngine(model, Method.gradcam, ["layer4"], [Layout("nchw")])
@@ -68,7 +68,7 @@ def test_frozen_and_no_grad_models_work():
 
 def test_one_target_per_image_batch_equals_one_by_one():
     torch.manual_seed(0)
-    model = models.build_model(dict(type="resnet18", num_classes=3)).eval()
+    model = building.build_model(dict(type="resnet18", num_classes=3)).eval()
     engine = cams.CamEngine(model, Method.layercam, ["layer4"], [Layout("nchw")])
     x = torch.randn(3, 3, 64, 64)
     with pytest.raises(ValueError):
@@ -203,7 +203,7 @@ ARCHS = [
 @pytest.mark.parametrize("arch, kwargs, size, default_layer", ARCHS, ids=[a[0] for a in ARCHS])
 def test_architectures_default_layer_and_map(arch, kwargs, size, default_layer):
     torch.manual_seed(0)
-    model = models.build_model(dict(type=arch, num_classes=5, **kwargs)).eval()
+    model = building.build_model(dict(type=arch, num_classes=5, **kwargs)).eval()
     for m in model.modules():  # torchvision's ViT starts with an all-zero head: no gradient, no map
         if isinstance(m, torch.nn.Linear) and not m.weight.any():
             torch.nn.init.normal_(m.weight, std=0.02)
@@ -217,21 +217,21 @@ def test_architectures_default_layer_and_map(arch, kwargs, size, default_layer):
 
 
 def test_vit_tokens_non_square_input_and_extra_tokens():
-    model = models.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=3, img_size=(48, 80))).eval()
+    model = building.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=3, img_size=(48, 80))).eval()
     x = torch.randn(1, 3, 48, 80)
     setup = cams.plan(model, x, ["blocks[-1].norm1"], None, None)
     assert setup.layouts[0] == Layout("tokens", (3, 5), 1)
     maps, _ = cams.CamEngine(model, Method.layercam, setup.layers, setup.layouts)(x, [cams.ClassTarget(0)])
     assert maps.shape == (1, 48, 80) and maps.max() > 0
     # no class token: --num-extra-tokens 0 is honoured
-    model = models.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=3, img_size=64, class_token=False,
+    model = building.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=3, img_size=64, class_token=False,
                                     global_pool="avg")).eval()
     setup = cams.plan(model, torch.randn(1, 3, 64, 64), ["blocks.11.norm1"], True, 0)
     assert setup.layouts[0] == Layout("tokens", (4, 4), 0)
 
 
 def test_swin_channels_last_is_detected_non_square():
-    model = models.build_model(dict(type="swin_t", num_classes=3)).eval()
+    model = building.build_model(dict(type="swin_t", num_classes=3)).eval()
     x = torch.randn(1, 3, 64, 96)
     setup = cams.plan(model, x, None, None, None)
     assert setup.vit_like and setup.layouts[0].kind == "nhwc"
@@ -326,7 +326,7 @@ def _tiny_model(kind: str):
         with torch.no_grad():  # non-trivial running statistics, so FullGrad's BatchNorm biases matter
             model.train()(torch.randn(8, 3, 32, 32))
     elif kind == "vit":
-        model = models.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=4, img_size=32, patch_size=8,
+        model = building.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=4, img_size=32, patch_size=8,
                                         embed_dim=24, depth=2, num_heads=2))
         layer, reshape = "blocks.1.norm1", _vit_reshape
     else:
@@ -356,7 +356,7 @@ def _plain_grad_cam(cls, model, layer, reshape, x, cats, ablation_vit=False, eig
 
     ref_model = copy.deepcopy(model)
     kwargs = {"ablation_layer": AblationLayerVit()} if ablation_vit else {}
-    ref = cls(ref_model, [models.find_layer(ref_model, layer)[1]], reshape_transform=reshape, **kwargs)
+    ref = cls(ref_model, [layers.find_layer(ref_model, layer)[1]], reshape_transform=reshape, **kwargs)
     try:
         np.random.seed(0)  # RandomCAM draws its weights from numpy's global generator
         return ref(x, [ClassifierOutputTarget(c) for c in cats], eigen_smooth=eigen_smooth)
@@ -433,7 +433,7 @@ def test_eigen_maps_light_the_object_not_the_background(held_out, monkeypatch):
     from visctl import config, transforms
 
     cfg = config.load_config(str(DEMO_CFG))
-    model, _ = models.load_model(cfg, None, "cpu")
+    model, _ = checkpoints.load_model(cfg, None, "cpu")
     mean, std, rgb = config.normalization(cfg)
     scenes = list(held_out.values())
     states = [transforms.run_pipeline(s.image, config.test_pipeline(cfg)) for s in scenes]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import DEMO_CFG, ROOT, manifest
 
-from visctl import models
+from visctl import building, checkpoints
 from visctl.errors import ModelError
 
 DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"
@@ -94,8 +94,8 @@ def test_mmengine_training_checkpoint_loads_safely_and_exactly(trained):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(trained["path"], weights_only=True)
 
-    model = models.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
-    summary = models.load_checkpoint(model, str(trained["path"]))
+    model = building.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
+    summary = checkpoints.load_checkpoint(model, str(trained["path"]))
     assert summary["loaded"] == summary["total"] == len(trained["state"])
     assert not summary["missing"] and not summary["unexpected"] and not summary["unsafe"]
     assert summary["classes"] == ["circle", "square", "triangle", "cross"]  # meta['dataset_meta']['classes']
@@ -103,7 +103,7 @@ def test_mmengine_training_checkpoint_loads_safely_and_exactly(trained):
     for key, value in trained["state"].items():
         assert torch.equal(own[key], value), key
         assert torch.equal(own[key], ckpt["state_dict"][key]), key
-    read, unsafe_used = models.read_checkpoint(str(trained["path"]))
+    read, unsafe_used = checkpoints.read_checkpoint(str(trained["path"]))
     meta = read["meta"]
     assert not unsafe_used
     assert type(meta["best_score"]) is np.float64 and meta["best_score"] == 0.75
@@ -143,7 +143,7 @@ class _Payload:
 
 
 def _evil_checkpoint(tmp_path: Path, payload: _Payload) -> Path:
-    src = models.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
+    src = building.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": src.state_dict(), "meta": {"note": payload}}, path)
     return path
@@ -179,9 +179,9 @@ def test_getattr_is_allowed_for_the_training_log_only(tmp_path):
 
     # a general getattr would reach __globals__/__builtins__ and from there eval
     evil = _evil_checkpoint(tmp_path, _Payload(getattr, collections.OrderedDict, "fromkeys"))
-    model = models.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
+    model = building.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
     with pytest.raises(ModelError, match=r"needs getattr\(OrderedDict, 'fromkeys'\), which safe loading refuses"):
-        models.load_checkpoint(model, str(evil))
+        checkpoints.load_checkpoint(model, str(evil))
 
 
 @pytest.mark.parametrize("content, reason", [
@@ -201,9 +201,9 @@ def test_damaged_files_say_why(tmp_path, content, reason):
         content = {"truncated": data[:1000], "legacy-truncated-tail": data[:-100],
                    "legacy-truncated-head": data[:100]}[content]
     path.write_bytes(content)
-    model = models.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
+    model = building.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
     with pytest.raises(ModelError) as err:
-        models.load_checkpoint(model, str(path))
+        checkpoints.load_checkpoint(model, str(path))
     assert reason in err.value.message and str(path) in err.value.message
     assert not err.value.message.rstrip().endswith(":") and "\n" not in err.value.message
     assert "is it a PyTorch checkpoint" not in (err.value.hint or "")
@@ -238,19 +238,19 @@ def test_http_and_torchvision_sources_load_safely(http_root, tmp_path, monkeypat
 
     www, url = http_root
     shutil.copy(trained["path"], www / "trained.pth")
-    model = models.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
-    summary = models.load_checkpoint(model, f"{url}/trained.pth")
+    model = building.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
+    summary = checkpoints.load_checkpoint(model, f"{url}/trained.pth")
     assert summary["loaded"] == summary["total"] and not summary["unsafe"]
     assert torch.equal(model.head.fc.weight, trained["state"]["head.fc.weight"])
     # torchvision://NAME goes through mmengine's model-name table to a URL
     monkeypatch.setattr(mm_ckpt, "get_torchvision_models", lambda: {"tiny": f"{url}/trained.pth"})
-    summary = models.load_checkpoint(model, "torchvision://tiny")
+    summary = checkpoints.load_checkpoint(model, "torchvision://tiny")
     assert summary["loaded"] == summary["total"]
     # torch.hub loads URLs with weights_only=False by default: visctl's safe load must hold there too
     marker = tmp_path / "pwned"
     shutil.copy(_evil_checkpoint(tmp_path, _Payload(exec, f"open({str(marker)!r}, 'w').close()")), www / "evil.pth")
     with pytest.raises(ModelError, match="builtins.exec"):
-        models.load_checkpoint(model, f"{url}/evil.pth")
+        checkpoints.load_checkpoint(model, f"{url}/evil.pth")
     assert not marker.exists()
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from visctl import classes, models
+from visctl import building, classes
 
 
 def _cfg(**kw) -> Config:
@@ -49,21 +49,21 @@ def test_timm_model_with_imagenet_classes_is_named_from_timms_info(invoke, image
     assert doc["inputs"][0]["targets"] == [f"class 0 {reference.split(',')[0]}"] == ["class 0 tench"]
     assert captions and captions[0].startswith("gradcam | tench p=")
     # timm's 21k class list, for a model with that many outputs
-    model = models.build_model(dict(type="timm.resnet10t", num_classes=21843))
+    model = building.build_model(dict(type="timm.resnet10t", num_classes=21843))
     found = classes.class_names(_cfg(model=dict(type="timm.resnet10t")), model)
     assert len(found.names) == 21843 and "imagenet-21k-goog" in found.source
     assert found.names[:5] == [d.split(",")[0] for d in ImageNetInfo("imagenet-21k-goog").label_descriptions()[:5]]
 
 
 def test_config_classes_win_and_a_class_count_that_fits_no_list_gives_none():
-    model = models.build_model(dict(type="resnet18"))
+    model = building.build_model(dict(type="resnet18"))
     own = [f"thing{i}" for i in range(1000)]
     assert classes.class_names(_cfg(model=dict(type="resnet18"), classes=own), model, 1000).names == own
-    small = models.build_model(dict(type="resnet18", num_classes=5))
+    small = building.build_model(dict(type="resnet18", num_classes=5))
     found = classes.class_names(_cfg(model=dict(type="resnet18", num_classes=5)), small, 5)
     assert found.names is None  # ImageNet's names do not belong to a 5-class head
     assert classes.caption(found.names, 3) == "class 3" and classes.label(found.names, 3) == "3"
-    timm_small = models.build_model(dict(type="timm.resnet10t", num_classes=5))
+    timm_small = building.build_model(dict(type="timm.resnet10t", num_classes=5))
     assert classes.class_names(_cfg(model=dict(type="timm.resnet10t")), timm_small).names is None
 
 
@@ -98,11 +98,11 @@ def test_torchvision_detector_is_named_from_coco_categories():
     from torchvision.models.detection import FasterRCNN_MobileNet_V3_Large_FPN_Weights
 
     spec = dict(type="fasterrcnn_mobilenet_v3_large_fpn")
-    model = models.build_model(dict(spec))
+    model = building.build_model(dict(spec))
     found = classes.class_names(_cfg(model=spec), model)
     assert found.names == FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1.meta["categories"]
     assert found.names[1] == "person"
-    few = models.build_model(dict(spec, num_classes=3))
+    few = building.build_model(dict(spec, num_classes=3))
     assert classes.class_names(_cfg(model=dict(spec, num_classes=3)), few).names is None
 
 

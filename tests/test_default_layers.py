@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from visctl import cams, featmaps, models
+from visctl import building, cams, featmaps
 from visctl.choices import Method
-from visctl.layers import default_layers, probe
+from visctl.layers import default_layers, find_layer, probe
 
 ATTENTION_INTERNALS = ("attn", "qkv", "q_norm", "k_norm", "attn_drop", "proj_drop")
 
@@ -48,7 +48,7 @@ TABLE = [
 
 def _build(arch: str, kwargs: dict) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = models.build_model(dict(type=arch, **kwargs)).eval()
+    model = building.build_model(dict(type=arch, **kwargs)).eval()
     for m in model.modules():  # torchvision's ViT starts with an all-zero head: no gradient, no map
         if isinstance(m, torch.nn.Linear) and not m.weight.any():
             torch.nn.init.normal_(m.weight, std=0.02)
@@ -72,7 +72,7 @@ def test_default_layers_of_every_architecture(arch, kwargs, size, cam_layer, fea
     maps, _ = cams.CamEngine(model, Method.gradcam, setup.layers, setup.layouts)(x, [cams.RankTarget(0)])
     assert maps.shape == (1, size, size) and np.isfinite(maps).all()
     # featmap and tsne capture the feature layer and every stage as maps of the image
-    layers = {n: models.find_layer(model, n)[1] for n in dict.fromkeys([feature_layer, *stages])}
+    layers = {n: find_layer(model, n)[1] for n in dict.fromkeys([feature_layer, *stages])}
     for label, t in featmaps.capture(model, layers, x).items():
         f = featmaps.to_nchw(t, (size, size), label)
         assert f.ndim == 4 and f.shape[2] * f.shape[3] > 1, label

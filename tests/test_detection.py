@@ -27,7 +27,7 @@ def _scene(seed):
 def det_model():
     from mmengine.config import Config
 
-    from visctl.models import load_model
+    from visctl.checkpoints import load_model
 
     model, _ = load_model(Config.fromfile(str(DET_CFG)), None)
     return model
@@ -233,13 +233,13 @@ def test_adapter_example_wraps_another_family(invoke, tmp_path, monkeypatch):
 def test_torchvision_detectors_follow_the_protocol(name, monkeypatch):
     import torch
 
-    from visctl import models
+    from visctl import building
 
     def no_download(*a, **k):
         raise AssertionError("download attempted")
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     kwargs = {} if name.startswith("ssd") else dict(min_size=96, max_size=96)
-    model = models.build_model(dict(type=name, num_classes=5, **kwargs)).eval()
+    model = building.build_model(dict(type=name, num_classes=5, **kwargs)).eval()
     assert detection.is_torchvision_detector(model)
     torch.manual_seed(0)
     out = detection.detect(model, torch.rand(2, 3, 96, 96))

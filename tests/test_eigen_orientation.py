@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from visctl import _gradcam, cams, models
+from visctl import _gradcam, cams, checkpoints, layers
 
 BOTTLENECK_CFG = Path(__file__).resolve().parent.parent / "examples" / "demo_bottleneck" / "config.py"
 LAYER = "features.3.conv.3"  # the last InvertedResidual's projection BN: no activation after it
@@ -83,11 +83,11 @@ def bottleneck():
     from visctl import config, shapes
 
     cfg = config.load_config(str(BOTTLENECK_CFG))
-    model, _ = models.load_model(cfg, None, "cpu")
+    model, _ = checkpoints.load_model(cfg, None, "cpu")
     model.eval()
-    block = models.find_layer(model, "features.3")[1]
-    assert isinstance(models.find_layer(model, LAYER)[1], nn.BatchNorm2d) and block.conv[-1] is \
-        models.find_layer(model, LAYER)[1] and isinstance(model.features[4][-1], nn.ReLU6)  # conv+BN, no activation
+    block = layers.find_layer(model, "features.3")[1]
+    assert isinstance(layers.find_layer(model, LAYER)[1], nn.BatchNorm2d) and block.conv[-1] is \
+        layers.find_layer(model, LAYER)[1] and isinstance(model.features[4][-1], nn.ReLU6)  # conv+BN, no activation
     scenes = [shapes.make_scene(s, size=64) for s in SEEDS]
     x = torch.from_numpy((np.stack([s.image for s in scenes]).astype(np.float32) - 127.5) / 64.0)
     x = x.permute(0, 3, 1, 2).contiguous()

@@ -230,7 +230,7 @@ def test_lr_optim_wrapper_constructor_is_a_registered_name(invoke, tmp_path):
     ("visctl.output.files:atomic_write", "not model code"), ("mmengine.config:Config", "not a torch.nn.Module"),
 ])
 def test_import_paths_that_build_no_model_are_refused_before_the_call(spec, says):
-    from visctl.models import build_model
+    from visctl.building import build_model
 
     with pytest.raises(ModelError, match=says):
         build_model(dict(type=spec, path="/nonexistent"))
@@ -244,7 +244,7 @@ def test_model_code_still_builds(spec):
     """Classes and factories of model code (lazy `from torch import nn` included) build as before."""
     from torch import nn
 
-    from visctl.models import build_model
+    from visctl.building import build_model
 
     kwargs = {"timm:create_model": dict(model_name="resnet10t"), "visctl.mim_models:mae_vit": dict(
         img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
@@ -261,7 +261,7 @@ def test_nested_registry_parts_are_checked_too(tmp_path):
     from mmengine.registry import MODELS
     from torch import nn
 
-    from visctl.models import build_model
+    from visctl.building import build_model
 
     class Wrapper(nn.Module):
         def __init__(self, inner: dict) -> None:

@@ -235,12 +235,12 @@ def _snapshot(folder: Path) -> dict[str, tuple]:
 
 
 def _no_work(monkeypatch):
-    from visctl import config, models
+    from visctl import checkpoints, config
 
     def boom(*a, **k):
         raise AssertionError("work was done before the output folder was checked")
     monkeypatch.setattr(config, "load_config", boom)
-    monkeypatch.setattr(models, "load_model", boom)
+    monkeypatch.setattr(checkpoints, "load_model", boom)
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

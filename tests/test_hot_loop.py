@@ -329,11 +329,11 @@ def test_amp_dtype_decision():
 
 
 def test_amp_on_cpu_is_refused_before_the_model_loads(invoke, five_images, tmp_path, monkeypatch):
-    from visctl import models
+    from visctl import checkpoints
 
     def boom(*a, **k):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(models, "load_model", boom)
+    monkeypatch.setattr(checkpoints, "load_model", boom)
     run = invoke("cam", five_images, DEMO_CFG, "--amp", "bf16", "--device", "cpu", "-o", tmp_path / "o")
     assert run.exit_code == 2, run.output
     assert "needs a CUDA device" in run.stderr and "Traceback" not in run.stderr
@@ -367,21 +367,21 @@ def test_pinned_transfer_and_channels_last_decisions(monkeypatch):
     import torch
     from tiny_models import TinyCNN
 
-    from visctl import models
+    from visctl import model_inputs
 
-    assert models.pinned_transfer("cuda") and models.pinned_transfer("cuda:3")
-    assert not models.pinned_transfer("cpu") and not models.pinned_transfer("mps")
+    assert model_inputs.pinned_transfer("cuda") and model_inputs.pinned_transfer("cuda:3")
+    assert not model_inputs.pinned_transfer("cpu") and not model_inputs.pinned_transfer("mps")
     batch = torch.zeros(2, 3, 4, 4)
-    assert models.to_device(batch, "cpu") is batch  # no pinning, no copy on a CPU
-    nhwc = models.to_device(batch, "cpu", channels_last=True)
+    assert model_inputs.to_device(batch, "cpu") is batch  # no pinning, no copy on a CPU
+    nhwc = model_inputs.to_device(batch, "cpu", channels_last=True)
     assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, batch)
     linear = torch.nn.Sequential(torch.nn.Linear(3, 4))
-    assert models.use_channels_last(TinyCNN(), "cuda:0")
-    assert models.use_channels_last(TinyCNN(), "cpu") == torch.backends.mkldnn.is_available()
-    assert not models.use_channels_last(linear, "cuda") and not models.use_channels_last(linear, "cpu")
-    assert not models.use_channels_last(TinyCNN(), "mps")
+    assert model_inputs.use_channels_last(TinyCNN(), "cuda:0")
+    assert model_inputs.use_channels_last(TinyCNN(), "cpu") == torch.backends.mkldnn.is_available()
+    assert not model_inputs.use_channels_last(linear, "cuda") and not model_inputs.use_channels_last(linear, "cpu")
+    assert not model_inputs.use_channels_last(TinyCNN(), "mps")
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)  # a CPU build without oneDNN
-    assert not models.use_channels_last(TinyCNN(), "cpu")
+    assert not model_inputs.use_channels_last(TinyCNN(), "cpu")
 
 
 def test_cam_in_channels_last_on_a_cpu_gives_the_nchw_maps(monkeypatch):
@@ -390,19 +390,19 @@ def test_cam_in_channels_last_on_a_cpu_gives_the_nchw_maps(monkeypatch):
     import torch
 
     import visctl
-    from visctl import models
+    from visctl import model_inputs
 
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN: visctl keeps NCHW on its CPU")
     rng = np.random.default_rng(5)
     images = [(rng.random((72, 88, 3)) * 255).astype(np.uint8) for _ in range(3)]
     seen: list[bool] = []
-    real = models.to_device
-    monkeypatch.setattr(models, "to_device", lambda b, d, cl=False: seen.append(cl) or real(b, d, cl))
+    real = model_inputs.to_device
+    monkeypatch.setattr(model_inputs, "to_device", lambda b, d, cl=False: seen.append(cl) or real(b, d, cl))
     opts = visctl.RunOptions(device="cpu", threads=1)
     nhwc = visctl.cam(images, DEMO_CFG, method="gradcam,layercam,eigencam", options=opts)  # eigencam: grad-cam's
     assert seen and all(seen)
-    monkeypatch.setattr(models, "use_channels_last", lambda model, device: False)
+    monkeypatch.setattr(model_inputs, "use_channels_last", lambda model, device: False)
     nchw = visctl.cam(images, DEMO_CFG, method="gradcam,layercam,eigencam", options=opts)
     assert seen[-1] is False
     assert len(nhwc.items) == 3 and all(len(i.maps) == 3 for i in nhwc.items)
@@ -419,11 +419,11 @@ def test_a_model_whose_forward_refuses_channels_last_stays_nchw(monkeypatch, inv
     import torch
     from tiny_models import TinyCNN, ViewNet
 
-    from visctl import models
+    from visctl import model_inputs
     from visctl.library import _common
     from visctl.library.cam import _channels_last
 
-    monkeypatch.setattr(models, "use_channels_last", lambda model, device: True)  # as with oneDNN or on CUDA
+    monkeypatch.setattr(model_inputs, "use_channels_last", lambda model, device: True)  # as with oneDNN or on CUDA
     example = torch.rand(1, 3, 32, 32)
     refuses = ViewNet()
     mi = _common.ModelInputs([], None, "config.py", None, refuses, None, [], (0,), (1,), True, example)
@@ -443,11 +443,11 @@ def test_channels_last_leaves_a_callers_module_alone(monkeypatch):
     import torch
     from tiny_models import TinyCNN
 
-    from visctl import models
+    from visctl import model_inputs
     from visctl.library import _common
     from visctl.library.cam import _channels_last
 
-    monkeypatch.setattr(models, "use_channels_last", lambda model, device: True)  # as on CUDA
+    monkeypatch.setattr(model_inputs, "use_channels_last", lambda model, device: True)  # as on CUDA
     mine = TinyCNN()
     mi = _common.ModelInputs([], None, "<nn.Module>", None, mine, None, [], (0,), (1,), True, torch.zeros(1, 3, 8, 8))
     assert not _channels_last(mi, "cuda")

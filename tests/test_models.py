@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from visctl import config, models
+from visctl import building, checkpoints, config, layers
 from visctl.errors import LayerError, ModelError
 
 
 def test_torchvision_names_bare_and_prefixed():
-    assert isinstance(models.build_model(dict(type="resnet18", num_classes=3)), nn.Module)
-    m = models.build_model(dict(type="torchvision.mobilenet_v3_small", num_classes=5))
+    assert isinstance(building.build_model(dict(type="resnet18", num_classes=3)), nn.Module)
+    m = building.build_model(dict(type="torchvision.mobilenet_v3_small", num_classes=5))
     assert m.classifier[-1].out_features == 5
 
 
@@ -22,29 +22,29 @@ def test_torchvision_detector_builds_without_downloading(monkeypatch):
     def no_download(*a, **k):
         raise AssertionError("download attempted")
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    m = models.build_model(dict(type="fasterrcnn_mobilenet_v3_large_fpn", num_classes=3))
+    m = building.build_model(dict(type="fasterrcnn_mobilenet_v3_large_fpn", num_classes=3))
     assert isinstance(m, nn.Module)
 
 
 def test_timm_and_import_path():
-    m = models.build_model(dict(type="timm.resnet10t", num_classes=7))
+    m = building.build_model(dict(type="timm.resnet10t", num_classes=7))
     assert m.get_classifier().out_features == 7
-    m = models.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
+    m = building.build_model(dict(type="visctl.demo_models:shapes_classifier", num_classes=4))
     assert m.head.fc.out_features == 4
-    m = models.build_model(dict(type="torch.nn:Conv2d", in_channels=3, out_channels=4, kernel_size=3))
+    m = building.build_model(dict(type="torch.nn:Conv2d", in_channels=3, out_channels=4, kernel_size=3))
     assert isinstance(m, nn.Conv2d)
 
 
 def test_unknown_models_say_what_to_do():
     with pytest.raises(ModelError, match="unknown model type") as e:
-        models.build_model(dict(type="resnet19"))
+        building.build_model(dict(type="resnet19"))
     assert "resnet18" in e.value.hint
     with pytest.raises(ModelError, match="timm has no model"):
-        models.build_model(dict(type="timm.resnet_nope"))
+        building.build_model(dict(type="timm.resnet_nope"))
     with pytest.raises(ModelError, match="cannot import"):
-        models.build_model(dict(type="no_such_pkg.mod:Net"))
+        building.build_model(dict(type="no_such_pkg.mod:Net"))
     with pytest.raises(ModelError, match="not installed"):
-        models.build_model(dict(type="ImageClassifier"), default_scope="mmpretrain_missing")
+        building.build_model(dict(type="ImageClassifier"), default_scope="mmpretrain_missing")
 
 
 def test_registry_model_when_default_scope_is_installed(tmp_path, monkeypatch):
@@ -64,15 +64,15 @@ def test_registry_model_when_default_scope_is_installed(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in [n for n in sys.modules if n.startswith("visctl_fake_scope")]:
         monkeypatch.delitem(sys.modules, name)
-    m = models.build_model(dict(type="VisctlTinyNet", width=3), default_scope="visctl_fake_scope")
+    m = building.build_model(dict(type="VisctlTinyNet", width=3), default_scope="visctl_fake_scope")
     assert m.conv.out_channels == 3
     assert "visctl_fake_scope.models" in sys.modules  # imported by the registry's look-up, not by the test
     with pytest.raises(ModelError, match="has no model 'VisctlHugeNet'"):
-        models.build_model(dict(type="VisctlHugeNet"), default_scope="visctl_fake_scope")
+        building.build_model(dict(type="VisctlHugeNet"), default_scope="visctl_fake_scope")
 
 
 def test_checkpoint_wrappers_and_revise_keys(tmp_path):
-    src = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    src = building.build_model(dict(type="visctl.demo_models:shapes_classifier"))
     raw = tmp_path / "raw.pth"
     torch.save(src.state_dict(), raw)
     wrapped = tmp_path / "wrapped.pth"
@@ -80,37 +80,37 @@ def test_checkpoint_wrappers_and_revise_keys(tmp_path):
     prefixed = tmp_path / "prefixed.pth"
     torch.save({"model": {f"encoder.{k}": v for k, v in src.state_dict().items()}}, prefixed)
     for path, revise in ((raw, None), (wrapped, None), (prefixed, [(r"^encoder\.", "")])):
-        dst = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
-        summary = models.load_checkpoint(dst, str(path), revise)
+        dst = building.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+        summary = checkpoints.load_checkpoint(dst, str(path), revise)
         assert summary["loaded"] == summary["total"]
         assert torch.equal(dst.head.fc.weight, src.head.fc.weight)
-    dst = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    dst = building.build_model(dict(type="visctl.demo_models:shapes_classifier"))
     with pytest.raises(ModelError, match="fits only 0") as e:
-        models.load_checkpoint(dst, str(prefixed))
+        checkpoints.load_checkpoint(dst, str(prefixed))
     assert "checkpoint_revise_keys = [('^encoder\\\\.', '')]" in e.value.hint  # the rename every key needs
     bare = tmp_path / "bare.pth"  # a backbone saved alone: the model's keys have a prefix the checkpoint's lack
     torch.save({k.removeprefix("backbone."): v for k, v in src.state_dict().items() if k.startswith("backbone.")},
                bare)
     with pytest.raises(ModelError) as e:
-        models.load_checkpoint(dst, str(bare))
+        checkpoints.load_checkpoint(dst, str(bare))
     assert "checkpoint_revise_keys = [('^', 'backbone.')]" in e.value.hint
     other_size = tmp_path / "other.pth"  # the same names, other shapes: no rename helps
     torch.save({k: torch.zeros([d + 1 for d in v.shape]) if v.ndim else v for k, v in src.state_dict().items()},
                other_size)
     with pytest.raises(ModelError) as e:
-        models.load_checkpoint(dst, str(other_size))
+        checkpoints.load_checkpoint(dst, str(other_size))
     assert "other shapes" in e.value.hint and "checkpoint_revise_keys" not in e.value.hint
 
 
 def test_checkpoint_summary_names_missing_keys(tmp_path):
-    src = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    src = building.build_model(dict(type="visctl.demo_models:shapes_classifier"))
     state = src.state_dict()
     state.pop("head.fc.bias")
     state["extra.weight"] = torch.zeros(1)
     path = tmp_path / "partial.pth"
     torch.save(state, path)
-    summary = models.load_checkpoint(models.build_model(dict(type="visctl.demo_models:shapes_classifier")), str(path))
-    line = models.checkpoint_note(summary)
+    summary = checkpoints.load_checkpoint(building.build_model(dict(type="visctl.demo_models:shapes_classifier")), str(path))
+    line = checkpoints.checkpoint_note(summary)
     assert "1 missing (head.fc.bias)" in line and "1 unexpected (extra.weight)" in line
 
 
@@ -119,24 +119,24 @@ def test_checkpoint_summary_names_missing_keys(tmp_path):
     ("layer4[1].bn2", "layer4.1.bn2"), ("layer1[0]", "layer1.0"),
 ])
 def test_layer_paths(path, canonical):
-    m = models.build_model(dict(type="resnet18"))
-    name, module = models.find_layer(m, path)
+    m = building.build_model(dict(type="resnet18"))
+    name, module = layers.find_layer(m, path)
     assert name == canonical
     assert module is dict(m.named_modules())[canonical]
 
 
 def test_wrong_layer_names_the_closest():
-    m = models.build_model(dict(type="resnet18"))
+    m = building.build_model(dict(type="resnet18"))
     with pytest.raises(LayerError) as e:
-        models.find_layer(m, "layer4.1.bn3")
+        layers.find_layer(m, "layer4.1.bn3")
     assert "layer4.1.bn2" in e.value.hint or "layer4.1.bn1" in e.value.hint
     with pytest.raises(LayerError, match="out of range"):
-        models.find_layer(m, "layer4[5]")
+        layers.find_layer(m, "layer4[5]")
 
 
 def test_preview_lists_shapes():
-    m = models.build_model(dict(type="resnet18"))
-    lines = models.preview_lines(m, torch.zeros(1, 3, 64, 64))
+    m = building.build_model(dict(type="resnet18"))
+    lines = layers.preview_lines(m, torch.zeros(1, 3, 64, 64))
     assert any(ln.strip().startswith("layer4  Sequential  -> 1x512x2x2") for ln in lines)
 
 
@@ -177,11 +177,11 @@ def test_no_build_can_reach_the_network():
 
     real = socket.getaddrinfo
     with pytest.raises(ModelError, match="tried to download from weights.example.invalid") as e:
-        models.build_model(dict(type="test_models:_fetching_model"))
+        building.build_model(dict(type="test_models:_fetching_model"))
     assert "checkpoint" in e.value.hint
     with pytest.raises(ModelError, match="tried to download from download.pytorch.org"):
-        models.build_model(dict(type="resnet18", weights="IMAGENET1K_V1"))  # a config's own weights=
+        building.build_model(dict(type="resnet18", weights="IMAGENET1K_V1"))  # a config's own weights=
     assert socket.getaddrinfo is real
     # torchvision's segmentation builders fetch an ImageNet backbone unless weights_backbone=None is passed
-    m = models.build_model(dict(type="lraspp_mobilenet_v3_large", num_classes=3))
+    m = building.build_model(dict(type="lraspp_mobilenet_v3_large", num_classes=3))
     assert m.classifier.low_classifier.out_channels == 3

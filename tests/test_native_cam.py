@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from visctl import _gradcam, cams, models
+from visctl import _gradcam, building, cams
 from visctl.choices import Method
 from visctl.layers import Layout
 
@@ -25,12 +25,12 @@ def _targets() -> list:
 
 def _resnet():
     torch.manual_seed(0)
-    return models.build_model(dict(type="resnet18", num_classes=10)).eval()
+    return building.build_model(dict(type="resnet18", num_classes=10)).eval()
 
 
 def _vit():
     torch.manual_seed(0)
-    return models.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=4, img_size=32, patch_size=8,
+    return building.build_model(dict(type="timm.vit_tiny_patch16_224", num_classes=4, img_size=32, patch_size=8,
                                    embed_dim=24, depth=2, num_heads=2)).eval()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import DEMO_CFG, ROOT, manifest
 
-from visctl import models
+from visctl import building, checkpoints
 from visctl.errors import InputError
 
 DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"
@@ -143,7 +143,7 @@ def _wrong_shapes(tmp_path):
 
 def test_a_checkpoint_of_wrong_shaped_weights_warns_with_true_numbers(invoke, image_file, tmp_path):
     path, state, bad = _wrong_shapes(tmp_path)
-    model = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    model = building.build_model(dict(type="visctl.demo_models:shapes_classifier"))
     params = dict(model.named_parameters())
     fits = [k for k, v in bad.items() if k in state and v.shape == state[k].shape]
     loaded = sum(params[k].numel() for k in fits if k in params)
@@ -166,17 +166,17 @@ def test_a_checkpoint_of_wrong_shaped_weights_warns_with_true_numbers(invoke, im
 
 
 def test_a_checkpoint_missing_only_a_little_is_a_note(tmp_path):
-    model = models.build_model(dict(type="visctl.demo_models:shapes_classifier"))
+    model = building.build_model(dict(type="visctl.demo_models:shapes_classifier"))
     state = model.state_dict()
     small = min((k for k, v in dict(model.named_parameters()).items() if v.ndim == 1), key=lambda k: state[k].numel())
     partial = {k: v for k, v in state.items() if k != small}
     torch.save(partial, tmp_path / "p.pth")
-    summary = models.load_checkpoint(model, str(tmp_path / "p.pth"))
+    summary = checkpoints.load_checkpoint(model, str(tmp_path / "p.pth"))
     assert summary["total_values"] - summary["loaded_values"] == state[small].numel()
-    assert not models.checkpoint_warns(summary)
-    assert "of the model's parameters" in models.checkpoint_note(summary)
+    assert not checkpoints.checkpoint_warns(summary)
+    assert "of the model's parameters" in checkpoints.checkpoint_note(summary)
     torch.save(state, tmp_path / "full.pth")
-    full = models.load_checkpoint(model, str(tmp_path / "full.pth"))
+    full = checkpoints.load_checkpoint(model, str(tmp_path / "full.pth"))
     n = len(state)
-    assert models.checkpoint_note(full) == f"checkpoint {tmp_path / 'full.pth'}: loaded {n}/{n} tensors; 0 missing; " \
+    assert checkpoints.checkpoint_note(full) == f"checkpoint {tmp_path / 'full.pth'}: loaded {n}/{n} tensors; 0 missing; " \
                                            "0 unexpected"

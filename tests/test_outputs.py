@@ -45,12 +45,12 @@ def _files(folder: Path) -> set[str]:
 
 def _no_work(monkeypatch):
     """Make loading a config or a model fail the test: the checks must come first."""
-    from visctl import config, models
+    from visctl import checkpoints, config
 
     def boom(*a, **k):
         raise AssertionError("work was done before the output was checked")
     monkeypatch.setattr(config, "load_config", boom)
-    monkeypatch.setattr(models, "load_model", boom)
+    monkeypatch.setattr(checkpoints, "load_model", boom)
 
 
 def _one_error(result) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from conftest import ROOT, manifest
 
-from visctl import masked, models
+from visctl import building, checkpoints, masked
 from visctl.shapes import make_scene
 
 MAE_CFG = ROOT / "examples" / "demo_mae" / "config.py"
@@ -37,8 +37,8 @@ def _reference_mae_b16_keys() -> dict[str, tuple[int, ...]]:
 def test_reference_mae_checkpoint_loads_without_key_errors(tmp_path):
     state = {k: torch.randn(shape) for k, shape in _reference_mae_b16_keys().items()}
     torch.save({"model": state}, tmp_path / "mae_pretrain_vit_base.pth")
-    model = models.build_model(dict(type="visctl.mim_models:mae_vit_base_patch16"))
-    summary = models.load_checkpoint(model, str(tmp_path / "mae_pretrain_vit_base.pth"))
+    model = building.build_model(dict(type="visctl.mim_models:mae_vit_base_patch16"))
+    summary = checkpoints.load_checkpoint(model, str(tmp_path / "mae_pretrain_vit_base.pth"))
     assert summary["loaded"] == summary["total"] == len(state)
     assert not summary["missing"] and not summary["unexpected"] and not summary["mismatched"]
     assert torch.equal(model.decoder_pred.weight, state["decoder_pred.weight"])
@@ -66,7 +66,7 @@ def test_mmpretrain_names_load_with_the_example_revise_keys(tmp_path):
     assert "backbone.layers.3.ffn.layers.0.0.weight" in state and "neck.decoder_blocks.1.ln2.bias" in state
     torch.save({"state_dict": state}, tmp_path / "mm.pth")
     cfg = Config.fromfile(str(ROOT / "examples" / "demo_mae" / "mmpretrain_keys.py"))
-    model, summary = models.load_model(cfg, str(tmp_path / "mm.pth"))
+    model, summary = checkpoints.load_model(cfg, str(tmp_path / "mm.pth"))
     assert summary["loaded"] == summary["total"] and not summary["unexpected"]
 
 

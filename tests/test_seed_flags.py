@@ -292,7 +292,7 @@ def test_boxam_max_shape_caps_the_map_as_mmyolo(invoke, image_file, tmp_path, mo
     from mmengine.config import Config
 
     from visctl import config, images, transforms
-    from visctl.models import load_model
+    from visctl.checkpoints import load_model
 
     result = invoke("boxam", image_file, DET_CFG, "--method", "eigencam", "--max-shape", "5", "--save-raw",
                     "-o", tmp_path / "c")
@@ -362,7 +362,7 @@ def test_slice_save_patch_writes_one_picture_per_tile(invoke, big_image, tmp_pat
 def test_slice_merge_nms_type_tta_and_deploy(invoke, big_image, tmp_path):
     import torch
 
-    from visctl import models
+    from visctl import building
 
     soft = invoke("slice", big_image, DET_CFG, "--merge-nms-type", "soft_nms", "-o", tmp_path / "a")
     assert soft.exit_code == 2 and "only nms is supported" in soft.stderr
@@ -378,4 +378,4 @@ def test_slice_merge_nms_type_tta_and_deploy(invoke, big_image, tmp_path):
         def switch_to_deploy(self):
             self.deployed = True
     model = torch.nn.Sequential(Rep(), torch.nn.Conv2d(1, 1, 1), torch.nn.Sequential(Rep()))
-    assert models.switch_to_deploy(model) == ["0", "2.0"] and model[0].deployed and model[2][0].deployed
+    assert building.switch_to_deploy(model) == ["0", "2.0"] and model[0].deployed and model[2][0].deployed

@@ -114,8 +114,8 @@ def _checkpoint_for(ws: Path, name: str, config: str) -> Path:
     """A local file for a checkpoint the line names (a URL or a path in the working folder)."""
     import torch
 
+    from visctl import building
     from visctl import config as cfgs
-    from visctl import models
 
     path = ws / ("checkpoints/" + Path(name).name if "://" in name else name)
     if path.exists():
@@ -127,7 +127,7 @@ def _checkpoint_for(ws: Path, name: str, config: str) -> Path:
     else:
         torch.manual_seed(0)
         cfg = cfgs.load_config(str(ws / config))
-        model = models.build_model(dict(cfg.model), None, [ws])
+        model = building.build_model(dict(cfg.model), None, [ws])
         torch.save({"state_dict": model.state_dict(), "meta": {"note": "stand-in initial weights"}}, path)
     return path
 

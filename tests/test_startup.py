@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from conftest import DEMO_CFG, ROOT
 
-from visctl import models
+from visctl import checkpoints
 
 WRAPPER = """import atexit, runpy, sys
 out = sys.argv.pop(1)
@@ -87,7 +87,7 @@ def test_local_checkpoint_reads_as_mmengines_loader_does():
     from mmengine.runner.checkpoint import _load_checkpoint
 
     path = str(ROOT / "examples" / "demo_classifier" / "classifier.pth")
-    ours, unsafe = models.read_checkpoint(path)
+    ours, unsafe = checkpoints.read_checkpoint(path)
     theirs = _load_checkpoint(path, map_location="cpu", logger="silent")
     assert not unsafe and ours.keys() == theirs.keys()
     assert ours["state_dict"].keys() == theirs["state_dict"].keys()

@@ -88,9 +88,9 @@ def test_a_builder_that_loads_its_weights_is_not_called_random(invoke, factory, 
     notes = json.loads(result.stdout)["notes"]
     assert any("weights its builder loaded" in n and "none of its" in n for n in notes)
     # true: the model visctl ran has exactly the file's weights
-    from visctl import config, models
+    from visctl import checkpoints, config
 
-    model, _ = models.load_model(config.load_config(str(cfg)), None)
+    model, _ = checkpoints.load_model(config.load_config(str(cfg)), None)
     saved = torch.load(weights)
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
@@ -111,12 +111,12 @@ def test_a_builder_that_loads_nothing_is_random_and_said_so(invoke, factory, ima
     result = invoke("featmap", image_file, cfg, "-o", tmp_path / "a")
     assert result.exit_code == 0, result.output
     assert any("the model has random weights" in w for w in _warnings(result.stderr))
-    from visctl import config, models
+    from visctl import checkpoints, config
 
     torch.manual_seed(0)
-    a, _ = models.load_model(config.load_config(str(cfg)), None)
+    a, _ = checkpoints.load_model(config.load_config(str(cfg)), None)
     torch.manual_seed(1)
-    b, _ = models.load_model(config.load_config(str(cfg)), None)
+    b, _ = checkpoints.load_model(config.load_config(str(cfg)), None)
     assert not torch.equal(a[0].weight, b[0].weight)  # true: the weights are what the seed draws
 
 
@@ -143,9 +143,9 @@ def test_the_seed_comparison_leaves_the_run_random_sequence_alone(factory):
     folder, weights = factory
     cfg = config.load_config(str(_config(folder, "part2", f"model = dict(type='claims_nets:net', path={str(weights)!r}, "
                                          "keep_head=False)\n")))
-    from visctl import models
+    from visctl import building
 
-    model = models.build_model(cfg.get("model"), None, [folder])
+    model = building.build_model(cfg.get("model"), None, [folder])
     torch.manual_seed(5)
     before = torch.get_rng_state()
     np.random.seed(5)

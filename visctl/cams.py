@@ -147,7 +147,7 @@ def build_cam_model(model: nn.Module, grad_mode: str, raw: bool = False,
     import torch
     from torch import nn
 
-    from visctl.models import output_tensor
+    from visctl.layers import output_tensor
 
     class Logits(nn.Module):
         def __init__(self, inner: nn.Module, no_grad: bool) -> None:
@@ -189,7 +189,7 @@ class CamEngine:
                  batch_size: int = 32, ratio_channels_to_ablate: float = 1.0, detection: bool = False,
                  max_shape: tuple[int, int] | None = None, autocast: tuple[str, Any] | None = None,
                  native: bool = True, spatial: bool = False, absolute: bool | None = None) -> None:
-        from visctl.models import find_layer
+        from visctl.layers import find_layer
 
         # the methods of NATIVE compute in visctl (same numbers, no grad-cam import) where :meth:`_native_for`
         # allows; native=False always goes through grad-cam's own class (the reference tests compare both)
@@ -486,7 +486,7 @@ def predict(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """The logits (B, classes) of a clean forward, without gradients."""
     import torch
 
-    from visctl.models import output_tensor
+    from visctl.layers import output_tensor
 
     model.eval()
     with torch.no_grad():
@@ -864,9 +864,9 @@ def plan(model: nn.Module, example: torch.Tensor, target_layers: list[str] | Non
         vit_like: force (True) or forbid (False) token handling; None detects it.
         num_extra_tokens: extra tokens before the patch tokens; None infers them from the patch grid.
         default_layers: a config's ``visctl.target_layers``.
-        traced: :func:`visctl.models.trace` of ``model`` on ``example`` when the caller already ran it.
+        traced: :func:`visctl.layers.trace` of ``model`` on ``example`` when the caller already ran it.
     """
-    from visctl.models import find_layer
+    from visctl.layers import find_layer
 
     in_hw = (int(example.shape[2]), int(example.shape[3]))
     pr = probe(model, example, traced=traced)

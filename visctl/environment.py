@@ -214,7 +214,7 @@ def build_tiny_model(module: str, model: dict) -> str:
     the package's ``MODELS``); returns the built class's name. Raises what the build raises."""
     import warnings
 
-    from visctl.models import build_model
+    from visctl.building import build_model
 
     with warnings.catch_warnings():  # the packages' notices about their own defaults (mmseg's build_loss, ...)
         warnings.simplefilter("ignore")

@@ -4,17 +4,20 @@
 * :class:`Layout` / :func:`detect_layout` say how a layer's output becomes (N, C, H, W): NCHW maps,
   channels-last maps, or tokens on the patch grid (:func:`token_grid`); :func:`make_reshape` is that reshape;
 * :func:`default_layers` chooses, with one logic for every command (cam, featmap, tsne, boxam), the layer a
-  CAM targets, the feature layer and the stage outputs.
+  CAM targets, the feature layer and the stage outputs;
+* :func:`find_layer` finds a module by its path (``backbone.layer4[-1]``), :func:`trace` runs the hooked forward,
+  :func:`preview_lines` prints the module tree, :func:`output_tensor` takes the logits from a model's output.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from visctl.errors import LayerError, ModelError
+from visctl.errors import LayerError, ModelError, closest
 
 if TYPE_CHECKING:
     import torch
@@ -149,11 +152,9 @@ def probe(model: nn.Module, example: torch.Tensor, logits: bool = True, traced: 
     """Run ``example`` once under no_grad and record every module's output shape in execution order.
 
     With ``logits`` the model must return class scores (N, classes); otherwise any output is accepted
-    and ``num_classes`` is 0. ``traced``: :func:`visctl.models.trace` of this model and example, already run.
+    and ``num_classes`` is 0. ``traced``: :func:`visctl.layers.trace` of this model and example, already run.
     """
     import torch
-
-    from visctl.models import output_tensor, trace
 
     fired, out = traced if traced is not None else trace(model, example)
     order = [(name, tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__) for name, o in fired]
@@ -451,3 +452,119 @@ def validate_layer_output(name: str, shape: Any) -> None:
     if not isinstance(shape, tuple):
         raise LayerError(f"layer {name!r} returns a {shape}, not a tensor; CAM methods need one tensor",
                          hint="pick one of its sub-layers (see --preview-model), e.g. the last block inside it")
+
+
+# ---- finding and tracing layers ---------------------------------------------------------------------
+
+_INDEX = re.compile(r"\[(-?\d+)\]")
+
+
+def _split_path(path: str) -> list[str]:
+    # 'encoder.layers[11].ln_1' -> ['encoder', 'layers', '11', 'ln_1']
+    return [p for p in _INDEX.sub(r".\1", path).split(".") if p != ""]
+
+
+def find_layer(model: nn.Module, path: str) -> tuple[str, nn.Module]:
+    """Find a module by a path over ``named_modules()``.
+
+    ``backbone.layer4.2``, ``backbone.layer4[-1]``, ``encoder.layers[11].ln_1`` and ``blocks.-1`` all work;
+    negative numbers index the children of a container. A wrong path raises :class:`LayerError` naming
+    the closest existing modules.
+
+    Returns:
+        The canonical dotted name and the module.
+    """
+    node = model
+    parts = _split_path(path)
+    canonical: list[str] = []
+    for part in parts:
+        children = dict(node.named_children())
+        if part in children:
+            node, name = children[part], part
+        elif re.fullmatch(r"-?\d+", part) and children:
+            names = list(children)
+            idx = int(part)
+            if not -len(names) <= idx < len(names):
+                raise LayerError(f"layer {path!r}: index {idx} is out of range, "
+                                 f"{'.'.join(canonical) or 'the model'} has {len(names)} children",
+                                 hint=f"use an index from {-len(names)} to {len(names) - 1}")
+            name = names[idx]
+            node = children[name]
+        else:
+            all_names = [n for n, _ in model.named_modules() if n]
+            near = closest(path, all_names)
+            raise LayerError(f"the model has no layer {path!r}",
+                             hint=(f"closest: {', '.join(near)}; " if near else "")
+                             + "run with --preview-model to list every layer")
+        canonical.append(name)
+    if not parts:
+        raise LayerError("empty layer path", hint="name a layer like layer4 or backbone.layer4[-1]")
+    return ".".join(canonical), node
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, Any]], Any]:
+    """One no-grad forward of ``example`` with a hook on every module.
+
+    Returns:
+        ``(name, output)`` of each module's first call, in the order the calls finished, and the model's output.
+    """
+    import torch
+
+    fired: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    handles = []
+    for name, module in model.named_modules():
+        def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
+            if name not in seen:  # a module called twice (a shared ReLU) keeps its first output
+                seen.add(name)
+                fired.append((name, out))
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            result = model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return fired, result
+
+
+def describe_output(out: Any) -> str:
+    """A module output's shape as text: ``1x64x16x16``, ``(1x8x8, 1x4x4)``, ``{p3: 1x8x8}``."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return "x".join(str(s) for s in out.shape)
+    if isinstance(out, (list, tuple)):
+        return "(" + ", ".join(describe_output(o) for o in out) + ")"
+    if isinstance(out, dict):
+        return "{" + ", ".join(f"{k}: {describe_output(v)}" for k, v in out.items()) + "}"
+    return type(out).__name__
+
+
+def preview_lines(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The module tree, one line per module: indented name, class and output shape."""
+    shapes = {name: describe_output(out) for name, out in trace(model, example)[0]}
+    lines = []
+    for name, module in model.named_modules():
+        depth = name.count(".") + 1 if name else 0
+        label = name or "(model)"
+        lines.append(f"{'  ' * depth}{label}  {type(module).__name__}  -> {shapes.get(name, 'not called')}")
+    return lines
+
+
+def output_tensor(out: Any) -> torch.Tensor:
+    """The logits tensor of a model output: the tensor itself, the first of a tuple, ``logits`` of a dict."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        for key in ("logits", "cls_score", "pred", "out"):
+            if isinstance(out.get(key), torch.Tensor):
+                return out[key]
+    if isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if hasattr(out, "logits") and isinstance(out.logits, torch.Tensor):
+        return out.logits
+    raise ModelError(f"the model returned {type(out).__name__}; visctl needs a logits tensor",
+                     hint="wrap the model so that forward returns the class scores")

@@ -194,7 +194,7 @@ def dataset_meta(cfg: Any) -> dict[str, Any]:
     try:
         from mmengine.registry import DATASETS
 
-        # the default scope's registry (as models.py builds): its get() imports the package's dataset modules
+        # the default scope's registry (as building.py builds): its get() imports the package's dataset modules
         with openmmlab.registry(DATASETS, cfg.get("default_scope")) as registry:
             cls = registry.get(dataset["type"]) if isinstance(dataset["type"], str) else dataset["type"]
             if cls is None or not hasattr(cls, "_load_metainfo"):

@@ -68,7 +68,7 @@ def seed_dependent(cfg: Any, model: nn.Module) -> tuple[list[str], int]:
     import numpy as np
     import torch
 
-    from visctl import models
+    from visctl import building
 
     py_state, np_state = random.getstate(), np.random.get_state()
     seed = (torch.initial_seed() + 0x5EED) % (2**31)
@@ -78,7 +78,7 @@ def seed_dependent(cfg: Any, model: nn.Module) -> tuple[list[str], int]:
             torch.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed)
-            other = models.build_model(cfg.get("model") or {}, cfg.get("default_scope"), models.config_dirs(cfg))
+            other = building.build_model(cfg.get("model") or {}, cfg.get("default_scope"), building.config_dirs(cfg))
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
@@ -126,13 +126,13 @@ def output_kind(model: nn.Module, traced: tuple[list[tuple[str, Any]], Any]) -> 
 
     Args:
         model: the model.
-        traced: :func:`visctl.models.trace` of the model on one example: ``(name, output)`` of every module
+        traced: :func:`visctl.layers.trace` of the model on one example: ``(name, output)`` of every module
             in the order they finished, and the model's output.
     """
     import torch
     from torch import nn
 
-    from visctl.models import output_tensor
+    from visctl.layers import output_tensor
 
     fired, out = traced
     try:

@@ -40,7 +40,7 @@ def logits(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) logits under no_grad."""
     import torch
 
-    from visctl.models import output_tensor
+    from visctl.layers import output_tensor
 
     with torch.no_grad():
         return output_tensor(model(batch)).detach()
@@ -198,7 +198,7 @@ def region_score(model: nn.Module) -> nn.Module:
         def forward(self, x: Any) -> Any:
             import torch
 
-            from visctl.models import output_tensor
+            from visctl.layers import output_tensor
 
             out = output_tensor(self.inner(x))  # (N, C, H, W)
             region = torch.as_tensor(self.region, dtype=out.dtype, device=out.device)
@@ -302,7 +302,7 @@ def mmseg_default_layer(model: Any, example: torch.Tensor) -> tuple[str, str] | 
     import torch
     from torch import nn
 
-    from visctl.models import trace
+    from visctl.layers import trace
 
     if not hasattr(model, "segmentor") or not hasattr(model, "backbone"):
         return None

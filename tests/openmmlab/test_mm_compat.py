@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::ImportWarning"), pytest.mark.f
 
 
 def test_mmengine_registry_falls_back_to_get_object_from_string():
-    """visctl.models._registry_locates_models_only and visctl.schedules patch
+    """visctl.building._registry_locates_models_only and visctl.schedules patch
     ``mmengine.registry.registry.get_object_from_string``: ``Registry.get`` must still call it for a dotted name
     its tree does not hold."""
     need("mmengine")

@@ -80,13 +80,13 @@ def build_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: 
     cfg = ctx.load_config({} if module is not None else model)
     ctx.setup_torch()
     if module is not None:
-        from visctl import models
+        from visctl import checkpoints
 
         model, summary = module.eval().to(ctx.device), None
         if checkpoint:
-            summary = models.load_checkpoint(model, str(checkpoint), unsafe=ctx.unsafe_load_checkpoint)
+            summary = checkpoints.load_checkpoint(model, str(checkpoint), unsafe=ctx.unsafe_load_checkpoint)
             say_checkpoint(ctx, summary)
-        models.check_finite_weights(model, str(checkpoint) if checkpoint else None)
+        checkpoints.check_finite_weights(model, str(checkpoint) if checkpoint else None)
     else:
         from visctl import provenance
 
@@ -102,7 +102,7 @@ def build_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: 
     from visctl.detection import is_torchvision_detector
 
     detector = is_torchvision_detector(model) or config.tool_option(cfg, "task") == "detection"
-    from visctl.models import native_input_size
+    from visctl.model_inputs import native_input_size
 
     pipeline = config.test_pipeline(cfg)
     size = config.tool_option(cfg, "input_size")
@@ -150,7 +150,7 @@ def model_inputs(ctx: Session, built: BuiltModel, paths: list[Path] | None = Non
     from visctl import images as imgs
     from visctl import transforms
     from visctl.errors import InputError, InputWarning
-    from visctl.models import check_input_size
+    from visctl.model_inputs import check_input_size
 
     cfg, steps, pipeline, model = built.cfg, built.steps, built.pipeline, built.model
     mean, std, rgb = built.mean, built.std, built.rgb
@@ -199,27 +199,27 @@ def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") 
     The summary line goes to stderr and the manifest's notes alike (``label`` before it, e.g. ``compare: ``);
     ``--debug`` adds every key on stderr.
     """
-    from visctl import models
+    from visctl import checkpoints
 
     ctx.protect(checkpoint or cfg.get("load_from"))
-    model, summary = models.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
+    model, summary = checkpoints.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
     if summary:
         if summary["unsafe"]:
             ctx.warn(f"{summary['path']} was read by a full pickle load (--unsafe-load-checkpoint): "
                      "any code it contains has run")
         say_checkpoint(ctx, summary, label)
         if ctx.debug and any(len(summary[k]) > 3 for k in ("missing", "unexpected", "mismatched")):
-            ctx.log(label + models.checkpoint_note(summary, verbose=True))
+            ctx.log(label + checkpoints.checkpoint_note(summary, verbose=True))
     return model, summary
 
 
 def say_checkpoint(ctx: Session, summary: dict, label: str = "") -> None:
     """A load's one-line summary: a note, or a warning (kept in the manifest's notes as well) when a
-    meaningful share of the model's parameters did not load (:func:`visctl.models.checkpoint_warns`)."""
-    from visctl import models
+    meaningful share of the model's parameters did not load (:func:`visctl.checkpoints.checkpoint_warns`)."""
+    from visctl import checkpoints
 
-    line = label + models.checkpoint_note(summary)
-    if not models.checkpoint_warns(summary):
+    line = label + checkpoints.checkpoint_note(summary)
+    if not checkpoints.checkpoint_warns(summary):
         ctx.note(line)
         return
     ctx.warn(line)
@@ -231,9 +231,9 @@ def say_checkpoint(ctx: Session, summary: dict, label: str = "") -> None:
 
 def preview(ctx: Any, mi: ModelInputs) -> None:
     """Print the module tree with output shapes (``--preview-model``) on stdout."""
-    from visctl import models
+    from visctl import layers
 
-    for line in models.preview_lines(mi.model, mi.example):
+    for line in layers.preview_lines(mi.model, mi.example):
         ctx.result(line)
 
 
@@ -288,12 +288,12 @@ def batches(ctx: Session, mi: ModelInputs, batch_size: int, label: str, paths: l
 
     The next batch is read in threads while the consumer works on this one (:func:`visctl.transforms.
     prepared_batches`); a batch goes to a CUDA device through pinned memory, in channels_last when asked
-    (:func:`visctl.models.to_device`). A model input too large for the free memory (:mod:`visctl.memory`; ``grad``:
+    (:func:`visctl.model_inputs.to_device`). A model input too large for the free memory (:mod:`visctl.memory`; ``grad``:
     the forward keeps its activations for a backward) is skipped in words, and a batch that does not fit is
     split."""
     from visctl import transforms
     from visctl.mmdet_adapter import bound
-    from visctl.models import to_device
+    from visctl.model_inputs import to_device
     from visctl.output.writer import io_threads
 
     paths = mi.paths if paths is None else paths

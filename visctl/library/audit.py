@@ -264,16 +264,16 @@ def _whole_model(summary: dict | None, what: str, strict: bool = False) -> None:
     """Refuse a checkpoint whose tensors are of other shapes than the model's (another architecture or number
     of classes: those stay random, and every number of the audit would be of a random model); with ``strict``
     (the compared checkpoint, which must be the same model) also one that leaves a meaningful share random."""
-    from visctl import models
+    from visctl import checkpoints
     from visctl.errors import InputError
 
     if not summary:
         return
     bad = list(summary.get("mismatched") or [])
-    if bad or (strict and models.checkpoint_warns(summary)):
+    if bad or (strict and checkpoints.checkpoint_warns(summary)):
         what_left = (f"{len(bad)} of its tensors have other shapes than the model's ({', '.join(bad[:3])}"
                      f"{', ...' if len(bad) > 3 else ''})" if bad else
-                     f"it leaves {models.checkpoint_unloaded(summary):.0%} of the model's parameters random "
+                     f"it leaves {checkpoints.checkpoint_unloaded(summary):.0%} of the model's parameters random "
                      f"({len(summary.get('missing') or [])} missing tensors)")
         raise InputError(f"{what} {summary.get('path')}: {what_left}, so the audit would measure a partly random "
                          "model", hint="give a checkpoint of this config's model (the same architecture and "
@@ -309,7 +309,8 @@ class AuditRun:
                  compare: Any, compare_checkpoint: str | None, thresholds: dict[str, float], batch_size: int,
                  left_out: list[tuple[Path, str]] | None = None) -> None:
         from visctl import audits as A
-        from visctl import cams, config, models
+        from visctl import cams, config
+        from visctl.layers import trace
         from visctl.library._common import output_names
         from visctl.library.cam import _channels_last
 
@@ -321,7 +322,7 @@ class AuditRun:
         self.started = time.time()
         self.failures_before = len(session.failures)
         self.channels_last = _channels_last(mi, session.device)
-        traced = models.trace(mi.model, mi.example)
+        traced = trace(mi.model, mi.example)
         setup = cams.plan(mi.model, mi.example, target_layers, None, None, config.tool_option(mi.cfg, "target_layers"),
                           traced=traced)
         for note in setup.notes:

@@ -157,10 +157,10 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
     """Check the options, load the detector, resolve the target layers and build the CAM engine."""
     import functools
 
-    from visctl import arguments, cams, config, detection, models, render
+    from visctl import arguments, cams, config, detection, render
     from visctl.errors import LayerError
     from visctl.images import as_images
-    from visctl.layers import detect_layout, probe, validate_layer_output
+    from visctl.layers import detect_layout, find_layer, probe, validate_layer_output
     from visctl.library import _common
 
     arguments.model_spec(model)
@@ -192,7 +192,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
         topk = -1 if openmmlab else 10
     if not target_layers and openmmlab and not config.tool_option(mi.cfg, "target_layers"):
         try:  # mmyolo's boxam_vis_demo default, where the neck has it (mmyolo's PAFPN necks)
-            target_layers = [models.find_layer(mi.model, "neck.out_layers[2]")[0]]
+            target_layers = [find_layer(mi.model, "neck.out_layers[2]")[0]]
             session.log("default target layer: neck.out_layers.2 (mmyolo boxam_vis_demo's; set --target-layers "
                         "to change it)")
         except LayerError:
@@ -202,9 +202,9 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, method: B
                 session.log(f"default target layer: {finest} (the neck's last output at its finest resolution; "
                             "set --target-layers to change it)")
     if target_layers:
-        names = [models.find_layer(mi.model, n)[0] for n in target_layers]
+        names = [find_layer(mi.model, n)[0] for n in target_layers]
     elif config.tool_option(mi.cfg, "target_layers"):
-        names = [models.find_layer(mi.model, n)[0] for n in config.tool_option(mi.cfg, "target_layers")]
+        names = [find_layer(mi.model, n)[0] for n in config.tool_option(mi.cfg, "target_layers")]
     else:
         name, where = detection.default_layer(pr)
         names = [name]

@@ -307,11 +307,12 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
     task = getattr(task, "value", task)
     traced = None  # the example's traced forward, asked once: whether it predicts masks, then the layers' shapes
     if task == "auto":
-        from visctl import models, segmentation
+        from visctl import segmentation
+        from visctl.layers import trace
 
         configured = config.tool_option(mi.cfg, "task")
         if configured is None:
-            traced = models.trace(mi.model, mi.example)
+            traced = trace(mi.model, mi.example)
         segment = configured == "segmentation" or (traced is not None
                                                    and segmentation.is_segmentation_output(traced[1]))
     else:
@@ -368,9 +369,10 @@ class CamRun:
         self.started = time.time()
         self.failures_before = len(session.failures)
         model, paths = mi.model, mi.paths
-        from visctl import models, provenance
+        from visctl import provenance
+        from visctl.layers import trace
 
-        traced = traced if traced is not None else models.trace(model, mi.example)
+        traced = traced if traced is not None else trace(model, mi.example)
         setup = cams.plan(model, mi.example, target_layers, vit_like, num_extra_tokens,
                           config.tool_option(mi.cfg, "target_layers"), traced=traced)
         self.setup = setup
@@ -689,14 +691,14 @@ def _amp_name(autocast: tuple[str, Any] | None) -> str:
 
 
 def _channels_last(mi: ModelInputs, device: str) -> bool:
-    """Whether the run puts the model in channels_last (:func:`visctl.models.use_channels_last`), and does:
+    """Whether the run puts the model in channels_last (:func:`visctl.model_inputs.use_channels_last`), and does:
     only a model visctl built, and only when its forward runs so; a caller's nn.Module keeps its memory format.
 
     A forward may ``.view`` a conv's output (mmpretrain's VGG: ``x.view(x.size(0), -1)`` before its classifier),
     which an NHWC tensor refuses: one forward of the example in channels_last decides, and a model that fails
     it stays NCHW.
     """
-    from visctl.models import use_channels_last
+    from visctl.model_inputs import use_channels_last
 
     if mi.cfg_spec == "<nn.Module>" or not use_channels_last(mi.model, device):
         return False
@@ -781,9 +783,9 @@ class _SegmentationRun(CamRun):
                  colormap: str, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
                  autocast: tuple[str, Any] | None = None, inferred: bool = False) -> None:
         """``inferred``: the task was taken from the model's per-pixel output, not given (--task, the config)."""
-        from visctl import cams, config, models, segmentation
+        from visctl import cams, config, segmentation
         from visctl.errors import InputError
-        from visctl.layers import detect_layout, probe
+        from visctl.layers import detect_layout, find_layer, probe
 
         self.session, self.mi, self.methods = session, mi, methods
         self.image_format, self.autocast, self.draw_in_writer = image_format, autocast, False
@@ -811,8 +813,8 @@ class _SegmentationRun(CamRun):
         self.background = segmentation.background_index(self.names, model)
         pr = probe(model, mi.example, logits=False)
         in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
-        layers = ([models.find_layer(model, n)[0] for n in target_layers] if target_layers
-                  else [models.find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers") or []])
+        layers = ([find_layer(model, n)[0] for n in target_layers] if target_layers
+                  else [find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers") or []])
         if not layers:
             chosen = segmentation.mmseg_default_layer(model, mi.example)
             if chosen is not None:

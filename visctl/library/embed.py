@@ -151,10 +151,10 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
     """Check the settings, load the model and the dataset, sample it and choose the layers."""
     import math
 
-    from visctl import arguments, config, datasets, embedding, models, transforms
+    from visctl import arguments, config, datasets, embedding, transforms
     from visctl.choices import EmbedMethod, Pooling, VisStage
     from visctl.errors import ConfigError, VisctlError
-    from visctl.layers import default_layers, probe
+    from visctl.layers import default_layers, find_layer, probe
     from visctl.library import _common
 
     arguments.model_spec(model)
@@ -266,7 +266,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
     inputs_of: frozenset[str] = frozenset()
     module_of: dict[str, str] = {}
     if target_layers:
-        names = [models.find_layer(mi.model, n)[0] for n in target_layers]
+        names = [find_layer(mi.model, n)[0] for n in target_layers]
     elif stage:
         default = embedding.last_stage(mi.model, example)
         label, path, take_input, why = embedding.vis_stage_layer(mi.model, stage, pr.shape_of, default)
@@ -278,14 +278,14 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, *, phase: 
         if all_stages:
             names = default_layers(mi.model, pr, in_hw).stages
         elif cfg_default:
-            names = [models.find_layer(mi.model, n)[0] for n in cfg_default]
+            names = [find_layer(mi.model, n)[0] for n in cfg_default]
         else:
             names = [embedding.last_stage(mi.model, example)]
         session.log(f"layers: {', '.join(names)}")
     extra = num_extra_tokens
     if extra is None:
         extra = embedding.guess_extra_tokens(mi.model, [pr.shape_of(module_of.get(n, n)) for n in names], in_hw)
-    layers = {n: models.find_layer(mi.model, module_of.get(n, n))[1] for n in names}
+    layers = {n: find_layer(mi.model, module_of.get(n, n))[1] for n in names}
     takes = METHOD_OPTIONS[how.value]  # the others are recorded as not used (None)
     params = dict(config=mi.cfg_spec, checkpoint=mi.checkpoint, phase=used_phase, layers=names,
                   pooling=pool_mode.value, method=how.value, method_requested=how.value,

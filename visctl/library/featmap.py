@@ -251,8 +251,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             recorded: Sequence[str] | None = None, image_format: str = "png", options: RunOptions | None = None,
             session: Session | None = None, on_model: Callable[[ModelInputs], None] | None = None) -> Plan:
     """Check the options, load the model (and ``compare``), resolve the layers; nothing is computed yet."""
-    from visctl import arguments, config, models
-    from visctl.layers import default_layers, probe
+    from visctl import arguments, checkpoints, config
+    from visctl.layers import default_layers, find_layer, probe
     from visctl.library import _common
     from visctl.output.checks import check_format
 
@@ -299,11 +299,11 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
         session.warn("--score-thr draws a detector's boxes; this model is not a detector")
         score_thr = None
     if target:
-        names = [models.find_layer(mi.model, n)[0] for n in target]
+        names = [find_layer(mi.model, n)[0] for n in target]
     else:
         default = config.tool_option(mi.cfg, "featmap_layers") or config.tool_option(mi.cfg, "target_layers")
         if default:
-            names = [models.find_layer(mi.model, n)[0] for n in default]
+            names = [find_layer(mi.model, n)[0] for n in default]
         elif getattr(mi.model, "is_openmmlab_detector", False) and hasattr(mi.model, "backbone"):
             names = ["backbone"]  # mmyolo featmap_vis_demo's default: every output of the backbone
         else:
@@ -311,7 +311,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             names = [chosen.features]
             session.note(f"default layer {chosen.why}")
         session.log(f"default layers: {', '.join(names)} (set --target-layers to change them)")
-    layers = {n: models.find_layer(mi.model, n)[1] for n in names}
+    layers = {n: find_layer(mi.model, n)[1] for n in names}
     if repo and not _registry_model(mi):
         session.warn(f"--repo {repo} has no effect on the model: it sets the registry scope, and this model is "
                      "not built from a registry name")
@@ -329,8 +329,8 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
             model_b = module.eval().to(session.device)
             compare_param = ["<nn.Module>"] + ([str(compare_checkpoint)] if compare_checkpoint else [])
             if compare_checkpoint:
-                summary = models.load_checkpoint(model_b, str(compare_checkpoint),
-                                                 unsafe=session.unsafe_load_checkpoint)
+                summary = checkpoints.load_checkpoint(model_b, str(compare_checkpoint),
+                                                      unsafe=session.unsafe_load_checkpoint)
                 _common.say_checkpoint(session, summary, "compare: ")
         else:
             if isinstance(compare, (str, Path)):
@@ -345,7 +345,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, target_la
 
             if mmdet_adapter.is_mm_detector(model_b):  # the same preprocessing as model A's (its padding value)
                 model_b = mmdet_adapter.adapt(model_b, cfg_b)
-        other = (model_b, {n: models.find_layer(model_b, n)[1] for n in names})
+        other = (model_b, {n: find_layer(model_b, n)[1] for n in names})
     from visctl import render
 
     params = dict(

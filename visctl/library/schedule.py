@@ -254,8 +254,8 @@ def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
     parameter names paramwise_cfg and a custom constructor group; or (None, a note saying why the groups are
     a stand-in's)."""
     from visctl import schedules
+    from visctl.building import build_model, config_dirs
     from visctl.errors import ModelError
-    from visctl.models import build_model, config_dirs
 
     what = (f"optim_wrapper.constructor {cfg.optim_wrapper.get('constructor')}"
             if cfg.optim_wrapper.get("constructor") else "optim_wrapper.paramwise_cfg")

@@ -128,7 +128,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, patch_siz
     ``batched_nms``) on an OpenMMLab detector, whose users run that demo's lines, and to 0.5 over the smaller box
     (``ios``: a box cut by a tile border merges with the whole one) elsewhere.
     """
-    from visctl import arguments, config, models
+    from visctl import arguments, building, config
     from visctl.images import as_images
     from visctl.library import _common
 
@@ -146,7 +146,7 @@ def prepare(images: Any, model: Any, checkpoint: str | None = None, *, patch_siz
         merge_metric = "iou" if seed_defaults else "ios"
     notes = []
     if deploy:
-        switched = models.switch_to_deploy(mi.model)
+        switched = building.switch_to_deploy(mi.model)
         if switched:
             notes.append(f"--deploy: switch_to_deploy() on {len(switched)} module(s): {', '.join(switched[:5])}"
                          + (" ..." if len(switched) > 5 else ""))
