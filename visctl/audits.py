@@ -31,8 +31,6 @@ imported inside the functions.
 from __future__ import annotations
 
 import bisect
-import csv
-import io
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -351,24 +349,26 @@ def read_coco(path: Path) -> Annotations:
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise InputError(f"{path} is not a COCO instances file: it has no 'images' list",
                          hint="give a COCO .json with images, annotations and categories")
-    names = {c.get("id"): str(c.get("name")) for c in doc.get("categories") or [] if isinstance(c, dict)}
+    names = {_id_key(c.get("id")): str(c.get("name")) for c in doc.get("categories") or [] if isinstance(c, dict)}
     objs: dict[Any, list[Obj]] = {}
     annotations = [a for a in doc.get("annotations") or [] if isinstance(a, dict)]
     unusable: list[Any] = []
+    bad_polygons: list[Any] = []
     for a in annotations:
         try:
             x, y, w, h = (float(v) for v in a["bbox"])
-        except (KeyError, TypeError, ValueError):
-            unusable.append(a.get("bbox"))
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
+            unusable.append(_shown(a.get("bbox")))
             continue
         if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-            unusable.append(a.get("bbox"))
+            unusable.append(_shown(a.get("bbox")))
             continue
-        seg = a.get("segmentation")
-        polys = tuple(tuple(float(v) for v in p) for p in seg if isinstance(p, list) and len(p) >= 6) \
-            if isinstance(seg, list) else ()
+        polys = _polygons(a.get("segmentation"))
+        if polys is None:  # a polygon of odd length, or of coordinates that are no finite numbers
+            bad_polygons.append(_shown(a.get("segmentation")))
+            continue
         objs.setdefault(_id_key(a.get("image_id")), []).append(
-            Obj(names.get(a.get("category_id")), (x, y, x + w, y + h), polys))
+            Obj(names.get(_id_key(a.get("category_id"))), (x, y, x + w, y + h), polys))
     found = Annotations(source=f"COCO {Path(path).name}")
     ids = set()
     for im in doc["images"]:
@@ -377,8 +377,10 @@ def read_coco(path: Path) -> Annotations:
             ids.add(_id_key(im.get("id")))
     hint = "COCO's bbox is [x, y, width, height] in pixels; each annotation's image_id is the id of an entry of images"
     if annotations and not objs:
-        raise InputError(f"{path}: none of its {len(annotations)} annotations has a usable bbox (e.g. "
-                         f"{unusable[0]!r}: not 4 finite numbers with a positive width and height)", hint=hint)
+        what = (f"a usable bbox (e.g. {unusable[0]}: not 4 finite numbers with a positive width and height)"
+                if unusable else f"a usable segmentation (e.g. {bad_polygons[0]}: a polygon is an even number "
+                "(at least 6) of finite x, y coordinates)")
+        raise InputError(f"{path}: none of its {len(annotations)} annotations has {what}", hint=hint)
     orphans = [k for k in objs if k not in ids]
     if objs and len(orphans) == len(objs):
         shown = sorted(ids, key=str)[:3]
@@ -386,8 +388,11 @@ def read_coco(path: Path) -> Annotations:
                          f"the images' ids: {', '.join(map(repr, shown))}{', ...' if len(ids) > 3 else ''})",
                          hint=hint)
     if unusable:
-        found.problems.append(f"{len(unusable)} annotation(s) have no usable bbox (e.g. {unusable[0]!r}) and are "
+        found.problems.append(f"{len(unusable)} annotation(s) have no usable bbox (e.g. {unusable[0]}) and are "
                               "left out")
+    if bad_polygons:
+        found.problems.append(f"{len(bad_polygons)} annotation(s) have an unusable segmentation polygon (e.g. "
+                              f"{bad_polygons[0]}: not an even number of finite x, y coordinates) and are left out")
     if orphans:
         found.problems.append(f"{sum(len(objs[k]) for k in orphans)} annotation(s) are of image ids no image has "
                               f"(e.g. {orphans[0]!r}) and are left out")
@@ -397,6 +402,38 @@ def read_coco(path: Path) -> Annotations:
 def _id_key(value: Any) -> Any:
     """An image id as pycocotools matches it (a dict key: 1 and 1.0 are one id, "1" another)."""
     return value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else repr(value)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value of the file, shown in a message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...]"
+
+
+#: a coordinate beyond this many pixels is no image's (OpenCV's fillPoly takes int32 coordinates)
+_FAR = 2.0 ** 30
+
+
+def _polygons(seg: Any) -> tuple[tuple[float, ...], ...] | None:
+    """An annotation's polygon ``segmentation`` as tuples of floats (() for none, or an RLE mask: read by its
+    box); None where a polygon is unusable: an odd number of coordinates, or ones that are no finite numbers."""
+    if not isinstance(seg, list):
+        return ()
+    out = []
+    for p in seg:
+        if not isinstance(p, list):
+            continue
+        if len(p) % 2:
+            return None
+        try:
+            coords = tuple(float(v) for v in p if not isinstance(v, bool))
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if len(coords) != len(p) or not all(math.isfinite(v) and abs(v) < _FAR for v in coords):
+            return None
+        if len(coords) >= 6:
+            out.append(coords)
+    return tuple(out)
 
 
 def read_voc(path: Path) -> Annotations:
@@ -430,6 +467,10 @@ def read_voc(path: Path) -> Annotations:
         found.add(name or f.name, objs)
         if name and Path(name).stem != f.stem:  # the xml's own name, too
             found.add(f.name, objs)
+    if unusable and not any(objs for entries in found.by_name.values() for _, objs in entries):
+        raise InputError(f"{path}: none of its {unusable} object(s) has a usable bndbox (4 finite corners, "
+                         "xmin <= xmax, ymin <= ymax)", hint="VOC's bndbox holds xmin, ymin, xmax, ymax: 1-based "
+                         "pixel corners, both included")
     if unusable:
         found.problems.append(f"{unusable} object(s) have no usable bndbox (4 finite corners, xmin <= xmax, "
                               "ymin <= ymax) and are left out")
@@ -607,7 +648,6 @@ def csv_header() -> str:
 
 def csv_line(row: dict[str, Any]) -> str:
     """One row of audit.csv: every number with 6 significant digits, an empty cell where a measure has none."""
-    buf = io.StringIO()
     cells = []
     for c in COLUMNS:
         v = row.get(c)
@@ -619,8 +659,20 @@ def csv_line(row: dict[str, Any]) -> str:
             cells.append("" if math.isnan(v) else f"{v:.6g}")
         else:
             cells.append(str(v))
-    csv.writer(buf, lineterminator="\n").writerow(cells)
-    return buf.getvalue()
+    return csv_record(cells)
+
+
+def csv_record(cells: Iterable[str]) -> str:
+    """One CSV record ending in ``\n``: a cell holding a comma, a quote, ``\r`` or ``\n`` quoted (the csv module
+    with ``lineterminator="\n"`` leaves a bare ``\r`` unquoted, which splits the record for every reader). Cells
+    are written exactly as they are: a file name starting with ``=`` is not changed (spreadsheets may read it as
+    a formula; the CSV keeps the names exact, for the programs that read it)."""
+    out = []
+    for cell in cells:
+        if any(c in cell for c in ',"\r\n'):
+            cell = '"' + cell.replace('"', '""') + '"'
+        out.append(cell)
+    return ",".join(out) + "\n"
 
 
 def badness(row: dict[str, Any]) -> tuple[float, ...]:
@@ -753,8 +805,28 @@ def parse_thresholds(specs: Iterable[str] | None) -> dict[str, float]:
                 raise ArgumentError(f"--fail-under {part!r}: {value!r} is not a number", hint=hint) from None
             if not math.isfinite(number):
                 raise ArgumentError(f"--fail-under {part!r}: {value!r} is not a finite number", hint=hint)
+            if name in out:
+                raise ArgumentError(f"--fail-under names {name} twice ({name}={out[name]:g} and {part.strip()})",
+                                    hint=f"give one threshold per measure, e.g. --fail-under {name}={number:g}")
             out[name] = number
     return out
+
+
+def check_thresholds(thresholds: Any) -> dict[str, float]:
+    """The API's ``fail_under`` given as a dict: the same checks as the string form (known names, finite
+    numbers)."""
+    from visctl.errors import ArgumentError
+
+    if not isinstance(thresholds, dict):
+        raise ArgumentError(f"fail_under {thresholds!r} is not a dict, a str or a list of str",
+                            hint='give e.g. {"pointing": 0.8} or "pointing=0.8"')
+    specs = []
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ArgumentError(f"fail_under[{name!r}] = {value!r} is not a number",
+                                hint='give e.g. {"pointing": 0.8}')
+        specs.append(f"{name}={float(value)!r}")
+    return parse_thresholds(specs)
 
 
 def failed_thresholds(summary: dict[str, Any], thresholds: dict[str, float]) -> list[str]:

@@ -31,7 +31,7 @@ from visctl.errors import (
 )
 from visctl.output.checks import check_file_target, prepare_dir
 from visctl.output.files import DISK_ERRNOS, _path_hint, file_id, remove_empty
-from visctl.output.manifest import check_record_files
+from visctl.output.manifest import check_record_files, running_in
 from visctl.output.writer import OutputWriter, clear_interrupt, interrupt
 from visctl.session import RunOptions, Session, default_threads
 
@@ -61,6 +61,7 @@ class RunContext(Session):
         self.out_files = [(what, Path(f)) for what, f in out_files or [] if f is not None]
         self._created: list[Path] = []  # folders this run made, removed again if it writes nothing
         self._finished = False
+        self._said: set[str] = set()  # the inputs a skip warning named already
         self._handlers: dict[int, Any] = {}
         self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
@@ -96,6 +97,7 @@ class RunContext(Session):
                     self.quiet = self.console.quiet = True
             # before any config, model or data: a bad folder must cost nothing
             self._created += prepare_dir(self.out_dir, "--out-dir")
+            running_in(self.out_dir)
             # a manifest.json or index.html that visctl did not write (or a damaged one, a FIFO, a link) is
             # refused now, not replaced at the end; demo writes only the page over its runs' folders
             check_record_files(self.out_dir, manifest=self.command != "demo")
@@ -240,6 +242,7 @@ class RunContext(Session):
         folder = Path(out_dir or self.out_dir)
         if os.path.abspath(folder) != os.path.abspath(self.out_dir):
             self._created += prepare_dir(folder, "--out-dir")
+            running_in(folder)
             check_record_files(folder)
         if self.max_pixels is not None:
             params = dict(params, max_pixels=self.max_pixels)
@@ -254,6 +257,7 @@ class RunContext(Session):
     def skip(self, path: Any, message: str) -> None:
         """A bad input in a batch run: warn, list it in the manifest, carry on (the run exits 1)."""
         self.warn(f"skipping {path}: {message}")
+        self._said.add(str(path))  # a one-process run does not say it again at the end
         assert self.writer is not None
         self.writer.fail(path, message)
 
@@ -264,7 +268,7 @@ class RunContext(Session):
 
     def log(self, message: str) -> None:
         """A progress or info line on stderr (silent with --quiet / --json)."""
-        self.console.print(message, markup=False, soft_wrap=True)  # one line, whatever the width
+        self.console.print(printable(message), markup=False, soft_wrap=True)  # one line, whatever the width
 
     def note(self, message: str) -> None:
         """A remark about the run (a checkpoint summary, a chosen default): on stderr and in the manifest's notes."""
@@ -275,7 +279,7 @@ class RunContext(Session):
 
     def warn(self, message: str) -> None:
         """A warning on stderr (shown even with --quiet)."""
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {printable(message)}", file=sys.stderr)
 
     @contextmanager
     def progress(self, total: int, label: str) -> Iterator[Any]:
@@ -340,7 +344,17 @@ class RunContext(Session):
 
             show_images([self.writer.out_dir / o["path"] for o in self.writer.manifest["outputs"]
                          if o["kind"] == "image"], self.warn, self.show_interval)
+        said = self._said if self.world <= 1 else set()  # torchrun: rank 0 says every rank's
         for f in failures:
-            self.warn(f"failed: {f['path']}: {f['error']}")
+            if str(f["path"]) not in said:
+                self.warn(f"failed: {f['path']}: {f['error']}")
         if failures:
             raise typer.Exit(EXIT_PARTIAL)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (ESC of a file name's escape sequences, CR, LF,
+    ...) written as Python escapes (``\\x1b``), so a name cannot clear the terminal or split a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

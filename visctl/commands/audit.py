@@ -51,10 +51,11 @@ def audit(
         "--tolerance", min=0.0, help="Pointing game: a peak this many pixels from the object is a hit (Zhang et "
         "al. 2018 use 15).", rich_help_panel="Measures")] = 15.0,
     top_percent: Annotated[float, typer.Option(
-        "--top-percent", min=0.0, max=100.0, help="The map's top region for the IoU measures, in % of the "
-        "pixels.", rich_help_panel="Measures")] = 20.0,
+        "--top-percent", max=100.0, help="The map's top region for the IoU measures, in % of the "
+        "pixels (above 0).", rich_help_panel="Measures")] = 20.0,
     border: Annotated[float, typer.Option(
-        "--border", min=0.0, max=0.5, help="The border band's width, as a share of the image's short side.",
+        "--border", max=0.5, help="The border band's width, as a share of the image's short side (above 0; "
+        "at least 1 px).",
         rich_help_panel="Measures")] = 0.1,
     worst: Annotated[int, typer.Option(
         "--worst", min=0, help="Thumbnails of the N worst images (and N most-moved with --compare) in the "
@@ -88,12 +89,16 @@ def audit(
         writer.background(1)  # the thumbnails, written while the report is made
         rows = library.CsvStream(writer, library.CSV_NAME, audits.csv_header())
         pairs = library.CsvStream(writer, library.COMPARE_CSV, library.compare_header()) if run.other else None
+        done: list[str] = []  # listed as inputs once the CSV holding their rows is in place (an interrupt: none)
         try:
-            for row, pair in run.items():  # each row on disk as it is made; nothing per image is kept
+            for row, pair in run.items():  # each row on disk as it is made; nothing per image is kept but its path
                 rows.write(audits.csv_line(row))
                 if pairs is not None and pair is not None:
                     pairs.write(library.compare_line(pair))
-                writer.add_input(row["path"])
+                if ctx.world > 1:  # torchrun: the ranks' inputs are merged below
+                    writer.add_input(row["path"])
+                else:
+                    done.append(row["path"])
             run.merge_ranks(writer)  # under torchrun: every rank's records and tallies, on every rank
             summary = run.summary()
             streams = [(rows, "one row per image: every measure")]
@@ -108,6 +113,8 @@ def audit(
                         stream.merge(parts, caption)
                 else:
                     stream.close(caption)
+            for path in done:
+                writer.add_input(path)
         finally:
             rows.abort()
             if pairs is not None:

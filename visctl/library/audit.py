@@ -233,9 +233,14 @@ def start(session: Session, model: Any, checkpoint: str | Path | None = None, *,
     from visctl import audits as A
 
     arguments.model_spec(model, modules=False)
+    if data is not None and phase is not None:
+        from visctl.errors import ArgumentError
+
+        raise ArgumentError(f"--phase {phase} and --data both say which images to audit",
+                            hint="give --data FOLDER (class folders) or --phase (the config's dataloader), not both")
     layers = arguments.names(target_layers, "target_layers", "a layer name")
     methods = check(method, agree_with, tolerance, top_percent, border, worst, batch_size)
-    thresholds = (dict(fail_under) if isinstance(fail_under, dict)
+    thresholds = (A.check_thresholds(fail_under) if isinstance(fail_under, dict)
                   else A.parse_thresholds([fail_under] if isinstance(fail_under, str) else fail_under))
     ann = A.read_annotations(Path(annotations) if annotations else None, Path(region) if region else None)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None)
@@ -349,6 +354,8 @@ class AuditRun:
         self.worst = A.Worst(worst)
         self.moved = A.Worst(worst) if compare is not None else None
         self.unannotated = 0
+        self.compare_nonfinite: list[str] = []  # images whose --compare scores or maps are NaN or infinite
+        self.bands: set[tuple[int, bool]] = set()  # the border bands used (pixels, widened to 1 px)
         self.index = {str(p): i for i, p in enumerate(mi.paths)}
         self.params: dict[str, Any] = dict(
             config=mi.cfg_spec, checkpoint=mi.checkpoint, data=where, images=len(mi.paths), method=method.value,
@@ -447,7 +454,7 @@ class AuditRun:
         from visctl import transforms
         from visctl.errors import VisctlError
 
-        bad = set().union(*(s["nonfinite"] for s in sides))
+        bad = set(sides[0]["nonfinite"])  # the audited checkpoint's: the image is skipped
         out: list[Any] = []
         for i, (p, img, state) in enumerate(group):
             if i in bad:
@@ -459,8 +466,11 @@ class AuditRun:
             except VisctlError as err:  # this image's object (a mask of another size, boxes off the image)
                 out.append(err.message)
                 continue
-            rows = []
+            rows: list[Any] = []
             for s in sides:
+                if s is not sides[0] and i in s["nonfinite"]:  # the --compare checkpoint's: its columns empty
+                    rows.append(None)
+                    continue
                 fmap = transforms.to_original(s["maps"][i], state, hw)
                 pred_map = transforms.to_original(s["pred_maps"][i], state, hw) if i in s["pred_maps"] else None
                 other_map = (transforms.to_original(agree[i], state, hw) if agree is not None and s is sides[0]
@@ -490,13 +500,17 @@ class AuditRun:
             draw: Any = functools.partial(_given, drawn) if drawn is not None else functools.partial(thumb, row)
             self.worst.offer(self._key(row), _public(row), draw)
             pair = None
-            if len(rows) > 1:
+            if len(rows) > 1 and rows[1] is None:  # the --compare checkpoint gave NaN or inf for this image
+                self.compare_nonfinite.append(str(p))
+                pair = self._pair(row, None)
+            elif len(rows) > 1:
                 self._add(self.tally_b, self.total_b, rows[1])
                 pair = self._pair(row, rows[1])
                 assert self.moved is not None
                 self.moved.offer(self._move_key(pair), pair, functools.partial(_pair_thumb, thumb, row, rows[1]))
             for r in rows:
-                del r["_map"]
+                if r is not None:
+                    del r["_map"]
             b.advance()
             yield _public(row), pair
 
@@ -528,7 +542,11 @@ class AuditRun:
             if f is None:
                 self.unannotated += 1
                 return None, []
-            return A.mask_region(f, hw, self.session.max_pixels), []
+            mask = A.mask_region(f, hw, self.session.max_pixels)
+            if not mask.any():  # an empty mask: no object in this image (as a COCO image with no object)
+                self.unannotated += 1
+                return None, []
+            return mask, []
         objs = ann.objects(path)
         if objs is None:
             self.unannotated += 1
@@ -544,7 +562,10 @@ class AuditRun:
             from visctl.errors import InputError
 
             x0, y0, x1, y1 = mine[0].box
-            raise InputError(f"its {name} object(s) in {ann.source} lie outside its {hw[1]}x{hw[0]} pixels (e.g. "
+            inside = x1 > 0 and y1 > 0 and x0 < hw[1] and y0 < hw[0]
+            where_ = (f"cover none of its {hw[1]}x{hw[0]} pixels' centres (too small)" if inside
+                      else f"lie outside its {hw[1]}x{hw[0]} pixels")
+            raise InputError(f"its {name} object(s) in {ann.source} {where_} (e.g. "
                              f"the box x {x0:g}..{x1:g}, y {y0:g}..{y1:g})",
                              hint="COCO's bbox is [x, y, width, height] in the image's pixels; VOC's corners are "
                              "1-based pixels")
@@ -565,6 +586,8 @@ class AuditRun:
                                    peak_x=at[0] if at else None, peak_y=at[1] if at else None)
         row["class"], row["predicted_class"] = self.class_name(label), self.class_name(pred)
         row.update(A.measure_clean(fmap, region, **kw))
+        short = min(fmap.shape)
+        self.bands.add((max(1, int(round(self.border_width * short))), int(round(self.border_width * short)) < 1))
         if other_map is not None:
             row.update(A.agreement(fmap, other_map, self.top_percent))
         if region is not None and row["correct"]:
@@ -590,9 +613,11 @@ class AuditRun:
             return (pair["pointing_delta"], pair["energy_delta"], pair["index"])
         return (-pair["border_delta"], pair["index"])
 
-    def _pair(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    def _pair(self, a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
+        """The compare row of an image (``b`` None: the compared checkpoint has no numbers for it)."""
         out: dict[str, Any] = {k: a[k] for k in ("index", "path", "label", "class")}
-        out["predicted_a"], out["predicted_b"] = a["predicted_class"], b["predicted_class"]
+        b = b or {}
+        out["predicted_a"], out["predicted_b"] = a["predicted_class"], b.get("predicted_class")
         for m in COMPARED:
             va, vb = a.get(m), b.get(m)
             va = float(va) if va is not None else None
@@ -624,12 +649,14 @@ class AuditRun:
             return
         mine = dict(tally=self.tally, total=self.total, tally_b=self.tally_b, total_b=self.total_b,
                     flips=self.flips, unannotated=self.unannotated, worst=self.worst.kept,
+                    compare_nonfinite=self.compare_nonfinite, bands=self.bands,
                     moved=self.moved.kept if self.moved else [])
         parts = distributed.merge_records(writer, self.mi.paths, self.batch_size, mine)
         self.total, self.total_b = A.Tally(), A.Tally()
         self.tally, self.tally_b = {}, {}
         self.flips = {k: 0 for k in self.flips}
         self.unannotated = 0
+        self.compare_nonfinite, self.bands = [], set()
         self.worst.kept, self.worst.bar = [], None
         if self.moved is not None:
             self.moved.kept, self.moved.bar = [], None
@@ -642,6 +669,8 @@ class AuditRun:
             for k, v in part["flips"].items():
                 self.flips[k] += v
             self.unannotated += part["unannotated"]
+            self.compare_nonfinite += part["compare_nonfinite"]
+            self.bands |= part["bands"]
             self.worst.merge(part["worst"])
             if self.moved is not None:
                 self.moved.merge(part["moved"])
@@ -662,11 +691,22 @@ class AuditRun:
             worst=[dict(path=k.row["path"], **{"class": k.row["class"]}, predicted=k.row["predicted_class"],
                         **{m: k.row.get(m) for m in ("pointing", "energy", "iou", "border")})
                    for k in self.worst.kept[:10]])
+        if self.bands:
+            px = sorted(b for b, _ in self.bands)
+            out["border_px"] = [px[0], px[-1]]  # the band used: --border of each image's short side, at least 1 px
+            if any(widened for _, widened in self.bands):
+                self.session.note(f"--border {self.border_width:g} is under one pixel of some images' short side: "
+                                  "their border band is 1 px (the manifest's audit.border_px: the bands used)")
         if self.annotations is not None:
             out["unannotated"] = self.unannotated
             if self.unannotated:
                 self.session.note(f"{self.unannotated} image(s) have no object in {self.annotations.source}: "
                                   "their pointing, energy and iou are empty")
+        if self.other is not None and self.compare_nonfinite:
+            self.session.warn(f"the --compare checkpoint {self.params['compare']} gives NaN or infinite scores or "
+                              f"maps for {len(self.compare_nonfinite)} image(s) (e.g. {self.compare_nonfinite[0]}): "
+                              "their --compare columns of audit_compare.csv are empty and they are left out of "
+                              "its means; the audited checkpoint's rows are kept")
         if self.other is not None:
             b = self.total_b.summary()
             per_b = {c: t.summary() for c, t in self.tally_b.items()}
@@ -744,12 +784,14 @@ class CsvStream:
         try:
             with open(merged, "w", encoding="utf-8", newline="") as out:
                 # records, not lines: a quoted file name may hold a newline; written again as csv_line writes
+                from visctl import audits as A
+
                 readers: list[Iterator[list[str]]] = [iter(csv.reader(f)) for f in files]
-                writer = csv.writer(out, lineterminator="\n")
-                writer.writerow(next(readers[0]))  # the header, once
+                out.write(A.csv_record(next(readers[0])))  # the header, once
                 for r in readers[1:]:
                     next(r)
-                writer.writerows(heapq.merge(*readers, key=lambda rec: int(rec[0])))  # type: ignore[arg-type,index]
+                for rec in heapq.merge(*readers, key=lambda rec: int(rec[0])):  # type: ignore[arg-type,index]
+                    out.write(A.csv_record(rec))
         finally:
             for f in files:
                 f.close()
@@ -782,17 +824,14 @@ def compare_header() -> str:
 
 
 def compare_line(row: dict[str, Any]) -> str:
-    import csv
-    import io
+    from visctl import audits as A
 
-    buf = io.StringIO()
     cells = []
     for c in compare_columns():
         v = row.get(c)
         cells.append("" if v is None or (isinstance(v, float) and math.isnan(v))
                      else f"{v:.6g}" if isinstance(v, float) else str(v))
-    csv.writer(buf, lineterminator="\n").writerow(cells)
-    return buf.getvalue()
+    return A.csv_record(cells)
 
 
 # ---- the report ------------------------------------------------------------------------------------------

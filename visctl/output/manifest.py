@@ -240,9 +240,19 @@ def drop_visctl_outputs(files: list[Path]) -> tuple[list[Path], int]:
     return kept, len(files) - len(kept)
 
 
+#: the output folders of this process's runs (before their first manifest.json is written)
+_RUNNING: set[str] = set()
+
+
+def running_in(folder: Path) -> None:
+    """Mark ``folder`` as a run's output folder: :func:`is_visctl_folder` before its manifest is written."""
+    _RUNNING.add(os.path.abspath(folder))
+
+
 def is_visctl_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a visctl run (a manifest.json that visctl wrote)."""
-    return read_manifest(Path(folder) / MANIFEST) is not None
+    """Whether ``folder`` holds a visctl run (a manifest.json that visctl wrote), or is the output folder of a
+    run of this process (``-o`` inside the data: not one of its class folders)."""
+    return os.path.abspath(folder) in _RUNNING or read_manifest(Path(folder) / MANIFEST) is not None
 
 
 @contextmanager
