@@ -74,8 +74,9 @@ def test_a_plain_session_prints_nothing_and_keeps_its_remarks(capsys):
         advance()
     from visctl.errors import InputWarning
 
-    with pytest.warns(InputWarning, match="careful"):
+    with pytest.warns(InputWarning, match="careful") as said:
         s.warn("careful")
+    assert said[0].filename == __file__  # the warning names the caller of Session.warn, through its reporter
     assert capsys.readouterr() == ("", "")
     assert s.notes == ["checkpoint loaded"] and s.failures[0].path == "x.png" and s.device == "cpu"
 
