@@ -70,15 +70,16 @@ def test_importing_every_domain_module_loads_no_cli_toolkit():
 
 def test_a_real_library_call_loads_no_cli_toolkit_and_writes_no_environment():
     """After ``import visctl.cli`` nothing in os.environ changed, and a real call of the library (a CAM of the
-    demo classifier on a generated image) leaves typer and click out of ``sys.modules`` (rich too, unless mmengine,
-    which imports it for its own logging, is loaded)."""
+    demo classifier on a generated image) leaves typer, click and visctl.context out of ``sys.modules`` (rich
+    too, unless mmengine, which imports it for its own logging, is loaded)."""
     code = ("import os, sys\n"
             "import visctl.library, visctl\n"
             "from visctl.shapes import make_scene\n"
             "r = visctl.cam(make_scene(seed=1, size=64).image, 'examples/demo_classifier/config.py')\n"
             "assert len(r.items) == 1\n"
             "mm = 'mmengine' in sys.modules\n"
-            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(BANNED)!r} - ({{'rich'}} if mm else set())))\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(BANNED)!r} - ({{'rich'}} if mm else set()))"
+            " + sorted({'visctl.context'} & set(sys.modules)))\n"  # the CLI's run context stays out as well
             "before = dict(os.environ)\n"  # (a library may set its own variables during the call: cv2 does)
             "import visctl.cli\n"
             "print(sorted(k for k in set(os.environ) ^ set(before)))\n")
@@ -89,3 +90,42 @@ def test_a_real_library_call_loads_no_cli_toolkit_and_writes_no_environment():
     toolkit, changed = out.stdout.strip().splitlines()[-2:]
     assert toolkit == "[]"
     assert changed == "[]"
+
+
+def context_imports(source: str) -> list[tuple[int, str]]:
+    """(line, what) of every import of the CLI's run context (``visctl.context``), at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name == "visctl.context"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "visctl.context":
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "visctl":
+            found += [(node.lineno, f"visctl.{a.name}") for a in node.names if a.name == "context"]
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:  # relative: `from ..context import X`
+            found += [(node.lineno, f"{'.' * node.level}{node.module or ''}") for a in node.names
+                      if node.module == "context" or (node.module is None and a.name == "context")]
+    return found
+
+
+def test_the_context_scan_finds_every_spelling():
+    src = ("import visctl.context\nfrom visctl.context import RunContext\nfrom visctl import context, session\n"
+           "def f():\n    from ..context import RunContext\n    from . import context\n"
+           "from visctl.contexts import X\nimport visctl.session\n")
+    assert [line for line, _ in context_imports(src)] == [1, 2, 3, 5, 6]
+
+
+@pytest.mark.parametrize("path", domain_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_domain_module_never_imports_the_run_context(path):
+    """The library takes a :class:`visctl.session.Session`; the CLI's RunContext is not one and never reaches it."""
+    assert context_imports(path.read_text()) == []
+
+
+def test_the_run_context_holds_a_session_and_is_not_one(tmp_path):
+    from visctl.context import ConsoleReporter, RunContext
+    from visctl.session import Reporter, Session
+
+    assert not issubclass(RunContext, Session)
+    ctx = RunContext("cam", out_dir=tmp_path / "o")
+    assert not isinstance(ctx, Session) and type(ctx.session) is Session
+    assert isinstance(ctx.session.reporter, ConsoleReporter) and isinstance(ctx.session.reporter, Reporter)

@@ -74,8 +74,9 @@ def test_a_plain_session_prints_nothing_and_keeps_its_remarks(capsys):
         advance()
     from visctl.errors import InputWarning
 
-    with pytest.warns(InputWarning, match="careful"):
+    with pytest.warns(InputWarning, match="careful") as said:
         s.warn("careful")
+    assert said[0].filename == __file__  # the warning names the caller of Session.warn, through its reporter
     assert capsys.readouterr() == ("", "")
     assert s.notes == ["checkpoint loaded"] and s.failures[0].path == "x.png" and s.device == "cpu"
 
@@ -88,13 +89,14 @@ def test_a_session_leaves_torch_threads_alone_unless_told():
     assert out == ["1", "2"]
 
 
-def test_the_cli_context_is_a_session_built_from_one_options_object(tmp_path):
+def test_the_cli_context_holds_a_session_built_from_one_options_object(tmp_path):
     from visctl.context import RunContext
 
     opts = RunOptions(device="cpu", seed=3, cfg_options=("a=1",))
     ctx = RunContext("cam", opts, out_dir=tmp_path / "o")
-    assert isinstance(ctx, Session) and ctx.options.seed == 3 and ctx.cfg_options == ["a=1"]
-    assert ctx.threads is not None and ctx.threads >= 1  # the CLI pins torch's threads
+    s = ctx.session
+    assert type(s) is Session and s.options.seed == 3 and s.cfg_options == ["a=1"] and s.reporter is ctx.reporter
+    assert s.threads is not None and s.threads >= 1  # the CLI pins torch's threads
 
 
 def test_import_visctl_is_light_and_resolves_the_functions_on_use():

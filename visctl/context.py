@@ -33,14 +33,97 @@ from visctl.output.checks import check_file_target, prepare_dir
 from visctl.output.files import DISK_ERRNOS, _path_hint, file_id, remove_empty
 from visctl.output.manifest import check_record_files, running_in
 from visctl.output.writer import OutputWriter, clear_interrupt, interrupt
-from visctl.session import RunOptions, Session, default_threads
+from visctl.session import Reporter, RunOptions, Session, default_threads
 
 #: the commands that split their inputs between the ranks of a torchrun (see visctl/distributed.py)
 SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne", "audit"})
 
 
-class RunContext(Session):
-    """Built once per invocation; commands open it with ``with RunContext(...) as ctx:``.
+class ConsoleReporter(Reporter):
+    """How a command's :class:`Session` speaks: lines on stderr (rich, silent with --quiet / --json), results
+    on the real stdout, progress, and the run's record: notes and skipped inputs in the manifest, and a file
+    the command was told to write that is one of the run's inputs refused."""
+
+    def __init__(self, quiet: bool, out_files: list[tuple[str, Path]]) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, quiet=quiet, highlight=False)
+        self.out_files = out_files  # (option name, path) of the files the command was told to write
+        self.writer: OutputWriter | None = None  # the run's, once opened
+        self.stdout: Any = None  # the real stdout while the run sends print() to stderr
+        self.said: set[str] = set()  # the inputs a skip warning named already
+
+    @property  # type: ignore[override]
+    def quiet(self) -> bool:
+        return self.console.quiet
+
+    @quiet.setter
+    def quiet(self, value: bool) -> None:
+        self.console.quiet = value
+
+    def protect(self, protected: Any) -> None:
+        """A file the command was told to write (``--save-path``, ``--csv``) that is one of the run's inputs is
+        refused here, before the work; an output that would land on one later is refused by the writer."""
+        if self.writer is not None:
+            self.writer.protected.update(protected)
+        for what, f in self.out_files:
+            fid = file_id(f)
+            if fid is not None and fid in protected:
+                raise OutputError(f"{what} {f} is an input of this run ({protected[fid]}); visctl never "
+                                  "writes over its inputs", hint=f"give {what} another file name")
+
+    def skip(self, path: Any, message: str) -> None:
+        """A bad input in a batch run: warn, list it in the manifest, carry on (the run exits 1)."""
+        self.warn(f"skipping {path}: {message}")
+        self.said.add(str(path))  # a one-process run does not say it again at the end
+        assert self.writer is not None
+        self.writer.fail(path, message)
+
+    def result(self, line: str) -> None:
+        """One line of results on stdout (everything else printed during the run goes to stderr)."""
+        print(line, file=self.stdout or sys.stdout, flush=True)
+
+    def log(self, message: str) -> None:
+        """A progress or info line on stderr (silent with --quiet / --json)."""
+        self.console.print(printable(message), markup=False, soft_wrap=True)  # one line, whatever the width
+
+    def note(self, message: str) -> None:
+        """A remark about the run (said on stderr already): in the manifest's notes too."""
+        if self.writer is not None:
+            self.writer.note(message)
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr (shown even with --quiet)."""
+        print(f"warning: {printable(message)}", file=sys.stderr)
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Any]:
+        """A progress display; yields ``advance(n=1)``. A live bar on a terminal, a few lines otherwise."""
+        if self.quiet:
+            yield lambda n=1: None
+            return
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), console=self.console, transient=True) as bar:
+                task = bar.add_task(label, total=total)
+                yield lambda n=1: bar.advance(task, n)
+            return
+        state = {"done": 0, "shown": -1}
+        step = max(1, total // 10)
+
+        def advance(n: int = 1) -> None:
+            state["done"] += n
+            if state["done"] // step != state["shown"] or state["done"] == total:
+                state["shown"] = state["done"] // step
+                self.log(f"{label}: {state['done']}/{total}")
+        yield advance
+
+
+class RunContext:
+    """Built once per invocation; commands open it with ``with RunContext(...) as ctx:`` and hand
+    :attr:`session` (a :class:`Session` that speaks through a :class:`ConsoleReporter`) to the library.
 
     On entering, the output folder (and ``out_files``, files the command was told to write) is checked
     before any work: a folder that is a file, read-only or cannot be made is one clear error. SIGTERM is
@@ -55,32 +138,74 @@ class RunContext(Session):
         options = options or RunOptions()
         if options.threads is None:  # the CLI pins torch's threads (a library call leaves them alone)
             options = options.replace(threads=default_threads())
-        super().__init__(options)
         self.command = command
         # (option name, path) of the files the command was told to write, e.g. ("--save-path", lr.png)
         self.out_files = [(what, Path(f)) for what, f in out_files or [] if f is not None]
+        self.reporter = ConsoleReporter(options.quiet or options.json_out, self.out_files)
+        self.session = Session(options, self.reporter)
         self._created: list[Path] = []  # folders this run made, removed again if it writes nothing
         self._finished = False
-        self._said: set[str] = set()  # the inputs a skip warning named already
         self._handlers: dict[int, Any] = {}
         self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
-        self.quiet = options.quiet or options.json_out
         self.json_out = options.json_out
         self.backend = options.backend
         self.show = options.show
         self.show_interval: float | None = None  # seconds per output, or keys only
         self.writer: OutputWriter | None = None
         self.started = time.time()
-        from rich.console import Console
 
-        self.console = Console(stderr=True, quiet=self.quiet, highlight=False)
+    # what the command's own wiring reads of its session (the library takes the session itself)
+    @property
+    def device(self) -> str:
+        return self.session.device
+
+    @property
+    def threads(self) -> int | None:
+        return self.session.threads
+
+    @property
+    def max_pixels(self) -> int | None:
+        return self.session.max_pixels
+
+    @property
+    def debug(self) -> bool:
+        return self.session.debug
+
+    @property
+    def rank(self) -> int:
+        return self.session.rank
+
+    @property
+    def world(self) -> int:
+        return self.session.world
+
+    @property
+    def console(self) -> Any:
+        return self.reporter.console
+
+    @property
+    def quiet(self) -> bool:
+        return self.reporter.quiet
+
+    @quiet.setter
+    def quiet(self, value: bool) -> None:
+        self.reporter.quiet = value
+
+    def log(self, message: str) -> None:
+        self.session.log(message)
+
+    def warn(self, message: str) -> None:
+        self.session.warn(message)
+
+    def result(self, line: str) -> None:
+        self.session.result(line)
 
     # -- lifecycle --
     def __enter__(self) -> RunContext:
         # only results reach stdout: what libraries print (grad-cam's warnings, mmengine's INFO lines) goes to
         # stderr, so --json and the list of outputs stay parseable
-        self._stdout = sys.stdout
+        self._stdout = self.reporter.stdout = sys.stdout
         sys.stdout = sys.stderr
         try:
             if self.backend:  # first: mmengine and the backend's package, before any wait, config or model
@@ -92,9 +217,9 @@ class RunContext(Session):
             if self.command in SHARDED and os.environ.get("WORLD_SIZE", "").strip():
                 from visctl import distributed
 
-                distributed.join(self)  # checks the torchrun variables first: one error line for a bad one
+                distributed.join(self.session)  # checks the torchrun variables first: one error line for a bad one
                 if self.rank:  # rank 0 speaks for the run
-                    self.quiet = self.console.quiet = True
+                    self.quiet = True
             # before any config, model or data: a bad folder must cost nothing
             self._created += prepare_dir(self.out_dir, "--out-dir")
             running_in(self.out_dir)
@@ -222,21 +347,6 @@ class RunContext(Session):
         return report(err, self.debug)
 
     # -- shared resources --
-    def protect(self, *paths: Any) -> None:
-        """Inputs of the run (images, config, checkpoint, ...): nothing the run writes may replace them.
-
-        A file the command was told to write (``--save-path``, ``--csv``) that is one of them is refused
-        here, before the work; an output that would land on one later is refused by the writer.
-        """
-        super().protect(*paths)
-        if self.writer is not None:
-            self.writer.protected.update(self.protected)
-        for what, f in self.out_files:
-            fid = file_id(f)
-            if fid is not None and fid in self.protected:
-                raise OutputError(f"{what} {f} is an input of this run ({self.protected[fid]}); visctl never "
-                                  "writes over its inputs", hint=f"give {what} another file name")
-
     def open_writer(self, params: dict[str, Any], out_dir: Path | None = None) -> OutputWriter:
         """Start the run's output directory and its record in the folder's manifest (status ``running``)."""
         folder = Path(out_dir or self.out_dir)
@@ -246,64 +356,13 @@ class RunContext(Session):
             check_record_files(folder)
         if self.max_pixels is not None:
             params = dict(params, max_pixels=self.max_pixels)
-        writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.protected)
-        for note in self.notes:
+        writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.session.protected)
+        for note in self.session.notes:
             writer.note(note)
         if not self.rank:  # under torchrun rank 0 writes the run's record, from every rank's (distributed.merge_records)
             writer.start()
-        self.writer = writer
+        self.writer = self.reporter.writer = writer
         return writer
-
-    def skip(self, path: Any, message: str) -> None:
-        """A bad input in a batch run: warn, list it in the manifest, carry on (the run exits 1)."""
-        self.warn(f"skipping {path}: {message}")
-        self._said.add(str(path))  # a one-process run does not say it again at the end
-        assert self.writer is not None
-        self.writer.fail(path, message)
-
-    # -- messages --
-    def result(self, line: str) -> None:
-        """One line of results on stdout (everything else printed during the run goes to stderr)."""
-        print(line, file=getattr(self, "_stdout", sys.stdout), flush=True)
-
-    def log(self, message: str) -> None:
-        """A progress or info line on stderr (silent with --quiet / --json)."""
-        self.console.print(printable(message), markup=False, soft_wrap=True)  # one line, whatever the width
-
-    def note(self, message: str) -> None:
-        """A remark about the run (a checkpoint summary, a chosen default): on stderr and in the manifest's notes."""
-        self.log(message)
-        self.notes.append(message)
-        if self.writer is not None:
-            self.writer.note(message)
-
-    def warn(self, message: str) -> None:
-        """A warning on stderr (shown even with --quiet)."""
-        print(f"warning: {printable(message)}", file=sys.stderr)
-
-    @contextmanager
-    def progress(self, total: int, label: str) -> Iterator[Any]:
-        """A progress display; yields ``advance(n=1)``. A live bar on a terminal, a few lines otherwise."""
-        if self.quiet:
-            yield lambda n=1: None
-            return
-        if self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), console=self.console, transient=True) as bar:
-                task = bar.add_task(label, total=total)
-                yield lambda n=1: bar.advance(task, n)
-            return
-        state = {"done": 0, "shown": -1}
-        step = max(1, total // 10)
-
-        def advance(n: int = 1) -> None:
-            state["done"] += n
-            if state["done"] // step != state["shown"] or state["done"] == total:
-                state["shown"] = state["done"] // step
-                self.log(f"{label}: {state['done']}/{total}")
-        yield advance
 
     def finish(self) -> None:
         """Write the manifest and gallery, print results, and exit 1 if any input failed."""
@@ -344,7 +403,7 @@ class RunContext(Session):
 
             show_images([self.writer.out_dir / o["path"] for o in self.writer.manifest["outputs"]
                          if o["kind"] == "image"], self.warn, self.show_interval)
-        said = self._said if self.world <= 1 else set()  # torchrun: rank 0 says every rank's
+        said = self.reporter.said if self.world <= 1 else set()  # torchrun: rank 0 says every rank's
         for f in failures:
             if str(f["path"]) not in said:
                 self.warn(f"failed: {f['path']}: {f['error']}")

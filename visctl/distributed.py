@@ -152,7 +152,7 @@ def join(session: Session) -> tuple[int, int]:
 
         wait = rendezvous_timeout()
         # before a wait that may be long: a stale WORLD_SIZE/RANK in the shell would otherwise look like a hang
-        if not (os.environ.get("TORCHELASTIC_RUN_ID") and getattr(session, "quiet", False)):  # --quiet under torchrun
+        if not (os.environ.get("TORCHELASTIC_RUN_ID") and session.quiet):  # --quiet under torchrun
             print(_wait_line(rank, world, wait), file=sys.stderr, flush=True)
         started = time.monotonic()
         try:  # the rendezvous (the store, every rank's connection) is bounded by ``wait``

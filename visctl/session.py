@@ -2,9 +2,9 @@
 
 :class:`RunOptions` holds the options every command shares (``--device``, ``--threads``, ``--seed``,
 ``--cfg-options``, ...) as one frozen object; :class:`Session` gives a library call the device, the config
-loader, the seeded torch and a place for remarks and skipped inputs. The CLI's
-:class:`visctl.context.RunContext` is a Session that also prints, shows progress and writes the run's folder;
-a notebook call gets a plain Session, which prints nothing and writes nothing.
+loader, the seeded torch and a place for remarks and skipped inputs. What a Session says goes through its
+:class:`Reporter`: a notebook call gets the default one, which prints nothing and writes nothing; the CLI's
+run builds its Session with a reporter that prints, shows progress and records in the run's manifest.
 
 Nothing here changes the process beyond what the caller asked for: torch's thread count and seeds are set only
 when the options name them (a library call leaves the caller's torch settings alone unless told).
@@ -18,7 +18,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,20 +111,57 @@ class Failure:
     error: str
 
 
+class Reporter:
+    """Where a :class:`Session`'s messages go; this one, a library call's, keeps quiet.
+
+    The Session keeps its remarks and skipped inputs itself (:attr:`Session.notes`, :attr:`Session.failures`);
+    a reporter only says them: the CLI's prints on stderr, shows progress and records in the run's manifest.
+    """
+
+    quiet = False  # nothing to say but warnings (the CLI's --quiet / --json)
+
+    def log(self, message: str) -> None:
+        """A progress or info line: not shown."""
+
+    def note(self, message: str) -> None:
+        """A remark the Session has just kept in its notes (the CLI adds it to the manifest)."""
+
+    def warn(self, message: str) -> None:
+        """A warning: an :class:`InputWarning` at the Session's caller (the CLI prints a ``warning:`` line)."""
+        warnings.warn(message, InputWarning, stacklevel=3)  # Reporter.warn <- Session.warn <- its caller
+
+    def skip(self, path: Any, message: str) -> None:
+        """A bad input the Session has just kept in its failures: not shown."""
+
+    def protect(self, protected: Mapping[tuple[int, int], str]) -> None:
+        """The run's inputs so far ((device, inode) -> path), after :meth:`Session.protect` added some."""
+
+    def result(self, line: str) -> None:
+        """One line of results (the module tree of ``--preview-model``) on stdout."""
+        print(line, flush=True)
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Any]:
+        """Yields ``advance(n=1)``: shows nothing."""
+        yield lambda n=1: None
+
+
 class Session:
     """The surroundings of one library call: options, the resolved device, config loading, remarks.
 
-    A plain Session prints nothing: a remark (:meth:`note`) is kept in :attr:`notes`, a skipped input
-    (:meth:`skip`) in :attr:`failures`, and a warning is a Python warning of category
-    :class:`visctl.errors.InputWarning` (so a notebook shows it once, and ``warnings`` filters it).
+    A remark (:meth:`note`) is kept in :attr:`notes`, a skipped input (:meth:`skip`) in :attr:`failures`; what
+    is said goes through :attr:`reporter`. The default :class:`Reporter` prints nothing, and a warning is a
+    Python warning of category :class:`visctl.errors.InputWarning` (so a notebook shows it once, and
+    ``warnings`` filters it).
     """
 
     command = "library"
     rank = 0  # under torchrun, this process's rank and the number of ranks (visctl.distributed.join)
     world = 1
 
-    def __init__(self, options: RunOptions | None = None) -> None:
+    def __init__(self, options: RunOptions | None = None, reporter: Reporter | None = None) -> None:
         self.options = options or RunOptions()
+        self.reporter = reporter or Reporter()
         self.cfg_options: list[str] = list(self.options.cfg_options)
         self.notes: list[str] = []
         self.failures: list[Failure] = []
@@ -155,6 +192,11 @@ class Session:
     @property
     def debug(self) -> bool:
         return self.options.debug
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing to say but warnings (its reporter's, e.g. the CLI's ``--quiet``)."""
+        return self.reporter.quiet
 
     @property
     def device(self) -> str:
@@ -199,6 +241,7 @@ class Session:
                 fid = file_id(p)
                 if fid is not None:
                     self.protected.setdefault(fid, str(p))
+        self.reporter.protect(self.protected)
 
     def setup_torch(self) -> None:
         """Pin torch's CPU threads and seed every generator, where the options say so."""
@@ -217,22 +260,30 @@ class Session:
 
     # -- messages --
     def log(self, message: str) -> None:
-        """A progress or info line (a plain Session keeps quiet)."""
+        """A progress or info line (the default reporter keeps quiet)."""
+        self.reporter.log(message)
 
-    def note(self, message: str) -> None:
-        """A remark about the run (a checkpoint summary, a chosen default), kept for the manifest."""
-        self.log(message)
+    def note(self, message: str, *, log: bool = True) -> None:
+        """A remark about the run (a checkpoint summary, a chosen default), kept for the manifest; ``log=False``:
+        kept only (it was said another way, as a warning)."""
+        if log:
+            self.log(message)
         self.notes.append(message)
+        self.reporter.note(message)
 
     def warn(self, message: str) -> None:
-        """A warning: an :class:`InputWarning` (the CLI prints it as a ``warning:`` line)."""
-        warnings.warn(message, InputWarning, stacklevel=2)
+        """A warning: an :class:`InputWarning` by default (the CLI prints it as a ``warning:`` line)."""
+        self.reporter.warn(message)
 
     def skip(self, path: Any, message: str) -> None:
         """A bad input in a batch: kept in :attr:`failures`, the rest carries on."""
         self.failures.append(Failure(str(path), message))
+        self.reporter.skip(path, message)
 
-    @contextmanager
-    def progress(self, total: int, label: str) -> Iterator[Any]:
-        """Yields ``advance(n=1)``; a plain Session shows nothing."""
-        yield lambda n=1: None
+    def result(self, line: str) -> None:
+        """One line of results on stdout (everything else a run prints goes to stderr)."""
+        self.reporter.result(line)
+
+    def progress(self, total: int, label: str) -> AbstractContextManager[Any]:
+        """A progress display, yielding ``advance(n=1)`` (the default reporter shows nothing)."""
+        return self.reporter.progress(total, label)

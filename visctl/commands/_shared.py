@@ -23,10 +23,10 @@ def split_args(ctx: RunContext, args: list[str], *, default_scope: str | None = 
 
     args, extra_options = config.pop_cfg_options(args)
     if default_scope:
-        ctx.cfg_options.append(f"default_scope={default_scope}")
-    ctx.cfg_options.extend(extra_options)
+        ctx.session.cfg_options.append(f"default_scope={default_scope}")
+    ctx.session.cfg_options.extend(extra_options)
     img_specs, cfg_spec, checkpoint = config.split_inputs(args)
-    return imgs.gather_images(img_specs, note=ctx.note), cfg_spec, checkpoint
+    return imgs.gather_images(img_specs, note=ctx.session.note), cfg_spec, checkpoint
 
 
 def preview_hook(ctx: RunContext, wanted: bool) -> Callable[[ModelInputs], None]:
@@ -34,7 +34,7 @@ def preview_hook(ctx: RunContext, wanted: bool) -> Callable[[ModelInputs], None]
 
     def on_model(mi: ModelInputs) -> None:
         if wanted:
-            preview(ctx, mi)
+            preview(ctx.session, mi)
             raise typer.Exit(0)
 
     return on_model
@@ -52,7 +52,7 @@ def open_model(ctx: RunContext, args: list[str], *,
     paths, cfg_spec, checkpoint = split_args(ctx, args)
     if check_paths is not None:
         check_paths(paths)
-    return _common.open_model(ctx, cfg_spec, checkpoint, paths)
+    return _common.open_model(ctx.session, cfg_spec, checkpoint, paths)
 
 
 def finish(ctx: RunContext) -> None:

@@ -80,7 +80,7 @@ def audit(
 
     with RunContext("audit", opts, out_dir=opts.out_dir) as ctx:
         thresholds = audits.parse_thresholds(fail_under)  # before anything loads
-        run = library.start(ctx, config_file, checkpoint, data=data, phase=phase.value if phase else None,
+        run = library.start(ctx.session, config_file, checkpoint, data=data, phase=phase.value if phase else None,
                             annotations=annotations, region=region, method=method, agree_with=agree_with,
                             target_layers=opt.split_list(target_layers), tolerance=tolerance, top_percent=top_percent,
                             border=border, worst=worst, compare=compare, fail_under=thresholds,

@@ -70,7 +70,7 @@ def boxam(
                            no_boxes=no_boxes, alpha=alpha, colormap=colormap,
                            ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
                            panel_size=panel_size, batch_size=opts.batch_size, image_format=image_format.value,
-                           session=ctx,
+                           session=ctx.session,
                            on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params)
         writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model

@@ -64,10 +64,10 @@ def browse(
 
             views = per_sample.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode.value,
                                     rescale_factor=rescale_factor, channel_order=channel_order, seed=opts.seed,
-                                    record=mode is BrowseMode.pipeline, num_workers=num_workers, session=ctx,
+                                    record=mode is BrowseMode.pipeline, num_workers=num_workers, session=ctx.session,
                                     config_name=config_file)
             writer = ctx.open_writer(views.params)
-            for view in per_sample.iter_pipeline_views(views, ctx):
+            for view in per_sample.iter_pipeline_views(views, ctx.session):
                 view.write(writer)
             ctx.finish()
             return
@@ -76,7 +76,7 @@ def browse(
 
         check_rescale(rescale_factor, "grid")
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows or 4, cols=cols or 4,
-                       num_workers=num_workers, channel_order=channel_order, seed=opts.seed, session=ctx,
+                       num_workers=num_workers, channel_order=channel_order, seed=opts.seed, session=ctx.session,
                        config_name=config_file)
         writer = ctx.open_writer(run.params)
         # a page is drawn, encoded and written in one thread while the next one's samples load. One, not
@@ -84,6 +84,6 @@ def browse(
         # that is 1 anyway, or up to 8 beyond 16 cores; and a page (~10 ms to draw, ~30 to encode) comes every 16
         # samples (~65 ms of pipeline), so a second writer would only queue, or take a core from torch's threads
         writer.background(1, queue=2)
-        for page in lib.iter_pages(run, ctx, draw_in_writer=True):
+        for page in lib.iter_pages(run, ctx.session, draw_in_writer=True):
             page.write(writer)
         ctx.finish()

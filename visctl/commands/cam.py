@@ -104,9 +104,9 @@ def cam(
 
         mi = open_model(ctx, args, check_paths=check_paths)
         if preview_model:
-            preview(ctx, mi)
+            preview(ctx.session, mi)
             raise typer.Exit(0)
-        run = library.start(ctx, mi, methods=methods, target_category=target_category or [], topk=topk,
+        run = library.start(ctx.session, mi, methods=methods, target_category=target_category or [], topk=topk,
                             target_layers=opt.split_list(target_layers), vit_like=vit_like,
                             num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                             ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,

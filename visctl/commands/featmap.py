@@ -94,7 +94,7 @@ def featmap(
                            colormap=colormap, compare=compare_list[0] if compare_list else None,
                            compare_checkpoint=compare_list[1] if compare_list and len(compare_list) > 1 else None,
                            signed=signed, score_thr=score_thr, repo=repo, panel_size=panel_size,
-                           batch_size=opts.batch_size, recorded=recorded, image_format=image_format.value, session=ctx,
+                           batch_size=opts.batch_size, recorded=recorded, image_format=image_format.value, session=ctx.session,
                            on_model=preview_hook(ctx, preview_model))
         writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
         writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model

@@ -73,7 +73,7 @@ def lr(
         check_output_file(csv, "--csv", None)
         result = lib.schedule(config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size,
                               drop_last=drop_last, title=title, style=style, window_size=window_size,
-                              log_scale=log_scale, parameter=parameter.value if parameter else None, session=ctx)
+                              log_scale=log_scale, parameter=parameter.value if parameter else None, session=ctx.session)
         for flag, target in (("--save-path", save_path), ("--csv", csv)):  # before the folder's record
             lib.check_target(result.sources, target, flag)
         writer = ctx.open_writer(result.params, out_dir=save_path.parent if save_path else None)

@@ -58,8 +58,8 @@ def pipeline(
         run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
                        min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb,
                        rescale_factor=rescale_factor, channel_order=channel_order, seed=opts.seed,
-                       record=mode is Mode.pipeline, session=ctx, config_name=config_file)
+                       record=mode is Mode.pipeline, session=ctx.session, config_name=config_file)
         writer = ctx.open_writer(run.params)
-        for view in lib.iter_pipeline_views(run, ctx):
+        for view in lib.iter_pipeline_views(run, ctx.session):
             view.write(writer)
         ctx.finish()

@@ -75,7 +75,7 @@ def recon(
         from visctl.output.checks import check_output_file
 
         check_output_file(out_file, "--out-file")
-        ctx.protect(mask_file)
+        ctx.session.protect(mask_file)
 
         def one_image(found: list[Path]) -> None:  # before the model is loaded
             if out_file is not None and len(found) != 1:
@@ -83,11 +83,11 @@ def recon(
                                  hint="give one image, or leave --out-file out (the figures go to --out-dir)")
 
         mi = open_model(ctx, _seed_args(args, img_path, checkpoint_opt), check_paths=one_image)
-        plan = lib.plan(ctx, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
+        plan = lib.plan(ctx.session, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
                         norm_pix=norm_pix, target_generator=target_generator, seed=opts.seed,
                         norm_pix_stats=norm_pix_stats.value)
         writer = ctx.open_writer(plan.params)
-        lib.write_run(ctx, plan, writer, opts.batch_size, save_raw=save_raw, out_file=out_file)
+        lib.write_run(ctx.session, plan, writer, opts.batch_size, save_raw=save_raw, out_file=out_file)
         finish(ctx)
 
 

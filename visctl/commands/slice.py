@@ -70,7 +70,8 @@ def slice_(
         plan = lib.prepare(paths, cfg_spec, checkpoint, patch_size=patch_size,
                            patch_overlap_ratio=patch_overlap_ratio, merge=merge, merge_iou_thr=merge_iou_thr,
                            merge_metric=merge_metric, score_thr=score_thr, full_image=full_image, max_side=max_side,
-                           batch_size=opts.batch_size, debug=opts.debug, deploy=deploy, save_patch=save_patch, session=ctx)
+                           batch_size=opts.batch_size, debug=opts.debug, deploy=deploy, save_patch=save_patch,
+                           session=ctx.session)
         writer = ctx.open_writer(plan.params)
         lib.write_run(plan, writer)
         finish(ctx)

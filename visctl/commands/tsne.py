@@ -110,10 +110,10 @@ def tsne(
                               hint="give the checkpoint once, either after CONFIG or with --checkpoint")
         notes = ["--deterministic: visctl always seeds the sampling and the embedding (--seed), so the flag "
                  "changes nothing"] if deterministic else []
-        rank, world = distributed.join(ctx)
+        rank, world = distributed.join(ctx.session)
         if rank:  # rank 0 speaks and writes
-            ctx.quiet = ctx.console.quiet = True
-        p = lib.plan(ctx, config_file, checkpoint or checkpoint_opt, phase=phase.value if phase else None,
+            ctx.quiet = True
+        p = lib.plan(ctx.session, config_file, checkpoint or checkpoint_opt, phase=phase.value if phase else None,
                      test_cfg=test_cfg, target_layers=target_layers, vis_stage=vis_stage.value if vis_stage else None,
                      all_stages=all_stages, pooling=pooling.value, num_extra_tokens=num_extra_tokens,
                      max_num_class=max_num_class, max_num_samples_per_class=max_num_samples_per_class,
@@ -125,9 +125,9 @@ def tsne(
         p.title_stem = Path(config_file).stem
         # rank 0 opens the run's record now, so that an interrupt during extraction leaves a true manifest
         writer = ctx.open_writer(p.params) if rank == 0 else None
-        ext = lib.extract(ctx, p, ctx.out_dir, batch_size=opts.batch_size, num_workers=num_workers, rank=rank,
+        ext = lib.extract(ctx.session, p, ctx.out_dir, batch_size=opts.batch_size, num_workers=num_workers, rank=rank,
                           world=world, writer=writer)
         if ext is None or writer is None:  # another rank: its shard is gathered by rank 0
             return
-        lib.write_run(ctx, p, ext, writer, extract_s=time.time() - ctx.started)
+        lib.write_run(ctx.session, p, ext, writer, extract_s=time.time() - ctx.started)
         ctx.finish()

@@ -223,13 +223,10 @@ def say_checkpoint(ctx: Session, summary: dict, label: str = "") -> None:
         ctx.note(line)
         return
     ctx.warn(line)
-    ctx.notes.append(line)
-    writer = getattr(ctx, "writer", None)
-    if writer is not None:
-        writer.note(line)
+    ctx.note(line, log=False)
 
 
-def preview(ctx: Any, mi: ModelInputs) -> None:
+def preview(ctx: Session, mi: ModelInputs) -> None:
     """Print the module tree with output shapes (``--preview-model``) on stdout."""
     from visctl import layers
 
