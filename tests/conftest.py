@@ -216,3 +216,27 @@ def chromium_driver(logs: bool = False):
     if logs:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+@pytest.fixture(scope="module")
+def audit_shapes(tmp_path_factory):
+    """12 held-out demo scenes in class folders, and their COCO file (as a dict): what the audit tests audit."""
+    import json
+
+    from visctl import shapes
+
+    root = tmp_path_factory.mktemp("audit-shapes")
+    scenes = shapes.write_scenes(root / "data", range(200_000, 200_012), size=96)
+    shapes.write_coco(root / "coco.json", scenes, root / "data")
+    return root / "data", json.loads((root / "coco.json").read_text())
+
+
+def coco_variant(tmp_path: Path, doc, change) -> str:
+    """A COCO file: a copy of ``doc`` changed by ``change(copy)`` (which may return nothing), or a text."""
+    import json
+
+    doc = json.loads(json.dumps(doc))
+    change(doc)
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
+    return str(path)

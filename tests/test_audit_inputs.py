@@ -6,31 +6,11 @@ image, lists it in the manifest and exits 1; never a traceback, never a number o
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 
 import numpy as np
 import pytest
-from conftest import DEMO_CFG, manifest
-
-from visctl import shapes
-
-
-@pytest.fixture(scope="module")
-def shapes_data(tmp_path_factory):
-    """12 held-out demo scenes in class folders, and their COCO file (as a dict)."""
-    root = tmp_path_factory.mktemp("audit-inputs")
-    scenes = shapes.write_scenes(root / "data", range(200_000, 200_012), size=96)
-    shapes.write_coco(root / "coco.json", scenes, root / "data")
-    return root / "data", json.loads((root / "coco.json").read_text())
-
-
-def _coco(tmp_path, doc, change) -> str:
-    doc = json.loads(json.dumps(doc))
-    change(doc)
-    path = tmp_path / "coco.json"
-    path.write_text(json.dumps(doc))
-    return str(path)
+from conftest import DEMO_CFG, coco_variant, manifest
 
 
 def _rows(out):
@@ -46,8 +26,8 @@ def _one_error(result, *words):
         assert w in result.output, result.output
 
 
-def test_a_class_folder_not_in_the_classes_is_skipped_and_listed(invoke, shapes_data, tmp_path):
-    data, _ = shapes_data
+def test_a_class_folder_not_in_the_classes_is_skipped_and_listed(invoke, audit_shapes, tmp_path):
+    data, _ = audit_shapes
     folder = tmp_path / "data"
     shutil.copytree(data, folder)
     (folder / "dog").mkdir()
@@ -70,17 +50,17 @@ def test_a_class_folder_not_in_the_classes_is_skipped_and_listed(invoke, shapes_
     (lambda d: [a.update(bbox="10 10 5 5") for a in d["annotations"]], ["usable bbox"]),
     (lambda d: [a.update(image_id=[1]) for a in d["annotations"]], ["image ids"]),
 ], ids=["other-file-names", "other-image-ids", "negative-width", "bbox-not-a-list", "unhashable-id"])
-def test_a_coco_file_that_does_not_describe_the_images_is_one_error(invoke, shapes_data, tmp_path, change, words):
-    data, doc = shapes_data
-    result = invoke("audit", DEMO_CFG, "--data", data, "--annotations", _coco(tmp_path, doc, change),
+def test_a_coco_file_that_does_not_describe_the_images_is_one_error(invoke, audit_shapes, tmp_path, change, words):
+    data, doc = audit_shapes
+    result = invoke("audit", DEMO_CFG, "--data", data, "--annotations", coco_variant(tmp_path, doc, change),
                     "-o", tmp_path / "out")
     _one_error(result, *words)
 
 
-def test_boxes_off_the_image_skip_it_and_some_bad_annotations_are_said(invoke, shapes_data, tmp_path):
+def test_boxes_off_the_image_skip_it_and_some_bad_annotations_are_said(invoke, audit_shapes, tmp_path):
     """Boxes wholly outside their image: that image is skipped and listed (exit 1); a box partly outside is
     clipped; an unusable or orphan annotation among good ones is said in a warning."""
-    data, doc = shapes_data
+    data, doc = audit_shapes
     first, second = doc["images"][0], doc["images"][1]
 
     def change(d):
@@ -93,7 +73,7 @@ def test_boxes_off_the_image_skip_it_and_some_bad_annotations_are_said(invoke, s
         d["annotations"].append(dict(id=998, image_id=12345, category_id=1, bbox=[1, 2, 3, 3]))
 
     out = tmp_path / "out"
-    result = invoke("audit", DEMO_CFG, "--data", data, "--annotations", _coco(tmp_path, doc, change), "-o", out)
+    result = invoke("audit", DEMO_CFG, "--data", data, "--annotations", coco_variant(tmp_path, doc, change), "-o", out)
     assert result.exit_code == 1, result.output
     failed = {f["path"]: f["error"] for f in manifest(out)["failures"]}
     assert list(failed) == [str(data / first["file_name"])]
@@ -104,8 +84,8 @@ def test_boxes_off_the_image_skip_it_and_some_bad_annotations_are_said(invoke, s
     assert len(rows) == 11 and float(rows[str(data / second["file_name"])]["energy"]) == 1.0
 
 
-def test_an_image_with_no_object_of_its_class_is_counted_in_the_note(invoke, shapes_data, tmp_path):
-    data, doc = shapes_data
+def test_an_image_with_no_object_of_its_class_is_counted_in_the_note(invoke, audit_shapes, tmp_path):
+    data, doc = audit_shapes
     first = doc["images"][0]
     # its object renamed to another class: the file lists the image, with no object of the image's class
     other = {c["name"]: c["id"] for c in doc["categories"]}
@@ -116,7 +96,7 @@ def test_an_image_with_no_object_of_its_class_is_counted_in_the_note(invoke, sha
                 a["category_id"] = other["cross"] if a["category_id"] != other["cross"] else other["circle"]
 
     out = tmp_path / "out"
-    result = invoke("audit", DEMO_CFG, "--data", data, "--annotations", _coco(tmp_path, doc, change), "-o", out)
+    result = invoke("audit", DEMO_CFG, "--data", data, "--annotations", coco_variant(tmp_path, doc, change), "-o", out)
     assert result.exit_code == 0, result.output
     assert manifest(out)["audit"]["unannotated"] == 1
     assert "1 image(s) have no object" in result.output
@@ -125,10 +105,10 @@ def test_an_image_with_no_object_of_its_class_is_counted_in_the_note(invoke, sha
     assert all(r["pointing"] != "" for p, r in rows.items() if p != str(data / first["file_name"]))
 
 
-def test_a_mask_of_another_size_skips_its_image(invoke, shapes_data, tmp_path):
+def test_a_mask_of_another_size_skips_its_image(invoke, audit_shapes, tmp_path):
     from PIL import Image
 
-    data, _ = shapes_data
+    data, _ = audit_shapes
     masks = tmp_path / "masks"
     images = sorted(data.rglob("*.png"))
     for i, p in enumerate(images[:3]):
@@ -142,10 +122,10 @@ def test_a_mask_of_another_size_skips_its_image(invoke, shapes_data, tmp_path):
     assert len(_rows(out)) == 11
 
 
-def test_masks_named_for_no_image_are_one_error(invoke, shapes_data, tmp_path):
+def test_masks_named_for_no_image_are_one_error(invoke, audit_shapes, tmp_path):
     from PIL import Image
 
-    data, _ = shapes_data
+    data, _ = audit_shapes
     (tmp_path / "masks").mkdir()
     Image.fromarray(np.zeros((96, 96), np.uint8)).save(tmp_path / "masks" / "unrelated.png")
     _one_error(invoke("audit", DEMO_CFG, "--data", data, "--region", tmp_path / "masks", "-o", tmp_path / "out"),
@@ -153,13 +133,13 @@ def test_masks_named_for_no_image_are_one_error(invoke, shapes_data, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["other-classes", "other-architecture"])
-def test_compare_with_a_checkpoint_of_another_model_is_one_error(invoke, shapes_data, tmp_path, kind):
+def test_compare_with_a_checkpoint_of_another_model_is_one_error(invoke, audit_shapes, tmp_path, kind):
     import torch
     import torchvision
 
     from visctl.demo_models import shapes_classifier
 
-    data, _ = shapes_data
+    data, _ = audit_shapes
     model = shapes_classifier(num_classes=7) if kind == "other-classes" else torchvision.models.resnet18(num_classes=4)
     torch.save(model.state_dict(), tmp_path / "other.pth")
     result = invoke("audit", DEMO_CFG, "--data", data, "--compare", tmp_path / "other.pth", "-o", tmp_path / "out")
@@ -167,19 +147,19 @@ def test_compare_with_a_checkpoint_of_another_model_is_one_error(invoke, shapes_
     assert not (tmp_path / "out" / "audit.csv").exists()
 
 
-def test_a_checkpoint_whose_head_has_another_shape_is_one_error(invoke, shapes_data, tmp_path):
+def test_a_checkpoint_whose_head_has_another_shape_is_one_error(invoke, audit_shapes, tmp_path):
     import torch
 
     from visctl.demo_models import shapes_classifier
 
-    data, _ = shapes_data
+    data, _ = audit_shapes
     torch.save(shapes_classifier(num_classes=7).state_dict(), tmp_path / "seven.pth")
     _one_error(invoke("audit", DEMO_CFG, tmp_path / "seven.pth", "--data", data, "-o", tmp_path / "out"),
                "other shapes", "head.fc")
 
 
-def test_fail_under_an_unknown_name_is_one_error_before_the_model_loads(invoke, shapes_data, tmp_path):
-    data, _ = shapes_data
+def test_fail_under_an_unknown_name_is_one_error_before_the_model_loads(invoke, audit_shapes, tmp_path):
+    data, _ = audit_shapes
     result = invoke("audit", DEMO_CFG, "--data", data, "--fail-under", "pointng=0.5", "-o", tmp_path / "out")
     _one_error(result, "unknown measure 'pointng'", "pointing")
     assert "checkpoint" not in result.output  # refused before anything loaded

@@ -13,30 +13,16 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import DEMO_CFG, manifest
+from conftest import DEMO_CFG, coco_variant, manifest
 
 import visctl
 from visctl import audits as A
-from visctl import shapes
 from visctl.errors import ArgumentError, InputError
 
 DEMO_CKPT = DEMO_CFG.parent / "classifier.pth"
 
 
-@pytest.fixture(scope="module")
-def shapes_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audit-round2")
-    scenes = shapes.write_scenes(root / "data", range(200_000, 200_012), size=96)
-    shapes.write_coco(root / "coco.json", scenes, root / "data")
-    return root / "data", json.loads((root / "coco.json").read_text())
 
-
-def _coco(tmp_path, doc, change) -> str:
-    doc = json.loads(json.dumps(doc))
-    change(doc)
-    path = tmp_path / "coco.json"
-    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
-    return str(path)
 
 
 def _rows(out, name="audit.csv"):
@@ -56,15 +42,15 @@ def _first(d, **kw):
     lambda d: _first(d, segmentation=[[1, 2, 1e300, 4, 5, 6]]),
     lambda d: _first(d, segmentation=[[1, 2, float("nan"), 4, 5, 6]]),
 ], ids=["odd", "string", "none", "inf", "huge", "nan"])
-def test_an_unusable_polygon_leaves_its_annotation_out(tmp_path, shapes_data, change):
-    _, doc = shapes_data
-    ann = A.read_coco(_coco(tmp_path, doc, change))
+def test_an_unusable_polygon_leaves_its_annotation_out(tmp_path, audit_shapes, change):
+    _, doc = audit_shapes
+    ann = A.read_coco(coco_variant(tmp_path, doc, change))
     assert any("unusable segmentation polygon" in p for p in ann.problems), ann.problems
     assert sum(len(objs) for entries in ann.by_name.values() for _, objs in entries) == len(doc["annotations"]) - 1
 
 
-def test_huge_integers_and_unhashable_category_ids_are_no_traceback(tmp_path, shapes_data):
-    _, doc = shapes_data
+def test_huge_integers_and_unhashable_category_ids_are_no_traceback(tmp_path, audit_shapes):
+    _, doc = audit_shapes
     text = json.dumps(doc).replace('"bbox": [', '"bbox": [1' + "0" * 400 + ", ", 1)
     path = tmp_path / "huge.json"
     path.write_text(text.replace(", ", ", ", 1))
@@ -120,8 +106,8 @@ def test_fail_under_twice_and_the_dict_form_are_checked():
     assert A.check_thresholds({"pointing": 0.8, "accuracy": 1}) == {"pointing": 0.8, "accuracy": 1.0}
 
 
-def test_fail_under_dict_is_refused_by_the_api(shapes_data):
-    data, _ = shapes_data
+def test_fail_under_dict_is_refused_by_the_api(audit_shapes):
+    data, _ = audit_shapes
     with pytest.raises(ArgumentError, match="unknown measure"):
         visctl.audit(DEMO_CFG, data=data, fail_under={"nope": 0.5})
     with pytest.raises(ArgumentError, match="phase"):
@@ -142,12 +128,12 @@ def test_help_ranges_agree_with_the_check(invoke):
     assert "x<=0.5" in text and "x<=100.0" in text and "above 0" in text
 
 
-def test_empty_masks_escapes_one_warning_and_output_folder_inside_data(invoke, shapes_data, tmp_path):
+def test_empty_masks_escapes_one_warning_and_output_folder_inside_data(invoke, audit_shapes, tmp_path):
     """An all-zero --region mask means no object; a file name with an escape sequence is printed escaped and
     once; the run's own -o inside --data is not warned about as a class folder; --border under a pixel is said."""
     from PIL import Image
 
-    data, _ = shapes_data
+    data, _ = audit_shapes
     folder = tmp_path / "data"
     shutil.copytree(data, folder)
     (folder / "circle" / "bad\x1b[2Jx.png").write_bytes(b"junk")
@@ -172,8 +158,8 @@ def test_empty_masks_escapes_one_warning_and_output_folder_inside_data(invoke, s
     assert manifest(out)["audit"]["border_px"] == [1, 1] and "border band is 1 px" in result.output
 
 
-def test_a_box_between_pixel_centres_is_said_so(invoke, shapes_data, tmp_path):
-    data, doc = shapes_data
+def test_a_box_between_pixel_centres_is_said_so(invoke, audit_shapes, tmp_path):
+    data, doc = audit_shapes
     first = doc["images"][0]
 
     def change(d):
@@ -183,17 +169,17 @@ def test_a_box_between_pixel_centres_is_said_so(invoke, shapes_data, tmp_path):
                 a.pop("segmentation", None)
 
     out = tmp_path / "out"
-    result = invoke("audit", DEMO_CFG, DEMO_CKPT, "--data", data, "--annotations", _coco(tmp_path, doc, change),
+    result = invoke("audit", DEMO_CFG, DEMO_CKPT, "--data", data, "--annotations", coco_variant(tmp_path, doc, change),
                     "-o", out)
     assert result.exit_code == 1, result.output
     (failure,) = manifest(out)["failures"]
     assert "cover none of its 96x96 pixels' centres" in failure["error"] and "outside" not in failure["error"]
 
 
-def test_a_nan_compare_checkpoint_keeps_the_audit(invoke, shapes_data, tmp_path):
+def test_a_nan_compare_checkpoint_keeps_the_audit(invoke, audit_shapes, tmp_path):
     import torch
 
-    data, _ = shapes_data
+    data, _ = audit_shapes
     ckpt = torch.load(DEMO_CKPT, weights_only=False)
     ckpt["state_dict"]["head.fc.weight"] = torch.full_like(ckpt["state_dict"]["head.fc.weight"], 3e38)  # finite: inf logits
     bad = tmp_path / "nan.pth"
@@ -207,8 +193,8 @@ def test_a_nan_compare_checkpoint_keeps_the_audit(invoke, shapes_data, tmp_path)
     assert len(pairs) == 12 and all(r["correct_b"] == "" and r["correct_a"] != "" for r in pairs)
 
 
-def test_an_interrupt_lists_no_input_without_its_row(invoke, shapes_data, tmp_path, monkeypatch):
-    data, _ = shapes_data
+def test_an_interrupt_lists_no_input_without_its_row(invoke, audit_shapes, tmp_path, monkeypatch):
+    data, _ = audit_shapes
     real, calls = A.csv_line, []
 
     def line(row):
