@@ -125,17 +125,6 @@ def region_from_mask(m: np.ndarray, state: ImageState, hw: tuple[int, int]) -> n
     return np.asarray(cv2.warpAffine(m, affine, (hw[1], hw[0]), flags=cv2.INTER_NEAREST))
 
 
-def region_from_file(path: Path, state: ImageState, orig_hw: tuple[int, int], hw: tuple[int, int],
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A mask file (image or .npy, nonzero = region) at the original's size -> the model input's pixels;
-    the pixel budget (``--max-pixels``) applies to it as to every image visctl reads."""
-    m = read_region_mask(path, max_pixels)
-    if m.ndim != 2 or m.shape != tuple(orig_hw):
-        raise InputError(f"mask {path} is {m.shape}, the image is {tuple(orig_hw)}",
-                         hint="give a mask of the original image's size")
-    return region_from_mask(m, state, hw)
-
-
 def outlines(image: np.ndarray, pred: np.ndarray, classes: list[int], colors: list[tuple[float, float, float]]
              ) -> np.ndarray:
     """The predicted mask's outline of each class in ``classes`` drawn on ``image`` (same size as ``pred``)."""
