@@ -105,8 +105,7 @@ def test_an_out_of_range_or_non_number_argument_is_refused_before_any_work(comma
         value = [0, value]
     with pytest.raises(ArgumentError) as info:
         CALLS[command](**{name: value})
-    assert isinstance(info.value, ValueError) and "--" + name.replace("_", "-") in info.value.message
-    assert f"{name}=" in info.value.hint
+    assert isinstance(info.value, ValueError) and f"{name}=" in info.value.message
 
 
 @pytest.mark.parametrize("call", [

@@ -35,6 +35,7 @@ WRONG: dict[str, list[object]] = {
     "images": [5, np.zeros((8, 8, 3), np.complex64), [np.zeros((8, 8, 3), np.uint8), {"x": 1}]],
     "options": [5, "a=1", {"x": 1}, ["noequals"]],
     "session": [5, "s"],
+    "settings": [5, "method=gradcam"],
     "mask": [5, np.ones((8, 8), np.uint8)],
     "box": [5, ["a", "b", "c", "d"]],
     "compare": [5, (5, None), ("a.py", 5, 6)],
@@ -50,7 +51,8 @@ REQUIRED = {"images": "no_such_image.png", "model": MISSING_MODEL, "config": MIS
 def _functions() -> dict[str, object]:
     found = {}
     for name, (module, attr) in EXPORTS.items():
-        value = getattr(importlib.import_module(f"visctl.library.{module}"), attr)
+        value = getattr(importlib.import_module(module if module.startswith("visctl.") else f"visctl.library.{module}"),
+                        attr)
         if inspect.isfunction(value):
             found[name] = value
     return found
@@ -59,10 +61,22 @@ def _functions() -> dict[str, object]:
 FUNCTIONS = _functions()
 
 
+def _arguments(name: str) -> list[str]:
+    """A public function's arguments: its named parameters, and the fields of its options object that it takes
+    as keywords (``**fields``)."""
+    from visctl.options import BY_COMMAND
+
+    params = inspect.signature(FUNCTIONS[name]).parameters
+    found = [p for p, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]
+    if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
+        found += [f for f in BY_COMMAND[name].__dataclass_fields__ if f not in found]
+    return found
+
+
 def _cases() -> list[tuple[str, str, object]]:
     cases = []
-    for name, function in FUNCTIONS.items():
-        for arg in inspect.signature(function).parameters:
+    for name in FUNCTIONS:
+        for arg in _arguments(name):
             kind = arguments.TYPES.get(name, {}).get(arg, "<no kind>")
             for value in WRONG.get(kind.rstrip("?"), [object()]):
                 if value is not None or not kind.endswith("?"):  # '?': None means the default
@@ -73,19 +87,24 @@ def _cases() -> list[tuple[str, str, object]]:
 def _call(name: str, arg: str, value: object) -> None:
     function = FUNCTIONS[name]
     params = inspect.signature(function).parameters
-    kwargs = {p: REQUIRED[p] for p, v in params.items() if v.default is inspect.Parameter.empty and p != arg}
+    kwargs = {p: REQUIRED[p] for p, v in params.items() if v.default is inspect.Parameter.empty and p != arg
+              and v.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
     kwargs[arg] = value
     function(**kwargs)  # type: ignore[operator]
 
 
-def test_every_argument_has_a_kind() -> None:
+def test_every_function_is_checked() -> None:
     assert set(FUNCTIONS) >= {"cam", "featmap", "boxam", "slice", "tsne", "recon", "lr", "pipeline", "browse",
                               "audit", "open"}
-    for name, function in FUNCTIONS.items():
-        assert getattr(function, "typed_as", None) == name, f"visctl.{name} is not decorated with arguments.typed"
-        assert set(inspect.signature(function).parameters) == set(arguments.TYPES[name]), name
-        for kind in arguments.TYPES[name].values():
-            assert kind.rstrip("?") in WRONG, kind
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_argument_has_a_kind(name: str) -> None:
+    function = FUNCTIONS[name]
+    assert getattr(function, "typed_as", None) == name, f"visctl.{name} is not decorated with arguments.typed"
+    assert set(_arguments(name)) == set(arguments.TYPES[name]), name
+    for kind in arguments.TYPES[name].values():
+        assert kind.rstrip("?") in WRONG, kind
 
 
 @pytest.mark.parametrize(("name", "arg", "value"), _cases(),
@@ -103,7 +122,8 @@ def test_defaults_and_right_types_pass() -> None:
     """No false refusals: every function's defaults, and values of the right types, pass the check."""
     for name, function in FUNCTIONS.items():
         params = inspect.signature(function).parameters
-        values = {p: (REQUIRED[p] if v.default is inspect.Parameter.empty else v.default) for p, v in params.items()}
+        values = {p: (REQUIRED[p] if v.default is inspect.Parameter.empty else v.default) for p, v in params.items()
+                  if v.kind is not inspect.Parameter.VAR_KEYWORD}
         arguments.types(name, **values)
     arguments.types("cam", images=[Path("a.png"), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8)],
                     vit_like=np.bool_(True), colormap=None, target_box=[1, 2, 3.5, 4], target_mask=Path("m.npy"),

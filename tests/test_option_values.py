@@ -76,7 +76,7 @@ def test_the_inverted_box_hint_gives_the_box_meant():
     (("browse", DEMO_CFG, "--number", "0"), "number"),
     (("pipeline", DEMO_CFG, "-m", "original", "-r", "0"), "rescale"),
     (("pipeline", DEMO_CFG, "--adaptive", "--min-edge-length", "900", "--max-edge-length", "300"), "--min-edge-length"),
-    (("tsne", DEMO_CFG, "--class-idx", "-1"), "class_idx"),
+    (("tsne", DEMO_CFG, "--class-idx", "-1"), "--class-idx -1"),
     (("tsne", DEMO_CFG, "--target-layers", "head", "--all-stages"), "--all-stages"),
 ])
 def test_numbers_without_a_cli_range_are_checked_by_the_library(invoke, image_file, tmp_path, args, word):

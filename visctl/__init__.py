@@ -29,7 +29,8 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     module, attr = EXPORTS[name]
-    value = getattr(importlib.import_module(f"visctl.library.{module}"), attr)
+    value = getattr(importlib.import_module(module if module.startswith("visctl.") else f"visctl.library.{module}"),
+                    attr)
     globals()[name] = value
     return value
 

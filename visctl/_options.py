@@ -21,7 +21,9 @@ import typer
 
 from visctl.arguments import SEED_MAX  # the library checks the same bounds
 from visctl.choices import Amp, ChannelOrder, ImageFormat, Phase
+from visctl.errors import VisctlError
 from visctl.images import DEFAULT_MAX_PIXELS
+from visctl.options import Options
 from visctl.session import RunOptions
 
 
@@ -147,7 +149,8 @@ def after(name: str, *own: str, names: tuple[str, ...] = MODEL) -> tuple[str, ..
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def shared(*names: str, **overrides: Any) -> Callable[[F], F]:
+def shared(*names: str, settings: type[Options] | None = None, cli_only: tuple[str, ...] = (),
+           **overrides: Any) -> Callable[[F], F]:
     """Add the shared options ``names`` to a command's signature; the command gets them as ``opts``.
 
     ``names`` are the last options of the command, in --help order. A name that is not a shared option is one
@@ -155,6 +158,12 @@ def shared(*names: str, **overrides: Any) -> Callable[[F], F]:
     ``overrides`` give a shared option another default (``batch_size=4``) or, as a :class:`Param`, another
     declaration (its own help text). The command declares ``opts`` (keyword-only) and receives one frozen
     :class:`CommandOptions`; the options it did not take keep :class:`RunOptions`' defaults.
+
+    ``settings``: the command's :class:`visctl.options.Options` class. Its fields are taken from the command
+    line (its own options and the shared ones of the same name, as ``batch_size``) and reach the command as one
+    object in its ``settings`` parameter, built in one call; the parameters named in ``cli_only`` stay the
+    command's own (a field the CLI spells its own way). The command's flags are recorded for
+    :func:`cli_error`, which names them in the library's errors instead of the fields.
     """
     unknown = set(overrides) - set(names)
     if unknown:
@@ -164,6 +173,7 @@ def shared(*names: str, **overrides: Any) -> Callable[[F], F]:
     def add(command: F) -> F:
         signature = inspect.signature(command, eval_str=True)
         own = {n: p for n, p in signature.parameters.items() if n != "opts"}
+        own.pop("settings", None)
         if "opts" not in signature.parameters or set(taken) & set(own):
             raise TypeError(f"{command.__name__}: declare `*, opts` and none of the shared options {taken}")
         tail = []
@@ -177,12 +187,26 @@ def shared(*names: str, **overrides: Any) -> Callable[[F], F]:
             tail.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                           annotation=declared.annotation, default=declared.default))
 
+        name = command.__name__.rstrip("_")
+        fields = [f for f in settings.__dataclass_fields__ if f not in cli_only] if settings else []
+
         @functools.wraps(command)
         def run(**values: Any) -> Any:
+            given = {n: values[n] for n in fields if n in values}
             opts = CommandOptions.of({n: values.pop(n) for n in taken})
-            return command(**values, opts=opts)
+            if settings is None:
+                return command(**values, opts=opts)
+            for n in fields:
+                if n not in taken:
+                    values.pop(n, None)
+            try:
+                made = settings.of(given)
+            except VisctlError as err:
+                raise cli_error(name, err) from None
+            return command(**values, opts=opts, settings=made)
 
         params = [*own.values(), *tail]
+        FLAGS[name] = {p.name: flag for p in params if (flag := _flag_of(p.annotation))}
         run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in params}  # what typing.get_type_hints reads
         return run  # type: ignore[return-value]
@@ -224,3 +248,58 @@ NotShow = Annotated[bool, typer.Option("--not-show", "--not_show", help="Accepte
 DataConfig = Annotated[str, typer.Argument(metavar="CONFIG", help="A config with <phase>_dataloader.dataset.",
                                            show_default=False)]
 PhaseOption = Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloader's dataset and pipeline.")]
+
+
+#: command -> its parameters' flags by name (``image_format`` -> ``--format``): what :func:`cli_error` names
+FLAGS: dict[str, dict[str, str]] = {}
+
+
+def _flag_of(annotation: Any) -> str | None:
+    """The first long flag an ``Annotated[..., typer.Option(...)]`` declares (``--vit-like`` of
+    ``--vit-like/--no-vit-like``); None for an argument."""
+    for meta in getattr(annotation, "__metadata__", ()):
+        if not isinstance(meta, typer.models.OptionInfo):
+            continue
+        first = [meta.default] if isinstance(meta.default, str) else []  # Annotated: the first flag is `default`
+        for decl in [*first, *(meta.param_decls or ())]:
+            if decl.startswith("--"):
+                return decl.split("/")[0]
+    return None
+
+
+#: a field's value as the library's messages write it after ``name=``: a quoted string, a tuple or list, or a word
+_VALUE = r"""('[^']*'|"[^"]*"|\([^)]*\)|\[[^\]]*\]|[^\s,;:)\]]+)?"""
+
+
+def cli_text(command: str, text: str) -> str:
+    """A library message as the CLI says it: each ``field=value`` of the command's options as ``--flag value``
+    (``topk=0`` -> ``--topk 0``, ``arrangement=(1, 0)`` -> ``--arrangement 1 0``, ``save_raw=True`` ->
+    ``--save-raw``), a bare ``field=`` as ``--flag``."""
+    import re
+
+    flags = FLAGS.get(command, {})
+    if not flags or "=" not in text:
+        return text
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if not value or value == "True":
+            return flags[name]
+        if value[0] in "([" and value[-1] in ")]":
+            value = " ".join(v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip())
+        return f"{flags[name]} {value}" if value else flags[name]
+
+    return re.sub(rf"(?<![\w.\-])({names})={_VALUE}", flag, text)
+
+
+def cli_error(command: str, err: VisctlError) -> VisctlError:
+    """``err`` with its message and hint as the CLI says them (:func:`cli_text`): the same class."""
+    message, hint = cli_text(command, err.message), cli_text(command, err.hint) if err.hint else err.hint
+    if message == err.message and hint == err.hint:
+        return err
+    import copy
+
+    said = copy.copy(err)
+    said.args, said.message, said.hint = (message,), message, hint
+    return said

@@ -100,10 +100,6 @@ LISTS = {("tsne", "class_idx")}
 ABOVE_LOW = {("pipeline", "rescale_factor"), ("audit", "top_percent"), ("audit", "border")}
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def number(command: str, name: str, value: Any) -> None:
     """Refuse ``value`` unless it is a number in ``name``'s range (:data:`LIMITS`); None means "the default"."""
     limit = LIMITS[command][name]
@@ -111,8 +107,8 @@ def number(command: str, name: str, value: Any) -> None:
         return
     if (command, name) in PAIRS:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or len(list(value)) != 2:
-            raise ArgumentError(f"{_flag(name)} {value!r} is not a pair of numbers",
-                                hint=f"give two values, each {limit.describe()} ({name}= in Python)")
+            raise ArgumentError(f"{name}={value!r} is not a pair of numbers",
+                                hint=f"give two values, each {limit.describe()}")
         for v in value:
             _one(command, name, v, limit, whole=value)
         return
@@ -126,17 +122,18 @@ def number(command: str, name: str, value: Any) -> None:
 
 
 def _one(command: str, name: str, value: Any, limit: Limit, whole: Any = None) -> None:
-    # named as the CLI's option, as visctl's other messages name them; the hint gives the Python argument
+    # named as the argument (the CLI says its flag: visctl._options.cli_text)
     given = whole if whole is not None else value
-    shown = f"{_flag(name)} {' '.join(map(str, given)) if isinstance(given, (list, tuple)) else given}"
+    shown = f"{name}={tuple(given) if isinstance(given, (list, tuple)) else given!r}"
     each = "two values, each " if (command, name) in PAIRS else "a list of values, each " if whole is not None else ""
-    hint = f"give {each}{limit.describe()} ({name}= in Python)"
+    hint = f"give {each}{limit.describe()}"
+    part = f": {value!r}" if whole is not None else ""  # the item that is wrong, in a list
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentError(f"{shown}: {value!r} is not a number", hint=hint)
+        raise ArgumentError(f"{shown}{part} is not a number", hint=hint)
     if limit.integer and not isinstance(value, numbers.Integral):
-        raise ArgumentError(f"{shown}: {value!r} is not a whole number", hint=hint)
+        raise ArgumentError(f"{shown}{part} is not a whole number", hint=hint)
     if not math.isfinite(float(value)):
-        raise ArgumentError(f"{shown}: {value!r} is not a finite number", hint=hint)
+        raise ArgumentError(f"{shown}{part} is not a finite number", hint=hint)
     if not limit.allows(float(value)) or ((command, name) in ABOVE_LOW and value == limit.low):
         raise ArgumentError(f"{shown} is out of range", hint=hint.replace(" of at least 0 ", " above 0 ")
                             if (command, name) in ABOVE_LOW else hint)
@@ -157,7 +154,7 @@ def flag(name: str, value: Any) -> bool:
     """A yes/no argument: a bool (numpy's included), else refused."""
     if value is None or isinstance(value, bool) or _numpy_bool(value):
         return bool(value)
-    raise ArgumentError(f"{name}={value!r} is not True or False", hint=f"pass True or False ({_flag(name)})")
+    raise ArgumentError(f"{name}={value!r} is not True or False", hint="pass True or False")
 
 
 def names(value: Any, name: str, what: str, *, numbers_too: bool = False, option: str | None = None
@@ -170,7 +167,7 @@ def names(value: Any, name: str, what: str, *, numbers_too: bool = False, option
     """
     if value is None:
         return None
-    shown, flag_name = (option, option) if option else (name, _flag(name))
+    shown, flag_name = (option, option) if option else (name, f"{name}=")
     bare = what.removeprefix("a ").removeprefix("an ")
     items: list[Any]
     if isinstance(value, (str, Path)):
@@ -181,7 +178,7 @@ def names(value: Any, name: str, what: str, *, numbers_too: bool = False, option
         items = list(value)
     else:
         raise ArgumentError(f"{shown}={value!r} is not {what}",
-                            hint=f"pass a string, a comma-separated string or a list of strings ({flag_name})")
+                            hint="pass a string, a comma-separated string or a list of strings")
     if not items:
         raise ArgumentError(f"{shown}=[] names no {bare}",
                             hint=f"leave {name} out (None) for the default, or name at least one")
@@ -192,11 +189,12 @@ def names(value: Any, name: str, what: str, *, numbers_too: bool = False, option
             continue
         if not isinstance(item, (str, Path)):
             raise ArgumentError(f"{shown}: {item!r} is not {what}",
-                                hint=f"pass strings{' or class indices' if numbers_too else ''} ({flag_name})")
+                                hint=f"pass strings{' or class indices' if numbers_too else ''}")
         parts = [p.strip() for p in str(item).split(",")]
         if not all(parts):
-            raise ArgumentError(f"{shown} {str(item)!r} has an empty {bare}",
-                                hint=f"name each one (e.g. {flag_name} a,b), or leave it out for the default")
+            raise ArgumentError(f"{shown}{' ' if option else '='}{str(item)!r} has an empty {bare}",
+                                hint=f"name each one (e.g. {flag_name}{' ' if option else ''}'a,b'), or leave it "
+                                "out for the default")
         found += parts
     return found
 
@@ -270,7 +268,7 @@ def choice(kind: type[E], value: Any, name: str) -> E:
         if isinstance(raw, str) and raw.lower() == str(member.value).lower():
             return member
     valid = ", ".join(str(m.value) for m in kind)
-    raise ArgumentError(f"{name}={value!r} is not one of {valid}", hint=f"use {valid} ({_flag(name)})")
+    raise ArgumentError(f"{name}={value!r} is not one of {valid}", hint=f"use {valid}")
 
 
 def skip_types(value: Any) -> list[str] | None:
@@ -290,7 +288,7 @@ def skip_types(value: Any) -> list[str] | None:
 #: before the function runs, so that a value of the wrong type is an :class:`ArgumentError` naming the argument
 #: instead of a raw Python error from deep inside the run. Numeric arguments (``number``) are checked against
 #: :data:`LIMITS` as well.
-_RUN = dict(options="options", session="session")
+_RUN = dict(settings="settings", options="options", session="session")
 _MODEL = dict(images="images", model="model", checkpoint="path?")
 TYPES: dict[str, dict[str, str]] = {
     "cam": dict(_MODEL, method="names", target_layers="names", target_category="categories", topk="number",
@@ -342,8 +340,7 @@ def _shown(value: Any) -> str:
 
 
 def _wrong(name: str, value: Any, what: str, hint: str | None = None) -> ArgumentError:
-    return ArgumentError(f"{name}={_shown(value)} is not {what}",
-                         hint=(hint or f"pass {what}") + f" ({name}= in Python)")
+    return ArgumentError(f"{name}={_shown(value)} is not {what}", hint=hint or f"pass {what}")
 
 
 def _is_text(value: Any) -> bool:
@@ -407,6 +404,8 @@ def _check_kind(function: str, name: str, kind: str, value: Any) -> None:  # noq
                          "image or a list of them")
         for item in value if isinstance(value, (list, tuple)) else [value]:
             _image_item(name, item)
+    elif kind == "settings":
+        pass  # the command's Options object: visctl.options.Options.build checks its class
     elif kind in ("options", "session"):
         from visctl.session import RunOptions, Session
 
@@ -417,9 +416,9 @@ def _check_kind(function: str, name: str, kind: str, value: Any) -> None:  # noq
                          else "pass a visctl.Session(options), or leave it out")
     elif kind == "mask":
         if _is_array(value):
-            raise ArgumentError(f"{name}: an array is not taken as the mask (only a file is, as the CLI's "
-                                f"{_flag(name)})", hint=f"save it (np.save('mask.npy', mask)) and pass the path "
-                                f"({name}='mask.npy'), or give the region as target_box")
+            raise ArgumentError(f"{name}: an array is not taken as the mask (only a file is)",
+                                hint=f"save it (np.save('mask.npy', mask)) and pass the path ({name}='mask.npy'), "
+                                "or give the region as target_box")
         if value is not None and (not isinstance(value, (str, Path)) or not str(value).strip()):
             raise _wrong(name, value, "a mask file", "pass the path of a mask image or .npy file")
     elif kind == "box":
@@ -488,7 +487,12 @@ def typed(function: str) -> Callable[[F], F]:
                 bound = signature.bind(*args, **kwargs)
             except TypeError:
                 return f(*args, **kwargs)  # a missing or unknown argument: Python's own message
-            types(function, **bound.arguments)
+            values = dict(bound.arguments)
+            for name, param in signature.parameters.items():  # ``**fields``: the options' fields, by name
+                if param.kind is inspect.Parameter.VAR_KEYWORD:
+                    given = values.pop(name, {})
+                    values.update({k: v for k, v in given.items() if k in TYPES[function]})
+            types(function, **values)
             return f(*args, **kwargs)
 
         run.typed_as = function  # type: ignore[attr-defined]

@@ -332,7 +332,11 @@ class RunContext:
 
     def _report(self, err: VisctlError) -> int:
         """Print a user error once: under torchrun, where every rank met it (the same options, the same
-        inputs), rank 0 alone says it; a rank whose error the others did not share says its own."""
+        inputs), rank 0 alone says it; a rank whose error the others did not share says its own. The library's
+        ``field=`` names are said as the command's flags (:func:`visctl._options.cli_error`)."""
+        from visctl._options import cli_error
+
+        err = cli_error(self.command, err)
         if self.world <= 1:
             return report(err, self.debug)
         from visctl import distributed

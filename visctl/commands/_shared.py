@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from visctl.context import RunContext
 from visctl.library._common import ModelInputs, preview
+
+if TYPE_CHECKING:
+    from visctl.library._run import Run
 
 
 def split_args(ctx: RunContext, args: list[str], *, default_scope: str | None = None,
@@ -72,5 +76,42 @@ def finish(ctx: RunContext) -> None:
         code = done.exit_code
     finally:  # also when rank 0 cannot write the record: the other ranks wait for it in leave()'s barrier
         distributed.leave()
+    if code:
+        raise typer.Exit(code)
+
+
+def execute(ctx: RunContext, run: Run) -> None:
+    """Drive a library run (:class:`visctl.library._run.Run`) as every command does: open the output folder's
+    record, write each item as it finishes (in the writer's threads where the run asks), merge torchrun's ranks,
+    write the run-wide outputs, then the manifest and the exit status (1 when an input failed or a
+    ``--fail-under`` check did)."""
+    import sys
+
+    from visctl.library._run import IO_THREADS
+    from visctl.output.writer import io_threads
+
+    writer = ctx.open_writer(run.params, out_dir=run.out_dir)
+    threads = io_threads(ctx.threads) if run.writer_threads == IO_THREADS else run.writer_threads
+    if threads:
+        writer.background(threads, queue=run.writer_queue)
+    try:
+        for item in run.items():
+            run.record(writer, item)
+        run.merge_ranks(writer)
+    finally:
+        if not ctx.rank:
+            run.close(writer)
+    for line in run.summary():
+        ctx.log(line)
+    failed = run.failed_checks()
+    code = 0
+    try:
+        finish(ctx)
+    except typer.Exit as done:
+        code = done.exit_code
+    if failed:  # every rank: torchrun's status is the ranks'
+        if not ctx.rank:
+            print("failed: " + "; ".join(failed), file=sys.stderr)
+        code = code or 1
     if code:
         raise typer.Exit(code)

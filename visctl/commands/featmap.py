@@ -43,9 +43,9 @@ def featmap(
         "the scale is in each caption.", case_sensitive=False)] = Normalize.per_map,
     resize_shape: Annotated[Optional[tuple[int, int]], typer.Option(
         "--resize-shape", "--resize_shape", min=1, max=8192, help="H W of every panel.", show_default=False)] = None,
-    colormap: Annotated[str, typer.Option("--colormap", help="OpenCV (jet, turbo, viridis, ...) or matplotlib "
-                                          "(coolwarm, ...) colormap [default: jet; coolwarm for --signed].",
-                                          show_default=False)] = "",
+    colormap: Annotated[Optional[str], typer.Option(
+        "--colormap", help="OpenCV (jet, turbo, viridis, ...) or matplotlib (coolwarm, ...) colormap [default: jet; "
+        "coolwarm for --signed].", show_default=False)] = None,
     compare: Annotated[Optional[list[str]], typer.Option(
         "--compare", help="CONFIG2[,CHECKPOINT2]: the same layers of a second model; shows A, B and |A-B|.",
         show_default=False)] = None,

@@ -4,7 +4,7 @@ Import the functions from ``visctl`` itself (``visctl.cam(...)``); this package 
 command, and imports nothing heavy until a function is called.
 """
 
-#: public name -> (module under visctl.library, attribute): what ``visctl.<name>`` resolves to
+#: public name -> (module under visctl.library, or a whole module name, attribute): what ``visctl.<name>`` is
 EXPORTS: dict[str, tuple[str, str]] = {
     "cam": ("cam", "cam"),
     "featmap": ("featmap", "featmap"),
@@ -22,6 +22,9 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "Session": ("_core", "Session"),
     "Result": ("_core", "Result"),
     "Figure": ("_core", "Figure"),
+    **{name: ("visctl.options", name) for name in (
+        "CamOptions", "FeatmapOptions", "BoxamOptions", "SliceOptions", "TsneOptions", "ReconOptions", "LrOptions",
+        "PipelineOptions", "BrowseOptions", "AuditOptions")},
 }
 
 #: the names of release 0.1 -> the name that replaces each (``visctl.<old>`` warns, and is the same function);

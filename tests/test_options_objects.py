@@ -1,0 +1,96 @@
+"""One typed, frozen options object per command (visctl.options): its fields are the library's arguments and
+the CLI's options of the same names, with the same defaults; the library's errors name the fields, and the CLI
+says them as its flags through the one map its declarations make (visctl._options.FLAGS / cli_text)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+import visctl.cli  # noqa: F401 - registers every command's flags
+from visctl import _options, arguments
+from visctl.errors import ArgumentError
+from visctl.options import BY_COMMAND, CamOptions, FeatmapOptions, TsneOptions
+
+#: what a function takes beside its options: its inputs and the shared run options
+NOT_FIELDS = {"images", "model", "checkpoint", "config", "settings", "options", "session"}
+#: fields the CLI spells its own way: featmap's --compare CONFIG2[,CHECKPOINT2] is one option for two fields
+CLI_SPELLS_OWN = {("featmap", "compare_checkpoint")}
+
+
+def _cli_defaults(command: str) -> dict[str, object]:
+    group = visctl.cli.command()
+    return {p.name: p.default for p in group.commands[command].params}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", sorted(BY_COMMAND))
+def test_the_fields_are_the_library_arguments_and_the_cli_options(command: str) -> None:
+    cls = BY_COMMAND[command]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert fields == set(arguments.TYPES[command]) - NOT_FIELDS
+    flags = _options.FLAGS[command]
+    for name in fields:
+        if (command, name) not in CLI_SPELLS_OWN:
+            assert name in flags, f"visctl {command} has no option for {cls.__name__}.{name}"
+
+
+@pytest.mark.parametrize("command", sorted(BY_COMMAND))
+def test_the_defaults_are_the_cli_defaults(command: str) -> None:
+    """The CLI builds its options object from its own defaults: the same object as the library's defaults."""
+    cls = BY_COMMAND[command]
+    cli = _cli_defaults(command)
+    given = {f.name: cli[f.name] for f in dataclasses.fields(cls) if f.name in cli}
+    assert cls.of(given) == cls(), command
+
+
+def test_a_field_is_checked_and_normalised_when_made() -> None:
+    o = CamOptions(method="GradCAM,layercam", target_layers=["a", "b,c"], target_category=[3, "cat"], task="SEGMENTATION")
+    assert o.method == ("GradCAM", "layercam") and o.target_layers == ("a", "b", "c")
+    assert o.target_category == ("3", "cat") and o.task.value == "segmentation"
+    assert FeatmapOptions(arrangement=[2, 3]).arrangement == (2, 3)
+    assert TsneOptions(class_idx=[1, 2]).class_idx == (1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.topk = 3  # type: ignore[misc]
+    for bad, said in [(dict(topk=0), "topk=0 is out of range"), (dict(alpha=2.0), "alpha=2.0"),
+                      (dict(task="x"), "task='x' is not one of"), (dict(aug_smooth="no"), "aug_smooth='no'"),
+                      (dict(target_layers="a,,b"), "target_layers='a,,b' has an empty")]:
+        with pytest.raises(ArgumentError) as caught:
+            CamOptions(**bad)
+        assert said in caught.value.message, caught.value.message
+
+
+def test_an_unknown_option_is_refused_with_the_nearest() -> None:
+    with pytest.raises(ArgumentError) as caught:
+        CamOptions.build(methd="layercam")
+    assert "no option 'methd'" in caught.value.message and "method=" in (caught.value.hint or "")
+    with pytest.raises(ArgumentError):
+        CamOptions.build(FeatmapOptions())  # type: ignore[arg-type]
+    assert CamOptions.build(CamOptions(topk=3), alpha=0.2) == CamOptions(topk=3, alpha=0.2)
+
+
+def test_the_cli_says_a_field_as_its_flag() -> None:
+    said = _options.cli_text("featmap", "arrangement=(1, 0) is out of range; give topk= or save_raw=True, "
+                                        "image_format='x' and batch_size=0, not cfg.topk=1")
+    assert said == ("--arrangement 1 0 is out of range; give --topk or --save-raw, --format 'x' and --batch-size 0, "
+                    "not cfg.topk=1")
+    assert _options.cli_text("cam", "nothing to name here") == "nothing to name here"
+
+
+@pytest.mark.parametrize("command", sorted(BY_COMMAND))
+def test_every_flag_in_the_map_is_a_flag_of_the_command(command: str) -> None:
+    group = visctl.cli.command()
+    opts = {o for p in group.commands[command].params for o in p.opts}  # type: ignore[attr-defined]
+    assert set(_options.FLAGS[command].values()) <= opts
+
+
+def test_the_library_takes_the_options_object_or_keywords() -> None:
+    from visctl.library import EXPORTS
+
+    for command in BY_COMMAND:
+        module, attr = EXPORTS[command]
+        function = getattr(__import__(f"visctl.library.{module}", fromlist=[attr]), attr)
+        params = inspect.signature(function).parameters
+        assert "settings" in params, f"visctl.{command} takes no settings="
+        assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), command

@@ -1,0 +1,70 @@
+"""The one shape of every command's run: :class:`Run`, made by each library module's ``plan(...)``.
+
+A run is planned (the options checked, the model or dataset opened), then yields its items one by one
+(:meth:`Run.items`: an image's maps, a layer's embedding, a page of samples), each of which the CLI writes as it
+comes (:meth:`Run.record`) and the library gathers into a frozen result (:meth:`Run.collect`). What is not an
+item -- the merge of torchrun's ranks, the run-wide files (a ranking, a report) -- has a step of its own, and one
+driver calls the steps in order: ``visctl.commands._shared.execute`` for the CLI, :meth:`Run.collect` for the
+library. No typer, no rich: a run speaks through its :class:`visctl.Session`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from visctl.output.writer import OutputWriter
+    from visctl.results import Result
+    from visctl.session import Session
+
+#: :attr:`Run.writer_threads`: the writer draws, encodes and writes in ``io_threads(--threads)`` threads
+IO_THREADS = -1
+
+
+class Run:
+    """One command's run over its inputs: the steps the CLI's driver and :meth:`collect` call, in order.
+
+    A subclass sets :attr:`params` (the manifest's params) and implements :meth:`items` and :meth:`collect`;
+    the other steps do nothing unless it overrides them.
+    """
+
+    command: ClassVar[str] = ""
+    session: Session
+    #: the manifest's params: the options as they were used
+    params: dict[str, Any]
+    #: where the CLI writes (a single ``--out-file``'s folder); None: the run's ``--out-dir``
+    out_dir: Path | None = None
+    #: threads that draw and write the CLI's outputs beside the run: :data:`IO_THREADS`, a number, or 0 (the
+    #: writes happen in the run's own thread)
+    writer_threads: int = 0
+    #: how many outputs may wait for those threads (a batch's figures)
+    writer_queue: int = 0
+
+    def items(self) -> Iterator[Any]:
+        """Run the inputs, yielding each finished item (the library's result items, or what :meth:`record`
+        writes)."""
+        raise NotImplementedError
+
+    def record(self, writer: OutputWriter, item: Any) -> None:
+        """Write one item as the CLI does, keeping the manifest true at once (by default ``item.write``)."""
+        item.write(writer)
+
+    def merge_ranks(self, writer: OutputWriter) -> None:
+        """Under torchrun, after the last item: every rank's records merged on every rank (one process: no-op)."""
+
+    def close(self, writer: OutputWriter) -> None:
+        """On rank 0, after the last item or an error: the run-wide outputs (ranking, report, warnings)."""
+
+    def summary(self) -> list[str]:
+        """Lines printed after the outputs are written (a per-class table)."""
+        return []
+
+    def failed_checks(self) -> list[str]:
+        """What failed a check the user set (``--fail-under``): exit 1 saying them, after every output is written."""
+        return []
+
+    def collect(self) -> Result:
+        """Run every item and gather the frozen result (what a library call returns)."""
+        raise NotImplementedError
