@@ -54,7 +54,7 @@ def _import_module(module_name: str, search: list[Path]) -> Any:
 
 
 def _import_path(spec: str, search: list[Path] | None = None) -> Callable[..., Any]:
-    from visctl.config import is_stdlib_module
+    from visctl.pymodules import is_stdlib_module
 
     module_name, _, attr_path = spec.partition(":")
     search = search or [Path.cwd()]
@@ -141,7 +141,7 @@ def check_model_builder(obj: Any, spec: str) -> None:
 
     from torch import nn
 
-    from visctl.config import is_stdlib_module
+    from visctl.pymodules import is_stdlib_module
 
     if inspect.isclass(obj):
         if issubclass(obj, nn.Module):
@@ -306,7 +306,7 @@ def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
     from torch import nn
 
     from visctl import openmmlab
-    from visctl.config import is_stdlib_module
+    from visctl.pymodules import is_stdlib_module
 
     spec = str(model_cfg["type"])
     if is_stdlib_module(scope):
@@ -362,7 +362,7 @@ def _registry_locates_models_only(refused: list[str]) -> Iterator[None]:
 
     from mmengine.registry import registry as registry_module
 
-    from visctl.config import is_stdlib_module
+    from visctl.pymodules import is_stdlib_module
 
     original = registry_module.get_object_from_string
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from visctl.errors import ConfigError
+from visctl.pymodules import is_stdlib_module
 from visctl.yamldata import RefusedYaml, load_yaml
 
 CONFIG_SUFFIXES = (".py", ".yaml", ".yml", ".json")
@@ -388,13 +389,6 @@ def import_custom_modules(cfg: Any, spec: str) -> None:
     except Exception as exc:  # the module ran and raised: its own error, as a constructor's
         raise ConfigError(f"{spec}: importing custom_imports {', '.join(names)} failed: {_reason(exc)}",
                           hint="--debug shows where the module failed") from exc
-
-
-def is_stdlib_module(name: str) -> bool:
-    """Whether a dotted module name belongs to Python's standard library (``os.path``, ``subprocess``, ...)."""
-    import sys
-
-    return name.split(".")[0] in sys.stdlib_module_names
 
 
 def _bases_of(path: Path) -> list[str]:

@@ -30,7 +30,7 @@ def is_package(name: str | None) -> bool:
     (whose registries are the root ones), torchvision or visctl. Nothing is imported."""
     import importlib.util
 
-    from visctl.config import is_stdlib_module
+    from visctl.pymodules import is_stdlib_module
 
     if not name or not isinstance(name, str) or name in _NOT_PACKAGES or not name.isidentifier() \
             or is_stdlib_module(name):
