@@ -82,7 +82,7 @@ def fake_package(tmp_path_factory):
 def _run(steps, seed=0):
     img = np.full((8, 10, 3), 100, np.uint8)
     img[..., 0] = 200  # red
-    steps = package_transforms.qualify(steps, PKG)
+    steps = transforms.qualify(steps, PKG)
     return transforms.run_pipeline(img, steps, np.random.default_rng([seed, 0])), steps
 
 
@@ -121,8 +121,8 @@ def test_size_changes_and_failures_of_package_transforms(fake_package):
 
 def test_without_the_package_names_are_left_as_they_are():
     steps = [dict(type="RandAugment", policies="timm_increasing")]
-    assert package_transforms.qualify(steps, "visctl_no_such_package") == steps
-    assert package_transforms.qualify(steps, None) == steps
+    assert transforms.qualify(steps, "visctl_no_such_package") == steps
+    assert transforms.qualify(steps, None) == steps
 
 
 def test_transforms_built_in_reader_threads_each_see_their_own_scope_and_leave_none(fake_package):
@@ -189,7 +189,7 @@ def test_a_package_whose_registry_cannot_import_is_a_dependency_error_not_torchv
     steps = [dict(type="ColorJitter", brightness=0.5)]  # torchvision has a class of that name
     for _ in range(2):  # asked again, it fails again (no failure is cached)
         with pytest.raises(DependencyError, match=DEP) as info:
-            package_transforms.qualify(steps, BROKEN)
+            transforms.qualify(steps, BROKEN)
         assert info.value.hint == f"pip install {DEP}"
     assert (BROKEN, "ColorJitter") not in package_transforms._KNOWN
     with pytest.raises(DependencyError, match=DEP):

@@ -151,7 +151,7 @@ def test_a_resize_visctl_lacks_runs_through_the_default_scopes_registry_with_its
 
     import numpy as np
 
-    from visctl import package_transforms, transforms
+    from visctl import transforms
     from visctl.errors import ConfigError
 
     pkg = tmp_path / "visctl_fake_tf_scope"
@@ -179,11 +179,11 @@ def test_a_resize_visctl_lacks_runs_through_the_default_scopes_registry_with_its
     step = dict(type="ResizeToMultiple", size=(30, 20), pad=4)
     with pytest.raises(ConfigError, match="unknown transform 'ResizeToMultiple'"):
         transforms.run_pipeline(img, [step])  # no scope: not looked up in any package
-    steps = package_transforms.qualify([step], "visctl_fake_tf_scope")
+    steps = transforms.qualify([step], "visctl_fake_tf_scope")
     assert steps == [dict(step, type="visctl_fake_tf_scope.ResizeToMultiple")]
     state = transforms.run_pipeline(img, steps)
     assert state.img.shape == (24, 34, 3) and state.steps == ["ResizeToMultiple"]
     assert tuple(state.img[5, 5]) == (255, 0, 0) and tuple(state.img[22, 32]) == (0, 0, 0)
     assert state.scale == (0.5, 0.5) and state.shift == (0, 0) and state.geometry_known
-    zoom = transforms.run_pipeline(img, package_transforms.qualify([dict(step, type="Zoom")], "visctl_fake_tf_scope"))
+    zoom = transforms.run_pipeline(img, transforms.qualify([dict(step, type="Zoom")], "visctl_fake_tf_scope"))
     assert zoom.img.shape == (24, 34, 3) and not zoom.geometry_known

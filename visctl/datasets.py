@@ -634,7 +634,7 @@ def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
             ds[PACKAGE_CLASSES] = named
     pipeline = ds.get("pipeline") or cfg_get(cfg, f"{phase}_pipeline") or []
     # the names visctl does not write itself run as the config's package's own (RandAugment, ...)
-    from visctl.package_transforms import qualify
+    from visctl.transforms import qualify
 
     return ds, qualify([dict(s) for s in pipeline], cfg_get(cfg, "default_scope"))
 

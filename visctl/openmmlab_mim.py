@@ -94,7 +94,7 @@ def _torch_seeded(seed: int | None, device: Any) -> Iterator[None]:
     devices = []
     if getattr(device, "type", "cpu") == "cuda":  # the model draws its mask on its own device's generator
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    from visctl.transforms import generator_lock
+    from visctl.generators import generator_lock
 
     # the reader threads seed and restore the same global generators for the pipeline's random steps
     with generator_lock(), torch.random.fork_rng(devices=devices):
@@ -111,7 +111,7 @@ def _numpy_seeded(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
-    from visctl.transforms import generator_lock
+    from visctl.generators import generator_lock
 
     with generator_lock():  # the reader threads seed and restore numpy's global generator too
         state = np.random.get_state()

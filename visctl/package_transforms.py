@@ -15,13 +15,10 @@ visctl's, with their geometry.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterator
+from typing import Any
 
 from visctl.errors import ConfigError, DependencyError, VisctlError
-
-if TYPE_CHECKING:
-    from visctl.transforms import ImageState
 
 #: scopes whose transforms visctl writes itself where it has the name (mmcv's and mmpretrain's numbers);
 #: a step prefixed with another scope (``mmdet.RandomCrop``) runs that package's transform even then
@@ -93,13 +90,11 @@ def _lookup(scope: str, name: str) -> Any:
             raise openmmlab.dependency_error(scope, exc) from exc
 
 
-def qualify(steps: list[dict], scope: str | None) -> list[dict]:
-    """``steps`` with each name visctl does not implement written ``scope.Name`` where the ``default_scope``
-    package's registry holds it (MultiView's branches too), so :func:`visctl.transforms.apply_step` runs it
-    through that registry. Without a scope, or where the package is not installed, the steps are returned as
-    they are."""
-    from visctl.transforms import TRANSFORMS
-
+def qualify(steps: list[dict], scope: str | None, own: Collection[str]) -> list[dict]:
+    """``steps`` with each name visctl does not implement (not in ``own``, visctl's transforms) written
+    ``scope.Name`` where the ``default_scope`` package's registry holds it (MultiView's branches too), so
+    :func:`visctl.transforms.apply_step` runs it through that registry. Without a scope, or where the package is
+    not installed, the steps are returned as they are."""
     if not scope or not isinstance(scope, str):
         return steps
     out: list[dict] = []
@@ -117,9 +112,9 @@ def qualify(steps: list[dict], scope: str | None) -> list[dict]:
             pil = [step]
             continue
         if kind == "MultiView" and isinstance(step.get("transforms"), (list, tuple)):
-            step["transforms"] = [qualify([dict(s) for s in branch], scope) if isinstance(branch, (list, tuple))
+            step["transforms"] = [qualify([dict(s) for s in branch], scope, own) if isinstance(branch, (list, tuple))
                                   else branch for branch in step["transforms"]]
-        elif kind and "." not in kind and kind not in TRANSFORMS and _registry_has(scope, kind):
+        elif kind and "." not in kind and kind not in own and _registry_has(scope, kind):
             step["type"] = f"{scope}.{kind}"
         out.append(step)
     if pil is not None:
@@ -137,20 +132,19 @@ def _compose(steps: list[dict], scope: str) -> dict:
     return {"type": f"{scope}.Compose", "transforms": steps}
 
 
-def runs_in_package(scope: str, name: str) -> bool:
-    """Whether a step typed ``scope.name`` runs through ``scope``'s registry (else visctl's or torchvision's)."""
-    from visctl.transforms import TRANSFORMS
-
-    if not scope or (name in TRANSFORMS and scope in OWN_SCOPES):
+def runs_in_package(scope: str, name: str, own: bool) -> bool:
+    """Whether a step typed ``scope.name`` runs through ``scope``'s registry (else visctl's or torchvision's);
+    ``own``: visctl implements ``name``."""
+    if not scope or (own and scope in OWN_SCOPES):
         return False
     return _registry_has(scope, name)
 
 
 def _build(scope: str, name: str, kwargs: dict) -> Any:
-    from visctl.transforms import _frozen
+    from visctl.generators import frozen_key
 
     try:
-        key: Any = (scope, name, _frozen(kwargs))
+        key: Any = (scope, name, frozen_key(kwargs))
     except TypeError:
         key = None
     if key is not None and key in _BUILT:
@@ -174,25 +168,26 @@ def _build(scope: str, name: str, kwargs: dict) -> Any:
     return transform
 
 
-def apply(state: ImageState, scope: str, name: str, kwargs: dict, rng: Any) -> None:
-    """Run ``scope``'s transform ``name(**kwargs)`` on ``state`` in place (see the module's docstring)."""
+def apply(state: Any, scope: str, name: str, kwargs: dict, rng: Any) -> None:
+    """Run ``scope``'s transform ``name(**kwargs)`` on ``state`` (a :class:`visctl.transforms.ImageState`) in
+    place (see the module's docstring)."""
     import random
 
     import numpy as np
 
-    from visctl.transforms import _GENERATOR_LOCK, _randint
+    from visctl.generators import generator_lock, randint
 
     transform = _build(scope, name, kwargs)
     h0, w0 = state.img.shape[:2]
     results: dict[str, Any] = {"img": np.ascontiguousarray(state.img[..., ::-1]), "img_shape": (h0, w0),
                                "ori_shape": (h0, w0)}
-    seed = _randint(rng, 0, 2**31) if rng is not None else 0
+    seed = randint(rng, 0, 2**31) if rng is not None else 0
     # the package draws from the global generators (numpy's, Python's; torch's CPU one in its torchvision
     # wrappers): seeded per sample and step, and put back after
     import torch
 
     generator = torch.default_generator
-    with _GENERATOR_LOCK:
+    with generator_lock():
         saved_np, saved_py, saved_torch = np.random.get_state(), random.getstate(), generator.get_state()
         try:
             np.random.seed(seed)

@@ -8,12 +8,12 @@ at integers), which :func:`to_original` inverts to carry a CAM or feature map ba
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from visctl.errors import ConfigError
+from visctl.generators import frozen_key, generator_lock, randint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -213,12 +213,6 @@ def _uniform(rng: Any, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _randint(rng: Any, lo: int, hi: int) -> int:
-    """An int in [lo, hi): ``Generator.integers`` or, for a legacy ``RandomState``, ``randint`` (mmpretrain
-    draws from ``np.random``, so a ``RandomState`` seeded like it gives its very crops)."""
-    return int(rng.integers(lo, hi) if hasattr(rng, "integers") else rng.randint(lo, hi))
-
-
 def _sample_crop(rng: Any, w: int, h: int, area_range: Any, ratio_range: Any,
                  max_attempts: int = 10) -> tuple[int, int, int, int]:
     """mmpretrain ``RandomResizedCrop.rand_crop_params`` (the same draws in the same order).
@@ -234,8 +228,8 @@ def _sample_crop(rng: Any, w: int, h: int, area_range: Any, ratio_range: Any,
         cw = int(round(math.sqrt(target_area * aspect_ratio)))
         ch = int(round(math.sqrt(target_area / aspect_ratio)))
         if 0 < cw <= w and 0 < ch <= h:
-            y0 = _randint(rng, 0, h - ch + 1)
-            x0 = _randint(rng, 0, w - cw + 1)
+            y0 = randint(rng, 0, h - ch + 1)
+            x0 = randint(rng, 0, w - cw + 1)
             return x0, y0, cw, ch
     in_ratio = float(w) / float(h)
     if in_ratio < min(ratio_range):
@@ -518,8 +512,8 @@ def _random_crop_step(state: ImageState, step: dict, rng: Any) -> None:
     if (W, H) == (tw, th):
         return
     th, tw = min(th, H), min(tw, W)
-    y0 = _randint(rng, 0, H - th + 1)
-    x0 = _randint(rng, 0, W - tw + 1)
+    y0 = randint(rng, 0, H - th + 1)
+    x0 = randint(rng, 0, W - tw + 1)
     _imcrop(state, x0, y0, x0 + tw - 1, y0 + th - 1)
 
 
@@ -588,7 +582,7 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
     A name not in the table runs torchvision.transforms.v2's class of that name; an unknown name is a
     ``ConfigError``. A ``scope.Name`` whose scope is an installed OpenMMLab package runs that package's transform
     through its registry (:mod:`visctl.package_transforms`) where visctl has no such name, or the scope is not
-    mmcv's or mmpretrain's (``mmdet.RandomCrop``); :func:`visctl.package_transforms.qualify` writes a config's
+    mmcv's or mmpretrain's (``mmdet.RandomCrop``); :func:`qualify` writes a config's
     unqualified names so. ``rng``: a ``numpy.random.Generator``, or a ``RandomState`` to draw exactly as
     mmpretrain's global ``np.random`` does.
     """
@@ -599,7 +593,7 @@ def apply_step(state: ImageState, step: dict, rng: Any = None) -> None:
     if scope and (fn is None or scope not in ("mmcv", "mmpretrain", "mmcls", "mmselfsup", "mmengine")):
         from visctl import package_transforms  # `mmpretrain.RandAugment`: the installed package's own
 
-        if package_transforms.runs_in_package(scope, name):
+        if package_transforms.runs_in_package(scope, name, own=fn is not None):
             package_transforms.apply(state, scope, name, step, rng)
             return
         if fn is None and scope != "torchvision":  # never torchvision's class of the same name in its place
@@ -636,38 +630,18 @@ def _torchvision_step(state: ImageState, name: str, kwargs: dict, rng: Any = Non
     # the same as torch.manual_seed's, without its queued seeding of every CUDA/XPU/MTIA generator (which a fork
     # would not undo, and which formats a stack trace each: ~2 ms per image)
     # one thread at a time: the generator is global (a reader thread's seeded step must not draw another's)
-    with _GENERATOR_LOCK:
+    with generator_lock():
         generator = torch.default_generator
         saved = generator.get_state()
         try:
-            generator.manual_seed(_randint(rng, 0, 2**31))
+            generator.manual_seed(randint(rng, 0, 2**31))
             _torchvision_apply(state, name, transform, geometry)
         finally:
             generator.set_state(saved)
 
 
-_GENERATOR_LOCK = threading.Lock()
-
-
-def generator_lock() -> threading.Lock:
-    """The lock held while a thread seeds, uses and restores the process's global random generators (numpy's,
-    Python's, torch's CPU one): the pipeline's seeded steps in the reader threads, and MIM masks drawn by a
-    model's own code (:mod:`visctl.openmmlab_mim`) in the main thread."""
-    return _GENERATOR_LOCK
-
-
 #: torchvision v2 transforms built, by class and arguments (see :func:`_torchvision_transform`)
 _BUILT: dict[Any, Any] = {}
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable key for a transform's arguments, telling 1, 1.0 and True apart (TypeError: none)."""
-    if isinstance(value, dict):
-        return ("dict", tuple(sorted((k, _frozen(v)) for k, v in value.items())))
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, tuple(_frozen(v) for v in value))
-    hash(value)
-    return (type(value).__qualname__, value)
 
 
 def _torchvision_transform(cls: type, name: str, kwargs: dict) -> Any:
@@ -678,7 +652,7 @@ def _torchvision_transform(cls: type, name: str, kwargs: dict) -> Any:
     sample, in any thread. Building one per sample cost up to 0.08 ms (RandomResizedCrop).
     """
     try:
-        key: Any = (cls, _frozen(kwargs))
+        key: Any = (cls, frozen_key(kwargs))
     except TypeError:  # an argument that cannot be a key: built each time
         key = None
     transform = _BUILT.get(key) if key is not None else None
@@ -867,3 +841,11 @@ def prepared_batches(paths: list[Any], steps: list[dict], batch_size: int,
             yield current.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a stopped run leaves no reader behind
+
+
+def qualify(steps: list[dict], scope: str | None) -> list[dict]:
+    """``steps`` with each name visctl does not implement (:data:`TRANSFORMS`) written ``scope.Name`` where the
+    ``default_scope`` package's registry holds it (:func:`visctl.package_transforms.qualify`)."""
+    from visctl import package_transforms
+
+    return package_transforms.qualify(steps, scope, own=TRANSFORMS)

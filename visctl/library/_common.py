@@ -112,7 +112,7 @@ def build_model(ctx: Session, model: Any, checkpoint: str | None = None, paths: 
         if native and native != (224, 224):
             ctx.note(f"input size {native[0]}x{native[1]}: the model's own (set visctl.input_size to change it)")
     if pipeline:  # names visctl does not write run through the default scope package's own registry
-        from visctl.package_transforms import qualify
+        from visctl.transforms import qualify
 
         pipeline = qualify([dict(s) for s in pipeline], config.cfg_get(cfg, "default_scope"))
     steps = pipeline or ([] if detector else transforms.default_pipeline(size))

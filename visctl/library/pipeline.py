@@ -195,7 +195,7 @@ def image_dataset(cfg: Any, images: Any, phase: str, session: Session) -> tuple[
     from visctl.config import cfg_get
     from visctl.errors import ConfigError
     from visctl.images import as_images
-    from visctl.package_transforms import qualify
+    from visctl.transforms import qualify
 
     paths = as_images(images, note=session.note)
     session.protect(*paths)
