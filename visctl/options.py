@@ -310,14 +310,23 @@ class LrOptions(Options):
 
     command: ClassVar[str] = "lr"
 
+    #: training samples [default: counted from ``train_dataloader.dataset``]
     dataset_size: int | None = None
+    #: GPUs (the total batch is batch_size x ngpus)
     ngpus: int = 1
+    #: per-GPU batch [default: ``train_dataloader.batch_size``]
     batch_size: int | None = None
+    #: whether the last incomplete batch is dropped [default: ``train_dataloader.drop_last``]
     drop_last: bool | None = None
+    #: the plot's title [default: the config's name]
     title: str | None = None
+    #: a matplotlib style, e.g. ``"ggplot"``
     style: str | None = None
+    #: the figure's size, ``"W*H"`` in inches
     window_size: str = "12*7"
+    #: a logarithmic axis for the learning rate (or the ``parameter`` plotted)
     log_scale: bool = False
+    #: plot only ``"lr"``, ``"momentum"`` or ``"wd"`` (the values keep every column) [default: all that change]
     parameter: Parameter | None = None
 
 

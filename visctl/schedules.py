@@ -47,7 +47,7 @@ class TrainLoop:
         if by_epoch:
             if not epoch_length:
                 raise ConfigError("an epoch has no iteration (len(train_dataloader) = 0)",
-                                  hint="pass a --dataset-size of at least one batch, or drop --drop-last")
+                                  hint="pass a dataset_size= of at least one batch, or drop drop_last=True")
             return cls(True, length, length * epoch_length, epoch_length)
         return cls(False, 1, length, epoch_length)
 
@@ -533,7 +533,7 @@ def _build_list(sched_cfg: Any, wrapper: Any, loop: TrainLoop, scope: str | None
         c.setdefault("end", loop.max_epochs if c.get("by_epoch", True) else loop.max_iters)
         if c.get("convert_to_iter_based") and not loop.epoch_length:
             raise ConfigError(f"{kind} has convert_to_iter_based=True, which needs the iterations per epoch",
-                              hint="pass --dataset-size N (the training set's size)")
+                              hint="pass dataset_size=N (the training set's size)")
         try:
             with in_scope(scope):
                 out.append(PARAM_SCHEDULERS.build(c, default_args=dict(optimizer=wrapper,
@@ -544,7 +544,7 @@ def _build_list(sched_cfg: Any, wrapper: Any, loop: TrainLoop, scope: str | None
             raise ConfigError(f"cannot build scheduler {c}: {exc}",
                               hint=f"the training has {length}, and a scheduler's begin and end count "
                                    f"{'epochs' if c.get('by_epoch', True) else 'iterations'}: check them, or "
-                                   "--dataset-size") from exc
+                                   "dataset_size=") from exc
     return out
 
 
@@ -768,7 +768,7 @@ def schedule_from_config(cfg: Mapping, *, dataset_size: int | None, batch_size: 
     loader = cfg.get("train_dataloader") or {}
     batch = batch_size or loader.get("batch_size")
     if not batch:
-        raise ConfigError("no batch size: train_dataloader.batch_size is not set", hint="pass --batch-size")
+        raise ConfigError("no batch size: train_dataloader.batch_size is not set", hint="pass batch_size=")
     drop = bool(loader.get("drop_last", False)) if drop_last is None else drop_last
     sampler = _type_name((loader.get("sampler") or {}).get("type", "DefaultSampler"))
     sched_cfg = cfg.get("param_scheduler")
@@ -776,7 +776,7 @@ def schedule_from_config(cfg: Mapping, *, dataset_size: int | None, batch_size: 
     if dataset_size is None:
         if by_epoch or converts:
             raise ConfigError("cannot tell the training set's size from the config",
-                              hint="pass --dataset-size N (e.g. 1281167 for ImageNet-1k)")
+                              hint="pass dataset_size=N (e.g. 1281167 for ImageNet-1k)")
         epoch_length, rule = None, "IterBasedTrainLoop"
     else:
         epoch_length, rule = dataloader_length(dataset_size, int(batch), ngpus, drop, sampler)

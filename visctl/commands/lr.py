@@ -9,7 +9,9 @@ import typer
 
 from visctl import _options as opt
 from visctl.choices import LogLevel, Parameter
+from visctl.commands._shared import execute
 from visctl.context import RunContext
+from visctl.options import LrOptions
 
 EPILOG = """Examples:
 
@@ -22,9 +24,9 @@ EPILOG = """Examples:
 
 
 
-@opt.shared("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "debug", json_out=opt.Param(
-    Annotated[bool, typer.Option("--json", help="Print the manifest and every iteration's values as JSON on "
-                                 "stdout.")], False))
+@opt.shared("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "debug", settings=LrOptions,
+            json_out=opt.Param(Annotated[bool, typer.Option(
+                "--json", help="Print the manifest and every iteration's values as JSON on stdout.")], False))
 def lr(
     config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="An mmengine config with optim_wrapper, "
                                                "param_scheduler and train_cfg.", show_default=False)],
@@ -57,6 +59,7 @@ def lr(
         "INFO and above: the default messages.")] = LogLevel.WARNING,
     *,
     opts: opt.CommandOptions,
+    settings: LrOptions,
 ) -> None:
     """Plot the LR (every param group), momentum and weight decay per iteration."""
     debug = opts.debug or log_level is LogLevel.DEBUG  # the seed's logger levels onto visctl's verbosity
@@ -67,19 +70,11 @@ def lr(
         from visctl.library import schedule as lib
         from visctl.output.checks import check_output_file
 
-        lib.parse_window(window_size)  # a bad --window-size before the output checks, as ever
+        lib.parse_window(settings.window_size)  # a bad --window-size before the output checks, as ever
         formats = tuple(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
         check_output_file(save_path, "--save-path", formats if save_path and save_path.suffix else None)
         check_output_file(csv, "--csv", None)
-        result = lib.schedule(config_file, dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size,
-                              drop_last=drop_last, title=title, style=style, window_size=window_size,
-                              log_scale=log_scale, parameter=parameter.value if parameter else None, session=ctx.session)
+        run = lib.plan(ctx.session, config_file, settings, plot_target=save_path, csv_target=csv)
         for flag, target in (("--save-path", save_path), ("--csv", csv)):  # before the folder's record
-            lib.check_target(result.sources, target, flag)
-        writer = ctx.open_writer(result.params, out_dir=save_path.parent if save_path else None)
-        for note in result.notes:
-            writer.note(note)
-        result.write(writer, plot_target=save_path, csv_target=csv, csv=False)
-        if ctx.json_out:
-            writer.manifest["values"] = {k: v.tolist() for k, v in result.values.items()}
-        ctx.finish()
+            lib.check_target(run.result.sources, target, flag)
+        execute(ctx, run)

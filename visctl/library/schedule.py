@@ -8,11 +8,14 @@ The values are what mmengine's ``Runner.train()`` gives its optimizer at each it
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
+from visctl.library._run import Run
+from visctl.options import LrOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
@@ -36,9 +39,9 @@ def parse_window(window_size: str) -> tuple[float, float]:
     try:
         w, h = (float(v) for v in window_size.lower().replace("x", "*").split("*"))
     except ValueError:
-        raise VisctlError(f"--window-size {window_size!r}", hint="write W*H in inches, e.g. 12*7") from None
+        raise VisctlError(f"window_size={window_size!r}", hint="write W*H in inches, e.g. 12*7") from None
     if not (WINDOW_MIN <= w <= WINDOW_MAX and WINDOW_MIN <= h <= WINDOW_MAX):  # NaN fails too
-        raise VisctlError(f"--window-size {window_size!r}: each side must be {WINDOW_MIN:g} to {WINDOW_MAX:g} inches "
+        raise VisctlError(f"window_size={window_size!r}: each side must be {WINDOW_MIN:g} to {WINDOW_MAX:g} inches "
                           "(the plot is drawn at 100 dpi)", hint="write W*H in inches, e.g. 12*7")
     return w, h
 
@@ -197,8 +200,8 @@ class ScheduleResult(Result):
         """``lr.png`` (or ``plot_target``, in its suffix's format) and ``lr.csv`` (or ``csv_target``)."""
         from visctl import schedules
 
-        for flag, target in (("--save-path", plot_target), ("--csv", csv_target)):
-            check_target(self.sources, target, flag)
+        for name, target in (("plot_target", plot_target), ("csv_target", csv_target)):
+            check_target(self.sources, target, name)
         fmt = plot_target.suffix.lstrip(".") if plot_target is not None and plot_target.suffix else "png"
         writer.write_output("lr.png", self.encode(fmt), "image", caption=self.caption,
                             target=plot_target)
@@ -208,12 +211,12 @@ class ScheduleResult(Result):
         writer.manifest["timings"]["simulate_s"] = round(self.simulate_s, 3)
 
 
-def check_target(sources: tuple[str, ...], target: Path | str | None, flag: str = "--save-path") -> None:
+def check_target(sources: tuple[str, ...], target: Path | str | None, name: str) -> None:
     """Refuse an output file that is an input of the count: the dataset's annotation file, or a file in the
     folder of images it counted (a user's data file, never written over, as every command's inputs).
 
     Raises:
-        OutputError: naming the file, the dataset and the flag.
+        OutputError: naming the file, the dataset and ``name`` (the argument, or the CLI's flag).
     """
     import os
     import stat
@@ -234,8 +237,8 @@ def check_target(sources: tuple[str, ...], target: Path | str | None, flag: str 
         inside = real == src or (src.is_dir() and src in real.parents)
         if inside:
             what = "the annotation file" if real == src else f"a file under {source}"
-            raise OutputError(f"{flag} {target} is {what} of the training set that lr counts; visctl never writes "
-                              "over its inputs", hint=f"give {flag} a file outside the dataset's folders "
+            raise OutputError(f"{name} {target} is {what} of the training set that lr counts; visctl never writes "
+                              "over its inputs", hint=f"give {name} a file outside the dataset's folders "
                               f"({', '.join(sources)})")
 
 
@@ -280,52 +283,80 @@ def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
 
 
 @arguments.typed("lr")
-def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, batch_size: int | None = None,
-             drop_last: bool | None = None, model: Any = None, title: str | None = None, style: str | None = None,
-             window_size: str = "12*7", log_scale: bool = False, parameter: str | None = None,
-             options: RunOptions | None = None, session: Session | None = None) -> ScheduleResult:
+def schedule(config: Any, settings: LrOptions | None = None, *, model: Any = None, options: RunOptions | None = None,
+             session: Session | None = None, **fields: Any) -> ScheduleResult:
     """The lr, momentum and weight decay of every param group at every iteration of ``config``'s training.
 
     Args:
         config: an mmengine config (a path, a dict or a ``Config``) with ``optim_wrapper``,
             ``param_scheduler`` and ``train_cfg``.
-        dataset_size: training samples [default: counted from ``train_dataloader.dataset``].
-        ngpus: GPUs (the total batch is batch_size x ngpus).
-        batch_size: per-GPU batch [default: ``train_dataloader.batch_size``].
-        drop_last: whether the last incomplete batch is dropped [default: ``train_dataloader.drop_last``].
+        settings: the options, a :class:`visctl.LrOptions` (the training's size and the plot's look: see its
+            fields) [default: its defaults].
         model: the ``nn.Module`` whose parameter names ``paramwise_cfg`` reads [default: the config's model
             when ``paramwise_cfg`` needs one, else a stand-in].
-        title: the plot's title [default: the config's name].
-        style: a matplotlib style; window_size: ``"W*H"`` inches; log_scale: a logarithmic axis for the
-        learning rate (or the ``parameter`` plotted).
-        parameter: plot only ``"lr"``, ``"momentum"`` or ``"wd"`` (the values keep every column).
         options: how the run writes and reports (:class:`visctl.RunOptions`).
         session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
+        **fields: fields of :class:`visctl.LrOptions` by name (``dataset_size=50_000, ngpus=8``), replacing
+            those of ``settings``.
     """
+    o = LrOptions.build(settings, **fields)
+    return plan(session or Session(options), config, o, model=model).collect()
+
+
+class LrRun(Run):
+    """``visctl lr``'s run: one item, the whole schedule (a :class:`ScheduleResult`), simulated when planned so
+    that a config, an option or an output file that does not fit fails before anything is written."""
+
+    command: ClassVar[str] = "lr"
+
+    def __init__(self, session: Session, result: ScheduleResult, plot_target: Path | None = None,
+                 csv_target: Path | None = None) -> None:
+        self.session, self.result = session, result
+        self.params = dict(result.params)
+        self.plot_target, self.csv_target = plot_target, csv_target
+        self.out_dir = plot_target.parent if plot_target is not None else None  # the plot's folder holds the record
+
+    def items(self) -> Iterator[ScheduleResult]:
+        yield self.result
+
+    def record(self, writer: OutputWriter, item: ScheduleResult) -> None:
+        """The plot, ``lr.csv`` only where a CSV target is given (the CLI's ``--csv``), and under ``json_out``
+        every iteration's values in the manifest."""
+        for note in item.notes:
+            writer.note(note)
+        item.write(writer, plot_target=self.plot_target, csv_target=self.csv_target, csv=False)
+        if self.session.options.json_out:
+            writer.manifest["values"] = {k: v.tolist() for k, v in item.values.items()}
+
+    def collect(self) -> ScheduleResult:
+        return self.result
+
+
+def plan(session: Session, config: Any, o: LrOptions, *, model: Any = None, plot_target: Path | None = None,
+         csv_target: Path | None = None) -> LrRun:
+    """Check the options, load ``config`` and simulate its training's schedule (see :func:`schedule`);
+    ``plot_target`` and ``csv_target``: where :meth:`LrRun.record` writes the plot and the CSV instead of the
+    output folder's ``lr.png`` (none: no CSV)."""
     import time
 
     from visctl import arguments, schedules
     from visctl import config as config_mod
-    from visctl.errors import ConfigError, InputError
+    from visctl.errors import ConfigError
 
     arguments.model_spec(config, "config", modules=False)
-    arguments.check("lr", dataset_size=dataset_size, ngpus=ngpus, batch_size=batch_size)
     if model is not None:
         arguments.model_spec(model)
-    ctx = session or Session(options)
     from visctl.environment import require_mmengine
 
     require_mmengine("visctl lr")  # the schedules are mmengine's own (its optimizers, schedulers and hooks)
-    parameter = getattr(parameter, "value", parameter)  # the CLI's enum
-    if parameter is not None and parameter not in PARAMETERS:
-        raise InputError(f"parameter {parameter!r}", hint=f"use one of {', '.join(PARAMETERS)}")
-    window = parse_window(window_size)
-    check_style(style)
+    parameter = o.parameter.value if o.parameter is not None else None
+    window = parse_window(o.window_size)
+    check_style(o.style)
     started = time.time()
-    cfg = ctx.load_config(config)
+    cfg = session.load_config(config)
     name, stem = _config_name(config, cfg)
     optim_cfg = cfg.get("optim_wrapper") or {}
-    source = "--dataset-size"
+    dataset_size, source = o.dataset_size, "--dataset-size"
     train_set = config_mod.cfg_get(cfg, "train_dataloader.dataset")
     sources = tuple(str(p) for p in schedules.dataset_sources(train_set))  # a user's data: never written over
     if dataset_size is None:
@@ -334,27 +365,28 @@ def schedule(config: Any, *, dataset_size: int | None = None, ngpus: int = 1, ba
     stand_in = None
     if model is None and schedules.needs_model(optim_cfg):
         model, stand_in = _model_for_groups(cfg)
-    sched = schedules.schedule_from_config(cfg, dataset_size=dataset_size, batch_size=batch_size, ngpus=ngpus,
-                                           drop_last=drop_last, model=model)
+    sched = schedules.schedule_from_config(cfg, dataset_size=dataset_size, batch_size=o.batch_size, ngpus=o.ngpus,
+                                           drop_last=o.drop_last, model=model)
     if stand_in:
         sched.notes.insert(0, stand_in)
     for note in sched.notes:
-        ctx.log(note)
+        session.log(note)
     size = f"dataset size {dataset_size} ({source}); " if dataset_size else ""
-    ctx.log(f"{size}{sched.rule}; {sched.total_iters} iterations; {len(sched.groups)} distinct param group(s)")
+    session.log(f"{size}{sched.rule}; {sched.total_iters} iterations; {len(sched.groups)} distinct param group(s)")
     simulated = time.time() - started
     if parameter == "momentum" and sched.momentum is None:
-        raise ConfigError("the optimizer has no momentum (nor Adam betas) to plot", hint="use --parameter lr or wd")
-    caption = f"{title or stem}: {sched.rule}"
+        raise ConfigError("the optimizer has no momentum (nor Adam betas) to plot", hint="use parameter=lr or wd")
+    caption = f"{o.title or stem}: {sched.rule}"
+    title = o.title
     if title is None:
         title = stem if parameter is None else f"{stem} {PARAMETERS[parameter]}"
     result = ScheduleResult(
         params=dict(config=name, dataset_size_from=source, **sched.params, parameter=parameter,
-                    **({"log_scale": f"{PARAMETERS[parameter or 'lr']} axis"} if log_scale else {})),
+                    **({"log_scale": f"{PARAMETERS[parameter or 'lr']} axis"} if o.log_scale else {})),
         notes=tuple(sched.notes), groups=tuple(sched.groups), lr=_frozen(sched.lr), momentum=_frozen(sched.momentum),
         weight_decay=_frozen(sched.weight_decay), by_epoch=sched.by_epoch, iters_per_epoch=sched.iters_per_epoch,
         total_iters=sched.total_iters, rule=sched.rule, members=tuple(tuple(m) for m in sched.members), title=title,
-        caption=caption, parameter=parameter, plot_options=dict(window=window, style=style, log_scale=log_scale),
+        caption=caption, parameter=parameter, plot_options=dict(window=window, style=o.style, log_scale=o.log_scale),
         simulate_s=simulated, sources=sources)
     # drawn once: the figure arrays, _repr_png_ and lr.png are these bytes
-    return dataclasses.replace(result, png=result.encode("png"))
+    return LrRun(session, dataclasses.replace(result, png=result.encode("png")), plot_target, csv_target)
