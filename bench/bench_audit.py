@@ -83,12 +83,14 @@ def measures(threads: int, images: int, side: int, batch_size: int, repeats: int
 
     from visctl import audits
     from visctl.library import audit as library
+    from visctl.options import AuditOptions
     from visctl.session import RunOptions, Session
 
     torch.set_num_threads(threads)
     data, coco = make_data(work / f"shapes{side}_{images}", images, side)
     session = Session(RunOptions(threads=threads, device="cpu"))
-    run = library.start(session, str(CFG), data=data, annotations=coco, batch_size=batch_size, worst=16)
+    run = library.plan(session, str(CFG), None, AuditOptions(data=data, annotations=coco, batch_size=batch_size,
+                                                             worst=16))
 
     def full() -> None:
         for _ in run.items():

@@ -245,7 +245,7 @@ def test_fail_under_names_and_values():
     assert A.parse_thresholds(["pointing=0.8,energy=0.5", "accuracy=0.9"]) == dict(pointing=0.8, energy=0.5,
                                                                                   accuracy=0.9)
     for bad in ("pointing", "pointy=0.8", "pointing=x", "pointing=nan"):
-        with pytest.raises(ArgumentError, match="--fail-under"):
+        with pytest.raises(ArgumentError, match="fail_under="):
             A.parse_thresholds([bad])
     summary = dict(pointing=0.625, accuracy=1.0)
     assert A.failed_thresholds(summary, dict(pointing=0.8, accuracy=0.9)) == ["pointing 0.625 < 0.8"]

@@ -210,3 +210,25 @@ def test_an_interrupt_lists_no_input_without_its_row(invoke, audit_shapes, tmp_p
     m = manifest(out)
     listed = {o["path"] for o in m["outputs"]}
     assert m["inputs"] == [] or "audit.csv" in listed
+
+
+def test_the_options_object_reads_fail_under_and_keeps_the_compared_checkpoint_as_given():
+    from visctl.options import AuditOptions
+
+    o = AuditOptions(fail_under=["pointing=0.8,accuracy=0.9"], compare="https://host/ckpt.pth")
+    assert o.fail_under == {"pointing": 0.8, "accuracy": 0.9} and o.compare == "https://host/ckpt.pth"
+    assert AuditOptions(fail_under="iou=0.5").replace(worst=2).fail_under == {"iou": 0.5}
+    assert AuditOptions(fail_under={"pointing": 1}).fail_under == {"pointing": 1.0}
+    with pytest.raises(ArgumentError, match="fail_under='pointy=1'"):
+        AuditOptions(fail_under="pointy=1")
+
+
+def test_settings_and_keywords_give_the_same_audit(audit_shapes):
+    from visctl.options import AuditOptions
+
+    data, _ = audit_shapes
+    by_keywords = visctl.audit(DEMO_CFG, data=data, worst=2, batch_size=4, fail_under="accuracy=1.01")
+    by_settings = visctl.audit(DEMO_CFG, settings=AuditOptions(data=data, worst=2, fail_under="accuracy=1.01"),
+                               batch_size=4)
+    assert by_settings.rows == by_keywords.rows and by_settings.params == by_keywords.params
+    assert by_settings.failed == by_keywords.failed == ["accuracy 1 < 1.01"]

@@ -480,10 +480,10 @@ def read_voc(path: Path) -> Annotations:
 def read_annotations(path: Path | None = None, region: Path | None = None) -> Annotations | None:
     """``--annotations`` (a COCO .json, a VOC .xml or a folder of them) or ``--region`` (a folder of masks)."""
     if path is not None and region is not None:
-        raise InputError("--annotations and --region both give the objects", hint="give one of them")
+        raise InputError("annotations= and region= both give the objects", hint="give one of them")
     if region is not None:
         if not Path(region).is_dir():
-            raise InputError(f"--region {region} is not a folder",
+            raise InputError(f"region={region} is not a folder",
                              hint="a folder of masks named like the images (nonzero inside the object)")
         return Annotations(masks=Path(region), source=f"masks in {region}")
     if path is None:
@@ -785,7 +785,7 @@ def table(summary: dict[str, Any]) -> list[str]:
 # ---- --fail-under ----------------------------------------------------------------------------------------
 
 def parse_thresholds(specs: Iterable[str] | None) -> dict[str, float]:
-    """``--fail-under NAME=VALUE`` (repeatable, or comma-separated) as {name: value}; the names are the
+    """``fail_under`` (``NAME=VALUE``, several in a list or comma-separated) as {name: value}; the names are the
     measures and the rates (:data:`MEASURES`, :data:`RATES`)."""
     from visctl.errors import ArgumentError
 
@@ -795,19 +795,19 @@ def parse_thresholds(specs: Iterable[str] | None) -> dict[str, float]:
         for part in str(spec).split(","):
             name, sep, value = part.partition("=")
             name = name.strip()
-            hint = f"NAME=VALUE with NAME one of {', '.join(known)}, e.g. --fail-under pointing=0.8"
+            hint = f'NAME=VALUE with NAME one of {", ".join(known)}, e.g. fail_under="pointing=0.8"'
             if not sep or name not in known:
-                raise ArgumentError(f"--fail-under {part!r}: " + ("not NAME=VALUE" if not sep
-                                                                  else f"unknown measure {name!r}"), hint=hint)
+                raise ArgumentError(f"fail_under={part!r}: " + ("not NAME=VALUE" if not sep
+                                                                else f"unknown measure {name!r}"), hint=hint)
             try:
                 number = float(value)
             except ValueError:
-                raise ArgumentError(f"--fail-under {part!r}: {value!r} is not a number", hint=hint) from None
+                raise ArgumentError(f"fail_under={part!r}: {value!r} is not a number", hint=hint) from None
             if not math.isfinite(number):
-                raise ArgumentError(f"--fail-under {part!r}: {value!r} is not a finite number", hint=hint)
+                raise ArgumentError(f"fail_under={part!r}: {value!r} is not a finite number", hint=hint)
             if name in out:
-                raise ArgumentError(f"--fail-under names {name} twice ({name}={out[name]:g} and {part.strip()})",
-                                    hint=f"give one threshold per measure, e.g. --fail-under {name}={number:g}")
+                raise ArgumentError(f"fail_under= names {name} twice ({name}={out[name]:g} and {part.strip()})",
+                                    hint=f'give one threshold per measure, e.g. fail_under="{name}={number:g}"')
             out[name] = number
     return out
 

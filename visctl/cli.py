@@ -103,6 +103,10 @@ def run(argv: list[str], prog_name: str = "visctl") -> int:
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # stdout's reader left outside a run (`visctl cam --help | head -1`)
+        from visctl.context import stdout_closed
+
+        return stdout_closed()
     except Exception as err:
         if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # click's ClickException family
             return _click_error(err)

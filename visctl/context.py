@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from visctl.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
     EXIT_TERMINATED,
@@ -285,6 +286,8 @@ class RunContext:
             remove_empty(self._created)  # --preview-model, an error before any output: no empty folder
 
     def _leave(self, exc: BaseException | None) -> None:
+        if isinstance(exc, BrokenPipeError):  # stdout's reader left (`| head`): what was written stays, silently
+            raise typer.Exit(stdout_closed())
         if isinstance(exc, KeyboardInterrupt):
             for signum in self._handlers:  # a second Ctrl-C must not cut the manifest in half
                 signal.signal(signum, signal.SIG_IGN)
@@ -413,6 +416,16 @@ class RunContext:
                 self.warn(f"failed: {f['path']}: {f['error']}")
         if failures:
             raise typer.Exit(EXIT_PARTIAL)
+
+
+def stdout_closed() -> int:
+    """After a write to a closed pipe (``visctl ... --json | head``): no traceback, and nothing more is written
+    to the pipe (stdout points at /dev/null, so the interpreter's last flush cannot fail again). The exit status
+    is a shell's for a writer stopped by SIGPIPE (128 + 13), as other Unix tools end there."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def printable(text: str) -> str:

@@ -19,6 +19,8 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 #: exit status after SIGTERM, what CI runners and job schedulers send (128 + SIGTERM)
 EXIT_TERMINATED = 143
+#: exit status when stdout's reader has gone (``visctl ... --json | head``): a shell's for SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 
 class VisctlError(Exception):

@@ -383,10 +383,24 @@ class AuditOptions(Options):
     top_percent: float = 20.0
     border: float = 0.1
     worst: int = 48
-    compare: Path | None = None
-    #: NAME=VALUE bounds (a string, a list of them, or a dict of name -> value)
-    fail_under: Any = None
+    #: a second checkpoint of the same config: a path or a URL, kept as given
+    compare: str | None = None
+    #: NAME=VALUE bounds (a string, a list of them, or a dict of name -> value), read as {name: value}
+    fail_under: dict[str, float] | None = None
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        from visctl import audits
+
+        compare = self.compare
+        super().__post_init__()
+        if compare is not None:  # not a Path: an http(s):// checkpoint would lose a slash
+            object.__setattr__(self, "compare", str(compare))
+        bounds = self.fail_under
+        if bounds is not None:
+            found = (audits.check_thresholds(bounds) if isinstance(bounds, dict)
+                     else audits.parse_thresholds([bounds] if isinstance(bounds, str) else bounds))
+            object.__setattr__(self, "fail_under", found or None)
 
 
 #: command -> its options' class

@@ -9,8 +9,8 @@ import typer
 
 from visctl import _options as opt
 from visctl.choices import Phase
-from visctl.commands._shared import finish
 from visctl.context import RunContext
+from visctl.options import AuditOptions
 
 EPILOG = """Examples:
 
@@ -22,7 +22,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.MODEL)
+@opt.shared(*opt.MODEL, settings=AuditOptions)
 def audit(
     config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="A classifier's config (or model name).",
                                                show_default=False)],
@@ -70,68 +70,11 @@ def audit(
         "or right_reason.", show_default=False, rich_help_panel="Measures")] = None,
     *,
     opts: opt.CommandOptions,
+    settings: AuditOptions,
 ) -> None:
     """Audit where a classifier looks over a labelled dataset: localisation per image and class, for CI."""
-    import sys
-    import time
-
-    from visctl import audits
+    from visctl.commands._shared import execute
     from visctl.library import audit as library
 
     with RunContext("audit", opts, out_dir=opts.out_dir) as ctx:
-        thresholds = audits.parse_thresholds(fail_under)  # before anything loads
-        run = library.start(ctx.session, config_file, checkpoint, data=data, phase=phase.value if phase else None,
-                            annotations=annotations, region=region, method=method, agree_with=agree_with,
-                            target_layers=opt.split_list(target_layers), tolerance=tolerance, top_percent=top_percent,
-                            border=border, worst=worst, compare=compare, fail_under=thresholds,
-                            batch_size=opts.batch_size or 16)
-        writer = ctx.open_writer(run.params)
-        writer.background(1)  # the thumbnails, written while the report is made
-        rows = library.CsvStream(writer, library.CSV_NAME, audits.csv_header())
-        pairs = library.CsvStream(writer, library.COMPARE_CSV, library.compare_header()) if run.other else None
-        done: list[str] = []  # listed as inputs once the CSV holding their rows is in place (an interrupt: none)
-        try:
-            for row, pair in run.items():  # each row on disk as it is made; nothing per image is kept but its path
-                rows.write(audits.csv_line(row))
-                if pairs is not None and pair is not None:
-                    pairs.write(library.compare_line(pair))
-                if ctx.world > 1:  # torchrun: the ranks' inputs are merged below
-                    writer.add_input(row["path"])
-                else:
-                    done.append(row["path"])
-            run.merge_ranks(writer)  # under torchrun: every rank's records and tallies, on every rank
-            summary = run.summary()
-            streams = [(rows, "one row per image: every measure")]
-            if pairs is not None:
-                streams.append((pairs, "both checkpoints per image, and what moved"))
-            for stream, caption in streams:
-                if ctx.world > 1:  # rank 0 merges every rank's rows in the run's order
-                    from visctl import distributed
-
-                    parts = distributed.gather(stream.part())
-                    if not ctx.rank:
-                        stream.merge(parts, caption)
-                else:
-                    stream.close(caption)
-            for path in done:
-                writer.add_input(path)
-        finally:
-            rows.abort()
-            if pairs is not None:
-                pairs.abort()
-        if not ctx.rank:
-            library.write_report(writer, summary, run.worst.kept, run.moved.kept if run.moved else [])
-        writer.manifest["timings"]["audit_s"] = round(time.time() - run.started, 3)
-        for line in audits.table(summary):
-            ctx.log(line)
-        code = 0
-        try:
-            finish(ctx)
-        except typer.Exit as done:
-            code = done.exit_code
-        if summary["failed"]:  # every rank: torchrun's status is the ranks'
-            if not ctx.rank:
-                print("failed: " + "; ".join(summary["failed"]) + " (--fail-under)", file=sys.stderr)
-            code = code or 1
-        if code:
-            raise typer.Exit(code)
+        execute(ctx, library.plan(ctx.session, config_file, checkpoint, settings))

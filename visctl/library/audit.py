@@ -10,8 +10,9 @@ top-region IoU), and always by the share of its energy in the border and its ent
 per-class summary and the worst images' thumbnails; ``result.save(folder)`` writes what ``visctl audit``
 writes: ``audit.csv``, ``report.html``, the worst images' thumbnails and the summary in ``manifest.json``.
 
-The command streams: each row goes to the CSV as it is made, the summary is running sums, and only the
-thumbnails of the worst ``worst`` images are kept, so memory does not grow with the number of images.
+:func:`plan` opens a run (:class:`AuditRun`, the steps of :class:`visctl.library._run.Run`). The command streams:
+each row goes to the CSV as it is made, the summary is running sums, and only the thumbnails of the worst
+``worst`` images are kept, so memory does not grow with the number of images.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.library._common import ModelInputs, batches, open_model
+from visctl.library._run import Run
+from visctl.options import AuditOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
@@ -33,8 +36,6 @@ if TYPE_CHECKING:
     from visctl.audits import Annotations, Kept
     from visctl.output.writer import OutputWriter
 
-#: the worst images whose thumbnails the report shows, by default
-WORST = 48
 CSV_NAME = "audit.csv"
 COMPARE_CSV = "audit_compare.csv"
 REPORT = "report.html"
@@ -98,78 +99,61 @@ class AuditResult(Result):
 
 
 @arguments.typed("audit")
-def audit(model: Any, checkpoint: str | Path | None = None, *, data: str | Path | None = None,
-          phase: str | None = None, annotations: str | Path | None = None, region: str | Path | None = None,
-          method: str = "gradcam", agree_with: str | None = None, target_layers: str | Sequence[str] | None = None,
-          tolerance: float = 15.0, top_percent: float = 20.0, border: float = 0.1, worst: int = WORST,
-          compare: str | Path | None = None, fail_under: str | Sequence[str] | dict[str, float] | None = None,
-          batch_size: int = 16, options: RunOptions | None = None, session: Session | None = None) -> AuditResult:
+def audit(model: Any, checkpoint: str | Path | None = None, settings: AuditOptions | None = None, *,
+          options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> AuditResult:
     """Audit where ``model`` looks over a labelled dataset: per image, class and run.
 
     ``model``: a config (file, dict) or a model name; its ``test_dataloader`` (else ``val_dataloader``)
     dataset gives the labelled images, or ``data``, a folder of class folders named by the config's classes.
-    ``annotations``: a COCO instances .json or VOC .xml file(s) with the objects' boxes; ``region``: a folder of
-    masks named like the images. ``method`` (default gradcam, the gradient method ranked first by ``visctl cam
-    --score`` on the demo classifier) makes the maps; ``agree_with`` a second method to compare them with.
-    ``compare``: a second checkpoint of the same config, audited on the same batches. ``fail_under``:
+    ``settings``: the options (:class:`visctl.options.AuditOptions`, ``visctl audit``'s), or the same fields as
+    keywords: ``annotations`` (a COCO instances .json or VOC .xml file(s) with the objects' boxes) or ``region``
+    (a folder of masks named like the images); ``method`` (default gradcam, the gradient method ranked first by
+    ``visctl cam --score`` on the demo classifier) makes the maps, ``agree_with`` a second method to compare them
+    with; ``compare``: a second checkpoint of the same config, audited on the same batches; ``fail_under``:
     ``{"pointing": 0.8}`` (or ``"pointing=0.8"``): ``result.failed`` lists what fell under.
     Nothing is written: ``result.save(folder)`` writes what the CLI writes.
     """
-    session = session or Session(options)
-    run = start(session, model, checkpoint, data=data, phase=phase, annotations=annotations, region=region,
-                method=method, agree_with=agree_with, target_layers=target_layers, tolerance=tolerance,
-                top_percent=top_percent, border=border, worst=worst, compare=compare, fail_under=fail_under,
-                batch_size=batch_size)
-    rows, pairs = [], []
-    for row, pair in run.items():
-        rows.append(row)
-        if pair is not None:
-            pairs.append(pair)
-    summary = run.summary()
-    failures = tuple((f.path, f.error) for f in session.failures[run.failures_before:])
-    return AuditResult(params=run.params, inputs=tuple(dict(path=r["path"]) for r in rows), failures=failures,
-                       notes=tuple(session.notes), rows=tuple(rows), summary=summary, worst=tuple(run.worst.kept),
-                       compare_rows=tuple(pairs), moved=tuple(run.moved.kept) if run.moved else ())
+    o = AuditOptions.build(settings, **fields)
+    return plan(session or Session(options), model, checkpoint, o).collect()
 
 
-def check(method: str, agree_with: str | None, tolerance: float, top_percent: float, border: float, worst: int,
-          batch_size: int) -> tuple[Any, Any]:
-    """The options, refused before anything is loaded; returns the method (and the agreement method)."""
-    from visctl import arguments, cams
+def check(o: AuditOptions) -> tuple[Any, Any]:
+    """The methods of ``o``, refused before anything is loaded: the method's (and the agreement method's)."""
+    from visctl import cams
     from visctl.errors import ArgumentError
 
-    arguments.check("audit", tolerance=tolerance, top_percent=top_percent, border=border, worst=worst,
-                    batch_size=batch_size)
     chosen: list[Any] = []
-    for option, name in (("--method", method), ("--agree-with", agree_with)):
+    for option, name in (("method", o.method), ("agree_with", o.agree_with)):
         if name is None:
             chosen.append(None)
             continue
         found = cams.parse_method(str(name))
         if len(found) != 1:
-            raise ArgumentError(f"{option} {name!r}: the audit makes one map per class with one method",
+            raise ArgumentError(f"{option}={name!r}: the audit makes one map per class with one method",
                                 hint="give one method name, e.g. gradcam")
         chosen.append(found[0])
     if chosen[1] is not None and chosen[1] == chosen[0]:
-        raise ArgumentError(f"--agree-with {agree_with} is the --method itself", hint="name another method, e.g. layercam")
+        raise ArgumentError(f"agree_with={o.agree_with} is the method= itself",
+                            hint="name another method, e.g. layercam")
     return chosen[0], chosen[1]
 
 
-def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: str | None,
-                    left_out: list[tuple[Path, str]] | None = None,
+def labelled_images(session: Session, cfg: Any, o: AuditOptions, left_out: list[tuple[Path, str]] | None = None,
                     ) -> tuple[list[Path], dict[str, int], list[str] | None, Path | None, str]:
-    """The images to audit with their labels: ``data`` (class folders) or the config's test/val dataset.
+    """The images to audit with their labels: ``o.data`` (class folders) or the config's test/val dataset (or
+    ``o.phase``'s).
 
     Returns the paths, path -> label (an index into the dataset's classes), those classes, the data's root
-    folder (where ``--region`` masks mirror it) and where they came from; ``left_out`` gets the images of
+    folder (where ``region`` masks mirror it) and where they came from; ``left_out`` gets the images of
     ``data``'s folders that are none of the classes, with why."""
     from visctl import config, datasets
     from visctl.errors import ConfigError, InputError
 
+    data, phase = o.data, o.phase.value if o.phase is not None else None
     if data is not None:
         root = Path(data)
         if not root.is_dir():
-            raise InputError(f"--data {data} is not a folder", hint="a folder of class folders (ROOT/cat/1.jpg, ...)")
+            raise InputError(f"data={data} is not a folder", hint="a folder of class folders (ROOT/cat/1.jpg, ...)")
         top = config.cfg_get(cfg, "classes") or config.cfg_get(cfg, "dataset_meta.classes")
         ds_cfg: dict[str, Any] = dict(type="ImageFolder", data_root=str(root))
         if top:
@@ -181,7 +165,7 @@ def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: 
         used = next((ph for ph in phases if config.cfg_get(cfg, f"{ph}_dataloader.dataset")), "")
         if not used:
             raise ConfigError(f"the config has no {' or '.join(f'{p}_dataloader' for p in phases)}.dataset",
-                              hint="give --data FOLDER (one folder per class), or add a test_dataloader")
+                              hint="give data=FOLDER (one folder per class), or add a test_dataloader")
         ds_cfg, _ = datasets.dataset_config(cfg, used)
         where = f"the config's {used}_dataloader"
     dataset: Any = None
@@ -194,7 +178,7 @@ def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: 
     files = getattr(dataset, "files", None)
     if files is None:
         raise ConfigError(f"{where}'s dataset ({type(dataset).__name__}) holds no image files",
-                          hint="audit reads image files with labels: give --data FOLDER of class folders")
+                          hint="audit reads image files with labels: give data=FOLDER of class folders")
     if data is not None and dataset.classes and left_out is not None:
         left_out.extend(_other_folders(Path(data), list(dataset.classes)))
     labelled = [(Path(p), lab) for p, lab in files if lab is not None and lab >= 0]
@@ -209,7 +193,7 @@ def labelled_images(session: Session, cfg: Any, data: str | Path | None, phase: 
 
 
 def _other_folders(root: Path, classes: list[str]) -> list[tuple[Path, str]]:
-    """The images of ``--data``'s folders that are none of the classes (the dataset left them out, with a
+    """The images of ``data``'s folders that are none of the classes (the dataset left them out, with a
     warning) and why: the run skips each one, so the manifest lists them and the run exits 1."""
     from visctl.images import is_image_path
     from visctl.output.manifest import is_visctl_folder
@@ -222,53 +206,43 @@ def _other_folders(root: Path, classes: list[str]) -> list[tuple[Path, str]]:
             for p in sorted(q for q in d.rglob("*") if q.is_file() and is_image_path(q))]
 
 
-def start(session: Session, model: Any, checkpoint: str | Path | None = None, *, data: str | Path | None = None,
-          phase: str | None = None, annotations: str | Path | None = None, region: str | Path | None = None,
-          method: str = "gradcam", agree_with: str | None = None, target_layers: str | Sequence[str] | None = None,
-          tolerance: float = 15.0, top_percent: float = 20.0, border: float = 0.1, worst: int = WORST,
-          compare: str | Path | None = None, fail_under: str | Sequence[str] | dict[str, float] | None = None,
-          batch_size: int = 16) -> AuditRun:
+def plan(session: Session, model: Any, checkpoint: str | Path | None, settings: AuditOptions) -> AuditRun:
     """Check the options, read the annotations, load the model(s) and the dataset; nothing is computed yet."""
-    from visctl import arguments
     from visctl import audits as A
 
+    o = settings
     arguments.model_spec(model, modules=False)
-    if data is not None and phase is not None:
+    if o.data is not None and o.phase is not None:
         from visctl.errors import ArgumentError
 
-        raise ArgumentError(f"--phase {phase} and --data both say which images to audit",
-                            hint="give --data FOLDER (class folders) or --phase (the config's dataloader), not both")
-    layers = arguments.names(target_layers, "target_layers", "a layer name")
-    methods = check(method, agree_with, tolerance, top_percent, border, worst, batch_size)
-    thresholds = (A.check_thresholds(fail_under) if isinstance(fail_under, dict)
-                  else A.parse_thresholds([fail_under] if isinstance(fail_under, str) else fail_under))
-    ann = A.read_annotations(Path(annotations) if annotations else None, Path(region) if region else None)
+        raise ArgumentError(f"phase={o.phase.value} and data= both say which images to audit",
+                            hint="give data=FOLDER (class folders) or phase= (the config's dataloader), not both")
+    methods = check(o)
+    ann = A.read_annotations(o.annotations, o.region)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None)
-    _whole_model(mi.summary, "CHECKPOINT")
+    _whole_model(mi.summary, "CHECKPOINT ")
     left_out: list[tuple[Path, str]] = []
-    paths, labels, ds_classes, root, where = labelled_images(session, mi.cfg, data, phase, left_out)
+    paths, labels, ds_classes, root, where = labelled_images(session, mi.cfg, o, left_out)
     mi.paths = paths
     session.protect(*paths)
     if ann is not None:
         _check_annotations(session, ann, paths, root, where)
     other = None
-    if compare is not None:
+    if o.compare is not None:
         from visctl.library._common import load_model
 
-        session.protect(str(compare))
-        other, summary = load_model(session, mi.cfg, str(compare), label="compare: ")
-        _whole_model(summary, "--compare", strict=True)
-    return AuditRun(session, mi, labels=labels, ds_classes=ds_classes, root=root, where=where, annotations=ann,
-                    method=methods[0], agree_with=methods[1], target_layers=layers, tolerance=tolerance,
-                    top_percent=top_percent, border=border, worst=worst, compare=other,
-                    compare_checkpoint=str(compare) if compare else None, thresholds=thresholds,
-                    batch_size=batch_size, left_out=left_out)
+        session.protect(o.compare)
+        other, summary = load_model(session, mi.cfg, o.compare, label="compare: ")
+        _whole_model(summary, "compare=", strict=True)
+    return AuditRun(session, mi, o, methods, labels=labels, ds_classes=ds_classes, root=root, where=where,
+                    annotations=ann, compare=other, left_out=left_out)
 
 
 def _whole_model(summary: dict | None, what: str, strict: bool = False) -> None:
     """Refuse a checkpoint whose tensors are of other shapes than the model's (another architecture or number
     of classes: those stay random, and every number of the audit would be of a random model); with ``strict``
-    (the compared checkpoint, which must be the same model) also one that leaves a meaningful share random."""
+    (the compared checkpoint, which must be the same model) also one that leaves a meaningful share random.
+    ``what`` is said before its path (``compare=``)."""
     from visctl import checkpoints
     from visctl.errors import InputError
 
@@ -280,9 +254,9 @@ def _whole_model(summary: dict | None, what: str, strict: bool = False) -> None:
                      f"{', ...' if len(bad) > 3 else ''})" if bad else
                      f"it leaves {checkpoints.checkpoint_unloaded(summary):.0%} of the model's parameters random "
                      f"({len(summary.get('missing') or [])} missing tensors)")
-        raise InputError(f"{what} {summary.get('path')}: {what_left}, so the audit would measure a partly random "
+        raise InputError(f"{what}{summary.get('path')}: {what_left}, so the audit would measure a partly random "
                          "model", hint="give a checkpoint of this config's model (the same architecture and "
-                         "number of classes); --compare takes another checkpoint of the same config")
+                         "number of classes); compare= takes another checkpoint of the same config")
 
 
 def _check_annotations(session: Session, ann: Annotations, paths: list[Path], root: Path | None, where: str) -> None:
@@ -305,29 +279,38 @@ def _check_annotations(session: Session, ann: Annotations, paths: list[Path], ro
                          "file name: give the annotation file of these images")
 
 
-class AuditRun:
-    """One audit: its parameters (the manifest's), then one row per image (:meth:`items`), then :meth:`summary`."""
+class AuditRun(Run):
+    """One audit: its parameters (the manifest's), then one row per image (:meth:`items`), then the summary.
 
-    def __init__(self, session: Session, mi: ModelInputs, *, labels: dict[str, int], ds_classes: list[str] | None,
-                 root: Path | None, where: str, annotations: Annotations | None, method: Any, agree_with: Any,
-                 target_layers: list[str] | None, tolerance: float, top_percent: float, border: float, worst: int,
-                 compare: Any, compare_checkpoint: str | None, thresholds: dict[str, float], batch_size: int,
-                 left_out: list[tuple[Path, str]] | None = None) -> None:
+    The CLI (``visctl.commands._shared.execute``) writes each row to ``audit.csv`` as it comes (:meth:`record`),
+    closes the CSVs once every rank's rows are in (:meth:`merge_ranks`) and writes the report (:meth:`close`);
+    the library gathers the rows into an :class:`AuditResult` (:meth:`collect`).
+    """
+
+    command: ClassVar[str] = "audit"
+    writer_threads = 1  # the thumbnails, written while the report is made
+
+    def __init__(self, session: Session, mi: ModelInputs, settings: AuditOptions, methods: tuple[Any, Any], *,
+                 labels: dict[str, int], ds_classes: list[str] | None, root: Path | None, where: str,
+                 annotations: Annotations | None, compare: Any, left_out: list[tuple[Path, str]] | None = None,
+                 ) -> None:
         from visctl import audits as A
         from visctl import cams, config
         from visctl.layers import trace
         from visctl.library._common import output_names
         from visctl.library.cam import _channels_last
 
+        o = self.settings = settings
         self.session, self.mi, self.labels, self.root = session, mi, labels, root
-        self.annotations, self.method, self.agree_with = annotations, method, agree_with
-        self.tolerance, self.top_percent, self.border_width = tolerance, top_percent, border
-        self.thresholds, self.batch_size = thresholds, batch_size
+        self.annotations, (self.method, self.agree_with) = annotations, methods
+        self.border_width, self.batch_size = o.border, o.batch_size
+        self.thresholds = dict(o.fail_under or {})
         self.left_out = list(left_out or [])
         self.started = time.time()
         self.failures_before = len(session.failures)
         self.channels_last = _channels_last(mi, session.device)
         traced = trace(mi.model, mi.example)
+        target_layers = list(o.target_layers) if o.target_layers else None
         setup = cams.plan(mi.model, mi.example, target_layers, None, None, config.tool_option(mi.cfg, "target_layers"),
                           traced=traced)
         for note in setup.notes:
@@ -336,33 +319,38 @@ class AuditRun:
         self.num_classes = setup.num_classes
         self.names, _ = output_names(session, mi, setup.num_classes)
         self.to_model = self._class_map(ds_classes, where)
-        self.engine = cams.CamEngine(mi.model, method, setup.layers, setup.layouts, batch_size=batch_size)
-        self.agree = (cams.CamEngine(mi.model, agree_with, setup.layers, setup.layouts, batch_size=batch_size)
-                      if agree_with is not None else None)
+        self.engine = cams.CamEngine(mi.model, self.method, setup.layers, setup.layouts, batch_size=o.batch_size)
+        self.agree = (cams.CamEngine(mi.model, self.agree_with, setup.layers, setup.layouts, batch_size=o.batch_size)
+                      if self.agree_with is not None else None)
         self.other = None
         if compare is not None:
             if self.channels_last:
                 import torch
 
                 compare.to(memory_format=torch.channels_last)
-            self.other = cams.CamEngine(compare, method, setup.layers, setup.layouts, batch_size=batch_size)
+            self.other = cams.CamEngine(compare, self.method, setup.layers, setup.layouts, batch_size=o.batch_size)
         self.tally: dict[int, A.Tally] = {}
         self.total = A.Tally()
         self.tally_b: dict[int, A.Tally] = {}
         self.total_b = A.Tally()
         self.flips = dict(lost_pointing=0, gained_pointing=0, lost_correct=0, gained_correct=0)
-        self.worst = A.Worst(worst)
-        self.moved = A.Worst(worst) if compare is not None else None
+        self.worst = A.Worst(o.worst)
+        self.moved = A.Worst(o.worst) if compare is not None else None
         self.unannotated = 0
         self.compare_nonfinite: list[str] = []  # images whose --compare scores or maps are NaN or infinite
         self.bands: set[tuple[int, bool]] = set()  # the border bands used (pixels, widened to 1 px)
         self.index = {str(p): i for i, p in enumerate(mi.paths)}
-        self.params: dict[str, Any] = dict(
-            config=mi.cfg_spec, checkpoint=mi.checkpoint, data=where, images=len(mi.paths), method=method.value,
-            agree_with=agree_with.value if agree_with is not None else None, target_layers=setup.layers,
-            annotations=annotations.source if annotations else None, tolerance=tolerance, top_percent=top_percent,
-            border=border, worst=worst, compare=compare_checkpoint, fail_under=thresholds or None,
-            device=session.device, batch_size=batch_size)
+        self.params = dict(
+            config=mi.cfg_spec, checkpoint=mi.checkpoint, data=where, images=len(mi.paths), method=self.method.value,
+            agree_with=self.agree_with.value if self.agree_with is not None else None, target_layers=setup.layers,
+            annotations=annotations.source if annotations else None, tolerance=o.tolerance,
+            top_percent=o.top_percent, border=o.border, worst=o.worst, compare=o.compare,
+            fail_under=self.thresholds or None, device=session.device, batch_size=o.batch_size)
+        #: the manifest's ``audit`` (:meth:`summarise`), once every rank's rows are in
+        self.overview: dict[str, Any] = {}
+        self._streams: list[tuple[CsvStream, str]] = []  # the CLI's CSVs (:meth:`record`), with their captions
+        self._done: list[str] = []  # one process: listed as inputs once the CSV holding their rows is in place
+        self._complete = False  # every row written and every CSV in place: the report may be written
 
     def _class_map(self, ds_classes: list[str] | None, where: str) -> dict[int, int]:
         """Dataset label -> the model's output index: by name where both have names, else the same number."""
@@ -411,16 +399,20 @@ class AuditRun:
             for p, why in self.left_out:
                 session.skip(p, why)
         pending: tuple[Any, Any] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="visctl-audit") as pool:
-            for b in batches(session, self.mi, self.batch_size, "audit", channels_last=self.channels_last,
-                             grad=True):
-                work = self._maps(b)
-                job = pool.submit(self._measure, *work) if work is not None else None
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="visctl-audit") as pool:
+                for b in batches(session, self.mi, self.batch_size, "audit", channels_last=self.channels_last,
+                                 grad=True):
+                    work = self._maps(b)
+                    job = pool.submit(self._measure, *work) if work is not None else None
+                    if pending is not None:
+                        yield from self._collect(*pending)
+                    pending = (b, job) if job is not None else None
                 if pending is not None:
                     yield from self._collect(*pending)
-                pending = (b, job) if job is not None else None
-            if pending is not None:
-                yield from self._collect(*pending)
+        except BaseException:  # also on every rank under torchrun, where only rank 0 closes the run
+            self._abort()
+            raise
 
     def _maps(self, b: Any) -> tuple[Any, ...] | None:
         """The model's part of a batch (this thread): the labels, every map, the predictions."""
@@ -577,7 +569,8 @@ class AuditRun:
         from visctl import audits as A
 
         pred = int(probs.argmax())
-        kw = dict(tolerance=self.tolerance, percent=self.top_percent, border_width=self.border_width)
+        o = self.settings
+        kw = dict(tolerance=o.tolerance, percent=o.top_percent, border_width=o.border)
         fmap = A.clean(fmap)  # in place: the map is this row's own (carried back to the original pixels)
         at = A._peak(fmap)
         row: dict[str, Any] = dict(index=self.index.get(str(path), -1), path=str(path), label=label,
@@ -589,7 +582,7 @@ class AuditRun:
         short = min(fmap.shape)
         self.bands.add((max(1, int(round(self.border_width * short))), int(round(self.border_width * short)) < 1))
         if other_map is not None:
-            row.update(A.agreement(fmap, other_map, self.top_percent))
+            row.update(A.agreement(fmap, other_map, o.top_percent))
         if region is not None and row["correct"]:
             row["right_for_wrong_reason"] = row["pointing"] < 1
         if pred_map is not None:
@@ -638,15 +631,101 @@ class AuditRun:
         return A.thumbnail(img, row["_map"], boxes, region, at)
 
     # -- the end --
+    def record(self, writer: OutputWriter, item: tuple[dict[str, Any], dict[str, Any] | None]) -> None:
+        """One image's row (and compare row) on disk as it is made: nothing per image is kept but its path."""
+        from visctl import audits as A
+
+        row, pair = item
+        streams = self._open(writer)
+        streams[0][0].write(A.csv_line(row))
+        if len(streams) > 1 and pair is not None:
+            streams[1][0].write(compare_line(pair))
+        if self.session.world > 1:  # torchrun: the ranks' inputs are merged by merge_ranks
+            writer.add_input(row["path"])
+        else:
+            self._done.append(row["path"])
+
+    def _open(self, writer: OutputWriter) -> list[tuple[CsvStream, str]]:
+        """The CLI's CSVs, opened at the first row (each a hidden part file until it is complete)."""
+        from visctl import audits as A
+
+        if not self._streams:
+            self._streams.append((CsvStream(writer, CSV_NAME, A.csv_header()), "one row per image: every measure"))
+            if self.other is not None:
+                self._streams.append((CsvStream(writer, COMPARE_CSV, compare_header()),
+                                      "both checkpoints per image, and what moved"))
+        return self._streams
+
     def merge_ranks(self, writer: OutputWriter) -> None:
-        """Under torchrun, after the last image: every rank's records (inputs, failures, notes), tallies,
-        worst images and counts merged as a one-process run has them (exact sums: the same digits), on every
-        rank."""
+        """After the last image, on every rank: under torchrun every rank's records (inputs, failures, notes),
+        tallies, worst images and counts merged as a one-process run has them (exact sums: the same digits);
+        then the summary (:attr:`overview`) and the CSVs moved into place (under torchrun rank 0 merges every
+        rank's rows in the run's order), their rows' images listed as inputs."""
+        streams = self._open(writer)  # also where this rank made no row: the header
+        try:
+            if self.session.world > 1:
+                self._merge_records(writer)
+            self.overview = self.summarise()
+            for stream, caption in streams:
+                if self.session.world > 1:
+                    from visctl import distributed
+
+                    parts = distributed.gather(stream.part())
+                    if not self.session.rank:
+                        stream.merge(parts, caption)
+                else:
+                    stream.close(caption)
+            for path in self._done:
+                writer.add_input(path)
+            self._complete = True
+        finally:
+            self._abort()
+
+    def _abort(self) -> None:
+        """No part file left behind by a CSV not in place (an error, an interrupt)."""
+        for stream, _ in self._streams:
+            stream.abort()
+
+    def close(self, writer: OutputWriter) -> None:
+        """Rank 0, once every CSV is in place: the worst images' thumbnails, ``report.html`` and the manifest's
+        ``audit`` (after an error or an interrupt: none, and no CSV's part file)."""
+        self._abort()
+        if not self._complete:
+            return
+        write_report(writer, self.overview, self.worst.kept, self.moved.kept if self.moved else [])
+        writer.manifest["timings"]["audit_s"] = round(time.time() - self.started, 3)
+
+    def summary(self) -> list[str]:
+        """The per-class table (:func:`visctl.audits.table`)."""
+        from visctl import audits as A
+
+        return A.table(self.overview)
+
+    def failed_checks(self) -> list[str]:
+        """The ``fail_under`` thresholds the run fell under, as one line."""
+        failed = self.overview.get("failed") or []
+        return [f"{'; '.join(failed)} (--fail-under)"] if failed else []
+
+    def collect(self) -> AuditResult:
+        """Every image's row, the summary and the worst images, as :func:`audit` returns them."""
+        rows, pairs = [], []
+        for row, pair in self.items():
+            rows.append(row)
+            if pair is not None:
+                pairs.append(pair)
+        self.overview = self.summarise()
+        session = self.session
+        failures = tuple((f.path, f.error) for f in session.failures[self.failures_before:])
+        return AuditResult(params=self.params, inputs=tuple(dict(path=r["path"]) for r in rows), failures=failures,
+                           notes=tuple(session.notes), rows=tuple(rows), summary=self.overview,
+                           worst=tuple(self.worst.kept), compare_rows=tuple(pairs),
+                           moved=tuple(self.moved.kept) if self.moved else ())
+
+    def _merge_records(self, writer: OutputWriter) -> None:
+        """Under torchrun: every rank's records, tallies, worst images and counts, on every rank."""
         from visctl import audits as A
         from visctl import distributed
 
-        if self.session.world <= 1:
-            return
         mine = dict(tally=self.tally, total=self.total, tally_b=self.tally_b, total_b=self.total_b,
                     flips=self.flips, unannotated=self.unannotated, worst=self.worst.kept,
                     compare_nonfinite=self.compare_nonfinite, bands=self.bands,
@@ -675,7 +754,7 @@ class AuditRun:
             if self.moved is not None:
                 self.moved.merge(part["moved"])
 
-    def summary(self) -> dict[str, Any]:
+    def summarise(self) -> dict[str, Any]:
         """The manifest's ``audit``: overall and per-class means and counts, the worst images, what moved,
         and the ``fail_under`` thresholds with the ones the run fell under."""
         from visctl import audits as A
