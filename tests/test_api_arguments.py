@@ -4,6 +4,7 @@ AttributeError or a silently accepted value; list arguments take lists as the CL
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -67,10 +68,14 @@ def test_every_cli_range_is_the_librarys():
     functions = dict(cam=visctl.cam, featmap=visctl.featmap, boxam=visctl.boxam, slice=visctl.slice_detect,
                      recon=visctl.reconstruct, tsne=visctl.embed, pipeline=visctl.pipeline_views,
                      browse=visctl.browse, lr=visctl.schedule, audit=visctl.audit)
+    from visctl.options import BY_COMMAND
+
     for command, limits in arguments.LIMITS.items():
         params = inspect.signature(functions[command]).parameters
+        fields = {f.name for f in dataclasses.fields(BY_COMMAND[command])} if "settings" in params else set()
         for name in limits:
-            assert name in params, f"{command}: LIMITS names {name}, which visctl.{functions[command].__name__} lacks"
+            assert name in params or name in fields, \
+                f"{command}: LIMITS names {name}, which visctl.{functions[command].__name__} lacks"
 
 
 def _bad_values(limit: arguments.Limit) -> list[object]:
