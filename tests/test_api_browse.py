@@ -13,7 +13,7 @@ from conftest import ROOT, manifest
 
 import visctl
 from visctl import datasets
-from visctl.errors import ConfigError, InputError
+from visctl.errors import ArgumentError, ConfigError
 from visctl.images import DEFAULT_MAX_PIXELS
 from visctl.shapes import CLASSES, write_scenes
 
@@ -91,14 +91,13 @@ def test_cli_pages_are_drawn_in_the_writers_thread_with_the_librarys_bytes(invok
 
 
 def test_a_page_to_draw_writes_as_a_drawn_one(folder_cfg, tmp_path):
-    """A page from ``iter_pages(draw_in_writer=True)`` (the CLI's) shows and saves like the library's drawn page."""
+    """A page of the run's items (the CLI's, drawn in the writer) shows and saves like the library's drawn page."""
     from visctl.library import browse as lib
     from visctl.session import Session
 
-    session = Session()
-    run = lib.plan(folder_cfg, number=5, rows=2, cols=2, seed=3, session=session)
-    drawn = list(lib.iter_pages(run, session))
-    to_draw = list(lib.iter_pages(run, session, draw_in_writer=True))
+    run = lib.plan(Session(), folder_cfg, visctl.BrowseOptions(number=5, rows=2, cols=2, seed=3))
+    drawn = list(run.collect().pages)
+    to_draw = list(run.items())
     assert [p.figure is None and p.drawing is not None for p in to_draw] == [True, True]
     for a, b in zip(drawn, to_draw):
         (fa,), (fb,) = a.figures(), b.figures()
@@ -130,7 +129,7 @@ def test_dict_config_and_errors(tmp_path):
     write_scenes(tmp_path / "t", range(3))
     result = visctl.browse(dict(train_dataloader=dict(dataset=dict(type="ImageFolder", root=str(tmp_path / "t")))))
     assert len(result.samples) == 3 and result.params["config"] == "<config>"
-    with pytest.raises(InputError, match="phase"):
+    with pytest.raises(ArgumentError, match="phase="):
         visctl.browse({}, phase="nope")
     with pytest.raises(ConfigError, match="no val_dataloader"):
         visctl.browse({}, phase="val")

@@ -279,7 +279,7 @@ def test_pipeline_takes_mmpretrains_flags_too(invoke, data_root, tmp_path):
     assert len(m["outputs"]) == 2 and m["params"]["channel_order"] == "RGB"
     assert {_png(tmp_path / "p" / o["path"]).shape for o in m["outputs"]} == {(40, 40, 3)}
     concat = invoke(*args, "-n", "1", "-m", "concat", "-r", "2", "-o", tmp_path / "c")
-    assert concat.exit_code == 2 and "-m original" in concat.stderr
+    assert concat.exit_code == 2 and "--mode original" in concat.stderr
     both = invoke(*args, "-n", "1", "-m", "original", "-r", "2", "--adaptive", "-o", tmp_path / "a")
     assert both.exit_code == 2 and "give one" in both.stderr
 

@@ -336,16 +336,29 @@ class PipelineOptions(Options):
 
     command: ClassVar[str] = "pipeline"
 
+    #: train, val or test: which dataloader's dataset and pipeline
     phase: Phase = Phase.train
+    #: samples, from the first (-1: all)
     number: int = 20
+    #: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs]; a list given
+    #: replaces the default one
     skip_type: tuple[str, ...] | None = None
+    #: what each figure shows: original, transformed, concat (both) or pipeline (every step)
     mode: Mode = Mode.concat
+    #: scale each panel into the edge limits
     adaptive: bool = False
+    #: with ``adaptive``: the shortest a panel's short edge may be (pixels)
     min_edge_length: int = 200
+    #: with ``adaptive``: the longest a panel's long edge may be (pixels); wins over ``min_edge_length``
     max_edge_length: int = 1000
+    #: swap the channels of every panel (mmcls 0.x's flag)
     bgr2rgb: bool = False
+    #: with mode original: scale the original by this factor (mmpretrain's ``-r``)
     rescale_factor: float | None = None
+    #: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one
+    #: swaps the colours as mmpretrain shows them [default: their own order]
     channel_order: ChannelOrder | None = None
+    #: the random transforms' seed (the same views each run)
     seed: int = 0
 
 
@@ -355,14 +368,23 @@ class BrowseOptions(Options):
 
     command: ClassVar[str] = "browse"
 
+    #: train, val or test: which dataloader's dataset and pipeline
     phase: Phase = Phase.train
+    #: samples, from the first (-1: all)
     number: int = 32
+    #: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs]; a list given
+    #: replaces the default one
     skip_type: tuple[str, ...] | None = None
-    #: grid rows and columns per page [default: 4 each]
+    #: grid rows and columns per page [default: 4 each; None, as the CLI refuses them with a per-sample
+    #: ``--mode``]
     rows: int | None = None
     cols: int | None = None
+    #: DataLoader worker processes
     num_workers: int = 0
+    #: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one
+    #: swaps the colours as mmpretrain shows them [default: their own order]
     channel_order: ChannelOrder | None = None
+    #: the random transforms' seed (the same views each run)
     seed: int = 0
 
 

@@ -11,6 +11,7 @@ from visctl.arguments import WORKERS_MAX
 from visctl.choices import BrowseMode, Phase
 from visctl.context import RunContext
 from visctl.library.pipeline import SKIP
+from visctl.options import BrowseOptions
 
 EPILOG = """Examples:
 
@@ -25,7 +26,7 @@ EPILOG = """Examples:
 
 
 
-@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms."))
+@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms."), settings=BrowseOptions)
 def browse(
     config_file: opt.DataConfig,
     phase: opt.PhaseOption = Phase.train,
@@ -50,40 +51,13 @@ def browse(
     not_show: opt.NotShow = False,
     *,
     opts: opt.CommandOptions,
+    settings: BrowseOptions,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
     with RunContext("browse", opts, out_dir=opts.out_dir) as ctx:
         ctx.show_interval = show_interval
-        if mode is not BrowseMode.grid:  # mmpretrain's modes: one figure per sample, as `visctl pipeline` draws
-            from visctl.errors import InputError
-            from visctl.library import pipeline as per_sample
-
-            if rows is not None or cols is not None:
-                raise InputError(f"--rows/--cols lay out the grid pages; --mode {mode.value} draws one figure per "
-                                 "sample", hint="leave out --rows/--cols, or --mode (grid pages)")
-
-            views = per_sample.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode.value,
-                                    rescale_factor=rescale_factor, channel_order=channel_order, seed=opts.seed,
-                                    record=mode is BrowseMode.pipeline, num_workers=num_workers, session=ctx.session,
-                                    config_name=config_file)
-            writer = ctx.open_writer(views.params)
-            for view in per_sample.iter_pipeline_views(views, ctx.session):
-                view.write(writer)
-            ctx.finish()
-            return
+        from visctl.commands._shared import execute
         from visctl.library import browse as lib
-        from visctl.library.pipeline import check_rescale
 
-        check_rescale(rescale_factor, "grid")
-        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, rows=rows or 4, cols=cols or 4,
-                       num_workers=num_workers, channel_order=channel_order, seed=opts.seed, session=ctx.session,
-                       config_name=config_file)
-        writer = ctx.open_writer(run.params)
-        # a page is drawn, encoded and written in one thread while the next one's samples load. One, not
-        # output.io_threads(ctx.threads): browse has no --threads, so ctx.threads is every core (at most 16) and
-        # that is 1 anyway, or up to 8 beyond 16 cores; and a page (~10 ms to draw, ~30 to encode) comes every 16
-        # samples (~65 ms of pipeline), so a second writer would only queue, or take a core from torch's threads
-        writer.background(1, queue=2)
-        for page in lib.iter_pages(run, ctx.session, draw_in_writer=True):
-            page.write(writer)
-        ctx.finish()
+        # a --mode other than grid: one figure per sample, as `visctl pipeline` draws (mmpretrain's modes)
+        execute(ctx, lib.plan(ctx.session, config_file, settings, mode=mode, rescale_factor=rescale_factor))

@@ -9,6 +9,7 @@ import typer
 from visctl import _options as opt
 from visctl.choices import Mode, Phase
 from visctl.context import RunContext
+from visctl.options import PipelineOptions
 
 EPILOG = """Examples:
 
@@ -22,7 +23,8 @@ EPILOG = """Examples:
 
 
 
-@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms (the same views each run)."))
+@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms (the same views each run)."),
+            settings=PipelineOptions)
 def pipeline(
     config_file: opt.DataConfig,
     phase: opt.PhaseOption = Phase.train,
@@ -49,17 +51,12 @@ def pipeline(
     not_show: opt.NotShow = False,
     *,
     opts: opt.CommandOptions,
+    settings: PipelineOptions,
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
     with RunContext("pipeline", opts, out_dir=opts.out_dir) as ctx:
         ctx.show_interval = show_interval
+        from visctl.commands._shared import execute
         from visctl.library import pipeline as lib
 
-        run = lib.plan(config_file, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
-                       min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb,
-                       rescale_factor=rescale_factor, channel_order=channel_order, seed=opts.seed,
-                       record=mode is Mode.pipeline, session=ctx.session, config_name=config_file)
-        writer = ctx.open_writer(run.params)
-        for view in lib.iter_pipeline_views(run, ctx.session):
-            view.write(writer)
-        ctx.finish()
+        execute(ctx, lib.plan(ctx.session, config_file, None, settings))

@@ -7,19 +7,27 @@ The CLI's pages are drawn where they are encoded, in the writer's thread (:class
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
-from visctl.library.pipeline import CHANNEL_ORDERS, PHASES, SKIP, _choice, _readonly
+from visctl.choices import BrowseMode
+from visctl.library._run import Run
+from visctl.library.pipeline import SKIP, _readonly
+from visctl.options import BrowseOptions
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from visctl.library.pipeline import PipelineRun
     from visctl.output.writer import OutputWriter
+
+#: a page's grid when rows= or cols= is not given
+ROWS = COLS = 4
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,12 @@ class BrowsePage(Result):
         """The page, drawn or to draw."""
         return self.figure if self.figure is not None else self.drawing
 
+    def drawn(self) -> BrowsePage:
+        """This page with its figure drawn (the library's)."""
+        if self.figure is not None or self.drawing is None:
+            return self
+        return BrowsePage(figure=self.drawing.figure(), samples=self.samples)
+
     def figures(self) -> list[Figure]:
         if self.figure is None and self.drawing is not None:
             return [self.drawing.figure()]
@@ -108,54 +122,48 @@ class BrowseResult(Result):
             page.write(writer)
 
 
-@dataclass
-class BrowsePlan:
-    """What a run knows before its first sample."""
+def plan(session: Session, config: Any, settings: BrowseOptions, *, mode: Any = BrowseMode.grid,
+         rescale_factor: float | None = None) -> BrowseRun | PipelineRun:
+    """Check the options, load the config and its dataset, and say what the run will do.
 
-    dataset: Any
-    samples: Any  # datasets.PipelineSamples
-    count: int
-    params: dict[str, Any]
-    phase: str
-    rows: int
-    cols: int
-    num_workers: int
-    swap: bool = False  # the panels' channels swapped (a -c/--channel-order other than the images' own)
+    A ``mode`` other than grid (the CLI's ``--mode``, as mmpretrain's browse_dataset.py) draws one figure per
+    sample, as :func:`visctl.pipeline` does (``rescale_factor``: with mode original): the run is the pipeline's,
+    of the same samples.
+    """
+    from visctl import datasets
+    from visctl.errors import InputError
+    from visctl.library import pipeline
+    from visctl.options import PipelineOptions
 
-
-def plan(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any = None, rows: int = 4,
-         cols: int = 4, num_workers: int = 0, channel_order: str | None = None, seed: int = 0, session: Session,
-         config_name: str | None = None) -> BrowsePlan:
-    """Load the config and its dataset, and say what the run will do."""
-    from pathlib import Path
-
-    from visctl import arguments, datasets
-    from visctl.library.pipeline import channel_swap, check_skip, native_order
-
+    o, since = settings, (len(session.failures), len(session.notes))
+    mode = arguments.choice(BrowseMode, mode, "mode")
+    if mode is not BrowseMode.grid:
+        if o.rows is not None or o.cols is not None:
+            raise InputError(f"rows= and cols= lay out the grid pages; mode={mode.value} draws one figure per sample",
+                             hint="leave out rows= and cols=, or mode= (grid pages)")
+        shared = {f.name for f in dataclasses.fields(PipelineOptions)}
+        same = {f.name: getattr(o, f.name) for f in dataclasses.fields(o) if f.name in shared}
+        per_sample = PipelineOptions(**same, mode=mode.value, rescale_factor=rescale_factor)
+        return pipeline.plan(session, config, None, per_sample, num_workers=o.num_workers)
+    pipeline.check_rescale(rescale_factor, mode.value)
     arguments.model_spec(config, "config", modules=False)
-    arguments.check("browse", number=number, rows=rows, cols=cols, num_workers=num_workers, seed=seed)
-    skip_type = arguments.skip_types(skip_type)
-    phase = _choice(phase, PHASES, "phase")
-    if channel_order is not None:
-        channel_order = _choice(str(getattr(channel_order, "value", channel_order)).upper(), CHANNEL_ORDERS,
-                                "channel order")
     cfg = session.load_config(config)
+    phase = o.phase.value
     ds_cfg, steps = datasets.dataset_config(cfg, phase)
     dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
-    check_skip(skip_type, steps, session.warn)
-    skip = tuple(skip_type if skip_type is not None else SKIP)
-    samples = datasets.PipelineSamples(dataset, steps, seed=seed, skip_types=skip)
+    pipeline.check_skip(o.skip_type, steps, session.warn)
+    skip = SKIP if o.skip_type is None else o.skip_type
+    samples = datasets.PipelineSamples(dataset, steps, seed=o.seed, skip_types=skip)
     size = datasets.length(dataset)
-    count = size if number < 0 else min(number, size)
+    count = size if o.number < 0 else min(o.number, size)
     session.protect(*(dataset.name(i) for i in range(count)))
-    if config_name is None:
-        config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
-    params = dict(config=config_name, phase=phase, number=count, rows=rows, cols=cols, num_workers=num_workers,
-                  seed=seed, skip_type=list(skip))
-    if channel_order is not None:
-        params["channel_order"] = channel_order
-    swap = channel_swap(channel_order, native_order(dataset, steps))
-    return BrowsePlan(dataset, samples, count, params, phase, rows, cols, num_workers, swap)
+    rows, cols = ROWS if o.rows is None else o.rows, COLS if o.cols is None else o.cols
+    params = dict(config=pipeline.config_label(config, cfg), phase=phase, number=count, rows=rows, cols=cols,
+                  num_workers=o.num_workers, seed=o.seed, skip_type=list(skip))
+    if o.channel_order is not None:
+        params["channel_order"] = o.channel_order.value
+    swap = pipeline.channel_swap(o.channel_order, pipeline.native_order(dataset, steps))
+    return BrowseRun(session, dataset, samples, count, params, phase, rows, cols, o.num_workers, swap, since)
 
 
 def page_grid(n: int, rows: int, cols: int) -> tuple[int, int]:
@@ -182,9 +190,8 @@ def check_page(n: int, cell_h: int, cell_w: int, rows: int, cols: int, max_pixel
 
     r, c = page_grid(n, rows, cols)
     h, w = render.grid_size(r * c, cell_h, cell_w, c)
-    render.check_figure(w, h, max_pixels, f"--rows {rows} --cols {cols} (rows=, cols=)",
-                        f"a page of {n} samples ({r} x {c})",
-                        hint="give fewer --rows/--cols (a page holds rows x cols samples)")
+    render.check_figure(w, h, max_pixels, f"rows={rows} cols={cols}", f"a page of {n} samples ({r} x {c})",
+                        hint="give fewer rows= or cols= (a page holds rows x cols samples)")
 
 
 def draw_page(samples: tuple[BrowseSample, ...], cols: int, swap: bool = False) -> np.ndarray:
@@ -204,82 +211,98 @@ def draw_page(samples: tuple[BrowseSample, ...], cols: int, swap: bool = False) 
     return page
 
 
-def iter_pages(p: BrowsePlan, session: Session, draw_in_writer: bool = False) -> Iterator[BrowsePage]:
-    """Each grid page as soon as it is full (the last one when the samples end); bad samples go to
-    ``session.skip``.
+@dataclass(eq=False)
+class BrowseRun(Run):
+    """A grid run (:func:`plan`): its dataset, the samples' pipeline, the pages' grid and what the manifest
+    records."""
 
-    ``draw_in_writer`` (the CLI's): the pages come as :class:`Drawing` s (``page.drawing``), drawn by
-    ``draw_page`` when the writer encodes them, in its thread when it has one; else drawn here (``page.figure``).
-    """
-    from functools import partial
+    command: ClassVar[str] = "browse"
+    # a page is drawn, encoded and written in one thread while the next one's samples load. One, not
+    # IO_THREADS: browse has no --threads, so the session's threads are every core (at most 16) and that is 1
+    # anyway, or up to 8 beyond 16 cores; and a page (~10 ms to draw, ~30 to encode) comes every 16 samples
+    # (~65 ms of pipeline), so a second writer would only queue, or take a core from torch's threads
+    writer_threads = 1
+    writer_queue = 2
 
-    from visctl import datasets
+    session: Session
+    dataset: Any
+    samples: Any  # datasets.PipelineSamples
+    count: int
+    params: dict[str, Any]
+    phase: str
+    rows: int
+    cols: int
+    num_workers: int = 0
+    swap: bool = False  # the panels' channels swapped (a channel_order other than the images' own)
+    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned
 
-    per_page = p.rows * p.cols
-    drawn: list[BrowseSample] = []
-    pages = 0
-    cell_h = cell_w = 1  # the largest cell of the page being filled: refused as soon as it outgrows the budget
+    def items(self) -> Iterator[BrowsePage]:
+        """Each grid page as soon as it is full (the last one when the samples end), to draw
+        (:attr:`BrowsePage.drawing`: the CLI's writer draws it where it encodes it, in its thread); bad samples
+        go to ``session.skip``."""
+        from functools import partial
 
-    def page() -> BrowsePage:
-        first = pages * per_page
-        samples = tuple(drawn)
-        drawing = Drawing(f"browse_{p.phase}_{pages:03d}.png", partial(draw_page, samples, p.cols, p.swap),
-                          f"{p.phase} samples {first}-{first + len(samples) - 1}")
-        if draw_in_writer:
-            return BrowsePage(samples=samples, drawing=drawing)
-        return BrowsePage(figure=drawing.figure(), samples=samples)
+        from visctl import datasets
 
-    with session.progress(p.count, "browse") as advance:
-        for item in datasets.iterate(p.samples, list(range(p.count)), num_workers=p.num_workers):
-            advance()
-            if item["error"]:
-                session.skip(item["name"], item["error"])
-                continue
-            label = item["label"]
-            name = p.dataset.class_name(label)
-            text = "no label" if label is None else f"{label}: {name}" if name is not None else str(label)
-            views = item["views"]
-            text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
-            drawn.append(BrowseSample(item["name"], item["index"], label, name, text, pages,
-                                      tuple(_readonly(v) for v in views),
-                                      tuple(_readonly(m) for m in item["masks"])))
-            ch, cw = cell_size(views, text)
-            cell_h, cell_w = max(cell_h, ch), max(cell_w, cw)
-            check_page(len(drawn), cell_h, cell_w, p.rows, p.cols, session.max_pixels)
-            if len(drawn) == per_page:
-                yield page()
-                pages += 1
-                drawn = []
-                cell_h = cell_w = 1
-    if drawn:
-        yield page()
+        per_page = self.rows * self.cols
+        drawn: list[BrowseSample] = []
+        pages = 0
+        cell_h = cell_w = 1  # the largest cell of the page being filled: refused as soon as it outgrows the budget
+
+        def page() -> BrowsePage:
+            first = pages * per_page
+            samples = tuple(drawn)
+            return BrowsePage(samples=samples, drawing=Drawing(
+                f"browse_{self.phase}_{pages:03d}.png", partial(draw_page, samples, self.cols, self.swap),
+                f"{self.phase} samples {first}-{first + len(samples) - 1}"))
+
+        with self.session.progress(self.count, "browse") as advance:
+            for item in datasets.iterate(self.samples, list(range(self.count)), num_workers=self.num_workers):
+                advance()
+                if item["error"]:
+                    self.session.skip(item["name"], item["error"])
+                    continue
+                label = item["label"]
+                name = self.dataset.class_name(label)
+                text = "no label" if label is None else f"{label}: {name}" if name is not None else str(label)
+                views = item["views"]
+                text = f"#{item['index']} {text}" + (f" ({len(views)} views)" if len(views) > 1 else "")
+                drawn.append(BrowseSample(item["name"], item["index"], label, name, text, pages,
+                                          tuple(_readonly(v) for v in views),
+                                          tuple(_readonly(m) for m in item["masks"])))
+                ch, cw = cell_size(views, text)
+                cell_h, cell_w = max(cell_h, ch), max(cell_w, cw)
+                check_page(len(drawn), cell_h, cell_w, self.rows, self.cols, self.session.max_pixels)
+                if len(drawn) == per_page:
+                    yield page()
+                    pages += 1
+                    drawn = []
+                    cell_h = cell_w = 1
+        if drawn:
+            yield page()
+
+    def collect(self) -> BrowseResult:
+        """Every page, drawn, as one :class:`BrowseResult`."""
+        from visctl.library.pipeline import gathered
+
+        pages = tuple(page.drawn() for page in self.items())
+        return BrowseResult(**gathered(self.session, self.params, self.since), pages=pages)
 
 
 @arguments.typed("browse")
-def browse(config: Any, *, phase: str = "train", number: int = 32, skip_type: Any = None, rows: int = 4,
-           cols: int = 4, num_workers: int = 0, channel_order: str | None = None, seed: int = 0,
-           options: RunOptions | None = None, session: Session | None = None) -> BrowseResult:
+def browse(config: Any, settings: BrowseOptions | None = None, *, options: RunOptions | None = None,
+           session: Session | None = None, **fields: Any) -> BrowseResult:
     """Samples of ``config``'s ``<phase>`` dataset after its whole pipeline, with their class names, in grids.
 
     Args:
         config: an mmengine config (a path, a dict or a ``Config``) with ``<phase>_dataloader.dataset``.
-        phase: train, val or test; number: samples from the first (-1: all).
-        skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
-        rows: the rows of a page's grid.
-        cols: the columns of a page's grid.
-        num_workers: DataLoader worker processes.
-        channel_order: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``): shown as that,
-            so the wrong one swaps the colours as mmpretrain shows them [default: their own order]. One figure
-            per sample (mmpretrain's ``--mode``): :func:`visctl.pipeline`.
-        seed: the random transforms' seed (the same views each run).
+        settings: the run's options, a :class:`visctl.BrowseOptions` (phase, number, rows, cols, ...) [default:
+            its defaults]. One figure per sample (mmpretrain's ``--mode``): :func:`visctl.pipeline`.
         options: how the run writes and reports (:class:`visctl.RunOptions`).
         session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
+        **fields: fields of :class:`visctl.BrowseOptions` by name, replacing those of ``settings``
+            (``rows=2``, ``number=-1``).
     """
-    ctx = session or Session(options)
-    skipped, noted = len(ctx.failures), len(ctx.notes)
-    p = plan(config, phase=phase, number=number, skip_type=skip_type, rows=rows, cols=cols,
-             num_workers=num_workers, channel_order=channel_order, seed=seed, session=ctx)
-    pages = tuple(iter_pages(p, ctx))
-    params = dict(p.params, max_pixels=ctx.max_pixels) if ctx.max_pixels is not None else p.params
-    return BrowseResult(params=params, failures=tuple((f.path, f.error) for f in ctx.failures[skipped:]),
-                        notes=tuple(ctx.notes[noted:]), pages=pages)
+    run = plan(session or Session(options), config, BrowseOptions.build(settings, **fields))
+    assert isinstance(run, BrowseRun)  # grid pages: the only mode of a library call
+    return run.collect()

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
-from visctl.choices import ChannelOrder, Mode, Phase
+from visctl.choices import ChannelOrder, Mode
+from visctl.library._run import Run
+from visctl.options import PipelineOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
@@ -24,9 +26,6 @@ if TYPE_CHECKING:
 
 #: transform types left out unless the caller says otherwise (tensor conversion and packing)
 SKIP = ("ToTensor", "Normalize", "ImageToTensor", "Collect", "PackInputs")
-MODES = tuple(m.value for m in Mode)
-PHASES = tuple(p.value for p in Phase)
-CHANNEL_ORDERS = tuple(c.value for c in ChannelOrder)
 
 
 def native_order(dataset: Any, steps: list[dict]) -> str:
@@ -40,7 +39,7 @@ def native_order(dataset: Any, steps: list[dict]) -> str:
     return "RGB" if isinstance(dataset, (datasets.CifarDataset, datasets.TorchvisionDataset)) else "BGR"
 
 
-def channel_swap(channel_order: Any, native: str, bgr2rgb: bool = False) -> bool:
+def channel_swap(channel_order: ChannelOrder | None, native: str, bgr2rgb: bool = False) -> bool:
     """Whether the panels' channels are swapped: mmpretrain's ``-c/--channel-order`` names the order the
     pipeline's images are in, and shows them as that (a wrong order shows swapped colours, as there); None:
     the images' own order, true colours. ``bgr2rgb`` (mmcls 0.x) swaps them whatever the order."""
@@ -48,15 +47,14 @@ def channel_swap(channel_order: Any, native: str, bgr2rgb: bool = False) -> bool
 
     if channel_order is None:
         return bgr2rgb
-    order = _choice(str(getattr(channel_order, "value", channel_order)).upper(), CHANNEL_ORDERS, "channel order")
     if bgr2rgb:
-        raise InputError("--bgr2rgb and -c/--channel-order both set the channel order",
-                         hint="give one: --bgr2rgb swaps the channels (mmcls 0.x), -c BGR|RGB names the "
-                         "pipeline's channel order (mmpretrain)")
-    return order != native
+        raise InputError("bgr2rgb=True and channel_order= both set the channel order",
+                         hint="give one: bgr2rgb=True swaps the channels (mmcls 0.x), channel_order=BGR|RGB names "
+                         "the pipeline's channel order (mmpretrain)")
+    return channel_order.value != native
 
 
-def check_skip(skip_type: list[str] | None, steps: Any, warn: Any) -> None:
+def check_skip(skip_type: tuple[str, ...] | None, steps: Any, warn: Any) -> None:
     """``--skip-type`` names that no step of the pipeline has: one warning naming the pipeline's types (a name
     given replaces the default list, mmpretrain's browse_dataset.py habit, so the default's steps are drawn)."""
     if not skip_type:
@@ -72,21 +70,22 @@ def check_skip(skip_type: list[str] | None, steps: Any, warn: Any) -> None:
 
 
 def check_rescale(rescale_factor: float | None, mode: str, adaptive: bool = False) -> None:
-    """mmpretrain's ``-r/--rescale-factor`` scales the original image of ``--mode original`` only."""
+    """mmpretrain's ``-r/--rescale-factor`` scales the original image of ``--mode original`` only (``mode``:
+    the run's mode, or browse's ``grid``)."""
     from visctl.errors import InputError
 
     if rescale_factor is None:
         return
     if not rescale_factor > 0:
-        raise InputError(f"rescale factor {rescale_factor}", hint="-r/--rescale-factor is a positive number, "
-                         "e.g. -r 10 for CIFAR's 32 px images")
+        raise InputError(f"rescale_factor={rescale_factor:g} is not above 0", hint="rescale_factor= is a positive "
+                         "number, e.g. rescale_factor=10 for CIFAR's 32 px images")
     if mode != "original":
-        raise InputError(f"-r/--rescale-factor rescales the original image of --mode original, not the {mode} "
-                         "figures", hint="add -m original (as mmpretrain's browse_dataset.py, which ignores -r in "
-                         "the other modes); browse's grid rows are --rows")
+        raise InputError(f"rescale_factor={rescale_factor:g} rescales the original image of mode=original, not the "
+                         f"{mode} figures", hint="add mode=original (as mmpretrain's browse_dataset.py, which "
+                         "ignores it in the other modes)" + ("; the grid's rows are rows=" if mode == "grid" else ""))
     if adaptive:
-        raise InputError("--adaptive and -r/--rescale-factor both resize the original image",
-                         hint="give one: -r scales by a factor, --adaptive fits the edge limits")
+        raise InputError("adaptive=True and rescale_factor= both resize the original image",
+                         hint="give one: rescale_factor= scales by a factor, adaptive=True fits the edge limits")
 
 
 def _readonly(a: Any) -> Any:
@@ -164,30 +163,6 @@ class PipelineResult(Result):
             sample.write(writer)
 
 
-@dataclass
-class PipelinePlan:
-    """What a run knows before its first sample: the dataset, the steps, the manifest's parameters."""
-
-    dataset: Any
-    samples: Any  # datasets.PipelineSamples
-    count: int
-    params: dict[str, Any]
-    names: list[str]
-    stems: dict[Any, str]
-    mode: str
-    drawing: dict[str, Any]
-    num_workers: int = 0
-
-
-def _choice(value: Any, choices: tuple[str, ...], what: str) -> str:
-    from visctl.errors import InputError
-
-    value = getattr(value, "value", value)  # the CLI's enums
-    if value not in choices:
-        raise InputError(f"{what} {value!r}", hint=f"use one of {', '.join(choices)}")
-    return str(value)
-
-
 def image_dataset(cfg: Any, images: Any, phase: str, session: Session) -> tuple[Any, list[dict]]:
     """Given images (paths, arrays, PIL images) as an unlabelled dataset, and the config's pipeline for them:
     ``<phase>_dataloader.dataset.pipeline``, else ``<phase>_pipeline``."""
@@ -218,149 +193,171 @@ def stems_of(paths: list[Any]) -> list[str]:
     return [stems[p] for p in paths]
 
 
-def plan(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
-         skip_type: Any = None, mode: str = "concat", adaptive: bool = False, min_edge_length: int = 200,
-         max_edge_length: int = 1000, bgr2rgb: bool = False, rescale_factor: float | None = None,
-         channel_order: str | None = None, seed: int = 0, record: bool = True, num_workers: int = 0,
-         session: Session, config_name: str | None = None) -> PipelinePlan:
-    """Load the config and the dataset (or ``images``), and say what the run will do."""
-    from visctl import arguments, datasets
+def config_label(config: Any, cfg: Any) -> str:
+    """How the manifest names the config: its path as given, else the loaded config's file, else ``<config>``."""
+    return str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
 
-    arguments.model_spec(config, "config", modules=False)
-    arguments.check("pipeline", number=number, min_edge_length=min_edge_length, max_edge_length=max_edge_length,
-                    rescale_factor=rescale_factor, seed=seed)
-    for name, value, default in (("--min-edge-length", min_edge_length, 200),
-                                 ("--max-edge-length", max_edge_length, 1000)):
-        if value != default and not adaptive:  # as -r without --mode original: an error, not a silent no-op
-            raise arguments.ArgumentError(f"{name} {value} limits the panels of --adaptive only",
-                                          hint=f"add --adaptive, or drop {name}")
-    if adaptive and min_edge_length > max_edge_length:
-        raise arguments.ArgumentError(f"--min-edge-length {min_edge_length} is above --max-edge-length "
-                                      f"{max_edge_length}", hint="the adaptive size keeps each figure's edges "
+
+def gathered(session: Session, params: dict[str, Any], since: tuple[int, int]) -> dict[str, Any]:
+    """A library result's run record: ``params`` (with the session's pixel budget, as the CLI records it), and
+    the inputs skipped and the notes made since ``since`` (the session's counts when the run was planned)."""
+    failed, noted = since
+    if session.max_pixels is not None:
+        params = dict(params, max_pixels=session.max_pixels)
+    return dict(params=params, failures=tuple((f.path, f.error) for f in session.failures[failed:]),
+                notes=tuple(session.notes[noted:]))
+
+
+def check_edges(o: PipelineOptions) -> None:
+    """The edge limits size the panels of ``adaptive`` only, and the shortest may not pass the longest."""
+    for name in ("min_edge_length", "max_edge_length"):
+        value = getattr(o, name)
+        if value != getattr(PipelineOptions, name) and not o.adaptive:  # as -r without mode original: an error
+            raise arguments.ArgumentError(f"{name}={value} limits the panels of adaptive=True only",
+                                          hint=f"add adaptive=True, or drop {name}=")
+    if o.adaptive and o.min_edge_length > o.max_edge_length:
+        raise arguments.ArgumentError(f"min_edge_length={o.min_edge_length} is above max_edge_length="
+                                      f"{o.max_edge_length}", hint="the adaptive size keeps each figure's edges "
                                       "between the two: give min <= max")
-    skip_type = arguments.skip_types(skip_type)
-    phase = _choice(phase, PHASES, "phase")
-    mode = _choice(mode, MODES, "mode")
-    check_rescale(rescale_factor, mode, adaptive)
-    if channel_order is not None:
-        channel_order = _choice(str(getattr(channel_order, "value", channel_order)).upper(), CHANNEL_ORDERS,
-                                "channel order")
-    channel_swap(channel_order, "BGR", bgr2rgb)  # refuses both at once before the dataset is read
+
+
+def plan(session: Session, config: Any, images: Any, settings: PipelineOptions, *, num_workers: int = 0,
+         ) -> PipelineRun:
+    """Check the options, load the config and the dataset (or ``images``), and say what the run will do.
+
+    ``num_workers``: DataLoader worker processes (``visctl browse --mode``'s; a pipeline run of its own has none).
+    """
+    from visctl import datasets
+
+    o, since = settings, (len(session.failures), len(session.notes))
+    arguments.model_spec(config, "config", modules=False)
+    check_edges(o)
+    check_rescale(o.rescale_factor, o.mode.value, o.adaptive)
+    channel_swap(o.channel_order, "BGR", o.bgr2rgb)  # refuses both at once before the dataset is read
     cfg = session.load_config(config)
+    phase = o.phase.value
     if images is None:
         ds_cfg, steps = datasets.dataset_config(cfg, phase)
         dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
     else:
         dataset, steps = image_dataset(cfg, images, phase, session)
-    check_skip(skip_type, steps, session.warn)
-    skip = tuple(skip_type if skip_type is not None else SKIP)
-    samples = datasets.PipelineSamples(dataset, steps, seed=seed, record=record, skip_types=skip)
+    check_skip(o.skip_type, steps, session.warn)
+    skip = SKIP if o.skip_type is None else o.skip_type
+    # every step's image is kept where the figures draw them (collect() keeps them for the result too)
+    samples = datasets.PipelineSamples(dataset, steps, seed=o.seed, record=o.mode is Mode.pipeline, skip_types=skip)
     size = datasets.length(dataset)
-    count = size if number < 0 else min(number, size)
-    if config_name is None:
-        config_name = str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
-    swap = channel_swap(channel_order, native_order(dataset, steps), bgr2rgb)
-    params = dict(config=config_name, phase=phase, number=count, mode=mode, skip_type=list(skip), adaptive=adaptive,
-                  seed=seed, steps=list(samples.steps))
-    if rescale_factor is not None:
-        params["rescale_factor"] = rescale_factor
-    if channel_order is not None:
-        params["channel_order"] = channel_order
+    count = size if o.number < 0 else min(o.number, size)
+    params = dict(config=config_label(config, cfg), phase=phase, number=count, mode=o.mode.value,
+                  skip_type=list(skip), adaptive=o.adaptive, seed=o.seed, steps=list(samples.steps))
+    if o.rescale_factor is not None:
+        params["rescale_factor"] = o.rescale_factor
+    if o.channel_order is not None:
+        params["channel_order"] = o.channel_order.value
     names = [dataset.name(i) for i in range(count)]
     if images is None:
         session.protect(*names)
     files = getattr(dataset, "files", None)  # image_dataset's FileDataset keeps the in-memory images
     paths = [files[i][0] for i in range(count)] if images is not None and files else [Path(n) for n in names]
-    return PipelinePlan(dataset, samples, count, params, names, dict(zip(names, stems_of(paths))), mode,
-                        dict(adaptive=adaptive, min_edge=min_edge_length, max_edge=max_edge_length, bgr2rgb=swap,
-                             rescale_factor=rescale_factor), num_workers)
+    return PipelineRun(session, o, dataset, samples, count, params, names, dict(zip(names, stems_of(paths))),
+                       channel_swap(o.channel_order, native_order(dataset, steps), o.bgr2rgb), num_workers, since)
 
 
-def check_figure(item: dict, mode: str, drawing: dict[str, Any], name: str, max_pixels: int | None) -> None:
+def check_figure(item: dict, o: PipelineOptions, name: str, max_pixels: int | None) -> None:
     """Refuse a sample's figure over the pixel budget before it is drawn, naming the options that size it."""
     import math
 
     from visctl import render
 
-    fh, fw = render.pipeline_figure_size(item, mode, drawing["adaptive"], drawing["min_edge"], drawing["max_edge"],
-                                         drawing["rescale_factor"])
+    mode = o.mode.value
+    fh, fw = render.pipeline_figure_size(item, mode, o.adaptive, o.min_edge_length, o.max_edge_length,
+                                         o.rescale_factor)
     h, w = item["original"].shape[:2]
     what = f"the figure of {Path(name).name} ({w} x {h})"
-    budget = max_pixels if max_pixels is not None else render.FIGURE_LIMIT
-    if mode == "original" and drawing["rescale_factor"] is not None:
+    if o.mode is Mode.original and o.rescale_factor is not None:
+        budget = max_pixels if max_pixels is not None else render.FIGURE_LIMIT
         most = math.sqrt(budget / max(1, h * w))
-        render.check_figure(fw, fh, max_pixels, f"-r/--rescale-factor {drawing['rescale_factor']:g} (rescale_factor=)",
-                            what, hint=f"give a smaller -r/--rescale-factor: at most {most:.4g} for this image")
-    elif drawing["adaptive"]:
-        render.check_figure(fw, fh, max_pixels, f"--adaptive with --min-edge-length {drawing['min_edge']} and "
-                            f"--max-edge-length {drawing['max_edge']} (min_edge_length=, max_edge_length=)", what,
-                            hint="give a smaller --max-edge-length")
+        render.check_figure(fw, fh, max_pixels, f"rescale_factor={o.rescale_factor:g}", what,
+                            hint=f"give rescale_factor= at most {most:.4g} for this image")
+    elif o.adaptive:
+        render.check_figure(fw, fh, max_pixels, f"adaptive=True with min_edge_length={o.min_edge_length} and "
+                            f"max_edge_length={o.max_edge_length}", what, hint="give a smaller max_edge_length=")
     else:
-        render.check_figure(fw, fh, max_pixels, f"-m/--mode {mode} (mode=)", what,
-                            hint="draw fewer panels (-m original or transformed), or resize in the pipeline")
+        render.check_figure(fw, fh, max_pixels, f"mode={mode}", what,
+                            hint="draw fewer panels (mode=original or mode=transformed), or resize in the pipeline")
 
 
-def iter_pipeline_views(p: PipelinePlan, session: Session) -> Iterator[PipelineView]:
-    """Each sample's :class:`PipelineView` as it is processed; an unreadable one goes to ``session.skip``."""
-    from visctl import datasets, render
+@dataclass(eq=False)
+class PipelineRun(Run):
+    """A pipeline run (:func:`plan`): its dataset, the samples' pipeline and what the manifest records."""
 
-    with session.progress(p.count, "pipeline") as advance:
-        for item in datasets.iterate(p.samples, list(range(p.count)), num_workers=p.num_workers):
-            advance()
-            name = p.names[item["index"]]
-            if item["error"]:
-                session.skip(name, item["error"])
-                continue
-            class_name = p.dataset.class_name(item["label"])
-            label = ("no label" if item["label"] is None else f"label {item['label']}" +
-                     (f": {class_name}" if class_name is not None else ""))
-            d = p.drawing
-            check_figure(item, p.mode, d, name, session.max_pixels)
-            image = render.pipeline_figure(item, p.mode, label, d["adaptive"], d["min_edge"], d["max_edge"],
-                                           d["bgr2rgb"], d["rescale_factor"])
-            figure = Figure(f"{p.stems[name]}_{p.mode}.png", _readonly(image), f"{Path(name).name}: {label}",
-                            dict(input=name))
-            yield PipelineView(
-                name=name, index=item["index"], label=item["label"], class_name=class_name,
-                original=_readonly(item["original"]), views=tuple(_readonly(v) for v in item["views"]),
-                masks=tuple(_readonly(m) for m in item["masks"]),
-                steps=tuple(tuple(step for step, _ in snaps) for snaps in item["snapshots"]),
-                images=tuple(tuple(_readonly(img) for _, img in snaps) for snaps in item["snapshots"]),
-                figure=figure)
+    command: ClassVar[str] = "pipeline"
+
+    session: Session
+    settings: PipelineOptions
+    dataset: Any
+    samples: Any  # datasets.PipelineSamples
+    count: int
+    params: dict[str, Any]
+    names: list[str]
+    stems: dict[Any, str]
+    swap: bool  # the panels' channels swapped (bgr2rgb, or a channel_order other than the images' own)
+    num_workers: int = 0
+    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned
+
+    def items(self) -> Iterator[PipelineView]:
+        """Each sample's :class:`PipelineView` as it is processed; an unreadable one goes to ``session.skip``.
+        Its ``steps`` and ``images`` are filled where the figure draws them (mode pipeline; :meth:`collect`
+        fills them always)."""
+        from visctl import datasets, render
+
+        o, session, mode = self.settings, self.session, self.settings.mode.value
+        with session.progress(self.count, "pipeline") as advance:
+            for item in datasets.iterate(self.samples, list(range(self.count)), num_workers=self.num_workers):
+                advance()
+                name = self.names[item["index"]]
+                if item["error"]:
+                    session.skip(name, item["error"])
+                    continue
+                class_name = self.dataset.class_name(item["label"])
+                label = ("no label" if item["label"] is None else f"label {item['label']}" +
+                         (f": {class_name}" if class_name is not None else ""))
+                check_figure(item, o, name, session.max_pixels)
+                image = render.pipeline_figure(item, mode, label, o.adaptive, o.min_edge_length, o.max_edge_length,
+                                               self.swap, o.rescale_factor)
+                figure = Figure(f"{self.stems[name]}_{mode}.png", _readonly(image), f"{Path(name).name}: {label}",
+                                dict(input=name))
+                yield PipelineView(
+                    name=name, index=item["index"], label=item["label"], class_name=class_name,
+                    original=_readonly(item["original"]), views=tuple(_readonly(v) for v in item["views"]),
+                    masks=tuple(_readonly(m) for m in item["masks"]),
+                    steps=tuple(tuple(step for step, _ in snaps) for snaps in item["snapshots"]),
+                    images=tuple(tuple(_readonly(img) for _, img in snaps) for snaps in item["snapshots"]),
+                    figure=figure)
+
+    def collect(self) -> PipelineResult:
+        """Every sample's view, every step's image kept, as one :class:`PipelineResult`."""
+        self.samples.record = True
+        samples = tuple(self.items())
+        return PipelineResult(**gathered(self.session, self.params, self.since), samples=samples,
+                              mode=self.settings.mode.value)
 
 
 @arguments.typed("pipeline")
-def pipeline_views(config: Any, images: Any = None, *, phase: str = "train", number: int = 20,
-                   skip_type: Any = None, mode: str = "concat", adaptive: bool = False, min_edge_length: int = 200,
-                   max_edge_length: int = 1000, bgr2rgb: bool = False, rescale_factor: float | None = None,
-                   channel_order: str | None = None, seed: int = 0, options: RunOptions | None = None,
-                   session: Session | None = None) -> PipelineResult:
+def pipeline_views(config: Any, images: Any = None, settings: PipelineOptions | None = None, *,
+                   options: RunOptions | None = None, session: Session | None = None,
+                   **fields: Any) -> PipelineResult:
     """Samples of ``config``'s ``<phase>`` dataset (or ``images``) through its pipeline, step by step.
 
     Args:
         config: an mmengine config (a path, a dict or a ``Config``) with ``<phase>_dataloader.dataset``
             (or, for ``images``, a ``<phase>_pipeline``).
         images: a path, folder, glob, numpy RGB image, PIL image or a list of them [default: the dataset].
-        phase: train, val or test; number: samples from the first (-1: all).
-        skip_type: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs].
-        mode: what each figure shows: original, transformed, concat (both) or pipeline (every step).
-        adaptive: scale each panel into the edge limits.
-        min_edge_length: the shortest edge a panel may have (pixels), with ``adaptive``.
-        max_edge_length: the longest edge a panel may have (pixels), with ``adaptive``.
-        bgr2rgb: swap the channels of every panel (mmcls 0.x's flag).
-        rescale_factor: with mode original, scale the original by this factor (mmpretrain's ``-r``).
-        channel_order: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``): shown as that,
-            so the wrong one swaps the colours as mmpretrain shows them [default: their own order].
-        seed: the random transforms' seed (the same views each run).
+        settings: the run's options, a :class:`visctl.PipelineOptions` (phase, number, mode, ...) [default: its
+            defaults].
         options: how the run writes and reports (:class:`visctl.RunOptions`).
         session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
+        **fields: fields of :class:`visctl.PipelineOptions` by name, replacing those of ``settings``
+            (``mode="pipeline"``, ``number=4``).
     """
-    ctx = session or Session(options)
-    skipped, noted = len(ctx.failures), len(ctx.notes)
-    p = plan(config, images, phase=phase, number=number, skip_type=skip_type, mode=mode, adaptive=adaptive,
-             min_edge_length=min_edge_length, max_edge_length=max_edge_length, bgr2rgb=bgr2rgb,
-             rescale_factor=rescale_factor, channel_order=channel_order, seed=seed, session=ctx)
-    samples = tuple(iter_pipeline_views(p, ctx))
-    params = dict(p.params, max_pixels=ctx.max_pixels) if ctx.max_pixels is not None else p.params
-    return PipelineResult(params=params, failures=tuple((f.path, f.error) for f in ctx.failures[skipped:]),
-                          notes=tuple(ctx.notes[noted:]), samples=samples, mode=p.mode)
+    o = PipelineOptions.build(settings, **fields)
+    return plan(session or Session(options), config, images, o).collect()
