@@ -52,7 +52,10 @@ CLI_ONLY = {"show_interval", "images"}  # --show's pause; demo's image count: no
 def test_every_cli_range_is_the_librarys():
     """The same bounds on both sides: every ranged CLI option is in LIMITS with its bounds, and every LIMITS entry
     is an argument of the command's library function."""
+    import dataclasses
     import inspect
+
+    from visctl.options import BY_COMMAND
 
     cli = _cli_ranges()
     for (command, name), (low, high) in cli.items():
@@ -68,7 +71,9 @@ def test_every_cli_range_is_the_librarys():
                      recon=visctl.reconstruct, tsne=visctl.embed, pipeline=visctl.pipeline_views,
                      browse=visctl.browse, lr=visctl.schedule, audit=visctl.audit)
     for command, limits in arguments.LIMITS.items():
-        params = inspect.signature(functions[command]).parameters
+        # a function's own parameters, or its options' fields (taken as ``settings=`` or ``**fields``)
+        params = {*inspect.signature(functions[command]).parameters,
+                  *(f.name for f in dataclasses.fields(BY_COMMAND[command]))}
         for name in limits:
             assert name in params, f"{command}: LIMITS names {name}, which visctl.{functions[command].__name__} lacks"
 

@@ -8,6 +8,7 @@ Nothing is loaded: the model and images named do not exist, the check comes firs
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from pathlib import Path
@@ -69,7 +70,7 @@ def _arguments(name: str) -> list[str]:
     params = inspect.signature(FUNCTIONS[name]).parameters
     found = [p for p, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]
     if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
-        found += [f for f in BY_COMMAND[name].__dataclass_fields__ if f not in found]
+        found += [f.name for f in dataclasses.fields(BY_COMMAND[name]) if f.name not in found]
     return found
 
 
@@ -143,8 +144,9 @@ def test_colormap_none_means_the_default_everywhere() -> None:
     """cam, boxam and featmap all take colormap=None as their default (jet), none raises on it."""
     from visctl.choices import Reduction
     from visctl.library import boxam, cam, featmap
+    from visctl.options import BoxamOptions
 
     assert cam.check_options("gradcam", None)[1] == cam.check_options("gradcam", "jet")[1]
-    assert boxam.check_options(score_thr=0.3, colormap=None, max_shape=None)[0] == "jet"
+    assert boxam.check_options(BoxamOptions(colormap=None))[0] == "jet"
     assert featmap.check_options(channel_reduction=Reduction.squeeze_mean, topk=4, arrangement=None,
                                  colormap=None, compare=None, signed=False) == "jet"
