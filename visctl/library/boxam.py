@@ -294,9 +294,9 @@ class BoxamRun(Run):
                         maps_per_image[i].append(maps[i])
                         if i in self.engine.unoriented and not self.said_unoriented:
                             self.said_unoriented = True
-                            ctx.note(f"{group[i][0].name}: the {self.method.value} map is oriented by the channel mean of "
-                                     "the activations (no kept box, or the boxes' gradient-weighted map of the layer is "
-                                     "flat or uncorrelated with the principal component)")
+                            ctx.note(f"{group[i][0].name}: the {self.method.value} map is oriented by the channel "
+                                     "mean of the activations (no kept box, or the boxes' gradient-weighted map of "
+                                     "the layer is flat or uncorrelated with the principal component)")
                 slot += 1
             for i, (p, img, state) in enumerate(group):
                 dets = detection.to_original(kept[i], state)
@@ -304,8 +304,8 @@ class BoxamRun(Run):
                 model_maps = maps_per_image[i]
                 if any(not np.isfinite(m).all() for m in model_maps):
                     # a NaN map drawn is a grey picture that says nothing: the input fails, listed with the others
-                    ctx.skip(p, f"the {self.method.value} map is not finite (NaN or inf) for its {len(dets)} box(es): "
-                             "the detector's outputs or gradients are not finite there")
+                    ctx.skip(p, f"the {self.method.value} map is not finite (NaN or inf) for its {len(dets)} "
+                             "box(es): the detector's outputs or gradients are not finite there")
                     batch.advance()
                     continue
                 if not len(dets) and self.cam_method is not Method.eigencam:
@@ -333,8 +333,6 @@ class BoxamRun(Run):
                                  _frozen(dets.labels, np.int64), tuple(raw_maps), None, raw_names, per_box, side, p,
                                  picture)
                 batch.advance()
-
-
 
     def record(self, writer: OutputWriter, item: BoxamImage) -> None:
         from visctl import render
@@ -370,8 +368,9 @@ class BoxamRun(Run):
         from visctl import cams, detection
 
         kept[:] = keep_boxes(detection.detached(outputs), self.options.score_thr, self.topk)
+        device = self.session.device
         for t, k in zip(targets, kept):
-            t.labels, t.bounding_boxes = k["labels"][sel].to(self.session.device), k["boxes"][sel].to(self.session.device)
+            t.labels, t.bounding_boxes = k["labels"][sel].to(device), k["boxes"][sel].to(device)
         if self.cam_method is not Method.eigencam and not any(len(t.labels) for t in targets):
             raise cams.NoTargets  # nothing to explain: all-zero maps (as before: no CAM call without a box)
 
