@@ -146,7 +146,7 @@ def test_boxam_errors(invoke, tmp_path):
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), _scene(200_001).image)
     for args, needle in ((["--method", "scorecam"], "scorecam"), (["--target-layers", "head.nope"], "no layer"),
-                         (["--score-thr", "1.5"], "not a score")):
+                         (["--score-thr", "1.5"], "--score-thr 1.5 is out of range")):
         result = invoke("boxam", path, DET_CFG, *args, "-o", tmp_path / "o")
         assert result.exit_code == 2 and needle in result.output, (args, result.output)
 

@@ -79,7 +79,7 @@ def default_layer(pr: Any) -> tuple[str, str]:
             return hits[-1], prefix
     if order:
         return order[-1][0], "model"
-    raise LayerError("no layer of this detector gives a spatial tensor", hint="name one with --target-layers")
+    raise LayerError("no layer of this detector gives a spatial tensor", hint="name one with target_layers=")
 
 
 def finest_neck_layer(pr: Any) -> str | None:

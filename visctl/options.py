@@ -231,6 +231,15 @@ class BoxamOptions(Options):
     save_raw: bool = False
     image_format: ImageFormat = ImageFormat.png
 
+    def __post_init__(self) -> None:
+        if isinstance(self.method, (list, tuple)):  # one engine draws each box's map: several methods, several runs
+            raise ArgumentError(f"method={list(self.method)!r}: boxam runs one method",
+                                hint="call boxam once per method, e.g. method='layercam'")
+        super().__post_init__()
+        if self.max_shape is not None:  # H W, or one size for both (an int or a list of one)
+            shape = self.max_shape
+            object.__setattr__(self, "max_shape", tuple(shape) if isinstance(shape, (list, tuple)) else (shape,))
+
 
 @dataclass(frozen=True)
 class SliceOptions(Options):

@@ -9,6 +9,7 @@ import typer
 from visctl import _options as opt
 from visctl.choices import BoxMethod, ImageFormat
 from visctl.context import RunContext
+from visctl.options import BoxamOptions
 
 EPILOG = """Examples:
 
@@ -20,7 +21,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.after("max_pixels", "image_format"), batch_size=4)
+@opt.shared(*opt.after("max_pixels", "image_format"), settings=BoxamOptions, batch_size=4)
 def boxam(
     args: opt.DetectorInputs,
     method: Annotated[Optional[BoxMethod], typer.Option(
@@ -55,24 +56,14 @@ def boxam(
     image_format: opt.Format = ImageFormat.png,
     *,
     opts: opt.CommandOptions,
+    settings: BoxamOptions,
 ) -> None:
     """Draw box-level activation maps (which pixels made each detection) on the original images."""
-    from visctl.commands._shared import finish, preview_hook, split_args
+    from visctl.commands._shared import execute, preview_hook, split_args
     from visctl.library import boxam as lib
-    from visctl.output.writer import io_threads
 
     with RunContext("boxam", opts, out_dir=opts.out_dir) as ctx:
-        lib.check_options(score_thr=score_thr, colormap=colormap, max_shape=max_shape,
-                          image_format=image_format)  # before any work
+        lib.check_options(settings)  # before any work
         paths, cfg_spec, checkpoint = split_args(ctx, args)
-        plan = lib.prepare(paths, cfg_spec, checkpoint, method=method, target_layers=opt.split_list(target_layers),
-                           topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox, per_box=per_box,
-                           no_boxes=no_boxes, alpha=alpha, colormap=colormap,
-                           ratio_channels_to_ablate=ratio_channels_to_ablate, max_shape=max_shape,
-                           panel_size=panel_size, batch_size=opts.batch_size, image_format=image_format.value,
-                           session=ctx.session,
-                           on_model=preview_hook(ctx, preview_model))
-        writer = ctx.open_writer(plan.params)
-        writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
-        lib.write_run(plan, writer, save_raw=save_raw)
-        finish(ctx)
+        run = lib.plan(ctx.session, paths, cfg_spec, checkpoint, settings, on_model=preview_hook(ctx, preview_model))
+        execute(ctx, run)
