@@ -64,12 +64,14 @@ FUNCTIONS = _functions()
 def _arguments(name: str) -> list[str]:
     """A public function's arguments: its named parameters, and the fields of its options object that it takes
     as keywords (``**fields``)."""
+    import dataclasses
+
     from visctl.options import BY_COMMAND
 
     params = inspect.signature(FUNCTIONS[name]).parameters
     found = [p for p, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]
-    if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
-        found += [f for f in BY_COMMAND[name].__dataclass_fields__ if f not in found]
+    if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):  # not the ClassVar `command`
+        found += [f.name for f in dataclasses.fields(BY_COMMAND[name]) if f.name not in found]
     return found
 
 
@@ -141,10 +143,9 @@ def test_defaults_and_right_types_pass() -> None:
 
 def test_colormap_none_means_the_default_everywhere() -> None:
     """cam, boxam and featmap all take colormap=None as their default (jet), none raises on it."""
-    from visctl.choices import Reduction
     from visctl.library import boxam, cam, featmap
+    from visctl.options import FeatmapOptions
 
     assert cam.check_options("gradcam", None)[1] == cam.check_options("gradcam", "jet")[1]
     assert boxam.check_options(score_thr=0.3, colormap=None, max_shape=None)[0] == "jet"
-    assert featmap.check_options(channel_reduction=Reduction.squeeze_mean, topk=4, arrangement=None,
-                                 colormap=None, compare=None, signed=False) == "jet"
+    assert featmap.check_options(FeatmapOptions(colormap=None)) == "jet"
