@@ -142,11 +142,9 @@ def test_defaults_and_right_types_pass() -> None:
 
 def test_colormap_none_means_the_default_everywhere() -> None:
     """cam, boxam and featmap all take colormap=None as their default (jet), none raises on it."""
-    from visctl.choices import Reduction
     from visctl.library import boxam, cam, featmap
-    from visctl.options import BoxamOptions
+    from visctl.options import BoxamOptions, FeatmapOptions
 
     assert cam.check_options("gradcam", None)[1] == cam.check_options("gradcam", "jet")[1]
     assert boxam.check_options(BoxamOptions(colormap=None))[0] == "jet"
-    assert featmap.check_options(channel_reduction=Reduction.squeeze_mean, topk=4, arrangement=None,
-                                 colormap=None, compare=None, signed=False) == "jet"
+    assert featmap.check_options(FeatmapOptions(colormap=None)) == "jet"

@@ -115,9 +115,9 @@ def reduce(f: torch.Tensor, mode: Reduction, topk: int = 4) -> list[tuple[str, n
         return [("pixel max", f.max(0).values.cpu().numpy())]
     if topk == -1 or topk <= 0:
         if f.shape[0] not in (1, 3):
-            raise VisctlError(f"--topk {topk} with --channel-reduction none draws the feature itself, which needs "
+            raise VisctlError(f"topk={topk} with channel_reduction=none draws the feature itself, which needs "
                               f"1 or 3 channels; this one has {f.shape[0]}",
-                              hint="use --topk K to draw the K strongest channels, or a channel reduction")
+                              hint="use topk=K to draw the K strongest channels, or a channel reduction")
         return [("channels", f.permute(1, 2, 0).squeeze(-1).cpu().numpy())]
     k = min(topk, f.shape[0])
     idx = f.sum(dim=(1, 2)).topk(k).indices.tolist()
@@ -130,8 +130,8 @@ def arrangement(k: int, rows: int | None = None, cols: int | None = None) -> tup
 
     if rows and cols:
         if rows * cols < k:
-            raise VisctlError(f"--arrangement {rows} {cols} holds {rows * cols} panels, --topk asks for {k}",
-                              hint=f"use at least {math.ceil(k / cols)} rows, or a smaller --topk")
+            raise VisctlError(f"arrangement=({rows}, {cols}) holds {rows * cols} panels, topk= asks for {k}",
+                              hint=f"use at least {math.ceil(k / cols)} rows, or a smaller topk=")
         return rows, cols
     cols = math.ceil(math.sqrt(k))
     return math.ceil(k / cols), cols

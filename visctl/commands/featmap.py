@@ -10,6 +10,7 @@ import typer
 from visctl import _options as opt
 from visctl.choices import ImageFormat, Normalize, Reduction
 from visctl.context import RunContext
+from visctl.options import FeatmapOptions
 
 EPILOG = """Examples:
 
@@ -21,7 +22,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.after("max_pixels", "image_format"))
+@opt.shared(*opt.after("max_pixels", "image_format"), settings=FeatmapOptions, cli_only=("compare",))
 def featmap(
     args: opt.ImagesConfigCheckpoint,
     target_layers: opt.TargetLayers = None,
@@ -69,34 +70,23 @@ def featmap(
     image_format: opt.Format = ImageFormat.png,
     *,
     opts: opt.CommandOptions,
+    settings: FeatmapOptions,
 ) -> None:
     """Draw the feature maps of one or more layers on the original images."""
-    from visctl.commands._shared import finish, preview_hook, split_args
+    from visctl.commands._shared import execute, preview_hook, split_args
     from visctl.errors import InputError
     from visctl.library import featmap as lib
     from visctl.output.checks import check_output_file
-    from visctl.output.writer import io_threads
 
     with RunContext("featmap", opts, out_dir=out_file.parent if out_file else opts.out_dir,
                     out_files=[("--out-file", out_file)]) as ctx:
-        checks = dict(channel_reduction=channel_reduction, topk=topk, colormap=colormap, signed=signed)
-        compare_list = opt.split_list(compare, "--compare", "config or checkpoint")
-        lib.check_options(arrangement=arrangement, compare=compare_list, **checks)
+        compare_values = opt.split_list(compare, "--compare", "config or checkpoint")
+        args, recorded, settings = lib.second_model(args, compare_values, settings)  # compare= from --compare
         check_output_file(out_file, "--out-file")
-        args, recorded, compare_list = lib.second_model(args, compare_list, **checks)
-        paths, cfg_spec, checkpoint = split_args(ctx, args, default_scope=repo)
+        paths, cfg_spec, checkpoint = split_args(ctx, args, default_scope=settings.repo)
         if out_file is not None and len(paths) > 1:  # before any work, not after every map is computed
             raise InputError(f"--out-file names one file, and there are {len(paths)} images",
                              hint="use --out-dir for several images")
-        plan = lib.prepare(paths, cfg_spec, checkpoint, target_layers=opt.split_list(target_layers),
-                           channel_reduction=channel_reduction, topk=topk, arrangement=arrangement, overlaid=overlaid,
-                           alpha=alpha, use_norm=use_norm, normalize=normalize, resize_shape=resize_shape,
-                           colormap=colormap, compare=compare_list[0] if compare_list else None,
-                           compare_checkpoint=compare_list[1] if compare_list and len(compare_list) > 1 else None,
-                           signed=signed, score_thr=score_thr, repo=repo, panel_size=panel_size,
-                           batch_size=opts.batch_size, recorded=recorded, image_format=image_format.value, session=ctx.session,
-                           on_model=preview_hook(ctx, preview_model))
-        writer = ctx.open_writer(plan.params, out_dir=out_file.parent if out_file else None)
-        writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # encoded and written beside the model
-        lib.write_run(plan, writer, save_raw=save_raw, out_file=out_file)
-        finish(ctx)
+        run = lib.plan(ctx.session, paths, cfg_spec, checkpoint, settings, recorded=recorded, out_file=out_file,
+                       on_model=preview_hook(ctx, preview_model))
+        execute(ctx, run)
