@@ -87,10 +87,10 @@ def write_results(writer: OutputWriter, results: list[dict[str, Any]]) -> None:
 
 def check_options(settings: SliceOptions) -> None:
     """Refuse the options visctl slice does not support, before any work."""
-    from visctl.errors import VisctlError
+    from visctl.errors import ArgumentError
 
     if settings.merge_metric is not None and settings.merge_metric not in ("iou", "ios"):
-        raise VisctlError(f"merge_metric={settings.merge_metric!r}", hint="use iou or ios")
+        raise ArgumentError(f"merge_metric={settings.merge_metric!r}", hint="use iou or ios")
 
 
 def plan(session: Session, mi: ModelInputs, settings: SliceOptions) -> SliceRun:
