@@ -90,6 +90,9 @@ def test_masks_follow_seed_and_ratio():
     assert [im.mask.sum() for im in a.images] == [32, 32]
     np.testing.assert_array_equal(a.images[0].mask, b.images[0].mask)
     assert not np.array_equal(a.images[0].mask, a.images[1].mask)  # image k of a run gets its own mask
+    # the options object, or it with fields replaced: the same masks
+    c = visctl.recon([img, img], str(MAE_CFG), settings=visctl.ReconOptions(seed=3, mask_ratio=0.9), mask_ratio=0.5)
+    np.testing.assert_array_equal(c.images[1].mask, a.images[1].mask)
     # the masked input is grey exactly on the masked patches
     im = a.images[0]
     grey = np.kron(im.mask, np.ones((8, 8), bool))
@@ -119,6 +122,8 @@ def test_maskfeat_and_a_bad_model(tmp_path):
     assert any("does not apply to MAE" in n for n in mae.notes)
     with pytest.raises(VisctlError, match="not a masked-image model"):
         visctl.reconstruct(img, str(ROOT / "examples" / "demo_classifier" / "config.py"))
+    with pytest.raises(VisctlError, match="mask_file= and mask_ratio= both choose"):  # the fields, before loading
+        visctl.recon(img, "no-such-config.py", mask_file=tmp_path / "m.npy", mask_ratio=0.5)
 
 
 def test_repr_frozen_and_jupyter():

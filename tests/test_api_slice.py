@@ -74,6 +74,11 @@ def test_numpy_pil_path_and_list_and_an_nn_module(big):
                 visctl.slice_detect(Image.fromarray(pixels), DET_CFG, patch_size=128, options=CPU)):
         assert res.images[0].input == "image0.png" and res.results[0]["file_name"] == "image0.png"
         np.testing.assert_array_equal(res.images[0].boxes, ref.boxes)
+    by_settings = visctl.slice(pixels, DET_CFG, None, visctl.SliceOptions(patch_size=64, score_thr=0.5), patch_size=128,
+                               score_thr=0.3, options=CPU)
+    np.testing.assert_array_equal(by_settings.images[0].boxes, ref.boxes)
+    with pytest.raises(visctl.errors.ArgumentError, match="merge_metric='giou'"):  # the field, before loading
+        visctl.slice(pixels, "no-such-config.py", merge_metric="giou")
     both = visctl.slice_detect([str(path), pixels], DET_CFG, patch_size=128, options=CPU)
     assert [i.input for i in both.images] == [str(path), "image0.png"]
     assert {r["image_id"] for r in both.results} == {0, 1}

@@ -91,6 +91,8 @@ def execute(ctx: RunContext, run: Run) -> None:
     from visctl.output.writer import io_threads
 
     writer = ctx.open_writer(run.params, out_dir=run.out_dir)
+    for note in run.notes:
+        writer.note(note)
     threads = io_threads(ctx.threads) if run.writer_threads == IO_THREADS else run.writer_threads
     if threads:
         writer.background(threads, queue=run.writer_queue)

@@ -11,6 +11,7 @@ import typer
 from visctl import _options as opt
 from visctl.choices import NormPixStats
 from visctl.context import RunContext
+from visctl.options import ReconOptions
 
 EPILOG = """Examples:
 
@@ -26,7 +27,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.MODEL, seed=opt.seed("The same masks every run.", optional=True))
+@opt.shared(*opt.MODEL, seed=opt.seed("The same masks every run.", optional=True), settings=ReconOptions)
 def recon(
     args: Annotated[list[str], typer.Argument(
         metavar="[IMG...] CONFIG [CHECKPOINT]",
@@ -61,6 +62,7 @@ def recon(
     save_raw: opt.SaveRaw = False,
     *,
     opts: opt.CommandOptions,
+    settings: ReconOptions,
 ) -> None:
     """Show original, masked input, reconstruction and the reconstruction with visible patches pasted back.
 
@@ -69,13 +71,14 @@ def recon(
     cross-entropy; the caption and the manifest give the masked-token top-1 accuracy and mean cross-entropy.
     """
     with RunContext("recon", opts, out_dir=opts.out_dir, out_files=[("--out-file", out_file)]) as ctx:
-        from visctl.commands._shared import finish, open_model
+        from visctl.commands._shared import execute, open_model
         from visctl.errors import InputError
         from visctl.library import reconstruct as lib
         from visctl.output.checks import check_output_file
 
         check_output_file(out_file, "--out-file")
-        ctx.session.protect(mask_file)
+        lib.check_options(settings)
+        ctx.session.protect(settings.mask_file)
 
         def one_image(found: list[Path]) -> None:  # before the model is loaded
             if out_file is not None and len(found) != 1:
@@ -83,12 +86,7 @@ def recon(
                                  hint="give one image, or leave --out-file out (the figures go to --out-dir)")
 
         mi = open_model(ctx, _seed_args(args, img_path, checkpoint_opt), check_paths=one_image)
-        plan = lib.plan(ctx.session, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
-                        norm_pix=norm_pix, target_generator=target_generator, seed=opts.seed,
-                        norm_pix_stats=norm_pix_stats.value)
-        writer = ctx.open_writer(plan.params)
-        lib.write_run(ctx.session, plan, writer, opts.batch_size, save_raw=save_raw, out_file=out_file)
-        finish(ctx)
+        execute(ctx, lib.plan(ctx.session, mi, settings, out_file=out_file))
 
 
 def _seed_args(args: list[str], img_path: list[str] | None, checkpoint: str | None) -> list[str]:

@@ -8,9 +8,9 @@ import typer
 
 from visctl import _options as opt
 from visctl.choices import Merge
-from visctl.commands._shared import finish
 from visctl.context import RunContext
 from visctl.images import SLICE_MAX_PIXELS
+from visctl.options import SliceOptions
 
 EPILOG = """Examples:
 
@@ -23,7 +23,7 @@ EPILOG = """Examples:
 
 
 @opt.shared(*opt.after("unsafe_load_checkpoint", "deploy", "tta", "save_patch"), batch_size=8,
-            max_pixels=SLICE_MAX_PIXELS, debug=opt.Param(Annotated[bool, typer.Option(
+            max_pixels=SLICE_MAX_PIXELS, settings=SliceOptions, debug=opt.Param(Annotated[bool, typer.Option(
                 "--debug", help="Also draw the tile grid and every unmerged box; show tracebacks.")], False))
 def slice_(
     args: opt.DetectorInputs,
@@ -59,19 +59,32 @@ def slice_(
                                              "tile with that tile's boxes, in <image>_patch/.")] = False,
     *,
     opts: opt.CommandOptions,
+    settings: SliceOptions,
 ) -> None:
     """Detect objects in huge images tile by tile, merge the boxes, write the picture and COCO results."""
-    from visctl.commands._shared import split_args
+    from visctl.commands._shared import execute, open_model
     from visctl.library import slice as lib
 
     with RunContext("slice", opts, out_dir=opts.out_dir) as ctx:
-        lib.check_options(merge=merge, merge_metric=merge_metric, merge_nms_type=merge_nms_type, tta=tta)
-        paths, cfg_spec, checkpoint = split_args(ctx, args)
-        plan = lib.prepare(paths, cfg_spec, checkpoint, patch_size=patch_size,
-                           patch_overlap_ratio=patch_overlap_ratio, merge=merge, merge_iou_thr=merge_iou_thr,
-                           merge_metric=merge_metric, score_thr=score_thr, full_image=full_image, max_side=max_side,
-                           batch_size=opts.batch_size, debug=opts.debug, deploy=deploy, save_patch=save_patch,
-                           session=ctx.session)
-        writer = ctx.open_writer(plan.params)
-        lib.write_run(plan, writer)
-        finish(ctx)
+        lib.check_options(settings)
+        _check_seed_flags(settings, merge_nms_type, tta)
+        mi = open_model(ctx, args)
+        execute(ctx, lib.plan(ctx.session, mi, settings))
+
+
+def _check_seed_flags(settings: SliceOptions, merge_nms_type: str | None, tta: bool) -> None:
+    """Refuse mmyolo's large_image_demo.py flags that visctl slice does not support, before any work."""
+    from visctl.errors import VisctlError
+
+    if tta:
+        raise VisctlError("--tta (test-time augmentation) is not supported by visctl slice",
+                          hint="leave it out; --full-image adds a whole-image pass, and --merge wbf fuses "
+                          "overlapping boxes instead of dropping them")
+    if merge_nms_type is not None:
+        if merge_nms_type.lower() != "nms":
+            raise VisctlError(f"--merge-nms-type {merge_nms_type}: only nms is supported",
+                              hint="use --merge-nms-type nms, or --merge nms|nmm|wbf (soft_nms and the "
+                              "rotated-box types of mmcv are not)")
+        if settings.merge is not Merge.nms:
+            raise VisctlError(f"--merge-nms-type nms and --merge {settings.merge.value} disagree",
+                              hint="give one of them")

@@ -41,6 +41,8 @@ class Run:
     writer_threads: int = 0
     #: how many outputs may wait for those threads (a batch's figures)
     writer_queue: int = 0
+    #: what planning the run remarked (an option that does not apply): the manifest's notes after the session's
+    notes: tuple[str, ...] = ()
 
     def items(self) -> Iterator[Any]:
         """Run the inputs, yielding each finished item (the library's result items, or what :meth:`record`

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.library._common import ModelInputs
+from visctl.library._run import Run
+from visctl.options import ReconOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
 
@@ -142,45 +144,24 @@ class Reconstructions(Result):
                 f"failures={len(self.failures)})")
 
 
-@dataclass(frozen=True)
-class ReconPlan:
-    """A loaded model and the run's settings, before the first batch (the CLI opens its record from it)."""
+def check_options(settings: ReconOptions) -> None:
+    """No two mask sources: a mask file decides every patch, so a mask ratio or the pipeline's masks beside it
+    would be silently ignored (the numbers' ranges are the options object's)."""
+    from visctl.errors import ArgumentError
 
-    mi: ModelInputs
-    kind: str
-    mask_ratio: float
-    mask_file: Path | None
-    use_vis_pipeline: bool
-    norm_pix: bool
-    target_generator: bool
-    seed: int | None
-    params: dict[str, Any]
-    notes: tuple[str, ...]
-    norm_pix_stats: str = "patch"
-
-
-def check_arguments(*, mask_ratio: float | None, mask_file: str | Path | None, use_vis_pipeline: bool,
-                    seed: int | None, batch_size: int | None = None) -> None:
-    """The numbers in their ranges, and no two mask sources: a mask file decides every patch, so a mask ratio
-    or the pipeline's masks beside it would be silently ignored."""
-    from visctl import arguments
-
-    arguments.check("recon", mask_ratio=mask_ratio, seed=seed, batch_size=batch_size)
-    if mask_file is not None:
-        if not isinstance(mask_file, (str, Path)) or not str(mask_file).strip():
-            raise arguments.ArgumentError(f"mask_file={mask_file!r} is not a file name",
-                                          hint="a .npy or an image, nonzero = masked")
-        given = [f for f, on in (("--mask-ratio", mask_ratio is not None), ("--use-vis-pipeline", use_vis_pipeline))
+    o = settings
+    if o.mask_file is not None:
+        given = [f for f, on in (("mask_ratio=", o.mask_ratio is not None), ("use_vis_pipeline=", o.use_vis_pipeline))
                  if on]
         if given:
-            raise arguments.ArgumentError(f"--mask-file and {' and '.join(given)} both choose the masked patches",
-                                          hint="give one of them: the mask file decides every patch")
+            raise ArgumentError(f"mask_file= and {' and '.join(given)} both choose the masked patches",
+                                hint="give one of them: the mask file decides every patch")
 
 
-def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, mask_file: str | Path | None = None,
-         use_vis_pipeline: bool = False, norm_pix: bool = False, target_generator: bool = False,
-         seed: int | None = 0, norm_pix_stats: str = "patch") -> ReconPlan:
-    """Check the model is a masked-image model and settle the mask ratio, norm-pix and the run's parameters.
+def plan(session: Session, mi: ModelInputs, settings: ReconOptions, *, out_file: Path | None = None) -> ReconRun:
+    """Check the model is a masked-image model and settle the mask ratio, norm-pix and the run's parameters
+    (``settings`` passed :func:`check_options` before the model was loaded; ``out_file``: the CLI's
+    ``--out-file``, where the one image's figure goes).
 
     An mmpretrain MAE / SimMIM / MaskFeat model (from its own pretraining config) runs through an adapter
     (:mod:`visctl.openmmlab_mim`): its own code draws the masks and predicts; without a test pipeline in the
@@ -191,11 +172,7 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
     from visctl.choices import NormPixStats
     from visctl.errors import VisctlError
 
-    check_arguments(mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline, seed=seed)
-    if norm_pix_stats not in {s.value for s in NormPixStats}:
-        raise VisctlError(f"--norm-pix-stats {norm_pix_stats!r}",
-                          hint=f"use {' or '.join(s.value for s in NormPixStats)}")
-    norm_pix_stats = NormPixStats(norm_pix_stats).value
+    o = settings
     model = mi.model
     if getattr(model, "kind", None) not in KINDS and type(model).__module__.startswith("mmpretrain."):
         from visctl.openmmlab_mim import adapt
@@ -218,16 +195,16 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
     for note in getattr(model, "notes", lambda: [])():  # the adapter's (an uninitialised VQ-KD codebook)
         notes.append(note)
         session.warn(note)
-    if target_generator and kind in TOKEN_KINDS:
+    if o.target_generator and kind in TOKEN_KINDS:
         notes.append(f"--target-generator does not apply to {model.version}: its target, the {model.tokenizer} "
                      "tokens, is no picture; the figure compares each masked patch's prediction with it")
         session.warn(notes[-1])
-    elif target_generator and kind != "maskfeat":
+    elif o.target_generator and kind != "maskfeat":
         notes.append(f"--target-generator does not apply to {kind.upper()}: its target is the image's pixels, "
                      "already the first panel (MaskFeat's is the HOG)")
         session.warn(notes[-1])
-    ratio = mask_ratio if mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
-    if mask_file is not None and kind in KINDS and getattr(model, "patch_size", None):
+    ratio = o.mask_ratio if o.mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
+    if o.mask_file is not None and kind in KINDS and getattr(model, "patch_size", None):
         # the mask file decides every patch: the ratio is its share of the first image's patch grid, not the
         # model's default (the file is read here too: a wrong one fails before any image runs)
         from visctl import masked
@@ -235,40 +212,78 @@ def plan(session: Session, mi: ModelInputs, *, mask_ratio: float | None = None, 
         patch = int(model.patch_size)
         grid = (max(1, int(mi.example.shape[2]) // patch), max(1, int(mi.example.shape[3]) // patch))
         try:
-            ratio = float(masked.mask_from_file(mask_file, grid, session.max_pixels).float().mean())
+            ratio = float(masked.mask_from_file(o.mask_file, grid, session.max_pixels).float().mean())
         except VisctlError:  # the first image's grid is not the run's (a pipeline set after it): the file's own
             from visctl.images import read_mask
 
-            ratio = float((read_mask(mask_file, session.max_pixels) != 0).mean())
+            ratio = float((read_mask(o.mask_file, session.max_pixels) != 0).mean())
+    norm_pix = o.norm_pix
     if norm_pix and kind in TOKEN_KINDS:
         notes.append(f"--norm-pix does not apply to {model.version}: it predicts tokens, not pixels")
         session.warn(notes[-1])
         norm_pix = False
     norm_pix = norm_pix or bool(getattr(model, "norm_pix_loss", False))
-    if not norm_pix and norm_pix_stats != NormPixStats.patch.value:
-        notes.append(f"--norm-pix-stats {norm_pix_stats} has no effect: it says where --norm-pix takes each patch's "
+    stats = o.norm_pix_stats.value
+    if not norm_pix and o.norm_pix_stats is not NormPixStats.patch:
+        notes.append(f"--norm-pix-stats {stats} has no effect: it says where --norm-pix takes each patch's "
                      "mean and std, and this run does not un-normalise (no --norm-pix, and the model's "
                      "norm_pix_loss is off)")
         session.warn(notes[-1])
-    mask_path = Path(mask_file) if mask_file is not None else None
     params = dict(inputs=[str(x) for x in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, model=kind,
-                  mask_ratio=ratio, mask_file=str(mask_path) if mask_path else None,
-                  use_vis_pipeline=use_vis_pipeline, norm_pix=norm_pix, seed=seed,
-                  target_generator=target_generator, device=session.device)
+                  mask_ratio=ratio, mask_file=str(o.mask_file) if o.mask_file else None,
+                  use_vis_pipeline=o.use_vis_pipeline, norm_pix=norm_pix, seed=o.seed,
+                  target_generator=o.target_generator, device=session.device)
     if norm_pix:
-        params["norm_pix_stats"] = norm_pix_stats
-        if norm_pix_stats == NormPixStats.patch.value:
+        params["norm_pix_stats"] = stats
+        if o.norm_pix_stats is NormPixStats.patch:
             notes.append("norm-pix: each masked patch is un-normalised with its own mean and std, taken from the "
                          "pixels the model did not see (as visualize_reconstruction.py --norm-pix); "
                          "--norm-pix-stats visible draws what the model alone predicts")
             session.log(notes[-1])
-    return ReconPlan(mi, kind, ratio, mask_path, use_vis_pipeline, norm_pix, target_generator, seed, params,
-                     tuple(notes), norm_pix_stats)
+    return ReconRun(session, mi, o, kind, ratio, norm_pix, params, notes, out_file)
 
 
-def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> Iterator[ReconImage]:
-    """Reconstruct the plan's images batch by batch, yielding each image as it is done (skips go through
-    ``session.skip``)."""
+class ReconRun(Run):
+    """A recon run on a loaded masked-image model: the images reconstructed batch by batch (:meth:`items`), each
+    written as it is done (its figure, ``--save-raw``'s array, its manifest entry)."""
+
+    command: ClassVar[str] = "recon"
+
+    def __init__(self, session: Session, mi: ModelInputs, settings: ReconOptions, kind: str, mask_ratio: float,
+                 norm_pix: bool, params: dict[str, Any], notes: list[str], out_file: Path | None) -> None:
+        self.session, self.mi, self.settings, self.kind = session, mi, settings, kind
+        self.mask_ratio, self.norm_pix = mask_ratio, norm_pix  # as settled on the model (its defaults)
+        self.params, self.notes, self.out_file = params, tuple(notes), out_file
+
+    def items(self) -> Iterator[ReconImage]:
+        """Reconstruct the images batch by batch, yielding each image as it is done (skips go through
+        ``session.skip``)."""
+        return _iter_images(self)
+
+    def record(self, writer: OutputWriter, item: ReconImage) -> None:
+        item.write(writer, self.settings.save_raw, target=self.out_file)
+        entry = item.input_entry()
+        writer.add_input(entry.pop("path"), **entry)
+
+    def merge_ranks(self, writer: OutputWriter) -> None:
+        """Under torchrun: every rank's records, on every rank."""
+        if self.session.world > 1:
+            from visctl import distributed
+
+            distributed.merge_records(writer, self.mi.paths, self.settings.batch_size)
+
+    def collect(self) -> Reconstructions:
+        session = self.session
+        done = list(self.items())
+        params = dict(self.params, max_pixels=session.max_pixels) if session.max_pixels is not None else self.params
+        return Reconstructions(params=params, inputs=tuple(d.input_entry() for d in done),
+                               failures=tuple((f.path, f.error) for f in session.failures),
+                               notes=tuple(session.notes) + self.notes, images=tuple(done), kind=self.kind,
+                               save_raw=self.settings.save_raw)
+
+
+def _iter_images(run: ReconRun) -> Iterator[ReconImage]:
+    """:meth:`ReconRun.items`."""
     import torch
 
     from visctl import masked
@@ -276,11 +291,12 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
     from visctl.library._common import batches
     from visctl.output.writer import input_stems
 
-    mi, kind, model = p.mi, p.kind, p.mi.model
+    session, o = run.session, run.settings
+    mi, kind, model = run.mi, run.kind, run.mi.model
     patch = model.patch_size
     stems = dict(zip(mi.paths, input_stems(mi.paths).values()))
     position = {path: k for k, path in enumerate(mi.paths)}
-    for b in batches(session, mi, batch_size, "recon"):
+    for b in batches(session, mi, o.batch_size, "recon"):
         batch = b.tensor
         h, w = batch.shape[2:]
         if h % patch or w % patch:
@@ -289,17 +305,18 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
         grid = (h // patch, w // patch)
         group = b.items
         own_masks = getattr(model, "generate_masks", None)  # the model's own mask source (visctl.openmmlab_mim)
-        if p.mask_file is not None:
-            mask = masked.mask_from_file(p.mask_file, grid, session.max_pixels).expand(len(group), -1)
+        if o.mask_file is not None:
+            mask = masked.mask_from_file(o.mask_file, grid, session.max_pixels).expand(len(group), -1)
         elif own_masks is not None:  # image k of the input list: the mask drawn after seeding with seed + k
-            seeds = None if p.seed is None else [p.seed + position[path] for path, _, _ in group]
-            mask = own_masks(len(group), grid, p.mask_ratio, seeds)
-        elif p.use_vis_pipeline:
+            seeds = None if o.seed is None else [o.seed + position[path] for path, _, _ in group]
+            mask = own_masks(len(group), grid, run.mask_ratio, seeds)
+        elif o.use_vis_pipeline:
             mask = masked.masks_from_pipeline([s for _, _, s in group], grid)
-        elif p.seed is None:
-            mask = masked.masks_for(len(group), grid, p.mask_ratio, None)
+        elif o.seed is None:
+            mask = masked.masks_for(len(group), grid, run.mask_ratio, None)
         else:  # image k of the input list gets mask k, whichever images before it were unreadable (or sharded)
-            mask = torch.cat([masked.masks_for(1, grid, p.mask_ratio, p.seed, position[path]) for path, _, _ in group])
+            mask = torch.cat([masked.masks_for(1, grid, run.mask_ratio, o.seed, position[path])
+                              for path, _, _ in group])
         mask = mask.to(session.device)
         if kind in TOKEN_KINDS:
             res = masked.token_prediction(model, batch, mask, [s.img for _, _, s in group], mi.rgb)
@@ -308,14 +325,15 @@ def iter_reconstruct(session: Session, p: ReconPlan, batch_size: int = 16) -> It
             res = masked.hog_prediction(model, batch, mask)
             res.update(masked.reconstruct_inputs(batch, mask, mi.mean, mi.std, mi.rgb, patch))
         else:
-            res = masked.reconstruct(model, batch, mask, mi.mean, mi.std, mi.rgb, p.norm_pix, p.norm_pix_stats)
+            res = masked.reconstruct(model, batch, mask, mi.mean, mi.std, mi.rgb, run.norm_pix,
+                                     o.norm_pix_stats.value)
         mask_np = mask.cpu().numpy().reshape(len(group), *grid)
         for i, (path, _img, _state) in enumerate(group):
-            yield _image(p, res, i, path, stems[path], mask_np[i])
+            yield _image(run, res, i, path, stems[path], mask_np[i])
             b.advance()
 
 
-def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask: np.ndarray) -> ReconImage:
+def _image(p: ReconRun, res: dict[str, Any], i: int, path: Any, stem: str, mask: np.ndarray) -> ReconImage:
     """One image's record and figure (the one place the figure is drawn and named)."""
     import numpy as np
 
@@ -334,7 +352,7 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
         target_hog = masked.hog_picture(res["hog_original"][i], hog.cell, gradient_angles=angles)
         predicted = ("predicted HOG (masked patches)",
                      masked.hog_picture(res["hog_predicted"][i], hog.cell, gradient_angles=angles))
-        if p.target_generator:  # mmselfsup: the target generator's output is the "original"
+        if p.settings.target_generator:  # mmselfsup: the target generator's output is the "original"
             panels = [("target: HOG of the original", target_hog), (f"masked {share:.0%}", u8(res["masked"][i])),
                       predicted]
         else:
@@ -363,7 +381,7 @@ def _image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask
                       mse=mse, mean_fill_mse=fill, masked_share=share, figure=figure)
 
 
-def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str, mask: np.ndarray) -> ReconImage:
+def _token_image(p: ReconRun, res: dict[str, Any], i: int, path: Any, stem: str, mask: np.ndarray) -> ReconImage:
     """BEiT / CAE: original, masked input, per masked patch whether the top-1 token is the target (legend) and the
     target token's cross-entropy (colour bar from 0, certain, to ln(vocab), a uniform guess, and beyond)."""
     import math
@@ -421,11 +439,8 @@ def _token_image(p: ReconPlan, res: dict[str, Any], i: int, path: Any, stem: str
 
 
 @arguments.typed("recon")
-def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_ratio: float | None = None,
-                mask_file: str | Path | None = None, use_vis_pipeline: bool = False, norm_pix: bool = False,
-                target_generator: bool = False, save_raw: bool = False, batch_size: int = 16, seed: int | None = 0,
-                norm_pix_stats: str = "patch", options: RunOptions | None = None,
-                session: Session | None = None) -> Reconstructions:
+def reconstruct(images: Any, model: Any, checkpoint: str | None = None, settings: ReconOptions | None = None, *,
+                options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> Reconstructions:
     """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``), or
     what a BEiT (v1, v2) / CAE model predicts of them: per masked patch whether its top-1 token is the target
     generator's and the target token's cross-entropy (no pixel decoder exists for those tokens).
@@ -435,50 +450,29 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, *, mask_
         model: a config (path, dict, mmengine Config) of a masked-image model, or the nn.Module itself (with
             ``kind`` ``mae``/``simmim``/``maskfeat``, ``patch_size`` and ``forward(images, mask)``).
         checkpoint: weights [default: the config's ``load_from``].
-        mask_ratio: share of patches masked [default: the model's]; ``seed`` makes the masks repeatable.
-        mask_file: a mask (.npy or image, patch grid or pixel size, nonzero = masked) for every image.
-        use_vis_pipeline: take the masks from the config pipeline's mask generator.
-        norm_pix: the model predicts per-patch normalised pixels [default: the model's ``norm_pix_loss``].
-        norm_pix_stats: ``patch`` un-normalises each patch with its own mean/std, the masked ones' taken from
-            pixels the model did not see (mmselfsup's visualize_reconstruction.py), ``visible`` with the visible
-            patches' only (what the model alone could draw).
-        target_generator: MaskFeat: the HOG target as the first panel.
-        save_raw: ``save()`` also writes each reconstruction as .npy (the CLI's ``--save-raw``).
+        settings: a :class:`visctl.ReconOptions`; ``fields``, its fields as keywords, replace its values:
+            ``mask_ratio`` (share of patches masked [default: the model's]; ``seed`` makes the masks repeatable),
+            ``mask_file`` (a mask, .npy or image, patch grid or pixel size, nonzero = masked, for every image),
+            ``use_vis_pipeline`` (the config pipeline's mask generator), ``norm_pix`` (the model predicts
+            per-patch normalised pixels [default: the model's ``norm_pix_loss``]) with ``norm_pix_stats``
+            (``patch``: each patch's own mean/std, the masked ones' from pixels the model did not see, as
+            mmselfsup's visualize_reconstruction.py; ``visible``: the visible patches' only, what the model alone
+            could draw), ``target_generator`` (MaskFeat: the HOG target as the first panel), ``save_raw``
+            (``save()`` also writes each reconstruction as .npy, the CLI's ``--save-raw``).
+        options: the shared options (device, threads, ...).
+        session: a :class:`visctl.Session` to run in (its notes and failures gather the run's).
 
     Returns:
         :class:`Reconstructions`: per image the mask, the images, the masked-patch MSE and the figure.
     """
-    from visctl import arguments
     from visctl import images as imgs
     from visctl.library import _common
 
+    o = ReconOptions.build(settings, **fields)
     arguments.model_spec(model)
-    check_arguments(mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline, seed=seed,
-                    batch_size=batch_size)
+    check_options(o)
     session = session or Session(options)
     paths = imgs.as_images(images, note=session.note)
-    session.protect(mask_file)
+    session.protect(o.mask_file)
     mi = _common.open_model(session, model, checkpoint, paths)
-    p = plan(session, mi, mask_ratio=mask_ratio, mask_file=mask_file, use_vis_pipeline=use_vis_pipeline,
-             norm_pix=norm_pix, target_generator=target_generator, seed=seed, norm_pix_stats=norm_pix_stats)
-    done = list(iter_reconstruct(session, p, batch_size))
-    params = dict(p.params, max_pixels=session.max_pixels) if session.max_pixels is not None else p.params
-    return Reconstructions(params=params, inputs=tuple(d.input_entry() for d in done),
-                           failures=tuple((f.path, f.error) for f in session.failures),
-                           notes=tuple(session.notes) + p.notes, images=tuple(done), kind=p.kind, save_raw=save_raw)
-
-
-def write_run(session: Session, plan: ReconPlan, writer: OutputWriter, batch_size: int, *, save_raw: bool = False,
-              out_file: Path | None = None) -> None:
-    """Reconstruct and write every image as ``visctl recon`` does; under torchrun every rank's records are
-    merged afterwards, on every rank."""
-    for note in plan.notes:
-        writer.note(note)
-    for item in iter_reconstruct(session, plan, batch_size):
-        item.write(writer, save_raw, target=out_file)
-        entry = item.input_entry()
-        writer.add_input(entry.pop("path"), **entry)
-    if session.world > 1:
-        from visctl import distributed
-
-        distributed.merge_records(writer, plan.mi.paths, batch_size)
+    return plan(session, mi, o).collect()
