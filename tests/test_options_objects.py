@@ -94,3 +94,16 @@ def test_the_library_takes_the_options_object_or_keywords() -> None:
         params = inspect.signature(function).parameters
         assert "settings" in params, f"visctl.{command} takes no settings="
         assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), command
+
+
+def test_a_url_or_a_checkpoint_keeps_its_spelling() -> None:
+    """A file field becomes a Path, but a URL stays whole (a Path merges https://'s two slashes), and a checkpoint
+    field keeps the spelling the manifest records (./ckpt.pth)."""
+    from pathlib import Path
+
+    from visctl.options import AuditOptions, ReconOptions
+
+    assert ReconOptions(mask_file="m.npy").mask_file == Path("m.npy")
+    assert AuditOptions(annotations="https://host/a.json").annotations == "https://host/a.json"
+    assert AuditOptions(compare="https://host/b.pth").compare == "https://host/b.pth"
+    assert FeatmapOptions(compare_checkpoint="./ckpt.pth").compare_checkpoint == "./ckpt.pth"

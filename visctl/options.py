@@ -66,7 +66,7 @@ class Options:
                 value = arguments.choice(enum, value, f.name)
             elif kind is not None:
                 arguments.types(self.command, **{f.name: value})
-                value = _normalised(kind, f.name, value)
+                value = _normalised(kind, f.name, value, hints[f.name])
             object.__setattr__(self, f.name, value)
 
     @classmethod
@@ -132,8 +132,8 @@ def _enum_of(hint: Any) -> type[Enum] | None:
     return None
 
 
-def _normalised(kind: str, name: str, value: Any) -> Any:
-    """A checked value in its one form: a list of names as a tuple, a pair as a tuple, a path as a Path."""
+def _normalised(kind: str, name: str, value: Any, hint: Any = None) -> Any:
+    """A checked value in its one form: a list of names as a tuple, a pair as a tuple, a file as a Path."""
     if value is None:
         return None
     bare = kind.rstrip("?")
@@ -144,8 +144,10 @@ def _normalised(kind: str, name: str, value: Any) -> Any:
     if bare == "skip_type":
         found = arguments.skip_types(value)
         return None if found is None else tuple(found)
-    if bare == "path":
-        return Path(value)
+    if bare == "path":  # a file as a Path where the field says so; a URL (an https:// checkpoint) stays a string:
+        # a Path would merge its two slashes; a checkpoint field (str) keeps what was given, as the manifest says it
+        wants_path = Path in (hint, *typing.get_args(hint))
+        return Path(value) if wants_path and not (isinstance(value, str) and "://" in value) else value
     if bare == "number" and isinstance(value, list):
         return tuple(value)
     return value
