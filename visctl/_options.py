@@ -98,11 +98,13 @@ BoxamPanelSize = Annotated[Optional[int], typer.Option(
 
 @dataclass(frozen=True)
 class CommandOptions(RunOptions):
-    """The shared options of one command line: :class:`RunOptions` plus the two that only a command has
-    (the library takes them as arguments of each call)."""
+    """The shared options of one command line: :class:`RunOptions` plus those only a command has (the library
+    takes ``out_dir``'s folder and ``batch_size`` as arguments of each call; the others are the CLI's own)."""
 
     out_dir: Path | None = None
     batch_size: int | None = None
+    preview_model: bool = False  # print the layers, then exit
+    show_interval: float | None = None  # seconds per output with --show
 
 
 class Param(NamedTuple):
@@ -112,26 +114,6 @@ class Param(NamedTuple):
     default: Any
 
 
-#: every shared option: its Annotated alias and its usual default (a command may give another)
-SHARED: dict[str, Param] = {
-    "unsafe_load_checkpoint": Param(UnsafeLoadCheckpoint, False),
-    "device": Param(Device, "auto"),
-    "threads": Param(Threads, None),
-    "batch_size": Param(BatchSize, 16),
-    "cfg_options": Param(CfgOptions, None),
-    "out_dir": Param(OutDir, None),
-    "backend": Param(Backend, None),
-    "show": Param(Show, False),
-    "json_out": Param(Json, False),
-    "quiet": Param(Quiet, False),
-    "seed": Param(Seed, None),
-    "debug": Param(Debug, False),
-    "max_pixels": Param(MaxPixels, DEFAULT_MAX_PIXELS),
-}
-#: the options of the commands that run a model over images, in their --help order
-MODEL = tuple(SHARED)
-#: the options of the commands that read a dataset through its pipeline (no model)
-DATA = ("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "seed", "debug", "max_pixels")
 
 
 def seed(help: str, *, optional: bool = False) -> Param:
@@ -140,8 +122,9 @@ def seed(help: str, *, optional: bool = False) -> Param:
     return Param(Annotated[kind, typer.Option("--seed", min=0, max=SEED_MAX, help=help)], 0)
 
 
-def after(name: str, *own: str, names: tuple[str, ...] = MODEL) -> tuple[str, ...]:
+def after(name: str, *own: str, names: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """``names`` with some of the command's own parameters placed after the shared option ``name``."""
+    names = MODEL if names is None else names
     at = names.index(name) + 1
     return (*names[:at], *own, *names[at:])
 
@@ -303,3 +286,42 @@ def cli_error(command: str, err: VisctlError) -> VisctlError:
     said = copy.copy(err)
     said.args, said.message, said.hint = (message,), message, hint
     return said
+
+#: the seeds' --checkpoint beside the positional CHECKPOINT (recon, tsne)
+CheckpointOption = Annotated[Optional[str], typer.Option(
+    "--checkpoint", help="Weights, as the seeds write them (instead of the positional CHECKPOINT).", show_default=False)]
+
+
+#: every shared option: its Annotated alias and its usual default (a command may give another)
+SHARED: dict[str, Param] = {
+    "unsafe_load_checkpoint": Param(UnsafeLoadCheckpoint, False),
+    "device": Param(Device, "auto"),
+    "threads": Param(Threads, None),
+    "batch_size": Param(BatchSize, 16),
+    "cfg_options": Param(CfgOptions, None),
+    "out_dir": Param(OutDir, None),
+    "backend": Param(Backend, None),
+    "show": Param(Show, False),
+    "json_out": Param(Json, False),
+    "quiet": Param(Quiet, False),
+    "seed": Param(Seed, None),
+    "debug": Param(Debug, False),
+    "max_pixels": Param(MaxPixels, DEFAULT_MAX_PIXELS),
+    # the options of several commands that the run does not share: declared once here, taken by name
+    "panel_size": Param(PanelSize, None),
+    "save_raw": Param(SaveRaw, False),
+    "preview_model": Param(PreviewModel, False),
+    "image_format": Param(Format, ImageFormat.png),
+    "amp": Param(AmpOption, Amp.off),
+    "show_interval": Param(ShowInterval, 2.0),
+    "not_show": Param(NotShow, False),
+}
+#: the options of the commands that run a model over images, in their --help order
+MODEL = ("unsafe_load_checkpoint", "device", "threads", "batch_size", "cfg_options", "out_dir", "backend", "show",
+         "json_out", "quiet", "seed", "debug", "max_pixels")
+#: the options of the commands that draw a model's maps on images (beside their own), in their --help order
+FIGURES = ("panel_size", "save_raw", "preview_model")
+#: the options of the commands that read a dataset through its pipeline (no model)
+DATA = ("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "seed", "debug", "max_pixels")
+#: what --show takes beside it in the dataset commands (and the peers' --not-show, accepted)
+SHOWING = ("show_interval", "not_show")

@@ -152,7 +152,7 @@ class RunContext:
         self.json_out = options.json_out
         self.backend = options.backend
         self.show = options.show
-        self.show_interval: float | None = None  # seconds per output, or keys only
+        self.show_interval: float | None = getattr(options, "show_interval", None)  # seconds per output, or keys only
         self.writer: OutputWriter | None = None
         self.started = time.time()
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.choices import BoxMethod, ImageFormat
+from visctl.choices import BoxMethod
 from visctl.context import RunContext
 from visctl.options import BoxamOptions
 
@@ -21,7 +21,8 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.after("max_pixels", "image_format"), settings=BoxamOptions, batch_size=4)
+@opt.shared(*opt.FIGURES, *opt.after("max_pixels", "image_format"), settings=BoxamOptions, batch_size=4,
+            panel_size=opt.Param(opt.BoxamPanelSize, None))
 def boxam(
     args: opt.DetectorInputs,
     method: Annotated[Optional[BoxMethod], typer.Option(
@@ -50,10 +51,6 @@ def boxam(
         "--max-shape", "--max_shape", help="Cap on the map size: H W, or one number for both; a larger layer "
         "output is resized bilinearly to at most this before the CAM, as mmyolo's boxam (-1: no cap).",
         show_default=False)] = None,
-    panel_size: opt.BoxamPanelSize = None,
-    save_raw: opt.SaveRaw = False,
-    preview_model: opt.PreviewModel = False,
-    image_format: opt.Format = ImageFormat.png,
     *,
     opts: opt.CommandOptions,
     settings: BoxamOptions,
@@ -65,5 +62,5 @@ def boxam(
     with RunContext("boxam", opts, out_dir=opts.out_dir) as ctx:
         lib.check_options(settings)  # before any work
         paths, cfg_spec, checkpoint = split_args(ctx, args)
-        run = lib.plan(ctx.session, paths, cfg_spec, checkpoint, settings, on_model=preview_hook(ctx, preview_model))
+        run = lib.plan(ctx.session, paths, cfg_spec, checkpoint, settings, on_model=preview_hook(ctx, opts.preview_model))
         execute(ctx, run)

@@ -26,7 +26,7 @@ EPILOG = """Examples:
 
 
 
-@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms."), settings=BrowseOptions)
+@opt.shared(*opt.SHOWING, *opt.DATA, seed=opt.seed("Seed of the random transforms."), settings=BrowseOptions)
 def browse(
     config_file: opt.DataConfig,
     phase: opt.PhaseOption = Phase.train,
@@ -47,15 +47,12 @@ def browse(
     ] = None,
     num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", "-j", min=0, max=WORKERS_MAX,
                                              help="DataLoader worker processes.")] = 0,
-    show_interval: opt.ShowInterval = 2.0,
-    not_show: opt.NotShow = False,
     *,
     opts: opt.CommandOptions,
     settings: BrowseOptions,
 ) -> None:
     """Browse a dataset after its pipeline, in grids with class names (multi-view and masks included)."""
     with RunContext("browse", opts, out_dir=opts.out_dir) as ctx:
-        ctx.show_interval = show_interval
         from visctl.commands._shared import execute
         from visctl.library import browse as lib
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.choices import ImageFormat, Normalize, Reduction
+from visctl.choices import Normalize, Reduction
 from visctl.context import RunContext
 from visctl.options import FeatmapOptions
 
@@ -22,7 +22,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.after("max_pixels", "image_format"), settings=FeatmapOptions, cli_only=("compare",))
+@opt.shared(*opt.FIGURES, *opt.after("max_pixels", "image_format"), settings=FeatmapOptions, cli_only=("compare",))
 def featmap(
     args: opt.ImagesConfigCheckpoint,
     target_layers: opt.TargetLayers = None,
@@ -64,10 +64,6 @@ def featmap(
     local_rank: Annotated[Optional[int], typer.Option(
         "--local_rank", "--local-rank", hidden=True,
         help="Accepted for torch.distributed.launch (mmrazor's habit); visctl reads LOCAL_RANK.")] = None,
-    panel_size: opt.PanelSize = None,
-    save_raw: opt.SaveRaw = False,
-    preview_model: opt.PreviewModel = False,
-    image_format: opt.Format = ImageFormat.png,
     *,
     opts: opt.CommandOptions,
     settings: FeatmapOptions,
@@ -88,5 +84,5 @@ def featmap(
             raise InputError(f"--out-file names one file, and there are {len(paths)} images",
                              hint="use --out-dir for several images")
         run = lib.plan(ctx.session, paths, cfg_spec, checkpoint, settings, recorded=recorded, out_file=out_file,
-                       on_model=preview_hook(ctx, preview_model))
+                       on_model=preview_hook(ctx, opts.preview_model))
         execute(ctx, run)

@@ -24,7 +24,8 @@ EPILOG = """Examples:
 
 
 
-@opt.shared("cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "debug", settings=LrOptions,
+@opt.shared("not_show", "cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "debug",
+            settings=LrOptions,
             json_out=opt.Param(Annotated[bool, typer.Option(
                 "--json", help="Print the manifest and every iteration's values as JSON on stdout.")], False))
 def lr(
@@ -52,8 +53,6 @@ def lr(
     parameter: Annotated[Optional[Parameter], typer.Option(
         "--parameter", "-p", case_sensitive=False, help="Plot only this: lr, momentum or wd (weight decay) "
         "[default: all that change].", show_default=False)] = None,
-    not_show: Annotated[bool, typer.Option("--not-show", "--not_show", help="Accepted for the peer's habit; "
-                                           "visctl shows only with --show.", hidden=True)] = False,
     log_level: Annotated[LogLevel, typer.Option(
         "--log-level", "--log_level", case_sensitive=False, help="DEBUG = --debug (tracebacks, every detail); "
         "INFO and above: the default messages.")] = LogLevel.WARNING,

@@ -23,7 +23,7 @@ EPILOG = """Examples:
 
 
 
-@opt.shared(*opt.DATA, seed=opt.seed("Seed of the random transforms (the same views each run)."),
+@opt.shared(*opt.SHOWING, *opt.DATA, seed=opt.seed("Seed of the random transforms (the same views each run)."),
             settings=PipelineOptions)
 def pipeline(
     config_file: opt.DataConfig,
@@ -47,15 +47,12 @@ def pipeline(
                            ] = "12*7",
     rescale_factor: opt.RescaleFactor = None,
     channel_order: opt.ChannelOrderOption = None,
-    show_interval: opt.ShowInterval = 2.0,
-    not_show: opt.NotShow = False,
     *,
     opts: opt.CommandOptions,
     settings: PipelineOptions,
 ) -> None:
     """Show samples of a dataset through its pipeline: original, transformed, or every step."""
     with RunContext("pipeline", opts, out_dir=opts.out_dir) as ctx:
-        ctx.show_interval = show_interval
         from visctl.commands._shared import execute
         from visctl.library import pipeline as lib
 

@@ -27,7 +27,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.MODEL, seed=opt.seed("The same masks every run.", optional=True), settings=ReconOptions)
+@opt.shared("save_raw", *opt.MODEL, seed=opt.seed("The same masks every run.", optional=True), settings=ReconOptions)
 def recon(
     args: Annotated[list[str], typer.Argument(
         metavar="[IMG...] CONFIG [CHECKPOINT]",
@@ -36,9 +36,7 @@ def recon(
     img_path: Annotated[Optional[list[str]], typer.Option(
         "--img-path", "--img_path", help="An image (repeatable), as the seed writes it: then CONFIG may stand "
         "alone.", show_default=False)] = None,
-    checkpoint_opt: Annotated[Optional[str], typer.Option(
-        "--checkpoint", help="Weights, as the seed writes them (instead of the positional CHECKPOINT).",
-        show_default=False)] = None,
+    checkpoint_opt: opt.CheckpointOption = None,
     out_file: Annotated[Optional[Path], typer.Option(
         "--out-file", "--out_file", help="Write the figure of the (one) image to exactly this file; the "
         "manifest stays in --out-dir.", show_default=False)] = None,
@@ -59,7 +57,6 @@ def recon(
         "--norm-pix-stats", help="Where --norm-pix takes each patch's mean and std: its own, the masked patches' "
         "from pixels the model did not see (patch, as visualize_reconstruction.py), or the visible patches' "
         "(visible: what the model alone predicts).")] = NormPixStats.patch,
-    save_raw: opt.SaveRaw = False,
     *,
     opts: opt.CommandOptions,
     settings: ReconOptions,
