@@ -4,6 +4,7 @@ AttributeError or a silently accepted value; list arguments take lists as the CL
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import DEMO_CFG, ROOT
 import visctl
 from visctl import arguments
 from visctl.errors import ArgumentError, VisctlError
+from visctl.options import BY_COMMAND
 
 DET_CFG = ROOT / "examples" / "demo_detector" / "config.py"
 MAE_CFG = ROOT / "examples" / "demo_mae" / "config.py"
@@ -68,7 +70,9 @@ def test_every_cli_range_is_the_librarys():
                      recon=visctl.reconstruct, tsne=visctl.embed, pipeline=visctl.pipeline_views,
                      browse=visctl.browse, lr=visctl.schedule, audit=visctl.audit)
     for command, limits in arguments.LIMITS.items():
-        params = inspect.signature(functions[command]).parameters
+        params = list(inspect.signature(functions[command]).parameters)
+        if "fields" in params:  # ``**fields``: the options object's fields, as keywords
+            params += [f.name for f in dataclasses.fields(BY_COMMAND[command])]
         for name in limits:
             assert name in params, f"{command}: LIMITS names {name}, which visctl.{functions[command].__name__} lacks"
 

@@ -42,6 +42,10 @@ class Run:
     #: how many outputs may wait for those threads (a batch's figures)
     writer_queue: int = 0
 
+    def begin(self, writer: OutputWriter) -> None:
+        """The CLI's record is open, before the first item (every rank): a run that writes beside the writer
+        (tsne streams its features into the output folder and lists them as they are completed) keeps it."""
+
     def items(self) -> Iterator[Any]:
         """Run the inputs, yielding each finished item (the library's result items, or what :meth:`record`
         writes)."""
