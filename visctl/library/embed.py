@@ -482,7 +482,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
     if o.init not in ("pca", "random"):
         raise VisctlError(f"init={o.init!r}", hint="use pca or random")
     if isinstance(lr_value, float) and not (lr_value > 0 and math.isfinite(lr_value)):
-        raise VisctlError(f"learning_rate={o.learning_rate!r}: the step must be a positive number",
+        raise VisctlError(f"learning_rate={lr_value:g}: the step must be a positive number",
                           hint="a number such as 200, or auto (the sample count / 12)")
     embedding.check_metric(o.method, o.metric)
     # an option the method does not take: said before the model loads (a value left at its default says nothing)
@@ -509,7 +509,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
             raise ConfigError(f"{test_cfg} has no test_dataloader.dataset", hint="test_cfg= takes a config with one")
         cfg.test_dataloader = other.test_dataloader
         if phase and phase != "test":
-            raise VisctlError(f"test_cfg= gives the test dataloader, and phase={phase}",
+            raise VisctlError(f"test_cfg= gives the test dataloader, and phase= is {phase}",
                               hint="leave phase= out (or use phase=test) with test_cfg=")
     # mmselfsup's configs/tsne/*.py name theirs extract_dataloader
     phases = [phase] if phase else ["test", "val", "extract"]
