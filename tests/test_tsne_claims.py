@@ -103,7 +103,7 @@ def test_api_records_the_same(held_out):
     assert res.params["method"] == "pca" and res.params["method_requested"] == "tsne"
     assert res.params["n_components"] == 2 and res.params["n_components_requested"] == 5
     assert res.layers[0].coords.shape == (3, 2)
-    with pytest.raises(VisctlError, match="--method pca does not use --perplexity 5"):
+    with pytest.raises(VisctlError, match="method=pca does not use perplexity=5"):
         visctl.tsne(str(DEMO_CFG), method="pca", perplexity=5)
 
 

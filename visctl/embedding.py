@@ -31,8 +31,8 @@ def vis_stage_layer(model: Any, stage: VisStage, shape_of: Any, default: str) ->
         prefix = "head." if "head" in children else ""
         linears = [n for n, m in holder.named_modules() if isinstance(m, nn.Linear)]
         if not linears:
-            raise VisctlError("--vis-stage pre_logits: the model has no linear layer to take the input of",
-                              hint="use --vis-stage neck or backbone, or --target-layers")
+            raise VisctlError("vis_stage=pre_logits: the model has no linear layer to take the input of",
+                              hint="use vis_stage=neck or backbone, or target_layers=")
         name = prefix + linears[-1]
         return "pre_logits", name, True, f"pre_logits: the input of {name} (the head's last linear layer)"
     if stage is VisStage.neck:
@@ -77,13 +77,13 @@ def self_supervised_stages(model: Any, stage: VisStage) -> Any:
 
     name = type(model).__name__
     if stage is VisStage.pre_logits:
-        raise VisctlError(f"--vis-stage pre_logits: {name} is a self-supervised model with no classification head "
+        raise VisctlError(f"vis_stage=pre_logits: {name} is a self-supervised model with no classification head "
                           "(pre_logits is the input of a classifier's last layer)",
-                          hint="use --vis-stage neck (its projection) or --vis-stage backbone")
+                          hint="use vis_stage=neck (its projection) or vis_stage=backbone")
     if stage is VisStage.backbone:
         return model
     if getattr(model, "neck", None) is None:
-        raise VisctlError(f"--vis-stage neck: {name} has no neck", hint="use --vis-stage backbone")
+        raise VisctlError(f"vis_stage=neck: {name} has no neck", hint="use vis_stage=backbone")
 
     # SwAV's neck takes the list of its multi-crop backbone outputs (SwAV.loss: output.append(_out); self.neck(output))
     as_list = name == "SwAV"
@@ -102,9 +102,9 @@ def self_supervised_stages(model: Any, stage: VisStage) -> Any:
             try:
                 return self.neck([feats] if as_list else feats)
             except (RuntimeError, TypeError, ValueError, AssertionError, IndexError) as exc:
-                raise VisctlError(f"--vis-stage neck: {name}'s neck ({type(self.neck).__name__}) does not take its "
+                raise VisctlError(f"vis_stage=neck: {name}'s neck ({type(self.neck).__name__}) does not take its "
                                   f"backbone's output: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                                  hint="use --vis-stage backbone, or --target-layers with a layer of the neck") from exc
+                                  hint="use vis_stage=backbone, or target_layers= with a layer of the neck") from exc
 
     return NeckOfBackbone(model.backbone, model.neck, model.extract_feat).eval()
 
@@ -147,8 +147,8 @@ def pool(t: torch.Tensor, mode: Pooling, extra_tokens: int = 1) -> torch.Tensor:
     if t.ndim == 3:  # tokens
         if mode is Pooling.cls:
             if extra_tokens < 1:
-                raise VisctlError("--pooling cls needs a class token, and this model has none",
-                                  hint="use --pooling avg (the mean of the patch tokens)")
+                raise VisctlError("pooling=cls needs a class token, and this model has none",
+                                  hint="use pooling=avg (the mean of the patch tokens)")
             return t[:, 0].float()
         patches = t[:, extra_tokens:]
         if mode is Pooling.flatten:
@@ -156,8 +156,8 @@ def pool(t: torch.Tensor, mode: Pooling, extra_tokens: int = 1) -> torch.Tensor:
         return (patches.mean(1) if mode is Pooling.avg else patches.amax(1)).float()
     if t.ndim == 4:
         if mode is Pooling.cls:
-            raise VisctlError("--pooling cls applies to token outputs (ViT-like layers)",
-                              hint="use --pooling avg or max for convolutional feature maps")
+            raise VisctlError("pooling=cls applies to token outputs (ViT-like layers)",
+                              hint="use pooling=avg or max for convolutional feature maps")
         if mode is Pooling.flatten:
             return t.flatten(1).float()
         return (t.mean((2, 3)) if mode is Pooling.avg else t.amax((2, 3))).float()
@@ -200,7 +200,7 @@ def check_metric(method: EmbedMethod, metric: str) -> None:
     names = metrics(method)
     if names is not None and metric not in names:
         near = closest(metric, names)
-        raise VisctlError(f"--metric {metric!r}: {method.value} does not know this distance",
+        raise VisctlError(f"metric={metric!r}: {method.value} does not know this distance",
                           hint=(f"did you mean {', '.join(near)}? " if near else "") + f"choose one of {', '.join(names)}")
 
 
@@ -274,18 +274,18 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
     x = np.asarray(features, dtype=np.float32)
     n = len(x)
     if n < 2:
-        raise VisctlError(f"{n} sample(s): an embedding needs at least 2", hint="raise --max-num-samples-per-class")
+        raise VisctlError(f"{n} sample(s): an embedding needs at least 2", hint="raise max_num_samples_per_class=")
     if n_components < 2:
-        raise VisctlError(f"--n-components {n_components}: the plot needs 2 dimensions", hint="use 2 or more")
+        raise VisctlError(f"n_components={n_components}: the plot needs 2 dimensions", hint="use 2 or more")
     if init not in ("pca", "random"):
-        raise VisctlError(f"--init {init!r}", hint="use pca or random")
+        raise VisctlError(f"init={init!r}", hint="use pca or random")
     if x.shape[1] < 2:
         raise VisctlError(f"features of {x.shape[1]} dimension: a 2-D picture needs at least 2",
-                          hint="choose a layer with more channels (--target-layers)")
+                          hint="choose a layer with more channels (target_layers=)")
     most = max_components(n, x.shape[1])
     if n_components > most:  # a caller that did not settle it (library.embed lowers it with a warning)
-        raise VisctlError(f"--n-components {n_components}: {n} samples of {x.shape[1]} features span at most "
-                          f"{most} dimensions", hint=f"use --n-components {most} or fewer, or embed more samples")
+        raise VisctlError(f"n_components={n_components}: {n} samples of {x.shape[1]} features span at most "
+                          f"{most} dimensions", hint=f"use n_components={most} or fewer, or embed more samples")
     if method is EmbedMethod.pca or n < 4:
         from sklearn.decomposition import PCA
 
@@ -294,7 +294,7 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
         try:
             import umap
         except ImportError as exc:
-            raise VisctlError("--method umap needs umap-learn", hint="pip install umap-learn") from exc
+            raise VisctlError("method=umap needs umap-learn", hint="pip install umap-learn") from exc
         if warn:
             warn("umap: the first call in a process spends ~30 s compiling (numba)")
         reducer = umap.UMAP(n_components=n_components, metric=metric, random_state=seed, n_neighbors=min(15, n - 1),
@@ -429,7 +429,7 @@ def extract(model: Any, layers: dict[str, Any], samples: Any, indices: list[int]
             if vec.shape[1] != files[label].shape[1]:
                 raise VisctlError(f"{label}: images give features of different sizes ({vec.shape[1]} vs "
                                   f"{files[label].shape[1]})", hint="use a pipeline that makes every image one size, "
-                                  "or --pooling avg")
+                                  "or pooling=avg")
             files[label][len(rows):len(rows) + len(vec)] = vec
         for item in pending:
             rows.append(item["index"])

@@ -96,6 +96,7 @@ def execute(ctx: RunContext, run: Run) -> None:
     threads = io_threads(ctx.threads) if run.writer_threads == IO_THREADS else run.writer_threads
     if threads:
         writer.background(threads, queue=run.writer_queue)
+    run.begin(writer)
     try:
         for item in run.items():
             run.record(writer, item)

@@ -11,6 +11,7 @@ from visctl import _options as opt
 from visctl.arguments import WORKERS_MAX
 from visctl.choices import EmbedMethod, Phase, Pooling, VisStage
 from visctl.context import RunContext
+from visctl.options import TsneOptions
 
 EPILOG = """Examples:
 
@@ -24,8 +25,16 @@ EPILOG = """Examples:
 """
 
 
+def _number_or_word(text: str) -> float | str:
+    """``--learning-rate 200`` as the number the library takes; a word (auto) as it is."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 @opt.shared(*opt.after("out_dir", "work_dir"), batch_size=32,
-            seed=opt.seed("Seed of the sampling and the embedding."))
+            seed=opt.seed("Seed of the sampling and the embedding."), settings=TsneOptions)
 def tsne(
     config_file: Annotated[str, typer.Argument(metavar="CONFIG", help="A config with a model and a dataset.",
                                                show_default=False)],
@@ -33,9 +42,7 @@ def tsne(
                                                         show_default=False)] = None,
     phase: Annotated[Optional[Phase], typer.Option("--phase", "-p", help="Dataset of this dataloader "
                                                    "[default: test, else val].", show_default=False)] = None,
-    checkpoint_opt: Annotated[Optional[str], typer.Option(
-        "--checkpoint", help="Weights, as the seeds write them (instead of the positional CHECKPOINT).",
-        show_default=False)] = None,
+    checkpoint_opt: opt.CheckpointOption = None,
     test_cfg: Annotated[Optional[str], typer.Option(
         "--test-cfg", "--test_cfg", help="Take test_dataloader from this config (e.g. for a self-supervised "
         "model's config, which has none).", show_default=False)] = None,
@@ -76,7 +83,8 @@ def tsne(
     n_iter: Annotated[int, typer.Option("--n-iter", "--n_iter", "--max-iter", min=1,
                                         help="t-SNE iterations, early exaggeration included (scikit-learn runs "
                                         "at least 250).")] = 1000,
-    learning_rate: Annotated[str, typer.Option("--learning-rate", help="A number or auto.")] = "auto",
+    learning_rate: Annotated[str, typer.Option("--learning-rate", help="A number or auto.", parser=_number_or_word)
+                             ] = "auto",
     early_exaggeration: Annotated[float, typer.Option(
         "--early-exaggeration", min=1.0, help="t-SNE: how much clusters are pulled apart in the first iterations.")] = 12.0,
     metric: Annotated[str, typer.Option("--metric", help="Distance between features for t-SNE and UMAP "
@@ -93,14 +101,13 @@ def tsne(
         show_default=False)] = None,
     *,
     opts: opt.CommandOptions,
+    settings: TsneOptions,
 ) -> None:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures."""
     with RunContext("tsne", opts, out_dir=opts.out_dir or work_dir) as ctx:
-        import time
-
-        from visctl import distributed
+        from visctl.commands._shared import execute
         from visctl.errors import VisctlError
-        from visctl.library import embed as lib
+        from visctl.library import embed
 
         if opts.out_dir and work_dir and opts.out_dir.resolve() != Path(work_dir).resolve():
             raise VisctlError(f"--out-dir {opts.out_dir} and --work-dir {work_dir} name two directories",
@@ -110,24 +117,4 @@ def tsne(
                               hint="give the checkpoint once, either after CONFIG or with --checkpoint")
         notes = ["--deterministic: visctl always seeds the sampling and the embedding (--seed), so the flag "
                  "changes nothing"] if deterministic else []
-        rank, world = distributed.join(ctx.session)
-        if rank:  # rank 0 speaks and writes
-            ctx.quiet = True
-        p = lib.plan(ctx.session, config_file, checkpoint or checkpoint_opt, phase=phase.value if phase else None,
-                     test_cfg=test_cfg, target_layers=target_layers, vis_stage=vis_stage.value if vis_stage else None,
-                     all_stages=all_stages, pooling=pooling.value, num_extra_tokens=num_extra_tokens,
-                     max_num_class=max_num_class, max_num_samples_per_class=max_num_samples_per_class,
-                     class_idx=class_idx, method=method.value, n_components=n_components, init=init,
-                     n_iter_without_progress=n_iter_without_progress, perplexity=perplexity, n_iter=n_iter,
-                     learning_rate=learning_rate, early_exaggeration=early_exaggeration, metric=metric, legend=legend,
-                     marker_size=marker_size, thumbnails=thumbnails, title=title, seed=opts.seed, world_size=world,
-                     notes=notes)
-        p.title_stem = Path(config_file).stem
-        # rank 0 opens the run's record now, so that an interrupt during extraction leaves a true manifest
-        writer = ctx.open_writer(p.params) if rank == 0 else None
-        ext = lib.extract(ctx.session, p, ctx.out_dir, batch_size=opts.batch_size, num_workers=num_workers, rank=rank,
-                          world=world, writer=writer)
-        if ext is None or writer is None:  # another rank: its shard is gathered by rank 0
-            return
-        lib.write_run(ctx.session, p, ext, writer, extract_s=time.time() - ctx.started)
-        ctx.finish()
+        execute(ctx, embed.plan(ctx.session, config_file, checkpoint or checkpoint_opt, settings, notes=notes))

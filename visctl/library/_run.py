@@ -44,6 +44,10 @@ class Run:
     #: what planning the run remarked (an option that does not apply): the manifest's notes after the session's
     notes: tuple[str, ...] = ()
 
+    def begin(self, writer: OutputWriter) -> None:
+        """The CLI's record is open, before the first item (every rank): a run that writes beside the writer
+        (tsne streams its features into the output folder and lists them as they are completed) keeps it."""
+
     def items(self) -> Iterator[Any]:
         """Run the inputs, yielding each finished item (the library's result items, or what :meth:`record`
         writes)."""
