@@ -52,7 +52,10 @@ CLI_ONLY = {"show_interval", "images"}  # --show's pause; demo's image count: no
 def test_every_cli_range_is_the_librarys():
     """The same bounds on both sides: every ranged CLI option is in LIMITS with its bounds, and every LIMITS entry
     is an argument of the command's library function."""
+    import dataclasses
     import inspect
+
+    from visctl.options import BY_COMMAND
 
     cli = _cli_ranges()
     for (command, name), (low, high) in cli.items():
@@ -69,8 +72,10 @@ def test_every_cli_range_is_the_librarys():
                      browse=visctl.browse, lr=visctl.schedule, audit=visctl.audit)
     for command, limits in arguments.LIMITS.items():
         params = inspect.signature(functions[command]).parameters
+        fields = {f.name for f in dataclasses.fields(BY_COMMAND[command])} if "fields" in params else set()  # **fields
         for name in limits:
-            assert name in params, f"{command}: LIMITS names {name}, which visctl.{functions[command].__name__} lacks"
+            assert name in params or name in fields, \
+                f"{command}: LIMITS names {name}, which visctl.{functions[command].__name__} lacks"
 
 
 def _bad_values(limit: arguments.Limit) -> list[object]:

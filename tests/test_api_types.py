@@ -143,8 +143,9 @@ def test_colormap_none_means_the_default_everywhere() -> None:
     """cam, boxam and featmap all take colormap=None as their default (jet), none raises on it."""
     from visctl.choices import Reduction
     from visctl.library import boxam, cam, featmap
+    from visctl.options import CamOptions
 
-    assert cam.check_options("gradcam", None)[1] == cam.check_options("gradcam", "jet")[1]
+    assert cam.check_options(CamOptions(colormap=None))[1] == cam.check_options(CamOptions(colormap="jet"))[1]
     assert boxam.check_options(score_thr=0.3, colormap=None, max_shape=None)[0] == "jet"
     assert featmap.check_options(channel_reduction=Reduction.squeeze_mean, topk=4, arrangement=None,
                                  colormap=None, compare=None, signed=False) == "jet"
