@@ -8,6 +8,7 @@ Nothing is loaded: the model and images named do not exist, the check comes firs
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from pathlib import Path
@@ -69,7 +70,7 @@ def _arguments(name: str) -> list[str]:
     params = inspect.signature(FUNCTIONS[name]).parameters
     found = [p for p, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]
     if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
-        found += [f for f in BY_COMMAND[name].__dataclass_fields__ if f not in found]
+        found += [f.name for f in dataclasses.fields(BY_COMMAND[name]) if f.name not in found]  # no ClassVar
     return found
 
 
