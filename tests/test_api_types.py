@@ -143,8 +143,8 @@ def test_defaults_and_right_types_pass() -> None:
 def test_colormap_none_means_the_default_everywhere() -> None:
     """cam, boxam and featmap all take colormap=None as their default (jet), none raises on it."""
     from visctl.library import boxam, cam, featmap
-    from visctl.options import BoxamOptions, FeatmapOptions
+    from visctl.options import BoxamOptions, CamOptions, FeatmapOptions
 
-    assert cam.check_options("gradcam", None)[1] == cam.check_options("gradcam", "jet")[1]
+    assert cam.check_options(CamOptions(colormap=None))[1] == cam.check_options(CamOptions(colormap="jet"))[1]
     assert boxam.check_options(BoxamOptions(colormap=None))[0] == "jet"
     assert featmap.check_options(FeatmapOptions(colormap=None)) == "jet"

@@ -120,8 +120,8 @@ def test_per_pixel_model_is_not_called_a_segmentation_model(img):
         visctl.cam(str(img), torch.nn.Conv2d(3, 4, 3))
     text, hint = str(err.value), err.value.hint or ""
     assert "segmentation model" not in text and "per pixel" in text, text
-    assert "--target-layers" in hint and "--task" in hint, hint
+    assert "target_layers=" in hint and "task=" in hint, hint
     # said segmentation by the caller: no guess to own up to
     with pytest.raises(VisctlError) as err:
         visctl.cam(str(img), torch.nn.Conv2d(3, 4, 3), task="segmentation")
-    assert "took the model for segmentation" not in str(err.value) and "--task" not in (err.value.hint or "")
+    assert "took the model for segmentation" not in str(err.value) and "task=" not in (err.value.hint or "")

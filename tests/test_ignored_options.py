@@ -41,7 +41,7 @@ def test_cam_topk_with_target_category_is_refused_before_the_model_loads(invoke,
     import visctl
     from visctl.errors import ArgumentError
 
-    with pytest.raises(ArgumentError, match="--topk 3"):
+    with pytest.raises(ArgumentError, match="topk=3"):
         visctl.cam(str(image_file), str(DEMO_CFG), target_category=1, topk=3)
 
 

@@ -240,14 +240,14 @@ def categories(value: Any, name: str = "target_category") -> list[str] | None:
     found = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (str, numbers.Integral)):
-            raise ArgumentError(f"{name}: {item!r} is not a class index or name",
+            raise ArgumentError(f"{name}={item!r} is not a class index or name",
                                 hint="pass ints (class indices) or strings (class names)")
         if isinstance(item, numbers.Integral):
             item = int(item)
             if item < 0:
-                raise ArgumentError(f"{name}: class index {item} is negative", hint="class indices start at 0")
+                raise ArgumentError(f"{name}={item} is a negative class index", hint="class indices start at 0")
         elif not item.strip():
-            raise ArgumentError(f"{name}: an empty class name", hint="name the class, or give its index")
+            raise ArgumentError(f"{name}={item!r} names an empty class", hint="name the class, or give its index")
         found.append(str(item))
     if not found:
         raise ArgumentError(f"{name}=[] names no class",

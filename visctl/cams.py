@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -743,19 +743,19 @@ def autocast_dtype(amp: str, device: str, methods: list[Method]) -> Any:
     ShapleyCAM), where a half-precision tensor would reach numpy or a second-order gradient.
 
     Raises:
-        VisctlError: an unknown value, ``--amp`` on a device other than CUDA, or with a method that cannot take it.
+        VisctlError: an unknown value, ``amp`` on a device other than CUDA, or with a method that cannot take it.
     """
     amp = str(getattr(amp, "value", amp)).lower()
     if amp not in AMP:
-        raise VisctlError(f"unknown --amp {amp!r}", hint="use " + ", ".join(AMP))
+        raise VisctlError(f"unknown amp={amp!r}", hint="use " + ", ".join(AMP))
     if amp == "off":
         return None
     if not str(device).startswith("cuda"):
-        raise VisctlError(f"--amp {amp} needs a CUDA device, and this run is on {device}",
-                          hint="leave --amp out on a CPU (autocast there is slower and less exact), or use --device cuda")
+        raise VisctlError(f"amp={amp} needs a CUDA device, and this run is on {device}",
+                          hint="leave amp= out on a CPU (autocast there is slower and less exact), or use device=cuda")
     refused = [m.value for m in methods if METHODS[m][1] != "layer"]
     if refused:
-        raise VisctlError(f"--amp cannot be used with {', '.join(refused)}",
+        raise VisctlError(f"amp= cannot be used with {', '.join(refused)}",
                           hint="these methods read raw activations of perturbed forwards or whole-model gradients in "
                           "float32; leave --amp out, or use a gradient method (gradcam, gradcam++, xgradcam, "
                           "layercam, hirescam, ...)")
@@ -775,8 +775,8 @@ def nonfinite_rows(logits: Any, maps: Any) -> set[int]:
     return {i for i in range(len(logits)) if bool(bad[i]) or (i < len(bad_maps) and bool(bad_maps[i]))}
 
 
-def resolve_categories(specs: list[str], names: list[str] | None, num_classes: int) -> list[int]:
-    """Class indices from ``--target-category`` values: indices or class names (case-insensitive).
+def resolve_categories(specs: Sequence[str], names: list[str] | None, num_classes: int) -> list[int]:
+    """Class indices from ``target_category`` values: indices or class names (case-insensitive).
 
     A value may list several, comma-separated; a class name that has commas in it (ImageNet's ``'goldfish,
     Carassius auratus'`` in mmpretrain) is found whole first, and one of its comma-separated synonyms
@@ -798,7 +798,7 @@ def resolve_categories(specs: list[str], names: list[str] | None, num_classes: i
             if not item:  # '' or 'a,,b': not "the predicted class" in silence
                 from visctl.errors import ArgumentError
 
-                raise ArgumentError(f"--target-category {spec!r} names an empty class",
+                raise ArgumentError(f"target_category={spec!r} names an empty class",
                                     hint="give class indices or names (comma-separated), or leave the option "
                                     "out for the predicted classes")
             out.append(_category(item, names, lowered, num_classes))
@@ -809,34 +809,34 @@ def _category(item: str, names: list[str] | None, lowered: list[str], num_classe
     if item.lstrip("-").isdigit():
         idx = int(item)
         if not 0 <= idx < num_classes:
-            raise VisctlError(f"--target-category {idx} is out of range: the model has {num_classes} classes",
+            raise VisctlError(f"target_category={idx} is out of range: the model has {num_classes} classes",
                               hint=f"use 0 .. {num_classes - 1}" + (" or a class name" if names else ""))
         return idx
     if item.lower() in lowered:
         return lowered.index(item.lower())
     if not names:
-        raise VisctlError(f"--target-category {item!r}: the config names no classes",
+        raise VisctlError(f"target_category={item!r}: the config names no classes",
                           hint="give class indices, or add classes = [...] to the config")
     synonym = [k for k, n in enumerate(lowered) if item.lower() in (s.strip() for s in n.split(","))]
     if len(synonym) == 1:
         return synonym[0]
     if synonym:
-        raise VisctlError(f"--target-category {item!r} is a name of several classes: "
+        raise VisctlError(f"target_category={item!r} is a name of several classes: "
                           + "; ".join(f"{k} ({names[k]})" for k in synonym[:5]),
                           hint="give the class index, or its whole name in quotes")
     near = closest(item, names, n=3)
-    raise VisctlError(f"--target-category {item!r} is not a class of this model",
+    raise VisctlError(f"target_category={item!r} is not a class of this model",
                       hint=f"did you mean {', '.join(near)}?" if near else
                       f"classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
 
 
 def check_topk(topk: int, num_classes: int) -> None:
-    """``--topk`` must not ask for more classes than the model has."""
+    """``topk`` must not ask for more classes than the model has."""
     from visctl.errors import InputError
 
     if topk > num_classes:
-        raise InputError(f"--topk {topk} asks for more classes than the model has ({num_classes})",
-                         hint=f"use --topk 1 .. {num_classes}, or name classes with --target-category")
+        raise InputError(f"topk={topk} asks for more classes than the model has ({num_classes})",
+                         hint=f"use topk=1 .. {num_classes}, or name classes with target_category=")
 
 
 @dataclass
@@ -852,7 +852,7 @@ class CamSetup:
     warnings: list[str] = field(default_factory=list)  # options given that this model's layers do not use
 
 
-def plan(model: nn.Module, example: torch.Tensor, target_layers: list[str] | None, vit_like: bool | None,
+def plan(model: nn.Module, example: torch.Tensor, target_layers: Sequence[str] | None, vit_like: bool | None,
          num_extra_tokens: int | None, default_layers: list[str] | None = None,  # noqa: F811 (a config's layers)
          traced: Any = None) -> CamSetup:
     """Probe the model once and decide target layers and their layouts.

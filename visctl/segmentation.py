@@ -74,8 +74,8 @@ def default_layer(pr: Probe, num_classes: int, inferred: bool = False) -> str:
     raise LayerError(f"cannot choose a default target layer: the model's output is per pixel{output} "
                      f"({num_classes} values at each position) and no layer before it gives another spatial map"
                      + (", so visctl took the model for segmentation" if inferred else ""),
-                     hint="name one with --target-layers (--preview-model lists them)"
-                     + ("; give --task to say what the model does" if inferred else ""))
+                     hint="name one with target_layers= (visctl cam --preview-model lists them)"
+                     + ("; give task= to say what the model does" if inferred else ""))
 
 
 def _stage(name: str, spatial: list[tuple[str, Any]]) -> str:

@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.choices import Amp, ImageFormat, Task
-from visctl.commands._shared import finish, open_model
+from visctl.choices import Task
+from visctl.commands._shared import execute, open_model, preview_hook
 from visctl.context import RunContext
-from visctl.library._common import preview
+from visctl.options import CamOptions
 
 EPILOG = """Examples:
 
@@ -23,7 +23,7 @@ EPILOG = """Examples:
 """
 
 
-@opt.shared(*opt.after("max_pixels", "image_format", "amp"))
+@opt.shared(*opt.FIGURES, *opt.after("max_pixels", "image_format", "amp"), settings=CamOptions)
 def cam(
     args: opt.ImagesConfigCheckpoint,
     method: Annotated[str, typer.Option(
@@ -62,7 +62,6 @@ def cam(
     save_path: Annotated[Optional[Path], typer.Option(
         "--save-path", "--save_path", help="An image file (.png, .jpg, ...) for one input image, else a directory.",
         rich_help_panel="Output")] = None,
-    panel_size: opt.PanelSize = None,
     score: Annotated[bool, typer.Option(
         "--score", help="Faithfulness of every map: ROAD, deletion/insertion AUC, keep-top-20% confidence change; "
         "with several methods a ranking (manifest, stderr, ranking image).", rich_help_panel="CAM")] = False,
@@ -76,56 +75,28 @@ def cam(
     target_box: Annotated[Optional[str], typer.Option(
         "--target-box", help="Segmentation: the region as x0,y0,x1,y1 in original pixels.", rich_help_panel="CAM",
         show_default=False)] = None,
-    save_raw: opt.SaveRaw = False,
-    preview_model: opt.PreviewModel = False,
-    image_format: opt.Format = ImageFormat.png,
-    amp: opt.AmpOption = Amp.off,
     *,
     opts: opt.CommandOptions,
+    settings: CamOptions,
 ) -> None:
     """Draw class activation maps (Grad-CAM and friends) on the original images."""
     from visctl.library import cam as library
     from visctl.output.checks import check_output_file, single_output
-    from visctl.output.writer import io_threads
 
     to_file = save_path is not None and save_path.suffix != "" and not save_path.is_dir()
     with RunContext("cam", opts, out_dir=save_path.parent if to_file else (save_path or opts.out_dir),
                     out_files=[("--save-path", save_path)] if to_file else None) as ctx:
-        methods, colormap = library.check_options(method, colormap)
-        library.parse_box(target_box)  # an inverted or empty box, before the model loads
-        library.check_region(target_mask, target_box, target_category)  # their conflicts, likewise
-        library.check_amp(amp.value, ctx.device, methods)  # before the model loads
-        library.check_unused(methods, target_category, topk, ratio_channels_to_ablate, ctx.warn)
+        methods = library.check(ctx.session, settings)  # before the model loads
         if single_output(save_path, 1):  # an image name (else a directory): one that visctl can write
             check_output_file(save_path, "--save-path")
-        def check_paths(found: list) -> None:
+
+        def check_paths(found: list[Path]) -> None:
             single_output(save_path, len(found))
-            library.check_figures(found, methods, target_category, topk, panel_size, ctx.max_pixels)
+            library.check_figures(found, methods, settings, ctx.max_pixels)
 
         mi = open_model(ctx, args, check_paths=check_paths)
-        if preview_model:
-            preview(ctx.session, mi)
-            raise typer.Exit(0)
-        run = library.start(ctx.session, mi, methods=methods, target_category=target_category or [], topk=topk,
-                            target_layers=opt.split_list(target_layers), vit_like=vit_like,
-                            num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
-                            ratio_channels_to_ablate=ratio_channels_to_ablate, alpha=alpha, colormap=colormap,
-                            panel_size=panel_size, save_raw=save_raw, batch_size=opts.batch_size, score=score,
-                            task=task.value, target_mask=target_mask, target_box=target_box,
-                            image_format=image_format.value, amp=amp.value)
-        run.draw_in_writer = True  # figures drawn, encoded and written in the writer's threads
-        single_file = run.task == "classification" and single_output(save_path, len(mi.paths))
-        writer = ctx.open_writer(run.params, out_dir=(save_path.parent if single_file else save_path)
-                                 if run.task == "classification" else None)
-        writer.background(io_threads(ctx.threads), queue=opts.batch_size)  # one batch's figures
-        try:
-            for item in run.items():  # each image's outputs are written (and listed) as it finishes
-                run.record(writer, item, target=save_path if single_file else None)
-            run.merge_ranks(writer)  # under torchrun: every rank's records, on every rank
-        finally:
-            if not ctx.rank:  # the ranking, the blank-map warning: once, from the whole run
-                run.close(writer)
-        finish(ctx)
+        preview_hook(ctx, opts.preview_model)(mi)
+        execute(ctx, library.plan(ctx.session, mi, settings, save_path=save_path))
 
 
 def _complete_method(incomplete: str) -> list[str]:

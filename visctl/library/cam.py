@@ -3,9 +3,10 @@
 :func:`cam` returns a :class:`CamResult`: per image, the maps as float32 arrays at the original image size keyed by
 ``(method, class)``, the class probabilities, the captions and (``score=True``) faithfulness scores, and the
 figure the CLI draws (``<stem>_cam_<methods>_<layer>.png``, or ``.jpg``/``.webp`` with ``image_format``).
-``result.save(folder)`` writes what ``visctl cam`` writes. The command runs the same per-image generator
-(:meth:`CamRun.items`) and writes each image as it finishes; it has the figures drawn in the writer's threads
-(:class:`Drawing`), off the model's.
+``result.save(folder)`` writes what ``visctl cam`` writes. Both run the same :class:`CamRun` (:func:`plan`, the
+run protocol of :class:`visctl.library._run.Run`): the command writes each image as :meth:`CamRun.items` yields
+it, its figures drawn in the writer's threads (:class:`Drawing`), off the model's; :meth:`CamRun.collect` gathers
+them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
-from visctl.choices import Task
+from visctl.choices import Method, Task
 from visctl.library._common import ModelInputs, batches, open_model
+from visctl.library._run import IO_THREADS, Run
+from visctl.options import CamOptions
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
 
@@ -26,8 +29,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visctl.output.writer import OutputWriter
-
-TASKS = tuple(t.value for t in Task)
 
 
 @dataclass(frozen=True)
@@ -104,61 +105,56 @@ class CamResult(Result):
 
 
 @arguments.typed("cam")
-def cam(images: Any, model: Any, checkpoint: str | Path | None = None, *, method: str | Sequence[str] = "gradcam",
-        target_layers: str | Sequence[str] | None = None, target_category: int | str | Sequence[int | str] | None = None,
-        topk: int = 1, vit_like: bool | None = None, num_extra_tokens: int | None = None, aug_smooth: bool = False,
-        eigen_smooth: bool = False, ratio_channels_to_ablate: float = 1.0, alpha: float = 0.5, colormap: str = "jet",
-        panel_size: int | None = None, save_raw: bool = False, batch_size: int = 16, score: bool = False,
-        task: str = "auto", target_mask: str | Path | None = None, target_box: str | Sequence[float] | None = None,
-        image_format: str = "png", amp: str = "off", options: RunOptions | None = None,
-        session: Session | None = None) -> CamResult:
+def cam(images: Any, model: Any, checkpoint: str | Path | None = None, settings: CamOptions | None = None, *,
+        options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> CamResult:
     """Class activation maps (Grad-CAM and friends) of ``model`` on ``images``.
 
-    ``images``: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them. ``model``: a
-    config file, a model name (``torchvision.resnet18``), a config dict, or an ``nn.Module``. The other
-    arguments are ``visctl cam``'s options (``method="all"``, ``"gradcam,layercam"`` or a list for several;
-    ``image_format`` png, jpg or webp names the figures; ``amp`` bf16 or fp16 autocasts the forward on CUDA;
-    ``target_mask`` is a mask file, as ``--target-mask``: an array is refused; ``colormap=None``: jet).
-    Nothing is written: ``result.save(folder)`` writes what the CLI writes.
+    Args:
+        images: a path (file, folder, glob), a numpy RGB image, a PIL image, or a list of them.
+        model: a config file, a model name (``torchvision.resnet18``), a config dict, an ``nn.Module``, or a
+            model opened with :func:`visctl.open`.
+        checkpoint: its weights [default: the config's ``load_from``].
+        settings: ``visctl cam``'s options, a :class:`visctl.CamOptions` [default: its defaults].
+        options: the shared options (device, threads, seed, ...), a :class:`visctl.RunOptions`.
+        session: the :class:`visctl.Session` to run in [default: a new one of ``options``].
+        **fields: fields of :class:`visctl.CamOptions`, replacing ``settings``' (``method="all"``,
+            ``"gradcam,layercam"`` or a list for several; ``image_format`` png, jpg or webp names the figures;
+            ``amp`` bf16 or fp16 autocasts the forward on CUDA; ``target_mask`` is a mask file, as
+            ``--target-mask``: an array is refused; ``colormap=None``: jet).
+
+    Returns:
+        A :class:`CamResult`. Nothing is written: ``result.save(folder)`` writes what the CLI writes.
     """
-    from visctl import arguments
     from visctl import images as imgs
 
     arguments.model_spec(model)
-    parse_box(target_box)
-    check_region(target_mask, target_box, target_category)
-    check_numbers(topk=topk, num_extra_tokens=num_extra_tokens, ratio_channels_to_ablate=ratio_channels_to_ablate,
-                  alpha=alpha, panel_size=panel_size, batch_size=batch_size)
-    for name, value in dict(aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, save_raw=save_raw, score=score).items():
-        arguments.flag(name, value)
-    if vit_like is not None:
-        arguments.flag("vit_like", vit_like)
-    layers = arguments.names(target_layers, "target_layers", "a layer name")
-    categories = arguments.categories(target_category)
+    o = CamOptions.build(settings, **fields)
     session = session or Session(options)
-    methods, colormap = check_options(method, colormap, task, image_format)
-    check_amp(amp, session.device, methods)
-    check_unused(methods, categories, topk, ratio_channels_to_ablate, session.warn)
+    methods = check(session, o)
     paths = imgs.as_images(images, note=session.note)
-    check_figures(paths, methods, categories, topk, panel_size, session.max_pixels)
+    check_figures(paths, methods, o, session.max_pixels)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
-    run = start(session, mi, methods=methods, target_category=categories, topk=topk,
-                target_layers=layers, vit_like=vit_like, num_extra_tokens=num_extra_tokens,
-                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, ratio_channels_to_ablate=ratio_channels_to_ablate,
-                alpha=alpha, colormap=colormap, panel_size=panel_size, save_raw=save_raw, batch_size=batch_size,
-                score=score, task=task, target_mask=Path(target_mask) if target_mask else None,
-                target_box=target_box if target_box is None or isinstance(target_box, str)
-                else ",".join(str(v) for v in target_box), image_format=image_format, amp=amp)
-    return run.collect()
+    return plan(session, mi, o).collect()
+
+
+def check(session: Session, o: CamOptions) -> list[Method]:
+    """What can be refused before the model loads (the methods, the region, ``amp``, options that conflict),
+    and a warning for an option the run would not use; the methods to run."""
+    methods, _ = check_options(o)
+    parse_box(o.target_box)  # an inverted or empty box
+    check_region(o)
+    check_amp(o, session.device, methods)
+    check_unused(methods, o, session.warn)
+    return methods
 
 
 def figure_options(panel_size: int | None, methods: int, categories: int) -> str:
     """The options that size a cam figure, as an error names them."""
-    said = [f"--panel-size {panel_size} (panel_size=)"] if panel_size else []
+    said = [f"panel_size={panel_size}"] if panel_size else []
     if methods > 1:
-        said.append(f"{methods} methods (-m/--method)")
+        said.append(f"{methods} methods (method=)")
     if categories > 1:
-        said.append(f"{categories} targets (-c/--target-category or --topk)")
+        said.append(f"{categories} targets (target_category= or topk=)")
     return " with ".join(said) or "the image's size"
 
 
@@ -175,70 +171,55 @@ def check_figure(h: int, w: int, counts: list[int], side: int, max_pixels: int |
         ph, pw = render.fit_size(h, w, side)
         fh, fw = lines * ph, cols * pw  # the gaps left out: the same area either way round
     render.check_figure(fw, fh, max_pixels, figure_options(panel_size, max(counts or [0]), len(counts)),
-                        f"the figure of {name}", hint="give a smaller --panel-size, or fewer methods or targets "
+                        f"the figure of {name}", hint="give a smaller panel_size=, or fewer methods or targets "
                         "(one figure holds a row per target, a panel per method)")
 
 
-def check_figures(paths: list[Any], methods: list[Any], categories: list[Any] | None, topk: int,
-                  panel_size: int | None, max_pixels: int | None) -> None:
+def check_figures(paths: list[Any], methods: list[Method], o: CamOptions, max_pixels: int | None) -> None:
     """Before the model loads: refuse figures the options make over the pixel budget (each image's size from
     its header)."""
     from visctl import render
     from visctl.library._common import image_shapes
 
-    rows = len(categories) if categories else max(1, int(topk or 1))
+    rows = len(o.target_category) if o.target_category else max(1, int(o.topk or 1))
     for h, w in image_shapes(paths):
-        side = render.panel_size(h, w, panel_size)
-        check_figure(h, w, [len(methods)] * rows, side, max_pixels, panel_size, f"a {w} x {h} image",
+        side = render.panel_size(h, w, o.panel_size)
+        check_figure(h, w, [len(methods)] * rows, side, max_pixels, o.panel_size, f"a {w} x {h} image",
                      area_only=True)
 
 
-def check_numbers(**values: Any) -> None:
-    """``visctl cam``'s numeric options in their ranges (:data:`visctl.arguments.LIMITS`), as the CLI's."""
-    from visctl import arguments
+def check_options(o: CamOptions) -> tuple[list[Method], str]:
+    """The methods and the colormap, refused before anything is loaded when they are not known. ``o.method``:
+    names (``all`` for every method), each run in the order given, once."""
+    from visctl import _gradcam, cams, render
+    from visctl.errors import ArgumentError
 
-    arguments.check("cam", **values)
-
-
-def check_options(method: str | Sequence[str], colormap: str, task: str = "auto", image_format: str = "png",
-                  ) -> tuple[list[Any], str]:
-    """The methods and colormap, refused before anything is loaded when they (or the task, or the image
-    format) are not known. ``method``: one name, several comma-separated (the CLI's ``--method a,b``) or a
-    list of them; each runs, in the order given, once."""
-    from visctl import _gradcam, arguments, cams, render
-    from visctl.errors import ArgumentError, InputError
-    from visctl.output.checks import check_format
-
-    if str(task) not in TASKS:
-        raise InputError(f"unknown task {task!r}", hint="use " + ", ".join(TASKS))
-    check_format(image_format)
-    if method is None:
+    if o.method is None:
         raise ArgumentError("method=None names no CAM method", hint="pass a method name (gradcam), several "
                             "(['gradcam', 'layercam'] or 'gradcam,layercam') or 'all'")
-    wanted = arguments.names(method, "method", "a CAM method", option="--method" if isinstance(method, str) else None)
-    methods = list(dict.fromkeys(m for name in wanted or [] for m in cams.parse_method(name)))
+    methods = list(dict.fromkeys(m for name in o.method for m in cams.parse_method(name)))
     # the installed grad-cam must be one visctl supports, also when the methods compute natively (their
-    # formulas are that version's; the other methods, smoothing and --score use it): read from its metadata,
+    # formulas are that version's; the other methods, smoothing and score use it): read from its metadata,
     # without importing it
     _gradcam.check()
-    return methods, render.check_colormap("jet" if colormap is None else colormap)  # None: the default
+    return methods, render.check_colormap("jet" if o.colormap is None else o.colormap)  # None: the default
 
 
-def check_region(target_mask: Any, target_box: Any, target_category: Any) -> None:
+def check_region(o: CamOptions) -> None:
     """The region options' conflicts that the command line shows, refused before the model loads: a mask and a
     box both giving the region, and a region without its class."""
     from visctl.errors import ArgumentError
 
-    given = target_mask is not None and str(target_mask) != "", target_box is not None
+    given = o.target_mask is not None and str(o.target_mask) != "", o.target_box is not None
     if all(given):
-        raise ArgumentError("--target-mask and --target-box both give the region", hint="give one of them")
-    if any(given) and not target_category and target_category != 0:
-        raise ArgumentError(f"{'--target-mask' if given[0] else '--target-box'} gives a region, and no class for it",
-                            hint="add --target-category NAME_OR_INDEX (-c): the class whose map covers the region")
+        raise ArgumentError("target_mask= and target_box= both give the region", hint="give one of them")
+    if any(given) and not o.target_category:
+        raise ArgumentError(f"{'target_mask=' if given[0] else 'target_box='} gives a region, and no class for it",
+                            hint="add target_category=NAME_OR_INDEX (-c): the class whose map covers the region")
 
 
 def parse_box(target_box: str | Sequence[float] | None) -> list[float] | None:
-    """``--target-box x0,y0,x1,y1`` (or four numbers) as floats, refused unless x0 < x1 and y0 < y1 and it
+    """``target_box``: ``x0,y0,x1,y1`` (or four numbers) as floats, refused unless x0 < x1 and y0 < y1 and it
     reaches into the image (x1, y1 > 0): an inverted or empty box was silently a region of another shape."""
     import math
 
@@ -251,62 +232,56 @@ def parse_box(target_box: str | Sequence[float] | None) -> list[float] | None:
         parts = target_box.split(",") if isinstance(target_box, str) else list(target_box)
         box = [float(v) for v in parts]
     except (TypeError, ValueError):
-        raise ArgumentError(f"--target-box {target_box!r} is not four numbers", hint=hint) from None
+        raise ArgumentError(f"target_box={target_box!r} is not four numbers", hint=hint) from None
     if len(box) != 4 or not all(math.isfinite(v) for v in box):
-        raise ArgumentError(f"--target-box {target_box!r} is not four finite numbers", hint=hint)
+        raise ArgumentError(f"target_box={target_box!r} is not four finite numbers", hint=hint)
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
         swapped = f"{min(x0, x1):g},{min(y0, y1):g},{max(x0, x1):g},{max(y0, y1):g}"
-        raise ArgumentError(f"--target-box {target_box!r} is " + ("inverted" if x1 < x0 or y1 < y0 else "empty")
+        raise ArgumentError(f"target_box={target_box!r} is " + ("inverted" if x1 < x0 or y1 < y0 else "empty")
                             + f" (x0={x0:g}, x1={x1:g}, y0={y0:g}, y1={y1:g})",
                             hint=hint + (f"; did you mean {swapped}?" if x0 != x1 and y0 != y1 else ""))
     if x1 <= 0 or y1 <= 0:
-        raise ArgumentError(f"--target-box {target_box!r} lies left of or above the image",
+        raise ArgumentError(f"target_box={target_box!r} lies left of or above the image",
                             hint=hint + "; the image's top-left pixel is 0,0")
     return box
 
 
-def check_unused(methods: list[Any], target_category: Sequence[Any] | None, topk: int,
-                 ratio_channels_to_ablate: float, warn: Callable[[str], None]) -> None:
-    """Options the run would not use, before the model loads: ``--topk`` beside ``--target-category`` (which
-    names the classes itself) is refused; ``--ratio-channels-to-ablate`` without AblationCAM gets one warning."""
+def check_unused(methods: list[Method], o: CamOptions, warn: Callable[[str], None]) -> None:
+    """Options the run would not use, before the model loads: ``topk`` beside ``target_category`` (which
+    names the classes itself) is refused; ``ratio_channels_to_ablate`` without AblationCAM gets one warning."""
     from visctl.errors import ArgumentError
 
-    if target_category and topk != 1:
-        raise ArgumentError(f"--topk {topk} and --target-category both choose the classes",
-                            hint="give one of them: --topk K maps the top K predicted classes, --target-category "
+    if o.target_category and o.topk != 1:
+        raise ArgumentError(f"topk={o.topk} and target_category= both choose the classes",
+                            hint="give one of them: topk=K maps the top K predicted classes, target_category= "
                             "the classes named")
-    if ratio_channels_to_ablate != 1.0 and not any(getattr(m, "value", m) == "ablationcam" for m in methods):
-        warn(f"--ratio-channels-to-ablate {ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, and "
-             f"the methods are {', '.join(str(getattr(m, 'value', m)) for m in methods)}")
+    if o.ratio_channels_to_ablate != 1.0 and Method.ablationcam not in methods:
+        warn(f"--ratio-channels-to-ablate {o.ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, and "
+             f"the methods are {', '.join(m.value for m in methods)}")
 
 
-def check_amp(amp: str, device: str, methods: list[Any]) -> tuple[str, Any] | None:
-    """``--amp``'s (device type, dtype) for :class:`visctl.cams.CamEngine`, or None; refused on a CPU and for
+def check_amp(o: CamOptions, device: str, methods: list[Method]) -> tuple[str, Any] | None:
+    """``amp``'s (device type, dtype) for :class:`visctl.cams.CamEngine`, or None; refused on a CPU and for
     methods that need float32 throughout (:func:`visctl.cams.autocast_dtype`), before the model loads."""
     from visctl import cams
 
-    dtype = cams.autocast_dtype(amp, device, methods)
+    dtype = cams.autocast_dtype(o.amp.value, device, methods)
     return None if dtype is None else (str(device).split(":")[0], dtype)
 
 
-def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str] | None = None,
-          topk: int = 1, target_layers: list[str] | None = None, vit_like: bool | None = None,
-          num_extra_tokens: int | None = None, aug_smooth: bool = False, eigen_smooth: bool = False,
-          ratio_channels_to_ablate: float = 1.0, alpha: float = 0.5, colormap: str = "jet",
-          panel_size: int | None = None, save_raw: bool = False, batch_size: int = 16, score: bool = False,
-          task: str = "auto", target_mask: Path | None = None, target_box: str | None = None,
-          image_format: str = "png", amp: str = "off") -> CamRun:
-    """Plan a run on an opened model: the task, the layers, the classes; :meth:`CamRun.items` does the work."""
+def plan(session: Session, mi: ModelInputs, o: CamOptions, *, save_path: Path | None = None) -> CamRun:
+    """Plan a run on an opened model (:func:`visctl.library._common.open_model`): the task, the layers, the
+    classes; :meth:`CamRun.items` does the work. ``save_path``: the CLI's ``--save-path``, an image file for
+    one input's figure or else a folder [default: the run's ``--out-dir``]."""
     from visctl import config
     from visctl.errors import VisctlError
 
-    check_numbers(topk=topk, num_extra_tokens=num_extra_tokens, ratio_channels_to_ablate=ratio_channels_to_ablate,
-                  alpha=alpha, panel_size=panel_size, batch_size=batch_size)
-
-    task = getattr(task, "value", task)
+    check_region(o)
+    parse_box(o.target_box)
     traced = None  # the example's traced forward, asked once: whether it predicts masks, then the layers' shapes
-    if task == "auto":
+    configured = None
+    if o.task is Task.auto:
         from visctl import segmentation
         from visctl.layers import trace
 
@@ -316,64 +291,43 @@ def start(session: Session, mi: ModelInputs, *, methods: list[Any], target_categ
         segment = configured == "segmentation" or (traced is not None
                                                    and segmentation.is_segmentation_output(traced[1]))
     else:
-        segment = task == "segmentation"
-    kw: dict[str, Any] = dict(methods=methods, target_category=list(target_category or []), target_layers=target_layers,
-              alpha=alpha, colormap=colormap, save_raw=save_raw, batch_size=batch_size, score=score,
-              image_format=str(getattr(image_format, "value", image_format)),
-              autocast=check_amp(amp, session.device, methods))
-    check_region(target_mask, target_box, target_category)
-    parse_box(target_box)
+        segment = o.task is Task.segmentation
     if segment:
-        ablation = any(getattr(m, "value", m) == "ablationcam" for m in methods)
-        unused = [name for name, on in (
-            (f"--topk {topk}", topk != 1), ("--vit-like" if vit_like else "--no-vit-like", vit_like is not None),
-            (f"--num-extra-tokens {num_extra_tokens}", num_extra_tokens is not None),
-            ("--aug-smooth", aug_smooth), ("--eigen-smooth", eigen_smooth),
-            (f"--ratio-channels-to-ablate {ratio_channels_to_ablate:g}", ablation and ratio_channels_to_ablate != 1.0),
-            (f"--panel-size {panel_size}", panel_size is not None)) if on]
-        if unused:  # a segmentation run maps each class's region at the model's own layers, as they are
-            session.warn(f"{', '.join(unused)} had no effect: a segmentation model's maps do not use "
-                         + ("it" if len(unused) == 1 else "them"))
-        return _SegmentationRun(session, mi, target_mask=target_mask, target_box=target_box,
-                                inferred=task == "auto" and configured != "segmentation", **kw)
-    if target_mask or target_box:
-        raise VisctlError("--target-mask and --target-box are regions of a segmentation model's class",
-                          hint="use them with a segmentation model (--task segmentation)")
-    return CamRun(session, mi, topk=topk, vit_like=vit_like, num_extra_tokens=num_extra_tokens, aug_smooth=aug_smooth,
-                  eigen_smooth=eigen_smooth, ratio_channels_to_ablate=ratio_channels_to_ablate, panel_size=panel_size,
-                  traced=traced, **kw)
+        return _SegmentationRun(session, mi, o, inferred=o.task is Task.auto and configured != "segmentation")
+    if o.target_mask or o.target_box:
+        raise VisctlError("target_mask= and target_box= are regions of a segmentation model's class",
+                          hint="use them with a segmentation model (task=segmentation)")
+    return CamRun(session, mi, o, save_path=save_path, traced=traced)
 
 
-class CamRun:
+class CamRun(Run):
     """One classification run: its parameters (the manifest's), then one :class:`CamItem` per image
     (:meth:`items`, a generator that the CLI writes as it goes), then :meth:`close`."""
 
+    command = "cam"
     task = "classification"
-    score_model: Any  # what --score runs: the CAM model, or a segmenter's region scorer (its .region set per call)
+    writer_threads = IO_THREADS  # the CLI's figures are drawn, encoded and written beside the run
+    target: Path | None = None  # the CLI's figure file (plan's save_path) when there is one image
+    score_model: Any  # what score runs: the CAM model, or a segmenter's region scorer (its .region set per call)
 
-    def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
-                 topk: int, target_layers: list[str] | None, vit_like: bool | None, num_extra_tokens: int | None,
-                 aug_smooth: bool, eigen_smooth: bool, ratio_channels_to_ablate: float, alpha: float, colormap: str,
-                 panel_size: int | None, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
-                 autocast: tuple[str, Any] | None = None, traced: Any = None) -> None:
+    def __init__(self, session: Session, mi: ModelInputs, o: CamOptions, *, save_path: Path | None = None,
+                 traced: Any = None) -> None:
+        """``save_path``: as :func:`plan`'s; ``traced``: the example's traced forward, when already run."""
         from visctl import cams, config, render
         from visctl.library._common import output_names
+        from visctl.output.checks import single_output
 
-        self.session, self.mi, self.methods = session, mi, methods
-        self.image_format, self.autocast = image_format, autocast
-        self.draw_in_writer = False  # the CLI's: figures drawn in the writer's threads (CamItem.drawing)
-        self.channels_last = _channels_last(mi, session.device)
-        self.topk, self.aug_smooth, self.eigen_smooth = topk, aug_smooth, eigen_smooth
-        self.alpha, self.colormap, self.panel_size = alpha, colormap, panel_size
-        self.save_raw, self.batch_size, self.score = save_raw, batch_size, score
-        self.started = time.time()
-        self.failures_before = len(session.failures)
-        model, paths = mi.model, mi.paths
+        self._begin(session, mi, o)
+        if save_path is not None and single_output(save_path, len(mi.paths)):  # one image's figure: that file
+            self.out_dir, self.target = save_path.parent, save_path
+        else:
+            self.out_dir = save_path
+        methods, model, paths = self.methods, mi.model, mi.paths
         from visctl import provenance
         from visctl.layers import trace
 
         traced = traced if traced is not None else trace(model, mi.example)
-        setup = cams.plan(model, mi.example, target_layers, vit_like, num_extra_tokens,
+        setup = cams.plan(model, mi.example, o.target_layers, o.vit_like, o.num_extra_tokens,
                           config.tool_option(mi.cfg, "target_layers"), traced=traced)
         self.setup = setup
         # what the outputs are, said as known: class scores (named or numbered), or an embedding's features
@@ -382,32 +336,30 @@ class CamRun:
         if headless:
             self.unit = "embedding feature"
             self.names = None
-            if score:
+            if o.score:
                 from visctl.errors import ModelError
 
-                raise ModelError(f"--score rates a map by its class's softmax probability, and {headless}",
-                                 hint="drop --score, or give the model with its classifier")
+                raise ModelError(f"score=True rates a map by its class's softmax probability, and {headless}",
+                                 hint="drop score=True, or give the model with its classifier")
             session.warn(f"{headless}: the maps explain single features of it (the largest with --topk, or "
                          "--target-category N), not classes, and no probability is given")
         else:
             self.names, mismatched = output_names(session, mi, setup.num_classes)
             if mismatched:
                 self.unit = "output unit"
-        self.categories = cams.resolve_categories(target_category, self.names, setup.num_classes)
+        self.categories = cams.resolve_categories(o.target_category or (), self.names, setup.num_classes)
         if not self.categories:
-            cams.check_topk(topk, setup.num_classes)
-        self.layerless = _say_layerless(session, methods, target_layers)
+            cams.check_topk(o.topk, setup.num_classes)
+        self.layerless = _say_layerless(session, methods, o.target_layers)
         for note in setup.notes:
             if not (self.layerless and note.startswith(("target layers from the config", "default target layer"))):
                 session.note(note)
         for warning in setup.warnings:
             session.warn(warning)
-        per_image = sum(cams.forwards_per_image(m, setup.layer_channels, ratio_channels_to_ablate) for m in methods)
-        self.slots = len(self.categories) or topk
-        passes = per_image * self.slots * (6 if aug_smooth else 1)
-        self.scored: dict[str, list] = {}
-        self.scored_at: dict[str, list[str]] = {}  # the input of each score (merging torchrun's ranks)
-        if score:
+        per_image = sum(cams.forwards_per_image(m, setup.layer_channels, o.ratio_channels_to_ablate) for m in methods)
+        self.slots = len(self.categories) or o.topk
+        passes = per_image * self.slots * (6 if o.aug_smooth else 1)
+        if o.score:
             from visctl import faithfulness
 
             passes += faithfulness.FORWARDS_PER_IMAGE + faithfulness.forwards_per_map() * len(methods) * self.slots
@@ -415,26 +367,41 @@ class CamRun:
         if passes > 10:
             session.log(f"{len(paths)} image(s) x {passes} forward passes each = {len(paths) * passes} forwards "
                         "(ScoreCAM/AblationCAM perturb every channel; --ratio-channels-to-ablate lowers it)")
-        self.params: dict[str, Any] = dict(
+        self.params = dict(
             inputs=[str(p) for p in paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
             methods=[m.value for m in methods], target_layers=None if self.layerless else setup.layers,
             **_layerless_param(methods), target_category=self.categories or None,
-            topk=None if self.categories else topk, vit_like=setup.vit_like, aug_smooth=aug_smooth,
-            eigen_smooth=eigen_smooth, device=session.device, threads=session.threads, batch_size=batch_size,
-            panel_size=panel_size or f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}",
-            format=image_format, amp=_amp_name(autocast))
-        self.engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=batch_size,
-                                       ratio_channels_to_ablate=ratio_channels_to_ablate, autocast=autocast)
+            topk=None if self.categories else o.topk, vit_like=setup.vit_like, aug_smooth=o.aug_smooth,
+            eigen_smooth=o.eigen_smooth, device=session.device, threads=session.threads, batch_size=o.batch_size,
+            panel_size=o.panel_size or f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}",
+            format=self.image_format, amp=_amp_name(self.autocast))
+        self.engines = [cams.CamEngine(model, m, setup.layers, setup.layouts, batch_size=o.batch_size,
+                                       ratio_channels_to_ablate=o.ratio_channels_to_ablate, autocast=self.autocast)
                         for m in methods]
+        self.unoriented: list[str] = []  # EigenCAM / KPCA-CAM maps whose gradient map gave no sign
+        # the file names' layer part: none when no method used a target layer (FullGrad alone)
+        self.layer_tag = "" if self.layerless else "_" + "+".join(setup.layers).replace(".", "_")
+
+    def _begin(self, session: Session, mi: ModelInputs, o: CamOptions) -> None:
+        """What every run (classification, segmentation) starts with: the methods, the colormap and the autocast
+        its options give, the model's memory format, and the run-wide findings, empty."""
+        self.session, self.mi, self.o = session, mi, o
+        self.methods, self.colormap = check_options(o)
+        self.autocast = check_amp(o, session.device, self.methods)
+        self.image_format = o.image_format.value
+        self.writer_queue = o.batch_size  # one batch's figures wait for the writer's threads
+        self.draw_in_writer = True  # the CLI's figures are drawn in the writer's threads (CamItem.drawing)
+        self.channels_last = _channels_last(mi, session.device)
+        self.started = time.time()
+        self.failures_before = len(session.failures)
         self.skipped: list[SkippedMethod] = []
         self.blank: list[str] = []
         self.blank_at: list[str] = []
-        self.unoriented: list[str] = []  # EigenCAM / KPCA-CAM maps whose gradient map gave no sign
         self.sides: set[int] = set()
         self.ranking: list[dict] = []
-        # the file names' layer part: none when no method used a target layer (FullGrad alone)
-        self.layer_tag = "" if self.layerless else "_" + "+".join(setup.layers).replace(".", "_")
-        self.tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
+        self.scored: dict[str, list] = {}
+        self.scored_at: dict[str, list[str]] = {}  # the input of each score (merging torchrun's ranks)
+        self.tag = "+".join(m.value for m in self.methods) if len(self.methods) < 4 else "all"
 
     # -- the work --
     def _skip_method(self, engine: Any, reason: str) -> SkippedMethod:
@@ -461,7 +428,7 @@ class CamRun:
             if reason:
                 yield self._skip_method(engine, reason)
         stems = input_stems(mi.paths)
-        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last, grad=True):
+        for b in batches(session, mi, self.o.batch_size, "cam", channels_last=self.channels_last, grad=True):
             group, batch = b.items, b.tensor
             rows: list[list[tuple[str, list]]] = [[] for _ in group]
             maps_of: list[dict] = [{} for _ in group]
@@ -469,7 +436,7 @@ class CamRun:
             scores_of: list[dict] = [{} for _ in group]
             probs_of: list[Any] = [None for _ in group]
             nonfinite: set[int] = set()  # images whose scores or maps are NaN/inf: skipped, not drawn
-            if self.score:  # each image's clean, mean-colour and blurred forwards serve all its maps
+            if self.o.score:  # each image's clean, mean-colour and blurred forwards serve all its maps
                 from visctl import faithfulness
 
                 scorer = faithfulness.Scorer(self.score_model, batch, seed=session.seed or 0)
@@ -480,8 +447,8 @@ class CamRun:
                 panels: list[list] = [[] for _ in group]
                 for engine in list(self.engines):
                     try:
-                        maps, logits = _maps(engine, batch, targets, self.aug_smooth, self.eigen_smooth,
-                                             alone=self.score)
+                        maps, logits = _maps(engine, batch, targets, self.o.aug_smooth, self.o.eigen_smooth,
+                                             alone=self.o.score)
                     except VisctlError:
                         raise
                     except Exception as err:  # a method that cannot run on this model: the others go on
@@ -498,7 +465,7 @@ class CamRun:
                     self.unoriented += [f"{group[i][0].name}: {engine.method.value} {self._caption(targets[i].category)}"
                                         for i in engine.unoriented]
                     nonfinite |= cams.nonfinite_rows(logits, maps)
-                    if self.score:
+                    if self.o.score:
                         found = scorer(maps, [t.category for t in targets])
                     for i, (p, img, state) in enumerate(group):
                         cat = targets[i].category
@@ -511,7 +478,7 @@ class CamRun:
                             caption += " | BLANK: constant map (try another --target-layers or method)"
                             self.blank.append(f"{p.name}: {engine.method.value} {self._caption(cat)}")
                             self.blank_at.append(str(p))
-                        if self.score:
+                        if self.o.score:
                             caption += " | " + found[i].caption()
                             self.scored.setdefault(engine.method.value, []).append(found[i])
                             self.scored_at.setdefault(engine.method.value, []).append(str(p))
@@ -531,19 +498,19 @@ class CamRun:
                 cats = [r[0] for r in rows[i]]
                 figure = drawing = None
                 if any(row_panels for _, row_panels in rows[i]):
-                    side = render.panel_size(*img.shape[:2], self.panel_size)  # type: ignore[call-arg]  # *shape is (h, w)
+                    side = render.panel_size(*img.shape[:2], self.o.panel_size)  # type: ignore[call-arg]  # *shape is (h, w)
                     check_figure(img.shape[0], img.shape[1], [len(r[1]) for r in rows[i] if r[1]], side,
-                                 session.max_pixels, self.panel_size, p.name)
-                    draw = functools.partial(render.map_figure, img, [r for r in rows[i] if r[1]], alpha=self.alpha,
+                                 session.max_pixels, self.o.panel_size, p.name)
+                    draw = functools.partial(render.map_figure, img, [r for r in rows[i] if r[1]], alpha=self.o.alpha,
                                              colormap=self.colormap, panel_side=side)
                     name = f"{stems[p]}_cam_{self.tag}{self.layer_tag}.{self.image_format}".replace("++", "pp")
                     figure, drawing = self._figure(name, draw, f"{p.name}: {', '.join(cats)}",
                                                    dict(input=str(p), panel_size=side))
                 raw_names = ({key: f"{stems[p]}_cam_{key[0]}_c{key[1]}"
                               f"{'' if key[0] in LAYERLESS else self.layer_tag}.npy".replace("++", "pp")
-                              for key in maps_of[i]} if self.save_raw else {})
+                              for key in maps_of[i]} if self.o.save_raw else {})
                 info: dict[str, Any] = dict(size=list(img.shape[:2]), targets=cats,
-                                            **({"scores": scores_of[i]} if self.score else {}))
+                                            **({"scores": scores_of[i]} if self.o.score else {}))
                 yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps_of[i],
                               captions=captions_of[i], targets=tuple(cats), probabilities=probs_of[i],
                               scores=scores_of[i], figure=figure, raw_names=raw_names, input_info=info,
@@ -568,14 +535,15 @@ class CamRun:
 
     # -- the CLI's writing, item by item --
     def record(self, writer: OutputWriter, item: CamItem | SkippedMethod, target: Path | None = None) -> None:
-        """Write one thing :meth:`items` yielded, keeping the manifest true at once."""
+        """Write one thing :meth:`items` yielded, keeping the manifest true at once; ``target``: the figure's
+        file [default: :func:`plan`'s ``save_path`` when it names one]."""
         if isinstance(item, SkippedMethod):
             # one failure entry per method (the run exits 1 and finish() warns once); its other panels stay
             writer.manifest["skipped_methods"] = [dict(method=s.method, reason=s.reason) for s in self.skipped]
             writer.fail(f"--method {item.method}", f"skipped: {item.reason}")
             return
         _record_side(writer, self.sides, item)
-        item.write(writer, target=target)
+        item.write(writer, target=target or self.target)
 
     def merge_ranks(self, writer: OutputWriter) -> None:
         """Under torchrun, after the last image: every rank's records and run-wide findings (scores, blank
@@ -587,7 +555,7 @@ class CamRun:
         mine = dict(sides=sorted(self.sides), skipped=[(s.method, s.reason) for s in self.skipped],
                     blank=list(zip(self.blank_at, self.blank)),
                     scored={m: list(zip(self.scored_at[m], v)) for m, v in self.scored.items()})
-        paths, chunk = self.mi.paths, self.batch_size
+        paths, chunk = self.mi.paths, self.o.batch_size
         parts = distributed.merge_records(writer, paths, chunk, mine)
         self.sides = {int(s) for part in parts for s in part["sides"]}
         if self.sides:
@@ -624,7 +592,7 @@ class CamRun:
         """With ``score``: rank the methods by their faithfulness, say it, and write the ranking image."""
         from visctl import faithfulness
 
-        if self.score and self.scored:
+        if self.o.score and self.scored:
             self.ranking = faithfulness.ranking(self.scored)
             self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
                              "better):\n" + faithfulness.table(self.ranking))
@@ -633,6 +601,7 @@ class CamRun:
 
     def collect(self) -> CamResult:
         """Run every image and gather the frozen result (the library call)."""
+        self.draw_in_writer = False  # each figure drawn now: the result holds it
         found = [x for x in self.items() if isinstance(x, CamItem)]
         self.close()
         failures = [(f"--method {s.method}", f"skipped: {s.reason}") for s in self.skipped]
@@ -778,43 +747,43 @@ class _SegmentationRun(CamRun):
 
     task = "segmentation"
 
-    def __init__(self, session: Session, mi: ModelInputs, *, methods: list[Any], target_category: list[str],
-                 target_layers: list[str] | None, target_mask: Path | None, target_box: str | None, alpha: float,
-                 colormap: str, save_raw: bool, batch_size: int, score: bool, image_format: str = "png",
-                 autocast: tuple[str, Any] | None = None, inferred: bool = False) -> None:
-        """``inferred``: the task was taken from the model's per-pixel output, not given (--task, the config)."""
+    def __init__(self, session: Session, mi: ModelInputs, o: CamOptions, *, inferred: bool = False) -> None:
+        """``inferred``: the task was taken from the model's per-pixel output, not given (``task``, the config)."""
         from visctl import cams, config, segmentation
         from visctl.errors import InputError
         from visctl.layers import detect_layout, find_layer, probe
 
-        self.session, self.mi, self.methods = session, mi, methods
-        self.image_format, self.autocast, self.draw_in_writer = image_format, autocast, False
-        self.channels_last = _channels_last(mi, session.device)
-        self.alpha, self.colormap, self.save_raw, self.batch_size, self.score = alpha, colormap, save_raw, batch_size, score
-        self.target_mask = target_mask
-        self.started = time.time()
-        self.failures_before = len(session.failures)
-        self.skipped, self.blank, self.sides, self.ranking = [], [], set(), []
-        self.scored, self.scored_at, self.blank_at = {}, {}, []
+        self._begin(session, mi, o)
+        methods = self.methods
+        unused = [name for name, on in (
+            (f"--topk {o.topk}", o.topk != 1), ("--vit-like" if o.vit_like else "--no-vit-like", o.vit_like is not None),
+            (f"--num-extra-tokens {o.num_extra_tokens}", o.num_extra_tokens is not None),
+            ("--aug-smooth", o.aug_smooth), ("--eigen-smooth", o.eigen_smooth),
+            (f"--ratio-channels-to-ablate {o.ratio_channels_to_ablate:g}",
+             Method.ablationcam in methods and o.ratio_channels_to_ablate != 1.0),
+            (f"--panel-size {o.panel_size}", o.panel_size is not None)) if on]
+        if unused:  # a segmentation run maps each class's region at the model's own layers, as they are
+            session.warn(f"{', '.join(unused)} had no effect: a segmentation model's maps do not use "
+                         + ("it" if len(unused) == 1 else "them"))
+        target_mask = self.target_mask = Path(o.target_mask) if o.target_mask else None
         model = mi.model
         example_logits = segmentation.logits(model, mi.example)
         if not segmentation.is_segmentation_output(example_logits):
             from visctl.errors import ModelError
 
-            raise ModelError(f"segmentation (--task segmentation, or the config's visctl.task) needs per-pixel "
+            raise ModelError(f"segmentation (task=segmentation, or the config's visctl.task) needs per-pixel "
                              f"class logits (N, C, H, W), and this model outputs {tuple(example_logits.shape)}",
-                             hint="leave --task out (auto: the model's output decides) or use --task "
-                             "classification; set visctl.task in the config only for a segmentation model")
+                             hint="leave task= out (auto: the model's output decides) or use task=classification; "
+                             "set visctl.task in the config only for a segmentation model")
         self.num_classes = int(example_logits.shape[1])
         from visctl.library._common import class_names
 
         self.names = class_names(session, mi, self.num_classes)
-        self.asked = cams.resolve_categories(target_category, self.names, self.num_classes)
+        self.asked = cams.resolve_categories(o.target_category or (), self.names, self.num_classes)
         self.background = segmentation.background_index(self.names, model)
         pr = probe(model, mi.example, logits=False)
         in_hw = (int(mi.example.shape[2]), int(mi.example.shape[3]))
-        layers = ([find_layer(model, n)[0] for n in target_layers] if target_layers
-                  else [find_layer(model, n)[0] for n in config.tool_option(mi.cfg, "target_layers") or []])
+        layers = [find_layer(model, n)[0] for n in o.target_layers or config.tool_option(mi.cfg, "target_layers") or []]
         if not layers:
             chosen = segmentation.mmseg_default_layer(model, mi.example)
             if chosen is not None:
@@ -822,30 +791,28 @@ class _SegmentationRun(CamRun):
             layers = [chosen[0] if chosen else segmentation.default_layer(pr, self.num_classes, inferred)]
         self.layers = layers
         layouts = [detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
-        self.layerless = _say_layerless(session, methods, target_layers)
+        self.layerless = _say_layerless(session, methods, o.target_layers)
         session.note(("segmentation (taken from the model's per-pixel output; --task to say otherwise)" if inferred
                       else "segmentation") + f": target layers {'none' if self.layerless else ', '.join(layers)}; regions: "
-                     + ("--target-mask" if target_mask else "--target-box" if target_box else "the predicted masks"))
-        box = parse_box(target_box)
-        self.box = box
+                     + ("--target-mask" if target_mask else "--target-box" if o.target_box else "the predicted masks"))
+        box = self.box = parse_box(o.target_box)
         if (target_mask or box) and not self.asked:
-            raise InputError("a region needs its class", hint="add --target-category NAME_OR_INDEX")
+            raise InputError("a region needs its class", hint="add target_category=NAME_OR_INDEX")
         # the mask, read once (an unreadable one is the run's error); its emptiness and size are each input's
         self.mask = segmentation.read_region_mask(target_mask, session.max_pixels) if target_mask else None
         cam_model, why = segmentation.cam_model(model)
         if why:
             session.note(why)
-        self.engines = [cams.CamEngine(cam_model, m, layers, layouts, batch_size=batch_size, autocast=autocast)
+        self.engines = [cams.CamEngine(cam_model, m, layers, layouts, batch_size=o.batch_size, autocast=self.autocast)
                         for m in methods]
-        self.score_model = segmentation.region_score(model) if score else None
+        self.score_model = segmentation.region_score(model) if o.score else None
         self.params = dict(inputs=[str(p) for p in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
                            task="segmentation", methods=[m.value for m in methods],
                            target_layers=None if self.layerless else layers, **_layerless_param(methods),
                            target_category=self.asked or None,
                            target_mask=str(target_mask) if target_mask else None, target_box=box,
-                           background=self.background, device=session.device, format=image_format,
-                           amp=_amp_name(autocast))
-        self.tag = "+".join(m.value for m in methods) if len(methods) < 4 else "all"
+                           background=self.background, device=session.device, format=self.image_format,
+                           amp=_amp_name(self.autocast))
 
     def _layers(self) -> list[str]:
         return [] if self.layerless else list(self.layers)
@@ -895,7 +862,7 @@ class _SegmentationRun(CamRun):
         # the dataset's own palette where it has one (mmseg's, as its visualizer paints the classes)
         colors = dataset_palette(mi.cfg, self.num_classes) or render.class_colors(max(self.num_classes, 1))
         stems = input_stems(mi.paths)
-        for b in batches(session, mi, self.batch_size, "cam", channels_last=self.channels_last, grad=True):
+        for b in batches(session, mi, self.o.batch_size, "cam", channels_last=self.channels_last, grad=True):
             batch = b.tensor
             out = segmentation.logits(mi.model, batch)
             preds = out.argmax(1).cpu().numpy()
@@ -951,14 +918,14 @@ class _SegmentationRun(CamRun):
                                      classes.label(names, c) for c in present) + ")"))
                 figure = drawing = None
                 if drawn:
-                    draw = functools.partial(render.map_figure, base, drawn, alpha=self.alpha, colormap=self.colormap)
+                    draw = functools.partial(render.map_figure, base, drawn, alpha=self.o.alpha, colormap=self.colormap)
                     figure, drawing = self._figure(f"{stems[p]}_segcam_{self.tag}.{self.image_format}".replace("++", "pp"),
                                                    draw, f"{p.name}: {', '.join(r[0] for r in rows)}", dict(input=str(p)))
                 raw_names = ({key: f"{stems[p]}_segcam_{key[0]}_c{key[1]}.npy".replace("++", "pp") for key in maps}
-                             if self.save_raw else {})
+                             if self.o.save_raw else {})
                 info = dict(size=list(img.shape[:2]), targets=[r[0] for r in rows],
                             predicted=[names[c] if names and c < len(names) else c for c in present],
-                            **({"scores": found_scores} if self.score else {}))
+                            **({"scores": found_scores} if self.o.score else {}))
                 yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps, captions=captions,
                               targets=tuple(r[0] for r in rows), scores=found_scores, figure=figure,
                               raw_names=raw_names, input_info=info, drawing=drawing)
