@@ -210,7 +210,7 @@ class CamEngine:
         self.ratio = ratio_channels_to_ablate
         self.detection = detection
         if max_shape is not None and method is Method.ablationcam:
-            raise VisctlError(f"--max-shape cannot shrink the maps {method.value} perturbs: the model's next layer "
+            raise VisctlError(f"max_shape= cannot shrink the maps {method.value} perturbs: the model's next layer "
                               "needs them at full size", hint="use it with a gradient method or eigencam")
         self.max_shape = max_shape
         # mmyolo's box AM (mmyolo/utils/boxam_utils.py): GradCAM / GradCAM++ weights kept per position
@@ -757,7 +757,7 @@ def autocast_dtype(amp: str, device: str, methods: list[Method]) -> Any:
     if refused:
         raise VisctlError(f"amp= cannot be used with {', '.join(refused)}",
                           hint="these methods read raw activations of perturbed forwards or whole-model gradients in "
-                          "float32; leave --amp out, or use a gradient method (gradcam, gradcam++, xgradcam, "
+                          "float32; leave amp= out, or use a gradient method (gradcam, gradcam++, xgradcam, "
                           "layercam, hirescam, ...)")
     import torch
 

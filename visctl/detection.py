@@ -269,7 +269,7 @@ def tiles(h: int, w: int, patch: int, overlap: float) -> list[tuple[int, int, in
     333 px patch at 0.5, not 166.5 rounded to 166).
     """
     if not 0 <= overlap < 1:
-        raise VisctlError(f"--patch-overlap-ratio {overlap} must be in [0, 1)")
+        raise VisctlError(f"patch_overlap_ratio={overlap} must be in [0, 1)")
     step = max(1, patch - int(overlap * patch))
 
     def starts(n: int) -> list[int]:

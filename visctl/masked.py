@@ -218,7 +218,7 @@ def masks_from_pipeline(states: list[Any], grid: tuple[int, int]) -> torch.Tenso
     rows = []
     for state in states:
         if state.mask is None:
-            raise VisctlError("--use-vis-pipeline: the config's test pipeline makes no mask",
+            raise VisctlError("use_vis_pipeline=True: the config's test pipeline makes no mask",
                               hint="add a SimMIMMaskGenerator or BEiTMaskGenerator step, or drop the flag")
         m = state.mask.astype(np.uint8)
         if m.shape != grid:  # e.g. SimMIM's mask on the model-patch grid of a different patch size

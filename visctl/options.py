@@ -342,18 +342,29 @@ class LrOptions(Options):
 
 
 @dataclass(frozen=True)
-class PipelineOptions(Options):
+class DatasetOptions(Options):
+    """What the dataset commands' options share (:class:`PipelineOptions`, :class:`BrowseOptions`)."""
+
+    #: train, val or test: which dataloader's dataset and pipeline
+    phase: Phase = Phase.train
+    #: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs]; a list given
+    #: replaces the default one
+    skip_type: tuple[str, ...] | None = None
+    #: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one
+    #: swaps the colours as mmpretrain shows them [default: their own order]
+    channel_order: ChannelOrder | None = None
+    #: the random transforms' seed (the same views each run)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineOptions(DatasetOptions):
     """``visctl pipeline``'s options (:func:`visctl.pipeline`)."""
 
     command: ClassVar[str] = "pipeline"
 
-    #: train, val or test: which dataloader's dataset and pipeline
-    phase: Phase = Phase.train
     #: samples, from the first (-1: all)
     number: int = 20
-    #: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs]; a list given
-    #: replaces the default one
-    skip_type: tuple[str, ...] | None = None
     #: what each figure shows: original, transformed, concat (both) or pipeline (every step)
     mode: Mode = Mode.concat
     #: scale each panel into the edge limits
@@ -366,37 +377,22 @@ class PipelineOptions(Options):
     bgr2rgb: bool = False
     #: with mode original: scale the original by this factor (mmpretrain's ``-r``)
     rescale_factor: float | None = None
-    #: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one
-    #: swaps the colours as mmpretrain shows them [default: their own order]
-    channel_order: ChannelOrder | None = None
-    #: the random transforms' seed (the same views each run)
-    seed: int = 0
 
 
 @dataclass(frozen=True)
-class BrowseOptions(Options):
+class BrowseOptions(DatasetOptions):
     """``visctl browse``'s options (:func:`visctl.browse`)."""
 
     command: ClassVar[str] = "browse"
 
-    #: train, val or test: which dataloader's dataset and pipeline
-    phase: Phase = Phase.train
     #: samples, from the first (-1: all)
     number: int = 32
-    #: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs]; a list given
-    #: replaces the default one
-    skip_type: tuple[str, ...] | None = None
     #: grid rows and columns per page [default: 4 each; None, as the CLI refuses them with a per-sample
     #: ``--mode``]
     rows: int | None = None
     cols: int | None = None
     #: DataLoader worker processes
     num_workers: int = 0
-    #: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one
-    #: swaps the colours as mmpretrain shows them [default: their own order]
-    channel_order: ChannelOrder | None = None
-    #: the random transforms' seed (the same views each run)
-    seed: int = 0
 
 
 @dataclass(frozen=True)

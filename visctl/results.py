@@ -61,6 +61,13 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def frozen_array(values: Any, dtype: Any) -> Any:
+    """``values`` as a new read-only numpy array of ``dtype`` (a result's boxes, scores, labels)."""
+    import numpy as np
+
+    return freeze(np.array(values, dtype=dtype))
+
+
 def freeze_fields(obj: Any) -> None:
     """Freeze every field of a frozen dataclass instance (:func:`freeze`), in place."""
     for f in dataclasses.fields(obj):

@@ -17,7 +17,7 @@ from visctl import arguments
 from visctl.choices import BoxMethod, Method
 from visctl.library._run import IO_THREADS, Run
 from visctl.options import BoxamOptions
-from visctl.results import Drawing, Figure, Result, save_picture
+from visctl.results import Drawing, Figure, Result, frozen_array, save_picture
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
@@ -329,8 +329,8 @@ class BoxamRun(Run):
                                   f"{p.name}: {len(dets)} boxes", dict(input=str(p), panel_size=side))
                 raw_names = tuple(f"{stems[p]}_boxam_{f'box{slot}' if per_box else 'all'}.npy"
                                   for slot in range(len(raw_maps)))
-                yield BoxamImage(str(p), _frozen(dets.boxes, np.float32), _frozen(dets.scores, np.float32),
-                                 _frozen(dets.labels, np.int64), tuple(raw_maps), None, raw_names, per_box, side, p,
+                yield BoxamImage(str(p), frozen_array(dets.boxes, np.float32), frozen_array(dets.scores, np.float32),
+                                 frozen_array(dets.labels, np.int64), tuple(raw_maps), None, raw_names, per_box, side, p,
                                  picture)
                 batch.advance()
 
@@ -428,14 +428,6 @@ def _draw(img: np.ndarray, maps: list[np.ndarray], dets: Any, run: BoxamRun, sid
     if not panels:
         panels = [render.caption(render.fit(img, side), f"no box scores >= {o.score_thr}")]
     return render.grid(panels, cols=min(len(panels), 4))
-
-
-def _frozen(values: Any, dtype: Any) -> np.ndarray:
-    import numpy as np
-
-    arr = np.array(values, dtype=dtype)
-    arr.setflags(write=False)
-    return arr
 
 
 @arguments.typed("boxam")

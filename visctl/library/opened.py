@@ -90,41 +90,42 @@ class OpenedModel(Opened):
                 f"model={type(self.model).__name__}, device={self._device!r})")
 
     # -- the commands --
-    def cam(self, images: Any, **options: Any) -> CamResult:
-        """:func:`visctl.cam` on this model: the same keyword arguments but ``options`` (given to :func:`open`)."""
+    def cam(self, images: Any, **fields: Any) -> CamResult:
+        """:func:`visctl.cam` on this model: the same ``settings=`` and keyword arguments (the options' fields),
+        but ``options`` (given to :func:`open`)."""
         from visctl.library.cam import cam
 
-        return self._run(cam, "cam", images, options)
+        return self._run(cam, "cam", images, fields)
 
-    def featmap(self, images: Any, **options: Any) -> FeatmapResult:
+    def featmap(self, images: Any, **fields: Any) -> FeatmapResult:
         """:func:`visctl.featmap` on this model."""
         from visctl.library.featmap import featmap
 
-        return self._run(featmap, "featmap", images, options)
+        return self._run(featmap, "featmap", images, fields)
 
-    def boxam(self, images: Any, **options: Any) -> BoxamResult:
+    def boxam(self, images: Any, **fields: Any) -> BoxamResult:
         """:func:`visctl.boxam` on this model (a detector)."""
         from visctl.library.boxam import boxam
 
-        return self._run(boxam, "boxam", images, options)
+        return self._run(boxam, "boxam", images, fields)
 
-    def slice(self, images: Any, **options: Any) -> SliceResult:
+    def slice(self, images: Any, **fields: Any) -> SliceResult:
         """:func:`visctl.slice` on this model (a detector); ``deploy=True`` switches a copy of it."""
         from visctl.library.slice import slice_detect
 
-        return self._run(slice_detect, "slice", images, options)
+        return self._run(slice_detect, "slice", images, fields)
 
-    def recon(self, images: Any, **options: Any) -> Reconstructions:
+    def recon(self, images: Any, **fields: Any) -> Reconstructions:
         """:func:`visctl.recon` on this model (a masked-image model)."""
         from visctl.library.reconstruct import reconstruct
 
-        return self._run(reconstruct, "recon", images, options)
+        return self._run(reconstruct, "recon", images, fields)
 
-    def tsne(self, **options: Any) -> Embedding:
+    def tsne(self, **fields: Any) -> Embedding:
         """:func:`visctl.tsne` on this model: its config's dataset embedded."""
         from visctl.library.embed import embed
 
-        return self._run(lambda model, **kw: embed(model, **kw), "tsne", None, options)
+        return self._run(lambda model, **kw: embed(model, **kw), "tsne", None, fields)
 
     # -- the library's way in --
     def inputs(self, session: Session, checkpoint: str | None = None, paths: list[Path] | None = None,
@@ -156,17 +157,17 @@ class OpenedModel(Opened):
         built = dataclasses.replace(self._built, cfg=copy.deepcopy(self._built.cfg))
         return model_inputs(session, built, paths)
 
-    def _run(self, function: Any, command: str, images: Any, options: dict[str, Any]) -> Any:
+    def _run(self, function: Any, command: str, images: Any, fields: dict[str, Any]) -> Any:
         from visctl.errors import ArgumentError
 
         for name in ("options", "session", "checkpoint"):
-            if name in options:
+            if name in fields:
                 raise ArgumentError(f"{command}({name}=...) on an opened model: the model was opened with its "
                                     f"{name}", hint=f"give {name} to visctl.open(model, checkpoint, options=...)")
         try:
             if images is None:
-                return function(self, options=self.options, **options)
-            return function(images, self, options=self.options, **options)
+                return function(self, options=self.options, **fields)
+            return function(images, self, options=self.options, **fields)
         finally:
             self._reset()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from visctl import arguments
 from visctl.library._run import Run
 from visctl.options import SliceOptions
-from visctl.results import Figure, Result
+from visctl.results import Figure, Result, frozen_array
 from visctl.session import RunOptions, Session
 
 if TYPE_CHECKING:
@@ -300,16 +300,8 @@ def _iter_images(run: SliceRun) -> Iterator[SliceImage]:
         records = detection.coco_results(merged, image_id, str(p), run.classes)
         figs = draw(run, p, stems[p], img, grid, raw, merged, per_tile)
         cells = tuple((int(x0), int(y0), int(x1), int(y1)) for x0, y0, x1, y1 in grid)
-        yield SliceImage(str(p), _frozen(merged.boxes, np.float32), _frozen(merged.scores, np.float32),
-                         _frozen(merged.labels, np.int64), cells, len(raw), (h, w), tuple(records), tuple(figs), p)
-
-
-def _frozen(values: Any, dtype: Any) -> np.ndarray:
-    import numpy as np
-
-    arr = np.array(values, dtype=dtype)
-    arr.setflags(write=False)
-    return arr
+        yield SliceImage(str(p), frozen_array(merged.boxes, np.float32), frozen_array(merged.scores, np.float32),
+                         frozen_array(merged.labels, np.int64), cells, len(raw), (h, w), tuple(records), tuple(figs), p)
 
 
 @arguments.typed("slice")
