@@ -161,25 +161,47 @@ class CamOptions(Options):
 
     #: CAM methods (``"all"``, ``"gradcam,layercam"`` or a list), case-insensitive
     method: tuple[str, ...] = ("gradcam",)
+    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
     target_layers: tuple[str, ...] | None = None
     #: class indices or names, one row each [default: the predicted top ``topk``]
     target_category: tuple[str, ...] | None = None
+    #: without ``target_category``: the top K predicted classes, one row each
     topk: int = 1
+    #: whether the model is treated as ViT-like [default: None, detected]
     vit_like: bool | None = None
+    #: extra (class/distillation) tokens before the patch tokens [default: from the model or the grid]
     num_extra_tokens: int | None = None
+    #: test-time augmentation (6 passes per image)
     aug_smooth: bool = False
+    #: keep the first principal component of the maps (less noise)
     eigen_smooth: bool = False
+    #: AblationCAM: ablate only this fraction of channels (top and bottom)
     ratio_channels_to_ablate: float = 1.0
+    #: heatmap opacity, 0 to 1
     alpha: float = 0.5
+    #: jet, turbo, viridis, inferno, magma, ... (None: jet)
     colormap: str | None = "jet"
+    #: long side of each panel in pixels [default: the original image's, at most 384, at least 160]; the size used is in the
+    #: manifest's params
     panel_size: int | None = None
+    #: also save the maps as float32 .npy (``result.save(folder)``)
     save_raw: bool = False
+    #: images per forward
     batch_size: int = 16
+    #: faithfulness of every map: ROAD, deletion/insertion AUC, keep-top-20% confidence change; with several methods a ranking
     score: bool = False
+    #: classification, segmentation (per-pixel logits: a map per class present over its predicted pixels), or auto: the config's
+    #: ``visctl.task``, else the model's output
     task: Task = Task.auto
+    #: segmentation: the target class's region, a mask file (an image or .npy at the original size, nonzero inside; not an array)
+    #: instead of the predicted mask
     target_mask: Path | None = None
+    #: segmentation: the region as ``"x0,y0,x1,y1"`` or four numbers, in original pixels
     target_box: str | tuple[float, ...] | None = None
+    #: the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to encode: for
+    #: large runs) or webp (quality 90, the smallest)
     image_format: ImageFormat = ImageFormat.png
+    #: CUDA only: autocast the forward to bf16 or fp16 (gradient methods whose graph starts at the target layer); refused on a CPU
     amp: Amp = Amp.off
 
 
@@ -189,25 +211,47 @@ class FeatmapOptions(Options):
 
     command: ClassVar[str] = "featmap"
 
+    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated) [default: the
+    #: config's, else the last spatial feature layer]
     target_layers: tuple[str, ...] | None = None
+    #: how channels become one map: squeeze_mean, select_max, pixel_wise_max or none (the ``topk`` channels)
     channel_reduction: Reduction = Reduction.squeeze_mean
+    #: with ``channel_reduction="none"``: the K channels with the largest activation sum; -1 draws a 1- or 3-channel
+    #: feature as it is
     topk: int = 4
+    #: (rows, cols) of the top-k grid [default: near square, never dropping a panel]
     arrangement: tuple[int, int] | None = None
+    #: draw the maps on the image (True), or the maps alone (False)
     overlaid: bool = True
+    #: heatmap opacity, 0 to 1
     alpha: float = 0.5
+    #: z-score each channel before the reduction
     use_norm: bool = False
+    #: the colour scale, shared per map, per layer (across images) or globally; the scale is in each caption
     normalize: Normalize = Normalize.per_map
+    #: (H, W) of every panel
     resize_shape: tuple[int, int] | None = None
+    #: an OpenCV (jet, turbo, viridis, ...) or matplotlib (coolwarm, ...) colormap [default: jet; coolwarm with ``signed``]
     colormap: str | None = None
     #: a second model (config, name, dict or module), or a (config, checkpoint) pair
     compare: Any = None
+    #: ``compare``'s weights (or give ``compare`` as a (config, checkpoint) pair)
     compare_checkpoint: str | None = None
+    #: with ``compare``: A-B on a diverging colormap (instead of ``|A-B|``)
     signed: bool = False
+    #: detectors: draw the boxes scoring at least this under the maps (mmyolo's habit) [default: no boxes]
     score_thr: float | None = None
+    #: mmrazor's habit: the OpenMMLab package of the model (mmdet, mmpretrain, ...), set as the config's ``default_scope``
     repo: str | None = None
+    #: long side of each panel in pixels [default: the original image's, at most 384, at least 160]; the size used is in the
+    #: manifest's params
     panel_size: int | None = None
+    #: images per forward
     batch_size: int = 16
+    #: also save the maps as float32 .npy (``result.save(folder)``)
     save_raw: bool = False
+    #: the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to encode: for
+    #: large runs) or webp (quality 90, the smallest)
     image_format: ImageFormat = ImageFormat.png
 
 
@@ -217,20 +261,39 @@ class BoxamOptions(Options):
 
     command: ClassVar[str] = "boxam"
 
+    #: the CAM method; the gradient ones score each kept box [default: layercam, whose per-pixel gradients keep a box's map on the
+    #: box; gradcam, as mmyolo's boxam_vis_demo, on mmyolo/mmdet YOLOv5/v6/X and RTMDet detectors]
     method: BoxMethod | None = None
+    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
     target_layers: tuple[str, ...] | None = None
+    #: at most K boxes per image, best first; -1: all [default: 10; -1 on mmdet/mmyolo detectors, as boxam_vis_demo]
     topk: int | None = None
+    #: keep boxes scoring at least this
     score_thr: float = 0.3
+    #: normalise the map inside each box, zero outside
     norm_in_bbox: bool = False
+    #: one map per box instead of one for all boxes
     per_box: bool = False
+    #: do not draw the boxes
     no_boxes: bool = False
+    #: heatmap opacity, 0 to 1
     alpha: float = 0.5
+    #: an OpenCV or matplotlib colormap (None: jet)
     colormap: str | None = "jet"
+    #: AblationCAM: ablate only this fraction of channels (top and bottom), fewer forwards
     ratio_channels_to_ablate: float = 1.0
+    #: cap on the map size: (H, W), or one number for both; a larger layer output is resized bilinearly to at most this before the
+    #: CAM, as mmyolo's boxam (-1: no cap)
     max_shape: tuple[int, ...] | None = None
+    #: long side of each panel in pixels [default: the original image's, at most 512, at least 160]; the size used is in the
+    #: manifest's params
     panel_size: int | None = None
+    #: images per forward
     batch_size: int = 4
+    #: also save the maps as float32 .npy (``result.save(folder)``)
     save_raw: bool = False
+    #: the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to encode: for
+    #: large runs) or webp (quality 90, the smallest)
     image_format: ImageFormat = ImageFormat.png
 
     def __post_init__(self) -> None:
@@ -249,17 +312,30 @@ class SliceOptions(Options):
 
     command: ClassVar[str] = "slice"
 
+    #: tile side in pixels [default: the config's ``visctl.patch_size``, else 640]
     patch_size: int | None = None
+    #: overlap of neighbouring tiles, 0 to 0.95
     patch_overlap_ratio: float = 0.25
+    #: how the tiles' boxes are joined: nms, nmm or wbf (class-aware)
     merge: Merge = Merge.nms
+    #: overlap at which boxes merge [default: 0.25 on an mmdet/mmyolo detector, as large_image_demo.py; else 0.5]
     merge_iou_thr: float | None = None
+    #: ``"iou"``, or ``"ios"`` (intersection over the smaller box: a box cut by a tile border merges with the whole one) [default:
+    #: iou on an mmdet/mmyolo detector, as large_image_demo.py; else ios]
     merge_metric: str | None = None
+    #: drop boxes below this before merging
     score_thr: float = 0.3
+    #: also detect on the whole image scaled to one tile, and merge
     full_image: bool = False
+    #: longest side of the saved pictures, in pixels
     max_side: int = 4096
+    #: tiles per forward
     batch_size: int = 8
+    #: also draw the tile grid and every unmerged box (a second figure)
     debug: bool = False
+    #: call ``switch_to_deploy()`` on the modules that have it (fuses RepVGG-style blocks) before inference
     deploy: bool = False
+    #: with ``debug``: one picture per tile with that tile's boxes, in ``<image>_patch/``
     save_patch: bool = False
 
 
@@ -269,32 +345,58 @@ class TsneOptions(Options):
 
     command: ClassVar[str] = "tsne"
 
+    #: the dataset of this dataloader [default: test, else val]
     phase: Phase | None = None
     #: a config whose test_dataloader is used (a file, a dict or an mmengine Config)
     test_cfg: Any = None
+    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
     target_layers: tuple[str, ...] | None = None
+    #: mmpretrain's stage instead of ``target_layers``: backbone (its last stage's output), neck (its output) or pre_logits (the
+    #: input of the head's last linear layer)
     vis_stage: VisStage | None = None
+    #: every stage beside the default layer
     all_stages: bool = False
+    #: how a layer's output becomes one vector: avg, max, cls (the class token) or flatten
     pooling: Pooling = Pooling.avg
+    #: extra tokens before the patch tokens [default: from the model, else 1 when tokens fit a grid after one]
     num_extra_tokens: int | None = None
+    #: without ``class_idx``: the first N classes present in the dataset
     max_num_class: int = 20
+    #: samples per class, drawn at random with ``seed``
     max_num_samples_per_class: int = 100
+    #: only these classes
     class_idx: tuple[int, ...] | None = None
+    #: tsne (openTSNE FFT when installed, else scikit-learn), umap (umap-learn) or pca
     method: EmbedMethod = EmbedMethod.tsne
+    #: embed in N dimensions; the plot shows the first two, the CSV has all
     n_components: int = 2
+    #: the t-SNE/UMAP starting layout: ``"pca"`` or ``"random"``
     init: str = "pca"
+    #: scikit-learn's early stop (not used by openTSNE) [default: 300]
     n_iter_without_progress: int | None = None
+    #: t-SNE: the effective number of neighbours (lowered to (N-1)/3 for N samples when larger)
     perplexity: float = 30.0
+    #: t-SNE iterations, early exaggeration included (scikit-learn runs at least 250)
     n_iter: int = 1000
+    #: the embedding's learning rate: a number or ``"auto"``
     learning_rate: str | float = "auto"
+    #: t-SNE: how much clusters are pulled apart in the first iterations
     early_exaggeration: float = 12.0
+    #: distance between features for t-SNE and UMAP (``"euclidean"``, ``"cosine"``, ...)
     metric: str = "euclidean"
+    #: class names in a legend
     legend: bool = True
+    #: point size in the plot
     marker_size: float = 12.0
+    #: draw small images at their points
     thumbnails: bool = False
+    #: the plot's title [default: ``"<config stem> | <layer>"``]
     title: str | None = None
+    #: DataLoader worker processes
     num_workers: int = 0
+    #: images per forward
     batch_size: int = 32
+    #: seed of the sampling and the embedding
     seed: int = 0
 
 
@@ -304,14 +406,25 @@ class ReconOptions(Options):
 
     command: ClassVar[str] = "recon"
 
+    #: share of patches masked, exactly [default: the model's]
     mask_ratio: float | None = None
+    #: a mask for every image (.npy or image, patch grid or pixel size, nonzero = masked)
     mask_file: Path | None = None
+    #: take the mask from the config pipeline's mask generator (SimMIM, BEiT)
     use_vis_pipeline: bool = False
+    #: True: the model predicts per-patch normalised pixels, un-normalise them (see ``norm_pix_stats``); False: as the
+    #: model's ``norm_pix_loss`` says
     norm_pix: bool = False
+    #: MaskFeat: show the target (the HOG of the image) as the first panel instead of the RGB image
     target_generator: bool = False
+    #: also save each reconstruction as .npy (``save()``)
     save_raw: bool = False
+    #: images per forward
     batch_size: int = 16
+    #: the masks' seed: the same masks every run (None: new random masks each run)
     seed: int | None = 0
+    #: where ``norm_pix`` takes each patch's mean and std: patch (its own, the masked patches' from pixels the model did not see,
+    #: as visualize_reconstruction.py) or visible (the visible patches': what the model alone predicts)
     norm_pix_stats: NormPixStats = NormPixStats.patch
 
 
@@ -401,21 +514,34 @@ class AuditOptions(Options):
 
     command: ClassVar[str] = "audit"
 
+    #: a folder of class folders (``ROOT/<class>/*.jpg``) [default: the config's test, else val, dataset]
     data: Path | None = None
+    #: the config's dataloader to audit [default: test, else val]
     phase: Phase | None = None
+    #: the objects' boxes: a COCO instances .json, a VOC .xml or a folder of them
     annotations: Path | None = None
+    #: a folder of object masks named like the images (.png or .npy, nonzero inside)
     region: Path | None = None
+    #: the CAM method of every map [default: gradcam, the gradient method that ranks first by faithfulness on the demo
+    #: classifier]
     method: str = "gradcam"
+    #: a second method: the agreement of its maps with ``method``'s (Spearman, top-region IoU) is measured too
     agree_with: str | None = None
+    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
     target_layers: tuple[str, ...] | None = None
+    #: pointing game: a peak this many pixels from the object is a hit (Zhang et al. 2018 use 15)
     tolerance: float = 15.0
+    #: the map's top region for the IoU measures, in % of the pixels (above 0, at most 100)
     top_percent: float = 20.0
+    #: the border band's width, as a share of the image's short side (above 0, at most 0.5; at least 1 px)
     border: float = 0.1
+    #: thumbnails of the N worst images (and N most-moved with ``compare``) in the report
     worst: int = 48
     #: a second checkpoint of the same config: a path or a URL, kept as given
     compare: str | None = None
     #: NAME=VALUE bounds (a string, a list of them, or a dict of name -> value), read as {name: value}
     fail_under: dict[str, float] | None = None
+    #: images per forward
     batch_size: int = 16
 
     def __post_init__(self) -> None:
