@@ -159,50 +159,52 @@ class CamOptions(Options):
 
     command: ClassVar[str] = "cam"
 
-    #: CAM methods (``"all"``, ``"gradcam,layercam"`` or a list), case-insensitive
     method: tuple[str, ...] = ("gradcam",)
-    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
+    """CAM methods (``"all"``, ``"gradcam,layercam"`` or a list), case-insensitive"""
     target_layers: tuple[str, ...] | None = None
-    #: class indices or names, one row each [default: the predicted top ``topk``]
+    """layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)"""
     target_category: tuple[str, ...] | None = None
-    #: without ``target_category``: the top K predicted classes, one row each
+    """class indices or names, one row each [default: the predicted top ``topk``]"""
     topk: int = 1
-    #: whether the model is treated as ViT-like [default: None, detected]
+    """without ``target_category``: the top K predicted classes, one row each"""
     vit_like: bool | None = None
-    #: extra (class/distillation) tokens before the patch tokens [default: from the model or the grid]
+    """whether the model is treated as ViT-like [default: None, detected]"""
     num_extra_tokens: int | None = None
-    #: test-time augmentation (6 passes per image)
+    """extra (class/distillation) tokens before the patch tokens [default: from the model or the grid]"""
     aug_smooth: bool = False
-    #: keep the first principal component of the maps (less noise)
+    """test-time augmentation (6 passes per image)"""
     eigen_smooth: bool = False
-    #: AblationCAM: ablate only this fraction of channels (top and bottom)
+    """keep the first principal component of the maps (less noise)"""
     ratio_channels_to_ablate: float = 1.0
-    #: heatmap opacity, 0 to 1
+    """AblationCAM: ablate only this fraction of channels (top and bottom)"""
     alpha: float = 0.5
-    #: jet, turbo, viridis, inferno, magma, ... (None: jet)
+    """heatmap opacity, 0 to 1"""
     colormap: str | None = "jet"
-    #: long side of each panel in pixels [default: the original image's, at most 384, at least 160]; the size used is in the
-    #: manifest's params
+    """jet, turbo, viridis, inferno, magma, ... (None: jet)"""
     panel_size: int | None = None
-    #: also save the maps as float32 .npy (``result.save(folder)``)
+    """long side of each panel in pixels [default: the original image's, at most 384, at least 160]; the size used is
+    in the manifest's params"""
     save_raw: bool = False
-    #: images per forward
+    """also save the maps as float32 .npy (``result.save(folder)``)"""
     batch_size: int = 16
-    #: faithfulness of every map: ROAD, deletion/insertion AUC, keep-top-20% confidence change; with several methods a ranking
+    """images per forward"""
     score: bool = False
-    #: classification, segmentation (per-pixel logits: a map per class present over its predicted pixels), or auto: the config's
-    #: ``visctl.task``, else the model's output
+    """faithfulness of every map: ROAD, deletion/insertion AUC, keep-top-20% confidence change; with several methods
+    a ranking"""
     task: Task = Task.auto
-    #: segmentation: the target class's region, a mask file (an image or .npy at the original size, nonzero inside; not an array)
-    #: instead of the predicted mask
+    """classification, segmentation (per-pixel logits: a map per class present over its predicted pixels), or auto:
+    the config's ``visctl.task``, else the model's output"""
     target_mask: Path | None = None
-    #: segmentation: the region as ``"x0,y0,x1,y1"`` or four numbers, in original pixels
+    """segmentation: the target class's region, a mask file (an image or .npy at the original size, nonzero inside;
+    not an array) instead of the predicted mask"""
     target_box: str | tuple[float, ...] | None = None
-    #: the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to encode: for
-    #: large runs) or webp (quality 90, the smallest)
+    """segmentation: the region as ``"x0,y0,x1,y1"`` or four numbers, in original pixels"""
     image_format: ImageFormat = ImageFormat.png
-    #: CUDA only: autocast the forward to bf16 or fp16 (gradient methods whose graph starts at the target layer); refused on a CPU
+    """the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to
+    encode: for large runs) or webp (quality 90, the smallest)"""
     amp: Amp = Amp.off
+    """CUDA only: autocast the forward to bf16 or fp16 (gradient methods whose graph starts at the target layer);
+    refused on a CPU"""
 
 
 @dataclass(frozen=True)
@@ -211,48 +213,50 @@ class FeatmapOptions(Options):
 
     command: ClassVar[str] = "featmap"
 
-    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated) [default: the
-    #: config's, else the last spatial feature layer]
     target_layers: tuple[str, ...] | None = None
-    #: how channels become one map: squeeze_mean, select_max, pixel_wise_max or none (the ``topk`` channels)
+    """layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
+    [default: the config's, else the last spatial feature layer]"""
     channel_reduction: Reduction = Reduction.squeeze_mean
-    #: with ``channel_reduction="none"``: the K channels with the largest activation sum; -1 draws a 1- or 3-channel
-    #: feature as it is
+    """how channels become one map: squeeze_mean, select_max, pixel_wise_max or none (the ``topk`` channels)"""
     topk: int = 4
-    #: (rows, cols) of the top-k grid [default: near square, never dropping a panel]
+    """with ``channel_reduction="none"``: the K channels with the largest activation sum; -1 draws a 1- or 3-channel
+    feature as it is"""
     arrangement: tuple[int, int] | None = None
-    #: draw the maps on the image (True), or the maps alone (False)
+    """(rows, cols) of the top-k grid [default: near square, never dropping a panel]"""
     overlaid: bool = True
-    #: heatmap opacity, 0 to 1
+    """draw the maps on the image (True), or the maps alone (False)"""
     alpha: float = 0.5
-    #: z-score each channel before the reduction
+    """heatmap opacity, 0 to 1"""
     use_norm: bool = False
-    #: the colour scale, shared per map, per layer (across images) or globally; the scale is in each caption
+    """z-score each channel before the reduction"""
     normalize: Normalize = Normalize.per_map
-    #: (H, W) of every panel
+    """the colour scale, shared per map, per layer (across images) or globally; the scale is in each caption"""
     resize_shape: tuple[int, int] | None = None
-    #: an OpenCV (jet, turbo, viridis, ...) or matplotlib (coolwarm, ...) colormap [default: jet; coolwarm with ``signed``]
+    """(H, W) of every panel"""
     colormap: str | None = None
-    #: a second model (config, name, dict or module), or a (config, checkpoint) pair
+    """an OpenCV (jet, turbo, viridis, ...) or matplotlib (coolwarm, ...) colormap [default: jet; coolwarm with
+    ``signed``]"""
     compare: Any = None
-    #: ``compare``'s weights (or give ``compare`` as a (config, checkpoint) pair)
+    """a second model (config, name, dict or module), or a (config, checkpoint) pair"""
     compare_checkpoint: str | None = None
-    #: with ``compare``: A-B on a diverging colormap (instead of ``|A-B|``)
+    """``compare``'s weights (or give ``compare`` as a (config, checkpoint) pair)"""
     signed: bool = False
-    #: detectors: draw the boxes scoring at least this under the maps (mmyolo's habit) [default: no boxes]
+    """with ``compare``: A-B on a diverging colormap (instead of ``|A-B|``)"""
     score_thr: float | None = None
-    #: mmrazor's habit: the OpenMMLab package of the model (mmdet, mmpretrain, ...), set as the config's ``default_scope``
+    """detectors: draw the boxes scoring at least this under the maps (mmyolo's habit) [default: no boxes]"""
     repo: str | None = None
-    #: long side of each panel in pixels [default: the original image's, at most 384, at least 160]; the size used is in the
-    #: manifest's params
+    """mmrazor's habit: the OpenMMLab package of the model (mmdet, mmpretrain, ...), set as the config's
+    ``default_scope``"""
     panel_size: int | None = None
-    #: images per forward
+    """long side of each panel in pixels [default: the original image's, at most 384, at least 160]; the size used is
+    in the manifest's params"""
     batch_size: int = 16
-    #: also save the maps as float32 .npy (``result.save(folder)``)
+    """images per forward"""
     save_raw: bool = False
-    #: the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to encode: for
-    #: large runs) or webp (quality 90, the smallest)
+    """also save the maps as float32 .npy (``result.save(folder)``)"""
     image_format: ImageFormat = ImageFormat.png
+    """the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to
+    encode: for large runs) or webp (quality 90, the smallest)"""
 
 
 @dataclass(frozen=True)
@@ -261,40 +265,40 @@ class BoxamOptions(Options):
 
     command: ClassVar[str] = "boxam"
 
-    #: the CAM method; the gradient ones score each kept box [default: layercam, whose per-pixel gradients keep a box's map on the
-    #: box; gradcam, as mmyolo's boxam_vis_demo, on mmyolo/mmdet YOLOv5/v6/X and RTMDet detectors]
     method: BoxMethod | None = None
-    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
+    """the CAM method; the gradient ones score each kept box [default: layercam, whose per-pixel gradients keep a
+    box's map on the box; gradcam, as mmyolo's boxam_vis_demo, on mmyolo/mmdet YOLOv5/v6/X and RTMDet detectors]"""
     target_layers: tuple[str, ...] | None = None
-    #: at most K boxes per image, best first; -1: all [default: 10; -1 on mmdet/mmyolo detectors, as boxam_vis_demo]
+    """layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)"""
     topk: int | None = None
-    #: keep boxes scoring at least this
+    """at most K boxes per image, best first; -1: all [default: 10; -1 on mmdet/mmyolo detectors, as boxam_vis_demo]"""
     score_thr: float = 0.3
-    #: normalise the map inside each box, zero outside
+    """keep boxes scoring at least this"""
     norm_in_bbox: bool = False
-    #: one map per box instead of one for all boxes
+    """normalise the map inside each box, zero outside"""
     per_box: bool = False
-    #: do not draw the boxes
+    """one map per box instead of one for all boxes"""
     no_boxes: bool = False
-    #: heatmap opacity, 0 to 1
+    """do not draw the boxes"""
     alpha: float = 0.5
-    #: an OpenCV or matplotlib colormap (None: jet)
+    """heatmap opacity, 0 to 1"""
     colormap: str | None = "jet"
-    #: AblationCAM: ablate only this fraction of channels (top and bottom), fewer forwards
+    """an OpenCV or matplotlib colormap (None: jet)"""
     ratio_channels_to_ablate: float = 1.0
-    #: cap on the map size: (H, W), or one number for both; a larger layer output is resized bilinearly to at most this before the
-    #: CAM, as mmyolo's boxam (-1: no cap)
+    """AblationCAM: ablate only this fraction of channels (top and bottom), fewer forwards"""
     max_shape: tuple[int, ...] | None = None
-    #: long side of each panel in pixels [default: the original image's, at most 512, at least 160]; the size used is in the
-    #: manifest's params
+    """cap on the map size: (H, W), or one number for both; a larger layer output is resized bilinearly to at most
+    this before the CAM, as mmyolo's boxam (-1: no cap)"""
     panel_size: int | None = None
-    #: images per forward
+    """long side of each panel in pixels [default: the original image's, at most 512, at least 160]; the size used is
+    in the manifest's params"""
     batch_size: int = 4
-    #: also save the maps as float32 .npy (``result.save(folder)``)
+    """images per forward"""
     save_raw: bool = False
-    #: the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to encode: for
-    #: large runs) or webp (quality 90, the smallest)
+    """also save the maps as float32 .npy (``result.save(folder)``)"""
     image_format: ImageFormat = ImageFormat.png
+    """the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to
+    encode: for large runs) or webp (quality 90, the smallest)"""
 
     def __post_init__(self) -> None:
         if isinstance(self.method, (list, tuple)):  # one engine draws each box's map: several methods, several runs
@@ -312,31 +316,31 @@ class SliceOptions(Options):
 
     command: ClassVar[str] = "slice"
 
-    #: tile side in pixels [default: the config's ``visctl.patch_size``, else 640]
     patch_size: int | None = None
-    #: overlap of neighbouring tiles, 0 to 0.95
+    """tile side in pixels [default: the config's ``visctl.patch_size``, else 640]"""
     patch_overlap_ratio: float = 0.25
-    #: how the tiles' boxes are joined: nms, nmm or wbf (class-aware)
+    """overlap of neighbouring tiles, 0 to 0.95"""
     merge: Merge = Merge.nms
-    #: overlap at which boxes merge [default: 0.25 on an mmdet/mmyolo detector, as large_image_demo.py; else 0.5]
+    """how the tiles' boxes are joined: nms, nmm or wbf (class-aware)"""
     merge_iou_thr: float | None = None
-    #: ``"iou"``, or ``"ios"`` (intersection over the smaller box: a box cut by a tile border merges with the whole one) [default:
-    #: iou on an mmdet/mmyolo detector, as large_image_demo.py; else ios]
+    """overlap at which boxes merge [default: 0.25 on an mmdet/mmyolo detector, as large_image_demo.py; else 0.5]"""
     merge_metric: str | None = None
-    #: drop boxes below this before merging
+    """``"iou"``, or ``"ios"`` (intersection over the smaller box: a box cut by a tile border merges with the whole
+    one) [default: iou on an mmdet/mmyolo detector, as large_image_demo.py; else ios]"""
     score_thr: float = 0.3
-    #: also detect on the whole image scaled to one tile, and merge
+    """drop boxes below this before merging"""
     full_image: bool = False
-    #: longest side of the saved pictures, in pixels
+    """also detect on the whole image scaled to one tile, and merge"""
     max_side: int = 4096
-    #: tiles per forward
+    """longest side of the saved pictures, in pixels"""
     batch_size: int = 8
-    #: also draw the tile grid and every unmerged box (a second figure)
+    """tiles per forward"""
     debug: bool = False
-    #: call ``switch_to_deploy()`` on the modules that have it (fuses RepVGG-style blocks) before inference
+    """also draw the tile grid and every unmerged box (a second figure)"""
     deploy: bool = False
-    #: with ``debug``: one picture per tile with that tile's boxes, in ``<image>_patch/``
+    """call ``switch_to_deploy()`` on the modules that have it (fuses RepVGG-style blocks) before inference"""
     save_patch: bool = False
+    """with ``debug``: one picture per tile with that tile's boxes, in ``<image>_patch/``"""
 
 
 @dataclass(frozen=True)
@@ -345,59 +349,59 @@ class TsneOptions(Options):
 
     command: ClassVar[str] = "tsne"
 
-    #: the dataset of this dataloader [default: test, else val]
     phase: Phase | None = None
-    #: a config whose test_dataloader is used (a file, a dict or an mmengine Config)
+    """the dataset of this dataloader [default: test, else val]"""
     test_cfg: Any = None
-    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
+    """a config whose test_dataloader is used (a file, a dict or an mmengine Config)"""
     target_layers: tuple[str, ...] | None = None
-    #: mmpretrain's stage instead of ``target_layers``: backbone (its last stage's output), neck (its output) or pre_logits (the
-    #: input of the head's last linear layer)
+    """layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)"""
     vis_stage: VisStage | None = None
-    #: every stage beside the default layer
+    """mmpretrain's stage instead of ``target_layers``: backbone (its last stage's output), neck (its output) or
+    pre_logits (the input of the head's last linear layer)"""
     all_stages: bool = False
-    #: how a layer's output becomes one vector: avg, max, cls (the class token) or flatten
+    """every stage beside the default layer"""
     pooling: Pooling = Pooling.avg
-    #: extra tokens before the patch tokens [default: from the model, else 1 when tokens fit a grid after one]
+    """how a layer's output becomes one vector: avg, max, cls (the class token) or flatten"""
     num_extra_tokens: int | None = None
-    #: without ``class_idx``: the first N classes present in the dataset
+    """extra tokens before the patch tokens [default: from the model, else 1 when tokens fit a grid after one]"""
     max_num_class: int = 20
-    #: samples per class, drawn at random with ``seed``
+    """without ``class_idx``: the first N classes present in the dataset"""
     max_num_samples_per_class: int = 100
-    #: only these classes
+    """samples per class, drawn at random with ``seed``"""
     class_idx: tuple[int, ...] | None = None
-    #: tsne (openTSNE FFT when installed, else scikit-learn), umap (umap-learn) or pca
+    """only these classes"""
     method: EmbedMethod = EmbedMethod.tsne
-    #: embed in N dimensions; the plot shows the first two, the CSV has all
+    """tsne (openTSNE FFT when installed, else scikit-learn), umap (umap-learn) or pca"""
     n_components: int = 2
-    #: the t-SNE/UMAP starting layout: ``"pca"`` or ``"random"``
+    """embed in N dimensions; the plot shows the first two, the CSV has all"""
     init: str = "pca"
-    #: scikit-learn's early stop (not used by openTSNE) [default: 300]
+    """the t-SNE/UMAP starting layout: ``"pca"`` or ``"random"``"""
     n_iter_without_progress: int | None = None
-    #: t-SNE: the effective number of neighbours (lowered to (N-1)/3 for N samples when larger)
+    """scikit-learn's early stop (not used by openTSNE) [default: 300]"""
     perplexity: float = 30.0
-    #: t-SNE iterations, early exaggeration included (scikit-learn runs at least 250)
+    """t-SNE: the effective number of neighbours (lowered to (N-1)/3 for N samples when larger)"""
     n_iter: int = 1000
-    #: the embedding's learning rate: a number or ``"auto"``
+    """t-SNE iterations, early exaggeration included (scikit-learn runs at least 250)"""
     learning_rate: str | float = "auto"
-    #: t-SNE: how much clusters are pulled apart in the first iterations
+    """the embedding's learning rate: a number or ``"auto"``"""
     early_exaggeration: float = 12.0
-    #: distance between features for t-SNE and UMAP (``"euclidean"``, ``"cosine"``, ...)
+    """t-SNE: how much clusters are pulled apart in the first iterations"""
     metric: str = "euclidean"
-    #: class names in a legend
+    """distance between features for t-SNE and UMAP (``"euclidean"``, ``"cosine"``, ...)"""
     legend: bool = True
-    #: point size in the plot
+    """class names in a legend"""
     marker_size: float = 12.0
-    #: draw small images at their points
+    """point size in the plot"""
     thumbnails: bool = False
-    #: the plot's title [default: ``"<config stem> | <layer>"``]
+    """draw small images at their points"""
     title: str | None = None
-    #: DataLoader worker processes
+    """the plot's title [default: ``"<config stem> | <layer>"``]"""
     num_workers: int = 0
-    #: images per forward
+    """DataLoader worker processes"""
     batch_size: int = 32
-    #: seed of the sampling and the embedding
+    """images per forward"""
     seed: int = 0
+    """seed of the sampling and the embedding"""
 
 
 @dataclass(frozen=True)
@@ -406,26 +410,26 @@ class ReconOptions(Options):
 
     command: ClassVar[str] = "recon"
 
-    #: share of patches masked, exactly [default: the model's]
     mask_ratio: float | None = None
-    #: a mask for every image (.npy or image, patch grid or pixel size, nonzero = masked)
+    """share of patches masked, exactly [default: the model's]"""
     mask_file: Path | None = None
-    #: take the mask from the config pipeline's mask generator (SimMIM, BEiT)
+    """a mask for every image (.npy or image, patch grid or pixel size, nonzero = masked)"""
     use_vis_pipeline: bool = False
-    #: True: the model predicts per-patch normalised pixels, un-normalise them (see ``norm_pix_stats``); False: as the
-    #: model's ``norm_pix_loss`` says
+    """take the mask from the config pipeline's mask generator (SimMIM, BEiT)"""
     norm_pix: bool = False
-    #: MaskFeat: show the target (the HOG of the image) as the first panel instead of the RGB image
+    """True: the model predicts per-patch normalised pixels, un-normalise them (see ``norm_pix_stats``); False: as
+    the model's ``norm_pix_loss`` says"""
     target_generator: bool = False
-    #: also save each reconstruction as .npy (``save()``)
+    """MaskFeat: show the target (the HOG of the image) as the first panel instead of the RGB image"""
     save_raw: bool = False
-    #: images per forward
+    """also save each reconstruction as .npy (``save()``)"""
     batch_size: int = 16
-    #: the masks' seed: the same masks every run (None: new random masks each run)
+    """images per forward"""
     seed: int | None = 0
-    #: where ``norm_pix`` takes each patch's mean and std: patch (its own, the masked patches' from pixels the model did not see,
-    #: as visualize_reconstruction.py) or visible (the visible patches': what the model alone predicts)
+    """the masks' seed: the same masks every run (None: new random masks each run)"""
     norm_pix_stats: NormPixStats = NormPixStats.patch
+    """where ``norm_pix`` takes each patch's mean and std: patch (its own, the masked patches' from pixels the model
+    did not see, as visualize_reconstruction.py) or visible (the visible patches': what the model alone predicts)"""
 
 
 @dataclass(frozen=True)
@@ -434,40 +438,40 @@ class LrOptions(Options):
 
     command: ClassVar[str] = "lr"
 
-    #: training samples [default: counted from ``train_dataloader.dataset``]
     dataset_size: int | None = None
-    #: GPUs (the total batch is batch_size x ngpus)
+    """training samples [default: counted from ``train_dataloader.dataset``]"""
     ngpus: int = 1
-    #: per-GPU batch [default: ``train_dataloader.batch_size``]
+    """GPUs (the total batch is batch_size x ngpus)"""
     batch_size: int | None = None
-    #: whether the last incomplete batch is dropped [default: ``train_dataloader.drop_last``]
+    """per-GPU batch [default: ``train_dataloader.batch_size``]"""
     drop_last: bool | None = None
-    #: the plot's title [default: the config's name]
+    """whether the last incomplete batch is dropped [default: ``train_dataloader.drop_last``]"""
     title: str | None = None
-    #: a matplotlib style, e.g. ``"ggplot"``
+    """the plot's title [default: the config's name]"""
     style: str | None = None
-    #: the figure's size, ``"W*H"`` in inches
+    """a matplotlib style, e.g. ``"ggplot"``"""
     window_size: str = "12*7"
-    #: a logarithmic axis for the learning rate (or the ``parameter`` plotted)
+    """the figure's size, ``"W*H"`` in inches"""
     log_scale: bool = False
-    #: plot only ``"lr"``, ``"momentum"`` or ``"wd"`` (the values keep every column) [default: all that change]
+    """a logarithmic axis for the learning rate (or the ``parameter`` plotted)"""
     parameter: Parameter | None = None
+    """plot only ``"lr"``, ``"momentum"`` or ``"wd"`` (the values keep every column) [default: all that change]"""
 
 
 @dataclass(frozen=True)
 class DatasetOptions(Options):
     """What the dataset commands' options share (:class:`PipelineOptions`, :class:`BrowseOptions`)."""
 
-    #: train, val or test: which dataloader's dataset and pipeline
     phase: Phase = Phase.train
-    #: transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs]; a list given
-    #: replaces the default one
+    """train, val or test: which dataloader's dataset and pipeline"""
     skip_type: tuple[str, ...] | None = None
-    #: BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one
-    #: swaps the colours as mmpretrain shows them [default: their own order]
+    """transform types left out [default: ToTensor Normalize ImageToTensor Collect PackInputs]; a list given replaces
+    the default one"""
     channel_order: ChannelOrder | None = None
-    #: the random transforms' seed (the same views each run)
+    """BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one swaps
+    the colours as mmpretrain shows them [default: their own order]"""
     seed: int = 0
+    """the random transforms' seed (the same views each run)"""
 
 
 @dataclass(frozen=True)
@@ -476,20 +480,20 @@ class PipelineOptions(DatasetOptions):
 
     command: ClassVar[str] = "pipeline"
 
-    #: samples, from the first (-1: all)
     number: int = 20
-    #: what each figure shows: original, transformed, concat (both) or pipeline (every step)
+    """samples, from the first (-1: all)"""
     mode: Mode = Mode.concat
-    #: scale each panel into the edge limits
+    """what each figure shows: original, transformed, concat (both) or pipeline (every step)"""
     adaptive: bool = False
-    #: with ``adaptive``: the shortest a panel's short edge may be (pixels)
+    """scale each panel into the edge limits"""
     min_edge_length: int = 200
-    #: with ``adaptive``: the longest a panel's long edge may be (pixels); wins over ``min_edge_length``
+    """with ``adaptive``: the shortest a panel's short edge may be (pixels)"""
     max_edge_length: int = 1000
-    #: swap the channels of every panel (mmcls 0.x's flag)
+    """with ``adaptive``: the longest a panel's long edge may be (pixels); wins over ``min_edge_length``"""
     bgr2rgb: bool = False
-    #: with mode original: scale the original by this factor (mmpretrain's ``-r``)
+    """swap the channels of every panel (mmcls 0.x's flag)"""
     rescale_factor: float | None = None
+    """with mode original: scale the original by this factor (mmpretrain's ``-r``)"""
 
 
 @dataclass(frozen=True)
@@ -498,14 +502,14 @@ class BrowseOptions(DatasetOptions):
 
     command: ClassVar[str] = "browse"
 
-    #: samples, from the first (-1: all)
     number: int = 32
-    #: grid rows and columns per page [default: 4 each; None, as the CLI refuses them with a per-sample
-    #: ``--mode``]
+    """samples, from the first (-1: all)"""
     rows: int | None = None
+    """grid rows and columns per page [default: 4 each; None, as the CLI refuses them with a per-sample ``--mode``]"""
     cols: int | None = None
-    #: DataLoader worker processes
+    """grid rows and columns per page [default: 4 each; None, as the CLI refuses them with a per-sample ``--mode``]"""
     num_workers: int = 0
+    """DataLoader worker processes"""
 
 
 @dataclass(frozen=True)
@@ -514,35 +518,35 @@ class AuditOptions(Options):
 
     command: ClassVar[str] = "audit"
 
-    #: a folder of class folders (``ROOT/<class>/*.jpg``) [default: the config's test, else val, dataset]
     data: Path | None = None
-    #: the config's dataloader to audit [default: test, else val]
+    """a folder of class folders (``ROOT/<class>/*.jpg``) [default: the config's test, else val, dataset]"""
     phase: Phase | None = None
-    #: the objects' boxes: a COCO instances .json, a VOC .xml or a folder of them
+    """the config's dataloader to audit [default: test, else val]"""
     annotations: Path | None = None
-    #: a folder of object masks named like the images (.png or .npy, nonzero inside)
+    """the objects' boxes: a COCO instances .json, a VOC .xml or a folder of them"""
     region: Path | None = None
-    #: the CAM method of every map [default: gradcam, the gradient method that ranks first by faithfulness on the demo
-    #: classifier]
+    """a folder of object masks named like the images (.png or .npy, nonzero inside)"""
     method: str = "gradcam"
-    #: a second method: the agreement of its maps with ``method``'s (Spearman, top-region IoU) is measured too
+    """the CAM method of every map [default: gradcam, the gradient method that ranks first by faithfulness on the
+    demo classifier]"""
     agree_with: str | None = None
-    #: layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)
+    """a second method: the agreement of its maps with ``method``'s (Spearman, top-region IoU) is measured too"""
     target_layers: tuple[str, ...] | None = None
-    #: pointing game: a peak this many pixels from the object is a hit (Zhang et al. 2018 use 15)
+    """layer paths, e.g. ``"backbone.layer4"``, ``"layer4[-1]"``, ``"blocks.-1.norm1"`` (a list, or comma-separated)"""
     tolerance: float = 15.0
-    #: the map's top region for the IoU measures, in % of the pixels (above 0, at most 100)
+    """pointing game: a peak this many pixels from the object is a hit (Zhang et al. 2018 use 15)"""
     top_percent: float = 20.0
-    #: the border band's width, as a share of the image's short side (above 0, at most 0.5; at least 1 px)
+    """the map's top region for the IoU measures, in % of the pixels (above 0, at most 100)"""
     border: float = 0.1
-    #: thumbnails of the N worst images (and N most-moved with ``compare``) in the report
+    """the border band's width, as a share of the image's short side (above 0, at most 0.5; at least 1 px)"""
     worst: int = 48
-    #: a second checkpoint of the same config: a path or a URL, kept as given
+    """thumbnails of the N worst images (and N most-moved with ``compare``) in the report"""
     compare: str | None = None
-    #: NAME=VALUE bounds (a string, a list of them, or a dict of name -> value), read as {name: value}
+    """a second checkpoint of the same config: a path or a URL, kept as given"""
     fail_under: dict[str, float] | None = None
-    #: images per forward
+    """NAME=VALUE bounds (a string, a list of them, or a dict of name -> value), read as {name: value}"""
     batch_size: int = 16
+    """images per forward"""
 
     def __post_init__(self) -> None:
         from visctl import audits
