@@ -73,8 +73,11 @@ def test_an_unknown_option_is_refused_with_the_nearest() -> None:
 def test_the_cli_says_a_field_as_its_flag() -> None:
     said = _options.cli_text("featmap", "arrangement=(1, 0) is out of range; give topk= or save_raw=True, "
                                         "image_format='x' and batch_size=0, not cfg.topk=1")
-    assert said == ("--arrangement 1 0 is out of range; give --topk or --save-raw, --format 'x' and --batch-size 0, "
+    assert said == ("--arrangement 1 0 is out of range; give --topk or --save-raw, --format x and --batch-size 0, "
                     "not cfg.topk=1")
+    quoted = "visctl = dict(target_layers=['layer4'], input_size=224) or `topk=2`, not topk=0"
+    assert _options.cli_text("cam", quoted) == "visctl = dict(target_layers=['layer4'], input_size=224) or `topk=2`, not --topk 0"
+    assert _options.cli_text("audit", "fail_under='pointing=0.8' or 'a b'") == "--fail-under pointing=0.8 or 'a b'"
     assert _options.cli_text("cam", "nothing to name here") == "nothing to name here"
 
 
@@ -107,3 +110,24 @@ def test_a_url_or_a_checkpoint_keeps_its_spelling() -> None:
     assert AuditOptions(annotations="https://host/a.json").annotations == "https://host/a.json"
     assert AuditOptions(compare="https://host/b.pth").compare == "https://host/b.pth"
     assert FeatmapOptions(compare_checkpoint="./ckpt.pth").compare_checkpoint == "./ckpt.pth"
+
+
+def test_an_error_in_a_run_is_said_with_the_flags_on_stderr_and_in_the_manifest(tmp_path, capsys) -> None:
+    """The library's field names become the command's flags once, before the manifest records the error: the
+    manifest and stderr say the same line."""
+    import json
+
+    import typer
+
+    from visctl.context import RunContext
+    from visctl.session import RunOptions
+
+    with pytest.raises(typer.Exit) as done:
+        with RunContext("featmap", RunOptions(device="cpu"), out_dir=tmp_path / "o") as ctx:
+            ctx.open_writer({})
+            raise ArgumentError("arrangement=(1, 0) is out of range", hint="give topk= or leave it out")
+    assert done.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert "error: --arrangement 1 0 is out of range" in err and "hint: give --topk or leave it out" in err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["status"] == "error" and manifest["error"] == "--arrangement 1 0 is out of range"

@@ -254,10 +254,16 @@ def _flag_of(annotation: Any) -> str | None:
 _VALUE = r"""('[^']*'|"[^"]*"|\([^)]*\)|\[[^\]]*\]|[^\s,;:)\]]+)?"""
 
 
+#: what a message quotes as written, never a field: config code (``visctl = dict(target_layers=[...])``, one level
+#: of nested brackets) and text in backquotes
+_QUOTED = r"""(`[^`]*`|\bdict\((?:[^()]|\([^()]*\))*\))"""
+
+
 def cli_text(command: str, text: str) -> str:
     """A library message as the CLI says it: each ``field=value`` of the command's options as ``--flag value``
-    (``topk=0`` -> ``--topk 0``, ``arrangement=(1, 0)`` -> ``--arrangement 1 0``, ``save_raw=True`` ->
-    ``--save-raw``), a bare ``field=`` as ``--flag``."""
+    (``topk=0`` -> ``--topk 0``, ``arrangement=(1, 0)`` -> ``--arrangement 1 0``, ``fail_under='a=1'`` ->
+    ``--fail-under a=1``, ``save_raw=True`` -> ``--save-raw``), a bare ``field=`` as ``--flag``. Config code
+    the message quotes (``dict(...)``, backquotes) is left as it is."""
     import re
 
     flags = FLAGS.get(command, {})
@@ -271,9 +277,13 @@ def cli_text(command: str, text: str) -> str:
             return flags[name]
         if value[0] in "([" and value[-1] in ")]":
             value = " ".join(v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip())
+        elif value[0] in "'\"" and value[-1] == value[0] and not any(c.isspace() for c in value):
+            value = value[1:-1]  # one word: as a shell takes it
         return f"{flags[name]} {value}" if value else flags[name]
 
-    return re.sub(rf"(?<![\w.\-])({names})={_VALUE}", flag, text)
+    parts = re.split(_QUOTED, text)  # the quoted spans at the odd places
+    return "".join(part if i % 2 else re.sub(rf"(?<![\w.\-])({names})={_VALUE}", flag, part)
+                   for i, part in enumerate(parts))
 
 
 def cli_error(command: str, err: VisctlError) -> VisctlError:

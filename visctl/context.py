@@ -317,6 +317,9 @@ class RunContext:
         if exc is not None and (missing := missing_optional(exc, f"this visctl {self.command} run")) is not None:
             exc = missing  # a plain install (no mmengine, no OpenCV): the one line that says what to install
         if isinstance(exc, VisctlError):
+            from visctl._options import cli_error
+
+            exc = cli_error(self.command, exc)  # the manifest says the error as stderr does: with the flags
             if self.writer is not None and not self._finished and not self.rank:
                 try:
                     self.writer.finish("error", error=exc.message)
