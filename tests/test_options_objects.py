@@ -131,3 +131,16 @@ def test_an_error_in_a_run_is_said_with_the_flags_on_stderr_and_in_the_manifest(
     assert "error: --arrangement 1 0 is out of range" in err and "hint: give --topk or leave it out" in err
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["status"] == "error" and manifest["error"] == "--arrangement 1 0 is out of range"
+
+
+def test_options_are_frozen_all_the_way_down() -> None:
+    from visctl.options import AuditOptions, DatasetOptions, Options
+
+    bounds = AuditOptions(fail_under="pointing=0.8").fail_under
+    assert bounds is not None and dict(bounds) == {"pointing": 0.8}
+    with pytest.raises(TypeError):
+        bounds["pointing"] = 0.1  # type: ignore[index]
+    assert CamOptions(target_box=[1, 2, 3, 4]).target_box == (1, 2, 3, 4)
+    for base in (Options, DatasetOptions):
+        with pytest.raises(TypeError, match="base class"):
+            base()

@@ -93,7 +93,7 @@ def cam_class(name: str) -> type:
     cls = getattr(gc, name, None)
     if cls is None:
         raise DependencyError(f"grad-cam {version} has no {name} (added in grad-cam 1.5)",
-                              hint="choose another --method, or pip install 'grad-cam>=1.5,<1.6'")
+                              hint="choose another method=, or pip install 'grad-cam>=1.5,<1.6'")
     return cls
 
 

@@ -586,7 +586,7 @@ def package_dataset(cfg: dict, scope: Any, where: str, max_pixels: int | None = 
         path = info.get("img_path") if isinstance(info, dict) else None
         if not path:
             raise ConfigError(f"{where}'s dataset ({kind}) holds its images in memory, not as image files",
-                              hint="give --data FOLDER of class folders (ROOT/<class>/*.jpg)")
+                              hint="give data= a folder of class folders (ROOT/<class>/*.jpg)")
         files.append((Path(str(path)), _single_label(info.get("gt_label"), kind, where)))
     names = (getattr(dataset, "metainfo", None) or {}).get("classes")
     return FileDataset(files, [str(c) for c in names] if names else None, max_pixels)
@@ -603,11 +603,11 @@ def _single_label(value: Any, kind: str, where: str) -> int | None:
     if isinstance(value, (list, tuple)):
         if len(value) != 1:
             raise ConfigError(f"{where}'s dataset ({kind}) gives an image {len(value)} labels: it is multi-label",
-                              hint="audit measures one class per image: give --data FOLDER of class folders")
+                              hint="audit measures one class per image: give data= a folder of class folders")
         value = value[0]
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{where}'s dataset ({kind}) gives a label {value!r}, not a class index",
-                          hint="give --data FOLDER of class folders")
+                          hint="give data= a folder of class folders")
     return int(value)
 
 
@@ -619,7 +619,7 @@ def dataset_config(cfg: Any, phase: str) -> tuple[dict, list[dict]]:
     if not ds:
         raise ConfigError(f"the config has no {phase}_dataloader.dataset",
                           hint=f"add {phase}_dataloader = dict(dataset=dict(type=..., data_root=...)), or pick "
-                          "another --phase")
+                          "another phase=")
     if not hasattr(ds, "keys"):
         raise ConfigError(f"{phase}_dataloader.dataset is {type(ds).__name__} ({ds!r}), not a dict",
                           hint=f"{phase}_dataloader = dict(dataset=dict(type='CustomDataset', data_root=...))")

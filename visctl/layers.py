@@ -78,7 +78,7 @@ def detect_layout(shape: tuple[int, ...], in_hw: tuple[int, int], vit_like: bool
         if found is None:
             raise LayerError(f"layer {layer!r} gives {shape[1]} tokens, which fit no patch grid of the "
                              f"{H}x{W} input" + (f" after {extra_tokens} extra tokens" if extra_tokens else ""),
-                             hint="set --num-extra-tokens to the number of class/distillation tokens")
+                             hint="set num_extra_tokens= to the number of class/distillation tokens")
         return Layout("tokens", found[0], found[1])
     raise LayerError(f"layer {layer!r} gives a {len(shape)}-D output {tuple(shape)}; a CAM needs a spatial "
                      "map (N, C, H, W), tokens (N, L, C) or channels-last (N, H, W, C)",
@@ -415,7 +415,8 @@ def default_layers(model: nn.Module, pr: Probe, in_hw: tuple[int, int]) -> Defau
                 why = f"{features}: the last map of the image on the patch grid (tokens), after an activation"
         return DefaultLayers(cam=cam, features=features, stages=tree.stages(features), tokens=tokens, why=why)
     raise LayerError("cannot choose a default layer: no layer gives a map of the image",
-                     hint="name one with --target-layers; --preview-model lists every layer's output shape")
+                     hint="name one with target_layers= (the command's --preview-model lists every layer's output "
+                     "shape)")
 
 
 def default_target_layers(model: nn.Module, pr: Probe, in_hw: tuple[int, int], vit_like: bool = False

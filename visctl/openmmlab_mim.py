@@ -240,7 +240,7 @@ class MaskedAutoencoder(_Adapter):
         self.check_grid((int(imgs.shape[2]), int(imgs.shape[3])))
         if len({int(c) for c in mask.sum(1)}) > 1:
             raise ModelError("MAE needs the same number of masked patches in every image of a batch",
-                             hint="use one mask (--mask-file) or the model's own masks (--seed)")
+                             hint="use one mask (mask_file=) or the model's own masks (seed=)")
         with self._given(mask):
             out = self.model.backbone(imgs)
         latent, ids_restore = out[0], out[2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class Options:
     command: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        if not self.command:
+            raise TypeError(f"{type(self).__name__} is a base class: make one command's options "
+                            f"({', '.join(c.__name__ for c in BY_COMMAND.values())})")
         kinds = arguments.TYPES[self.command]
         hints = _hints(type(self))
         for f in dataclasses.fields(self):
@@ -148,7 +152,7 @@ def _normalised(kind: str, name: str, value: Any, hint: Any = None) -> Any:
         # a Path would merge its two slashes; a checkpoint field (str) keeps what was given, as the manifest says it
         wants_path = Path in (hint, *typing.get_args(hint))
         return Path(value) if wants_path and not (isinstance(value, str) and "://" in value) else value
-    if bare == "number" and isinstance(value, list):
+    if bare in ("number", "box") and isinstance(value, list):
         return tuple(value)
     return value
 
@@ -194,7 +198,7 @@ class CamOptions(Options):
     task: Task = Task.auto
     """classification, segmentation (per-pixel logits: a map per class present over its predicted pixels), or auto:
     the config's ``visctl.task``, else the model's output"""
-    target_mask: Path | None = None
+    target_mask: str | Path | None = None
     """segmentation: the target class's region, a mask file (an image or .npy at the original size, nonzero inside;
     not an array) instead of the predicted mask"""
     target_box: str | tuple[float, ...] | None = None
@@ -412,7 +416,7 @@ class ReconOptions(Options):
 
     mask_ratio: float | None = None
     """share of patches masked, exactly [default: the model's]"""
-    mask_file: Path | None = None
+    mask_file: str | Path | None = None
     """a mask for every image (.npy or image, patch grid or pixel size, nonzero = masked)"""
     use_vis_pipeline: bool = False
     """take the mask from the config pipeline's mask generator (SimMIM, BEiT)"""
@@ -518,13 +522,13 @@ class AuditOptions(Options):
 
     command: ClassVar[str] = "audit"
 
-    data: Path | None = None
+    data: str | Path | None = None
     """a folder of class folders (``ROOT/<class>/*.jpg``) [default: the config's test, else val, dataset]"""
     phase: Phase | None = None
     """the config's dataloader to audit [default: test, else val]"""
-    annotations: Path | None = None
+    annotations: str | Path | None = None
     """the objects' boxes: a COCO instances .json, a VOC .xml or a folder of them"""
-    region: Path | None = None
+    region: str | Path | None = None
     """a folder of object masks named like the images (.png or .npy, nonzero inside)"""
     method: str = "gradcam"
     """the CAM method of every map [default: gradcam, the gradient method that ranks first by faithfulness on the
@@ -557,9 +561,9 @@ class AuditOptions(Options):
             object.__setattr__(self, "compare", str(compare))
         bounds = self.fail_under
         if bounds is not None:
-            found = (audits.check_thresholds(bounds) if isinstance(bounds, dict)
+            found = (audits.check_thresholds(dict(bounds)) if isinstance(bounds, Mapping)
                      else audits.parse_thresholds([bounds] if isinstance(bounds, str) else bounds))
-            object.__setattr__(self, "fail_under", found or None)
+            object.__setattr__(self, "fail_under", types.MappingProxyType(found) if found else None)
 
 
 #: command -> its options' class

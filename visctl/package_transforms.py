@@ -199,7 +199,7 @@ def apply(state: Any, scope: str, name: str, kwargs: dict, rng: Any) -> None:
                 raise ConfigError(f"{scope}'s {name} failed: {_one_line(exc)}",
                                   hint=f"the error is {scope}'s own transform's: check the step's parameters and "
                                   f"the package's versions, or leave {name} out of the config's pipeline "
-                                  "(browse and pipeline: --skip-type)") from exc
+                                  "(browse and pipeline: skip_type=)") from exc
         finally:
             np.random.set_state(saved_np)
             random.setstate(saved_py)
@@ -214,7 +214,7 @@ def apply(state: Any, scope: str, name: str, kwargs: dict, rng: Any) -> None:
                           hint="a ToPIL step needs its ToNumpy after the steps that work on the PIL image")
     if img is None:
         raise ConfigError(f"{scope}'s {name} returned no image", hint="a formatting step belongs after the image "
-                          "steps: leave it out of the config's pipeline (browse and pipeline: --skip-type)")
+                          "steps: leave it out of the config's pipeline (browse and pipeline: skip_type=)")
     img = np.asarray(img)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)

@@ -218,7 +218,7 @@ def plan(session: Session, model: Any, checkpoint: str | Path | None, settings: 
         raise ArgumentError(f"phase={o.phase.value} and data= both say which images to audit",
                             hint="give data=FOLDER (class folders) or phase= (the config's dataloader), not both")
     methods = check(o)
-    ann = A.read_annotations(o.annotations, o.region)
+    ann = A.read_annotations(*(Path(p) if p is not None else None for p in (o.annotations, o.region)))
     mi = open_model(session, model, str(checkpoint) if checkpoint else None)
     _whole_model(mi.summary, "CHECKPOINT ")
     left_out: list[tuple[Path, str]] = []
