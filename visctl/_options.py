@@ -114,8 +114,6 @@ class Param(NamedTuple):
     default: Any
 
 
-
-
 def seed(help: str, *, optional: bool = False) -> Param:
     """``--seed`` with a command's own help, and 0 by default: the same random draws every run."""
     kind: Any = Optional[int] if optional else int
@@ -197,12 +195,10 @@ def shared(*names: str, settings: type[Options] | None = None, cli_only: tuple[s
     return add
 
 
-
 Format = Annotated[ImageFormat, typer.Option(
     "--format", help="Figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several "
     "times faster to encode: for large runs) or webp (quality 90, the smallest).", case_sensitive=False,
     rich_help_panel="Output")]
-
 
 
 AmpOption = Annotated[Amp, typer.Option(

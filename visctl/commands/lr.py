@@ -23,7 +23,6 @@ EPILOG = """Examples:
 """
 
 
-
 @opt.shared("not_show", "cfg_options", "out_dir", "backend", "show", "json_out", "quiet", "debug",
             settings=LrOptions,
             json_out=opt.Param(Annotated[bool, typer.Option(

@@ -21,8 +21,6 @@ EPILOG = """Examples:
 """
 
 
-
-
 @opt.shared(*opt.SHOWING, *opt.DATA, seed=opt.seed("Seed of the random transforms (the same views each run)."),
             settings=PipelineOptions)
 def pipeline(
