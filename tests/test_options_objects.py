@@ -144,3 +144,53 @@ def test_options_are_frozen_all_the_way_down() -> None:
     for base in (Options, DatasetOptions):
         with pytest.raises(TypeError, match="base class"):
             base()
+
+
+def test_the_shared_run_options_are_checked_when_made() -> None:
+    """threads=0 or seed=-1 would fail deep in torch or numpy, max_pixels=0 would skip every image in silence."""
+    from visctl.session import RunOptions
+
+    for bad, said in [(dict(threads=0), "threads=0 is out of range"), (dict(seed=-1), "seed=-1 is out of range"),
+                      (dict(max_pixels=0), "max_pixels=0 is out of range"), (dict(quiet="no"), "quiet='no'"),
+                      (dict(cfg_options="a=1"), "cfg_options='a=1'"), (dict(device=""), "device=''")]:
+        with pytest.raises(ArgumentError) as caught:
+            RunOptions(**bad)
+        assert said in caught.value.message and caught.value.hint
+    assert RunOptions(cfg_options=["a=1"]).cfg_options == ("a=1",)
+
+
+def test_a_list_field_given_one_value_is_a_list_of_one_and_a_bound_above_low_says_so() -> None:
+    from visctl.options import AuditOptions, PipelineOptions
+
+    assert TsneOptions(class_idx=3).class_idx == (3,)
+    with pytest.raises(ArgumentError) as caught:
+        PipelineOptions(rescale_factor=0)
+    assert caught.value.hint == "give a number above 0"
+    with pytest.raises(ArgumentError) as caught:
+        AuditOptions(top_percent=0)
+    assert caught.value.hint == "give a number above 0, at most 100"
+
+
+@pytest.mark.parametrize("args", [
+    ["audit", "{cfg}", "--data", ""], ["audit", "{cfg}", "--annotations", ""], ["audit", "{cfg}", "--region", ""],
+    ["recon", "{img}", "{mae}", "--mask-file", ""], ["cam", "{img}", "{cfg}", "--target-mask", ""],
+])
+def test_an_empty_file_option_is_refused_not_read_as_the_current_folder(invoke, image_file, tmp_path, args) -> None:
+    from conftest import DEMO_CFG, ROOT, assert_one_error
+
+    mae = ROOT / "examples" / "demo_mae" / "config.py"
+    argv = [{"{cfg}": str(DEMO_CFG), "{img}": str(image_file), "{mae}": str(mae)}.get(a, a) for a in args]
+    result = invoke(*argv, "-o", tmp_path / "o")
+    flag = args[args.index("") - 1]
+    assert_one_error(result, f"{flag} '' is not a")
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_output_options_naming_one_file_are_refused(invoke, tmp_path) -> None:
+    from conftest import ROOT, assert_one_error
+
+    cfg = ROOT / "tests" / "configs" / "mmpretrain" / "resnet50_8xb32-coslr-warmup_in1k.py"
+    same = tmp_path / "out" / "a.png"
+    result = invoke("lr", str(cfg), "-d", "600", "-s", str(same), "--csv", str(same))
+    assert_one_error(result, "--save-path and --csv name the same file")
+    assert not (tmp_path / "out").exists()

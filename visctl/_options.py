@@ -19,7 +19,7 @@ from typing import Annotated, Any, NamedTuple, Optional, TypeVar
 
 import typer
 
-from visctl.arguments import SEED_MAX  # the library checks the same bounds
+from visctl.arguments import SEED_MAX, THREADS_MAX  # the library checks the same bounds
 from visctl.choices import Amp, ChannelOrder, ImageFormat, Phase
 from visctl.errors import VisctlError
 from visctl.images import DEFAULT_MAX_PIXELS
@@ -36,8 +36,6 @@ def split_list(values: list[str] | None, option: str = "--target-layers", what: 
     return split_option(values, option, what)
 
 
-#: far more threads than any machine has cores; torch crashes (SIGSEGV) when asked for ~100000
-THREADS_MAX = 1024
 
 _INPUTS_HELP = "Images (files, directories, globs), then a {} or model name, then a checkpoint."
 ImagesConfigCheckpoint = Annotated[list[str], typer.Argument(
@@ -273,8 +271,8 @@ def cli_text(command: str, text: str) -> str:
             return flags[name]
         if value[0] in "([" and value[-1] in ")]":
             value = " ".join(v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip())
-        elif value[0] in "'\"" and value[-1] == value[0] and not any(c.isspace() for c in value):
-            value = value[1:-1]  # one word: as a shell takes it
+        elif len(value) > 2 and value[0] in "'\"" and value[-1] == value[0] and not any(c.isspace() for c in value):
+            value = value[1:-1]  # one word: as a shell takes it ('' stays: it says the value is empty)
         return f"{flags[name]} {value}" if value else flags[name]
 
     parts = re.split(_QUOTED, text)  # the quoted spans at the odd places

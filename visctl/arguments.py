@@ -20,6 +20,8 @@ from visctl.errors import ArgumentError
 
 #: numpy's legacy seeding takes 0 .. 2**32 - 1, and every generator is seeded from one --seed
 SEED_MAX = 2**32 - 1
+#: far more threads than any machine has cores; torch crashes (SIGSEGV) when asked for ~100000
+THREADS_MAX = 1024
 #: DataLoader worker processes: each is a process; more than this would only exhaust the machine
 WORKERS_MAX = 64
 
@@ -45,9 +47,12 @@ class Limit:
             return False
         return True
 
-    def describe(self) -> str:
+    def describe(self, above_low: bool = False) -> str:
+        """The values in words; ``above_low``: the low bound itself is refused (a factor of 0 scales nothing)."""
         kind = "a whole number" if self.integer else "a number"
-        if self.low is not None and self.high is not None:
+        if above_low and self.low is not None:
+            text = f"{kind} above {_num(self.low)}" + (f", at most {_num(self.high)}" if self.high is not None else "")
+        elif self.low is not None and self.high is not None:
             text = f"{kind} from {_num(self.low)} to {_num(self.high)}" + (" (excluded)" if self.below_high else "")
         elif self.low is not None:
             text = f"{kind} of at least {_num(self.low)}"
@@ -126,7 +131,7 @@ def _one(command: str, name: str, value: Any, limit: Limit, whole: Any = None) -
     given = whole if whole is not None else value
     shown = f"{name}={tuple(given) if isinstance(given, (list, tuple)) else given!r}"
     each = "two values, each " if (command, name) in PAIRS else "a list of values, each " if whole is not None else ""
-    hint = f"give {each}{limit.describe()}"
+    hint = f"give {each}{limit.describe(above_low=(command, name) in ABOVE_LOW)}"
     part = f": {value!r}" if whole is not None else ""  # the item that is wrong, in a list
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentError(f"{shown}{part} is not a number", hint=hint)
@@ -135,8 +140,13 @@ def _one(command: str, name: str, value: Any, limit: Limit, whole: Any = None) -
     if not math.isfinite(float(value)):
         raise ArgumentError(f"{shown}{part} is not a finite number", hint=hint)
     if not limit.allows(float(value)) or ((command, name) in ABOVE_LOW and value == limit.low):
-        raise ArgumentError(f"{shown} is out of range", hint=hint.replace(" of at least 0 ", " above 0 ")
-                            if (command, name) in ABOVE_LOW else hint)
+        raise ArgumentError(f"{shown} is out of range", hint=hint)
+
+
+def within(name: str, value: Any, limit: Limit) -> None:
+    """Refuse ``value`` unless it is a number in ``limit`` (None means "the default")."""
+    if value is not None:
+        _one("", name, value, limit)
 
 
 def check(command: str, **values: Any) -> None:
@@ -389,7 +399,7 @@ def _check_kind(function: str, name: str, kind: str, value: Any) -> None:  # noq
             raise _wrong(name, value, "a string")
     elif kind == "path":
         if not isinstance(value, (str, Path)) or not str(value).strip():
-            raise _wrong(name, value, "a file name", "pass a path (a str or pathlib.Path)")
+            raise _wrong(name, value, "a file name", "name a file or folder")
     elif kind == "names":
         names(value, name, "a name")
     elif kind == "categories":
@@ -407,11 +417,10 @@ def _check_kind(function: str, name: str, kind: str, value: Any) -> None:  # noq
     elif kind == "settings":
         pass  # the command's Options object: visctl.options.Options.build checks its class
     elif kind in ("options", "session"):
-        from visctl.session import RunOptions, Session
-
-        cls = RunOptions if kind == "options" else Session
-        if value is not None and not isinstance(value, cls):
-            raise _wrong(name, value, f"a visctl.{cls.__name__} or None",
+        cls = "RunOptions" if kind == "options" else "Session"  # by name: visctl.session checks its values here
+        if value is not None and not any(c.__module__ == "visctl.session" and c.__name__ == cls
+                                         for c in type(value).__mro__):
+            raise _wrong(name, value, f"a visctl.{cls} or None",
                          "pass visctl.RunOptions(device='cpu', cfg_options=['a=1'], ...)" if kind == "options"
                          else "pass a visctl.Session(options), or leave it out")
     elif kind == "mask":

@@ -229,7 +229,12 @@ class RunContext:
             check_record_files(self.out_dir, manifest=self.command != "demo")
             if self.default_out:  # visctl-out/index.html, the page over every command's latest run
                 check_record_files(self.out_dir.parent, manifest=False)
+            seen: dict[str, str] = {}
             for what, f in self.out_files:
+                same = seen.setdefault(os.path.abspath(f), what)
+                if same != what:  # two outputs in one file: the second would be renamed, or overwrite the first
+                    raise OutputError(f"{same} and {what} name the same file, {f}",
+                                      hint=f"give {what} another name")
                 self._created += check_file_target(f, what)
         except VisctlError as err:
             sys.stdout = self._stdout

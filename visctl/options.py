@@ -70,7 +70,7 @@ class Options:
                 value = arguments.choice(enum, value, f.name)
             elif kind is not None:
                 arguments.types(self.command, **{f.name: value})
-                value = _normalised(kind, f.name, value, hints[f.name])
+                value = _normalised(kind, f.name, value, hints[f.name], (self.command, f.name) in arguments.LISTS)
             object.__setattr__(self, f.name, value)
 
     @classmethod
@@ -136,7 +136,7 @@ def _enum_of(hint: Any) -> type[Enum] | None:
     return None
 
 
-def _normalised(kind: str, name: str, value: Any, hint: Any = None) -> Any:
+def _normalised(kind: str, name: str, value: Any, hint: Any = None, listed: bool = False) -> Any:
     """A checked value in its one form: a list of names as a tuple, a pair as a tuple, a file as a Path."""
     if value is None:
         return None
@@ -154,6 +154,8 @@ def _normalised(kind: str, name: str, value: Any, hint: Any = None) -> Any:
         return Path(value) if wants_path and not (isinstance(value, str) and "://" in value) else value
     if bare in ("number", "box") and isinstance(value, list):
         return tuple(value)
+    if bare == "number" and listed:  # a list field given one value: a list of one
+        return (value,)
     return value
 
 

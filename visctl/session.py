@@ -89,6 +89,28 @@ class RunOptions:
     backend: str | None = None
     show: bool = False
 
+    def __post_init__(self) -> None:
+        """Each value checked as the CLI checks its option (``threads=0``, ``seed=-1`` or ``max_pixels=0`` would
+        fail deep in torch or numpy, or skip every image), before any run."""
+        from visctl import arguments
+        from visctl.errors import ArgumentError
+
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise ArgumentError(f"device={self.device!r} is not a device",
+                                hint="pass 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        arguments.within("threads", self.threads, arguments.Limit(1, arguments.THREADS_MAX, integer=True))
+        arguments.within("seed", self.seed, arguments.Limit(0, arguments.SEED_MAX, integer=True))
+        arguments.within("max_pixels", self.max_pixels, arguments.Limit(1, integer=True))
+        if isinstance(self.cfg_options, str) or not all(isinstance(o, str) for o in self.cfg_options):
+            raise ArgumentError(f"cfg_options={self.cfg_options!r} is not a list of 'key=value' strings",
+                                hint="pass e.g. cfg_options=['model.backbone.depth=18']")
+        object.__setattr__(self, "cfg_options", tuple(self.cfg_options))  # frozen: a list given becomes a tuple
+        for name in ("unsafe_load_checkpoint", "quiet", "json_out", "debug", "show"):
+            arguments.flag(name, getattr(self, name))
+        if self.backend is not None and not isinstance(self.backend, str):
+            raise ArgumentError(f"backend={self.backend!r} is not a backend name", hint="pass 'local', 'tensorboard' "
+                                "or 'wandb', or leave it out")
+
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> RunOptions:
         """The options among ``values`` (a command line's parsed values, by name); the others keep their defaults."""

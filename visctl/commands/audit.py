@@ -28,16 +28,16 @@ def audit(
                                                show_default=False)],
     checkpoint: Annotated[Optional[str], typer.Argument(metavar="[CHECKPOINT]", help="Weights [default: load_from].",
                                                         show_default=False)] = None,
-    data: Annotated[Optional[Path], typer.Option(
+    data: Annotated[Optional[str], typer.Option(
         "--data", help="A folder of class folders (ROOT/<class>/*.jpg) [default: the config's test, else val, "
         "dataset].", show_default=False, rich_help_panel="Data")] = None,
     phase: Annotated[Optional[Phase], typer.Option(
         "--phase", "-p", help="The config's dataloader to audit [default: test, else val].", show_default=False,
         rich_help_panel="Data")] = None,
-    annotations: Annotated[Optional[Path], typer.Option(
+    annotations: Annotated[Optional[str], typer.Option(
         "--annotations", help="The objects' boxes: a COCO instances .json, a VOC .xml or a folder of them.",
         show_default=False, rich_help_panel="Data")] = None,
-    region: Annotated[Optional[Path], typer.Option(
+    region: Annotated[Optional[str], typer.Option(
         "--region", help="A folder of object masks named like the images (.png or .npy, nonzero inside).",
         show_default=False, rich_help_panel="Data")] = None,
     method: Annotated[str, typer.Option(

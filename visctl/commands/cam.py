@@ -69,7 +69,7 @@ def cam(
         "--task", help="classification, segmentation (per-pixel logits: a map per class present over its "
         "predicted pixels), or auto: the config's visctl.task, else the model's output.", case_sensitive=False,
         rich_help_panel="CAM")] = Task.auto,
-    target_mask: Annotated[Optional[Path], typer.Option(
+    target_mask: Annotated[Optional[str], typer.Option(
         "--target-mask", help="Segmentation: the region of the target class (an image or .npy at the original "
         "size, nonzero inside) instead of the predicted mask.", rich_help_panel="CAM", show_default=False)] = None,
     target_box: Annotated[Optional[str], typer.Option(

@@ -46,7 +46,7 @@ def recon(
     mask_ratio: Annotated[Optional[float], typer.Option(
         "--mask-ratio", "--mask_ratio", min=0.0, max=0.99,
         help="Share of patches masked, exactly [default: the model's].", show_default=False)] = None,
-    mask_file: Annotated[Optional[Path], typer.Option(
+    mask_file: Annotated[Optional[str], typer.Option(
         "--mask-file", help="A mask (.npy or image, patch grid or pixel size, nonzero = masked).")] = None,
     use_vis_pipeline: Annotated[bool, typer.Option(
         "--use-vis-pipeline", help="Take the mask from the config pipeline's mask generator (SimMIM, BEiT).")] = False,
