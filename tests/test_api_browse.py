@@ -125,6 +125,28 @@ def test_samples_are_the_pipelines_views_with_class_names(folder_cfg):
         assert sample.caption == f"#{i} {sample.label}: {sample.class_name}" and sample.page == i // 4
 
 
+def test_a_per_sample_mode_returns_what_pipeline_returns(folder_cfg):
+    """mode= other than grid (mmpretrain's browse_dataset.py --mode): the pipeline's run and result, of the same
+    options; rows= and cols= lay out grid pages only, and rescale_factor= scales mode=original's only."""
+    from visctl.errors import InputError
+    from visctl.library.pipeline import PipelineResult
+
+    for mode, extra in (("concat", {}), ("original", dict(rescale_factor=2.0))):
+        ours = visctl.browse(folder_cfg, mode=mode, number=3, seed=3, **extra)
+        theirs = visctl.pipeline(folder_cfg, mode=mode, number=3, seed=3, **extra)
+        assert isinstance(ours, PipelineResult) and ours.params == theirs.params and ours.mode == mode
+        assert [f.name for f in ours.figures()] == [f.name for f in theirs.figures()] and len(ours.figures()) == 3
+        for a, b in zip(ours.figures(), theirs.figures()):
+            np.testing.assert_array_equal(a.image, b.image)
+    assert visctl.browse(folder_cfg, visctl.BrowseOptions(mode="transformed", number=1)).mode == "transformed"
+    with pytest.raises(InputError, match=r"rows= and cols= .* mode=concat"):
+        visctl.browse(folder_cfg, mode="concat", rows=2)
+    with pytest.raises(InputError, match=r"rescale_factor=2 .* mode=original"):
+        visctl.browse(folder_cfg, rescale_factor=2)
+    with pytest.raises(ArgumentError, match="rescale_factor=0 is out of range"):
+        visctl.browse(folder_cfg, mode="original", rescale_factor=0)
+
+
 def test_dict_config_and_errors(tmp_path):
     write_scenes(tmp_path / "t", range(3))
     result = visctl.browse(dict(train_dataloader=dict(dataset=dict(type="ImageFolder", root=str(tmp_path / "t")))))

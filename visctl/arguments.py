@@ -92,7 +92,8 @@ LIMITS: dict[str, dict[str, Limit]] = {
                  marker_size=Limit(0.1), num_workers=_WORKERS, batch_size=_INT1, seed=_SEED),
     "pipeline": dict(number=_ONE_OR_ALL, min_edge_length=_INT1, max_edge_length=_INT1,
                      rescale_factor=Limit(0.0), seed=_SEED),
-    "browse": dict(number=_ONE_OR_ALL, rows=_INT1, cols=_INT1, num_workers=_WORKERS, seed=_SEED),
+    "browse": dict(number=_ONE_OR_ALL, rows=_INT1, cols=_INT1, num_workers=_WORKERS, rescale_factor=Limit(0.0),
+                   seed=_SEED),
     "lr": dict(dataset_size=_INT1, ngpus=_INT1, batch_size=_INT1),
     "audit": dict(tolerance=Limit(0.0), top_percent=Limit(0.0, 100.0), border=Limit(0.0, 0.5),
                   worst=Limit(0, integer=True), batch_size=_INT1),
@@ -102,7 +103,8 @@ PAIRS = {("featmap", "arrangement"), ("featmap", "resize_shape")}
 #: the arguments given as a list of values, each in the range
 LISTS = {("tsne", "class_idx")}
 #: arguments that must be above their low bound, not at it (a factor of 0 scales nothing)
-ABOVE_LOW = {("pipeline", "rescale_factor"), ("audit", "top_percent"), ("audit", "border")}
+ABOVE_LOW = {("pipeline", "rescale_factor"), ("browse", "rescale_factor"), ("audit", "top_percent"),
+             ("audit", "border")}
 
 
 def number(command: str, name: str, value: Any) -> None:
@@ -334,8 +336,9 @@ TYPES: dict[str, dict[str, str]] = {
     "pipeline": dict(config="config", images="images?", phase="str", number="number", skip_type="skip_type",
                      mode="str", adaptive="bool", min_edge_length="number", max_edge_length="number",
                      bgr2rgb="bool", rescale_factor="number", channel_order="str?", seed="number", **_RUN),
-    "browse": dict(config="config", phase="str", number="number", skip_type="skip_type", rows="number",
-                   cols="number", num_workers="number", channel_order="str?", seed="number", **_RUN),
+    "browse": dict(config="config", phase="str", number="number", skip_type="skip_type", mode="str",
+                   rescale_factor="number", rows="number", cols="number", num_workers="number", channel_order="str?",
+                   seed="number", **_RUN),
     "audit": dict(model="audit_model", checkpoint="path?", data="path?", phase="str?", annotations="path?",
                   region="path?", method="str", agree_with="str?", target_layers="names", tolerance="number",
                   top_percent="number", border="number", worst="number", compare="path?",

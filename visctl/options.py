@@ -28,6 +28,7 @@ from visctl import arguments
 from visctl.choices import (
     Amp,
     BoxMethod,
+    BrowseMode,
     ChannelOrder,
     EmbedMethod,
     ImageFormat,
@@ -476,6 +477,8 @@ class DatasetOptions(Options):
     channel_order: ChannelOrder | None = None
     """BGR or RGB, the order the pipeline's images are in (mmpretrain's ``-c``), shown as that: the wrong one swaps
     the colours as mmpretrain shows them [default: their own order]"""
+    rescale_factor: float | None = None
+    """with mode original: scale the original by this factor (mmpretrain's ``-r``)"""
     seed: int = 0
     """the random transforms' seed (the same views each run)"""
 
@@ -498,8 +501,6 @@ class PipelineOptions(DatasetOptions):
     """with ``adaptive``: the longest a panel's long edge may be (pixels); wins over ``min_edge_length``"""
     bgr2rgb: bool = False
     """swap the channels of every panel (mmcls 0.x's flag)"""
-    rescale_factor: float | None = None
-    """with mode original: scale the original by this factor (mmpretrain's ``-r``)"""
 
 
 @dataclass(frozen=True)
@@ -510,10 +511,13 @@ class BrowseOptions(DatasetOptions):
 
     number: int = 32
     """samples, from the first (-1: all)"""
+    mode: BrowseMode = BrowseMode.grid
+    """grid: pages of samples after the pipeline; original, transformed, concat (both) or pipeline (every step): one
+    figure per sample, as mmpretrain's browse_dataset.py draws them (the run and result of :func:`visctl.pipeline`)"""
     rows: int | None = None
-    """grid rows and columns per page [default: 4 each; None, as the CLI refuses them with a per-sample ``--mode``]"""
+    """grid rows and columns per page [default: 4 each; None, as they are refused with a per-sample ``mode``]"""
     cols: int | None = None
-    """grid rows and columns per page [default: 4 each; None, as the CLI refuses them with a per-sample ``--mode``]"""
+    """grid rows and columns per page [default: 4 each; None, as they are refused with a per-sample ``mode``]"""
     num_workers: int = 0
     """DataLoader worker processes"""
 

@@ -57,4 +57,4 @@ def browse(
         from visctl.library import browse as lib
 
         # a --mode other than grid: one figure per sample, as `visctl pipeline` draws (mmpretrain's modes)
-        execute(ctx, lib.plan(ctx.session, config_file, settings, mode=mode, rescale_factor=rescale_factor))
+        execute(ctx, lib.plan(ctx.session, config_file, settings))

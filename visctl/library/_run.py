@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 IO_THREADS = -1
 
 
+def mark(session: Session) -> tuple[int, int]:
+    """The session's (failures, notes) counts now: where a call begins (:attr:`Run.since`), so that its result
+    gathers its own and not those of an earlier call in the same ``session=``."""
+    return len(session.failures), len(session.notes)
+
+
 class Run:
     """One command's run over its inputs: the steps the CLI's driver and :meth:`collect` call, in order.
 
@@ -43,6 +49,9 @@ class Run:
     writer_queue: int = 0
     #: what planning the run remarked (an option that does not apply): the manifest's notes after the session's
     notes: tuple[str, ...] = ()
+    #: the session's (failures, notes) counts when the call began (:func:`mark`): set by ``plan``, or by the
+    #: library function where it spoke through the session first (the images found, the model loaded)
+    since: tuple[int, int] = (0, 0)
 
     def begin(self, writer: OutputWriter) -> None:
         """The CLI's record is open, before the first item (every rank): a run that writes beside the writer
@@ -72,5 +81,19 @@ class Run:
         return []
 
     def collect(self) -> Result:
-        """Run every item and gather the frozen result (what a library call returns)."""
+        """Run every item and gather the frozen result (what a library call returns), its run record from
+        :meth:`gathered`."""
         raise NotImplementedError
+
+    def gathered(self, params: dict[str, Any] | None = None, *, failures: tuple[tuple[str, str], ...] = (),
+                 notes: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A result's run record, as the CLI's manifest has it: ``params`` [default: :attr:`params`] with the
+        session's pixel budget; ``failures`` then the inputs skipped since :attr:`since`; the notes made since
+        then, :attr:`notes`, then ``notes`` (what the run remarked as it went)."""
+        failed, noted = self.since
+        session = self.session
+        params = self.params if params is None else params
+        if session.max_pixels is not None:
+            params = dict(params, max_pixels=session.max_pixels)
+        return dict(params=params, failures=failures + tuple((f.path, f.error) for f in session.failures[failed:]),
+                    notes=tuple(session.notes[noted:]) + self.notes + notes)

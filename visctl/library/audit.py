@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.library._common import ModelInputs, batches, open_model
-from visctl.library._run import Run
+from visctl.library._run import Run, mark
 from visctl.options import AuditOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -117,13 +117,13 @@ def audit(model: Any, checkpoint: str | Path | None = None, settings: AuditOptio
     return plan(session or Session(options), model, checkpoint, o).collect()
 
 
-def check(o: AuditOptions) -> tuple[Any, Any]:
-    """The methods of ``o``, refused before anything is loaded: the method's (and the agreement method's)."""
+def check(settings: AuditOptions) -> tuple[Any, Any]:
+    """The methods of ``settings``, refused before anything is loaded: the method's (and the agreement method's)."""
     from visctl import cams
     from visctl.errors import ArgumentError
 
     chosen: list[Any] = []
-    for option, name in (("method", o.method), ("agree_with", o.agree_with)):
+    for option, name in (("method", settings.method), ("agree_with", settings.agree_with)):
         if name is None:
             chosen.append(None)
             continue
@@ -133,15 +133,15 @@ def check(o: AuditOptions) -> tuple[Any, Any]:
                                 hint="give one method name, e.g. gradcam")
         chosen.append(found[0])
     if chosen[1] is not None and chosen[1] == chosen[0]:
-        raise ArgumentError(f"agree_with={o.agree_with} is the method= itself",
+        raise ArgumentError(f"agree_with={settings.agree_with} is the method= itself",
                             hint="name another method, e.g. layercam")
     return chosen[0], chosen[1]
 
 
-def labelled_images(session: Session, cfg: Any, o: AuditOptions, left_out: list[tuple[Path, str]] | None = None,
+def labelled_images(session: Session, cfg: Any, settings: AuditOptions, left_out: list[tuple[Path, str]] | None = None,
                     ) -> tuple[list[Path], dict[str, int], list[str] | None, Path | None, str]:
-    """The images to audit with their labels: ``o.data`` (class folders) or the config's test/val dataset (or
-    ``o.phase``'s).
+    """The images to audit with their labels: ``settings.data`` (class folders) or the config's test/val dataset (or
+    ``settings.phase``'s).
 
     Returns the paths, path -> label (an index into the dataset's classes), those classes, the data's root
     folder (where ``region`` masks mirror it) and where they came from; ``left_out`` gets the images of
@@ -149,7 +149,7 @@ def labelled_images(session: Session, cfg: Any, o: AuditOptions, left_out: list[
     from visctl import config, datasets
     from visctl.errors import ConfigError, InputError
 
-    data, phase = o.data, o.phase.value if o.phase is not None else None
+    data, phase = settings.data, settings.phase.value if settings.phase is not None else None
     if data is not None:
         root = Path(data)
         if not root.is_dir():
@@ -210,7 +210,7 @@ def plan(session: Session, model: Any, checkpoint: str | Path | None, settings: 
     """Check the options, read the annotations, load the model(s) and the dataset; nothing is computed yet."""
     from visctl import audits as A
 
-    o = settings
+    o, since = settings, mark(session)
     arguments.model_spec(model, modules=False)
     if o.data is not None and o.phase is not None:
         from visctl.errors import ArgumentError
@@ -235,7 +235,7 @@ def plan(session: Session, model: Any, checkpoint: str | Path | None, settings: 
         other, summary = load_model(session, mi.cfg, o.compare, label="compare: ")
         _whole_model(summary, "compare=", strict=True)
     return AuditRun(session, mi, o, methods, labels=labels, ds_classes=ds_classes, root=root, where=where,
-                    annotations=ann, compare=other, left_out=left_out)
+                    annotations=ann, compare=other, left_out=left_out, since=since)
 
 
 def _whole_model(summary: dict | None, what: str, strict: bool = False) -> None:
@@ -293,7 +293,7 @@ class AuditRun(Run):
     def __init__(self, session: Session, mi: ModelInputs, settings: AuditOptions, methods: tuple[Any, Any], *,
                  labels: dict[str, int], ds_classes: list[str] | None, root: Path | None, where: str,
                  annotations: Annotations | None, compare: Any, left_out: list[tuple[Path, str]] | None = None,
-                 ) -> None:
+                 since: tuple[int, int] = (0, 0)) -> None:
         from visctl import audits as A
         from visctl import cams, config
         from visctl.layers import trace
@@ -307,7 +307,7 @@ class AuditRun(Run):
         self.thresholds = dict(o.fail_under or {})
         self.left_out = list(left_out or [])
         self.started = time.time()
-        self.failures_before = len(session.failures)
+        self.since = since  # the session's (failures, notes) when planned (:func:`mark`)
         self.channels_last = _channels_last(mi, session.device)
         traced = trace(mi.model, mi.example)
         target_layers = list(o.target_layers) if o.target_layers else None
@@ -714,11 +714,8 @@ class AuditRun(Run):
             if pair is not None:
                 pairs.append(pair)
         self.overview = self.summarise()
-        session = self.session
-        failures = tuple((f.path, f.error) for f in session.failures[self.failures_before:])
-        return AuditResult(params=self.params, inputs=tuple(dict(path=r["path"]) for r in rows), failures=failures,
-                           notes=tuple(session.notes), rows=tuple(rows), summary=self.overview,
-                           worst=tuple(self.worst.kept), compare_rows=tuple(pairs),
+        return AuditResult(**self.gathered(), inputs=tuple(dict(path=r["path"]) for r in rows), rows=tuple(rows),
+                           summary=self.overview, worst=tuple(self.worst.kept), compare_rows=tuple(pairs),
                            moved=tuple(self.moved.kept) if self.moved else ())
 
     def _merge_records(self, writer: OutputWriter) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import BoxMethod, Method
-from visctl.library._run import IO_THREADS, Run
+from visctl.library._run import IO_THREADS, Run, mark
 from visctl.options import BoxamOptions
 from visctl.results import Drawing, Figure, Result, frozen_array, save_picture
 from visctl.session import RunOptions, Session
@@ -102,13 +102,14 @@ class BoxamResult(Result):
             img.write(writer, self.save_raw, add_input=False)  # save() lists self.inputs
 
 
-def check_options(o: BoxamOptions) -> tuple[str, tuple[int, int] | None]:
+def check_options(settings: BoxamOptions) -> tuple[str, tuple[int, int] | None]:
     """Refuse an unknown colormap; returns the colormap (None: jet, the default, as featmap's) and the cap on
     the map's size (mmyolo's ``max_shape``: one value for both sides; -1 anywhere: no cap)."""
     from visctl import render
 
-    cap = None if not o.max_shape or -1 in o.max_shape else (o.max_shape[0], o.max_shape[-1])
-    return render.check_colormap("jet" if o.colormap is None else o.colormap), cap
+    shape = settings.max_shape
+    cap = None if not shape or -1 in shape else (shape[0], shape[-1])
+    return render.check_colormap("jet" if settings.colormap is None else settings.colormap), cap
 
 
 def keep_boxes(found: list[dict[str, Any]], score_thr: float, topk: int) -> list[dict[str, Any]]:
@@ -133,7 +134,7 @@ def plan(session: Session, images: list[Any], model: Any, checkpoint: str | None
     from visctl.layers import detect_layout, find_layer, probe, validate_layer_output
     from visctl.library import _common
 
-    o = settings
+    o, since = settings, mark(session)
     colormap, cap = check_options(o)
     for h, w in _common.image_shapes(images) if o.panel_size else []:  # one panel at least, before the model
         check_figure(h, w, 1, render.panel_size(h, w, o.panel_size, cap=512), o.panel_size, session.max_pixels,
@@ -223,7 +224,8 @@ def plan(session: Session, images: list[Any], model: Any, checkpoint: str | None
         params["max_pixels"] = session.max_pixels
     # the options as this run uses them: the method, topk and colormap resolved, AblationCAM's batches
     used = o.replace(method=method, topk=topk, colormap=colormap, batch_size=batch_size)
-    return BoxamRun(session, mi, names, engine, used, cam_method, classes, params, target, writer_queue=o.batch_size)
+    return BoxamRun(session, mi, names, engine, used, cam_method, classes, params, target, writer_queue=o.batch_size,
+                    since=since)
 
 
 @dataclass(eq=False)
@@ -238,7 +240,7 @@ class BoxamRun(Run):
     mi: ModelInputs
     names: list[str]  # the target layers
     engine: Any
-    options: BoxamOptions  # method and topk resolved, the batch size AblationCAM's on OpenMMLab
+    settings: BoxamOptions  # method and topk resolved, the batch size AblationCAM's on OpenMMLab
     cam_method: Method
     classes: list[str] | None
     params: dict[str, Any]
@@ -246,18 +248,19 @@ class BoxamRun(Run):
     writer_queue: int = 0  # a batch's figures (the batch size asked for)
     sides: set[int] = field(default_factory=set)  # the panel sizes written so far
     said_unoriented: bool = False
+    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
 
     @property
     def method(self) -> BoxMethod:
         """The method the run uses."""
-        assert self.options.method is not None  # resolved by plan()
-        return self.options.method
+        assert self.settings.method is not None  # resolved by plan()
+        return self.settings.method
 
     @property
     def topk(self) -> int:
         """At most this many boxes per image (-1: all)."""
-        assert self.options.topk is not None  # resolved by plan()
-        return self.options.topk
+        assert self.settings.topk is not None  # resolved by plan()
+        return self.settings.topk
 
     def items(self) -> Iterator[BoxamImage]:
         """Detect, keep the best boxes and compute their maps, image by image; each image's figure is a
@@ -270,7 +273,7 @@ class BoxamRun(Run):
         from visctl.library import _common
         from visctl.output.writer import input_stems
 
-        ctx, mi, o = self.session, self.mi, self.options
+        ctx, mi, o = self.session, self.mi, self.settings
         per_box = o.per_box
         stems = input_stems(mi.paths)
         layer_tag = "+".join(self.names).replace(".", "_")
@@ -339,7 +342,7 @@ class BoxamRun(Run):
 
         self.sides.add(item.side)
         writer.manifest["params"]["panel_size"] = render.sizes_param(self.sides)
-        item.write(writer, self.options.save_raw)
+        item.write(writer, self.settings.save_raw)
 
     def merge_ranks(self, writer: OutputWriter) -> None:
         """Every rank's records (and panel sizes) merged, on every rank."""
@@ -347,7 +350,7 @@ class BoxamRun(Run):
             return
         from visctl import distributed, render
 
-        parts = distributed.merge_records(writer, self.mi.paths, self.options.batch_size, sorted(self.sides))
+        parts = distributed.merge_records(writer, self.mi.paths, self.settings.batch_size, sorted(self.sides))
         if any(parts):
             writer.manifest["params"]["panel_size"] = render.sizes_param({s for part in parts for s in part})
 
@@ -358,16 +361,15 @@ class BoxamRun(Run):
         params = dict(self.params)
         if items:
             params["panel_size"] = render.sizes_param({i.side for i in items})
-        return BoxamResult(params=params, inputs=tuple({"path": i.input, "boxes": i.box_list()} for i in items),
-                           failures=tuple((f.path, f.error) for f in getattr(self.session, "failures", [])),
-                           notes=tuple(self.session.notes), images=items, save_raw=self.options.save_raw)
+        inputs = tuple({"path": i.input, "boxes": i.box_list()} for i in items)
+        return BoxamResult(**self.gathered(params), inputs=inputs, images=items, save_raw=self.settings.save_raw)
 
     def _take_boxes(self, outputs: Any, *, kept: list[dict[str, Any]], targets: list[Any], sel: slice) -> None:
         """The CAM forward's detections: keep the best (into ``kept``), aim each image's target at its kept boxes
         (``sel``: all, or one slot with --per-box); with no box in the batch, stop before the backward."""
         from visctl import cams, detection
 
-        kept[:] = keep_boxes(detection.detached(outputs), self.options.score_thr, self.topk)
+        kept[:] = keep_boxes(detection.detached(outputs), self.settings.score_thr, self.topk)
         device = self.session.device
         for t, k in zip(targets, kept):
             t.labels, t.bounding_boxes = k["labels"][sel].to(device), k["boxes"][sel].to(device)
@@ -379,7 +381,7 @@ class BoxamRun(Run):
         with ``--max-shape``, the map is computed once more at the layer's own size; when that one is not flat,
         the cap's bilinear downsampling (which misses sparse activations and gradients) made it flat."""
         flat_slots = [s for s, m in enumerate(maps) if float(m.max()) == float(m.min())]
-        what = f"the {self.method.value} map" + (f" of box {flat_slots[0]}" if self.options.per_box else "")
+        what = f"the {self.method.value} map" + (f" of box {flat_slots[0]}" if self.settings.per_box else "")
         cap = self.engine.max_shape
         if cap is not None:
             self.engine.max_shape = None
@@ -415,7 +417,7 @@ def _draw(img: np.ndarray, maps: list[np.ndarray], dets: Any, run: BoxamRun, sid
     from visctl import render
     from visctl.classes import label
 
-    o, per_box, classes = run.options, run.options.per_box, run.classes
+    o, per_box, classes = run.settings, run.settings.per_box, run.classes
     panels = []
     for slot, full in enumerate(maps):
         shown = render.overlay(img, full, o.alpha, o.colormap)
@@ -459,4 +461,7 @@ def boxam(images: Any, model: Any, checkpoint: str | None = None, settings: Boxa
     o = BoxamOptions.build(settings, **fields)
     check_options(o)  # before the images are read
     session = session or Session(options)
-    return plan(session, as_images(images, note=session.note), model, checkpoint, o).collect()
+    since = mark(session)
+    run = plan(session, as_images(images, note=session.note), model, checkpoint, o)
+    run.since = since  # the images found are this call's too
+    return run.collect()

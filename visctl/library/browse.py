@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import BrowseMode
-from visctl.library._run import Run
-from visctl.library.pipeline import SKIP, _readonly
+from visctl.library._run import Run, mark
+from visctl.library.pipeline import SKIP, PipelineResult, _readonly
 from visctl.options import BrowseOptions
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
@@ -122,30 +122,27 @@ class BrowseResult(Result):
             page.write(writer)
 
 
-def plan(session: Session, config: Any, settings: BrowseOptions, *, mode: Any = BrowseMode.grid,
-         rescale_factor: float | None = None) -> BrowseRun | PipelineRun:
+def plan(session: Session, config: Any, settings: BrowseOptions) -> BrowseRun | PipelineRun:
     """Check the options, load the config and its dataset, and say what the run will do.
 
-    A ``mode`` other than grid (the CLI's ``--mode``, as mmpretrain's browse_dataset.py) draws one figure per
-    sample, as :func:`visctl.pipeline` does (``rescale_factor``: with mode original): the run is the pipeline's,
-    of the same samples.
+    A ``mode`` other than grid (mmpretrain's browse_dataset.py ``--mode``) draws one figure per sample, as
+    :func:`visctl.pipeline` does (``rescale_factor``: with mode original): the run is the pipeline's, of the same
+    samples.
     """
     from visctl import datasets
     from visctl.errors import InputError
     from visctl.library import pipeline
-    from visctl.options import PipelineOptions
+    from visctl.options import DatasetOptions, PipelineOptions
 
-    o, since = settings, (len(session.failures), len(session.notes))
-    mode = arguments.choice(BrowseMode, mode, "mode")
-    if mode is not BrowseMode.grid:
+    o, since = settings, mark(session)
+    if o.mode is not BrowseMode.grid:
         if o.rows is not None or o.cols is not None:
-            raise InputError(f"rows= and cols= lay out the grid pages; mode={mode.value} draws one figure per sample",
-                             hint="leave out rows= and cols=, or mode= (grid pages)")
-        shared = {f.name for f in dataclasses.fields(PipelineOptions)}
-        same = {f.name: getattr(o, f.name) for f in dataclasses.fields(o) if f.name in shared}
-        per_sample = PipelineOptions(**same, mode=mode.value, rescale_factor=rescale_factor)
+            raise InputError(f"rows= and cols= lay out the grid pages; mode={o.mode.value} draws one figure per "
+                             "sample", hint="leave out rows= and cols=, or mode= (grid pages)")
+        same = {f.name: getattr(o, f.name) for f in dataclasses.fields(DatasetOptions)}
+        per_sample = PipelineOptions(**same, number=o.number, mode=o.mode.value)
         return pipeline.plan(session, config, None, per_sample, num_workers=o.num_workers)
-    pipeline.check_rescale(rescale_factor, mode.value)
+    pipeline.check_rescale(o.rescale_factor, o.mode.value)
     arguments.model_spec(config, "config", modules=False)
     cfg = session.load_config(config)
     phase = o.phase.value
@@ -234,7 +231,7 @@ class BrowseRun(Run):
     cols: int
     num_workers: int = 0
     swap: bool = False  # the panels' channels swapped (a channel_order other than the images' own)
-    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned
+    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
 
     def items(self) -> Iterator[BrowsePage]:
         """Each grid page as soon as it is full (the last one when the samples end), to draw
@@ -283,26 +280,27 @@ class BrowseRun(Run):
 
     def collect(self) -> BrowseResult:
         """Every page, drawn, as one :class:`BrowseResult`."""
-        from visctl.library.pipeline import gathered
-
         pages = tuple(page.drawn() for page in self.items())
-        return BrowseResult(**gathered(self.session, self.params, self.since), pages=pages)
+        return BrowseResult(**self.gathered(), pages=pages)
 
 
 @arguments.typed("browse")
 def browse(config: Any, settings: BrowseOptions | None = None, *, options: RunOptions | None = None,
-           session: Session | None = None, **fields: Any) -> BrowseResult:
+           session: Session | None = None, **fields: Any) -> BrowseResult | PipelineResult:
     """Samples of ``config``'s ``<phase>`` dataset after its whole pipeline, with their class names, in grids.
 
     Args:
         config: an mmengine config (a path, a dict or a ``Config``) with ``<phase>_dataloader.dataset``.
-        settings: the run's options, a :class:`visctl.BrowseOptions` (phase, number, rows, cols, ...) [default:
-            its defaults]. One figure per sample (mmpretrain's ``--mode``): :func:`visctl.pipeline`.
+        settings: the run's options, a :class:`visctl.BrowseOptions` (phase, number, mode, rows, cols, ...)
+            [default: its defaults].
         options: how the run writes and reports (:class:`visctl.RunOptions`).
         session: a :class:`visctl.Session` to run in (its notes, failures and writer) [default: a new one].
         **fields: fields of :class:`visctl.BrowseOptions` by name, replacing those of ``settings``
             (``rows=2``, ``number=-1``).
+
+    Returns:
+        A :class:`BrowseResult` of grid pages; with a ``mode`` other than grid (one figure per sample, as
+        mmpretrain's browse_dataset.py ``--mode``), what :func:`visctl.pipeline` returns for the same options:
+        a :class:`visctl.library.pipeline.PipelineResult` of the samples' views.
     """
-    run = plan(session or Session(options), config, BrowseOptions.build(settings, **fields))
-    assert isinstance(run, BrowseRun)  # grid pages: the only mode of a library call
-    return run.collect()
+    return plan(session or Session(options), config, BrowseOptions.build(settings, **fields)).collect()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from visctl import arguments
 from visctl.choices import Method, Task
 from visctl.library._common import ModelInputs, batches, open_model
-from visctl.library._run import IO_THREADS, Run
+from visctl.library._run import IO_THREADS, Run, mark
 from visctl.options import CamOptions
 from visctl.results import Drawing, Figure, Result, save_picture
 from visctl.session import RunOptions, Session
@@ -130,21 +130,24 @@ def cam(images: Any, model: Any, checkpoint: str | Path | None = None, settings:
     arguments.model_spec(model)
     o = CamOptions.build(settings, **fields)
     session = session or Session(options)
+    since = mark(session)
     methods = check(session, o)
     paths = imgs.as_images(images, note=session.note)
     check_figures(paths, methods, o, session.max_pixels)
     mi = open_model(session, model, str(checkpoint) if checkpoint else None, paths)
-    return plan(session, mi, o).collect()
+    run = plan(session, mi, o)
+    run.since = since  # the images found and the model's loading are this call's too
+    return run.collect()
 
 
-def check(session: Session, o: CamOptions) -> list[Method]:
+def check(session: Session, settings: CamOptions) -> list[Method]:
     """What can be refused before the model loads (the methods, the region, ``amp``, options that conflict),
     and a warning for an option the run would not use; the methods to run."""
-    methods, _ = check_options(o)
-    parse_box(o.target_box)  # an inverted or empty box
-    check_region(o)
-    check_amp(o, session.device, methods)
-    check_unused(methods, o, session.warn)
+    methods, _ = check_options(settings)
+    parse_box(settings.target_box)  # an inverted or empty box
+    check_region(settings)
+    check_amp(settings, session.device, methods)
+    check_unused(methods, settings, session.warn)
     return methods
 
 
@@ -175,45 +178,46 @@ def check_figure(h: int, w: int, counts: list[int], side: int, max_pixels: int |
                         "(one figure holds a row per target, a panel per method)")
 
 
-def check_figures(paths: list[Any], methods: list[Method], o: CamOptions, max_pixels: int | None) -> None:
+def check_figures(paths: list[Any], methods: list[Method], settings: CamOptions, max_pixels: int | None) -> None:
     """Before the model loads: refuse figures the options make over the pixel budget (each image's size from
     its header)."""
     from visctl import render
     from visctl.library._common import image_shapes
 
-    rows = len(o.target_category) if o.target_category else max(1, int(o.topk or 1))
+    rows = len(settings.target_category) if settings.target_category else max(1, int(settings.topk or 1))
     for h, w in image_shapes(paths):
-        side = render.panel_size(h, w, o.panel_size)
-        check_figure(h, w, [len(methods)] * rows, side, max_pixels, o.panel_size, f"a {w} x {h} image",
+        side = render.panel_size(h, w, settings.panel_size)
+        check_figure(h, w, [len(methods)] * rows, side, max_pixels, settings.panel_size, f"a {w} x {h} image",
                      area_only=True)
 
 
-def check_options(o: CamOptions) -> tuple[list[Method], str]:
-    """The methods and the colormap, refused before anything is loaded when they are not known. ``o.method``:
+def check_options(settings: CamOptions) -> tuple[list[Method], str]:
+    """The methods and the colormap, refused before anything is loaded when they are not known. ``settings.method``:
     names (``all`` for every method), each run in the order given, once."""
     from visctl import _gradcam, cams, render
     from visctl.errors import ArgumentError
 
-    if o.method is None:
+    if settings.method is None:
         raise ArgumentError("method=None names no CAM method", hint="pass a method name (gradcam), several "
                             "(['gradcam', 'layercam'] or 'gradcam,layercam') or 'all'")
-    methods = list(dict.fromkeys(m for name in o.method for m in cams.parse_method(name)))
+    methods = list(dict.fromkeys(m for name in settings.method for m in cams.parse_method(name)))
     # the installed grad-cam must be one visctl supports, also when the methods compute natively (their
     # formulas are that version's; the other methods, smoothing and score use it): read from its metadata,
     # without importing it
     _gradcam.check()
-    return methods, render.check_colormap("jet" if o.colormap is None else o.colormap)  # None: the default
+    colormap = "jet" if settings.colormap is None else settings.colormap  # None: the default
+    return methods, render.check_colormap(colormap)
 
 
-def check_region(o: CamOptions) -> None:
+def check_region(settings: CamOptions) -> None:
     """The region options' conflicts that the command line shows, refused before the model loads: a mask and a
     box both giving the region, and a region without its class."""
     from visctl.errors import ArgumentError
 
-    given = o.target_mask is not None and str(o.target_mask) != "", o.target_box is not None
+    given = settings.target_mask is not None and str(settings.target_mask) != "", settings.target_box is not None
     if all(given):
         raise ArgumentError("target_mask= and target_box= both give the region", hint="give one of them")
-    if any(given) and not o.target_category:
+    if any(given) and not settings.target_category:
         raise ArgumentError(f"{'target_mask=' if given[0] else 'target_box='} gives a region, and no class for it",
                             hint="add target_category=NAME_OR_INDEX (-c): the class whose map covers the region")
 
@@ -247,36 +251,37 @@ def parse_box(target_box: str | Sequence[float] | None) -> list[float] | None:
     return box
 
 
-def check_unused(methods: list[Method], o: CamOptions, warn: Callable[[str], None]) -> None:
+def check_unused(methods: list[Method], settings: CamOptions, warn: Callable[[str], None]) -> None:
     """Options the run would not use, before the model loads: ``topk`` beside ``target_category`` (which
     names the classes itself) is refused; ``ratio_channels_to_ablate`` without AblationCAM gets one warning."""
     from visctl.errors import ArgumentError
 
-    if o.target_category and o.topk != 1:
-        raise ArgumentError(f"topk={o.topk} and target_category= both choose the classes",
+    if settings.target_category and settings.topk != 1:
+        raise ArgumentError(f"topk={settings.topk} and target_category= both choose the classes",
                             hint="give one of them: topk=K maps the top K predicted classes, target_category= "
                             "the classes named")
-    if o.ratio_channels_to_ablate != 1.0 and Method.ablationcam not in methods:
-        warn(f"--ratio-channels-to-ablate {o.ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, and "
-             f"the methods are {', '.join(m.value for m in methods)}")
+    if settings.ratio_channels_to_ablate != 1.0 and Method.ablationcam not in methods:
+        warn(f"--ratio-channels-to-ablate {settings.ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, "
+             f"and the methods are {', '.join(m.value for m in methods)}")
 
 
-def check_amp(o: CamOptions, device: str, methods: list[Method]) -> tuple[str, Any] | None:
+def check_amp(settings: CamOptions, device: str, methods: list[Method]) -> tuple[str, Any] | None:
     """``amp``'s (device type, dtype) for :class:`visctl.cams.CamEngine`, or None; refused on a CPU and for
     methods that need float32 throughout (:func:`visctl.cams.autocast_dtype`), before the model loads."""
     from visctl import cams
 
-    dtype = cams.autocast_dtype(o.amp.value, device, methods)
+    dtype = cams.autocast_dtype(settings.amp.value, device, methods)
     return None if dtype is None else (str(device).split(":")[0], dtype)
 
 
-def plan(session: Session, mi: ModelInputs, o: CamOptions, *, save_path: Path | None = None) -> CamRun:
+def plan(session: Session, mi: ModelInputs, settings: CamOptions, *, save_path: Path | None = None) -> CamRun:
     """Plan a run on an opened model (:func:`visctl.library._common.open_model`): the task, the layers, the
     classes; :meth:`CamRun.items` does the work. ``save_path``: the CLI's ``--save-path``, an image file for
     one input's figure or else a folder [default: the run's ``--out-dir``]."""
     from visctl import config
     from visctl.errors import VisctlError
 
+    o = settings
     check_region(o)
     parse_box(o.target_box)
     traced = None  # the example's traced forward, asked once: whether it predicts masks, then the layers' shapes
@@ -310,13 +315,14 @@ class CamRun(Run):
     target: Path | None = None  # the CLI's figure file (plan's save_path) when there is one image
     score_model: Any  # what score runs: the CAM model, or a segmenter's region scorer (its .region set per call)
 
-    def __init__(self, session: Session, mi: ModelInputs, o: CamOptions, *, save_path: Path | None = None,
+    def __init__(self, session: Session, mi: ModelInputs, settings: CamOptions, *, save_path: Path | None = None,
                  traced: Any = None) -> None:
         """``save_path``: as :func:`plan`'s; ``traced``: the example's traced forward, when already run."""
         from visctl import cams, config, render
         from visctl.library._common import output_names
         from visctl.output.checks import single_output
 
+        o = settings
         self._begin(session, mi, o)
         if save_path is not None and single_output(save_path, len(mi.paths)):  # one image's figure: that file
             self.out_dir, self.target = save_path.parent, save_path
@@ -382,18 +388,18 @@ class CamRun(Run):
         # the file names' layer part: none when no method used a target layer (FullGrad alone)
         self.layer_tag = "" if self.layerless else "_" + "+".join(setup.layers).replace(".", "_")
 
-    def _begin(self, session: Session, mi: ModelInputs, o: CamOptions) -> None:
+    def _begin(self, session: Session, mi: ModelInputs, settings: CamOptions) -> None:
         """What every run (classification, segmentation) starts with: the methods, the colormap and the autocast
         its options give, the model's memory format, and the run-wide findings, empty."""
-        self.session, self.mi, self.o = session, mi, o
-        self.methods, self.colormap = check_options(o)
-        self.autocast = check_amp(o, session.device, self.methods)
-        self.image_format = o.image_format.value
-        self.writer_queue = o.batch_size  # one batch's figures wait for the writer's threads
+        self.session, self.mi, self.settings = session, mi, settings
+        self.methods, self.colormap = check_options(settings)
+        self.autocast = check_amp(settings, session.device, self.methods)
+        self.image_format = settings.image_format.value
+        self.writer_queue = settings.batch_size  # one batch's figures wait for the writer's threads
         self.draw_in_writer = True  # the CLI's figures are drawn in the writer's threads (CamItem.drawing)
         self.channels_last = _channels_last(mi, session.device)
         self.started = time.time()
-        self.failures_before = len(session.failures)
+        self.since = mark(session)  # the library call marks its start earlier (:func:`cam`)
         self.skipped: list[SkippedMethod] = []
         self.blank: list[str] = []
         self.blank_at: list[str] = []
@@ -428,7 +434,7 @@ class CamRun(Run):
             if reason:
                 yield self._skip_method(engine, reason)
         stems = input_stems(mi.paths)
-        for b in batches(session, mi, self.o.batch_size, "cam", channels_last=self.channels_last, grad=True):
+        for b in batches(session, mi, self.settings.batch_size, "cam", channels_last=self.channels_last, grad=True):
             group, batch = b.items, b.tensor
             rows: list[list[tuple[str, list]]] = [[] for _ in group]
             maps_of: list[dict] = [{} for _ in group]
@@ -436,7 +442,7 @@ class CamRun(Run):
             scores_of: list[dict] = [{} for _ in group]
             probs_of: list[Any] = [None for _ in group]
             nonfinite: set[int] = set()  # images whose scores or maps are NaN/inf: skipped, not drawn
-            if self.o.score:  # each image's clean, mean-colour and blurred forwards serve all its maps
+            if self.settings.score:  # each image's clean, mean-colour and blurred forwards serve all its maps
                 from visctl import faithfulness
 
                 scorer = faithfulness.Scorer(self.score_model, batch, seed=session.seed or 0)
@@ -447,8 +453,8 @@ class CamRun(Run):
                 panels: list[list] = [[] for _ in group]
                 for engine in list(self.engines):
                     try:
-                        maps, logits = _maps(engine, batch, targets, self.o.aug_smooth, self.o.eigen_smooth,
-                                             alone=self.o.score)
+                        maps, logits = _maps(engine, batch, targets, self.settings.aug_smooth,
+                                             self.settings.eigen_smooth, alone=self.settings.score)
                     except VisctlError:
                         raise
                     except Exception as err:  # a method that cannot run on this model: the others go on
@@ -465,7 +471,7 @@ class CamRun(Run):
                     self.unoriented += [f"{group[i][0].name}: {engine.method.value} {self._caption(targets[i].category)}"
                                         for i in engine.unoriented]
                     nonfinite |= cams.nonfinite_rows(logits, maps)
-                    if self.o.score:
+                    if self.settings.score:
                         found = scorer(maps, [t.category for t in targets])
                     for i, (p, img, state) in enumerate(group):
                         cat = targets[i].category
@@ -478,7 +484,7 @@ class CamRun(Run):
                             caption += " | BLANK: constant map (try another --target-layers or method)"
                             self.blank.append(f"{p.name}: {engine.method.value} {self._caption(cat)}")
                             self.blank_at.append(str(p))
-                        if self.o.score:
+                        if self.settings.score:
                             caption += " | " + found[i].caption()
                             self.scored.setdefault(engine.method.value, []).append(found[i])
                             self.scored_at.setdefault(engine.method.value, []).append(str(p))
@@ -498,19 +504,20 @@ class CamRun(Run):
                 cats = [r[0] for r in rows[i]]
                 figure = drawing = None
                 if any(row_panels for _, row_panels in rows[i]):
-                    side = render.panel_size(*img.shape[:2], self.o.panel_size)  # type: ignore[call-arg]  # *shape is (h, w)
+                    side = render.panel_size(*img.shape[:2],  # type: ignore[call-arg]  # *shape is (h, w)
+                                             self.settings.panel_size)
                     check_figure(img.shape[0], img.shape[1], [len(r[1]) for r in rows[i] if r[1]], side,
-                                 session.max_pixels, self.o.panel_size, p.name)
-                    draw = functools.partial(render.map_figure, img, [r for r in rows[i] if r[1]], alpha=self.o.alpha,
-                                             colormap=self.colormap, panel_side=side)
+                                 session.max_pixels, self.settings.panel_size, p.name)
+                    draw = functools.partial(render.map_figure, img, [r for r in rows[i] if r[1]],
+                                             alpha=self.settings.alpha, colormap=self.colormap, panel_side=side)
                     name = f"{stems[p]}_cam_{self.tag}{self.layer_tag}.{self.image_format}".replace("++", "pp")
                     figure, drawing = self._figure(name, draw, f"{p.name}: {', '.join(cats)}",
                                                    dict(input=str(p), panel_size=side))
                 raw_names = ({key: f"{stems[p]}_cam_{key[0]}_c{key[1]}"
                               f"{'' if key[0] in LAYERLESS else self.layer_tag}.npy".replace("++", "pp")
-                              for key in maps_of[i]} if self.o.save_raw else {})
+                              for key in maps_of[i]} if self.settings.save_raw else {})
                 info: dict[str, Any] = dict(size=list(img.shape[:2]), targets=cats,
-                                            **({"scores": scores_of[i]} if self.o.score else {}))
+                                            **({"scores": scores_of[i]} if self.settings.score else {}))
                 yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps_of[i],
                               captions=captions_of[i], targets=tuple(cats), probabilities=probs_of[i],
                               scores=scores_of[i], figure=figure, raw_names=raw_names, input_info=info,
@@ -555,7 +562,7 @@ class CamRun(Run):
         mine = dict(sides=sorted(self.sides), skipped=[(s.method, s.reason) for s in self.skipped],
                     blank=list(zip(self.blank_at, self.blank)),
                     scored={m: list(zip(self.scored_at[m], v)) for m, v in self.scored.items()})
-        paths, chunk = self.mi.paths, self.o.batch_size
+        paths, chunk = self.mi.paths, self.settings.batch_size
         parts = distributed.merge_records(writer, paths, chunk, mine)
         self.sides = {int(s) for part in parts for s in part["sides"]}
         if self.sides:
@@ -592,7 +599,7 @@ class CamRun(Run):
         """With ``score``: rank the methods by their faithfulness, say it, and write the ranking image."""
         from visctl import faithfulness
 
-        if self.o.score and self.scored:
+        if self.settings.score and self.scored:
             self.ranking = faithfulness.ranking(self.scored)
             self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
                              "better):\n" + faithfulness.table(self.ranking))
@@ -604,8 +611,7 @@ class CamRun(Run):
         self.draw_in_writer = False  # each figure drawn now: the result holds it
         found = [x for x in self.items() if isinstance(x, CamItem)]
         self.close()
-        failures = [(f"--method {s.method}", f"skipped: {s.reason}") for s in self.skipped]
-        failures += [(f.path, f.error) for f in self.session.failures[self.failures_before:]]
+        skipped = tuple((f"--method {s.method}", f"skipped: {s.reason}") for s in self.skipped)
         params = dict(self.params)
         sides = {int(item.figure.info["panel_size"]) for item in found
                  if item.figure is not None and "panel_size" in item.figure.info}
@@ -613,10 +619,8 @@ class CamRun(Run):
             from visctl import render
 
             params["panel_size"] = render.sizes_param(sides)
-        if self.session.max_pixels is not None:
-            params["max_pixels"] = self.session.max_pixels
-        return CamResult(params=params, inputs=tuple(dict(path=x.path, **x.input_info) for x in found),
-                         failures=tuple(failures), notes=tuple(self.session.notes), items=tuple(found),
+        return CamResult(**self.gathered(params, failures=skipped),
+                         inputs=tuple(dict(path=x.path, **x.input_info) for x in found), items=tuple(found),
                          methods=tuple(m.value for m in self.methods), target_layers=tuple(self._layers()),
                          task=self.task, skipped_methods=tuple(self.skipped), flat_maps=tuple(self.blank),
                          ranking=tuple(self.ranking))
@@ -747,12 +751,13 @@ class _SegmentationRun(CamRun):
 
     task = "segmentation"
 
-    def __init__(self, session: Session, mi: ModelInputs, o: CamOptions, *, inferred: bool = False) -> None:
+    def __init__(self, session: Session, mi: ModelInputs, settings: CamOptions, *, inferred: bool = False) -> None:
         """``inferred``: the task was taken from the model's per-pixel output, not given (``task``, the config)."""
         from visctl import cams, config, segmentation
         from visctl.errors import InputError
         from visctl.layers import detect_layout, find_layer, probe
 
+        o = settings
         self._begin(session, mi, o)
         methods = self.methods
         unused = [name for name, on in (
@@ -862,7 +867,7 @@ class _SegmentationRun(CamRun):
         # the dataset's own palette where it has one (mmseg's, as its visualizer paints the classes)
         colors = dataset_palette(mi.cfg, self.num_classes) or render.class_colors(max(self.num_classes, 1))
         stems = input_stems(mi.paths)
-        for b in batches(session, mi, self.o.batch_size, "cam", channels_last=self.channels_last, grad=True):
+        for b in batches(session, mi, self.settings.batch_size, "cam", channels_last=self.channels_last, grad=True):
             batch = b.tensor
             out = segmentation.logits(mi.model, batch)
             preds = out.argmax(1).cpu().numpy()
@@ -918,14 +923,15 @@ class _SegmentationRun(CamRun):
                                      classes.label(names, c) for c in present) + ")"))
                 figure = drawing = None
                 if drawn:
-                    draw = functools.partial(render.map_figure, base, drawn, alpha=self.o.alpha, colormap=self.colormap)
+                    draw = functools.partial(render.map_figure, base, drawn, alpha=self.settings.alpha,
+                                             colormap=self.colormap)
                     figure, drawing = self._figure(f"{stems[p]}_segcam_{self.tag}.{self.image_format}".replace("++", "pp"),
                                                    draw, f"{p.name}: {', '.join(r[0] for r in rows)}", dict(input=str(p)))
                 raw_names = ({key: f"{stems[p]}_segcam_{key[0]}_c{key[1]}.npy".replace("++", "pp") for key in maps}
-                             if self.o.save_raw else {})
+                             if self.settings.save_raw else {})
                 info = dict(size=list(img.shape[:2]), targets=[r[0] for r in rows],
                             predicted=[names[c] if names and c < len(names) else c for c in present],
-                            **({"scores": found_scores} if self.o.score else {}))
+                            **({"scores": found_scores} if self.settings.score else {}))
                 yield CamItem(path=str(p), size=(int(img.shape[0]), int(img.shape[1])), maps=maps, captions=captions,
                               targets=tuple(r[0] for r in rows), scores=found_scores, figure=figure,
                               raw_names=raw_names, input_info=info, drawing=drawing)

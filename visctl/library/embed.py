@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from visctl import arguments
 from visctl.choices import EmbedMethod, VisStage
 from visctl.library._common import ModelInputs
-from visctl.library._run import Run
+from visctl.library._run import Run, mark
 from visctl.options import TsneOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -196,6 +196,7 @@ class TsneRun(Run):
     extraction: Extraction | None = None
     extract_s: float = 0.0  # seconds from the run's start to the extracted features
     quality: dict[str, Any] = field(default_factory=dict)  # label -> the layer's quality, as recorded
+    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
 
     def __post_init__(self) -> None:
         self.method = self.settings.method
@@ -245,18 +246,14 @@ class TsneRun(Run):
 
         import numpy as np
 
-        session = self.session
         steps = self.items()
         with tempfile.TemporaryDirectory(prefix="visctl-embed-") as tmp:
             self.folder = Path(tmp)  # the features pass through it, read into memory
             ext = next(steps)
         assert isinstance(ext, Extraction)
         layers = tuple(lay for lay in steps if isinstance(lay, LayerEmbedding))
-        params = dict(self.params, max_pixels=session.max_pixels) if session.max_pixels is not None else self.params
-        return Embedding(params=params, inputs=tuple(dict(path=n) for n in ext.names),
-                         failures=tuple((f.path, f.error) for f in session.failures),
-                         notes=tuple(session.notes) + tuple(self.remarks), layers=layers, rows=tuple(ext.rows),
-                         labels=np.asarray(ext.labels), names=tuple(ext.names),
+        return Embedding(**self.gathered(notes=tuple(self.remarks)), inputs=tuple(dict(path=n) for n in ext.names),
+                         layers=layers, rows=tuple(ext.rows), labels=np.asarray(ext.labels), names=tuple(ext.names),
                          class_names=tuple(self.class_names(ext.labels)))
 
     def class_names(self, labels: list[int]) -> list[str]:
@@ -428,11 +425,11 @@ class TsneRun(Run):
                                  table=buf.getvalue())
 
 
-def method_params(o: TsneOptions, method: EmbedMethod, learning_rate: float | str) -> dict[str, Any]:
+def method_params(settings: TsneOptions, method: EmbedMethod, learning_rate: float | str) -> dict[str, Any]:
     """The embedding options as the params record them (``learning_rate`` as read): None where ``method`` does
     not take one."""
     takes = METHOD_OPTIONS[method.value]
-    return {name: (learning_rate if name == "learning_rate" else getattr(o, name)) if name in takes else None
+    return {name: (learning_rate if name == "learning_rate" else getattr(settings, name)) if name in takes else None
             for name in EMBED_OPTIONS}
 
 
@@ -463,7 +460,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
     from visctl.layers import default_layers, find_layer, probe
     from visctl.library import _common
 
-    o = settings or TsneOptions()
+    o, since = settings or TsneOptions(), mark(session)
     arguments.model_spec(model)
     if o.test_cfg is not None:
         arguments.model_spec(o.test_cfg, "test_cfg", modules=False)
@@ -600,7 +597,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
                   vis_stage=stage.value if stage else None)
     title_stem = Path(mi.cfg_spec).stem if mi.cfg_spec not in ("<nn.Module>", "<config>") else "model"
     return TsneRun(session, o, mi, dataset, samples, indices, layers, inputs_of, extra, params, notes, title_stem,
-                   lr_value)
+                   lr_value, since=since)
 
 
 @arguments.typed("tsne")

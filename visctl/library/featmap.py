@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import Normalize, Reduction
-from visctl.library._run import IO_THREADS, Run
+from visctl.library._run import IO_THREADS, Run, mark
 from visctl.options import FeatmapOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -144,11 +144,12 @@ def flat_warning(flat_maps: Sequence[str]) -> str:
 
 
 
-def check_options(o: FeatmapOptions) -> str:
+def check_options(settings: FeatmapOptions) -> str:
     """Refuse options that do not fit together, before any work; returns the colormap to use."""
     from visctl import featmaps, render
     from visctl.errors import VisctlError
 
+    o = settings
     colormap = render.check_colormap(o.colormap or ("coolwarm" if o.signed else "jet"))
     if o.signed and o.compare is None:
         raise VisctlError("signed=True needs compare=", hint="give the second model as compare=CONFIG2")
@@ -190,8 +191,9 @@ def _topk_param(topk: int, drawn: dict[str, int]) -> Any:
     return values.pop() if len(values) == 1 else dict(drawn)
 
 
-def figure_options(o: FeatmapOptions) -> str:
+def figure_options(settings: FeatmapOptions) -> str:
     """The options that size a featmap figure, as an error names them (``field=value``: the CLI says flags)."""
+    o = settings
     said = []
     if o.resize_shape:
         said.append(f"resize_shape={o.resize_shape}")
@@ -206,31 +208,32 @@ def figure_options(o: FeatmapOptions) -> str:
     return ", ".join(said) or "the image's size"
 
 
-def check_figure(h: int, w: int, panels: int, o: FeatmapOptions, max_pixels: int | None, name: str,
+def check_figure(h: int, w: int, panels: int, settings: FeatmapOptions, max_pixels: int | None, name: str,
                  area_only: bool = False) -> None:
     """Refuse a featmap figure of ``panels`` panels for an (h, w) image over the pixel budget, before any of
     its panels is drawn (captions left out: a lower bound); ``area_only``: the image's orientation is unknown
     (a header's size), so only the panels' area counts."""
     from visctl import featmaps, render
 
-    resize_shape, panel_size = o.resize_shape, o.panel_size
+    resize_shape, panel_size = settings.resize_shape, settings.panel_size
     bh, bw = (int(resize_shape[0]), int(resize_shape[1])) if resize_shape else (int(h), int(w))
     side = render.panel_size(bh, bw, panel_size) if panel_size or not resize_shape else None
     ph, pw = render.fit_size(bh, bw, side) if side else (bh, bw)
-    if o.channel_reduction is Reduction.none and o.compare is None:
-        cols = featmaps.arrangement(panels, *(o.arrangement or (None, None)))[1]
+    if settings.channel_reduction is Reduction.none and settings.compare is None:
+        cols = featmaps.arrangement(panels, *(settings.arrangement or (None, None)))[1]
     else:
         cols = panels
     if area_only and not resize_shape:
         fh, fw = render.grid_size(panels, ph, pw, cols, gap=0)
     else:
         fh, fw = render.grid_size(panels, ph, pw, cols)
-    render.check_figure(fw, fh, max_pixels, figure_options(o), f"the figure of {name} ({panels} panels)",
+    render.check_figure(fw, fh, max_pixels, figure_options(settings), f"the figure of {name} ({panels} panels)",
                         hint="give a smaller resize_shape= or panel_size=, a smaller topk= or arrangement=")
 
 
-def _warn_unused(session: Session, o: FeatmapOptions) -> None:
+def _warn_unused(session: Session, settings: FeatmapOptions) -> None:
     """Warn about options this run's other options make pointless."""
+    o = settings
     if o.arrangement and o.channel_reduction is not Reduction.none:
         session.warn("--arrangement applies to --channel-reduction none only")
     if o.topk != 4 and o.channel_reduction is not Reduction.none:
@@ -241,13 +244,14 @@ def _warn_unused(session: Session, o: FeatmapOptions) -> None:
                      "draws the map alone")
 
 
-def _layer_names(session: Session, mi: ModelInputs, o: FeatmapOptions, recorded: Sequence[str] | None) -> list[str]:
+def _layer_names(session: Session, mi: ModelInputs, settings: FeatmapOptions, recorded: Sequence[str] | None,
+                 ) -> list[str]:
     """The layers to draw: ``target_layers``, else the recorded ones (mmrazor's visualisation config), else the
     config's ``featmap_layers`` / ``target_layers``, a detector's backbone, or the last spatial feature layer."""
     from visctl import config
     from visctl.layers import default_layers, find_layer, probe
 
-    target = list(o.target_layers or [])
+    target = list(settings.target_layers or [])
     if recorded and not target:
         target = list(dict.fromkeys(label.split("[")[0] for label in recorded))
     if target:
@@ -266,13 +270,13 @@ def _layer_names(session: Session, mi: ModelInputs, o: FeatmapOptions, recorded:
     return names
 
 
-def _second_model(session: Session, o: FeatmapOptions, names: Sequence[str]) -> tuple[Any, list[str]]:
+def _second_model(session: Session, settings: FeatmapOptions, names: Sequence[str]) -> tuple[Any, list[str]]:
     """``compare``'s model (built, its checkpoint loaded, on the session's device) with the manifest's
     ``compare`` param."""
     from visctl import checkpoints, config
     from visctl.library import _common
 
-    compare, ckpt = o.compare, o.compare_checkpoint
+    compare, ckpt = settings.compare, settings.compare_checkpoint
     with_ckpt = [str(ckpt)] if ckpt else []
     module = _common._as_module(compare)
     if module is not None:
@@ -310,7 +314,7 @@ def plan(session: Session, images: Any, model: Any, checkpoint: str | None, sett
     from visctl.layers import find_layer
     from visctl.library import _common
 
-    o = settings
+    o, since = settings, mark(session)
     if isinstance(o.compare, (tuple, list)):  # (config, checkpoint): as the CLI's --compare CONFIG2,CHECKPOINT2
         if o.compare_checkpoint is not None:
             raise arguments.ArgumentError("compare=(config, checkpoint) and compare_checkpoint= both give the "
@@ -354,7 +358,8 @@ def plan(session: Session, images: Any, model: Any, checkpoint: str | None, sett
                                     f"the original's long side, {render.PANEL_FLOOR}..{render.PANEL_CAP}"))
     if session.max_pixels is not None:
         params["max_pixels"] = session.max_pixels
-    return FeatmapRun(session, o, mi, names, layers, other, list(recorded) if recorded else None, params, out_file)
+    return FeatmapRun(session, o, mi, names, layers, other, list(recorded) if recorded else None, params, out_file,
+                      since=since)
 
 
 def second_model(args: list[str], compare: list[str] | None, settings: FeatmapOptions,
@@ -421,6 +426,7 @@ class FeatmapRun(Run):
     #: each flat map, ``"<image>: <layer> <map>: <why>; <hint>"``, and its input (merging torchrun's ranks)
     flat_maps: list[str] = field(default_factory=list)
     flat_at: list[str] = field(default_factory=list)
+    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
 
     def __post_init__(self) -> None:
         self.out_dir = self.out_file.parent if self.out_file is not None else None
@@ -625,11 +631,8 @@ class FeatmapRun(Run):
     def collect(self) -> FeatmapResult:
         """Every image, as a frozen :class:`FeatmapResult`."""
         items = tuple(self.items())
-        ctx = self.session
-        return FeatmapResult(params=self.params, inputs=tuple({"path": i.input} for i in items),
-                             failures=tuple((f.path, f.error) for f in getattr(ctx, "failures", [])),
-                             notes=tuple(ctx.notes), images=items, layers=tuple(self.names),
-                             save_raw=self.settings.save_raw, flat_maps=tuple(self.flat_maps))
+        return FeatmapResult(**self.gathered(), inputs=tuple({"path": i.input} for i in items), images=items,
+                             layers=tuple(self.names), save_raw=self.settings.save_raw, flat_maps=tuple(self.flat_maps))
 
 
 @arguments.typed("featmap")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import ChannelOrder, Mode
-from visctl.library._run import Run
+from visctl.library._run import Run, mark
 from visctl.options import PipelineOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -198,18 +198,9 @@ def config_label(config: Any, cfg: Any) -> str:
     return str(config) if isinstance(config, (str, Path)) else getattr(cfg, "filename", None) or "<config>"
 
 
-def gathered(session: Session, params: dict[str, Any], since: tuple[int, int]) -> dict[str, Any]:
-    """A library result's run record: ``params`` (with the session's pixel budget, as the CLI records it), and
-    the inputs skipped and the notes made since ``since`` (the session's counts when the run was planned)."""
-    failed, noted = since
-    if session.max_pixels is not None:
-        params = dict(params, max_pixels=session.max_pixels)
-    return dict(params=params, failures=tuple((f.path, f.error) for f in session.failures[failed:]),
-                notes=tuple(session.notes[noted:]))
-
-
-def check_edges(o: PipelineOptions) -> None:
+def check_edges(settings: PipelineOptions) -> None:
     """The edge limits size the panels of ``adaptive`` only, and the shortest may not pass the longest."""
+    o = settings
     for name in ("min_edge_length", "max_edge_length"):
         value = getattr(o, name)
         if value != getattr(PipelineOptions, name) and not o.adaptive:  # as -r without mode original: an error
@@ -229,7 +220,7 @@ def plan(session: Session, config: Any, images: Any, settings: PipelineOptions, 
     """
     from visctl import datasets
 
-    o, since = settings, (len(session.failures), len(session.notes))
+    o, since = settings, mark(session)
     arguments.model_spec(config, "config", modules=False)
     check_edges(o)
     check_rescale(o.rescale_factor, o.mode.value, o.adaptive)
@@ -262,12 +253,13 @@ def plan(session: Session, config: Any, images: Any, settings: PipelineOptions, 
                        channel_swap(o.channel_order, native_order(dataset, steps), o.bgr2rgb), num_workers, since)
 
 
-def check_figure(item: dict, o: PipelineOptions, name: str, max_pixels: int | None) -> None:
+def check_figure(item: dict, settings: PipelineOptions, name: str, max_pixels: int | None) -> None:
     """Refuse a sample's figure over the pixel budget before it is drawn, naming the options that size it."""
     import math
 
     from visctl import render
 
+    o = settings
     mode = o.mode.value
     fh, fw = render.pipeline_figure_size(item, mode, o.adaptive, o.min_edge_length, o.max_edge_length,
                                          o.rescale_factor)
@@ -302,7 +294,7 @@ class PipelineRun(Run):
     stems: dict[Any, str]
     swap: bool  # the panels' channels swapped (bgr2rgb, or a channel_order other than the images' own)
     num_workers: int = 0
-    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned
+    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
 
     def items(self) -> Iterator[PipelineView]:
         """Each sample's :class:`PipelineView` as it is processed; an unreadable one goes to ``session.skip``.
@@ -338,8 +330,7 @@ class PipelineRun(Run):
         """Every sample's view, every step's image kept, as one :class:`PipelineResult`."""
         self.samples.record = True
         samples = tuple(self.items())
-        return PipelineResult(**gathered(self.session, self.params, self.since), samples=samples,
-                              mode=self.settings.mode.value)
+        return PipelineResult(**self.gathered(), samples=samples, mode=self.settings.mode.value)
 
 
 @arguments.typed("pipeline")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.library._common import ModelInputs
-from visctl.library._run import Run
+from visctl.library._run import Run, mark
 from visctl.options import ReconOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -159,9 +159,9 @@ def check_options(settings: ReconOptions) -> None:
 
 
 def plan(session: Session, mi: ModelInputs, settings: ReconOptions, *, out_file: Path | None = None) -> ReconRun:
-    """Check the model is a masked-image model and settle the mask ratio, norm-pix and the run's parameters
-    (``settings`` passed :func:`check_options` before the model was loaded; ``out_file``: the CLI's
-    ``--out-file``, where the one image's figure goes).
+    """Check the options (:func:`check_options`, which the callers also run before the model loads) and that the
+    model is a masked-image model, and settle the mask ratio, norm-pix and the run's parameters (``out_file``: the
+    CLI's ``--out-file``, where the one image's figure goes).
 
     An mmpretrain MAE / SimMIM / MaskFeat model (from its own pretraining config) runs through an adapter
     (:mod:`visctl.openmmlab_mim`): its own code draws the masks and predicts; without a test pipeline in the
@@ -172,7 +172,8 @@ def plan(session: Session, mi: ModelInputs, settings: ReconOptions, *, out_file:
     from visctl.choices import NormPixStats
     from visctl.errors import VisctlError
 
-    o = settings
+    o, since = settings, mark(session)
+    check_options(o)
     model = mi.model
     if getattr(model, "kind", None) not in KINDS and type(model).__module__.startswith("mmpretrain."):
         from visctl.openmmlab_mim import adapt
@@ -240,7 +241,7 @@ def plan(session: Session, mi: ModelInputs, settings: ReconOptions, *, out_file:
                          "pixels the model did not see (as visualize_reconstruction.py --norm-pix); "
                          "--norm-pix-stats visible draws what the model alone predicts")
             session.log(notes[-1])
-    return ReconRun(session, mi, o, kind, ratio, norm_pix, params, notes, out_file)
+    return ReconRun(session, mi, o, kind, ratio, norm_pix, params, notes, out_file, since)
 
 
 class ReconRun(Run):
@@ -250,10 +251,11 @@ class ReconRun(Run):
     command: ClassVar[str] = "recon"
 
     def __init__(self, session: Session, mi: ModelInputs, settings: ReconOptions, kind: str, mask_ratio: float,
-                 norm_pix: bool, params: dict[str, Any], notes: list[str], out_file: Path | None) -> None:
+                 norm_pix: bool, params: dict[str, Any], notes: list[str], out_file: Path | None,
+                 since: tuple[int, int] = (0, 0)) -> None:
         self.session, self.mi, self.settings, self.kind = session, mi, settings, kind
         self.mask_ratio, self.norm_pix = mask_ratio, norm_pix  # as settled on the model (its defaults)
-        self.params, self.notes, self.out_file = params, tuple(notes), out_file
+        self.params, self.notes, self.out_file, self.since = params, tuple(notes), out_file, since
 
     def items(self) -> Iterator[ReconImage]:
         """Reconstruct the images batch by batch, yielding each image as it is done (skips go through
@@ -273,13 +275,9 @@ class ReconRun(Run):
             distributed.merge_records(writer, self.mi.paths, self.settings.batch_size)
 
     def collect(self) -> Reconstructions:
-        session = self.session
         done = list(self.items())
-        params = dict(self.params, max_pixels=session.max_pixels) if session.max_pixels is not None else self.params
-        return Reconstructions(params=params, inputs=tuple(d.input_entry() for d in done),
-                               failures=tuple((f.path, f.error) for f in session.failures),
-                               notes=tuple(session.notes) + self.notes, images=tuple(done), kind=self.kind,
-                               save_raw=self.settings.save_raw)
+        return Reconstructions(**self.gathered(), inputs=tuple(d.input_entry() for d in done), images=tuple(done),
+                               kind=self.kind, save_raw=self.settings.save_raw)
 
 
 def _iter_images(run: ReconRun) -> Iterator[ReconImage]:
@@ -472,7 +470,10 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, settings
     arguments.model_spec(model)
     check_options(o)
     session = session or Session(options)
+    since = mark(session)
     paths = imgs.as_images(images, note=session.note)
     session.protect(o.mask_file)
     mi = _common.open_model(session, model, checkpoint, paths)
-    return plan(session, mi, o).collect()
+    run = plan(session, mi, o)
+    run.since = since  # the images found and the model's loading are this call's too
+    return run.collect()

@@ -332,7 +332,7 @@ class LrRun(Run):
         return self.result
 
 
-def plan(session: Session, config: Any, o: LrOptions, *, model: Any = None, plot_target: Path | None = None,
+def plan(session: Session, config: Any, settings: LrOptions, *, model: Any = None, plot_target: Path | None = None,
          csv_target: Path | None = None) -> LrRun:
     """Check the options, load ``config`` and simulate its training's schedule (see :func:`schedule`);
     ``plot_target`` and ``csv_target``: where :meth:`LrRun.record` writes the plot and the CSV instead of the
@@ -343,6 +343,7 @@ def plan(session: Session, config: Any, o: LrOptions, *, model: Any = None, plot
     from visctl import config as config_mod
     from visctl.errors import ConfigError
 
+    o = settings
     arguments.model_spec(config, "config", modules=False)
     if model is not None:
         arguments.model_spec(model)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
-from visctl.library._run import Run
+from visctl.library._run import Run, mark
 from visctl.options import SliceOptions
 from visctl.results import Figure, Result, frozen_array
 from visctl.session import RunOptions, Session
@@ -94,8 +94,8 @@ def check_options(settings: SliceOptions) -> None:
 
 
 def plan(session: Session, mi: ModelInputs, settings: SliceOptions) -> SliceRun:
-    """Settle the run's defaults on the loaded detector (``deploy``: switch re-parameterisable blocks);
-    ``settings`` passed :func:`check_options` before it was loaded.
+    """Check the options (:func:`check_options`, which the callers also run before the model loads) and settle
+    the run's defaults on the loaded detector (``deploy``: switch re-parameterisable blocks).
 
     ``merge_iou_thr`` / ``merge_metric`` default to mmyolo's ``large_image_demo.py`` (0.25, plain IoU: its class-aware
     ``batched_nms``) on an OpenMMLab detector, whose users run that demo's lines, and to 0.5 over the smaller box
@@ -104,7 +104,8 @@ def plan(session: Session, mi: ModelInputs, settings: SliceOptions) -> SliceRun:
     from visctl import building, config
     from visctl.library import _common
 
-    o = settings
+    o, since = settings, mark(session)
+    check_options(o)
     seed_defaults = bool(getattr(mi.model, "is_openmmlab_detector", False))  # large_image_demo.py's users
     iou = o.merge_iou_thr if o.merge_iou_thr is not None else 0.25 if seed_defaults else 0.5
     metric = o.merge_metric if o.merge_metric is not None else "iou" if seed_defaults else "ios"
@@ -130,7 +131,7 @@ def plan(session: Session, mi: ModelInputs, settings: SliceOptions) -> SliceRun:
                   batch_size=o.batch_size, device=session.device, deploy=o.deploy, save_patch=o.save_patch and o.debug)
     if session.max_pixels is not None:
         params["max_pixels"] = session.max_pixels
-    return SliceRun(session, mi, o, classes, params, notes, patch, iou, metric)
+    return SliceRun(session, mi, o, classes, params, notes, patch, iou, metric, since)
 
 
 class SliceRun(Run):
@@ -141,9 +142,9 @@ class SliceRun(Run):
 
     def __init__(self, session: Session, mi: ModelInputs, settings: SliceOptions, classes: list[str] | None,
                  params: dict[str, Any], notes: list[str], patch: int, merge_iou_thr: float, merge_metric: str,
-                 ) -> None:
+                 since: tuple[int, int] = (0, 0)) -> None:
         self.session, self.mi, self.settings, self.classes, self.params = session, mi, settings, classes, params
-        self.notes = tuple(notes)
+        self.notes, self.since = tuple(notes), since
         self.patch, self.merge_iou_thr, self.merge_metric = patch, merge_iou_thr, merge_metric
         self.tiles = 0  # tiles run so far
         self.results: list[dict[str, Any]] = []  # the COCO-style records of the images run so far
@@ -184,9 +185,7 @@ class SliceRun(Run):
 
     def collect(self) -> SliceResult:
         items = tuple(self.items())
-        session = self.session
-        return SliceResult(params=self.params, inputs=tuple(dict(path=i.input, **i.input_info()) for i in items),
-                           failures=tuple((f.path, f.error) for f in session.failures), notes=tuple(session.notes) + self.notes,
+        return SliceResult(**self.gathered(), inputs=tuple(dict(path=i.input, **i.input_info()) for i in items),
                            images=items, results=tuple(r for i in items for r in i.records))
 
 
@@ -330,5 +329,8 @@ def slice_detect(images: Any, model: Any, checkpoint: str | None = None, setting
     arguments.model_spec(model)
     check_options(o)
     session = session or Session(options)
+    since = mark(session)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))
-    return plan(session, mi, o).collect()
+    run = plan(session, mi, o)
+    run.since = since  # the images found and the model's loading are this call's too
+    return run.collect()
