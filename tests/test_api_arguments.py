@@ -25,12 +25,12 @@ CALLS = {
     "cam": lambda **kw: visctl.cam(IMAGE, DEMO_CFG, **kw),
     "featmap": lambda **kw: visctl.featmap(IMAGE, DEMO_CFG, **kw),
     "boxam": lambda **kw: visctl.boxam(IMAGE, DET_CFG, **kw),
-    "slice": lambda **kw: visctl.slice_detect(IMAGE, DET_CFG, **kw),
-    "recon": lambda **kw: visctl.reconstruct(IMAGE, MAE_CFG, **kw),
-    "tsne": lambda **kw: visctl.embed(DEMO_CFG, **kw),
-    "pipeline": lambda **kw: visctl.pipeline_views(DEMO_CFG, **kw),
+    "slice": lambda **kw: visctl.slice(IMAGE, DET_CFG, **kw),
+    "recon": lambda **kw: visctl.recon(IMAGE, MAE_CFG, **kw),
+    "tsne": lambda **kw: visctl.tsne(DEMO_CFG, **kw),
+    "pipeline": lambda **kw: visctl.pipeline(DEMO_CFG, **kw),
     "browse": lambda **kw: visctl.browse(DEMO_CFG, **kw),
-    "lr": lambda **kw: visctl.schedule(DEMO_CFG, **kw),
+    "lr": lambda **kw: visctl.lr(DEMO_CFG, **kw),
     "audit": lambda **kw: visctl.audit(DEMO_CFG, **kw),
 }
 
@@ -67,9 +67,9 @@ def test_every_cli_range_is_the_librarys():
             assert (low, high) == (None, limit.high), (command, name)
         else:
             assert (limit.low, limit.high) == (low, high), (command, name)
-    functions = dict(cam=visctl.cam, featmap=visctl.featmap, boxam=visctl.boxam, slice=visctl.slice_detect,
-                     recon=visctl.reconstruct, tsne=visctl.embed, pipeline=visctl.pipeline_views,
-                     browse=visctl.browse, lr=visctl.schedule, audit=visctl.audit)
+    functions = dict(cam=visctl.cam, featmap=visctl.featmap, boxam=visctl.boxam, slice=visctl.slice,
+                     recon=visctl.recon, tsne=visctl.tsne, pipeline=visctl.pipeline,
+                     browse=visctl.browse, lr=visctl.lr, audit=visctl.audit)
     for command, limits in arguments.LIMITS.items():
         params = inspect.signature(functions[command]).parameters
         fields = {f.name for f in dataclasses.fields(BY_COMMAND[command])}  # taken as **fields
@@ -115,18 +115,18 @@ def test_an_out_of_range_or_non_number_argument_is_refused_before_any_work(comma
 
 @pytest.mark.parametrize("call", [
     lambda: visctl.cam(None, DEMO_CFG), lambda: visctl.cam(IMAGE, None), lambda: visctl.cam(IMAGE, 5),
-    lambda: visctl.featmap(IMAGE, None), lambda: visctl.boxam(IMAGE, None), lambda: visctl.slice_detect(IMAGE, None),
-    lambda: visctl.reconstruct(IMAGE, None), lambda: visctl.reconstruct(None, MAE_CFG), lambda: visctl.embed(None),
-    lambda: visctl.embed(DEMO_CFG, test_cfg=3), lambda: visctl.schedule(None), lambda: visctl.schedule(3.5),
-    lambda: visctl.pipeline_views(None), lambda: visctl.browse(None), lambda: visctl.browse(["a.py"]),
+    lambda: visctl.featmap(IMAGE, None), lambda: visctl.boxam(IMAGE, None), lambda: visctl.slice(IMAGE, None),
+    lambda: visctl.recon(IMAGE, None), lambda: visctl.recon(None, MAE_CFG), lambda: visctl.tsne(None),
+    lambda: visctl.tsne(DEMO_CFG, test_cfg=3), lambda: visctl.lr(None), lambda: visctl.lr(3.5),
+    lambda: visctl.pipeline(None), lambda: visctl.browse(None), lambda: visctl.browse(["a.py"]),
     lambda: visctl.cam(IMAGE, DEMO_CFG, method=None), lambda: visctl.cam(IMAGE, DEMO_CFG, method=5),
     lambda: visctl.cam(IMAGE, DEMO_CFG, target_layers=5), lambda: visctl.cam(IMAGE, DEMO_CFG, target_category=1.5),
     lambda: visctl.cam(IMAGE, DEMO_CFG, aug_smooth="yes"),
     lambda: visctl.featmap(IMAGE, DEMO_CFG, channel_reduction="bogus"),
     lambda: visctl.featmap(IMAGE, DEMO_CFG, arrangement=3),
     lambda: visctl.boxam(IMAGE, DET_CFG, method=["gradcam", "layercam"]),
-    lambda: visctl.slice_detect(IMAGE, DET_CFG, merge="bogus"),
-    lambda: visctl.embed(DEMO_CFG, pooling="bogus"),
+    lambda: visctl.slice(IMAGE, DET_CFG, merge="bogus"),
+    lambda: visctl.tsne(DEMO_CFG, pooling="bogus"),
 ])
 def test_none_or_a_wrong_type_is_a_visctl_error(call):
     with pytest.raises(VisctlError) as info:

@@ -1,4 +1,4 @@
-"""``visctl.embed``: the library call behind ``visctl tsne`` gives what the CLI writes, and writes nothing."""
+"""``visctl.tsne``: the library call behind ``visctl tsne`` gives what the CLI writes, and writes nothing."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def _leftovers() -> set[Path]:
 def test_same_arrays_and_files_as_the_cli(invoke, held_out, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a stray write would land here
     before, temps = sorted(tmp_path.rglob("*")), _leftovers()
-    with pytest.warns(visctl.errors.InputWarning, match="perplexity 30 lowered to 7.67 for 24 samples"):
-        res = visctl.embed(str(DEMO_CFG), max_num_samples_per_class=6, n_iter=300, seed=3, options=_opts(held_out))
+    with pytest.warns(visctl.errors.InputWarning, match="perplexity=30 lowered to 7.67 for 24 samples"):
+        res = visctl.tsne(str(DEMO_CFG), max_num_samples_per_class=6, n_iter=300, seed=3, options=_opts(held_out))
     assert capsys.readouterr().out == ""
     assert sorted(tmp_path.rglob("*")) == before and _leftovers() == temps  # nothing written, no temp left
     cli = invoke("tsne", DEMO_CFG, "--cfg-options", f"test_dataloader.dataset.data_root={_root(held_out)}",
@@ -64,7 +64,10 @@ def test_same_arrays_and_files_as_the_cli(invoke, held_out, tmp_path, capsys, mo
     s = manifest(tmp_path / "lib")
     assert [o["path"] for o in s["outputs"]] == [o["path"] for o in m["outputs"]]
     assert [o["caption"] for o in s["outputs"]] == [o["caption"] for o in m["outputs"]]
-    assert s["inputs"] == m["inputs"] and s["notes"] == m["notes"]
+    from visctl._options import cli_text
+
+    assert s["inputs"] == m["inputs"]
+    assert [cli_text("tsne", n) for n in s["notes"]] == m["notes"]  # the same notes: fields here, flags there
     drop = ("checkpoint", "config", "max_pixels")
     assert {k: v for k, v in s["params"].items() if k not in drop} == \
         {k: v for k, v in m["params"].items() if k not in drop}
@@ -84,12 +87,12 @@ def test_an_nn_module_with_a_dataset_config(held_out):
 
     cfg = Config.fromfile(str(DEMO_CFG))
     module, _ = checkpoints.load_model(cfg, None)
-    by_cfg = visctl.embed(str(DEMO_CFG), method="pca", max_num_samples_per_class=5, options=_opts(held_out))
+    by_cfg = visctl.tsne(str(DEMO_CFG), method="pca", max_num_samples_per_class=5, options=_opts(held_out))
     test_cfg = dict(test_dataloader=dict(dataset=dict(type="CustomDataset", data_root=str(_root(held_out)),
                                                       pipeline=cfg.test_pipeline, classes=cfg.classes)))
     opts = RunOptions(cfg_options=("data_preprocessor.mean=[127.5,127.5,127.5]", "data_preprocessor.std=[64.0,64.0,64.0]",
                                    "data_preprocessor.to_rgb=True"))
-    by_module = visctl.embed(module, test_cfg=test_cfg, target_layers=["backbone.layer4"], method="pca",
+    by_module = visctl.tsne(module, test_cfg=test_cfg, target_layers=["backbone.layer4"], method="pca",
                              max_num_samples_per_class=5, options=opts)
     assert by_module.rows == by_cfg.rows and by_module.names == by_cfg.names
     np.testing.assert_allclose(by_module.layers[0].features, by_cfg.layers[0].features, atol=1e-5)
@@ -98,7 +101,7 @@ def test_an_nn_module_with_a_dataset_config(held_out):
 
 
 def test_all_stages_n_components_and_quality(held_out):
-    res = visctl.embed(str(DEMO_CFG), all_stages=True, method="pca", n_components=3, max_num_samples_per_class=5,
+    res = visctl.tsne(str(DEMO_CFG), all_stages=True, method="pca", n_components=3, max_num_samples_per_class=5,
                        options=_opts(held_out))
     assert len(res.layers) > 1 and res.params["layers"] == tuple(lay.label for lay in res.layers)
     for lay in res.layers:
@@ -117,9 +120,9 @@ def test_all_stages_n_components_and_quality(held_out):
 
 
 def test_repr_frozen_and_jupyter(held_out):
-    res = visctl.embed(str(DEMO_CFG), method="pca", max_num_samples_per_class=4, title="a <b> & c",
+    res = visctl.tsne(str(DEMO_CFG), method="pca", max_num_samples_per_class=4, title="a <b> & c",
                        options=_opts(held_out))
-    assert repr(res).startswith("Embedding(samples=16, classes=4, layers=[backbone.layer4: 5-NN")
+    assert repr(res).startswith("TsneResult(samples=16, classes=4, layers=[backbone.layer4: 5-NN")
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.layers = ()  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -136,9 +139,9 @@ def test_errors_are_visctl_errors(held_out):
     from visctl.errors import VisctlError
 
     with pytest.raises(VisctlError, match="both choose the layer"):
-        visctl.embed(str(DEMO_CFG), vis_stage="neck", target_layers=["backbone.layer4"], options=_opts(held_out))
+        visctl.tsne(str(DEMO_CFG), vis_stage="neck", target_layers=["backbone.layer4"], options=_opts(held_out))
     with pytest.raises(VisctlError, match="learning_rate="):
-        visctl.embed(str(DEMO_CFG), learning_rate="fast", options=_opts(held_out))
+        visctl.tsne(str(DEMO_CFG), learning_rate="fast", options=_opts(held_out))
 
 
 def test_example_runs(held_out, tmp_path, monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""`visctl.pipeline_views`: every step's image, the figures `visctl pipeline` writes, and its folder from save()."""
+"""`visctl.pipeline`: every step's image, the figures `visctl pipeline` writes, and its folder from save()."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_figures_and_files_equal_the_cli(invoke, folder_cfg, tmp_path, mode):
     cli = invoke("pipeline", folder_cfg, "--number", "3", "--mode", mode, "--seed", "5", "-o", out)
     assert cli.exit_code == 0, cli.output
     # the CLI's pixel budget (--max-pixels' default) is recorded in its params; a library call has none unless given
-    result = visctl.pipeline_views(folder_cfg, number=3, mode=mode, seed=5,
+    result = visctl.pipeline(folder_cfg, number=3, mode=mode, seed=5,
                                    options=visctl.RunOptions(max_pixels=DEFAULT_MAX_PIXELS))
     theirs = manifest(out)
     assert [f.name for f in result.figures()] == [o["path"] for o in theirs["outputs"]]
@@ -57,7 +57,7 @@ def test_figures_and_files_equal_the_cli(invoke, folder_cfg, tmp_path, mode):
 
 
 def test_every_step_is_an_array_named_after_its_step(folder_cfg):
-    result = visctl.pipeline_views(folder_cfg, number=2)
+    result = visctl.pipeline(folder_cfg, number=2)
     sample = result.samples[0]
     assert sample.steps[0][0] == "original" and sample.steps[0][1].startswith("RandomResizedCrop")
     assert [s.split("(")[0] for s in sample.steps[0][1:]] == ["RandomResizedCrop", "RandomFlip", "ColorJitter"]
@@ -69,16 +69,16 @@ def test_every_step_is_an_array_named_after_its_step(folder_cfg):
 
 
 def test_images_as_arrays_pil_paths_and_lists(folder_cfg, tmp_path):
-    data = visctl.pipeline_views(folder_cfg, number=1, mode="transformed")
+    data = visctl.pipeline(folder_cfg, number=1, mode="transformed")
     first = Path(data.samples[0].name)
     pixels = read_image(first)
     # the random transforms draw from (seed, position): the same image in the same position, the same views
     for given in (first, str(first), pixels, Image.fromarray(pixels), [pixels]):
-        result = visctl.pipeline_views(folder_cfg, given, mode="transformed")
+        result = visctl.pipeline(folder_cfg, given, mode="transformed")
         (sample,) = result.samples
         np.testing.assert_array_equal(sample.views[0], data.samples[0].views[0])
         assert sample.label is None
-    several = visctl.pipeline_views(folder_cfg, [pixels, Image.fromarray(pixels[::-1]), first])
+    several = visctl.pipeline(folder_cfg, [pixels, Image.fromarray(pixels[::-1]), first])
     assert [s.name for s in several.samples] == ["image0.png", "image1.png", str(first)]
     assert [f.name for f in several.figures()] == ["image0_concat.png", "image1_concat.png",
                                                    f"{first.stem}_concat.png"]
@@ -87,7 +87,7 @@ def test_images_as_arrays_pil_paths_and_lists(folder_cfg, tmp_path):
 def test_jupyter_frozen_and_silent(folder_cfg, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    result = visctl.pipeline_views(folder_cfg, number=2)
+    result = visctl.pipeline(folder_cfg, number=2)
     assert capsys.readouterr().out == ""
     assert sorted(tmp_path.rglob("*")) == before
     png = cv2.imdecode(np.frombuffer(result._repr_png_(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
@@ -108,7 +108,7 @@ def test_html_captions_are_escaped(tmp_path):
     folder.mkdir()
     path = folder / "x<y>.png"
     cv2.imwrite(str(path), make_scene(1).image[..., ::-1])
-    result = visctl.pipeline_views(dict(train_pipeline=[dict(type="Resize", scale=32)]), path)
+    result = visctl.pipeline(dict(train_pipeline=[dict(type="Resize", scale=32)]), path)
     assert "x&lt;y&gt;.png: no label" in result._repr_html_() and "x<y>" not in result._repr_html_()
 
 
@@ -116,7 +116,7 @@ def test_no_pipeline_is_a_clear_error(tmp_path):
     from visctl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no val pipeline"):
-        visctl.pipeline_views({}, np.zeros((8, 8, 3), np.uint8), phase="val")
+        visctl.pipeline({}, np.zeros((8, 8, 3), np.uint8), phase="val")
 
 
 def test_example_runs(capsys):

@@ -1,4 +1,4 @@
-"""``visctl.reconstruct``: the library call behind ``visctl recon`` gives what the CLI writes, and writes nothing."""
+"""``visctl.recon``: the library call behind ``visctl recon`` gives what the CLI writes, and writes nothing."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def scenes(tmp_path):
 def test_same_arrays_and_files_as_the_cli(invoke, scenes, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a stray write would land here
     before = sorted(tmp_path.rglob("*"))
-    res = visctl.reconstruct(tmp_path / "in", str(MAE_CFG), seed=0, save_raw=True)
+    res = visctl.recon(tmp_path / "in", str(MAE_CFG), seed=0, save_raw=True)
     assert capsys.readouterr().out == ""
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
     assert res.kind == "mae" and len(res.images) == 3 and res.ok
@@ -62,11 +62,11 @@ def test_inputs_numpy_pil_path_list_and_module(tmp_path):
     img = make_scene(100_010, size=64).image
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), img[..., ::-1])
-    by_array = visctl.reconstruct(img, str(MAE_CFG))
-    by_pil = visctl.reconstruct(Image.fromarray(img), str(MAE_CFG))
-    by_path = visctl.reconstruct(path, str(MAE_CFG))
-    by_list = visctl.reconstruct([img, path], str(MAE_CFG))
-    assert by_array.images[0].path.name == "image0.png" and by_array.images[0].figure.name == "image0_recon_mae.png"
+    by_array = visctl.recon(img, str(MAE_CFG))
+    by_pil = visctl.recon(Image.fromarray(img), str(MAE_CFG))
+    by_path = visctl.recon(path, str(MAE_CFG))
+    by_list = visctl.recon([img, path], str(MAE_CFG))
+    assert by_array.images[0].path == "image0.png" and by_array.images[0].figure.name == "image0_recon_mae.png"
     assert by_path.images[0].figure.name == "a_recon_mae.png"
     for other in (by_pil, by_path):
         np.testing.assert_array_equal(other.images[0].reconstruction, by_array.images[0].reconstruction)
@@ -78,15 +78,15 @@ def test_inputs_numpy_pil_path_list_and_module(tmp_path):
                                      decoder_num_heads=4, mask_ratio=0.75))
     opts = RunOptions(cfg_options=("visctl.input_size=64", "data_preprocessor.mean=[127.5,127.5,127.5]",
                                    "data_preprocessor.std=[64.0,64.0,64.0]", "data_preprocessor.to_rgb=True"))
-    by_module = visctl.reconstruct(img, module, str(MAE_PTH), options=opts)
+    by_module = visctl.recon(img, module, str(MAE_PTH), options=opts)
     np.testing.assert_allclose(by_module.images[0].reconstruction, by_array.images[0].reconstruction, atol=1e-5)
     assert by_module.images[0].mse == pytest.approx(by_array.images[0].mse, abs=1e-6)
 
 
 def test_masks_follow_seed_and_ratio():
     img = make_scene(100_011, size=64).image
-    a = visctl.reconstruct([img, img], str(MAE_CFG), seed=3, mask_ratio=0.5)
-    b = visctl.reconstruct([img, img], str(MAE_CFG), seed=3, mask_ratio=0.5)
+    a = visctl.recon([img, img], str(MAE_CFG), seed=3, mask_ratio=0.5)
+    b = visctl.recon([img, img], str(MAE_CFG), seed=3, mask_ratio=0.5)
     assert [im.mask.sum() for im in a.images] == [32, 32]
     np.testing.assert_array_equal(a.images[0].mask, b.images[0].mask)
     assert not np.array_equal(a.images[0].mask, a.images[1].mask)  # image k of a run gets its own mask
@@ -111,25 +111,25 @@ def test_maskfeat_and_a_bad_model(tmp_path):
     img = make_scene(100_012, size=64).image
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", InputWarning)
-        res = visctl.reconstruct(img, cfg, mask_ratio=0.5, target_generator=True)
+        res = visctl.recon(img, cfg, mask_ratio=0.5, target_generator=True)
     assert not [w for w in seen if "does not apply" in str(w.message)]  # target_generator is MaskFeat's
     im = res.images[0]
     assert res.kind == "maskfeat" and im.target is not None and im.mean_fill_mse is None
     assert im.reconstruction.shape == im.target.shape and im.mask.sum() == 8
-    assert res.figures()[0].image.shape[1] < visctl.reconstruct(img, cfg, mask_ratio=0.5).figures()[0].image.shape[1]
+    assert res.figures()[0].image.shape[1] < visctl.recon(img, cfg, mask_ratio=0.5).figures()[0].image.shape[1]
     with pytest.warns(InputWarning, match="does not apply to MAE"):
-        mae = visctl.reconstruct(img, str(MAE_CFG), target_generator=True)
+        mae = visctl.recon(img, str(MAE_CFG), target_generator=True)
     assert any("does not apply to MAE" in n for n in mae.notes)
     with pytest.raises(VisctlError, match="not a masked-image model"):
-        visctl.reconstruct(img, str(ROOT / "examples" / "demo_classifier" / "config.py"))
+        visctl.recon(img, str(ROOT / "examples" / "demo_classifier" / "config.py"))
     with pytest.raises(VisctlError, match="mask_file= and mask_ratio= both choose"):  # the fields, before loading
         visctl.recon(img, "no-such-config.py", mask_file=tmp_path / "m.npy", mask_ratio=0.5)
 
 
 def test_repr_frozen_and_jupyter():
     img = make_scene(100_013, size=64).image
-    res = visctl.reconstruct([img, img], str(MAE_CFG))
-    assert repr(res).startswith("Reconstructions(kind='mae', images=2")
+    res = visctl.recon([img, img], str(MAE_CFG))
+    assert repr(res).startswith("ReconResult(kind='mae', images=2")
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.images = ()  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):

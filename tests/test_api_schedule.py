@@ -1,4 +1,4 @@
-"""`visctl.schedule`: the values `visctl lr` writes, mmengine Runner's values, and the CLI's folder from save()."""
+"""`visctl.lr`: the values `visctl lr` writes, mmengine Runner's values, and the CLI's folder from save()."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_values_and_files_equal_the_cli(invoke, cfg, tmp_path):
     out = tmp_path / "cli"
     cli = invoke("lr", cfg, "-d", "8", "--csv", out / "lr.csv", "-o", out)
     assert cli.exit_code == 0, cli.output
-    result = visctl.schedule(cfg, dataset_size=8)
+    result = visctl.lr(cfg, dataset_size=8)
     # the CSV's text is the result's columns, exactly (10 significant digits each)
     assert (out / "lr.csv").read_text() == schedules.csv_text(result.values)
     assert len(result.groups) == 2 and result.lr.shape == (16, 2) and result.momentum is not None
@@ -63,7 +63,7 @@ def test_values_and_files_equal_the_cli(invoke, cfg, tmp_path):
 def test_parameter_panel_equals_the_cli(invoke, cfg, tmp_path):
     cli = invoke("lr", cfg, "-d", "8", "-p", "momentum", "--log-scale", "--window-size", "6*4", "-o", tmp_path / "o")
     assert cli.exit_code == 0, cli.output
-    result = visctl.schedule(str(cfg), dataset_size=8, parameter="momentum", log_scale=True, window_size="6*4")
+    result = visctl.lr(str(cfg), dataset_size=8, parameter="momentum", log_scale=True, window_size="6*4")
     np.testing.assert_array_equal(result.figures()[0].image, _rgb((tmp_path / "o" / "lr.png").read_bytes()))
     assert result.figures()[0].image.shape == (400, 600, 3)
     assert manifest(tmp_path / "o")["outputs"][0]["caption"] == result.figures()[0].caption
@@ -75,7 +75,7 @@ RUNNER_CASES = ("warmup-converted-then-cosine-without-end", "iter-based-loop-by-
 @pytest.mark.parametrize("case", [c for c in CASES if c.id in RUNNER_CASES], ids=lambda c: c.id)
 def test_values_equal_a_real_runner(case, tmp_path):
     expected, first_params = _runner_values(case, tmp_path)
-    result = visctl.schedule(case.config(), dataset_size=case.size, model=case.model())
+    result = visctl.lr(case.config(), dataset_size=case.size, model=case.model())
     assert result.total_iters == len(expected)
     cols = [next(k for k, m in enumerate(result.members) if name in m) for name in first_params]
     ours = np.stack([result.lr[:, cols], result.momentum[:, cols], result.weight_decay[:, cols]], axis=-1)
@@ -85,19 +85,19 @@ def test_values_equal_a_real_runner(case, tmp_path):
 def test_a_config_object_and_epoch_values(cfg):
     from mmengine.config import Config
 
-    result = visctl.schedule(Config.fromfile(cfg), dataset_size=8)
+    result = visctl.lr(Config.fromfile(cfg), dataset_size=8)
     assert result.title == "sched_cfg" and result.params["config"].endswith("sched_cfg.py")
     per_epoch = result.epoch_values()
     assert np.array_equal(per_epoch["epoch"], [0, 1, 2, 3])
     np.testing.assert_allclose(per_epoch["lr[" + result.groups[0] + "]"][1:],
                                [0.05 * (1 + np.cos(np.pi * e / 3)) for e in range(3)])
-    iters = visctl.schedule(dict(optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
+    iters = visctl.lr(dict(optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
                                  train_cfg=dict(by_epoch=False, max_iters=5), train_dataloader=dict(batch_size=2)))
     assert np.all(iters.lr == 0.1) and iters.params["config"] == "<config>" and "epoch" not in iters.values
     with pytest.raises(ConfigError, match="no epochs"):
         iters.epoch_values()
     with pytest.raises(ConfigError, match="no momentum"):
-        visctl.schedule(dict(optim_wrapper=dict(optimizer=dict(type="Adagrad", lr=0.1)),
+        visctl.lr(dict(optim_wrapper=dict(optimizer=dict(type="Adagrad", lr=0.1)),
                              train_cfg=dict(by_epoch=False, max_iters=5), train_dataloader=dict(batch_size=2)),
                         parameter="momentum")
 
@@ -105,7 +105,7 @@ def test_a_config_object_and_epoch_values(cfg):
 def test_jupyter_frozen_and_silent(cfg, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    result = visctl.schedule(cfg, dataset_size=8, title="<a & b>")
+    result = visctl.lr(cfg, dataset_size=8, title="<a & b>")
     assert capsys.readouterr().out == ""
     assert sorted(tmp_path.rglob("*")) == before  # no file written
     np.testing.assert_array_equal(_rgb(result._repr_png_()), result.figures()[0].image)
@@ -115,7 +115,7 @@ def test_jupyter_frozen_and_silent(cfg, tmp_path, capsys, monkeypatch):
         result.rule = "x"  # type: ignore[misc]
     with pytest.raises(ValueError):
         result.lr[0, 0] = 1.0
-    assert "ScheduleResult(" in repr(result) and "total_iters=16" in repr(result)
+    assert "LrResult(" in repr(result) and "total_iters=16" in repr(result)
 
 
 def test_example_runs(tmp_path, monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""visctl.slice_detect: the library call gives the CLI's boxes, results.json and files, from any image form."""
+"""visctl.slice: the library call gives the CLI's boxes, results.json and files, from any image form."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_boxes_equal_the_cli_results_and_save_writes_the_cli_files(invoke, big, 
     run = invoke("slice", path, DET_CFG, "--patch-size", "128", "--debug", "--save-patch", "--max-side", "300",
                  "--device", "cpu", "-o", cli)
     assert run.exit_code == 0, run.output
-    res = visctl.slice_detect(path, DET_CFG, patch_size=128, debug=True, save_patch=True, max_side=300,
+    res = visctl.slice(path, DET_CFG, patch_size=128, debug=True, save_patch=True, max_side=300,
                               options=CPU)
     assert (cli / "results.json").read_text() == to_json(list(res.results), indent=1)  # frozen: tuples, proxies
     img = res.images[0]
@@ -69,9 +69,9 @@ def test_numpy_pil_path_and_list_and_an_nn_module(big):
 
     path, _ = big
     pixels = read_image(path)
-    ref = visctl.slice_detect(path, DET_CFG, patch_size=128, options=CPU).images[0]
-    for res in (visctl.slice_detect(pixels, DET_CFG, patch_size=128, options=CPU),
-                visctl.slice_detect(Image.fromarray(pixels), DET_CFG, patch_size=128, options=CPU)):
+    ref = visctl.slice(path, DET_CFG, patch_size=128, options=CPU).images[0]
+    for res in (visctl.slice(pixels, DET_CFG, patch_size=128, options=CPU),
+                visctl.slice(Image.fromarray(pixels), DET_CFG, patch_size=128, options=CPU)):
         assert res.images[0].input == "image0.png" and res.results[0]["file_name"] == "image0.png"
         np.testing.assert_array_equal(res.images[0].boxes, ref.boxes)
     by_settings = visctl.slice(pixels, DET_CFG, None, visctl.SliceOptions(patch_size=64, score_thr=0.5), patch_size=128,
@@ -79,13 +79,13 @@ def test_numpy_pil_path_and_list_and_an_nn_module(big):
     np.testing.assert_array_equal(by_settings.images[0].boxes, ref.boxes)
     with pytest.raises(visctl.errors.ArgumentError, match="merge_metric='giou'"):  # the field, before loading
         visctl.slice(pixels, "no-such-config.py", merge_metric="giou")
-    both = visctl.slice_detect([str(path), pixels], DET_CFG, patch_size=128, options=CPU)
+    both = visctl.slice([str(path), pixels], DET_CFG, patch_size=128, options=CPU)
     assert [i.input for i in both.images] == [str(path), "image0.png"]
     assert {r["image_id"] for r in both.results} == {0, 1}
     module, _ = load_model(Config.fromfile(str(DET_CFG)), None)
     opts = CPU.replace(cfg_options=["visctl.task=detection", "data_preprocessor.mean=[127.5,127.5,127.5]",
                                     "data_preprocessor.std=[64.0,64.0,64.0]", "data_preprocessor.to_rgb=True"])
-    by_module = visctl.slice_detect(pixels, module, patch_size=128, options=opts).images[0]
+    by_module = visctl.slice(pixels, module, patch_size=128, options=opts).images[0]
     np.testing.assert_allclose(by_module.boxes, ref.boxes, atol=1e-3)
 
 
@@ -97,7 +97,7 @@ def test_repr_frozen_and_quiet(big, tmp_path, monkeypatch, capfd):
     work.mkdir()
     monkeypatch.chdir(work)
     before = sorted(tmp_path.rglob("*"))
-    res = visctl.slice_detect(read_image(path), DET_CFG, patch_size=128, debug=True, options=CPU)
+    res = visctl.slice(read_image(path), DET_CFG, patch_size=128, debug=True, options=CPU)
     assert capfd.readouterr().out == "" and sorted(tmp_path.rglob("*")) == before  # no stdout, no file
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(res._repr_png_(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1],
                                   res.figures()[0].image)

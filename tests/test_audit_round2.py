@@ -231,4 +231,4 @@ def test_settings_and_keywords_give_the_same_audit(audit_shapes):
     by_settings = visctl.audit(DEMO_CFG, settings=AuditOptions(data=data, worst=2, fail_under="accuracy=1.01"),
                                batch_size=4)
     assert by_settings.rows == by_keywords.rows and by_settings.params == by_keywords.params
-    assert by_settings.failed == by_keywords.failed == ["accuracy 1 < 1.01"]
+    assert by_settings.failed == by_keywords.failed == ("accuracy 1 < 1.01",)

@@ -352,7 +352,7 @@ def test_an_mmdet_detector_module_without_its_config_is_one_clear_error():
     detector = type("SingleStageDetector", (base,), {"__module__": "mmdet.models.detectors.single_stage",
                                                       "forward": lambda self, x: x})
     with pytest.raises(ModelError, match="needs its config") as err:
-        visctl.slice_detect(np.zeros((32, 32, 3), np.uint8), detector(), options=visctl.RunOptions(device="cpu"))
+        visctl.slice(np.zeros((32, 32, 3), np.uint8), detector(), options=visctl.RunOptions(device="cpu"))
     assert "init_detector" in (err.value.hint or "")
 
 

@@ -239,7 +239,7 @@ def test_lr_window_and_tsne_mistakes_are_one_error(invoke, tmp_path, hostile_con
                          "--window-size")
     data_root = next(iter(held_out)).parent.parent
     assert_one_error(invoke("tsne", DEMO_CFG, "--metric", "nosuch", "--cfg-options",
-                            f"test_dataloader.dataset.data_root={data_root}", "-o", tmp_path / "t"), "--metric 'nosuch'")
+                            f"test_dataloader.dataset.data_root={data_root}", "-o", tmp_path / "t"), "--metric nosuch: ")
     assert_one_error(invoke("tsne", hostile_configs["unlabelled"], "-o", tmp_path / "t2"), "no class labels")
 
 
@@ -347,3 +347,19 @@ def test_messages_carry_no_terminal_escapes(capsys):
     report(VisctlError("bad \x1b[31mred\x1b[0m thing\x07", hint="\x1b[1mfix\x1b[0m it"))
     err = capsys.readouterr().err
     assert err == "error: bad red thing\nhint: fix it\n"
+
+
+@pytest.mark.parametrize("command", ["cam", "featmap", "boxam"])
+def test_a_masked_image_model_is_one_error_naming_recon(invoke, image_file, tmp_path, command):
+    """An MAE's forward takes a mask beside the images: a command that explains a model's forward says so once
+    (exit 2, nothing written) and names the command that draws such a model, on the CLI and in Python."""
+    import visctl
+    from visctl.errors import ModelError
+
+    mae = DEMO_CFG.parent.parent / "demo_mae" / "config.py"
+    result = invoke(command, image_file, mae, "-o", tmp_path / command)
+    assert_one_error(result, "MaskedAutoencoderViT does not run on images alone")
+    assert "is drawn by recon (`visctl recon`, `visctl.recon`)" in result.stderr
+    assert not (tmp_path / command).exists()
+    with pytest.raises(ModelError, match="does not run on images alone"):
+        getattr(visctl, command)(image_file, str(mae), options=visctl.RunOptions(device="cpu"))

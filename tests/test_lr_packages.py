@@ -185,7 +185,7 @@ def _compare(result: Any, expected: np.ndarray, first: list[str]) -> None:
 def test_installed_package_equals_a_runner(fake_package, tmp_path, optim_wrapper, hooks):
     config = _config(tmp_path, fake_package, optim_wrapper, hooks)
     expected, first = _runner(config, 10, tmp_path / "work")
-    result = visctl.schedule(config, dataset_size=10)
+    result = visctl.lr(config, dataset_size=10)
     _compare(result, expected, first)
     assert not [n for n in result.notes if "not available" in n or "not registered" in n or "stand-in" in n]
     if optim_wrapper is LAYER_DECAY:  # 4 layers x (weights, 1-d parameters), named by layer
@@ -197,7 +197,7 @@ def test_installed_package_equals_a_runner(fake_package, tmp_path, optim_wrapper
 
 def test_missing_package_notes_say_what_is_approximated(tmp_path, invoke):
     missing = "visctl_missing_mm"
-    decay = visctl.schedule(_config(tmp_path, missing, LAYER_DECAY), dataset_size=10)
+    decay = visctl.lr(_config(tmp_path, missing, LAYER_DECAY), dataset_size=10)
     assert any("model cannot be built" in n and f"{missing} is not installed" in n and "stand-in parameters" in n
                for n in decay.notes)
     note = next(n for n in decay.notes if "LearningRateDecayOptimWrapperConstructor is not available" in n)
@@ -206,7 +206,7 @@ def test_missing_package_notes_say_what_is_approximated(tmp_path, invoke):
     assert "every group here has the base lr" in note
     assert np.all(decay.lr == decay.lr[:, :1]) and decay.lr[0, 0] == pytest.approx(0.01 * 0.01)  # base lr x start_factor
 
-    lamb = visctl.schedule(_config(tmp_path, missing, LAMB), dataset_size=10)
+    lamb = visctl.lr(_config(tmp_path, missing, LAMB), dataset_size=10)
     note = next(n for n in lamb.notes if "optimizer Lamb" in n)
     assert "not registered here" in note and "scheduled as torch's Adam" in note and "betas=(0.9, 0.999)" in note
     # Lamb's default betas, as the note says: betas[0] 0.9 as momentum; the config's weight decay (norms: 0)
@@ -220,7 +220,7 @@ def test_missing_package_notes_say_what_is_approximated(tmp_path, invoke):
 def test_unknown_hook_and_param_scheduler_hook_are_named(fake_package, tmp_path):
     config = _config(tmp_path, fake_package, SIMSIAM, [dict(type="EMAHook"), dict(type="MyLrHook")])
     config.write_text(config.read_text() + "default_hooks = dict(param_scheduler=dict(type='YOLOv5ParamSchedulerHook'))\n")
-    notes = visctl.schedule(config, dataset_size=10).notes
+    notes = visctl.lr(config, dataset_size=10).notes
     assert any("custom_hooks MyLrHook is not run" in n for n in notes)
     assert not any("EMAHook" in n for n in notes)  # it averages weights, never the optimizer's values
     assert any("default_hooks.param_scheduler is YOLOv5ParamSchedulerHook" in n for n in notes)
@@ -232,9 +232,9 @@ def test_dotted_names_are_never_imported(fake_package, tmp_path):
 
     config = _config(tmp_path, fake_package, dict(LAYER_DECAY, constructor="os.system"))
     with pytest.raises(ConfigError, match="unknown optim_wrapper constructor 'os.system'"):
-        visctl.schedule(config, dataset_size=10)
+        visctl.lr(config, dataset_size=10)
     scoped = _config(tmp_path, fake_package, dict(LAYER_DECAY, constructor=f"{PKG}.LearningRateDecayOptimWrapperConstructor"))
-    assert len(visctl.schedule(scoped, dataset_size=10).groups) == 7
+    assert len(visctl.lr(scoped, dataset_size=10).groups) == 7
     from mmengine.registry import OPTIMIZERS
 
     assert schedules.registered(OPTIMIZERS, "os.system", fake_package) is None
@@ -256,7 +256,7 @@ def test_a_model_that_downloads_in_its_constructor_is_not_built(tmp_path):
         config = tmp_path / "cfg.py"
         config.write_text(f"model = dict(type='fetching_net:FetchingNet', port={server.getsockname()[1]})\n"
                           f"optim_wrapper = {SIMSIAM!r}\n{SCHEDULE}")
-        result = visctl.schedule(config, dataset_size=10)
+        result = visctl.lr(config, dataset_size=10)
         server.settimeout(0.2)
         with pytest.raises(TimeoutError):
             server.accept()  # nobody connected
@@ -269,7 +269,7 @@ def test_installed_constructor_without_the_model_falls_back_and_says_so(fake_pac
     depths), so mmengine's default constructor groups the stand-in parameters, and the notes say both."""
     config = _config(tmp_path, fake_package, LAYER_DECAY)
     config.write_text(config.read_text().replace("type='LayeredNet'", "type='NoSuchNet'"))
-    result = visctl.schedule(config, dataset_size=10)
+    result = visctl.lr(config, dataset_size=10)
     assert any("model cannot be built" in n and "NoSuchNet" in n for n in result.notes)
     note = next(n for n in result.notes if "LearningRateDecayOptimWrapperConstructor is not available" in n)
     assert "it needs the config's model, and lr has only stand-in parameters" in note

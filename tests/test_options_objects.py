@@ -194,3 +194,80 @@ def test_two_output_options_naming_one_file_are_refused(invoke, tmp_path) -> Non
     result = invoke("lr", str(cfg), "-d", "600", "-s", str(same), "--csv", str(same))
     assert_one_error(result, "--save-path and --csv name the same file")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_message_with_lists_and_off_switches_is_said_as_a_shell_takes_it() -> None:
+    """A list is said as the words a shell takes (quoted where the shell would read them otherwise), a field
+    set False as its negative flag, and an elided list (``[...]``) as ``...``."""
+    said = _options.cli_text("featmap", "cfg_options=['a.b=1', 'c.scale=(224,224)'] and overlaid=False; "
+                                        "cfg_options=[...] or cfg_options=['k.x=[1,2]']")
+    assert said == "--cfg-options a.b=1 'c.scale=(224,224)' and --no-overlaid; --cfg-options ... or --cfg-options 'k.x=[1,2]'"
+    assert _options.OFF["featmap"]["overlaid"] == "--no-overlaid"
+    assert "save_raw" not in _options.OFF["cam"]  # a flag without a negative: save_raw=False stays as written
+    assert _options.cli_text("cam", "save_raw=False and topk=2") == "save_raw=False and --topk 2"
+    assert _options.cli_text("featmap", "out/alpha=0.3/manifest.json, alpha=0.3/x.png; alpha=0.3") == \
+        "out/alpha=0.3/manifest.json, alpha=0.3/x.png; --alpha 0.3"  # a path keeps its name
+
+
+def test_an_error_a_warning_and_a_note_name_fields_in_the_library_and_flags_on_the_command_line(
+        invoke, image_file, tmp_path) -> None:
+    """The same mistakes, through the library and the CLI: the library says the field, the CLI its flag, on
+    stderr and in the manifest alike (errors raised before a run starts, warnings, notes, skipped inputs)."""
+    import json
+    import warnings
+
+    from conftest import DEMO_CFG, assert_one_error
+
+    import visctl
+    from visctl.errors import ConfigError, DeviceError, InputWarning
+    from visctl.session import RunOptions
+
+    with pytest.raises(ConfigError, match=r"^cfg_options=\['nokey'\]: expects key=value$"):
+        visctl.featmap(image_file, str(DEMO_CFG), options=RunOptions(device="cpu", cfg_options=("nokey",)))
+    assert_one_error(invoke("featmap", image_file, DEMO_CFG, "--cfg-options", "nokey", "-o", tmp_path / "f0"),
+                     "--cfg-options nokey: expects key=value")
+    with pytest.raises(DeviceError, match=r"^device='cuda:x': not a device name"):
+        visctl.featmap(image_file, str(DEMO_CFG), options=RunOptions(device="cuda:x"))
+    assert_one_error(invoke("featmap", image_file, DEMO_CFG, "--device", "cuda:x", "-o", tmp_path / "f1"),
+                     "--device cuda:x: not a device name")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        visctl.featmap(image_file, str(DEMO_CFG), channel_reduction="squeeze_mean", topk=3, alpha=0.3,
+                       overlaid=False, options=RunOptions(device="cpu"))
+    said = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+    assert any(m.startswith("topk=3 has no effect: it applies to channel_reduction='none' only") for m in said), said
+    assert any("alpha=0.3 has no effect" in m and "overlaid=False draws" in m for m in said), said
+    result = invoke("featmap", image_file, DEMO_CFG, "--channel-reduction", "squeeze_mean", "--topk", "3",
+                    "--alpha", "0.3", "--no-overlaid", "-o", tmp_path / "f2")
+    assert result.exit_code == 0, result.output
+    assert "warning: --topk 3 has no effect: it applies to --channel-reduction none only" in result.stderr
+    assert "warning: --alpha 0.3 has no effect" in result.stderr and "--no-overlaid draws" in result.stderr
+
+    import typer
+
+    from visctl.context import RunContext
+
+    with pytest.raises(typer.Exit) as done:  # exit 1: an input was skipped
+        with RunContext("featmap", RunOptions(device="cpu"), out_dir=tmp_path / "f3") as ctx:
+            ctx.open_writer({})
+            ctx.session.note("topk=3 lowered to 2")
+            ctx.session.skip(tmp_path / "bad.png", "raise max_pixels= to read it")
+            ctx.finish()
+    assert done.value.exit_code == 1
+    manifest = json.loads((tmp_path / "f3" / "manifest.json").read_text())
+    assert "--topk 3 lowered to 2" in manifest["notes"]
+    assert manifest["failures"][0]["error"] == "raise --max-pixels to read it"
+
+
+def test_the_merge_metric_and_the_starting_layout_are_choices() -> None:
+    from visctl.choices import MergeMetric, TsneInit
+    from visctl.options import SliceOptions
+
+    assert SliceOptions(merge_metric="IOS").merge_metric is MergeMetric.ios
+    assert SliceOptions().merge_metric is None and TsneOptions().init is TsneInit.pca
+    assert type(TsneOptions(init="random").as_dict()["init"]) is str  # as the manifest writes it, not the Enum
+    with pytest.raises(ArgumentError, match="merge_metric='dice'"):
+        SliceOptions(merge_metric="dice")
+    with pytest.raises(ArgumentError, match="init='spectral'"):
+        TsneOptions(init="spectral")

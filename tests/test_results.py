@@ -68,11 +68,13 @@ def test_notebook_display_is_the_figures_with_escaped_captions():
 
 def test_a_plain_session_prints_nothing_and_keeps_its_remarks(capsys):
     s = Session(RunOptions(device="cpu"))
+    from visctl.errors import InputWarning
+
     s.note("checkpoint loaded")
-    s.skip("x.png", "unreadable")
+    with pytest.warns(InputWarning, match="^skipping x.png: unreadable$"):  # a warning, not a printed line
+        s.skip("x.png", "unreadable")
     with s.progress(3, "work") as advance:
         advance()
-    from visctl.errors import InputWarning
 
     with pytest.warns(InputWarning, match="careful") as said:
         s.warn("careful")

@@ -89,7 +89,7 @@ def test_len_index_iteration_and_items_agree(results, command):
 def test_every_item_has_a_path(results, command):
     res = results[command]
     for item in res:
-        assert item.path is not None and str(item.path)
+        assert type(item.path) is str and item.path  # one type everywhere, as the manifest names the input
     if command == "tsne":  # a layer's path in the model
         assert [item.path for item in res] == [lay.label for lay in res.layers]
     elif command == "lr":  # a param group's label, its lr column
@@ -98,9 +98,9 @@ def test_every_item_has_a_path(results, command):
     else:  # the input it came from
         inputs = {str(p) for p in res.params.get("inputs", ())} or None
         for item in res:
-            assert Path(str(item.path)).name
+            assert Path(item.path).name
             if inputs and command in ("cam", "featmap", "boxam", "slice", "recon"):
-                assert str(item.path) in inputs
+                assert item.path in inputs
 
 
 def _walk(value: Any, seen: set[int] | None = None):
@@ -157,9 +157,9 @@ def test_freezing_leaves_the_callers_arrays_writeable():
 
 def test_an_empty_result_is_true_and_empty():
     from visctl.library.cam import CamResult
-    from visctl.library.schedule import ScheduleResult
+    from visctl.library.schedule import LrResult
 
-    for res in (CamResult(), ScheduleResult(), visctl.Result()):
+    for res in (CamResult(), LrResult(), visctl.Result()):
         assert res and len(res) == 0 and list(res) == [] and res.items == ()
 
 
@@ -193,3 +193,27 @@ def test_the_new_names_are_exported_and_the_old_ones_are_not():
         warnings.simplefilter("error")
         for name in COMMANDS:
             assert callable(getattr(visctl, name))
+
+
+def test_each_function_and_result_class_is_named_like_its_command():
+    """help() and Python's own errors name the command (``tsne() got multiple values ...``), and a result's class
+    is the command's; release 0.1's class names are the same classes."""
+    from visctl.library import embed, reconstruct, schedule
+
+    for command in ("cam", "featmap", "boxam", "slice", "tsne", "recon", "lr", "pipeline", "browse", "audit"):
+        assert getattr(visctl, command).__name__ == command
+    assert (embed.Embedding, reconstruct.Reconstructions, schedule.ScheduleResult, schedule.ScheduleGroup) == \
+        (embed.TsneResult, reconstruct.ReconResult, schedule.LrResult, schedule.LrGroup)
+    with pytest.raises(TypeError, match=r"^lr\(\) got multiple values for argument 'settings'"):
+        visctl.lr("x.py", visctl.LrOptions(), settings=visctl.LrOptions())
+
+
+def test_a_skipped_input_is_a_warning_in_python(tmp_path):
+    """A notebook sees why an input is missing from the result, not only in ``result.failures``."""
+    from visctl.errors import InputWarning
+
+    bad = tmp_path / "fake.png"
+    bad.write_text("not an image")
+    with pytest.warns(InputWarning, match=r"skipping .*fake\.png: "):
+        result = visctl.cam([bad], str(DEMO_CFG), options=visctl.RunOptions(device="cpu"))
+    assert len(result) == 0 and [path for path, _ in result.failures] == [str(bad)]

@@ -62,19 +62,15 @@ def test_a_reused_session_gives_each_result_its_own_failures_and_notes(command, 
 
 
 def test_every_plan_runs_its_own_checks(files):
-    """slice's and recon's plan() refuse what their check_options refuses, as every other plan() does, also where
-    the caller did not check the options before the model loaded."""
+    """recon's plan() refuses what its check_options refuses, as every other plan() does, also where the caller
+    did not check the options before the model loaded."""
     from visctl.errors import ArgumentError
     from visctl.library import _common, reconstruct
-    from visctl.library import slice as slicing
 
     good = files[0]
     session = visctl.Session(visctl.RunOptions(device="cpu"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        detector = _common.open_model(session, DET_CFG, None, [good])
         mae = _common.open_model(session, MAE_CFG, None, [good])
-    with pytest.raises(ArgumentError, match="merge_metric='dice'"):
-        slicing.plan(session, detector, visctl.SliceOptions(merge_metric="dice"))
     with pytest.raises(ArgumentError, match="mask_file= and mask_ratio= both"):
         reconstruct.plan(session, mae, visctl.ReconOptions(mask_file=good, mask_ratio=0.5))

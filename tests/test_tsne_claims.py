@@ -99,7 +99,7 @@ def test_api_records_the_same(held_out):
         res = visctl.tsne(str(DEMO_CFG), class_idx=[0], max_num_samples_per_class=3, n_components=5,
                           options=RunOptions(cfg_options=(_data(held_out),)))
     assert sum("so PCA embedded them" in str(w.message) for w in said) == 1
-    assert sum("--n-components 5 lowered to 2" in str(w.message) for w in said) == 1
+    assert sum("n_components=5 lowered to 2" in str(w.message) for w in said) == 1
     assert res.params["method"] == "pca" and res.params["method_requested"] == "tsne"
     assert res.params["n_components"] == 2 and res.params["n_components_requested"] == 5
     assert res.layers[0].coords.shape == (3, 2)

@@ -186,6 +186,7 @@ def shared(*names: str, settings: type[Options] | None = None, cli_only: tuple[s
 
         params = [*own.values(), *tail]
         FLAGS[name] = {p.name: flag for p in params if (flag := _flag_of(p.annotation))}
+        OFF[name] = {p.name: flag for p in params if (flag := _flag_of(p.annotation, off=True))}
         run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in params}  # what typing.get_type_hints reads
         return run  # type: ignore[return-value]
@@ -229,28 +230,51 @@ PhaseOption = Annotated[Phase, typer.Option("--phase", "-p", help="Which dataloa
 
 #: command -> its parameters' flags by name (``image_format`` -> ``--format``): what :func:`cli_error` names
 FLAGS: dict[str, dict[str, str]] = {}
+#: command -> the negative flags of its on/off options (``overlaid`` -> ``--no-overlaid``): ``overlaid=False``
+OFF: dict[str, dict[str, str]] = {}
 
 
-def _flag_of(annotation: Any) -> str | None:
+def _flag_of(annotation: Any, off: bool = False) -> str | None:
     """The first long flag an ``Annotated[..., typer.Option(...)]`` declares (``--vit-like`` of
-    ``--vit-like/--no-vit-like``); None for an argument."""
+    ``--vit-like/--no-vit-like``; ``off``: ``--no-vit-like``); None for an argument (or, ``off``, a flag without
+    its negative)."""
     for meta in getattr(annotation, "__metadata__", ()):
         if not isinstance(meta, typer.models.OptionInfo):
             continue
         first = [meta.default] if isinstance(meta.default, str) else []  # Annotated: the first flag is `default`
         for decl in [*first, *(meta.param_decls or ())]:
             if decl.startswith("--"):
-                return decl.split("/")[0]
+                on, _, negative = decl.partition("/")
+                return (negative or None) if off else on
     return None
 
 
 #: a field's value as the library's messages write it after ``name=``: a quoted string, a tuple or list, or a word
-_VALUE = r"""('[^']*'|"[^"]*"|\([^)]*\)|\[[^\]]*\]|[^\s,;:)\]]+)?"""
+_VALUE = r"""('[^']*'|"[^"]*"|\((?:[^()'"]|'[^']*'|"[^"]*")*\)|\[(?:[^\[\]'"]|'[^']*'|"[^"]*")*\]|[^\s,;:)\]]+)?"""
+
+
+#: after ``name=``, not an unquoted word with a path separator in it (a file ``out/alpha=0.3/x.png`` is no field;
+#: a name after a separator is excluded before the ``=``)
+_NOT_A_PATH = r"""(?!(?!['"(\[])[^\s,;:)\]]*[/\\])"""
 
 
 #: what a message quotes as written, never a field: config code (``visctl = dict(target_layers=[...])``, one level
 #: of nested brackets) and text in backquotes
 _QUOTED = r"""(`[^`]*`|\bdict\((?:[^()]|\([^()]*\))*\))"""
+
+
+def _words(value: str) -> str:
+    """A list or tuple as the words a shell takes (``['a=1', 'b=(1,2)']`` -> ``a=1 'b=(1,2)'``)."""
+    import ast
+    import shlex
+
+    try:
+        items = ast.literal_eval(value)
+    except (ValueError, SyntaxError):  # not a literal (``(1, ...)``): its parts as written
+        return " ".join(v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip())
+    if not isinstance(items, (list, tuple)):
+        items = (items,)
+    return " ".join(shlex.quote(v) if isinstance(v, str) else "..." if v is Ellipsis else str(v) for v in items)
 
 
 def cli_text(command: str, text: str) -> str:
@@ -269,19 +293,23 @@ def cli_text(command: str, text: str) -> str:
         name, value = match.group(1), match.group(2)
         if not value or value == "True":
             return flags[name]
+        if value == "False":  # its negative flag; a flag without one: as written
+            return OFF[command][name] if name in OFF.get(command, {}) else match.group(0)
         if value[0] in "([" and value[-1] in ")]":
-            value = " ".join(v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip())
+            value = _words(value)
         elif len(value) > 2 and value[0] in "'\"" and value[-1] == value[0] and not any(c.isspace() for c in value):
             value = value[1:-1]  # one word: as a shell takes it ('' stays: it says the value is empty)
         return f"{flags[name]} {value}" if value else flags[name]
 
     parts = re.split(_QUOTED, text)  # the quoted spans at the odd places
-    return "".join(part if i % 2 else re.sub(rf"(?<![\w.\-])({names})={_VALUE}", flag, part)
-                   for i, part in enumerate(parts))
+    pattern = rf"""(?<![\w.\-/\\])({names})={_NOT_A_PATH}{_VALUE}"""
+    return "".join(part if i % 2 else re.sub(pattern, flag, part) for i, part in enumerate(parts))
 
 
 def cli_error(command: str, err: VisctlError) -> VisctlError:
     """``err`` with its message and hint as the CLI says them (:func:`cli_text`): the same class."""
+    if getattr(err, "said_with_flags", False):  # said once already: a flag's value may look like a field
+        return err
     message, hint = cli_text(command, err.message), cli_text(command, err.hint) if err.hint else err.hint
     if message == err.message and hint == err.hint:
         return err
@@ -289,6 +317,7 @@ def cli_error(command: str, err: VisctlError) -> VisctlError:
 
     said = copy.copy(err)
     said.args, said.message, said.hint = (message,), message, hint
+    said.said_with_flags = True  # type: ignore[attr-defined]
     return said
 
 #: the seeds' --checkpoint beside the positional CHECKPOINT (recon, tsne)

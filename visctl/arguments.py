@@ -280,6 +280,9 @@ def choice(kind: type[E], value: Any, name: str) -> E:
         if isinstance(raw, str) and raw.lower() == str(member.value).lower():
             return member
     valid = ", ".join(str(m.value) for m in kind)
+    if isinstance(value, (list, tuple)):
+        raise ArgumentError(f"{name}={list(value)!r}: one value, not a list",
+                            hint=f"give one of {valid}; for several, call once per value")
     raise ArgumentError(f"{name}={value!r} is not one of {valid}", hint=f"use {valid}")
 
 

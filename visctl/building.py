@@ -188,7 +188,7 @@ def build_model(model_cfg: Any, default_scope: str | None = None, search: list[P
             spec = model_cfg.get("type") if isinstance(model_cfg, dict) else model_cfg
             raise ModelError(f"building {spec!r} tried to download from {tried[0]}: visctl never downloads "
                              "while it builds a model",
-                             hint="give a local file in the config (or --cfg-options key=PATH), or drop the "
+                             hint="give a local file in the config (or cfg_options=['key=PATH']), or drop the "
                              "pretrained weights (weights=None, pretrained=False, init_cfg=None); the trained "
                              "weights come from the checkpoint argument") from exc
 
@@ -296,7 +296,7 @@ def _call(builder: Callable[..., Any], kwargs: dict, spec: str) -> nn.Module:
                          hint="check the keyword arguments in the config's model dict") from exc
     except Exception as exc:  # the constructor is the config's code: what it raises is a problem of the config
         raise ModelError(f"building {spec!r} with {kwargs} failed: {one_line(exc)}",
-                         hint="check the config's model dict; --debug shows where the constructor failed") from exc
+                         hint="check the config's model dict; its traceback (the CLI's --debug) shows where") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model type {spec!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -345,7 +345,7 @@ def _build_from_registry(model_cfg: dict, scope: str) -> nn.Module:
                                  hint="check the name, or use an import path package.module:Class") from None
             # mmengine wraps the constructor's error; what it raises is a config problem
             raise ModelError(f"building {model_cfg['type']!r} from the {scope} registry failed: {one_line(exc)}",
-                             hint="check the config's model dict; --debug shows where it failed") from exc
+                             hint="check the config's model dict; its traceback (the CLI's --debug) shows where") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model type {spec!r} returned {type(model).__name__}, not a torch nn.Module")
     return model

@@ -208,7 +208,7 @@ def read_checkpoint(path: str, unsafe: bool = False) -> tuple[Any, bool]:
             old = "" if hasattr(torch.serialization, "safe_globals") else "; torch >= 2.5 reads numpy and mmengine data safely"
             raise ModelError(
                 f"checkpoint {path} needs {what} safe loading refuses: unpickling it could run code",
-                hint="only if you trust the file: add --unsafe-load-checkpoint (a full pickle load runs any code "
+                hint="only if you trust the file: add unsafe_load_checkpoint=True (a full pickle load runs any code "
                 f"in the file){old}") from exc
     except ModelError:
         raise
@@ -237,7 +237,7 @@ def _unreadable(path: str, exc: BaseException) -> VisctlError:
     if isinstance(exc, (IndexError, KeyError, ValueError)) or "Weights only load failed" in str(exc):
         return ModelError(f"checkpoint {path} cannot be unpickled ({one_line(exc)})",
                           hint="it is damaged, or it was not written by torch.save")
-    return ModelError(f"cannot read checkpoint {path}: {one_line(exc)}", hint="--debug shows the traceback")
+    return ModelError(f"cannot read checkpoint {path}: {one_line(exc)}", hint="its traceback: the CLI's --debug shows it")
 
 
 def load_checkpoint(model: nn.Module, path: str, revise_keys: list | None = None,
@@ -384,7 +384,7 @@ def checkpoint_note(summary: dict[str, Any], verbose: bool = False) -> str:
         elif key != "mismatched":
             parts.append(f"0 {key}")
     if summary.get("unsafe"):
-        parts.append("read by a full pickle load (--unsafe-load-checkpoint)")
+        parts.append("read by a full pickle load (unsafe_load_checkpoint=True)")
     return line + "; " + "; ".join(parts)
 
 

@@ -89,6 +89,14 @@ class Merge(str, Enum):
     wbf = "wbf"
 
 
+class MergeMetric(str, Enum):
+    """How two boxes' overlap is measured when they merge: over their union, or over the smaller box (a box cut
+    by a tile border merges with the whole one)."""
+
+    iou = "iou"
+    ios = "ios"
+
+
 class Pooling(str, Enum):
     """How a layer output becomes one vector per image."""
 
@@ -104,6 +112,13 @@ class EmbedMethod(str, Enum):
     tsne = "tsne"
     umap = "umap"
     pca = "pca"
+
+
+class TsneInit(str, Enum):
+    """The t-SNE / UMAP starting layout."""
+
+    pca = "pca"
+    random = "random"
 
 
 class VisStage(str, Enum):

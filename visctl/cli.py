@@ -98,8 +98,11 @@ def run(argv: list[str], prog_name: str = "visctl") -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         status = command().main(args=seed_argv(argv), prog_name=prog_name, standalone_mode=False)
-    except VisctlError as err:  # raised outside a RunContext
-        return report(err, debug="--debug" in argv)
+    except VisctlError as err:  # raised outside a RunContext: said with the command's flags, as a run says it
+        from visctl._options import cli_error
+
+        name = next((a for a in argv if not a.startswith("-")), "")
+        return report(cli_error(name, err), debug="--debug" in argv)
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         return 1

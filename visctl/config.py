@@ -45,20 +45,20 @@ def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
     for item in options:
         if "=" not in item:
             raise ConfigError(
-                f"--cfg-options expects key=value, got {item!r}",
-                hint="for example --cfg-options model.num_classes=10 "
-                "'test_dataloader.dataset.pipeline.1.scale=[224,224]'",
+                f"cfg_options={[item]!r}: expects key=value",
+                hint="for example cfg_options=['model.num_classes=10'], "
+                "cfg_options=['test_dataloader.dataset.pipeline.1.scale=(224,224)']",
             )
         key, value = item.split("=", maxsplit=1)
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--cfg-options {item!r}: {'no key' if not key else 'an empty part in ' + repr(key)} "
+            raise ConfigError(f"cfg_options={[item]!r}: {'no key' if not key else 'an empty part in ' + repr(key)} "
                               "before '='", hint="name the key with dots between its parts, e.g. "
-                              "--cfg-options model.num_classes=10")
+                              "cfg_options=['model.num_classes=10']")
         try:
             out[key] = parse_value(value)
         except Exception as exc:  # mmengine asserts on unbalanced brackets
-            raise ConfigError(f"--cfg-options {item!r}: cannot read the value {value!r} ({_reason(exc)})",
+            raise ConfigError(f"cfg_options={[item]!r}: cannot read the value {value!r} ({_reason(exc)})",
                               hint="lists and tuples need balanced brackets: key=[1,2] or key=\"(1,2)\"; "
                               "quote the whole option for the shell") from exc
     return out
@@ -285,7 +285,7 @@ def merge_options(cfg: Any, options: list[str] | None) -> Any:
         if unknown is not None:
             part, near, choices = unknown
             parent, _, name = part.rpartition(".")
-            raise ConfigError(f"--cfg-options {key}=...: unknown key {part!r}: "
+            raise ConfigError(f"cfg_options={[key + '=...']!r}: unknown key {part!r}: "
                               f"{parent or 'the config'} has no {name!r}, and visctl reads none by that name",
                               hint=(f"did you mean {' or '.join(near)}?" if near else
                                     f"the keys known there: {', '.join(choices)}"))
@@ -297,13 +297,13 @@ def merge_options(cfg: Any, options: list[str] | None) -> Any:
 
             from visctl.errors import InputWarning
 
-            warnings.warn(f"--cfg-options {key}=... changes {phase}_pipeline, which visctl does not run: the "
+            warnings.warn(f"cfg_options={[key + '=...']!r} changes {phase}_pipeline, which visctl does not run: the "
                           f"config's {phase}_dataloader.dataset.pipeline is the one run (as mmpretrain's tools); set "
                           f"{twin}=... instead", InputWarning, stacklevel=2)
         try:
             cfg.merge_from_dict({key: value})
         except Exception as exc:  # KeyError for an index past a list, TypeError for a key under a number, ...
-            raise ConfigError(f"--cfg-options {key}=...: cannot set {key!r} in the config ({_reason(exc)})",
+            raise ConfigError(f"cfg_options={[key + '=...']!r}: cannot set {key!r} in the config ({_reason(exc)})",
                               hint="a number in the key indexes an existing list (0 .. len-1); the parts "
                               "before it must exist") from exc
     return cfg
@@ -388,7 +388,7 @@ def import_custom_modules(cfg: Any, spec: str) -> None:
                           hint="install the package, or set PYTHONPATH to the folder that holds it") from None
     except Exception as exc:  # the module ran and raised: its own error, as a constructor's
         raise ConfigError(f"{spec}: importing custom_imports {', '.join(names)} failed: {_reason(exc)}",
-                          hint="--debug shows where the module failed") from exc
+                          hint="its traceback (the CLI's --debug) shows where the module failed") from exc
 
 
 def _bases_of(path: Path) -> list[str]:
@@ -512,7 +512,8 @@ def tool_option(cfg: Any, key: str, default: Any = None) -> Any:
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
             return list(value)
         raise ConfigError(f"{where}={value!r} is not a list of layer names",
-                          hint=f"{key}=['backbone.layer4'] (paths over named_modules(); --preview-model lists them)")
+                          hint=f"visctl = dict({key}=['backbone.layer4']) (paths over named_modules(); "
+                          "--preview-model lists them)")
     if key == "task":
         if value not in TASK_NAMES:
             raise ConfigError(f"{where}={value!r} is not a task visctl knows",

@@ -43,9 +43,10 @@ SHARDED = frozenset({"cam", "featmap", "boxam", "recon", "slice", "tsne", "audit
 class ConsoleReporter(Reporter):
     """How a command's :class:`Session` speaks: lines on stderr (rich, silent with --quiet / --json), results
     on the real stdout, progress, and the run's record: notes and skipped inputs in the manifest, and a file
-    the command was told to write that is one of the run's inputs refused."""
+    the command was told to write that is one of the run's inputs refused. The library's messages name its
+    fields (``topk=0``); they are said with the command's flags (``--topk 0``: :func:`visctl._options.cli_text`)."""
 
-    def __init__(self, quiet: bool, out_files: list[tuple[str, Path]]) -> None:
+    def __init__(self, quiet: bool, out_files: list[tuple[str, Path]], command: str = "") -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True, quiet=quiet, highlight=False)
@@ -53,6 +54,13 @@ class ConsoleReporter(Reporter):
         self.writer: OutputWriter | None = None  # the run's, once opened
         self.stdout: Any = None  # the real stdout while the run sends print() to stderr
         self.said: set[str] = set()  # the inputs a skip warning named already
+        self.command = command
+
+    def cli(self, message: str) -> str:
+        """``message`` with the command's flags for the library's field names."""
+        from visctl._options import cli_text
+
+        return cli_text(self.command, message)
 
     @property  # type: ignore[override]
     def quiet(self) -> bool:
@@ -75,7 +83,7 @@ class ConsoleReporter(Reporter):
 
     def skip(self, path: Any, message: str) -> None:
         """A bad input in a batch run: warn, list it in the manifest, carry on (the run exits 1)."""
-        self.warn(f"skipping {path}: {message}")
+        self.warn(f"skipping {path}: {self.cli(message)}", as_is=True)  # the path as it is, whatever its name
         self.said.add(str(path))  # a one-process run does not say it again at the end
         assert self.writer is not None
         self.writer.fail(path, message)
@@ -84,18 +92,20 @@ class ConsoleReporter(Reporter):
         """One line of results on stdout (everything else printed during the run goes to stderr)."""
         print(line, file=self.stdout or sys.stdout, flush=True)
 
-    def log(self, message: str) -> None:
-        """A progress or info line on stderr (silent with --quiet / --json)."""
-        self.console.print(printable(message), markup=False, soft_wrap=True)  # one line, whatever the width
+    def log(self, message: str, *, as_is: bool = False) -> None:
+        """A progress or info line on stderr (silent with --quiet / --json); ``as_is``: said by the CLI itself
+        (no field names to say as flags)."""
+        text = message if as_is else self.cli(message)
+        self.console.print(printable(text), markup=False, soft_wrap=True)  # one line, whatever the width
 
     def note(self, message: str) -> None:
         """A remark about the run (said on stderr already): in the manifest's notes too."""
         if self.writer is not None:
             self.writer.note(message)
 
-    def warn(self, message: str) -> None:
-        """A warning on stderr (shown even with --quiet)."""
-        print(f"warning: {printable(message)}", file=sys.stderr)
+    def warn(self, message: str, *, as_is: bool = False) -> None:
+        """A warning on stderr (shown even with --quiet); ``as_is`` as for :meth:`log`."""
+        print(f"warning: {printable(message if as_is else self.cli(message))}", file=sys.stderr)
 
     @contextmanager
     def progress(self, total: int, label: str) -> Iterator[Any]:
@@ -142,7 +152,7 @@ class RunContext:
         self.command = command
         # (option name, path) of the files the command was told to write, e.g. ("--save-path", lr.png)
         self.out_files = [(what, Path(f)) for what, f in out_files or [] if f is not None]
-        self.reporter = ConsoleReporter(options.quiet or options.json_out, self.out_files)
+        self.reporter = ConsoleReporter(options.quiet or options.json_out, self.out_files, command)
         self.session = Session(options, self.reporter)
         self._created: list[Path] = []  # folders this run made, removed again if it writes nothing
         self._finished = False
@@ -371,7 +381,9 @@ class RunContext:
             check_record_files(folder)
         if self.max_pixels is not None:
             params = dict(params, max_pixels=self.max_pixels)
-        writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.session.protected)
+        # the manifest says the library's notes as stderr does: with the flags
+        writer = OutputWriter(folder, self.command, params, started=self.started, protected=self.session.protected,
+                              said=self.reporter.cli)
         for note in self.session.notes:
             writer.note(note)
         if not self.rank:  # under torchrun rank 0 writes the run's record, from every rank's (distributed.merge_records)
@@ -411,8 +423,8 @@ class RunContext:
             for out in self.writer.manifest["outputs"]:
                 self.result(str(self.writer.out_dir / out["path"]) if not Path(out["path"]).is_absolute()
                             else out["path"])
-            self.log(f"manifest: {manifest_path}")
-            self.log(f"gallery:  {self.writer.path('index.html')}")
+            self.reporter.log(f"manifest: {manifest_path}", as_is=True)
+            self.reporter.log(f"gallery:  {self.writer.path('index.html')}", as_is=True)
         if self.show:
             from visctl.show import show_images
 
@@ -421,7 +433,7 @@ class RunContext:
         said = self.reporter.said if self.world <= 1 else set()  # torchrun: rank 0 says every rank's
         for f in failures:
             if str(f["path"]) not in said:
-                self.warn(f"failed: {f['path']}: {f['error']}")
+                self.reporter.warn(f"failed: {f['path']}: {f['error']}", as_is=True)  # said with the flags already
         if failures:
             raise typer.Exit(EXIT_PARTIAL)
 

@@ -305,7 +305,7 @@ def scan_labels(dataset: Dataset, wanted: list[int] | None, per_class: int, limi
         if bounded and wanted and all(counts.get(c, 0) >= per_class for c in wanted):
             return labels, (f"read the labels of the first {len(labels):,} of the dataset's {n:,} samples, where "
                             f"each of the {len(wanted)} chosen classes has {per_class} "
-                            "(--max-num-samples-per-class); the samples are drawn from those")
+                            "(max_num_samples_per_class=); the samples are drawn from those")
     if not bounded:
         return labels, None
     short = [c for c in (wanted or []) if counts.get(c, 0) < per_class]
@@ -448,7 +448,7 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
         shape = tuple(shape)
         if max_pixels is not None and int(shape[1]) * int(shape[2]) > max_pixels:
             raise ConfigError(f"FakeData image_size {shape} is over the budget of {max_pixels:,} pixels "
-                              "(--max-pixels)", hint="use a smaller image_size, or raise --max-pixels")
+                              "(max_pixels=)", hint="use a smaller image_size, or raise max_pixels=")
         n_cls = _whole(cfg.get("num_classes", 10), "FakeData num_classes", 1, "num_classes=10")
         ds = torchvision.datasets.FakeData(size=size, image_size=shape, num_classes=n_cls,
                                            random_offset=_whole(cfg.get("random_offset", 0), "FakeData random_offset",
@@ -494,8 +494,8 @@ def build_dataset(cfg: dict, phase: str = "train", warn: Callable[[str], None] |
             return FileDataset(files, classes, max_pixels)
         if not folder.is_dir():
             raise InputError(f"dataset folder not found: {folder}",
-                             hint="set data_root (and data_prefix) in the config, or --cfg-options "
-                             f"{phase}_dataloader.dataset.data_root=PATH")
+                             hint="set data_root (and data_prefix) in the config, or "
+                             f"cfg_options=['{phase}_dataloader.dataset.data_root=PATH']")
         if fallback and sum(1 for p in folder.iterdir() if p.is_dir()) == len(fallback):
             classes = fallback
         files, found = _class_folders(folder, classes, warn)
@@ -573,11 +573,11 @@ def package_dataset(cfg: dict, scope: Any, where: str, max_pixels: int | None = 
         except Exception as exc:  # the package's own check (a missing file or folder, a bad class list, ...)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             key = f"{where.split()[-1]}.dataset"
-            hint = (f"the dataset dict keeps keys of the type it replaced: start it afresh, --cfg-options "
-                    f"{key}._delete_=True {key}.type={kind} {key}.data_root=PATH"
+            hint = (f"the dataset dict keeps keys of the type it replaced: start it afresh, cfg_options=["
+                    f"'{key}._delete_=True', '{key}.type={kind}', '{key}.data_root=PATH']"
                     if "unexpected keyword argument" in first else
-                    f"check its data_root, data_prefix and ann_file (--cfg-options {key}.data_root=PATH), or "
-                    "give --data FOLDER of class folders")
+                    f"check its data_root, data_prefix and ann_file (cfg_options=['{key}.data_root=PATH']), "
+                    "or give audit data= a folder of class folders")
             raise InputError(f"{where}'s dataset ({kind}) could not be built by {scope}: {first}",
                              hint=hint) from None
     files: list[tuple[Path, int | None]] = []

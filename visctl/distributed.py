@@ -141,11 +141,11 @@ def join(session: Session) -> tuple[int, int]:
         if gpu.index is not None and gpu.index >= torch.cuda.device_count():
             raise DeviceError(f"rank {rank} (LOCAL_RANK {local}) has no GPU cuda:{gpu.index}: this machine has "
                               f"{torch.cuda.device_count()}", hint="start at most one process per GPU "
-                              "(torchrun --nproc-per-node), or give --device cpu")
+                              "(torchrun --nproc-per-node), or give device='cpu'")
         torch.cuda.set_device(gpu)
     elif spec.startswith("cuda"):
-        raise DeviceError(f"--device {spec}: CUDA is not available on this machine",
-                          hint="use --device cpu (or auto): the ranks then join with gloo")
+        raise DeviceError(f"device={spec!r}: CUDA is not available on this machine",
+                          hint="use device='cpu' (or device='auto'): the ranks then join with gloo")
     if not dist.is_initialized():
         import sys
         import time

@@ -311,7 +311,7 @@ def embed(features: np.ndarray, method: EmbedMethod, *, perplexity: float = 30.0
         openTSNE = None
     if openTSNE is not None and n_components <= 3:  # its Barnes-Hut above 3 dimensions grows as 2^d (and segfaults)
         if n_iter_without_progress is not None and warn:
-            warn("--n-iter-without-progress does not apply to openTSNE (it runs every iteration); it is "
+            warn("n_iter_without_progress= does not apply to openTSNE (it runs every iteration); it is "
                  "scikit-learn's early stop, used when openTSNE is not installed")
         early = min(250, max(1, n_iter // 4))
         gradient = "fft" if n_components <= 2 else "bh"  # openTSNE's FFT gradients exist for 1-2 dimensions only

@@ -55,8 +55,8 @@ def check_pixels(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
     if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
         w, h = size
         raise ImageTooLarge(f"{path} is {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over the budget of "
-                            f"{max_pixels / 1e6:,.1f} MP (--max-pixels)",
-                            hint=f"raise --max-pixels if the image is genuine (decoding takes {3 * w * h / 2**30:,.1f} "
+                            f"{max_pixels / 1e6:,.1f} MP (max_pixels=)",
+                            hint=f"raise max_pixels= if the image is genuine (decoding takes {3 * w * h / 2**30:,.1f} "
                             "GiB), or downscale it first")
     return size
 
@@ -245,8 +245,8 @@ def read_mask(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
         if shape is not None and len(shape) >= 2 and max_pixels is not None and shape[0] * shape[1] > max_pixels:
             h, w = shape[0], shape[1]
             raise ImageTooLarge(f"{path} is {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over the budget of "
-                                f"{max_pixels / 1e6:,.1f} MP (--max-pixels)",
-                                hint="raise --max-pixels if the mask is genuine, or give a smaller one")
+                                f"{max_pixels / 1e6:,.1f} MP (max_pixels=)",
+                                hint="raise max_pixels= if the mask is genuine, or give a smaller one")
         arr = read_mask_array(path, "mask", max_pixels)  # no pickles; numbers only, 2-D, finite
     else:
         arr = _decode_unchanged(path, max_pixels)
@@ -502,7 +502,7 @@ def read_mask_array(path: Path | str, what: str = "mask", max_pixels: int | None
         raise InputError(f"{what} {path} is {arr.ndim}-D {tuple(arr.shape)}, not a 2-D mask", hint=hint)
     if max_pixels is not None and arr.size > max_pixels:
         raise InputError(f"{what} {path} has {arr.size} values, over the pixel budget of {max_pixels}",
-                         hint="use a mask of the image's size (or raise --max-pixels)")
+                         hint="use a mask of the image's size (or raise max_pixels=)")
     arr = np.array(arr)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InputError(f"{what} {path} holds NaN or infinite values", hint=hint)

@@ -523,6 +523,13 @@ def trace(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, Any]
     try:
         with torch.no_grad():
             result = model(example)
+    except TypeError as exc:  # a forward that takes more than the images (an MAE's mask): no model to explain
+        if not re.search(r"forward\(\) (missing \d+ required|takes \d+ positional|got an unexpected keyword)", str(exc)):
+            raise
+        raise ModelError(f"{type(model).__name__} does not run on images alone: {exc}",
+                         hint="this explains a model whose forward takes a batch of images (a classifier, a "
+                         "detector, a segmenter); a masked-image model (MAE, SimMIM, ...) is drawn by recon "
+                         "(`visctl recon`, `visctl.recon`)") from exc
     finally:
         for h in handles:
             h.remove()

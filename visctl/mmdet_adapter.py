@@ -178,7 +178,7 @@ def package_errors(detector: Any) -> Iterator[None]:
         raise ModelError(f"{package}'s {type(detector).__name__} fails on this input: {type(exc).__name__}: "
                          f"{' '.join(str(exc).split())}",
                          hint=f"the error is {package}'s own (its inference_detector fails alike on this config "
-                         "and checkpoint); --debug shows where") from exc
+                         "and checkpoint); its traceback (the CLI's --debug) shows where") from exc
 
 
 def dataset_meta(cfg: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def check_input_size(model: nn.Module, hw: tuple[int, int], from_pipeline: bool)
         where = "the config's pipeline gives" if from_pipeline else "visctl.input_size gives"
         raise ModelError(f"the model takes {need[0]}x{need[1]} inputs only (its patch embedding is strict); "
                          f"{where} {hw[0]}x{hw[1]}",
-                         hint=f"--cfg-options visctl.input_size={need[0]} (without a test_pipeline), a pipeline that "
+                         hint=f"cfg_options=['visctl.input_size={need[0]}'] (without a test_pipeline), a pipeline that "
                          f"resizes to {need[0]}x{need[1]}, or build the model for your size (model.img_size=...)")
 
 

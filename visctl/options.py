@@ -33,6 +33,7 @@ from visctl.choices import (
     EmbedMethod,
     ImageFormat,
     Merge,
+    MergeMetric,
     Mode,
     Normalize,
     NormPixStats,
@@ -41,6 +42,7 @@ from visctl.choices import (
     Pooling,
     Reduction,
     Task,
+    TsneInit,
     VisStage,
 )
 from visctl.errors import ArgumentError
@@ -70,6 +72,7 @@ class Options:
             if enum is not None and value is not None:
                 value = arguments.choice(enum, value, f.name)
             elif kind is not None:
+                value = _member_values(value)  # Method.layercam where a name is taken: "layercam"
                 arguments.types(self.command, **{f.name: value})
                 value = _normalised(kind, f.name, value, hints[f.name], (self.command, f.name) in arguments.LISTS)
             object.__setattr__(self, f.name, value)
@@ -127,6 +130,15 @@ def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
     return _HINTS[cls]
+
+
+def _member_values(value: Any) -> Any:
+    """A :mod:`visctl.choices` member as its value, in a list too (a field of names takes them)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)) and any(isinstance(v, Enum) for v in value):
+        return type(value)(v.value if isinstance(v, Enum) else v for v in value)
+    return value
 
 
 def _enum_of(hint: Any) -> type[Enum] | None:
@@ -331,8 +343,8 @@ class SliceOptions(Options):
     """how the tiles' boxes are joined: nms, nmm or wbf (class-aware)"""
     merge_iou_thr: float | None = None
     """overlap at which boxes merge [default: 0.25 on an mmdet/mmyolo detector, as large_image_demo.py; else 0.5]"""
-    merge_metric: str | None = None
-    """``"iou"``, or ``"ios"`` (intersection over the smaller box: a box cut by a tile border merges with the whole
+    merge_metric: MergeMetric | None = None
+    """iou, or ios (intersection over the smaller box: a box cut by a tile border merges with the whole
     one) [default: iou on an mmdet/mmyolo detector, as large_image_demo.py; else ios]"""
     score_thr: float = 0.3
     """drop boxes below this before merging"""
@@ -381,8 +393,8 @@ class TsneOptions(Options):
     """tsne (openTSNE FFT when installed, else scikit-learn), umap (umap-learn) or pca"""
     n_components: int = 2
     """embed in N dimensions; the plot shows the first two, the CSV has all"""
-    init: str = "pca"
-    """the t-SNE/UMAP starting layout: ``"pca"`` or ``"random"``"""
+    init: TsneInit = TsneInit.pca
+    """the t-SNE/UMAP starting layout: pca or random"""
     n_iter_without_progress: int | None = None
     """scikit-learn's early stop (not used by openTSNE) [default: 300]"""
     perplexity: float = 30.0

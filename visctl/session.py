@@ -43,7 +43,7 @@ def resolve_device(spec: str) -> str:
 
     spec = spec.strip().lower()
     if spec.startswith("cuda") and not re.fullmatch(r"cuda(:\d+)?", spec):  # before asking torch anything
-        raise DeviceError(f"--device {spec!r}: not a device name", hint="use auto, cpu, cuda, cuda:N (N a number) or mps")
+        raise DeviceError(f"device={spec!r}: not a device name", hint="use auto, cpu, cuda, cuda:N (N a number) or mps")
     if spec == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -54,17 +54,17 @@ def resolve_device(spec: str) -> str:
         return "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {spec}: CUDA is not available on this machine",
-                              hint="use --device cpu (or auto), or install a CUDA build of torch")
+            raise DeviceError(f"device={spec!r}: CUDA is not available on this machine",
+                              hint="use device='cpu' (or device='auto'), or install a CUDA build of torch")
         if ":" in spec:
             idx = int(spec.split(":", 1)[1])
             if idx >= torch.cuda.device_count():
-                raise DeviceError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                raise DeviceError(f"device={spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)",
                                   hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
         return spec
     if spec == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise DeviceError("--device mps: Apple MPS is not available here", hint="use --device cpu or auto")
+            raise DeviceError("device='mps': Apple MPS is not available here", hint="use device='cpu' or device='auto'")
         return spec
     raise DeviceError(f"unknown device {spec!r}", hint="use auto, cpu, cuda, cuda:N or mps")
 
@@ -153,7 +153,9 @@ class Reporter:
         warnings.warn(message, InputWarning, stacklevel=3)  # Reporter.warn <- Session.warn <- its caller
 
     def skip(self, path: Any, message: str) -> None:
-        """A bad input the Session has just kept in its failures: not shown."""
+        """A bad input the Session has just kept in its failures: a warning (a notebook shows it; the result's
+        ``failures`` keep it)."""
+        warnings.warn(f"skipping {path}: {message}", InputWarning, stacklevel=3)
 
     def protect(self, protected: Mapping[tuple[int, int], str]) -> None:
         """The run's inputs so far ((device, inode) -> path), after :meth:`Session.protect` added some."""

@@ -71,9 +71,9 @@ def check_budget(state: ImageState, w: int, h: int) -> None:
     budget = state.max_pixels
     if budget is not None and int(w) * int(h) > budget:
         raise PipelineTooLarge(f"it would make a {int(w)} x {int(h)} image ({int(w) * int(h) / 1e6:,.0f} MP), over "
-                               f"the budget of {budget / 1e6:,.1f} MP (--max-pixels)",
+                               f"the budget of {budget / 1e6:,.1f} MP (max_pixels=)",
                                hint="make the step's size smaller (its scale, size or scale_factor in the config's "
-                               "test pipeline, e.g. with --cfg-options), or raise --max-pixels")
+                               "test pipeline, e.g. with cfg_options=[...]), or raise max_pixels=")
 
 
 def _wh(value: Any, order: str) -> tuple[int, int]:

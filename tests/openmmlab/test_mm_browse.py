@@ -164,7 +164,7 @@ def test_deterministic_pipelines_give_mmpretrains_images_step_by_step(invoke, im
     drawn = _drawn(reference, name)
     assert len(list((reference / name).glob("*.png"))) == len(m["outputs"]) == len(drawn) == 3
     cfg, flags = CASES[name]
-    views = visctl.pipeline_views(package_configs("mmpretrain") / CONFIGS[cfg], phase="val", mode="pipeline",
+    views = visctl.pipeline(package_configs("mmpretrain") / CONFIGS[cfg], phase="val", mode="pipeline",
                                   number=3, options=RunOptions(cfg_options=tuple(_cfg_options(imagenet)[1:])))
     for sample, (imgs, names) in zip(views.samples, drawn):
         ours = list(sample.images[0])  # RGB: the original, then each step that changed the image
@@ -200,7 +200,7 @@ def test_random_pipelines_run_mmpretrains_transforms_reproducibly(invoke, imagen
     from visctl.session import RunOptions
 
     cfg, _ = CASES[name]
-    views = visctl.pipeline_views(package_configs("mmpretrain") / CONFIGS[cfg], mode="transformed", number=2,
+    views = visctl.pipeline(package_configs("mmpretrain") / CONFIGS[cfg], mode="transformed", number=2,
                                   options=RunOptions(cfg_options=tuple(_cfg_options(imagenet)[1:])))
     assert [v.views[0].shape for v in views.samples] == [imgs[-1].shape for imgs, _ in drawn]
 

@@ -109,7 +109,7 @@ def test_boxes_equal_inference_detector(key, small_photo, mm_tmp):
     ref_boxes = np.concatenate([np.minimum(ref_boxes[:, :2], ref_boxes[:, 2:]),
                                 np.maximum(ref_boxes[:, :2], ref_boxes[:, 2:])], 1)
     # one tile as large as the image, nothing merged away: the detector's boxes as visctl reports them
-    res = visctl.slice_detect(small_photo, cfg_path, str(ckpt), patch_size=400, score_thr=0.0, merge_metric="iou",
+    res = visctl.slice(small_photo, cfg_path, str(ckpt), patch_size=400, score_thr=0.0, merge_metric="iou",
                               merge_iou_thr=1.0, options=visctl.RunOptions(device="cpu", threads=1,
                                                                          cfg_options=list(options)))
     got = res.images[0]
@@ -121,7 +121,7 @@ def test_boxes_equal_inference_detector(key, small_photo, mm_tmp):
     # COCO's names from the config's CocoDataset, in the records the CLI writes
     assert res.results[0]["category"] in visctl_coco_names()
     if key == "yolov5_s":  # the Python API on init_detector's model itself (its .cfg gives the pipeline)
-        again = visctl.slice_detect(small_photo, model, patch_size=400, score_thr=0.0, merge_metric="iou",
+        again = visctl.slice(small_photo, model, patch_size=400, score_thr=0.0, merge_metric="iou",
                                     merge_iou_thr=1.0, options=visctl.RunOptions(device="cpu", threads=1))
         np.testing.assert_allclose(_sorted(np.asarray(again.images[0].boxes), np.asarray(again.images[0].scores))[0],
                                    got_b, atol=1e-5)
@@ -378,7 +378,7 @@ def test_slice_large_image_in_original_pixels(mm_tmp):
     path = mm_tmp / "large.png"
     cv2.imwrite(str(path), big)
     thr = 0.26
-    res = visctl.slice_detect(path, cfg_path, str(ckpt), patch_size=320, patch_overlap_ratio=0.25, score_thr=thr,
+    res = visctl.slice(path, cfg_path, str(ckpt), patch_size=320, patch_overlap_ratio=0.25, score_thr=thr,
                               batch_size=4, options=visctl.RunOptions(device="cpu", threads=1,
                                                                       cfg_options=list(options)))
     assert (res.params["merge_iou_thr"], res.params["merge_metric"]) == (0.25, "iou")  # the demo's defaults
@@ -435,7 +435,7 @@ def test_the_adapter_forgets_its_batch_and_refuses_a_mismatch(small_photo, mm_tm
     adapter = made[-1]
     assert adapter._states == []
     assert "epoch" not in MessageHub.get_current_instance().runtime_info
-    visctl.slice_detect(small_photo, cfg_path, str(ckpt), patch_size=400, score_thr=0.0,
+    visctl.slice(small_photo, cfg_path, str(ckpt), patch_size=400, score_thr=0.0,
                         options=visctl.RunOptions(device="cpu", threads=1, cfg_options=list(options)))
     assert made[-1]._states == []
     adapter.bind([object(), object()])

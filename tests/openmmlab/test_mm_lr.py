@@ -173,7 +173,7 @@ def test_sample_of_mmpretrain_configs_equals_runner(tmp_path):
     for rel, options, why in SAMPLE:
         cfg = _config(rel, options)
         size = cfg.train_dataloader.batch_size
-        result = visctl.schedule(package_configs("mmpretrain") / rel, dataset_size=size,
+        result = visctl.lr(package_configs("mmpretrain") / rel, dataset_size=size,
                                  options=visctl.RunOptions(cfg_options=options))
         _no_false_notes([n for n in result.notes if "frozen" not in n])
         expected, first = runner_values(cfg, size, tmp_path / "work")
@@ -187,10 +187,10 @@ def test_sample_of_mmpretrain_configs_equals_runner(tmp_path):
 def test_frozen_parameters_are_named_and_layer_decay_on_a_resnet(tmp_path):
     import visctl
 
-    byol = visctl.schedule(package_configs("mmpretrain") / "byol/byol_resnet50_16xb256-coslr-200e_in1k.py",
+    byol = visctl.lr(package_configs("mmpretrain") / "byol/byol_resnet50_16xb256-coslr-200e_in1k.py",
                            dataset_size=256)
     assert any("frozen parameter(s)" in n and "target_net." in n for n in byol.notes)
-    spark = visctl.schedule(package_configs("mmpretrain") / "spark/benchmarks/resnet50_8xb256-coslr-300e_in1k.py",
+    spark = visctl.lr(package_configs("mmpretrain") / "spark/benchmarks/resnet50_8xb256-coslr-300e_in1k.py",
                             dataset_size=256)
     assert len(spark.groups) == 16 and any(g.startswith("layer 1: ") for g in spark.groups)
 
@@ -242,7 +242,7 @@ def test_vis_scheduler_agrees_on_its_first_group_and_cannot_draw_layer_decay(tmp
             # its Runners are named by the second they start in, and mmengine warns when two share one
             warnings.filterwarnings("ignore", message=".*instance named of .* has been created")
             theirs = tool.simulate_train(loader, cfg, by_epoch=True)
-        ours = visctl.schedule(package_configs("mmpretrain") / rel, dataset_size=size,
+        ours = visctl.lr(package_configs("mmpretrain") / rel, dataset_size=size,
                                options=visctl.RunOptions(cfg_options=options))
         base = next(k for k, m in enumerate(ours.members) if any(n.endswith("conv1.weight") or
                     n.endswith("patch_embed.projection.weight") for n in m)) if len(ours.groups) > 1 else 0

@@ -110,7 +110,7 @@ def recon_api(image: Path, config: Path, checkpoint: Path, options: tuple[str, .
     import visctl
     from visctl.session import RunOptions
 
-    return visctl.reconstruct(image, str(config), str(checkpoint), options=RunOptions(device="cpu", cfg_options=options),
+    return visctl.recon(image, str(config), str(checkpoint), options=RunOptions(device="cpu", cfg_options=options),
                               **kwargs)
 
 

@@ -123,7 +123,7 @@ def recon_api(image: Path, config: Path, checkpoint: Path, options: tuple[str, .
     import visctl
     from visctl.session import RunOptions
 
-    return visctl.reconstruct(image, str(config), str(checkpoint),
+    return visctl.recon(image, str(config), str(checkpoint),
                               options=RunOptions(device="cpu", cfg_options=options), **kwargs)
 
 
@@ -205,7 +205,7 @@ def test_mae_vit_base_as_the_config_builds_it(mim_configs, photo):
     init_default_scope("mmpretrain")
     torch.manual_seed(0)
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()  # as the Runner builds it
-    res = visctl.reconstruct(photo, model, seed=3)  # norm_pix from the model's head
+    res = visctl.recon(photo, model, seed=3)  # norm_pix from the model's head
     im = res.images[0]
     with torch.no_grad():
         img, _ = vis_inputs(model, photo, 224, seed=3)

@@ -114,7 +114,7 @@ def execute(ctx: RunContext, run: Run) -> None:
         code = done.exit_code
     if failed:  # every rank: torchrun's status is the ranks'
         if not ctx.rank:
-            print("failed: " + "; ".join(failed), file=sys.stderr)
+            print("failed: " + ctx.reporter.cli("; ".join(failed)), file=sys.stderr)  # fail_under= as its flag
         code = code or 1
     if code:
         raise typer.Exit(code)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from visctl import _options as opt
-from visctl.choices import Merge
+from visctl.choices import Merge, MergeMetric
 from visctl.context import RunContext
 from visctl.images import SLICE_MAX_PIXELS
 from visctl.options import SliceOptions
@@ -41,8 +41,8 @@ def slice_(
         "--merge-iou-thr", "--merge_iou_thr", min=0.0, max=1.0, show_default=False,
         help="Overlap at which boxes merge [default: 0.25 on an mmdet/mmyolo detector, as large_image_demo.py; "
         "else 0.5].")] = None,
-    merge_metric: Annotated[Optional[str], typer.Option(
-        "--merge-metric", show_default=False,
+    merge_metric: Annotated[Optional[MergeMetric], typer.Option(
+        "--merge-metric", show_default=False, case_sensitive=False,
         help="iou, or ios (intersection over the smaller box: a box cut by a tile border merges with the whole "
         "one) [default: iou on an mmdet/mmyolo detector, as large_image_demo.py; else ios].")] = None,
     score_thr: Annotated[float, typer.Option("--score-thr", "--score_thr", min=0.0, max=1.0,
@@ -66,7 +66,6 @@ def slice_(
     from visctl.library import slice as lib
 
     with RunContext("slice", opts, out_dir=opts.out_dir) as ctx:
-        lib.check_options(settings)
         _check_seed_flags(settings, merge_nms_type, tta)
         mi = open_model(ctx, args)
         execute(ctx, lib.plan(ctx.session, mi, settings))

@@ -9,7 +9,7 @@ import typer
 
 from visctl import _options as opt
 from visctl.arguments import WORKERS_MAX
-from visctl.choices import EmbedMethod, Phase, Pooling, VisStage
+from visctl.choices import EmbedMethod, Phase, Pooling, TsneInit, VisStage
 from visctl.context import RunContext
 from visctl.options import TsneOptions
 
@@ -70,7 +70,8 @@ def tsne(
     n_components: Annotated[int, typer.Option(
         "--n-components", "--n_components", min=2, help="Embed in N dimensions; the plot shows the first two, "
         "the CSV has all.")] = 2,
-    init: Annotated[str, typer.Option("--init", help="The t-SNE/UMAP starting layout: pca or random.")] = "pca",
+    init: Annotated[TsneInit, typer.Option("--init", case_sensitive=False,
+                                           help="The t-SNE/UMAP starting layout: pca or random.")] = TsneInit.pca,
     n_iter_without_progress: Annotated[Optional[int], typer.Option(
         "--n-iter-without-progress", "--n_iter_without_progress", min=1,
         help="scikit-learn's early stop (not used by openTSNE) [default: 300].", show_default=False)] = None,

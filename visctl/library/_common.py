@@ -189,8 +189,8 @@ def pipeline_hint(cfg: Any, step: int | None) -> str:
 
     key = config.test_pipeline_key(cfg)
     where = f"{key}.{step}" if key and step is not None else key or "the test pipeline"
-    return (f"make that step's size smaller (its scale, size or scale_factor: --cfg-options {where}.scale=... "
-            "for an OpenMMLab Resize), or raise --max-pixels")
+    return (f"make that step's size smaller (its scale, size or scale_factor: cfg_options=['{where}.scale=...'] "
+            "for an OpenMMLab Resize), or raise max_pixels=")
 
 
 def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") -> tuple[Any, dict | None]:
@@ -205,7 +205,7 @@ def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") 
     model, summary = checkpoints.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
     if summary:
         if summary["unsafe"]:
-            ctx.warn(f"{summary['path']} was read by a full pickle load (--unsafe-load-checkpoint): "
+            ctx.warn(f"{summary['path']} was read by a full pickle load (unsafe_load_checkpoint=True): "
                      "any code it contains has run")
         say_checkpoint(ctx, summary, label)
         if ctx.debug and any(len(summary[k]) > 3 for k in ("missing", "unexpected", "mismatched")):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -78,14 +78,17 @@ class AuditResult(Result):
         return thumbnails(self.worst, self.moved)
 
     @property
-    def overall(self) -> dict[str, Any]:
-        """The run's means and counts (accuracy, pointing, energy, ...)."""
-        return dict(self.summary.get("overall", {}))
+    def overall(self) -> Mapping[str, Any]:
+        """The run's means and counts (accuracy, pointing, energy, ...), read-only."""
+        from types import MappingProxyType
+
+        overall = self.summary.get("overall", {})
+        return overall if isinstance(overall, MappingProxyType) else MappingProxyType(dict(overall))
 
     @property
-    def failed(self) -> list[str]:
+    def failed(self) -> tuple[str, ...]:
         """The ``fail_under`` thresholds the run fell under (empty: it passed)."""
-        return list(self.summary.get("failed", []))
+        return tuple(self.summary.get("failed", ()))
 
     def write(self, writer: OutputWriter) -> None:
         from visctl import audits as A
@@ -704,7 +707,7 @@ class AuditRun(Run):
     def failed_checks(self) -> list[str]:
         """The ``fail_under`` thresholds the run fell under, as one line."""
         failed = self.overview.get("failed") or []
-        return [f"{'; '.join(failed)} (--fail-under)"] if failed else []
+        return [f"{'; '.join(failed)} (fail_under=)"] if failed else []
 
     def collect(self) -> AuditResult:
         """Every image's row, the summary and the worst images, as :func:`audit` returns them."""
@@ -771,7 +774,7 @@ class AuditRun(Run):
             px = sorted(b for b, _ in self.bands)
             out["border_px"] = [px[0], px[-1]]  # the band used: --border of each image's short side, at least 1 px
             if any(widened for _, widened in self.bands):
-                self.session.note(f"--border {self.border_width:g} is under one pixel of some images' short side: "
+                self.session.note(f"border={self.border_width:g} is under one pixel of some images' short side: "
                                   "their border band is 1 px (the manifest's audit.border_px: the bands used)")
         if self.annotations is not None:
             out["unannotated"] = self.unannotated
@@ -779,9 +782,9 @@ class AuditRun(Run):
                 self.session.note(f"{self.unannotated} image(s) have no object in {self.annotations.source}: "
                                   "their pointing, energy and iou are empty")
         if self.other is not None and self.compare_nonfinite:
-            self.session.warn(f"the --compare checkpoint {self.params['compare']} gives NaN or infinite scores or "
+            self.session.warn(f"the compare= checkpoint {self.params['compare']} gives NaN or infinite scores or "
                               f"maps for {len(self.compare_nonfinite)} image(s) (e.g. {self.compare_nonfinite[0]}): "
-                              "their --compare columns of audit_compare.csv are empty and they are left out of "
+                              "their compare= columns of audit_compare.csv are empty and they are left out of "
                               "its means; the audited checkpoint's rows are kept")
         if self.other is not None:
             b = self.total_b.summary()

@@ -41,8 +41,13 @@ class BoxamImage:
     raw_names: tuple[str, ...] = field(default=(), repr=False)
     per_box: bool = field(default=False, repr=False)
     side: int = field(default=0, repr=False)
-    path: Any = field(default=None, repr=False, compare=False)
+    source: Any = field(default=None, repr=False, compare=False)  # the input as read: a Path, or an ArrayImage
     drawing: Drawing | None = field(default=None, repr=False)  # the CLI's figure, drawn when written
+
+    @property
+    def path(self) -> str:
+        """The input it came from, as the manifest names it: a file's path, or the name given to pixels."""
+        return self.input
 
     @property
     def picture(self) -> Figure | Drawing:
@@ -67,7 +72,7 @@ class BoxamImage:
                 writer.save_array(name, full.astype(np.float32), caption=f"box{slot}" if self.per_box else "all",
                                   input=self.input, box=self.boxes[slot].tolist() if self.per_box else None)
         if add_input:
-            writer.add_input(self.path if self.path is not None else self.input, boxes=self.box_list())
+            writer.add_input(self.source if self.source is not None else self.input, boxes=self.box_list())
 
     def box_list(self) -> list[dict[str, Any]]:
         """The boxes as the manifest lists them."""
@@ -154,14 +159,14 @@ def plan(session: Session, images: list[Any], model: Any, checkpoint: str | None
     if not target_layers and openmmlab and not config.tool_option(mi.cfg, "target_layers"):
         try:  # mmyolo's boxam_vis_demo default, where the neck has it (mmyolo's PAFPN necks)
             target_layers = [find_layer(mi.model, "neck.out_layers[2]")[0]]
-            session.log("default target layer: neck.out_layers.2 (mmyolo boxam_vis_demo's; set --target-layers "
+            session.log("default target layer: neck.out_layers.2 (mmyolo boxam_vis_demo's; set target_layers= "
                         "to change it)")
         except LayerError:
             finest = detection.finest_neck_layer(pr)
             if finest:  # an FPN's last level (P7) sees only the largest boxes: its finest output sees most
                 target_layers = [finest]
                 session.log(f"default target layer: {finest} (the neck's last output at its finest resolution; "
-                            "set --target-layers to change it)")
+                            "set target_layers= to change it)")
     if target_layers:
         names = [find_layer(mi.model, n)[0] for n in target_layers]
     elif config.tool_option(mi.cfg, "target_layers"):
@@ -170,7 +175,7 @@ def plan(session: Session, images: list[Any], model: Any, checkpoint: str | None
         name, where = detection.default_layer(pr)
         names = [name]
         session.log(f"default target layer: {name} (the last tensor-valued layer of the {where}; "
-                    "set --target-layers to change it)")
+                    "set target_layers= to change it)")
     layouts = []
     for n in names:
         shape = pr.shape_of(n)
@@ -182,7 +187,7 @@ def plan(session: Session, images: list[Any], model: Any, checkpoint: str | None
         layouts.append(detect_layout(shape, in_hw, False, None, n))
     cam_method = cams.parse_method(method.value)[0]
     if o.ratio_channels_to_ablate != 1.0 and method is not BoxMethod.ablationcam:
-        session.warn(f"--ratio-channels-to-ablate {o.ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, "
+        session.warn(f"ratio_channels_to_ablate={o.ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, "
                      f"and the method is {method.value}")
     target = None
     gradient = method not in (BoxMethod.eigencam, BoxMethod.ablationcam)
@@ -313,7 +318,7 @@ class BoxamRun(Run):
                     continue
                 if not len(dets) and self.cam_method is not Method.eigencam:
                     model_maps = []  # nothing to explain: the picture says so, and no all-zero map is written
-                    ctx.warn(f"{p.name}: no box scores >= {o.score_thr}: no map (lower --score-thr to explain "
+                    ctx.warn(f"{p.name}: no box scores >= {o.score_thr}: no map (lower score_thr= to explain "
                              "weaker boxes)")
                 elif any(float(np.max(m)) == float(np.min(m)) for m in model_maps):
                     ctx.warn(self._flat_warning(p.name, tensor, i, slot_targets, model_maps))
@@ -390,12 +395,12 @@ class BoxamRun(Run):
             finally:
                 self.engine.max_shape = cap
             if float(full[0].max()) != float(full[0].min()):
-                return (f"{name}: {what} is flat (one value everywhere) because of --max-shape {cap[0]} {cap[1]}: "
+                return (f"{name}: {what} is flat (one value everywhere) because of max_shape=({cap[0]}, {cap[1]}): "
                         "at the layer's own size it is not flat; downsampling the layer's activations and gradients "
-                        "to that size lost them; use a larger --max-shape, or none")
+                        "to that size lost them; use a larger max_shape=, or none")
         return (f"{name}: {what} is flat (one value everywhere): nothing in this layer's activations raises these "
                 "boxes' scores (zero gradients there, or a weighted map that is nowhere positive); try another "
-                "--target-layers or method")
+                "target_layers= or method")
 
 
 def check_figure(h: int, w: int, panels: int, side: int, panel_size: int | None, max_pixels: int | None,

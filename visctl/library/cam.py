@@ -261,7 +261,7 @@ def check_unused(methods: list[Method], settings: CamOptions, warn: Callable[[st
                             hint="give one of them: topk=K maps the top K predicted classes, target_category= "
                             "the classes named")
     if settings.ratio_channels_to_ablate != 1.0 and Method.ablationcam not in methods:
-        warn(f"--ratio-channels-to-ablate {settings.ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, "
+        warn(f"ratio_channels_to_ablate={settings.ratio_channels_to_ablate:g} has no effect: it is AblationCAM's, "
              f"and the methods are {', '.join(m.value for m in methods)}")
 
 
@@ -347,8 +347,8 @@ class CamRun(Run):
 
                 raise ModelError(f"score=True rates a map by its class's softmax probability, and {headless}",
                                  hint="drop score=True, or give the model with its classifier")
-            session.warn(f"{headless}: the maps explain single features of it (the largest with --topk, or "
-                         "--target-category N), not classes, and no probability is given")
+            session.warn(f"{headless}: the maps explain single features of it (the largest with topk=, or "
+                         "target_category=N), not classes, and no probability is given")
         else:
             self.names, mismatched = output_names(session, mi, setup.num_classes)
             if mismatched:
@@ -372,7 +372,7 @@ class CamRun(Run):
             self.score_model = cams.build_cam_model(model, "none")
         if passes > 10:
             session.log(f"{len(paths)} image(s) x {passes} forward passes each = {len(paths) * passes} forwards "
-                        "(ScoreCAM/AblationCAM perturb every channel; --ratio-channels-to-ablate lowers it)")
+                        "(ScoreCAM/AblationCAM perturb every channel; ratio_channels_to_ablate= lowers it)")
         self.params = dict(
             inputs=[str(p) for p in paths], config=mi.cfg_spec, checkpoint=mi.checkpoint,
             methods=[m.value for m in methods], target_layers=None if self.layerless else setup.layers,
@@ -593,7 +593,7 @@ class CamRun(Run):
                 writer.manifest["flat_maps"] = self.blank
             self.session.warn(f"{len(self.blank)} map(s) are constant (blank), e.g. {self.blank[0]}: the layer gives "
                               "no signal for this method (a zero head, or a layer before its activation); try "
-                              "another --target-layers or method")
+                              "another target_layers= or method")
 
     def _rank_scores(self, writer: OutputWriter | None) -> None:
         """With ``score``: rank the methods by their faithfulness, say it, and write the ranking image."""
@@ -602,7 +602,9 @@ class CamRun(Run):
         if self.settings.score and self.scored:
             self.ranking = faithfulness.ranking(self.scored)
             self.session.log("faithfulness (ROAD combined; deletion AUC lower and insertion AUC higher are "
-                             "better):\n" + faithfulness.table(self.ranking))
+                             "better):")
+            for line in faithfulness.table(self.ranking).splitlines():  # a log line is one line (soft-wrapped)
+                self.session.log(line)
             if writer is not None:
                 _write_ranking(writer, self.ranking)
 
@@ -643,7 +645,7 @@ def _say_layerless(session: Session, methods: Sequence[Any], given: Sequence[str
     what = (f"{ignoring[0]} uses no target layer: its map combines the gradients at the input and at every "
             "Conv2d/BatchNorm2d layer with a bias")
     if given:
-        session.warn(f"{what}; --target-layers {' '.join(given)} is ignored for it"
+        session.warn(f"{what}; target_layers={list(given)!r} is ignored for it"
                      + ("" if only else " (the other methods use it)"))
     else:
         session.note(what + ("" if only else "; the target layers are the other methods'"))
@@ -761,12 +763,12 @@ class _SegmentationRun(CamRun):
         self._begin(session, mi, o)
         methods = self.methods
         unused = [name for name, on in (
-            (f"--topk {o.topk}", o.topk != 1), ("--vit-like" if o.vit_like else "--no-vit-like", o.vit_like is not None),
-            (f"--num-extra-tokens {o.num_extra_tokens}", o.num_extra_tokens is not None),
-            ("--aug-smooth", o.aug_smooth), ("--eigen-smooth", o.eigen_smooth),
-            (f"--ratio-channels-to-ablate {o.ratio_channels_to_ablate:g}",
+            (f"topk={o.topk}", o.topk != 1), (f"vit_like={o.vit_like}", o.vit_like is not None),
+            (f"num_extra_tokens={o.num_extra_tokens}", o.num_extra_tokens is not None),
+            ("aug_smooth=True", o.aug_smooth), ("eigen_smooth=True", o.eigen_smooth),
+            (f"ratio_channels_to_ablate={o.ratio_channels_to_ablate:g}",
              Method.ablationcam in methods and o.ratio_channels_to_ablate != 1.0),
-            (f"--panel-size {o.panel_size}", o.panel_size is not None)) if on]
+            (f"panel_size={o.panel_size}", o.panel_size is not None)) if on]
         if unused:  # a segmentation run maps each class's region at the model's own layers, as they are
             session.warn(f"{', '.join(unused)} had no effect: a segmentation model's maps do not use "
                          + ("it" if len(unused) == 1 else "them"))
@@ -797,9 +799,9 @@ class _SegmentationRun(CamRun):
         self.layers = layers
         layouts = [detect_layout(pr.shape_of(n), in_hw, False, None, n) for n in layers]
         self.layerless = _say_layerless(session, methods, o.target_layers)
-        session.note(("segmentation (taken from the model's per-pixel output; --task to say otherwise)" if inferred
+        session.note(("segmentation (taken from the model's per-pixel output; task= to say otherwise)" if inferred
                       else "segmentation") + f": target layers {'none' if self.layerless else ', '.join(layers)}; regions: "
-                     + ("--target-mask" if target_mask else "--target-box" if o.target_box else "the predicted masks"))
+                     + ("target_mask=" if target_mask else "target_box=" if o.target_box else "the predicted masks"))
         box = self.box = parse_box(o.target_box)
         if (target_mask or box) and not self.asked:
             raise InputError("a region needs its class", hint="add target_category=NAME_OR_INDEX")

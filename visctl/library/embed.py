@@ -56,7 +56,7 @@ class LayerEmbedding:
                     embed_s=round(self.embed_s, 3), dims=int(self.features.shape[1]))
 
     def write(self, writer: OutputWriter) -> None:
-        """The plot, the page and the CSV (the features are written by :meth:`Embedding.write` or streamed)."""
+        """The plot, the page and the CSV (the features are written by :meth:`TsneResult.write` or streamed)."""
         writer.write_output(f"tsne_{self.tag}.png", self.png, "image", caption=self.figure.caption, layer=self.label,
                             knn5_2d=round(self.knn5_2d, 4))
         writer.write_output(f"tsne_{self.tag}.html", self.page.encode(), "page",
@@ -66,8 +66,8 @@ class LayerEmbedding:
 
 
 @dataclass(frozen=True)
-class Embedding(Result):
-    """What :func:`embed` returns: per layer a :class:`LayerEmbedding`, and each row's sample."""
+class TsneResult(Result):
+    """What :func:`tsne` returns: per layer a :class:`LayerEmbedding`, and each row's sample."""
 
     command: ClassVar[str] = "tsne"
 
@@ -110,7 +110,7 @@ class Embedding(Result):
     def __repr__(self) -> str:
         quality = ", ".join(f"{lay.label}: 5-NN {lay.knn5_2d:.3f} (2-D) / {lay.knn5_features:.3f} (features)"
                             for lay in self.layers)
-        return (f"Embedding(samples={len(self.rows)}, classes={len(self.class_names)}, layers=[{quality}], "
+        return (f"TsneResult(samples={len(self.rows)}, classes={len(self.class_names)}, layers=[{quality}], "
                 f"failures={len(self.failures)})")
 
 
@@ -241,7 +241,7 @@ class TsneRun(Run):
         writer.manifest["quality"] = self.quality
         writer.manifest["timings"]["extract_s"] = round(self.extract_s, 3)
 
-    def collect(self) -> Embedding:
+    def collect(self) -> TsneResult:
         import tempfile
 
         import numpy as np
@@ -252,7 +252,7 @@ class TsneRun(Run):
             ext = next(steps)
         assert isinstance(ext, Extraction)
         layers = tuple(lay for lay in steps if isinstance(lay, LayerEmbedding))
-        return Embedding(**self.gathered(notes=tuple(self.remarks)), inputs=tuple(dict(path=n) for n in ext.names),
+        return TsneResult(**self.gathered(notes=tuple(self.remarks)), inputs=tuple(dict(path=n) for n in ext.names),
                          layers=layers, rows=tuple(ext.rows), labels=np.asarray(ext.labels), names=tuple(ext.names),
                          class_names=tuple(self.class_names(ext.labels)))
 
@@ -326,8 +326,8 @@ class TsneRun(Run):
         dims = {label: int(a.shape[1]) for label, a in ext.arrays.items()}
         asked_method = o.method
         if asked_method is not EmbedMethod.pca and 2 <= samples < 4:  # fewer than 2: embedding.embed's error
-            given = sorted(_flag(name) for name in METHOD_OPTIONS[asked_method.value])
-            say(f"{samples} samples: too few for --method {asked_method.value} (it needs 4), so PCA embedded them "
+            given = sorted(f"{name}=" for name in METHOD_OPTIONS[asked_method.value])
+            say(f"{samples} samples: too few for method={asked_method.value} (it needs 4), so PCA embedded them "
                 f"({', '.join(given)} not used)")
             self.method = EmbedMethod.pca
         method = self.method
@@ -336,7 +336,7 @@ class TsneRun(Run):
         if method is EmbedMethod.tsne:
             self.perplexity = embedding.effective_perplexity(asked, samples)
             if self.perplexity != asked:
-                say(f"--perplexity {asked:g} lowered to {self.perplexity:.2f} for {samples} samples (t-SNE needs 3 x "
+                say(f"perplexity={asked:g} lowered to {self.perplexity:.2f} for {samples} samples (t-SNE needs 3 x "
                     "perplexity neighbours of each)")
         p.update(method=method.value, perplexity=self.perplexity if method is EmbedMethod.tsne else None,
                  perplexity_requested=asked if asked_method is EmbedMethod.tsne else None, samples=samples)
@@ -346,7 +346,7 @@ class TsneRun(Run):
             label, d = min(dims.items(), key=lambda kv: embedding.max_components(samples, kv[1]))
             most = embedding.max_components(samples, d)
             if want > most:
-                say(f"--n-components {want} lowered to {most}: {samples} samples of {d} features ({label}) span at "
+                say(f"n_components={want} lowered to {most}: {samples} samples of {d} features ({label}) span at "
                     f"most {most} dimensions")
             self.n_components = min(want, most)
             if samples == 2:
@@ -361,7 +361,7 @@ class TsneRun(Run):
                 pass
         if not ext.tokens:  # no layer gave tokens: nothing to leave out of the pooling
             if o.num_extra_tokens is not None:
-                say(f"--num-extra-tokens {o.num_extra_tokens} not used: the outputs of "
+                say(f"num_extra_tokens={o.num_extra_tokens} not used: the outputs of "
                     f"{', '.join(dims) or 'the layers'} are feature maps or vectors, not tokens")
             p["num_extra_tokens"] = None
 
@@ -397,7 +397,7 @@ class TsneRun(Run):
                                           n_iter=o.n_iter, learning_rate=self.learning_rate,
                                           early_exaggeration=o.early_exaggeration, metric=o.metric, seed=o.seed,
                                           threads=threads, warn=warn_once, n_components=self.n_components,
-                                          init=o.init, n_iter_without_progress=o.n_iter_without_progress)
+                                          init=o.init.value, n_iter_without_progress=o.n_iter_without_progress)
             k2d = embedding.knn_accuracy(coords[:, :2], labels)  # the two plotted dimensions
             kfeat = embedding.knn_accuracy(np.asarray(feats), labels)
             embed_s = time.time() - t0
@@ -428,14 +428,9 @@ class TsneRun(Run):
 def method_params(settings: TsneOptions, method: EmbedMethod, learning_rate: float | str) -> dict[str, Any]:
     """The embedding options as the params record them (``learning_rate`` as read): None where ``method`` does
     not take one."""
-    takes = METHOD_OPTIONS[method.value]
-    return {name: (learning_rate if name == "learning_rate" else getattr(settings, name)) if name in takes else None
+    takes, given = METHOD_OPTIONS[method.value], settings.as_dict()  # plain values (init: "pca")
+    return {name: (learning_rate if name == "learning_rate" else given[name]) if name in takes else None
             for name in EMBED_OPTIONS}
-
-
-def _flag(name: str) -> str:
-    """A field's flag in the notes (``n_iter`` -> ``--n-iter``)."""
-    return "--" + name.replace("_", "-")
 
 
 def list_features(writer: OutputWriter, features: dict[str, Any]) -> None:
@@ -476,8 +471,6 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
         if o.learning_rate != "auto":
             raise VisctlError(f"learning_rate={o.learning_rate!r}", hint="a number, or auto") from None
         lr_value = "auto"
-    if o.init not in ("pca", "random"):
-        raise VisctlError(f"init={o.init!r}", hint="use pca or random")
     if isinstance(lr_value, float) and not (lr_value > 0 and math.isfinite(lr_value)):
         raise VisctlError(f"learning_rate={lr_value:g}: the step must be a positive number",
                           hint="a number such as 200, or auto (the sample count / 12)")
@@ -571,7 +564,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
         label, path, take_input, why = embedding.vis_stage_layer(mi.model, stage, pr.shape_of, default)
         names, module_of = [label], {label: path}
         inputs_of = frozenset([label]) if take_input else frozenset()
-        notes.append(f"--vis-stage {why}")
+        notes.append(f"vis_stage={why}")
         session.log(f"layer: {why}")
     else:
         if o.all_stages:
@@ -601,8 +594,8 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
 
 
 @arguments.typed("tsne")
-def embed(model: Any, checkpoint: str | None = None, settings: TsneOptions | None = None, *,
-          options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> Embedding:
+def tsne(model: Any, checkpoint: str | None = None, settings: TsneOptions | None = None, *,
+          options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> TsneResult:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures (``visctl tsne``).
 
     Args:
@@ -616,7 +609,7 @@ def embed(model: Any, checkpoint: str | None = None, settings: TsneOptions | Non
         **fields: any of :class:`visctl.TsneOptions`' fields, replacing those of ``settings``.
 
     Returns:
-        :class:`Embedding`: per layer the features, coordinates, 5-NN accuracies and figures; each row's dataset
+        :class:`TsneResult`: per layer the features, coordinates, 5-NN accuracies and figures; each row's dataset
         index, label and file; the class names. Nothing is written (the features pass through a temporary folder
         that is removed) until ``save()``.
     """
@@ -650,3 +643,7 @@ def _decode(png: bytes) -> Any:
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None, "matplotlib wrote a PNG OpenCV cannot read"
     return img[..., ::-1].copy()
+
+
+#: release 0.1's name of :class:`TsneResult` (it goes in the next release)
+Embedding = TsneResult

@@ -62,7 +62,12 @@ class FeatmapImage:
 
     input: str
     layers: tuple[FeatmapLayer, ...]
-    path: Any = field(default=None, repr=False, compare=False)
+    source: Any = field(default=None, repr=False, compare=False)  # the input as read: a Path, or an ArrayImage
+
+    @property
+    def path(self) -> str:
+        """The input it came from, as the manifest names it: a file's path, or the name given to pixels."""
+        return self.input
 
     def __getitem__(self, layer: str) -> FeatmapLayer:
         return next(x for x in self.layers if x.layer == layer)
@@ -130,7 +135,7 @@ class FeatmapWriter:
                          caption=f"{Path(item.input).name}: {', '.join(labels)} "
                          f"({params['channel_reduction']}, {params['normalize']})")
         if self.add_inputs:
-            w.add_input(item.path if item.path is not None else item.input)
+            w.add_input(item.source if item.source is not None else item.input)
 
     def close(self, flat_maps: Sequence[str]) -> None:
         if flat_maps:
@@ -235,12 +240,12 @@ def _warn_unused(session: Session, settings: FeatmapOptions) -> None:
     """Warn about options this run's other options make pointless."""
     o = settings
     if o.arrangement and o.channel_reduction is not Reduction.none:
-        session.warn("--arrangement applies to --channel-reduction none only")
+        session.warn("arrangement= applies to channel_reduction='none' only")
     if o.topk != 4 and o.channel_reduction is not Reduction.none:
-        session.warn(f"--topk {o.topk} has no effect: it applies to --channel-reduction none only "
+        session.warn(f"topk={o.topk} has no effect: it applies to channel_reduction='none' only "
                      f"(this run's is {o.channel_reduction.value})")
     if o.alpha != 0.5 and not o.overlaid:
-        session.warn(f"--alpha {o.alpha:g} has no effect: it blends the map over the image, and --no-overlaid "
+        session.warn(f"alpha={o.alpha:g} has no effect: it blends the map over the image, and overlaid=False "
                      "draws the map alone")
 
 
@@ -266,7 +271,7 @@ def _layer_names(session: Session, mi: ModelInputs, settings: FeatmapOptions, re
         chosen = default_layers(mi.model, probe(mi.model, mi.example, logits=False), in_hw)
         names = [chosen.features]
         session.note(f"default layer {chosen.why}")
-    session.log(f"default layers: {', '.join(names)} (set --target-layers to change them)")
+    session.log(f"default layers: {', '.join(names)} (set target_layers= to change them)")
     return names
 
 
@@ -331,18 +336,18 @@ def plan(session: Session, images: Any, model: Any, checkpoint: str | None, sett
     if on_model is not None:
         on_model(mi)
     if o.score_thr is not None and not mi.detector:
-        session.warn("--score-thr draws a detector's boxes; this model is not a detector")
+        session.warn("score_thr= draws a detector's boxes; this model is not a detector")
         o = o.replace(score_thr=None)
     names = _layer_names(session, mi, o, recorded)
     layers = {n: find_layer(mi.model, n)[1] for n in names}
     if o.repo and not _registry_model(mi):
-        session.warn(f"--repo {o.repo} has no effect on the model: it sets the registry scope, and this model is "
+        session.warn(f"repo={o.repo!r} has no effect on the model: it sets the registry scope, and this model is "
                      "not built from a registry name")
     reduction, topk = o.channel_reduction, o.topk
     drawn = _channels_drawn(mi, names, topk) if reduction is Reduction.none and topk > 0 else {}
     short = {n: c for n, c in drawn.items() if c < topk}
     if short:
-        session.warn(f"--topk {topk} asks for more channels than " + ", ".join(f"{n} has ({c})" for n, c in
+        session.warn(f"topk={topk} asks for more channels than " + ", ".join(f"{n} has ({c})" for n, c in
                                                                               short.items())
                      + ": all of them are drawn")
     other, compare_param = None, None

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from visctl.library._common import BuiltModel, ModelInputs
     from visctl.library.boxam import BoxamResult
     from visctl.library.cam import CamResult
-    from visctl.library.embed import Embedding
+    from visctl.library.embed import TsneResult
     from visctl.library.featmap import FeatmapResult
-    from visctl.library.reconstruct import Reconstructions
+    from visctl.library.reconstruct import ReconResult
     from visctl.library.slice import SliceResult
 
 
@@ -111,21 +111,21 @@ class OpenedModel(Opened):
 
     def slice(self, images: Any, **fields: Any) -> SliceResult:
         """:func:`visctl.slice` on this model (a detector); ``deploy=True`` switches a copy of it."""
-        from visctl.library.slice import slice_detect
+        from visctl.library.slice import slice
 
-        return self._run(slice_detect, "slice", images, fields)
+        return self._run(slice, "slice", images, fields)
 
-    def recon(self, images: Any, **fields: Any) -> Reconstructions:
+    def recon(self, images: Any, **fields: Any) -> ReconResult:
         """:func:`visctl.recon` on this model (a masked-image model)."""
-        from visctl.library.reconstruct import reconstruct
+        from visctl.library.reconstruct import recon
 
-        return self._run(reconstruct, "recon", images, fields)
+        return self._run(recon, "recon", images, fields)
 
-    def tsne(self, **fields: Any) -> Embedding:
+    def tsne(self, **fields: Any) -> TsneResult:
         """:func:`visctl.tsne` on this model: its config's dataset embedded."""
-        from visctl.library.embed import embed
+        from visctl.library.embed import tsne
 
-        return self._run(lambda model, **kw: embed(model, **kw), "tsne", None, fields)
+        return self._run(lambda model, **kw: tsne(model, **kw), "tsne", None, fields)
 
     # -- the library's way in --
     def inputs(self, session: Session, checkpoint: str | None = None, paths: list[Path] | None = None,

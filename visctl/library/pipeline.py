@@ -64,8 +64,8 @@ def check_skip(skip_type: tuple[str, ...] | None, steps: Any, warn: Any) -> None
     if not unknown:
         return
     drawn = [t for t in SKIP if t in types and t not in skip_type]
-    warn(f"--skip-type {', '.join(unknown)}: no step of this pipeline has that type (its steps: "
-         f"{', '.join(types) or 'none'}); a --skip-type list replaces the default ({' '.join(SKIP)})"
+    warn(f"skip_type={unknown!r}: no step of this pipeline has that type (its steps: "
+         f"{', '.join(types) or 'none'}); a skip_type= list replaces the default ({' '.join(SKIP)})"
          + (f", so {', '.join(drawn)} is drawn" if drawn else ""))
 
 
@@ -105,7 +105,7 @@ class PipelineView(Result):
     """One sample through the pipeline.
 
     ``steps[v]`` names the snapshots ``images[v]`` of view ``v`` (``original``, then every step that changed
-    the image; filled when the pipeline was recorded, which :func:`pipeline_views` always does); ``views``
+    the image; filled when the pipeline was recorded, which :func:`pipeline` always does); ``views``
     are the final images, ``masks`` their masks (None where a view has none).
     """
 
@@ -334,7 +334,7 @@ class PipelineRun(Run):
 
 
 @arguments.typed("pipeline")
-def pipeline_views(config: Any, images: Any = None, settings: PipelineOptions | None = None, *,
+def pipeline(config: Any, images: Any = None, settings: PipelineOptions | None = None, *,
                    options: RunOptions | None = None, session: Session | None = None,
                    **fields: Any) -> PipelineResult:
     """Samples of ``config``'s ``<phase>`` dataset (or ``images``) through its pipeline, step by step.

@@ -42,7 +42,7 @@ class ReconImage:
     ``accuracy`` (``correct`` of ``count`` masked patches) and ``cross_entropy`` (their mean) the image's numbers.
     """
 
-    path: Any  # the input: a Path, or an ArrayImage for pixels passed in
+    source: Any  # the input as read: a Path, or an ArrayImage for pixels passed in
     stem: str  # the stem of its output files
     kind: str
     mask: np.ndarray = field(repr=False)
@@ -60,6 +60,11 @@ class ReconImage:
     correct: int | None = None
     count: int | None = None
     cross_entropy_map: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        """The input it came from, as the manifest names it: a file's path, or the name given to pixels."""
+        return str(self.source)
 
     @property
     def raw_name(self) -> str:
@@ -98,8 +103,8 @@ def _round(value: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
-class Reconstructions(Result):
-    """What :func:`reconstruct` returns: one :class:`ReconImage` per readable input, in input order."""
+class ReconResult(Result):
+    """What :func:`recon` returns: one :class:`ReconImage` per readable input, in input order."""
 
     command: ClassVar[str] = "recon"
 
@@ -137,10 +142,10 @@ class Reconstructions(Result):
     def __repr__(self) -> str:
         if self.kind in TOKEN_KINDS:
             ce = ", ".join(f"{m:.4f}" for m in self.cross_entropy[:8] if m is not None)
-            return (f"Reconstructions(kind={self.kind!r}, images={len(self.images)}, masked_token_cross_entropy="
+            return (f"ReconResult(kind={self.kind!r}, images={len(self.images)}, masked_token_cross_entropy="
                     f"[{ce}{', ...' if len(self.images) > 8 else ''}], failures={len(self.failures)})")
         mse = ", ".join(f"{m:.4f}" for m in self.mse[:8] if m is not None) + (", ..." if len(self.images) > 8 else "")
-        return (f"Reconstructions(kind={self.kind!r}, images={len(self.images)}, masked_patch_mse=[{mse}], "
+        return (f"ReconResult(kind={self.kind!r}, images={len(self.images)}, masked_patch_mse=[{mse}], "
                 f"failures={len(self.failures)})")
 
 
@@ -197,11 +202,11 @@ def plan(session: Session, mi: ModelInputs, settings: ReconOptions, *, out_file:
         notes.append(note)
         session.warn(note)
     if o.target_generator and kind in TOKEN_KINDS:
-        notes.append(f"--target-generator does not apply to {model.version}: its target, the {model.tokenizer} "
+        notes.append(f"target_generator= does not apply to {model.version}: its target, the {model.tokenizer} "
                      "tokens, is no picture; the figure compares each masked patch's prediction with it")
         session.warn(notes[-1])
     elif o.target_generator and kind != "maskfeat":
-        notes.append(f"--target-generator does not apply to {kind.upper()}: its target is the image's pixels, "
+        notes.append(f"target_generator= does not apply to {kind.upper()}: its target is the image's pixels, "
                      "already the first panel (MaskFeat's is the HOG)")
         session.warn(notes[-1])
     ratio = o.mask_ratio if o.mask_ratio is not None else float(getattr(model, "mask_ratio", 0.75))
@@ -220,14 +225,14 @@ def plan(session: Session, mi: ModelInputs, settings: ReconOptions, *, out_file:
             ratio = float((read_mask(o.mask_file, session.max_pixels) != 0).mean())
     norm_pix = o.norm_pix
     if norm_pix and kind in TOKEN_KINDS:
-        notes.append(f"--norm-pix does not apply to {model.version}: it predicts tokens, not pixels")
+        notes.append(f"norm_pix=True does not apply to {model.version}: it predicts tokens, not pixels")
         session.warn(notes[-1])
         norm_pix = False
     norm_pix = norm_pix or bool(getattr(model, "norm_pix_loss", False))
     stats = o.norm_pix_stats.value
     if not norm_pix and o.norm_pix_stats is not NormPixStats.patch:
-        notes.append(f"--norm-pix-stats {stats} has no effect: it says where --norm-pix takes each patch's "
-                     "mean and std, and this run does not un-normalise (no --norm-pix, and the model's "
+        notes.append(f"norm_pix_stats={stats!r} has no effect: it says where norm_pix=True takes each patch's "
+                     "mean and std, and this run does not un-normalise (no norm_pix=True, and the model's "
                      "norm_pix_loss is off)")
         session.warn(notes[-1])
     params = dict(inputs=[str(x) for x in mi.paths], config=mi.cfg_spec, checkpoint=mi.checkpoint, model=kind,
@@ -239,7 +244,7 @@ def plan(session: Session, mi: ModelInputs, settings: ReconOptions, *, out_file:
         if o.norm_pix_stats is NormPixStats.patch:
             notes.append("norm-pix: each masked patch is un-normalised with its own mean and std, taken from the "
                          "pixels the model did not see (as visualize_reconstruction.py --norm-pix); "
-                         "--norm-pix-stats visible draws what the model alone predicts")
+                         "norm_pix_stats='visible' draws what the model alone predicts")
             session.log(notes[-1])
     return ReconRun(session, mi, o, kind, ratio, norm_pix, params, notes, out_file, since)
 
@@ -274,9 +279,9 @@ class ReconRun(Run):
 
             distributed.merge_records(writer, self.mi.paths, self.settings.batch_size)
 
-    def collect(self) -> Reconstructions:
+    def collect(self) -> ReconResult:
         done = list(self.items())
-        return Reconstructions(**self.gathered(), inputs=tuple(d.input_entry() for d in done), images=tuple(done),
+        return ReconResult(**self.gathered(), inputs=tuple(d.input_entry() for d in done), images=tuple(done),
                                kind=self.kind, save_raw=self.settings.save_raw)
 
 
@@ -371,7 +376,7 @@ def _image(p: ReconRun, res: dict[str, Any], i: int, path: Any, stem: str, mask:
     grid = render.grid([render.caption(render.fit(img, side), text) for text, img in panels], cols=len(panels))
     figure = Figure(f"{stem}_recon_{kind}.png", render.caption(grid, title), title,
                     dict(input=str(path), masked_patch_mse=_round(mse)))
-    return ReconImage(path=path, stem=stem, kind=kind, mask=mask.astype(bool), original=f32(res["original"][i]),
+    return ReconImage(source=path, stem=stem, kind=kind, mask=mask.astype(bool), original=f32(res["original"][i]),
                       masked=f32(res["masked"][i]),
                       reconstruction=f32(res["hog_predicted" if kind == "maskfeat" else "reconstruction"][i]),
                       pasted=f32(res["pasted"][i]) if "pasted" in res else None,
@@ -429,7 +434,7 @@ def _token_image(p: ReconRun, res: dict[str, Any], i: int, path: Any, stem: str,
     figure = Figure(f"{stem}_recon_{p.kind}.png", render.caption(figure_grid, title), title,
                     dict(input=str(path), masked_token_accuracy=_round(acc), masked_token_cross_entropy=_round(ce)))
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
-    return ReconImage(path=path, stem=stem, kind=p.kind, mask=mask.astype(bool), original=f32(res["original"][i]),
+    return ReconImage(source=path, stem=stem, kind=p.kind, mask=mask.astype(bool), original=f32(res["original"][i]),
                       masked=f32(res["masked"][i]), reconstruction=predicted.astype(np.int64), pasted=None,
                       target=target.astype(np.int64), mse=None, mean_fill_mse=None, masked_share=share,
                       figure=figure, accuracy=acc, cross_entropy=ce, correct=correct, count=count,
@@ -437,8 +442,8 @@ def _token_image(p: ReconRun, res: dict[str, Any], i: int, path: Any, stem: str,
 
 
 @arguments.typed("recon")
-def reconstruct(images: Any, model: Any, checkpoint: str | None = None, settings: ReconOptions | None = None, *,
-                options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> Reconstructions:
+def recon(images: Any, model: Any, checkpoint: str | None = None, settings: ReconOptions | None = None, *,
+                options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> ReconResult:
     """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``), or
     what a BEiT (v1, v2) / CAE model predicts of them: per masked patch whether its top-1 token is the target
     generator's and the target token's cross-entropy (no pixel decoder exists for those tokens).
@@ -461,7 +466,7 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, settings
         session: a :class:`visctl.Session` to run in (its notes and failures gather the run's).
 
     Returns:
-        :class:`Reconstructions`: per image the mask, the images, the masked-patch MSE and the figure.
+        :class:`ReconResult`: per image the mask, the images, the masked-patch MSE and the figure.
     """
     from visctl import images as imgs
     from visctl.library import _common
@@ -477,3 +482,7 @@ def reconstruct(images: Any, model: Any, checkpoint: str | None = None, settings
     run = plan(session, mi, o)
     run.since = since  # the images found and the model's loading are this call's too
     return run.collect()
+
+
+#: release 0.1's name of :class:`ReconResult` (it goes in the next release)
+Reconstructions = ReconResult

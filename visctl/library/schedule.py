@@ -8,7 +8,7 @@ The values are what mmengine's ``Runner.train()`` gives its optimizer at each it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,7 +39,8 @@ def parse_window(window_size: str) -> tuple[float, float]:
     try:
         w, h = (float(v) for v in window_size.lower().replace("x", "*").split("*"))
     except ValueError:
-        raise VisctlError(f"window_size={window_size!r}", hint="write W*H in inches, e.g. 12*7") from None
+        raise VisctlError(f"window_size={window_size!r}: not two numbers as width*height",
+                          hint="write W*H in inches, e.g. 12*7") from None
     if not (WINDOW_MIN <= w <= WINDOW_MAX and WINDOW_MIN <= h <= WINDOW_MAX):  # NaN fails too
         raise VisctlError(f"window_size={window_size!r}: each side must be {WINDOW_MIN:g} to {WINDOW_MAX:g} inches "
                           "(the plot is drawn at 100 dpi)", hint="write W*H in inches, e.g. 12*7")
@@ -76,7 +77,7 @@ def _no_values() -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class ScheduleGroup:
+class LrGroup:
     """One distinct param group of a schedule: its values at every iteration (read-only ``(iterations,)`` arrays).
 
     ``path`` is the group's label (the name its columns carry in ``lr.csv``): a schedule's item comes from a
@@ -91,7 +92,7 @@ class ScheduleGroup:
 
 
 @dataclass(frozen=True)
-class ScheduleResult(Result):
+class LrResult(Result):
     """Every iteration's values of every distinct param group, and the figure ``visctl lr`` draws of them.
 
     ``lr``, ``momentum`` (momentum or Adam's beta1; None when the optimizer has neither) and ``weight_decay``
@@ -123,13 +124,13 @@ class ScheduleResult(Result):
         super().__post_init__()
         # the groups as items, made once (their columns are views of the frozen arrays)
         object.__setattr__(self, "_items", tuple(
-            ScheduleGroup(label, tuple(self.members[g]) if g < len(self.members) else (), self.lr[:, g],
+            LrGroup(label, tuple(self.members[g]) if g < len(self.members) else (), self.lr[:, g],
                           None if self.momentum is None else self.momentum[:, g], self.weight_decay[:, g])
             for g, label in enumerate(self.groups)))
 
     @property
-    def items(self) -> tuple[ScheduleGroup, ...]:
-        """One :class:`ScheduleGroup` per column of :attr:`groups`, as the result's sequence."""
+    def items(self) -> tuple[LrGroup, ...]:
+        """One :class:`LrGroup` per column of :attr:`groups`, as the result's sequence."""
         return self.__dict__["_items"]
 
     @property
@@ -137,13 +138,15 @@ class ScheduleResult(Result):
         """The columns of ``lr.csv``: iteration, epoch (epoch-based loops), lr / momentum / weight_decay."""
         return self._schedule().columns()
 
-    def epoch_values(self) -> dict[str, np.ndarray]:
+    def epoch_values(self) -> Mapping[str, np.ndarray]:
         """:attr:`values` at the first iteration of each epoch (epoch-based loops only)."""
         from visctl.errors import ConfigError
 
         if not (self.by_epoch and self.iters_per_epoch):
             raise ConfigError("the schedule is iteration-based: it has no epochs", hint="use result.values")
-        return {k: v[::self.iters_per_epoch] for k, v in self.values.items()}
+        from types import MappingProxyType
+
+        return MappingProxyType({k: v[::self.iters_per_epoch] for k, v in self.values.items()})  # read-only views
 
     def _loop(self) -> TrainLoop:
         from visctl.schedules import TrainLoop
@@ -169,7 +172,7 @@ class ScheduleResult(Result):
             return schedules.plot(sched, self.title, opts.get("window", (12.0, 7.0)), opts.get("style"),
                                   opts.get("log_scale", False))
         values = {"lr": sched.lr, "momentum": sched.momentum, "wd": sched.weight_decay}[self.parameter]
-        assert values is not None  # schedule() refuses momentum without one
+        assert values is not None  # lr() refuses momentum without one
         # weight_decay constant (zero) and no momentum: schedules.plot then draws one panel
         one = dataclasses.replace(sched, lr=values, momentum=None, weight_decay=values * 0.0)
         fig = schedules.plot(one, self.title, opts.get("window", (12.0, 7.0)), opts.get("style"),
@@ -283,8 +286,8 @@ def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
 
 
 @arguments.typed("lr")
-def schedule(config: Any, settings: LrOptions | None = None, *, model: Any = None, options: RunOptions | None = None,
-             session: Session | None = None, **fields: Any) -> ScheduleResult:
+def lr(config: Any, settings: LrOptions | None = None, *, model: Any = None, options: RunOptions | None = None,
+             session: Session | None = None, **fields: Any) -> LrResult:
     """The lr, momentum and weight decay of every param group at every iteration of ``config``'s training.
 
     Args:
@@ -304,22 +307,22 @@ def schedule(config: Any, settings: LrOptions | None = None, *, model: Any = Non
 
 
 class LrRun(Run):
-    """``visctl lr``'s run: one item, the whole schedule (a :class:`ScheduleResult`), simulated when planned so
+    """``visctl lr``'s run: one item, the whole schedule (a :class:`LrResult`), simulated when planned so
     that a config, an option or an output file that does not fit fails before anything is written."""
 
     command: ClassVar[str] = "lr"
 
-    def __init__(self, session: Session, result: ScheduleResult, plot_target: Path | None = None,
+    def __init__(self, session: Session, result: LrResult, plot_target: Path | None = None,
                  csv_target: Path | None = None) -> None:
         self.session, self.result = session, result
         self.params = dict(result.params)
         self.plot_target, self.csv_target = plot_target, csv_target
         self.out_dir = plot_target.parent if plot_target is not None else None  # the plot's folder holds the record
 
-    def items(self) -> Iterator[ScheduleResult]:
+    def items(self) -> Iterator[LrResult]:
         yield self.result
 
-    def record(self, writer: OutputWriter, item: ScheduleResult) -> None:
+    def record(self, writer: OutputWriter, item: LrResult) -> None:
         """The plot, ``lr.csv`` only where a CSV target is given (the CLI's ``--csv``), and under ``json_out``
         every iteration's values in the manifest."""
         for note in item.notes:
@@ -328,13 +331,13 @@ class LrRun(Run):
         if self.session.options.json_out:
             writer.manifest["values"] = {k: v.tolist() for k, v in item.values.items()}
 
-    def collect(self) -> ScheduleResult:
+    def collect(self) -> LrResult:
         return self.result
 
 
 def plan(session: Session, config: Any, settings: LrOptions, *, model: Any = None, plot_target: Path | None = None,
          csv_target: Path | None = None) -> LrRun:
-    """Check the options, load ``config`` and simulate its training's schedule (see :func:`schedule`);
+    """Check the options, load ``config`` and simulate its training's schedule (see :func:`lr`);
     ``plot_target`` and ``csv_target``: where :meth:`LrRun.record` writes the plot and the CSV instead of the
     output folder's ``lr.png`` (none: no CSV)."""
     import time
@@ -381,7 +384,7 @@ def plan(session: Session, config: Any, settings: LrOptions, *, model: Any = Non
     title = o.title
     if title is None:
         title = stem if parameter is None else f"{stem} {PARAMETERS[parameter]}"
-    result = ScheduleResult(
+    result = LrResult(
         params=dict(config=name, dataset_size_from=source, **sched.params, parameter=parameter,
                     **({"log_scale": f"{PARAMETERS[parameter or 'lr']} axis"} if o.log_scale else {})),
         notes=tuple(sched.notes), groups=tuple(sched.groups), lr=_frozen(sched.lr), momentum=_frozen(sched.momentum),
@@ -391,3 +394,11 @@ def plan(session: Session, config: Any, settings: LrOptions, *, model: Any = Non
         simulate_s=simulated, sources=sources)
     # drawn once: the figure arrays, _repr_png_ and lr.png are these bytes
     return LrRun(session, dataclasses.replace(result, png=result.encode("png")), plot_target, csv_target)
+
+
+#: release 0.1's name of :class:`LrResult` (it goes in the next release)
+ScheduleResult = LrResult
+
+
+#: release 0.1's name of :class:`LrGroup` (it goes in the next release)
+ScheduleGroup = LrGroup

@@ -3,7 +3,7 @@ pixels, COCO-style results, and the pictures ``visctl slice`` draws (boxes; with
 
 The one code path of ``visctl slice``: :func:`plan` settles the run on a loaded detector, its
 :class:`SliceRun` yields one :class:`SliceImage` per image (which writes itself as the CLI does) and writes
-``results.json`` at the end; :func:`slice_detect` collects them into a frozen :class:`SliceResult`.
+``results.json`` at the end; :func:`slice` collects them into a frozen :class:`SliceResult`.
 """
 
 from __future__ import annotations
@@ -39,14 +39,19 @@ class SliceImage:
     size: tuple[int, int]  # (h, w)
     records: tuple[dict[str, Any], ...] = field(repr=False)
     images: tuple[Figure, ...] = field(repr=False)
-    path: Any = field(default=None, repr=False, compare=False)
+    source: Any = field(default=None, repr=False, compare=False)  # the input as read: a Path, or an ArrayImage
+
+    @property
+    def path(self) -> str:
+        """The input it came from, as the manifest names it: a file's path, or the name given to pixels."""
+        return self.input
 
     def write(self, writer: OutputWriter, add_input: bool = True) -> None:
         """The figures and the input's entry, as ``visctl slice`` writes them."""
         for fig in self.images:
             writer.save_image(fig.name, fig.image, caption=fig.caption, **fig.info)
         if add_input:
-            writer.add_input(self.path if self.path is not None else self.input, **self.input_info())
+            writer.add_input(self.source if self.source is not None else self.input, **self.input_info())
 
     def input_info(self) -> dict[str, Any]:
         return dict(size=list(self.size), tiles=len(self.tiles), boxes_before_merge=self.boxes_before_merge,
@@ -85,17 +90,8 @@ def write_results(writer: OutputWriter, results: list[dict[str, Any]]) -> None:
     writer.add_output(target, "table", caption=f"COCO-style results, {len(results)} boxes")
 
 
-def check_options(settings: SliceOptions) -> None:
-    """Refuse the options visctl slice does not support, before any work."""
-    from visctl.errors import ArgumentError
-
-    if settings.merge_metric is not None and settings.merge_metric not in ("iou", "ios"):
-        raise ArgumentError(f"merge_metric={settings.merge_metric!r}", hint="use iou or ios")
-
-
 def plan(session: Session, mi: ModelInputs, settings: SliceOptions) -> SliceRun:
-    """Check the options (:func:`check_options`, which the callers also run before the model loads) and settle
-    the run's defaults on the loaded detector (``deploy``: switch re-parameterisable blocks).
+    """Settle the run's defaults on the loaded detector (``deploy``: switch re-parameterisable blocks).
 
     ``merge_iou_thr`` / ``merge_metric`` default to mmyolo's ``large_image_demo.py`` (0.25, plain IoU: its class-aware
     ``batched_nms``) on an OpenMMLab detector, whose users run that demo's lines, and to 0.5 over the smaller box
@@ -105,23 +101,22 @@ def plan(session: Session, mi: ModelInputs, settings: SliceOptions) -> SliceRun:
     from visctl.library import _common
 
     o, since = settings, mark(session)
-    check_options(o)
     seed_defaults = bool(getattr(mi.model, "is_openmmlab_detector", False))  # large_image_demo.py's users
     iou = o.merge_iou_thr if o.merge_iou_thr is not None else 0.25 if seed_defaults else 0.5
-    metric = o.merge_metric if o.merge_metric is not None else "iou" if seed_defaults else "ios"
+    metric = o.merge_metric.value if o.merge_metric is not None else "iou" if seed_defaults else "ios"
     notes = []
     if o.deploy:
         switched = building.switch_to_deploy(mi.model)
         if switched:
-            notes.append(f"--deploy: switch_to_deploy() on {len(switched)} module(s): {', '.join(switched[:5])}"
+            notes.append(f"deploy=True: switch_to_deploy() on {len(switched)} module(s): {', '.join(switched[:5])}"
                          + (" ..." if len(switched) > 5 else ""))
             session.log(notes[-1])
         else:
-            notes.append("--deploy does not apply: no module of this model has switch_to_deploy() (only "
+            notes.append("deploy=True does not apply: no module of this model has switch_to_deploy() (only "
                          "re-parameterisable blocks such as RepVGG's do)")
             session.warn(notes[-1])
     if o.save_patch and not o.debug:
-        notes.append("--save-patch does not apply without --debug (as mmyolo's large_image_demo): add --debug")
+        notes.append("save_patch=True does not apply without debug=True (as mmyolo's large_image_demo): add debug=True")
         session.warn(notes[-1])
     patch = o.patch_size or int(config.tool_option(mi.cfg, "patch_size", 640))
     classes = _common.class_names(session, mi)
@@ -304,7 +299,7 @@ def _iter_images(run: SliceRun) -> Iterator[SliceImage]:
 
 
 @arguments.typed("slice")
-def slice_detect(images: Any, model: Any, checkpoint: str | None = None, settings: SliceOptions | None = None, *,
+def slice(images: Any, model: Any, checkpoint: str | None = None, settings: SliceOptions | None = None, *,
                  options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> SliceResult:
     """Detect objects in huge images tile by tile and merge the boxes (``visctl slice``).
 
@@ -327,7 +322,6 @@ def slice_detect(images: Any, model: Any, checkpoint: str | None = None, setting
 
     o = SliceOptions.build(settings, **fields)
     arguments.model_spec(model)
-    check_options(o)
     session = session or Session(options)
     since = mark(session)
     mi = _common.open_model(session, model, checkpoint, as_images(images, note=session.note))

@@ -7,7 +7,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -188,12 +188,15 @@ class OutputWriter:
     """
 
     def __init__(self, out_dir: Path, command: str, params: dict[str, Any], started: float | None = None,
-                 protected: dict[tuple[int, int], str] | None = None) -> None:
+                 protected: dict[tuple[int, int], str] | None = None, said: Callable[[str], str] = str) -> None:
         self.out_dir = Path(out_dir)
         self.command = command
         self.started = started or time.time()
         self.id = time.strftime("%Y%m%dT%H%M%S", time.localtime(self.started)) + f"-{os.getpid()}-{secrets.token_hex(3)}"
         self.protected: dict[tuple[int, int], str] = dict(protected or {})
+        #: how a note or a skipped input's error is said in the manifest: as the library says it (fields), or as
+        #: the CLI does (its RunContext sets its flags' wording: ``topk=0`` -> ``--topk 0``)
+        self.said = said
         self._claimed: set[str] = set()
         self._pool: Any = None  # a ThreadPoolExecutor once background() is called
         self._pending: list[tuple[Any, dict]] = []  # (future, manifest record) of background writes, in call order
@@ -481,12 +484,12 @@ class OutputWriter:
 
     def fail(self, path: Path | str, message: str) -> None:
         """Record an input that was skipped, and why."""
-        self.manifest["failures"].append(dict(path=str(path), error=message))
+        self.manifest["failures"].append(dict(path=str(path), error=self.said(message)))
         self._grow_reserve(3 * len(to_json(self.manifest["failures"][-1])) + 256)
 
     def note(self, message: str) -> None:
         """Record a remark about the run (the chosen default layer, a checkpoint summary, ...)."""
-        self.manifest["notes"].append(message)
+        self.manifest["notes"].append(self.said(message))
 
     # -- the manifest --
     def reconcile(self) -> None:
