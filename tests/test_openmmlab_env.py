@@ -42,7 +42,7 @@ def test_cfg_options_on_the_dataloader_pipeline_reach_the_model_input(invoke, im
 def test_cfg_options_take_several_pairs_in_every_command(invoke, tmp_path, monkeypatch, command):
     seen = []
 
-    def fake_load(spec, options=None):
+    def fake_load(spec, options=None, **_):
         seen.append(list(options or []))
         raise ConfigError("stop here")  # what was parsed is all this test needs
 

@@ -271,3 +271,17 @@ def test_the_merge_metric_and_the_starting_layout_are_choices() -> None:
         SliceOptions(merge_metric="dice")
     with pytest.raises(ArgumentError, match="init='spectral'"):
         TsneOptions(init="spectral")
+
+
+def test_an_options_object_given_in_a_files_place_is_pointed_at_settings() -> None:
+    """``visctl.cam(img, cfg, visctl.CamOptions(...))`` puts the options where the checkpoint goes: the error
+    says where they go; a config command's missing file does not offer a model name it cannot use."""
+    import visctl
+    from visctl.errors import ConfigError
+
+    with pytest.raises(ArgumentError, match=r"checkpoint=<CamOptions> is not a file name") as err:
+        visctl.cam("x.png", "cfg.py", visctl.CamOptions(topk=2))
+    assert err.value.hint == "pass the options as settings=CamOptions(...)"
+    with pytest.raises(ConfigError, match="config file not found: nope.py") as err:
+        visctl.lr("nope.py")
+    assert "model name" not in err.value.hint.split("(")[0] and "a config file" in err.value.hint

@@ -217,3 +217,23 @@ def test_a_skipped_input_is_a_warning_in_python(tmp_path):
     with pytest.warns(InputWarning, match=r"skipping .*fake\.png: "):
         result = visctl.cam([bad], str(DEMO_CFG), options=visctl.RunOptions(device="cpu"))
     assert len(result) == 0 and [path for path, _ in result.failures] == [str(bad)]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_saved_manifest_has_the_calls_time_not_the_saves(results, command, tmp_path):
+    """``timings.total_s`` of a saved result is the library call's (as the CLI's is its run's), and the saved
+    record is plain JSON data (lists, not the result's frozen tuples)."""
+    import json
+
+    res = results[command]
+    assert res.timings["total_s"] > 0
+    manifest = json.loads(res.save(tmp_path / command).read_text())
+    assert manifest["timings"]["total_s"] == res.timings["total_s"]
+
+
+def test_save_refuses_what_is_no_folder_name(results):
+    from visctl.errors import ArgumentError
+
+    for bad in (5, "", None):
+        with pytest.raises(ArgumentError, match="is not a folder name"):
+            results["cam"].save(bad)

@@ -356,6 +356,8 @@ def _shown(value: Any) -> str:
 
 
 def _wrong(name: str, value: Any, what: str, hint: str | None = None) -> ArgumentError:
+    if name != "settings" and isinstance(getattr(type(value), "command", None), str) and hasattr(value, "as_dict"):
+        hint = f"pass the options as settings={type(value).__name__}(...)"  # a visctl.XOptions given positionally
     return ArgumentError(f"{name}={_shown(value)} is not {what}", hint=hint or f"pass {what}")
 
 

@@ -108,13 +108,20 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def load_config(spec: str, options: list[str] | None = None) -> Any:
+def _not_found(spec: str, models: bool) -> ConfigError:
+    return ConfigError(f"config file not found: {spec}", hint="check the path" + (
+        ", or pass a model name such as torchvision.resnet18 instead of a config" if models else
+        ": this takes a config file (a model name has no schedule or dataset)"))
+
+
+def load_config(spec: str, options: list[str] | None = None, *, models: bool = True) -> Any:
     """Load an mmengine Config from a file, or wrap a bare model name into one.
 
     Args:
         spec: a config path (.py/.yaml/.yml/.json, with ``_base_`` inheritance) or a model name such as
             ``torchvision.resnet18``, ``timm.resnet18`` or ``package.module:attr``.
         options: ``--cfg-options`` strings merged on top.
+        models: whether the caller takes a model name (a missing file's hint offers one only then).
 
     Returns:
         The mmengine ``Config``.
@@ -122,6 +129,8 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     from visctl.environment import require_mmengine
 
     if not mmengine_present():  # a plain install: model names and configs of plain values, read without it
+        if Path(spec).suffix.lower() in CONFIG_SUFFIXES and not Path(spec).is_file():
+            raise _not_found(spec, models)
         plain = _load_plain(spec)
         check_pipeline_twins(plain)  # the config as written: an option changing one of the two is the user's word
         return merge_options(plain, options)
@@ -131,8 +140,7 @@ def load_config(spec: str, options: list[str] | None = None) -> Any:
     path = Path(spec)
     if path.suffix.lower() in CONFIG_SUFFIXES:
         if not path.is_file():
-            raise ConfigError(f"config file not found: {spec}", hint="check the path, or pass a model name "
-                              "such as torchvision.resnet18 instead of a config")
+            raise _not_found(spec, models)
         refused: tuple[str, str] | None = None
         check_base_chain(path)
         try:

@@ -173,7 +173,19 @@ def _normalised(kind: str, name: str, value: Any, hint: Any = None, listed: bool
 
 
 @dataclass(frozen=True)
-class CamOptions(Options):
+class MapOptions(Options):
+    """What the map commands' options share (:class:`CamOptions`, :class:`FeatmapOptions`,
+    :class:`BoxamOptions`): how their maps and figures are written."""
+
+    save_raw: bool = False
+    """also save the maps as float32 .npy (``result.save(folder)``)"""
+    image_format: ImageFormat = ImageFormat.png
+    """the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to
+    encode: for large runs) or webp (quality 90, the smallest)"""
+
+
+@dataclass(frozen=True)
+class CamOptions(MapOptions):
     """``visctl cam``'s options (:func:`visctl.cam`)."""
 
     command: ClassVar[str] = "cam"
@@ -203,8 +215,6 @@ class CamOptions(Options):
     panel_size: int | None = None
     """long side of each panel in pixels [default: the original image's, at most 384, at least 160]; the size used is
     in the manifest's params"""
-    save_raw: bool = False
-    """also save the maps as float32 .npy (``result.save(folder)``)"""
     batch_size: int = 16
     """images per forward"""
     score: bool = False
@@ -218,16 +228,13 @@ class CamOptions(Options):
     not an array) instead of the predicted mask"""
     target_box: str | tuple[float, ...] | None = None
     """segmentation: the region as ``"x0,y0,x1,y1"`` or four numbers, in original pixels"""
-    image_format: ImageFormat = ImageFormat.png
-    """the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to
-    encode: for large runs) or webp (quality 90, the smallest)"""
     amp: Amp = Amp.off
     """CUDA only: autocast the forward to bf16 or fp16 (gradient methods whose graph starts at the target layer);
     refused on a CPU"""
 
 
 @dataclass(frozen=True)
-class FeatmapOptions(Options):
+class FeatmapOptions(MapOptions):
     """``visctl featmap``'s options (:func:`visctl.featmap`)."""
 
     command: ClassVar[str] = "featmap"
@@ -271,15 +278,10 @@ class FeatmapOptions(Options):
     in the manifest's params"""
     batch_size: int = 16
     """images per forward"""
-    save_raw: bool = False
-    """also save the maps as float32 .npy (``result.save(folder)``)"""
-    image_format: ImageFormat = ImageFormat.png
-    """the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to
-    encode: for large runs) or webp (quality 90, the smallest)"""
 
 
 @dataclass(frozen=True)
-class BoxamOptions(Options):
+class BoxamOptions(MapOptions):
     """``visctl boxam``'s options (:func:`visctl.boxam`)."""
 
     command: ClassVar[str] = "boxam"
@@ -313,11 +315,6 @@ class BoxamOptions(Options):
     in the manifest's params"""
     batch_size: int = 4
     """images per forward"""
-    save_raw: bool = False
-    """also save the maps as float32 .npy (``result.save(folder)``)"""
-    image_format: ImageFormat = ImageFormat.png
-    """the figures as png (lossless, the slowest to encode and the largest), jpg (quality 95, several times faster to
-    encode: for large runs) or webp (quality 90, the smallest)"""
 
     def __post_init__(self) -> None:
         if isinstance(self.method, (list, tuple)):  # one engine draws each box's map: several methods, several runs

@@ -61,6 +61,16 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def thawed(value: Any) -> Any:
+    """A frozen record (:func:`freeze`) as the plain dicts and lists the CLI's manifest is made of (arrays are
+    left as they are)."""
+    if isinstance(value, (dict, types.MappingProxyType)):
+        return {k: thawed(v) for k, v in value.items()}
+    if type(value) is tuple or isinstance(value, list):
+        return [thawed(v) for v in value]
+    return value
+
+
 def frozen_array(values: Any, dtype: Any) -> Any:
     """``values`` as a new read-only numpy array of ``dtype`` (a result's boxes, scores, labels)."""
     import numpy as np
@@ -134,6 +144,7 @@ class Result:
     inputs: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # the manifest's ``inputs`` entries
     failures: tuple[tuple[str, str], ...] = ()  # (input, why) of every skipped input
     notes: tuple[str, ...] = field(default=(), repr=False)
+    timings: dict[str, float] = field(default_factory=dict, repr=False)  # total_s: the call's, as the manifest's
 
     def __post_init__(self) -> None:
         freeze_fields(self)  # deep: arrays read-only, dicts mapping proxies, lists tuples, items frozen
@@ -177,15 +188,19 @@ class Result:
         skipped, listed under ``failures``) and the ``index.html`` gallery; earlier runs' outputs in a shared
         folder stay listed, as with the CLI.
         """
+        from visctl.errors import ArgumentError
         from visctl.output.checks import prepare_dir
         from visctl.output.writer import OutputWriter
 
+        if not isinstance(out_dir, (str, Path)) or not str(out_dir).strip():
+            raise ArgumentError(f"out_dir={out_dir!r} is not a folder name", hint="result.save('visctl-out/run1')")
         folder = Path(out_dir)
         prepare_dir(folder, "out_dir")
-        writer = OutputWriter(folder, self.command, dict(self.params))
+        writer = OutputWriter(folder, self.command, thawed(self.params))
+        writer.manifest["timings"].update(self.timings)  # the call's time, not the save's
         writer.start()
         for entry in self.inputs:
-            entry = dict(entry)
+            entry = thawed(entry)
             writer.add_input(entry.pop("path"), **entry)
         for note in self.notes:
             writer.note(note)

@@ -234,8 +234,9 @@ class Session:
         self.options = self.options.replace(device=spec)
         self._device = None
 
-    def load_config(self, spec: Any) -> Any:
-        """The mmengine Config of ``spec`` (a path, a model name, a dict or a Config) with the cfg options."""
+    def load_config(self, spec: Any, *, models: bool = True) -> Any:
+        """The mmengine Config of ``spec`` (a path, a model name, a dict or a Config) with the cfg options
+        (``models``: whether the caller takes a model name, :func:`visctl.config.load_config`)."""
         from visctl.config import as_config, load_config, mmengine_present
 
         if isinstance(spec, (str, Path)):
@@ -246,7 +247,7 @@ class Session:
             # mmengine logs through the newest MMLogger: one of ours, on stderr, quiet unless debug
             MMLogger.get_instance(f"visctl-{next(_LOGGER_IDS)}", log_level="INFO" if self.debug else "WARNING")
         if isinstance(spec, (str, Path)):
-            return load_config(str(spec), self.cfg_options)
+            return load_config(str(spec), self.cfg_options, models=models)
         from visctl import config
 
         cfg = as_config(spec)

@@ -23,10 +23,16 @@ if TYPE_CHECKING:
 IO_THREADS = -1
 
 
-def mark(session: Session) -> tuple[int, int]:
-    """The session's (failures, notes) counts now: where a call begins (:attr:`Run.since`), so that its result
-    gathers its own and not those of an earlier call in the same ``session=``."""
-    return len(session.failures), len(session.notes)
+#: where a call begins: the session's failures and notes counts, and the time (:func:`mark`; 0.0: not marked)
+Since = tuple[int, int, float]
+
+
+def mark(session: Session) -> Since:
+    """The session's (failures, notes) counts and the time now: where a call begins (:attr:`Run.since`), so that
+    its result gathers its own and not those of an earlier call in the same ``session=``, and its time."""
+    import time
+
+    return len(session.failures), len(session.notes), time.time()
 
 
 class Run:
@@ -51,7 +57,7 @@ class Run:
     notes: tuple[str, ...] = ()
     #: the session's (failures, notes) counts when the call began (:func:`mark`): set by ``plan``, or by the
     #: library function where it spoke through the session first (the images found, the model loaded)
-    since: tuple[int, int] = (0, 0)
+    since: Since = (0, 0, 0.0)
 
     def begin(self, writer: OutputWriter) -> None:
         """The CLI's record is open, before the first item (every rank): a run that writes beside the writer
@@ -89,11 +95,15 @@ class Run:
                  notes: tuple[str, ...] = ()) -> dict[str, Any]:
         """A result's run record, as the CLI's manifest has it: ``params`` [default: :attr:`params`] with the
         session's pixel budget; ``failures`` then the inputs skipped since :attr:`since`; the notes made since
-        then, :attr:`notes`, then ``notes`` (what the run remarked as it went)."""
-        failed, noted = self.since
+        then, :attr:`notes`, then ``notes`` (what the run remarked as it went); ``timings``: ``total_s``, the
+        call's time until now (the manifest's, where :meth:`visctl.Result.save` writes it)."""
+        import time
+
+        failed, noted, began = self.since
         session = self.session
         params = self.params if params is None else params
         if session.max_pixels is not None:
             params = dict(params, max_pixels=session.max_pixels)
         return dict(params=params, failures=failures + tuple((f.path, f.error) for f in session.failures[failed:]),
-                    notes=tuple(session.notes[noted:]) + self.notes + notes)
+                    notes=tuple(session.notes[noted:]) + self.notes + notes,
+                    timings=dict(total_s=round(time.time() - began, 3)) if began else {})

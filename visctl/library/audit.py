@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.library._common import ModelInputs, batches, open_model
-from visctl.library._run import Run, mark
+from visctl.library._run import Run, Since, mark
 from visctl.options import AuditOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -296,7 +296,7 @@ class AuditRun(Run):
     def __init__(self, session: Session, mi: ModelInputs, settings: AuditOptions, methods: tuple[Any, Any], *,
                  labels: dict[str, int], ds_classes: list[str] | None, root: Path | None, where: str,
                  annotations: Annotations | None, compare: Any, left_out: list[tuple[Path, str]] | None = None,
-                 since: tuple[int, int] = (0, 0)) -> None:
+                 since: Since = (0, 0, 0.0)) -> None:
         from visctl import audits as A
         from visctl import cams, config
         from visctl.layers import trace

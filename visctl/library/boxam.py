@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import BoxMethod, Method
-from visctl.library._run import IO_THREADS, Run, mark
+from visctl.library._run import IO_THREADS, Run, Since, mark
 from visctl.options import BoxamOptions
 from visctl.results import Drawing, Figure, Result, frozen_array, save_picture
 from visctl.session import RunOptions, Session
@@ -253,7 +253,7 @@ class BoxamRun(Run):
     writer_queue: int = 0  # a batch's figures (the batch size asked for)
     sides: set[int] = field(default_factory=set)  # the panel sizes written so far
     said_unoriented: bool = False
-    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
+    since: Since = (0, 0, 0.0)  # where the call began (:func:`mark`)
 
     @property
     def method(self) -> BoxMethod:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import BrowseMode
-from visctl.library._run import Run, mark
+from visctl.library._run import Run, Since, mark
 from visctl.library.pipeline import SKIP, PipelineResult, _readonly
 from visctl.options import BrowseOptions
 from visctl.results import Drawing, Figure, Result, save_picture
@@ -144,7 +144,7 @@ def plan(session: Session, config: Any, settings: BrowseOptions) -> BrowseRun | 
         return pipeline.plan(session, config, None, per_sample, num_workers=o.num_workers)
     pipeline.check_rescale(o.rescale_factor, o.mode.value)
     arguments.model_spec(config, "config", modules=False)
-    cfg = session.load_config(config)
+    cfg = session.load_config(config, models=False)
     phase = o.phase.value
     ds_cfg, steps = datasets.dataset_config(cfg, phase)
     dataset = datasets.build_dataset(ds_cfg, phase, warn=session.warn, max_pixels=session.max_pixels)
@@ -231,7 +231,7 @@ class BrowseRun(Run):
     cols: int
     num_workers: int = 0
     swap: bool = False  # the panels' channels swapped (a channel_order other than the images' own)
-    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
+    since: Since = (0, 0, 0.0)  # where the call began (:func:`mark`)
 
     def items(self) -> Iterator[BrowsePage]:
         """Each grid page as soon as it is full (the last one when the samples end), to draw

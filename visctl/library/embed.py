@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from visctl import arguments
 from visctl.choices import EmbedMethod, VisStage
 from visctl.library._common import ModelInputs
-from visctl.library._run import Run, mark
+from visctl.library._run import Run, Since, mark
 from visctl.options import TsneOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -196,7 +196,7 @@ class TsneRun(Run):
     extraction: Extraction | None = None
     extract_s: float = 0.0  # seconds from the run's start to the extracted features
     quality: dict[str, Any] = field(default_factory=dict)  # label -> the layer's quality, as recorded
-    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
+    since: Since = (0, 0, 0.0)  # where the call began (:func:`mark`)
 
     def __post_init__(self) -> None:
         self.method = self.settings.method

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import Normalize, Reduction
-from visctl.library._run import IO_THREADS, Run, mark
+from visctl.library._run import IO_THREADS, Run, Since, mark
 from visctl.options import FeatmapOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -431,7 +431,7 @@ class FeatmapRun(Run):
     #: each flat map, ``"<image>: <layer> <map>: <why>; <hint>"``, and its input (merging torchrun's ranks)
     flat_maps: list[str] = field(default_factory=list)
     flat_at: list[str] = field(default_factory=list)
-    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
+    since: Since = (0, 0, 0.0)  # where the call began (:func:`mark`)
 
     def __post_init__(self) -> None:
         self.out_dir = self.out_file.parent if self.out_file is not None else None

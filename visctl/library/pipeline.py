@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.choices import ChannelOrder, Mode
-from visctl.library._run import Run, mark
+from visctl.library._run import Run, Since, mark
 from visctl.options import PipelineOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -225,7 +225,7 @@ def plan(session: Session, config: Any, images: Any, settings: PipelineOptions, 
     check_edges(o)
     check_rescale(o.rescale_factor, o.mode.value, o.adaptive)
     channel_swap(o.channel_order, "BGR", o.bgr2rgb)  # refuses both at once before the dataset is read
-    cfg = session.load_config(config)
+    cfg = session.load_config(config, models=False)
     phase = o.phase.value
     if images is None:
         ds_cfg, steps = datasets.dataset_config(cfg, phase)
@@ -294,7 +294,7 @@ class PipelineRun(Run):
     stems: dict[Any, str]
     swap: bool  # the panels' channels swapped (bgr2rgb, or a channel_order other than the images' own)
     num_workers: int = 0
-    since: tuple[int, int] = (0, 0)  # the session's (failures, notes) when planned (:func:`mark`)
+    since: Since = (0, 0, 0.0)  # where the call began (:func:`mark`)
 
     def items(self) -> Iterator[PipelineView]:
         """Each sample's :class:`PipelineView` as it is processed; an unreadable one goes to ``session.skip``.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
 from visctl.library._common import ModelInputs
-from visctl.library._run import Run, mark
+from visctl.library._run import Run, Since, mark
 from visctl.options import ReconOptions
 from visctl.results import Figure, Result
 from visctl.session import RunOptions, Session
@@ -257,7 +257,7 @@ class ReconRun(Run):
 
     def __init__(self, session: Session, mi: ModelInputs, settings: ReconOptions, kind: str, mask_ratio: float,
                  norm_pix: bool, params: dict[str, Any], notes: list[str], out_file: Path | None,
-                 since: tuple[int, int] = (0, 0)) -> None:
+                 since: Since = (0, 0, 0.0)) -> None:
         self.session, self.mi, self.settings, self.kind = session, mi, settings, kind
         self.mask_ratio, self.norm_pix = mask_ratio, norm_pix  # as settled on the model (its defaults)
         self.params, self.notes, self.out_file, self.since = params, tuple(notes), out_file, since

@@ -357,7 +357,7 @@ def plan(session: Session, config: Any, settings: LrOptions, *, model: Any = Non
     window = parse_window(o.window_size)
     check_style(o.style)
     started = time.time()
-    cfg = session.load_config(config)
+    cfg = session.load_config(config, models=False)
     name, stem = _config_name(config, cfg)
     optim_cfg = cfg.get("optim_wrapper") or {}
     dataset_size, source = o.dataset_size, "--dataset-size"
@@ -393,7 +393,9 @@ def plan(session: Session, config: Any, settings: LrOptions, *, model: Any = Non
         caption=caption, parameter=parameter, plot_options=dict(window=window, style=o.style, log_scale=o.log_scale),
         simulate_s=simulated, sources=sources)
     # drawn once: the figure arrays, _repr_png_ and lr.png are these bytes
-    return LrRun(session, dataclasses.replace(result, png=result.encode("png")), plot_target, csv_target)
+    png = result.encode("png")
+    timings = dict(total_s=round(time.time() - started, 3))  # the call's (a saved manifest's total_s)
+    return LrRun(session, dataclasses.replace(result, png=png, timings=timings), plot_target, csv_target)
 
 
 #: release 0.1's name of :class:`LrResult` (it goes in the next release)

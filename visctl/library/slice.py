@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visctl import arguments
-from visctl.library._run import Run, mark
+from visctl.library._run import Run, Since, mark
 from visctl.options import SliceOptions
 from visctl.results import Figure, Result, frozen_array
 from visctl.session import RunOptions, Session
@@ -137,7 +137,7 @@ class SliceRun(Run):
 
     def __init__(self, session: Session, mi: ModelInputs, settings: SliceOptions, classes: list[str] | None,
                  params: dict[str, Any], notes: list[str], patch: int, merge_iou_thr: float, merge_metric: str,
-                 since: tuple[int, int] = (0, 0)) -> None:
+                 since: Since = (0, 0, 0.0)) -> None:
         self.session, self.mi, self.settings, self.classes, self.params = session, mi, settings, classes, params
         self.notes, self.since = tuple(notes), since
         self.patch, self.merge_iou_thr, self.merge_metric = patch, merge_iou_thr, merge_metric

@@ -531,7 +531,7 @@ class OutputWriter:
             self.manifest["error"] = error
         if status != "ok" and status != "partial":
             self.reconcile()
-        self.manifest["timings"]["total_s"] = round(time.time() - self.started, 3)
+        self.manifest["timings"].setdefault("total_s", round(time.time() - self.started, 3))  # a saved result's
         try:
             return self.save()
         finally:
