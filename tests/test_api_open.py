@@ -135,15 +135,20 @@ def test_a_method_the_model_does_not_fit_is_a_visctl_error(images):
     assert classifier.cam(images[0]).ok  # and the model still works
 
 
-def test_one_shot_functions_take_an_opened_model_and_refuse_other_options(images, builds):
+def test_an_opened_model_takes_a_calls_options_but_not_another_device_config_or_checkpoint(images, builds):
     m = visctl.open(DEMO_CFG, options=CPU)
     assert visctl.cam(images[0], m, options=CPU)[0].maps and len(builds) == 1
     with pytest.raises(ArgumentError, match="opened with"):
         visctl.cam(images[0], m, options=CPU.replace(cfg_options=["visctl.target_layers=['backbone.layer3']"]))
     with pytest.raises(ArgumentError, match="checkpoint"):
         visctl.cam(images[0], m, "other.pth", options=CPU)
-    with pytest.raises(ArgumentError, match="opened with its options"):
-        m.cam(images[0], options=CPU)
+    # a method takes a call's own options as the one-shot function does: the same device and cfg_options
+    seeded = m.cam(images[0], options=CPU.replace(seed=3))
+    assert seeded.params == visctl.cam(images[0], m, options=CPU.replace(seed=3)).params and len(builds) == 1
+    with pytest.raises(ArgumentError, match="opened with"):
+        m.cam(images[0], options=CPU.replace(cfg_options=["visctl.target_layers=['backbone.layer3']"]))
+    with pytest.raises(ArgumentError, match="opened with its checkpoint"):
+        m.cam(images[0], checkpoint="other.pth")
     assert visctl.open(m) is m and "OpenedModel(" in repr(m)
 
 

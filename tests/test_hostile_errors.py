@@ -363,3 +363,13 @@ def test_a_masked_image_model_is_one_error_naming_recon(invoke, image_file, tmp_
     assert not (tmp_path / command).exists()
     with pytest.raises(ModelError, match="does not run on images alone"):
         getattr(visctl, command)(image_file, str(mae), options=visctl.RunOptions(device="cpu"))
+
+
+def test_a_pipeline_step_torch_refuses_is_one_error_naming_the_step(invoke, image_file, tmp_path):
+    """RandomErasing(scale=(2, 1)) makes torch raise a RuntimeError: a config's value, so one error (exit 2)
+    naming the step, not an internal error."""
+    result = invoke("cam", image_file, DEMO_CFG, ROOT_CKPT, "--cfg-options",
+                    "test_dataloader.dataset.pipeline.1.type=RandomErasing",
+                    "test_dataloader.dataset.pipeline.1.scale=(2,1)", "test_dataloader.dataset.pipeline.1.p=1.0",
+                    "-o", tmp_path / "o")  # p=1: it always erases (a step that may not run proves nothing)
+    assert_one_error(result, "pipeline step RandomErasing(scale=(2, 1), p=1.0): RuntimeError")

@@ -285,3 +285,28 @@ def test_an_options_object_given_in_a_files_place_is_pointed_at_settings() -> No
     with pytest.raises(ConfigError, match="config file not found: nope.py") as err:
         visctl.lr("nope.py")
     assert "model name" not in err.value.hint.split("(")[0] and "a config file" in err.value.hint
+
+
+def test_the_users_own_words_config_reprs_and_quotes_are_never_read_as_fields(invoke, image_file, tmp_path,
+                                                                                monkeypatch) -> None:
+    """A file or folder named like an option (``topk=3.png``, ``-o alpha=0.3``), a pipeline step's repr and a
+    quoted value are said as they are, on stderr and in the manifest; the fields around them still become flags."""
+    import json
+
+    from conftest import DEMO_CFG
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "topk=3.png").write_text("not an image")
+    result = invoke("featmap", "topk=3.png", image_file, DEMO_CFG, "--channel-reduction", "squeeze_mean",
+                    "--topk", "3", "-o", "alpha=0.3")
+    assert result.exit_code == 1, result.output
+    assert "warning: skipping topk=3.png: cannot decode topk=3.png as an image" in result.stderr
+    assert "warning: --topk 3 has no effect" in result.stderr and "alpha=0.3/manifest.json" in result.stderr
+    manifest = json.loads((tmp_path / "alpha=0.3" / "manifest.json").read_text())
+    assert manifest["failures"][0]["path"] == "topk=3.png"
+    assert manifest["failures"][0]["error"].startswith("cannot decode topk=3.png as an image")
+    said = _options.cli_text("featmap", "pipeline step Resize(scale=(0, 0), backend=pillow): topk=2; "
+                                        "{'x': 'alpha=0.3'}")
+    assert said == "pipeline step Resize(scale=(0, 0), backend=pillow): --topk 2; {'x': 'alpha=0.3'}"
+    assert _options.cli_text("audit", "fail_under= names border twice ('border=0.5' and 'border=0.6')") == \
+        "--fail-under names border twice ('border=0.5' and 'border=0.6')"

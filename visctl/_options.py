@@ -259,8 +259,26 @@ _NOT_A_PATH = r"""(?!(?!['"(\[])[^\s,;:)\]]*[/\\])"""
 
 
 #: what a message quotes as written, never a field: config code (``visctl = dict(target_layers=[...])``, one level
-#: of nested brackets) and text in backquotes
-_QUOTED = r"""(`[^`]*`|\bdict\((?:[^()]|\([^()]*\))*\))"""
+#: of nested brackets), a class's repr (``Resize(scale=(0, 0), backend='pillow')``: a pipeline step's arguments)
+#: and text in backquotes
+_QUOTED = r"""(`[^`]*`|\b(?:dict|[A-Z]\w*)\((?:[^()]|\([^()]*\))*\))"""
+
+#: the command line's own words that hold ``=`` (a file ``topk=3.png``, a folder ``-o alpha=0.3``, a config value):
+#: said as given wherever a message quotes them, never read as a field (:func:`cli.run` sets them)
+GIVEN: list[str] = []
+
+
+def given_words(argv: list[str]) -> list[str]:
+    """The words of ``argv`` that :data:`GIVEN` protects: each argument, or option value, holding ``=``, as given
+    and as a path normalises it (``./a=1.png`` is said ``a=1.png``)."""
+    import os
+
+    words = []
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
+        if "=" in value and not value.startswith("-"):
+            words += [value, os.path.normpath(value)]
+    return sorted(set(words), key=len, reverse=True)
 
 
 def _words(value: str) -> str:
@@ -281,7 +299,8 @@ def cli_text(command: str, text: str) -> str:
     """A library message as the CLI says it: each ``field=value`` of the command's options as ``--flag value``
     (``topk=0`` -> ``--topk 0``, ``arrangement=(1, 0)`` -> ``--arrangement 1 0``, ``fail_under='a=1'`` ->
     ``--fail-under a=1``, ``save_raw=True`` -> ``--save-raw``), a bare ``field=`` as ``--flag``. Config code
-    the message quotes (``dict(...)``, backquotes) is left as it is."""
+    the message quotes (``dict(...)``, a class's repr, backquotes, a quoted ``'a=1'``) and the command line's own
+    words (:data:`GIVEN`: a file ``seed=1.png``) are left as they are."""
     import re
 
     flags = FLAGS.get(command, {})
@@ -301,8 +320,10 @@ def cli_text(command: str, text: str) -> str:
             value = value[1:-1]  # one word: as a shell takes it ('' stays: it says the value is empty)
         return f"{flags[name]} {value}" if value else flags[name]
 
-    parts = re.split(_QUOTED, text)  # the quoted spans at the odd places
-    pattern = rf"""(?<![\w.\-/\\])({names})={_NOT_A_PATH}{_VALUE}"""
+    given = "".join(f"|{re.escape(w)}" for w in GIVEN)  # the user's own words, as typed
+    parts = re.split(rf"({_QUOTED[1:-1]}{given})", text)  # the quoted spans at the odd places
+    # a name not after a quote (``'x': 'alpha=0.3'``, the user's text) nor inside a path
+    pattern = rf"""(?<![\w.\-/\\'"])({names})={_NOT_A_PATH}{_VALUE}"""
     return "".join(part if i % 2 else re.sub(pattern, flag, part) for i, part in enumerate(parts))
 
 

@@ -806,7 +806,7 @@ def parse_thresholds(specs: Iterable[str] | None) -> dict[str, float]:
             if not math.isfinite(number):
                 raise ArgumentError(f"fail_under={part!r}: {value!r} is not a finite number", hint=hint)
             if name in out:
-                raise ArgumentError(f"fail_under= names {name} twice ({name}={out[name]:g} and {part.strip()})",
+                raise ArgumentError(f"fail_under= names {name} twice ({f'{name}={out[name]:g}'!r} and {part.strip()!r})",
                                     hint=f'give one threshold per measure, e.g. fail_under="{name}={number:g}"')
             out[name] = number
     return out

@@ -96,6 +96,9 @@ def run(argv: list[str], prog_name: str = "visctl") -> int:
     # before torch is imported (a command imports it): OpenMP threads that busy-wait make CPU timings swing 10x on
     # small machines. Set here, when the CLI runs, never on import: a notebook's environment stays its own
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from visctl import _options
+
+    _options.GIVEN[:] = _options.given_words(argv)  # a file or folder named like an option is said as given
     try:
         status = command().main(args=seed_argv(argv), prog_name=prog_name, standalone_mode=False)
     except VisctlError as err:  # raised outside a RunContext: said with the command's flags, as a run says it

@@ -203,3 +203,9 @@ def plain(text: str) -> str:
     characters but newlines and tabs: a message prints the same on a terminal, in a log and in CI."""
     text = _ANSI.sub("", str(text))
     return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
+
+
+def pixels(count: float, digits: int = 0) -> str:
+    """A pixel count as a message says it: ``12 MP`` (``digits`` after the point), or ``6,400 pixels`` under
+    0.1 MP, where megapixels would round to nothing (a small ``max_pixels`` budget)."""
+    return f"{count / 1e6:,.{digits}f} MP" if count >= 100_000 else f"{int(count):,} pixels"

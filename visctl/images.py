@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from visctl.errors import InputError
+from visctl.errors import InputError, pixels
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,8 +54,8 @@ def check_pixels(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
     size = image_size(path)
     if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
         w, h = size
-        raise ImageTooLarge(f"{path} is {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over the budget of "
-                            f"{max_pixels / 1e6:,.1f} MP (max_pixels=)",
+        raise ImageTooLarge(f"{path} is {w} x {h} pixels ({pixels(w * h)}), over the budget of "
+                            f"{pixels(max_pixels, 1)} (max_pixels=)",
                             hint=f"raise max_pixels= if the image is genuine (decoding takes {3 * w * h / 2**30:,.1f} "
                             "GiB), or downscale it first")
     return size
@@ -198,8 +198,8 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     if isinstance(path, ArrayImage):
         h, w = path.array.shape[:2]
         if max_pixels is not None and h * w > max_pixels:
-            raise ImageTooLarge(f"{path} is {w} x {h} pixels ({h * w / 1e6:.0f} MP), over the budget of "
-                                f"{max_pixels / 1e6:.1f} MP", hint="raise max_pixels")
+            raise ImageTooLarge(f"{path} is {w} x {h} pixels ({pixels(w * h)}), over the budget of "
+                                f"{pixels(max_pixels, 1)} (max_pixels=)", hint="raise max_pixels=")
         return path.array.copy()
     path = Path(path)
     size = check_pixels(path, max_pixels)
@@ -244,8 +244,8 @@ def read_mask(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
         shape = _npy_shape(path)
         if shape is not None and len(shape) >= 2 and max_pixels is not None and shape[0] * shape[1] > max_pixels:
             h, w = shape[0], shape[1]
-            raise ImageTooLarge(f"{path} is {w} x {h} pixels ({w * h / 1e6:,.0f} MP), over the budget of "
-                                f"{max_pixels / 1e6:,.1f} MP (max_pixels=)",
+            raise ImageTooLarge(f"{path} is {w} x {h} pixels ({pixels(w * h)}), over the budget of "
+                                f"{pixels(max_pixels, 1)} (max_pixels=)",
                                 hint="raise max_pixels= if the mask is genuine, or give a smaller one")
         arr = read_mask_array(path, "mask", max_pixels)  # no pickles; numbers only, 2-D, finite
     else:

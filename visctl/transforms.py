@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from visctl.errors import ConfigError
+from visctl.errors import ConfigError, pixels
 from visctl.generators import frozen_key, generator_lock, randint
 
 if TYPE_CHECKING:
@@ -70,8 +70,8 @@ def check_budget(state: ImageState, w: int, h: int) -> None:
     bounds every image visctl reads bounds every image its pipelines make from them (the model's input)."""
     budget = state.max_pixels
     if budget is not None and int(w) * int(h) > budget:
-        raise PipelineTooLarge(f"it would make a {int(w)} x {int(h)} image ({int(w) * int(h) / 1e6:,.0f} MP), over "
-                               f"the budget of {budget / 1e6:,.1f} MP (max_pixels=)",
+        raise PipelineTooLarge(f"it would make a {int(w)} x {int(h)} image ({pixels(int(w) * int(h))}), over "
+                               f"the budget of {pixels(budget, 1)} (max_pixels=)",
                                hint="make the step's size smaller (its scale, size or scale_factor in the config's "
                                "test pipeline, e.g. with cfg_options=[...]), or raise max_pixels=")
 
@@ -323,8 +323,13 @@ def run_views(img: np.ndarray, steps: list[dict], rng: Any = None, record: bool 
                 raise wrapped from err
             except ConfigError as err:
                 raise ConfigError(f"pipeline step {step_label(step)}: {err.message}", hint=err.hint) from err
-            except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as exc:
-                # the step's parameters come from the config: a missing key or a value of the wrong kind
+            except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, RuntimeError) as exc:
+                # the step's parameters come from the config: a missing key or a value of the wrong kind, or one
+                # torch refuses (RandomErasing's scale=(2, 1)); a failed allocation is no parameter's fault
+                from visctl.errors import out_of_memory
+
+                if out_of_memory(exc) is not None:
+                    raise
                 raise ConfigError(f"pipeline step {step_label(step)}: {_reason(exc)}",
                                   hint="check this step's parameters against the transform's documentation"
                                   ) from exc

@@ -160,14 +160,15 @@ class OpenedModel(Opened):
     def _run(self, function: Any, command: str, images: Any, fields: dict[str, Any]) -> Any:
         from visctl.errors import ArgumentError
 
-        for name in ("options", "session", "checkpoint"):
-            if name in fields:
-                raise ArgumentError(f"{command}({name}=...) on an opened model: the model was opened with its "
-                                    f"{name}", hint=f"give {name} to visctl.open(model, checkpoint, options=...)")
+        if "checkpoint" in fields:
+            raise ArgumentError(f"{command}(checkpoint=...) on an opened model: the model was opened with its "
+                                "checkpoint", hint="open it again with that one: visctl.open(model, checkpoint)")
+        if "session" not in fields and fields.get("options") is None:  # a call's own options (a seed, threads)
+            fields["options"] = self.options  # may differ from the opened ones but in device and cfg_options
         try:
             if images is None:
-                return function(self, options=self.options, **fields)
-            return function(images, self, options=self.options, **fields)
+                return function(self, **fields)
+            return function(images, self, **fields)
         finally:
             self._reset()
 
