@@ -310,3 +310,19 @@ def test_the_users_own_words_config_reprs_and_quotes_are_never_read_as_fields(in
     assert said == "pipeline step Resize(scale=(0, 0), backend=pillow): --topk 2; {'x': 'alpha=0.3'}"
     assert _options.cli_text("audit", "fail_under= names border twice ('border=0.5' and 'border=0.6')") == \
         "--fail-under names border twice ('border=0.5' and 'border=0.6')"
+
+
+def test_an_out_dir_that_a_file_option_overrides_says_so(invoke, image_file, tmp_path) -> None:
+    """``--save-path sp/c.png -o out`` writes into sp/ (the file's folder): -o is said to have no effect, and
+    nothing is made under out/; where -o is honoured (recon's --out-file) nothing is said."""
+    from conftest import DEMO_CFG
+
+    result = invoke("cam", image_file, DEMO_CFG, "--save-path", tmp_path / "sp" / "c.png", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert f"warning: -o/--out-dir {tmp_path / 'out'} has no effect: this run writes to {tmp_path / 'sp'}" \
+        in result.stderr
+    assert (tmp_path / "sp" / "manifest.json").is_file() and not (tmp_path / "out").exists()
+    mae = DEMO_CFG.parent.parent / "demo_mae" / "config.py"
+    result = invoke("recon", image_file, mae, "--out-file", tmp_path / "r.png", "-o", tmp_path / "r")
+    assert result.exit_code == 0 and "has no effect" not in result.stderr, result.output
+    assert (tmp_path / "r.png").is_file() and (tmp_path / "r" / "manifest.json").is_file()

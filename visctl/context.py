@@ -158,6 +158,9 @@ class RunContext:
         self._finished = False
         self._handlers: dict[int, Any] = {}
         self.default_out = out_dir is None  # runs under visctl-out/ share a root gallery
+        given = getattr(options, "out_dir", None)  # -o as the command line gave it; a file option's folder wins
+        self._unused_out = given if given is not None and out_dir is not None and \
+            os.path.abspath(given) != os.path.abspath(out_dir) else None
         self.out_dir = Path(out_dir) if out_dir else Path("visctl-out") / command
         self.json_out = options.json_out
         self.backend = options.backend
@@ -231,6 +234,10 @@ class RunContext:
                 distributed.join(self.session)  # checks the torchrun variables first: one error line for a bad one
                 if self.rank:  # rank 0 speaks for the run
                     self.quiet = True
+            if self._unused_out is not None:
+                self.reporter.warn(f"-o/--out-dir {self._unused_out} has no effect: this run writes to "
+                                   f"{self.out_dir}, the folder its file option (--save-path, --out-file) names",
+                                   as_is=True)
             # before any config, model or data: a bad folder must cost nothing
             self._created += prepare_dir(self.out_dir, "--out-dir")
             running_in(self.out_dir)
