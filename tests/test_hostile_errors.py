@@ -373,3 +373,13 @@ def test_a_pipeline_step_torch_refuses_is_one_error_naming_the_step(invoke, imag
                     "test_dataloader.dataset.pipeline.1.scale=(2,1)", "test_dataloader.dataset.pipeline.1.p=1.0",
                     "-o", tmp_path / "o")  # p=1: it always erases (a step that may not run proves nothing)
     assert_one_error(result, "pipeline step RandomErasing(scale=(2, 1), p=1.0): RuntimeError")
+
+
+def test_a_missing_compare_checkpoint_names_compare(invoke, image_file, tmp_path):
+    """The second model's checkpoint: the error names --compare, and the hint is not the first model's (leave
+    it out to use load_from)."""
+    for args in (["featmap", image_file, DEMO_CFG, ROOT_CKPT, "--compare", f"{DEMO_CFG},{tmp_path / 'no.pth'}"],
+                 ["audit", DEMO_CFG, ROOT_CKPT, "--data", image_file.parent.parent, "--compare", tmp_path / "no.pth"]):
+        result = invoke(*args, "-o", tmp_path / args[0])
+        assert_one_error(result, f"--compare names a checkpoint that is not found: {tmp_path / 'no.pth'}")
+        assert "load_from" not in result.stderr

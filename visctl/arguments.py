@@ -459,8 +459,8 @@ def _check_kind(function: str, name: str, kind: str, value: Any) -> None:  # noq
                 or not 1 <= len(list(items)) <= 2
                 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
                 or any(v < 1 and v != -1 for v in items)):
-            raise _wrong(name, value, "one or two whole numbers", "pass H, W or one size for both, each positive "
-                         "or -1 for no cap, e.g. 20 or [20, 30]")
+            raise _wrong(name, value, "one or two whole numbers, each 1 or more (or -1)",
+                         f"give H, W or one size for both, or -1 for no cap, e.g. {name}=(20, 30)")
     elif kind == "learning_rate":
         if not (value == "auto" if isinstance(value, str) else _real(value)):
             raise _wrong(name, value, "'auto' or a number", "pass 'auto' or a positive number, e.g. 200.0")

@@ -201,8 +201,16 @@ def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") 
     """
     from visctl import checkpoints
 
+    from visctl.errors import ModelError
+
     ctx.protect(checkpoint or cfg.get("load_from"))
-    model, summary = checkpoints.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
+    try:
+        model, summary = checkpoints.load_model(cfg, checkpoint, ctx.device, unsafe=ctx.unsafe_load_checkpoint)
+    except ModelError as err:  # the second model's: said as compare='s (the usual hint offers load_from)
+        if label != "compare: " or not err.message.startswith("checkpoint not found"):
+            raise
+        raise ModelError(f"compare= names a checkpoint that is not found: {checkpoint}",
+                         hint="check the path of the checkpoint to compare with") from None
     if summary:
         if summary["unsafe"]:
             ctx.warn(f"{summary['path']} was read by a full pickle load (unsafe_load_checkpoint=True): "
