@@ -200,7 +200,6 @@ def load_model(ctx: Session, cfg: Any, checkpoint: str | None, label: str = "") 
     ``--debug`` adds every key on stderr.
     """
     from visctl import checkpoints
-
     from visctl.errors import ModelError
 
     ctx.protect(checkpoint or cfg.get("load_from"))
