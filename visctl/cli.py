@@ -102,10 +102,8 @@ def run(argv: list[str], prog_name: str = "visctl") -> int:
     try:
         status = command().main(args=seed_argv(argv), prog_name=prog_name, standalone_mode=False)
     except VisctlError as err:  # raised outside a RunContext: said with the command's flags, as a run says it
-        from visctl._options import cli_error
-
         name = next((a for a in argv if not a.startswith("-")), "")
-        return report(cli_error(name, err), debug="--debug" in argv)
+        return report(_options.cli_error(name, err), debug="--debug" in argv)
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         return 1

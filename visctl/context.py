@@ -234,7 +234,7 @@ class RunContext:
                 distributed.join(self.session)  # checks the torchrun variables first: one error line for a bad one
                 if self.rank:  # rank 0 speaks for the run
                     self.quiet = True
-            if self._unused_out is not None:
+            if self._unused_out is not None and not self.rank:  # rank 0 speaks for the run
                 self.reporter.warn(f"-o/--out-dir {self._unused_out} has no effect: this run writes to "
                                    f"{self.out_dir}, the folder its file option (--save-path, --out-file) names",
                                    as_is=True)

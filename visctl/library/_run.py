@@ -55,8 +55,8 @@ class Run:
     writer_queue: int = 0
     #: what planning the run remarked (an option that does not apply): the manifest's notes after the session's
     notes: tuple[str, ...] = ()
-    #: the session's (failures, notes) counts when the call began (:func:`mark`): set by ``plan``, or by the
-    #: library function where it spoke through the session first (the images found, the model loaded)
+    #: the session's (failures, notes) counts and the time when the call began (:func:`mark`): set by ``plan``,
+    #: or by the library function where it spoke through the session first (the images found, the model loaded)
     since: Since = (0, 0, 0.0)
 
     def begin(self, writer: OutputWriter) -> None:

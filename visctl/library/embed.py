@@ -595,7 +595,7 @@ def plan(session: Session, model: Any, checkpoint: str | None = None, settings: 
 
 @arguments.typed("tsne")
 def tsne(model: Any, checkpoint: str | None = None, settings: TsneOptions | None = None, *,
-          options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> TsneResult:
+         options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> TsneResult:
     """Embed a model's features of a dataset in 2-D, coloured by class, with k-NN quality figures (``visctl tsne``).
 
     Args:

@@ -335,8 +335,8 @@ class PipelineRun(Run):
 
 @arguments.typed("pipeline")
 def pipeline(config: Any, images: Any = None, settings: PipelineOptions | None = None, *,
-                   options: RunOptions | None = None, session: Session | None = None,
-                   **fields: Any) -> PipelineResult:
+             options: RunOptions | None = None, session: Session | None = None,
+             **fields: Any) -> PipelineResult:
     """Samples of ``config``'s ``<phase>`` dataset (or ``images``) through its pipeline, step by step.
 
     Args:

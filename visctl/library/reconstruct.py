@@ -443,7 +443,7 @@ def _token_image(p: ReconRun, res: dict[str, Any], i: int, path: Any, stem: str,
 
 @arguments.typed("recon")
 def recon(images: Any, model: Any, checkpoint: str | None = None, settings: ReconOptions | None = None, *,
-                options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> ReconResult:
+          options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> ReconResult:
     """Mask each image's patches and show what a MAE / SimMIM / MaskFeat model rebuilds (``visctl recon``), or
     what a BEiT (v1, v2) / CAE model predicts of them: per masked patch whether its top-1 token is the target
     generator's and the target token's cross-entropy (no pixel decoder exists for those tokens).

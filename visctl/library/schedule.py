@@ -287,7 +287,7 @@ def _model_for_groups(cfg: Any) -> tuple[Any, str | None]:
 
 @arguments.typed("lr")
 def lr(config: Any, settings: LrOptions | None = None, *, model: Any = None, options: RunOptions | None = None,
-             session: Session | None = None, **fields: Any) -> LrResult:
+       session: Session | None = None, **fields: Any) -> LrResult:
     """The lr, momentum and weight decay of every param group at every iteration of ``config``'s training.
 
     Args:

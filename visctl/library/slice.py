@@ -300,7 +300,7 @@ def _iter_images(run: SliceRun) -> Iterator[SliceImage]:
 
 @arguments.typed("slice")
 def slice(images: Any, model: Any, checkpoint: str | None = None, settings: SliceOptions | None = None, *,
-                 options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> SliceResult:
+          options: RunOptions | None = None, session: Session | None = None, **fields: Any) -> SliceResult:
     """Detect objects in huge images tile by tile and merge the boxes (``visctl slice``).
 
     Args:
